@@ -1,0 +1,3 @@
+from tui_batch.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,123 @@
+"""The backend protocol: prompts go in, completions come out, possibly out of order.
+
+The engine keeps up to `capacity` tasks in flight and calls `step()` in a loop; each call
+advances the work by one small step (a token, or one whole prompt for a plain function)
+and returns whatever finished. Cancel, pause and checkpoints happen between steps, so a
+backend never needs to know about them.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from tui_batch.core.jobs import BatchJob, Prompt
+
+TokenSink = Callable[[int, str], None]
+
+
+@dataclass(slots=True)
+class Task:
+    index: int
+    prompt: Prompt
+    attempt: int = 1
+
+
+@dataclass(slots=True)
+class Completion:
+    """A finished task. `error` set means the prompt failed; `retryable=False` means
+    running it again cannot help (it does not fit the context, say)."""
+
+    index: int
+    response_text: str = ""
+    tokens_input: int = 0
+    tokens_output: int = 0
+    finish_reason: str | None = "stop"
+    error: str | None = None
+    retryable: bool = True
+
+    @property
+    def success(self) -> bool:
+        return self.error is None
+
+
+class Backend(ABC):
+    """Something that answers prompts. Subclasses hold at most `capacity` tasks at once."""
+
+    capacity: int = 1
+
+    def open(self, job: BatchJob, on_token: TokenSink | None = None) -> None:
+        """Prepare for `job` (load the model, say). Called once before the first submit."""
+        self.on_token = on_token
+
+    @abstractmethod
+    def submit(self, task: Task) -> None:
+        """Accept a task; only called while `in_flight < capacity`."""
+
+    @abstractmethod
+    def step(self) -> list[Completion]:
+        """Advance the work by one step and return the tasks that finished."""
+
+    @property
+    @abstractmethod
+    def in_flight(self) -> int:
+        """How many submitted tasks have not finished yet."""
+
+    @abstractmethod
+    def abort(self) -> list[int]:
+        """Drop every unfinished task and return their indices."""
+
+    def close(self) -> None:
+        """Release resources (the model). The backend may be opened again afterwards."""
+
+
+def describe_error(exc: BaseException) -> str:
+    message = str(exc).strip()
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+class CallableBackend(Backend):
+    """The guide's `execute_fn(prompt)`: one prompt at a time, each in one step.
+
+    The function gets the prompt text and returns the response text, or a mapping with
+    `response_text` and optionally `tokens_input` / `tokens_output`. An exception is a
+    failed prompt with the exception's message.
+    """
+
+    def __init__(self, execute_fn: Callable[[str], str | Mapping[str, Any]]) -> None:
+        self.execute_fn = execute_fn
+        self._queue: deque[Task] = deque()
+
+    def submit(self, task: Task) -> None:
+        self._queue.append(task)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._queue)
+
+    def abort(self) -> list[int]:
+        indices = [task.index for task in self._queue]
+        self._queue.clear()
+        return indices
+
+    def step(self) -> list[Completion]:
+        if not self._queue:
+            return []
+        task = self._queue.popleft()
+        try:
+            output = self.execute_fn(task.prompt.text)
+        except Exception as exc:  # noqa: BLE001 - any failure of user code is a failed prompt
+            return [Completion(task.index, error=describe_error(exc), finish_reason=None)]
+        if isinstance(output, Mapping):
+            return [
+                Completion(
+                    task.index,
+                    response_text=str(output.get("response_text", "")),
+                    tokens_input=int(output.get("tokens_input", 0) or 0),
+                    tokens_output=int(output.get("tokens_output", 0) or 0),
+                )
+            ]
+        return [Completion(task.index, response_text=str(output))]

@@ -1,0 +1,45 @@
+"""Events the engine emits while a batch runs, for a UI or a CLI to show."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tui_batch.core.jobs import JobStatus
+from tui_batch.core.progress import ProgressUpdate
+
+
+@dataclass(frozen=True, slots=True)
+class PromptStarted:
+    index: int
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class TokensStreamed:
+    """New text generated for a prompt still running."""
+
+    index: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class PromptRetrying:
+    index: int
+    attempt: int
+    error: str
+    delay: float
+
+
+@dataclass(frozen=True, slots=True)
+class ResultReady:
+    update: ProgressUpdate
+
+
+@dataclass(frozen=True, slots=True)
+class JobStateChanged:
+    job_id: str
+    status: JobStatus
+    reason: str | None = None
+
+
+BatchEvent = PromptStarted | TokensStreamed | PromptRetrying | ResultReady | JobStateChanged

@@ -1,0 +1,37 @@
+"""Where tui-batch keeps its files: one data directory, overridable for tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+APP_NAME = "tui-batch"
+DATA_DIR_ENV = "TUI_BATCH_DATA_DIR"
+
+
+def data_dir() -> Path:
+    """The data directory: `TUI_BATCH_DATA_DIR`, else the platform's user data dir."""
+    override = os.environ.get(DATA_DIR_ENV)
+    if override:
+        return Path(override).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
+
+
+def checkpoint_dir() -> Path:
+    return data_dir() / "checkpoints"
+
+
+def outputs_dir() -> Path:
+    return data_dir() / "outputs"
+
+
+def models_dir() -> Path:
+    return data_dir() / "models"
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create `path` (and parents) readable by the owner only; checkpoints hold user data."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path

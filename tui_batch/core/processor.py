@@ -1,0 +1,304 @@
+"""BatchProcessor: the guide's API, driving a backend with checkpoints, retries and cancel."""
+
+from __future__ import annotations
+
+import heapq
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from tui_batch.backends.base import Backend, CallableBackend, Completion, Task
+from tui_batch.core import events
+from tui_batch.core.export import export_results
+from tui_batch.core.jobs import (
+    BatchJob,
+    BatchResult,
+    ErrorStrategy,
+    GenerationSettings,
+    JobStatus,
+    Prompt,
+    utc_now,
+)
+from tui_batch.core.paths import checkpoint_dir as default_checkpoint_dir
+from tui_batch.core.progress import ProgressTracker, ProgressUpdate
+from tui_batch.core.prompts import load_prompt_file
+from tui_batch.core.store import CheckpointStore, CheckpointWriter
+
+ProgressCallback = Callable[[ProgressUpdate], None]
+EventCallback = Callable[[events.BatchEvent], None]
+# How long an idle wait (paused, or a retry's backoff) sleeps before looking at cancel again.
+IDLE_POLL = 0.05
+
+
+class BatchProcessor:
+    """Runs batch jobs and keeps their checkpoints in `checkpoint_dir`.
+
+    `checkpoint_dir=None` means `<data dir>/checkpoints` (see `tui_batch.core.paths`).
+    """
+
+    def __init__(self, checkpoint_dir: str | Path | None = None) -> None:
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else default_checkpoint_dir()
+        self.store = CheckpointStore(self.checkpoint_dir)
+        self.unreadable_checkpoints: list[tuple[Path, str]] = []
+
+    def load_prompts_from_file(self, file_path: str | Path) -> list[Prompt]:
+        """Prompts from a .txt, .json, .jsonl or .csv file (see `core.prompts`)."""
+        return load_prompt_file(file_path).prompts
+
+    def create_job(
+        self,
+        model_id: str,
+        prompts: Sequence[str | Prompt],
+        *,
+        job_id: str | None = None,
+        settings: GenerationSettings | None = None,
+        **options: Any,
+    ) -> BatchJob:
+        """A new pending job, saved at once so it can be resumed from its first prompt.
+
+        `options` are further BatchJob fields: error_strategy, retries, retry_backoff,
+        checkpoint_every, model_path, source_file, output_file, output_format.
+        """
+        job = BatchJob(
+            job_id=job_id or self._new_job_id(),
+            model_id=model_id,
+            prompts=[p if isinstance(p, Prompt) else Prompt(text=str(p)) for p in prompts],
+            settings=settings or GenerationSettings(),
+            **options,
+        )
+        self.store.create(job)
+        return job
+
+    def save_checkpoint(self, job: BatchJob, results: Sequence[BatchResult]) -> Path:
+        """Save the job and these results (new ones are added, known ones replaced)."""
+        return self.store.save(job, results)
+
+    def load_checkpoint(self, checkpoint_file: str | Path) -> tuple[BatchJob, list[BatchResult]]:
+        return self.store.load(checkpoint_file)
+
+    def load_job(self, job_id: str) -> tuple[BatchJob, list[BatchResult]]:
+        """Load a checkpoint by job id; an id that is not a plain name is an error."""
+        return self.store.load_job(job_id)
+
+    def list_checkpoints(self) -> list[dict[str, Any]]:
+        """Summaries of every readable checkpoint, newest first.
+
+        Unreadable files are skipped and left in `self.unreadable_checkpoints`.
+        """
+        listing = self.store.scan()
+        self.unreadable_checkpoints = listing.unreadable
+        return listing.entries
+
+    def export_results(
+        self,
+        job: BatchJob,
+        results: Sequence[BatchResult],
+        output_file: str | Path,
+        format: str = "json",
+        **options: Any,
+    ) -> Path:
+        return export_results(job, results, output_file, format, **options)
+
+    def process_batch(
+        self,
+        job: BatchJob,
+        execute_fn: Callable[[str], Any] | Backend,
+        progress_callback: ProgressCallback | None = None,
+        error_strategy: str | None = None,
+        *,
+        cancel_event: threading.Event | None = None,
+        pause_event: threading.Event | None = None,
+        retry_failed: bool = False,
+        on_event: EventCallback | None = None,
+    ) -> list[BatchResult]:
+        """Run every prompt of `job` that has no result yet; return all results by index.
+
+        `execute_fn` is the guide's function of one prompt, or a Backend that may hold
+        several prompts in flight. Setting `cancel_event` stops after the current step;
+        setting `pause_event` holds the run until it is cleared. Either way, and on any
+        error, every finished result is saved before this returns or raises.
+        """
+        backend = execute_fn if isinstance(execute_fn, Backend) else CallableBackend(execute_fn)
+        if error_strategy is not None:
+            job.error_strategy = str(ErrorStrategy.parse(error_strategy))
+        run = _Run(self, job, backend, progress_callback, on_event, cancel_event, pause_event)
+        return run.execute(retry_failed)
+
+    def _new_job_id(self) -> str:
+        while True:
+            job_id = uuid.uuid4().hex[:8]
+            if not self.store.exists(job_id):
+                return job_id
+
+
+class _Run:
+    """One call of `process_batch`: the loop and its bookkeeping."""
+
+    def __init__(
+        self,
+        processor: BatchProcessor,
+        job: BatchJob,
+        backend: Backend,
+        progress_callback: ProgressCallback | None,
+        on_event: EventCallback | None,
+        cancel_event: threading.Event | None,
+        pause_event: threading.Event | None,
+    ) -> None:
+        self.store = processor.store
+        self.job = job
+        self.backend = backend
+        self.progress_callback = progress_callback
+        self.on_event = on_event
+        self.cancel = cancel_event or threading.Event()
+        self.pause = pause_event or threading.Event()
+        self.strategy = ErrorStrategy.parse(job.error_strategy)
+        self.results: dict[int, BatchResult] = {}
+        self.unsaved: list[BatchResult] = []
+        self.started: dict[int, tuple[float, str, int]] = {}
+        self.retry_queue: list[tuple[float, int, int]] = []
+
+    def execute(self, retry_failed: bool) -> list[BatchResult]:
+        job = self.job
+        writer = self.store.writer(job)
+        try:
+            self._load_previous(writer, retry_failed)
+            pending = deque(i for i in range(job.total_prompts) if i not in self.results)
+            self.tracker = ProgressTracker(job.total_prompts, job.completed, job.failed)
+            self.backend.open(job, self._token if self.on_event else None)
+            try:
+                status, reason = self._loop(writer, pending)
+            finally:
+                self.backend.abort()
+                self.backend.close()
+            self._finish(writer, status, reason)
+        except BaseException as exc:
+            # A crash of the backend or a KeyboardInterrupt: keep what finished.
+            if job.status in (JobStatus.RUNNING, JobStatus.PAUSED):
+                interrupted = isinstance(exc, KeyboardInterrupt)
+                job.status = JobStatus.CANCELLED if interrupted else JobStatus.FAILED
+            writer.commit(job, self.unsaved)
+            raise
+        finally:
+            writer.close()
+        return [self.results[i] for i in sorted(self.results)]
+
+    def _load_previous(self, writer: CheckpointWriter, retry_failed: bool) -> None:
+        job = self.job
+        _, previous = self.store.load(writer.path)
+        self.results = {r.prompt_index: r for r in previous}
+        if retry_failed:
+            failed = [i for i, r in self.results.items() if not r.success]
+            for index in failed:
+                del self.results[index]
+            if failed:
+                writer.remove(job, failed)
+        job.completed = sum(1 for r in self.results.values() if r.success)
+        job.failed = len(self.results) - job.completed
+
+    def _loop(self, writer: CheckpointWriter, pending: deque[int]) -> tuple[JobStatus, str | None]:
+        job, backend = self.job, self.backend
+        self._set_status(writer, JobStatus.RUNNING)
+        job.started_at = job.started_at or utc_now()
+        while True:
+            if self.cancel.is_set():
+                return JobStatus.CANCELLED, "cancelled"
+            if self.pause.is_set():
+                self._wait_while_paused(writer)
+                continue
+            while backend.in_flight < backend.capacity:
+                task = self._next_task(pending)
+                if task is None:
+                    break
+                self.started[task.index] = (time.perf_counter(), utc_now(), task.attempt)
+                backend.submit(task)
+                self._emit(events.PromptStarted(task.index, task.attempt))
+            if backend.in_flight == 0:
+                if not self.retry_queue:
+                    return JobStatus.COMPLETED, None
+                self.cancel.wait(min(IDLE_POLL * 4, max(0.0, self.retry_queue[0][0] - time.monotonic())))
+                continue
+            for completion in backend.step():
+                result = self._complete(completion)
+                if result is None:
+                    continue
+                if len(self.unsaved) >= job.checkpoint_every:
+                    writer.commit(job, self.unsaved)
+                    self.unsaved = []
+                if not result.success and self.strategy.should_stop(job.failed):
+                    return JobStatus.FAILED, f"error strategy {self.strategy} reached"
+
+    def _next_task(self, pending: deque[int]) -> Task | None:
+        if self.retry_queue and self.retry_queue[0][0] <= time.monotonic():
+            _, index, attempt = heapq.heappop(self.retry_queue)
+            return Task(index, self.job.prompts[index], attempt)
+        if pending:
+            index = pending.popleft()
+            return Task(index, self.job.prompts[index], 1)
+        return None
+
+    def _complete(self, completion: Completion) -> BatchResult | None:
+        """Record a finished task, or schedule its retry; return the result if recorded."""
+        job = self.job
+        start, started_at, attempt = self.started.pop(completion.index)
+        if not completion.success and completion.retryable and attempt <= job.retries:
+            delay = job.retry_backoff * 2 ** (attempt - 1)
+            heapq.heappush(self.retry_queue, (time.monotonic() + delay, completion.index, attempt + 1))
+            self._emit(events.PromptRetrying(completion.index, attempt + 1, completion.error or "", delay))
+            return None
+        result = BatchResult(
+            prompt_index=completion.index,
+            prompt=job.prompts[completion.index].text,
+            response_text=completion.response_text,
+            tokens_input=completion.tokens_input,
+            tokens_output=completion.tokens_output,
+            duration=time.perf_counter() - start,
+            success=completion.success,
+            error_message=completion.error,
+            custom_id=job.custom_id(completion.index),
+            attempts=attempt,
+            finish_reason=completion.finish_reason,
+            started_at=started_at,
+            completed_at=utc_now(),
+        )
+        self.results[completion.index] = result
+        self.unsaved.append(result)
+        update = self.tracker.record(result)
+        job.completed, job.failed = update.completed, update.failed
+        if self.progress_callback is not None:
+            self.progress_callback(update)
+        self._emit(events.ResultReady(update))
+        return result
+
+    def _wait_while_paused(self, writer: CheckpointWriter) -> None:
+        self._set_status(writer, JobStatus.PAUSED)
+        while self.pause.is_set() and not self.cancel.is_set():
+            self.cancel.wait(IDLE_POLL)
+        if not self.cancel.is_set():
+            self._set_status(writer, JobStatus.RUNNING)
+
+    def _finish(self, writer: CheckpointWriter, status: JobStatus, reason: str | None) -> None:
+        job = self.job
+        if status is JobStatus.COMPLETED:
+            job.completed_at = utc_now()
+        job.status = status
+        writer.commit(job, self.unsaved)
+        self.unsaved = []
+        self._emit(events.JobStateChanged(job.job_id, status, reason))
+
+    def _set_status(self, writer: CheckpointWriter, status: JobStatus) -> None:
+        self.job.status = status
+        writer.commit(self.job, self.unsaved)
+        self.unsaved = []
+        self._emit(events.JobStateChanged(self.job.job_id, status))
+
+    def _token(self, index: int, text: str) -> None:
+        self._emit(events.TokensStreamed(index, text))
+
+    def _emit(self, event: events.BatchEvent) -> None:
+        if self.on_event is not None:
+            self.on_event(event)
+

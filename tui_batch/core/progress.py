@@ -1,0 +1,111 @@
+"""Progress figures (percent, ETA, throughput) and the guide's one-line progress bar."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from tui_batch.core.jobs import BatchResult
+
+
+@dataclass(slots=True)
+class ProgressUpdate:
+    """One update per finished prompt, as `process_batch` hands to `progress_callback`."""
+
+    completed: int
+    failed: int
+    total: int
+    percent: float
+    elapsed: float
+    eta_seconds: float | None
+    throughput: float
+    tokens_per_second: float
+    result: BatchResult | None
+
+    @property
+    def done(self) -> int:
+        return self.completed + self.failed
+
+
+class ProgressTracker:
+    """Turns finished results into progress figures.
+
+    Rates count only what this run did, so a resumed job's ETA is not skewed by the
+    results that were already in its checkpoint.
+    """
+
+    def __init__(self, total: int, completed: int = 0, failed: int = 0) -> None:
+        self.total = total
+        self.completed = completed
+        self.failed = failed
+        self._start = time.monotonic()
+        self._done_this_run = 0
+        self._tokens_this_run = 0
+
+    def record(self, result: BatchResult) -> ProgressUpdate:
+        if result.success:
+            self.completed += 1
+        else:
+            self.failed += 1
+        self._done_this_run += 1
+        self._tokens_this_run += result.tokens_output
+        return self.update(result)
+
+    def forget(self, result: BatchResult) -> None:
+        """Undo the counts of a result that will be run again."""
+        if result.success:
+            self.completed -= 1
+        else:
+            self.failed -= 1
+
+    def update(self, result: BatchResult | None = None) -> ProgressUpdate:
+        elapsed = time.monotonic() - self._start
+        done = self.completed + self.failed
+        remaining = self.total - done
+        rate = self._done_this_run / elapsed if elapsed > 0 else 0.0
+        if remaining <= 0:
+            eta: float | None = 0.0
+        elif rate > 0:
+            eta = remaining / rate
+        else:
+            eta = None
+        return ProgressUpdate(
+            completed=self.completed,
+            failed=self.failed,
+            total=self.total,
+            percent=100.0 * done / self.total if self.total else 100.0,
+            elapsed=elapsed,
+            eta_seconds=eta,
+            throughput=rate,
+            tokens_per_second=self._tokens_this_run / elapsed if elapsed > 0 else 0.0,
+            result=result,
+        )
+
+
+def format_duration(seconds: float | None) -> str:
+    """`2m 15s`, `1h 03m`, `45s`; `--` when unknown."""
+    if seconds is None:
+        return "--"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m {seconds}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"
+
+
+def format_progress_line(update: ProgressUpdate, width: int = 30) -> str:
+    """The guide's progress line: `Progress: [=====-----] 66.7% (4/6) | ETA: 2m 15s`."""
+    filled = int(width * update.done / update.total) if update.total else width
+    bar = "=" * filled + "-" * (width - filled)
+    line = (
+        f"Progress: [{bar}] {update.percent:.1f}% ({update.done}/{update.total}) "
+        f"| ETA: {format_duration(update.eta_seconds)}"
+    )
+    if update.failed:
+        line += f" | failed: {update.failed}"
+    if update.tokens_per_second:
+        line += f" | {update.tokens_per_second:.1f} tok/s"
+    return line
