@@ -104,8 +104,14 @@ def _validate(prompts: list[Prompt], result: PromptFile) -> None:
         result.prompts.append(prompt)
 
 
+def _lines(text: str) -> Iterator[tuple[int, str]]:
+    """Numbered lines split on newlines only: a JSON string may hold U+2028 and friends."""
+    for number, line in enumerate(text.split("\n"), start=1):
+        yield number, line.removesuffix("\r")
+
+
 def _parse_txt(text: str, path: Path) -> Iterator[Prompt]:
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in _lines(text):
         stripped = line.strip()
         if stripped and not stripped.startswith("#"):
             yield Prompt(text=stripped, line=number)
@@ -129,7 +135,7 @@ def _parse_json(text: str, path: Path) -> Iterator[Prompt]:
 
 
 def _parse_jsonl(text: str, path: Path) -> Iterator[Prompt]:
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in _lines(text):
         if not line.strip():
             continue
         try:
