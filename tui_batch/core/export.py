@@ -19,7 +19,16 @@ from tui_batch.core.errors import ExportError
 from tui_batch.core.jobs import BatchJob, BatchResult
 
 EXPORT_FORMATS = ("json", "csv", "jsonl")
-CSV_COLUMNS = ("index", "prompt", "response", "success", "tokens_in", "tokens_out", "duration", "error")
+CSV_COLUMNS = (
+    "index",
+    "prompt",
+    "response",
+    "success",
+    "tokens_in",
+    "tokens_out",
+    "duration",
+    "error",
+)
 # A cell starting with one of these runs as a formula in Excel, LibreOffice and Sheets.
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 

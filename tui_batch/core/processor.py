@@ -64,7 +64,7 @@ class BatchProcessor:
         checkpoint_every, model_path, source_file, output_file, output_format.
         """
         job = BatchJob(
-            job_id=job_id or self._new_job_id(),
+            job_id=self._new_job_id() if job_id is None else job_id,
             model_id=model_id,
             prompts=[p if isinstance(p, Prompt) else Prompt(text=str(p)) for p in prompts],
             settings=settings or GenerationSettings(),
@@ -219,7 +219,9 @@ class _Run:
             if backend.in_flight == 0:
                 if not self.retry_queue:
                     return JobStatus.COMPLETED, None
-                self.cancel.wait(min(IDLE_POLL * 4, max(0.0, self.retry_queue[0][0] - time.monotonic())))
+                self.cancel.wait(
+                    min(IDLE_POLL * 4, max(0.0, self.retry_queue[0][0] - time.monotonic()))
+                )
                 continue
             for completion in backend.step():
                 result = self._complete(completion)
@@ -246,8 +248,12 @@ class _Run:
         start, started_at, attempt = self.started.pop(completion.index)
         if not completion.success and completion.retryable and attempt <= job.retries:
             delay = job.retry_backoff * 2 ** (attempt - 1)
-            heapq.heappush(self.retry_queue, (time.monotonic() + delay, completion.index, attempt + 1))
-            self._emit(events.PromptRetrying(completion.index, attempt + 1, completion.error or "", delay))
+            heapq.heappush(
+                self.retry_queue, (time.monotonic() + delay, completion.index, attempt + 1)
+            )
+            self._emit(
+                events.PromptRetrying(completion.index, attempt + 1, completion.error or "", delay)
+            )
             return None
         result = BatchResult(
             prompt_index=completion.index,
@@ -301,4 +307,3 @@ class _Run:
     def _emit(self, event: events.BatchEvent) -> None:
         if self.on_event is not None:
             self.on_event(event)
-

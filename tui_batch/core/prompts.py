@@ -129,7 +129,9 @@ def _parse_json(text: str, path: Path) -> Iterator[Prompt]:
     except json.JSONDecodeError as exc:
         raise _json_error(path, exc) from None
     if not isinstance(data, list):
-        raise PromptFileError(f"{path}: expected a JSON array of prompts, got {type(data).__name__}")
+        raise PromptFileError(
+            f"{path}: expected a JSON array of prompts, got {type(data).__name__}"
+        )
     for number, item in enumerate(data, start=1):
         yield _prompt_from_item(item, f"{path}: item {number}", line=None)
 
@@ -170,16 +172,16 @@ def _prompt_from_item(item: Any, where: str, line: int | None) -> Prompt:
     if isinstance(item, str):
         return Prompt(text=item.strip(), line=line)
     if not isinstance(item, dict):
-        raise PromptFileError(f"{where}: expected a string or an object with \"prompt\"")
+        raise PromptFileError(f'{where}: expected a string or an object with "prompt"')
     if isinstance(item.get("body"), dict):
         return _prompt_from_openai_request(item, where, line)
     text = item.get("prompt")
     if not isinstance(text, str):
-        raise PromptFileError(f"{where}: object has no string \"prompt\" field")
+        raise PromptFileError(f'{where}: object has no string "prompt" field')
     custom_id = item.get("custom_id", item.get("id"))
     system = item.get("system")
     if system is not None and not isinstance(system, str):
-        raise PromptFileError(f"{where}: \"system\" must be a string")
+        raise PromptFileError(f'{where}: "system" must be a string')
     return Prompt(
         text=text.strip(),
         custom_id=None if custom_id is None else str(custom_id),
@@ -193,12 +195,10 @@ def _prompt_from_openai_request(item: dict[str, Any], where: str, line: int | No
     body = item["body"]
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
-        raise PromptFileError(f"{where}: request body has no \"messages\" list")
+        raise PromptFileError(f'{where}: request body has no "messages" list')
     for message in messages:
         if not isinstance(message, dict) or not isinstance(message.get("content"), str):
-            raise PromptFileError(
-                f"{where}: each message needs a \"role\" and a string \"content\""
-            )
+            raise PromptFileError(f'{where}: each message needs a "role" and a string "content"')
     system = next((m["content"] for m in messages if m.get("role") == "system"), None)
     users = [m["content"] for m in messages if m.get("role") == "user"]
     if not users:

@@ -115,14 +115,19 @@ class CheckpointStore:
         try:
             os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         except FileExistsError:
-            raise CheckpointError(f"A checkpoint for job {job.job_id} already exists: {path}") from None
+            raise CheckpointError(
+                f"A checkpoint for job {job.job_id} already exists: {path}"
+            ) from None
         job.checkpoint_file = str(path)
         with closing(_connect(path)) as connection:
             connection.executescript(f"BEGIN;{_SCHEMA}")
             connection.execute("INSERT INTO job (id, header) VALUES (1, ?)", (_header_json(job),))
             connection.executemany(
                 "INSERT INTO prompts (idx, data) VALUES (?, ?)",
-                ((i, json.dumps(p.to_dict(), ensure_ascii=False)) for i, p in enumerate(job.prompts)),
+                (
+                    (i, json.dumps(p.to_dict(), ensure_ascii=False))
+                    for i, p in enumerate(job.prompts)
+                ),
             )
             connection.execute("COMMIT")
         return path
@@ -160,7 +165,7 @@ class CheckpointStore:
         job.checkpoint_file = str(path)
         results = []
         for row in rows:
-            values = dict(zip(RESULT_COLUMNS, row))
+            values = dict(zip(RESULT_COLUMNS, row, strict=True))
             values["success"] = bool(values["success"])
             index = values["prompt_index"]
             results.append(
@@ -243,7 +248,9 @@ class CheckpointWriter:
         job.updated_at = utc_now()
         connection = self._connection
         connection.execute("BEGIN IMMEDIATE")
-        connection.executemany("DELETE FROM results WHERE prompt_index = ?", ((i,) for i in indices))
+        connection.executemany(
+            "DELETE FROM results WHERE prompt_index = ?", ((i,) for i in indices)
+        )
         connection.execute("UPDATE job SET header = ? WHERE id = 1", (_header_json(job),))
         connection.execute("COMMIT")
 
