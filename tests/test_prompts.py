@@ -37,7 +37,7 @@ def test_example_json_and_openai_jsonl_load():
     assert len(requests) == 10
     assert requests[0].custom_id == "request-1"
     assert requests[0].system == "You are a helpful assistant. Be brief."
-    assert requests[0].options == {"max_tokens": 64}
+    assert requests[0].options == {"max_tokens": 32}
     assert requests[0].text == "What is the difference between GET and POST requests?"
 
 

@@ -254,14 +254,17 @@ def _run_job(processor: BatchProcessor, job: BatchJob, backend: Backend, retry_f
     cancel = threading.Event()
     printer = ProgressPrinter(err)
     start = time.monotonic()
-    with _cancel_on_sigint(cancel, err):
-        results = processor.process_batch(
-            job,
-            backend,
-            progress_callback=printer,
-            cancel_event=cancel,
-            retry_failed=retry_failed,
-        )
+    try:
+        with _cancel_on_sigint(cancel, err):
+            results = processor.process_batch(
+                job,
+                backend,
+                progress_callback=printer,
+                cancel_event=cancel,
+                retry_failed=retry_failed,
+            )
+    finally:
+        backend.close()
     printer.finish()
     if job.status is JobStatus.CANCELLED:
         print(

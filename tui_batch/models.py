@@ -90,7 +90,7 @@ def model_dirs() -> list[tuple[Path, str]]:
 
 
 def discover_models() -> list[ModelInfo]:
-    """Every GGUF model we can find, the demo model first, each path once."""
+    """Every GGUF model we can find, the demo model first."""
     found: list[tuple[Path, str]] = []
     demo = demo_model_path()
     if demo:
@@ -102,10 +102,11 @@ def discover_models() -> list[ModelInfo]:
     if cache.is_dir():
         # Snapshot entries are symlinks into blobs/; list each model's files once.
         found.extend((p, "hf cache") for p in sorted(cache.glob("models--*/snapshots/*/**/*.gguf")))
+    # HF snapshots link into shared blobs: there a file is listed once per blob.
     seen: set[Path] = set()
     models = []
     for path, source in found:
-        key = path.resolve()
+        key = path.resolve() if source == "hf cache" else path.absolute()
         if key in seen or not path.is_file():
             continue
         seen.add(key)

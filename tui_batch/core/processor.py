@@ -120,7 +120,8 @@ class BatchProcessor:
         `execute_fn` is the guide's function of one prompt, or a Backend that may hold
         several prompts in flight. Setting `cancel_event` stops after the current step;
         setting `pause_event` holds the run until it is cleared. Either way, and on any
-        error, every finished result is saved before this returns or raises.
+        error, every finished result is saved before this returns or raises. A Backend
+        passed in stays open (its model loaded) for the caller to reuse or close.
         """
         backend = execute_fn if isinstance(execute_fn, Backend) else CallableBackend(execute_fn)
         if error_strategy is not None:
@@ -173,7 +174,6 @@ class _Run:
                 status, reason = self._loop(writer, pending)
             finally:
                 self.backend.abort()
-                self.backend.close()
             self._finish(writer, status, reason)
         except BaseException as exc:
             # A crash of the backend or a KeyboardInterrupt: keep what finished.
