@@ -103,10 +103,11 @@ def discover_models() -> list[ModelInfo]:
         # Snapshot entries are symlinks into blobs/; list each model's files once.
         found.extend((p, "hf cache") for p in sorted(cache.glob("models--*/snapshots/*/**/*.gguf")))
     # HF snapshots link into shared blobs: there a file is listed once per blob.
-    seen: set[Path] = set()
+    seen: set[tuple[bool, Path]] = set()
     models = []
     for path, source in found:
-        key = path.resolve() if source == "hf cache" else path.absolute()
+        in_hf = source == "hf cache"
+        key = (in_hf, path.resolve() if in_hf else path.absolute())
         if key in seen or not path.is_file():
             continue
         seen.add(key)
