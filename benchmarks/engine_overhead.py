@@ -45,8 +45,9 @@ json.dump(answers, open(out, "w"))
 
 def timed(command: list[str], env: dict[str, str]) -> float:
     start = time.perf_counter()
-    subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
+    subprocess.run(
+        command, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     return time.perf_counter() - start
 
 
@@ -64,11 +65,36 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="tui-batch-overhead-"))
     env = {**os.environ, "TUI_BATCH_DATA_DIR": str(work / "data")}
     plain_out, engine_out = work / "plain.json", work / "engine.json"
-    plain_cmd = [sys.executable, "-c", PLAIN_LOOP, model, str(PROMPTS), str(args.max_tokens),
-                 str(args.threads), str(args.n_ctx), str(plain_out)]
-    engine_cmd = [sys.executable, "-m", "tui_batch", "run", str(PROMPTS), "--model", model,
-                  "--max-tokens", str(args.max_tokens), "--threads", str(args.threads),
-                  "--n-ctx", str(args.n_ctx), "--temperature", "0", "--out", str(engine_out)]
+    plain_cmd = [
+        sys.executable,
+        "-c",
+        PLAIN_LOOP,
+        model,
+        str(PROMPTS),
+        str(args.max_tokens),
+        str(args.threads),
+        str(args.n_ctx),
+        str(plain_out),
+    ]
+    engine_cmd = [
+        sys.executable,
+        "-m",
+        "tui_batch",
+        "run",
+        str(PROMPTS),
+        "--model",
+        model,
+        "--max-tokens",
+        str(args.max_tokens),
+        "--threads",
+        str(args.threads),
+        "--n-ctx",
+        str(args.n_ctx),
+        "--temperature",
+        "0",
+        "--out",
+        str(engine_out),
+    ]
     plain_times, engine_times = [], []
     for _ in range(args.repeats):
         plain_times.append(timed(plain_cmd, env))
@@ -80,15 +106,21 @@ def main() -> None:
     same = [a["text"] for a in plain] == [r["response_text"] for r in engine]
     same_tokens = tokens == sum(r["tokens_output"] for r in engine)
     plain_s, engine_s = statistics.median(plain_times), statistics.median(engine_times)
-    print(f"{len(plain)} prompts, max {args.max_tokens} tokens, greedy, {args.threads} thread(s), "
-          f"{args.repeats} alternating runs each (median wall time, model load included)")
+    print(
+        f"{len(plain)} prompts, max {args.max_tokens} tokens, greedy, {args.threads} thread(s), "
+        f"{args.repeats} alternating runs each (median wall time, model load included)"
+    )
     print(f"{'':28}{'wall':>9}{'tokens':>8}{'tok/s':>9}")
     print(f"{'(a) plain llama-cpp loop':28}{plain_s:>8.2f}s{tokens:>8}{tokens / plain_s:>9.1f}")
     print(f"{'(b) tui-batch run':28}{engine_s:>8.2f}s{tokens:>8}{tokens / engine_s:>9.1f}")
-    print(f"overhead of (b) over (a): {100 * (engine_s / plain_s - 1):+.1f}% "
-          f"(ratio a/b {plain_s / engine_s:.3f}); runs a: "
-          f"{', '.join(f'{t:.2f}' for t in plain_times)}; b: {', '.join(f'{t:.2f}' for t in engine_times)}")
-    print(f"same answers: {'yes' if same else 'NO'}; same token counts: {'yes' if same_tokens else 'NO'}")
+    print(
+        f"overhead of (b) over (a): {100 * (engine_s / plain_s - 1):+.1f}% "
+        f"(ratio a/b {plain_s / engine_s:.3f}); runs a: "
+        f"{', '.join(f'{t:.2f}' for t in plain_times)}; b: {', '.join(f'{t:.2f}' for t in engine_times)}"
+    )
+    print(
+        f"same answers: {'yes' if same else 'NO'}; same token counts: {'yes' if same_tokens else 'NO'}"
+    )
 
 
 if __name__ == "__main__":

@@ -62,21 +62,36 @@ def main() -> None:
     rows = []
     for size in args.sizes:
         out = subprocess.run(
-            [sys.executable, __file__, "--child", str(size), "--checkpoint-every",
-             str(args.checkpoint_every)],
-            check=True, capture_output=True, text=True, env=os.environ,
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                str(size),
+                "--checkpoint-every",
+                str(args.checkpoint_every),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+            env=os.environ,
         ).stdout
         rows.append(json.loads(out))
     print(f"checkpoint every {args.checkpoint_every} results, instant backend")
-    print(f"{'prompts':>9} {'create':>8} {'run':>8} {'per result':>11} {'peak RSS':>9} "
-          f"{'checkpoint':>11} {'resume load':>12}")
+    print(
+        f"{'prompts':>9} {'create':>8} {'run':>8} {'per result':>11} {'peak RSS':>9} "
+        f"{'checkpoint':>11} {'resume load':>12}"
+    )
     for r in rows:
-        print(f"{r['prompts']:>9,} {r['create_s']:>7.2f}s {r['run_s']:>7.2f}s "
-              f"{r['per_result_us']:>9.1f}us {r['peak_rss_mib']:>7.0f}MiB "
-              f"{r['checkpoint_mib']:>9.1f}MiB {r['resume_load_s']:>11.2f}s")
+        print(
+            f"{r['prompts']:>9,} {r['create_s']:>7.2f}s {r['run_s']:>7.2f}s "
+            f"{r['per_result_us']:>9.1f}us {r['peak_rss_mib']:>7.0f}MiB "
+            f"{r['checkpoint_mib']:>9.1f}MiB {r['resume_load_s']:>11.2f}s"
+        )
     ratio = rows[-1]["per_result_us"] / rows[0]["per_result_us"]
-    print(f"time per result at {rows[-1]['prompts']:,} / at {rows[0]['prompts']:,}: {ratio:.2f} "
-          "(must be at most 1.5)")
+    print(
+        f"time per result at {rows[-1]['prompts']:,} / at {rows[0]['prompts']:,}: {ratio:.2f} "
+        "(must be at most 1.5)"
+    )
 
 
 if __name__ == "__main__":

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EXAMPLES, REPO, run_cli
 from tui_batch.core.jobs import JobStatus
 from tui_batch.core.processor import BatchProcessor
+
+from conftest import EXAMPLES, REPO, run_cli
 
 FAST = ["--max-tokens", "16", "--threads", "1"]
 
@@ -22,7 +23,9 @@ FAST = ["--max-tokens", "16", "--threads", "1"]
 def start_cli(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "tui_batch", *args],
-        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
 
@@ -43,8 +46,9 @@ def read_until_done(process: subprocess.Popen[str], count: int) -> tuple[str, li
 @pytest.mark.model
 def test_run_answers_the_25_example_prompts(tmp_path):
     out = tmp_path / "results.json"
-    done = run_cli("run", str(EXAMPLES / "batch_prompts.txt"), "--max-tokens", "24",
-                   "--out", str(out))
+    done = run_cli(
+        "run", str(EXAMPLES / "batch_prompts.txt"), "--max-tokens", "24", "--out", str(out)
+    )
     assert done.returncode == 0, done.stderr
     document = json.loads(out.read_text())
     assert document["summary"] == {"total": 25, "completed": 25, "failed": 0, "success_rate": 100.0}
@@ -74,8 +78,15 @@ def test_openai_batch_file_runs_unchanged_and_exports_openai_output(tmp_path):
 @pytest.mark.model
 def test_kill_9_mid_run_then_resume_answers_every_prompt_once(tmp_path):
     out = tmp_path / "out.json"
-    process = start_cli("run", str(EXAMPLES / "batch_prompts.txt"), *FAST,
-                        "--checkpoint-every", "2", "--out", str(out))
+    process = start_cli(
+        "run",
+        str(EXAMPLES / "batch_prompts.txt"),
+        *FAST,
+        "--checkpoint-every",
+        "2",
+        "--out",
+        str(out),
+    )
     job_id, _ = read_until_done(process, 7)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
@@ -98,8 +109,9 @@ def test_kill_9_mid_run_then_resume_answers_every_prompt_once(tmp_path):
 
 @pytest.mark.model
 def test_ctrl_c_saves_and_prints_the_resume_command(tmp_path):
-    process = start_cli("run", str(EXAMPLES / "batch_prompts.txt"), *FAST,
-                        "--checkpoint-every", "10")
+    process = start_cli(
+        "run", str(EXAMPLES / "batch_prompts.txt"), *FAST, "--checkpoint-every", "10"
+    )
     job_id, lines = read_until_done(process, 3)
     process.send_signal(signal.SIGINT)
     rest = process.stderr.read()
@@ -124,11 +136,18 @@ def one_error_line(done: subprocess.CompletedProcess[str]) -> str:
     ("content", "name", "expected"),
     [
         (None, "missing.txt", "tui-batch: error: Prompts file not found: {path}"),
-        ("x", "p.docx", "tui-batch: error: Unsupported prompts file type '.docx': {path} "
-                        "(supported: .txt, .json, .jsonl, .csv)"),
+        (
+            "x",
+            "p.docx",
+            "tui-batch: error: Unsupported prompts file type '.docx': {path} "
+            "(supported: .txt, .json, .jsonl, .csv)",
+        ),
         ('["a",\n  nope]', "p.json", "tui-batch: error: {path}:2:3: invalid JSON: Expecting value"),
-        (b"ok\n\xc3\x28\n", "p.txt", "tui-batch: error: {path}:2:1: invalid UTF-8 (byte 0xc3); "
-                                     "save the file as UTF-8"),
+        (
+            b"ok\n\xc3\x28\n",
+            "p.txt",
+            "tui-batch: error: {path}:2:1: invalid UTF-8 (byte 0xc3); save the file as UTF-8",
+        ),
         ("# nothing\n", "p.txt", "tui-batch: error: No prompts found in {path}"),
     ],
 )
@@ -159,8 +178,10 @@ def test_bad_prompt_files_exit_2_with_one_line(tmp_path, content, name, expected
 def test_bad_usage_exits_2_with_one_line(tmp_path, args, expected):
     (tmp_path / "p.txt").write_text("hello\n")
     (tmp_path / "not-a-model.gguf").write_bytes(b"GGUF" + b"\0" * 64)
-    args = [{"P": str(tmp_path / "p.txt"), "NOTMODEL": str(tmp_path / "not-a-model.gguf")}.get(a, a)
-            for a in args]
+    args = [
+        {"P": str(tmp_path / "p.txt"), "NOTMODEL": str(tmp_path / "not-a-model.gguf")}.get(a, a)
+        for a in args
+    ]
     assert expected in one_error_line(run_cli(*args))
     assert not list((Path(os.environ["TUI_BATCH_DATA_DIR"]) / "checkpoints").glob("*.db"))
 
@@ -174,7 +195,10 @@ def test_checkpoints_export_and_models_commands(tmp_path, demo_model):
     listing = run_cli("checkpoints")
     assert listing.returncode == 0
     assert re.search(rf"{job.job_id}\s+demo\s+completed\s+3/3\s+0", listing.stdout)
-    assert "1 unreadable checkpoint(s) skipped" in listing.stderr and "batch_broken.db" in listing.stderr
+    assert (
+        "1 unreadable checkpoint(s) skipped" in listing.stderr
+        and "batch_broken.db" in listing.stderr
+    )
     as_json = json.loads(run_cli("checkpoints", "--json").stdout)
     assert as_json["checkpoints"][0]["job_id"] == job.job_id
     assert as_json["unreadable"][0]["path"].endswith("batch_broken.db")
@@ -188,9 +212,15 @@ def test_checkpoints_export_and_models_commands(tmp_path, demo_model):
     models = json.loads(run_cli("models", "--json").stdout)
     demo = next(m for m in models if m["source"] == "demo")
     assert demo["id"] == "SmolLM2-135M-Instruct.Q4_1" and demo["path"] == str(demo_model)
-    assert (demo["architecture"], demo["quantisation"], demo["context_length"]) == ("llama", "Q4_1", 8192)
+    assert (demo["architecture"], demo["quantisation"], demo["context_length"]) == (
+        "llama",
+        "Q4_1",
+        8192,
+    )
     table = run_cli("models").stdout
-    assert re.search(r"SmolLM2-135M-Instruct\.Q4_1\s+94 MiB\s+llama\s+134\.5M\s+Q4_1\s+8192\s+demo", table)
+    assert re.search(
+        r"SmolLM2-135M-Instruct\.Q4_1\s+94 MiB\s+llama\s+134\.5M\s+Q4_1\s+8192\s+demo", table
+    )
 
 
 def test_no_arguments_explains_what_to_do():

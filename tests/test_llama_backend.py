@@ -38,7 +38,9 @@ def test_answers_match_create_chat_completion_and_its_usage(backend, tmp_path):
     for result in results:
         expected = llama.create_chat_completion(
             messages=[{"role": "user", "content": result.prompt}],
-            max_tokens=16, temperature=0.0, top_p=SETTINGS.top_p,
+            max_tokens=16,
+            temperature=0.0,
+            top_p=SETTINGS.top_p,
         )
         assert result.response_text == expected["choices"][0]["message"]["content"]
         assert result.tokens_input == expected["usage"]["prompt_tokens"]
@@ -50,8 +52,13 @@ def test_answers_match_create_chat_completion_and_its_usage(backend, tmp_path):
 def test_prompt_longer_than_the_context_is_a_failed_result(backend, tmp_path):
     processor = BatchProcessor(tmp_path)
     long_prompt = "Please summarise this: " + "lorem ipsum dolor " * 300
-    job = processor.create_job("demo", ["Say yes.", long_prompt, "Say no."], settings=SETTINGS,
-                               retries=2, retry_backoff=0.0)
+    job = processor.create_job(
+        "demo",
+        ["Say yes.", long_prompt, "Say no."],
+        settings=SETTINGS,
+        retries=2,
+        retry_backoff=0.0,
+    )
     results = processor.process_batch(job, backend)
     assert [r.success for r in results] == [True, False, True]
     assert results[1].attempts == 1  # retrying cannot make it fit
@@ -63,8 +70,9 @@ def test_prompt_longer_than_the_context_is_a_failed_result(backend, tmp_path):
 def test_cancel_takes_effect_mid_generation(backend, tmp_path):
     processor = BatchProcessor(tmp_path)
     settings = GenerationSettings(max_tokens=200, temperature=0.0, n_ctx=512, n_threads=1)
-    job = processor.create_job("demo", ["Write a long story about a dragon."] * 2,
-                               settings=settings)
+    job = processor.create_job(
+        "demo", ["Write a long story about a dragon."] * 2, settings=settings
+    )
     cancel = threading.Event()
     tokens: list[str] = []
 
@@ -83,10 +91,15 @@ def test_cancel_takes_effect_mid_generation(backend, tmp_path):
 
 def test_system_prompts_per_prompt_win_over_the_job_one():
     assert build_messages(Prompt("q"), "job") == [
-        {"role": "system", "content": "job"}, {"role": "user", "content": "q"}]
+        {"role": "system", "content": "job"},
+        {"role": "user", "content": "q"},
+    ]
     assert build_messages(Prompt("q", system="own"), "job")[0]["content"] == "own"
-    chat = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
-            {"role": "user", "content": "q"}]
+    chat = [
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": "b"},
+        {"role": "user", "content": "q"},
+    ]
     assert build_messages(Prompt("q", messages=chat), None) == chat
     assert 1 <= default_threads() <= 8
 

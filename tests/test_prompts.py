@@ -4,12 +4,13 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tui_batch.core.errors import PromptFileError
 from tui_batch.core.prompts import load_prompt_file, prompts_from_lines
+
+from conftest import EXAMPLES
 
 
 def write(tmp_path: Path, name: str, content: str | bytes) -> Path:
