@@ -66,7 +66,7 @@ class _TokenCounter:
         self.completion_tokens = 0
         original = llama.generate
         vocab = llama._model.vocab
-        is_eog = llama_cpp.llama_token_is_eog
+        is_eog = llama_cpp.llama_vocab_is_eog
 
         def generate(tokens: Any, *args: Any, **kwargs: Any) -> Iterator[int]:
             self.prompt_tokens = len(tokens)
