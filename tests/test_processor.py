@@ -280,3 +280,24 @@ def test_events_cover_a_run(tmp_path):
         "ResultReady",
         "JobStateChanged",
     ]
+
+
+def test_one_job_never_runs_in_two_places_at_once(tmp_path):
+    from tui_batch.core.errors import CheckpointError
+
+    processor = BatchProcessor(tmp_path)
+    job = processor.create_job("m", prompts(3))
+    other = BatchProcessor(tmp_path)
+    seen: list[str] = []
+
+    def execute(prompt: str) -> str:
+        if not seen:
+            twin, _ = other.load_job(job.job_id)
+            with pytest.raises(CheckpointError, match="already running in another process"):
+                other.process_batch(twin, str.upper)
+        seen.append(prompt)
+        return prompt
+
+    assert len(processor.process_batch(job, execute)) == 3
+    again, _ = other.load_job(job.job_id)
+    assert len(other.process_batch(again, str.upper)) == 3  # the lock went with the run

@@ -6,6 +6,7 @@ import argparse
 import json
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -14,7 +15,7 @@ from typing import Any, NoReturn, TextIO
 
 from tui_batch import __version__
 from tui_batch.backends.base import Backend
-from tui_batch.core.errors import TuiBatchError
+from tui_batch.core.errors import ExportError, TuiBatchError
 from tui_batch.core.export import EXPORT_FORMATS, format_for_path
 from tui_batch.core.jobs import BatchJob, ErrorStrategy, GenerationSettings, JobStatus
 from tui_batch.core.paths import ensure_private_dir, outputs_dir
@@ -169,6 +170,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TuiBatchError as exc:
         print(f"tui-batch: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("\ntui-batch: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def command_run(args: argparse.Namespace) -> int:
@@ -177,6 +181,8 @@ def command_run(args: argparse.Namespace) -> int:
     prompt_file = load_prompt_file(args.prompts)
     for warning in prompt_file.warnings:
         print(f"tui-batch: warning: {args.prompts}: {warning}", file=sys.stderr)
+    if args.out:
+        _check_writable(args.out)
     model = resolve_model(args.model)
     settings = GenerationSettings(
         max_tokens=args.max_tokens,
@@ -263,6 +269,8 @@ def _run_job(processor: BatchProcessor, job: BatchJob, backend: Backend, retry_f
                 cancel_event=cancel,
                 retry_failed=retry_failed,
             )
+    except KeyboardInterrupt:
+        results = []
     finally:
         backend.close()
     printer.finish()
@@ -278,7 +286,12 @@ def _run_job(processor: BatchProcessor, job: BatchJob, backend: Backend, retry_f
         if job.output_file
         else ensure_private_dir(outputs_dir()) / f"batch_{job.job_id}.{job.output_format or 'json'}"
     )
-    processor.export_results(job, results, out, job.output_format or format_for_path(out))
+    try:
+        processor.export_results(job, results, out, job.output_format or format_for_path(out))
+    except ExportError as exc:
+        raise ExportError(
+            f"{exc}; the results are saved: tui-batch export {job.job_id} --out FILE"
+        ) from None
     tokens = sum(r.tokens_output for r in results)
     elapsed = time.monotonic() - start
     print(
@@ -293,6 +306,18 @@ def _run_job(processor: BatchProcessor, job: BatchJob, backend: Backend, retry_f
             file=err,
         )
     return EXIT_OK if job.status is JobStatus.COMPLETED and job.failed == 0 else EXIT_FAILED
+
+
+def _check_writable(path: Path) -> None:
+    """Refuse an output path that cannot be written before the batch runs, not after."""
+    if path.is_dir():
+        raise ExportError(f"Output path is a directory: {path}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as exc:
+        raise ExportError(f"Cannot write results to {path}: {exc.strerror}") from None
 
 
 class _cancel_on_sigint:

@@ -164,6 +164,11 @@ class _Run:
 
     def execute(self, retry_failed: bool) -> list[BatchResult]:
         job = self.job
+        with self.store.lock(job.job_id):
+            return self._execute_locked(retry_failed)
+
+    def _execute_locked(self, retry_failed: bool) -> list[BatchResult]:
+        job = self.job
         writer = self.store.writer(job)
         try:
             self._load_previous(writer, retry_failed)
@@ -201,8 +206,8 @@ class _Run:
 
     def _loop(self, writer: CheckpointWriter, pending: deque[int]) -> tuple[JobStatus, str | None]:
         job, backend = self.job, self.backend
-        self._set_status(writer, JobStatus.RUNNING)
         job.started_at = job.started_at or utc_now()
+        self._set_status(writer, JobStatus.RUNNING)
         while True:
             if self.cancel.is_set():
                 return JobStatus.CANCELLED, "cancelled"

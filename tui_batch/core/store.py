@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Iterable
-from contextlib import closing
+from collections.abc import Iterable, Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,6 +132,31 @@ class CheckpointStore:
             connection.execute("COMMIT")
         return path
 
+    @contextmanager
+    def lock(self, job_id: str) -> Iterator[None]:
+        """Hold the job's run lock: two processes never run the same job at once.
+
+        An advisory `flock` on a side file, which the OS releases when the holder dies,
+        so a `kill -9` never leaves a job locked. (No-op where `fcntl` is missing.)
+        """
+        try:
+            import fcntl
+        except ImportError:
+            yield
+            return
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(f"{self.path_for(job_id)}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise CheckpointError(
+                    f"Job {job_id} is already running in another process"
+                ) from None
+            yield
+        finally:
+            os.close(fd)
+
     def writer(self, job: BatchJob) -> CheckpointWriter:
         """An open handle that appends results to the job's checkpoint."""
         path = self.path_for(job.job_id)
@@ -181,8 +206,9 @@ class CheckpointStore:
 
     def delete(self, job_id: str) -> None:
         path = self.path_for(job_id)
-        for extra in ("", "-wal", "-shm"):
-            Path(f"{path}{extra}").unlink(missing_ok=True)
+        with self.lock(job_id):
+            for extra in ("", "-wal", "-shm", ".lock"):
+                Path(f"{path}{extra}").unlink(missing_ok=True)
 
     def remove_results(self, job: BatchJob, indices: Iterable[int]) -> None:
         """Forget results (to run those prompts again) and save the job's new counts."""
