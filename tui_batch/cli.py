@@ -296,8 +296,8 @@ def _run_job(processor: BatchProcessor, job: BatchJob, backend: Backend, retry_f
     elapsed = time.monotonic() - start
     print(
         f"{job.status.value.capitalize()}: {job.completed} succeeded, {job.failed} failed "
-        f"of {job.total_prompts} in {format_duration(elapsed)}; {tokens} tokens generated. "
-        f"Results: {out}",
+        f"of {job.total_prompts} ({tokens} tokens generated); this run took "
+        f"{format_duration(elapsed)}. Results: {out}",
         file=err,
     )
     if job.status is JobStatus.FAILED:
