@@ -169,7 +169,10 @@ def test_bad_prompt_files_exit_2_with_one_line(tmp_path, content, name, expected
         (["run", "P", "--model", "no-such-model"], "Unknown model 'no-such-model'"),
         (["run", "P", "--model", "/nowhere/m.gguf"], "Model file not found: /nowhere/m.gguf"),
         (["run", "P", "--model", "NOTMODEL"], "Cannot load model"),
-        (["run", "P", "--out", "/proc/nope/out.json"], "Cannot write results to /proc/nope/out.json"),
+        (
+            ["run", "P", "--out", "/proc/nope/out.json"],
+            "Cannot write results to /proc/nope/out.json",
+        ),
         (["resume", "../x"], "Invalid job id '../x'"),
         (["resume", "abc"], "No checkpoint for job abc"),
         (["export", "abc", "--out", "x.json"], "No checkpoint for job abc"),

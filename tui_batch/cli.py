@@ -57,7 +57,8 @@ def _strategy(text: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="tui-batch", description="Run batches of prompts through local LLMs.")
     parser.add_argument("--version", action="version", version=f"tui-batch {__version__}")
-    commands = parser.add_subparsers(dest="command", parser_class=_Parser)
+    parser.epilog = "With no command, or with just a prompts file, opens the dashboard."
+    commands = parser.add_subparsers(dest="command", parser_class=_Parser, required=True)
 
     run = commands.add_parser("run", help="run a prompts file headless")
     run.add_argument("prompts", type=Path, help="a .txt, .json, .jsonl or .csv file of prompts")
@@ -149,15 +150,14 @@ def _add_hardware_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+COMMANDS = ("run", "resume", "checkpoints", "export", "models")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (len(argv) == 1 and argv[0] not in COMMANDS and not argv[0].startswith("-")):
+        return open_dashboard(Path(argv[0]) if argv else None)
     args = build_parser().parse_args(argv)
-    if args.command is None:
-        print(
-            "tui-batch: the dashboard is not built yet. Run a batch headless with\n"
-            "  tui-batch run PROMPTS_FILE   (see tui-batch --help)",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
         "run": command_run,
         "resume": command_resume,
@@ -173,6 +173,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ntui-batch: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def open_dashboard(prompts_file: Path | None) -> int:
+    """`tui-batch [PROMPTS]`: the full-screen app, with the file loaded into job setup."""
+    from tui_batch.ui.app import TuiBatchApp
+
+    TuiBatchApp(prompts_file).run()
+    return EXIT_OK
 
 
 def command_run(args: argparse.Namespace) -> int:

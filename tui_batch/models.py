@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,3 +138,21 @@ def resolve_model(spec: str | None) -> ModelInfo:
             return model
     known = ", ".join(m.id for m in models) or "none found"
     raise ModelError(f"Unknown model {spec!r} (known models: {known}); pass a path to a .gguf file")
+
+
+def count_tokens(model_path: str | Path, texts: list[str]) -> list[int]:
+    """Token counts of `texts` with the model's tokenizer (loads the vocabulary only)."""
+    try:
+        import llama_cpp
+    except ImportError as exc:
+        raise ModelError(f"llama-cpp-python is not installed ({exc})") from None
+    try:
+        # llama.cpp warns that a vocabulary-only load has no training context; it does not.
+        with contextlib.redirect_stderr(io.StringIO()):
+            llama = llama_cpp.Llama(model_path=str(model_path), vocab_only=True, verbose=False)
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise ModelError(f"Cannot load model {model_path}: {exc}") from None
+    try:
+        return [len(llama.tokenize(t.encode("utf-8"), add_bos=False, special=False)) for t in texts]
+    finally:
+        llama.close()

@@ -19,6 +19,16 @@ def data_dir() -> Path:
     return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
 
 
+def config_dir() -> Path:
+    """Remembered settings: in the data dir when `TUI_BATCH_DATA_DIR` is set, else the
+    platform's user config dir."""
+    if os.environ.get(DATA_DIR_ENV):
+        return data_dir() / "config"
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir(APP_NAME, appauthor=False))
+
+
 def checkpoint_dir() -> Path:
     return data_dir() / "checkpoints"
 

@@ -40,7 +40,14 @@ class BatchProcessor:
     `checkpoint_dir=None` means `<data dir>/checkpoints` (see `tui_batch.core.paths`).
     """
 
-    def __init__(self, checkpoint_dir: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        checkpoint_dir: str | Path | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """`clock` times durations, elapsed and ETA (tests pass a fixed one)."""
+        self.clock = clock
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else default_checkpoint_dir()
         self.store = CheckpointStore(self.checkpoint_dir)
         self.unreadable_checkpoints: list[tuple[Path, str]] = []
@@ -84,6 +91,10 @@ class BatchProcessor:
         """Load a checkpoint by job id; an id that is not a plain name is an error."""
         return self.store.load_job(job_id)
 
+    def job_summary(self, job_id: str) -> dict[str, Any]:
+        """A job's header without its prompts or results (for a quick look at any size)."""
+        return self.store.load_header(job_id)
+
     def list_checkpoints(self) -> list[dict[str, Any]]:
         """Summaries of every readable checkpoint, newest first.
 
@@ -92,6 +103,14 @@ class BatchProcessor:
         listing = self.store.scan()
         self.unreadable_checkpoints = listing.unreadable
         return listing.entries
+
+    def delete_checkpoint(self, job_id: str) -> None:
+        """Delete a job's checkpoint; refused while the job runs."""
+        self.store.delete(job_id)
+
+    def delete_unreadable(self, path: Path) -> None:
+        """Delete a damaged file that `list_checkpoints` reported (and only such a file)."""
+        self.store.delete_file(path)
 
     def export_results(
         self,
@@ -150,6 +169,7 @@ class _Run:
         pause_event: threading.Event | None,
     ) -> None:
         self.store = processor.store
+        self.clock = processor.clock
         self.job = job
         self.backend = backend
         self.progress_callback = progress_callback
@@ -173,7 +193,7 @@ class _Run:
         try:
             self._load_previous(writer, retry_failed)
             pending = deque(i for i in range(job.total_prompts) if i not in self.results)
-            self.tracker = ProgressTracker(job.total_prompts, job.completed, job.failed)
+            self.tracker = ProgressTracker(job.total_prompts, job.completed, job.failed, self.clock)
             self.backend.open(job, self._token if self.on_event else None)
             try:
                 status, reason = self._loop(writer, pending)
@@ -218,7 +238,7 @@ class _Run:
                 task = self._next_task(pending)
                 if task is None:
                     break
-                self.started[task.index] = (time.perf_counter(), utc_now(), task.attempt)
+                self.started[task.index] = (self.clock(), utc_now(), task.attempt)
                 backend.submit(task)
                 self._emit(events.PromptStarted(task.index, task.attempt))
             if backend.in_flight == 0:
@@ -266,7 +286,7 @@ class _Run:
             response_text=completion.response_text,
             tokens_input=completion.tokens_input,
             tokens_output=completion.tokens_output,
-            duration=time.perf_counter() - start,
+            duration=self.clock() - start,
             success=completion.success,
             error_message=completion.error,
             custom_id=job.custom_id(completion.index),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from tui_batch.core.jobs import BatchResult
@@ -34,11 +35,18 @@ class ProgressTracker:
     results that were already in its checkpoint.
     """
 
-    def __init__(self, total: int, completed: int = 0, failed: int = 0) -> None:
+    def __init__(
+        self,
+        total: int,
+        completed: int = 0,
+        failed: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.clock = clock
         self.total = total
         self.completed = completed
         self.failed = failed
-        self._start = time.monotonic()
+        self._start = clock()
         self._done_this_run = 0
         self._tokens_this_run = 0
 
@@ -59,7 +67,7 @@ class ProgressTracker:
             self.failed -= 1
 
     def update(self, result: BatchResult | None = None) -> ProgressUpdate:
-        elapsed = time.monotonic() - self._start
+        elapsed = self.clock() - self._start
         done = self.completed + self.failed
         remaining = self.total - done
         rate = self._done_this_run / elapsed if elapsed > 0 else 0.0

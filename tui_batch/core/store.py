@@ -85,13 +85,21 @@ def _result_row(result: BatchResult) -> tuple[Any, ...]:
     )
 
 
+def connect_read_only(path: Path) -> sqlite3.Connection:
+    """A read-only connection; safe beside a writer (WAL readers never block it)."""
+    connection = sqlite3.connect(
+        f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False
+    )
+    connection.execute("PRAGMA busy_timeout=5000")
+    return connection
+
+
 def _connect(path: Path, read_only: bool = False) -> sqlite3.Connection:
     if read_only:
-        connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    else:
-        connection = sqlite3.connect(path, isolation_level=None)
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA synchronous=NORMAL")
+        return connect_read_only(path)
+    connection = sqlite3.connect(path, isolation_level=None)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")
     connection.execute("PRAGMA busy_timeout=5000")
     return connection
 
@@ -198,6 +206,19 @@ class CheckpointStore:
             )
         return job, results
 
+    def load_header(self, job_id: str) -> dict[str, Any]:
+        """A job's header (everything but prompts and results): quick at any size."""
+        path = self.path_for(job_id)
+        if not path.exists():
+            raise CheckpointError(f"No checkpoint for job {job_id} in {self.directory}")
+        try:
+            with closing(_connect(path, read_only=True)) as connection:
+                header = _read_header(connection, path)
+        except (sqlite3.Error, ValueError) as exc:
+            raise CheckpointError(f"Unreadable checkpoint {path}: {exc}") from None
+        header["checkpoint_file"] = str(path)
+        return header
+
     def load_job(self, job_id: str) -> tuple[BatchJob, list[BatchResult]]:
         path = self.path_for(job_id)
         if not path.exists():
@@ -209,6 +230,16 @@ class CheckpointStore:
         with self.lock(job_id):
             for extra in ("", "-wal", "-shm", ".lock"):
                 Path(f"{path}{extra}").unlink(missing_ok=True)
+
+    def delete_file(self, path: Path) -> None:
+        """Delete a checkpoint file by path; only files of this directory's pattern."""
+        path = Path(path)
+        if path.parent.resolve() != self.directory.resolve() or not (
+            path.name.startswith(CHECKPOINT_PREFIX) and path.name.endswith(CHECKPOINT_SUFFIX)
+        ):
+            raise CheckpointError(f"Not a checkpoint of {self.directory}: {path}")
+        for extra in ("", "-wal", "-shm", ".lock"):
+            Path(f"{path}{extra}").unlink(missing_ok=True)
 
     def remove_results(self, job: BatchJob, indices: Iterable[int]) -> None:
         """Forget results (to run those prompts again) and save the job's new counts."""

@@ -1,0 +1,77 @@
+"""Paged, filtered reading of one job's results straight from its checkpoint.
+
+A viewer of 100,000 results must not build 100,000 objects to show 30 rows: `ResultsView`
+answers "which prompt indices match this filter and search" with one query, then fetches
+only the rows on screen.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+
+from tui_batch.core.errors import CheckpointError
+from tui_batch.core.jobs import BatchResult
+from tui_batch.core.store import RESULT_COLUMNS, connect_read_only
+
+FILTERS = ("all", "failed", "succeeded")
+_WHERE = {"all": "1", "failed": "r.success = 0", "succeeded": "r.success = 1"}
+
+
+class ResultsView:
+    """A read-only window on a checkpoint's results."""
+
+    def __init__(self, checkpoint_file: str | Path) -> None:
+        self.path = Path(checkpoint_file)
+        try:
+            self._connection = connect_read_only(self.path)
+            self._connection.execute("SELECT 1 FROM results LIMIT 1").fetchall()
+        except sqlite3.Error as exc:
+            raise CheckpointError(f"Unreadable checkpoint {self.path}: {exc}") from None
+
+    def select(self, filter: str = "all", search: str = "") -> list[int]:
+        """Prompt indices of the results that pass `filter` and contain `search`."""
+        if filter not in FILTERS:
+            raise ValueError(f"unknown filter {filter!r}")
+        sql = f"SELECT r.prompt_index FROM results r WHERE {_WHERE[filter]}"
+        params: list[str] = []
+        if search:
+            needle = search.lower()
+            sql = (
+                "SELECT r.prompt_index FROM results r JOIN prompts p ON p.idx = r.prompt_index "
+                f"WHERE {_WHERE[filter]} AND (instr(lower(r.response_text), ?) "
+                "OR instr(lower(coalesce(r.error_message, '')), ?) "
+                "OR instr(lower(json_extract(p.data, '$.text')), ?))"
+            )
+            params = [needle] * 3
+        return [
+            row[0] for row in self._connection.execute(f"{sql} ORDER BY r.prompt_index", params)
+        ]
+
+    def fetch(self, indices: Sequence[int]) -> list[BatchResult]:
+        """The results for these prompt indices, in the same order."""
+        if not indices:
+            return []
+        marks = ",".join("?" * len(indices))
+        columns = ", ".join(f"r.{c}" for c in RESULT_COLUMNS)
+        rows = self._connection.execute(
+            f"SELECT {columns}, p.data FROM results r JOIN prompts p ON p.idx = r.prompt_index "
+            f"WHERE r.prompt_index IN ({marks})",
+            list(indices),
+        ).fetchall()
+        by_index = {}
+        for row in rows:
+            values = dict(zip(RESULT_COLUMNS, row[:-1], strict=True))
+            values["success"] = bool(values["success"])
+            prompt = json.loads(row[-1])
+            by_index[values["prompt_index"]] = BatchResult(
+                prompt=prompt["text"],
+                custom_id=prompt.get("custom_id") or f"request-{values['prompt_index']}",
+                **values,
+            )
+        return [by_index[i] for i in indices if i in by_index]
+
+    def close(self) -> None:
+        self._connection.close()

@@ -1,0 +1,220 @@
+"""Every checkpoint in the data dir: resume, view, export, delete; unreadable ones flagged."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Input, Static
+
+from tui_batch.core.errors import TuiBatchError
+from tui_batch.ui.screens.modals import ConfirmScreen
+
+SORTS = [
+    ("updated", lambda e: e.get("updated_at") or "", True),
+    ("job id", lambda e: e.get("job_id") or "", False),
+    ("model", lambda e: e.get("model_id") or "", False),
+    ("status", lambda e: e.get("status") or "", False),
+    ("done", lambda e: e.get("completed", 0) + e.get("failed", 0), True),
+    ("failed", lambda e: e.get("failed", 0), True),
+    ("size", lambda e: e.get("size_bytes", 0), True),
+]
+STATUS_STYLE = {
+    "completed": "green",
+    "failed": "bold red",
+    "cancelled": "yellow",
+    "running": "bold cyan",
+    "paused": "cyan",
+    "pending": "dim",
+}
+
+
+def format_size(size: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(size)
+
+
+class CheckpointsScreen(Screen[None]):
+    BINDINGS = [
+        Binding("enter", "resume", "Resume"),
+        Binding("v", "view", "View results"),
+        Binding("e", "export", "Export"),
+        Binding("d", "delete", "Delete"),
+        Binding("s", "sort", "Sort"),
+        Binding("slash", "filter", "Filter"),
+        Binding("escape", "back", "Back"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entries: list[dict[str, Any]] = []
+        self.sort_index = 0
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Input(placeholder="/ filter by job id, model or status", id="filter")
+        yield DataTable(cursor_type="row", zebra_stripes=True, id="checkpoints")
+        yield Static(id="checkpoint-info")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = "Checkpoints"
+        table = self.query_one("#checkpoints", DataTable)
+        table.add_columns("Job id", "Model", "Done", "Failed", "Status", "Last update", "Size")
+        self.reload()
+        table.focus()
+
+    def on_screen_resume(self) -> None:
+        self.reload()
+
+    def reload(self) -> None:
+        processor = self.app.processor
+        self.entries = processor.list_checkpoints()
+        self.entries += [
+            {"job_id": path.name, "unreadable": reason, "checkpoint_file": str(path)}
+            for path, reason in processor.unreadable_checkpoints
+        ]
+        self._fill()
+
+    def _fill(self) -> None:
+        table = self.query_one("#checkpoints", DataTable)
+        selected = self.selected()
+        table.clear()
+        needle = self.query_one("#filter", Input).value.strip().lower()
+        name, key, reverse = SORTS[self.sort_index]
+        readable = sorted(
+            (e for e in self.entries if "unreadable" not in e), key=key, reverse=reverse
+        )
+        flagged = [e for e in self.entries if "unreadable" in e]
+        for entry in readable + flagged:
+            haystack = " ".join(
+                str(entry.get(k, "")) for k in ("job_id", "model_id", "status", "unreadable")
+            ).lower()
+            if needle and needle not in haystack:
+                continue
+            table.add_row(*self._cells(entry), key=entry["checkpoint_file"])
+        if selected is not None and selected["checkpoint_file"] in table.rows:
+            table.move_cursor(row=table.get_row_index(selected["checkpoint_file"]))
+        shown = table.row_count
+        flagged_count = len(flagged)
+        info = Text(f"{shown} shown of {len(self.entries)} · sorted by {name}")
+        if flagged_count:
+            info.append(f" · {flagged_count} unreadable (flagged)", style="bold red")
+        self.query_one("#checkpoint-info", Static).update(info)
+        self._show_reason()
+
+    @staticmethod
+    def _cells(entry: dict[str, Any]) -> list[Text]:
+        if "unreadable" in entry:
+            return [
+                Text(entry["job_id"], style="red"),
+                Text("unreadable", style="bold red"),
+                Text("-"),
+                Text("-"),
+                Text("unreadable", style="bold red"),
+                Text("-"),
+                Text("-"),
+            ]
+        done = entry["completed"] + entry["failed"]
+        return [
+            Text(entry["job_id"], style="bold"),
+            Text(entry["model_id"]),
+            Text(f"{done}/{entry['total_prompts']}", justify="right"),
+            Text(str(entry["failed"]), style="red" if entry["failed"] else "", justify="right"),
+            Text(entry["status"], style=STATUS_STYLE.get(entry["status"], "")),
+            Text((entry["updated_at"] or "").replace("T", " ").replace("+00:00", " UTC")),
+            Text(format_size(entry.get("size_bytes", 0)), justify="right"),
+        ]
+
+    def selected(self) -> dict[str, Any] | None:
+        table = self.query_one("#checkpoints", DataTable)
+        if table.row_count == 0:
+            return None
+        row_key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
+        return next((e for e in self.entries if e["checkpoint_file"] == row_key.value), None)
+
+    def _readable(self) -> dict[str, Any] | None:
+        entry = self.selected()
+        if entry is None:
+            self.notify("No checkpoint selected.", severity="warning")
+        elif "unreadable" in entry:
+            self.notify(f"Unreadable: {entry['unreadable']}", severity="error")
+            return None
+        return entry
+
+    @on(DataTable.RowHighlighted)
+    def _show_reason(self) -> None:
+        entry = self.selected()
+        info = self.query_one("#checkpoint-info", Static)
+        if entry is not None and "unreadable" in entry:
+            info.update(Text(f"{entry['checkpoint_file']}: {entry['unreadable']}", style="red"))
+
+    @on(Input.Changed, "#filter")
+    def _filter_changed(self) -> None:
+        self._fill()
+
+    @on(Input.Submitted, "#filter")
+    def _filter_done(self) -> None:
+        self.query_one("#checkpoints", DataTable).focus()
+
+    def action_filter(self) -> None:
+        self.query_one("#filter", Input).focus()
+
+    def action_sort(self) -> None:
+        self.sort_index = (self.sort_index + 1) % len(SORTS)
+        self._fill()
+
+    def action_resume(self) -> None:
+        entry = self._readable()
+        if entry is not None:
+            self.app.resume_job(entry["job_id"])
+
+    def action_view(self) -> None:
+        entry = self._readable()
+        if entry is not None:
+            self.app.show_results(entry["job_id"])
+
+    def action_export(self) -> None:
+        entry = self._readable()
+        if entry is not None:
+            self.app.export_job(entry["job_id"])
+
+    def action_delete(self) -> None:
+        entry = self.selected()
+        if entry is None:
+            return
+
+        def answer(yes: bool | None) -> None:
+            if not yes:
+                return
+            try:
+                if "unreadable" in entry:
+                    self.app.processor.delete_unreadable(Path(entry["checkpoint_file"]))
+                else:
+                    self.app.processor.delete_checkpoint(entry["job_id"])
+            except (TuiBatchError, OSError) as exc:
+                self.notify(str(exc), severity="error")
+                return
+            self.notify(f"Deleted {entry['job_id']}.")
+            self.reload()
+
+        self.app.push_screen(
+            ConfirmScreen(
+                f"Delete checkpoint {entry['job_id']}? Its results are lost unless exported."
+            ),
+            answer,
+        )
+
+    def action_back(self) -> None:
+        if self.query_one("#filter", Input).has_focus:
+            self.query_one("#checkpoints", DataTable).focus()
+        else:
+            self.app.pop_screen()

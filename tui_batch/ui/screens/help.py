@@ -1,0 +1,55 @@
+"""`?`: every key of every screen, from their bindings."""
+
+from __future__ import annotations
+
+from rich.table import Table
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Footer, Static
+
+
+def key_table() -> Table:
+    from tui_batch.ui.app import TuiBatchApp
+    from tui_batch.ui.screens.checkpoints import CheckpointsScreen
+    from tui_batch.ui.screens.progress import ProgressScreen
+    from tui_batch.ui.screens.results import ResultsScreen
+    from tui_batch.ui.screens.setup import SetupScreen
+    from tui_batch.ui.widgets.virtual_table import VirtualTable
+
+    table = Table(show_header=True, header_style="bold", expand=True, box=None)
+    table.add_column("Where", style="bold cyan", no_wrap=True)
+    table.add_column("Key", style="bold", no_wrap=True)
+    table.add_column("Action")
+    sections = [
+        ("Everywhere", TuiBatchApp.BINDINGS),
+        ("Job setup", SetupScreen.BINDINGS),
+        ("Progress", ProgressScreen.BINDINGS),
+        ("Checkpoints", CheckpointsScreen.BINDINGS),
+        ("Results", ResultsScreen.BINDINGS),
+        ("Tables", VirtualTable.BINDINGS),
+    ]
+    for where, bindings in sections:
+        for binding in bindings:
+            if isinstance(binding, Binding) and binding.description:
+                keys = ", ".join(_key_name(k) for k in binding.key.split(","))
+                table.add_row(where, keys, binding.description)
+                where = ""
+    table.add_row("Everywhere", "ctrl+p", "Command palette")
+    table.add_row("", "escape", "Back")
+    table.add_row("", "ctrl+q", "Quit")
+    return table
+
+
+def _key_name(key: str) -> str:
+    return {"question_mark": "?", "slash": "/"}.get(key, key)
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS = [Binding("escape,question_mark,q", "dismiss", "Close")]
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(classes="dialog help"):
+            yield Static(key_table())
+        yield Footer()

@@ -1,0 +1,189 @@
+"""Small modal questions: confirm, resume options, export target, file picker, one result."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Grid, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import DirectoryTree, Footer, Input, Label, Select, Static
+
+from tui_batch.core.export import EXPORT_FORMATS
+from tui_batch.core.jobs import BatchResult
+from tui_batch.core.prompts import SUPPORTED_EXTENSIONS
+from tui_batch.ui.widgets.literal import literal
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """A yes/no question: y or n answers, Escape means no."""
+
+    BINDINGS = [
+        Binding("y", "answer(True)", "Yes"),
+        Binding("n", "answer(False)", "No"),
+        Binding("escape", "answer(False)", "Cancel"),
+    ]
+
+    def __init__(self, question: str) -> None:
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Static(Text(self.question), classes="question")
+            yield Static("[b]y[/] yes   [b]n[/] no   [b]Esc[/] cancel", classes="hint")
+
+    def action_answer(self, answer: bool) -> None:
+        self.dismiss(answer)
+
+
+class ResumeScreen(ModalScreen[bool | None]):
+    """Resume a job: also run its failed prompts again? Escape does not resume."""
+
+    BINDINGS = [
+        Binding("y", "answer(True)", "Retry failed too"),
+        Binding("n", "answer(False)", "Only unfinished"),
+        Binding("escape", "answer(None)", "Cancel"),
+    ]
+
+    def __init__(self, job_id: str, failed: int) -> None:
+        super().__init__()
+        self.job_id = job_id
+        self.failed = failed
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Static(
+                Text(
+                    f"Resume job {self.job_id}. Run its {self.failed} failed prompt(s) again too?"
+                ),
+                classes="question",
+            )
+            yield Static(
+                "[b]y[/] retry failed too   [b]n[/] only unfinished   [b]Esc[/] cancel",
+                classes="hint",
+            )
+
+    def action_answer(self, answer: bool | None) -> None:
+        self.dismiss(answer)
+
+
+class ExportScreen(ModalScreen[tuple[str, Path] | None]):
+    """Where and how to export: a format and a path. Enter exports, Escape cancels."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, job_id: str, default_dir: Path) -> None:
+        super().__init__()
+        self.job_id = job_id
+        self.default_dir = default_dir
+
+    def compose(self) -> ComposeResult:
+        with Grid(classes="dialog form"):
+            yield Label("Format")
+            yield Select(
+                [(f, f) for f in EXPORT_FORMATS], value="json", allow_blank=False, id="format"
+            )
+            yield Label("Path")
+            yield Input(str(self.default_dir / f"batch_{self.job_id}.json"), id="path")
+            yield Static("[b]Enter[/] export   [b]Esc[/] cancel", classes="hint")
+
+    def on_mount(self) -> None:
+        self.query_one("#path", Input).focus()
+
+    @on(Select.Changed, "#format")
+    def _format_changed(self, event: Select.Changed) -> None:
+        path_input = self.query_one("#path", Input)
+        path = Path(path_input.value)
+        if path.suffix.lstrip(".") in EXPORT_FORMATS:
+            path_input.value = str(path.with_suffix(f".{event.value}"))
+
+    @on(Input.Submitted, "#path")
+    def _submit(self) -> None:
+        value = self.query_one("#path", Input).value.strip()
+        if not value:
+            self.notify("Give a path to export to.", severity="error")
+            return
+        self.dismiss((str(self.query_one("#format", Select).value), Path(value).expanduser()))
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class PromptFileTree(DirectoryTree):
+    """Folders and prompt files only."""
+
+    def filter_paths(self, paths):
+        return [
+            p
+            for p in paths
+            if not p.name.startswith(".")
+            and (p.is_dir() or p.suffix.lower() in SUPPORTED_EXTENSIONS)
+        ]
+
+
+class FileBrowserScreen(ModalScreen[Path | None]):
+    """Pick a prompts file: arrows to move, Enter to open a folder or pick a file."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, start: Path) -> None:
+        super().__init__()
+        self.start = start
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog browser"):
+            yield Static(Text(f"Pick a prompts file ({', '.join(SUPPORTED_EXTENSIONS)})"))
+            yield PromptFileTree(self.start)
+            yield Footer()
+
+    def on_directory_tree_file_selected(self, event: DirectoryTree.FileSelected) -> None:
+        self.dismiss(event.path)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+def result_details(result: BatchResult) -> Text:
+    """Everything about one result, as literal text."""
+    status = Text("ok", style="bold green") if result.success else Text("failed", style="bold red")
+    text = Text.assemble(
+        Text(f"Prompt {result.prompt_index} ({result.custom_id or '-'})  ", style="bold"),
+        status,
+        f"  attempts {result.attempts}  tokens {result.tokens_input} in / "
+        f"{result.tokens_output} out  {result.duration:.2f}s  finish {result.finish_reason or '-'}\n",
+    )
+    if result.error_message:
+        text.append("\nError\n", style="bold red")
+        text.append_text(literal(result.error_message))
+        text.append("\n")
+    text.append("\nPrompt\n", style="bold")
+    text.append_text(literal(result.prompt))
+    text.append("\n\nResponse\n", style="bold")
+    text.append_text(literal(result.response_text))
+    return text
+
+
+class ResultScreen(ModalScreen[None]):
+    """One result in full: prompt, response, error, tokens, duration and attempts."""
+
+    BINDINGS = [
+        Binding("escape", "dismiss", "Back"),
+        Binding("c", "copy", "Copy response"),
+    ]
+
+    def __init__(self, result: BatchResult) -> None:
+        super().__init__()
+        self.result = result
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(classes="dialog detail"):
+            yield Static(result_details(self.result))
+        yield Footer()
+
+    def action_copy(self) -> None:
+        self.app.copy_to_clipboard(self.result.response_text)
+        self.notify("Response copied to the clipboard.")

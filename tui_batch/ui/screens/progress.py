@@ -1,0 +1,226 @@
+"""Live progress of the running job: figures, throughput, every prompt, live text."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Header, ProgressBar, Sparkline, Static
+
+from tui_batch.core.jobs import JobStatus
+from tui_batch.core.progress import format_duration
+from tui_batch.ui.runner import BatchRun
+from tui_batch.ui.screens.modals import ConfirmScreen, ResultScreen
+from tui_batch.ui.widgets.literal import literal, one_line
+from tui_batch.ui.widgets.virtual_table import Column, VirtualTable
+
+REFRESH_INTERVAL = 1 / 10
+STATUS_STYLE = {
+    "ok": "green",
+    "failed": "bold red",
+    "running": "bold cyan",
+    "retrying": "yellow",
+    "pending": "dim",
+}
+COLUMNS = [
+    Column("#", 6, "right"),
+    Column("Status", 9),
+    Column("Prompt", 0),
+    Column("In", 6, "right"),
+    Column("Out", 6, "right"),
+    Column("Time", 7, "right"),
+    Column("Error", 28),
+]
+
+
+def status_line(run: BatchRun) -> Text:
+    job, update = run.job, run.update
+    done = job.done
+    total = job.total_prompts
+    percent = 100.0 * done / total if total else 100.0
+    text = Text()
+    text.append(f"{percent:5.1f}%", style="bold")
+    text.append(f"  {done}/{total} done  ")
+    text.append(f"{job.failed} failed", style="bold red" if job.failed else "")
+    if update is not None:
+        text.append(f"  elapsed {format_duration(update.elapsed)}")
+        eta = 0.0 if run.finished else update.eta_seconds
+        text.append(f"  ETA {format_duration(eta)}")
+        text.append(f"  {update.tokens_per_second:.1f} tok/s  {update.throughput:.1f} prompts/s")
+    return text
+
+
+class ProgressScreen(Screen[None]):
+    """Watches `app.run_state`; leaving this screen leaves the job running."""
+
+    BINDINGS = [
+        Binding("p", "pause", "Pause/resume"),
+        Binding("x", "cancel", "Cancel job"),
+        Binding("f", "failed_only", "Failed only"),
+        Binding("l", "follow", "Follow running"),
+        Binding("enter", "open", "Open result"),
+        Binding("r", "results", "Results"),
+        Binding("escape", "back", "Back"),
+    ]
+
+    def __init__(self, run: BatchRun | None = None) -> None:
+        super().__init__()
+        self.failed_only = False
+        self.following = True
+        self._seen_version = -1
+        self._run = run
+        self._bound_run: BatchRun | None = None
+
+    @property
+    def run(self) -> BatchRun:
+        return self.app.run_state or self._run
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(id="job-line")
+        with Horizontal(id="figures"):
+            yield ProgressBar(total=1, show_eta=False, id="bar")
+            yield Static(id="stats")
+        yield Sparkline([], id="history")
+        yield VirtualTable(COLUMNS, id="prompts")
+        yield Static(id="live-title")
+        with VerticalScroll(id="live"):
+            yield Static(id="live-text")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = "Progress"
+        self.query_one("#prompts", VirtualTable).focus()
+        self._bind_table()
+        self.refresh_from_run()
+        self.set_interval(REFRESH_INTERVAL, self.refresh_from_run)
+
+    def _bind_table(self) -> None:
+        run = self._bound_run = self.run
+        count, key = run.rows(self.failed_only)
+        table = self.query_one("#prompts", VirtualTable)
+        table.set_rows(count, lambda position: self._row(key(position)), key)
+
+    def _row(self, index: int) -> list[Text]:
+        run = self.run
+        status = run.status[index]
+        result = run.results.get(index)
+        prompt = run.job.prompts[index].text
+        cells = [
+            Text(str(index)),
+            Text(status, style=STATUS_STYLE.get(status, "")),
+            one_line(prompt),
+        ]
+        if result is None:
+            return cells + [Text(""), Text(""), Text(""), Text("")]
+        return cells + [
+            Text(str(result.tokens_input)),
+            Text(str(result.tokens_output)),
+            Text(f"{result.duration:.2f}s"),
+            one_line(result.error_message, style="red"),
+        ]
+
+    def refresh_from_run(self) -> None:
+        run = self.run
+        if run is not self._bound_run:
+            self._bind_table()
+        elif run.version == self._seen_version and run.finished:
+            return
+        changed = run.version != self._seen_version
+        self._seen_version = run.version
+        job = run.job
+        state = run.error or run.job_status.value
+        self.query_one("#job-line", Static).update(
+            Text.assemble(
+                ("Job ", "dim"),
+                (job.job_id, "bold"),
+                ("  model ", "dim"),
+                job.model_id,
+                ("  status ", "dim"),
+                (state, "bold red" if run.error else "bold"),
+            )
+        )
+        bar = self.query_one("#bar", ProgressBar)
+        bar.update(total=max(1, job.total_prompts), progress=job.done)
+        self.query_one("#stats", Static).update(status_line(run))
+        self.query_one("#history", Sparkline).data = run.history() or [0.0]
+        table = self.query_one("#prompts", VirtualTable)
+        if self.failed_only and table.count != len(run.failed):
+            self._bind_table()
+        if changed:
+            if self.following and not self.failed_only and run.running:
+                table.follow(min(run.running))
+            table.refresh_rows()
+        index, text = run.live()
+        title = (
+            f"Generating: prompt {index}"
+            if index is not None and not run.finished
+            else "Last output"
+        )
+        self.query_one("#live-title", Static).update(Text(title, style="bold"))
+        self.query_one("#live-text", Static).update(literal(text))
+
+    def on_virtual_table_moved(self) -> None:
+        self.following = False
+
+    def on_virtual_table_selected(self, event: VirtualTable.Selected) -> None:
+        self._open(event.key)
+
+    def action_open(self) -> None:
+        key = self.query_one("#prompts", VirtualTable).cursor_key
+        if key is not None:
+            self._open(key)
+
+    def _open(self, index: int) -> None:
+        result = self.run.results.get(index)
+        if result is None:
+            self.notify(f"Prompt {index} has no result yet.", severity="warning")
+        else:
+            self.app.push_screen(ResultScreen(result))
+
+    def action_pause(self) -> None:
+        run = self.run
+        if run.finished:
+            self.notify("The job is not running.", severity="warning")
+        elif run.pause.is_set():
+            run.pause.clear()
+            self.notify("Resumed.")
+        else:
+            run.pause.set()
+            self.notify("Pausing after the current step.")
+
+    def action_cancel(self) -> None:
+        if self.run.finished:
+            self.notify("The job is not running.", severity="warning")
+            return
+
+        def answer(cancel: bool | None) -> None:
+            if cancel:
+                self.run.cancel.set()
+                self.run.pause.clear()
+                self.notify("Cancelling: finished results are saved; resume it any time.")
+
+        self.app.push_screen(
+            ConfirmScreen(f"Cancel job {self.run.job.job_id}? Finished results are kept."), answer
+        )
+
+    def action_failed_only(self) -> None:
+        self.failed_only = not self.failed_only
+        self._bind_table()
+        self.notify("Showing failed prompts only." if self.failed_only else "Showing all prompts.")
+
+    def action_follow(self) -> None:
+        self.following = True
+        if self.run.running:
+            self.query_one("#prompts", VirtualTable).follow(min(self.run.running))
+
+    def action_results(self) -> None:
+        if not self.run.finished and self.run.job_status is not JobStatus.PAUSED:
+            self.notify("Results open when the job is done (or paused).", severity="warning")
+            return
+        self.app.show_results(self.run.job.job_id)
+
+    def action_back(self) -> None:
+        self.app.pop_screen()

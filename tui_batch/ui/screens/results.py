@@ -1,0 +1,192 @@
+"""One job's results: filter, search, a detail pane, copy, export, re-run failures.
+
+Rows are read page by page from the checkpoint through `core.results.ResultsView`, so a
+job of 100,000 results opens as fast as one of 100.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Input, Static
+
+from tui_batch.core.jobs import BatchResult
+from tui_batch.core.results import ResultsView
+from tui_batch.ui.screens.modals import ResultScreen, result_details
+from tui_batch.ui.widgets.literal import one_line
+from tui_batch.ui.widgets.virtual_table import Column, VirtualTable
+
+PAGE = 100
+PAGES_KEPT = 20
+COLUMNS = [
+    Column("#", 6, "right"),
+    Column("Status", 7),
+    Column("Prompt", 24),
+    Column("Response / error", 0),
+    Column("Out", 5, "right"),
+    Column("Time", 7, "right"),
+]
+
+
+class ResultsScreen(Screen[None]):
+    BINDINGS = [
+        Binding("a", "show('all')", "All"),
+        Binding("f", "show('failed')", "Failed"),
+        Binding("s", "show('succeeded')", "Succeeded"),
+        Binding("slash", "search", "Search"),
+        Binding("enter", "open", "Open"),
+        Binding("c", "copy", "Copy response"),
+        Binding("e", "export", "Export"),
+        Binding("R", "rerun", "Re-run failed"),
+        Binding("escape", "back", "Back"),
+    ]
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__()
+        self.job_id = job_id
+        self.filter = "all"
+        self.indices: list[int] = []
+        self._pages: OrderedDict[int, dict[int, BatchResult]] = OrderedDict()
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(id="results-title")
+        with Horizontal(id="results-bar"):
+            yield Static(id="filters")
+            yield Input(placeholder="/ search prompts, responses and errors", id="search")
+        with Horizontal(id="results-body"):
+            yield VirtualTable(COLUMNS, id="results")
+            with VerticalScroll(id="detail"):
+                yield Static(id="detail-text")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = f"Results of {self.job_id}"
+        job = self.app.processor.job_summary(self.job_id)
+        self.view = ResultsView(job["checkpoint_file"])
+        self.counts = {name: len(self.view.select(name)) for name in ("all", "failed", "succeeded")}
+        self.query_one("#results-title", Static).update(
+            Text.assemble(
+                ("Job ", "dim"),
+                (self.job_id, "bold"),
+                ("  model ", "dim"),
+                job["model_id"],
+                ("  status ", "dim"),
+                job["status"],
+                ("  results ", "dim"),
+                f"{self.counts['all']}/{job['total_prompts']}",
+            )
+        )
+        self.query_one("#results", VirtualTable).focus()
+        self._apply()
+
+    def on_unmount(self) -> None:
+        self.view.close()
+
+    def _apply(self) -> None:
+        search = self.query_one("#search", Input).value.strip()
+        self.indices = self.view.select(self.filter, search)
+        self._pages.clear()
+        table = self.query_one("#results", VirtualTable)
+        table.set_rows(len(self.indices), self._row, self.indices.__getitem__)
+        filters = Text()
+        for name in ("all", "failed", "succeeded"):
+            label = f" {name} ({self.counts[name]}) "
+            filters.append(label, style="reverse bold" if name == self.filter else "")
+            filters.append(" ")
+        if search:
+            filters.append(f"· {len(self.indices)} match", style="italic")
+        self.query_one("#filters", Static).update(filters)
+        self._show_detail(table.cursor_key)
+
+    def result_at(self, position: int) -> BatchResult | None:
+        page = position // PAGE
+        if page not in self._pages:
+            chunk = self.indices[page * PAGE : (page + 1) * PAGE]
+            self._pages[page] = {r.prompt_index: r for r in self.view.fetch(chunk)}
+            if len(self._pages) > PAGES_KEPT:
+                self._pages.popitem(last=False)
+        else:
+            self._pages.move_to_end(page)
+        return self._pages[page].get(self.indices[position])
+
+    def _row(self, position: int) -> list[Text]:
+        result = self.result_at(position)
+        if result is None:
+            return [Text(str(self.indices[position]))]
+        status = Text("ok", style="green") if result.success else Text("failed", style="bold red")
+        answer = (
+            one_line(result.response_text)
+            if result.success
+            else one_line(result.error_message, style="red")
+        )
+        return [
+            Text(str(result.prompt_index)),
+            status,
+            one_line(result.prompt),
+            answer,
+            Text(str(result.tokens_output)),
+            Text(f"{result.duration:.2f}s"),
+        ]
+
+    def _current(self) -> BatchResult | None:
+        table = self.query_one("#results", VirtualTable)
+        return self.result_at(table.cursor) if table.count else None
+
+    def _show_detail(self, key: int | None) -> None:
+        result = self._current()
+        detail = self.query_one("#detail-text", Static)
+        detail.update(result_details(result) if result else Text("No results match.", style="dim"))
+
+    def on_virtual_table_highlighted(self, event: VirtualTable.Highlighted) -> None:
+        self._show_detail(event.key)
+
+    def on_virtual_table_selected(self) -> None:
+        self.action_open()
+
+    @on(Input.Changed, "#search")
+    def _search_changed(self) -> None:
+        self._apply()
+
+    @on(Input.Submitted, "#search")
+    def _search_done(self) -> None:
+        self.query_one("#results", VirtualTable).focus()
+
+    def action_show(self, name: str) -> None:
+        self.filter = name
+        self._apply()
+
+    def action_search(self) -> None:
+        self.query_one("#search", Input).focus()
+
+    def action_open(self) -> None:
+        result = self._current()
+        if result is not None:
+            self.app.push_screen(ResultScreen(result))
+
+    def action_copy(self) -> None:
+        result = self._current()
+        if result is not None:
+            self.app.copy_to_clipboard(result.response_text)
+            self.notify(f"Response of prompt {result.prompt_index} copied to the clipboard.")
+
+    def action_export(self) -> None:
+        self.app.export_job(self.job_id)
+
+    def action_rerun(self) -> None:
+        if not self.counts["failed"]:
+            self.notify("No failed prompts to re-run.", severity="warning")
+            return
+        self.app.rerun_failed(self.job_id)
+
+    def action_back(self) -> None:
+        if self.query_one("#search", Input).has_focus:
+            self.query_one("#results", VirtualTable).focus()
+        else:
+            self.app.pop_screen()

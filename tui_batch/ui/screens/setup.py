@@ -1,0 +1,379 @@
+"""Job setup, the home screen: prompts, model, settings, start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Input, Label, Select, Static, TextArea
+
+from tui_batch.core.config import load_last_setup, save_last_setup
+from tui_batch.core.errors import TuiBatchError
+from tui_batch.core.jobs import ErrorStrategy, GenerationSettings
+from tui_batch.core.prompts import PromptFile, PromptWarning, load_prompt_file, prompts_from_lines
+from tui_batch.ui.screens.modals import FileBrowserScreen
+from tui_batch.ui.widgets.literal import one_line
+from tui_batch.ui.widgets.path_input import PathSuggester
+
+PREVIEW_PROMPTS = 5
+PREVIEW_WARNINGS = 8
+# Room the chat template adds around a prompt, for the "does it fit" check.
+TEMPLATE_TOKENS = 32
+
+# (setting key, label, default, placeholder)
+NUMBER_FIELDS = [
+    ("max_tokens", "Max tokens", "256", "per response"),
+    ("temperature", "Temperature", "0", "0 = greedy"),
+    ("seed", "Seed", "", "random"),
+    ("threshold", "Threshold N", "3", "for threshold"),
+    ("retries", "Retries", "0", "per prompt"),
+    ("checkpoint_every", "Checkpoint every", "5", "results"),
+    ("n_ctx", "Context (n_ctx)", "2048", "tokens"),
+    ("threads", "Threads", "", "auto"),
+    ("gpu_layers", "GPU layers", "0", "-1 = all"),
+]
+STRATEGIES = [
+    ("continue", "continue"),
+    ("stop on first error", "stop"),
+    ("threshold N", "threshold"),
+]
+
+
+class SetupScreen(Screen[None]):
+    """Choose prompts (a file or typed), a model and settings, then start."""
+
+    BINDINGS = [
+        Binding("ctrl+r", "start", "Start"),
+        Binding("ctrl+o", "browse", "Browse files"),
+        Binding("ctrl+t", "focus_typed", "Type prompts"),
+    ]
+
+    def __init__(self, prompts_file: Path | None = None) -> None:
+        super().__init__()
+        self.initial_file = prompts_file
+        self.loaded: PromptFile | None = None
+        self.load_error: str | None = None
+        self.long_warnings: list[PromptWarning] = []
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="setup"):
+            with Vertical(id="prompts-pane"):
+                yield Label("Prompts file  [dim](ctrl+o browse, → accepts completion)[/]")
+                yield Input(
+                    placeholder="path/to/prompts.txt | .json | .jsonl | .csv",
+                    suggester=PathSuggester(),
+                    id="prompts-path",
+                )
+                yield Label("…or type prompts, one per line  [dim](used when no file is given)[/]")
+                yield TextArea(id="typed", soft_wrap=True, show_line_numbers=True)
+                yield Static(id="preview")
+            with VerticalScroll(id="settings-pane"):
+                yield Label("Model")
+                yield Select([], id="model", prompt="(no models found)")
+                yield Input(placeholder="…or a path to a .gguf file", id="model-path")
+                yield Label("System prompt")
+                yield Input(placeholder="optional", id="system")
+                yield Label("Error strategy")
+                yield Select(STRATEGIES, value="continue", allow_blank=False, id="strategy")
+                with Grid(id="numbers"):
+                    for key, label, _, placeholder in NUMBER_FIELDS:
+                        yield Label(label)
+                        yield Input(placeholder=placeholder, id=key, restrict=r"-?[0-9.]*")
+                yield Static(id="job-id")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = "Job setup"
+        self._fill_models()
+        self._restore(load_last_setup())
+        if self.initial_file is not None:
+            self.query_one("#prompts-path", Input).value = str(self.initial_file)
+            self._load_file()
+        self.query_one("#prompts-path", Input).focus()
+        self._show_preview()
+
+    def _fill_models(self) -> None:
+        from tui_batch.models import discover_models
+
+        select = self.query_one("#model", Select)
+        options = []
+        for model in discover_models():
+            info = model.gguf
+            detail = (
+                (
+                    f"{model.size_bytes / 2**20:.0f} MiB · {info.quantisation or '?'} · "
+                    f"ctx {info.context_length or '?'}"
+                )
+                if info
+                else "unreadable"
+            )
+            options.append((f"{model.id}  ({detail})", str(model.path)))
+        select.set_options(options)
+        self.model_paths = [value for _, value in options]
+        if options:
+            select.value = options[0][1]
+
+    def _restore(self, setup: dict[str, Any]) -> None:
+        defaults = {key: default for key, _, default, _ in NUMBER_FIELDS}
+        for key, default in defaults.items():
+            value = setup.get(key, default)
+            self.query_one(f"#{key}", Input).value = "" if value is None else str(value)
+        self.query_one("#system", Input).value = setup.get("system") or ""
+        strategy = setup.get("strategy", "continue")
+        if strategy in ("continue", "stop", "threshold"):
+            self.query_one("#strategy", Select).value = strategy
+        select = self.query_one("#model", Select)
+        model = setup.get("model")
+        if model and model in self.model_paths:
+            select.value = model
+        elif model and Path(model).is_file():
+            self.query_one("#model-path", Input).value = model
+        if setup.get("prompts_path") and self.initial_file is None:
+            self.query_one("#prompts-path", Input).value = setup["prompts_path"]
+            self._load_file()
+
+    # Prompts ------------------------------------------------------------------------
+
+    @on(Input.Submitted, "#prompts-path")
+    def _path_submitted(self) -> None:
+        self._load_file()
+
+    @on(Input.Changed, "#prompts-path")
+    def _path_changed(self, event: Input.Changed) -> None:
+        path = Path(event.value).expanduser()
+        if not event.value:
+            self.loaded, self.load_error = None, None
+            self._show_preview()
+        elif path.is_file():
+            self._load_file()
+
+    @on(TextArea.Changed, "#typed")
+    def _typed_changed(self) -> None:
+        if not self.query_one("#prompts-path", Input).value.strip():
+            self._show_preview()
+
+    def _load_file(self) -> None:
+        value = self.query_one("#prompts-path", Input).value.strip()
+        if not value:
+            return
+        try:
+            self.loaded, self.load_error = load_prompt_file(Path(value).expanduser()), None
+        except TuiBatchError as exc:
+            self.loaded, self.load_error = None, str(exc)
+        self.long_warnings = []
+        self._show_preview()
+        self._check_lengths()
+
+    def current_prompts(self) -> PromptFile | None:
+        """The prompts to run: the file when a path is given, else the typed lines."""
+        if self.query_one("#prompts-path", Input).value.strip():
+            return self.loaded
+        typed = self.query_one("#typed", TextArea).text
+        return prompts_from_lines(typed.splitlines()) if typed.strip() else None
+
+    def _show_preview(self) -> None:
+        preview = self.query_one("#preview", Static)
+        if self.load_error:
+            preview.update(Text(self.load_error, style="bold red"))
+            return
+        source = self.current_prompts()
+        if source is None or not source.prompts:
+            preview.update(Text("No prompts yet: give a file or type some.", style="dim"))
+            return
+        text = Text()
+        where = "typed" if str(source.path) == "<typed>" else str(source.path)
+        text.append(f"{len(source.prompts)} prompts", style="bold")
+        text.append(f" from {where}\n")
+        for prompt in source.prompts[:PREVIEW_PROMPTS]:
+            text.append(f"{prompt.line or '-':>5}  ", style="dim")
+            text.append_text(one_line(prompt.text[:200]))
+            text.append("\n")
+        if len(source.prompts) > PREVIEW_PROMPTS:
+            text.append(f"       … {len(source.prompts) - PREVIEW_PROMPTS} more\n", style="dim")
+        warnings = source.warnings + self.long_warnings
+        if warnings:
+            text.append(f"{len(warnings)} warning(s)\n", style="bold yellow")
+            for warning in warnings[:PREVIEW_WARNINGS]:
+                text.append_text(one_line(f"  {warning}", style="yellow"))
+                text.append("\n")
+            if len(warnings) > PREVIEW_WARNINGS:
+                text.append(f"  … {len(warnings) - PREVIEW_WARNINGS} more\n", style="yellow")
+        preview.update(text)
+
+    @on(Select.Changed, "#model")
+    def _model_changed(self) -> None:
+        self._check_lengths()
+
+    def _check_lengths(self) -> None:
+        source = self.current_prompts()
+        model = self._model_path()
+        if source is None or model is None or not source.prompts:
+            return
+        n_ctx = self._int("n_ctx", 2048) or 2048
+        self.count_tokens(source, model, n_ctx)
+
+    @work(
+        thread=True,
+        exclusive=True,
+        group="validate",
+        exit_on_error=False,
+        description="Counting prompt tokens",
+    )
+    def count_tokens(self, source: PromptFile, model: str, n_ctx: int) -> None:
+        from tui_batch.models import count_tokens
+
+        counts = count_tokens(model, [p.text for p in source.prompts])
+        warnings = [
+            PromptWarning(
+                p.line,
+                f"about {n + TEMPLATE_TOKENS} tokens: longer than the "
+                f"context ({n_ctx}); it will fail",
+            )
+            for p, n in zip(source.prompts, counts, strict=True)
+            if n + TEMPLATE_TOKENS >= n_ctx
+        ]
+        self.app.call_from_thread(self._long_prompts_found, source, warnings)
+
+    def _long_prompts_found(self, source: PromptFile, warnings: list[PromptWarning]) -> None:
+        if source is self.current_prompts():
+            self.long_warnings = warnings
+            self._show_preview()
+
+    # Settings and start -------------------------------------------------------------
+
+    def _model_path(self) -> str | None:
+        typed = self.query_one("#model-path", Input).value.strip()
+        if typed:
+            return str(Path(typed).expanduser())
+        value = self.query_one("#model", Select).value
+        return None if value is Select.BLANK else str(value)
+
+    def _int(self, key: str, default: int | None) -> int | None:
+        text = self.query_one(f"#{key}", Input).value.strip()
+        if not text:
+            return default
+        try:
+            return int(text)
+        except ValueError:
+            raise TuiBatchError(
+                f"{self._label(key)}: expected a whole number, got {text!r}"
+            ) from None
+
+    def _float(self, key: str, default: float) -> float:
+        text = self.query_one(f"#{key}", Input).value.strip()
+        try:
+            return float(text) if text else default
+        except ValueError:
+            raise TuiBatchError(f"{self._label(key)}: expected a number, got {text!r}") from None
+
+    @staticmethod
+    def _label(key: str) -> str:
+        return next(label for k, label, _, _ in NUMBER_FIELDS if k == key)
+
+    def _settings(self) -> tuple[GenerationSettings, dict[str, Any]]:
+        max_tokens = self._int("max_tokens", 256)
+        checkpoint_every = self._int("checkpoint_every", 5)
+        retries = self._int("retries", 0)
+        n_ctx = self._int("n_ctx", 2048)
+        threads = self._int("threads", None)
+        for key, value, minimum in (
+            ("max_tokens", max_tokens, 1),
+            ("checkpoint_every", checkpoint_every, 1),
+            ("retries", retries, 0),
+            ("n_ctx", n_ctx, 16),
+            ("threads", threads or 1, 1),
+        ):
+            if value < minimum:
+                raise TuiBatchError(f"{self._label(key)}: must be at least {minimum}")
+        strategy = str(self.query_one("#strategy", Select).value)
+        if strategy == "threshold":
+            strategy = f"threshold:{self._int('threshold', 3)}"
+        strategy = str(ErrorStrategy.parse(strategy))
+        system = self.query_one("#system", Input).value.strip() or None
+        settings = GenerationSettings(
+            max_tokens=max_tokens,
+            temperature=self._float("temperature", 0.0),
+            seed=self._int("seed", None),
+            system_prompt=system,
+            n_ctx=n_ctx,
+            n_threads=threads,
+            n_gpu_layers=self._int("gpu_layers", 0) or 0,
+        )
+        options = {
+            "error_strategy": strategy,
+            "retries": retries,
+            "checkpoint_every": checkpoint_every,
+        }
+        return settings, options
+
+    def action_start(self) -> None:
+        try:
+            self._start()
+        except TuiBatchError as exc:
+            self.notify(str(exc), title="Cannot start", severity="error")
+
+    def _start(self) -> None:
+        from tui_batch.models import model_id_for
+
+        source = self.current_prompts()
+        if self.load_error:
+            raise TuiBatchError(self.load_error)
+        if source is None or not source.prompts:
+            raise TuiBatchError("No prompts: give a prompts file or type prompts, one per line.")
+        model = self._model_path()
+        if model is None:
+            raise TuiBatchError("No model: pick one, or type a path to a .gguf file.")
+        if not Path(model).is_file():
+            raise TuiBatchError(f"Model file not found: {model}")
+        settings, options = self._settings()
+        processor = self.app.processor
+        job = processor.create_job(
+            model_id_for(Path(model)),
+            source.prompts,
+            settings=settings,
+            model_path=model,
+            source_file=None if str(source.path) == "<typed>" else str(source.path.resolve()),
+            output_format="json",
+            **options,
+        )
+        self._remember(model, settings, options)
+        self.query_one("#job-id", Static).update(Text(f"Job {job.job_id} created", style="bold"))
+        self.notify(f"Job {job.job_id}: {job.total_prompts} prompts", title="Started")
+        self.app.start_job(job)
+
+    def _remember(self, model: str, settings: GenerationSettings, options: dict[str, Any]) -> None:
+        values = {key: self.query_one(f"#{key}", Input).value for key, *_ in NUMBER_FIELDS}
+        values.update(
+            model=model,
+            system=settings.system_prompt,
+            strategy=str(self.query_one("#strategy", Select).value),
+            prompts_path=self.query_one("#prompts-path", Input).value.strip() or None,
+        )
+        save_last_setup(values)
+
+    def action_browse(self) -> None:
+        current = Path(self.query_one("#prompts-path", Input).value.strip() or ".").expanduser()
+        start = (
+            current
+            if current.is_dir()
+            else current.parent
+            if current.parent.is_dir()
+            else Path.cwd()
+        )
+        self.app.push_screen(FileBrowserScreen(start.resolve()), self._picked)
+
+    def _picked(self, path: Path | None) -> None:
+        if path is not None:
+            self.query_one("#prompts-path", Input).value = str(path)
+            self._load_file()
+
+    def action_focus_typed(self) -> None:
+        self.query_one("#prompts-path", Input).value = ""
+        self.query_one("#typed", TextArea).focus()
