@@ -45,7 +45,7 @@ class TuiBatchApp(App[None]):
     CSS_PATH = "tui_batch.tcss"
     COMMANDS = App.COMMANDS | {TuiBatchCommands}
     BINDINGS = [
-        Binding("question_mark", "help", "Help"),
+        Binding("f1,question_mark", "help", "Help"),
         Binding("ctrl+b", "checkpoints", "Checkpoints"),
         Binding("ctrl+g", "progress", "Progress"),
     ]
@@ -74,7 +74,7 @@ class TuiBatchApp(App[None]):
             self.notify("A job is already running: cancel it first.", severity="warning")
             return
         _, results = self.processor.load_checkpoint(job.checkpoint_file)
-        self.run_state = BatchRun(job, results)
+        self.run_state = BatchRun(job, results, self.processor.clock)
         self.run_batch(self.run_state, retry_failed)
         self.action_progress()
 

@@ -24,7 +24,13 @@ NOTIFY_INTERVAL = 0.05
 class BatchRun:
     """One run of one job: statuses per prompt, finished results, live text, figures."""
 
-    def __init__(self, job: BatchJob, results: list[BatchResult]) -> None:
+    def __init__(
+        self,
+        job: BatchJob,
+        results: list[BatchResult],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.clock = clock
         self.job = job
         self.lock = threading.Lock()
         self.cancel = threading.Event()
@@ -43,7 +49,7 @@ class BatchRun:
         self.finished = False
         self.version = 0
         self._buckets: deque[tuple[int, int, int]] = deque(maxlen=HISTORY_SECONDS)
-        self._started = time.monotonic()
+        self._started = clock()
         self._last_notice = 0.0
 
     def _record(self, result: BatchResult) -> None:
@@ -90,14 +96,14 @@ class BatchRun:
         return False
 
     def _due(self) -> bool:
-        now = time.monotonic()
+        now = self.clock()
         if now - self._last_notice >= NOTIFY_INTERVAL:
             self._last_notice = now
             return True
         return False
 
     def _count(self, result: BatchResult) -> None:
-        second = int(time.monotonic() - self._started)
+        second = int(self.clock() - self._started)
         if self._buckets and self._buckets[-1][0] == second:
             _, results, tokens = self._buckets[-1]
             self._buckets[-1] = (second, results + 1, tokens + result.tokens_output)
@@ -113,7 +119,7 @@ class BatchRun:
             return []
         use_tokens = any(tokens for _, _, tokens in buckets)
         by_second = {s: (t if use_tokens else r) for s, r, t in buckets}
-        now = int(time.monotonic() - self._started)
+        now = int(self.clock() - self._started)
         first = max(buckets[0][0], now - HISTORY_SECONDS + 1)
         return [float(by_second.get(s, 0)) for s in range(first, now + 1)]
 

@@ -44,7 +44,7 @@ def format_size(size: int) -> str:
 
 class CheckpointsScreen(Screen[None]):
     BINDINGS = [
-        Binding("enter", "resume", "Resume"),
+        Binding("r", "resume", "Resume"),
         Binding("v", "view", "View results"),
         Binding("e", "export", "Export"),
         Binding("d", "delete", "Delete"),
@@ -60,7 +60,7 @@ class CheckpointsScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Input(placeholder="/ filter by job id, model or status", id="filter")
+        yield Input(placeholder="/ filter by job id, model or status", id="filter", compact=True)
         yield DataTable(cursor_type="row", zebra_stripes=True, id="checkpoints")
         yield Static(id="checkpoint-info")
         yield Footer()
@@ -156,6 +156,10 @@ class CheckpointsScreen(Screen[None]):
         info = self.query_one("#checkpoint-info", Static)
         if entry is not None and "unreadable" in entry:
             info.update(Text(f"{entry['checkpoint_file']}: {entry['unreadable']}", style="red"))
+
+    @on(DataTable.RowSelected)
+    def _row_selected(self) -> None:
+        self.action_resume()
 
     @on(Input.Changed, "#filter")
     def _filter_changed(self) -> None:

@@ -60,7 +60,6 @@ class ProgressScreen(Screen[None]):
         Binding("x", "cancel", "Cancel job"),
         Binding("f", "failed_only", "Failed only"),
         Binding("l", "follow", "Follow running"),
-        Binding("enter", "open", "Open result"),
         Binding("r", "results", "Results"),
         Binding("escape", "back", "Back"),
     ]
@@ -167,11 +166,6 @@ class ProgressScreen(Screen[None]):
 
     def on_virtual_table_selected(self, event: VirtualTable.Selected) -> None:
         self._open(event.key)
-
-    def action_open(self) -> None:
-        key = self.query_one("#prompts", VirtualTable).cursor_key
-        if key is not None:
-            self._open(key)
 
     def _open(self, index: int) -> None:
         result = self.run.results.get(index)

@@ -40,7 +40,6 @@ class ResultsScreen(Screen[None]):
         Binding("f", "show('failed')", "Failed"),
         Binding("s", "show('succeeded')", "Succeeded"),
         Binding("slash", "search", "Search"),
-        Binding("enter", "open", "Open"),
         Binding("c", "copy", "Copy response"),
         Binding("e", "export", "Export"),
         Binding("R", "rerun", "Re-run failed"),
@@ -59,7 +58,9 @@ class ResultsScreen(Screen[None]):
         yield Static(id="results-title")
         with Horizontal(id="results-bar"):
             yield Static(id="filters")
-            yield Input(placeholder="/ search prompts, responses and errors", id="search")
+            yield Input(
+                placeholder="/ search prompts, responses and errors", id="search", compact=True
+            )
         with Horizontal(id="results-body"):
             yield VirtualTable(COLUMNS, id="results")
             with VerticalScroll(id="detail"):

@@ -76,16 +76,20 @@ class SetupScreen(Screen[None]):
                 yield Static(id="preview")
             with VerticalScroll(id="settings-pane"):
                 yield Label("Model")
-                yield Select([], id="model", prompt="(no models found)")
-                yield Input(placeholder="…or a path to a .gguf file", id="model-path")
+                yield Select([], id="model", prompt="(no models found)", compact=True)
+                yield Input(placeholder="…or a path to a .gguf file", id="model-path", compact=True)
                 yield Label("System prompt")
-                yield Input(placeholder="optional", id="system")
+                yield Input(placeholder="optional", id="system", compact=True)
                 yield Label("Error strategy")
-                yield Select(STRATEGIES, value="continue", allow_blank=False, id="strategy")
+                yield Select(
+                    STRATEGIES, value="continue", allow_blank=False, id="strategy", compact=True
+                )
                 with Grid(id="numbers"):
                     for key, label, _, placeholder in NUMBER_FIELDS:
                         yield Label(label)
-                        yield Input(placeholder=placeholder, id=key, restrict=r"-?[0-9.]*")
+                        yield Input(
+                            placeholder=placeholder, id=key, restrict=r"-?[0-9.]*", compact=True
+                        )
                 yield Static(id="job-id")
         yield Footer()
 
@@ -187,7 +191,7 @@ class SetupScreen(Screen[None]):
         if source is None or not source.prompts:
             preview.update(Text("No prompts yet: give a file or type some.", style="dim"))
             return
-        text = Text()
+        text = Text(no_wrap=True, overflow="ellipsis")
         where = "typed" if str(source.path) == "<typed>" else str(source.path)
         text.append(f"{len(source.prompts)} prompts", style="bold")
         text.append(f" from {where}\n")

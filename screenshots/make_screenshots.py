@@ -1,0 +1,88 @@
+"""Screenshots of every screen, from a real run of the demo model.
+
+Writes `screenshots/<screen>.svg` and, when `rsvg-convert` (Debian: librsvg2-bin) is
+installed, a PNG of each. The data dir is a temporary one, so nothing of yours shows.
+
+    python screenshots/make_screenshots.py
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SIZE = (120, 36)
+
+
+def write_prompts(folder: Path) -> Path:
+    """The example prompts, plus one too long for the context, so a failure shows."""
+    examples = (HERE.parent / "examples" / "batch_prompts.txt").read_text(encoding="utf-8")
+    lines = [line for line in examples.splitlines() if line.strip() and not line.startswith("#")]
+    long_prompt = "Summarise this: " + "lorem ipsum dolor sit amet " * 300
+    path = folder / "prompts.txt"
+    path.write_text("\n".join(lines[:11] + [long_prompt] + lines[11:16]) + "\n", encoding="utf-8")
+    return path
+
+
+def save(app, name: str) -> None:
+    svg = HERE / f"{name}.svg"
+    app.save_screenshot(str(svg))
+    converter = shutil.which("rsvg-convert")
+    if converter is None:
+        return
+    # librsvg collapses runs of &#160;: give it plain spaces it is told to keep.
+    text = svg.read_text(encoding="utf-8").replace("&#160;", " ")
+    text = re.sub(r"<text ", '<text xml:space="preserve" ', text)
+    with tempfile.NamedTemporaryFile("w", suffix=".svg", delete=False, encoding="utf-8") as tmp:
+        tmp.write(text)
+    subprocess.run([converter, tmp.name, "-o", str(HERE / f"{name}.png")], check=True)
+    os.unlink(tmp.name)
+    print(f"wrote {svg.name} and {name}.png")
+
+
+async def main() -> None:
+    from tui_batch.ui.app import TuiBatchApp
+    from tui_batch.ui.screens.progress import ProgressScreen
+
+    prompts = write_prompts(Path(os.environ["TUI_BATCH_DATA_DIR"]))
+    app = TuiBatchApp(prompts)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(1.5)
+        app.screen.query_one("#max_tokens").value = "32"  # keeps the run short
+        await pilot.pause(0.5)
+        save(app, "setup")
+        await pilot.press("ctrl+r")
+        while app.run_state is None or app.run_state.job.done < 6:
+            await pilot.pause(0.2)
+        save(app, "progress")
+        await app.workers.wait_for_complete()
+        await pilot.pause(0.5)
+        assert isinstance(app.screen, ProgressScreen)
+        await pilot.press("r")
+        await pilot.pause(0.5)
+        await pilot.press("down", "down")
+        await pilot.pause(0.3)
+        save(app, "results")
+        await pilot.press("f")
+        await pilot.pause(0.3)
+        save(app, "results_failed")
+        await pilot.press("ctrl+b")
+        await pilot.pause(0.5)
+        save(app, "checkpoints")
+        await pilot.press("question_mark")
+        await pilot.pause(0.3)
+        save(app, "help")
+
+
+if __name__ == "__main__":
+    with tempfile.TemporaryDirectory() as data:
+        os.environ["TUI_BATCH_DATA_DIR"] = data
+        sys.path.insert(0, str(HERE.parent))
+        asyncio.run(main())

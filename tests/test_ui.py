@@ -1,0 +1,303 @@
+"""The dashboard driven by keys (Textual's pilot), on the real demo model where it matters."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from tui_batch.backends.base import CallableBackend
+from tui_batch.core.jobs import JobStatus
+from tui_batch.core.processor import BatchProcessor
+from tui_batch.ui import messages
+from tui_batch.ui.app import TuiBatchApp
+from tui_batch.ui.screens.checkpoints import CheckpointsScreen
+from tui_batch.ui.screens.help import HelpScreen
+from tui_batch.ui.screens.modals import ConfirmScreen, ExportScreen, ResultScreen
+from tui_batch.ui.screens.progress import ProgressScreen
+from tui_batch.ui.screens.results import ResultsScreen
+from tui_batch.ui.screens.setup import SetupScreen
+
+SIZE = (120, 36)
+CSV_HEADER = [
+    "index",
+    "prompt",
+    "response",
+    "success",
+    "tokens_in",
+    "tokens_out",
+    "duration",
+    "error",
+]
+HOSTILE = "[bold red]x[/] \x1b[31mred\x1b[0m [link=http://evil.example]y[/link] \x07\u202e"
+
+
+def prompts_file(tmp_path: Path, count: int = 6, long_one: bool = True) -> Path:
+    lines = [
+        f"Write a long story about {topic}."
+        for topic in [
+            "a stack",
+            "a queue",
+            "a hash table",
+            "recursion",
+            "TCP",
+            "an index",
+            "a mutex",
+            "a heap",
+        ][:count]
+    ]
+    if long_one:
+        lines.insert(2, "Summarise: " + "lorem ipsum dolor sit amet " * 200)
+    path = tmp_path / "prompts.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+async def type_into(pilot, selector: str, text: str) -> None:
+    widget = pilot.app.screen.query_one(selector)
+    widget.focus()
+    await pilot.pause()
+    await pilot.press("ctrl+a", "backspace", *text)  # ctrl+a: home; then clear and type
+    widget.value = text
+
+
+async def wait_until(pilot, condition, timeout: float = 120.0) -> None:
+    waited = 0.0
+    while not condition():
+        await pilot.pause(0.05)
+        waited += 0.05
+        assert waited < timeout, "timed out"
+
+
+@pytest.mark.model
+async def test_whole_job_on_the_real_model_by_keys(tmp_path):
+    """Set up, run, watch, cancel, resume from the browser, filter failures, export."""
+    seen: list = []
+    app = TuiBatchApp(prompts_file(tmp_path))
+    async with app.run_test(size=SIZE, message_hook=seen.append) as pilot:
+        await pilot.pause(0.5)
+        setup = app.screen
+        assert isinstance(setup, SetupScreen)
+        assert len(setup.current_prompts().prompts) == 7
+        await type_into(pilot, "#max_tokens", "64")
+        await type_into(pilot, "#n_ctx", "512")
+        await type_into(pilot, "#threads", "1")
+        await pilot.press("ctrl+r")
+        await wait_until(pilot, lambda: isinstance(app.screen, ProgressScreen))
+        run = app.run_state
+        job_id = run.job.job_id
+        await wait_until(pilot, lambda: run.job.done >= 1)
+
+        await pilot.press("x")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("y")
+        assert run.cancel.is_set()
+        await app.workers.wait_for_complete()
+        await pilot.pause(0.2)
+        assert run.job.status is JobStatus.CANCELLED
+        done_at_cancel = run.job.done
+        assert 1 <= done_at_cancel < 7
+
+        await pilot.press("ctrl+b")
+        assert isinstance(app.screen, CheckpointsScreen)
+        entry = app.screen.selected()
+        assert entry["job_id"] == job_id and entry["status"] == "cancelled"
+        await pilot.press("r")  # resume; the failure may not have happened yet
+        if isinstance(app.screen, ConfirmScreen) or app.screen.__class__.__name__ == "ResumeScreen":
+            await pilot.press("n")
+        await wait_until(pilot, lambda: app.run_state is not run)
+        await app.workers.wait_for_complete()
+        await pilot.pause(0.3)
+        assert isinstance(app.screen, ProgressScreen)
+        job = app.run_state.job
+        assert job.status is JobStatus.COMPLETED and job.done == 7 and job.failed == 1
+        finished = [m for m in seen if isinstance(m, messages.JobFinished)]
+        assert [m.status for m in finished] == [JobStatus.CANCELLED, JobStatus.COMPLETED]
+
+        await pilot.press("f")  # progress table: failed only
+        assert app.screen.query_one("#prompts").count == 1
+        await pilot.press("r")
+        assert isinstance(app.screen, ResultsScreen)
+        await pilot.press("f")
+        table = app.screen.query_one("#results")
+        assert table.count == 1 and table.cursor_key == 2
+        assert "context holds 512" in app.screen.result_at(0).error_message
+        await pilot.press("enter")
+        assert isinstance(app.screen, ResultScreen)
+        await pilot.press("escape")
+
+        out = tmp_path / "export.csv"
+        await pilot.press("e")
+        assert isinstance(app.screen, ExportScreen)
+        app.screen.query_one("#format").value = "csv"
+        await type_into(pilot, "#path", str(out))
+        await pilot.press("enter")
+        await app.workers.wait_for_complete()
+        await pilot.pause(0.2)
+        with out.open(newline="") as handle:
+            rows = list(csv.reader(handle))
+        assert rows[0] == CSV_HEADER
+        assert [row[0] for row in rows[1:]] == [str(i) for i in range(7)]
+
+    processor = BatchProcessor()
+    _, results = processor.load_job(job_id)
+    assert [r.prompt_index for r in results] == list(range(7))  # each exactly once
+
+
+async def test_leaving_progress_keeps_the_job_running_and_pause_holds_it(tmp_path):
+    import threading
+
+    gate = threading.Event()
+
+    def slow(prompt: str) -> str:
+        gate.wait(5)
+        return prompt.upper()
+
+    app = TuiBatchApp(
+        prompts_file(tmp_path, long_one=False), backend_factory=lambda job: CallableBackend(slow)
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.3)
+        await pilot.press("ctrl+r")
+        await wait_until(pilot, lambda: isinstance(app.screen, ProgressScreen))
+        await pilot.press("p")
+        gate.set()
+        await wait_until(pilot, lambda: app.run_state.job_status is JobStatus.PAUSED)
+        done = app.run_state.job.done
+        await pilot.pause(0.3)
+        assert app.run_state.job.done == done  # paused: nothing more finishes
+        await pilot.press("escape")
+        assert isinstance(app.screen, SetupScreen)
+        await pilot.press("ctrl+g")
+        assert isinstance(app.screen, ProgressScreen)
+        assert app.run_state.is_active
+        await pilot.press("p")
+        await app.workers.wait_for_complete()
+        assert app.run_state.job.status is JobStatus.COMPLETED
+
+
+async def test_rerun_failed_from_the_results_viewer(tmp_path):
+    broken = {"yes": True}
+
+    def flaky(prompt: str) -> str:
+        if broken["yes"] and "queue" in prompt:
+            raise RuntimeError("backend hiccup")
+        return "fine"
+
+    app = TuiBatchApp(
+        prompts_file(tmp_path, long_one=False), backend_factory=lambda job: CallableBackend(flaky)
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.3)
+        await pilot.press("ctrl+r")
+        await app.workers.wait_for_complete()
+        await pilot.pause(0.2)
+        assert app.run_state.job.failed == 1
+        await pilot.press("r")
+        assert isinstance(app.screen, ResultsScreen)
+        assert app.screen.counts == {"all": 6, "failed": 1, "succeeded": 5}
+        broken["yes"] = False
+        await pilot.press("R")
+        await app.workers.wait_for_complete()
+        await pilot.pause(0.2)
+        assert app.run_state.job.failed == 0 and app.run_state.job.completed == 6
+
+
+async def test_hostile_text_is_shown_literally(tmp_path):
+    app = TuiBatchApp(
+        prompts_file(tmp_path, count=2, long_one=False),
+        backend_factory=lambda job: CallableBackend(lambda p: HOSTILE),
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.3)
+        await pilot.press("ctrl+r")
+        await app.workers.wait_for_complete()
+        await pilot.pause(0.2)
+        await pilot.press("r")
+        detail = str(app.screen.query_one("#detail-text").visual)
+        assert "[bold red]x[/]" in detail and "[link=http://evil.example]y[/link]" in detail
+        assert "\\x1b[31mred\\x1b[0m" in detail and "\\x07" in detail and "\\u202e" in detail
+        assert "\x1b" not in detail and "\x07" not in detail
+        screen_text = app.export_screenshot()
+        assert "[bold red]x[/]" in screen_text.replace("&#160;", " ")
+        assert "evil.example" not in "".join(
+            line for line in screen_text.splitlines() if "href" in line
+        )
+
+
+async def test_checkpoint_browser_flags_unreadable_filters_sorts_and_deletes(tmp_path):
+    processor = BatchProcessor()
+    first = processor.create_job("alpha-model", ["a", "b"], job_id="job-alpha")
+    processor.process_batch(first, str.upper)
+    second = processor.create_job("beta-model", ["c"], job_id="job-beta")
+    processor.process_batch(second, str.upper)
+    (processor.checkpoint_dir / "batch_junk.db").write_bytes(b"junk" * 50)
+
+    app = TuiBatchApp(None, processor=processor)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.3)
+        await pilot.press("ctrl+b")
+        screen = app.screen
+        table = screen.query_one("#checkpoints")
+        assert table.row_count == 3
+        flagged = [e for e in screen.entries if "unreadable" in e]
+        assert flagged and flagged[0]["job_id"] == "batch_junk.db"
+        await pilot.press("slash", *"beta")
+        assert table.row_count == 1 and screen.selected()["job_id"] == "job-beta"
+        await pilot.press("escape", "s")
+        assert "sorted by job id" in str(screen.query_one("#checkpoint-info").visual)
+        await pilot.press("d")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("y")
+        await pilot.pause(0.1)
+        assert not processor.store.exists("job-beta")
+        await pilot.press("slash", "ctrl+a", "backspace", "backspace", "backspace", "backspace")
+        app.screen.query_one("#filter").value = ""
+        await pilot.press("escape")
+        assert [e["job_id"] for e in app.screen.entries] == ["job-alpha", "batch_junk.db"]
+
+
+async def test_help_palette_and_bad_input_do_not_crash(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('["ok",\n  nope]')
+    app = TuiBatchApp(bad)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.3)
+        preview = str(app.screen.query_one("#preview").visual)
+        assert f"{bad}:2:3: invalid JSON" in preview
+        await pilot.press("ctrl+r")
+        assert isinstance(app.screen, SetupScreen)  # refused with a notification, still usable
+        assert any("invalid JSON" in n.message for n in app._notifications)
+        await pilot.press("f1")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        await pilot.press("ctrl+p", *"checkpoints")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await pilot.pause(0.3)
+        assert isinstance(app.screen, CheckpointsScreen)
+
+
+def test_remembered_setup_is_prefilled(tmp_path):
+    import asyncio
+
+    async def once(value: str | None) -> str:
+        app = TuiBatchApp(
+            prompts_file(tmp_path, long_one=False),
+            backend_factory=lambda job: CallableBackend(str.upper),
+        )
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause(0.3)
+            if value is not None:
+                app.screen.query_one("#max_tokens").value = value
+                await pilot.press("ctrl+r")
+                await app.workers.wait_for_complete()
+            return app.screen_stack[1].query_one("#max_tokens").value
+
+    asyncio.run(once("77"))
+    assert asyncio.run(once(None)) == "77"
+    saved = json.loads((Path(tmp_path) / "data" / "config" / "last_setup.json").read_text())
+    assert saved["max_tokens"] == "77"
