@@ -152,14 +152,24 @@ class ProgressScreen(Screen[None]):
             if self.following and not self.failed_only and run.running:
                 table.follow(min(run.running))
             table.refresh_rows()
+        self._show_output()
+
+    def _show_output(self) -> None:
+        """The text being generated while following the run, else the selected result."""
+        run = self.run
         index, text = run.live()
-        title = (
-            f"Generating: prompt {index}"
-            if index is not None and not run.finished
-            else "Last output"
-        )
+        if run.finished or not self.following or index is None:
+            index = self.query_one("#prompts", VirtualTable).cursor_key
+            result = run.results.get(index) if index is not None else None
+            title = f"Prompt {index}" if index is not None else ""
+            text = "" if result is None else result.response_text or result.error_message or ""
+        else:
+            title = f"Generating: prompt {index}"
         self.query_one("#live-title", Static).update(Text(title, style="bold"))
         self.query_one("#live-text", Static).update(literal(text))
+
+    def on_virtual_table_highlighted(self) -> None:
+        self._show_output()
 
     def on_virtual_table_moved(self) -> None:
         self.following = False

@@ -1,0 +1,105 @@
+"""Pictures of each screen at 120x36 with fixed data (pytest-textual-snapshot).
+
+Fixed job ids, a fixed clock and fixed timestamps make them repeatable; update them
+with `pytest tests/test_snapshots.py --snapshot-update` after a deliberate change.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import EXAMPLES
+from tui_batch.backends.base import CallableBackend
+from tui_batch.core.processor import BatchProcessor
+from tui_batch.ui.app import TuiBatchApp
+
+SIZE = (120, 36)
+FIXED_TIME = "2026-01-02T03:04:05+00:00"
+PROMPTS = [f"Question {i}: explain topic number {i} in a few words." for i in range(40)]
+
+
+class SteppingClock:
+    """Time that moves only when the fake model answers, so every figure is fixed."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def answer_with(clock: SteppingClock):
+    def answer(prompt: str) -> dict:
+        clock.now += 0.5
+        number = int(prompt.split(":")[0].split()[1])
+        if number % 7 == 3:
+            raise RuntimeError(f"model refused prompt {number}")
+        text = f"Topic {number} is [bold]important[/] because of reasons.\nSecond line."
+        return {"response_text": text, "tokens_input": 12 + number, "tokens_output": 20 + number}
+
+    return answer
+
+
+@pytest.fixture
+def fixed_app(monkeypatch):
+    for module in ("tui_batch.core.jobs", "tui_batch.core.store", "tui_batch.core.processor"):
+        monkeypatch.setattr(f"{module}.utc_now", lambda: FIXED_TIME)
+    clock = SteppingClock()
+    processor = BatchProcessor(clock=clock)
+    backend = answer_with(clock)
+    older = processor.create_job("SmolLM2-135M-Instruct.Q4_1", PROMPTS[:12], job_id="older-job")
+    processor.process_batch(older, backend)
+    job = processor.create_job("SmolLM2-135M-Instruct.Q4_1", PROMPTS, job_id="snap-job")
+    app = TuiBatchApp(
+        EXAMPLES.relative_to(EXAMPLES.parent.parent.resolve()) / "batch_prompts.txt",
+        processor=processor,
+        backend_factory=lambda job: CallableBackend(backend),
+    )
+    return app, job
+
+
+async def run_job(app, job, pilot) -> None:
+    app.start_job(job)
+    await app.workers.wait_for_complete()
+    await pilot.pause(0.3)
+    app.clear_notifications()
+    await pilot.pause(0.1)
+
+
+class TestSetupScreen:
+    def test_setup_with_the_example_file(self, snap_compare, fixed_app, monkeypatch):
+        monkeypatch.chdir(EXAMPLES.parent)
+        app, _ = fixed_app
+        assert snap_compare(app, terminal_size=SIZE, run_before=lambda pilot: pilot.pause(0.5))
+
+
+class TestProgressScreen:
+    def test_finished_job(self, snap_compare, fixed_app):
+        app, job = fixed_app
+        assert snap_compare(app, terminal_size=SIZE, run_before=lambda pilot: run_job(app, job, pilot))
+
+    def test_failed_only(self, snap_compare, fixed_app):
+        app, job = fixed_app
+        assert snap_compare(app, press=["f"], terminal_size=SIZE,
+                            run_before=lambda pilot: run_job(app, job, pilot))
+
+
+class TestResultsScreen:
+    def test_failed_results_with_detail(self, snap_compare, fixed_app):
+        app, job = fixed_app
+        assert snap_compare(app, press=["r", "f", "down"], terminal_size=SIZE,
+                            run_before=lambda pilot: run_job(app, job, pilot))
+
+
+class TestCheckpointsScreen:
+    def test_two_jobs_and_a_damaged_file(self, snap_compare, fixed_app):
+        app, job = fixed_app
+        (app.processor.checkpoint_dir / "batch_damaged.db").write_bytes(b"junk" * 64)
+        assert snap_compare(app, press=["ctrl+b"], terminal_size=SIZE,
+                            run_before=lambda pilot: run_job(app, job, pilot))
+
+
+class TestHelpScreen:
+    def test_every_key(self, snap_compare, fixed_app):
+        app, _ = fixed_app
+        assert snap_compare(app, press=["f1"], terminal_size=SIZE)
