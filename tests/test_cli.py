@@ -227,11 +227,41 @@ def test_checkpoints_export_and_models_commands(tmp_path, demo_model):
     )
 
 
-def test_no_arguments_explains_what_to_do():
-    done = run_cli()
-    assert done.returncode == 2 and "tui-batch run PROMPTS_FILE" in done.stderr
+def test_the_dashboard_needs_a_terminal():
+    for args in ([], [str(EXAMPLES / "batch_prompts.txt")]):
+        done = run_cli(*args, stdin=subprocess.DEVNULL)
+        assert done.returncode == 2 and "the dashboard needs a terminal" in done.stderr
 
 
 def test_python_dash_m_and_the_console_script_agree():
     version = subprocess.run(["tui-batch", "--version"], capture_output=True, text=True, cwd=REPO)
     assert version.returncode == 0 and version.stdout.startswith("tui-batch ")
+
+
+def test_the_dashboard_opens_in_a_terminal_with_the_file_loaded():
+    import pty
+    import select
+    import time
+
+    main, child = pty.openpty()
+    os.set_inheritable(child, True)
+    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "120", "LINES": "36"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tui_batch", str(EXAMPLES / "batch_prompts.txt")],
+        stdin=child, stdout=child, stderr=child, env=env, close_fds=True,
+    )
+    os.close(child)
+    screen = b""
+    deadline = time.monotonic() + 60
+    try:
+        while b"25 prompts" not in screen and time.monotonic() < deadline:
+            ready, _, _ = select.select([main], [], [], 0.5)
+            if ready:
+                screen += os.read(main, 65536)
+        assert b"Job setup" in screen and b"25 prompts" in screen
+        os.write(main, b"\x11")  # ctrl+q
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        os.close(main)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import EXAMPLES
 from tui_batch.backends.base import CallableBackend
 from tui_batch.core.processor import BatchProcessor
 from tui_batch.ui.app import TuiBatchApp
+
+from conftest import EXAMPLES
 
 SIZE = (120, 36)
 FIXED_TIME = "2026-01-02T03:04:05+00:00"
@@ -76,27 +77,38 @@ class TestSetupScreen:
 class TestProgressScreen:
     def test_finished_job(self, snap_compare, fixed_app):
         app, job = fixed_app
-        assert snap_compare(app, terminal_size=SIZE, run_before=lambda pilot: run_job(app, job, pilot))
+        assert snap_compare(
+            app, terminal_size=SIZE, run_before=lambda pilot: run_job(app, job, pilot)
+        )
 
     def test_failed_only(self, snap_compare, fixed_app):
         app, job = fixed_app
-        assert snap_compare(app, press=["f"], terminal_size=SIZE,
-                            run_before=lambda pilot: run_job(app, job, pilot))
+        assert snap_compare(
+            app, press=["f"], terminal_size=SIZE, run_before=lambda pilot: run_job(app, job, pilot)
+        )
 
 
 class TestResultsScreen:
     def test_failed_results_with_detail(self, snap_compare, fixed_app):
         app, job = fixed_app
-        assert snap_compare(app, press=["r", "f", "down"], terminal_size=SIZE,
-                            run_before=lambda pilot: run_job(app, job, pilot))
+        assert snap_compare(
+            app,
+            press=["r", "f", "down"],
+            terminal_size=SIZE,
+            run_before=lambda pilot: run_job(app, job, pilot),
+        )
 
 
 class TestCheckpointsScreen:
     def test_two_jobs_and_a_damaged_file(self, snap_compare, fixed_app):
         app, job = fixed_app
         (app.processor.checkpoint_dir / "batch_damaged.db").write_bytes(b"junk" * 64)
-        assert snap_compare(app, press=["ctrl+b"], terminal_size=SIZE,
-                            run_before=lambda pilot: run_job(app, job, pilot))
+        assert snap_compare(
+            app,
+            press=["ctrl+b"],
+            terminal_size=SIZE,
+            run_before=lambda pilot: run_job(app, job, pilot),
+        )
 
 
 class TestHelpScreen:

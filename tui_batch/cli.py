@@ -21,7 +21,7 @@ from tui_batch.core.jobs import BatchJob, ErrorStrategy, GenerationSettings, Job
 from tui_batch.core.paths import ensure_private_dir, outputs_dir
 from tui_batch.core.processor import BatchProcessor
 from tui_batch.core.progress import ProgressUpdate, format_duration, format_progress_line
-from tui_batch.core.prompts import load_prompt_file
+from tui_batch.core.prompts import SUPPORTED_EXTENSIONS, load_prompt_file
 from tui_batch.gguf import format_count
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -155,7 +155,7 @@ COMMANDS = ("run", "resume", "checkpoints", "export", "models")
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or (len(argv) == 1 and argv[0] not in COMMANDS and not argv[0].startswith("-")):
+    if not argv or (len(argv) == 1 and _looks_like_prompts_file(argv[0])):
         return open_dashboard(Path(argv[0]) if argv else None)
     args = build_parser().parse_args(argv)
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -175,8 +175,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
+def _looks_like_prompts_file(arg: str) -> bool:
+    if arg in COMMANDS or arg.startswith("-"):
+        return False
+    return Path(arg).exists() or Path(arg).suffix.lower() in SUPPORTED_EXTENSIONS
+
+
 def open_dashboard(prompts_file: Path | None) -> int:
     """`tui-batch [PROMPTS]`: the full-screen app, with the file loaded into job setup."""
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        print("tui-batch: error: the dashboard needs a terminal; without one, use "
+              "tui-batch run PROMPTS (see tui-batch --help)", file=sys.stderr)
+        return EXIT_USAGE
     from tui_batch.ui.app import TuiBatchApp
 
     TuiBatchApp(prompts_file).run()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 from pathlib import Path
 
@@ -75,6 +76,9 @@ class TuiBatchApp(App[None]):
             return
         _, results = self.processor.load_checkpoint(job.checkpoint_file)
         self.run_state = BatchRun(job, results, self.processor.clock)
+        # The job's prompts and results are long-lived and free of reference cycles:
+        # keep them out of full garbage collections (see runner.FREEZE_EVERY).
+        gc.freeze()
         self.run_batch(self.run_state, retry_failed)
         self.action_progress()
 

@@ -71,6 +71,7 @@ class ProgressScreen(Screen[None]):
         self._seen_version = -1
         self._run = run
         self._bound_run: BatchRun | None = None
+        self._shown: dict[str, Text] = {}
 
     @property
     def run(self) -> BatchRun:
@@ -122,6 +123,7 @@ class ProgressScreen(Screen[None]):
         ]
 
     def refresh_from_run(self) -> None:
+        """The timer's tick: repaint what changed since the last one, and only that."""
         run = self.run
         if run is not self._bound_run:
             self._bind_table()
@@ -131,7 +133,8 @@ class ProgressScreen(Screen[None]):
         self._seen_version = run.version
         job = run.job
         state = run.error or run.job_status.value
-        self.query_one("#job-line", Static).update(
+        self._set(
+            "#job-line",
             Text.assemble(
                 ("Job ", "dim"),
                 (job.job_id, "bold"),
@@ -139,12 +142,16 @@ class ProgressScreen(Screen[None]):
                 job.model_id,
                 ("  status ", "dim"),
                 (state, "bold red" if run.error else "bold"),
-            )
+            ),
         )
-        bar = self.query_one("#bar", ProgressBar)
-        bar.update(total=max(1, job.total_prompts), progress=job.done)
-        self.query_one("#stats", Static).update(status_line(run))
-        self.query_one("#history", Sparkline).data = run.history() or [0.0]
+        self.query_one("#bar", ProgressBar).update(
+            total=max(1, job.total_prompts), progress=job.done
+        )
+        self._set("#stats", status_line(run))
+        history = run.history() or [0.0]
+        sparkline = self.query_one("#history", Sparkline)
+        if history != sparkline.data:
+            sparkline.data = history
         table = self.query_one("#prompts", VirtualTable)
         if self.failed_only and table.count != len(run.failed):
             self._bind_table()
@@ -153,6 +160,12 @@ class ProgressScreen(Screen[None]):
                 table.follow(min(run.running))
             table.refresh_rows()
         self._show_output()
+
+    def _set(self, selector: str, text: Text, layout: bool = False) -> None:
+        """Update a Static only when its text changed (each update costs a repaint)."""
+        if self._shown.get(selector) != text:
+            self._shown[selector] = text
+            self.query_one(selector, Static).update(text, layout=layout)
 
     def _show_output(self) -> None:
         """The text being generated while following the run, else the selected result."""
@@ -165,8 +178,8 @@ class ProgressScreen(Screen[None]):
             text = "" if result is None else result.response_text or result.error_message or ""
         else:
             title = f"Generating: prompt {index}"
-        self.query_one("#live-title", Static).update(Text(title, style="bold"))
-        self.query_one("#live-text", Static).update(literal(text))
+        self._set("#live-title", Text(title, style="bold"))
+        self._set("#live-text", literal(text), layout=True)
 
     def on_virtual_table_highlighted(self) -> None:
         self._show_output()
