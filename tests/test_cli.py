@@ -248,7 +248,11 @@ def test_the_dashboard_opens_in_a_terminal_with_the_file_loaded():
     env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "120", "LINES": "36"}
     process = subprocess.Popen(
         [sys.executable, "-m", "tui_batch", str(EXAMPLES / "batch_prompts.txt")],
-        stdin=child, stdout=child, stderr=child, env=env, close_fds=True,
+        stdin=child,
+        stdout=child,
+        stderr=child,
+        env=env,
+        close_fds=True,
     )
     os.close(child)
     screen = b""

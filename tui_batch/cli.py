@@ -184,8 +184,11 @@ def _looks_like_prompts_file(arg: str) -> bool:
 def open_dashboard(prompts_file: Path | None) -> int:
     """`tui-batch [PROMPTS]`: the full-screen app, with the file loaded into job setup."""
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
-        print("tui-batch: error: the dashboard needs a terminal; without one, use "
-              "tui-batch run PROMPTS (see tui-batch --help)", file=sys.stderr)
+        print(
+            "tui-batch: error: the dashboard needs a terminal; without one, use "
+            "tui-batch run PROMPTS (see tui-batch --help)",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     from tui_batch.ui.app import TuiBatchApp
 
