@@ -15,10 +15,17 @@ from tui_batch.ui import messages
 from tui_batch.ui.app import TuiBatchApp
 from tui_batch.ui.screens.checkpoints import CheckpointsScreen
 from tui_batch.ui.screens.help import HelpScreen
-from tui_batch.ui.screens.modals import ConfirmScreen, ExportScreen, ResultScreen
+from tui_batch.ui.screens.modals import (
+    ConfirmScreen,
+    ExportScreen,
+    FileBrowserScreen,
+    ResultScreen,
+)
 from tui_batch.ui.screens.progress import ProgressScreen
 from tui_batch.ui.screens.results import ResultsScreen
 from tui_batch.ui.screens.setup import SetupScreen
+
+from conftest import EXAMPLES
 
 SIZE = (120, 36)
 CSV_HEADER = [
@@ -274,6 +281,11 @@ async def test_help_palette_and_bad_input_do_not_crash(tmp_path):
         await pilot.press("f1")
         assert isinstance(app.screen, HelpScreen)
         await pilot.press("escape")
+        await pilot.press("ctrl+o")
+        assert isinstance(app.screen, FileBrowserScreen)
+        app.screen.dismiss(EXAMPLES / "batch_prompts.json")
+        await pilot.pause(0.2)
+        assert len(app.screen.current_prompts().prompts) == 10
         await pilot.press("ctrl+p", *"checkpoints")
         await pilot.pause(0.3)
         await pilot.press("enter")
