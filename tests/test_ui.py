@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tui_batch.backends.base import CallableBackend
+from tui_batch.core.export import CSV_COLUMNS
 from tui_batch.core.jobs import JobStatus
 from tui_batch.core.processor import BatchProcessor
 from tui_batch.ui import messages
@@ -28,16 +29,6 @@ from tui_batch.ui.screens.setup import SetupScreen
 from conftest import EXAMPLES
 
 SIZE = (120, 36)
-CSV_HEADER = [
-    "index",
-    "prompt",
-    "response",
-    "success",
-    "tokens_in",
-    "tokens_out",
-    "duration",
-    "error",
-]
 HOSTILE = "[bold red]x[/] \x1b[31mred\x1b[0m [link=http://evil.example]y[/link] \x07\u202e"
 
 
@@ -146,7 +137,7 @@ async def test_whole_job_on_the_real_model_by_keys(tmp_path):
         await pilot.pause(0.2)
         with out.open(newline="") as handle:
             rows = list(csv.reader(handle))
-        assert rows[0] == CSV_HEADER
+        assert tuple(rows[0]) == CSV_COLUMNS
         assert [row[0] for row in rows[1:]] == [str(i) for i in range(7)]
 
     processor = BatchProcessor()
