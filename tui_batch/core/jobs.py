@@ -94,6 +94,7 @@ class GenerationSettings:
     n_ctx: int = 2048
     n_threads: int | None = None
     n_gpu_layers: int = 0
+    parallel: int = 0  # prompts decoded together; 0: one at a time, streamed
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GenerationSettings:

@@ -1,0 +1,30 @@
+"""Choosing the llama.cpp backend for a job's settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tui_batch.backends.base import Backend
+from tui_batch.core.jobs import GenerationSettings
+
+# Prompts decoded together by default. On a CPU, batching pays off less the more it is
+# compute-bound; 8 slots got most of what 16 did on a 2-core machine, with half the KV
+# cache. A GPU has room and compute to spare for more.
+DEFAULT_PARALLEL_CPU = 8
+DEFAULT_PARALLEL_GPU = 16
+
+
+def default_parallel(n_gpu_layers: int) -> int:
+    return DEFAULT_PARALLEL_GPU if n_gpu_layers else DEFAULT_PARALLEL_CPU
+
+
+def llama_backend(model_path: str | Path, settings: GenerationSettings) -> Backend:
+    """`parallel` >= 1: continuous batching with that many slots; 0: one prompt at a time
+    through `create_chat_completion`, streamed."""
+    if settings.parallel >= 1:
+        from tui_batch.backends.llama_parallel import ParallelLlamaBackend
+
+        return ParallelLlamaBackend(model_path, settings.parallel)
+    from tui_batch.backends.llama_cpp import LlamaCppBackend
+
+    return LlamaCppBackend(model_path)
