@@ -2,7 +2,9 @@
 
 Runs, alternately and `--repeats` times each, in fresh processes:
   (a) a plain `Llama.create_chat_completion` loop over the example prompts,
-  (b) `tui-batch run examples/batch_prompts.txt` with the same settings,
+  (b) `tui-batch run examples/batch_prompts.txt --parallel 0` with the same settings
+      (one prompt at a time, as the loop: this measures the engine's own cost;
+      `benchmarks/throughput.py` measures what parallel decoding gains),
 and prints each one's median wall time (start-up, model load and generation included),
 generated tokens per second, and the overhead of (b) over (a). It also checks that both
 gave the same answers (greedy decoding).
@@ -91,6 +93,8 @@ def main() -> None:
         "--n-ctx",
         str(args.n_ctx),
         "--temperature",
+        "0",
+        "--parallel",
         "0",
         "--out",
         str(engine_out),

@@ -15,6 +15,7 @@ from typing import Any, NoReturn, TextIO
 
 from tui_batch import __version__
 from tui_batch.backends.base import Backend
+from tui_batch.backends.factory import default_parallel
 from tui_batch.core.errors import ExportError, TuiBatchError
 from tui_batch.core.export import EXPORT_FORMATS, format_for_path
 from tui_batch.core.jobs import BatchJob, ErrorStrategy, GenerationSettings, JobStatus
@@ -148,6 +149,13 @@ def _add_hardware_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="layers to offload to the GPU; -1 for all (default: 0)",
     )
+    parser.add_argument(
+        "--parallel",
+        type=_count(0),
+        default=None,
+        help="prompts decoded together in one context (continuous batching); 0: one at a "
+        "time, streamed (default: 4 on the CPU, 16 with GPU layers)",
+    )
 
 
 COMMANDS = ("run", "resume", "checkpoints", "export", "models")
@@ -215,6 +223,7 @@ def command_run(args: argparse.Namespace) -> int:
         n_ctx=args.n_ctx,
         n_threads=args.threads,
         n_gpu_layers=args.gpu_layers or 0,
+        parallel=default_parallel(args.gpu_layers or 0) if args.parallel is None else args.parallel,
     )
     backend = _load_backend(model.path, settings)
     processor = BatchProcessor()
@@ -252,6 +261,8 @@ def command_resume(args: argparse.Namespace) -> int:
         job.settings.n_threads = args.threads
     if args.gpu_layers is not None:
         job.settings.n_gpu_layers = args.gpu_layers
+    if args.parallel is not None:
+        job.settings.parallel = args.parallel
     model_path = (
         Path(job.model_path)
         if job.model_path and Path(job.model_path).is_file()
@@ -263,9 +274,9 @@ def command_resume(args: argparse.Namespace) -> int:
 
 def _load_backend(model_path: Path, settings: GenerationSettings) -> Backend:
     """Load the model before a job is created or resumed, so a bad model changes nothing."""
-    from tui_batch.backends.llama_cpp import LlamaCppBackend
+    from tui_batch.backends.factory import llama_backend
 
-    backend = LlamaCppBackend(model_path)
+    backend = llama_backend(model_path, settings)
     backend.load(settings)
     return backend
 

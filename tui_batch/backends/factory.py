@@ -7,10 +7,10 @@ from pathlib import Path
 from tui_batch.backends.base import Backend
 from tui_batch.core.jobs import GenerationSettings
 
-# Prompts decoded together by default. On a CPU, batching pays off less the more it is
-# compute-bound; 8 slots got most of what 16 did on a 2-core machine, with half the KV
-# cache. A GPU has room and compute to spare for more.
-DEFAULT_PARALLEL_CPU = 8
+# Prompts decoded together by default. A CPU is compute-bound with a few sequences
+# already: on the 2-core build machine 4 slots did as well as 16, with a quarter of the
+# KV cache. A GPU has room and compute to spare for more.
+DEFAULT_PARALLEL_CPU = 4
 DEFAULT_PARALLEL_GPU = 16
 
 

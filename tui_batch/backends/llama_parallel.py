@@ -220,8 +220,8 @@ class ParallelLlamaBackend(Backend):
         if prefilling:
             groups = [[slot] for slot in prefilling] if self._exact else [prefilling]
         else:
-            size = self._group
-            groups = [slots[i : i + size] for i in range(0, len(slots), size)]
+            count = -(-len(slots) // self._group)  # as few decodes as the group size allows,
+            groups = [slots[i::count] for i in range(count)]  # evenly filled
         for group in groups:
             self._decode(group, prefill=bool(prefilling))
             for slot in group:

@@ -30,11 +30,11 @@ BackendFactory = Callable[[BatchJob], Backend]
 
 def llama_backend(job: BatchJob) -> Backend:
     """The default backend: the job's GGUF model, loaded in the worker thread."""
-    from tui_batch.backends.llama_cpp import LlamaCppBackend
+    from tui_batch.backends.factory import llama_backend
     from tui_batch.models import resolve_model
 
     path = job.model_path if job.model_path and Path(job.model_path).is_file() else None
-    backend = LlamaCppBackend(path or resolve_model(job.model_id).path)
+    backend = llama_backend(path or resolve_model(job.model_id).path, job.settings)
     backend.load(job.settings)
     return backend
 

@@ -13,6 +13,7 @@ from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Label, Select, Static, TextArea
 
+from tui_batch.backends.factory import default_parallel
 from tui_batch.core.config import load_last_setup, save_last_setup
 from tui_batch.core.errors import TuiBatchError
 from tui_batch.core.jobs import ErrorStrategy, GenerationSettings
@@ -37,6 +38,7 @@ NUMBER_FIELDS = [
     ("n_ctx", "Context (n_ctx)", "2048", "tokens"),
     ("threads", "Threads", "", "auto"),
     ("gpu_layers", "GPU layers", "0", "-1 = all"),
+    ("parallel", "Parallel", "", "auto; 0 = one at a time"),
 ]
 STRATEGIES = [
     ("continue", "continue"),
@@ -287,7 +289,11 @@ class SetupScreen(Screen[None]):
         retries = self._int("retries", 0)
         n_ctx = self._int("n_ctx", 2048)
         threads = self._int("threads", None)
+        parallel = self._int("parallel", None)
+        if parallel is not None and parallel > 256:
+            raise TuiBatchError(f"{self._label('parallel')}: at most 256")
         for key, value, minimum in (
+            ("parallel", parallel or 0, 0),
             ("max_tokens", max_tokens, 1),
             ("checkpoint_every", checkpoint_every, 1),
             ("retries", retries, 0),
@@ -310,6 +316,7 @@ class SetupScreen(Screen[None]):
             n_threads=threads,
             n_gpu_layers=self._int("gpu_layers", 0) or 0,
         )
+        settings.parallel = default_parallel(settings.n_gpu_layers) if parallel is None else parallel
         options = {
             "error_strategy": strategy,
             "retries": retries,

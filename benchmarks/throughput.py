@@ -1,0 +1,206 @@
+"""Generated tokens/s of parallel decoding against a plain llama-cpp-python loop.
+
+For each model, on the same prompts, settings and machine, in one run, each in a fresh
+process (model load included):
+  (a) a plain `Llama.create_chat_completion` loop,
+  (b) `tui-batch run --parallel 0` (sequential, streamed),
+  (c) `tui-batch run --parallel N` for N in --parallel (default 1 4 8 16),
+with wall time, generated tokens/s and the ratio to (a).
+
+Models: the demo SmolLM2-135M (25 example prompts, greedy), and a random-weight GGUF with
+TinyLlama-1.1B's shapes in Q4_0 (32 prompts), written here with the `gguf` package into
+a cache folder (never committed): its output is gibberish, but its compute per token is
+a real 1.1B model's.
+
+    python benchmarks/throughput.py [--models demo tiny] [--threads N] [--gpu-layers N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples" / "batch_prompts.txt"
+TINY = {  # TinyLlama-1.1B
+    "vocab": 32000, "embd": 2048, "layers": 22, "heads": 32, "kv_heads": 4, "ff": 5632,
+}
+CHATML = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + "
+    "message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+PLAIN_LOOP = """
+import json, sys, time
+from llama_cpp import Llama
+model, prompts_file, max_tokens, threads, n_ctx, gpu_layers, out = sys.argv[1:]
+prompts = json.load(open(prompts_file))
+llm = Llama(model_path=model, n_ctx=int(n_ctx), n_threads=int(threads),
+            n_threads_batch=int(threads), n_gpu_layers=int(gpu_layers), verbose=False)
+tokens = 0
+for prompt in prompts:
+    reply = llm.create_chat_completion(messages=[{"role": "user", "content": prompt}],
+                                       max_tokens=int(max_tokens), temperature=0.0)
+    tokens += reply["usage"]["completion_tokens"]
+json.dump({"tokens": tokens}, open(out, "w"))
+"""
+
+
+def write_tiny_model(path: Path) -> Path:
+    """A random-weight GGUF with TinyLlama-1.1B's shapes, quantised to Q4_0."""
+    import numpy as np
+    from gguf import GGMLQuantizationType, GGUFWriter, TokenType
+    from gguf.quants import quantize
+
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    shape = TINY
+    head_dim = shape["embd"] // shape["heads"]
+    writer = GGUFWriter(str(path) + ".partial", "llama")
+    writer.add_name("random TinyLlama-1.1B shapes")
+    writer.add_context_length(2048)
+    writer.add_embedding_length(shape["embd"])
+    writer.add_block_count(shape["layers"])
+    writer.add_feed_forward_length(shape["ff"])
+    writer.add_head_count(shape["heads"])
+    writer.add_head_count_kv(shape["kv_heads"])
+    writer.add_rope_dimension_count(head_dim)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_vocab_size(shape["vocab"])
+    writer.add_file_type(2)  # MOSTLY_Q4_0
+    specials = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
+    tokens = specials + [f"<0x{b:02X}>" for b in range(256)]
+    types = [TokenType.UNKNOWN, TokenType.CONTROL, TokenType.CONTROL, TokenType.CONTROL,
+             TokenType.CONTROL] + [TokenType.BYTE] * 256
+    alphabet = "abcdefghijklmnopqrstuvwxyz"
+    words = ["▁"] + list(alphabet) + [f"▁{a}" for a in alphabet]
+    words += [f"▁{a}{b}" for a in alphabet for b in alphabet]
+    words += [f"{a}{b}{c}" for a in alphabet for b in alphabet for c in alphabet]
+    words += [f"▁{a}{b}{c}" for a in alphabet for b in alphabet for c in alphabet]
+    words = words[: shape["vocab"] - len(tokens)]
+    tokens += words
+    types += [TokenType.NORMAL] * len(words)
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list(tokens)
+    writer.add_token_scores([0.0] * len(specials) + [0.0] * 256 + [-float(i) for i in range(len(words))])
+    writer.add_token_types(types)
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(4)  # <|im_end|>, as the chat template ends a turn
+    writer.add_unk_token_id(0)
+    writer.add_add_bos_token(False)
+    writer.add_chat_template(CHATML)
+
+    def weight(rows: int, cols: int) -> None:
+        data = rng.standard_normal((rows, cols), dtype=np.float32) * 0.02
+        return quantize(data, GGMLQuantizationType.Q4_0)
+
+    def add(name: str, rows: int, cols: int) -> None:
+        writer.add_tensor(name, weight(rows, cols), raw_dtype=GGMLQuantizationType.Q4_0)
+
+    embd, ff, kv = shape["embd"], shape["ff"], shape["kv_heads"] * head_dim
+    add("token_embd.weight", shape["vocab"], embd)
+    for layer in range(shape["layers"]):
+        block = f"blk.{layer}"
+        writer.add_tensor(f"{block}.attn_norm.weight", np.ones(embd, dtype=np.float32))
+        add(f"{block}.attn_q.weight", embd, embd)
+        add(f"{block}.attn_k.weight", kv, embd)
+        add(f"{block}.attn_v.weight", kv, embd)
+        add(f"{block}.attn_output.weight", embd, embd)
+        writer.add_tensor(f"{block}.ffn_norm.weight", np.ones(embd, dtype=np.float32))
+        add(f"{block}.ffn_gate.weight", ff, embd)
+        add(f"{block}.ffn_up.weight", ff, embd)
+        add(f"{block}.ffn_down.weight", embd, ff)
+    writer.add_tensor("output_norm.weight", np.ones(embd, dtype=np.float32))
+    add("output.weight", shape["vocab"], embd)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    os.replace(str(path) + ".partial", path)
+    return path
+
+
+def example_prompts(count: int) -> list[str]:
+    lines = [line.strip() for line in EXAMPLES.read_text(encoding="utf-8").splitlines()]
+    prompts = [line for line in lines if line and not line.startswith("#")]
+    return [prompts[i % len(prompts)] + ("" if i < len(prompts) else f" ({i})") for i in range(count)]
+
+
+def timed(command: list[str], env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def bench_model(name: str, model: Path, prompts: list[str], max_tokens: int, args, work: Path):
+    env = {**os.environ, "TUI_BATCH_DATA_DIR": str(work / "data")}
+    prompt_json = work / f"{name}.json"
+    prompt_json.write_text(json.dumps(prompts))
+    common = ["--model", str(model), "--max-tokens", str(max_tokens), "--threads",
+              str(args.threads), "--n-ctx", str(args.n_ctx), "--temperature", "0",
+              "--gpu-layers", str(args.gpu_layers)]
+    rows = []
+    out = work / f"{name}-plain.json"
+    wall = timed([sys.executable, "-c", PLAIN_LOOP, str(model), str(prompt_json), str(max_tokens),
+                  str(args.threads), str(args.n_ctx), str(args.gpu_layers), str(out)], env)
+    rows.append(("(a) plain llama-cpp loop", wall, json.loads(out.read_text())["tokens"]))
+    for parallel in [0, *args.parallel]:
+        out = work / f"{name}-{parallel}.json"
+        wall = timed([sys.executable, "-m", "tui_batch", "run", str(prompt_json), *common,
+                      "--parallel", str(parallel), "--out", str(out)], env)
+        results = json.loads(out.read_text())["results"]
+        label = "(b) tui-batch sequential" if parallel == 0 else f"(c) tui-batch --parallel {parallel}"
+        rows.append((label, wall, sum(r["tokens_output"] for r in results)))
+    base_rate = rows[0][2] / rows[0][1]
+    print(f"\n{name}: {len(prompts)} prompts, max {max_tokens} tokens, greedy, "
+          f"{args.threads} thread(s), gpu layers {args.gpu_layers}, n_ctx {args.n_ctx} per prompt")
+    print(f"{'':30}{'wall':>9}{'tokens':>8}{'tok/s':>9}{'vs (a)':>8}")
+    for label, wall, tokens in rows:
+        rate = tokens / wall
+        print(f"{label:30}{wall:>8.2f}s{tokens:>8}{rate:>9.1f}{rate / base_rate:>7.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["demo", "tiny"], choices=["demo", "tiny"])
+    parser.add_argument("--parallel", type=int, nargs="+", default=[1, 4, 8, 16])
+    parser.add_argument("--threads", type=int, default=None,
+                        help="llama.cpp threads for every run (default: tui-batch's default)")
+    parser.add_argument("--gpu-layers", type=int, default=0)
+    parser.add_argument("--n-ctx", type=int, default=1024)
+    parser.add_argument("--tiny-prompts", type=int, default=32)
+    parser.add_argument("--tiny-max-tokens", type=int, default=128)
+    parser.add_argument("--cache-dir", type=Path, default=None,
+                        help="where the random-weight model is written (default: user cache)")
+    args = parser.parse_args()
+    from tui_batch.backends.llama_cpp import default_threads
+    from tui_batch.models import demo_model_path
+
+    args.threads = args.threads or default_threads()
+    work = Path(tempfile.mkdtemp(prefix="tui-batch-throughput-"))
+    if "demo" in args.models:
+        bench_model("SmolLM2-135M (demo)", demo_model_path(), example_prompts(25), 64, args, work)
+    if "tiny" in args.models:
+        import platformdirs
+
+        cache = args.cache_dir or Path(platformdirs.user_cache_dir("tui-batch")) / "bench"
+        start = time.perf_counter()
+        model = write_tiny_model(cache / "random-tinyllama-1.1b-q4_0.gguf")
+        print(f"random-weight model: {model} ({model.stat().st_size / 2**20:.0f} MiB, "
+              f"{time.perf_counter() - start:.0f}s to write or find)")
+        bench_model("random TinyLlama-1.1B Q4_0", model, example_prompts(args.tiny_prompts),
+                    args.tiny_max_tokens, args, work)
+
+
+if __name__ == "__main__":
+    main()
