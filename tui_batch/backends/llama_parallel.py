@@ -36,6 +36,9 @@ MAX_SEQUENCES = 256  # llama_max_parallel_sequences()
 # costs little, a CPU being compute-bound there (7 slots gave about the throughput of 16
 # on the 2-core build machine). On a GPU every slot goes into one decode.
 CPU_DECODE_GROUP = 7
+# A shared prompt prefix shorter than this is decoded with each prompt: copying a
+# sequence's KV cells costs more than decoding a few tokens.
+MIN_SHARED_PREFIX = 8
 
 
 @dataclass(slots=True)
@@ -78,6 +81,8 @@ class ParallelLlamaBackend(Backend):
         self.on_token = on_token
         self.settings = job.settings
         self.load(job.settings)
+        self._prefix = self._shared_prefix(job.settings.system_prompt)
+        self._prefix_ready = False
 
     def load(self, settings: GenerationSettings) -> None:
         threads = settings.n_threads or default_threads()
@@ -103,8 +108,9 @@ class ParallelLlamaBackend(Backend):
                 path_model=str(self.model_path), params=model_params, verbose=False
             )
             params = llama_cpp.llama_context_default_params()
-            params.n_ctx = settings.n_ctx * self.capacity
-            params.n_seq_max = self.capacity
+            # One sequence per slot, plus one holding the prompt prefix all slots share.
+            params.n_ctx = settings.n_ctx * (self.capacity + 1)
+            params.n_seq_max = self.capacity + 1
             params.n_batch = params.n_ubatch = N_BATCH
             params.n_threads = params.n_threads_batch = threads
             params.kv_unified = False  # each sequence its own n_ctx cells, as alone
@@ -122,6 +128,8 @@ class ParallelLlamaBackend(Backend):
         self._formatter = self._chat_formatter(llama_chat_format)
         self._piece = (ctypes.c_char * 64)()
         self._load_key = key
+        self._prefix: list[int] = []
+        self._prefix_ready = False
 
     def _chat_formatter(self, llama_chat_format: Any) -> Any:
         """The model's own chat template, set up as `Llama` sets it up."""
@@ -138,6 +146,54 @@ class ParallelLlamaBackend(Backend):
             stop_token_ids=[eos],
         )
 
+    def _tokens(self, messages: list[dict[str, Any]]) -> tuple[list[int], Any]:
+        formatted = self._formatter(messages=messages)
+        tokens = self._model.tokenize(
+            formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True
+        )
+        return tokens, formatted
+
+    def _shared_prefix(self, system_prompt: str | None) -> list[int]:
+        """The tokens every prompt of the job starts with: the chat template's opening
+        and the job's system prompt. Found by formatting two different one-line chats."""
+        from tui_batch.core.jobs import Prompt
+
+        first, _ = self._tokens(build_messages(Prompt("a"), system_prompt))
+        second, _ = self._tokens(build_messages(Prompt("b"), system_prompt))
+        length = 0
+        while length < min(len(first), len(second)) and first[length] == second[length]:
+            length += 1
+        # The last shared token may merge with the text after it in a real prompt.
+        return first[: max(0, length - 1)]
+
+    def _decode_prefix(self) -> None:
+        """Decode the shared prefix once, into its own sequence, for slots to copy."""
+        self._prefix_ready = True
+        if len(self._prefix) < MIN_SHARED_PREFIX:
+            self._prefix = []
+            return
+        memory = self._llama_cpp.llama_get_memory(self._ctx.ctx)
+        self._llama_cpp.llama_memory_seq_rm(memory, self.capacity, -1, -1)
+        batch = self._batch
+        batch.n_tokens = 0
+        for position, token in enumerate(self._prefix):
+            batch.token[position] = token
+            batch.pos[position] = position
+            batch.n_seq_id[position] = 1
+            batch.seq_id[position][0] = self.capacity
+            batch.logits[position] = False
+        batch.n_tokens = len(self._prefix)
+        if self._llama_cpp.llama_decode(self._ctx.ctx, batch) != 0:
+            self._prefix = []
+
+    def _start_from_prefix(self, slot: _Slot) -> None:
+        """Copy the shared prefix's KV into the slot, so its prefill starts after it."""
+        prefix = self._prefix
+        if prefix and slot.tokens[: len(prefix)] == prefix and len(slot.tokens) > len(prefix):
+            memory = self._llama_cpp.llama_get_memory(self._ctx.ctx)
+            self._llama_cpp.llama_memory_seq_cp(memory, self.capacity, slot.seq_id, -1, -1)
+            slot.n_past = len(prefix)
+
     # Tasks --------------------------------------------------------------------------
 
     @property
@@ -146,10 +202,7 @@ class ParallelLlamaBackend(Backend):
 
     def submit(self, task: Task) -> None:
         settings, options = self.settings, task.prompt.options
-        formatted = self._formatter(messages=build_messages(task.prompt, settings.system_prompt))
-        tokens = self._model.tokenize(
-            formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True
-        )
+        tokens, formatted = self._tokens(build_messages(task.prompt, settings.system_prompt))
         if len(tokens) >= self._n_ctx_seq:
             self._failed.append(
                 Completion(
@@ -215,6 +268,11 @@ class ParallelLlamaBackend(Backend):
         done, self._failed = self._failed, []
         if not self._slots:
             return done
+        if not self._prefix_ready:
+            self._decode_prefix()
+        for slot in self._slots.values():
+            if slot.n_past == 0:
+                self._start_from_prefix(slot)
         slots = list(self._slots.values())
         prefilling = [s for s in slots if s.n_past < len(s.tokens)]
         if prefilling:
