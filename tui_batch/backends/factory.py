@@ -12,6 +12,8 @@ from tui_batch.core.jobs import GenerationSettings
 # KV cache. A GPU has room and compute to spare for more.
 DEFAULT_PARALLEL_CPU = 4
 DEFAULT_PARALLEL_GPU = 16
+# llama.cpp holds at most 256 sequences in a context; one holds the shared prompt prefix.
+MAX_PARALLEL = 255
 
 
 def default_parallel(n_gpu_layers: int) -> int:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tui_batch.backends.base import Backend, Completion, Task, TokenSink
+from tui_batch.backends.factory import MAX_PARALLEL
 from tui_batch.backends.llama_cpp import build_messages, default_threads
 from tui_batch.core.errors import ModelError
 from tui_batch.core.jobs import BatchJob, GenerationSettings
@@ -28,7 +29,6 @@ from tui_batch.core.jobs import BatchJob, GenerationSettings
 TOP_K, MIN_P, TYPICAL_P, PENALTY_LAST_N = 40, 0.05, 1.0, 64
 LLAMA_DEFAULT_SEED = 0xFFFFFFFF
 N_BATCH = 512
-MAX_SEQUENCES = 256  # llama_max_parallel_sequences()
 # On the CPU, llama.cpp multiplies 8 or more rows at once with other (tiled) kernels than
 # one row at a time, which round differently: greedy answers then drift from the
 # sequential ones. So on the CPU each prompt is prefilled alone (as it is sequentially)
@@ -61,8 +61,8 @@ class ParallelLlamaBackend(Backend):
     """Holds up to `parallel` prompts in flight in one llama.cpp context."""
 
     def __init__(self, model_path: str | Path, parallel: int) -> None:
-        if not 1 <= parallel <= MAX_SEQUENCES:
-            raise ModelError(f"--parallel must be 1 to {MAX_SEQUENCES}, got {parallel}")
+        if not 1 <= parallel <= MAX_PARALLEL:
+            raise ModelError(f"--parallel must be 0 to {MAX_PARALLEL}, got {parallel}")
         self.model_path = Path(model_path)
         self.capacity = parallel
         self._load_key: tuple[Any, ...] | None = None

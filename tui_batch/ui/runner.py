@@ -131,8 +131,10 @@ class BatchRun:
         return [float(by_second.get(s, 0)) for s in range(first, now + 1)]
 
     def live(self) -> tuple[int | None, str]:
+        """The oldest running prompt and its text so far (several run at once in
+        parallel mode; following one keeps the view from flickering between them)."""
         with self.lock:
-            index = self.live_index
+            index = min(self.running) if self.running else self.live_index
             return index, "".join(self.live_text.get(index, [])) if index is not None else ""
 
     def rows(self, failed_only: bool) -> tuple[int, Callable[[int], int]]:

@@ -13,7 +13,7 @@ from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Label, Select, Static, TextArea
 
-from tui_batch.backends.factory import default_parallel
+from tui_batch.backends.factory import MAX_PARALLEL, default_parallel
 from tui_batch.core.config import load_last_setup, save_last_setup
 from tui_batch.core.errors import TuiBatchError
 from tui_batch.core.jobs import ErrorStrategy, GenerationSettings
@@ -290,8 +290,8 @@ class SetupScreen(Screen[None]):
         n_ctx = self._int("n_ctx", 2048)
         threads = self._int("threads", None)
         parallel = self._int("parallel", None)
-        if parallel is not None and parallel > 256:
-            raise TuiBatchError(f"{self._label('parallel')}: at most 256")
+        if parallel is not None and parallel > MAX_PARALLEL:
+            raise TuiBatchError(f"{self._label('parallel')}: at most {MAX_PARALLEL}")
         for key, value, minimum in (
             ("parallel", parallel or 0, 0),
             ("max_tokens", max_tokens, 1),
