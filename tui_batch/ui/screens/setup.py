@@ -316,7 +316,9 @@ class SetupScreen(Screen[None]):
             n_threads=threads,
             n_gpu_layers=self._int("gpu_layers", 0) or 0,
         )
-        settings.parallel = default_parallel(settings.n_gpu_layers) if parallel is None else parallel
+        settings.parallel = (
+            default_parallel(settings.n_gpu_layers) if parallel is None else parallel
+        )
         options = {
             "error_strategy": strategy,
             "retries": retries,
