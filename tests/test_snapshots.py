@@ -6,13 +6,15 @@ with `pytest tests/test_snapshots.py --snapshot-update` after a deliberate chang
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tui_batch.backends.base import CallableBackend
 from tui_batch.core.processor import BatchProcessor
 from tui_batch.ui.app import TuiBatchApp
 
-from conftest import EXAMPLES
+from conftest import REPO
 
 SIZE = (120, 36)
 FIXED_TIME = "2026-01-02T03:04:05+00:00"
@@ -51,8 +53,9 @@ def fixed_app(monkeypatch):
     older = processor.create_job("SmolLM2-135M-Instruct.Q4_1", PROMPTS[:12], job_id="older-job")
     processor.process_batch(older, backend)
     job = processor.create_job("SmolLM2-135M-Instruct.Q4_1", PROMPTS, job_id="snap-job")
+    monkeypatch.chdir(REPO)  # the setup screen shows the path as given: keep it relative
     app = TuiBatchApp(
-        EXAMPLES.relative_to(EXAMPLES.parent.parent.resolve()) / "batch_prompts.txt",
+        Path("examples") / "batch_prompts.txt",
         processor=processor,
         backend_factory=lambda job: CallableBackend(backend),
     )
@@ -61,15 +64,14 @@ def fixed_app(monkeypatch):
 
 async def run_job(app, job, pilot) -> None:
     app.start_job(job)
-    await app.workers.wait_for_complete()
+    await app.workers.wait_for_complete([w for w in app.workers if w.group == "batch"])
     await pilot.pause(0.3)
     app.clear_notifications()
     await pilot.pause(0.1)
 
 
 class TestSetupScreen:
-    def test_setup_with_the_example_file(self, snap_compare, fixed_app, monkeypatch):
-        monkeypatch.chdir(EXAMPLES.parent)
+    def test_setup_with_the_example_file(self, snap_compare, fixed_app):
         app, _ = fixed_app
         assert snap_compare(app, terminal_size=SIZE, run_before=lambda pilot: pilot.pause(0.5))
 
