@@ -34,6 +34,21 @@ def default_threads() -> int:
     return max(1, min(8, usable // 2))
 
 
+def import_llama_cpp() -> Any:
+    """The llama_cpp module, imported on first use, with a clear error when it is missing."""
+    try:
+        import llama_cpp
+    except ImportError as exc:
+        raise ModelError(f"llama-cpp-python is not installed ({exc})") from None
+    return llama_cpp
+
+
+def load_key(settings: GenerationSettings) -> tuple[int, tuple[Any, ...]]:
+    """The threads to use, and what a loaded model must match to be reused."""
+    threads = settings.n_threads or default_threads()
+    return threads, (settings.n_ctx, threads, settings.n_gpu_layers)
+
+
 def build_messages(prompt: Prompt, system_prompt: str | None) -> list[dict[str, Any]]:
     """The chat for one prompt: its own system text wins over the job's."""
     system = prompt.system if prompt.system is not None else system_prompt
@@ -99,15 +114,11 @@ class LlamaCppBackend(Backend):
 
     def load(self, settings: GenerationSettings) -> None:
         """Load the model for these settings, unless it is loaded with them already."""
-        threads = settings.n_threads or default_threads()
-        key = (settings.n_ctx, threads, settings.n_gpu_layers)
+        threads, key = load_key(settings)
         if self._llama is not None and key == self._load_key:
             return
         self.close()
-        try:
-            import llama_cpp
-        except ImportError as exc:
-            raise ModelError(f"llama-cpp-python is not installed ({exc})") from None
+        llama_cpp = import_llama_cpp()
         if not self.model_path.is_file():
             raise ModelError(f"Model file not found: {self.model_path}")
         try:

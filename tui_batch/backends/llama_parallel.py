@@ -21,7 +21,7 @@ from typing import Any
 
 from tui_batch.backends.base import Backend, Completion, Task, TokenSink
 from tui_batch.backends.factory import MAX_PARALLEL
-from tui_batch.backends.llama_cpp import build_messages, default_threads
+from tui_batch.backends.llama_cpp import build_messages, import_llama_cpp, load_key
 from tui_batch.core.errors import ModelError
 from tui_batch.core.jobs import BatchJob, GenerationSettings
 
@@ -85,18 +85,14 @@ class ParallelLlamaBackend(Backend):
         self._prefix_ready = False
 
     def load(self, settings: GenerationSettings) -> None:
-        threads = settings.n_threads or default_threads()
-        key = (settings.n_ctx, threads, settings.n_gpu_layers)
+        threads, key = load_key(settings)
         if self._ctx is not None and key == self._load_key:
             return
         self.close()
-        try:
-            import llama_cpp
-            from llama_cpp import _internals, llama_chat_format
-            from llama_cpp._logger import set_verbose
-        except ImportError as exc:
-            raise ModelError(f"llama-cpp-python is not installed ({exc})") from None
-        self._llama_cpp = llama_cpp
+        llama_cpp = self._llama_cpp = import_llama_cpp()
+        from llama_cpp import _internals, llama_chat_format
+        from llama_cpp._logger import set_verbose
+
         set_verbose(False)  # llama.cpp's log lines would land on the user's terminal
         if not self.model_path.is_file():
             raise ModelError(f"Model file not found: {self.model_path}")
