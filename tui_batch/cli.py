@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import NoReturn
 
 from tui_batch import __version__
 from tui_batch.backends.base import Backend
@@ -21,9 +20,10 @@ from tui_batch.core.export import EXPORT_FORMATS, format_for_path
 from tui_batch.core.jobs import BatchJob, ErrorStrategy, GenerationSettings, JobStatus
 from tui_batch.core.paths import ensure_private_dir, outputs_dir
 from tui_batch.core.processor import BatchProcessor
-from tui_batch.core.progress import ProgressUpdate, format_duration, format_progress_line
+from tui_batch.core.progress import format_duration
 from tui_batch.core.prompts import SUPPORTED_EXTENSIONS, load_prompt_file
 from tui_batch.gguf import format_count
+from tui_batch.terminal import ProgressPrinter, cancel_on_sigint, print_table
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -293,7 +293,7 @@ def _run_job(processor: BatchProcessor, job: BatchJob, backend: Backend, retry_f
     printer = ProgressPrinter(err)
     start = time.monotonic()
     try:
-        with _cancel_on_sigint(cancel, err):
+        with cancel_on_sigint(cancel, err):
             results = processor.process_batch(
                 job,
                 backend,
@@ -352,59 +352,6 @@ def _check_writable(path: Path) -> None:
         raise ExportError(f"Cannot write results to {path}: {exc.strerror}") from None
 
 
-class _cancel_on_sigint:
-    """First Ctrl+C: stop after the current step and save. A second one: stop at once."""
-
-    def __init__(self, cancel: threading.Event, err: TextIO) -> None:
-        self.cancel = cancel
-        self.err = err
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.cancel.is_set():
-            raise KeyboardInterrupt
-        self.cancel.set()
-        print("\nStopping after the current step (Ctrl+C again to stop at once)...", file=self.err)
-
-    def __enter__(self) -> None:
-        self.previous = signal.signal(signal.SIGINT, self._handle)
-
-    def __exit__(self, *exc_info: object) -> None:
-        signal.signal(signal.SIGINT, self.previous)
-
-
-class ProgressPrinter:
-    """The guide's progress line: redrawn in place on a terminal, a line per update otherwise."""
-
-    REDRAW_INTERVAL = 0.1
-
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-        self.interactive = stream.isatty()
-        self._last_draw = 0.0
-        self._pending: ProgressUpdate | None = None
-
-    def __call__(self, update: ProgressUpdate) -> None:
-        if not self.interactive:
-            print(format_progress_line(update), file=self.stream, flush=True)
-            return
-        self._pending = update
-        now = time.monotonic()
-        if now - self._last_draw >= self.REDRAW_INTERVAL or update.done == update.total:
-            self._draw()
-            self._last_draw = now
-
-    def _draw(self) -> None:
-        if self._pending is not None:
-            self.stream.write("\r\x1b[K" + format_progress_line(self._pending))
-            self.stream.flush()
-
-    def finish(self) -> None:
-        if self.interactive and self._pending is not None:
-            self._draw()
-            self.stream.write("\n")
-            self.stream.flush()
-
-
 def command_checkpoints(args: argparse.Namespace) -> int:
     processor = BatchProcessor()
     entries = processor.list_checkpoints()
@@ -434,7 +381,7 @@ def command_checkpoints(args: argparse.Namespace) -> int:
             )
             for e in entries
         ]
-        _print_table(rows)
+        print_table(rows)
     if unreadable:
         print(f"{len(unreadable)} unreadable checkpoint(s) skipped:", file=sys.stderr)
         for path, reason in unreadable:
@@ -484,13 +431,5 @@ def command_models(args: argparse.Namespace) -> int:
                 m.source,
             )
         )
-    _print_table(rows)
+    print_table(rows)
     return EXIT_OK
-
-
-def _print_table(rows: list[tuple[str, ...]]) -> None:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        )
