@@ -14,7 +14,7 @@ from typing import NoReturn
 
 from tui_batch import __version__
 from tui_batch.backends.base import Backend
-from tui_batch.backends.factory import default_parallel
+from tui_batch.backends.factory import backend_for_job, default_parallel
 from tui_batch.core.errors import ExportError, TuiBatchError
 from tui_batch.core.export import EXPORT_FORMATS, format_for_path
 from tui_batch.core.jobs import BatchJob, ErrorStrategy, GenerationSettings, JobStatus
@@ -245,8 +245,6 @@ def command_run(args: argparse.Namespace) -> int:
 
 
 def command_resume(args: argparse.Namespace) -> int:
-    from tui_batch.models import resolve_model
-
     processor = BatchProcessor()
     job, results = processor.load_job(args.job_id)
     failed = sum(1 for r in results if not r.success)
@@ -263,17 +261,12 @@ def command_resume(args: argparse.Namespace) -> int:
         job.settings.n_gpu_layers = args.gpu_layers
     if args.parallel is not None:
         job.settings.parallel = args.parallel
-    model_path = (
-        Path(job.model_path)
-        if job.model_path and Path(job.model_path).is_file()
-        else resolve_model(job.model_id).path
-    )
-    backend = _load_backend(model_path, job.settings)
+    backend = backend_for_job(job)
     return _run_job(processor, job, backend, retry_failed=args.retry_failed)
 
 
 def _load_backend(model_path: Path, settings: GenerationSettings) -> Backend:
-    """Load the model before a job is created or resumed, so a bad model changes nothing."""
+    """Load the model before a job is created, so a bad model changes nothing."""
     from tui_batch.backends.factory import llama_backend
 
     backend = llama_backend(model_path, settings)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tui_batch.backends.base import Backend
-from tui_batch.core.jobs import GenerationSettings
+from tui_batch.core.jobs import BatchJob, GenerationSettings
 
 # Prompts decoded together by default. A CPU is compute-bound with a few sequences
 # already: on the 2-core build machine 4 slots did as well as 16, with a quarter of the
@@ -30,3 +30,13 @@ def llama_backend(model_path: str | Path, settings: GenerationSettings) -> Backe
     from tui_batch.backends.llama_cpp import LlamaCppBackend
 
     return LlamaCppBackend(model_path)
+
+
+def backend_for_job(job: BatchJob) -> Backend:
+    """The job's model, found again (by path, else by id) and loaded for its settings."""
+    from tui_batch.models import resolve_model
+
+    path = job.model_path if job.model_path and Path(job.model_path).is_file() else None
+    backend = llama_backend(path or resolve_model(job.model_id).path, job.settings)
+    backend.load(job.settings)
+    return backend

@@ -12,6 +12,7 @@ from textual.binding import Binding
 from textual.worker import Worker, WorkerState
 
 from tui_batch.backends.base import Backend
+from tui_batch.backends.factory import backend_for_job
 from tui_batch.core.errors import TuiBatchError
 from tui_batch.core.jobs import BatchJob
 from tui_batch.core.processor import BatchProcessor
@@ -26,17 +27,6 @@ from tui_batch.ui.screens.results import ResultsScreen
 from tui_batch.ui.screens.setup import SetupScreen
 
 BackendFactory = Callable[[BatchJob], Backend]
-
-
-def llama_backend(job: BatchJob) -> Backend:
-    """The default backend: the job's GGUF model, loaded in the worker thread."""
-    from tui_batch.backends.factory import llama_backend
-    from tui_batch.models import resolve_model
-
-    path = job.model_path if job.model_path and Path(job.model_path).is_file() else None
-    backend = llama_backend(path or resolve_model(job.model_id).path, job.settings)
-    backend.load(job.settings)
-    return backend
 
 
 class TuiBatchApp(App[None]):
@@ -56,7 +46,7 @@ class TuiBatchApp(App[None]):
         prompts_file: Path | None = None,
         *,
         processor: BatchProcessor | None = None,
-        backend_factory: BackendFactory = llama_backend,
+        backend_factory: BackendFactory = backend_for_job,
     ) -> None:
         super().__init__()
         self.prompts_file = prompts_file
