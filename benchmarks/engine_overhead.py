@@ -2,7 +2,7 @@
 
 Runs, alternately and `--repeats` times each, in fresh processes:
   (a) a plain `Llama.create_chat_completion` loop over the example prompts,
-  (b) `tui-batch run examples/batch_prompts.txt --parallel 0` with the same settings
+  (b) `tui-batch run --parallel 0` on the same prompts with the same settings
       (one prompt at a time, as the loop: this measures the engine's own cost;
       `benchmarks/throughput.py` measures what parallel decoding gains),
 and prints each one's median wall time (start-up, model load and generation included),
@@ -18,39 +18,10 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-PROMPTS = REPO / "examples" / "batch_prompts.txt"
-
-PLAIN_LOOP = """
-import json, sys
-from llama_cpp import Llama
-model, prompts_file, max_tokens, threads, n_ctx, out = sys.argv[1:]
-prompts = [l.strip() for l in open(prompts_file, encoding="utf-8")
-           if l.strip() and not l.strip().startswith("#")]
-llm = Llama(model_path=model, n_ctx=int(n_ctx), n_threads=int(threads),
-            n_threads_batch=int(threads), verbose=False)
-answers = []
-for prompt in prompts:
-    reply = llm.create_chat_completion(messages=[{"role": "user", "content": prompt}],
-                                       max_tokens=int(max_tokens), temperature=0.0, top_p=0.95)
-    answers.append({"text": reply["choices"][0]["message"]["content"],
-                    "tokens": reply["usage"]["completion_tokens"]})
-json.dump(answers, open(out, "w"))
-"""
-
-
-def timed(command: list[str], env: dict[str, str]) -> float:
-    start = time.perf_counter()
-    subprocess.run(
-        command, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    return time.perf_counter() - start
+from baseline import example_prompts, plain_loop, timed, tui_batch_run
 
 
 def main() -> None:
@@ -67,38 +38,11 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="tui-batch-overhead-"))
     env = {**os.environ, "TUI_BATCH_DATA_DIR": str(work / "data")}
     plain_out, engine_out = work / "plain.json", work / "engine.json"
-    plain_cmd = [
-        sys.executable,
-        "-c",
-        PLAIN_LOOP,
-        model,
-        str(PROMPTS),
-        str(args.max_tokens),
-        str(args.threads),
-        str(args.n_ctx),
-        str(plain_out),
-    ]
-    engine_cmd = [
-        sys.executable,
-        "-m",
-        "tui_batch",
-        "run",
-        str(PROMPTS),
-        "--model",
-        model,
-        "--max-tokens",
-        str(args.max_tokens),
-        "--threads",
-        str(args.threads),
-        "--n-ctx",
-        str(args.n_ctx),
-        "--temperature",
-        "0",
-        "--parallel",
-        "0",
-        "--out",
-        str(engine_out),
-    ]
+    prompts = work / "prompts.json"
+    prompts.write_text(json.dumps(example_prompts(25)))
+    settings = (args.max_tokens, args.threads, args.n_ctx, 0)
+    plain_cmd = plain_loop(model, prompts, *settings, plain_out)
+    engine_cmd = tui_batch_run(model, prompts, *settings, 0, engine_out)
     plain_times, engine_times = [], []
     for _ in range(args.repeats):
         plain_times.append(timed(plain_cmd, env))

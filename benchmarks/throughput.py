@@ -20,14 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-EXAMPLES = REPO / "examples" / "batch_prompts.txt"
+from baseline import example_prompts, plain_loop, timed, tui_batch_run
+
 TINY = {  # TinyLlama-1.1B
     "vocab": 32000,
     "embd": 2048,
@@ -41,21 +39,6 @@ CHATML = (
     "message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
-
-PLAIN_LOOP = """
-import json, sys, time
-from llama_cpp import Llama
-model, prompts_file, max_tokens, threads, n_ctx, gpu_layers, out = sys.argv[1:]
-prompts = json.load(open(prompts_file))
-llm = Llama(model_path=model, n_ctx=int(n_ctx), n_threads=int(threads),
-            n_threads_batch=int(threads), n_gpu_layers=int(gpu_layers), verbose=False)
-tokens = 0
-for prompt in prompts:
-    reply = llm.create_chat_completion(messages=[{"role": "user", "content": prompt}],
-                                       max_tokens=int(max_tokens), temperature=0.0)
-    tokens += reply["usage"]["completion_tokens"]
-json.dump({"tokens": tokens}, open(out, "w"))
-"""
 
 
 def write_tiny_model(path: Path) -> Path:
@@ -141,75 +124,19 @@ def write_tiny_model(path: Path) -> Path:
     return path
 
 
-def example_prompts(count: int) -> list[str]:
-    lines = [line.strip() for line in EXAMPLES.read_text(encoding="utf-8").splitlines()]
-    prompts = [line for line in lines if line and not line.startswith("#")]
-    return [
-        prompts[i % len(prompts)] + ("" if i < len(prompts) else f" ({i})") for i in range(count)
-    ]
-
-
-def timed(command: list[str], env: dict[str, str]) -> float:
-    start = time.perf_counter()
-    subprocess.run(
-        command, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    return time.perf_counter() - start
-
-
 def bench_model(name: str, model: Path, prompts: list[str], max_tokens: int, args, work: Path):
     env = {**os.environ, "TUI_BATCH_DATA_DIR": str(work / "data")}
     prompt_json = work / f"{name}.json"
     prompt_json.write_text(json.dumps(prompts))
-    common = [
-        "--model",
-        str(model),
-        "--max-tokens",
-        str(max_tokens),
-        "--threads",
-        str(args.threads),
-        "--n-ctx",
-        str(args.n_ctx),
-        "--temperature",
-        "0",
-        "--gpu-layers",
-        str(args.gpu_layers),
-    ]
-    rows = []
+    settings = (max_tokens, args.threads, args.n_ctx, args.gpu_layers)
     out = work / f"{name}-plain.json"
-    wall = timed(
-        [
-            sys.executable,
-            "-c",
-            PLAIN_LOOP,
-            str(model),
-            str(prompt_json),
-            str(max_tokens),
-            str(args.threads),
-            str(args.n_ctx),
-            str(args.gpu_layers),
-            str(out),
-        ],
-        env,
-    )
-    rows.append(("(a) plain llama-cpp loop", wall, json.loads(out.read_text())["tokens"]))
+    wall = timed(plain_loop(model, prompt_json, *settings, out), env)
+    rows = [
+        ("(a) plain llama-cpp loop", wall, sum(a["tokens"] for a in json.loads(out.read_text())))
+    ]
     for parallel in [0, *args.parallel]:
         out = work / f"{name}-{parallel}.json"
-        wall = timed(
-            [
-                sys.executable,
-                "-m",
-                "tui_batch",
-                "run",
-                str(prompt_json),
-                *common,
-                "--parallel",
-                str(parallel),
-                "--out",
-                str(out),
-            ],
-            env,
-        )
+        wall = timed(tui_batch_run(model, prompt_json, *settings, parallel, out), env)
         results = json.loads(out.read_text())["results"]
         label = (
             "(b) tui-batch sequential" if parallel == 0 else f"(c) tui-batch --parallel {parallel}"

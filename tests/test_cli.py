@@ -75,26 +75,28 @@ def test_openai_batch_file_runs_unchanged_and_exports_openai_output(tmp_path):
     assert max(used) > 16 and all(n <= 32 for n in used)  # the file's max_tokens wins
 
 
-@pytest.mark.model
-def test_kill_9_mid_run_then_resume_answers_every_prompt_once(tmp_path):
+def kill_then_resume(tmp_path: Path, kill_at: int, *options: str):
+    """Run the 25 examples, SIGKILL the run once `kill_at` are done, then resume it to the
+    end, checking that nothing saved ran twice and every earlier answer stayed as it was.
+
+    Returns the job and results as saved at the kill, and whether results were exported
+    before the resume."""
     out = tmp_path / "out.json"
     process = start_cli(
         "run",
         str(EXAMPLES / "batch_prompts.txt"),
         *FAST,
+        *options,
         "--checkpoint-every",
         "2",
         "--out",
         str(out),
     )
-    job_id, _ = read_until_done(process, 7)
+    job_id, _ = read_until_done(process, kill_at)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
-    processor = BatchProcessor()
-    job, saved = processor.load_job(job_id)
-    assert 5 <= len(saved) < 25  # at most checkpoint_every (2) finished results lost
-    assert job.status is JobStatus.RUNNING and job.done == len(saved)
-    assert not out.exists()
+    job, saved = BatchProcessor().load_job(job_id)
+    exported_before_resume = out.exists()
 
     resumed = run_cli("resume", job_id)
     assert resumed.returncode == 0, resumed.stderr
@@ -103,7 +105,16 @@ def test_kill_9_mid_run_then_resume_answers_every_prompt_once(tmp_path):
     assert [r["prompt_index"] for r in results] == list(range(25))
     before = {r.prompt_index: r.to_dict() for r in saved}
     assert all(results[i] == before[i] for i in before)  # earlier answers unchanged
-    job, final = processor.load_job(job_id)
+    return job, saved, exported_before_resume
+
+
+@pytest.mark.model
+def test_kill_9_mid_run_then_resume_answers_every_prompt_once(tmp_path):
+    job, saved, exported_before_resume = kill_then_resume(tmp_path, 7, "--parallel", "0")
+    assert 5 <= len(saved) < 25  # at most checkpoint_every (2) finished results lost
+    assert job.status is JobStatus.RUNNING and job.done == len(saved)
+    assert not exported_before_resume
+    job, final = BatchProcessor().load_job(job.job_id)
     assert job.status is JobStatus.COMPLETED and len(final) == 25
 
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import signal
 import threading
 
 import pytest
-from test_cli import read_until_done, start_cli
+from test_cli import kill_then_resume
 
 from tui_batch.backends.llama_cpp import LlamaCppBackend
 from tui_batch.backends.llama_parallel import ParallelLlamaBackend
@@ -16,7 +14,7 @@ from tui_batch.core.jobs import GenerationSettings, JobStatus
 from tui_batch.core.processor import BatchProcessor
 from tui_batch.core.prompts import load_prompt_file
 
-from conftest import EXAMPLES, run_cli
+from conftest import EXAMPLES
 
 pytestmark = pytest.mark.model
 SETTINGS = GenerationSettings(max_tokens=32, temperature=0.0, n_ctx=1024, n_threads=1)
@@ -96,31 +94,5 @@ def test_cancel_takes_effect_within_one_decode_step(demo_model):
 
 
 def test_kill_and_resume_with_parallel_answers_every_prompt_once(tmp_path):
-    out = tmp_path / "out.json"
-    process = start_cli(
-        "run",
-        str(EXAMPLES / "batch_prompts.txt"),
-        "--max-tokens",
-        "16",
-        "--threads",
-        "1",
-        "--parallel",
-        "4",
-        "--checkpoint-every",
-        "2",
-        "--out",
-        str(out),
-    )
-    job_id, _ = read_until_done(process, 6)
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=30)
-    processor = BatchProcessor()
-    job, saved = processor.load_job(job_id)
+    job, saved, _ = kill_then_resume(tmp_path, 6, "--parallel", "4")
     assert job.settings.parallel == 4 and 4 <= len(saved) < 25
-    resumed = run_cli("resume", job_id)
-    assert resumed.returncode == 0, resumed.stderr
-    assert f"({25 - len(saved)} to run;" in resumed.stderr
-    results = json.loads(out.read_text())["results"]
-    assert [r["prompt_index"] for r in results] == list(range(25))
-    before = {r.prompt_index: r.to_dict() for r in saved}
-    assert all(results[i] == before[i] for i in before)

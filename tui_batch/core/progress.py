@@ -59,13 +59,6 @@ class ProgressTracker:
         self._tokens_this_run += result.tokens_output
         return self.update(result)
 
-    def forget(self, result: BatchResult) -> None:
-        """Undo the counts of a result that will be run again."""
-        if result.success:
-            self.completed -= 1
-        else:
-            self.failed -= 1
-
     def update(self, result: BatchResult | None = None) -> ProgressUpdate:
         elapsed = self.clock() - self._start
         done = self.completed + self.failed

@@ -241,11 +241,6 @@ class CheckpointStore:
         for extra in ("", "-wal", "-shm", ".lock"):
             Path(f"{path}{extra}").unlink(missing_ok=True)
 
-    def remove_results(self, job: BatchJob, indices: Iterable[int]) -> None:
-        """Forget results (to run those prompts again) and save the job's new counts."""
-        with self.writer(job) as writer:
-            writer.remove(job, indices)
-
     def scan(self) -> CheckpointListing:
         """Summaries of every checkpoint; unreadable files are reported, not raised."""
         listing = CheckpointListing()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from textual import on, work
@@ -13,8 +13,9 @@ from textual.worker import Worker, WorkerState
 
 from tui_batch.backends.base import Backend
 from tui_batch.backends.factory import backend_for_job
+from tui_batch.core import events
 from tui_batch.core.errors import TuiBatchError
-from tui_batch.core.jobs import BatchJob
+from tui_batch.core.jobs import BatchJob, BatchResult
 from tui_batch.core.processor import BatchProcessor
 from tui_batch.ui import messages
 from tui_batch.ui.commands import TuiBatchCommands
@@ -59,13 +60,16 @@ class TuiBatchApp(App[None]):
 
     # Running a job -----------------------------------------------------------------
 
-    def start_job(self, job: BatchJob, retry_failed: bool = False) -> None:
-        """Run `job` in the worker thread and show its progress."""
+    def start_job(
+        self, job: BatchJob, results: Sequence[BatchResult] = (), retry_failed: bool = False
+    ) -> None:
+        """Run `job` (whose saved `results` are given) in the worker thread; show progress."""
         if self.run_state is not None and self.run_state.is_active:
             self.notify("A job is already running: cancel it first.", severity="warning")
             return
-        _, results = self.processor.load_checkpoint(job.checkpoint_file)
-        self.run_state = BatchRun(job, results, self.processor.clock)
+        if retry_failed:  # failed prompts are pending again, as the engine will treat them
+            results = [r for r in results if r.success]
+        self.run_state = BatchRun(job, list(results), self.processor.clock)
         # The job's prompts and results are long-lived and free of reference cycles:
         # keep them out of full garbage collections (see runner.FREEZE_EVERY).
         gc.freeze()
@@ -92,10 +96,8 @@ class TuiBatchApp(App[None]):
             run.finished = True
         self.post_message(messages.JobFinished(job.job_id, job.status, job.completed, job.failed))
 
-    def _forward(self, run: BatchRun, event: object) -> None:
+    def _forward(self, run: BatchRun, event: events.BatchEvent) -> None:
         """Worker thread: update the shared state, and tell the UI when it is due."""
-        from tui_batch.core import events
-
         if not run.handle(event):
             return
         job_id = run.job.job_id
@@ -158,11 +160,11 @@ class TuiBatchApp(App[None]):
 
     def _start_saved(self, job_id: str, retry_failed: bool) -> None:
         try:
-            job, _ = self.processor.load_job(job_id)
+            job, results = self.processor.load_job(job_id)
         except TuiBatchError as exc:
             self.notify(str(exc), severity="error")
             return
-        self.start_job(job, retry_failed=retry_failed)
+        self.start_job(job, results, retry_failed=retry_failed)
 
     def export_job(self, job_id: str) -> None:
         """Ask for a format and a path, then export in the background."""

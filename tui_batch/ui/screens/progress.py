@@ -158,7 +158,7 @@ class ProgressScreen(Screen[None]):
         if changed:
             if self.following and not self.failed_only and run.running:
                 table.follow(min(run.running))
-            table.refresh_rows()
+            table.refresh()
         self._show_output()
 
     def _set(self, selector: str, text: Text, layout: bool = False) -> None:

@@ -104,7 +104,7 @@ class ResultsScreen(Screen[None]):
         if search:
             filters.append(f"· {len(self.indices)} match", style="italic")
         self.query_one("#filters", Static).update(filters)
-        self._show_detail(table.cursor_key)
+        self._show_detail()
 
     def result_at(self, position: int) -> BatchResult | None:
         page = position // PAGE
@@ -140,13 +140,13 @@ class ResultsScreen(Screen[None]):
         table = self.query_one("#results", VirtualTable)
         return self.result_at(table.cursor) if table.count else None
 
-    def _show_detail(self, key: int | None) -> None:
+    def _show_detail(self) -> None:
         result = self._current()
         detail = self.query_one("#detail-text", Static)
         detail.update(result_details(result) if result else Text("No results match.", style="dim"))
 
-    def on_virtual_table_highlighted(self, event: VirtualTable.Highlighted) -> None:
-        self._show_detail(event.key)
+    def on_virtual_table_highlighted(self) -> None:
+        self._show_detail()
 
     def on_virtual_table_selected(self) -> None:
         self.action_open()

@@ -87,9 +87,6 @@ class VirtualTable(ScrollView, can_focus=True):
             self.cursor = max(0, count - 1)
         self.refresh()
 
-    def refresh_rows(self) -> None:
-        self.refresh()
-
     @property
     def cursor_key(self) -> int | None:
         return self._key(self.cursor) if self.count else None

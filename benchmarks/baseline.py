@@ -1,0 +1,74 @@
+"""Shared by the benchmarks: the plain llama-cpp-python loop they compare against, the
+`tui-batch run` they measure, the example prompts, and timing a fresh process."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "batch_prompts.txt"
+
+# What a person would write without tui-batch: load the model, loop, collect.
+PLAIN_LOOP = """
+import json, sys
+from llama_cpp import Llama
+model, prompts_file, max_tokens, threads, n_ctx, gpu_layers, out = sys.argv[1:]
+prompts = json.load(open(prompts_file))
+llm = Llama(model_path=model, n_ctx=int(n_ctx), n_threads=int(threads),
+            n_threads_batch=int(threads), n_gpu_layers=int(gpu_layers), verbose=False)
+answers = []
+for prompt in prompts:
+    reply = llm.create_chat_completion(messages=[{"role": "user", "content": prompt}],
+                                       max_tokens=int(max_tokens), temperature=0.0)
+    answers.append({"text": reply["choices"][0]["message"]["content"],
+                    "tokens": reply["usage"]["completion_tokens"]})
+json.dump(answers, open(out, "w"))
+"""
+
+
+def plain_loop(model, prompts_json, max_tokens, threads, n_ctx, gpu_layers, out) -> list[str]:
+    """The command running PLAIN_LOOP; it writes [{"text", "tokens"}] to `out`."""
+    args = (model, prompts_json, max_tokens, threads, n_ctx, gpu_layers, out)
+    return [sys.executable, "-c", PLAIN_LOOP, *map(str, args)]
+
+
+def tui_batch_run(model, prompts_json, max_tokens, threads, n_ctx, gpu_layers, parallel, out):
+    """The command `tui-batch run` with the same settings, greedy, results to `out`."""
+    options = {
+        "--model": model,
+        "--max-tokens": max_tokens,
+        "--threads": threads,
+        "--n-ctx": n_ctx,
+        "--gpu-layers": gpu_layers,
+        "--parallel": parallel,
+        "--temperature": 0,
+        "--out": out,
+    }
+    return [
+        sys.executable,
+        "-m",
+        "tui_batch",
+        "run",
+        str(prompts_json),
+        *(str(part) for pair in options.items() for part in pair),
+    ]
+
+
+def example_prompts(count: int) -> list[str]:
+    """The example prompts, repeated with a number to make up `count`."""
+    lines = [line.strip() for line in EXAMPLES.read_text(encoding="utf-8").splitlines()]
+    prompts = [line for line in lines if line and not line.startswith("#")]
+    return [
+        prompts[i % len(prompts)] + ("" if i < len(prompts) else f" ({i})") for i in range(count)
+    ]
+
+
+def timed(command: list[str], env: dict[str, str]) -> float:
+    """Wall time of `command` in a fresh process (model load included)."""
+    start = time.perf_counter()
+    subprocess.run(
+        command, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    return time.perf_counter() - start
