@@ -180,10 +180,10 @@ def main() -> None:
         help="where the random-weight model is written (default: user cache)",
     )
     args = parser.parse_args()
-    from tui_batch.backends.llama_cpp import default_threads
+    from tui_batch.core.settings import GenerationSettings
     from tui_batch.models import demo_model_path
 
-    args.threads = args.threads or default_threads()
+    args.threads = args.threads or GenerationSettings().effective_threads
     work = Path(tempfile.mkdtemp(prefix="tui-batch-throughput-"))
     if "demo" in args.models:
         demo = args.demo_model or demo_model_path()

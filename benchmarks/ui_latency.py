@@ -38,7 +38,7 @@ def send_key(app, key: str) -> None:
 
 
 async def measure(prompts: int, presses: int) -> None:
-    from tui_batch.backends.base import CallableBackend
+    from tui_batch.core.backend import CallableBackend
     from tui_batch.core.processor import BatchProcessor
     from tui_batch.ui.app import TuiBatchApp
     from tui_batch.ui.screens.results import ResultsScreen

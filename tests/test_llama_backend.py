@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from tui_batch.backends.llama_cpp import LlamaCppBackend, build_messages, default_threads
+from tui_batch.backends.llama_cpp import LlamaCppBackend, build_messages
 from tui_batch.core import events
 from tui_batch.core.jobs import GenerationSettings, JobStatus, Prompt
 from tui_batch.core.processor import BatchProcessor
@@ -18,7 +18,7 @@ SETTINGS = GenerationSettings(max_tokens=16, temperature=0.0, n_ctx=512, n_threa
 @pytest.fixture(scope="module")
 def backend(demo_model):
     backend = LlamaCppBackend(demo_model)
-    backend.load(SETTINGS)
+    backend.open(SETTINGS)
     yield backend
     backend.close()
 
@@ -101,7 +101,7 @@ def test_system_prompts_per_prompt_win_over_the_job_one():
         {"role": "user", "content": "q"},
     ]
     assert build_messages(Prompt("q", messages=chat), None) == chat
-    assert 1 <= default_threads() <= 8
+    assert 1 <= GenerationSettings().effective_threads <= 8
 
 
 def test_a_file_that_is_not_a_model_is_a_model_error(tmp_path):
@@ -110,4 +110,4 @@ def test_a_file_that_is_not_a_model_is_a_model_error(tmp_path):
     bad = tmp_path / "broken.gguf"
     bad.write_bytes(b"GGUF" + b"\0" * 64)
     with pytest.raises(ModelError, match="Cannot load model"):
-        LlamaCppBackend(bad).load(SETTINGS)
+        LlamaCppBackend(bad).open(SETTINGS)

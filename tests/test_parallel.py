@@ -23,7 +23,7 @@ SETTINGS = GenerationSettings(max_tokens=32, temperature=0.0, n_ctx=1024, n_thre
 def run(backend, prompts, settings=SETTINGS, **kwargs):
     processor = BatchProcessor()
     job = processor.create_job("demo", prompts, settings=settings)
-    backend.load(settings)
+    backend.open(settings)
     try:
         return job, processor.process_batch(job, backend, **kwargs)
     finally:

@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-from tui_batch.backends.base import Backend, Completion, Task
 from tui_batch.core import events
+from tui_batch.core.backend import Backend, Completion, Task
 from tui_batch.core.errors import SettingsError
 from tui_batch.core.jobs import JobStatus
 from tui_batch.core.processor import BatchProcessor
@@ -126,7 +126,7 @@ def test_threshold_strategy_stops_at_n_failures(tmp_path):
 def test_bad_error_strategy_is_refused(tmp_path, bad):
     processor = BatchProcessor(tmp_path)
     job = processor.create_job("m", ["a"])
-    with pytest.raises(SettingsError, match="Invalid error strategy"):
+    with pytest.raises(SettingsError, match="Error strategy: .* is not one of"):
         processor.process_batch(job, str.upper, error_strategy=bad)
 
 
@@ -250,19 +250,53 @@ def test_pause_holds_the_run_until_cleared(tmp_path):
     assert statuses == [JobStatus.RUNNING, JobStatus.PAUSED, JobStatus.RUNNING, JobStatus.COMPLETED]
 
 
-def test_a_crashing_backend_keeps_finished_results(tmp_path):
-    class Exploding(OutOfOrderBackend):
+def test_a_step_that_raises_fails_the_prompts_in_it_and_the_job_goes_on(tmp_path):
+    class ExplodingOnce(OutOfOrderBackend):
+        exploded = False
+
         def step(self):
-            if len(self.submitted) > 5:
+            if len(self.submitted) > 5 and not self.exploded:
+                self.exploded = True
                 raise MemoryError("out of memory")
             return super().step()
 
     processor = BatchProcessor(tmp_path)
     job = processor.create_job("m", prompts(10), checkpoint_every=100)
-    with pytest.raises(MemoryError):
-        processor.process_batch(job, Exploding())
+    results = processor.process_batch(job, ExplodingOnce())
+    failed = [r for r in results if not r.success]
+    assert len(results) == 10 and failed
+    assert all(r.error_message == "MemoryError: out of memory" for r in failed)
+    assert job.status is JobStatus.COMPLETED
+
+
+def test_a_prompt_whose_submit_raises_fails_alone(tmp_path):
+    class Picky(OutOfOrderBackend):
+        def submit(self, task):
+            if task.index == 2:
+                raise TypeError("'<' not supported between instances of 'NoneType' and 'int'")
+            super().submit(task)
+
+    processor = BatchProcessor(tmp_path)
+    job = processor.create_job("m", prompts(5), retries=2)
+    results = processor.process_batch(job, Picky())
+    assert [r.success for r in results] == [True, True, False, True, True]
+    assert results[2].error_message.startswith("TypeError: '<' not supported")
+    assert results[2].attempts == 1  # running it again cannot help
+
+
+def test_an_interrupted_backend_keeps_finished_results(tmp_path):
+    class Interrupted(OutOfOrderBackend):
+        def step(self):
+            if len(self.submitted) > 5:
+                raise KeyboardInterrupt
+            return super().step()
+
+    processor = BatchProcessor(tmp_path)
+    job = processor.create_job("m", prompts(10), checkpoint_every=100)
+    with pytest.raises(KeyboardInterrupt):
+        processor.process_batch(job, Interrupted())
     loaded, saved = processor.load_checkpoint(job.checkpoint_file)
-    assert loaded.status is JobStatus.FAILED
+    assert loaded.status is JobStatus.CANCELLED
     assert len(saved) == loaded.done > 0
 
 

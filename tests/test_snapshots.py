@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tui_batch.backends.base import CallableBackend
+from tui_batch.core.backend import CallableBackend
 from tui_batch.core.processor import BatchProcessor
 from tui_batch.ui.app import TuiBatchApp
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import sqlite3
 import stat
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -101,14 +102,16 @@ def test_list_checkpoints_reports_unreadable_files_and_never_crashes(tmp_path):
     other.execute("CREATE TABLE t (x)")
     other.close()
     entries = processor.list_checkpoints()
-    assert [e["job_id"] for e in entries] == [good.job_id]
-    assert entries[0]["total_prompts"] == 2 and entries[0]["model_id"] == "m"
-    assert sorted(p.name for p, _ in processor.unreadable_checkpoints) == [
+    assert [e.job_id for e in entries] == [good.job_id]
+    assert entries[0].total_prompts == 2 and entries[0].model_id == "m"
+    assert entries[0].status is JobStatus.PENDING and not entries[0].finished
+    unreadable = processor.unreadable_checkpoints
+    assert sorted(Path(u.checkpoint_file).name for u in unreadable) == [
         "batch_empty.db",
         "batch_garbage.db",
         "batch_other.db",
     ]
-    assert all(reason for _, reason in processor.unreadable_checkpoints)
+    assert all(u.unreadable for u in unreadable)
 
 
 def test_loading_a_damaged_checkpoint_is_a_checkpoint_error(tmp_path):

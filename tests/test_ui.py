@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tui_batch.backends.base import CallableBackend
+from tui_batch.core.backend import CallableBackend
 from tui_batch.core.export import CSV_COLUMNS
 from tui_batch.core.jobs import JobStatus
 from tui_batch.core.processor import BatchProcessor
@@ -81,7 +81,7 @@ async def test_whole_job_on_the_real_model_by_keys(tmp_path):
         assert len(setup.current_prompts().prompts) == 7
         await type_into(pilot, "#max_tokens", "64")
         await type_into(pilot, "#n_ctx", "512")
-        await type_into(pilot, "#threads", "1")
+        await type_into(pilot, "#n_threads", "1")
         await pilot.press("ctrl+r")
         await wait_until(pilot, lambda: isinstance(app.screen, ProgressScreen))
         run = app.run_state
@@ -102,7 +102,7 @@ async def test_whole_job_on_the_real_model_by_keys(tmp_path):
         await pilot.press("ctrl+b")
         assert isinstance(app.screen, CheckpointsScreen)
         entry = app.screen.selected()
-        assert entry["job_id"] == job_id and entry["status"] == "cancelled"
+        assert entry.job_id == job_id and entry.status.value == "cancelled"
         await pilot.press("r")  # resume; the failure may not have happened yet
         if isinstance(app.screen, ConfirmScreen) or app.screen.__class__.__name__ == "ResumeScreen":
             await pilot.press("n")
@@ -241,10 +241,10 @@ async def test_checkpoint_browser_flags_unreadable_filters_sorts_and_deletes(tmp
         screen = app.screen
         table = screen.query_one("#checkpoints")
         assert table.row_count == 3
-        flagged = [e for e in screen.entries if "unreadable" in e]
-        assert flagged and flagged[0]["job_id"] == "batch_junk.db"
+        flagged = [e for e in screen.entries if e.unreadable]
+        assert flagged and flagged[0].job_id == "junk"
         await pilot.press("slash", *"beta")
-        assert table.row_count == 1 and screen.selected()["job_id"] == "job-beta"
+        assert table.row_count == 1 and screen.selected().job_id == "job-beta"
         await pilot.press("escape", "s")
         assert "sorted by job id" in str(screen.query_one("#checkpoint-info").visual)
         await pilot.press("d")
@@ -255,7 +255,7 @@ async def test_checkpoint_browser_flags_unreadable_filters_sorts_and_deletes(tmp
         await pilot.press("slash", "ctrl+a", "backspace", "backspace", "backspace", "backspace")
         app.screen.query_one("#filter").value = ""
         await pilot.press("escape")
-        assert [e["job_id"] for e in app.screen.entries] == ["job-alpha", "batch_junk.db"]
+        assert [e.job_id for e in app.screen.entries] == ["job-alpha", "junk"]
 
 
 async def test_help_palette_and_bad_input_do_not_crash(tmp_path):

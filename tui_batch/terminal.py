@@ -1,7 +1,8 @@
-"""What the CLI shows on a terminal: the progress line, tables, and Ctrl+C handling."""
+"""What the CLI shows on a terminal: the progress line, tables, and stop signals."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import time
@@ -9,25 +10,45 @@ from typing import Any, TextIO
 
 from tui_batch.core.progress import ProgressUpdate, format_progress_line
 
+# Signals that ask a run to stop: Ctrl+C, `kill`/process managers/`timeout`, a closed
+# terminal. Each is handled alike; the exit status says which came (128 + its number).
+STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
 
-class cancel_on_sigint:
-    """First Ctrl+C: stop after the current step and save. A second one: stop at once."""
+
+class cancel_on_signals:
+    """The first stop signal: stop after the current step and save. A second one: stop
+    at once (finished results are still saved). `received` is the first signal's number."""
 
     def __init__(self, cancel: threading.Event, err: TextIO) -> None:
         self.cancel = cancel
         self.err = err
+        self.received: int | None = None
+        self.previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.cancel.is_set():
             raise KeyboardInterrupt
+        self.received = signum
         self.cancel.set()
-        print("\nStopping after the current step (Ctrl+C again to stop at once)...", file=self.err)
+        name = "Ctrl+C" if signum == signal.SIGINT else signal.Signals(signum).name
+        # After SIGHUP the terminal may be gone: then stop quietly.
+        with contextlib.suppress(OSError, ValueError):
+            print(
+                f"\n{name}: stopping after the current step (again to stop at once)...",
+                file=self.err,
+                flush=True,
+            )
 
-    def __enter__(self) -> None:
-        self.previous = signal.signal(signal.SIGINT, self._handle)
+    def __enter__(self) -> cancel_on_signals:
+        for signum in STOP_SIGNALS:
+            self.previous[signum] = signal.signal(signum, self._handle)
+        return self
 
     def __exit__(self, *exc_info: object) -> None:
-        signal.signal(signal.SIGINT, self.previous)
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
 
 
 class ProgressPrinter:

@@ -1,5 +1,4 @@
-"""Backends turn prompts into responses. `llama_cpp` is imported only when used."""
+"""Backends turn prompts into responses (the protocol is `tui_batch.core.backend`).
 
-from tui_batch.backends.base import Backend, CallableBackend, Completion, Task, TokenSink
-
-__all__ = ["Backend", "CallableBackend", "Completion", "Task", "TokenSink"]
+`llama_cpp` is imported only when used; `factory` makes the backend a job needs.
+"""

@@ -7,31 +7,17 @@ cancel takes effect mid-generation and a UI can show the text as it comes.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tui_batch.backends.base import Backend, Completion, Task, TokenSink, describe_error
+from tui_batch.core.backend import Backend, Completion, Task, TokenSink, describe_error
 from tui_batch.core.errors import ModelError
 from tui_batch.core.jobs import BatchJob, GenerationSettings, Prompt
 
 _CONTEXT_OVERFLOW = re.compile(r"Requested tokens \((\d+)\) exceed context window of (\d+)")
-
-
-def default_threads() -> int:
-    """Threads for llama.cpp: half the usable CPUs (about the physical cores), 1 to 8.
-
-    More threads than physical cores, or sharing cores with other load, makes llama.cpp's
-    spin-waiting threads much slower, not faster; `--threads` overrides this.
-    """
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count() or 2
-    return max(1, min(8, usable // 2))
 
 
 def import_llama_cpp() -> Any:
@@ -45,7 +31,7 @@ def import_llama_cpp() -> Any:
 
 def load_key(settings: GenerationSettings) -> tuple[int, tuple[Any, ...]]:
     """The threads to use, and what a loaded model must match to be reused."""
-    threads = settings.n_threads or default_threads()
+    threads = settings.effective_threads
     return threads, (settings.n_ctx, threads, settings.n_gpu_layers)
 
 
@@ -107,12 +93,11 @@ class LlamaCppBackend(Backend):
         self.settings = GenerationSettings()
         self.on_token: TokenSink | None = None
 
-    def open(self, job: BatchJob, on_token: TokenSink | None = None) -> None:
-        self.on_token = on_token
+    def begin(self, job: BatchJob, on_token: TokenSink | None = None) -> None:
         self.settings = job.settings
-        self.load(job.settings)
+        super().begin(job, on_token)
 
-    def load(self, settings: GenerationSettings) -> None:
+    def open(self, settings: GenerationSettings) -> None:
         """Load the model for these settings, unless it is loaded with them already."""
         threads, key = load_key(settings)
         if self._llama is not None and key == self._load_key:

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tui_batch.backends.base import Backend, Completion, Task, TokenSink
-from tui_batch.backends.factory import MAX_PARALLEL
 from tui_batch.backends.llama_cpp import build_messages, import_llama_cpp, load_key
+from tui_batch.core.backend import Backend, Completion, Task, TokenSink
 from tui_batch.core.errors import ModelError
-from tui_batch.core.jobs import BatchJob, GenerationSettings
+from tui_batch.core.jobs import BatchJob, GenerationSettings, Prompt
+from tui_batch.core.settings import MAX_PARALLEL
 
 # What create_chat_completion uses unless told otherwise.
 TOP_K, MIN_P, TYPICAL_P, PENALTY_LAST_N = 40, 0.05, 1.0, 64
@@ -62,7 +62,7 @@ class ParallelLlamaBackend(Backend):
 
     def __init__(self, model_path: str | Path, parallel: int) -> None:
         if not 1 <= parallel <= MAX_PARALLEL:
-            raise ModelError(f"--parallel must be 0 to {MAX_PARALLEL}, got {parallel}")
+            raise ModelError(f"Parallel: must be 1 to {MAX_PARALLEL} here, got {parallel}")
         self.model_path = Path(model_path)
         self.capacity = parallel
         self._load_key: tuple[Any, ...] | None = None
@@ -77,14 +77,13 @@ class ParallelLlamaBackend(Backend):
 
     # Loading ------------------------------------------------------------------------
 
-    def open(self, job: BatchJob, on_token: TokenSink | None = None) -> None:
-        self.on_token = on_token
+    def begin(self, job: BatchJob, on_token: TokenSink | None = None) -> None:
         self.settings = job.settings
-        self.load(job.settings)
+        super().begin(job, on_token)
         self._prefix = self._shared_prefix(job.settings.system_prompt)
         self._prefix_ready = False
 
-    def load(self, settings: GenerationSettings) -> None:
+    def open(self, settings: GenerationSettings) -> None:
         threads, key = load_key(settings)
         if self._ctx is not None and key == self._load_key:
             return
@@ -152,8 +151,6 @@ class ParallelLlamaBackend(Backend):
     def _shared_prefix(self, system_prompt: str | None) -> list[int]:
         """The tokens every prompt of the job starts with: the chat template's opening
         and the job's system prompt. Found by formatting two different one-line chats."""
-        from tui_batch.core.jobs import Prompt
-
         first, _ = self._tokens(build_messages(Prompt("a"), system_prompt))
         second, _ = self._tokens(build_messages(Prompt("b"), system_prompt))
         length = 0

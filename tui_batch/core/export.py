@@ -1,8 +1,11 @@
 """Exports: JSON (detailed), CSV (the guide's columns) and JSONL (OpenAI batch output).
 
-Every export is written to a temporary file beside the target and renamed over it, so a
-crash never leaves a half-written file where a finished one was expected. Like the
-checkpoints they come from, exports are created readable by their owner only.
+Every export is written to a scratch file beside the target and renamed over it, so a
+crash never leaves a half-written file where a finished one was expected (and the next
+export there removes the scratch file a killed one left). Like the checkpoints they come
+from, exports are created readable by their owner only. An export never replaces what
+is not a regular file (a device, a FIFO, a folder), nor a file it must not destroy: the
+prompts it came from, or a checkpoint (`check_output_path`).
 """
 
 from __future__ import annotations
@@ -10,13 +13,14 @@ from __future__ import annotations
 import csv
 import json
 import os
-import tempfile
+import stat
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 from tui_batch.core.errors import ExportError
 from tui_batch.core.jobs import BatchJob, BatchResult
+from tui_batch.core.scratch import remove_stale, scratch_file
 
 EXPORT_FORMATS = ("json", "csv", "jsonl")
 CSV_COLUMNS = (
@@ -29,8 +33,12 @@ CSV_COLUMNS = (
     "duration",
     "error",
 )
-# A cell starting with one of these runs as a formula in Excel, LibreOffice and Sheets.
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+# A cell starting with one of these runs as a formula in Excel, LibreOffice or Sheets
+# (OWASP's list: = + - @, tab and carriage return), or with their full-width forms,
+# which some spreadsheets fold to them. Leading spaces and control characters are
+# skipped by some spreadsheets before they look, so they are skipped here too.
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+_SKIPPED_BEFORE_FORMULA = "".join(chr(c) for c in range(0x20)) + " \u00a0\u3000"
 
 
 def format_for_path(path: str | Path, default: str = "json") -> str:
@@ -67,10 +75,11 @@ def export_results(
     }
     if format not in writers:
         raise ExportError(f"Unknown export format {format!r} (use {', '.join(EXPORT_FORMATS)})")
-    path = Path(output_file).expanduser()
+    path = check_output_path(output_file)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        remove_stale(path.parent, path.name)
+        fd, temp_name = scratch_file(path)
     except OSError as exc:
         raise ExportError(f"Cannot write {path}: {exc.strerror}") from None
     try:
@@ -81,8 +90,49 @@ def export_results(
         Path(temp_name).unlink(missing_ok=True)
         if isinstance(exc, OSError):
             raise ExportError(f"Cannot write {path}: {exc.strerror}") from None
+        if isinstance(exc, UnicodeEncodeError):
+            raise ExportError(f"Cannot write {path}: text that is not valid Unicode") from None
         raise
     return path
+
+
+def check_output_path(output_file: str | Path, protected: Sequence[str | Path] = ()) -> Path:
+    """The output path, if results may be written there; else an ExportError.
+
+    Refused: a path that exists and is not a regular file (a folder, `/dev/null`, a
+    FIFO), a path that is one of `protected` (the prompts file, say) or lies in a
+    protected folder (the checkpoints), and a SQLite database anywhere (a checkpoint).
+    """
+    path = Path(output_file).expanduser()
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        info = None
+    except OSError as exc:
+        raise ExportError(f"Cannot write results to {path}: {exc.strerror}") from None
+    if info is not None and stat.S_ISDIR(info.st_mode):
+        raise ExportError(f"Output path is a folder: {path}")
+    if info is not None and not stat.S_ISREG(info.st_mode):
+        raise ExportError(f"Output path is not a regular file (a device or a pipe?): {path}")
+    resolved = path.resolve()
+    for guarded in protected:
+        guarded = Path(guarded).resolve()
+        if resolved == guarded or (guarded.is_dir() and guarded in resolved.parents):
+            raise ExportError(f"Output path {path} would overwrite {guarded}: choose another")
+        if info is not None and guarded.exists() and os.path.samefile(resolved, guarded):
+            raise ExportError(f"Output path {path} is the same file as {guarded}: choose another")
+    if info is not None and _is_database(path):
+        raise ExportError(f"Output path is a database (a checkpoint?): {path}; choose another")
+    return path
+
+
+def _is_database(path: Path) -> bool:
+    """A SQLite file, a checkpoint or another: results never replace one."""
+    try:
+        with open(path, "rb") as stream:
+            return stream.read(16) == b"SQLite format 3\x00"
+    except OSError:
+        return False
 
 
 def _write_json(out: IO[str], job: BatchJob, results: Sequence[BatchResult]) -> None:
@@ -96,7 +146,7 @@ def _write_json(out: IO[str], job: BatchJob, results: Sequence[BatchResult]) -> 
 
 
 def _guard(value: str, neutralise: bool) -> str:
-    if neutralise and value.startswith(FORMULA_PREFIXES):
+    if neutralise and value.lstrip(_SKIPPED_BEFORE_FORMULA).startswith(FORMULA_PREFIXES):
         return "'" + value
     return value
 

@@ -9,8 +9,26 @@ from enum import Enum
 from typing import Any
 
 from tui_batch.core.errors import CheckpointError, SettingsError
+from tui_batch.core.settings import (
+    ErrorStrategy,
+    GenerationSettings,
+    JobOptions,
+    check_request_options,
+)
 
-JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+__all__ = [
+    "BatchJob",
+    "BatchResult",
+    "ErrorStrategy",
+    "GenerationSettings",
+    "JobOptions",
+    "JobStatus",
+    "Prompt",
+    "utc_now",
+    "validate_job_id",
+]
+
+JOB_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 
 def utc_now() -> str:
@@ -20,7 +38,7 @@ def utc_now() -> str:
 
 def validate_job_id(job_id: str) -> str:
     """Return `job_id` if it is safe to use in a file name, else raise CheckpointError."""
-    if not isinstance(job_id, str) or not JOB_ID_PATTERN.match(job_id):
+    if not isinstance(job_id, str) or not JOB_ID_PATTERN.fullmatch(job_id):
         raise CheckpointError(
             f"Invalid job id {job_id!r}: use letters, digits, '-' and '_' only (at most 64)"
         )
@@ -69,68 +87,36 @@ class Prompt:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | str) -> Prompt:
+        """A prompt as `to_dict` wrote it; anything else is a CheckpointError."""
         if isinstance(data, str):
             return cls(text=data)
+        if not isinstance(data, dict) or not isinstance(data.get("text"), str):
+            raise CheckpointError("a prompt record has no text")
+        for name in ("custom_id", "system"):
+            if not isinstance(data.get(name), (str, type(None))):
+                raise CheckpointError(f"a prompt's {name} is not text")
+        messages = data.get("messages")
+        if messages is not None and not (
+            isinstance(messages, list)
+            and all(
+                isinstance(m, dict) and isinstance(m.get("role"), str) and "content" in m
+                for m in messages
+            )
+        ):
+            raise CheckpointError("a prompt's messages are not a list of chat messages")
+        line = data.get("line")
+        try:
+            options = check_request_options(data.get("options") or {})
+        except SettingsError as exc:
+            raise CheckpointError(f"a prompt's options: {exc}") from None
         return cls(
             text=data["text"],
             custom_id=data.get("custom_id"),
             system=data.get("system"),
-            messages=data.get("messages"),
-            options=data.get("options") or {},
-            line=data.get("line"),
+            messages=messages,
+            options=options,
+            line=line if isinstance(line, int) and not isinstance(line, bool) else None,
         )
-
-
-@dataclass(slots=True)
-class GenerationSettings:
-    """How the model generates. `None` means the backend's default."""
-
-    max_tokens: int = 256
-    temperature: float = 0.0
-    top_p: float = 0.95
-    seed: int | None = None
-    stop: list[str] = field(default_factory=list)
-    system_prompt: str | None = None
-    n_ctx: int = 2048
-    n_threads: int | None = None
-    n_gpu_layers: int = 0
-    parallel: int = 0  # prompts decoded together; 0: one at a time, streamed
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> GenerationSettings:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-
-@dataclass(frozen=True, slots=True)
-class ErrorStrategy:
-    """What to do when a prompt fails: `continue`, `stop`, or `threshold:N`."""
-
-    kind: str = "continue"
-    threshold: int = 0
-
-    @classmethod
-    def parse(cls, text: str) -> ErrorStrategy:
-        text = (text or "continue").strip().lower()
-        if text in ("continue", "stop"):
-            return cls(text)
-        if text.startswith("threshold:"):
-            count = text.partition(":")[2]
-            if count.isdigit() and int(count) > 0:
-                return cls("threshold", int(count))
-        raise SettingsError(
-            f"Invalid error strategy {text!r}: use continue, stop or threshold:N (N >= 1)"
-        )
-
-    def should_stop(self, failed: int) -> bool:
-        if self.kind == "stop":
-            return failed > 0
-        if self.kind == "threshold":
-            return failed >= self.threshold
-        return False
-
-    def __str__(self) -> str:
-        return f"threshold:{self.threshold}" if self.kind == "threshold" else self.kind
 
 
 @dataclass(slots=True)
@@ -190,11 +176,19 @@ class BatchJob:
         validate_job_id(self.job_id)
         self.status = JobStatus(self.status)
         self.total_prompts = len(self.prompts)
-        ErrorStrategy.parse(self.error_strategy)
-        if self.checkpoint_every < 1:
-            raise SettingsError("checkpoint_every must be at least 1")
-        if self.retries < 0:
-            raise SettingsError("retries must be 0 or more")
+        if not isinstance(self.settings, GenerationSettings):
+            raise TypeError("settings must be GenerationSettings")
+        options = JobOptions(
+            self.error_strategy, self.retries, self.retry_backoff, self.checkpoint_every
+        )
+        self.error_strategy = options.error_strategy
+        self.retry_backoff = options.retry_backoff
+
+    @property
+    def options(self) -> JobOptions:
+        return JobOptions(
+            self.error_strategy, self.retries, self.retry_backoff, self.checkpoint_every
+        )
 
     @property
     def done(self) -> int:
@@ -211,8 +205,53 @@ class BatchJob:
         return data
 
     @classmethod
-    def from_header(cls, header: dict[str, Any], prompts: list[Prompt]) -> BatchJob:
+    def from_header(cls, header: Any, prompts: list[Prompt]) -> BatchJob:
+        """A job from a checkpoint's header; a damaged header is a CheckpointError."""
+        if not isinstance(header, dict):
+            raise CheckpointError(f"job record is not an object but {type(header).__name__}")
+        for key in ("job_id", "model_id", "status"):
+            if key not in header:
+                raise CheckpointError(f"job record has no {key!r}")
+        for key, kinds in _HEADER_TYPES.items():
+            value = header.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, kinds)):
+                raise CheckpointError(f"job record: {key!r} has a wrong value {value!r:.60}")
+        for key in _HEADER_DATES:
+            value = header.get(key)
+            if value is not None:
+                try:
+                    datetime.fromisoformat(value)
+                except ValueError:
+                    raise CheckpointError(
+                        f"job record: {key!r} is not a date: {value!r:.60}"
+                    ) from None
+        if header["status"] not in {s.value for s in JobStatus}:
+            raise CheckpointError(f"job record: unknown status {header['status']!r:.60}")
         known = {f.name for f in fields(cls)} - {"prompts", "total_prompts"}
-        values = {k: v for k, v in header.items() if k in known}
-        values["settings"] = GenerationSettings.from_dict(header.get("settings") or {})
-        return cls(prompts=prompts, **values)
+        values = {k: v for k, v in header.items() if k in known and v is not None}
+        try:
+            values["settings"] = GenerationSettings.from_dict(header.get("settings") or {})
+            return cls(prompts=prompts, **values)
+        except SettingsError as exc:
+            raise CheckpointError(f"job record: {exc}") from None
+
+
+_HEADER_TYPES: dict[str, type | tuple[type, ...]] = {
+    "job_id": str,
+    "model_id": str,
+    "status": str,
+    "completed": int,
+    "failed": int,
+    "total_prompts": int,
+    "model_path": str,
+    "source_file": str,
+    "output_file": str,
+    "output_format": str,
+    "checkpoint_file": str,
+    "error_strategy": str,
+    "retries": int,
+    "retry_backoff": (int, float),
+    "checkpoint_every": int,
+    **dict.fromkeys(("started_at", "completed_at", "created_at", "updated_at"), str),
+}
+_HEADER_DATES = ("started_at", "completed_at", "created_at", "updated_at")

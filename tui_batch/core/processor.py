@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import threading
 import time
@@ -11,22 +12,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tui_batch.backends.base import Backend, CallableBackend, Completion, Task
 from tui_batch.core import events
-from tui_batch.core.export import export_results
-from tui_batch.core.jobs import (
-    BatchJob,
-    BatchResult,
-    ErrorStrategy,
-    GenerationSettings,
-    JobStatus,
-    Prompt,
-    utc_now,
-)
+from tui_batch.core.backend import Backend, CallableBackend, Completion, Task, describe_error
+from tui_batch.core.errors import CheckpointError
+from tui_batch.core.export import check_output_path, export_results
+from tui_batch.core.jobs import BatchJob, BatchResult, JobStatus, Prompt, utc_now
 from tui_batch.core.paths import checkpoint_dir as default_checkpoint_dir
 from tui_batch.core.progress import ProgressTracker, ProgressUpdate
 from tui_batch.core.prompts import load_prompt_file
-from tui_batch.core.store import CheckpointStore, CheckpointWriter
+from tui_batch.core.settings import ErrorStrategy, GenerationSettings, JobOptions
+from tui_batch.core.store import CheckpointStore, CheckpointWriter, JobLock, JobSummary
 
 ProgressCallback = Callable[[ProgressUpdate], None]
 EventCallback = Callable[[events.BatchEvent], None]
@@ -50,7 +45,7 @@ class BatchProcessor:
         self.clock = clock
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else default_checkpoint_dir()
         self.store = CheckpointStore(self.checkpoint_dir)
-        self.unreadable_checkpoints: list[tuple[Path, str]] = []
+        self.unreadable_checkpoints: list[JobSummary] = []
 
     def load_prompts_from_file(self, file_path: str | Path) -> list[Prompt]:
         """Prompts from a .txt, .json, .jsonl or .csv file (see `core.prompts`)."""
@@ -68,8 +63,11 @@ class BatchProcessor:
         """A new pending job, saved at once so it can be resumed from its first prompt.
 
         `options` are further BatchJob fields: error_strategy, retries, retry_backoff,
-        checkpoint_every, model_path, source_file, output_file, output_format.
+        checkpoint_every (or all four as `options=JobOptions(...)`), model_path,
+        source_file, output_file, output_format. Nothing is left behind on failure.
         """
+        if isinstance(options.get("options"), JobOptions):
+            options.update(options.pop("options").to_dict())
         job = BatchJob(
             job_id=self._new_job_id() if job_id is None else job_id,
             model_id=model_id,
@@ -91,18 +89,19 @@ class BatchProcessor:
         """Load a checkpoint by job id; an id that is not a plain name is an error."""
         return self.store.load_job(job_id)
 
-    def job_summary(self, job_id: str) -> dict[str, Any]:
-        """A job's header without its prompts or results (for a quick look at any size)."""
-        return self.store.load_header(job_id)
+    def job_summary(self, job_id: str) -> JobSummary:
+        """A job's summary without its prompts or results (a quick look at any size)."""
+        return self.store.summary(job_id)
 
-    def list_checkpoints(self) -> list[dict[str, Any]]:
+    def list_checkpoints(self) -> list[JobSummary]:
         """Summaries of every readable checkpoint, newest first.
 
-        Unreadable files are skipped and left in `self.unreadable_checkpoints`.
+        Unreadable files are skipped and left in `self.unreadable_checkpoints`, each
+        with the reason in its `unreadable` field.
         """
-        listing = self.store.scan()
-        self.unreadable_checkpoints = listing.unreadable
-        return listing.entries
+        summaries = self.store.scan()
+        self.unreadable_checkpoints = [s for s in summaries if s.unreadable]
+        return [s for s in summaries if not s.unreadable]
 
     def delete_checkpoint(self, job_id: str) -> None:
         """Delete a job's checkpoint; refused while the job runs."""
@@ -120,6 +119,8 @@ class BatchProcessor:
         format: str = "json",
         **options: Any,
     ) -> Path:
+        """Write `results` (see `core.export`); never over a checkpoint of this processor."""
+        check_output_path(output_file, protected=[self.checkpoint_dir])
         return export_results(job, results, output_file, format, **options)
 
     def process_batch(
@@ -133,20 +134,35 @@ class BatchProcessor:
         pause_event: threading.Event | None = None,
         retry_failed: bool = False,
         on_event: EventCallback | None = None,
+        previous: Sequence[BatchResult] | None = None,
+        lock: JobLock | None = None,
     ) -> list[BatchResult]:
         """Run every prompt of `job` that has no result yet; return all results by index.
 
         `execute_fn` is the guide's function of one prompt, or a Backend that may hold
         several prompts in flight. Setting `cancel_event` stops after the current step;
         setting `pause_event` holds the run until it is cleared. Either way, and on any
-        error, every finished result is saved before this returns or raises. A Backend
-        passed in stays open (its model loaded) for the caller to reuse or close.
+        error, every finished result is saved before this returns or raises. A prompt
+        whose processing raises fails alone; the job goes on.
+
+        The run takes the job's lock (one run of a job at a time), and reads the job's
+        results so far from its checkpoint; a caller that holds the lock already passes
+        it as `lock`, with the results it read under it as `previous`.
+
+        A Backend passed in is begun and ended here, never closed: whoever made it
+        closes it. With nothing left to run it is not even opened, and the job is just
+        finished.
         """
         backend = execute_fn if isinstance(execute_fn, Backend) else CallableBackend(execute_fn)
         if error_strategy is not None:
             job.error_strategy = str(ErrorStrategy.parse(error_strategy))
+        if previous is not None and (lock is None or not lock.covers(job.job_id)):
+            raise ValueError("previous results must come with the job's lock held")
         run = _Run(self, job, backend, progress_callback, on_event, cancel_event, pause_event)
-        return run.execute(retry_failed)
+        if lock is not None and lock.covers(job.job_id):
+            return run.execute(retry_failed, previous)
+        with self.store.lock(job.job_id):
+            return run.execute(retry_failed, previous)
 
     def _new_job_id(self) -> str:
         while True:
@@ -182,38 +198,47 @@ class _Run:
         self.started: dict[int, tuple[float, str, int]] = {}
         self.retry_queue: list[tuple[float, int, int]] = []
 
-    def execute(self, retry_failed: bool) -> list[BatchResult]:
-        job = self.job
-        with self.store.lock(job.job_id):
-            return self._execute_locked(retry_failed)
-
-    def _execute_locked(self, retry_failed: bool) -> list[BatchResult]:
+    def execute(
+        self, retry_failed: bool, previous: Sequence[BatchResult] | None
+    ) -> list[BatchResult]:
+        """The run, with the job's lock held."""
         job = self.job
         writer = self.store.writer(job)
         try:
-            self._load_previous(writer, retry_failed)
+            self._load_previous(writer, retry_failed, previous)
             pending = deque(i for i in range(job.total_prompts) if i not in self.results)
             self.tracker = ProgressTracker(job.total_prompts, job.completed, job.failed, self.clock)
-            self.backend.open(job, self._token if self.on_event else None)
-            try:
-                status, reason = self._loop(writer, pending)
-            finally:
-                self.backend.abort()
+            if pending:
+                self.backend.begin(job, self._token if self.on_event else None)
+                try:
+                    status, reason = self._loop(writer, pending)
+                finally:
+                    self.backend.end()
+            else:
+                status, reason = JobStatus.COMPLETED, None
             self._finish(writer, status, reason)
         except BaseException as exc:
-            # A crash of the backend or a KeyboardInterrupt: keep what finished.
+            # A crash of the backend or the disk, or a KeyboardInterrupt: keep what finished.
             if job.status in (JobStatus.RUNNING, JobStatus.PAUSED):
                 interrupted = isinstance(exc, KeyboardInterrupt)
                 job.status = JobStatus.CANCELLED if interrupted else JobStatus.FAILED
-            writer.commit(job, self.unsaved)
+            # If the disk failed before it fails again: then the last commit stands.
+            with contextlib.suppress(CheckpointError):
+                writer.commit(job, self.unsaved)
             raise
         finally:
             writer.close()
         return [self.results[i] for i in sorted(self.results)]
 
-    def _load_previous(self, writer: CheckpointWriter, retry_failed: bool) -> None:
+    def _load_previous(
+        self,
+        writer: CheckpointWriter,
+        retry_failed: bool,
+        previous: Sequence[BatchResult] | None,
+    ) -> None:
         job = self.job
-        _, previous = self.store.load(writer.path)
+        if previous is None:
+            _, previous = self.store.load(writer.path)
         self.results = {r.prompt_index: r for r in previous}
         if retry_failed:
             failed = [i for i, r in self.results.items() if not r.success]
@@ -234,13 +259,22 @@ class _Run:
             if self.pause.is_set():
                 self._wait_while_paused(writer)
                 continue
+            broken: list[Completion] = []
             while backend.in_flight < backend.capacity:
                 task = self._next_task(pending)
                 if task is None:
                     break
                 self.started[task.index] = (self.clock(), utc_now(), task.attempt)
-                backend.submit(task)
                 self._emit(events.PromptStarted(task.index, task.attempt))
+                try:
+                    backend.submit(task)
+                except Exception as exc:  # noqa: BLE001 - one prompt's failure is its own
+                    broken.append(
+                        Completion(task.index, error=describe_error(exc), retryable=False)
+                    )
+            failed = [self._record(writer, completion) for completion in broken]
+            if any(failed) and self.strategy.should_stop(job.failed):
+                return JobStatus.FAILED, f"error strategy {self.strategy} reached"
             if backend.in_flight == 0:
                 if not self.retry_queue:
                     return JobStatus.COMPLETED, None
@@ -248,15 +282,24 @@ class _Run:
                     min(IDLE_POLL * 4, max(0.0, self.retry_queue[0][0] - time.monotonic()))
                 )
                 continue
-            for completion in backend.step():
-                result = self._complete(completion)
-                if result is None:
-                    continue
-                if len(self.unsaved) >= job.checkpoint_every:
-                    writer.commit(job, self.unsaved)
-                    self.unsaved = []
-                if not result.success and self.strategy.should_stop(job.failed):
-                    return JobStatus.FAILED, f"error strategy {self.strategy} reached"
+            try:
+                finished = backend.step()
+            except Exception as exc:  # noqa: BLE001 - a broken step fails what was in it
+                error = describe_error(exc)
+                finished = [Completion(i, error=error, finish_reason=None) for i in backend.abort()]
+            failed = [self._record(writer, completion) for completion in finished]
+            if any(failed) and self.strategy.should_stop(job.failed):
+                return JobStatus.FAILED, f"error strategy {self.strategy} reached"
+
+    def _record(self, writer: CheckpointWriter, completion: Completion) -> bool:
+        """Record a completion; True when it is a final failure."""
+        result = self._complete(completion)
+        if result is None:
+            return False
+        if len(self.unsaved) >= self.job.checkpoint_every:
+            writer.commit(self.job, self.unsaved)
+            self.unsaved = []
+        return not result.success
 
     def _next_task(self, pending: deque[int]) -> Task | None:
         if self.retry_queue and self.retry_queue[0][0] <= time.monotonic():

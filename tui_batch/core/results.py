@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tui_batch.core.errors import CheckpointError
-from tui_batch.core.jobs import BatchResult
-from tui_batch.core.store import RESULT_COLUMNS, connect_read_only
+from tui_batch.core.jobs import BatchResult, Prompt
+from tui_batch.core.store import RESULT_COLUMNS, connect_read_only, result_from_row
 
 FILTERS = ("all", "failed", "succeeded")
 _WHERE = {"all": "1", "failed": "r.success = 0", "succeeded": "r.success = 1"}
@@ -62,15 +62,12 @@ class ResultsView:
             list(indices),
         ).fetchall()
         by_index = {}
-        for row in rows:
-            values = dict(zip(RESULT_COLUMNS, row[:-1], strict=True))
-            values["success"] = bool(values["success"])
-            prompt = json.loads(row[-1])
-            by_index[values["prompt_index"]] = BatchResult(
-                prompt=prompt["text"],
-                custom_id=prompt.get("custom_id") or f"request-{values['prompt_index']}",
-                **values,
-            )
+        try:
+            for row in rows:
+                result = result_from_row(row[:-1], Prompt.from_dict(json.loads(row[-1])))
+                by_index[result.prompt_index] = result
+        except (ValueError, RecursionError, CheckpointError) as exc:
+            raise CheckpointError(f"Unreadable checkpoint {self.path}: {exc}") from None
         return [by_index[i] for i in indices if i in by_index]
 
     def close(self) -> None:

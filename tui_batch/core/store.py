@@ -5,6 +5,11 @@ SQLite in WAL mode gives the promises the engine makes: a commit is atomic, so a
 checkpoint inserts only the new result rows, so its cost does not grow with the job.
 `synchronous=NORMAL` keeps commits cheap; it is durable against a process crash, and on
 power loss may lose the last commits but never corrupts the file.
+
+A new checkpoint is written whole to a temporary file and linked into place, so a crash
+while creating a job leaves no job rather than half of one. Everything read back is
+checked (`BatchJob.from_header`, `Prompt.from_dict`, `result_from_row`): a damaged file
+is a CheckpointError naming it, never a crash, and a listing flags it and goes on.
 """
 
 from __future__ import annotations
@@ -12,14 +17,22 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator
-from contextlib import closing, contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import closing, contextmanager, suppress
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from tui_batch.core.errors import CheckpointError
-from tui_batch.core.jobs import BatchJob, BatchResult, Prompt, utc_now, validate_job_id
+from tui_batch.core.jobs import (
+    BatchJob,
+    BatchResult,
+    JobStatus,
+    Prompt,
+    utc_now,
+    validate_job_id,
+)
+from tui_batch.core.scratch import remove_stale, scratch_file
 
 SCHEMA_VERSION = 1
 CHECKPOINT_PREFIX = "batch_"
@@ -61,12 +74,57 @@ _INSERT_RESULT = (
 )
 
 
-@dataclass(slots=True)
-class CheckpointListing:
-    """What a scan of the checkpoint directory found: readable entries and the rest."""
+_LINK_EXTRAS = ("", "-wal", "-shm")
 
-    entries: list[dict[str, Any]] = field(default_factory=list)
-    unreadable: list[tuple[Path, str]] = field(default_factory=list)
+
+@dataclass(frozen=True, slots=True)
+class JobSummary:
+    """One checkpoint as a listing shows it, read from its header alone.
+
+    `unreadable` holds why a damaged file could not be read; its other fields are empty.
+    """
+
+    job_id: str
+    checkpoint_file: str
+    model_id: str = ""
+    status: JobStatus = JobStatus.PENDING
+    total_prompts: int = 0
+    completed: int = 0
+    failed: int = 0
+    created_at: str | None = None
+    updated_at: str | None = None
+    size_bytes: int = 0
+    unreadable: str | None = None
+
+    @property
+    def done(self) -> int:
+        return self.completed + self.failed
+
+    @property
+    def finished(self) -> bool:
+        """Every prompt has a result (some may have failed)."""
+        return self.done >= self.total_prompts
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["status"] = self.status.value
+        return data
+
+
+def result_from_row(values: Sequence[Any], prompt: Prompt) -> BatchResult:
+    """A result from a `results` row (RESULT_COLUMNS, in order) and its prompt."""
+    row = dict(zip(RESULT_COLUMNS, values, strict=True))
+    for key in ("prompt_index", "tokens_input", "tokens_output", "attempts"):
+        if not isinstance(row[key], int):
+            raise CheckpointError(f"a result has a wrong {key}: {row[key]!r:.40}")
+    if not isinstance(row["response_text"], str) or not isinstance(row["duration"], (int, float)):
+        raise CheckpointError(f"result {row['prompt_index']} is damaged")
+    for key in ("error_message", "finish_reason", "started_at", "completed_at"):
+        if row[key] is not None and not isinstance(row[key], str):
+            raise CheckpointError(f"result {row['prompt_index']} has a wrong {key}")
+    row["success"] = bool(row["success"])
+    index = row["prompt_index"]
+    return BatchResult(prompt=prompt.text, custom_id=prompt.custom_id or f"request-{index}", **row)
 
 
 def _result_row(result: BatchResult) -> tuple[Any, ...]:
@@ -86,22 +144,61 @@ def _result_row(result: BatchResult) -> tuple[Any, ...]:
 
 
 def connect_read_only(path: Path) -> sqlite3.Connection:
-    """A read-only connection; safe beside a writer (WAL readers never block it)."""
-    connection = sqlite3.connect(
-        f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False
-    )
-    connection.execute("PRAGMA busy_timeout=5000")
+    """A read-only connection; safe beside a writer (WAL readers never block it).
+
+    In a folder this process may not write (a backup, a read-only mount) SQLite cannot
+    make the WAL index a reader needs; the file is then opened as immutable, which is
+    right there: nobody can be writing it.
+    """
+    uri = path.resolve().as_uri()
+    try:
+        connection = sqlite3.connect(
+            f"{uri}?mode=ro", uri=True, check_same_thread=False, isolation_level=None
+        )
+        connection.execute("PRAGMA busy_timeout=5000")
+        connection.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+    except sqlite3.OperationalError:
+        if os.access(path.parent, os.W_OK):
+            raise
+        connection = sqlite3.connect(
+            f"{uri}?immutable=1", uri=True, check_same_thread=False, isolation_level=None
+        )
     return connection
 
 
-def _connect(path: Path, read_only: bool = False) -> sqlite3.Connection:
-    if read_only:
-        return connect_read_only(path)
+@contextmanager
+def read_snapshot(connection: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """Every read inside sees one state of the file, however a writer moves on."""
+    connection.execute("BEGIN")
+    try:
+        yield connection
+    finally:
+        connection.execute("COMMIT")
+
+
+def _connect(path: Path) -> sqlite3.Connection:
     connection = sqlite3.connect(path, isolation_level=None)
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=NORMAL")
     connection.execute("PRAGMA busy_timeout=5000")
     return connection
+
+
+def _storage_error(action: str, path: Path, exc: BaseException) -> CheckpointError:
+    cause = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return CheckpointError(f"Cannot {action} {path}: {cause}")
+
+
+@dataclass(slots=True)
+class JobLock:
+    """A job's run lock, held until its `with` block ends (`CheckpointStore.lock`)."""
+
+    job_id: str
+    checkpoint: Path
+    released: bool = False
+
+    def covers(self, job_id: str) -> bool:
+        return not self.released and job_id == self.job_id
 
 
 class CheckpointStore:
@@ -116,44 +213,81 @@ class CheckpointStore:
     def exists(self, job_id: str) -> bool:
         return self.path_for(job_id).exists()
 
-    def create(self, job: BatchJob) -> Path:
-        """Write a new checkpoint holding the job and its prompts, readable by the owner only."""
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path = self.path_for(job.job_id)
+    def check_writable(self, job_id: str | None = None) -> None:
+        """Raise a CheckpointError now if checkpoints (or this job's) cannot be written,
+        before a model is loaded for nothing."""
         try:
-            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd, probe = scratch_file(self.directory / "probe")
+            os.close(fd)
+            probe.unlink()
+            if job_id is not None and self.exists(job_id):
+                os.close(os.open(self.path_for(job_id), os.O_RDWR))
+        except OSError as exc:
+            where = self.path_for(job_id) if job_id and self.exists(job_id) else self.directory
+            raise _storage_error("write checkpoints in", where, exc) from None
+
+    def create(self, job: BatchJob) -> Path:
+        """Write a new checkpoint holding the job and its prompts, readable by the owner only.
+
+        It is built in a scratch file and linked into place only when whole.
+        """
+        path = self.path_for(job.job_id)
+        if path.exists():
+            raise CheckpointError(f"A checkpoint for job {job.job_id} already exists: {path}")
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            remove_stale(self.directory)
+            fd, scratch = scratch_file(path)
+            os.close(fd)
+        except OSError as exc:
+            raise _storage_error("create a checkpoint in", self.directory, exc) from None
+        job.checkpoint_file = str(path)
+        try:
+            with closing(sqlite3.connect(scratch, isolation_level=None)) as connection:
+                connection.executescript(f"BEGIN;{_SCHEMA}")
+                connection.execute(
+                    "INSERT INTO job (id, header) VALUES (1, ?)", (_header_json(job),)
+                )
+                connection.executemany(
+                    "INSERT INTO prompts (idx, data) VALUES (?, ?)",
+                    (
+                        (i, json.dumps(p.to_dict(), ensure_ascii=False))
+                        for i, p in enumerate(job.prompts)
+                    ),
+                )
+                connection.execute("COMMIT")
+            os.link(scratch, path)  # fails if the job exists: never replaces one
         except FileExistsError:
             raise CheckpointError(
                 f"A checkpoint for job {job.job_id} already exists: {path}"
             ) from None
-        job.checkpoint_file = str(path)
-        with closing(_connect(path)) as connection:
-            connection.executescript(f"BEGIN;{_SCHEMA}")
-            connection.execute("INSERT INTO job (id, header) VALUES (1, ?)", (_header_json(job),))
-            connection.executemany(
-                "INSERT INTO prompts (idx, data) VALUES (?, ?)",
-                (
-                    (i, json.dumps(p.to_dict(), ensure_ascii=False))
-                    for i, p in enumerate(job.prompts)
-                ),
-            )
-            connection.execute("COMMIT")
+        except (sqlite3.Error, OSError, UnicodeEncodeError) as exc:
+            raise _storage_error("create checkpoint", path, exc) from None
+        finally:
+            for extra in ("", "-journal"):
+                Path(f"{scratch}{extra}").unlink(missing_ok=True)
         return path
 
     @contextmanager
-    def lock(self, job_id: str) -> Iterator[None]:
-        """Hold the job's run lock: two processes never run the same job at once.
+    def lock(self, job_id: str) -> Iterator[JobLock]:
+        """Hold the job's run lock: two runs never run the same job at once.
 
         An advisory `flock` on a side file, which the OS releases when the holder dies,
-        so a `kill -9` never leaves a job locked. (No-op where `fcntl` is missing.)
+        so a `kill -9` never leaves a job locked. The lock yielded may be handed to
+        `BatchProcessor.process_batch(lock=...)`, which then runs under it. (No flock
+        where `fcntl` is missing.)
         """
         try:
             import fcntl
         except ImportError:
-            yield
+            yield JobLock(job_id, self.path_for(job_id))
             return
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(f"{self.path_for(job_id)}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(f"{self.path_for(job_id)}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+        except OSError as exc:
+            raise _storage_error("lock job in", self.directory, exc) from None
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -161,7 +295,11 @@ class CheckpointStore:
                 raise CheckpointError(
                     f"Job {job_id} is already running in another process"
                 ) from None
-            yield
+            held = JobLock(job_id, self.path_for(job_id))
+            try:
+                yield held
+            finally:
+                held.released = True
         finally:
             os.close(fd)
 
@@ -178,46 +316,44 @@ class CheckpointStore:
         return writer.path
 
     def load(self, path: str | Path) -> tuple[BatchJob, list[BatchResult]]:
-        """Read a checkpoint file back into a job and its results, ordered by prompt index."""
+        """Read a checkpoint file back into a job and its results, ordered by prompt index.
+
+        One read transaction: a job being written meanwhile is read as it was at one
+        commit, its header's counts matching its results.
+        """
         path = Path(path)
         if not path.is_file():
             raise CheckpointError(f"Checkpoint not found: {path}")
         try:
-            with closing(_connect(path, read_only=True)) as connection:
-                header = _read_header(connection, path)
-                prompts = [
-                    Prompt.from_dict(json.loads(data))
-                    for (data,) in connection.execute("SELECT data FROM prompts ORDER BY idx")
+            with closing(connect_read_only(path)) as connection, read_snapshot(connection):
+                header = _read_header(connection)
+                prompts = []
+                for index, data in connection.execute("SELECT idx, data FROM prompts ORDER BY idx"):
+                    if index != len(prompts):
+                        raise CheckpointError(f"prompt {len(prompts)} is missing")
+                    prompts.append(Prompt.from_dict(json.loads(data)))
+                job = BatchJob.from_header(header, prompts)
+                results = [
+                    result_from_row(row, prompts[row[0]])
+                    for row in connection.execute(
+                        f"SELECT {', '.join(RESULT_COLUMNS)} FROM results ORDER BY prompt_index"
+                    )
+                    if _in_range(row[0], len(prompts))
                 ]
-                rows = connection.execute(
-                    f"SELECT {', '.join(RESULT_COLUMNS)} FROM results ORDER BY prompt_index"
-                ).fetchall()
-        except (sqlite3.Error, ValueError, KeyError, TypeError) as exc:
+        except (sqlite3.Error, ValueError, TypeError, RecursionError, CheckpointError) as exc:
             raise CheckpointError(f"Unreadable checkpoint {path}: {exc}") from None
-        job = BatchJob.from_header(header, prompts)
         job.checkpoint_file = str(path)
-        results = []
-        for row in rows:
-            values = dict(zip(RESULT_COLUMNS, row, strict=True))
-            values["success"] = bool(values["success"])
-            index = values["prompt_index"]
-            results.append(
-                BatchResult(prompt=prompts[index].text, custom_id=job.custom_id(index), **values)
-            )
         return job, results
 
-    def load_header(self, job_id: str) -> dict[str, Any]:
-        """A job's header (everything but prompts and results): quick at any size."""
+    def summary(self, job_id: str) -> JobSummary:
+        """A job's summary from its header alone: quick at any size."""
         path = self.path_for(job_id)
         if not path.exists():
             raise CheckpointError(f"No checkpoint for job {job_id} in {self.directory}")
-        try:
-            with closing(_connect(path, read_only=True)) as connection:
-                header = _read_header(connection, path)
-        except (sqlite3.Error, ValueError) as exc:
-            raise CheckpointError(f"Unreadable checkpoint {path}: {exc}") from None
-        header["checkpoint_file"] = str(path)
-        return header
+        summary = self._summarise(path)
+        if summary.unreadable:
+            raise CheckpointError(f"Unreadable checkpoint {path}: {summary.unreadable}")
+        return summary
 
     def load_job(self, job_id: str) -> tuple[BatchJob, list[BatchResult]]:
         path = self.path_for(job_id)
@@ -228,8 +364,7 @@ class CheckpointStore:
     def delete(self, job_id: str) -> None:
         path = self.path_for(job_id)
         with self.lock(job_id):
-            for extra in ("", "-wal", "-shm", ".lock"):
-                Path(f"{path}{extra}").unlink(missing_ok=True)
+            _unlink_all(path)
 
     def delete_file(self, path: Path) -> None:
         """Delete a checkpoint file by path; only files of this directory's pattern."""
@@ -238,42 +373,54 @@ class CheckpointStore:
             path.name.startswith(CHECKPOINT_PREFIX) and path.name.endswith(CHECKPOINT_SUFFIX)
         ):
             raise CheckpointError(f"Not a checkpoint of {self.directory}: {path}")
-        for extra in ("", "-wal", "-shm", ".lock"):
-            Path(f"{path}{extra}").unlink(missing_ok=True)
+        _unlink_all(path)
 
-    def scan(self) -> CheckpointListing:
-        """Summaries of every checkpoint; unreadable files are reported, not raised."""
-        listing = CheckpointListing()
+    def is_checkpoint(self, path: Path) -> bool:
+        """Whether `path` is (or is a side file of) a checkpoint in this directory."""
+        path = Path(path)
+        try:
+            if path.parent.resolve() != self.directory.resolve():
+                return False
+        except OSError:
+            return False
+        return path.name.startswith(CHECKPOINT_PREFIX) and CHECKPOINT_SUFFIX in path.name
+
+    def scan(self) -> list[JobSummary]:
+        """Summaries of every checkpoint, newest first, then the unreadable ones flagged."""
         if not self.directory.is_dir():
-            return listing
-        for path in sorted(self.directory.glob(f"{CHECKPOINT_PREFIX}*{CHECKPOINT_SUFFIX}")):
-            try:
-                with closing(_connect(path, read_only=True)) as connection:
-                    header = _read_header(connection, path)
-            except (sqlite3.Error, ValueError, KeyError, TypeError, CheckpointError) as exc:
-                listing.unreadable.append((path, str(exc)))
-                continue
-            size = sum(
-                Path(f"{path}{extra}").stat().st_size
-                for extra in ("", "-wal")
-                if Path(f"{path}{extra}").exists()
-            )
-            listing.entries.append(
-                {
-                    "job_id": header["job_id"],
-                    "model_id": header["model_id"],
-                    "status": header["status"],
-                    "total_prompts": header["total_prompts"],
-                    "completed": header["completed"],
-                    "failed": header["failed"],
-                    "checkpoint_file": str(path),
-                    "updated_at": header["updated_at"],
-                    "created_at": header.get("created_at"),
-                    "size_bytes": size,
-                }
-            )
-        listing.entries.sort(key=lambda entry: entry["updated_at"] or "", reverse=True)
-        return listing
+            return []
+        summaries = [
+            self._summarise(path)
+            for path in sorted(self.directory.glob(f"{CHECKPOINT_PREFIX}*{CHECKPOINT_SUFFIX}"))
+        ]
+        summaries.sort(key=lambda s: (s.unreadable is None, s.updated_at or ""), reverse=True)
+        return summaries
+
+    def _summarise(self, path: Path) -> JobSummary:
+        name = path.name[len(CHECKPOINT_PREFIX) : -len(CHECKPOINT_SUFFIX)]
+        try:
+            with closing(connect_read_only(path)) as connection:
+                header = _read_header(connection)
+            job = BatchJob.from_header(header, [])
+        except (sqlite3.Error, ValueError, TypeError, RecursionError, CheckpointError) as exc:
+            return JobSummary(job_id=name, checkpoint_file=str(path), unreadable=str(exc))
+        total = header.get("total_prompts")
+        size = 0
+        for extra in ("", "-wal"):
+            with suppress(OSError):
+                size += Path(f"{path}{extra}").stat().st_size
+        return JobSummary(
+            job_id=job.job_id,
+            checkpoint_file=str(path),
+            model_id=job.model_id,
+            status=job.status,
+            total_prompts=total if isinstance(total, int) else 0,
+            completed=job.completed,
+            failed=job.failed,
+            created_at=job.created_at,
+            updated_at=job.updated_at,
+            size_bytes=size,
+        )
 
 
 class CheckpointWriter:
@@ -281,30 +428,45 @@ class CheckpointWriter:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._connection = _connect(path)
+        try:
+            self._connection = _connect(path)
+        except sqlite3.Error as exc:
+            raise _storage_error("open checkpoint", path, exc) from None
 
     def commit(self, job: BatchJob, results: Iterable[BatchResult]) -> None:
-        """Append `results` and save the job's header in a single transaction."""
+        """Append `results` and save the job's header in a single transaction.
+
+        A failure (disk full, say) rolls back to the last commit and is a CheckpointError
+        naming the file and the cause.
+        """
         job.updated_at = utc_now()
-        connection = self._connection
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            connection.executemany(_INSERT_RESULT, (_result_row(r) for r in results))
-            connection.execute("UPDATE job SET header = ? WHERE id = 1", (_header_json(job),))
-            connection.execute("COMMIT")
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
+        self._transaction(
+            lambda c: c.executemany(_INSERT_RESULT, (_result_row(r) for r in results)), job
+        )
 
     def remove(self, job: BatchJob, indices: Iterable[int]) -> None:
         job.updated_at = utc_now()
-        connection = self._connection
-        connection.execute("BEGIN IMMEDIATE")
-        connection.executemany(
-            "DELETE FROM results WHERE prompt_index = ?", ((i,) for i in indices)
+        self._transaction(
+            lambda c: c.executemany(
+                "DELETE FROM results WHERE prompt_index = ?", ((i,) for i in indices)
+            ),
+            job,
         )
-        connection.execute("UPDATE job SET header = ? WHERE id = 1", (_header_json(job),))
-        connection.execute("COMMIT")
+
+    def _transaction(self, change: Any, job: BatchJob) -> None:
+        connection = self._connection
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                change(connection)
+                connection.execute("UPDATE job SET header = ? WHERE id = 1", (_header_json(job),))
+                connection.execute("COMMIT")
+            except BaseException:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                raise
+        except (sqlite3.Error, UnicodeEncodeError) as exc:
+            raise _storage_error("save checkpoint", self.path, exc) from None
 
     def close(self) -> None:
         self._connection.close()
@@ -316,15 +478,28 @@ class CheckpointWriter:
         self.close()
 
 
+def _in_range(index: Any, count: int) -> bool:
+    if not isinstance(index, int) or not 0 <= index < count:
+        raise CheckpointError(f"a result for prompt {index!r:.20}, which the job does not hold")
+    return True
+
+
+def _unlink_all(path: Path) -> None:
+    for extra in (*_LINK_EXTRAS, ".lock"):
+        Path(f"{path}{extra}").unlink(missing_ok=True)
+
+
 def _header_json(job: BatchJob) -> str:
     return json.dumps(job.header(), ensure_ascii=False)
 
 
-def _read_header(connection: sqlite3.Connection, path: Path) -> dict[str, Any]:
+def _read_header(connection: sqlite3.Connection) -> Any:
     (version,) = connection.execute("PRAGMA user_version").fetchone()
     if version != SCHEMA_VERSION:
-        raise CheckpointError(f"{path}: not a tui-batch checkpoint (format version {version})")
+        raise CheckpointError(f"not a tui-batch checkpoint (format version {version})")
     row = connection.execute("SELECT header FROM job WHERE id = 1").fetchone()
     if row is None:
-        raise CheckpointError(f"{path}: checkpoint has no job record")
+        raise CheckpointError("checkpoint has no job record")
+    if not isinstance(row[0], str):
+        raise CheckpointError("the job record is not text")
     return json.loads(row[0])

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
-from collections.abc import Callable, Sequence
+import signal
+from collections.abc import Callable
 from pathlib import Path
 
 from textual import on, work
@@ -11,23 +14,27 @@ from textual.app import App
 from textual.binding import Binding
 from textual.worker import Worker, WorkerState
 
-from tui_batch.backends.base import Backend
 from tui_batch.backends.factory import backend_for_job
-from tui_batch.core import events
+from tui_batch.core.backend import Backend, describe_error
 from tui_batch.core.errors import TuiBatchError
-from tui_batch.core.jobs import BatchJob, BatchResult
+from tui_batch.core.jobs import BatchJob, JobStatus
 from tui_batch.core.processor import BatchProcessor
 from tui_batch.ui import messages
 from tui_batch.ui.commands import TuiBatchCommands
-from tui_batch.ui.runner import BatchRun
+from tui_batch.ui.run_state import RunState
 from tui_batch.ui.screens.checkpoints import CheckpointsScreen
 from tui_batch.ui.screens.help import HelpScreen
-from tui_batch.ui.screens.modals import ExportScreen, ResumeScreen
+from tui_batch.ui.screens.modals import ExportScreen, QuitScreen, ResumeScreen
 from tui_batch.ui.screens.progress import ProgressScreen
 from tui_batch.ui.screens.results import ResultsScreen
 from tui_batch.ui.screens.setup import SetupScreen
 
 BackendFactory = Callable[[BatchJob], Backend]
+# Signals that stop the dashboard like "stop the job and quit": a process manager's
+# SIGTERM, a closed terminal's SIGHUP. The exit status is 128 + the signal's number.
+STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
 
 
 class TuiBatchApp(App[None]):
@@ -53,74 +60,89 @@ class TuiBatchApp(App[None]):
         self.prompts_file = prompts_file
         self.processor = processor or BatchProcessor()
         self.backend_factory = backend_factory
-        self.run_state: BatchRun | None = None
+        self.run_state: RunState | None = None
+        # True from a job's start until its worker has ended (and saved).
+        self.batch_active = False
+        # Set when the app is to exit once the running job has stopped: the exit status.
+        self.exit_after_job: int | None = None
+        self.stop_requested = False
 
     def on_mount(self) -> None:
         self.push_screen(SetupScreen(self.prompts_file))
+        loop = asyncio.get_running_loop()
+        for signum in STOP_SIGNALS:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(signum, self.stop_and_exit, 128 + signum)
 
     # Running a job -----------------------------------------------------------------
 
-    def start_job(
-        self, job: BatchJob, results: Sequence[BatchResult] = (), retry_failed: bool = False
-    ) -> None:
-        """Run `job` (whose saved `results` are given) in the worker thread; show progress."""
-        if self.run_state is not None and self.run_state.is_active:
+    def start_job(self, job: BatchJob) -> None:
+        """Run a new job in the worker thread and show its progress."""
+        self._start(job, job.job_id, retry_failed=False)
+
+    def start_saved(self, job_id: str, retry_failed: bool) -> None:
+        """Resume a saved job: it is read once, in the worker, not here."""
+        self.notify(f"Loading job {job_id}…")
+        self._start(None, job_id, retry_failed)
+
+    def _start(self, job: BatchJob | None, job_id: str, retry_failed: bool) -> None:
+        if self.batch_active:
             self.notify("A job is already running: cancel it first.", severity="warning")
             return
-        if retry_failed:  # failed prompts are pending again, as the engine will treat them
-            results = [r for r in results if r.success]
-        self.run_state = BatchRun(job, list(results), self.processor.clock)
-        # The job's prompts and results are long-lived and free of reference cycles:
-        # keep them out of full garbage collections (see runner.FREEZE_EVERY).
-        gc.freeze()
-        self.run_batch(self.run_state, retry_failed)
-        self.action_progress()
+        self.batch_active = True
+        self.run_batch(job, job_id, retry_failed)
+        if job is not None:  # a saved job shows its progress once loaded
+            self.action_progress()
 
     @work(
         thread=True, exclusive=True, exit_on_error=False, group="batch", description="Running batch"
     )
-    def run_batch(self, run: BatchRun, retry_failed: bool) -> None:
-        job = run.job
-        backend = self.backend_factory(job)
-        try:
-            self.processor.process_batch(
-                job,
-                backend,
-                cancel_event=run.cancel,
-                pause_event=run.pause,
-                retry_failed=retry_failed,
-                on_event=lambda event: self._forward(run, event),
-            )
-        finally:
-            backend.close()
-            run.finished = True
+    def run_batch(self, job: BatchJob | None, job_id: str, retry_failed: bool) -> None:
+        processor = self.processor
+        with processor.store.lock(job_id) as lock:
+            results = []
+            if job is None:
+                job, results = processor.load_job(job_id)
+            run = RunState(job, results, processor.clock, retry_failed=retry_failed)
+            # The job's prompts and results are long-lived and free of reference cycles:
+            # keep them out of full garbage collections (see run_state.FREEZE_EVERY).
+            gc.freeze()
+            self.call_from_thread(self._show_run, run)
+            with self.backend_factory(job) as backend:
+                processor.process_batch(
+                    job,
+                    backend,
+                    cancel_event=run.cancel,
+                    pause_event=run.pause,
+                    retry_failed=retry_failed,
+                    on_event=run.handle,
+                    previous=results,
+                    lock=lock,
+                )
         self.post_message(messages.JobFinished(job.job_id, job.status, job.completed, job.failed))
 
-    def _forward(self, run: BatchRun, event: events.BatchEvent) -> None:
-        """Worker thread: update the shared state, and tell the UI when it is due."""
-        if not run.handle(event):
-            return
-        job_id = run.job.job_id
-        if isinstance(event, events.JobStateChanged):
-            self.post_message(messages.JobStateChanged(job_id, event.status, event.reason))
-        elif isinstance(event, events.TokensStreamed):
-            self.post_message(messages.TokensStreamed(job_id, event.index))
-        else:
-            self.post_message(messages.ResultFinished(job_id, run.job.done))
+    def _show_run(self, run: RunState) -> None:
+        self.run_state = run
+        if self.stop_requested:
+            run.cancel.set()  # stop was asked for while the job was loading
+        self.action_progress()
 
     @on(Worker.StateChanged)
     def _worker_changed(self, event: Worker.StateChanged) -> None:
-        if event.worker.name != "run_batch" or event.state is not WorkerState.ERROR:
+        if event.worker.name != "run_batch" or not event.worker.is_finished:
             return
-        error = event.worker.error
+        self.batch_active = False
         run = self.run_state
-        text = (
-            str(error) if isinstance(error, TuiBatchError) else f"{type(error).__name__}: {error}"
-        )
         if run is not None:
             run.finished = True
-            run.error = text
-            self.post_message(messages.JobError(run.job.job_id, text))
+        if event.state is WorkerState.ERROR:
+            error = event.worker.error
+            text = str(error) if isinstance(error, TuiBatchError) else describe_error(error)
+            if run is not None:
+                run.error = text
+            self.notify(text, title="Job stopped", severity="error")
+        if self.exit_after_job is not None:
+            self.exit(return_code=self.exit_after_job)
 
     def on_job_finished(self, message: messages.JobFinished) -> None:
         status = message.status.value
@@ -131,8 +153,36 @@ class TuiBatchApp(App[None]):
         )
         self.bell()
 
-    def on_job_error(self, message: messages.JobError) -> None:
-        self.notify(message.error, title=f"Job {message.job_id} stopped", severity="error")
+    def stop_and_exit(self, return_code: int = 0) -> None:
+        """Stop the running job after its current step (it is saved), then exit."""
+        self.exit_after_job = return_code
+        self.stop_requested = True
+        if not self.batch_active:
+            self.exit(return_code=return_code)
+            return
+        if self.run_state is not None:
+            self.run_state.cancel.set()
+            self.run_state.pause.clear()
+        self.notify("Stopping the job: finished results are saved…")
+
+    async def action_quit(self) -> None:
+        """ctrl+q: while a job runs, ask first; the worker must stop before the process
+        can end (it would otherwise run the whole job to the end)."""
+        if not self.batch_active:
+            self.exit()
+            return
+        if self.stop_requested or isinstance(self.screen, QuitScreen):
+            return  # already asked, or on the way out
+
+        def answer(choice: str | None) -> None:
+            if choice == "stop":
+                self.stop_and_exit(0)
+            elif choice == "wait":
+                self.exit_after_job = 0
+                self.notify("tui-batch quits when the job finishes.")
+
+        job_id = self.run_state.job.job_id if self.run_state else "?"
+        self.push_screen(QuitScreen(job_id), answer)
 
     def resume_job(self, job_id: str) -> None:
         """Resume a checkpoint, asking first whether its failed prompts run again too."""
@@ -141,30 +191,21 @@ class TuiBatchApp(App[None]):
         except TuiBatchError as exc:
             self.notify(str(exc), severity="error")
             return
-        done = summary["completed"] + summary["failed"]
-        if summary["failed"] == 0 and done >= summary["total_prompts"]:
+        if summary.failed == 0 and summary.finished and summary.status is JobStatus.COMPLETED:
             self.notify(f"Job {job_id} is finished: nothing to resume.", severity="warning")
             return
 
         def answer(retry_failed: bool | None) -> None:
             if retry_failed is not None:
-                self._start_saved(job_id, retry_failed)
+                self.start_saved(job_id, retry_failed)
 
-        if summary["failed"]:
-            self.push_screen(ResumeScreen(job_id, summary["failed"]), answer)
+        if summary.failed:
+            self.push_screen(ResumeScreen(job_id, summary.failed), answer)
         else:
             answer(False)
 
     def rerun_failed(self, job_id: str) -> None:
-        self._start_saved(job_id, retry_failed=True)
-
-    def _start_saved(self, job_id: str, retry_failed: bool) -> None:
-        try:
-            job, results = self.processor.load_job(job_id)
-        except TuiBatchError as exc:
-            self.notify(str(exc), severity="error")
-            return
-        self.start_job(job, results, retry_failed=retry_failed)
+        self.start_saved(job_id, retry_failed=True)
 
     def export_job(self, job_id: str) -> None:
         """Ask for a format and a path, then export in the background."""

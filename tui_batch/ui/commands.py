@@ -17,19 +17,19 @@ class TuiBatchCommands(Provider):
             ("help: keys", app.action_help, "Every key of every screen"),
         ]
         for entry in app.processor.list_checkpoints()[:50]:
-            job_id = entry["job_id"]
+            job_id = entry.job_id
             commands.append(
                 (
                     f"job: results {job_id}",
                     partial(app.show_results, job_id),
-                    f"{entry['model_id']} · {entry['status']}",
+                    f"{entry.model_id} · {entry.status.value}",
                 )
             )
             commands.append(
                 (
                     f"job: resume {job_id}",
                     partial(app.resume_job, job_id),
-                    f"{entry['completed'] + entry['failed']}/{entry['total_prompts']} done",
+                    f"{entry.done}/{entry.total_prompts} done",
                 )
             )
         return commands

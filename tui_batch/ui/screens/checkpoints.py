@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,16 +14,17 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from tui_batch.core.errors import TuiBatchError
+from tui_batch.core.store import JobSummary
 from tui_batch.ui.screens.modals import ConfirmScreen
 
-SORTS = [
-    ("updated", lambda e: e.get("updated_at") or "", True),
-    ("job id", lambda e: e.get("job_id") or "", False),
-    ("model", lambda e: e.get("model_id") or "", False),
-    ("status", lambda e: e.get("status") or "", False),
-    ("done", lambda e: e.get("completed", 0) + e.get("failed", 0), True),
-    ("failed", lambda e: e.get("failed", 0), True),
-    ("size", lambda e: e.get("size_bytes", 0), True),
+SORTS: list[tuple[str, Callable[[JobSummary], Any], bool]] = [
+    ("updated", lambda e: e.updated_at or "", True),
+    ("job id", lambda e: e.job_id, False),
+    ("model", lambda e: e.model_id, False),
+    ("status", lambda e: e.status.value, False),
+    ("done", lambda e: e.done, True),
+    ("failed", lambda e: e.failed, True),
+    ("size", lambda e: e.size_bytes, True),
 ]
 STATUS_STYLE = {
     "completed": "green",
@@ -55,7 +57,7 @@ class CheckpointsScreen(Screen[None]):
 
     def __init__(self) -> None:
         super().__init__()
-        self.entries: list[dict[str, Any]] = []
+        self.entries: list[JobSummary] = []
         self.sort_index = 0
 
     def compose(self) -> ComposeResult:
@@ -77,11 +79,7 @@ class CheckpointsScreen(Screen[None]):
 
     def reload(self) -> None:
         processor = self.app.processor
-        self.entries = processor.list_checkpoints()
-        self.entries += [
-            {"job_id": path.name, "unreadable": reason, "checkpoint_file": str(path)}
-            for path, reason in processor.unreadable_checkpoints
-        ]
+        self.entries = processor.list_checkpoints() + processor.unreadable_checkpoints
         self._fill()
 
     def _fill(self) -> None:
@@ -90,19 +88,17 @@ class CheckpointsScreen(Screen[None]):
         table.clear()
         needle = self.query_one("#filter", Input).value.strip().lower()
         name, key, reverse = SORTS[self.sort_index]
-        readable = sorted(
-            (e for e in self.entries if "unreadable" not in e), key=key, reverse=reverse
-        )
-        flagged = [e for e in self.entries if "unreadable" in e]
+        readable = sorted((e for e in self.entries if not e.unreadable), key=key, reverse=reverse)
+        flagged = [e for e in self.entries if e.unreadable]
         for entry in readable + flagged:
             haystack = " ".join(
-                str(entry.get(k, "")) for k in ("job_id", "model_id", "status", "unreadable")
+                (entry.job_id, entry.model_id, entry.status.value, entry.unreadable or "")
             ).lower()
             if needle and needle not in haystack:
                 continue
-            table.add_row(*self._cells(entry), key=entry["checkpoint_file"])
-        if selected is not None and selected["checkpoint_file"] in table.rows:
-            table.move_cursor(row=table.get_row_index(selected["checkpoint_file"]))
+            table.add_row(*self._cells(entry), key=entry.checkpoint_file)
+        if selected is not None and selected.checkpoint_file in table.rows:
+            table.move_cursor(row=table.get_row_index(selected.checkpoint_file))
         shown = table.row_count
         flagged_count = len(flagged)
         info = Text(f"{shown} shown of {len(self.entries)} · sorted by {name}")
@@ -112,10 +108,10 @@ class CheckpointsScreen(Screen[None]):
         self._show_reason()
 
     @staticmethod
-    def _cells(entry: dict[str, Any]) -> list[Text]:
-        if "unreadable" in entry:
+    def _cells(entry: JobSummary) -> list[Text]:
+        if entry.unreadable:
             return [
-                Text(entry["job_id"], style="red"),
+                Text(entry.job_id, style="red"),
                 Text("unreadable", style="bold red"),
                 Text("-"),
                 Text("-"),
@@ -123,30 +119,30 @@ class CheckpointsScreen(Screen[None]):
                 Text("-"),
                 Text("-"),
             ]
-        done = entry["completed"] + entry["failed"]
+        status = entry.status.value
         return [
-            Text(entry["job_id"], style="bold"),
-            Text(entry["model_id"]),
-            Text(f"{done}/{entry['total_prompts']}", justify="right"),
-            Text(str(entry["failed"]), style="red" if entry["failed"] else "", justify="right"),
-            Text(entry["status"], style=STATUS_STYLE.get(entry["status"], "")),
-            Text((entry["updated_at"] or "").replace("T", " ").replace("+00:00", " UTC")),
-            Text(format_size(entry.get("size_bytes", 0)), justify="right"),
+            Text(entry.job_id, style="bold"),
+            Text(entry.model_id),
+            Text(f"{entry.done}/{entry.total_prompts}", justify="right"),
+            Text(str(entry.failed), style="red" if entry.failed else "", justify="right"),
+            Text(status, style=STATUS_STYLE.get(status, "")),
+            Text((entry.updated_at or "").replace("T", " ").replace("+00:00", " UTC")),
+            Text(format_size(entry.size_bytes), justify="right"),
         ]
 
-    def selected(self) -> dict[str, Any] | None:
+    def selected(self) -> JobSummary | None:
         table = self.query_one("#checkpoints", DataTable)
         if table.row_count == 0:
             return None
         row_key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
-        return next((e for e in self.entries if e["checkpoint_file"] == row_key.value), None)
+        return next((e for e in self.entries if e.checkpoint_file == row_key.value), None)
 
-    def _readable(self) -> dict[str, Any] | None:
+    def _readable(self) -> JobSummary | None:
         entry = self.selected()
         if entry is None:
             self.notify("No checkpoint selected.", severity="warning")
-        elif "unreadable" in entry:
-            self.notify(f"Unreadable: {entry['unreadable']}", severity="error")
+        elif entry.unreadable:
+            self.notify(f"Unreadable: {entry.unreadable}", severity="error")
             return None
         return entry
 
@@ -154,8 +150,8 @@ class CheckpointsScreen(Screen[None]):
     def _show_reason(self) -> None:
         entry = self.selected()
         info = self.query_one("#checkpoint-info", Static)
-        if entry is not None and "unreadable" in entry:
-            info.update(Text(f"{entry['checkpoint_file']}: {entry['unreadable']}", style="red"))
+        if entry is not None and entry.unreadable:
+            info.update(Text(f"{entry.checkpoint_file}: {entry.unreadable}", style="red"))
 
     @on(DataTable.RowSelected)
     def _row_selected(self) -> None:
@@ -179,17 +175,17 @@ class CheckpointsScreen(Screen[None]):
     def action_resume(self) -> None:
         entry = self._readable()
         if entry is not None:
-            self.app.resume_job(entry["job_id"])
+            self.app.resume_job(entry.job_id)
 
     def action_view(self) -> None:
         entry = self._readable()
         if entry is not None:
-            self.app.show_results(entry["job_id"])
+            self.app.show_results(entry.job_id)
 
     def action_export(self) -> None:
         entry = self._readable()
         if entry is not None:
-            self.app.export_job(entry["job_id"])
+            self.app.export_job(entry.job_id)
 
     def action_delete(self) -> None:
         entry = self.selected()
@@ -200,19 +196,19 @@ class CheckpointsScreen(Screen[None]):
             if not yes:
                 return
             try:
-                if "unreadable" in entry:
-                    self.app.processor.delete_unreadable(Path(entry["checkpoint_file"]))
+                if entry.unreadable:
+                    self.app.processor.delete_unreadable(Path(entry.checkpoint_file))
                 else:
-                    self.app.processor.delete_checkpoint(entry["job_id"])
+                    self.app.processor.delete_checkpoint(entry.job_id)
             except (TuiBatchError, OSError) as exc:
                 self.notify(str(exc), severity="error")
                 return
-            self.notify(f"Deleted {entry['job_id']}.")
+            self.notify(f"Deleted {entry.job_id}.")
             self.reload()
 
         self.app.push_screen(
             ConfirmScreen(
-                f"Delete checkpoint {entry['job_id']}? Its results are lost unless exported."
+                f"Delete checkpoint {entry.job_id}? Its results are lost unless exported."
             ),
             answer,
         )

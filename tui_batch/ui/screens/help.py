@@ -10,8 +10,9 @@ from textual.screen import ModalScreen
 from textual.widgets import Footer, Static
 
 
-def key_table() -> Table:
-    from tui_batch.ui.app import TuiBatchApp
+def key_table(app_bindings: list[Binding]) -> Table:
+    """Every key: the app's (given, so this module need not import the app) and each
+    screen's."""
     from tui_batch.ui.screens.checkpoints import CheckpointsScreen
     from tui_batch.ui.screens.progress import ProgressScreen
     from tui_batch.ui.screens.results import ResultsScreen
@@ -23,7 +24,7 @@ def key_table() -> Table:
     table.add_column("Key", style="bold", no_wrap=True)
     table.add_column("Action")
     sections = [
-        ("Everywhere", TuiBatchApp.BINDINGS),
+        ("Everywhere", app_bindings),
         ("Job setup", SetupScreen.BINDINGS),
         ("Progress", ProgressScreen.BINDINGS),
         ("Checkpoints", CheckpointsScreen.BINDINGS),
@@ -51,5 +52,5 @@ class HelpScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(classes="dialog help"):
-            yield Static(key_table())
+            yield Static(key_table(type(self.app).BINDINGS))
         yield Footer()

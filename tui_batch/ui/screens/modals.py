@@ -1,4 +1,5 @@
-"""Small modal questions: confirm, resume options, export target, file picker, one result."""
+"""Small modal questions: confirm, quit, resume options, export target, file picker, one
+result."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from textual.widgets import DirectoryTree, Footer, Input, Label, Select, Static
 from tui_batch.core.export import EXPORT_FORMATS
 from tui_batch.core.jobs import BatchResult
 from tui_batch.core.prompts import SUPPORTED_EXTENSIONS
-from tui_batch.ui.widgets.literal import literal
+from tui_batch.ui.text import literal
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -68,6 +69,39 @@ class ResumeScreen(ModalScreen[bool | None]):
             )
 
     def action_answer(self, answer: bool | None) -> None:
+        self.dismiss(answer)
+
+
+class QuitScreen(ModalScreen[str | None]):
+    """Quit while a job runs: stop it (saved, resumable) and quit, quit when it finishes,
+    or stay. Escape stays."""
+
+    BINDINGS = [
+        Binding("s", "answer('stop')", "Stop job and quit"),
+        Binding("w", "answer('wait')", "Quit when finished"),
+        Binding("escape,n", "answer(None)", "Keep going"),
+    ]
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__()
+        self.job_id = job_id
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Static(
+                Text(
+                    f"Job {self.job_id} is running. Stop it and quit? Finished results are "
+                    f"saved, and tui-batch resume {self.job_id} goes on from there."
+                ),
+                classes="question",
+            )
+            yield Static(
+                "[b]s[/] stop the job and quit   [b]w[/] quit when it finishes   "
+                "[b]Esc[/] keep going",
+                classes="hint",
+            )
+
+    def action_answer(self, answer: str | None) -> None:
         self.dismiss(answer)
 
 

@@ -11,9 +11,9 @@ from textual.widgets import Footer, Header, ProgressBar, Sparkline, Static
 
 from tui_batch.core.jobs import JobStatus
 from tui_batch.core.progress import format_duration
-from tui_batch.ui.runner import BatchRun
+from tui_batch.ui.run_state import HISTORY_SECONDS, SMOOTHING_SECONDS, RunState
 from tui_batch.ui.screens.modals import ConfirmScreen, ResultScreen
-from tui_batch.ui.widgets.literal import literal, one_line
+from tui_batch.ui.text import literal, one_line
 from tui_batch.ui.widgets.virtual_table import Column, VirtualTable
 
 REFRESH_INTERVAL = 1 / 10
@@ -35,7 +35,7 @@ COLUMNS = [
 ]
 
 
-def status_line(run: BatchRun) -> Text:
+def status_line(run: RunState) -> Text:
     job, update = run.job, run.update
     done = job.done
     total = job.total_prompts
@@ -52,6 +52,17 @@ def status_line(run: BatchRun) -> Text:
     return text
 
 
+def history_label(history: list[float], unit: str) -> Text:
+    """The chart's axis: what it shows, over what time, and its scale."""
+    return Text.assemble(
+        (f"{unit}, {SMOOTHING_SECONDS} s average, last {HISTORY_SECONDS // 60} min", "dim"),
+        ("  now ", "dim"),
+        (f"{history[-1]:.1f}" if history else "0", "bold"),
+        ("  peak ", "dim"),
+        (f"{max(history):.1f}" if history else "0", "bold"),
+    )
+
+
 class ProgressScreen(Screen[None]):
     """Watches `app.run_state`; leaving this screen leaves the job running."""
 
@@ -64,17 +75,17 @@ class ProgressScreen(Screen[None]):
         Binding("escape", "back", "Back"),
     ]
 
-    def __init__(self, run: BatchRun | None = None) -> None:
+    def __init__(self, run: RunState | None = None) -> None:
         super().__init__()
         self.failed_only = False
         self.following = True
         self._seen_version = -1
         self._run = run
-        self._bound_run: BatchRun | None = None
+        self._bound_run: RunState | None = None
         self._shown: dict[str, Text] = {}
 
     @property
-    def run(self) -> BatchRun:
+    def run(self) -> RunState:
         return self.app.run_state or self._run
 
     def compose(self) -> ComposeResult:
@@ -83,6 +94,7 @@ class ProgressScreen(Screen[None]):
         with Horizontal(id="figures"):
             yield ProgressBar(total=1, show_eta=False, id="bar")
             yield Static(id="stats")
+        yield Static(id="history-label")
         yield Sparkline([], id="history")
         yield VirtualTable(COLUMNS, id="prompts")
         yield Static(id="live-title")
@@ -148,10 +160,11 @@ class ProgressScreen(Screen[None]):
             total=max(1, job.total_prompts), progress=job.done
         )
         self._set("#stats", status_line(run))
-        history = run.history() or [0.0]
+        history, unit = run.history()
         sparkline = self.query_one("#history", Sparkline)
         if history != sparkline.data:
             sparkline.data = history
+        self._set("#history-label", history_label(history, unit))
         table = self.query_one("#prompts", VirtualTable)
         if self.failed_only and table.count != len(run.failed):
             self._bind_table()

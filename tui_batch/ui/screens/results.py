@@ -16,10 +16,11 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Static
 
+from tui_batch.core.errors import TuiBatchError
 from tui_batch.core.jobs import BatchResult
 from tui_batch.core.results import ResultsView
 from tui_batch.ui.screens.modals import ResultScreen, result_details
-from tui_batch.ui.widgets.literal import one_line
+from tui_batch.ui.text import one_line
 from tui_batch.ui.widgets.virtual_table import Column, VirtualTable
 
 PAGE = 100
@@ -69,26 +70,33 @@ class ResultsScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.sub_title = f"Results of {self.job_id}"
-        job = self.app.processor.job_summary(self.job_id)
-        self.view = ResultsView(job["checkpoint_file"])
+        try:
+            job = self.app.processor.job_summary(self.job_id)
+            self.view = ResultsView(job.checkpoint_file)
+        except TuiBatchError as exc:
+            self.view = None
+            self.notify(str(exc), title="Cannot open results", severity="error")
+            self.app.pop_screen()
+            return
         self.counts = {name: len(self.view.select(name)) for name in ("all", "failed", "succeeded")}
         self.query_one("#results-title", Static).update(
             Text.assemble(
                 ("Job ", "dim"),
                 (self.job_id, "bold"),
                 ("  model ", "dim"),
-                job["model_id"],
+                job.model_id,
                 ("  status ", "dim"),
-                job["status"],
+                job.status.value,
                 ("  results ", "dim"),
-                f"{self.counts['all']}/{job['total_prompts']}",
+                f"{self.counts['all']}/{job.total_prompts}",
             )
         )
         self.query_one("#results", VirtualTable).focus()
         self._apply()
 
     def on_unmount(self) -> None:
-        self.view.close()
+        if self.view is not None:
+            self.view.close()
 
     def _apply(self) -> None:
         search = self.query_one("#search", Input).value.strip()

