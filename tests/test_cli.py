@@ -175,7 +175,10 @@ def test_bad_prompt_files_exit_2_with_one_line(tmp_path, content, name, expected
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["run", "P", "--error-strategy", "sometimes"], "Error strategy: 'sometimes' is not one of"),
+        (
+            ["run", "P", "--error-strategy", "sometimes"],
+            "Error strategy: 'sometimes' is not one of",
+        ),
         (["run", "P", "--max-tokens", "0"], "Max tokens: must be at least 1, got 0"),
         (["run", "P", "--temperature", "hot"], "Temperature: expected a number, got 'hot'"),
         (["run", "P", "--parallel", "300"], "Parallel: must be at most 255, got 300"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 from conftest import REPO
 
@@ -38,3 +39,30 @@ def test_no_textual_import_statement_in_core():
     for path in (REPO / "tui_batch" / "core").rglob("*.py"):
         text = path.read_text()
         assert "import textual" not in text and "from textual" not in text, path
+
+
+def test_import_contracts_hold():
+    """The layers of pyproject's [tool.importlinter], checked by import-linter itself."""
+    beside = Path(sys.executable).parent / "lint-imports"
+    command = str(beside) if beside.exists() else "lint-imports"
+    done = subprocess.run([command, "--no-cache"], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "3 kept, 0 broken" in done.stdout
+
+
+def test_no_import_cycles():
+    """No module of ours imports, directly or not, one that imports it back: a cycle
+    means two modules share a concept that needs one home."""
+    import grimp
+
+    graph = grimp.build_graph("tui_batch", cache_dir=None)
+    cycles = set()
+    for module in sorted(graph.modules):
+        for imported in graph.find_modules_directly_imported_by(module):
+            # A package's __init__ re-exporting its own submodules is not a cycle.
+            if imported.startswith(f"{module}.") or module.startswith(f"{imported}."):
+                continue
+            if graph.chain_exists(importer=imported, imported=module):
+                chain = graph.find_shortest_chain(importer=imported, imported=module)
+                cycles.add(" -> ".join((module, *chain)))
+    assert not cycles, "\n".join(sorted(cycles))

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
 import os
+import struct
 
 import pytest
 
 from tui_batch.core.errors import ModelError
 from tui_batch.gguf import GGUFError, read_gguf_info
 from tui_batch.models import discover_models, resolve_model
+
+from conftest import run_cli
 
 
 def test_demo_model_metadata(demo_model):
@@ -53,3 +56,45 @@ def test_unknown_models_and_damaged_files(tmp_path, monkeypatch):
         read_gguf_info(junk / "junk.gguf")
     listed = {m.id: m for m in discover_models()}
     assert listed["junk"].gguf is None and "not a GGUF file" in listed["junk"].error
+
+
+def gguf_bytes(*kv: bytes, kv_count: int | None = None) -> bytes:
+    """A GGUF header (version 3, no tensors) with these raw key/value records."""
+    count = len(kv) if kv_count is None else kv_count
+    return b"GGUF" + struct.pack("<IQQ", 3, 0, count) + b"".join(kv)
+
+
+def key(name: str) -> bytes:
+    return struct.pack("<Q", len(name)) + name.encode()
+
+
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        ("huge-key", gguf_bytes(struct.pack("<Q", 2**63) + b"x" * 16)),
+        ("huge-count", gguf_bytes(kv_count=2**64 - 1)),
+        ("huge-array", gguf_bytes(key("a") + struct.pack("<IIQ", 9, 4, 2**64 - 1))),
+        ("deep", gguf_bytes(key("a") + struct.pack("<IIQ", 9, 9, 1) * 5000)),
+        ("long-string-array", gguf_bytes(key("a") + struct.pack("<IIQ", 9, 8, 100) + b"\xff" * 8)),
+        (
+            "dims",
+            gguf_bytes().replace(struct.pack("<IQQ", 3, 0, 0), struct.pack("<IQQ", 3, 1, 0))
+            + key("t")
+            + struct.pack("<I", 2**31),
+        ),
+    ],
+    ids=lambda value: value if isinstance(value, str) else "",
+)
+def test_damaged_gguf_headers_are_listed_as_unreadable_not_raised(
+    tmp_path, monkeypatch, name, data
+):
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / f"{name}.gguf").write_bytes(data)
+    monkeypatch.setenv("TUI_BATCH_MODELS_DIR", str(folder))
+    with pytest.raises(GGUFError, match="damaged GGUF header|past the end"):
+        read_gguf_info(folder / f"{name}.gguf")
+    listed = {m.id: m for m in discover_models()}
+    assert listed[name].gguf is None and listed[name].error
+    done = run_cli("models")
+    assert done.returncode == 0 and name in done.stdout and "unreadable" in done.stdout

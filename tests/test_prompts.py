@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -173,3 +174,147 @@ def test_jsonl_round_trip_is_identity(tmp_path_factory, texts):
         encoding="utf-8",
     )
     assert [p.text for p in load_prompt_file(path).prompts] == texts
+
+
+def openai_line(body: dict, **fields) -> str:
+    return json.dumps(
+        {
+            "custom_id": "r1",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {"messages": [{"role": "user", "content": "hi"}], **body},
+            **fields,
+        }
+    )
+
+
+def test_openai_options_null_means_not_given_and_wrong_types_name_the_line(tmp_path):
+    good = write(
+        tmp_path,
+        "ok.jsonl",
+        openai_line(
+            {"temperature": None, "max_tokens": None, "max_completion_tokens": 8, "stop": None}
+        ),
+    )
+    assert load_prompt_file(good).prompts[0].options == {"max_tokens": 8}
+    for body, message in (
+        ({"max_tokens": "8"}, "Max tokens: expected a whole number, got '8'"),
+        ({"temperature": -1}, "Temperature: must be at least 0.0, got -1"),
+        ({"top_p": "high"}, "Top-p: expected a number, got 'high'"),
+        ({"stop": [1]}, "stop: expected a string or a list of strings"),
+    ):
+        path = write(tmp_path, "bad.jsonl", "\n" + openai_line(body))
+        with pytest.raises(PromptFileError, match=f"bad.jsonl:2: {re.escape(message)}"):
+            load_prompt_file(path)
+
+
+def test_openai_content_as_text_parts_and_checked_url_and_method(tmp_path):
+    parts = {
+        "messages": [
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}],
+            }
+        ]
+    }
+    path = write(tmp_path, "parts.jsonl", openai_line(parts))
+    assert load_prompt_file(path).prompts[0].text == "a\nb"
+    cases = [
+        (openai_line({}, url="/v1/embeddings"), "\"url\" '/v1/embeddings' is not supported"),
+        (openai_line({}, method="GET"), '"method" must be "POST"'),
+        (openai_line({"messages": [{"content": "hi"}]}), 'needs a string "role"'),
+        (
+            openai_line({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}),
+            "other parts (images, audio) are not supported",
+        ),
+    ]
+    for line, message in cases:
+        with pytest.raises(PromptFileError, match=re.escape(message)):
+            load_prompt_file(write(tmp_path, "x.jsonl", line))
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("deep.json", "[" * 100_000 + "]" * 100_000, "deep.json:1: JSON nested too deeply"),
+        ("deep.jsonl", '"a"\n' + "[" * 100_000, "deep.jsonl:2: JSON nested too deeply"),
+        ("big.jsonl", '{"prompt": "x", "id": ' + "9" * 5000 + "}", "big.jsonl:1: invalid JSON"),
+        ("lone.json", '["\\ud800 hi"]', "lone.json: invalid text: a lone surrogate"),
+        ("lone.jsonl", '"ok"\n{"prompt": "\\udfff"}', "lone.jsonl:2: invalid text"),
+        ("quote.csv", 'prompt\nfine\n"open quote\nmore\n', "quote.csv:3: invalid CSV"),
+        ("ids.json", '[{"prompt": "a", "id": [1]}]', "an id must be text or a whole number"),
+    ],
+)
+def test_hostile_files_are_one_line_errors_naming_the_line(tmp_path, name, content, message):
+    with pytest.raises(PromptFileError, match=re.escape(message)):
+        load_prompt_file(write(tmp_path, name, content))
+
+
+def test_csv_cells_over_128_kib_and_multiline_records_load_with_their_first_line(tmp_path):
+    long = "x" * 200_000
+    path = write(tmp_path, "p.csv", f'prompt,{long[:1]}\n"two\nlines",1\nthree,{long}\n')
+    prompts = load_prompt_file(path).prompts
+    assert [(p.text, p.line) for p in prompts] == [("two\nlines", 2), ("three", 4)]
+    header = write(tmp_path, "h.csv", f"{long},prompt\na,b\n")
+    assert load_prompt_file(header).prompts[0].text == "b"
+
+
+def test_cr_only_line_endings_are_lines(tmp_path):
+    path = write(tmp_path, "mac.txt", b"one\rtwo\r\rthree")
+    assert [(p.text, p.line) for p in load_prompt_file(path).prompts] == [
+        ("one", 1),
+        ("two", 2),
+        ("three", 4),
+    ]
+    jsonl = write(tmp_path, "mac.jsonl", b'"a"\r"b"\r\n"c\\u2028d"')
+    assert [p.text for p in load_prompt_file(jsonl).prompts] == ["a", "b", "c\u2028d"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    suffix=st.sampled_from([".txt", ".json", ".jsonl", ".csv"]),
+    data=st.one_of(
+        st.binary(max_size=300),
+        st.text(max_size=300).map(lambda t: t.encode("utf-8", "surrogatepass")),
+        st.recursive(
+            st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=20)),
+            lambda inner: st.one_of(
+                st.lists(inner, max_size=4),
+                st.dictionaries(
+                    st.sampled_from(
+                        [
+                            "prompt",
+                            "id",
+                            "custom_id",
+                            "system",
+                            "body",
+                            "messages",
+                            "role",
+                            "content",
+                            "max_tokens",
+                            "temperature",
+                            "stop",
+                            "url",
+                            "method",
+                            "type",
+                            "text",
+                        ]
+                    ),
+                    inner,
+                    max_size=5,
+                ),
+            ),
+            max_leaves=20,
+        ).map(lambda v: json.dumps(v).encode()),
+    ),
+)
+def test_fuzzed_files_raise_only_prompt_file_errors_naming_the_file(tmp_path_factory, suffix, data):
+    path = tmp_path_factory.mktemp("fuzz") / f"f{suffix}"
+    path.write_bytes(data)
+    try:
+        loaded = load_prompt_file(path)
+    except PromptFileError as exc:
+        assert str(path) in str(exc) and "\n" not in str(exc)
+        return
+    for prompt in loaded.prompts:
+        prompt.text.encode("utf-8")  # every loaded prompt is storable text

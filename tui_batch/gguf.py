@@ -2,10 +2,13 @@
 
 It reads keys and tensor shapes only, never tensor data, so listing a 40 GB model costs
 a few milliseconds. Large arrays (the tokenizer's vocabulary) are skipped, not decoded.
+A header is untrusted: every count and length is bounded by the bytes left in the file,
+and arrays nest at most a few levels, so a damaged file is a GGUFError, never a crash.
 """
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +68,9 @@ FILE_TYPES = {
 }
 # Arrays longer than this are skipped rather than kept (vocabularies, merges).
 _MAX_KEPT_ARRAY = 64
+# GGUF arrays hold scalars or strings; a few levels of nesting is already generous.
+_MAX_DEPTH = 4
+_MAX_DIMS = 8
 
 
 class GGUFError(ValueError):
@@ -98,7 +104,7 @@ def read_gguf_info(path: str | Path) -> GGUFInfo:
     try:
         with open(path, "rb") as stream:
             metadata, parameters = _read_header(stream)
-    except (struct.error, UnicodeDecodeError, MemoryError) as exc:
+    except (struct.error, UnicodeDecodeError, MemoryError, OverflowError, RecursionError) as exc:
         raise GGUFError(f"{path}: damaged GGUF header ({exc})") from None
     architecture = metadata.get("general.architecture")
     file_type = metadata.get("general.file_type")
@@ -115,6 +121,16 @@ def read_gguf_info(path: str | Path) -> GGUFInfo:
     )
 
 
+def _left(stream: BinaryIO) -> int:
+    """Bytes between the read position and the end of the file."""
+    return os.fstat(stream.fileno()).st_size - stream.tell()
+
+
+def _check_count(stream: BinaryIO, count: int, item_size: int, what: str) -> None:
+    if count * item_size > _left(stream):
+        raise GGUFError(f"{stream.name}: damaged GGUF header ({what} {count} past the end)")
+
+
 def _read_header(stream: BinaryIO) -> tuple[dict[str, Any], int]:
     if stream.read(4) != GGUF_MAGIC:
         raise GGUFError(f"{stream.name}: not a GGUF file (bad magic number)")
@@ -122,15 +138,19 @@ def _read_header(stream: BinaryIO) -> tuple[dict[str, Any], int]:
     if version < 2:
         raise GGUFError(f"{stream.name}: GGUF version {version} is too old")
     tensor_count, kv_count = struct.unpack("<QQ", stream.read(16))
+    _check_count(stream, kv_count, 12, "key count")  # a key is at least 12 bytes
     metadata: dict[str, Any] = {}
     for _ in range(kv_count):
         key = _read_string(stream)
         (value_type,) = struct.unpack("<I", stream.read(4))
-        metadata[key] = _read_value(stream, value_type)
+        metadata[key] = _read_value(stream, value_type, 0)
+    _check_count(stream, tensor_count, 24, "tensor count")
     parameters = 0
     for _ in range(tensor_count):
         _read_string(stream)
         (n_dims,) = struct.unpack("<I", stream.read(4))
+        if n_dims > _MAX_DIMS:
+            raise GGUFError(f"{stream.name}: damaged GGUF header (a tensor of {n_dims} dims)")
         dims = struct.unpack(f"<{n_dims}Q", stream.read(8 * n_dims))
         stream.read(12)  # tensor type (u32) and data offset (u64)
         count = 1
@@ -142,30 +162,36 @@ def _read_header(stream: BinaryIO) -> tuple[dict[str, Any], int]:
 
 def _read_string(stream: BinaryIO) -> str:
     (length,) = struct.unpack("<Q", stream.read(8))
+    _check_count(stream, length, 1, "string length")
     data = stream.read(length)
     if len(data) != length:
         raise struct.error("unexpected end of file")
     return data.decode("utf-8")
 
 
-def _read_value(stream: BinaryIO, value_type: int) -> Any:
+def _read_value(stream: BinaryIO, value_type: int, depth: int) -> Any:
     if value_type in _SCALARS:
         fmt = "<" + _SCALARS[value_type]
         return struct.unpack(fmt, stream.read(struct.calcsize(fmt)))[0]
     if value_type == _STRING:
         return _read_string(stream)
     if value_type == _ARRAY:
+        if depth >= _MAX_DEPTH:
+            raise GGUFError(f"{stream.name}: damaged GGUF header (arrays nested too deeply)")
         item_type, count = struct.unpack("<IQ", stream.read(12))
+        item_size = struct.calcsize("<" + _SCALARS[item_type]) if item_type in _SCALARS else 8
+        _check_count(stream, count, item_size, "array length")
         if count <= _MAX_KEPT_ARRAY:
-            return [_read_value(stream, item_type) for _ in range(count)]
+            return [_read_value(stream, item_type, depth + 1) for _ in range(count)]
         if item_type in _SCALARS:
-            stream.seek(struct.calcsize("<" + _SCALARS[item_type]) * count, 1)
+            stream.seek(item_size * count, 1)
         elif item_type == _STRING:
             for _ in range(count):
                 (length,) = struct.unpack("<Q", stream.read(8))
+                _check_count(stream, length, 1, "string length")
                 stream.seek(length, 1)
         else:
             for _ in range(count):
-                _read_value(stream, item_type)
+                _read_value(stream, item_type, depth + 1)
         return None
     raise GGUFError(f"{stream.name}: unknown GGUF value type {value_type}")

@@ -5,17 +5,26 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tui_batch.core.errors import PromptFileError
+from tui_batch.core.errors import PromptFileError, SettingsError
 from tui_batch.core.jobs import Prompt
+from tui_batch.core.settings import check_request_options
 
 SUPPORTED_EXTENSIONS = (".txt", ".json", ".jsonl", ".csv")
 # Per-request overrides an OpenAI Batch API body may carry that we honour.
 REQUEST_OPTIONS = ("max_tokens", "max_completion_tokens", "temperature", "top_p", "seed", "stop")
+# The endpoints a batch request line may name: chat completions, as vLLM and OpenAI spell it.
+CHAT_URLS = ("/v1/chat/completions", "/chat/completions")
+# Lines end with \n, \r\n or a lone \r (old Mac files); never with U+2028 and friends,
+# which a JSON string may hold.
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+# A CSV cell may be as long as the file (a long prompt); the csv module's default is 128 KiB.
+csv.field_size_limit(2**31 - 1)
 
 
 @dataclass(slots=True)
@@ -45,7 +54,10 @@ def load_prompt_file(path: str | Path) -> PromptFile:
         )
     text = _read_text(path)
     parse = {".txt": _parse_txt, ".json": _parse_json, ".jsonl": _parse_jsonl, ".csv": _parse_csv}
-    prompts = list(parse[suffix](text, path))
+    try:
+        prompts = list(parse[suffix](text, path))
+    except RecursionError:
+        raise PromptFileError(f"{path}: nested too deeply to read") from None
     result = PromptFile(path=path, prompts=[], warnings=[])
     _validate(prompts, result)
     if not result.prompts:
@@ -81,10 +93,29 @@ def _read_text(path: Path) -> str:
         ) from None
 
 
+def _where(path: Path, prompt: Prompt) -> str:
+    return f"{path}:{prompt.line}" if prompt.line else str(path)
+
+
+def _check_unicode(prompt: Prompt, path: Path) -> None:
+    """A JSON escape can make a lone surrogate (\\ud800), which is no text at all."""
+    texts = [prompt.text, prompt.system or "", prompt.custom_id or ""]
+    texts += [str(m.get("content", "")) for m in prompt.messages or []]
+    for text in texts:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise PromptFileError(
+                f"{_where(path, prompt)}: invalid text: a lone surrogate "
+                f"({text[exc.start]!r}); not valid Unicode"
+            ) from None
+
+
 def _validate(prompts: list[Prompt], result: PromptFile) -> None:
     first_seen: dict[tuple[str | None, str], int | None] = {}
     ids: dict[str, int | None] = {}
     for prompt in prompts:
+        _check_unicode(prompt, result.path)
         if not prompt.text.strip() and not prompt.messages:
             result.warnings.append(PromptWarning(prompt.line, "empty prompt skipped"))
             continue
@@ -105,9 +136,8 @@ def _validate(prompts: list[Prompt], result: PromptFile) -> None:
 
 
 def _lines(text: str) -> Iterator[tuple[int, str]]:
-    """Numbered lines split on newlines only: a JSON string may hold U+2028 and friends."""
-    for number, line in enumerate(text.split("\n"), start=1):
-        yield number, line.removesuffix("\r")
+    """Numbered lines, split on line breaks only: a JSON string may hold U+2028 and friends."""
+    yield from enumerate(_LINE_BREAK.split(text), start=1)
 
 
 def _parse_txt(text: str, path: Path) -> Iterator[Prompt]:
@@ -123,11 +153,19 @@ def _json_error(path: Path, exc: json.JSONDecodeError, line_offset: int = 0) -> 
     )
 
 
-def _parse_json(text: str, path: Path) -> Iterator[Prompt]:
+def _loads(text: str, path: Path, line_offset: int = 0) -> Any:
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise _json_error(path, exc) from None
+        raise _json_error(path, exc, line_offset) from None
+    except RecursionError:
+        raise PromptFileError(f"{path}:{line_offset + 1}: JSON nested too deeply") from None
+    except ValueError as exc:  # a number too long to convert, say
+        raise PromptFileError(f"{path}:{line_offset + 1}: invalid JSON: {exc}") from None
+
+
+def _parse_json(text: str, path: Path) -> Iterator[Prompt]:
+    data = _loads(text, path)
     if not isinstance(data, list):
         raise PromptFileError(
             f"{path}: expected a JSON array of prompts, got {type(data).__name__}"
@@ -140,32 +178,83 @@ def _parse_jsonl(text: str, path: Path) -> Iterator[Prompt]:
     for number, line in _lines(text):
         if not line.strip():
             continue
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise _json_error(path, exc, line_offset=number - 1) from None
+        item = _loads(line, path, line_offset=number - 1)
         yield _prompt_from_item(item, f"{path}:{number}", line=number)
 
 
 def _parse_csv(text: str, path: Path) -> Iterator[Prompt]:
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    columns = [name.strip().lower() for name in reader.fieldnames or []]
-    if "prompt" not in columns:
-        raise PromptFileError(
-            f"{path}:1: no 'prompt' column (found: {', '.join(columns) or 'nothing'})"
-        )
-    reader.fieldnames = columns
+    stream = io.StringIO(text, newline="")
+    reader = csv.reader(stream, strict=True)
     try:
-        for row in reader:
-            line = reader.line_num
-            yield Prompt(
-                text=(row.get("prompt") or "").strip(),
-                custom_id=(row.get("custom_id") or row.get("id") or "").strip() or None,
-                system=(row.get("system") or "").strip() or None,
-                line=line,
-            )
+        header = next(reader, [])
     except csv.Error as exc:
-        raise PromptFileError(f"{path}:{reader.line_num}: invalid CSV: {exc}") from None
+        raise PromptFileError(f"{path}:1: invalid CSV header: {exc}") from None
+    columns = [name.strip().lower() for name in header]
+    if "prompt" not in columns:
+        shown = ", ".join(c[:40] for c in columns[:20]) or "nothing"
+        raise PromptFileError(f"{path}:1: no 'prompt' column (found: {shown})")
+    position = {
+        name: columns.index(name)
+        for name in ("prompt", "custom_id", "id", "system")
+        if name in columns
+    }
+    while True:
+        start = reader.line_num + 1  # a record may span lines: it is named by its first
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise PromptFileError(f"{path}:{start}: invalid CSV: {exc}") from None
+        if not row:
+            continue
+
+        def cell(name: str, row: list[str] = row) -> str:
+            index = position.get(name)
+            return row[index].strip() if index is not None and index < len(row) else ""
+
+        yield Prompt(
+            text=cell("prompt"),
+            custom_id=cell("custom_id") or cell("id") or None,
+            system=cell("system") or None,
+            line=start,
+        )
+
+
+def _custom_id(value: Any, where: str) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise PromptFileError(f"{where}: an id must be text or a whole number, got {value!r:.40}")
+    text = str(value) if isinstance(value, str) or abs(value) < 10**64 else None
+    if text is None or len(text) > 512:
+        raise PromptFileError(f"{where}: the id is too long (at most 512 characters)")
+    return text
+
+
+def _request_options(options: dict[str, Any], where: str) -> dict[str, Any]:
+    try:
+        return check_request_options(options)
+    except SettingsError as exc:
+        raise PromptFileError(f"{where}: {exc}") from None
+
+
+def _content(message: Any, where: str) -> str:
+    """A chat message's text: a string, or an array of text parts (OpenAI's format)."""
+    if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+        raise PromptFileError(f'{where}: each message needs a string "role" and a "content"')
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(
+        isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
+        for part in content
+    ):
+        return "\n".join(part["text"] for part in content)
+    raise PromptFileError(
+        f'{where}: a message\'s "content" must be a string or a list of text parts '
+        '({"type": "text", "text": ...}); other parts (images, audio) are not supported'
+    )
 
 
 def _prompt_from_item(item: Any, where: str, line: int | None) -> Prompt:
@@ -178,43 +267,43 @@ def _prompt_from_item(item: Any, where: str, line: int | None) -> Prompt:
     text = item.get("prompt")
     if not isinstance(text, str):
         raise PromptFileError(f'{where}: object has no string "prompt" field')
-    custom_id = item.get("custom_id", item.get("id"))
+    custom_id = _custom_id(item.get("custom_id", item.get("id")), where)
     system = item.get("system")
     if system is not None and not isinstance(system, str):
         raise PromptFileError(f'{where}: "system" must be a string')
-    return Prompt(
-        text=text.strip(),
-        custom_id=None if custom_id is None else str(custom_id),
-        system=system,
-        line=line,
-    )
+    return Prompt(text=text.strip(), custom_id=custom_id, system=system, line=line)
 
 
 def _prompt_from_openai_request(item: dict[str, Any], where: str, line: int | None) -> Prompt:
     """An OpenAI Batch API / `vllm run-batch` request line."""
+    method, url = item.get("method", "POST"), item.get("url", CHAT_URLS[0])
+    if not isinstance(method, str) or method.upper() != "POST":
+        raise PromptFileError(f'{where}: "method" must be "POST", got {method!r:.40}')
+    if url not in CHAT_URLS:
+        raise PromptFileError(f'{where}: "url" {url!r:.60} is not supported (only {CHAT_URLS[0]})')
     body = item["body"]
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise PromptFileError(f'{where}: request body has no "messages" list')
+    chat = []
     for message in messages:
-        if not isinstance(message, dict) or not isinstance(message.get("content"), str):
-            raise PromptFileError(f'{where}: each message needs a "role" and a string "content"')
-    system = next((m["content"] for m in messages if m.get("role") == "system"), None)
-    users = [m["content"] for m in messages if m.get("role") == "user"]
+        content = _content(message, where)
+        chat.append({"role": message["role"], "content": content})
+    system = next((m["content"] for m in chat if m["role"] == "system"), None)
+    users = [m["content"] for m in chat if m["role"] == "user"]
     if not users:
         raise PromptFileError(f"{where}: request has no user message")
-    chat = [m for m in messages if m.get("role") != "system"]
+    turns = [m for m in chat if m["role"] != "system"]
     options = {key: body[key] for key in REQUEST_OPTIONS if key in body}
     if "max_completion_tokens" in options:
-        options["max_tokens"] = options.pop("max_completion_tokens")
-    custom_id = item.get("custom_id")
+        tokens = options.pop("max_completion_tokens")
+        if options.get("max_tokens") is None:
+            options["max_tokens"] = tokens
     return Prompt(
         text=users[-1].strip(),
-        custom_id=None if custom_id is None else str(custom_id),
+        custom_id=_custom_id(item.get("custom_id"), where),
         system=system,
-        messages=[{"role": m["role"], "content": m["content"]} for m in chat]
-        if len(chat) > 1
-        else None,
-        options=options,
+        messages=turns if len(turns) > 1 else None,
+        options=_request_options(options, where),
         line=line,
     )
