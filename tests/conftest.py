@@ -31,13 +31,15 @@ def demo_model() -> Path:
     return path
 
 
-def run_cli(*args: str, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess[str]:
-    """`tui-batch ARGS` in a real subprocess, with the test's environment."""
+def run_cli(
+    *args: str, timeout: float = 600, env: dict[str, str] | None = None, **kwargs
+) -> subprocess.CompletedProcess[str]:
+    """`tui-batch ARGS` in a real subprocess, with the test's environment (plus `env`)."""
     return subprocess.run(
         [sys.executable, "-m", "tui_batch", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         **kwargs,
     )

@@ -101,3 +101,33 @@ def test_export_is_atomic_and_leaves_no_temp_files(finished, tmp_path):
     processor.export_results(job, results, target)
     assert json.loads(target.read_text())["summary"]["total"] == 8
     assert [p.name for p in target.parent.iterdir()] == ["out.json"]
+
+
+@pytest.mark.parametrize(
+    "cell",
+    [
+        "=1+1",
+        '\uff1dHYPERLINK("http://x")',  # full-width =
+        "\uff0b1",
+        "\uff0d1",
+        "\uff20SUM(A1)",
+        "\x00=1+1",
+        "\t=1+1",
+        "\r=1+1",
+        " =1+1",
+        "  \u3000@SUM(A1)",
+        "\n-1",
+    ],
+)
+def test_every_formula_prefix_owasp_lists_is_neutralised(cell):
+    from tui_batch.core.export import _guard
+
+    assert _guard(cell, True) == "'" + cell
+    assert _guard(cell, False) == cell
+
+
+@pytest.mark.parametrize("cell", ["plain", " leading space", "1+1", "a=b", "", "\u00e9=x"])
+def test_ordinary_cells_are_left_alone(cell):
+    from tui_batch.core.export import _guard
+
+    assert _guard(cell, True) == cell

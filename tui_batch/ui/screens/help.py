@@ -33,7 +33,12 @@ def key_table(app_bindings: list[Binding]) -> Table:
     ]
     for where, bindings in sections:
         for binding in bindings:
-            if isinstance(binding, Binding) and binding.description:
+            # "app.…" bindings repeat an app key on a screen, to hide it from its footer.
+            if (
+                isinstance(binding, Binding)
+                and binding.description
+                and not binding.action.startswith("app.")
+            ):
                 keys = ", ".join(_key_name(k) for k in binding.key.split(","))
                 table.add_row(where, keys, binding.description)
                 where = ""

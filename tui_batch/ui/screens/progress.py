@@ -70,9 +70,11 @@ class ProgressScreen(Screen[None]):
         Binding("p", "pause", "Pause/resume"),
         Binding("x", "cancel", "Cancel job"),
         Binding("f", "failed_only", "Failed only"),
-        Binding("l", "follow", "Follow running"),
+        Binding("l", "follow", "Follow running", show=False),
         Binding("r", "results", "Results"),
         Binding("escape", "back", "Back"),
+        # Already here: the footer has no room for a key to this screen.
+        Binding("ctrl+g", "app.progress", "Progress", show=False),
     ]
 
     def __init__(self, run: RunState | None = None) -> None:

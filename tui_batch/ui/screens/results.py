@@ -39,12 +39,14 @@ class ResultsScreen(Screen[None]):
     BINDINGS = [
         Binding("a", "show('all')", "All"),
         Binding("f", "show('failed')", "Failed"),
-        Binding("s", "show('succeeded')", "Succeeded"),
+        Binding("s", "show('succeeded')", "Succeeded", show=False),
         Binding("slash", "search", "Search"),
         Binding("c", "copy", "Copy response"),
         Binding("e", "export", "Export"),
         Binding("R", "rerun", "Re-run failed"),
         Binding("escape", "back", "Back"),
+        # The footer has room for the keys of this screen; ctrl+g is in help.
+        Binding("ctrl+g", "app.progress", "Progress", show=False),
     ]
 
     def __init__(self, job_id: str) -> None:

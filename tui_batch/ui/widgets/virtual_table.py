@@ -40,7 +40,7 @@ class VirtualTable(ScrollView, can_focus=True):
         Binding("pagedown", "page(1)", "Page down", show=False),
         Binding("home,g", "jump(0)", "First", show=False),
         Binding("end,G", "jump(-1)", "Last", show=False),
-        Binding("enter", "select", "Open"),
+        Binding("enter", "select", "Open", show=False),  # in help; the footer is full
     ]
     COMPONENT_CLASSES = {"virtual-table--header", "virtual-table--cursor"}
     DEFAULT_CSS = """
