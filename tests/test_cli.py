@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -255,34 +256,66 @@ def test_python_dash_m_and_the_console_script_agree():
     assert version.returncode == 0 and version.stdout.startswith("tui-batch ")
 
 
-def test_the_dashboard_opens_in_a_terminal_with_the_file_loaded():
-    import pty
-    import select
-    import time
+class Dashboard:
+    """`tui-batch PROMPTS` in a real pseudo-terminal, read as a person would see it."""
 
-    main, child = pty.openpty()
-    os.set_inheritable(child, True)
-    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "120", "LINES": "36"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tui_batch", str(EXAMPLES / "batch_prompts.txt")],
-        stdin=child,
-        stdout=child,
-        stderr=child,
-        env=env,
-        close_fds=True,
-    )
-    os.close(child)
-    screen = b""
-    deadline = time.monotonic() + 60
-    try:
-        while b"25 prompts" not in screen and time.monotonic() < deadline:
-            ready, _, _ = select.select([main], [], [], 0.5)
+    def __init__(self, *args: str) -> None:
+        import pty
+
+        self.main, child = pty.openpty()
+        os.set_inheritable(child, True)
+        env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "120", "LINES": "36"}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tui_batch", *args],
+            stdin=child,
+            stdout=child,
+            stderr=child,
+            env=env,
+            close_fds=True,
+        )
+        os.close(child)
+        self.screen = b""
+
+    def wait_for(self, text: bytes, timeout: float = 60) -> None:
+        import select
+        import time
+
+        deadline = time.monotonic() + timeout
+        while text not in self.screen and time.monotonic() < deadline:
+            ready, _, _ = select.select([self.main], [], [], 0.2)
             if ready:
-                screen += os.read(main, 65536)
-        assert b"Job setup" in screen and b"25 prompts" in screen
-        os.write(main, b"\x11")  # ctrl+q
-        assert process.wait(timeout=30) == 0
+                try:
+                    self.screen += os.read(self.main, 65536)
+                except OSError:
+                    break
+        assert text in self.screen, f"{text!r} never appeared"
+
+    def wait_exit(self, timeout: float = 30) -> int:
+        """The exit status, reading the terminal meanwhile (a full pty blocks the app)."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while self.process.poll() is None and time.monotonic() < deadline:
+            with contextlib.suppress(AssertionError):
+                self.wait_for(b"\x00never\x00", timeout=0.2)
+        return self.process.wait(timeout=1)
+
+    def press(self, keys: bytes) -> None:
+        os.write(self.main, keys)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        os.close(self.main)
+
+
+def test_the_dashboard_opens_in_a_terminal_with_the_file_loaded():
+    dashboard = Dashboard(str(EXAMPLES / "batch_prompts.txt"))
+    try:
+        dashboard.wait_for(b"25 prompts")
+        assert b"Job setup" in dashboard.screen
+        dashboard.press(b"\x11")  # ctrl+q
+        assert dashboard.wait_exit(timeout=30) == 0
     finally:
-        if process.poll() is None:
-            process.kill()
-        os.close(main)
+        dashboard.close()

@@ -79,7 +79,7 @@ async def test_whole_job_on_the_real_model_by_keys(tmp_path):
         setup = app.screen
         assert isinstance(setup, SetupScreen)
         assert len(setup.current_prompts().prompts) == 7
-        await type_into(pilot, "#max_tokens", "64")
+        await type_into(pilot, "#max_tokens", "200")  # long enough to cancel midway
         await type_into(pilot, "#n_ctx", "512")
         await type_into(pilot, "#n_threads", "1")
         await pilot.press("ctrl+r")

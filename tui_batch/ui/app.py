@@ -90,9 +90,12 @@ class TuiBatchApp(App[None]):
             self.notify("A job is already running: cancel it first.", severity="warning")
             return
         self.batch_active = True
-        self.run_batch(job, job_id, retry_failed)
-        if job is not None:  # a saved job shows its progress once loaded
+        if job is not None:  # a new job: nothing to read, its progress shows at once
+            self.run_state = RunState(job, [], self.processor.clock)
+            self.run_batch(job, job_id, retry_failed)
             self.action_progress()
+        else:  # a saved job is read in the worker, which then shows its progress
+            self.run_batch(None, job_id, retry_failed)
 
     @work(
         thread=True, exclusive=True, exit_on_error=False, group="batch", description="Running batch"
@@ -103,11 +106,13 @@ class TuiBatchApp(App[None]):
             results = []
             if job is None:
                 job, results = processor.load_job(job_id)
-            run = RunState(job, results, processor.clock, retry_failed=retry_failed)
+                run = RunState(job, results, processor.clock, retry_failed=retry_failed)
+                self.call_from_thread(self._show_run, run)
+            else:
+                run = self.run_state
             # The job's prompts and results are long-lived and free of reference cycles:
             # keep them out of full garbage collections (see run_state.FREEZE_EVERY).
             gc.freeze()
-            self.call_from_thread(self._show_run, run)
             with self.backend_factory(job) as backend:
                 processor.process_batch(
                     job,
