@@ -20,8 +20,9 @@ from tui_batch.core.jobs import BatchJob, BatchResult, JobStatus, Prompt, utc_no
 from tui_batch.core.paths import checkpoint_dir as default_checkpoint_dir
 from tui_batch.core.progress import ProgressTracker, ProgressUpdate
 from tui_batch.core.prompts import load_prompt_file
+from tui_batch.core.rows import JobSummary
 from tui_batch.core.settings import ErrorStrategy, GenerationSettings, JobOptions
-from tui_batch.core.store import CheckpointStore, CheckpointWriter, JobLock, JobSummary
+from tui_batch.core.store import CheckpointStore, CheckpointWriter, JobLock
 
 ProgressCallback = Callable[[ProgressUpdate], None]
 EventCallback = Callable[[events.BatchEvent], None]

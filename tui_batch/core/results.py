@@ -14,7 +14,8 @@ from pathlib import Path
 
 from tui_batch.core.errors import CheckpointError
 from tui_batch.core.jobs import BatchResult, Prompt
-from tui_batch.core.store import RESULT_COLUMNS, connect_read_only, result_from_row
+from tui_batch.core.rows import RESULT_COLUMNS, result_from_row
+from tui_batch.core.store import connect_read_only
 
 FILTERS = ("all", "failed", "succeeded")
 _WHERE = {"all": "1", "failed": "r.success = 0", "succeeded": "r.success = 1"}

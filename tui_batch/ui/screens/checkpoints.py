@@ -14,7 +14,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from tui_batch.core.errors import TuiBatchError
-from tui_batch.core.store import JobSummary
+from tui_batch.core.rows import JobSummary
 from tui_batch.ui.screens.modals import ConfirmScreen
 
 SORTS: list[tuple[str, Callable[[JobSummary], Any], bool]] = [
