@@ -316,15 +316,26 @@ def slow_backend(delay: float = 0.05):
     return lambda job: CallableBackend(answer)
 
 
+def job_app(count: int, delay: float = 0.05) -> tuple[TuiBatchApp, str]:
+    """An app on a slow stand-in backend, and a new job of `count` prompts for it."""
+    processor = BatchProcessor()
+    job = processor.create_job("m", [f"p{i}" for i in range(count)])
+    app = TuiBatchApp(processor=processor, backend_factory=slow_backend(delay))
+    app.new_job = job
+    return app, job.job_id
+
+
+async def started(pilot, app: TuiBatchApp, done: int) -> None:
+    app.start_job(app.new_job)
+    await wait_until(pilot, lambda: app.run_state is not None and app.run_state.job.done >= done)
+
+
 async def test_ctrl_q_while_a_job_runs_asks_then_stops_it_saved(tmp_path):
     from tui_batch.ui.screens.modals import QuitScreen
 
-    processor = BatchProcessor()
-    job = processor.create_job("m", [f"p{i}" for i in range(200)])
-    app = TuiBatchApp(processor=processor, backend_factory=slow_backend())
+    app, job_id = job_app(200)
     async with app.run_test(size=SIZE) as pilot:
-        app.start_job(job)
-        await wait_until(pilot, lambda: app.run_state is not None and app.run_state.job.done >= 3)
+        await started(pilot, app, 3)
         await pilot.press("ctrl+q")
         assert isinstance(app.screen, QuitScreen)
         await pilot.press("escape")  # keep going
@@ -333,36 +344,36 @@ async def test_ctrl_q_while_a_job_runs_asks_then_stops_it_saved(tmp_path):
         await pilot.press("s")
         await wait_until(pilot, lambda: not app.is_running, timeout=5)
     assert app.return_code == 0
-    saved, results = BatchProcessor().load_job(job.job_id)
+    saved, results = BatchProcessor().load_job(job_id)
     assert saved.status is JobStatus.CANCELLED and 3 <= len(results) < 200
     assert [r.prompt_index for r in results] == list(range(len(results)))
 
 
 async def test_ctrl_q_wait_quits_when_the_job_finishes(tmp_path):
-    processor = BatchProcessor()
-    job = processor.create_job("m", [f"p{i}" for i in range(20)])
-    app = TuiBatchApp(processor=processor, backend_factory=slow_backend(0.02))
+    app, job_id = job_app(20, delay=0.02)
     async with app.run_test(size=SIZE) as pilot:
-        app.start_job(job)
-        await pilot.pause(0.1)
+        await started(pilot, app, 0)
         await pilot.press("ctrl+q", "w")
         await wait_until(pilot, lambda: not app.is_running, timeout=30)
-    assert BatchProcessor().load_job(job.job_id)[0].status is JobStatus.COMPLETED
+    assert BatchProcessor().load_job(job_id)[0].status is JobStatus.COMPLETED
 
 
 async def test_a_stop_signal_stops_the_job_and_exits_with_128_plus_it(tmp_path):
+    """A real SIGTERM to this process, which the app's event loop handles."""
+    import asyncio
+    import os
     import signal
 
-    processor = BatchProcessor()
-    job = processor.create_job("m", [f"p{i}" for i in range(200)])
-    app = TuiBatchApp(processor=processor, backend_factory=slow_backend())
+    app, job_id = job_app(200)
     async with app.run_test(size=SIZE) as pilot:
-        app.start_job(job)
-        await wait_until(pilot, lambda: app.run_state is not None and app.run_state.job.done >= 2)
-        app.stop_and_exit(128 + signal.SIGTERM)
+        await started(pilot, app, 2)
+        handlers = getattr(asyncio.get_running_loop(), "_signal_handlers", {})
+        assert signal.SIGTERM in handlers  # else the signal below would end the test run
+        os.kill(os.getpid(), signal.SIGTERM)
         await wait_until(pilot, lambda: not app.is_running, timeout=5)
     assert app.return_code == 143
-    assert BatchProcessor().load_job(job.job_id)[0].status is JobStatus.CANCELLED
+    assert BatchProcessor().load_job(job_id)[0].status is JobStatus.CANCELLED
+    assert signal.SIGTERM not in getattr(asyncio.get_running_loop(), "_signal_handlers", {})
 
 
 async def test_with_no_model_setup_says_where_models_are_looked_for(tmp_path, monkeypatch):

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from tui_batch import __version__
-from tui_batch.core.backend import Backend, CallableBackend
+from tui_batch.core.backend import Backend
 from tui_batch.core.errors import CheckpointError, ExportError, TuiBatchError
 from tui_batch.core.export import EXPORT_FORMATS, check_output_path, format_for_path
 from tui_batch.core.jobs import BatchJob, BatchResult, JobStatus
@@ -260,16 +260,10 @@ def command_resume(args: argparse.Namespace) -> int:
             return EXIT_FAILED if failed else EXIT_OK
         job.settings, _ = settings_from_text(_given_settings(args), base=job.settings)
         processor.store.check_writable(job.job_id)
-        if finished:  # killed after its last result: finish it, no model needed
-            backend: Backend = CallableBackend(_nothing_left)
-        else:  # opened by the engine, after it has checked the job
-            backend = backend_for_job(job, opened=False)
-        with backend:
+        # Opened by the engine only if a prompt is left: a job killed after its last
+        # result is finished without loading a model.
+        with backend_for_job(job, opened=False) as backend:
             return _run_job(processor, job, backend, args.retry_failed, (lock, results))
-
-
-def _nothing_left(prompt: str) -> str:
-    raise AssertionError(f"no prompt was left to run, yet {prompt!r:.40} came")
 
 
 def _results_path(job: BatchJob) -> Path:

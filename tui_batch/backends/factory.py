@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tui_batch.core.backend import Backend
+from tui_batch.core.errors import ModelError
 from tui_batch.core.jobs import BatchJob, GenerationSettings
 
 
@@ -23,14 +24,21 @@ def llama_backend(model_path: str | Path, settings: GenerationSettings) -> Backe
 
 def backend_for_job(job: BatchJob, opened: bool = True) -> Backend:
     """The job's model, found again (by path, else by id), opened for its settings
-    (or, with `opened=False`, left for the engine to open if a prompt is left to run).
+    (or, with `opened=False`, left for the engine to open if a prompt is left to run:
+    then a model that is gone is an error only when it is needed).
 
     The caller owns the backend and closes it.
     """
     from tui_batch.models import resolve_model
 
-    path = job.model_path if job.model_path and Path(job.model_path).is_file() else None
-    backend = llama_backend(path or resolve_model(job.model_id).path, job.settings)
+    path = Path(job.model_path) if job.model_path else None
+    if path is None or not path.is_file():
+        try:
+            path = resolve_model(job.model_id).path
+        except ModelError:
+            if opened or path is None:
+                raise
+    backend = llama_backend(path, job.settings)
     if opened:
         backend.open(job.settings)
     return backend

@@ -65,8 +65,10 @@ def export_results(
     format: str = "json",
     *,
     neutralise_formulas: bool = True,
+    protected: Sequence[str | Path] = (),
 ) -> Path:
-    """Write `results` to `output_file` atomically and return its path."""
+    """Write `results` to `output_file` atomically and return its path; never over
+    `protected` files or folders (see `check_output_path`)."""
     format = format.lower()
     writers: dict[str, Callable[[IO[str]], None]] = {
         "json": lambda out: _write_json(out, job, results),
@@ -75,7 +77,7 @@ def export_results(
     }
     if format not in writers:
         raise ExportError(f"Unknown export format {format!r} (use {', '.join(EXPORT_FORMATS)})")
-    path = check_output_path(output_file)
+    path = check_output_path(output_file, protected)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale(path.parent, path.name)

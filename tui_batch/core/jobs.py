@@ -178,9 +178,7 @@ class BatchJob:
         self.total_prompts = len(self.prompts)
         if not isinstance(self.settings, GenerationSettings):
             raise TypeError("settings must be GenerationSettings")
-        options = JobOptions(
-            self.error_strategy, self.retries, self.retry_backoff, self.checkpoint_every
-        )
+        options = self.options  # checked when made
         self.error_strategy = options.error_strategy
         self.retry_backoff = options.retry_backoff
 
@@ -252,6 +250,6 @@ _HEADER_TYPES: dict[str, type | tuple[type, ...]] = {
     "retries": int,
     "retry_backoff": (int, float),
     "checkpoint_every": int,
-    **dict.fromkeys(("started_at", "completed_at", "created_at", "updated_at"), str),
 }
 _HEADER_DATES = ("started_at", "completed_at", "created_at", "updated_at")
+_HEADER_TYPES.update(dict.fromkeys(_HEADER_DATES, str))

@@ -15,7 +15,7 @@ from typing import Any
 from tui_batch.core import events
 from tui_batch.core.backend import Backend, CallableBackend, Completion, Task, describe_error
 from tui_batch.core.errors import CheckpointError
-from tui_batch.core.export import check_output_path, export_results
+from tui_batch.core.export import export_results
 from tui_batch.core.jobs import BatchJob, BatchResult, JobStatus, Prompt, utc_now
 from tui_batch.core.paths import checkpoint_dir as default_checkpoint_dir
 from tui_batch.core.progress import ProgressTracker, ProgressUpdate
@@ -121,8 +121,9 @@ class BatchProcessor:
         **options: Any,
     ) -> Path:
         """Write `results` (see `core.export`); never over a checkpoint of this processor."""
-        check_output_path(output_file, protected=[self.checkpoint_dir])
-        return export_results(job, results, output_file, format, **options)
+        return export_results(
+            job, results, output_file, format, protected=[self.checkpoint_dir], **options
+        )
 
     def process_batch(
         self,

@@ -13,11 +13,11 @@ from typing import Any
 
 from tui_batch.core.errors import PromptFileError, SettingsError
 from tui_batch.core.jobs import Prompt
-from tui_batch.core.settings import check_request_options
+from tui_batch.core.settings import REQUEST_OPTIONS, check_request_options
 
 SUPPORTED_EXTENSIONS = (".txt", ".json", ".jsonl", ".csv")
 # Per-request overrides an OpenAI Batch API body may carry that we honour.
-REQUEST_OPTIONS = ("max_tokens", "max_completion_tokens", "temperature", "top_p", "seed", "stop")
+BODY_OPTIONS = (*REQUEST_OPTIONS, "max_completion_tokens")
 # The endpoints a batch request line may name: chat completions, as vLLM and OpenAI spell it.
 CHAT_URLS = ("/v1/chat/completions", "/chat/completions")
 # Lines end with \n, \r\n or a lone \r (old Mac files); never with U+2028 and friends,
@@ -294,7 +294,7 @@ def _prompt_from_openai_request(item: dict[str, Any], where: str, line: int | No
     if not users:
         raise PromptFileError(f"{where}: request has no user message")
     turns = [m for m in chat if m["role"] != "system"]
-    options = {key: body[key] for key in REQUEST_OPTIONS if key in body}
+    options = {key: body[key] for key in BODY_OPTIONS if key in body}
     if "max_completion_tokens" in options:
         tokens = options.pop("max_completion_tokens")
         if options.get("max_tokens") is None:

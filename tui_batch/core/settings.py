@@ -124,6 +124,14 @@ class ErrorStrategy:
         return f"threshold:{self.threshold}" if self.kind == "threshold" else self.kind
 
 
+def check_stop(value: Any, label: str = "Stop") -> list[str]:
+    """Stop strings: one string or a list of them, as a list."""
+    stops = [value] if isinstance(value, str) else value
+    if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
+        raise SettingsError(f"{label}: expected a string or a list of strings, got {value!r:.60}")
+    return stops
+
+
 def _check_fields(obj: Any) -> None:
     for f in fields(obj):
         if f.name in LIMITS:
@@ -151,10 +159,7 @@ class GenerationSettings:
 
     def __post_init__(self) -> None:
         _check_fields(self)
-        if isinstance(self.stop, str):
-            self.stop = [self.stop]
-        if not isinstance(self.stop, list) or not all(isinstance(s, str) for s in self.stop):
-            raise SettingsError(f"Stop: expected a list of strings, got {self.stop!r}")
+        self.stop = check_stop(self.stop)
         if self.system_prompt is not None and not isinstance(self.system_prompt, str):
             raise SettingsError(f"System prompt: expected text, got {self.system_prompt!r}")
 
@@ -167,10 +172,6 @@ class GenerationSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-    def with_changes(self, **changes: Any) -> GenerationSettings:
-        """A copy with these values (`None` values are left out), checked again."""
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     @property
     def effective_parallel(self) -> int:
@@ -212,7 +213,6 @@ class JobOptions:
         return asdict(self)
 
 
-GENERATION_KEYS = tuple(f.name for f in fields(GenerationSettings))
 OPTION_KEYS = tuple(f.name for f in fields(JobOptions))
 
 
@@ -259,13 +259,6 @@ def check_request_options(options: Mapping[str, Any]) -> dict[str, Any]:
             raise SettingsError(f"unknown request option {key!r:.60}")
         if value is None:
             continue
-        if key == "stop":
-            stops = [value] if isinstance(value, str) else value
-            if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
-                raise SettingsError(
-                    f"stop: expected a string or a list of strings, got {value!r:.60}"
-                )
-            checked[key] = stops
-        else:
-            checked[key] = check(key, value)
+        # A request's keys are named as in its file (lower case), not as in job setup.
+        checked[key] = check_stop(value, "stop") if key == "stop" else check(key, value)
     return checked

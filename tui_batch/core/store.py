@@ -61,9 +61,6 @@ _INSERT_RESULT = (
 )
 
 
-_LINK_EXTRAS = ("", "-wal", "-shm")
-
-
 def connect_read_only(path: Path) -> sqlite3.Connection:
     """A read-only connection; safe beside a writer (WAL readers never block it).
 
@@ -115,7 +112,6 @@ class JobLock:
     """A job's run lock, held until its `with` block ends (`CheckpointStore.lock`)."""
 
     job_id: str
-    checkpoint: Path
     released: bool = False
 
     def covers(self, job_id: str) -> bool:
@@ -202,7 +198,7 @@ class CheckpointStore:
         try:
             import fcntl
         except ImportError:
-            yield JobLock(job_id, self.path_for(job_id))
+            yield JobLock(job_id)
             return
         try:
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -216,7 +212,7 @@ class CheckpointStore:
                 raise CheckpointError(
                     f"Job {job_id} is already running in another process"
                 ) from None
-            held = JobLock(job_id, self.path_for(job_id))
+            held = JobLock(job_id)
             try:
                 yield held
             finally:
@@ -295,16 +291,6 @@ class CheckpointStore:
         ):
             raise CheckpointError(f"Not a checkpoint of {self.directory}: {path}")
         _unlink_all(path)
-
-    def is_checkpoint(self, path: Path) -> bool:
-        """Whether `path` is (or is a side file of) a checkpoint in this directory."""
-        path = Path(path)
-        try:
-            if path.parent.resolve() != self.directory.resolve():
-                return False
-        except OSError:
-            return False
-        return path.name.startswith(CHECKPOINT_PREFIX) and CHECKPOINT_SUFFIX in path.name
 
     def scan(self) -> list[JobSummary]:
         """Summaries of every checkpoint, newest first, then the unreadable ones flagged."""
@@ -406,7 +392,7 @@ def _in_range(index: Any, count: int) -> bool:
 
 
 def _unlink_all(path: Path) -> None:
-    for extra in (*_LINK_EXTRAS, ".lock"):
+    for extra in ("", "-wal", "-shm", ".lock"):
         Path(f"{path}{extra}").unlink(missing_ok=True)
 
 

@@ -7,6 +7,7 @@ import contextlib
 import gc
 import signal
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from textual import on, work
@@ -30,6 +31,8 @@ from tui_batch.ui.screens.results import ResultsScreen
 from tui_batch.ui.screens.setup import SetupScreen
 
 BackendFactory = Callable[[BatchJob], Backend]
+# The job's model, which the engine loads only if a prompt is left to run.
+job_backend: BackendFactory = partial(backend_for_job, opened=False)
 # Signals that stop the dashboard like "stop the job and quit": a process manager's
 # SIGTERM, a closed terminal's SIGHUP. The exit status is 128 + the signal's number.
 STOP_SIGNALS = tuple(
@@ -54,7 +57,7 @@ class TuiBatchApp(App[None]):
         prompts_file: Path | None = None,
         *,
         processor: BatchProcessor | None = None,
-        backend_factory: BackendFactory = backend_for_job,
+        backend_factory: BackendFactory = job_backend,
     ) -> None:
         super().__init__()
         self.prompts_file = prompts_file
@@ -73,6 +76,12 @@ class TuiBatchApp(App[None]):
         for signum in STOP_SIGNALS:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(signum, self.stop_and_exit, 128 + signum)
+
+    def on_unmount(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in STOP_SIGNALS:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(signum)
 
     # Running a job -----------------------------------------------------------------
 
@@ -138,14 +147,13 @@ class TuiBatchApp(App[None]):
             return
         self.batch_active = False
         run = self.run_state
-        if run is not None:
-            run.finished = True
+        text = None
         if event.state is WorkerState.ERROR:
             error = event.worker.error
             text = str(error) if isinstance(error, TuiBatchError) else describe_error(error)
-            if run is not None:
-                run.error = text
             self.notify(text, title="Job stopped", severity="error")
+        if run is not None:
+            run.finish(text)
         if self.exit_after_job is not None:
             self.exit(return_code=self.exit_after_job)
 

@@ -149,3 +149,11 @@ class RunState:
     @property
     def is_active(self) -> bool:
         return not self.finished
+
+    def finish(self, error: str | None = None) -> None:
+        """The run has ended (with this error, if it broke off). A change like any other,
+        so screens that skip unchanged ticks repaint the end state once."""
+        with self.lock:
+            self.finished = True
+            self.error = error
+            self.version += 1

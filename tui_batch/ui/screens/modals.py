@@ -4,6 +4,7 @@ result."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypeVar
 
 from rich.text import Text
 from textual import on
@@ -18,15 +19,14 @@ from tui_batch.core.jobs import BatchResult
 from tui_batch.core.prompts import SUPPORTED_EXTENSIONS
 from tui_batch.ui.text import literal
 
+AnswerT = TypeVar("AnswerT")
 
-class ConfirmScreen(ModalScreen[bool]):
-    """A yes/no question: y or n answers, Escape means no."""
 
-    BINDINGS = [
-        Binding("y", "answer(True)", "Yes"),
-        Binding("n", "answer(False)", "No"),
-        Binding("escape", "answer(False)", "Cancel"),
-    ]
+class QuestionScreen(ModalScreen[AnswerT]):
+    """A question answered by one key: its text, a hint line naming the keys, and
+    bindings (in subclasses) that call `answer(...)`."""
+
+    HINT = ""
 
     def __init__(self, question: str) -> None:
         super().__init__()
@@ -35,13 +35,24 @@ class ConfirmScreen(ModalScreen[bool]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
             yield Static(Text(self.question), classes="question")
-            yield Static("[b]y[/] yes   [b]n[/] no   [b]Esc[/] cancel", classes="hint")
+            yield Static(self.HINT, classes="hint")
 
-    def action_answer(self, answer: bool) -> None:
+    def action_answer(self, answer: AnswerT) -> None:
         self.dismiss(answer)
 
 
-class ResumeScreen(ModalScreen[bool | None]):
+class ConfirmScreen(QuestionScreen[bool]):
+    """A yes/no question: y or n answers, Escape means no."""
+
+    BINDINGS = [
+        Binding("y", "answer(True)", "Yes"),
+        Binding("n", "answer(False)", "No"),
+        Binding("escape", "answer(False)", "Cancel"),
+    ]
+    HINT = "[b]y[/] yes   [b]n[/] no   [b]Esc[/] cancel"
+
+
+class ResumeScreen(QuestionScreen[bool | None]):
     """Resume a job: also run its failed prompts again? Escape does not resume."""
 
     BINDINGS = [
@@ -49,30 +60,13 @@ class ResumeScreen(ModalScreen[bool | None]):
         Binding("n", "answer(False)", "Only unfinished"),
         Binding("escape", "answer(None)", "Cancel"),
     ]
+    HINT = "[b]y[/] retry failed too   [b]n[/] only unfinished   [b]Esc[/] cancel"
 
     def __init__(self, job_id: str, failed: int) -> None:
-        super().__init__()
-        self.job_id = job_id
-        self.failed = failed
-
-    def compose(self) -> ComposeResult:
-        with Vertical(classes="dialog"):
-            yield Static(
-                Text(
-                    f"Resume job {self.job_id}. Run its {self.failed} failed prompt(s) again too?"
-                ),
-                classes="question",
-            )
-            yield Static(
-                "[b]y[/] retry failed too   [b]n[/] only unfinished   [b]Esc[/] cancel",
-                classes="hint",
-            )
-
-    def action_answer(self, answer: bool | None) -> None:
-        self.dismiss(answer)
+        super().__init__(f"Resume job {job_id}. Run its {failed} failed prompt(s) again too?")
 
 
-class QuitScreen(ModalScreen[str | None]):
+class QuitScreen(QuestionScreen[str | None]):
     """Quit while a job runs: stop it (saved, resumable) and quit, quit when it finishes,
     or stay. Escape stays."""
 
@@ -81,28 +75,13 @@ class QuitScreen(ModalScreen[str | None]):
         Binding("w", "answer('wait')", "Quit when finished"),
         Binding("escape,n", "answer(None)", "Keep going"),
     ]
+    HINT = "[b]s[/] stop the job and quit   [b]w[/] quit when it finishes   [b]Esc[/] keep going"
 
     def __init__(self, job_id: str) -> None:
-        super().__init__()
-        self.job_id = job_id
-
-    def compose(self) -> ComposeResult:
-        with Vertical(classes="dialog"):
-            yield Static(
-                Text(
-                    f"Job {self.job_id} is running. Stop it and quit? Finished results are "
-                    f"saved, and tui-batch resume {self.job_id} goes on from there."
-                ),
-                classes="question",
-            )
-            yield Static(
-                "[b]s[/] stop the job and quit   [b]w[/] quit when it finishes   "
-                "[b]Esc[/] keep going",
-                classes="hint",
-            )
-
-    def action_answer(self, answer: str | None) -> None:
-        self.dismiss(answer)
+        super().__init__(
+            f"Job {job_id} is running. Stop it and quit? Finished results are saved, and "
+            f"tui-batch resume {job_id} goes on from there."
+        )
 
 
 class ExportScreen(ModalScreen[tuple[str, Path] | None]):
