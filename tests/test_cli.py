@@ -319,3 +319,14 @@ def test_the_dashboard_opens_in_a_terminal_with_the_file_loaded():
         assert dashboard.wait_exit(timeout=30) == 0
     finally:
         dashboard.close()
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_the_dashboard_exits_with_128_plus_a_stop_signal(signum, code):
+    dashboard = Dashboard(str(EXAMPLES / "batch_prompts.txt"))
+    try:
+        dashboard.wait_for(b"25 prompts")
+        dashboard.process.send_signal(signum)
+        assert dashboard.wait_exit(timeout=30) == code
+    finally:
+        dashboard.close()

@@ -206,8 +206,9 @@ def open_dashboard(prompts_file: Path | None) -> int:
         return EXIT_USAGE
     from tui_batch.ui.app import TuiBatchApp
 
-    TuiBatchApp(prompts_file).run()
-    return EXIT_OK
+    app = TuiBatchApp(prompts_file)
+    app.run()
+    return app.return_code or EXIT_OK  # 128 + the signal when SIGTERM or SIGHUP stopped it
 
 
 def command_run(args: argparse.Namespace) -> int:
