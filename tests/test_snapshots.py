@@ -70,10 +70,18 @@ async def run_job(app, job, pilot) -> None:
     await pilot.pause(0.1)
 
 
+async def settled(pilot) -> None:
+    """Job setup once its token count has come back and every field has been laid out."""
+    await pilot.pause(0.3)
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause(0.3)
+    await pilot.wait_for_scheduled_animations()
+
+
 class TestSetupScreen:
     def test_setup_with_the_example_file(self, snap_compare, fixed_app):
         app, _ = fixed_app
-        assert snap_compare(app, terminal_size=SIZE, run_before=lambda pilot: pilot.pause(0.5))
+        assert snap_compare(app, terminal_size=SIZE, run_before=settled)
 
 
 class TestProgressScreen:
