@@ -6,9 +6,9 @@ import threading
 
 import pytest
 
-from tui_batch.backends.llama_cpp import LlamaCppBackend, build_messages
+from tui_batch.backends.llama_cpp import LlamaCppBackend
 from tui_batch.core import events
-from tui_batch.core.jobs import GenerationSettings, JobStatus, Prompt
+from tui_batch.core.jobs import GenerationSettings, JobStatus, Prompt, build_messages
 from tui_batch.core.processor import BatchProcessor
 
 pytestmark = pytest.mark.model

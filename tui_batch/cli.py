@@ -10,17 +10,18 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from tui_batch import __version__
 from tui_batch.core.backend import Backend
-from tui_batch.core.errors import CheckpointError, ExportError, TuiBatchError
+from tui_batch.core.errors import CheckpointError, ExportError, SettingsError, TuiBatchError
 from tui_batch.core.export import EXPORT_FORMATS, check_output_path, format_for_path
 from tui_batch.core.jobs import BatchJob, BatchResult, JobStatus
 from tui_batch.core.paths import ensure_private_dir, outputs_dir
 from tui_batch.core.processor import BatchProcessor
 from tui_batch.core.progress import format_duration
 from tui_batch.core.prompts import SUPPORTED_EXTENSIONS, load_prompt_file
+from tui_batch.core.servers import DEFAULT_KEY_ENV, ServerSettings, server_settings_from_text
 from tui_batch.core.settings import LIMITS, GenerationSettings, JobOptions, settings_from_text
 from tui_batch.core.store import JobLock
 from tui_batch.gguf import format_count
@@ -42,6 +43,8 @@ def _setting(key: str, help: str = "") -> dict[str, object]:
     default = getattr(GenerationSettings(), key, None)
     if default is None:
         default = getattr(JobOptions(), key, None)
+    if default is None and key in ServerSettings.__dataclass_fields__:
+        default = ServerSettings.__dataclass_fields__[key].default
     shown = limit.hint if default is None else default
     return {
         "dest": key,
@@ -61,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("prompts", type=Path, help="a .txt, .json, .jsonl or .csv file of prompts")
     run.add_argument(
         "--model",
-        help="a model id (see `tui-batch models`) or a .gguf path; default: the demo model",
+        help="a model id (see `tui-batch models`) or a .gguf path; default: the demo model. "
+        "With --server: the served model's name (default: the one model it serves)",
     )
     _add_output_options(run)
     run.add_argument(
@@ -88,11 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--n-ctx", **_setting("n_ctx", "context size in tokens"))
     _add_hardware_options(run)
+    _add_server_options(run)
 
     resume = commands.add_parser("resume", help="resume a job from its checkpoint")
     resume.add_argument("job_id")
     resume.add_argument("--retry-failed", action="store_true", help="run failed prompts again too")
     _add_hardware_options(resume)
+    _add_server_options(resume, resuming=True)
 
     listing = commands.add_parser("checkpoints", help="list checkpoints")
     listing.add_argument("--json", action="store_true", help="print JSON")
@@ -107,9 +113,54 @@ def build_parser() -> argparse.ArgumentParser:
         help="CSV: keep cells that start with = + - @ as they are",
     )
 
-    models = commands.add_parser("models", help="list the GGUF models found")
+    models = commands.add_parser(
+        "models", help="list the GGUF models found, or the models a server serves"
+    )
     models.add_argument("--json", action="store_true", help="print JSON")
+    models.add_argument(
+        "--server", action="append", metavar="URL", help="list this server's models instead"
+    )
+    models.add_argument("--api-key-env", metavar="VAR", help=f"default: {DEFAULT_KEY_ENV}")
     return parser
+
+
+def _add_server_options(parser: argparse.ArgumentParser, resuming: bool = False) -> None:
+    group = parser.add_argument_group(
+        "servers", "run on OpenAI-compatible servers (vLLM, llama-server, Ollama, a router...)"
+    )
+    group.add_argument(
+        "--server",
+        action="append",
+        metavar="URL[#N]",
+        help="a server's base URL, like http://127.0.0.1:8000/v1; #N caps requests in "
+        "flight there; repeat for several" + ("; replaces the job's servers" if resuming else ""),
+    )
+    group.add_argument(
+        "--api-key-env",
+        metavar="VAR",
+        help=f"the environment variable holding the API key (default: {DEFAULT_KEY_ENV}); "
+        "the key itself is never stored",
+    )
+    group.add_argument("--concurrency", **_setting("concurrency", "requests in flight overall"))
+    group.add_argument("--rpm", **_setting("rpm", "requests per minute at most"))
+    group.add_argument("--tpm", **_setting("tpm", "tokens per minute at most (estimated)"))
+    group.add_argument("--connect-timeout", **_setting("connect_timeout", "seconds to connect"))
+    group.add_argument(
+        "--first-token-timeout",
+        **_setting("first_token_timeout", "seconds to the first streamed byte"),
+    )
+    group.add_argument("--stall-timeout", **_setting("stall_timeout", "seconds a stream may stall"))
+    group.add_argument(
+        "--request-timeout", **_setting("request_timeout", "seconds for a whole request")
+    )
+    group.add_argument(
+        "--no-stream",
+        dest="stream",
+        action="store_const",
+        const=False,
+        default=None,
+        help="ask for whole answers instead of streams",
+    )
 
 
 def _add_output_options(parser: argparse.ArgumentParser) -> None:
@@ -157,11 +208,46 @@ SETTING_FLAGS = (
 )
 
 
+SERVER_FLAGS = (
+    "api_key_env",
+    "concurrency",
+    "rpm",
+    "tpm",
+    "connect_timeout",
+    "first_token_timeout",
+    "stall_timeout",
+    "request_timeout",
+    "stream",
+)
+LOCAL_FLAGS = {
+    "n_ctx": "--n-ctx",
+    "n_threads": "--threads",
+    "n_gpu_layers": "--gpu-layers",
+    "parallel": "--parallel",
+}
+
+
 def _given_settings(args: argparse.Namespace) -> dict[str, str | None]:
     """The setting flags given on the command line, as text for `settings_from_text`."""
     return {
         key: getattr(args, key) for key in SETTING_FLAGS if getattr(args, key, None) is not None
     }
+
+
+def _server_settings(
+    args: argparse.Namespace, base: ServerSettings | None
+) -> ServerSettings | None:
+    """The servers the flags name (over `base`'s), or None for a local model."""
+    given = {k: getattr(args, k) for k in SERVER_FLAGS if getattr(args, k, None) is not None}
+    if not args.server and base is None:
+        if given:
+            flag = "--" + next(iter(given)).replace("_", "-")
+            raise SettingsError(f"{flag} applies to servers only; add --server URL")
+        return None
+    local = [flag for key, flag in LOCAL_FLAGS.items() if getattr(args, key, None) is not None]
+    if local:
+        raise SettingsError(f"{local[0]} applies to local models only, not to --server")
+    return server_settings_from_text(args.server or [], given, base)
 
 
 COMMANDS = ("run", "resume", "checkpoints", "export", "models")
@@ -215,7 +301,8 @@ def command_run(args: argparse.Namespace) -> int:
     from tui_batch.backends.factory import llama_backend
     from tui_batch.models import resolve_model
 
-    settings, options = settings_from_text(_given_settings(args))
+    server = _server_settings(args, None)
+    settings, options = settings_from_text(_given_settings(args), remote=server is not None)
     prompt_file = load_prompt_file(args.prompts)
     for warning in prompt_file.warnings:
         print(f"tui-batch: warning: {args.prompts}: {warning}", file=sys.stderr)
@@ -224,21 +311,40 @@ def command_run(args: argparse.Namespace) -> int:
         check_output_path(args.out, protected=[args.prompts, processor.checkpoint_dir])
         _check_folder_writable(args.out)
     processor.store.check_writable()
+    common = {
+        "prompts": prompt_file.prompts,
+        "settings": settings,
+        "options": options,
+        "source_file": str(args.prompts.resolve()),
+        "output_file": str(args.out.resolve()) if args.out else None,
+        "output_format": args.format or (format_for_path(args.out) if args.out else "json"),
+    }
+    if server is not None:
+        return _run_on_servers(processor, server, args.model, common)
     model = resolve_model(args.model)
     # The model is loaded before the job is made, so a model that fails changes nothing.
     backend = llama_backend(model.path, settings)
     backend.open(settings)
     with backend:
-        job = processor.create_job(
-            model.id,
-            prompt_file.prompts,
-            settings=settings,
-            options=options,
-            model_path=str(model.path),
-            source_file=str(args.prompts.resolve()),
-            output_file=str(args.out.resolve()) if args.out else None,
-            output_format=args.format or (format_for_path(args.out) if args.out else "json"),
-        )
+        job = processor.create_job(model.id, model_path=str(model.path), **common)
+        return _run_job(processor, job, backend, retry_failed=False)
+
+
+def _run_on_servers(
+    processor: BatchProcessor, server: ServerSettings, model: str | None, common: dict[str, Any]
+) -> int:
+    """Check every server answers and serves the model, then make and run the job."""
+    from tui_batch.backends.factory import check_servers, remote_backend
+
+    served = check_servers(server, model)
+    if model is None:
+        names = sorted({name for names in served.values() for name in names})
+        if len(names) != 1:
+            listed = ", ".join(names[:20]) if names else "none listed"
+            raise SettingsError(f"--model NAME is required with --server (served: {listed})")
+        model = names[0]
+    with remote_backend(server, model) as backend:
+        job = processor.create_job(model, server=server, **common)
         return _run_job(processor, job, backend, retry_failed=False)
 
 
@@ -260,7 +366,17 @@ def command_resume(args: argparse.Namespace) -> int:
             )
             return EXIT_FAILED if failed else EXIT_OK
         job.settings, _ = settings_from_text(_given_settings(args), base=job.settings)
+        if job.server is None and (
+            args.server or any(getattr(args, k, None) is not None for k in SERVER_FLAGS)
+        ):
+            raise SettingsError(f"Job {job.job_id} runs on a local model; it takes no --server")
+        if job.server is not None:
+            job.server = _server_settings(args, job.server)
         processor.store.check_writable(job.job_id)
+        if job.server is not None and not finished:
+            from tui_batch.backends.factory import check_servers
+
+            check_servers(job.server, job.model_id)
         # Opened by the engine only if a prompt is left: a job killed after its last
         # result is finished without loading a model.
         with backend_for_job(job, opened=False) as backend:
@@ -285,8 +401,12 @@ def _run_job(
     lock, previous = loaded or (None, None)
     err = sys.stderr
     remaining = job.total_prompts - job.done
+    where = job.model_id
+    if job.server is not None:
+        count = len(job.server.endpoints)
+        where += f" via {job.server.endpoints[0].url}" if count == 1 else f" via {count} servers"
     print(
-        f"Job {job.job_id}: {job.total_prompts} prompts on {job.model_id} "
+        f"Job {job.job_id}: {job.total_prompts} prompts on {where} "
         f"({remaining} to run; checkpoint {job.checkpoint_file})",
         file=err,
     )
@@ -413,6 +533,10 @@ def command_export(args: argparse.Namespace) -> int:
 
 
 def command_models(args: argparse.Namespace) -> int:
+    if args.server:
+        return _server_models(args)
+    if args.api_key_env:
+        raise SettingsError("--api-key-env applies to servers only; add --server URL")
     from tui_batch.models import discover_models, no_models_help
 
     models = discover_models()
@@ -436,5 +560,24 @@ def command_models(args: argparse.Namespace) -> int:
                 m.source,
             )
         )
+    print_table(rows)
+    return EXIT_OK
+
+
+def _server_models(args: argparse.Namespace) -> int:
+    from tui_batch.backends.factory import check_servers
+
+    given = {"api_key_env": args.api_key_env} if args.api_key_env else {}
+    served = check_servers(server_settings_from_text(args.server, given))
+    if args.json:
+        print(
+            json.dumps(
+                [{"server": url, "models": names} for url, names in served.items()], indent=2
+            )
+        )
+        return EXIT_OK
+    rows = [("SERVER", "MODEL")]
+    for url, names in served.items():
+        rows.extend((url, name) for name in names or ["(the server lists no models)"])
     print_table(rows)
     return EXIT_OK

@@ -7,6 +7,7 @@ from pathlib import Path
 from tui_batch.core.backend import Backend
 from tui_batch.core.errors import ModelError
 from tui_batch.core.jobs import BatchJob, GenerationSettings
+from tui_batch.core.servers import ServerSettings
 
 
 def llama_backend(model_path: str | Path, settings: GenerationSettings) -> Backend:
@@ -22,14 +23,35 @@ def llama_backend(model_path: str | Path, settings: GenerationSettings) -> Backe
     return LlamaCppBackend(model_path)
 
 
+def remote_backend(server: ServerSettings, model: str) -> Backend:
+    """A backend for OpenAI-compatible servers, not opened yet."""
+    from tui_batch.backends.remote import RemoteBackend
+
+    return RemoteBackend(server, model)
+
+
+def check_servers(server: ServerSettings, model: str | None = None) -> dict[str, list[str]]:
+    """Each endpoint's models; a one-line ServerError if one cannot be used (unreachable,
+    refusing the key, not serving `model`). For a CLI or a dashboard, before a job is made."""
+    from tui_batch.backends.remote import probe_servers
+
+    return probe_servers(server, model)
+
+
 def backend_for_job(job: BatchJob, opened: bool = True) -> Backend:
-    """The job's model, found again (by path, else by id), opened for its settings
-    (or, with `opened=False`, left for the engine to open if a prompt is left to run:
-    then a model that is gone is an error only when it is needed).
+    """The job's backend: its servers, or its model found again (by path, else by id),
+    opened for its settings (or, with `opened=False`, left for the engine to open if a
+    prompt is left to run: then a model that is gone is an error only when it is needed).
 
     The caller owns the backend and closes it.
     """
     from tui_batch.models import resolve_model
+
+    if job.server is not None:
+        backend = remote_backend(job.server, job.model_id)
+        if opened:
+            backend.open(job.settings)
+        return backend
 
     path = Path(job.model_path) if job.model_path else None
     if path is None or not path.is_file():

@@ -15,7 +15,7 @@ from typing import Any
 
 from tui_batch.core.backend import Backend, Completion, Task, TokenSink, describe_error
 from tui_batch.core.errors import ModelError
-from tui_batch.core.jobs import BatchJob, GenerationSettings, Prompt
+from tui_batch.core.jobs import BatchJob, GenerationSettings, build_messages
 
 _CONTEXT_OVERFLOW = re.compile(r"Requested tokens \((\d+)\) exceed context window of (\d+)")
 
@@ -33,17 +33,6 @@ def load_key(settings: GenerationSettings) -> tuple[int, tuple[Any, ...]]:
     """The threads to use, and what a loaded model must match to be reused."""
     threads = settings.effective_threads
     return threads, (settings.n_ctx, threads, settings.n_gpu_layers)
-
-
-def build_messages(prompt: Prompt, system_prompt: str | None) -> list[dict[str, Any]]:
-    """The chat for one prompt: its own system text wins over the job's."""
-    system = prompt.system if prompt.system is not None else system_prompt
-    messages: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
-    if prompt.messages:
-        messages.extend(prompt.messages)
-    else:
-        messages.append({"role": "user", "content": prompt.text})
-    return messages
 
 
 @dataclass(slots=True)

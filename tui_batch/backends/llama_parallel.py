@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tui_batch.backends.llama_cpp import build_messages, import_llama_cpp, load_key
+from tui_batch.backends.llama_cpp import import_llama_cpp, load_key
 from tui_batch.core.backend import Backend, Completion, Task, TokenSink
 from tui_batch.core.errors import ModelError
-from tui_batch.core.jobs import BatchJob, GenerationSettings, Prompt
+from tui_batch.core.jobs import BatchJob, GenerationSettings, Prompt, build_messages
 from tui_batch.core.settings import MAX_PARALLEL
 
 # What create_chat_completion uses unless told otherwise.

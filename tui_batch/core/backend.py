@@ -20,10 +20,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from tui_batch.core.jobs import BatchJob, Prompt
+from tui_batch.core.jobs import Attempt, BatchJob, Prompt
 from tui_batch.core.settings import GenerationSettings
 
 TokenSink = Callable[[int, str], None]
@@ -39,7 +39,9 @@ class Task:
 @dataclass(slots=True)
 class Completion:
     """A finished task. `error` set means the prompt failed; `retryable=False` means
-    running it again cannot help (it does not fit the context, say)."""
+    running it again cannot help (it does not fit the context, say), or that the backend
+    retried it itself already. A backend that sends requests fills `endpoint`,
+    `attempt_log` and `attempts` (the requests it sent)."""
 
     index: int
     response_text: str = ""
@@ -48,10 +50,43 @@ class Completion:
     finish_reason: str | None = "stop"
     error: str | None = None
     retryable: bool = True
+    endpoint: str | None = None
+    attempt_log: list[Attempt] = field(default_factory=list)
+    attempts: int | None = None
 
     @property
     def success(self) -> bool:
         return self.error is None
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointStatus:
+    """One server as a dashboard shows it. `state` is `ok`, `cooling` (paused by a 429
+    or 503 until `until` seconds from now), or `out` (unreachable; probed again then)."""
+
+    url: str
+    state: str
+    in_flight: int
+    limit: int
+    cap: int
+    until: float | None = None
+    requests: int = 0
+    errors: int = 0
+    last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BackendStatus:
+    """What a backend is doing now, for a dashboard: requests in flight, prompts waiting
+    for a slot, the limits in force and each endpoint's state."""
+
+    in_flight: int
+    waiting: int
+    concurrency: int
+    endpoints: tuple[EndpointStatus, ...] = ()
+    rpm: int | None = None
+    tpm: int | None = None
+    note: str | None = None
 
 
 class Backend(ABC):
@@ -98,6 +133,11 @@ class Backend(ABC):
     @abstractmethod
     def abort(self) -> list[int]:
         """Drop every unfinished task and return their indices."""
+
+    def status(self) -> BackendStatus | None:
+        """A snapshot for a dashboard; None for a backend with nothing more to say than
+        the engine's progress. Safe to call from any thread."""
+        return None
 
 
 def describe_error(exc: BaseException) -> str:

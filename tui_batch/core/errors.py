@@ -25,3 +25,7 @@ class ModelError(TuiBatchError):
 
 class SettingsError(TuiBatchError):
     """A job setting (error strategy, retries, ...) is out of range."""
+
+
+class ServerError(TuiBatchError):
+    """A server cannot be used: unreachable, refusing the key, or not serving the model."""

@@ -9,6 +9,7 @@ from enum import Enum
 from typing import Any
 
 from tui_batch.core.errors import CheckpointError, SettingsError
+from tui_batch.core.servers import ServerSettings
 from tui_batch.core.settings import (
     ErrorStrategy,
     GenerationSettings,
@@ -17,6 +18,7 @@ from tui_batch.core.settings import (
 )
 
 __all__ = [
+    "Attempt",
     "BatchJob",
     "BatchResult",
     "ErrorStrategy",
@@ -24,6 +26,7 @@ __all__ = [
     "JobOptions",
     "JobStatus",
     "Prompt",
+    "build_messages",
     "utc_now",
     "validate_job_id",
 ]
@@ -119,9 +122,70 @@ class Prompt:
         )
 
 
+def build_messages(prompt: Prompt, system_prompt: str | None) -> list[dict[str, Any]]:
+    """The chat for one prompt: its own system text wins over the job's."""
+    system = prompt.system if prompt.system is not None else system_prompt
+    messages: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
+    if prompt.messages:
+        messages.extend(prompt.messages)
+    else:
+        messages.append({"role": "user", "content": prompt.text})
+    return messages
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One request sent for a prompt to a server: where, what came back, how long.
+
+    `status` is the HTTP status (None when no response came); `error` names what went
+    wrong (`HTTP 429`, `timeout: first token`, `connection refused`, ...), None on success.
+    """
+
+    endpoint: str
+    status: int | None = None
+    error: str | None = None
+    retry_after: float | None = None
+    latency: float = 0.0
+    ttft: float | None = None
+    tokens_input: int = 0
+    tokens_output: int = 0
+    started_at: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Attempt:
+        """An attempt as `to_dict` wrote it; anything else is a CheckpointError."""
+        if not isinstance(data, dict) or not isinstance(data.get("endpoint"), str):
+            raise CheckpointError("an attempt record has no endpoint")
+        for key, kinds in _ATTEMPT_TYPES.items():
+            value = data.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, kinds)):
+                raise CheckpointError(f"an attempt record has a wrong {key}: {value!r:.40}")
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known and v is not None})
+
+
+_ATTEMPT_TYPES: dict[str, type | tuple[type, ...]] = {
+    "status": int,
+    "error": str,
+    "retry_after": (int, float),
+    "latency": (int, float),
+    "ttft": (int, float),
+    "tokens_input": int,
+    "tokens_output": int,
+    "started_at": str,
+}
+
+
 @dataclass(slots=True)
 class BatchResult:
-    """The outcome of one prompt (the guide's fields, plus bookkeeping)."""
+    """The outcome of one prompt (the guide's fields, plus bookkeeping).
+
+    Remote jobs also record the `endpoint` that answered and every request sent
+    (`attempt_log`); `attempts` counts those requests.
+    """
 
     prompt_index: int
     prompt: str
@@ -136,6 +200,8 @@ class BatchResult:
     finish_reason: str | None = None
     started_at: str | None = None
     completed_at: str | None = None
+    endpoint: str | None = None
+    attempt_log: list[Attempt] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -143,7 +209,12 @@ class BatchResult:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BatchResult:
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        values = {k: v for k, v in data.items() if k in known}
+        values["attempt_log"] = [
+            a if isinstance(a, Attempt) else Attempt.from_dict(a)
+            for a in values.get("attempt_log") or []
+        ]
+        return cls(**values)
 
 
 @dataclass(slots=True)
@@ -171,6 +242,8 @@ class BatchJob:
     retries: int = 0
     retry_backoff: float = 1.0
     checkpoint_every: int = 5
+    # Set for a job run on OpenAI-compatible servers; then `model_id` is the served name.
+    server: ServerSettings | None = None
 
     def __post_init__(self) -> None:
         validate_job_id(self.job_id)
@@ -178,6 +251,8 @@ class BatchJob:
         self.total_prompts = len(self.prompts)
         if not isinstance(self.settings, GenerationSettings):
             raise TypeError("settings must be GenerationSettings")
+        if self.server is not None and not isinstance(self.server, ServerSettings):
+            raise TypeError("server must be ServerSettings")
         options = self.options  # checked when made
         self.error_strategy = options.error_strategy
         self.retry_backoff = options.retry_backoff
@@ -200,7 +275,12 @@ class BatchJob:
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "prompts"}
         data["status"] = self.status.value
         data["settings"] = asdict(self.settings)
+        data["server"] = self.server.to_dict() if self.server else None
         return data
+
+    @property
+    def is_remote(self) -> bool:
+        return self.server is not None
 
     @classmethod
     def from_header(cls, header: Any, prompts: list[Prompt]) -> BatchJob:
@@ -229,6 +309,8 @@ class BatchJob:
         values = {k: v for k, v in header.items() if k in known and v is not None}
         try:
             values["settings"] = GenerationSettings.from_dict(header.get("settings") or {})
+            if header.get("server") is not None:
+                values["server"] = ServerSettings.from_dict(header["server"])
             return cls(prompts=prompts, **values)
         except SettingsError as exc:
             raise CheckpointError(f"job record: {exc}") from None

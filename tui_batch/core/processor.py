@@ -335,10 +335,12 @@ class _Run:
             success=completion.success,
             error_message=completion.error,
             custom_id=job.custom_id(completion.index),
-            attempts=attempt,
+            attempts=completion.attempts or attempt,
             finish_reason=completion.finish_reason,
             started_at=started_at,
             completed_at=utc_now(),
+            endpoint=completion.endpoint,
+            attempt_log=completion.attempt_log,
         )
         self.results[completion.index] = result
         self.unsaved.append(result)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from tui_batch.core.errors import CheckpointError
 from tui_batch.core.jobs import BatchResult, Prompt
-from tui_batch.core.rows import RESULT_COLUMNS, result_from_row
-from tui_batch.core.store import connect_read_only
+from tui_batch.core.rows import result_from_row
+from tui_batch.core.store import connect_read_only, result_columns
 
 FILTERS = ("all", "failed", "succeeded")
 _WHERE = {"all": "1", "failed": "r.success = 0", "succeeded": "r.success = 1"}
@@ -56,7 +56,7 @@ class ResultsView:
         if not indices:
             return []
         marks = ",".join("?" * len(indices))
-        columns = ", ".join(f"r.{c}" for c in RESULT_COLUMNS)
+        columns = result_columns(self._connection, "r.")
         rows = self._connection.execute(
             f"SELECT {columns}, p.data FROM results r JOIN prompts p ON p.idx = r.prompt_index "
             f"WHERE r.prompt_index IN ({marks})",

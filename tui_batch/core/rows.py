@@ -6,12 +6,13 @@ functions, so a damaged row is refused the same way everywhere.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from tui_batch.core.errors import CheckpointError
-from tui_batch.core.jobs import BatchResult, JobStatus, Prompt
+from tui_batch.core.jobs import Attempt, BatchResult, JobStatus, Prompt
 
 RESULT_COLUMNS = (
     "prompt_index",
@@ -25,6 +26,8 @@ RESULT_COLUMNS = (
     "finish_reason",
     "started_at",
     "completed_at",
+    "endpoint",
+    "attempt_log",
 )
 
 
@@ -70,10 +73,14 @@ def result_from_row(values: Sequence[Any], prompt: Prompt) -> BatchResult:
             raise CheckpointError(f"a result has a wrong {key}: {row[key]!r:.40}")
     if not isinstance(row["response_text"], str) or not isinstance(row["duration"], (int, float)):
         raise CheckpointError(f"result {row['prompt_index']} is damaged")
-    for key in ("error_message", "finish_reason", "started_at", "completed_at"):
+    for key in ("error_message", "finish_reason", "started_at", "completed_at", "endpoint"):
         if row[key] is not None and not isinstance(row[key], str):
             raise CheckpointError(f"result {row['prompt_index']} has a wrong {key}")
     row["success"] = bool(row["success"])
+    log = json.loads(row["attempt_log"]) if row["attempt_log"] else []
+    if not isinstance(log, list):
+        raise CheckpointError(f"result {row['prompt_index']} has a damaged attempt log")
+    row["attempt_log"] = [Attempt.from_dict(a) for a in log]
     index = row["prompt_index"]
     return BatchResult(prompt=prompt.text, custom_id=prompt.custom_id or f"request-{index}", **row)
 
@@ -91,4 +98,6 @@ def result_row(result: BatchResult) -> tuple[Any, ...]:
         result.finish_reason,
         result.started_at,
         result.completed_at,
+        result.endpoint,
+        json.dumps([a.to_dict() for a in result.attempt_log]) if result.attempt_log else None,
     )

@@ -24,6 +24,9 @@ MAX_PARALLEL = 255
 # KV cache. A GPU has room and compute to spare for more.
 DEFAULT_PARALLEL_CPU = 4
 DEFAULT_PARALLEL_GPU = 16
+# Retries a job on servers gets unless told otherwise: a 429 or a dropped connection is
+# routine there, and one should not fail a prompt.
+DEFAULT_REMOTE_RETRIES = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +57,14 @@ LIMITS: dict[str, Limit] = {
     "retry_backoff": Limit("Retry backoff", float, 0.0, 3600.0, hint="seconds"),
     "checkpoint_every": Limit("Checkpoint every", int, 1, hint="results"),
     "threshold": Limit("Threshold N", int, 1, hint="for threshold"),
+    # Remote servers (core/servers.py).
+    "concurrency": Limit("Concurrency", int, 1, 4096, hint="requests in flight"),
+    "rpm": Limit("Requests/min", int, 1, blank_is_none=True, hint="no limit"),
+    "tpm": Limit("Tokens/min", int, 1, blank_is_none=True, hint="no limit"),
+    "connect_timeout": Limit("Connect timeout", float, 0.1, 600.0, hint="seconds"),
+    "first_token_timeout": Limit("First token timeout", float, 0.1, 86400.0, hint="seconds"),
+    "stall_timeout": Limit("Stall timeout", float, 0.1, 3600.0, hint="seconds"),
+    "request_timeout": Limit("Request timeout", float, 0.1, 86400.0, hint="seconds"),
 }
 
 
@@ -217,13 +228,14 @@ OPTION_KEYS = tuple(f.name for f in fields(JobOptions))
 
 
 def settings_from_text(
-    texts: Mapping[str, str | None], base: GenerationSettings | None = None
+    texts: Mapping[str, str | None], base: GenerationSettings | None = None, remote: bool = False
 ) -> tuple[GenerationSettings, JobOptions]:
     """Settings from typed text (a CLI flag's value, a setup field), keyed by setting name.
 
     A key left out keeps `base`'s value (or the default). Blank text keeps the default,
     or means "automatic" / "not set" where the setting has that (threads, parallel, seed).
     `error_strategy` is `continue`, `stop` or `threshold:N`; `stop` may hold a list.
+    A `remote` job (on servers) retries DEFAULT_REMOTE_RETRIES times unless told.
     """
     base = base or GenerationSettings()
     generation: dict[str, Any] = {}
@@ -242,6 +254,8 @@ def settings_from_text(
         else:
             raise SettingsError(f"Unknown setting {key!r}")
         (options if key in OPTION_KEYS else generation)[key] = value
+    if remote and "retries" not in options:
+        options["retries"] = DEFAULT_REMOTE_RETRIES
     return replace(base, **generation), JobOptions(**options)
 
 

@@ -34,7 +34,14 @@ from tui_batch.core.jobs import (
 from tui_batch.core.rows import RESULT_COLUMNS, JobSummary, result_from_row, result_row
 from tui_batch.core.scratch import remove_stale, scratch_file
 
-SCHEMA_VERSION = 1
+# 2 added the results' endpoint and attempt_log; a version 1 file is upgraded in place
+# when a run writes to it, and read as it is.
+SCHEMA_VERSION = 2
+_UPGRADE_FROM_1 = (
+    "ALTER TABLE results ADD COLUMN endpoint TEXT",
+    "ALTER TABLE results ADD COLUMN attempt_log TEXT",
+    "PRAGMA user_version = 2",
+)
 CHECKPOINT_PREFIX = "batch_"
 CHECKPOINT_SUFFIX = ".db"
 _SCHEMA = f"""
@@ -51,7 +58,9 @@ CREATE TABLE results (
     attempts INTEGER NOT NULL,
     finish_reason TEXT,
     started_at TEXT,
-    completed_at TEXT
+    completed_at TEXT,
+    endpoint TEXT,
+    attempt_log TEXT
 );
 PRAGMA user_version = {SCHEMA_VERSION};
 """
@@ -253,7 +262,7 @@ class CheckpointStore:
                 results = [
                     result_from_row(row, prompts[row[0]])
                     for row in connection.execute(
-                        f"SELECT {', '.join(RESULT_COLUMNS)} FROM results ORDER BY prompt_index"
+                        f"SELECT {result_columns(connection)} FROM results ORDER BY prompt_index"
                     )
                     if _in_range(row[0], len(prompts))
                 ]
@@ -337,6 +346,9 @@ class CheckpointWriter:
         self.path = path
         try:
             self._connection = _connect(path)
+            (version,) = self._connection.execute("PRAGMA user_version").fetchone()
+            if version == 1:
+                self._connection.executescript(f"BEGIN;{';'.join(_UPGRADE_FROM_1)};COMMIT;")
         except sqlite3.Error as exc:
             raise _storage_error("open checkpoint", path, exc) from None
 
@@ -400,9 +412,16 @@ def _header_json(job: BatchJob) -> str:
     return json.dumps(job.header(), ensure_ascii=False)
 
 
+def result_columns(connection: sqlite3.Connection, prefix: str = "") -> str:
+    """The SELECT list for RESULT_COLUMNS; a version 1 file lacks the newer ones."""
+    (version,) = connection.execute("PRAGMA user_version").fetchone()
+    old = ("endpoint", "attempt_log") if version == 1 else ()
+    return ", ".join("NULL" if c in old else f"{prefix}{c}" for c in RESULT_COLUMNS)
+
+
 def _read_header(connection: sqlite3.Connection) -> Any:
     (version,) = connection.execute("PRAGMA user_version").fetchone()
-    if version != SCHEMA_VERSION:
+    if version not in (1, SCHEMA_VERSION):
         raise CheckpointError(f"not a tui-batch checkpoint (format version {version})")
     row = connection.execute("SELECT header FROM job WHERE id = 1").fetchone()
     if row is None:

@@ -1,0 +1,229 @@
+"""An OpenAI-compatible chat server of our own (aiohttp), for tests and benchmarks.
+
+It answers at once with an echo of the prompt, or injects the faults a test scripts:
+429 with Retry-After / retry-after-ms / an HTTP date, 503, 500, 400, a delay, a stream
+that stalls or drops mid-way, malformed JSON, no usage. It records, from its own side,
+every request's arrival time and the peak number of requests in flight, so a test can
+check caps, rates and Retry-After where they matter: at the server.
+
+In a test: `with FakeServer() as server:` (a thread of the test process). As a process
+(benchmarks, kill -9 tests): `python tests/fake_server.py --port P [--delay S]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import threading
+import time
+from collections import deque
+from email.utils import formatdate
+
+from aiohttp import web
+
+MODEL = "fake-model"
+
+
+class FakeServer:
+    """Listens on 127.0.0.1:`port` (0: any free port) once started."""
+
+    def __init__(
+        self, port: int = 0, model: str = MODEL, key: str | None = None, delay: float = 0.0
+    ) -> None:
+        self.port, self.model, self.key, self.delay = port, model, key, delay
+        # Faults for the next requests, in order: "429", "429:S", "429ms:MS", "429date:S",
+        # "503", "500", "400", "delay:S", "stall", "drop", "malformed", "nousage", "ok".
+        self.script: deque[str] = deque()
+        self.words = 8  # chunks in each answer
+        self.arrivals: list[float] = []
+        self.finished = 0
+        self.in_flight = 0
+        self.peak = 0
+        self.cancelled = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/v1/chat/completions", self._chat)
+        return app
+
+    def __enter__(self) -> FakeServer:
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, args=(ready,), daemon=True)
+        self._thread.start()
+        if not ready.wait(10):
+            raise RuntimeError("fake server did not start")
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        assert self._loop is not None and self._runner is not None
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        assert self._thread is not None
+        self._thread.join(10)
+
+    def _serve(self, ready: threading.Event) -> None:
+        self._loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._start())
+        ready.set()
+        self._loop.run_forever()
+
+    async def _start(self) -> None:
+        self._runner = web.AppRunner(
+            self.app(), access_log=None, handler_cancellation=True, shutdown_timeout=0.5
+        )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    def _authorised(self, request: web.Request) -> web.Response | None:
+        if self.key is None:
+            return None
+        sent = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if sent == self.key:
+            return None
+        # Like a hosted API, it echoes the key it was sent: the client must not keep it.
+        body = {"error": {"message": f"Incorrect API key provided: {sent}", "code": "bad_key"}}
+        return web.json_response(body, status=401)
+
+    async def _models(self, request: web.Request) -> web.Response:
+        refused = self._authorised(request)
+        if refused is not None:
+            return refused
+        return web.json_response(
+            {"object": "list", "data": [{"id": self.model, "object": "model", "owned_by": "me"}]}
+        )
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        self.arrivals.append(time.monotonic())
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            return await self._answer(request)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        finally:
+            self.in_flight -= 1
+            self.finished += 1
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
+        refused = self._authorised(request)
+        if refused is not None:
+            return refused
+        body = await request.json()
+        fault = self.script.popleft() if self.script else "ok"
+        kind, _, arg = fault.partition(":")
+        text = str(body["messages"][-1].get("content", ""))
+        if "BAD_REQUEST" in text:
+            kind = "400"
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if kind == "delay":
+            await asyncio.sleep(float(arg))
+        elif kind in ("429", "429ms", "429date", "503", "500", "400"):
+            status = int(kind[:3])
+            headers = {}
+            if kind == "429" and arg:
+                headers["Retry-After"] = arg
+            elif kind == "429ms":
+                headers["retry-after-ms"] = arg
+            elif kind == "429date":
+                headers["Retry-After"] = formatdate(time.time() + float(arg), usegmt=True)
+            message = "context too long" if status == 400 else f"fault {status}"
+            return web.json_response(
+                {"error": {"message": message, "type": "fault"}}, status=status, headers=headers
+            )
+        words = [f"w{i}" for i in range(self.words)]
+        usage = {
+            "prompt_tokens": len(text.split()),
+            "completion_tokens": len(words),
+            "total_tokens": len(text.split()) + len(words),
+        }
+        if not body.get("stream"):
+            if kind == "malformed":
+                return web.Response(
+                    text='{"id": "x", "choices": [', content_type="application/json"
+                )
+            answer = {
+                "id": "chatcmpl-1",
+                "object": "chat.completion",
+                "created": 0,
+                "model": self.model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": " ".join(words)},
+                        "finish_reason": "length",
+                    }
+                ],
+            }
+            if kind != "nousage":
+                answer["usage"] = usage
+            return web.json_response(answer)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for i, word in enumerate(words):
+            if kind == "malformed" and i == 1:
+                await response.write(b"data: {this is not json\n\n")
+            content = word if i == 0 else f" {word}"
+            chunk = _chunk(self.model, {"content": content}, None)
+            await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+            if i == 1 and kind == "stall":
+                await asyncio.sleep(3600)
+            if i == 1 and kind == "drop":
+                assert request.transport is not None
+                request.transport.abort()
+                return response
+        await response.write(f"data: {json.dumps(_chunk(self.model, {}, 'length'))}\n\n".encode())
+        if kind != "nousage" and (body.get("stream_options") or {}).get("include_usage"):
+            last = _chunk(self.model, {}, None)
+            last["choices"] = []
+            last["usage"] = usage
+            await response.write(f"data: {json.dumps(last)}\n\n".encode())
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+
+def _chunk(model: str, delta: dict, finish: str | None) -> dict:
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds before each answer")
+    parser.add_argument("--words", type=int, default=8, help="chunks in each answer")
+    parser.add_argument("--model", default=MODEL)
+    args = parser.parse_args()
+    server = FakeServer(args.port, args.model, delay=args.delay)
+    server.words = args.words
+    web.run_app(
+        server.app(),
+        host="127.0.0.1",
+        port=args.port,
+        access_log=None,
+        print=None,
+        handler_cancellation=True,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,275 @@
+"""Which request may go now, and to which endpoint: concurrency caps, rate limits, and
+the limits each endpoint's answers teach us.
+
+- At most `concurrency` requests in flight overall, and at most each endpoint's limit
+  there; a request goes to the endpoint with the fewest in flight relative to its limit.
+- `rpm` and `tpm` token buckets, refilled continuously; a request's token cost is an
+  estimate (prompt + max_tokens), corrected from the real usage when it is known.
+- A 429 or 503 halves that endpoint's limit and pauses it for the server's Retry-After
+  (at most two minutes); five straight successes grow the limit by half, up to its cap.
+- An endpoint that refuses connections is out; one request probes it again after 1 s,
+  then 2, 4, ... 30 s. While every endpoint is out, requests wait.
+
+Waiters are served first come, first served, from one queue; nothing polls. Runs on the
+backend's event loop (not thread-safe); `status` may be read from any thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+
+from tui_batch.core.backend import BackendStatus, EndpointStatus
+from tui_batch.core.servers import MAX_RETRY_AFTER, Endpoint, ServerSettings
+
+# Five straight successes grow a halved limit by half again (as promptfoo's scheduler).
+GROW_AFTER = 5
+FIRST_PROBE = 1.0
+LAST_PROBE = 30.0
+# A 429 or 503 with no Retry-After pauses its endpoint this long.
+DEFAULT_COOLDOWN = 1.0
+
+
+class Outcome(Enum):
+    """How a request ended, as far as its endpoint's limits care."""
+
+    OK = "ok"
+    THROTTLED = "throttled"  # 429, 503: too much; slow down
+    DOWN = "down"  # the connection was refused: the server is not there
+    FAILED = "failed"  # anything else
+    UNSENT = "unsent"  # cancelled before it was sent
+
+
+class TokenBucket:
+    """`per_minute` spread evenly: refilled continuously, holding at most one second's
+    worth (at least 1). A cost larger than the bucket waits for a full bucket and then
+    leaves it in debt, so large requests still go and the rate still holds."""
+
+    def __init__(self, per_minute: int, now: float) -> None:
+        self.rate = per_minute / 60.0
+        self.capacity = max(1.0, self.rate)
+        self.level = self.capacity
+        self.updated = now
+
+    def wait(self, cost: float, now: float) -> float:
+        """Seconds until `cost` may be taken (0: now)."""
+        self.level = min(self.capacity, self.level + (now - self.updated) * self.rate)
+        self.updated = now
+        need = min(cost, self.capacity)
+        return 0.0 if self.level >= need else (need - self.level) / self.rate
+
+    def take(self, cost: float) -> None:
+        self.level -= cost
+
+    def refund(self, amount: float) -> None:
+        """Give back (or, negative, take more of) an estimate once the real cost is known."""
+        self.level = min(self.capacity, self.level + amount)
+
+
+@dataclass(slots=True)
+class EndpointState:
+    endpoint: Endpoint
+    cap: int
+    limit: int
+    in_flight: int = 0
+    cooling_until: float = 0.0
+    out_until: float | None = None
+    probe_interval: float = FIRST_PROBE
+    streak: int = 0
+    requests: int = 0
+    errors: int = 0
+    last_error: str | None = None
+
+    @property
+    def url(self) -> str:
+        return self.endpoint.url
+
+    def room(self, now: float) -> tuple[bool, float]:
+        """Whether a request may go here now; else how long until it may (inf: when one
+        in flight here finishes)."""
+        if self.out_until is not None:
+            if self.in_flight:  # a probe is on its way
+                return False, math.inf
+            return (True, 0.0) if now >= self.out_until else (False, self.out_until - now)
+        if now < self.cooling_until:
+            return False, self.cooling_until - now
+        return self.in_flight < self.limit, math.inf
+
+
+class Admission:
+    """Hands out endpoints to requests under the job's limits (see the module doc)."""
+
+    def __init__(self, server: ServerSettings, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        now = clock()
+        self.concurrency = server.concurrency
+        self.endpoints = [EndpointState(e, server.cap(e), server.cap(e)) for e in server.endpoints]
+        self.rpm = TokenBucket(server.rpm, now) if server.rpm else None
+        self.tpm = TokenBucket(server.tpm, now) if server.tpm else None
+        self.rpm_limit, self.tpm_limit = server.rpm, server.tpm
+        self.in_flight = 0
+        self.notes: deque[str] = deque(maxlen=50)  # each change of a limit or state
+        self._queue: deque[tuple[float, asyncio.Future[EndpointState]]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+
+    async def acquire(self, cost: float) -> EndpointState:
+        """Wait for a slot; `cost` is the request's estimated tokens (for `tpm`)."""
+        future: asyncio.Future[EndpointState] = asyncio.get_running_loop().create_future()
+        self._queue.append((cost, future))
+        self._dispatch()
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.release(future.result(), Outcome.UNSENT)
+            raise
+
+    def release(
+        self,
+        state: EndpointState,
+        outcome: Outcome,
+        retry_after: float | None = None,
+        error: str | None = None,
+    ) -> None:
+        """A request to `state` ended; learn from how, then serve the next waiters."""
+        now = self.clock()
+        self.in_flight -= 1
+        state.in_flight -= 1
+        if outcome is Outcome.UNSENT:
+            state.requests -= 1
+        elif outcome is Outcome.OK:
+            self._succeeded(state)
+        else:
+            state.errors += 1
+            state.last_error = error
+            state.streak = 0
+            if outcome is Outcome.THROTTLED:
+                self._throttled(state, now, retry_after)
+            elif outcome is Outcome.DOWN:
+                self._down(state, now, error)
+        self._dispatch()
+
+    def correct_tokens(self, estimate: float, actual: int | None) -> None:
+        """The real usage of a request is known: settle the `tpm` estimate."""
+        if self.tpm is not None and actual is not None:
+            self.tpm.refund(estimate - actual)
+
+    @property
+    def waiting(self) -> int:
+        return sum(1 for _, future in self._queue if not future.done())
+
+    def status(self) -> BackendStatus:
+        now = self.clock()
+        endpoints = []
+        for s in list(self.endpoints):
+            if s.out_until is not None:
+                state, until = "out", max(0.0, s.out_until - now)
+            elif now < s.cooling_until:
+                state, until = "cooling", s.cooling_until - now
+            else:
+                state, until = "ok", None
+            endpoints.append(
+                EndpointStatus(
+                    s.url,
+                    state,
+                    s.in_flight,
+                    s.limit,
+                    s.cap,
+                    until,
+                    s.requests,
+                    s.errors,
+                    s.last_error,
+                )
+            )
+        note = None
+        if endpoints and all(e.state == "out" for e in endpoints):
+            note = "every server is unreachable: waiting for one to come back"
+        return BackendStatus(
+            self.in_flight,
+            self.waiting,
+            self.concurrency,
+            tuple(endpoints),
+            self.rpm_limit,
+            self.tpm_limit,
+            note,
+        )
+
+    def _succeeded(self, state: EndpointState) -> None:
+        if state.out_until is not None:
+            state.out_until = None
+            state.probe_interval = FIRST_PROBE
+            self.notes.append(f"{state.url} is back")
+        state.streak += 1
+        if state.streak >= GROW_AFTER and state.limit < state.cap:
+            state.limit = min(state.cap, max(state.limit + 1, math.ceil(state.limit * 1.5)))
+            state.streak = 0
+            self.notes.append(f"{state.url}: limit grows to {state.limit}")
+
+    def _throttled(self, state: EndpointState, now: float, retry_after: float | None) -> None:
+        pause = min(MAX_RETRY_AFTER, DEFAULT_COOLDOWN if retry_after is None else retry_after)
+        state.cooling_until = max(state.cooling_until, now + pause)
+        if state.limit > 1:
+            state.limit = max(1, state.limit // 2)
+        self.notes.append(
+            f"{state.url}: {state.last_error or 'throttled'}; limit {state.limit}, "
+            f"paused {pause:.1f}s"
+        )
+
+    def _down(self, state: EndpointState, now: float, error: str | None) -> None:
+        if state.out_until is None:
+            self.notes.append(f"{state.url} is out: {error or 'unreachable'}")
+        else:
+            state.probe_interval = min(LAST_PROBE, state.probe_interval * 2)
+        state.out_until = now + state.probe_interval
+
+    def _pick(self, cost: float, now: float) -> tuple[EndpointState | None, float]:
+        """An endpoint for a request now, or how long until one may be free."""
+        if self.in_flight >= self.concurrency:
+            return None, math.inf
+        best, wait = None, math.inf
+        for state in self.endpoints:
+            ok, until = state.room(now)
+            if not ok:
+                wait = min(wait, until)
+            elif best is None or state.in_flight * best.limit < best.in_flight * state.limit:
+                best = state
+        if best is None:
+            return None, wait
+        rate_wait = max(
+            self.rpm.wait(1, now) if self.rpm else 0.0,
+            self.tpm.wait(cost, now) if self.tpm else 0.0,
+        )
+        if rate_wait > 0:
+            return None, rate_wait
+        if self.rpm:
+            self.rpm.take(1)
+        if self.tpm:
+            self.tpm.take(cost)
+        self.in_flight += 1
+        best.in_flight += 1
+        best.requests += 1
+        return best, 0.0
+
+    def _dispatch(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        now = self.clock()
+        while self._queue:
+            cost, future = self._queue[0]
+            if future.done():
+                self._queue.popleft()
+                continue
+            state, wait = self._pick(cost, now)
+            if state is None:
+                if wait != math.inf:
+                    loop = asyncio.get_running_loop()
+                    self._timer = loop.call_later(max(wait, 0.001), self._dispatch)
+                return
+            self._queue.popleft()
+            future.set_result(state)

@@ -1,0 +1,189 @@
+"""Where a remote job sends its requests, and how hard: endpoints, key variable, limits.
+
+A job stores the name of the environment variable that holds the API key, never the
+key itself; the key is read from the environment when requests are sent.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from tui_batch.core.errors import SettingsError
+from tui_batch.core.settings import check, parse_number
+
+DEFAULT_KEY_ENV = "OPENAI_API_KEY"
+# Longest pause a server's Retry-After may ask of an endpoint.
+MAX_RETRY_AFTER = 120.0
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One server's base URL (ending in /v1, say) and its own cap on requests in flight
+    (`None`: the job's overall concurrency)."""
+
+    url: str
+    concurrency: int | None = None
+
+    def __str__(self) -> str:
+        return f"{self.url}#{self.concurrency}" if self.concurrency else self.url
+
+
+def parse_endpoint(text: str) -> Endpoint:
+    """`http://host:8000/v1` or `http://host:8000/v1#8` (at most 8 in flight there).
+
+    A URL with no path gets `/v1`, where every OpenAI-compatible server serves.
+    A URL with a user name or password in it is refused: the key belongs in a variable.
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise SettingsError("Server: a URL is required, like http://127.0.0.1:8000/v1")
+    raw = text.strip()
+    base, hash_, cap_text = raw.partition("#")
+    concurrency = None
+    if hash_:
+        try:
+            concurrency = parse_number("concurrency", cap_text)
+        except SettingsError as exc:
+            raise SettingsError(f"Server {base:.80}: after '#', {exc}") from None
+        if concurrency is None:
+            raise SettingsError(f"Server {base:.80}: expected a number after '#', like {base}#8")
+    try:
+        parts = urlsplit(base)
+        port = parts.port
+    except ValueError as exc:
+        raise SettingsError(f"Server {base!r:.80}: not a URL ({exc})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        example = "http://127.0.0.1:8000/v1"
+        if "://" not in base:
+            example = f"http://{base}" + ("" if "/" in base else "/v1")
+        raise SettingsError(
+            f"Server {base!r:.80}: expected a URL starting with http:// or https://, "
+            f"like {example:.80}"
+        )
+    if parts.username is not None or parts.password is not None:
+        raise SettingsError(
+            "Server: a URL must not hold a user name or password; put the key in an "
+            "environment variable and name it with --api-key-env"
+        )
+    if parts.query:
+        raise SettingsError(f"Server {parts.hostname}: a URL with a query string is not supported")
+    path = parts.path.rstrip("/") or "/v1"
+    netloc = parts.hostname if port is None else f"{parts.hostname}:{port}"
+    if ":" in (parts.hostname or "") and port is None:
+        netloc = f"[{parts.hostname}]"
+    elif ":" in (parts.hostname or ""):
+        netloc = f"[{parts.hostname}]:{port}"
+    return Endpoint(urlunsplit((parts.scheme, netloc, path, "", "")), concurrency)
+
+
+def check_key_env(name: Any) -> str:
+    """The name of the variable holding the API key. Never echoes a bad value: it may be
+    the key itself, typed in the wrong place."""
+    if not isinstance(name, str) or not _ENV_NAME.fullmatch(name.strip()):
+        raise SettingsError(
+            "API key variable: expected the name of an environment variable "
+            f"(letters, digits and _, like {DEFAULT_KEY_ENV}), not the key itself"
+        )
+    return name.strip()
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    """How a job talks to OpenAI-compatible servers. Checked when made."""
+
+    endpoints: tuple[Endpoint, ...]
+    api_key_env: str = DEFAULT_KEY_ENV
+    concurrency: int = 16
+    rpm: int | None = None
+    tpm: int | None = None
+    connect_timeout: float = 10.0
+    first_token_timeout: float = 300.0
+    stall_timeout: float = 60.0
+    request_timeout: float = 900.0
+    stream: bool = True
+
+    def __post_init__(self) -> None:
+        endpoints = tuple(self.endpoints)
+        if not endpoints:
+            raise SettingsError("Server: at least one endpoint URL is required")
+        if not all(isinstance(e, Endpoint) for e in endpoints):
+            raise SettingsError("Server: endpoints must be Endpoint values")
+        urls = [e.url for e in endpoints]
+        for url in urls:
+            if urls.count(url) > 1:
+                raise SettingsError(f"Server {url} is given twice")
+        object.__setattr__(self, "endpoints", endpoints)
+        object.__setattr__(self, "api_key_env", check_key_env(self.api_key_env))
+        for f in fields(self):
+            if f.name in _NUMBERS:
+                object.__setattr__(self, f.name, check(f.name, getattr(self, f.name)))
+        if not isinstance(self.stream, bool):
+            raise SettingsError(f"Stream: expected true or false, got {self.stream!r:.40}")
+        if self.first_token_timeout > self.request_timeout:
+            raise SettingsError(
+                f"First token timeout ({self.first_token_timeout:g}s) is longer than the "
+                f"request timeout ({self.request_timeout:g}s)"
+            )
+
+    def cap(self, endpoint: Endpoint) -> int:
+        """The most requests in flight at one endpoint."""
+        return min(endpoint.concurrency or self.concurrency, self.concurrency)
+
+    def with_endpoints(self, endpoints: tuple[Endpoint, ...]) -> ServerSettings:
+        return replace(self, endpoints=endpoints)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["endpoints"] = [str(e) for e in self.endpoints]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ServerSettings:
+        if not isinstance(data, Mapping):
+            raise SettingsError(f"Server settings: expected an object, got {type(data).__name__}")
+        endpoints = data.get("endpoints")
+        if not isinstance(endpoints, list) or not all(isinstance(e, str) for e in endpoints):
+            raise SettingsError("Server settings: endpoints are not a list of URLs")
+        known = {f.name for f in fields(cls)} - {"endpoints"}
+        values = {k: v for k, v in data.items() if k in known}
+        return cls(endpoints=tuple(parse_endpoint(e) for e in endpoints), **values)
+
+
+_NUMBERS = (
+    "concurrency",
+    "rpm",
+    "tpm",
+    "connect_timeout",
+    "first_token_timeout",
+    "stall_timeout",
+    "request_timeout",
+)
+
+
+def server_settings_from_text(
+    urls: list[str], texts: Mapping[str, str | None], base: ServerSettings | None = None
+) -> ServerSettings:
+    """Server settings from typed text (CLI flags, setup fields). `urls` empty keeps
+    `base`'s endpoints; a key left out keeps `base`'s value (or the default)."""
+    endpoints = tuple(parse_endpoint(u) for u in urls)
+    if base is None:
+        if not endpoints:
+            raise SettingsError("Server: at least one endpoint URL is required")
+        base = ServerSettings(endpoints=endpoints)
+    values: dict[str, Any] = {}
+    for key, text in texts.items():
+        if key == "api_key_env":
+            values[key] = check_key_env(text) if text is not None else base.api_key_env
+        elif key == "stream":
+            values[key] = bool(text)
+        elif key in _NUMBERS:
+            if not (text or "").strip() and key not in ("rpm", "tpm"):
+                continue
+            values[key] = parse_number(key, text)
+        else:
+            raise SettingsError(f"Unknown server setting {key!r}")
+    return replace(base, endpoints=endpoints or base.endpoints, **values)
