@@ -21,7 +21,12 @@ from tui_batch.core.paths import ensure_private_dir, outputs_dir
 from tui_batch.core.processor import BatchProcessor
 from tui_batch.core.progress import format_duration
 from tui_batch.core.prompts import SUPPORTED_EXTENSIONS, load_prompt_file
-from tui_batch.core.servers import DEFAULT_KEY_ENV, ServerSettings, server_settings_from_text
+from tui_batch.core.servers import (
+    DEFAULT_KEY_ENV,
+    SERVER_KEYS,
+    ServerSettings,
+    server_settings_from_text,
+)
 from tui_batch.core.settings import LIMITS, GenerationSettings, JobOptions, settings_from_text
 from tui_batch.core.store import JobLock
 from tui_batch.gguf import format_count
@@ -208,17 +213,6 @@ SETTING_FLAGS = (
 )
 
 
-SERVER_FLAGS = (
-    "api_key_env",
-    "concurrency",
-    "rpm",
-    "tpm",
-    "connect_timeout",
-    "first_token_timeout",
-    "stall_timeout",
-    "request_timeout",
-    "stream",
-)
 LOCAL_FLAGS = {
     "n_ctx": "--n-ctx",
     "n_threads": "--threads",
@@ -238,7 +232,7 @@ def _server_settings(
     args: argparse.Namespace, base: ServerSettings | None
 ) -> ServerSettings | None:
     """The servers the flags name (over `base`'s), or None for a local model."""
-    given = {k: getattr(args, k) for k in SERVER_FLAGS if getattr(args, k, None) is not None}
+    given = {k: getattr(args, k) for k in SERVER_KEYS if getattr(args, k, None) is not None}
     if not args.server and base is None:
         if given:
             flag = "--" + next(iter(given)).replace("_", "-")
@@ -367,7 +361,7 @@ def command_resume(args: argparse.Namespace) -> int:
             return EXIT_FAILED if failed else EXIT_OK
         job.settings, _ = settings_from_text(_given_settings(args), base=job.settings)
         if job.server is None and (
-            args.server or any(getattr(args, k, None) is not None for k in SERVER_FLAGS)
+            args.server or any(getattr(args, k, None) is not None for k in SERVER_KEYS)
         ):
             raise SettingsError(f"Job {job.job_id} runs on a local model; it takes no --server")
         if job.server is not None:

@@ -162,6 +162,8 @@ _NUMBERS = (
     "stall_timeout",
     "request_timeout",
 )
+# Every setting `server_settings_from_text` takes besides the URLs.
+SERVER_KEYS = ("api_key_env", *_NUMBERS, "stream")
 
 
 def server_settings_from_text(

@@ -1,0 +1,270 @@
+"""`tui-batch run/resume/models --server` in real subprocesses, against real servers:
+two `python -m llama_cpp.server` with the demo model, and our fault server for keys."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tui_batch.core.processor import BatchProcessor
+
+from conftest import EXAMPLES, run_cli
+from fake_server import FakeServer
+
+PROMPTS = EXAMPLES / "batch_prompts.txt"
+ALIAS = "smollm2"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_models(url: str, process: subprocess.Popen[bytes], seconds: float = 120) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server at {url} exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/models", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.25)
+    raise RuntimeError(f"server at {url} did not start in {seconds}s")
+
+
+@pytest.fixture(scope="module")
+def llama_servers(demo_model: Path) -> Iterator[list[str]]:
+    """Two real llama-cpp-python servers on loopback, one thread each."""
+    processes, urls = [], []
+    try:
+        for _ in range(2):
+            port = free_port()
+            processes.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "llama_cpp.server",
+                        "--model",
+                        str(demo_model),
+                        "--model_alias",
+                        ALIAS,
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(port),
+                        "--n_ctx",
+                        "2048",
+                        "--n_threads",
+                        "1",
+                        "--interrupt_requests",
+                        "False",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+            urls.append(f"http://127.0.0.1:{port}/v1")
+        for url, process in zip(urls, processes, strict=True):
+            wait_for_models(url, process)
+        yield urls
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait(10)
+
+
+def results_in(checkpoint: Path) -> int:
+    try:
+        with sqlite3.connect(f"{checkpoint.as_uri()}?mode=ro", uri=True) as connection:
+            return connection.execute("SELECT count(*) FROM results").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+@pytest.mark.model
+def test_two_real_servers_kill_9_and_resume_run_every_prompt_once(llama_servers, data_dir):
+    a, b = llama_servers
+    command = [
+        sys.executable,
+        "-m",
+        "tui_batch",
+        "run",
+        str(PROMPTS),
+        "--server",
+        a,
+        "--server",
+        b,
+        "--model",
+        ALIAS,
+        "--max-tokens",
+        "24",
+        "--checkpoint-every",
+        "1",
+        "--concurrency",
+        "4",
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    checkpoints = data_dir / "checkpoints"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        files = list(checkpoints.glob("batch_*.db"))
+        if files and results_in(files[0]) >= 6:
+            break
+        time.sleep(0.1)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(10)
+    (checkpoint,) = checkpoints.glob("batch_*.db")
+    saved = results_in(checkpoint)
+    assert 6 <= saved < 25
+    job_id = checkpoint.stem.removeprefix("batch_")
+
+    done = run_cli("resume", job_id, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"({25 - saved} to run;" in done.stderr
+    job, results = BatchProcessor().load_job(job_id)
+    assert job.completed == 25 and job.failed == 0
+    assert [r.prompt_index for r in results] == list(range(25))
+    assert all(r.response_text.strip() for r in results)
+    assert {r.endpoint for r in results} == {a, b}  # both servers did work
+    assert job.server is not None and [e.url for e in job.server.endpoints] == [a, b]
+
+
+@pytest.mark.model
+def test_resume_takes_new_endpoints(llama_servers, data_dir):
+    a, b = llama_servers
+    first = run_cli("run", str(PROMPTS), "--server", a, "--max-tokens", "4")
+    assert first.returncode == 0, first.stderr  # --model: the one model it serves
+    (checkpoint,) = (data_dir / "checkpoints").glob("batch_*.db")
+    job_id = checkpoint.stem.removeprefix("batch_")
+    again = run_cli("resume", job_id, "--retry-failed", "--server", b)
+    assert again.returncode == 0 and "already finished" in again.stderr
+
+
+def test_bad_input_is_one_line_and_exit_2_before_any_job(data_dir):
+    with FakeServer(key="sk-right-000111") as fake:
+        dead = f"http://127.0.0.1:{free_port()}/v1"
+        cases = {
+            "unreachable": (["--server", dead], {}, f"Cannot reach {dead}"),
+            "model": (
+                ["--server", fake.url, "--model", "gpt-nope"],
+                {"OPENAI_API_KEY": "sk-right-000111"},
+                f"Model 'gpt-nope' is not served by {fake.url}; it serves: fake-model",
+            ),
+            "401": (
+                ["--server", fake.url, "--api-key-env", "MY_KEY"],
+                {"MY_KEY": "sk-wrong-222333"},
+                "the key in $MY_KEY was refused",
+            ),
+            "unset key": (
+                ["--server", fake.url],
+                {"OPENAI_API_KEY": ""},
+                "$OPENAI_API_KEY is not set",
+            ),
+            "scheme": (
+                ["--server", "127.0.0.1:8000"],
+                {},
+                "expected a URL starting with http:// or https://",
+            ),
+            "key as name": (
+                ["--server", fake.url, "--api-key-env", "sk-wrong-222333"],
+                {},
+                "not the key itself",
+            ),
+            "local flag": (["--server", fake.url, "--threads", "2"], {}, "--threads applies"),
+        }
+        for name, (flags, env, message) in cases.items():
+            done = run_cli("run", str(PROMPTS), *flags, env=env, timeout=60)
+            assert done.returncode == 2, (name, done.stderr)
+            lines = done.stderr.strip().splitlines()
+            assert len(lines) == 1 and message in lines[0], (name, done.stderr)
+            assert "Traceback" not in done.stderr
+            assert "sk-wrong-222333" not in done.stderr + done.stdout
+    assert not list((data_dir / "checkpoints").glob("batch_*.db"))
+
+
+def test_the_key_never_reaches_a_file_or_the_screen(data_dir, tmp_path):
+    key = "sk-test-SECRET-4d9f2a"
+    with FakeServer(key=key) as fake:
+        out = tmp_path / "out.jsonl"
+        done = run_cli(
+            "run",
+            str(PROMPTS),
+            "--server",
+            fake.url,
+            "--api-key-env",
+            "TEST_KEY",
+            "--out",
+            str(out),
+            env={"TEST_KEY": key},
+        )
+        assert done.returncode == 0, done.stderr
+        # The server's key changes: it refuses ours and echoes it back in its message.
+        fake.key = "sk-test-OTHER-000000"
+        rotated = run_cli(
+            "run",
+            str(PROMPTS),
+            "--server",
+            fake.url,
+            "--api-key-env",
+            "TEST_KEY",
+            "--out",
+            str(tmp_path / "rotated.json"),
+            env={"TEST_KEY": key},
+        )
+        listing = run_cli("checkpoints", "--json")
+        models = run_cli(
+            "models", "--server", fake.url, "--api-key-env", "TEST_KEY", env={"TEST_KEY": key}
+        )
+    assert rotated.returncode == 2 and "the key in $TEST_KEY was refused" in rotated.stderr
+    assert models.returncode == 2
+    screens = done.stdout + done.stderr + rotated.stderr + listing.stdout + models.stdout
+    assert key not in screens
+    files = [p for p in [*data_dir.rglob("*"), *tmp_path.rglob("*")] if p.is_file()]
+    assert any(p.suffix == ".db" for p in files) and out in files
+    for path in files:
+        assert key.encode() not in path.read_bytes(), path
+    (header,) = json.loads(listing.stdout)["checkpoints"]
+    assert header["model_id"] == "fake-model"
+
+
+def test_a_refused_key_mid_job_fails_prompts_with_the_variable_not_the_key(tmp_path, monkeypatch):
+    from tui_batch.backends.remote import RemoteBackend
+    from tui_batch.core.servers import ServerSettings, parse_endpoint
+
+    monkeypatch.setenv("ROTATED_KEY", "sk-old-77777777")
+    with FakeServer(key="sk-new-88888888") as fake:
+        server = ServerSettings((parse_endpoint(fake.url),), api_key_env="ROTATED_KEY")
+        processor = BatchProcessor(tmp_path / "checkpoints")
+        job = processor.create_job("fake-model", ["a", "b"], server=server, retries=3)
+        with RemoteBackend(server, "fake-model") as backend:
+            results = processor.process_batch(job, backend)
+    assert job.failed == 2
+    assert results[0].attempts == 1  # a refused key is not retried
+    assert results[0].error_message == (
+        f"HTTP 401 from {fake.url}: the key in $ROTATED_KEY was refused"
+    )
+    assert b"sk-old-77777777" not in Path(job.checkpoint_file).read_bytes()
+
+
+def test_models_lists_what_a_server_serves(data_dir):
+    with FakeServer() as fake:
+        table = run_cli("models", "--server", fake.url)
+        listed = run_cli("models", "--server", fake.url, "--json")
+    assert table.returncode == 0 and fake.url in table.stdout and "fake-model" in table.stdout
+    assert json.loads(listed.stdout) == [{"server": fake.url, "models": ["fake-model"]}]
