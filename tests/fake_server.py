@@ -15,8 +15,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import socket
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 from collections import deque
 from email.utils import formatdate
 
@@ -204,6 +208,55 @@ def _chunk(model: str, delta: dict, finish: str | None) -> dict:
         "model": model,
         "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
     }
+
+
+def free_port() -> int:
+    """A port nothing listens on now (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_models(url: str, process: subprocess.Popen[bytes], seconds: float = 120) -> None:
+    """Wait until the server at `url` (a process we started) answers `GET /models`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server at {url} exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/models", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.25)
+    raise RuntimeError(f"server at {url} did not start in {seconds}s")
+
+
+def start_llama_servers(
+    model: str, count: int, alias: str = "smollm2"
+) -> list[tuple[str, subprocess.Popen[bytes]]]:
+    """`count` real `python -m llama_cpp.server` on loopback (1 thread, one request at a
+    time, never cut off), each answering; the caller kills them."""
+    started = []
+    try:
+        for _ in range(count):
+            port = free_port()
+            command = [
+                sys.executable, "-m", "llama_cpp.server", "--model", model,
+                "--model_alias", alias, "--host", "127.0.0.1", "--port", str(port),
+                "--n_ctx", "2048", "--n_threads", "1", "--interrupt_requests", "False",
+            ]  # fmt: skip
+            process = subprocess.Popen(
+                command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            started.append((f"http://127.0.0.1:{port}/v1", process))
+        for url, process in started:
+            wait_for_models(url, process)
+    except BaseException:
+        for _, process in started:
+            process.kill()
+        raise
+    return started
 
 
 def main() -> None:

@@ -3,7 +3,6 @@ limits, failover, timeouts, retries, cancel. Checked from the server's side wher
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Sequence
@@ -16,7 +15,7 @@ from tui_batch.core.jobs import BatchJob, BatchResult, JobStatus
 from tui_batch.core.processor import BatchProcessor
 from tui_batch.core.servers import ServerSettings, parse_endpoint
 
-from fake_server import FakeServer
+from fake_server import FakeServer, free_port
 
 
 def settings(*urls: str, **values) -> ServerSettings:
@@ -41,12 +40,6 @@ def run(
     with backend:
         results = processor.process_batch(batch, backend)
     return batch, results, backend
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_every_prompt_answered_with_usage_endpoint_and_attempt(tmp_path):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -19,72 +18,20 @@ import pytest
 from tui_batch.core.processor import BatchProcessor
 
 from conftest import EXAMPLES, run_cli
-from fake_server import FakeServer
+from fake_server import FakeServer, free_port, start_llama_servers
 
 PROMPTS = EXAMPLES / "batch_prompts.txt"
 ALIAS = "smollm2"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_models(url: str, process: subprocess.Popen[bytes], seconds: float = 120) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server at {url} exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/models", timeout=2) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.25)
-    raise RuntimeError(f"server at {url} did not start in {seconds}s")
-
-
 @pytest.fixture(scope="module")
 def llama_servers(demo_model: Path) -> Iterator[list[str]]:
     """Two real llama-cpp-python servers on loopback, one thread each."""
-    processes, urls = [], []
+    started = start_llama_servers(str(demo_model), 2, ALIAS)
     try:
-        for _ in range(2):
-            port = free_port()
-            processes.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "llama_cpp.server",
-                        "--model",
-                        str(demo_model),
-                        "--model_alias",
-                        ALIAS,
-                        "--host",
-                        "127.0.0.1",
-                        "--port",
-                        str(port),
-                        "--n_ctx",
-                        "2048",
-                        "--n_threads",
-                        "1",
-                        "--interrupt_requests",
-                        "False",
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            )
-            urls.append(f"http://127.0.0.1:{port}/v1")
-        for url, process in zip(urls, processes, strict=True):
-            wait_for_models(url, process)
-        yield urls
+        yield [url for url, _ in started]
     finally:
-        for process in processes:
+        for _, process in started:
             process.kill()
             process.wait(10)
 

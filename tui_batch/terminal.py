@@ -52,9 +52,13 @@ class cancel_on_signals:
 
 
 class ProgressPrinter:
-    """The guide's progress line: redrawn in place on a terminal, a line per update otherwise."""
+    """The guide's progress line: redrawn in place on a terminal; otherwise (a log) a line
+    per update, at most one a second once the job is large, and always the last."""
 
     REDRAW_INTERVAL = 0.1
+    LOG_INTERVAL = 1.0
+    # Up to this many prompts a log gets every update, as the guide shows it.
+    LOG_EVERY_UP_TO = 100
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
@@ -63,11 +67,17 @@ class ProgressPrinter:
         self._pending: ProgressUpdate | None = None
 
     def __call__(self, update: ProgressUpdate) -> None:
+        now = time.monotonic()
         if not self.interactive:
-            print(format_progress_line(update), file=self.stream, flush=True)
+            if (
+                update.total <= self.LOG_EVERY_UP_TO
+                or now - self._last_draw >= self.LOG_INTERVAL
+                or update.done == update.total
+            ):
+                print(format_progress_line(update), file=self.stream, flush=True)
+                self._last_draw = now
             return
         self._pending = update
-        now = time.monotonic()
         if now - self._last_draw >= self.REDRAW_INTERVAL or update.done == update.total:
             self._draw()
             self._last_draw = now

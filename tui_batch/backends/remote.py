@@ -43,6 +43,7 @@ from tui_batch.core.servers import MAX_RETRY_AFTER, Endpoint, ServerSettings
 T = TypeVar("T")
 # How long `step` waits for a completion before handing control back to the engine.
 STEP_WAIT = 0.05
+STEP_GATHER = 0.02
 MAX_BACKOFF = 120.0
 RETRYABLE_STATUS = {408, 409, 429}
 THROTTLE_STATUS = {429, 503}
@@ -120,8 +121,9 @@ class RemoteBackend(Backend):
     def __init__(self, server: ServerSettings, model: str) -> None:
         self.server = server
         self.model = model
-        # Room for more prompts than may be in flight, so a slot never waits on the engine.
-        self.capacity = server.concurrency * 2 + 8
+        # Room for more prompts than may be in flight, so a free slot never waits on the
+        # engine (which wakes for a batch of results, not for each).
+        self.capacity = server.concurrency * 4 + 16
         self.secret = Secret(server.api_key_env)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -129,6 +131,8 @@ class RemoteBackend(Backend):
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._done: queue.SimpleQueue[Completion] = queue.SimpleQueue()
         self._tokens: deque[tuple[int, str]] = deque()
+        self._submitted: deque[Task] = deque()
+        self._wake_pending = False
         self._pending: set[int] = set()  # submitted, not yet returned by step (engine side)
         self._aborting = False
         self.admission: Admission | None = None
@@ -176,12 +180,19 @@ class RemoteBackend(Backend):
     def submit(self, task: Task) -> None:
         assert self._loop is not None, "begin() first"
         self._pending.add(task.index)
-        self._loop.call_soon_threadsafe(self._start, task)
+        self._submitted.append(task)
+        # One wake-up of the loop for a burst of submits, not one each.
+        if not self._wake_pending:
+            self._wake_pending = True
+            self._loop.call_soon_threadsafe(self._start_submitted)
 
     def step(self) -> list[Completion]:
         finished: list[Completion] = []
         try:
             finished.append(self._done.get(timeout=STEP_WAIT))
+            # Let a few more finish: the engine wakes (and takes the GIL from the
+            # loop's thread) once for several, not once for each.
+            time.sleep(STEP_GATHER)
             while True:
                 finished.append(self._done.get_nowait())
         except queue.Empty:
@@ -233,9 +244,12 @@ class RemoteBackend(Backend):
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _start(self, task: Task) -> None:
+    def _start_submitted(self) -> None:
         assert self._loop is not None
-        self._tasks[task.index] = self._loop.create_task(self._run(task))
+        self._wake_pending = False
+        while self._submitted:
+            task = self._submitted.popleft()
+            self._tasks[task.index] = self._loop.create_task(self._run(task))
 
     async def _run(self, task: Task) -> None:
         try:
@@ -329,7 +343,6 @@ class RemoteBackend(Backend):
         inner = loop.create_task(self._send(state, request, index, attempt))
         timers = _Timers(loop, inner, self.server)
         attempt.timers = timers
-        timers.arm("first byte" if self.server.stream else "request deadline")
         try:
             text, finish = await inner
         except asyncio.CancelledError:
@@ -385,7 +398,8 @@ class RemoteBackend(Backend):
                 return self._failure(
                     times, self.secret.refused(url, status), status, Outcome.FAILED, False
                 )
-            if status == 429 and "insufficient_quota" in message:
+            # A spent quota (OpenAI's insufficient_quota) is a 429 that waiting won't fix.
+            if status == 429 and "insufficient_quota" in f"{exc.body} {message}":
                 return self._failure(
                     times,
                     f"HTTP 429 from {url}: quota exhausted: {message}",
@@ -442,36 +456,43 @@ class RemoteBackend(Backend):
 
 
 class _Timers:
-    """Our timeouts on one attempt: first byte, then a stall between chunks, and the
-    whole-request deadline. Expiring cancels the attempt and names why."""
+    """Our timeouts on one attempt: the first byte, then a stall between chunks, and the
+    whole-request deadline. One timer, re-armed only when it fires early; expiring
+    cancels the attempt and names why."""
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any], server: ServerSettings
     ) -> None:
         self.loop, self.task, self.server = loop, task, server
+        now = loop.time()
         self.expired: str | None = None
-        self.deadline = loop.time() + server.request_timeout
-        self.handle: asyncio.TimerHandle | None = None
+        self.deadline = now + server.request_timeout
+        self.last: float | None = None  # when the last chunk came
+        first = now + server.first_token_timeout if server.stream else self.deadline
+        self.handle = loop.call_at(min(first, self.deadline), self._check)
 
-    def arm(self, phase: str) -> None:
-        if self.handle is not None:
-            self.handle.cancel()
-        limit = {
-            "first byte": self.server.first_token_timeout,
-            "stalled stream": self.server.stall_timeout,
-        }.get(phase, self.server.request_timeout)
+    def touch(self) -> None:
+        """A chunk came: the stall clock starts again."""
+        self.last = self.loop.time()
+
+    def _check(self) -> None:
         now = self.loop.time()
-        if now + limit >= self.deadline:
-            phase, limit = "request deadline", self.deadline - now
-        self.handle = self.loop.call_at(now + max(0.0, limit), self._expire, phase)
+        if now >= self.deadline:
+            self._expire("request deadline")
+        elif self.last is None:
+            self._expire("first byte")
+        elif now >= self.last + self.server.stall_timeout:
+            self._expire("stalled stream")
+        else:
+            due = min(self.last + self.server.stall_timeout, self.deadline)
+            self.handle = self.loop.call_at(due, self._check)
 
     def _expire(self, phase: str) -> None:
         self.expired = phase
         self.task.cancel()
 
     def cancel(self) -> None:
-        if self.handle is not None:
-            self.handle.cancel()
+        self.handle.cancel()
 
 
 class _AttemptTimes:
@@ -489,12 +510,8 @@ class _AttemptTimes:
     def first_chunk(self) -> None:
         if self.first is None:
             self.first = time.monotonic()
-        if self.timers is not None and self.server_streams:
-            self.timers.arm("stalled stream")
-
-    @property
-    def server_streams(self) -> bool:
-        return self.timers is not None and self.timers.server.stream
+        if self.timers is not None:
+            self.timers.touch()
 
     def first_token(self) -> None:
         if self.ttft is None:

@@ -123,6 +123,7 @@ class TuiBatchApp(App[None]):
             # keep them out of full garbage collections (see run_state.FREEZE_EVERY).
             gc.freeze()
             with self.backend_factory(job) as backend:
+                run.backend = backend
                 processor.process_batch(
                     job,
                     backend,

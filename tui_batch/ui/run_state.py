@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Callable
 
 from tui_batch.core import events
+from tui_batch.core.backend import Backend, BackendStatus
 from tui_batch.core.jobs import BatchJob, BatchResult, JobStatus
 from tui_batch.core.progress import ProgressUpdate
 
@@ -60,6 +61,8 @@ class RunState:
         self.version = 0
         self._buckets: deque[tuple[int, int, int]] = deque(maxlen=HISTORY_SECONDS)
         self._started = clock()
+        # The backend running the job, once the worker has made it (for its status).
+        self.backend: Backend | None = None
 
     def _record(self, result: BatchResult) -> None:
         self.results[result.prompt_index] = result
@@ -131,6 +134,12 @@ class RunState:
             span = len(window) if second >= 0 else 1
             values.append(sum(by_second.get(w, 0) for w in window) / span)
         return values, "tokens/s" if use_tokens else "prompts/s"
+
+    def backend_status(self) -> BackendStatus | None:
+        """What the backend says it is doing (servers: requests, limits, endpoints); after
+        the run, how it ended (requests sent, errors)."""
+        backend = self.backend
+        return None if backend is None else backend.status()
 
     def live(self) -> tuple[int | None, str]:
         """The oldest running prompt and its text so far (several run at once in

@@ -15,9 +15,9 @@ from textual.screen import ModalScreen
 from textual.widgets import DirectoryTree, Footer, Input, Label, Select, Static
 
 from tui_batch.core.export import EXPORT_FORMATS
-from tui_batch.core.jobs import BatchResult
+from tui_batch.core.jobs import Attempt, BatchResult
 from tui_batch.core.prompts import SUPPORTED_EXTENSIONS
-from tui_batch.ui.text import literal
+from tui_batch.ui.text import literal, one_line
 
 AnswerT = TypeVar("AnswerT")
 
@@ -160,6 +160,28 @@ class FileBrowserScreen(ModalScreen[Path | None]):
         self.dismiss(None)
 
 
+def attempt_line(number: int, attempt: Attempt) -> Text:
+    """One request sent for a prompt: when, where, what came back, how long."""
+    ok = attempt.error is None
+    line = Text(f"{number:>3}. ", style="dim")
+    line.append(f"{attempt.status or '---'}", style="green" if ok else "bold red")
+    line.append(f"  {attempt.latency:.2f}s", style="")
+    if attempt.ttft is not None:
+        line.append(f"  first token {attempt.ttft:.2f}s", style="dim")
+    if ok:
+        line.append(f"  {attempt.tokens_input} in / {attempt.tokens_output} out", style="dim")
+    if attempt.retry_after is not None:
+        line.append(f"  retry-after {attempt.retry_after:g}s", style="yellow")
+    line.append("  ")
+    line.append_text(one_line(attempt.endpoint, style="dim"))
+    if attempt.started_at:
+        line.append(f"  {attempt.started_at}", style="dim")
+    if attempt.error:
+        line.append("  ")
+        line.append_text(one_line(attempt.error, style="red"))
+    return line
+
+
 def result_details(result: BatchResult) -> Text:
     """Everything about one result, as literal text."""
     status = Text("ok", style="bold green") if result.success else Text("failed", style="bold red")
@@ -169,10 +191,19 @@ def result_details(result: BatchResult) -> Text:
         f"  attempts {result.attempts}  tokens {result.tokens_input} in / "
         f"{result.tokens_output} out  {result.duration:.2f}s  finish {result.finish_reason or '-'}\n",
     )
+    if result.endpoint:
+        text.append("Server ", style="dim")
+        text.append_text(literal(result.endpoint))
+        text.append("\n")
     if result.error_message:
         text.append("\nError\n", style="bold red")
         text.append_text(literal(result.error_message))
         text.append("\n")
+    if result.attempt_log:
+        text.append("\nAttempts\n", style="bold")
+        for number, attempt in enumerate(result.attempt_log, 1):
+            text.append_text(attempt_line(number, attempt))
+            text.append("\n")
     text.append("\nPrompt\n", style="bold")
     text.append_text(literal(result.prompt))
     text.append("\n\nResponse\n", style="bold")

@@ -9,8 +9,10 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, ProgressBar, Sparkline, Static
 
+from tui_batch.core.backend import BackendStatus
 from tui_batch.core.jobs import JobStatus
 from tui_batch.core.progress import format_duration
+from tui_batch.core.servers import ServerSettings
 from tui_batch.ui.run_state import HISTORY_SECONDS, SMOOTHING_SECONDS, RunState
 from tui_batch.ui.screens.modals import ConfirmScreen, ResultScreen
 from tui_batch.ui.text import literal, one_line
@@ -63,6 +65,46 @@ def history_label(history: list[float], unit: str) -> Text:
     )
 
 
+def _servers_label(server: ServerSettings | None) -> str:
+    if server is None:
+        return ""
+    count = len(server.endpoints)
+    return f"  on {count} servers" if count > 1 else f"  on {server.endpoints[0].url}"
+
+
+ENDPOINT_STYLE = {"ok": "green", "cooling": "yellow", "out": "bold red"}
+
+
+def servers_text(status: BackendStatus) -> Text:
+    """Requests in flight, the limits in force, and each server's state."""
+    text = Text()
+    text.append("Requests ", style="dim")
+    text.append(f"{status.in_flight}/{status.concurrency}", style="bold")
+    text.append(" in flight", style="dim")
+    text.append(f"  {status.waiting} waiting", style="dim")
+    for name, limit in (("rpm", status.rpm), ("tpm", status.tpm)):
+        if limit:
+            text.append(f"  {name} ≤ {limit:,}", style="dim")
+    if status.note:
+        text.append(f"  {status.note}", style="bold yellow")
+    for endpoint in status.endpoints:
+        text.append("\n")
+        text.append(f"{endpoint.state:>7} ", style=ENDPOINT_STYLE.get(endpoint.state, ""))
+        text.append_text(one_line(endpoint.url))
+        if endpoint.state == "cooling" and endpoint.until is not None:
+            text.append(f" for {endpoint.until:.0f}s", style="yellow")
+        elif endpoint.state == "out" and endpoint.until is not None:
+            text.append(f" (probe in {endpoint.until:.0f}s)", style="red")
+        text.append(f"  {endpoint.in_flight}/{endpoint.limit}", style="bold")
+        limit = f" (cap {endpoint.cap})" if endpoint.limit < endpoint.cap else ""
+        text.append(
+            f" in flight{limit}  {endpoint.requests} sent  {endpoint.errors} errors", style="dim"
+        )
+        if endpoint.last_error and endpoint.state != "ok":
+            text.append_text(one_line(f"  {endpoint.last_error}", style="red"))
+    return text
+
+
 class ProgressScreen(Screen[None]):
     """Watches `app.run_state`; leaving this screen leaves the job running."""
 
@@ -96,6 +138,7 @@ class ProgressScreen(Screen[None]):
         with Horizontal(id="figures"):
             yield ProgressBar(total=1, show_eta=False, id="bar")
             yield Static(id="stats")
+        yield Static(id="servers")
         yield Static(id="history-label")
         yield Sparkline([], id="history")
         yield VirtualTable(COLUMNS, id="prompts")
@@ -154,6 +197,7 @@ class ProgressScreen(Screen[None]):
                 (job.job_id, "bold"),
                 ("  model ", "dim"),
                 job.model_id,
+                (_servers_label(job.server), "dim"),
                 ("  status ", "dim"),
                 (state, "bold red" if run.error else "bold"),
             ),
@@ -162,6 +206,11 @@ class ProgressScreen(Screen[None]):
             total=max(1, job.total_prompts), progress=job.done
         )
         self._set("#stats", status_line(run))
+        servers = run.backend_status()
+        panel = self.query_one("#servers", Static)
+        panel.display = servers is not None
+        if servers is not None:
+            self._set("#servers", servers_text(servers), layout=True)
         history, unit = run.history()
         sparkline = self.query_one("#history", Sparkline)
         if history != sparkline.data:

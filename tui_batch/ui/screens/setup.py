@@ -17,6 +17,7 @@ from tui_batch.core.errors import TuiBatchError
 from tui_batch.core.last_setup import load_last_setup, save_last_setup
 from tui_batch.core.prompts import PromptFile, PromptWarning, load_prompt_file, prompts_from_lines
 from tui_batch.core.settings import (
+    DEFAULT_REMOTE_RETRIES,
     LIMITS,
     GenerationSettings,
     JobOptions,
@@ -26,6 +27,7 @@ from tui_batch.core.settings import (
 from tui_batch.ui.screens.modals import FileBrowserScreen
 from tui_batch.ui.text import one_line
 from tui_batch.ui.widgets.path_input import PathSuggester
+from tui_batch.ui.widgets.server_form import ServerForm
 
 PREVIEW_PROMPTS = 5
 PREVIEW_WARNINGS = 8
@@ -34,18 +36,11 @@ TEMPLATE_TOKENS = 32
 
 # The settings typed as numbers here, in this order; labels, hints and limits are the
 # core's (core.settings.LIMITS), defaults those of GenerationSettings and JobOptions.
-NUMBER_FIELDS = (
-    "max_tokens",
-    "temperature",
-    "seed",
-    "threshold",
-    "retries",
-    "checkpoint_every",
-    "n_ctx",
-    "n_threads",
-    "n_gpu_layers",
-    "parallel",
-)
+COMMON_FIELDS = ("max_tokens", "temperature", "seed", "threshold", "retries", "checkpoint_every")
+# Only for a local model (the server section has its own).
+LOCAL_FIELDS = ("n_ctx", "n_threads", "n_gpu_layers", "parallel")
+NUMBER_FIELDS = COMMON_FIELDS + LOCAL_FIELDS
+RUN_ON = [("Local model (llama.cpp)", "local"), ("Servers (OpenAI-compatible API)", "server")]
 DEFAULT_THRESHOLD = 3
 # Keys an older version remembered under other names.
 _OLD_KEYS = {"threads": "n_threads", "gpu_layers": "n_gpu_layers"}
@@ -69,6 +64,13 @@ STRATEGIES = [
 ]
 
 
+def _number_grid(keys: tuple[str, ...]) -> ComposeResult:
+    with Grid(classes="numbers"):
+        for key in keys:
+            yield Label(LIMITS[key].label)
+            yield Input(placeholder=LIMITS[key].hint, id=key, restrict=r"-?[0-9.]*", compact=True)
+
+
 class SetupScreen(Screen[None]):
     """Choose prompts (a file or typed), a model and settings, then start."""
 
@@ -76,6 +78,7 @@ class SetupScreen(Screen[None]):
         Binding("ctrl+r", "start", "Start"),
         Binding("ctrl+o", "browse", "Browse files"),
         Binding("ctrl+t", "focus_typed", "Type prompts"),
+        Binding("f5", "test_connection", "Test servers", show=False),
     ]
 
     def __init__(self, prompts_file: Path | None = None) -> None:
@@ -99,25 +102,24 @@ class SetupScreen(Screen[None]):
                 yield TextArea(id="typed", soft_wrap=True, show_line_numbers=True)
                 yield Static(id="preview")
             with VerticalScroll(id="settings-pane"):
-                yield Label("Model")
-                yield Select([], id="model", prompt="(no models found)", compact=True)
-                yield Input(placeholder="…or a path to a .gguf file", id="model-path", compact=True)
-                yield Static(id="model-help")
+                yield Label("Run on")
+                yield Select(RUN_ON, value="local", allow_blank=False, id="run-on", compact=True)
+                with Vertical(id="local-section"):
+                    yield Label("Model")
+                    yield Select([], id="model", prompt="(no models found)", compact=True)
+                    yield Input(
+                        placeholder="…or a path to a .gguf file", id="model-path", compact=True
+                    )
+                    yield Static(id="model-help")
+                    yield from _number_grid(LOCAL_FIELDS)
+                yield ServerForm(id="server-section")
                 yield Label("System prompt")
                 yield Input(placeholder="optional", id="system", compact=True)
                 yield Label("Error strategy")
                 yield Select(
                     STRATEGIES, value="continue", allow_blank=False, id="strategy", compact=True
                 )
-                with Grid(id="numbers"):
-                    for key in NUMBER_FIELDS:
-                        yield Label(LIMITS[key].label)
-                        yield Input(
-                            placeholder=LIMITS[key].hint,
-                            id=key,
-                            restrict=r"-?[0-9.]*",
-                            compact=True,
-                        )
+                yield from _number_grid(COMMON_FIELDS)
                 yield Static(id="job-id")
         yield Footer()
 
@@ -174,6 +176,9 @@ class SetupScreen(Screen[None]):
             select.value = model
         elif model and Path(model).is_file():
             self.query_one("#model-path", Input).value = model
+        self.query_one(ServerForm).restore(setup.get("server") or {})
+        if setup.get("run_on") in ("local", "server"):
+            self.query_one("#run-on", Select).value = setup["run_on"]
         if setup.get("prompts_path") and self.initial_file is None:
             self.query_one("#prompts-path", Input).value = setup["prompts_path"]
             self._load_file()
@@ -299,10 +304,9 @@ class SetupScreen(Screen[None]):
 
     def _settings(self) -> tuple[GenerationSettings, JobOptions]:
         """The settings typed, converted and checked by the core (as the CLI's flags)."""
+        fields = COMMON_FIELDS if self.on_servers else NUMBER_FIELDS
         texts: dict[str, str | None] = {
-            key: self.query_one(f"#{key}", Input).value
-            for key in NUMBER_FIELDS
-            if key != "threshold"
+            key: self.query_one(f"#{key}", Input).value for key in fields if key != "threshold"
         }
         strategy = str(self.query_one("#strategy", Select).value)
         if strategy == "threshold":
@@ -310,7 +314,27 @@ class SetupScreen(Screen[None]):
             strategy = f"threshold:{threshold}"
         texts["error_strategy"] = strategy
         texts["system_prompt"] = self.query_one("#system", Input).value
-        return settings_from_text(texts)
+        return settings_from_text(texts, remote=self.on_servers)
+
+    @property
+    def on_servers(self) -> bool:
+        return self.query_one("#run-on", Select).value == "server"
+
+    @on(Select.Changed, "#run-on")
+    def _run_on_changed(self) -> None:
+        servers = self.on_servers
+        self.query_one("#local-section").display = not servers
+        self.query_one(ServerForm).display = servers
+        retries = self.query_one("#retries", Input)
+        # Servers answer 429s and drop connections as a matter of course: retry by default.
+        if servers and retries.value.strip() in ("", "0"):
+            retries.value = str(DEFAULT_REMOTE_RETRIES)
+
+    def action_test_connection(self) -> None:
+        if not self.on_servers:
+            self.notify("Choose Run on: Servers to test a connection.", severity="warning")
+            return
+        self.query_one(ServerForm).test_connection()
 
     def action_start(self) -> None:
         try:
@@ -326,6 +350,9 @@ class SetupScreen(Screen[None]):
             raise TuiBatchError(self.load_error)
         if source is None or not source.prompts:
             raise TuiBatchError("No prompts: give a prompts file or type prompts, one per line.")
+        if self.on_servers:
+            self._start_on_servers(source)
+            return
         model = self._model_path()
         if model is None:
             raise TuiBatchError(
@@ -336,27 +363,56 @@ class SetupScreen(Screen[None]):
         if not Path(model).is_file():
             raise TuiBatchError(f"Model file not found: {model}")
         settings, options = self._settings()
-        processor = self.app.processor
-        job = processor.create_job(
-            model_id_for(Path(model)),
+        self._create_and_start(
+            source, model_id_for(Path(model)), settings, options, model_path=model
+        )
+
+    def _create_and_start(
+        self,
+        source: PromptFile,
+        model: str,
+        settings: GenerationSettings,
+        options: JobOptions,
+        **where: Any,
+    ) -> None:
+        job = self.app.processor.create_job(
+            model,
             source.prompts,
             settings=settings,
-            model_path=model,
             source_file=None if str(source.path) == "<typed>" else str(source.path.resolve()),
             output_format="json",
             options=options,
+            **where,
         )
-        self._remember(model, settings)
+        self._remember(where.get("model_path") or model, settings)
         self.query_one("#job-id", Static).update(Text(f"Job {job.job_id} created", style="bold"))
         self.notify(f"Job {job.job_id}: {job.total_prompts} prompts", title="Started")
         self.app.start_job(job)
+
+    def _start_on_servers(self, source: PromptFile) -> None:
+        form = self.query_one(ServerForm)
+        server = form.server_settings()
+        model = form.model_name()
+        if model is None:
+            raise TuiBatchError(
+                "No model name: test the connection (f5) to list what the servers "
+                "serve, or type the name"
+            )
+        settings, options = self._settings()
+
+        def start() -> None:
+            self._create_and_start(source, model, settings, options, server=server)
+
+        form.check_then(server, model, start)
 
     def _remember(self, model: str, settings: GenerationSettings) -> None:
         values: dict[str, Any] = {
             key: self.query_one(f"#{key}", Input).value for key in NUMBER_FIELDS
         }
         values.update(
-            model=model,
+            model=None if self.on_servers else model,
+            run_on=str(self.query_one("#run-on", Select).value),
+            server=self.query_one(ServerForm).remembered(),
             system=settings.system_prompt,
             strategy=str(self.query_one("#strategy", Select).value),
             prompts_path=self.query_one("#prompts-path", Input).value.strip() or None,

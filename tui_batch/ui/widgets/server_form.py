@@ -1,0 +1,143 @@
+"""The server half of job setup: endpoints, model name, key variable, limits, and a
+"test connection" that lists each server's models."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.containers import Grid, Vertical
+from textual.widgets import Button, Input, Label, Select, Static
+
+from tui_batch.core.errors import TuiBatchError
+from tui_batch.core.servers import DEFAULT_KEY_ENV, ServerSettings, server_settings_from_text
+from tui_batch.core.settings import LIMITS
+from tui_batch.ui.text import one_line
+
+SERVER_NUMBERS = ("concurrency", "rpm", "tpm")
+
+
+class ServerForm(Vertical):
+    """Where a job on servers sends its requests. Text is checked by the core."""
+
+    def compose(self) -> ComposeResult:
+        yield Label("Servers  [dim](URL[#N] each, separated by spaces)[/]")
+        yield Input(placeholder="http://127.0.0.1:8000/v1", id="servers", compact=True)
+        yield Label("Model  [dim](test the connection to list them)[/]")
+        yield Select([], id="server-model", prompt="(not listed yet)", compact=True)
+        yield Input(placeholder="…or the served model's name", id="server-model-name", compact=True)
+        yield Label("API key variable  [dim](its name: the key is never stored)[/]")
+        yield Input(DEFAULT_KEY_ENV, id="api-key-env", compact=True)
+        with Grid(classes="numbers"):
+            for key in SERVER_NUMBERS:
+                yield Label(LIMITS[key].label)
+                yield Input(placeholder=LIMITS[key].hint, id=key, restrict=r"[0-9]*", compact=True)
+        yield Button("Test connection (f5)", id="test-connection", compact=True)
+        yield Static(id="server-check")
+
+    def on_mount(self) -> None:
+        self.query_one("#concurrency", Input).value = str(
+            ServerSettings.__dataclass_fields__["concurrency"].default
+        )
+
+    def server_settings(self) -> ServerSettings:
+        """The typed servers and limits, checked; a TuiBatchError says what is wrong."""
+        urls = self.query_one("#servers", Input).value.split()
+        if not urls:
+            raise TuiBatchError("No server: type its URL, like http://127.0.0.1:8000/v1")
+        texts: dict[str, str | None] = {
+            key: self.query_one(f"#{key}", Input).value for key in SERVER_NUMBERS
+        }
+        texts["api_key_env"] = self.query_one("#api-key-env", Input).value
+        return server_settings_from_text(urls, texts)
+
+    def model_name(self) -> str | None:
+        typed = self.query_one("#server-model-name", Input).value.strip()
+        if typed:
+            return typed
+        value = self.query_one("#server-model", Select).value
+        return None if value is Select.NULL else str(value)
+
+    def restore(self, values: dict[str, str]) -> None:
+        for key, selector in (("servers", "#servers"), ("api_key_env", "#api-key-env")):
+            if values.get(key):
+                self.query_one(selector, Input).value = values[key]
+        for key in SERVER_NUMBERS:
+            if values.get(key) is not None:
+                self.query_one(f"#{key}", Input).value = str(values[key])
+        if values.get("server_model"):
+            self.query_one("#server-model-name", Input).value = values["server_model"]
+
+    def remembered(self) -> dict[str, str]:
+        values = {key: self.query_one(f"#{key}", Input).value for key in SERVER_NUMBERS}
+        values["servers"] = self.query_one("#servers", Input).value.strip()
+        values["api_key_env"] = self.query_one("#api-key-env", Input).value.strip()
+        values["server_model"] = self.model_name() or ""
+        return values
+
+    @on(Button.Pressed, "#test-connection")
+    def test_connection(self) -> None:
+        try:
+            server = self.server_settings()
+        except TuiBatchError as exc:
+            self._show(Text(str(exc), style="bold red"))
+            return
+        self._show(Text("Asking each server for its models…", style="dim"))
+        self._probe(server)
+
+    @work(thread=True, exclusive=True, group="probe", exit_on_error=False, description="Test")
+    def _probe(self, server: ServerSettings) -> None:
+        from tui_batch.backends.factory import check_servers
+
+        try:
+            served = check_servers(server)
+        except TuiBatchError as exc:
+            self.app.call_from_thread(self._show, Text(str(exc), style="bold red"))
+            return
+        self.app.call_from_thread(self._listed, served)
+
+    def check_then(self, server: ServerSettings, model: str, start: Callable[[], None]) -> None:
+        """Check every server answers and serves `model`, then call `start` (on the UI
+        thread): a job is made only then. A problem is shown, and nothing is made."""
+        self._show(Text("Checking the servers…", style="dim"))
+        self._check(server, model, start)
+
+    @work(thread=True, exclusive=True, group="probe", exit_on_error=False, description="Check")
+    def _check(self, server: ServerSettings, model: str, start: Callable[[], None]) -> None:
+        from tui_batch.backends.factory import check_servers
+
+        try:
+            check_servers(server, model)
+        except TuiBatchError as exc:
+            self.app.call_from_thread(self._refused, str(exc))
+            return
+        self.app.call_from_thread(self._checked, start)
+
+    def _checked(self, start: Callable[[], None]) -> None:
+        self._show(Text("ok: every server answers", style="green"))
+        try:
+            start()
+        except TuiBatchError as exc:
+            self._refused(str(exc))
+
+    def _refused(self, message: str) -> None:
+        self._show(Text(message, style="bold red"))
+        self.app.notify(message, title="Cannot start", severity="error")
+
+    def _listed(self, served: dict[str, list[str]]) -> None:
+        names = sorted({name for found in served.values() for name in found})
+        select = self.query_one("#server-model", Select)
+        select.set_options([(name, name) for name in names])
+        if names:
+            select.value = names[0]
+        text = Text()
+        for url, found in served.items():
+            text.append("ok ", style="bold green")
+            text.append_text(one_line(url))
+            text.append(f"  {len(found)} model(s)\n" if found else "  lists no models\n", "dim")
+        self._show(text)
+
+    def _show(self, text: Text) -> None:
+        self.query_one("#server-check", Static).update(text)
