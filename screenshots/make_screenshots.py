@@ -1,4 +1,5 @@
-"""Screenshots of every screen, from a real run of the demo model.
+"""Screenshots of every screen, from a real run of the demo model, in-process and on
+two real llama-cpp-python servers.
 
 Writes `screenshots/<screen>.svg` and, when `rsvg-convert` (Debian: librsvg2-bin) is
 installed, a PNG of each. The data dir is a temporary one, so nothing of yours shows.
@@ -81,8 +82,47 @@ async def main() -> None:
         save(app, "help")
 
 
+async def servers() -> None:
+    """A job on two real llama-cpp-python servers; one is killed mid-run."""
+    from tui_batch.models import demo_model_path
+    from tui_batch.ui.app import TuiBatchApp
+
+    from fake_server import start_llama_servers
+
+    prompts = HERE.parent / "examples" / "batch_prompts.txt"
+    started = start_llama_servers(str(demo_model_path()), 2)
+    try:
+        app = TuiBatchApp(prompts)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause(1.0)
+            setup = app.screen
+            setup.query_one("#run-on").value = "server"
+            setup.query_one("#servers").value = " ".join(f"{url}#2" for url, _ in started)
+            setup.query_one("#max_tokens").value = "32"
+            await pilot.press("f5")
+            while setup.query_one("#server-model").value != "smollm2":
+                await pilot.pause(0.2)
+            save(app, "setup_servers")
+            await pilot.press("ctrl+r")
+            while app.run_state is None or app.run_state.job.done < 6:
+                await pilot.pause(0.2)
+            started[1][1].kill()  # the second server dies: its prompts go to the first
+            status = app.run_state.backend_status
+            while not any(e.state == "out" for e in status().endpoints):
+                await pilot.pause(0.2)
+            await pilot.pause(1.0)
+            save(app, "progress_servers")
+            app.run_state.cancel.set()
+            await app.workers.wait_for_complete()
+    finally:
+        for _, process in started:
+            process.kill()
+
+
 if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as data:
         os.environ["TUI_BATCH_DATA_DIR"] = data
         sys.path.insert(0, str(HERE.parent))
+        sys.path.insert(0, str(HERE.parent / "tests"))
         asyncio.run(main())
+        asyncio.run(servers())

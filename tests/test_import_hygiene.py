@@ -24,6 +24,7 @@ def test_package_import_loads_neither_textual_nor_llama_cpp():
     modules = _modules_after("import tui_batch\nfrom tui_batch import BatchProcessor")
     assert "textual" not in modules
     assert "llama_cpp" not in modules
+    assert "openai" not in modules
 
 
 def test_core_and_cli_import_without_textual():
@@ -33,6 +34,7 @@ def test_core_and_cli_import_without_textual():
     )
     assert "textual" not in modules
     assert "llama_cpp" not in modules
+    assert "openai" not in modules  # loaded only for a job on servers
 
 
 def test_no_textual_import_statement_in_core():

@@ -92,15 +92,26 @@ def test_two_real_servers_kill_9_and_resume_run_every_prompt_once(llama_servers,
     assert job.server is not None and [e.url for e in job.server.endpoints] == [a, b]
 
 
-@pytest.mark.model
-def test_resume_takes_new_endpoints(llama_servers, data_dir):
-    a, b = llama_servers
-    first = run_cli("run", str(PROMPTS), "--server", a, "--max-tokens", "4")
-    assert first.returncode == 0, first.stderr  # --model: the one model it serves
-    (checkpoint,) = (data_dir / "checkpoints").glob("batch_*.db")
-    job_id = checkpoint.stem.removeprefix("batch_")
-    again = run_cli("resume", job_id, "--retry-failed", "--server", b)
-    assert again.returncode == 0 and "already finished" in again.stderr
+def test_resume_reuses_the_endpoints_or_takes_new_ones(data_dir):
+    with FakeServer() as first, FakeServer() as second:
+        first.script.extend(["ok", "ok", "400"])  # the third answer stops the job
+        stopped = run_cli(
+            "run", str(PROMPTS), "--server", first.url, "--concurrency", "1",
+            "--error-strategy", "stop",
+        )  # fmt: skip
+        assert stopped.returncode == 1 and "error strategy stopped the job" in stopped.stderr
+        (checkpoint,) = (data_dir / "checkpoints").glob("batch_*.db")
+        job_id = checkpoint.stem.removeprefix("batch_")
+        _, before = BatchProcessor().load_job(job_id)
+        kept = {r.prompt_index for r in before if r.success}
+        assert 2 <= len(kept) < 25 and any(not r.success for r in before)
+        moved = run_cli("resume", job_id, "--retry-failed", "--server", second.url)
+        assert moved.returncode == 0, moved.stderr
+    job, results = BatchProcessor().load_job(job_id)
+    assert job.completed == 25 and [e.url for e in job.server.endpoints] == [second.url]
+    for result in results:
+        assert result.endpoint == (first.url if result.prompt_index in kept else second.url)
+    assert len(second.arrivals) == 25 - len(kept)
 
 
 def test_bad_input_is_one_line_and_exit_2_before_any_job(data_dir):
@@ -215,3 +226,12 @@ def test_models_lists_what_a_server_serves(data_dir):
         listed = run_cli("models", "--server", fake.url, "--json")
     assert table.returncode == 0 and fake.url in table.stdout and "fake-model" in table.stdout
     assert json.loads(listed.stdout) == [{"server": fake.url, "models": ["fake-model"]}]
+
+
+def test_run_prints_each_change_of_a_servers_state(data_dir):
+    with FakeServer(delay=0.1) as fake:
+        fake.script.extend(["429:0.5"])
+        done = run_cli("run", str(PROMPTS), "--server", fake.url, "--concurrency", "4")
+    assert done.returncode == 0, done.stderr
+    assert f"tui-batch: {fake.url}: HTTP 429; limit 2, paused 0.5s" in done.stderr
+    assert f"tui-batch: {fake.url}: limit grows to 3" in done.stderr

@@ -409,7 +409,7 @@ def _run_job(
     start = time.monotonic()
     signals = cancel_on_signals(cancel, err)
     try:
-        with signals:
+        with signals, printer.watch(backend):
             results = processor.process_batch(
                 job,
                 backend,

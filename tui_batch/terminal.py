@@ -6,9 +6,14 @@ import contextlib
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any, TextIO
 
+from tui_batch.core.backend import Backend
 from tui_batch.core.progress import ProgressUpdate, format_progress_line
+
+# How often the CLI looks for news from a backend (servers out, limits changed).
+WATCH_INTERVAL = 0.5
 
 # Signals that ask a run to stop: Ctrl+C, `kill`/process managers/`timeout`, a closed
 # terminal. Each is handled alike; the exit status says which came (128 + its number).
@@ -65,8 +70,26 @@ class ProgressPrinter:
         self.interactive = stream.isatty()
         self._last_draw = 0.0
         self._pending: ProgressUpdate | None = None
+        self._lock = threading.Lock()  # notes come from another thread
+
+    def note(self, text: str) -> None:
+        """A line of news (a server went out, a limit changed) above the progress line."""
+        with self._lock:
+            clear = "\r\x1b[K" if self.interactive else ""
+            self.stream.write(f"{clear}tui-batch: {text}\n")
+            if self.interactive:
+                self._draw()
+            self.stream.flush()
+
+    def watch(self, backend: Backend) -> contextlib.AbstractContextManager[None]:
+        """While the block runs, print each change the backend reports (servers)."""
+        return _watching(self, backend)
 
     def __call__(self, update: ProgressUpdate) -> None:
+        with self._lock:
+            self._show(update)
+
+    def _show(self, update: ProgressUpdate) -> None:
         now = time.monotonic()
         if not self.interactive:
             if (
@@ -92,6 +115,32 @@ class ProgressPrinter:
             self._draw()
             self.stream.write("\n")
             self.stream.flush()
+
+
+@contextlib.contextmanager
+def _watching(printer: ProgressPrinter, backend: Backend) -> Iterator[None]:
+    if backend.status() is None:
+        yield
+        return
+    stop = threading.Event()
+
+    def watch() -> None:
+        seen = 0
+        while not stop.wait(WATCH_INTERVAL):
+            status = backend.status()
+            if status is None:
+                continue
+            for change in status.new_changes(seen):
+                printer.note(change)
+            seen = status.change_count
+
+    watcher = threading.Thread(target=watch, name="tui-batch-watch", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        watcher.join()
 
 
 def print_table(rows: list[tuple[str, ...]]) -> None:

@@ -113,7 +113,10 @@ class Admission:
         self.tpm = TokenBucket(server.tpm, now) if server.tpm else None
         self.rpm_limit, self.tpm_limit = server.rpm, server.tpm
         self.in_flight = 0
-        self.notes: deque[str] = deque(maxlen=50)  # each change of a limit or state
+        # Each change of a limit or a server's state, newest last; `changes` counts them
+        # all, so a reader can tell which it has not seen.
+        self.notes: deque[str] = deque(maxlen=50)
+        self.changes = 0
         self._queue: deque[tuple[float, asyncio.Future[EndpointState]]] = deque()
         self._timer: asyncio.TimerHandle | None = None
 
@@ -197,32 +200,38 @@ class Admission:
             self.rpm_limit,
             self.tpm_limit,
             note,
+            tuple(self.notes),
+            self.changes,
         )
+
+    def _note(self, text: str) -> None:
+        self.notes.append(text)
+        self.changes += 1
 
     def _succeeded(self, state: EndpointState) -> None:
         if state.out_until is not None:
             state.out_until = None
             state.probe_interval = FIRST_PROBE
-            self.notes.append(f"{state.url} is back")
+            self._note(f"{state.url} is back")
         state.streak += 1
         if state.streak >= GROW_AFTER and state.limit < state.cap:
             state.limit = min(state.cap, max(state.limit + 1, math.ceil(state.limit * 1.5)))
             state.streak = 0
-            self.notes.append(f"{state.url}: limit grows to {state.limit}")
+            self._note(f"{state.url}: limit grows to {state.limit}")
 
     def _throttled(self, state: EndpointState, now: float, retry_after: float | None) -> None:
         pause = min(MAX_RETRY_AFTER, DEFAULT_COOLDOWN if retry_after is None else retry_after)
         state.cooling_until = max(state.cooling_until, now + pause)
         if state.limit > 1:
             state.limit = max(1, state.limit // 2)
-        self.notes.append(
+        self._note(
             f"{state.url}: {state.last_error or 'throttled'}; limit {state.limit}, "
             f"paused {pause:.1f}s"
         )
 
     def _down(self, state: EndpointState, now: float, error: str | None) -> None:
         if state.out_until is None:
-            self.notes.append(f"{state.url} is out: {error or 'unreachable'}")
+            self._note(f"{state.url} is out: {error or 'unreachable'}")
         else:
             state.probe_interval = min(LAST_PROBE, state.probe_interval * 2)
         state.out_until = now + state.probe_interval

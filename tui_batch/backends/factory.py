@@ -33,7 +33,7 @@ def remote_backend(server: ServerSettings, model: str) -> Backend:
 def check_servers(server: ServerSettings, model: str | None = None) -> dict[str, list[str]]:
     """Each endpoint's models; a one-line ServerError if one cannot be used (unreachable,
     refusing the key, not serving `model`). For a CLI or a dashboard, before a job is made."""
-    from tui_batch.backends.remote import probe_servers
+    from tui_batch.backends.openai_api import probe_servers
 
     return probe_servers(server, model)
 

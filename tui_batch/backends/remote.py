@@ -15,8 +15,6 @@ count against the prompt: it waits for another endpoint, or for this one to come
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import queue
 import random
 import threading
@@ -24,12 +22,12 @@ import time
 from collections import deque
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
 from tui_batch.backends.admission import Admission, EndpointState, Outcome
+from tui_batch.backends.chat_wire import read_chunk, read_completion, sse_data
+from tui_batch.backends.openai_api import Failure, Secret, classify, make_client
 from tui_batch.core.backend import Backend, BackendStatus, Completion, Task
-from tui_batch.core.errors import ServerError
 from tui_batch.core.jobs import (
     Attempt,
     BatchJob,
@@ -38,66 +36,15 @@ from tui_batch.core.jobs import (
     build_messages,
     utc_now,
 )
-from tui_batch.core.servers import MAX_RETRY_AFTER, Endpoint, ServerSettings
+from tui_batch.core.servers import ServerSettings
 
 T = TypeVar("T")
 # How long `step` waits for a completion before handing control back to the engine.
 STEP_WAIT = 0.05
 STEP_GATHER = 0.02
 MAX_BACKOFF = 120.0
-RETRYABLE_STATUS = {408, 409, 429}
-THROTTLE_STATUS = {429, 503}
 # Chars per token, for the tpm estimate of a prompt before its usage is known.
 CHARS_PER_TOKEN = 4
-
-
-def import_openai() -> Any:
-    try:
-        import openai
-    except ImportError:  # pragma: no cover - a dependency of the package
-        raise ServerError("The openai package is missing: pip install openai") from None
-    return openai
-
-
-class Secret:
-    """The API key, read from its variable when needed, and scrubbed from any text we keep."""
-
-    def __init__(self, variable: str) -> None:
-        self.variable = variable
-        self.value = os.environ.get(variable) or None
-
-    def scrub(self, text: str) -> str:
-        if self.value and len(self.value) >= 4:
-            text = text.replace(self.value, f"${self.variable}")
-        return text
-
-    def refused(self, url: str, status: int) -> str:
-        if self.value is None:
-            return (
-                f"HTTP {status} from {url}: no API key was sent (${self.variable} is not set); "
-                f"set it, or name another variable with --api-key-env"
-            )
-        return f"HTTP {status} from {url}: the key in ${self.variable} was refused"
-
-
-def make_client(endpoint: Endpoint, server: ServerSettings, secret: Secret) -> Any:
-    """An AsyncOpenAI for one endpoint: no SDK retries, every timeout bounded."""
-    openai = import_openai()
-    timeout = openai.Timeout(
-        connect=server.connect_timeout,
-        # A stream's stall and first byte are timed by us; this is the backstop.
-        read=max(server.first_token_timeout, server.stall_timeout, 1.0)
-        if server.stream
-        else server.request_timeout,
-        write=max(server.connect_timeout, 30.0),
-        pool=server.request_timeout,
-    )
-    return openai.AsyncOpenAI(
-        base_url=endpoint.url,
-        api_key=secret.value or "none",
-        max_retries=0,
-        timeout=timeout,
-    )
 
 
 @dataclass(slots=True)
@@ -109,10 +56,6 @@ class _Answer:
     text: str = ""
     finish_reason: str | None = None
     retryable: bool = True
-
-
-class _Expired(Exception):
-    """One of our timers ended an attempt."""
 
 
 class RemoteBackend(Backend):
@@ -135,7 +78,7 @@ class RemoteBackend(Backend):
         self._wake_pending = False
         self._pending: set[int] = set()  # submitted, not yet returned by step (engine side)
         self._aborting = False
-        self.admission: Admission | None = None
+        self.admission = Admission(server)  # made again for each run, in `begin`
         self.job: BatchJob | None = None
         self.settings = GenerationSettings()
 
@@ -171,7 +114,7 @@ class RemoteBackend(Backend):
         super().begin(job, on_token)
         self.job = job
         self._aborting = False
-        self.admission = self._call(self._make_admission())
+        self.admission = Admission(self.server)
 
     @property
     def in_flight(self) -> int:
@@ -206,9 +149,12 @@ class RemoteBackend(Backend):
     def abort(self) -> list[int]:
         """Cancel every request (their connections close, so servers stop generating);
         their prompts stay pending."""
-        if self._loop is not None and self._tasks:
+        if self._loop is not None and (self._tasks or self._submitted):
             self._aborting = True
-            self._call(self._cancel_all())
+            try:
+                self._call(self._cancel_all())
+            finally:
+                self._aborting = False  # every task has ended: new ones may run
         dropped = sorted(self._pending)
         self._pending.clear()
         while not self._done.empty():
@@ -217,7 +163,7 @@ class RemoteBackend(Backend):
         return dropped
 
     def status(self) -> BackendStatus | None:
-        return self.admission.status() if self.admission is not None else None
+        return self.admission.status()
 
     # -- the loop's side ----------------------------------------------------------------
 
@@ -235,10 +181,8 @@ class RemoteBackend(Backend):
             await client.close()
         self._clients = {}
 
-    async def _make_admission(self) -> Admission:
-        return Admission(self.server)
-
     async def _cancel_all(self) -> None:
+        self._submitted.clear()  # submitted, not started: never start them
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
@@ -269,7 +213,7 @@ class RemoteBackend(Backend):
 
     async def _prompt(self, task: Task) -> Completion:
         """Send the prompt until it succeeds, fails for good, or runs out of retries."""
-        assert self.admission is not None and self.job is not None
+        assert self.job is not None
         request = self._request(task.prompt)
         estimate = _estimate_tokens(request)
         log: list[Attempt] = []
@@ -348,7 +292,7 @@ class RemoteBackend(Backend):
         except asyncio.CancelledError:
             if timers.expired is None or self._aborting:
                 raise
-            return self._failure(attempt, "timeout: " + timers.expired, None, Outcome.FAILED)
+            return self._failure(attempt, Failure(Outcome.FAILED, f"timeout: {timers.expired}"))
         except Exception as exc:  # noqa: BLE001 - each kind is sorted out below
             return self._sort_out(attempt, exc)
         finally:
@@ -358,94 +302,35 @@ class RemoteBackend(Backend):
     async def _send(
         self, state: EndpointState, request: dict[str, Any], index: int, times: _AttemptTimes
     ) -> tuple[str, str | None]:
-        client = self._clients[state.url]
-        if not request.get("stream"):
-            response = await client.chat.completions.create(**request)
-            times.first_chunk()
-            usage = response.usage
-            if usage is not None:
-                times.tokens(usage.prompt_tokens, usage.completion_tokens)
-            choice = response.choices[0]
-            return choice.message.content or "", choice.finish_reason
-        parts: list[str] = []
-        finish: str | None = None
-        stream = await client.chat.completions.create(**request)
-        async with stream:
-            async for chunk in stream:
+        """The request, sent by the client; its answer read by `chat_wire`."""
+        create = self._clients[state.url].chat.completions.with_streaming_response.create
+        async with create(**request) as response:
+            if not request.get("stream"):
+                whole = read_completion(await response.read())
                 times.first_chunk()
-                if chunk.usage is not None:
-                    times.tokens(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
-                for choice in chunk.choices:
-                    delta = choice.delta.content if choice.delta is not None else None
-                    if delta:
-                        times.first_token()
-                        parts.append(delta)
-                        if self.on_token is not None:
-                            self._tokens.append((index, delta))
-                    if choice.finish_reason:
-                        finish = choice.finish_reason
+                times.tokens(whole.usage)
+                return whole.text, whole.finish_reason
+            parts: list[str] = []
+            finish: str | None = None
+            async for payload in sse_data(response.iter_lines()):
+                times.first_chunk()
+                piece = read_chunk(payload)
+                if piece.usage is not None:
+                    times.tokens(piece.usage)
+                if piece.text:
+                    times.first_token()
+                    parts.append(piece.text)
+                    if self.on_token is not None:
+                        self._tokens.append((index, piece.text))
+                finish = piece.finish_reason or finish
         return "".join(parts), finish
 
     def _sort_out(self, times: _AttemptTimes, exc: Exception) -> _Answer:
-        """What a failed request means for its endpoint and its prompt."""
-        openai = import_openai()
-        url = times.url
-        if isinstance(exc, openai.APIStatusError):
-            status = exc.status_code
-            retry_after = _retry_after(exc.response.headers)
-            message = self.secret.scrub(_server_message(exc))
-            if status == 401:
-                return self._failure(
-                    times, self.secret.refused(url, status), status, Outcome.FAILED, False
-                )
-            # A spent quota (OpenAI's insufficient_quota) is a 429 that waiting won't fix.
-            if status == 429 and "insufficient_quota" in f"{exc.body} {message}":
-                return self._failure(
-                    times,
-                    f"HTTP 429 from {url}: quota exhausted: {message}",
-                    status,
-                    Outcome.FAILED,
-                    False,
-                )
-            if status in THROTTLE_STATUS:
-                return self._failure(
-                    times, f"HTTP {status}", status, Outcome.THROTTLED, True, retry_after
-                )
-            if status in RETRYABLE_STATUS or status >= 500:
-                return self._failure(times, f"HTTP {status}: {message}", status, Outcome.FAILED)
-            return self._failure(
-                times, f"HTTP {status} from {url}: {message}", status, Outcome.FAILED, False
-            )
-        if isinstance(exc, openai.APIConnectionError):
-            if _refused(exc):
-                return self._failure(
-                    times, f"connection refused: {_cause(exc)}", None, Outcome.DOWN
-                )
-            if isinstance(exc, openai.APITimeoutError):
-                phase = "stalled stream" if times.first is not None else "no answer"
-                return self._failure(times, f"timeout: {phase}", None, Outcome.FAILED)
-            return self._failure(times, f"connection dropped: {_cause(exc)}", None, Outcome.FAILED)
-        if isinstance(exc, openai.APIError):
-            # An error the server sent inside a stream.
-            message = self.secret.scrub(str(exc))
-            return self._failure(times, f"server error: {message}", None, Outcome.FAILED)
-        return self._failure(
-            times,
-            self.secret.scrub(f"malformed response: {type(exc).__name__}: {exc}")[:300],
-            None,
-            Outcome.FAILED,
-        )
+        return self._failure(times, classify(exc, times.url, self.secret, times.first is not None))
 
-    def _failure(
-        self,
-        times: _AttemptTimes,
-        error: str,
-        status: int | None,
-        outcome: Outcome,
-        retryable: bool = True,
-        retry_after: float | None = None,
-    ) -> _Answer:
-        return _Answer(outcome, times.record(status, error, retry_after), retryable=retryable)
+    def _failure(self, times: _AttemptTimes, failure: Failure) -> _Answer:
+        attempt = times.record(failure.status, failure.error, failure.retry_after)
+        return _Answer(failure.outcome, attempt, retryable=failure.retryable)
 
     def _deliver_tokens(self) -> None:
         sink = self.on_token
@@ -517,8 +402,9 @@ class _AttemptTimes:
         if self.ttft is None:
             self.ttft = time.monotonic() - self.start
 
-    def tokens(self, prompt: int | None, completion: int | None) -> None:
-        self.usage = (int(prompt or 0), int(completion or 0))
+    def tokens(self, usage: tuple[int, int] | None) -> None:
+        if usage is not None:
+            self.usage = usage
 
     def record(
         self, status: int | None, error: str | None, retry_after: float | None = None
@@ -539,110 +425,3 @@ class _AttemptTimes:
 def _estimate_tokens(request: dict[str, Any]) -> float:
     chars = sum(len(str(m.get("content", ""))) for m in request["messages"])
     return chars / CHARS_PER_TOKEN + (request.get("max_tokens") or 0)
-
-
-def _retry_after(headers: Any) -> float | None:
-    """Seconds a server asked us to wait: `retry-after-ms`, or `retry-after` in seconds
-    or as an HTTP date; capped at MAX_RETRY_AFTER."""
-    try:
-        if (ms := headers.get("retry-after-ms")) is not None:
-            return min(MAX_RETRY_AFTER, max(0.0, float(ms) / 1000))
-        value = headers.get("retry-after")
-        if value is None:
-            return None
-        try:
-            seconds = float(value)
-        except ValueError:
-            seconds = parsedate_to_datetime(value).timestamp() - time.time()
-        return min(MAX_RETRY_AFTER, max(0.0, seconds))
-    except (TypeError, ValueError, OverflowError):
-        return None
-
-
-def _server_message(exc: Any) -> str:
-    """The server's own words about an error status, one line, bounded."""
-    body = exc.body
-    message: Any = None
-    if isinstance(body, dict):
-        error = body.get("error", body)
-        message = error.get("message") if isinstance(error, dict) else error
-        message = message or body.get("detail") or body.get("message")
-    if not message:
-        try:
-            message = exc.response.text
-        except Exception:  # noqa: BLE001 - a body we cannot read is no message
-            message = None
-    if not isinstance(message, str):
-        message = json.dumps(message) if message is not None else exc.message
-    return " ".join(str(message).split())[:300]
-
-
-def _chain(exc: BaseException) -> list[BaseException]:
-    seen: list[BaseException] = []
-    while exc is not None and exc not in seen and len(seen) < 10:
-        seen.append(exc)
-        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
-    return seen
-
-
-def _refused(exc: BaseException) -> bool:
-    """The request never reached a server: the connection failed or was refused."""
-    return any(type(e).__name__ in ("ConnectError", "ConnectTimeout") for e in _chain(exc))
-
-
-def _cause(exc: BaseException) -> str:
-    chain = _chain(exc)
-    root = chain[-1]
-    text = str(root).strip() or type(root).__name__
-    return " ".join(text.split())[:200]
-
-
-def probe_servers(server: ServerSettings, model: str | None = None) -> dict[str, list[str]]:
-    """Ask every endpoint for its models (`GET /models`) before a job is made.
-
-    Returns each endpoint's model names (empty where a server does not list them).
-    Raises a one-line ServerError when an endpoint is unreachable, refuses the key,
-    answers something that is not the API, or (with `model`) does not serve the model.
-    """
-    return asyncio.run(_probe_all(server, model))
-
-
-async def _probe_all(server: ServerSettings, model: str | None) -> dict[str, list[str]]:
-    secret = Secret(server.api_key_env)
-    found: dict[str, list[str]] = {}
-    for endpoint in server.endpoints:
-        client = make_client(endpoint, server, secret)
-        try:
-            found[endpoint.url] = await _probe(client, endpoint.url, server, secret)
-        finally:
-            await client.close()
-        names = found[endpoint.url]
-        if model is not None and names and model not in names:
-            shown = ", ".join(names[:20]) + (" ..." if len(names) > 20 else "")
-            raise ServerError(
-                f"Model {model!r} is not served by {endpoint.url}; it serves: {shown}"
-            )
-    return found
-
-
-async def _probe(client: Any, url: str, server: ServerSettings, secret: Secret) -> list[str]:
-    openai = import_openai()
-    try:
-        page = await asyncio.wait_for(client.models.list(), timeout=server.connect_timeout + 20)
-        return [str(m.id) for m in page.data][:1000]
-    except (asyncio.TimeoutError, openai.APITimeoutError):
-        raise ServerError(f"{url} did not answer (timed out); is it the right address?") from None
-    except openai.APIConnectionError as exc:
-        raise ServerError(f"Cannot reach {url}: {_cause(exc)} (is the server running?)") from None
-    except openai.APIStatusError as exc:
-        if exc.status_code == 401:
-            raise ServerError(secret.refused(url, 401)) from None
-        if exc.status_code in (404, 405):
-            return []  # a server that does not list its models can still serve them
-        message = secret.scrub(_server_message(exc))
-        raise ServerError(f"{url}/models answered HTTP {exc.status_code}: {message}") from None
-    except (openai.APIError, ValueError, TypeError, AttributeError) as exc:
-        raise ServerError(
-            f"{url} does not answer like an OpenAI-compatible server: "
-            f"{secret.scrub(str(exc))[:200]}"
-        ) from None

@@ -87,6 +87,14 @@ class BackendStatus:
     rpm: int | None = None
     tpm: int | None = None
     note: str | None = None
+    # The latest changes of limits and states, newest last, and how many there were.
+    changes: tuple[str, ...] = ()
+    change_count: int = 0
+
+    def new_changes(self, seen: int) -> list[str]:
+        """The changes after the first `seen` (as many as are still kept)."""
+        fresh = self.change_count - seen
+        return list(self.changes[-fresh:]) if fresh > 0 else []
 
 
 class Backend(ABC):

@@ -87,6 +87,9 @@ def servers_text(status: BackendStatus) -> Text:
             text.append(f"  {name} ≤ {limit:,}", style="dim")
     if status.note:
         text.append(f"  {status.note}", style="bold yellow")
+    elif status.changes:
+        text.append("  last change: ", style="dim")
+        text.append_text(one_line(status.changes[-1], style="dim"))
     for endpoint in status.endpoints:
         text.append("\n")
         text.append(f"{endpoint.state:>7} ", style=ENDPOINT_STYLE.get(endpoint.state, ""))

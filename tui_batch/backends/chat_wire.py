@@ -1,0 +1,128 @@
+"""Chat completion answers as they come off the wire: server-sent events and JSON bodies,
+read and checked by us.
+
+The `openai` client still sends every request (connections, auth, status errors), but its
+answer is read here rather than built into pydantic models: that costs less per chunk
+than the model classes (which dominate the client's time at a few hundred answers a
+second), and whatever a server sends is checked at this boundary, so a malformed answer
+is one `MalformedAnswer` naming what was wrong, never an AttributeError deep inside.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+
+class MalformedAnswer(ValueError):
+    """A server's answer is not a chat completion (or a chunk of one)."""
+
+
+class StreamError(Exception):
+    """The server sent an error inside the stream (after a 200)."""
+
+
+@dataclass(slots=True)
+class Piece:
+    """What one chunk (or a whole answer) says."""
+
+    text: str = ""
+    finish_reason: str | None = None
+    usage: tuple[int, int] | None = None  # prompt, completion tokens
+
+
+async def sse_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:
+    """The `data` of each server-sent event, up to `[DONE]`; comments and other fields
+    are skipped, and an event's several data lines are joined as the SSE spec says."""
+    data: list[str] = []
+    async for line in lines:
+        if not line:
+            if data:
+                payload = "\n".join(data)
+                data = []
+                if payload.strip() == "[DONE]":
+                    return
+                yield payload
+            continue
+        if line.startswith("data:"):
+            value = line[5:]
+            data.append(value[1:] if value.startswith(" ") else value)
+    if data and "\n".join(data).strip() != "[DONE]":
+        yield "\n".join(data)
+
+
+def read_chunk(payload: str) -> Piece:
+    """One streamed chunk: its text, finish reason and usage (the last chunk's)."""
+    data = _object(payload)
+    piece = Piece(usage=_usage(data))
+    choices = data.get("choices")
+    if choices is None:
+        return piece
+    if not isinstance(choices, list):
+        raise MalformedAnswer(f"'choices' is not a list: {choices!r:.60}")
+    parts = []
+    for choice in choices:
+        if not isinstance(choice, dict):
+            raise MalformedAnswer(f"a choice is not an object: {choice!r:.60}")
+        delta = choice.get("delta") or {}
+        if not isinstance(delta, dict):
+            raise MalformedAnswer(f"a delta is not an object: {delta!r:.60}")
+        parts.append(_text(delta.get("content")))
+        piece.finish_reason = _finish(choice) or piece.finish_reason
+    piece.text = "".join(parts)
+    return piece
+
+
+def read_completion(body: bytes | str) -> Piece:
+    """A whole (not streamed) answer: the first choice's message."""
+    data = _object(body)
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise MalformedAnswer("the answer has no choices")
+    message = choices[0].get("message")
+    if not isinstance(message, dict):
+        raise MalformedAnswer("the first choice has no message")
+    return Piece(_text(message.get("content")), _finish(choices[0]), _usage(data))
+
+
+def _object(payload: bytes | str) -> dict[str, Any]:
+    try:
+        data = json.loads(payload)
+    except (ValueError, RecursionError) as exc:
+        raise MalformedAnswer(f"not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise MalformedAnswer(f"not a JSON object: {str(payload)[:60]!r}")
+    error = data.get("error")
+    if error:
+        message = error.get("message") if isinstance(error, dict) else error
+        raise StreamError(" ".join(str(message).split())[:300])
+    return data
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise MalformedAnswer(f"content is not text: {value!r:.60}")
+    return value
+
+
+def _finish(choice: dict[str, Any]) -> str | None:
+    reason = choice.get("finish_reason")
+    if reason is not None and not isinstance(reason, str):
+        raise MalformedAnswer(f"finish_reason is not text: {reason!r:.60}")
+    return reason
+
+
+def _usage(data: dict[str, Any]) -> tuple[int, int] | None:
+    usage = data.get("usage")
+    if usage is None:
+        return None
+    if not isinstance(usage, dict):
+        raise MalformedAnswer(f"usage is not an object: {usage!r:.60}")
+    counts = (usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0)
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts):
+        raise MalformedAnswer(f"usage has wrong counts: {usage!r:.60}")
+    return counts
