@@ -30,6 +30,8 @@ async def choose_servers(pilot, setup: SetupScreen) -> None:
     assert setup.on_servers
     assert not setup.query_one("#local-section").display
     assert setup.query_one("#server-section").display
+    for field in ("#servers", "#server-model", "#api-key-env", "#concurrency", "#rpm"):
+        assert setup.query_one(field).region.width > 10, field  # shown, not just present
 
 
 async def test_a_job_on_a_server_from_setup_by_keys(tmp_path):
@@ -49,13 +51,16 @@ async def test_a_job_on_a_server_from_setup_by_keys(tmp_path):
             await pilot.press("ctrl+r")
             await wait_until(pilot, lambda: isinstance(app.screen, ProgressScreen))
             progress = app.screen
-            await wait_until(pilot, lambda: progress.query_one("#servers").display)
-            panel = rendered(progress.query_one("#servers"))
+            await wait_until(pilot, lambda: progress.query_one("#server-panel").display)
+            panel = rendered(progress.query_one("#server-panel"))
             assert "in flight" in panel and fake.url in panel
+            # Given to the backend is not sent: all but two wait for the server's slots.
+            states = [progress._row(i)[1].plain for i in range(8)]
+            assert states.count("running") <= 2 and "waiting" in states
             await wait_until(pilot, lambda: app.run_state.finished, timeout=60)
             job_id = app.run_state.job.job_id
             await pilot.pause(0.3)
-            panel = rendered(progress.query_one("#servers"))
+            panel = rendered(progress.query_one("#server-panel"))
             assert "0/16 in flight" in panel and "9 sent" in panel  # one 429, 8 answers
         assert fake.peak <= 2
     job, results = BatchProcessor().load_job(job_id)

@@ -21,7 +21,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from tui_batch.backends.admission import Admission, EndpointState, Outcome
@@ -76,6 +76,7 @@ class RemoteBackend(Backend):
         self._tokens: deque[tuple[int, str]] = deque()
         self._submitted: deque[Task] = deque()
         self._wake_pending = False
+        self._sending: set[int] = set()  # prompts with a request on its way (loop side)
         self._pending: set[int] = set()  # submitted, not yet returned by step (engine side)
         self._aborting = False
         self.admission = Admission(server)  # made again for each run, in `begin`
@@ -163,7 +164,7 @@ class RemoteBackend(Backend):
         return dropped
 
     def status(self) -> BackendStatus | None:
-        return self.admission.status()
+        return replace(self.admission.status(), sending=frozenset(self._sending))
 
     # -- the loop's side ----------------------------------------------------------------
 
@@ -220,7 +221,11 @@ class RemoteBackend(Backend):
         failures = 0
         while True:
             state = await self.admission.acquire(estimate)
-            answer = await self._attempt(state, request, task.index)
+            self._sending.add(task.index)
+            try:
+                answer = await self._attempt(state, request, task.index)
+            finally:
+                self._sending.discard(task.index)
             log.append(answer.attempt)
             self.admission.release(
                 state, answer.outcome, answer.attempt.retry_after, answer.attempt.error

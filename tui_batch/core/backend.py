@@ -90,6 +90,9 @@ class BackendStatus:
     # The latest changes of limits and states, newest last, and how many there were.
     changes: tuple[str, ...] = ()
     change_count: int = 0
+    # The prompts with a request on its way; the others given to the backend wait for a
+    # slot (None: the backend does not say).
+    sending: frozenset[int] | None = None
 
     def new_changes(self, seen: int) -> list[str]:
         """The changes after the first `seen` (as many as are still kept)."""

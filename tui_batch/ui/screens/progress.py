@@ -24,6 +24,7 @@ STATUS_STYLE = {
     "failed": "bold red",
     "running": "bold cyan",
     "retrying": "yellow",
+    "waiting": "yellow",
     "pending": "dim",
 }
 COLUMNS = [
@@ -76,8 +77,9 @@ ENDPOINT_STYLE = {"ok": "green", "cooling": "yellow", "out": "bold red"}
 
 
 def servers_text(status: BackendStatus) -> Text:
-    """Requests in flight, the limits in force, and each server's state."""
-    text = Text()
+    """Requests in flight, the limits in force, each server's state, the last change;
+    a line each, cut to the width."""
+    text = Text(no_wrap=True, overflow="ellipsis")
     text.append("Requests ", style="dim")
     text.append(f"{status.in_flight}/{status.concurrency}", style="bold")
     text.append(" in flight", style="dim")
@@ -87,9 +89,6 @@ def servers_text(status: BackendStatus) -> Text:
             text.append(f"  {name} ≤ {limit:,}", style="dim")
     if status.note:
         text.append(f"  {status.note}", style="bold yellow")
-    elif status.changes:
-        text.append("  last change: ", style="dim")
-        text.append_text(one_line(status.changes[-1], style="dim"))
     for endpoint in status.endpoints:
         text.append("\n")
         text.append(f"{endpoint.state:>7} ", style=ENDPOINT_STYLE.get(endpoint.state, ""))
@@ -105,6 +104,9 @@ def servers_text(status: BackendStatus) -> Text:
         )
         if endpoint.last_error and endpoint.state != "ok":
             text.append_text(one_line(f"  {endpoint.last_error}", style="red"))
+    if status.changes and not status.note:
+        text.append("\nlast change: ", style="dim")
+        text.append_text(one_line(status.changes[-1], style="dim"))
     return text
 
 
@@ -130,6 +132,7 @@ class ProgressScreen(Screen[None]):
         self._run = run
         self._bound_run: RunState | None = None
         self._shown: dict[str, Text] = {}
+        self._servers: BackendStatus | None = None
 
     @property
     def run(self) -> RunState:
@@ -141,7 +144,7 @@ class ProgressScreen(Screen[None]):
         with Horizontal(id="figures"):
             yield ProgressBar(total=1, show_eta=False, id="bar")
             yield Static(id="stats")
-        yield Static(id="servers")
+        yield Static(id="server-panel")
         yield Static(id="history-label")
         yield Sparkline([], id="history")
         yield VirtualTable(COLUMNS, id="prompts")
@@ -166,6 +169,9 @@ class ProgressScreen(Screen[None]):
     def _row(self, index: int) -> list[Text]:
         run = self.run
         status = run.status[index]
+        sending = self._servers.sending if self._servers is not None else None
+        if status == "running" and sending is not None and index not in sending:
+            status = "waiting"  # given to the backend, waiting for a server's slot
         result = run.results.get(index)
         prompt = run.job.prompts[index].text
         cells = [
@@ -209,11 +215,11 @@ class ProgressScreen(Screen[None]):
             total=max(1, job.total_prompts), progress=job.done
         )
         self._set("#stats", status_line(run))
-        servers = run.backend_status()
-        panel = self.query_one("#servers", Static)
+        servers = self._servers = run.backend_status()
+        panel = self.query_one("#server-panel", Static)
         panel.display = servers is not None
         if servers is not None:
-            self._set("#servers", servers_text(servers), layout=True)
+            self._set("#server-panel", servers_text(servers), layout=True)
         history, unit = run.history()
         sparkline = self.query_one("#history", Sparkline)
         if history != sparkline.data:
