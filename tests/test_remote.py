@@ -267,3 +267,38 @@ def test_live_text_streams_to_the_engine(tmp_path):
                 on_event=lambda e: seen.append((e.index, e.text)) if hasattr(e, "text") else None,
             )
     assert "".join(text for _, text in seen) == "w0 w1 w2 w3 w4 w5 w6 w7"
+
+
+def test_pause_calls_back_the_requests_sends_nothing_and_resume_sends_them_again(tmp_path):
+    with FakeServer(delay=2) as fake:
+        server = settings(fake.url, concurrency=2)
+        processor = BatchProcessor(tmp_path / "checkpoints")
+        job = processor.create_job("fake-model", ["a", "b", "c"], server=server, retries=0)
+        pause = threading.Event()
+        backend = RemoteBackend(server, "fake-model")
+        with backend:
+            runner = threading.Thread(
+                target=processor.process_batch, args=(job, backend), kwargs={"pause_event": pause}
+            )
+            runner.start()
+            for _ in range(100):
+                if fake.in_flight == 2:
+                    break
+                time.sleep(0.05)
+            pause.set()
+            for _ in range(100):
+                if fake.cancelled == 2:
+                    break
+                time.sleep(0.05)
+            arrived = len(fake.arrivals)
+            time.sleep(0.5)
+            assert fake.in_flight == 0 and len(fake.arrivals) == arrived == 2  # nothing sent
+            assert backend.status().note == "paused: nothing is sent"
+            assert job.status is JobStatus.PAUSED
+            pause.clear()
+            runner.join(30)
+    assert job.status is JobStatus.COMPLETED and job.completed == 3
+    results = processor.load_job(job.job_id)[1]
+    called_back = [r for r in results if r.attempts == 2]
+    assert len(called_back) == 2  # sent again after the pause, at no cost (retries=0)
+    assert called_back[0].attempt_log[0].error == "cancelled: the job was paused"

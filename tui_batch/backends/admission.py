@@ -43,6 +43,7 @@ class Outcome(Enum):
     DOWN = "down"  # the connection was refused: the server is not there
     FAILED = "failed"  # anything else
     UNSENT = "unsent"  # cancelled before it was sent
+    CANCELLED = "cancelled"  # sent, then called back (a pause): nothing to learn
 
 
 class TokenBucket:
@@ -119,6 +120,7 @@ class Admission:
         self.changes = 0
         self._queue: deque[tuple[float, asyncio.Future[EndpointState]]] = deque()
         self._timer: asyncio.TimerHandle | None = None
+        self.paused = False  # while set, nothing is sent
 
     async def acquire(self, cost: float) -> EndpointState:
         """Wait for a slot; `cost` is the request's estimated tokens (for `tpm`)."""
@@ -145,6 +147,8 @@ class Admission:
         state.in_flight -= 1
         if outcome is Outcome.UNSENT:
             state.requests -= 1
+        elif outcome is Outcome.CANCELLED:
+            pass
         elif outcome is Outcome.OK:
             self._succeeded(state)
         else:
@@ -189,7 +193,7 @@ class Admission:
                     s.last_error,
                 )
             )
-        note = None
+        note = "paused: nothing is sent" if self.paused else None
         if endpoints and all(e.state == "out" for e in endpoints):
             note = "every server is unreachable: waiting for one to come back"
         return BackendStatus(
@@ -236,9 +240,15 @@ class Admission:
             state.probe_interval = min(LAST_PROBE, state.probe_interval * 2)
         state.out_until = now + state.probe_interval
 
+    def hold(self, paused: bool) -> None:
+        """Send nothing while `paused`; when it ends, serve the waiters again."""
+        self.paused = paused
+        if not paused:
+            self._dispatch()
+
     def _pick(self, cost: float, now: float) -> tuple[EndpointState | None, float]:
         """An endpoint for a request now, or how long until one may be free."""
-        if self.in_flight >= self.concurrency:
+        if self.paused or self.in_flight >= self.concurrency:
             return None, math.inf
         best, wait = None, math.inf
         for state in self.endpoints:

@@ -77,6 +77,7 @@ class RemoteBackend(Backend):
         self._submitted: deque[Task] = deque()
         self._wake_pending = False
         self._sending: set[int] = set()  # prompts with a request on its way (loop side)
+        self._timers: dict[int, _Timers] = {}  # their attempts' timers, to call them back
         self._pending: set[int] = set()  # submitted, not yet returned by step (engine side)
         self._aborting = False
         self.admission = Admission(server)  # made again for each run, in `begin`
@@ -163,6 +164,23 @@ class RemoteBackend(Backend):
         self._tokens.clear()
         return dropped
 
+    def pause(self) -> None:
+        """Send nothing more, and call back the requests on their way (their
+        connections close, so servers stop); they are sent again on `resume`, at no
+        cost to their prompts' retries."""
+        if self._loop is not None:
+            self._call(self._hold(True))
+
+    def resume(self) -> None:
+        if self._loop is not None:
+            self._call(self._hold(False))
+
+    async def _hold(self, paused: bool) -> None:
+        self.admission.hold(paused)
+        if paused:
+            for timers in list(self._timers.values()):
+                timers.expire("paused")
+
     def status(self) -> BackendStatus | None:
         return replace(self.admission.status(), sending=frozenset(self._sending))
 
@@ -248,8 +266,8 @@ class RemoteBackend(Backend):
                 )
             if self._aborting:
                 raise asyncio.CancelledError
-            if answer.outcome is Outcome.DOWN:
-                continue  # never reached a server: not the prompt's fault
+            if answer.outcome in (Outcome.DOWN, Outcome.CANCELLED):
+                continue  # never reached a server, or called back: not the prompt's fault
             if not answer.retryable or failures >= self.job.retries:
                 return Completion(
                     task.index,
@@ -292,16 +310,21 @@ class RemoteBackend(Backend):
         inner = loop.create_task(self._send(state, request, index, attempt))
         timers = _Timers(loop, inner, self.server)
         attempt.timers = timers
+        self._timers[index] = timers
         try:
             text, finish = await inner
         except asyncio.CancelledError:
             if timers.expired is None or self._aborting:
                 raise
+            if timers.expired == "paused":
+                called_back = Failure(Outcome.CANCELLED, "cancelled: the job was paused")
+                return self._failure(attempt, called_back)
             return self._failure(attempt, Failure(Outcome.FAILED, f"timeout: {timers.expired}"))
         except Exception as exc:  # noqa: BLE001 - each kind is sorted out below
             return self._sort_out(attempt, exc)
         finally:
             timers.cancel()
+            self._timers.pop(index, None)
         return _Answer(Outcome.OK, attempt.record(None, None), text, finish)
 
     async def _send(
@@ -368,16 +391,16 @@ class _Timers:
     def _check(self) -> None:
         now = self.loop.time()
         if now >= self.deadline:
-            self._expire("request deadline")
+            self.expire("request deadline")
         elif self.last is None:
-            self._expire("first byte")
+            self.expire("first byte")
         elif now >= self.last + self.server.stall_timeout:
-            self._expire("stalled stream")
+            self.expire("stalled stream")
         else:
             due = min(self.last + self.server.stall_timeout, self.deadline)
             self.handle = self.loop.call_at(due, self._check)
 
-    def _expire(self, phase: str) -> None:
+    def expire(self, phase: str) -> None:
         self.expired = phase
         self.task.cancel()
 

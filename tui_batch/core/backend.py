@@ -145,6 +145,14 @@ class Backend(ABC):
     def abort(self) -> list[int]:
         """Drop every unfinished task and return their indices."""
 
+    def pause(self) -> None:
+        """The job is paused: stop working until `resume`. The engine stops stepping,
+        which is enough for a backend that works only inside `step`; one that works on
+        its own (requests to servers) stops there too."""
+
+    def resume(self) -> None:
+        """The pause is over (or the run is ending)."""
+
     def status(self) -> BackendStatus | None:
         """A snapshot for a dashboard; None for a backend with nothing more to say than
         the engine's progress. Safe to call from any thread."""

@@ -353,9 +353,11 @@ class _Run:
 
     def _wait_while_paused(self, writer: CheckpointWriter) -> None:
         self._set_status(writer, JobStatus.PAUSED)
+        self.backend.pause()
         while self.pause.is_set() and not self.cancel.is_set():
             self.cancel.wait(IDLE_POLL)
-        if not self.cancel.is_set():
+        if not self.cancel.is_set():  # a cancel ends the run: the backend is ended paused
+            self.backend.resume()
             self._set_status(writer, JobStatus.RUNNING)
 
     def _finish(self, writer: CheckpointWriter, status: JobStatus, reason: str | None) -> None:
