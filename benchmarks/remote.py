@@ -148,9 +148,9 @@ from tui_batch.backends.factory import remote_backend
 from tui_batch.core.processor import BatchProcessor
 from tui_batch.core.servers import server_settings_from_text
 from tui_batch.core.settings import GenerationSettings
-prompts_file, *urls = sys.argv[1:]
+prompts_file, stream, *urls = sys.argv[1:]
 processor = BatchProcessor()
-server = server_settings_from_text(urls, {})
+server = server_settings_from_text(urls, {"stream": stream == "1"})
 job = processor.create_job("smollm2", processor.load_prompts_from_file(prompts_file),
                            server=server, settings=GenerationSettings(max_tokens=64))
 with remote_backend(server, "smollm2") as backend:
@@ -160,11 +160,11 @@ with remote_backend(server, "smollm2") as backend:
 """
 
 
-def job_time(urls: list[str], work: Path, env: dict[str, str]) -> float:
+def job_time(urls: list[str], work: Path, env: dict[str, str], stream: bool) -> float:
     """The job alone, through the Python API in a fresh process: what the command does
     between its start-up (imports, checks) and its export."""
     done = subprocess.run(
-        [sys.executable, "-c", JOB_TIME, str(EXAMPLES), *urls],
+        [sys.executable, "-c", JOB_TIME, str(EXAMPLES), "1" if stream else "0", *urls],
         env=env,
         capture_output=True,
         text=True,
@@ -189,22 +189,23 @@ def fleet(args: argparse.Namespace, work: Path, env: dict[str, str]) -> None:
             "Fleet: 25 example prompts x 64 tokens, llama_cpp.server, 1 thread each, "
             f"#2 in flight at each; best of {args.repeat}, alternating"
         )
-        jobs: dict[int, list[float]] = {1: [], 2: []}
-        commands: dict[int, list[float]] = {1: [], 2: []}
-        for _ in range(args.repeat):
-            for count in (1, 2):
-                jobs[count].append(job_time(urls[:count], work, env))
-                out = work / f"fleet{count}.json"
-                commands[count].append(timed(tui_batch(EXAMPLES, urls[:count], out, *flags), env))
-        for name, times in (
-            ("the job (engine)", jobs),
-            ("tui-batch run (whole command)", commands),
-        ):
-            one, two = min(times[1]), min(times[2])
-            print(
-                f"  {name:30} one server {one:5.1f} s   two servers {two:5.1f} s   "
-                f"speed-up {one / two:.2f}x"
-            )
+        for stream in (True, False):
+            mode = [] if stream else ["--no-stream"]
+            jobs: dict[int, list[float]] = {1: [], 2: []}
+            commands: dict[int, list[float]] = {1: [], 2: []}
+            for _ in range(args.repeat):
+                for count in (1, 2):
+                    jobs[count].append(job_time(urls[:count], work, env, stream))
+                    out = work / f"fleet{count}.json"
+                    command = tui_batch(EXAMPLES, urls[:count], out, *flags, *mode)
+                    commands[count].append(timed(command, env))
+            print("  streamed" if stream else "  whole answers (--no-stream)")
+            for name, times in (("the job (API)", jobs), ("tui-batch run (command)", commands)):
+                one, two = min(times[1]), min(times[2])
+                print(
+                    f"    {name:24} one server {one:5.1f} s   two servers {two:5.1f} s   "
+                    f"speed-up {one / two:.2f}x"
+                )
     finally:
         for _, process in started:
             process.kill()
