@@ -119,3 +119,18 @@ def test_the_servers_panel_names_states_and_limits():
     assert "0/8 in flight" in text and "rpm ≤ 600" in text
     assert "cooling http://a:1/v1 for 30s" in text and "0/2 in flight (cap 4)" in text
     assert "out http://b:2/v1 (probe in 1s)" in text and "connection refused" in text
+
+
+async def test_a_served_model_name_is_shown_as_data(tmp_path):
+    with FakeServer(model="[bold red]m[/]") as fake:
+        app = TuiBatchApp(prompts_file(tmp_path, long_one=False))
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause(0.3)
+            setup = app.screen
+            await choose_servers(pilot, setup)
+            await type_into(pilot, "#servers", fake.url)
+            await pilot.press("f5")
+            select = setup.query_one("#server-model")
+            await wait_until(pilot, lambda: select.value == "[bold red]m[/]")
+            await pilot.pause(0.2)
+            assert "[bold red]m[/]" in rendered(select.query_one("SelectCurrent Static"))

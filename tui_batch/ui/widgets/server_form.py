@@ -129,7 +129,8 @@ class ServerForm(Vertical):
     def _listed(self, served: dict[str, list[str]]) -> None:
         names = sorted({name for found in served.values() for name in found})
         select = self.query_one("#server-model", Select)
-        select.set_options([(name, name) for name in names])
+        # A served name is the server's text: shown as data, never as markup.
+        select.set_options([(Text(name), name) for name in names])
         if names:
             select.value = names[0]
         text = Text()
