@@ -30,7 +30,7 @@ def test_package_import_loads_neither_textual_nor_llama_cpp():
 def test_core_and_cli_import_without_textual():
     modules = _modules_after(
         "import tui_batch.core, tui_batch.core.processor, tui_batch.core.store, "
-        "tui_batch.core.export, tui_batch.core.prompts, tui_batch.cli, tui_batch.models"
+        "tui_batch.core.export, tui_batch.core.prompts, tui_batch.cli, tui_batch.arguments, tui_batch.models"
     )
     assert "textual" not in modules
     assert "llama_cpp" not in modules
