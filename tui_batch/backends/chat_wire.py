@@ -1,5 +1,5 @@
-"""Chat completion answers as they come off the wire: server-sent events and JSON bodies,
-read and checked by us.
+"""Chat completions on the wire: the request body for a prompt, and the answers (server-sent
+events and JSON bodies) read and checked by us.
 
 The `openai` client still sends every request (connections, auth, status errors), but its
 answer is read here rather than built into pydantic models: that costs less per chunk
@@ -14,6 +14,42 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
+
+from tui_batch.core.jobs import GenerationSettings, Prompt, build_messages
+
+# Chars per token, for the tpm estimate of a prompt before its usage is known.
+CHARS_PER_TOKEN = 4
+
+
+def chat_request(
+    prompt: Prompt, settings: GenerationSettings, model: str, stream: bool
+) -> dict[str, Any]:
+    """The request body for `prompt`: its own options win over the job's settings."""
+    options = prompt.options
+    request: dict[str, Any] = {
+        "model": model,
+        "messages": build_messages(prompt, settings.system_prompt),
+        "max_tokens": options.get("max_tokens", settings.max_tokens),
+        "temperature": options.get("temperature", settings.temperature),
+        "top_p": options.get("top_p", settings.top_p),
+    }
+    seed = options.get("seed", settings.seed)
+    if seed is not None:
+        request["seed"] = seed
+    stop = options.get("stop", settings.stop)
+    if stop:
+        request["stop"] = stop
+    if stream:
+        request["stream"] = True
+        request["stream_options"] = {"include_usage": True}
+    return request
+
+
+def estimate_tokens(request: dict[str, Any]) -> float:
+    """A request's tokens before its usage is known: its messages' characters / 4, plus
+    all it may generate."""
+    chars = sum(len(str(m.get("content", ""))) for m in request["messages"])
+    return chars / CHARS_PER_TOKEN + (request.get("max_tokens") or 0)
 
 
 class MalformedAnswer(ValueError):

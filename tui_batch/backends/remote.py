@@ -20,22 +20,16 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Coroutine
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from typing import Any, TypeVar
 
-from tui_batch.backends.admission import Admission, EndpointState, Outcome
-from tui_batch.backends.chat_wire import read_chunk, read_completion, sse_data
-from tui_batch.backends.openai_api import Failure, Secret, classify, make_client
+from tui_batch.backends.admission import Admission, Outcome
+from tui_batch.backends.attempt import Call
+from tui_batch.backends.chat_wire import chat_request, estimate_tokens
+from tui_batch.backends.openai_api import Secret, make_client
 from tui_batch.core.backend import Backend, BackendStatus, Completion, Task
-from tui_batch.core.jobs import (
-    Attempt,
-    BatchJob,
-    GenerationSettings,
-    Prompt,
-    build_messages,
-    utc_now,
-)
+from tui_batch.core.jobs import Attempt, BatchJob, GenerationSettings
 from tui_batch.core.servers import ServerSettings
 
 T = TypeVar("T")
@@ -43,19 +37,6 @@ T = TypeVar("T")
 STEP_WAIT = 0.05
 STEP_GATHER = 0.02
 MAX_BACKOFF = 120.0
-# Chars per token, for the tpm estimate of a prompt before its usage is known.
-CHARS_PER_TOKEN = 4
-
-
-@dataclass(slots=True)
-class _Answer:
-    """One attempt's end: the outcome for the endpoint, and for the prompt."""
-
-    outcome: Outcome
-    attempt: Attempt
-    text: str = ""
-    finish_reason: str | None = None
-    retryable: bool = True
 
 
 class RemoteBackend(Backend):
@@ -76,8 +57,7 @@ class RemoteBackend(Backend):
         self._tokens: deque[tuple[int, str]] = deque()
         self._submitted: deque[Task] = deque()
         self._wake_pending = False
-        self._sending: set[int] = set()  # prompts with a request on its way (loop side)
-        self._timers: dict[int, _Timers] = {}  # their attempts' timers, to call them back
+        self._calls: dict[int, Call] = {}  # the request on its way for a prompt (loop side)
         self._pending: set[int] = set()  # submitted, not yet returned by step (engine side)
         self._aborting = False
         self.admission = Admission(server)  # made again for each run, in `begin`
@@ -178,11 +158,11 @@ class RemoteBackend(Backend):
     async def _hold(self, paused: bool) -> None:
         self.admission.hold(paused)
         if paused:
-            for timers in list(self._timers.values()):
-                timers.expire("paused")
+            for call in list(self._calls.values()):
+                call.call_back()
 
     def status(self) -> BackendStatus | None:
-        return replace(self.admission.status(), sending=frozenset(self._sending))
+        return replace(self.admission.status(), sending=frozenset(self._calls))
 
     # -- the loop's side ----------------------------------------------------------------
 
@@ -233,17 +213,18 @@ class RemoteBackend(Backend):
     async def _prompt(self, task: Task) -> Completion:
         """Send the prompt until it succeeds, fails for good, or runs out of retries."""
         assert self.job is not None
-        request = self._request(task.prompt)
-        estimate = _estimate_tokens(request)
+        request = chat_request(task.prompt, self.settings, self.model, self.server.stream)
+        estimate = estimate_tokens(request)
+        on_text = self._text_sink(task.index) if self.on_token is not None else None
         log: list[Attempt] = []
         failures = 0
         while True:
             state = await self.admission.acquire(estimate)
-            self._sending.add(task.index)
+            call = self._calls[task.index] = Call(state.url, self.server, self.secret)
             try:
-                answer = await self._attempt(state, request, task.index)
+                answer = await call.run(self._clients[state.url], request, on_text)
             finally:
-                self._sending.discard(task.index)
+                del self._calls[task.index]
             log.append(answer.attempt)
             self.admission.release(
                 state, answer.outcome, answer.attempt.retry_after, answer.attempt.error
@@ -282,83 +263,13 @@ class RemoteBackend(Backend):
             ceiling = min(MAX_BACKOFF, self.job.retry_backoff * 2 ** (failures - 1))
             await asyncio.sleep(random.uniform(0, ceiling))
 
-    def _request(self, prompt: Prompt) -> dict[str, Any]:
-        settings, options = self.settings, prompt.options
-        request: dict[str, Any] = {
-            "model": self.model,
-            "messages": build_messages(prompt, settings.system_prompt),
-            "max_tokens": options.get("max_tokens", settings.max_tokens),
-            "temperature": options.get("temperature", settings.temperature),
-            "top_p": options.get("top_p", settings.top_p),
-        }
-        seed = options.get("seed", settings.seed)
-        if seed is not None:
-            request["seed"] = seed
-        stop = options.get("stop", settings.stop)
-        if stop:
-            request["stop"] = stop
-        if self.server.stream:
-            request["stream"] = True
-            request["stream_options"] = {"include_usage": True}
-        return request
+    def _text_sink(self, index: int) -> Callable[[str], None]:
+        """Where a prompt's streamed text goes: to the engine, at its next `step`."""
 
-    async def _attempt(self, state: EndpointState, request: dict[str, Any], index: int) -> _Answer:
-        """One request to one endpoint, under our timeouts; never raises but on cancel."""
-        loop = asyncio.get_running_loop()
-        start = time.monotonic()
-        attempt = _AttemptTimes(state.url, start, utc_now())
-        inner = loop.create_task(self._send(state, request, index, attempt))
-        timers = _Timers(loop, inner, self.server)
-        attempt.timers = timers
-        self._timers[index] = timers
-        try:
-            text, finish = await inner
-        except asyncio.CancelledError:
-            if timers.expired is None or self._aborting:
-                raise
-            if timers.expired == "paused":
-                called_back = Failure(Outcome.CANCELLED, "cancelled: the job was paused")
-                return self._failure(attempt, called_back)
-            return self._failure(attempt, Failure(Outcome.FAILED, f"timeout: {timers.expired}"))
-        except Exception as exc:  # noqa: BLE001 - each kind is sorted out below
-            return self._sort_out(attempt, exc)
-        finally:
-            timers.cancel()
-            self._timers.pop(index, None)
-        return _Answer(Outcome.OK, attempt.record(None, None), text, finish)
+        def sink(text: str) -> None:
+            self._tokens.append((index, text))
 
-    async def _send(
-        self, state: EndpointState, request: dict[str, Any], index: int, times: _AttemptTimes
-    ) -> tuple[str, str | None]:
-        """The request, sent by the client; its answer read by `chat_wire`."""
-        create = self._clients[state.url].chat.completions.with_streaming_response.create
-        async with create(**request) as response:
-            if not request.get("stream"):
-                whole = read_completion(await response.read())
-                times.first_chunk()
-                times.tokens(whole.usage)
-                return whole.text, whole.finish_reason
-            parts: list[str] = []
-            finish: str | None = None
-            async for payload in sse_data(response.iter_lines()):
-                times.first_chunk()
-                piece = read_chunk(payload)
-                if piece.usage is not None:
-                    times.tokens(piece.usage)
-                if piece.text:
-                    times.first_token()
-                    parts.append(piece.text)
-                    if self.on_token is not None:
-                        self._tokens.append((index, piece.text))
-                finish = piece.finish_reason or finish
-        return "".join(parts), finish
-
-    def _sort_out(self, times: _AttemptTimes, exc: Exception) -> _Answer:
-        return self._failure(times, classify(exc, times.url, self.secret, times.first is not None))
-
-    def _failure(self, times: _AttemptTimes, failure: Failure) -> _Answer:
-        attempt = times.record(failure.status, failure.error, failure.retry_after)
-        return _Answer(failure.outcome, attempt, retryable=failure.retryable)
+        return sink
 
     def _deliver_tokens(self) -> None:
         sink = self.on_token
@@ -366,90 +277,3 @@ class RemoteBackend(Backend):
             index, text = self._tokens.popleft()
             if sink is not None and index in self._pending:
                 sink(index, text)
-
-
-class _Timers:
-    """Our timeouts on one attempt: the first byte, then a stall between chunks, and the
-    whole-request deadline. One timer, re-armed only when it fires early; expiring
-    cancels the attempt and names why."""
-
-    def __init__(
-        self, loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any], server: ServerSettings
-    ) -> None:
-        self.loop, self.task, self.server = loop, task, server
-        now = loop.time()
-        self.expired: str | None = None
-        self.deadline = now + server.request_timeout
-        self.last: float | None = None  # when the last chunk came
-        first = now + server.first_token_timeout if server.stream else self.deadline
-        self.handle = loop.call_at(min(first, self.deadline), self._check)
-
-    def touch(self) -> None:
-        """A chunk came: the stall clock starts again."""
-        self.last = self.loop.time()
-
-    def _check(self) -> None:
-        now = self.loop.time()
-        if now >= self.deadline:
-            self.expire("request deadline")
-        elif self.last is None:
-            self.expire("first byte")
-        elif now >= self.last + self.server.stall_timeout:
-            self.expire("stalled stream")
-        else:
-            due = min(self.last + self.server.stall_timeout, self.deadline)
-            self.handle = self.loop.call_at(due, self._check)
-
-    def expire(self, phase: str) -> None:
-        self.expired = phase
-        self.task.cancel()
-
-    def cancel(self) -> None:
-        self.handle.cancel()
-
-
-class _AttemptTimes:
-    """What one attempt measured, turned into its `Attempt` record at the end."""
-
-    __slots__ = ("url", "start", "started_at", "first", "ttft", "usage", "timers")
-
-    def __init__(self, url: str, start: float, started_at: str) -> None:
-        self.url, self.start, self.started_at = url, start, started_at
-        self.first: float | None = None
-        self.ttft: float | None = None
-        self.usage = (0, 0)
-        self.timers: _Timers | None = None
-
-    def first_chunk(self) -> None:
-        if self.first is None:
-            self.first = time.monotonic()
-        if self.timers is not None:
-            self.timers.touch()
-
-    def first_token(self) -> None:
-        if self.ttft is None:
-            self.ttft = time.monotonic() - self.start
-
-    def tokens(self, usage: tuple[int, int] | None) -> None:
-        if usage is not None:
-            self.usage = usage
-
-    def record(
-        self, status: int | None, error: str | None, retry_after: float | None = None
-    ) -> Attempt:
-        return Attempt(
-            endpoint=self.url,
-            status=status if status is not None else (200 if error is None else None),
-            error=error,
-            retry_after=retry_after,
-            latency=round(time.monotonic() - self.start, 4),
-            ttft=round(self.ttft, 4) if self.ttft is not None else None,
-            tokens_input=self.usage[0],
-            tokens_output=self.usage[1],
-            started_at=self.started_at,
-        )
-
-
-def _estimate_tokens(request: dict[str, Any]) -> float:
-    chars = sum(len(str(m.get("content", ""))) for m in request["messages"])
-    return chars / CHARS_PER_TOKEN + (request.get("max_tokens") or 0)
