@@ -42,6 +42,20 @@ def run(
     return batch, results, backend
 
 
+def wait_for(condition, seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def in_thread(processor: BatchProcessor, job: BatchJob, backend, **events) -> threading.Thread:
+    """`process_batch` running in a thread of its own, as a dashboard runs it."""
+    runner = threading.Thread(target=processor.process_batch, args=(job, backend), kwargs=events)
+    runner.start()
+    return runner
+
+
 def test_every_prompt_answered_with_usage_endpoint_and_attempt(tmp_path):
     with FakeServer() as fake:
         job, results, _ = run(tmp_path, settings(fake.url), 20)
@@ -127,27 +141,15 @@ def test_when_every_endpoint_is_out_the_job_waits_for_one_to_return(tmp_path):
     processor = BatchProcessor(tmp_path / "checkpoints")
     job = processor.create_job("fake-model", [f"p{i}" for i in range(6)], server=server, retries=0)
     backend = RemoteBackend(server, "fake-model")
-    seen_waiting = []
-
-    def watch():
-        for _ in range(200):
-            status = backend.status()
-            if status is not None and status.note:
-                seen_waiting.append(status.note)
-                return
-            time.sleep(0.02)
-
     with backend:
-        watcher = threading.Thread(target=watch)
-        runner = threading.Thread(target=lambda: processor.process_batch(job, backend))
-        watcher.start()
-        runner.start()
-        watcher.join()
+        runner = in_thread(processor, job, backend)
+        wait_for(lambda: backend.status().note is not None)
+        note = backend.status().note
         time.sleep(1.0)
         assert job.done == 0  # waiting, not failing: retries=0 would fail at once
         with FakeServer(port=port):
             runner.join(30)
-    assert seen_waiting and "waiting" in seen_waiting[0]
+    assert "waiting" in note
     assert job.status is JobStatus.COMPLETED and job.completed == 6 and job.failed == 0
 
 
@@ -229,20 +231,11 @@ def test_cancel_closes_requests_and_leaves_their_prompts_pending(tmp_path):
         cancel = threading.Event()
         backend = RemoteBackend(server, "fake-model")
         with backend:
-            runner = threading.Thread(
-                target=processor.process_batch, args=(job, backend), kwargs={"cancel_event": cancel}
-            )
-            runner.start()
-            for _ in range(100):
-                if fake.in_flight == 3:
-                    break
-                time.sleep(0.05)
+            runner = in_thread(processor, job, backend, cancel_event=cancel)
+            wait_for(lambda: fake.in_flight == 3)
             cancel.set()
             runner.join(10)
-        for _ in range(100):
-            if fake.cancelled == 3:
-                break
-            time.sleep(0.05)
+        wait_for(lambda: fake.cancelled == 3)
         assert fake.cancelled == 3 and fake.in_flight == 0
     assert job.status is JobStatus.CANCELLED and job.done == 0
     with FakeServer() as again:
@@ -277,19 +270,10 @@ def test_pause_calls_back_the_requests_sends_nothing_and_resume_sends_them_again
         pause = threading.Event()
         backend = RemoteBackend(server, "fake-model")
         with backend:
-            runner = threading.Thread(
-                target=processor.process_batch, args=(job, backend), kwargs={"pause_event": pause}
-            )
-            runner.start()
-            for _ in range(100):
-                if fake.in_flight == 2:
-                    break
-                time.sleep(0.05)
+            runner = in_thread(processor, job, backend, pause_event=pause)
+            wait_for(lambda: fake.in_flight == 2)
             pause.set()
-            for _ in range(100):
-                if fake.cancelled == 2:
-                    break
-                time.sleep(0.05)
+            wait_for(lambda: fake.cancelled == 2)
             arrived = len(fake.arrivals)
             time.sleep(0.5)
             assert fake.in_flight == 0 and len(fake.arrivals) == arrived == 2  # nothing sent

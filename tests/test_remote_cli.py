@@ -159,32 +159,19 @@ def test_bad_input_is_one_line_and_exit_2_before_any_job(data_dir):
 def test_the_key_never_reaches_a_file_or_the_screen(data_dir, tmp_path):
     key = "sk-test-SECRET-4d9f2a"
     with FakeServer(key=key) as fake:
+
+        def run_with_key(out: Path):
+            return run_cli(
+                "run", str(PROMPTS), "--server", fake.url, "--api-key-env", "TEST_KEY",
+                "--out", str(out), env={"TEST_KEY": key},
+            )  # fmt: skip
+
         out = tmp_path / "out.jsonl"
-        done = run_cli(
-            "run",
-            str(PROMPTS),
-            "--server",
-            fake.url,
-            "--api-key-env",
-            "TEST_KEY",
-            "--out",
-            str(out),
-            env={"TEST_KEY": key},
-        )
+        done = run_with_key(out)
         assert done.returncode == 0, done.stderr
         # The server's key changes: it refuses ours and echoes it back in its message.
         fake.key = "sk-test-OTHER-000000"
-        rotated = run_cli(
-            "run",
-            str(PROMPTS),
-            "--server",
-            fake.url,
-            "--api-key-env",
-            "TEST_KEY",
-            "--out",
-            str(tmp_path / "rotated.json"),
-            env={"TEST_KEY": key},
-        )
+        rotated = run_with_key(tmp_path / "rotated.json")
         listing = run_cli("checkpoints", "--json")
         models = run_cli(
             "models", "--server", fake.url, "--api-key-env", "TEST_KEY", env={"TEST_KEY": key}
