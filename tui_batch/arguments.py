@@ -12,6 +12,7 @@ from tui_batch.core.errors import SettingsError
 from tui_batch.core.export import EXPORT_FORMATS
 from tui_batch.core.servers import (
     DEFAULT_KEY_ENV,
+    SERVER_DEFAULTS,
     SERVER_KEYS,
     ServerSettings,
     server_settings_from_text,
@@ -34,8 +35,8 @@ def _setting(key: str, help: str = "") -> dict[str, object]:
     default = getattr(GenerationSettings(), key, None)
     if default is None:
         default = getattr(JobOptions(), key, None)
-    if default is None and key in ServerSettings.__dataclass_fields__:
-        default = ServerSettings.__dataclass_fields__[key].default
+    if default is None:
+        default = SERVER_DEFAULTS.get(key)
     shown = limit.hint if default is None else default
     return {
         "dest": key,

@@ -11,7 +11,7 @@ the limits each endpoint's answers teach us.
   then 2, 4, ... 30 s. While every endpoint is out, requests wait.
 
 Waiters are served first come, first served, from one queue; nothing polls. Runs on the
-backend's event loop (not thread-safe); `status` may be read from any thread.
+backend's event loop and is not thread-safe, `status` included: the backend takes it there.
 """
 
 from __future__ import annotations

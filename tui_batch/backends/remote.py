@@ -15,6 +15,7 @@ count against the prompt: it waits for another endpoint, or for this one to come
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import queue
 import random
 import threading
@@ -37,6 +38,8 @@ T = TypeVar("T")
 STEP_WAIT = 0.05
 STEP_GATHER = 0.02
 MAX_BACKOFF = 120.0
+# How long a status waits for the loop (only a stopping loop takes this long).
+STATUS_WAIT = 1.0
 
 
 class RemoteBackend(Backend):
@@ -162,7 +165,25 @@ class RemoteBackend(Backend):
                 call.call_back()
 
     def status(self) -> BackendStatus | None:
+        # Taken on the loop's thread, which changes what it reads; directly when no
+        # loop runs.
+        loop = self._loop
+        if loop is None or not loop.is_running():
+            return self._snapshot()
+        future = asyncio.run_coroutine_threadsafe(self._snapshot_on_loop(), loop)
+        try:
+            return future.result(timeout=STATUS_WAIT)
+        except (
+            concurrent.futures.TimeoutError
+        ):  # the loop is stopping: nothing changes what we read now
+            future.cancel()
+            return self._snapshot()
+
+    def _snapshot(self) -> BackendStatus:
         return replace(self.admission.status(), sending=frozenset(self._calls))
+
+    async def _snapshot_on_loop(self) -> BackendStatus:
+        return self._snapshot()
 
     # -- the loop's side ----------------------------------------------------------------
 

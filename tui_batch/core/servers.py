@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import MISSING, asdict, dataclass, fields, replace
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -162,6 +162,8 @@ _NUMBERS = (
     "stall_timeout",
     "request_timeout",
 )
+# What each server setting is unless told (for help texts and empty fields).
+SERVER_DEFAULTS = {f.name: f.default for f in fields(ServerSettings) if f.default is not MISSING}
 # Every setting `server_settings_from_text` takes besides the URLs.
 SERVER_KEYS = ("api_key_env", *_NUMBERS, "stream")
 

@@ -12,7 +12,12 @@ from textual.containers import Grid, Vertical
 from textual.widgets import Button, Input, Label, Select, Static
 
 from tui_batch.core.errors import TuiBatchError
-from tui_batch.core.servers import DEFAULT_KEY_ENV, ServerSettings, server_settings_from_text
+from tui_batch.core.servers import (
+    DEFAULT_KEY_ENV,
+    SERVER_DEFAULTS,
+    ServerSettings,
+    server_settings_from_text,
+)
 from tui_batch.core.settings import LIMITS
 from tui_batch.ui.text import one_line
 
@@ -38,9 +43,7 @@ class ServerForm(Vertical):
         yield Static(id="server-check")
 
     def on_mount(self) -> None:
-        self.query_one("#concurrency", Input).value = str(
-            ServerSettings.__dataclass_fields__["concurrency"].default
-        )
+        self.query_one("#concurrency", Input).value = str(SERVER_DEFAULTS["concurrency"])
 
     def server_settings(self) -> ServerSettings:
         """The typed servers and limits, checked; a TuiBatchError says what is wrong."""
