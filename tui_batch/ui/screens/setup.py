@@ -384,7 +384,7 @@ class SetupScreen(Screen[None]):
             options=options,
             **where,
         )
-        self._remember(where.get("model_path") or model, settings)
+        self._remember(settings)
         self.query_one("#job-id", Static).update(Text(f"Job {job.job_id} created", style="bold"))
         self.notify(f"Job {job.job_id}: {job.total_prompts} prompts", title="Started")
         self.app.start_job(job)
@@ -405,12 +405,14 @@ class SetupScreen(Screen[None]):
 
         form.check_then(server, model, start)
 
-    def _remember(self, model: str, settings: GenerationSettings) -> None:
+    def _remember(self, settings: GenerationSettings) -> None:
+        """Keep this setup for next time; both halves, whichever ran, so switching back
+        finds the local model and the servers as they were (never a key: its name)."""
         values: dict[str, Any] = {
             key: self.query_one(f"#{key}", Input).value for key in NUMBER_FIELDS
         }
         values.update(
-            model=None if self.on_servers else model,
+            model=self._model_path(),
             run_on=str(self.query_one("#run-on", Select).value),
             server=self.query_one(ServerForm).remembered(),
             system=settings.system_prompt,
