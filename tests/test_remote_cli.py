@@ -207,12 +207,14 @@ def test_a_refused_key_mid_job_fails_prompts_with_the_variable_not_the_key(tmp_p
     assert b"sk-old-77777777" not in Path(job.checkpoint_file).read_bytes()
 
 
-def test_models_lists_what_a_server_serves(data_dir):
-    with FakeServer() as fake:
-        table = run_cli("models", "--server", fake.url)
-        listed = run_cli("models", "--server", fake.url, "--json")
-    assert table.returncode == 0 and fake.url in table.stdout and "fake-model" in table.stdout
-    assert json.loads(listed.stdout) == [{"server": fake.url, "models": ["fake-model"]}]
+@pytest.mark.model
+def test_models_lists_what_a_server_serves(llama_servers, data_dir):
+    a, b = llama_servers
+    table = run_cli("models", "--server", a, "--server", b)
+    listed = run_cli("models", "--server", a, "--json")
+    assert table.returncode == 0, table.stderr
+    assert all(f"{url}  {ALIAS}" in table.stdout for url in (a, b))
+    assert json.loads(listed.stdout) == [{"server": a, "models": [ALIAS]}]
 
 
 def test_run_prints_each_change_of_a_servers_state(data_dir):
