@@ -34,25 +34,64 @@ def plain_loop(model, prompts_json, max_tokens, threads, n_ctx, gpu_layers, out)
     return [sys.executable, "-c", PLAIN_LOOP, *map(str, args)]
 
 
-def tui_batch_run(model, prompts_json, max_tokens, threads, n_ctx, gpu_layers, parallel, out):
-    """The command `tui-batch run` with the same settings, greedy, results to `out`."""
+# `tui-batch` as `python -m tui_batch` runs it, which also writes, as it exits, where each
+# parallel backend's steps spent their time (`StepTiming`) to the file named first.
+PROFILED_TUI_BATCH = """
+import atexit, json, sys
+from tui_batch.backends import llama_parallel
+from tui_batch.cli import main
+timing_file = sys.argv.pop(1)
+backends = []
+original_init = llama_parallel.ParallelLlamaBackend.__init__
+def init(self, *args, **kwargs):
+    original_init(self, *args, **kwargs)
+    backends.append(self)
+llama_parallel.ParallelLlamaBackend.__init__ = init
+def write():
+    with open(timing_file, "w") as out:
+        json.dump([backend.timing.to_dict() for backend in backends], out)
+atexit.register(write)
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+def tui_batch_run(
+    model,
+    prompts_json,
+    max_tokens,
+    threads,
+    n_ctx,
+    gpu_layers,
+    parallel,
+    out,
+    extra=(),
+    timing_file=None,
+):
+    """The command `tui-batch run` with the same settings, greedy, results to `out`.
+    `parallel` None leaves it to tui-batch; `extra` adds flags; with `timing_file`, the
+    backend's step timing is written there as the run ends."""
     options = {
         "--model": model,
         "--max-tokens": max_tokens,
         "--threads": threads,
         "--n-ctx": n_ctx,
         "--gpu-layers": gpu_layers,
-        "--parallel": parallel,
         "--temperature": 0,
         "--out": out,
     }
+    if parallel is not None:
+        options["--parallel"] = parallel
+    flags = [*(str(part) for pair in options.items() for part in pair), *extra]
+    if timing_file is None:
+        return [sys.executable, "-m", "tui_batch", "run", str(prompts_json), *flags]
     return [
         sys.executable,
-        "-m",
-        "tui_batch",
+        "-c",
+        PROFILED_TUI_BATCH,
+        str(timing_file),
         "run",
         str(prompts_json),
-        *(str(part) for pair in options.items() for part in pair),
+        *flags,
     ]
 
 

@@ -3,9 +3,10 @@
 For each model, on the same prompts, settings and machine, in one run, each in a fresh
 process (model load included):
   (a) a plain `Llama.create_chat_completion` loop,
-  (b) `tui-batch run --parallel 0` (sequential, streamed),
-  (c) `tui-batch run --parallel N` for N in --parallel (default 1 4 8 16),
-with wall time, generated tokens/s and the ratio to (a).
+  then `tui-batch run` with each `--parallel` value (default: tui-batch's default), and
+  with `--batch-invariant` and each `--invariant` value (default: its default),
+with wall time, generated tokens/s, the ratio to (a), how many answers are identical to
+(a)'s, and the time per engine step split into `llama_decode` and the rest.
 
 Models: the demo SmolLM2-135M (25 example prompts, greedy), and a random-weight GGUF with
 TinyLlama-1.1B's shapes in Q4_0 (32 prompts), written here with the `gguf` package into
@@ -13,6 +14,7 @@ a cache folder (never committed): its output is gibberish, but its compute per t
 a real 1.1B model's.
 
     python benchmarks/throughput.py [--models demo tiny] [--threads N] [--gpu-layers N]
+        [--parallel auto 16 64] [--invariant auto] [--prompts N] [--max-tokens N]
 """
 
 from __future__ import annotations
@@ -124,6 +126,26 @@ def write_tiny_model(path: Path) -> Path:
     return path
 
 
+def _configs(args) -> list[tuple[str, int | None, tuple[str, ...]]]:
+    """(label, --parallel or None for the default, extra flags) of each tui-batch run."""
+    from tui_batch.core.settings import GenerationSettings
+
+    def label(value: int | None, invariant: bool) -> str:
+        settings = GenerationSettings(n_gpu_layers=args.gpu_layers, batch_invariant=invariant)
+        mode = " --batch-invariant" if invariant else ""
+        if value is None:
+            return f"default{mode} ({settings.effective_parallel})"
+        return "--parallel 0 (one at a time)" if value == 0 else f"--parallel {value}{mode}"
+
+    configs = []
+    for values, invariant in ((args.parallel, False), (args.invariant, True)):
+        for text in values:
+            value = None if text == "auto" else int(text)
+            extra = ("--batch-invariant",) if invariant else ()
+            configs.append((label(value, invariant), value, extra))
+    return configs
+
+
 def bench_model(name: str, model: Path, prompts: list[str], max_tokens: int, args, work: Path):
     env = {**os.environ, "TUI_BATCH_DATA_DIR": str(work / "data")}
     prompt_json = work / f"{name}.json"
@@ -131,32 +153,57 @@ def bench_model(name: str, model: Path, prompts: list[str], max_tokens: int, arg
     settings = (max_tokens, args.threads, args.n_ctx, args.gpu_layers)
     out = work / f"{name}-plain.json"
     wall = timed(plain_loop(model, prompt_json, *settings, out), env)
-    rows = [
-        ("(a) plain llama-cpp loop", wall, sum(a["tokens"] for a in json.loads(out.read_text())))
-    ]
-    for parallel in [0, *args.parallel]:
-        out = work / f"{name}-{parallel}.json"
-        wall = timed(tui_batch_run(model, prompt_json, *settings, parallel, out), env)
-        results = json.loads(out.read_text())["results"]
-        label = (
-            "(b) tui-batch sequential" if parallel == 0 else f"(c) tui-batch --parallel {parallel}"
+    plain = json.loads(out.read_text())
+    rows = [("(a) plain llama-cpp loop", wall, sum(a["tokens"] for a in plain), len(plain), None)]
+    for number, (label, parallel, extra) in enumerate(_configs(args)):
+        out, timing_file = work / f"{name}-{number}.json", work / f"{name}-{number}.timing"
+        command = tui_batch_run(
+            model, prompt_json, *settings, parallel, out, extra, timing_file=timing_file
         )
-        rows.append((label, wall, sum(r["tokens_output"] for r in results)))
+        wall = timed(command, env)
+        results = json.loads(out.read_text())["results"]
+        same = sum(r["response_text"] == a["text"] for r, a in zip(results, plain, strict=True))
+        timing = json.loads(timing_file.read_text())
+        tokens = sum(r["tokens_output"] for r in results)
+        rows.append((f"tui-batch {label}", wall, tokens, same, timing[0] if timing else None))
     base_rate = rows[0][2] / rows[0][1]
     print(
         f"\n{name}: {len(prompts)} prompts, max {max_tokens} tokens, greedy, "
         f"{args.threads} thread(s), gpu layers {args.gpu_layers}, n_ctx {args.n_ctx} per prompt"
     )
-    print(f"{'':30}{'wall':>9}{'tokens':>8}{'tok/s':>9}{'vs (a)':>8}")
-    for label, wall, tokens in rows:
+    print(
+        f"{'':44}{'wall':>9}{'tokens':>8}{'tok/s':>9}{'vs (a)':>8}{'same':>6}"
+        f"{'steps':>7}{'ms/step':>9}{'decode':>8}{'other':>7}"
+    )
+    for label, wall, tokens, same, timing in rows:
         rate = tokens / wall
-        print(f"{label:30}{wall:>8.2f}s{tokens:>8}{rate:>9.1f}{rate / base_rate:>7.2f}x")
+        line = f"{label:44}{wall:>8.2f}s{tokens:>8}{rate:>9.1f}{rate / base_rate:>7.2f}x{same:>6}"
+        if timing and timing["steps"]:
+            per_step = 1000 / timing["steps"]
+            decode, other = timing["decode_seconds"] * per_step, timing["other_seconds"] * per_step
+            line += f"{timing['steps']:>7}{decode + other:>9.2f}{decode:>8.2f}{other:>7.2f}"
+        print(line, flush=True)
+    print(
+        "same: answers identical to (a)'s; ms/step: one engine step (every running prompt's "
+        "next token), split into llama_decode (the model, waited for) and the rest (Python)"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["demo", "tiny"], choices=["demo", "tiny"])
-    parser.add_argument("--parallel", type=int, nargs="+", default=[1, 4, 8, 16])
+    parser.add_argument(
+        "--parallel",
+        nargs="*",
+        default=["auto"],
+        help="--parallel values to run (auto: tui-batch's default; 0: one at a time)",
+    )
+    parser.add_argument(
+        "--invariant",
+        nargs="*",
+        default=["auto"],
+        help="--parallel values to run with --batch-invariant (none: leave it out)",
+    )
     parser.add_argument(
         "--threads",
         type=int,
@@ -165,8 +212,15 @@ def main() -> None:
     )
     parser.add_argument("--gpu-layers", type=int, default=0)
     parser.add_argument("--n-ctx", type=int, default=1024)
-    parser.add_argument("--tiny-prompts", type=int, default=32)
-    parser.add_argument("--tiny-max-tokens", type=int, default=128)
+    parser.add_argument(
+        "--prompts", type=int, default=None, help="prompts per model (default: demo 25, 1.1B 32)"
+    )
+    parser.add_argument(
+        "--max-tokens",
+        type=int,
+        default=None,
+        help="tokens per answer (default: demo 64, 1.1B 128)",
+    )
     parser.add_argument(
         "--demo-model",
         type=Path,
@@ -187,7 +241,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="tui-batch-throughput-"))
     if "demo" in args.models:
         demo = args.demo_model or demo_model_path()
-        bench_model("SmolLM2-135M (demo)", demo, example_prompts(25), 64, args, work)
+        prompts = example_prompts(args.prompts or 25)
+        bench_model("SmolLM2-135M (demo)", demo, prompts, args.max_tokens or 64, args, work)
     if "tiny" in args.models:
         cache = args.cache_dir
         if cache is None:
@@ -203,8 +258,8 @@ def main() -> None:
         bench_model(
             "random TinyLlama-1.1B Q4_0",
             model,
-            example_prompts(args.tiny_prompts),
-            args.tiny_max_tokens,
+            example_prompts(args.prompts or 32),
+            args.max_tokens or 128,
             args,
             work,
         )

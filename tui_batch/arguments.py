@@ -180,8 +180,18 @@ def _add_hardware_options(parser: argparse.ArgumentParser) -> None:
         **_setting(
             "parallel",
             "prompts decoded together in one context (continuous batching); 0: one at a "
-            "time, streamed; auto: 4 on the CPU, 16 with GPU layers",
+            "time, streamed; auto: 16 on the CPU (4 with --batch-invariant), 16 with GPU "
+            "layers",
         ),
+    )
+    parser.add_argument(
+        "--batch-invariant",
+        dest="batch_invariant",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="decode so that greedy answers are identical, token for token, to one prompt "
+        "at a time (slower; default: off, full batches, whose answers may differ after "
+        "some tokens)",
     )
 
 
@@ -200,6 +210,7 @@ SETTING_FLAGS = (
     "n_threads",
     "n_gpu_layers",
     "parallel",
+    "batch_invariant",
 )
 
 
@@ -208,14 +219,18 @@ LOCAL_FLAGS = {
     "n_threads": "--threads",
     "n_gpu_layers": "--gpu-layers",
     "parallel": "--parallel",
+    "batch_invariant": "--batch-invariant",
 }
 
 
 def given_settings(args: argparse.Namespace) -> dict[str, str | None]:
     """The setting flags given on the command line, as text for `settings_from_text`."""
-    return {
+    given = {
         key: getattr(args, key) for key in SETTING_FLAGS if getattr(args, key, None) is not None
     }
+    if "batch_invariant" in given:
+        given["batch_invariant"] = "on" if given["batch_invariant"] else "off"
+    return given
 
 
 def server_settings(args: argparse.Namespace, base: ServerSettings | None) -> ServerSettings | None:

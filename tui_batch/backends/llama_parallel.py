@@ -1,12 +1,17 @@
 """Continuous batching on llama.cpp: up to N prompts decoded together in one context.
 
-Each slot owns a sequence id. A step either prefills the prompts of newly admitted slots
-(several prompts in one `llama_decode`, longer ones over several steps) or decodes the
-next token of every slot together, then samples each slot from its own row of logits
-before the next decode overwrites them. A finished slot's sequence is removed
-(`llama_memory_seq_rm`) and the slot refilled at once. Prompts are formatted with the
-model's chat template and sampled with the same chain as `create_chat_completion`, so
-greedy answers match the sequential backend's, token for token.
+Each slot owns a sequence id. A step decodes, in one `llama_decode`, the next token of
+every running slot and as much of newly admitted prompts as fits in `N_BATCH` tokens;
+then each slot gets its next token from its own row of logits before the next decode
+overwrites them (greedy slots all at once, with one argmax). A finished slot's sequence
+is removed (`llama_memory_seq_rm`) and the slot refilled at once. Prompts are formatted
+with the model's chat template and sampled with the same chain as
+`create_chat_completion`.
+
+Full batches round differently from one row at a time, so greedy answers may differ from
+the sequential backend's after some tokens (as with vLLM or llama-server); they are the
+same for the same batch shape. `batch_invariant` trades speed for answers identical,
+token for token, to one prompt at a time: see `_invariant_groups`.
 
 One thread owns the context: the engine's, which calls `step()`.
 """
@@ -14,12 +19,14 @@ One thread owns the context: the engine's, which calls `step()`.
 from __future__ import annotations
 
 import ctypes
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tui_batch.backends.llama_cpp import import_llama_cpp, load_key
+from tui_batch.backends.llama_step import StepBatch, StepTiming, greedy_tokens
 from tui_batch.core.backend import Backend, Completion, Task, TokenSink
 from tui_batch.core.errors import ModelError
 from tui_batch.core.jobs import BatchJob, GenerationSettings, Prompt, build_messages
@@ -30,12 +37,12 @@ TOP_K, MIN_P, TYPICAL_P, PENALTY_LAST_N = 40, 0.05, 1.0, 64
 LLAMA_DEFAULT_SEED = 0xFFFFFFFF
 N_BATCH = 512
 # On the CPU, llama.cpp multiplies 8 or more rows at once with other (tiled) kernels than
-# one row at a time, which round differently: greedy answers then drift from the
-# sequential ones. So on the CPU each prompt is prefilled alone (as it is sequentially)
-# and next tokens are decoded in groups of at most 7, which keeps answers identical and
-# costs little, a CPU being compute-bound there (7 slots gave about the throughput of 16
-# on the 2-core build machine). On a GPU every slot goes into one decode.
-CPU_DECODE_GROUP = 7
+# one row at a time, which round differently. So batch-invariant decoding on the CPU
+# decodes next tokens in groups of at most 7 (measured identical to one at a time on the
+# demo and the 1.1B model). A GPU picks its kernels by batch size in ways we have not
+# measured: there it decodes one row at a time, which is what one prompt at a time does.
+CPU_EXACT_GROUP = 7
+GPU_EXACT_GROUP = 1
 # A shared prompt prefix shorter than this is decoded with each prompt: copying a
 # sequence's KV cells costs more than decoding a few tokens.
 MIN_SHARED_PREFIX = 8
@@ -48,19 +55,22 @@ class _Slot:
     tokens: list[int]
     max_tokens: int
     stop: list[bytes]
-    sampler: Any
+    sampler: Any  # llama.cpp's sampler chain; None for greedy, chosen by argmax
     n_past: int = 0  # tokens of this sequence already in the KV cache
     pending: int = -1  # sampled token still to be decoded
     generated: int = 0
     text: bytearray = field(default_factory=bytearray)
     streamed: int = 0  # bytes of `text` already sent to the token sink
-    batch_index: int = -1  # this slot's row of logits in the current batch
+    batch_index: int = -1  # this slot's token with logits in the current batch
+    output_row: int = -1  # its row in the current decode's logits
 
 
 class ParallelLlamaBackend(Backend):
     """Holds up to `parallel` prompts in flight in one llama.cpp context."""
 
-    def __init__(self, model_path: str | Path, parallel: int) -> None:
+    def __init__(self, model_path: str | Path, parallel: int, greedy_argmax: bool = True) -> None:
+        """`greedy_argmax=False` samples greedy slots with llama.cpp's chain, one by one,
+        as the fast path's reference."""
         if not 1 <= parallel <= MAX_PARALLEL:
             raise ModelError(f"Parallel: must be 1 to {MAX_PARALLEL} here, got {parallel}")
         self.model_path = Path(model_path)
@@ -68,23 +78,29 @@ class ParallelLlamaBackend(Backend):
         self._load_key: tuple[Any, ...] | None = None
         self._model: Any = None
         self._ctx: Any = None
-        self._batch: Any = None
+        self._step_batch: StepBatch | None = None
+        self._greedy_chain: Any = None
         self._slots: dict[int, _Slot] = {}
         self._free = deque(range(parallel))
         self._failed: list[Completion] = []
         self.settings = GenerationSettings()
         self.on_token: TokenSink | None = None
+        self.greedy_argmax = greedy_argmax
+        self.batch_invariant = False
+        self.timing = StepTiming()
 
     # Loading ------------------------------------------------------------------------
 
     def begin(self, job: BatchJob, on_token: TokenSink | None = None) -> None:
         self.settings = job.settings
+        self.batch_invariant = job.settings.batch_invariant
         super().begin(job, on_token)
         self._prefix = self._shared_prefix(job.settings.system_prompt)
         self._prefix_ready = False
 
     def open(self, settings: GenerationSettings) -> None:
         threads, key = load_key(settings)
+        key += (settings.batch_invariant,)
         if self._ctx is not None and key == self._load_key:
             return
         self.close()
@@ -109,19 +125,27 @@ class ParallelLlamaBackend(Backend):
             params.n_batch = params.n_ubatch = N_BATCH
             params.n_threads = params.n_threads_batch = threads
             params.kv_unified = False  # each sequence its own n_ctx cells, as alone
-            params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+            # Flash attention where the hardware has it (about 16% more tokens/s at 16
+            # slots on the CPU), except where answers must match `Llama`, which has it off.
+            params.flash_attn_type = (
+                llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+                if settings.batch_invariant
+                else llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO
+            )
             params.no_perf = True
             self._ctx = _internals.LlamaContext(model=self._model, params=params, verbose=False)
         except (ValueError, RuntimeError, OSError) as exc:
             self.close()
             raise ModelError(f"Cannot load model {self.model_path}: {exc}") from None
         self._n_ctx_seq = settings.n_ctx
-        self._exact = settings.n_gpu_layers == 0
-        self._group = CPU_DECODE_GROUP if self._exact else self.capacity
-        self._batch = llama_cpp.llama_batch_init(N_BATCH, 0, 1)
+        self._exact_group = GPU_EXACT_GROUP if settings.n_gpu_layers else CPU_EXACT_GROUP
+        self._step_batch = StepBatch(llama_cpp, N_BATCH)
         self._vocab = self._model.vocab
+        self._n_vocab = self._model.n_vocab()
         self._formatter = self._chat_formatter(llama_chat_format)
         self._piece = (ctypes.c_char * 64)()
+        self._pieces: dict[int, bytes | None] = {}
+        self._greedy_chain = self._sampler(0.0, 1.0, None)
         self._load_key = key
         self._prefix: list[int] = []
         self._prefix_ready = False
@@ -167,17 +191,14 @@ class ParallelLlamaBackend(Backend):
             return
         memory = self._llama_cpp.llama_get_memory(self._ctx.ctx)
         self._llama_cpp.llama_memory_seq_rm(memory, self.capacity, -1, -1)
-        batch = self._batch
-        batch.n_tokens = 0
-        for position, token in enumerate(self._prefix):
-            batch.token[position] = token
-            batch.pos[position] = position
-            batch.n_seq_id[position] = 1
-            batch.seq_id[position][0] = self.capacity
-            batch.logits[position] = False
-        batch.n_tokens = len(self._prefix)
-        if self._llama_cpp.llama_decode(self._ctx.ctx, batch) != 0:
-            self._prefix = []
+        batch = self._step_batch
+        for start in range(0, len(self._prefix), batch.size):
+            batch.clear()
+            batch.add_prompt(self.capacity, self._prefix[start : start + batch.size], start, False)
+            if batch.decode(self._llama_cpp, self._ctx.ctx) != 0:
+                self._llama_cpp.llama_memory_seq_rm(memory, self.capacity, -1, -1)
+                self._prefix = []
+                return
 
     def _start_from_prefix(self, slot: _Slot) -> None:
         """Copy the shared prefix's KV into the slot, so its prefill starts after it."""
@@ -214,6 +235,11 @@ class ParallelLlamaBackend(Backend):
         stop += [s for s in template_stop if s]
         max_tokens = options.get("max_tokens", settings.max_tokens) or self._n_ctx_seq
         max_tokens = min(max_tokens, self._n_ctx_seq - len(tokens))
+        temperature = options.get("temperature", settings.temperature)
+        sampler = None  # greedy: see `_greedy`
+        if temperature != 0:
+            top_p, seed = options.get("top_p", settings.top_p), options.get("seed", settings.seed)
+            sampler = self._sampler(temperature, top_p, seed)
         seq_id = self._free.popleft()
         self._slots[seq_id] = _Slot(
             seq_id=seq_id,
@@ -221,11 +247,7 @@ class ParallelLlamaBackend(Backend):
             tokens=tokens,
             max_tokens=max_tokens,
             stop=[s.encode("utf-8") for s in stop],
-            sampler=self._sampler(
-                options.get("temperature", settings.temperature),
-                options.get("top_p", settings.top_p),
-                options.get("seed", settings.seed),
-            ),
+            sampler=sampler,
         )
 
     def _sampler(self, temperature: float, top_p: float, seed: int | None) -> Any:
@@ -257,78 +279,136 @@ class ParallelLlamaBackend(Backend):
     # Decoding -----------------------------------------------------------------------
 
     def step(self) -> list[Completion]:
-        """Prefill new prompts if any are waiting, else decode one token for every slot."""
+        """Decode once or a few times for every slot: its prompt or its next token."""
+        started = time.perf_counter()
         done, self._failed = self._failed, []
         if not self._slots:
             return done
         if not self._prefix_ready:
             self._decode_prefix()
-        for slot in self._slots.values():
+        slots = list(self._slots.values())
+        for slot in slots:
             if slot.n_past == 0:
                 self._start_from_prefix(slot)
-        slots = list(self._slots.values())
-        prefilling = [s for s in slots if s.n_past < len(s.tokens)]
-        if prefilling:
-            groups = [[slot] for slot in prefilling] if self._exact else [prefilling]
-        else:
-            count = -(-len(slots) // self._group)  # as few decodes as the group size allows,
-            groups = [slots[i::count] for i in range(count)]  # evenly filled
+        groups = self._invariant_groups(slots) if self.batch_invariant else [slots]
         for group in groups:
-            self._decode(group, prefill=bool(prefilling))
-            for slot in group:
-                if slot.batch_index >= 0:
-                    completion = self._sample(slot)
-                    if completion is not None:
-                        done.append(completion)
+            self._decode(group)
+            done += self._advance(group)
+        self.timing.steps += 1
+        self.timing.step_seconds += time.perf_counter() - started
         return done
 
-    def _decode(self, group: list[_Slot], prefill: bool) -> None:
-        """One `llama_decode` of the group's prompt tokens (as many as fit) or next tokens."""
-        batch = self._batch
-        batch.n_tokens = 0
+    def _invariant_groups(self, slots: list[_Slot]) -> list[list[_Slot]]:
+        """The decodes that keep greedy answers identical to one prompt at a time: each
+        new prompt prefilled alone (as it is then), next tokens in groups of at most
+        `exact_group` rows (the kernels one row at a time use), as evenly as that allows."""
+        prefilling = [slot for slot in slots if slot.n_past < len(slot.tokens)]
+        if prefilling:
+            return [[slot] for slot in prefilling]
+        count = -(-len(slots) // self._exact_group)
+        return [slots[i::count] for i in range(count)]
+
+    def _decode(self, group: list[_Slot]) -> None:
+        """One `llama_decode`: the next token of each running slot in the group, then the
+        prompts of new ones, as much as fits (a prompt left over goes on next step)."""
+        batch = self._step_batch
+        batch.clear()
+        running: list[_Slot] = []
         for slot in group:
-            slot.batch_index = -1
-            if not prefill:
-                slot.batch_index = self._add(slot, slot.pending, logits=True)
+            slot.output_row = slot.batch_index = -1
+            if slot.n_past >= len(slot.tokens):
+                running.append(slot)
+        if running:
+            first, row = batch.add_next(
+                [slot.seq_id for slot in running],
+                [slot.pending for slot in running],
+                [slot.n_past for slot in running],
+            )
+            for offset, slot in enumerate(running):
+                slot.batch_index, slot.output_row = first + offset, row + offset
+                slot.n_past += 1
+        for slot in group:
+            if slot.n_past >= len(slot.tokens) or not batch.room:
                 continue
-            while slot.n_past < len(slot.tokens) and batch.n_tokens < N_BATCH:
-                last = slot.n_past == len(slot.tokens) - 1
-                index = self._add(slot, slot.tokens[slot.n_past], logits=last)
-                if last:
-                    slot.batch_index = index
-        result = self._llama_cpp.llama_decode(self._ctx.ctx, batch)
+            chunk = slot.tokens[slot.n_past : slot.n_past + batch.room]
+            last = slot.n_past + len(chunk) == len(slot.tokens)
+            slot.output_row = batch.add_prompt(slot.seq_id, chunk, slot.n_past, output=last)
+            slot.batch_index = batch.n_tokens - 1 if last else -1
+            slot.n_past += len(chunk)
+        started = time.perf_counter()
+        result = batch.decode(self._llama_cpp, self._ctx.ctx)
+        self.timing.decode_seconds += time.perf_counter() - started
+        self.timing.decodes += 1
+        self.timing.tokens += batch.n_tokens
         if result != 0:
             raise RuntimeError(f"llama_decode failed ({result})")
 
-    def _add(self, slot: _Slot, token: int, logits: bool) -> int:
-        batch = self._batch
-        index = batch.n_tokens
-        batch.token[index] = token
-        batch.pos[index] = slot.n_past
-        batch.n_seq_id[index] = 1
-        batch.seq_id[index][0] = slot.seq_id
-        batch.logits[index] = logits
-        batch.n_tokens = index + 1
-        slot.n_past += 1
-        return index
+    def _advance(self, group: list[_Slot]) -> list[Completion]:
+        """Choose each slot's next token from its row of logits, before the next decode
+        overwrites them: greedy slots together (`_greedy`), the others by their chains."""
+        done: list[Completion] = []
+        ready = [slot for slot in group if slot.batch_index >= 0]
+        greedy = [slot for slot in ready if slot.sampler is None]
+        chosen = self._greedy(greedy) if greedy else []
+        lib, ctx = self._llama_cpp, self._ctx.ctx
+        for slot in ready:
+            if slot.sampler is not None:
+                token = lib.llama_sampler_sample(slot.sampler.sampler, ctx, slot.batch_index)
+                chosen.append(token)
+                greedy.append(slot)
+        for slot, token in zip(greedy, chosen, strict=True):
+            completion = self._accept(slot, token)
+            if completion is not None:
+                done.append(completion)
+        return done
 
-    def _sample(self, slot: _Slot) -> Completion | None:
-        lib = self._llama_cpp
-        token = lib.llama_sampler_sample(slot.sampler.sampler, self._ctx.ctx, slot.batch_index)
-        if lib.llama_vocab_is_eog(self._vocab, token):
+    def _greedy(self, slots: list[_Slot]) -> list[int]:
+        """The fast path for temperature 0 (what `create_chat_completion` runs unless told
+        otherwise, with its neutral repeat penalties): one argmax over all the slots'
+        rows of logits picks what llama.cpp's greedy sampler would, token for token."""
+        if not self.greedy_argmax:
+            lib, ctx = self._llama_cpp, self._ctx.ctx
+            return [
+                lib.llama_sampler_sample(self._greedy_chain.sampler, ctx, slot.batch_index)
+                for slot in slots
+            ]
+        rows = [slot.output_row for slot in slots]
+        n_outputs = self._step_batch.n_outputs
+        return greedy_tokens(self._llama_cpp, self._ctx.ctx, n_outputs, self._n_vocab, rows)
+
+    def _accept(self, slot: _Slot, token: int) -> Completion | None:
+        """Add `token` to the slot's answer; its completion if that ends the answer."""
+        try:
+            piece = self._pieces[token]
+        except KeyError:
+            piece = self._pieces[token] = self._piece_of(token)
+        if piece is None:
             return self._finish(slot, "stop")
         slot.generated += 1
-        size = lib.llama_token_to_piece(self._vocab, token, self._piece, len(self._piece), 0, False)
-        slot.text += self._piece[:size]
-        for stop in slot.stop:
-            if stop in slot.text:
-                del slot.text[slot.text.index(stop) :]
+        text, before = slot.text, len(slot.text)
+        text += piece
+        for stop in slot.stop:  # a stop string not there before ends in the new piece
+            at = text.find(stop, max(0, before - len(stop) + 1))
+            if at >= 0:
+                del text[at:]
                 return self._finish(slot, "stop")
         if slot.generated >= slot.max_tokens:
             return self._finish(slot, "length")
         slot.pending = token
         self._stream(slot)
         return None
+
+    def _piece_of(self, token: int) -> bytes | None:
+        """The token's text as bytes, or None for an end-of-generation token."""
+        lib = self._llama_cpp
+        if lib.llama_vocab_is_eog(self._vocab, token):
+            return None
+        size = lib.llama_token_to_piece(self._vocab, token, self._piece, len(self._piece), 0, False)
+        if size < 0:  # longer than our buffer: ask again with room for it
+            buffer = (ctypes.c_char * -size)()
+            size = lib.llama_token_to_piece(self._vocab, token, buffer, -size, 0, False)
+            return bytes(buffer[:size])
+        return bytes(self._piece[:size])
 
     def _stream(self, slot: _Slot) -> None:
         """Send the text that can no longer change: not a possible start of a stop string,
@@ -371,7 +451,8 @@ class ParallelLlamaBackend(Backend):
     def _release(self, slot: _Slot) -> None:
         memory = self._llama_cpp.llama_get_memory(self._ctx.ctx)
         self._llama_cpp.llama_memory_seq_rm(memory, slot.seq_id, -1, -1)
-        slot.sampler.close()
+        if slot.sampler is not None:
+            slot.sampler.close()
         del self._slots[slot.seq_id]
         self._free.append(slot.seq_id)
 
@@ -386,10 +467,8 @@ class ParallelLlamaBackend(Backend):
     def close(self) -> None:
         if self._ctx is not None:
             self.abort()
-        if self._batch is not None:
-            self._llama_cpp.llama_batch_free(self._batch)
-        for part in (self._ctx, self._model):
+        for part in (self._greedy_chain, self._ctx, self._model):
             if part is not None:
                 part.close()
-        self._batch = self._ctx = self._model = None
+        self._greedy_chain = self._step_batch = self._ctx = self._model = None
         self._load_key = None

@@ -22,7 +22,8 @@ MAX_PARALLEL = 255
 # Prompts decoded together by default. A CPU is compute-bound with a few sequences
 # already: on the 2-core build machine 4 slots did as well as 16, with a quarter of the
 # KV cache. A GPU has room and compute to spare for more.
-DEFAULT_PARALLEL_CPU = 4
+DEFAULT_PARALLEL_CPU = 16
+DEFAULT_PARALLEL_CPU_INVARIANT = 4
 DEFAULT_PARALLEL_GPU = 16
 # Retries a job on servers gets unless told otherwise: a 429 or a dropped connection is
 # routine there, and one should not fail a prompt.
@@ -167,10 +168,17 @@ class GenerationSettings:
     n_threads: int | None = None
     n_gpu_layers: int = 0
     parallel: int | None = None  # prompts decoded together; 0: one at a time, streamed
+    # Decode so that greedy answers are identical to one prompt at a time (slower).
+    batch_invariant: bool = False
 
     def __post_init__(self) -> None:
         _check_fields(self)
         self.stop = check_stop(self.stop)
+        if not isinstance(self.batch_invariant, bool):
+            raise SettingsError(
+                f"{SWITCHES['batch_invariant']}: expected true or false, "
+                f"got {self.batch_invariant!r}"
+            )
         if self.system_prompt is not None and not isinstance(self.system_prompt, str):
             raise SettingsError(f"System prompt: expected text, got {self.system_prompt!r}")
 
@@ -189,7 +197,9 @@ class GenerationSettings:
         """Prompts decoded together: the setting, else a default for the hardware."""
         if self.parallel is not None:
             return self.parallel
-        return DEFAULT_PARALLEL_GPU if self.n_gpu_layers else DEFAULT_PARALLEL_CPU
+        if self.n_gpu_layers:
+            return DEFAULT_PARALLEL_GPU
+        return DEFAULT_PARALLEL_CPU_INVARIANT if self.batch_invariant else DEFAULT_PARALLEL_CPU
 
     @property
     def effective_threads(self) -> int:
@@ -227,6 +237,19 @@ class JobOptions:
 OPTION_KEYS = tuple(f.name for f in fields(JobOptions))
 
 
+# Settings that are on or off, with what a person calls them.
+SWITCHES = {"batch_invariant": "Batch-invariant"}
+_ON, _OFF = ("on", "true", "yes", "1"), ("off", "false", "no", "0", "")
+
+
+def parse_switch(key: str, text: str | None) -> bool:
+    """On or off from typed text (on/off, true/false, yes/no, 1/0; blank is off)."""
+    word = (text or "").strip().lower()
+    if word in _ON or word in _OFF:
+        return word in _ON
+    raise SettingsError(f"{SWITCHES[key]}: expected on or off, got {text!r}")
+
+
 def settings_from_text(
     texts: Mapping[str, str | None], base: GenerationSettings | None = None, remote: bool = False
 ) -> tuple[GenerationSettings, JobOptions]:
@@ -241,7 +264,9 @@ def settings_from_text(
     generation: dict[str, Any] = {}
     options: dict[str, Any] = {}
     for key, text in texts.items():
-        if key in ("system_prompt", "stop", "error_strategy"):
+        if key in SWITCHES:
+            value = parse_switch(key, text)
+        elif key in ("system_prompt", "stop", "error_strategy"):
             value: Any = text
             if key == "system_prompt":
                 value = (text or "").strip() or None

@@ -1,0 +1,134 @@
+"""One decode step's input and output on llama.cpp, written and read through numpy.
+
+`StepBatch` is a `llama_batch` whose arrays are numpy buffers we own, so a step writes its
+rows with a few slice assignments instead of one ctypes field at a time. `greedy_tokens`
+picks the next token of many rows of logits with one argmax over llama.cpp's own output
+buffer (a view, not a copy). `StepTiming` splits a backend's time into decoding and the
+rest, for benchmarks and profiling.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+_INT32_P = ctypes.POINTER(ctypes.c_int32)
+
+
+class StepBatch:
+    """Up to `size` tokens for one `llama_decode`, each of one sequence.
+
+    Rows are added in order; a row asked for logits gets the next output row, which is
+    where llama.cpp puts its logits (outputs are stored in the order they appear).
+    """
+
+    def __init__(self, llama_cpp: Any, size: int) -> None:
+        self.size = size
+        self.token = np.zeros(size, np.int32)
+        self.pos = np.zeros(size, np.int32)
+        self.n_seq_id = np.ones(size, np.int32)
+        self.seq_id = np.zeros(size, np.int32)
+        self.logits = np.zeros(size, np.int8)
+        # llama_batch wants one pointer per row to that row's sequence ids: point each
+        # at its own element of `seq_id`, once, so a step writes sequence ids as a slice.
+        base, step = self.seq_id.ctypes.data, self.seq_id.itemsize
+        self._seq_ptrs = (_INT32_P * size)(
+            *(ctypes.cast(base + i * step, _INT32_P) for i in range(size))
+        )
+        self.struct = llama_cpp.llama_batch(
+            n_tokens=0,
+            token=self.token.ctypes.data_as(_INT32_P),
+            embd=None,
+            pos=self.pos.ctypes.data_as(_INT32_P),
+            n_seq_id=self.n_seq_id.ctypes.data_as(_INT32_P),
+            seq_id=self._seq_ptrs,
+            logits=self.logits.ctypes.data_as(ctypes.POINTER(ctypes.c_int8)),
+        )
+        self.n_tokens = 0
+        self.n_outputs = 0
+
+    @property
+    def room(self) -> int:
+        return self.size - self.n_tokens
+
+    def clear(self) -> None:
+        self.n_tokens = self.n_outputs = 0
+
+    def add_prompt(self, seq_id: int, tokens: Sequence[int], start: int, output: bool) -> int:
+        """Prompt tokens of one sequence from position `start`; with `output`, the last
+        one's logits are kept. Returns the output row, or -1 without `output`."""
+        first, count = self.n_tokens, len(tokens)
+        end = first + count
+        self.token[first:end] = tokens
+        self.pos[first:end] = np.arange(start, start + count, dtype=np.int32)
+        self.seq_id[first:end] = seq_id
+        self.logits[first:end] = 0
+        self.n_tokens = end
+        if not output:
+            return -1
+        self.logits[end - 1] = 1
+        self.n_outputs += 1
+        return self.n_outputs - 1
+
+    def add_next(self, seq_ids: Sequence[int], tokens: Sequence[int], positions: Sequence[int]):
+        """One token for each of several sequences, each with logits kept. Returns the
+        first one's batch index and output row; the others follow in order."""
+        first, count = self.n_tokens, len(tokens)
+        end = first + count
+        self.token[first:end] = tokens
+        self.pos[first:end] = positions
+        self.seq_id[first:end] = seq_ids
+        self.logits[first:end] = 1
+        self.n_tokens = end
+        row = self.n_outputs
+        self.n_outputs += count
+        return first, row
+
+    def decode(self, llama_cpp: Any, ctx: Any) -> int:
+        """`llama_decode` of the rows added, waiting for the result (so the time a
+        caller measures around it is the whole decode, on a GPU too)."""
+        self.struct.n_tokens = self.n_tokens
+        result = llama_cpp.llama_decode(ctx, self.struct)
+        llama_cpp.llama_synchronize(ctx)
+        return result
+
+
+def greedy_tokens(
+    llama_cpp: Any, ctx: Any, n_outputs: int, n_vocab: int, rows: Sequence[int]
+) -> list[int]:
+    """llama.cpp's greedy choice for each of the output `rows` of the last decode: the
+    token with the highest logit, the first such on a tie (as its greedy sampler)."""
+    pointer = llama_cpp.llama_get_logits(ctx)
+    logits = np.ctypeslib.as_array(pointer, shape=(n_outputs, n_vocab))
+    if len(rows) == n_outputs:
+        return logits.argmax(axis=1).tolist()
+    return logits[np.asarray(rows)].argmax(axis=1).tolist()
+
+
+@dataclass(slots=True)
+class StepTiming:
+    """Where a backend's steps spent their time: in `llama_decode` (the model, on the
+    CPU or GPU) and everything else (filling batches, sampling, text, stop strings)."""
+
+    steps: int = 0
+    decodes: int = 0
+    tokens: int = 0  # tokens decoded: prompts and generated
+    decode_seconds: float = 0.0
+    step_seconds: float = 0.0
+
+    @property
+    def other_seconds(self) -> float:
+        return self.step_seconds - self.decode_seconds
+
+    def to_dict(self) -> dict[str, float]:
+        return {
+            "steps": self.steps,
+            "decodes": self.decodes,
+            "tokens": self.tokens,
+            "decode_seconds": self.decode_seconds,
+            "other_seconds": self.other_seconds,
+        }
