@@ -166,6 +166,14 @@ def bench_model(name: str, model: Path, prompts: list[str], max_tokens: int, arg
         timing = json.loads(timing_file.read_text())
         tokens = sum(r["tokens_output"] for r in results)
         rows.append((f"tui-batch {label}", wall, tokens, same, timing[0] if timing else None))
+    if args.compare_with:  # another checkout's tui-batch, with its own defaults
+        out = work / f"{name}-other.json"
+        other_env = {**env, "PYTHONPATH": str(args.compare_with.resolve())}
+        wall = timed(tui_batch_run(model, prompt_json, *settings, None, out), other_env)
+        results = json.loads(out.read_text())["results"]
+        same = sum(r["response_text"] == a["text"] for r, a in zip(results, plain, strict=True))
+        tokens = sum(r["tokens_output"] for r in results)
+        rows.append((f"{args.compare_with.name} default", wall, tokens, same, None))
     base_rate = rows[0][2] / rows[0][1]
     print(
         f"\n{name}: {len(prompts)} prompts, max {max_tokens} tokens, greedy, "
@@ -220,6 +228,13 @@ def main() -> None:
         type=int,
         default=None,
         help="tokens per answer (default: demo 64, 1.1B 128)",
+    )
+    parser.add_argument(
+        "--compare-with",
+        type=Path,
+        default=None,
+        help="also run the tui-batch of another checkout (e.g. a git worktree of an older "
+        "commit) with its default settings",
     )
     parser.add_argument(
         "--demo-model",

@@ -183,6 +183,10 @@ def test_bad_prompt_files_exit_2_with_one_line(tmp_path, content, name, expected
         (["run", "P", "--max-tokens", "0"], "Max tokens: must be at least 1, got 0"),
         (["run", "P", "--temperature", "hot"], "Temperature: expected a number, got 'hot'"),
         (["run", "P", "--parallel", "300"], "Parallel: must be at most 255, got 300"),
+        (
+            ["run", "P", "--batch-invariant", "--server", "http://127.0.0.1:9"],
+            "--batch-invariant applies to local models only, not to --server",
+        ),
         (["run", "P", "--retries", "-1"], "Retries: must be at least 0, got -1"),
         (["run", "P", "--model", "no-such-model"], "Unknown model 'no-such-model'"),
         (["run", "P", "--model", "/nowhere/m.gguf"], "Model file not found: /nowhere/m.gguf"),

@@ -335,3 +335,26 @@ def test_one_job_never_runs_in_two_places_at_once(tmp_path):
     assert len(processor.process_batch(job, execute)) == 3
     again, _ = other.load_job(job.job_id)
     assert len(other.process_batch(again, str.upper)) == 3  # the lock went with the run
+
+
+def test_batch_invariant_is_a_switch_with_its_own_default_parallel():
+    from tui_batch.core.settings import (
+        DEFAULT_PARALLEL_CPU,
+        DEFAULT_PARALLEL_CPU_INVARIANT,
+        DEFAULT_PARALLEL_GPU,
+        GenerationSettings,
+        settings_from_text,
+    )
+
+    settings, _ = settings_from_text({"batch_invariant": "on"})
+    assert settings.batch_invariant is True
+    assert settings.effective_parallel == DEFAULT_PARALLEL_CPU_INVARIANT
+    assert settings_from_text({"batch_invariant": " Off "})[0].batch_invariant is False
+    assert GenerationSettings().effective_parallel == DEFAULT_PARALLEL_CPU
+    on_gpu = GenerationSettings(n_gpu_layers=-1, batch_invariant=True)
+    assert on_gpu.effective_parallel == DEFAULT_PARALLEL_GPU
+    with pytest.raises(SettingsError, match="Batch-invariant: expected on or off, got 'maybe'"):
+        settings_from_text({"batch_invariant": "maybe"})
+    with pytest.raises(SettingsError, match="Batch-invariant: expected true or false"):
+        GenerationSettings.from_dict({"batch_invariant": "yes"})
+    assert GenerationSettings.from_dict({}).batch_invariant is False  # jobs made before it

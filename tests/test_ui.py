@@ -82,10 +82,13 @@ async def test_whole_job_on_the_real_model_by_keys(tmp_path):
         await type_into(pilot, "#max_tokens", "200")  # long enough to cancel midway
         await type_into(pilot, "#n_ctx", "512")
         await type_into(pilot, "#n_threads", "1")
+        setup.query_one("#batch_invariant").focus()
+        await pilot.press("space")
         await pilot.press("ctrl+r")
         await wait_until(pilot, lambda: isinstance(app.screen, ProgressScreen))
         run = app.run_state
         job_id = run.job.job_id
+        assert run.job.settings.batch_invariant is True
         await wait_until(pilot, lambda: run.job.done >= 1)
 
         await pilot.press("x")
@@ -287,7 +290,7 @@ async def test_help_palette_and_bad_input_do_not_crash(tmp_path):
 def test_remembered_setup_is_prefilled(tmp_path):
     import asyncio
 
-    async def once(value: str | None) -> str:
+    async def once(value: str | None) -> tuple[str, bool]:
         app = TuiBatchApp(
             prompts_file(tmp_path, long_one=False),
             backend_factory=lambda job: CallableBackend(str.upper),
@@ -296,14 +299,17 @@ def test_remembered_setup_is_prefilled(tmp_path):
             await pilot.pause(0.3)
             if value is not None:
                 app.screen.query_one("#max_tokens").value = value
+                app.screen.query_one("#batch_invariant").value = True
                 await pilot.press("ctrl+r")
                 await app.workers.wait_for_complete()
-            return app.screen_stack[1].query_one("#max_tokens").value
+                assert app.run_state.job.settings.batch_invariant is True
+            setup = app.screen_stack[1]
+            return setup.query_one("#max_tokens").value, setup.query_one("#batch_invariant").value
 
     asyncio.run(once("77"))
-    assert asyncio.run(once(None)) == "77"
+    assert asyncio.run(once(None)) == ("77", True)
     saved = json.loads((Path(tmp_path) / "data" / "config" / "last_setup.json").read_text())
-    assert saved["max_tokens"] == "77"
+    assert saved["max_tokens"] == "77" and saved["batch_invariant"] is True
 
 
 def slow_backend(delay: float = 0.05):

@@ -19,22 +19,22 @@ One thread owns the context: the engine's, which calls `step()`.
 from __future__ import annotations
 
 import ctypes
+import os
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tui_batch.backends.llama_answer import Answer
+from tui_batch.backends.llama_chat import ChatFormat, sampler_chain
 from tui_batch.backends.llama_cpp import import_llama_cpp, load_key
 from tui_batch.backends.llama_step import StepBatch, StepTiming, greedy_tokens
 from tui_batch.core.backend import Backend, Completion, Task, TokenSink
 from tui_batch.core.errors import ModelError
-from tui_batch.core.jobs import BatchJob, GenerationSettings, Prompt, build_messages
+from tui_batch.core.jobs import BatchJob, GenerationSettings, build_messages
 from tui_batch.core.settings import MAX_PARALLEL
 
-# What create_chat_completion uses unless told otherwise.
-TOP_K, MIN_P, TYPICAL_P, PENALTY_LAST_N = 40, 0.05, 1.0, 64
-LLAMA_DEFAULT_SEED = 0xFFFFFFFF
 N_BATCH = 512
 # On the CPU, llama.cpp multiplies 8 or more rows at once with other (tiled) kernels than
 # one row at a time, which round differently. So batch-invariant decoding on the CPU
@@ -43,6 +43,9 @@ N_BATCH = 512
 # measured: there it decodes one row at a time, which is what one prompt at a time does.
 CPU_EXACT_GROUP = 7
 GPU_EXACT_GROUP = 1
+# Automatic parallel on the CPU holds back where the slots' KV cache would take more
+# than this share of the machine's memory (a 7B model's is 0.1 to 1 GiB a slot at 2048).
+KV_SHARE_OF_MEMORY = 0.25
 # A shared prompt prefix shorter than this is decoded with each prompt: copying a
 # sequence's KV cells costs more than decoding a few tokens.
 MIN_SHARED_PREFIX = 8
@@ -54,13 +57,11 @@ class _Slot:
     task: Task
     tokens: list[int]
     max_tokens: int
-    stop: list[bytes]
+    answer: Answer
     sampler: Any  # llama.cpp's sampler chain; None for greedy, chosen by argmax
     n_past: int = 0  # tokens of this sequence already in the KV cache
     pending: int = -1  # sampled token still to be decoded
     generated: int = 0
-    text: bytearray = field(default_factory=bytearray)
-    streamed: int = 0  # bytes of `text` already sent to the token sink
     batch_index: int = -1  # this slot's token with logits in the current batch
     output_row: int = -1  # its row in the current decode's logits
 
@@ -95,7 +96,7 @@ class ParallelLlamaBackend(Backend):
         self.settings = job.settings
         self.batch_invariant = job.settings.batch_invariant
         super().begin(job, on_token)
-        self._prefix = self._shared_prefix(job.settings.system_prompt)
+        self._prefix = self._chat.shared_prefix(job.settings.system_prompt)
         self._prefix_ready = False
 
     def open(self, settings: GenerationSettings) -> None:
@@ -105,7 +106,7 @@ class ParallelLlamaBackend(Backend):
             return
         self.close()
         llama_cpp = self._llama_cpp = import_llama_cpp()
-        from llama_cpp import _internals, llama_chat_format
+        from llama_cpp import _internals
         from llama_cpp._logger import set_verbose
 
         set_verbose(False)  # llama.cpp's log lines would land on the user's terminal
@@ -118,6 +119,8 @@ class ParallelLlamaBackend(Backend):
             self._model = _internals.LlamaModel(
                 path_model=str(self.model_path), params=model_params, verbose=False
             )
+            if settings.parallel is None and not settings.n_gpu_layers:
+                self._fit_slots_to_memory(settings.n_ctx)
             params = llama_cpp.llama_context_default_params()
             # One sequence per slot, plus one holding the prompt prefix all slots share.
             params.n_ctx = settings.n_ctx * (self.capacity + 1)
@@ -142,46 +145,24 @@ class ParallelLlamaBackend(Backend):
         self._step_batch = StepBatch(llama_cpp, N_BATCH)
         self._vocab = self._model.vocab
         self._n_vocab = self._model.n_vocab()
-        self._formatter = self._chat_formatter(llama_chat_format)
+        self._chat = ChatFormat(self._model, self.model_path.name)
         self._piece = (ctypes.c_char * 64)()
         self._pieces: dict[int, bytes | None] = {}
-        self._greedy_chain = self._sampler(0.0, 1.0, None)
+        self._greedy_chain = sampler_chain(self._model, 0.0, 1.0, None)
         self._load_key = key
         self._prefix: list[int] = []
         self._prefix_ready = False
 
-    def _chat_formatter(self, llama_chat_format: Any) -> Any:
-        """The model's own chat template, set up as `Llama` sets it up."""
-        metadata = self._model.metadata()
-        template = metadata.get("tokenizer.chat_template")
-        if template is None:
-            raise ModelError(f"{self.model_path.name} has no chat template")
-        model = self._model
-        eos, bos = model.token_eos(), model.token_bos()
-        return llama_chat_format.Jinja2ChatFormatter(
-            template=template,
-            eos_token=model.token_get_text(eos) if eos != -1 else "",
-            bos_token=model.token_get_text(bos) if bos != -1 else "",
-            stop_token_ids=[eos],
-        )
-
-    def _tokens(self, messages: list[dict[str, Any]]) -> tuple[list[int], Any]:
-        formatted = self._formatter(messages=messages)
-        tokens = self._model.tokenize(
-            formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True
-        )
-        return tokens, formatted
-
-    def _shared_prefix(self, system_prompt: str | None) -> list[int]:
-        """The tokens every prompt of the job starts with: the chat template's opening
-        and the job's system prompt. Found by formatting two different one-line chats."""
-        first, _ = self._tokens(build_messages(Prompt("a"), system_prompt))
-        second, _ = self._tokens(build_messages(Prompt("b"), system_prompt))
-        length = 0
-        while length < min(len(first), len(second)) and first[length] == second[length]:
-            length += 1
-        # The last shared token may merge with the text after it in a real prompt.
-        return first[: max(0, length - 1)]
+    def _fit_slots_to_memory(self, n_ctx: int) -> None:
+        """Fewer slots than the automatic number where their KV cache would not fit."""
+        lib, model = self._llama_cpp, self._model.model
+        head_size = lib.llama_model_n_embd(model) // max(1, lib.llama_model_n_head(model))
+        # K and V, 16 bits each, for every layer's KV heads.
+        per_token = 2 * 2 * lib.llama_model_n_layer(model) * lib.llama_model_n_head_kv(model)
+        fit = slots_that_fit(per_token * head_size * n_ctx, self.capacity, physical_memory())
+        if fit != self.capacity:
+            self.capacity = fit
+            self._free = deque(range(fit))
 
     def _decode_prefix(self) -> None:
         """Decode the shared prefix once, into its own sequence, for slots to copy."""
@@ -195,7 +176,7 @@ class ParallelLlamaBackend(Backend):
         for start in range(0, len(self._prefix), batch.size):
             batch.clear()
             batch.add_prompt(self.capacity, self._prefix[start : start + batch.size], start, False)
-            if batch.decode(self._llama_cpp, self._ctx.ctx) != 0:
+            if self._run_decode() != 0:
                 self._llama_cpp.llama_memory_seq_rm(memory, self.capacity, -1, -1)
                 self._prefix = []
                 return
@@ -216,7 +197,9 @@ class ParallelLlamaBackend(Backend):
 
     def submit(self, task: Task) -> None:
         settings, options = self.settings, task.prompt.options
-        tokens, formatted = self._tokens(build_messages(task.prompt, settings.system_prompt))
+        tokens, template_stop = self._chat.tokens(
+            build_messages(task.prompt, settings.system_prompt)
+        )
         if len(tokens) >= self._n_ctx_seq:
             self._failed.append(
                 Completion(
@@ -231,50 +214,23 @@ class ParallelLlamaBackend(Backend):
             return
         stop = options.get("stop", settings.stop)
         stop = [stop] if isinstance(stop, str) else list(stop or [])
-        template_stop = formatted.stop if isinstance(formatted.stop, list) else [formatted.stop]
-        stop += [s for s in template_stop if s]
+        stop += template_stop
         max_tokens = options.get("max_tokens", settings.max_tokens) or self._n_ctx_seq
         max_tokens = min(max_tokens, self._n_ctx_seq - len(tokens))
         temperature = options.get("temperature", settings.temperature)
         sampler = None  # greedy: see `_greedy`
         if temperature != 0:
             top_p, seed = options.get("top_p", settings.top_p), options.get("seed", settings.seed)
-            sampler = self._sampler(temperature, top_p, seed)
+            sampler = sampler_chain(self._model, temperature, top_p, seed)
         seq_id = self._free.popleft()
         self._slots[seq_id] = _Slot(
             seq_id=seq_id,
             task=task,
             tokens=tokens,
             max_tokens=max_tokens,
-            stop=[s.encode("utf-8") for s in stop],
+            answer=Answer([s.encode("utf-8") for s in stop]),
             sampler=sampler,
         )
-
-    def _sampler(self, temperature: float, top_p: float, seed: int | None) -> Any:
-        """The chain `Llama._init_sampler` builds for these settings."""
-        from llama_cpp import _internals
-
-        sampler = _internals.LlamaSampler()
-        sampler.add_penalties(
-            n_vocab=self._model.n_vocab(),
-            penalty_last_n=PENALTY_LAST_N,
-            penalty_repeat=1.0,
-            penalty_freq=0.0,
-            penalty_present=0.0,
-        )
-        seed = LLAMA_DEFAULT_SEED if seed is None else seed
-        if temperature < 0:
-            sampler.add_dist(seed)
-        elif temperature == 0:
-            sampler.add_greedy()
-        else:
-            sampler.add_top_k(TOP_K)
-            sampler.add_typical(TYPICAL_P, 1)
-            sampler.add_top_p(top_p, 1)
-            sampler.add_min_p(MIN_P, 1)
-            sampler.add_temp(temperature)
-            sampler.add_dist(seed)
-        return sampler
 
     # Decoding -----------------------------------------------------------------------
 
@@ -335,13 +291,18 @@ class ParallelLlamaBackend(Backend):
             slot.output_row = batch.add_prompt(slot.seq_id, chunk, slot.n_past, output=last)
             slot.batch_index = batch.n_tokens - 1 if last else -1
             slot.n_past += len(chunk)
-        started = time.perf_counter()
+        result = self._run_decode()
+        if result != 0:
+            raise RuntimeError(f"llama_decode failed ({result})")
+
+    def _run_decode(self) -> int:
+        """`llama_decode` of the step batch as filled, timed."""
+        batch, started = self._step_batch, time.perf_counter()
         result = batch.decode(self._llama_cpp, self._ctx.ctx)
         self.timing.decode_seconds += time.perf_counter() - started
         self.timing.decodes += 1
         self.timing.tokens += batch.n_tokens
-        if result != 0:
-            raise RuntimeError(f"llama_decode failed ({result})")
+        return result
 
     def _advance(self, group: list[_Slot]) -> list[Completion]:
         """Choose each slot's next token from its row of logits, before the next decode
@@ -385,13 +346,8 @@ class ParallelLlamaBackend(Backend):
         if piece is None:
             return self._finish(slot, "stop")
         slot.generated += 1
-        text, before = slot.text, len(slot.text)
-        text += piece
-        for stop in slot.stop:  # a stop string not there before ends in the new piece
-            at = text.find(stop, max(0, before - len(stop) + 1))
-            if at >= 0:
-                del text[at:]
-                return self._finish(slot, "stop")
+        if slot.answer.add(piece):
+            return self._finish(slot, "stop")
         if slot.generated >= slot.max_tokens:
             return self._finish(slot, "length")
         slot.pending = token
@@ -411,38 +367,16 @@ class ParallelLlamaBackend(Backend):
         return bytes(self._piece[:size])
 
     def _stream(self, slot: _Slot) -> None:
-        """Send the text that can no longer change: not a possible start of a stop string,
-        not an unfinished UTF-8 character."""
-        if self.on_token is None:
-            return
-        text = slot.text
-        end = len(text)
-        for stop in slot.stop:
-            for size in range(min(len(stop) - 1, len(text)), 0, -1):
-                if text.endswith(stop[:size]):
-                    end = min(end, len(text) - size)
-                    break
-        while end > slot.streamed:
-            try:
-                piece = bytes(text[slot.streamed : end]).decode("utf-8")
-            except UnicodeDecodeError:
-                end -= 1
-                continue
-            slot.streamed = end
-            if piece:
-                self.on_token(slot.task.index, piece)
-            return
+        if self.on_token is not None and (piece := slot.answer.settled()):
+            self.on_token(slot.task.index, piece)
 
     def _finish(self, slot: _Slot, reason: str) -> Completion:
-        text = bytes(slot.text).decode("utf-8", errors="ignore")
-        if self.on_token is not None:
-            rest = bytes(slot.text[slot.streamed :]).decode("utf-8", errors="ignore")
-            if rest:
-                self.on_token(slot.task.index, rest)
+        if self.on_token is not None and (rest := slot.answer.rest()):
+            self.on_token(slot.task.index, rest)
         self._release(slot)
         return Completion(
             slot.task.index,
-            response_text=text,
+            response_text=slot.answer.final(),
             tokens_input=len(slot.tokens),
             tokens_output=slot.generated,
             finish_reason=reason,
@@ -472,3 +406,19 @@ class ParallelLlamaBackend(Backend):
                 part.close()
         self._greedy_chain = self._step_batch = self._ctx = self._model = None
         self._load_key = None
+
+
+def physical_memory() -> int | None:
+    """The machine's memory in bytes, where the platform says."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def slots_that_fit(bytes_per_slot: int, wanted: int, memory: int | None) -> int:
+    """At most `wanted` slots (and the shared prefix's sequence), their KV cache within
+    KV_SHARE_OF_MEMORY of `memory`; at least one."""
+    if not memory or bytes_per_slot <= 0:
+        return wanted
+    return max(1, min(wanted, int(memory * KV_SHARE_OF_MEMORY) // bytes_per_slot - 1))

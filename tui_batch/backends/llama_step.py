@@ -104,9 +104,8 @@ def greedy_tokens(
     token with the highest logit, the first such on a tie (as its greedy sampler)."""
     pointer = llama_cpp.llama_get_logits(ctx)
     logits = np.ctypeslib.as_array(pointer, shape=(n_outputs, n_vocab))
-    if len(rows) == n_outputs:
-        return logits.argmax(axis=1).tolist()
-    return logits[np.asarray(rows)].argmax(axis=1).tolist()
+    # Every row at once (rows of sampled slots are few), then each asked-for row's.
+    return logits.argmax(axis=1)[np.asarray(rows, dtype=np.intp)].tolist()
 
 
 @dataclass(slots=True)

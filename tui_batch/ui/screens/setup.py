@@ -11,7 +11,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Input, Label, Select, Static, TextArea
+from textual.widgets import Checkbox, Footer, Header, Input, Label, Select, Static, TextArea
 
 from tui_batch.core.errors import TuiBatchError
 from tui_batch.core.last_setup import load_last_setup, save_last_setup
@@ -112,6 +112,17 @@ class SetupScreen(Screen[None]):
                     )
                     yield Static(id="model-help")
                     yield from _number_grid(LOCAL_FIELDS)
+                    invariant = Checkbox(
+                        "Batch-invariant answers (slower)",
+                        id="batch_invariant",
+                        compact=True,
+                    )
+                    invariant.tooltip = (
+                        "Greedy answers identical, token for token, to one prompt at a time "
+                        "(prompts prefilled alone, small decode groups). Off: full batches, "
+                        "faster; answers may differ after some tokens."
+                    )
+                    yield invariant
                 yield ServerForm(id="server-section")
                 yield Label("System prompt")
                 yield Input(placeholder="optional", id="system", compact=True)
@@ -166,6 +177,7 @@ class SetupScreen(Screen[None]):
             value = setup.get(key)
             text = default_text(key) if value is None else str(value)
             self.query_one(f"#{key}", Input).value = text
+        self.query_one("#batch_invariant", Checkbox).value = setup.get("batch_invariant") is True
         self.query_one("#system", Input).value = setup.get("system") or ""
         strategy = setup.get("strategy", "continue")
         if strategy in ("continue", "stop", "threshold"):
@@ -314,6 +326,9 @@ class SetupScreen(Screen[None]):
             strategy = f"threshold:{threshold}"
         texts["error_strategy"] = strategy
         texts["system_prompt"] = self.query_one("#system", Input).value
+        if not self.on_servers:
+            invariant = self.query_one("#batch_invariant", Checkbox).value
+            texts["batch_invariant"] = "on" if invariant else "off"
         return settings_from_text(texts, remote=self.on_servers)
 
     @property
@@ -412,6 +427,7 @@ class SetupScreen(Screen[None]):
             key: self.query_one(f"#{key}", Input).value for key in NUMBER_FIELDS
         }
         values.update(
+            batch_invariant=self.query_one("#batch_invariant", Checkbox).value,
             model=self._model_path(),
             run_on=str(self.query_one("#run-on", Select).value),
             server=self.query_one(ServerForm).remembered(),
