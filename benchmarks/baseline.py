@@ -104,10 +104,16 @@ def example_prompts(count: int) -> list[str]:
     ]
 
 
-def timed(command: list[str], env: dict[str, str]) -> float:
-    """Wall time of `command` in a fresh process (model load included)."""
+def timed(command: list[str], env: dict[str, str], cwd: Path | None = None) -> float:
+    """Wall time of `command` in a fresh process (model load included). `python -m`
+    imports from its working folder first: `cwd` chooses which checkout runs."""
     start = time.perf_counter()
     subprocess.run(
-        command, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        command,
+        check=True,
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     return time.perf_counter() - start

@@ -151,39 +151,55 @@ def bench_model(name: str, model: Path, prompts: list[str], max_tokens: int, arg
     prompt_json = work / f"{name}.json"
     prompt_json.write_text(json.dumps(prompts))
     settings = (max_tokens, args.threads, args.n_ctx, args.gpu_layers)
-    out = work / f"{name}-plain.json"
-    wall = timed(plain_loop(model, prompt_json, *settings, out), env)
-    plain = json.loads(out.read_text())
-    rows = [("(a) plain llama-cpp loop", wall, sum(a["tokens"] for a in plain), len(plain), None)]
-    for number, (label, parallel, extra) in enumerate(_configs(args)):
-        out, timing_file = work / f"{name}-{number}.json", work / f"{name}-{number}.timing"
-        command = tui_batch_run(
-            model, prompt_json, *settings, parallel, out, extra, timing_file=timing_file
+    # (label, command, working folder, timing file or None); (a) first.
+    runs = [
+        (
+            "(a) plain llama-cpp loop",
+            plain_loop(model, prompt_json, *settings, work / "a"),
+            None,
+            None,
         )
-        wall = timed(command, env)
-        results = json.loads(out.read_text())["results"]
-        same = sum(r["response_text"] == a["text"] for r, a in zip(results, plain, strict=True))
-        timing = json.loads(timing_file.read_text())
-        tokens = sum(r["tokens_output"] for r in results)
-        rows.append((f"tui-batch {label}", wall, tokens, same, timing[0] if timing else None))
+    ]
+    for number, (label, parallel, extra) in enumerate(_configs(args)):
+        timing = work / f"{number}.timing"
+        command = tui_batch_run(
+            model, prompt_json, *settings, parallel, work / f"{number}", extra, timing_file=timing
+        )
+        runs.append((f"tui-batch {label}", command, Path.cwd(), timing))
     if args.compare_with:  # another checkout's tui-batch, with its own defaults
-        out = work / f"{name}-other.json"
-        other_env = {**env, "PYTHONPATH": str(args.compare_with.resolve())}
-        wall = timed(tui_batch_run(model, prompt_json, *settings, None, out), other_env)
-        results = json.loads(out.read_text())["results"]
-        same = sum(r["response_text"] == a["text"] for r, a in zip(results, plain, strict=True))
-        tokens = sum(r["tokens_output"] for r in results)
-        rows.append((f"{args.compare_with.name} default", wall, tokens, same, None))
-    base_rate = rows[0][2] / rows[0][1]
+        other = args.compare_with.resolve()
+        command = tui_batch_run(model, prompt_json, *settings, None, work / "other")
+        runs.append((f"{other.name} default", command, other, None))
+    best: dict[str, tuple[float, int, int, dict | None]] = {}
+    plain: list[dict] = []
+    for _ in range(args.repeats):  # alternating, so drift in the machine's speed hits all
+        for label, command, cwd, timing_file in runs:
+            wall = timed(command, env, cwd)
+            out = Path(command[command.index("--out") + 1]) if "--out" in command else work / "a"
+            if label.startswith("(a)"):
+                plain = json.loads(out.read_text())
+                tokens, same, timing = sum(a["tokens"] for a in plain), len(plain), None
+            else:
+                results = json.loads(out.read_text())["results"]
+                tokens = sum(r["tokens_output"] for r in results)
+                same = sum(
+                    r["response_text"] == a["text"] for r, a in zip(results, plain, strict=True)
+                )
+                timing = json.loads(timing_file.read_text())[0] if timing_file else None
+            if label not in best or wall < best[label][0]:
+                best[label] = (wall, tokens, same, timing)
+    base_rate = best[runs[0][0]][1] / best[runs[0][0]][0]
     print(
         f"\n{name}: {len(prompts)} prompts, max {max_tokens} tokens, greedy, "
-        f"{args.threads} thread(s), gpu layers {args.gpu_layers}, n_ctx {args.n_ctx} per prompt"
+        f"{args.threads} thread(s), gpu layers {args.gpu_layers}, n_ctx {args.n_ctx} per "
+        f"prompt; best of {args.repeats}, alternating"
     )
     print(
         f"{'':44}{'wall':>9}{'tokens':>8}{'tok/s':>9}{'vs (a)':>8}{'same':>6}"
         f"{'steps':>7}{'ms/step':>9}{'decode':>8}{'other':>7}"
     )
-    for label, wall, tokens, same, timing in rows:
+    for label, *_ in runs:
+        wall, tokens, same, timing = best[label]
         rate = tokens / wall
         line = f"{label:44}{wall:>8.2f}s{tokens:>8}{rate:>9.1f}{rate / base_rate:>7.2f}x{same:>6}"
         if timing and timing["steps"]:
@@ -228,6 +244,9 @@ def main() -> None:
         type=int,
         default=None,
         help="tokens per answer (default: demo 64, 1.1B 128)",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="rounds, alternating; the best of each is shown"
     )
     parser.add_argument(
         "--compare-with",

@@ -167,7 +167,10 @@ class ParallelLlamaBackend(Backend):
     def _decode_prefix(self) -> None:
         """Decode the shared prefix once, into its own sequence, for slots to copy."""
         self._prefix_ready = True
-        if len(self._prefix) < MIN_SHARED_PREFIX:
+        # Batch-invariant on a GPU: each prompt prefilled whole, as one at a time does,
+        # since a GPU may round a prefix decoded apart differently (not measured).
+        gpu_exact = self.batch_invariant and self._exact_group == GPU_EXACT_GROUP
+        if len(self._prefix) < MIN_SHARED_PREFIX or gpu_exact:
             self._prefix = []
             return
         memory = self._llama_cpp.llama_get_memory(self._ctx.ctx)
@@ -257,7 +260,7 @@ class ParallelLlamaBackend(Backend):
     def _invariant_groups(self, slots: list[_Slot]) -> list[list[_Slot]]:
         """The decodes that keep greedy answers identical to one prompt at a time: each
         new prompt prefilled alone (as it is then), next tokens in groups of at most
-        `exact_group` rows (the kernels one row at a time use), as evenly as that allows."""
+        `_exact_group` rows (the kernels one row at a time use), as evenly as that allows."""
         prefilling = [slot for slot in slots if slot.n_past < len(slot.tokens)]
         if prefilling:
             return [[slot] for slot in prefilling]
@@ -307,19 +310,18 @@ class ParallelLlamaBackend(Backend):
     def _advance(self, group: list[_Slot]) -> list[Completion]:
         """Choose each slot's next token from its row of logits, before the next decode
         overwrites them: greedy slots together (`_greedy`), the others by their chains."""
-        done: list[Completion] = []
         ready = [slot for slot in group if slot.batch_index >= 0]
         greedy = [slot for slot in ready if slot.sampler is None]
-        chosen = self._greedy(greedy) if greedy else []
+        sampled = [slot for slot in ready if slot.sampler is not None]
+        tokens = self._greedy(greedy) if greedy else []
         lib, ctx = self._llama_cpp, self._ctx.ctx
-        for slot in ready:
-            if slot.sampler is not None:
-                token = lib.llama_sampler_sample(slot.sampler.sampler, ctx, slot.batch_index)
-                chosen.append(token)
-                greedy.append(slot)
-        for slot, token in zip(greedy, chosen, strict=True):
-            completion = self._accept(slot, token)
-            if completion is not None:
+        tokens += [
+            lib.llama_sampler_sample(slot.sampler.sampler, ctx, slot.batch_index)
+            for slot in sampled
+        ]
+        done = []
+        for slot, token in zip(greedy + sampled, tokens, strict=True):
+            if (completion := self._accept(slot, token)) is not None:
                 done.append(completion)
         return done
 
