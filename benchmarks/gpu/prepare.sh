@@ -20,7 +20,7 @@ tar -xzf "$work"/llama_cpp_python-0.3.36.tar.gz -C "$work"
 src="$work/llama_cpp_python-0.3.36"
 vendor="$src/vendor/llama.cpp"
 rm -rf "$src/docs" "$src/tests" "$src/examples" "$src/.git"
-for part in models docs benches examples tests tools/ui tools/mtmd gguf-py media scripts; do
+for part in models docs benches examples tests tools/ui tools/mtmd; do
   rm -rf "${vendor:?}/$part"
 done
 for backend in "$vendor"/ggml/src/ggml-*/; do
