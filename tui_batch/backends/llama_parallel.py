@@ -119,11 +119,14 @@ class ParallelLlamaBackend(Backend):
             self._model = _internals.LlamaModel(
                 path_model=str(self.model_path), params=model_params, verbose=False
             )
+            # Each sequence's cells in whole 256-cell blocks (llama.cpp rounds to those,
+            # and says so on the terminal otherwise); prompts are still held to `n_ctx`.
+            cells = -(-settings.n_ctx // 256) * 256
             if settings.parallel is None and not settings.n_gpu_layers:
-                self._fit_slots_to_memory(settings.n_ctx)
+                self._fit_slots_to_memory(cells)
             params = llama_cpp.llama_context_default_params()
             # One sequence per slot, plus one holding the prompt prefix all slots share.
-            params.n_ctx = settings.n_ctx * (self.capacity + 1)
+            params.n_ctx = cells * (self.capacity + 1)
             params.n_seq_max = self.capacity + 1
             params.n_batch = params.n_ubatch = N_BATCH
             params.n_threads = params.n_threads_batch = threads
@@ -153,13 +156,13 @@ class ParallelLlamaBackend(Backend):
         self._prefix: list[int] = []
         self._prefix_ready = False
 
-    def _fit_slots_to_memory(self, n_ctx: int) -> None:
+    def _fit_slots_to_memory(self, cells: int) -> None:
         """Fewer slots than the automatic number where their KV cache would not fit."""
         lib, model = self._llama_cpp, self._model.model
         head_size = lib.llama_model_n_embd(model) // max(1, lib.llama_model_n_head(model))
         # K and V, 16 bits each, for every layer's KV heads.
         per_token = 2 * 2 * lib.llama_model_n_layer(model) * lib.llama_model_n_head_kv(model)
-        fit = slots_that_fit(per_token * head_size * n_ctx, self.capacity, physical_memory())
+        fit = slots_that_fit(per_token * head_size * cells, self.capacity, physical_memory())
         if fit != self.capacity:
             self.capacity = fit
             self._free = deque(range(fit))
