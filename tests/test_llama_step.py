@@ -11,7 +11,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tui_batch.backends.llama_parallel import slots_that_fit
+from tui_batch.backends.llama_memory import slots_that_fit
 from tui_batch.backends.llama_step import StepBatch, greedy_tokens
 
 

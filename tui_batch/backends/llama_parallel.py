@@ -19,7 +19,6 @@ One thread owns the context: the engine's, which calls `step()`.
 from __future__ import annotations
 
 import ctypes
-import os
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from typing import Any
 from tui_batch.backends.llama_answer import Answer
 from tui_batch.backends.llama_chat import ChatFormat, sampler_chain
 from tui_batch.backends.llama_cpp import import_llama_cpp, load_key
+from tui_batch.backends.llama_memory import kv_bytes_per_cell, physical_memory, slots_that_fit
 from tui_batch.backends.llama_step import StepBatch, StepTiming, greedy_tokens
 from tui_batch.core.backend import Backend, Completion, Task, TokenSink
 from tui_batch.core.errors import ModelError
@@ -43,9 +43,6 @@ N_BATCH = 512
 # measured: there it decodes one row at a time, which is what one prompt at a time does.
 CPU_EXACT_GROUP = 7
 GPU_EXACT_GROUP = 1
-# Automatic parallel on the CPU holds back where the slots' KV cache would take more
-# than this share of the machine's memory (a 7B model's is 0.1 to 1 GiB a slot at 2048).
-KV_SHARE_OF_MEMORY = 0.25
 # A shared prompt prefix shorter than this is decoded with each prompt: copying a
 # sequence's KV cells costs more than decoding a few tokens.
 MIN_SHARED_PREFIX = 8
@@ -158,11 +155,8 @@ class ParallelLlamaBackend(Backend):
 
     def _fit_slots_to_memory(self, cells: int) -> None:
         """Fewer slots than the automatic number where their KV cache would not fit."""
-        lib, model = self._llama_cpp, self._model.model
-        head_size = lib.llama_model_n_embd(model) // max(1, lib.llama_model_n_head(model))
-        # K and V, 16 bits each, for every layer's KV heads.
-        per_token = 2 * 2 * lib.llama_model_n_layer(model) * lib.llama_model_n_head_kv(model)
-        fit = slots_that_fit(per_token * head_size * cells, self.capacity, physical_memory())
+        per_slot = kv_bytes_per_cell(self._llama_cpp, self._model.model) * cells
+        fit = slots_that_fit(per_slot, self.capacity, physical_memory())
         if fit != self.capacity:
             self.capacity = fit
             self._free = deque(range(fit))
@@ -411,19 +405,3 @@ class ParallelLlamaBackend(Backend):
                 part.close()
         self._greedy_chain = self._step_batch = self._ctx = self._model = None
         self._load_key = None
-
-
-def physical_memory() -> int | None:
-    """The machine's memory in bytes, where the platform says."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):
-        return None
-
-
-def slots_that_fit(bytes_per_slot: int, wanted: int, memory: int | None) -> int:
-    """At most `wanted` slots (and the shared prefix's sequence), their KV cache within
-    KV_SHARE_OF_MEMORY of `memory`; at least one."""
-    if not memory or bytes_per_slot <= 0:
-        return wanted
-    return max(1, min(wanted, int(memory * KV_SHARE_OF_MEMORY) // bytes_per_slot - 1))
