@@ -468,3 +468,34 @@ async def test_resume_reads_the_checkpoint_once_in_the_worker(tmp_path, monkeypa
         assert isinstance(app.screen, ProgressScreen)
     assert len(reads) == 1 and reads[0] != ui_thread
     assert BatchProcessor().load_job(job.job_id)[0].status is JobStatus.COMPLETED
+
+
+def test_the_chart_counts_tokens_as_they_stream_and_results_settle_them():
+    """Many prompts decoded together finish in bursts: the chart follows the streamed
+    pieces, and each result adds only what its stream did not show."""
+    from tui_batch.core import events
+    from tui_batch.core.jobs import BatchResult
+    from tui_batch.core.progress import ProgressUpdate
+    from tui_batch.ui.run_state import HISTORY_SECONDS, RunState
+
+    now = [0.0]
+    job = BatchProcessor().create_job("m", ["a", "b"])
+    state = RunState(job, [], clock=lambda: now[0])
+    for index in (0, 1):
+        state.handle(events.PromptStarted(index, 1))
+    for second in range(3):  # both stream a piece every second, neither finishes
+        now[0] = second + 0.5
+        state.handle(events.TokensStreamed(0, "x"))
+        state.handle(events.TokensStreamed(1, "y"))
+    now[0] = 3.5
+    values, unit = state.history()
+    assert unit == "tokens/s" and values[-1] > 0  # a rate while nothing has finished
+
+    def finished(index: int, tokens: int) -> events.ResultReady:
+        result = BatchResult(index, "p", "answer", tokens_output=tokens)
+        return events.ResultReady(ProgressUpdate(1, 0, 2, 50.0, 3.5, None, 0.0, 0.0, result))
+
+    state.handle(finished(0, 5))  # 3 pieces streamed: 2 more
+    state.handle(finished(1, 2))  # 3 pieces for 2 tokens: nothing more
+    assert sum(tokens for _, _, tokens in state._buckets) == 5 + 3
+    assert len(values) == HISTORY_SECONDS

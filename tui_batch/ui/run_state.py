@@ -60,6 +60,7 @@ class RunState:
         self.finished = False
         self.version = 0
         self._buckets: deque[tuple[int, int, int]] = deque(maxlen=HISTORY_SECONDS)
+        self._streamed: dict[int, int] = {}  # pieces counted so far, by prompt running
         self._started = clock()
         # The backend running the job, once the worker has made it (for its status).
         self.backend: Backend | None = None
@@ -77,6 +78,11 @@ class RunState:
             if isinstance(event, events.TokensStreamed):
                 self.live_text.setdefault(event.index, []).append(event.text)
                 self.live_index = event.index
+                # The chart counts tokens as they come (a piece is about a token), so
+                # many prompts decoded together show a steady rate, not a burst as each
+                # finishes; the result settles the count.
+                self._streamed[event.index] = self._streamed.get(event.index, 0) + 1
+                self._count(0, 1)
                 return
             if isinstance(event, events.ResultReady):
                 result = event.update.result
@@ -87,12 +93,14 @@ class RunState:
                         gc.freeze()
                     self.running.pop(result.prompt_index, None)
                     self.live_text.pop(result.prompt_index, None)
-                    self._count(result)
+                    streamed = self._streamed.pop(result.prompt_index, 0)
+                    self._count(1, max(0, result.tokens_output - streamed))
                 return
             if isinstance(event, events.PromptStarted):
                 self.running[event.index] = event.attempt
                 self.status[event.index] = "running" if event.attempt == 1 else "retrying"
                 self.live_text[event.index] = []
+                self._streamed[event.index] = 0
                 self.live_index = event.index
                 return
             if isinstance(event, events.PromptRetrying):
@@ -106,14 +114,15 @@ class RunState:
                         if self.status[index] in ("running", "retrying"):
                             self.status[index] = "pending"
                     self.running.clear()
+                    self._streamed.clear()
 
-    def _count(self, result: BatchResult) -> None:
+    def _count(self, results: int, tokens: int) -> None:
         second = int(self.clock() - self._started)
         if self._buckets and self._buckets[-1][0] == second:
-            _, results, tokens = self._buckets[-1]
-            self._buckets[-1] = (second, results + 1, tokens + result.tokens_output)
+            _, results_then, tokens_then = self._buckets[-1]
+            self._buckets[-1] = (second, results_then + results, tokens_then + tokens)
         else:
-            self._buckets.append((second, 1, result.tokens_output))
+            self._buckets.append((second, results, tokens))
 
     def history(self) -> tuple[list[float], str]:
         """Throughput over the last two minutes, one value a second, oldest first, and
