@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
 
 class TuiBatchError(Exception):
     """Base class for errors caused by input, files or settings, not by bugs."""
@@ -29,3 +33,25 @@ class SettingsError(TuiBatchError):
 
 class ServerError(TuiBatchError):
     """A server cannot be used: unreachable, refusing the key, or not serving the model."""
+
+
+class TemplateError(TuiBatchError):
+    """A prompt template cannot be compiled, or cannot be filled from a record."""
+
+
+class DataFileError(TuiBatchError):
+    """A data file for a template is missing, unreadable or malformed."""
+
+
+@contextmanager
+def reading(path: Path, what: str, error: type[TuiBatchError]) -> Iterator[None]:
+    """Turn the OS's errors while reading `path` into `error`, worded for a person:
+    "Prompts file not found: ...", "Cannot read data file ...: Permission denied"."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise error(f"{what.capitalize()} not found: {path}") from None
+    except IsADirectoryError:
+        raise error(f"{what.capitalize()} path is a directory, not a file: {path}") from None
+    except OSError as exc:
+        raise error(f"Cannot read {what} {path}: {exc.strerror or exc}") from None

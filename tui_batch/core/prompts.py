@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tui_batch.core.errors import PromptFileError, SettingsError
+from tui_batch.core.errors import PromptFileError, SettingsError, reading
 from tui_batch.core.jobs import Prompt
+from tui_batch.core.records import CsvRowError, csv_rows
 from tui_batch.core.settings import REQUEST_OPTIONS, check_request_options
 
 SUPPORTED_EXTENSIONS = (".txt", ".json", ".jsonl", ".csv")
@@ -74,14 +75,8 @@ def prompts_from_lines(lines: Iterable[str]) -> PromptFile:
 
 
 def _read_text(path: Path) -> str:
-    try:
+    with reading(path, "prompts file", PromptFileError):
         data = path.read_bytes()
-    except FileNotFoundError:
-        raise PromptFileError(f"Prompts file not found: {path}") from None
-    except IsADirectoryError:
-        raise PromptFileError(f"Prompts path is a directory, not a file: {path}") from None
-    except OSError as exc:
-        raise PromptFileError(f"Cannot read prompts file {path}: {exc.strerror}") from None
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -198,27 +193,21 @@ def _parse_csv(text: str, path: Path) -> Iterator[Prompt]:
         for name in ("prompt", "custom_id", "id", "system")
         if name in columns
     }
-    while True:
-        start = reader.line_num + 1  # a record may span lines: it is named by its first
-        try:
-            row = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            raise PromptFileError(f"{path}:{start}: invalid CSV: {exc}") from None
-        if not row:
-            continue
+    try:
+        for start, row in csv_rows(reader):  # a record is named by its first line
 
-        def cell(name: str, row: list[str] = row) -> str:
-            index = position.get(name)
-            return row[index].strip() if index is not None and index < len(row) else ""
+            def cell(name: str, row: list[str] = row) -> str:
+                index = position.get(name)
+                return row[index].strip() if index is not None and index < len(row) else ""
 
-        yield Prompt(
-            text=cell("prompt"),
-            custom_id=cell("custom_id") or cell("id") or None,
-            system=cell("system") or None,
-            line=start,
-        )
+            yield Prompt(
+                text=cell("prompt"),
+                custom_id=cell("custom_id") or cell("id") or None,
+                system=cell("system") or None,
+                line=start,
+            )
+    except CsvRowError as exc:
+        raise PromptFileError(f"{path}:{exc.line}: invalid CSV: {exc.message}") from None
 
 
 def _custom_id(value: Any, where: str) -> str | None:

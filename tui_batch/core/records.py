@@ -1,0 +1,195 @@
+"""The records of a data file that fills a prompt template, read one at a time.
+
+CSV (a header row; UTF-8 with or without a BOM; quoted fields may hold newlines), JSONL
+(an object a line), a JSON array of objects, or Parquet (when pyarrow is installed).
+Records are streamed: memory holds one record (or one Parquet batch), never the file.
+Each comes with its number, 1-based, which is what messages about it say.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from tui_batch.core.errors import DataFileError, reading
+
+DATA_FORMATS = (".csv", ".jsonl", ".json", ".parquet")
+# A JSON array is read this many characters at a time.
+_CHUNK = 1 << 16
+# csv's own limit on a field (128 KiB) is lower than a long document can be.
+csv.field_size_limit(1 << 30)
+
+Record = dict[str, Any]
+
+
+def data_format(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix not in DATA_FORMATS:
+        raise DataFileError(
+            f"{path}: unknown data format {suffix or '(no extension)'!r}; "
+            f"use {', '.join(DATA_FORMATS)}"
+        )
+    return suffix
+
+
+def iter_records(path: str | Path) -> Iterator[tuple[int, Record]]:
+    """Each record of the data file at `path` with its number (1-based), in order; a
+    DataFileError, naming the file and where, for anything malformed."""
+    path = Path(path)
+    readers = {".csv": _csv, ".jsonl": _jsonl, ".json": _json_array, ".parquet": _parquet}
+    reader = readers[data_format(path)]
+    with reading(path, "data file", DataFileError):
+        try:
+            yield from reader(path)
+        except UnicodeDecodeError as exc:
+            raise DataFileError(
+                f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})"
+            ) from None
+
+
+def _csv(path: Path) -> Iterator[tuple[int, Record]]:
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        reader = csv.reader(handle)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise DataFileError(f"{path}: empty, expected a header row") from None
+        except csv.Error as exc:
+            raise DataFileError(f"{path}, line 1: {exc}") from None
+        names = [name.strip() for name in header]
+        _check_header(path, names)
+        number = 0
+        try:
+            for line, row in csv_rows(reader):
+                number += 1
+                if len(row) != len(names):
+                    raise DataFileError(
+                        f"{path}, line {line} (record {number}): {len(row)} fields, "
+                        f"the header has {len(names)}"
+                    )
+                yield number, dict(zip(names, row, strict=True))
+        except CsvRowError as exc:
+            raise DataFileError(f"{path}, line {exc.line}: {exc.message}") from None
+
+
+class CsvRowError(Exception):
+    """A malformed CSV row, at the line it starts on (for callers to word)."""
+
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(message)
+        self.line, self.message = line, message
+
+
+def csv_rows(reader: Any) -> Iterator[tuple[int, list[str]]]:
+    """A csv reader's rows from where it stands, blank lines left out, each with the line
+    it starts on (a quoted field may span lines); a csv.Error as a CsvRowError."""
+    while True:
+        start = reader.line_num + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise CsvRowError(start, str(exc)) from None
+        if row:
+            yield start, row
+
+
+def _check_header(path: Path, names: list[str]) -> None:
+    seen: set[str] = set()
+    for column, name in enumerate(names, start=1):
+        if not name:
+            raise DataFileError(f"{path}, line 1: column {column} has no name")
+        if name in seen:
+            raise DataFileError(f"{path}, line 1: column {name!r} appears twice")
+        seen.add(name)
+
+
+def _jsonl(path: Path) -> Iterator[tuple[int, Record]]:
+    with path.open(encoding="utf-8-sig") as handle:
+        number = 0
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            number += 1
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataFileError(f"{path}, line {line_number}: not JSON ({exc.msg})") from None
+            yield number, _record(path, f"line {line_number}", value)
+
+
+def _json_array(path: Path) -> Iterator[tuple[int, Record]]:
+    """A JSON array of objects, decoded one element at a time from a sliding buffer."""
+    decoder = json.JSONDecoder()
+    with path.open(encoding="utf-8-sig") as handle:
+        buffer, position, number = handle.read(_CHUNK), 0, 0
+        at_end = len(buffer) < _CHUNK
+
+        def skip(chars: str) -> None:
+            nonlocal buffer, position, at_end
+            while True:
+                while position < len(buffer) and buffer[position] in chars:
+                    position += 1
+                if position < len(buffer) or at_end:
+                    return
+                buffer, position = handle.read(_CHUNK), 0
+                at_end = len(buffer) < _CHUNK
+
+        skip(" \t\r\n")
+        if buffer[position : position + 1] != "[":
+            raise DataFileError(f"{path}: expected a JSON array of objects")
+        position += 1
+        while True:
+            skip(" \t\r\n")
+            if buffer[position : position + 1] == "]":
+                return
+            if number:
+                if buffer[position : position + 1] != ",":
+                    raise DataFileError(f"{path}: after record {number}, expected ',' or ']'")
+                position += 1
+                skip(" \t\r\n")
+            while True:
+                try:
+                    value, end = decoder.raw_decode(buffer, position)
+                    break
+                except json.JSONDecodeError as exc:
+                    if at_end:
+                        raise DataFileError(
+                            f"{path}, record {number + 1}: not JSON ({exc.msg})"
+                        ) from None
+                    more = handle.read(_CHUNK)
+                    at_end = len(more) < _CHUNK
+                    buffer, position = buffer[position:] + more, 0
+            number += 1
+            position = end
+            yield number, _record(path, f"record {number}", value)
+            if position > _CHUNK:
+                buffer, position = buffer[position:], 0
+
+
+def _parquet(path: Path) -> Iterator[tuple[int, Record]]:
+    try:
+        import pyarrow.parquet as parquet
+    except ImportError:
+        raise DataFileError(
+            f"{path}: reading Parquet needs pyarrow (pip install pyarrow)"
+        ) from None
+    try:
+        table = parquet.ParquetFile(path)
+        number = 0
+        for batch in table.iter_batches(batch_size=4096):
+            for row in batch.to_pylist():
+                number += 1
+                yield number, row
+    except (OSError, ValueError) as exc:
+        raise DataFileError(f"{path}: not a readable Parquet file ({exc})") from None
+
+
+def _record(path: Path, where: str, value: Any) -> Record:
+    if not isinstance(value, dict):
+        raise DataFileError(f"{path}, {where}: expected an object, got {type(value).__name__}")
+    return value
