@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 @dataclass(slots=True)
 class Answer:
+    """One prompt's answer so far, as bytes (a token's piece may end mid-character)."""
+
     stop: list[bytes]
     text: bytearray = field(default_factory=bytearray)
     streamed: int = 0  # bytes of `text` already handed out by `settled`

@@ -66,6 +66,8 @@ class PromptTemplate:
 
 @dataclass(frozen=True, slots=True)
 class Rendered:
+    """A record's prompt, with the record's number and fields."""
+
     number: int
     prompt: str
     record: Mapping[str, Any]
