@@ -470,13 +470,14 @@ async def test_resume_reads_the_checkpoint_once_in_the_worker(tmp_path, monkeypa
     assert BatchProcessor().load_job(job.job_id)[0].status is JobStatus.COMPLETED
 
 
-def test_the_chart_counts_tokens_as_they_stream_and_results_settle_them():
+def test_the_chart_and_the_header_count_tokens_as_they_stream():
     """Many prompts decoded together finish in bursts: the chart follows the streamed
     pieces, and each result adds only what its stream did not show."""
     from tui_batch.core import events
     from tui_batch.core.jobs import BatchResult
     from tui_batch.core.progress import ProgressUpdate
     from tui_batch.ui.run_state import HISTORY_SECONDS, RunState
+    from tui_batch.ui.screens.progress import status_line
 
     now = [0.0]
     job = BatchProcessor().create_job("m", ["a", "b"])
@@ -495,7 +496,10 @@ def test_the_chart_counts_tokens_as_they_stream_and_results_settle_them():
         result = BatchResult(index, "p", "answer", tokens_output=tokens)
         return events.ResultReady(ProgressUpdate(1, 0, 2, 50.0, 3.5, None, 0.0, 0.0, result))
 
+    line = status_line(state).plain
+    assert "elapsed 4s" in line and "1.7 tok/s" in line  # 6 pieces in 3.5 s, none finished
+
     state.handle(finished(0, 5))  # 3 pieces streamed: 2 more
     state.handle(finished(1, 2))  # 3 pieces for 2 tokens: nothing more
-    assert sum(tokens for _, _, tokens in state._buckets) == 5 + 3
+    assert state.tokens_counted == 5 + 3
     assert len(values) == HISTORY_SECONDS

@@ -61,6 +61,7 @@ class RunState:
         self.version = 0
         self._buckets: deque[tuple[int, int, int]] = deque(maxlen=HISTORY_SECONDS)
         self._streamed: dict[int, int] = {}  # pieces counted so far, by prompt running
+        self.tokens_counted = 0  # this run's, streamed or settled by results
         self._started = clock()
         # The backend running the job, once the worker has made it (for its status).
         self.backend: Backend | None = None
@@ -117,12 +118,19 @@ class RunState:
                     self._streamed.clear()
 
     def _count(self, results: int, tokens: int) -> None:
+        self.tokens_counted += tokens
         second = int(self.clock() - self._started)
         if self._buckets and self._buckets[-1][0] == second:
             _, results_then, tokens_then = self._buckets[-1]
             self._buckets[-1] = (second, results_then + results, tokens_then + tokens)
         else:
             self._buckets.append((second, results, tokens))
+
+    def live_figures(self) -> tuple[float, float]:
+        """Seconds since the run began, and its tokens a second, tokens counted as they
+        stream: unlike the last result's figures, these move while prompts generate."""
+        elapsed = max(self.clock() - self._started, 1e-9)
+        return elapsed, self.tokens_counted / elapsed
 
     def history(self) -> tuple[list[float], str]:
         """Throughput over the last two minutes, one value a second, oldest first, and

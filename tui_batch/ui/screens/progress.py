@@ -47,11 +47,19 @@ def status_line(run: RunState) -> Text:
     text.append(f"{percent:5.1f}%", style="bold")
     text.append(f"  {done}/{total} done  ")
     text.append(f"{job.failed} failed", style="bold red" if job.failed else "")
+    if run.is_active and run.tokens_counted:
+        elapsed, rate = run.live_figures()  # many prompts at once finish in bursts
+    elif update is not None:
+        elapsed, rate = update.elapsed, update.tokens_per_second
+    else:
+        return text
+    text.append(f"  elapsed {format_duration(elapsed)}")
     if update is not None:
-        text.append(f"  elapsed {format_duration(update.elapsed)}")
         eta = 0.0 if run.finished else update.eta_seconds
         text.append(f"  ETA {format_duration(eta)}")
-        text.append(f"  {update.tokens_per_second:.1f} tok/s  {update.throughput:.1f} prompts/s")
+    text.append(f"  {rate:.1f} tok/s")
+    if update is not None:
+        text.append(f"  {update.throughput:.1f} prompts/s")
     return text
 
 
