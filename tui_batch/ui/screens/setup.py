@@ -9,16 +9,15 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Checkbox, Footer, Header, Input, Label, Select, Static, TextArea
+from textual.widgets import Footer, Header, Input, Label, Select, Static, TextArea
 
 from tui_batch.core.errors import TuiBatchError
 from tui_batch.core.last_setup import load_last_setup, save_last_setup
 from tui_batch.core.prompts import PromptFile, PromptWarning, load_prompt_file, prompts_from_lines
 from tui_batch.core.settings import (
     DEFAULT_REMOTE_RETRIES,
-    LIMITS,
     GenerationSettings,
     JobOptions,
     parse_number,
@@ -26,6 +25,8 @@ from tui_batch.core.settings import (
 )
 from tui_batch.ui.screens.modals import FileBrowserScreen
 from tui_batch.ui.text import one_line
+from tui_batch.ui.widgets.local_form import LocalForm
+from tui_batch.ui.widgets.number_fields import default_text, number_grid
 from tui_batch.ui.widgets.path_input import PathSuggester
 from tui_batch.ui.widgets.server_form import ServerForm
 
@@ -34,27 +35,11 @@ PREVIEW_WARNINGS = 8
 # Room the chat template adds around a prompt, for the "does it fit" check.
 TEMPLATE_TOKENS = 32
 
-# The settings typed as numbers here, in this order; labels, hints and limits are the
-# core's (core.settings.LIMITS), defaults those of GenerationSettings and JobOptions.
+# The settings typed as numbers here, in this order (the local ones are LocalForm's).
 COMMON_FIELDS = ("max_tokens", "temperature", "seed", "threshold", "retries", "checkpoint_every")
-# Only for a local model (the server section has its own).
-LOCAL_FIELDS = ("n_ctx", "n_threads", "n_gpu_layers", "parallel")
-NUMBER_FIELDS = COMMON_FIELDS + LOCAL_FIELDS
 RUN_ON = [("Local model (llama.cpp)", "local"), ("Servers (OpenAI-compatible API)", "server")]
-DEFAULT_THRESHOLD = 3
 # Keys an older version remembered under other names.
 _OLD_KEYS = {"threads": "n_threads", "gpu_layers": "n_gpu_layers"}
-
-
-def default_text(key: str) -> str:
-    """What a field shows before a person types: the setting's default, or blank."""
-    if key == "threshold":
-        return str(DEFAULT_THRESHOLD)
-    for defaults in (GenerationSettings(), JobOptions()):
-        value = getattr(defaults, key, None)
-        if value is not None:
-            return f"{value:g}" if isinstance(value, float) else str(value)
-    return ""
 
 
 STRATEGIES = [
@@ -62,13 +47,6 @@ STRATEGIES = [
     ("stop on first error", "stop"),
     ("threshold N", "threshold"),
 ]
-
-
-def _number_grid(keys: tuple[str, ...]) -> ComposeResult:
-    with Grid(classes="numbers"):
-        for key in keys:
-            yield Label(LIMITS[key].label)
-            yield Input(placeholder=LIMITS[key].hint, id=key, restrict=r"-?[0-9.]*", compact=True)
 
 
 class SetupScreen(Screen[None]):
@@ -104,25 +82,7 @@ class SetupScreen(Screen[None]):
             with VerticalScroll(id="settings-pane"):
                 yield Label("Run on")
                 yield Select(RUN_ON, value="local", allow_blank=False, id="run-on", compact=True)
-                with Vertical(id="local-section"):
-                    yield Label("Model")
-                    yield Select([], id="model", prompt="(no models found)", compact=True)
-                    yield Input(
-                        placeholder="…or a path to a .gguf file", id="model-path", compact=True
-                    )
-                    yield Static(id="model-help")
-                    yield from _number_grid(LOCAL_FIELDS)
-                    invariant = Checkbox(
-                        "Batch-invariant answers (slower)",
-                        id="batch_invariant",
-                        compact=True,
-                    )
-                    invariant.tooltip = (
-                        "Greedy answers identical, token for token, to one prompt at a time "
-                        "(prompts prefilled alone, small decode groups). Off: full batches, "
-                        "faster; answers may differ after some tokens."
-                    )
-                    yield invariant
+                yield LocalForm(id="local-section")
                 yield ServerForm(id="server-section")
                 yield Label("System prompt")
                 yield Input(placeholder="optional", id="system", compact=True)
@@ -130,13 +90,13 @@ class SetupScreen(Screen[None]):
                 yield Select(
                     STRATEGIES, value="continue", allow_blank=False, id="strategy", compact=True
                 )
-                yield from _number_grid(COMMON_FIELDS)
+                yield from number_grid(COMMON_FIELDS)
                 yield Static(id="job-id")
         yield Footer()
 
     def on_mount(self) -> None:
         self.sub_title = "Job setup"
-        self._fill_models()
+        self.query_one(LocalForm).fill_models()
         self._restore(load_last_setup())
         if self.initial_file is not None:
             self.query_one("#prompts-path", Input).value = str(self.initial_file)
@@ -144,50 +104,18 @@ class SetupScreen(Screen[None]):
         self.query_one("#prompts-path", Input).focus()
         self._show_preview()
 
-    def _fill_models(self) -> None:
-        from tui_batch.models import discover_models, no_models_help
-
-        select = self.query_one("#model", Select)
-        options = []
-        for model in discover_models():
-            info = model.gguf
-            detail = (
-                (
-                    f"{model.size_bytes / 2**20:.0f} MiB · {info.quantisation or '?'} · "
-                    f"ctx {info.context_length or '?'}"
-                )
-                if info
-                else "unreadable"
-            )
-            options.append((f"{model.id}  ({detail})", str(model.path)))
-        select.set_options(options)
-        self.model_paths = [value for _, value in options]
-        if options:
-            select.value = options[0][1]
-        else:
-            select.disabled = True
-            self.query_one("#model-help", Static).update(
-                Text("\n".join(no_models_help()), style="yellow")
-            )
-
     def _restore(self, setup: dict[str, Any]) -> None:
         for old, new in _OLD_KEYS.items():
             setup.setdefault(new, setup.get(old))
-        for key in NUMBER_FIELDS:
+        for key in COMMON_FIELDS:
             value = setup.get(key)
             text = default_text(key) if value is None else str(value)
             self.query_one(f"#{key}", Input).value = text
-        self.query_one("#batch_invariant", Checkbox).value = setup.get("batch_invariant") is True
+        self.query_one(LocalForm).restore(setup)
         self.query_one("#system", Input).value = setup.get("system") or ""
         strategy = setup.get("strategy", "continue")
         if strategy in ("continue", "stop", "threshold"):
             self.query_one("#strategy", Select).value = strategy
-        select = self.query_one("#model", Select)
-        model = setup.get("model")
-        if model and model in self.model_paths:
-            select.value = model
-        elif model and Path(model).is_file():
-            self.query_one("#model-path", Input).value = model
         self.query_one(ServerForm).restore(setup.get("server") or {})
         if setup.get("run_on") in ("local", "server"):
             self.query_one("#run-on", Select).value = setup["run_on"]
@@ -308,17 +236,14 @@ class SetupScreen(Screen[None]):
     # Settings and start -------------------------------------------------------------
 
     def _model_path(self) -> str | None:
-        typed = self.query_one("#model-path", Input).value.strip()
-        if typed:
-            return str(Path(typed).expanduser())
-        value = self.query_one("#model", Select).value
-        return None if value is Select.NULL else str(value)
+        return self.query_one(LocalForm).model_path()
 
     def _settings(self) -> tuple[GenerationSettings, JobOptions]:
         """The settings typed, converted and checked by the core (as the CLI's flags)."""
-        fields = COMMON_FIELDS if self.on_servers else NUMBER_FIELDS
         texts: dict[str, str | None] = {
-            key: self.query_one(f"#{key}", Input).value for key in fields if key != "threshold"
+            key: self.query_one(f"#{key}", Input).value
+            for key in COMMON_FIELDS
+            if key != "threshold"
         }
         strategy = str(self.query_one("#strategy", Select).value)
         if strategy == "threshold":
@@ -327,8 +252,7 @@ class SetupScreen(Screen[None]):
         texts["error_strategy"] = strategy
         texts["system_prompt"] = self.query_one("#system", Input).value
         if not self.on_servers:
-            invariant = self.query_one("#batch_invariant", Checkbox).value
-            texts["batch_invariant"] = "on" if invariant else "off"
+            texts.update(self.query_one(LocalForm).texts())
         return settings_from_text(texts, remote=self.on_servers)
 
     @property
@@ -424,11 +348,10 @@ class SetupScreen(Screen[None]):
         """Keep this setup for next time; both halves, whichever ran, so switching back
         finds the local model and the servers as they were (never a key: its name)."""
         values: dict[str, Any] = {
-            key: self.query_one(f"#{key}", Input).value for key in NUMBER_FIELDS
+            key: self.query_one(f"#{key}", Input).value for key in COMMON_FIELDS
         }
+        values.update(self.query_one(LocalForm).remembered())
         values.update(
-            batch_invariant=self.query_one("#batch_invariant", Checkbox).value,
-            model=self._model_path(),
             run_on=str(self.query_one("#run-on", Select).value),
             server=self.query_one(ServerForm).remembered(),
             system=settings.system_prompt,
