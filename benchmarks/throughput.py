@@ -151,32 +151,33 @@ def bench_model(name: str, model: Path, prompts: list[str], max_tokens: int, arg
     prompt_json = work / f"{name}.json"
     prompt_json.write_text(json.dumps(prompts))
     settings = (max_tokens, args.threads, args.n_ctx, args.gpu_layers)
-    # (label, command, working folder, timing file or None); (a) first.
+    # (label, command, working folder, its output, timing file or None); (a) first.
+    plain_out = work / "a"
     runs = [
         (
             "(a) plain llama-cpp loop",
-            plain_loop(model, prompt_json, *settings, work / "a"),
+            plain_loop(model, prompt_json, *settings, plain_out),
             None,
+            plain_out,
             None,
         )
     ]
     for number, (label, parallel, extra) in enumerate(_configs(args)):
-        timing = work / f"{number}.timing"
+        out, timing = work / f"{number}.json", work / f"{number}.timing"
         command = tui_batch_run(
-            model, prompt_json, *settings, parallel, work / f"{number}", extra, timing_file=timing
+            model, prompt_json, *settings, parallel, out, extra, timing_file=timing
         )
-        runs.append((f"tui-batch {label}", command, Path.cwd(), timing))
+        runs.append((f"tui-batch {label}", command, Path.cwd(), out, timing))
     if args.compare_with:  # another checkout's tui-batch, with its own defaults
-        other = args.compare_with.resolve()
-        command = tui_batch_run(model, prompt_json, *settings, None, work / "other")
-        runs.append((f"{other.name} default", command, other, None))
+        other, out = args.compare_with.resolve(), work / "other.json"
+        command = tui_batch_run(model, prompt_json, *settings, None, out)
+        runs.append((f"{other.name} default", command, other, out, None))
     best: dict[str, tuple[float, int, int, dict | None]] = {}
     plain: list[dict] = []
     for _ in range(args.repeats):  # alternating, so drift in the machine's speed hits all
-        for label, command, cwd, timing_file in runs:
+        for label, command, cwd, out, timing_file in runs:
             wall = timed(command, env, cwd)
-            out = Path(command[command.index("--out") + 1]) if "--out" in command else work / "a"
-            if label.startswith("(a)"):
+            if out == plain_out:
                 plain = json.loads(out.read_text())
                 tokens, same, timing = sum(a["tokens"] for a in plain), len(plain), None
             else:

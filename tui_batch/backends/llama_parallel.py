@@ -141,14 +141,16 @@ class ParallelLlamaBackend(Backend):
             self.close()
             raise ModelError(f"Cannot load model {self.model_path}: {exc}") from None
         self._n_ctx_seq = settings.n_ctx
-        self._exact_group = GPU_EXACT_GROUP if settings.n_gpu_layers else CPU_EXACT_GROUP
+        self._on_gpu = bool(settings.n_gpu_layers)
+        self._exact_group = GPU_EXACT_GROUP if self._on_gpu else CPU_EXACT_GROUP
         self._step_batch = StepBatch(llama_cpp, N_BATCH)
         self._vocab = self._model.vocab
         self._n_vocab = self._model.n_vocab()
         self._chat = ChatFormat(self._model, self.model_path.name)
         self._piece = (ctypes.c_char * 64)()
         self._pieces: dict[int, bytes | None] = {}
-        self._greedy_chain = sampler_chain(self._model, 0.0, 1.0, None)
+        if not self.greedy_argmax:  # the reference the fast path is checked against
+            self._greedy_chain = sampler_chain(self._model, 0.0, 1.0, None)
         self._load_key = key
         self._prefix: list[int] = []
         self._prefix_ready = False
@@ -166,8 +168,7 @@ class ParallelLlamaBackend(Backend):
         self._prefix_ready = True
         # Batch-invariant on a GPU: each prompt prefilled whole, as one at a time does,
         # since a GPU may round a prefix decoded apart differently (not measured).
-        gpu_exact = self.batch_invariant and self._exact_group == GPU_EXACT_GROUP
-        if len(self._prefix) < MIN_SHARED_PREFIX or gpu_exact:
+        if len(self._prefix) < MIN_SHARED_PREFIX or (self.batch_invariant and self._on_gpu):
             self._prefix = []
             return
         memory = self._llama_cpp.llama_get_memory(self._ctx.ctx)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ctypes
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -124,10 +124,4 @@ class StepTiming:
         return self.step_seconds - self.decode_seconds
 
     def to_dict(self) -> dict[str, float]:
-        return {
-            "steps": self.steps,
-            "decodes": self.decodes,
-            "tokens": self.tokens,
-            "decode_seconds": self.decode_seconds,
-            "other_seconds": self.other_seconds,
-        }
+        return asdict(self) | {"other_seconds": self.other_seconds}

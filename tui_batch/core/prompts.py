@@ -24,8 +24,6 @@ CHAT_URLS = ("/v1/chat/completions", "/chat/completions")
 # Lines end with \n, \r\n or a lone \r (old Mac files); never with U+2028 and friends,
 # which a JSON string may hold.
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
-# A CSV cell may be as long as the file (a long prompt); the csv module's default is 128 KiB.
-csv.field_size_limit(2**31 - 1)
 
 
 @dataclass(slots=True)

@@ -19,8 +19,9 @@ from tui_batch.core.errors import DataFileError, reading
 DATA_FORMATS = (".csv", ".jsonl", ".json", ".parquet")
 # A JSON array is read this many characters at a time.
 _CHUNK = 1 << 16
-# csv's own limit on a field (128 KiB) is lower than a long document can be.
-csv.field_size_limit(1 << 30)
+# A CSV cell may be as long as the file (a long prompt or document); the csv module's
+# default is 128 KiB. Set once here for prompts files (`csv_rows`) and data files alike.
+csv.field_size_limit(2**31 - 1)
 
 Record = dict[str, Any]
 
