@@ -33,6 +33,8 @@ CSV_COLUMNS = (
     "duration",
     "error",
 )
+# A template job's record fields are exported as columns named with this prefix.
+VARIABLE_PREFIX = "var_"
 # A cell starting with one of these runs as a formula in Excel, LibreOffice or Sheets
 # (OWASP's list: = + - @, tab and carriage return), or with their full-width forms,
 # which some spreadsheets fold to them. Leading spaces and control characters are
@@ -72,7 +74,7 @@ def export_results(
     format = format.lower()
     writers: dict[str, Callable[[IO[str]], None]] = {
         "json": lambda out: _write_json(out, job, results),
-        "csv": lambda out: _write_csv(out, results, neutralise_formulas),
+        "csv": lambda out: _write_csv(out, job, results, neutralise_formulas),
         "jsonl": lambda out: _write_jsonl(out, job, results),
     }
     if format not in writers:
@@ -137,14 +139,46 @@ def _is_database(path: Path) -> bool:
         return False
 
 
+def variable_names(job: BatchJob) -> list[str]:
+    """The fields of a template job's records, in the order first seen (empty for a
+    job from a prompts file)."""
+    names: dict[str, None] = {}
+    for prompt in job.prompts:
+        if prompt.variables:
+            names.update(dict.fromkeys(prompt.variables))
+    return list(names)
+
+
+def _variable_cells(job: BatchJob, result: BatchResult, names: list[str]) -> dict[str, Any]:
+    """`var_<name>` -> the record's value (None where a record lacks the field)."""
+    variables = job.prompts[result.prompt_index].variables or {}
+    return {f"{VARIABLE_PREFIX}{name}": variables.get(name) for name in names}
+
+
 def _write_json(out: IO[str], job: BatchJob, results: Sequence[BatchResult]) -> None:
-    document = {
-        "job": job.header(),
-        "results": [r.to_dict() for r in results],
-        "summary": summary(job, results),
-    }
+    names = variable_names(job)
+    rows = []
+    for result in results:
+        row = result.to_dict()
+        if names or job.template is not None:
+            # The record's id and fields next to the response, to join back to the data.
+            row = {
+                "id": job.custom_id(result.prompt_index),
+                **{k: row.pop(k) for k in ("prompt_index", "prompt", "response_text")},
+                **_variable_cells(job, result, names),
+                **row,
+            }
+        rows.append(row)
+    document = {"job": job.header(), "results": rows, "summary": summary(job, results)}
     json.dump(document, out, ensure_ascii=False, indent=2)
     out.write("\n")
+
+
+def _cell(value: Any) -> str:
+    """A record's value in a CSV cell: text as it is, anything else as JSON."""
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
 def _guard(value: str, neutralise: bool) -> str:
@@ -153,15 +187,31 @@ def _guard(value: str, neutralise: bool) -> str:
     return value
 
 
-def _write_csv(out: IO[str], results: Iterable[BatchResult], neutralise: bool) -> None:
+def _write_csv(
+    out: IO[str], job: BatchJob, results: Iterable[BatchResult], neutralise: bool
+) -> None:
+    """The guide's columns; a template job's adds the record's `id` after `index` and
+    its fields (`var_<name>`) after `response`."""
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(CSV_COLUMNS)
+    names = variable_names(job)
+    template = bool(names) or job.template is not None
+    columns = list(CSV_COLUMNS)
+    if template:
+        columns[1:1] = ["id"]
+        columns[4:4] = [f"{VARIABLE_PREFIX}{name}" for name in names]
+    writer.writerow(columns)
     for r in results:
+        record: list[Any] = []
+        if template:
+            record.append(_guard(job.custom_id(r.prompt_index), neutralise))
+        values = [_cell(v) for v in _variable_cells(job, r, names).values()] if template else []
         writer.writerow(
             (
                 r.prompt_index,
+                *record,
                 _guard(r.prompt, neutralise),
                 _guard(r.response_text, neutralise),
+                *(_guard(v, neutralise) for v in values),
                 r.success,
                 r.tokens_input,
                 r.tokens_output,

@@ -16,6 +16,7 @@ from tui_batch.core.settings import (
     JobOptions,
     check_request_options,
 )
+from tui_batch.core.template_source import TemplateSource
 
 __all__ = [
     "Attempt",
@@ -66,6 +67,8 @@ class Prompt:
 
     `messages` holds a whole chat (OpenAI Batch API lines) when there is more than a
     single user turn; `options` holds per-request generation overrides (max_tokens, ...).
+    A prompt rendered from a template keeps its record's fields in `variables` (and the
+    record's number in `line`).
     """
 
     text: str
@@ -74,13 +77,14 @@ class Prompt:
     messages: list[dict[str, Any]] | None = None
     options: dict[str, Any] = field(default_factory=dict)
     line: int | None = None
+    variables: dict[str, Any] | None = None
 
     def __str__(self) -> str:
         return self.text
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"text": self.text}
-        for name in ("custom_id", "system", "messages", "line"):
+        for name in ("custom_id", "system", "messages", "line", "variables"):
             value = getattr(self, name)
             if value is not None:
                 data[name] = value
@@ -108,6 +112,9 @@ class Prompt:
         ):
             raise CheckpointError("a prompt's messages are not a list of chat messages")
         line = data.get("line")
+        variables = data.get("variables")
+        if variables is not None and not isinstance(variables, dict):
+            raise CheckpointError("a prompt's variables are not an object")
         try:
             options = check_request_options(data.get("options") or {})
         except SettingsError as exc:
@@ -119,6 +126,7 @@ class Prompt:
             messages=messages,
             options=options,
             line=line if isinstance(line, int) and not isinstance(line, bool) else None,
+            variables=variables,
         )
 
 
@@ -255,6 +263,8 @@ class BatchJob:
     checkpoint_every: int = 5
     # Set for a job run on OpenAI-compatible servers; then `model_id` is the served name.
     server: ServerSettings | None = None
+    # Set for a job whose prompts were rendered from a template and a data file.
+    template: TemplateSource | None = None
 
     def __post_init__(self) -> None:
         validate_job_id(self.job_id)
@@ -264,6 +274,8 @@ class BatchJob:
             raise TypeError("settings must be GenerationSettings")
         if self.server is not None and not isinstance(self.server, ServerSettings):
             raise TypeError("server must be ServerSettings")
+        if self.template is not None and not isinstance(self.template, TemplateSource):
+            raise TypeError("template must be TemplateSource")
         options = self.options  # checked when made
         self.error_strategy = options.error_strategy
         self.retry_backoff = options.retry_backoff
@@ -287,6 +299,7 @@ class BatchJob:
         data["status"] = self.status.value
         data["settings"] = asdict(self.settings)
         data["server"] = self.server.to_dict() if self.server else None
+        data["template"] = self.template.to_dict() if self.template else None
         return data
 
     @property
@@ -322,6 +335,8 @@ class BatchJob:
             values["settings"] = GenerationSettings.from_dict(header.get("settings") or {})
             if header.get("server") is not None:
                 values["server"] = ServerSettings.from_dict(header["server"])
+            if header.get("template") is not None:
+                values["template"] = TemplateSource.from_dict(header["template"])
             return cls(prompts=prompts, **values)
         except SettingsError as exc:
             raise CheckpointError(f"job record: {exc}") from None

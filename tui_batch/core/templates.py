@@ -5,24 +5,42 @@ template's own text only (no loader: `include`, `import` and `extends` reach not
 A field's value is data: it is inserted as it is and never rendered again, so a review
 that says `{{ 7*7 }}` stays exactly that. A variable a record lacks is an error naming
 the record and the variable, never an empty string.
+
+A template may open with front matter: TOML between two `+++` lines, setting the system
+prompt and per-request options for each record. A string there is itself a template,
+filled from the record like the prompt (`max_tokens = "{{ budget }}"`); a number or a
+list is taken as it is:
+
+    +++
+    system = "You label reviews of {{ product }}. Answer with one word."
+    max_tokens = 8
+    +++
+    Review: {{ review }}
 """
 
 from __future__ import annotations
 
-import hashlib
+import re
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import tomllib
 from jinja2 import StrictUndefined, TemplateSyntaxError, meta
 from jinja2.exceptions import SecurityError, UndefinedError
 from jinja2.exceptions import TemplateError as JinjaError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from tui_batch.core.errors import TemplateError
+from tui_batch.core.errors import SettingsError, TemplateError
+from tui_batch.core.settings import REQUEST_OPTIONS, check_request_options, parse_number
+from tui_batch.core.template_source import text_sha256
 
 # Validation reports this many problems, then how many more there were.
 MAX_REPORTED = 5
+FRONT_MATTER = "+++"
+# What front matter may set: the system prompt and what one request may set for itself.
+FRONT_MATTER_KEYS = ("system", *REQUEST_OPTIONS)
+_TOML_LINE = re.compile(r"\(at line (\d+), column (\d+)\)")
 
 
 def _environment() -> ImmutableSandboxedEnvironment:
@@ -31,19 +49,96 @@ def _environment() -> ImmutableSandboxedEnvironment:
     )
 
 
+def split_front_matter(text: str, name: str = "template") -> tuple[dict[str, Any], str, int]:
+    """The front matter's values, the template after it, and how many lines it took
+    (0 without front matter). A TemplateError, naming the line, for bad TOML or a key
+    that is not one of FRONT_MATTER_KEYS."""
+    lines = text.splitlines(keepends=True)
+    if not lines or lines[0].strip() != FRONT_MATTER:
+        return {}, text, 0
+    end = next((i for i in range(1, len(lines)) if lines[i].strip() == FRONT_MATTER), None)
+    if end is None:
+        raise TemplateError(f"{name}, line 1: the front matter opened by +++ is never closed")
+    head = "".join(lines[1:end])
+    try:
+        values = tomllib.loads(head)
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc)
+        found = _TOML_LINE.search(message)
+        line = int(found.group(1)) + 1 if found else 1
+        message = _TOML_LINE.sub("", message).strip()
+        raise TemplateError(f"{name}, line {line}: front matter: {message}") from None
+    for key, value in values.items():
+        where = f"{name}, line {key_line(head, key) + 1}"
+        if key not in FRONT_MATTER_KEYS:
+            raise TemplateError(
+                f"{where}: unknown front matter key {key!r:.40} "
+                f"(known: {', '.join(FRONT_MATTER_KEYS)})"
+            )
+        if key == "system" and not isinstance(value, str):
+            raise TemplateError(f"{where}: system must be text, got {value!r:.40}")
+    return values, "".join(lines[end + 1 :]), end + 1
+
+
+def key_line(toml_text: str, key: str, table: str | None = None) -> int:
+    """The 1-based line of `key = ...` in `toml_text` (inside `[table]` when given), for
+    messages: tomllib says what is wrong, not where a good value of a wrong type is."""
+    current: str | None = None
+    header = re.compile(r"\s*\[\s*([A-Za-z0-9_.-]+)\s*\]")
+    assignment = re.compile(rf"\s*(?:\"{re.escape(key)}\"|{re.escape(key)})\s*=")
+    for number, line in enumerate(toml_text.splitlines(), start=1):
+        found = header.match(line)
+        if found:
+            current = found.group(1)
+        elif current == table and assignment.match(line):
+            return number
+    return 1
+
+
 class PromptTemplate:
-    """A compiled template; `variables` are the names it reads from a record."""
+    """A compiled template; `variables` are the names it reads from a record.
+
+    `system` and `options` come from its front matter (see the module's docstring)."""
 
     def __init__(self, text: str, name: str = "template") -> None:
         self.text, self.name = text, name
+        front, body, offset = split_front_matter(text, name)
         environment = _environment()
+        self._template, variables = self._compile(environment, body, offset)
+        head = "".join(text.splitlines(keepends=True)[1 : max(offset - 1, 1)])
+        self._system = None
+        self._options: dict[str, Any] = {}
+        self.options: dict[str, Any] = {}
+        for key, value in front.items():
+            line = key_line(head, key) + 1  # the file's line: after the opening +++
+            if not isinstance(value, str) or key == "stop":
+                try:
+                    self.options.update(check_request_options({key: value}))
+                except SettingsError as exc:
+                    raise TemplateError(f"{name}, line {line}: {exc}") from None
+                continue
+            compiled, used = self._compile(environment, value, 0, one_line=line)
+            variables |= used
+            if key == "system":
+                self._system = compiled
+            else:
+                self._options[key] = compiled
+        self.variables = frozenset(variables)
+        self.sha256 = text_sha256(text)
+
+    def _compile(
+        self, environment: Any, text: str, offset: int, one_line: int | None = None
+    ) -> tuple[Any, set[str]]:
         try:
             parsed = environment.parse(text)
-            self._template = environment.from_string(parsed)
+            return environment.from_string(parsed), set(meta.find_undeclared_variables(parsed))
         except TemplateSyntaxError as exc:
-            raise TemplateError(f"{name}, line {exc.lineno}: {exc.message}") from None
-        self.variables = frozenset(meta.find_undeclared_variables(parsed))
-        self.sha256 = hashlib.sha256(text.encode("utf-8")).hexdigest()
+            line = one_line or (exc.lineno or 1) + offset
+            raise TemplateError(f"{self.name}, line {line}: {exc.message}") from None
+
+    @property
+    def has_system(self) -> bool:
+        return self._system is not None
 
     def missing(self, record: Mapping[str, Any]) -> list[str]:
         """The variables `record` does not have, sorted."""
@@ -51,9 +146,29 @@ class PromptTemplate:
 
     def render(self, record: Mapping[str, Any], number: int | None = None) -> str:
         """The template filled from `record`; a TemplateError saying which record and why."""
+        return self._fill(self._template, record, number)
+
+    def render_parts(
+        self, record: Mapping[str, Any], number: int | None = None
+    ) -> tuple[str, str | None, dict[str, Any]]:
+        """The prompt, the system prompt (None without one) and the request options,
+        each filled from `record`."""
+        text = self._fill(self._template, record, number)
+        system = None if self._system is None else self._fill(self._system, record, number)
+        options = dict(self.options)
+        for key, compiled in self._options.items():
+            value = self._fill(compiled, record, number).strip()
+            try:
+                options[key] = parse_number(key, value)
+            except SettingsError as exc:
+                where = f"{self.name}, record {number}" if number is not None else self.name
+                raise TemplateError(f"{where}: {key}: {exc}") from None
+        return text, system, options
+
+    def _fill(self, template: Any, record: Mapping[str, Any], number: int | None) -> str:
         where = f"{self.name}, record {number}" if number is not None else self.name
         try:
-            return self._template.render(record)
+            return template.render(record)
         except UndefinedError as exc:
             raise TemplateError(f"{where}: {exc.message}") from None
         except SecurityError as exc:
@@ -71,6 +186,8 @@ class Rendered:
     number: int
     prompt: str
     record: Mapping[str, Any]
+    system: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -106,7 +223,8 @@ def render_all(
             yield f"record {number}: no {names} (the template uses it)"
             continue
         try:
-            yield Rendered(number, template.render(record, number), record)
+            text, system, options = template.render_parts(record, number)
+            yield Rendered(number, text, record, system, options)
         except TemplateError as exc:
             yield str(exc)
 
