@@ -55,8 +55,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.epilog = "With no command, or with just a prompts file, opens the dashboard."
     commands = parser.add_subparsers(dest="command", parser_class=_Parser, required=True)
 
-    run = commands.add_parser("run", help="run a prompts file headless")
-    run.add_argument("prompts", type=Path, help="a .txt, .json, .jsonl or .csv file of prompts")
+    run = commands.add_parser(
+        "run", help="run a prompts file, a template over a data file, or a job file, headless"
+    )
+    run.add_argument(
+        "source",
+        type=Path,
+        nargs="?",
+        metavar="PROMPTS|JOB.toml",
+        help="a .txt, .json, .jsonl or .csv file of prompts, or a job file (.toml) with "
+        "every setting (flags given as well override it)",
+    )
+    _add_template_options(run)
+    run.add_argument(
+        "--save-job",
+        type=Path,
+        metavar="JOB.toml",
+        help="write these settings to a job file and exit, without running",
+    )
     run.add_argument(
         "--model",
         help="a model id (see `tui-batch models`) or a .gguf path; default: the demo model. "
@@ -92,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
     resume = commands.add_parser("resume", help="resume a job from its checkpoint")
     resume.add_argument("job_id")
     resume.add_argument("--retry-failed", action="store_true", help="run failed prompts again too")
+    resume.add_argument(
+        "--force",
+        action="store_true",
+        help="go on with the prompts stored in the job even though its template or data "
+        "file changed since it was made",
+    )
     _add_hardware_options(resume)
     _add_server_options(resume, resuming=True)
 
@@ -155,6 +177,26 @@ def _add_server_options(parser: argparse.ArgumentParser, resuming: bool = False)
         const=False,
         default=None,
         help="ask for whole answers instead of streams",
+    )
+
+
+def _add_template_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "templates", "prompts rendered from a Jinja2 template, once per record of a data file"
+    )
+    group.add_argument("--template", type=Path, metavar="FILE", help="a template file")
+    group.add_argument("--template-text", metavar="TEXT", help="the template itself")
+    group.add_argument(
+        "--data",
+        type=Path,
+        metavar="FILE",
+        help="the records that fill the template: .csv (with a header), .jsonl, .json "
+        "(an array of objects) or .parquet (with pyarrow)",
+    )
+    group.add_argument(
+        "--id-field",
+        metavar="NAME",
+        help="the data column that names each record in the results (default: its number)",
     )
 
 

@@ -20,13 +20,18 @@ from tui_batch.arguments import (
     server_settings,
 )
 from tui_batch.core.backend import Backend
-from tui_batch.core.errors import CheckpointError, ExportError, SettingsError, TuiBatchError
+from tui_batch.core.errors import (
+    CheckpointError,
+    ExportError,
+    SettingsError,
+    TuiBatchError,
+)
 from tui_batch.core.export import check_output_path, format_for_path
 from tui_batch.core.jobs import BatchJob, BatchResult, JobStatus
 from tui_batch.core.paths import ensure_private_dir, outputs_dir
 from tui_batch.core.processor import BatchProcessor
 from tui_batch.core.progress import format_duration
-from tui_batch.core.prompts import SUPPORTED_EXTENSIONS, load_prompt_file
+from tui_batch.core.prompts import SUPPORTED_EXTENSIONS
 from tui_batch.core.servers import (
     ServerSettings,
     server_settings_from_text,
@@ -34,6 +39,13 @@ from tui_batch.core.servers import (
 from tui_batch.core.settings import settings_from_text
 from tui_batch.core.store import JobLock
 from tui_batch.gguf import format_count
+from tui_batch.run_input import (
+    apply_job_file,
+    check_template_files,
+    load_input,
+    save_job,
+    warn_long_prompts,
+)
 from tui_batch.terminal import ProgressPrinter, cancel_on_signals, print_table
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
@@ -90,27 +102,30 @@ def command_run(args: argparse.Namespace) -> int:
     from tui_batch.backends.factory import llama_backend
     from tui_batch.models import resolve_model
 
+    apply_job_file(args)
+    if args.save_job is not None:
+        return save_job(args)
     server = server_settings(args, None)
     settings, options = settings_from_text(given_settings(args), remote=server is not None)
-    prompt_file = load_prompt_file(args.prompts)
-    for warning in prompt_file.warnings:
-        print(f"tui-batch: warning: {args.prompts}: {warning}", file=sys.stderr)
+    run_input = load_input(args)
     processor = BatchProcessor()
     if args.out:
-        check_output_path(args.out, protected=[args.prompts, processor.checkpoint_dir])
+        check_output_path(args.out, protected=[*run_input.protected, processor.checkpoint_dir])
         _check_folder_writable(args.out)
     processor.store.check_writable()
     common = {
-        "prompts": prompt_file.prompts,
+        "prompts": run_input.prompts,
         "settings": settings,
         "options": options,
-        "source_file": str(args.prompts.resolve()),
+        "source_file": str(run_input.source_file.resolve()),
         "output_file": str(args.out.resolve()) if args.out else None,
         "output_format": args.format or (format_for_path(args.out) if args.out else "json"),
+        "template": run_input.template,
     }
     if server is not None:
         return _run_on_servers(processor, server, args.model, common)
     model = resolve_model(args.model)
+    warn_long_prompts(model.path, run_input, settings)
     # The model is loaded before the job is made, so a model that fails changes nothing.
     backend = llama_backend(model.path, settings)
     backend.open(settings)
@@ -154,6 +169,8 @@ def command_resume(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return EXIT_FAILED if failed else EXIT_OK
+        if job.template is not None and not finished:
+            check_template_files(job, args.force)
         job.settings, _ = settings_from_text(given_settings(args), base=job.settings)
         if job.server is None and server_flags_given(args):
             raise SettingsError(f"Job {job.job_id} runs on a local model; it takes no --server")

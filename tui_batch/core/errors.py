@@ -43,6 +43,10 @@ class DataFileError(TuiBatchError):
     """A data file for a template is missing, unreadable or malformed."""
 
 
+class JobFileError(TuiBatchError):
+    """A job file is missing, unreadable, or holds an unknown key or a wrong value."""
+
+
 @contextmanager
 def reading(path: Path, what: str, error: type[TuiBatchError]) -> Iterator[None]:
     """Turn the OS's errors while reading `path` into `error`, worded for a person:

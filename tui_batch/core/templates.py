@@ -40,7 +40,7 @@ MAX_REPORTED = 5
 FRONT_MATTER = "+++"
 # What front matter may set: the system prompt and what one request may set for itself.
 FRONT_MATTER_KEYS = ("system", *REQUEST_OPTIONS)
-_TOML_LINE = re.compile(r"\(at line (\d+), column (\d+)\)")
+TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
 
 
 def _environment() -> ImmutableSandboxedEnvironment:
@@ -64,9 +64,9 @@ def split_front_matter(text: str, name: str = "template") -> tuple[dict[str, Any
         values = tomllib.loads(head)
     except tomllib.TOMLDecodeError as exc:
         message = str(exc)
-        found = _TOML_LINE.search(message)
+        found = TOML_POSITION.search(message)
         line = int(found.group(1)) + 1 if found else 1
-        message = _TOML_LINE.sub("", message).strip()
+        message = TOML_POSITION.sub("", message).strip()
         raise TemplateError(f"{name}, line {line}: front matter: {message}") from None
     for key, value in values.items():
         where = f"{name}, line {key_line(head, key) + 1}"

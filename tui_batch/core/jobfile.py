@@ -1,0 +1,257 @@
+"""Job files: every setting of a run in one TOML file, read and written.
+
+    tui-batch run job.toml            # flags given as well override the file
+    tui-batch run ... --save-job job.toml
+
+A job file's values are keyed, once read, by the names the command line uses for them
+(`max_tokens`, `n_ctx`, `server`, `out`, ...): `load_job_file` returns those, checked;
+`job_file_text` writes them back. Paths in a job file are relative to its folder. A key
+the schema does not know, or a value of the wrong type or out of range, is a
+JobFileError naming the file, the line and the key. An API key never goes in a job file:
+`[server] api_key_env` names the environment variable that holds it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from tui_batch.core.errors import JobFileError, SettingsError, reading
+from tui_batch.core.export import EXPORT_FORMATS
+from tui_batch.core.servers import check_key_env, parse_endpoint
+from tui_batch.core.settings import ErrorStrategy, check, check_stop, parse_number
+from tui_batch.core.templates import TOML_POSITION, key_line
+
+JOB_FILE_SUFFIX = ".toml"
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    """One key of the schema: its table, its name there, the setting it fills, its type."""
+
+    table: str
+    name: str
+    setting: str
+    kind: str  # "path", "text", "int", "float", "bool", "urls", "stop"
+    help: str = ""
+
+
+SCHEMA = (
+    Key("input", "prompts", "prompts", "path", "a prompts file (.txt .json .jsonl .csv)"),
+    Key("input", "template", "template", "path", "a Jinja2 template file ..."),
+    Key("input", "template_text", "template_text", "text", "... or the template itself"),
+    Key("input", "data", "data", "path", "the records that fill it (.csv .jsonl .json .parquet)"),
+    Key("input", "id_field", "id_field", "text", "the data column naming each record"),
+    Key("model", "name", "model", "text", "a model id, a .gguf path, or a served name"),
+    Key("model", "n_ctx", "n_ctx", "int"),
+    Key("model", "threads", "n_threads", "int"),
+    Key("model", "gpu_layers", "n_gpu_layers", "int"),
+    Key("model", "parallel", "parallel", "int"),
+    Key("model", "batch_invariant", "batch_invariant", "bool"),
+    Key("server", "urls", "server", "urls", "base URLs, each with an optional #N cap"),
+    Key("server", "api_key_env", "api_key_env", "text", "the variable holding the key"),
+    Key("server", "concurrency", "concurrency", "int"),
+    Key("server", "rpm", "rpm", "int"),
+    Key("server", "tpm", "tpm", "int"),
+    Key("server", "connect_timeout", "connect_timeout", "float"),
+    Key("server", "first_token_timeout", "first_token_timeout", "float"),
+    Key("server", "stall_timeout", "stall_timeout", "float"),
+    Key("server", "request_timeout", "request_timeout", "float"),
+    Key("server", "stream", "stream", "bool"),
+    Key("generation", "max_tokens", "max_tokens", "int"),
+    Key("generation", "temperature", "temperature", "float"),
+    Key("generation", "top_p", "top_p", "float"),
+    Key("generation", "seed", "seed", "int"),
+    Key("generation", "stop", "stop", "stop", "a stop string or a list of them"),
+    Key("generation", "system", "system_prompt", "text"),
+    Key("run", "error_strategy", "error_strategy", "text", "continue | stop | threshold:N"),
+    Key("run", "retries", "retries", "int"),
+    Key("run", "retry_backoff", "retry_backoff", "float"),
+    Key("run", "checkpoint_every", "checkpoint_every", "int"),
+    Key("output", "file", "out", "path"),
+    Key("output", "format", "format", "text", " | ".join(EXPORT_FORMATS)),
+)
+TABLES = tuple(dict.fromkeys(key.table for key in SCHEMA))
+BY_SETTING = {key.setting: key for key in SCHEMA}
+_KINDS = {
+    "path": "a path (text)",
+    "text": "text",
+    "int": "a whole number",
+    "float": "a number",
+    "bool": "true or false",
+    "urls": "a list of URLs",
+    "stop": "a string or a list of strings",
+}
+
+
+def load_job_file(path: str | Path) -> dict[str, Any]:
+    """The settings a job file gives, keyed by setting name (paths made absolute from
+    the file's folder); a JobFileError naming the line and key for anything wrong."""
+    path = Path(path)
+    with reading(path, "job file", JobFileError):
+        data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise JobFileError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        found = TOML_POSITION.search(str(exc))
+        where = f"{path}, line {found.group(1)}" if found else str(path)
+        raise JobFileError(
+            f"{where}: not valid TOML: {TOML_POSITION.sub('', str(exc)).strip()}"
+        ) from None
+    values: dict[str, Any] = {}
+    for table, contents in document.items():
+        if table not in TABLES:
+            raise JobFileError(
+                f"{path}, line {_table_line(text, table)}: unknown "
+                f"{'table' if isinstance(contents, dict) else 'key'} {table!r:.40} "
+                f"(known tables: {', '.join(f'[{t}]' for t in TABLES)})"
+            )
+        if not isinstance(contents, dict):
+            raise JobFileError(
+                f"{path}, line {key_line(text, table)}: {table!r} must be a table: [{table}]"
+            )
+        for name, value in contents.items():
+            key = next((k for k in SCHEMA if k.table == table and k.name == name), None)
+            where = f"{path}, line {key_line(text, name, table)}: {table}.{name}"
+            if key is None:
+                known = ", ".join(k.name for k in SCHEMA if k.table == table)
+                raise JobFileError(f"{where}: unknown key (known in [{table}]: {known})")
+            try:
+                values[key.setting] = _checked(key, value, path.resolve().parent)
+            except SettingsError as exc:
+                raise JobFileError(f"{where}: {exc}") from None
+    return values
+
+
+def _table_line(text: str, table: str) -> int:
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if stripped.startswith(f"[{table}]") or stripped.startswith(f"{table} ="):
+            return number
+    return 1
+
+
+def _checked(key: Key, value: Any, folder: Path) -> Any:
+    kind = key.kind
+    expected = _KINDS[kind]
+    wrong = SettingsError(f"expected {expected}, got {_shown(value)}")
+    if kind in ("path", "text"):
+        if not isinstance(value, str):
+            raise wrong
+        if kind == "path":
+            if not value.strip():
+                raise SettingsError("the path is empty")
+            return folder / Path(value).expanduser()
+        if key.setting == "error_strategy":
+            return str(ErrorStrategy.parse(value))
+        if key.setting == "format" and value not in EXPORT_FORMATS:
+            raise SettingsError(f"expected one of {', '.join(EXPORT_FORMATS)}, got {value!r:.40}")
+        if key.setting == "api_key_env":
+            return check_key_env(value)
+        return value
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise wrong
+        return value
+    if kind == "urls":
+        urls = [value] if isinstance(value, str) else value
+        if not isinstance(urls, list) or not urls or not all(isinstance(u, str) for u in urls):
+            raise wrong
+        for url in urls:
+            parse_endpoint(url)
+        return urls
+    if kind == "stop":
+        return check_stop(value, "expected")
+    return check(key.setting, value)  # a number: its type and range, as for a flag
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "a list"
+    return f"{value!r:.40}"
+
+
+def job_file_text(values: dict[str, Any], folder: Path) -> str:
+    """A job file holding `values` (keyed by setting name; None and absent are left out),
+    paths written relative to `folder` where they lie under it. Numbers may be given as
+    text (a flag's value): they are checked as the flag would be."""
+    lines = [
+        "# tui-batch job file: run it with `tui-batch run THIS_FILE`;",
+        "# flags given on that command line override what it says.",
+    ]
+    for table in TABLES:
+        entries = [
+            (key, values[key.setting])
+            for key in SCHEMA
+            if key.table == table and values.get(key.setting) is not None
+        ]
+        if not entries:
+            continue
+        lines += ["", f"[{table}]"]
+        for key, value in entries:
+            if key.kind == "path":
+                value = _relative(Path(value), folder)
+            elif key.kind in ("int", "float") and isinstance(value, str):
+                value = parse_number(key.setting, value)  # text typed in a flag or a field
+                if value is None:
+                    continue
+            lines.append(f"{key.name} = {toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def save_job_file(path: str | Path, values: dict[str, Any]) -> Path:
+    """Write a job file (replacing one there); a JobFileError if it cannot be written.
+    The values are checked by reading the file back."""
+    path = Path(path).expanduser()
+    if path.suffix.lower() != JOB_FILE_SUFFIX:
+        raise JobFileError(f"A job file's name ends in {JOB_FILE_SUFFIX}: {path}")
+    text = job_file_text(values, path.resolve().parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        scratch = path.with_name(f".{path.name}.tmp")
+        scratch.write_text(text, encoding="utf-8")
+        os.replace(scratch, path)
+    except OSError as exc:
+        raise JobFileError(f"Cannot write job file {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def _relative(path: Path, folder: Path) -> str:
+    path = path.resolve()
+    try:
+        return path.relative_to(folder).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def toml_value(value: Any, block: bool = True) -> str:
+    """A TOML literal for a str, bool, int, float or list of those; multi-line text as a
+    literal block where `block` allows and the text fits one."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v, block=False) for v in value) + "]"
+    text = str(value)
+    if block and "\n" in text and _fits_literal_block(text):
+        # Multi-line text (a template) stays readable: a literal block, taken as it is.
+        return f"'''\n{text}'''"
+    # A JSON string is a TOML basic string, but for DEL, which TOML wants escaped.
+    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
+def _fits_literal_block(text: str) -> bool:
+    controls = any(ord(c) < 32 and c not in "\n\t" or c == "\x7f" for c in text)
+    return "'''" not in text and not text.endswith("'") and not controls
