@@ -4,6 +4,7 @@ twice, a missing variable an error with its record, the sandbox closed, data str
 from __future__ import annotations
 
 import json
+import re
 import tracemalloc
 
 import pytest
@@ -151,3 +152,83 @@ def test_a_100_mb_data_file_is_streamed(tmp_path, suffix):
         tracemalloc.stop()
     assert count == 1000
     assert peak < 8 * 2**20, f"peak {peak / 2**20:.1f} MiB"
+
+
+def test_front_matter_sets_the_system_prompt_and_per_record_options():
+    template = PromptTemplate(
+        "+++\n"
+        'system = "You review {{ product }}s."\n'
+        'max_tokens = "{{ budget }}"\n'
+        "temperature = 0.5\n"
+        'stop = ["\\n"]\n'
+        "+++\n"
+        "Review: {{ review }}\n",
+        "t.jinja",
+    )
+    assert template.variables == {"product", "budget", "review"}
+    text, system, options = template.render_parts(
+        {"product": "{{ lamp }}", "budget": " 12 ", "review": "ok"}, 3
+    )
+    assert (text, system) == ("Review: ok\n", "You review {{ lamp }}s.")
+    assert options == {"temperature": 0.5, "stop": ["\n"], "max_tokens": 12}
+    with pytest.raises(TemplateError, match=r"t.jinja, record 4: max_tokens: Max tokens: exp"):
+        template.render_parts({"product": "p", "budget": "lots", "review": "r"}, 4)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("+++\nmodel = 'x'\n+++\nhi", "t, line 2: unknown front matter key 'model'"),
+        ("+++\n\nmax_tokens = 0\n+++\nhi", "t, line 3: Max tokens: must be at least 1"),
+        ("+++\nsystem = 3\n+++\nhi", "t, line 2: system must be text"),
+        ("+++\nsystem = '{{ a'\n+++\nhi", "t, line 2: unexpected end of template"),
+        ("+++\nx = = 1\n+++\nhi", "t, line 2: front matter: Invalid value"),
+        ("+++\nmax_tokens = 3\nhi {{ a }}", "t, line 1: the front matter opened by +++ is never"),
+        ("+++\n+++\n\n{{ a }", "t, line 4: unexpected '}'"),
+    ],
+)
+def test_front_matter_mistakes_name_the_line(text, expected):
+    with pytest.raises(TemplateError) as caught:
+        PromptTemplate(text, "t")
+    assert str(caught.value).startswith(expected)
+
+
+def test_rendered_prompts_carry_ids_variables_and_the_source(tmp_path):
+    from tui_batch.core.template_job import render_prompts
+
+    data = tmp_path / "d.jsonl"
+    data.write_text(
+        '{"id": 7, "text": "a", "meta": {"n": 1.5}}\n{"id": 8, "text": "  "}\n'
+        '{"id": 9, "text": "{{ x }}", "meta": null}\n'
+    )
+    rendered = render_prompts(PromptTemplate("{{ text }}"), data, id_field="id")
+    assert [(p.custom_id, p.text, p.line) for p in rendered.prompts] == [
+        ("7", "a", 1),
+        ("9", "{{ x }}", 3),
+    ]
+    assert rendered.prompts[0].variables == {"id": 7, "text": "a", "meta": {"n": 1.5}}
+    assert rendered.warnings == ["record 2: empty prompt skipped"]
+    source = rendered.source
+    assert (source.records, source.id_field, source.data_file) == (3, "id", str(data))
+    assert source.changes() == []
+    data.write_text(data.read_text() + '{"id": 10, "text": "b"}\n')
+    assert source.changes() == [f"the data file {data} changed since the job was made"]
+    data.unlink()
+    assert source.changes() == [f"Data file not found: {data} (the job was made from it)"]
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ('{"id": 1, "t": "a"}\n{"id": 1, "t": "b"}\n', "record 2: duplicate id '1' in column"),
+        ('{"id": "", "t": "a"}\n', "record 1: the id in column 'id' is empty"),
+        ('{"t": "a"}\n', "record 1: no id column 'id' (found: t)"),
+    ],
+)
+def test_ids_must_be_there_and_unique(tmp_path, content, expected):
+    from tui_batch.core.template_job import render_prompts
+
+    data = tmp_path / "d.jsonl"
+    data.write_text(content)
+    with pytest.raises(TemplateError, match=f"^{re.escape(str(data))}, {re.escape(expected)}"):
+        render_prompts(PromptTemplate("{{ t }}"), data, id_field="id")

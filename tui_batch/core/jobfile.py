@@ -150,7 +150,7 @@ def _checked(key: Key, value: Any, folder: Path) -> Any:
         if kind == "path":
             if not value.strip():
                 raise SettingsError("the path is empty")
-            return folder / Path(value).expanduser()
+            return Path(os.path.normpath(folder / Path(value).expanduser()))
         if key.setting == "error_strategy":
             return str(ErrorStrategy.parse(value))
         if key.setting == "format" and value not in EXPORT_FORMATS:
@@ -191,22 +191,20 @@ def job_file_text(values: dict[str, Any], folder: Path) -> str:
         "# flags given on that command line override what it says.",
     ]
     for table in TABLES:
-        entries = [
-            (key, values[key.setting])
-            for key in SCHEMA
-            if key.table == table and values.get(key.setting) is not None
-        ]
-        if not entries:
-            continue
-        lines += ["", f"[{table}]"]
-        for key, value in entries:
+        entries = []
+        for key in SCHEMA:
+            value = values.get(key.setting)
+            if key.table != table or value is None:
+                continue
             if key.kind == "path":
                 value = _relative(Path(value), folder)
             elif key.kind in ("int", "float") and isinstance(value, str):
                 value = parse_number(key.setting, value)  # text typed in a flag or a field
                 if value is None:
                     continue
-            lines.append(f"{key.name} = {toml_value(value)}")
+            entries.append(f"{key.name} = {toml_value(value)}")
+        if entries:
+            lines += ["", f"[{table}]", *entries]
     return "\n".join(lines) + "\n"
 
 

@@ -57,14 +57,14 @@ def render_prompts(
     warnings: list[str] = []
     ids: dict[str, int] = {}
     records = 0
-    for item in render_all(template, _with_id_check(iter_records(data_path), id_field)):
+    for item in render_all(template, _with_id_check(iter_records(data_path), id_field, data_path)):
         records += 1
         if isinstance(item, str):
             failed += 1
             if len(problems) < MAX_REPORTED:
                 problems.append(item)
             continue
-        prompt = _prompt(item, id_field)
+        prompt = _prompt(item, id_field, data_path)
         if prompt is None:
             warnings.append(f"record {item.number}: empty prompt skipped")
             continue
@@ -96,18 +96,18 @@ def render_prompts(
     return TemplatePrompts(prompts, source, warnings, empty=len(warnings))
 
 
-def _with_id_check(records: Any, id_field: str | None) -> Any:
+def _with_id_check(records: Any, id_field: str | None, path: Path) -> Any:
     """Records; one without the id column is reported like a missing variable."""
     for number, record in records:
         if id_field is not None and id_field not in record:
             raise TemplateError(
-                f"record {number}: no id column {id_field!r} "
+                f"{path}, record {number}: no id column {id_field!r} "
                 f"(found: {', '.join(list(map(str, record))[:10]) or 'nothing'})"
             )
         yield number, record
 
 
-def _prompt(item: Rendered, id_field: str | None) -> Prompt | None:
+def _prompt(item: Rendered, id_field: str | None, path: Path) -> Prompt | None:
     text = item.prompt.strip()
     if not text:
         return None
@@ -118,7 +118,7 @@ def _prompt(item: Rendered, id_field: str | None) -> Prompt | None:
         custom_id = "" if value is None else str(value).strip()
         if not custom_id or len(custom_id) > MAX_ID_LENGTH:
             raise TemplateError(
-                f"record {item.number}: the id in column {id_field!r} is "
+                f"{path}, record {item.number}: the id in column {id_field!r} is "
                 + ("empty" if not custom_id else f"over {MAX_ID_LENGTH} characters")
             )
     return Prompt(
