@@ -15,8 +15,10 @@ from textual.screen import ModalScreen
 from textual.widgets import DirectoryTree, Footer, Input, Label, Select, Static
 
 from tui_batch.core.export import EXPORT_FORMATS
+from tui_batch.core.jobfile import JOB_FILE_SUFFIX
 from tui_batch.core.jobs import Attempt, BatchResult
 from tui_batch.core.prompts import SUPPORTED_EXTENSIONS
+from tui_batch.core.records import DATA_FORMATS
 from tui_batch.ui.text import literal, one_line
 
 AnswerT = TypeVar("AnswerT")
@@ -126,31 +128,69 @@ class ExportScreen(ModalScreen[tuple[str, Path] | None]):
         self.dismiss(None)
 
 
+class SaveJobScreen(ModalScreen[Path | None]):
+    """Where to save the job file. Enter saves, Escape cancels."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, default: Path) -> None:
+        super().__init__()
+        self.default = default
+
+    def compose(self) -> ComposeResult:
+        with Grid(classes="dialog form"):
+            yield Label("Job file")
+            yield Input(str(self.default), id="job-path")
+            yield Static(
+                "[b]Enter[/] save (a file there is replaced)   [b]Esc[/] cancel", classes="hint"
+            )
+
+    def on_mount(self) -> None:
+        self.query_one("#job-path", Input).focus()
+
+    @on(Input.Submitted, "#job-path")
+    def _submit(self) -> None:
+        value = self.query_one("#job-path", Input).value.strip()
+        if not value:
+            self.notify("Give a path for the job file.", severity="error")
+            return
+        self.dismiss(Path(value).expanduser())
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
 class PromptFileTree(DirectoryTree):
-    """Folders and prompt files only."""
+    """Folders and the files of the kinds asked for only."""
+
+    def __init__(self, path: Path, extensions: tuple[str, ...]) -> None:
+        self.extensions = extensions
+        super().__init__(path)
 
     def filter_paths(self, paths):
         return [
             p
             for p in paths
-            if not p.name.startswith(".")
-            and (p.is_dir() or p.suffix.lower() in SUPPORTED_EXTENSIONS)
+            if not p.name.startswith(".") and (p.is_dir() or p.suffix.lower() in self.extensions)
         ]
 
 
 class FileBrowserScreen(ModalScreen[Path | None]):
-    """Pick a prompts file: arrows to move, Enter to open a folder or pick a file."""
+    """Pick a prompts file (or, for a template, a data file) or a job file: arrows to
+    move, Enter to open a folder or pick a file."""
 
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
-    def __init__(self, start: Path) -> None:
+    def __init__(self, start: Path, data: bool = False) -> None:
         super().__init__()
         self.start = start
+        self.extensions = (*(DATA_FORMATS if data else SUPPORTED_EXTENSIONS), JOB_FILE_SUFFIX)
+        self.kind = "data file" if data else "prompts file"
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog browser"):
-            yield Static(Text(f"Pick a prompts file ({', '.join(SUPPORTED_EXTENSIONS)})"))
-            yield PromptFileTree(self.start)
+            yield Static(Text(f"Pick a {self.kind} or a job file ({', '.join(self.extensions)})"))
+            yield PromptFileTree(self.start, self.extensions)
             yield Footer()
 
     def on_directory_tree_file_selected(self, event: DirectoryTree.FileSelected) -> None:

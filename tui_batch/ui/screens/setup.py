@@ -1,4 +1,5 @@
-"""Job setup, the home screen: prompts, model, settings, start."""
+"""Job setup, the home screen: prompts (a file, typed, or a template over a data file),
+a model or servers, settings, start; job files loaded (ctrl+o) and saved (ctrl+s)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,22 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Input, Label, Select, Static, TextArea
+from textual.widgets import (
+    Footer,
+    Header,
+    Input,
+    Label,
+    Select,
+    Static,
+    TabbedContent,
+    TabPane,
+    TextArea,
+)
 
 from tui_batch.core.errors import TuiBatchError
+from tui_batch.core.jobfile import JOB_FILE_SUFFIX, load_job_file, save_job_file
+from tui_batch.core.jobs import Prompt
 from tui_batch.core.last_setup import load_last_setup, save_last_setup
-from tui_batch.core.prompts import PromptFile, PromptWarning, load_prompt_file, prompts_from_lines
 from tui_batch.core.settings import (
     DEFAULT_REMOTE_RETRIES,
     GenerationSettings,
@@ -23,20 +35,21 @@ from tui_batch.core.settings import (
     parse_number,
     settings_from_text,
 )
-from tui_batch.ui.screens.modals import FileBrowserScreen
-from tui_batch.ui.text import one_line
+from tui_batch.core.template_job import TemplatePrompts
+from tui_batch.ui.screens.modals import FileBrowserScreen, SaveJobScreen
+from tui_batch.ui.screens.setup_job import (
+    COMMON_FIELDS,
+    extra_settings,
+    fill_form,
+    form_values,
+    server_extras,
+)
 from tui_batch.ui.widgets.local_form import LocalForm
 from tui_batch.ui.widgets.number_fields import default_text, number_grid
-from tui_batch.ui.widgets.path_input import PathSuggester
+from tui_batch.ui.widgets.prompts_form import PromptsForm
 from tui_batch.ui.widgets.server_form import ServerForm
+from tui_batch.ui.widgets.template_form import TemplateForm
 
-PREVIEW_PROMPTS = 5
-PREVIEW_WARNINGS = 8
-# Room the chat template adds around a prompt, for the "does it fit" check.
-TEMPLATE_TOKENS = 32
-
-# The settings typed as numbers here, in this order (the local ones are LocalForm's).
-COMMON_FIELDS = ("max_tokens", "temperature", "seed", "threshold", "retries", "checkpoint_every")
 RUN_ON = [("Local model (llama.cpp)", "local"), ("Servers (OpenAI-compatible API)", "server")]
 # Keys an older version remembered under other names.
 _OLD_KEYS = {"threads": "n_threads", "gpu_layers": "n_gpu_layers"}
@@ -50,35 +63,34 @@ STRATEGIES = [
 
 
 class SetupScreen(Screen[None]):
-    """Choose prompts (a file or typed), a model and settings, then start."""
+    """Choose prompts (a file, typed, or a template and its data), a model and settings,
+    then start."""
 
     BINDINGS = [
         Binding("ctrl+r", "start", "Start"),
-        Binding("ctrl+o", "browse", "Browse files"),
+        Binding("ctrl+o", "browse", "Open file"),
+        Binding("ctrl+s", "save_job", "Save job file"),
         Binding("ctrl+t", "focus_typed", "Type prompts"),
+        Binding("f2", "template", "Template"),
         Binding("f5", "test_connection", "Test servers", show=False),
     ]
 
     def __init__(self, prompts_file: Path | None = None) -> None:
         super().__init__()
         self.initial_file = prompts_file
-        self.loaded: PromptFile | None = None
-        self.load_error: str | None = None
-        self.long_warnings: list[PromptWarning] = []
+        # Settings a loaded job file gave that the form has no field for (top_p, stop,
+        # the output file...): kept, used when the job starts, and saved again.
+        self.extras: dict[str, Any] = {}
+        self.job_file: Path | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
         with Horizontal(id="setup"):
-            with Vertical(id="prompts-pane"):
-                yield Label("Prompts file  [dim](ctrl+o browse, → accepts completion)[/]")
-                yield Input(
-                    placeholder="path/to/prompts.txt | .json | .jsonl | .csv",
-                    suggester=PathSuggester(),
-                    id="prompts-path",
-                )
-                yield Label("…or type prompts, one per line  [dim](used when no file is given)[/]")
-                yield TextArea(id="typed", soft_wrap=True, show_line_numbers=True)
-                yield Static(id="preview")
+            with Vertical(id="prompts-pane"), TabbedContent(id="input-tabs"):
+                with TabPane("Prompts", id="prompts-tab"):
+                    yield PromptsForm(id="prompts-form")
+                with TabPane("Template", id="template-tab"):
+                    yield TemplateForm(id="template-form")
             with VerticalScroll(id="settings-pane"):
                 yield Label("Run on")
                 yield Select(RUN_ON, value="local", allow_blank=False, id="run-on", compact=True)
@@ -91,6 +103,7 @@ class SetupScreen(Screen[None]):
                     STRATEGIES, value="continue", allow_blank=False, id="strategy", compact=True
                 )
                 yield from number_grid(COMMON_FIELDS)
+                yield Static(id="job-extras")
                 yield Static(id="job-id")
         yield Footer()
 
@@ -98,11 +111,16 @@ class SetupScreen(Screen[None]):
         self.sub_title = "Job setup"
         self.query_one(LocalForm).fill_models()
         self._restore(load_last_setup())
-        if self.initial_file is not None:
-            self.query_one("#prompts-path", Input).value = str(self.initial_file)
-            self._load_file()
-        self.query_one("#prompts-path", Input).focus()
-        self._show_preview()
+        if self.initial_file is not None and self.initial_file.suffix == JOB_FILE_SUFFIX:
+            self.load_job(self.initial_file)
+        elif self.initial_file is not None:
+            self._show_tab("prompts-tab")
+            self.query_one(PromptsForm).set_path(self.initial_file)
+        self.query_one(PromptsForm).show_preview()
+        if self.using_template:
+            self.query_one("#data-path", Input).focus()
+        else:
+            self.query_one("#prompts-path", Input).focus()
 
     def _restore(self, setup: dict[str, Any]) -> None:
         for old, new in _OLD_KEYS.items():
@@ -119,119 +137,37 @@ class SetupScreen(Screen[None]):
         self.query_one(ServerForm).restore(setup.get("server") or {})
         if setup.get("run_on") in ("local", "server"):
             self.query_one("#run-on", Select).value = setup["run_on"]
+        if isinstance(setup.get("template"), dict):
+            self.query_one(TemplateForm).restore(setup["template"])
+        if setup.get("input") == "template" and self.initial_file is None:
+            self._show_tab("template-tab")
         if setup.get("prompts_path") and self.initial_file is None:
-            self.query_one("#prompts-path", Input).value = setup["prompts_path"]
-            self._load_file()
+            self.query_one(PromptsForm).set_path(setup["prompts_path"])
 
-    # Prompts ------------------------------------------------------------------------
+    # Input ----------------------------------------------------------------------------
 
-    @on(Input.Submitted, "#prompts-path")
-    def _path_submitted(self) -> None:
-        self._load_file()
+    @property
+    def using_template(self) -> bool:
+        return self.query_one("#input-tabs", TabbedContent).active == "template-tab"
 
-    @on(Input.Changed, "#prompts-path")
-    def _path_changed(self, event: Input.Changed) -> None:
-        path = Path(event.value).expanduser()
-        if not event.value:
-            self.loaded, self.load_error = None, None
-            self._show_preview()
-        elif path.is_file():
-            self._load_file()
+    def _show_tab(self, tab: str) -> None:
+        self.query_one("#input-tabs", TabbedContent).active = tab
 
-    @on(TextArea.Changed, "#typed")
-    def _typed_changed(self) -> None:
-        if not self.query_one("#prompts-path", Input).value.strip():
-            self._show_preview()
+    def current_prompts(self) -> Any:
+        """The prompts tab's prompts (None when it has none)."""
+        return self.query_one(PromptsForm).current_prompts()
 
-    def _load_file(self) -> None:
-        value = self.query_one("#prompts-path", Input).value.strip()
-        if not value:
-            return
-        try:
-            self.loaded, self.load_error = load_prompt_file(Path(value).expanduser()), None
-        except TuiBatchError as exc:
-            self.loaded, self.load_error = None, str(exc)
-        self.long_warnings = []
-        self._show_preview()
-        self._check_lengths()
-
-    def current_prompts(self) -> PromptFile | None:
-        """The prompts to run: the file when a path is given, else the typed lines."""
-        if self.query_one("#prompts-path", Input).value.strip():
-            return self.loaded
-        typed = self.query_one("#typed", TextArea).text
-        return prompts_from_lines(typed.splitlines()) if typed.strip() else None
-
-    def _show_preview(self) -> None:
-        preview = self.query_one("#preview", Static)
-        if self.load_error:
-            preview.update(Text(self.load_error, style="bold red"))
-            return
-        source = self.current_prompts()
-        if source is None or not source.prompts:
-            preview.update(Text("No prompts yet: give a file or type some.", style="dim"))
-            return
-        text = Text(no_wrap=True, overflow="ellipsis")
-        where = "typed" if str(source.path) == "<typed>" else str(source.path)
-        text.append(f"{len(source.prompts)} prompts", style="bold")
-        text.append(f" from {where}\n")
-        for prompt in source.prompts[:PREVIEW_PROMPTS]:
-            text.append(f"{prompt.line or '-':>5}  ", style="dim")
-            text.append_text(one_line(prompt.text[:200]))
-            text.append("\n")
-        if len(source.prompts) > PREVIEW_PROMPTS:
-            text.append(f"       … {len(source.prompts) - PREVIEW_PROMPTS} more\n", style="dim")
-        warnings = source.warnings + self.long_warnings
-        if warnings:
-            text.append(f"{len(warnings)} warning(s)\n", style="bold yellow")
-            for warning in warnings[:PREVIEW_WARNINGS]:
-                text.append_text(one_line(f"  {warning}", style="yellow"))
-                text.append("\n")
-            if len(warnings) > PREVIEW_WARNINGS:
-                text.append(f"  … {len(warnings) - PREVIEW_WARNINGS} more\n", style="yellow")
-        preview.update(text)
-
+    @on(PromptsForm.Loaded)
     @on(Select.Changed, "#model")
-    def _model_changed(self) -> None:
-        self._check_lengths()
-
     def _check_lengths(self) -> None:
-        source = self.current_prompts()
-        model = self._model_path()
-        if source is None or model is None or not source.prompts:
-            return
+        form = self.query_one(PromptsForm)
+        form.check_lengths(self._model_path(), self._n_ctx())
+
+    def _n_ctx(self) -> int:
         try:
-            n_ctx = parse_number("n_ctx", self.query_one("#n_ctx", Input).value)
+            return parse_number("n_ctx", self.query_one("#n_ctx", Input).value)
         except TuiBatchError:
-            return
-        self.count_tokens(source, model, n_ctx or GenerationSettings().n_ctx)
-
-    @work(
-        thread=True,
-        exclusive=True,
-        group="validate",
-        exit_on_error=False,
-        description="Counting prompt tokens",
-    )
-    def count_tokens(self, source: PromptFile, model: str, n_ctx: int) -> None:
-        from tui_batch.models import count_tokens
-
-        counts = count_tokens(model, [p.text for p in source.prompts])
-        warnings = [
-            PromptWarning(
-                p.line,
-                f"about {n + TEMPLATE_TOKENS} tokens: longer than the "
-                f"context ({n_ctx}); it will fail",
-            )
-            for p, n in zip(source.prompts, counts, strict=True)
-            if n + TEMPLATE_TOKENS >= n_ctx
-        ]
-        self.app.call_from_thread(self._long_prompts_found, source, warnings)
-
-    def _long_prompts_found(self, source: PromptFile, warnings: list[PromptWarning]) -> None:
-        if source is self.current_prompts():
-            self.long_warnings = warnings
-            self._show_preview()
+            return GenerationSettings().n_ctx
 
     # Settings and start -------------------------------------------------------------
 
@@ -240,7 +176,7 @@ class SetupScreen(Screen[None]):
 
     def _settings(self) -> tuple[GenerationSettings, JobOptions]:
         """The settings typed, converted and checked by the core (as the CLI's flags)."""
-        texts: dict[str, str | None] = {
+        texts: dict[str, Any] = {
             key: self.query_one(f"#{key}", Input).value
             for key in COMMON_FIELDS
             if key != "threshold"
@@ -253,6 +189,7 @@ class SetupScreen(Screen[None]):
         texts["system_prompt"] = self.query_one("#system", Input).value
         if not self.on_servers:
             texts.update(self.query_one(LocalForm).texts())
+        texts.update(extra_settings(self.extras))
         return settings_from_text(texts, remote=self.on_servers)
 
     @property
@@ -282,16 +219,24 @@ class SetupScreen(Screen[None]):
             self.notify(str(exc), title="Cannot start", severity="error")
 
     def _start(self) -> None:
-        from tui_batch.models import model_id_for
-
-        source = self.current_prompts()
-        if self.load_error:
-            raise TuiBatchError(self.load_error)
+        settings, options = self._settings()  # a typing mistake is said before anything else
+        if self.on_servers:
+            self.query_one(ServerForm).server_settings()
+        else:
+            self._local_model()
+        if self.using_template:
+            self.render_template(settings)
+            return
+        form = self.query_one(PromptsForm)
+        source = form.current_prompts()
+        if form.load_error:
+            raise TuiBatchError(form.load_error)
         if source is None or not source.prompts:
             raise TuiBatchError("No prompts: give a prompts file or type prompts, one per line.")
-        if self.on_servers:
-            self._start_on_servers(source)
-            return
+        path = None if str(source.path) == "<typed>" else str(source.path.resolve())
+        self._start_with(source.prompts, path, None)
+
+    def _local_model(self) -> str:
         model = self._model_path()
         if model is None:
             raise TuiBatchError(
@@ -301,48 +246,86 @@ class SetupScreen(Screen[None]):
             )
         if not Path(model).is_file():
             raise TuiBatchError(f"Model file not found: {model}")
+        return model
+
+    @work(thread=True, exclusive=True, group="render", exit_on_error=False)
+    def render_template(self, settings: GenerationSettings) -> None:
+        """Render every record in this thread (a big data file takes a while), count
+        the prompts too long for a local model's context, then start on the UI thread."""
+        try:
+            rendered = self.query_one(TemplateForm).prompts()
+        except TuiBatchError as exc:
+            self.app.call_from_thread(self.notify, str(exc), title="Cannot start", severity="error")
+            return
+        long = 0
+        model = None if self.on_servers else self._model_path()
+        if model is not None:
+            from tui_batch.models import long_prompts
+
+            with_system = settings.system_prompt
+            long = len(long_prompts(model, rendered.prompts, settings.n_ctx, with_system))
+        self.app.call_from_thread(self._start_rendered, rendered, long)
+
+    def _start_rendered(self, rendered: TemplatePrompts, long: int) -> None:
+        warnings = []
+        if rendered.empty:
+            warnings.append(f"{rendered.empty} records render empty: skipped")
+        if long:
+            warnings.append(f"{long} prompts are longer than the context: they will fail")
+        if warnings:
+            self.notify("; ".join(warnings), title="Template", severity="warning")
+        try:
+            self._start_with(rendered.prompts, rendered.source.data_file, rendered)
+        except TuiBatchError as exc:
+            self.notify(str(exc), title="Cannot start", severity="error")
+
+    def _start_with(
+        self, prompts: list[Prompt], source_file: str | None, rendered: TemplatePrompts | None
+    ) -> None:
+        from tui_batch.models import model_id_for
+
         settings, options = self._settings()
-        self._create_and_start(
-            source, model_id_for(Path(model)), settings, options, model_path=model
-        )
+        common: dict[str, Any] = {
+            "source_file": source_file,
+            "template": rendered.source if rendered else None,
+            "output_file": str(self.extras["out"]) if self.extras.get("out") else None,
+            "output_format": self.extras.get("format") or "json",
+        }
+        if not self.on_servers:
+            model = self._local_model()
+            self._create_and_start(
+                prompts, model_id_for(Path(model)), settings, options, model_path=model, **common
+            )
+            return
+        form = self.query_one(ServerForm)
+        server = server_extras(form.server_settings(), self.extras)
+        name = form.model_name()
+        if name is None:
+            raise TuiBatchError(
+                "No model name: test the connection (f5) to list what the servers "
+                "serve, or type the name"
+            )
+
+        def start() -> None:
+            self._create_and_start(prompts, name, settings, options, server=server, **common)
+
+        form.check_then(server, name, start)
 
     def _create_and_start(
         self,
-        source: PromptFile,
+        prompts: list[Prompt],
         model: str,
         settings: GenerationSettings,
         options: JobOptions,
         **where: Any,
     ) -> None:
         job = self.app.processor.create_job(
-            model,
-            source.prompts,
-            settings=settings,
-            source_file=None if str(source.path) == "<typed>" else str(source.path.resolve()),
-            output_format="json",
-            options=options,
-            **where,
+            model, prompts, settings=settings, options=options, **where
         )
         self._remember(settings)
         self.query_one("#job-id", Static).update(Text(f"Job {job.job_id} created", style="bold"))
         self.notify(f"Job {job.job_id}: {job.total_prompts} prompts", title="Started")
         self.app.start_job(job)
-
-    def _start_on_servers(self, source: PromptFile) -> None:
-        form = self.query_one(ServerForm)
-        server = form.server_settings()
-        model = form.model_name()
-        if model is None:
-            raise TuiBatchError(
-                "No model name: test the connection (f5) to list what the servers "
-                "serve, or type the name"
-            )
-        settings, options = self._settings()
-
-        def start() -> None:
-            self._create_and_start(source, model, settings, options, server=server)
-
-        form.check_then(server, model, start)
 
     def _remember(self, settings: GenerationSettings) -> None:
         """Keep this setup for next time; both halves, whichever ran, so switching back
@@ -351,17 +334,30 @@ class SetupScreen(Screen[None]):
             key: self.query_one(f"#{key}", Input).value for key in COMMON_FIELDS
         }
         values.update(self.query_one(LocalForm).remembered())
+        template = {
+            key: str(value) if isinstance(value, Path) else value
+            for key, value in self.query_one(TemplateForm).values().items()
+        }
         values.update(
             run_on=str(self.query_one("#run-on", Select).value),
             server=self.query_one(ServerForm).remembered(),
             system=settings.system_prompt,
             strategy=str(self.query_one("#strategy", Select).value),
-            prompts_path=self.query_one("#prompts-path", Input).value.strip() or None,
+            prompts_path=self.query_one(PromptsForm).path_text or None,
+            input="template" if self.using_template else "prompts",
+            template=template,
         )
         save_last_setup(values)
 
+    # Files ----------------------------------------------------------------------------
+
     def action_browse(self) -> None:
-        current = Path(self.query_one("#prompts-path", Input).value.strip() or ".").expanduser()
+        typed = (
+            self.query_one("#data-path", Input).value
+            if self.using_template
+            else self.query_one(PromptsForm).path_text
+        )
+        current = Path(typed.strip() or ".").expanduser()
         start = (
             current
             if current.is_dir()
@@ -369,13 +365,58 @@ class SetupScreen(Screen[None]):
             if current.parent.is_dir()
             else Path.cwd()
         )
-        self.app.push_screen(FileBrowserScreen(start.resolve()), self._picked)
+        self.app.push_screen(FileBrowserScreen(start.resolve(), self.using_template), self._picked)
 
     def _picked(self, path: Path | None) -> None:
-        if path is not None:
-            self.query_one("#prompts-path", Input).value = str(path)
-            self._load_file()
+        if path is None:
+            return
+        if path.suffix.lower() == JOB_FILE_SUFFIX:
+            self.load_job(path)
+        elif self.using_template:
+            self.query_one(TemplateForm).set_data_path(path)
+        else:
+            self.query_one(PromptsForm).set_path(path)
+
+    def load_job(self, path: Path) -> None:
+        """Fill the whole form from a job file; a mistake in it is said, nothing changed."""
+        try:
+            values = load_job_file(path)
+            self.extras = fill_form(self, values)
+        except TuiBatchError as exc:
+            self.notify(str(exc), title="Job file", severity="error")
+            return
+        self.job_file = path
+        self._show_extras()
+        self.notify(f"Loaded {path}", title="Job file")
+
+    def _show_extras(self) -> None:
+        shown = ", ".join(f"{key} = {value!r:.40}" for key, value in self.extras.items())
+        self.query_one("#job-extras", Static).update(
+            Text(f"Also from the job file: {shown}", style="dim") if shown else ""
+        )
+
+    def action_save_job(self) -> None:
+        default = self.job_file or Path.cwd() / "job.toml"
+        self.app.push_screen(SaveJobScreen(default), self._save_job)
+
+    def _save_job(self, path: Path | None) -> None:
+        if path is None:
+            return
+        try:
+            self._settings()  # what is saved is what would run
+            saved = save_job_file(path, form_values(self))
+        except TuiBatchError as exc:
+            self.notify(str(exc), title="Cannot save", severity="error")
+            return
+        self.job_file = saved
+        self.notify(f"Saved {saved}: run it with tui-batch run {saved}", title="Job file")
 
     def action_focus_typed(self) -> None:
-        self.query_one("#prompts-path", Input).value = ""
-        self.query_one("#typed", TextArea).focus()
+        self._show_tab("prompts-tab")
+        self.query_one(PromptsForm).set_path(None)
+        self.call_after_refresh(self.query_one("#typed", TextArea).focus)
+
+    def action_template(self) -> None:
+        self._show_tab("template-tab")
+        # A widget in a pane that was hidden takes focus once the pane is shown.
+        self.call_after_refresh(self.query_one("#template-editor").focus)

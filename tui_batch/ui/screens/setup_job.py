@@ -1,0 +1,143 @@
+"""Job setup's form as a job file's values, and back: what ctrl+s saves and what
+opening a job file fills in. Values are keyed as `core.jobfile` keys them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from textual.widgets import Input, Select
+
+from tui_batch.core.errors import ModelError, TuiBatchError
+from tui_batch.core.servers import ServerSettings, server_settings_from_text
+from tui_batch.ui.widgets.local_form import LOCAL_FIELDS, LocalForm
+from tui_batch.ui.widgets.number_fields import default_text
+from tui_batch.ui.widgets.prompts_form import PromptsForm
+from tui_batch.ui.widgets.server_form import SERVER_NUMBERS, ServerForm
+from tui_batch.ui.widgets.template_form import TemplateForm
+
+if TYPE_CHECKING:
+    from tui_batch.ui.screens.setup import SetupScreen
+
+# The settings typed as numbers in job setup, in this order (the local ones are LocalForm's).
+COMMON_FIELDS = ("max_tokens", "temperature", "seed", "threshold", "retries", "checkpoint_every")
+# Settings a job file may hold that job setup has no field for: kept as they were.
+GENERATION_EXTRAS = ("top_p", "stop", "retry_backoff")
+SERVER_EXTRAS = (
+    "connect_timeout",
+    "first_token_timeout",
+    "stall_timeout",
+    "request_timeout",
+    "stream",
+)
+EXTRA_KEYS = (*GENERATION_EXTRAS, *SERVER_EXTRAS, "out", "format")
+
+
+def extra_settings(extras: dict[str, Any]) -> dict[str, Any]:
+    """The kept generation settings as `settings_from_text` takes them."""
+    return {
+        key: value if key == "stop" else str(value)
+        for key, value in extras.items()
+        if key in GENERATION_EXTRAS
+    }
+
+
+def server_extras(server: ServerSettings, extras: dict[str, Any]) -> ServerSettings:
+    """`server` with the kept timeouts and streaming applied."""
+    given = {k: (v if k == "stream" else str(v)) for k, v in extras.items() if k in SERVER_EXTRAS}
+    return server_settings_from_text([], given, server) if given else server
+
+
+def form_values(screen: SetupScreen) -> dict[str, Any]:
+    """Everything the form says, as a job file's values (text where typed: the job
+    file writer checks it as a flag would be)."""
+    values: dict[str, Any] = dict(screen.extras)
+    if screen.using_template:
+        values.update(screen.query_one(TemplateForm).values())
+    else:
+        path = screen.query_one(PromptsForm).path_text
+        if not path:
+            raise TuiBatchError(
+                "A job file needs a prompts file or a template: typed prompts are not saved"
+            )
+        values["prompts"] = Path(path).expanduser()
+    for key in COMMON_FIELDS:
+        if key != "threshold":
+            values[key] = screen.query_one(f"#{key}", Input).value.strip() or None
+    strategy = str(screen.query_one("#strategy", Select).value)
+    if strategy == "threshold":
+        strategy = f"threshold:{screen.query_one('#threshold', Input).value.strip()}"
+    values["error_strategy"] = strategy
+    values["system_prompt"] = screen.query_one("#system", Input).value.strip() or None
+    if screen.on_servers:
+        form = screen.query_one(ServerForm)
+        kept = form.remembered()
+        values["server"] = kept["servers"].split() or None
+        values["api_key_env"] = kept["api_key_env"] or None
+        values.update({key: kept[key] or None for key in SERVER_NUMBERS})
+        values["model"] = form.model_name()
+    else:
+        local = screen.query_one(LocalForm)
+        values.update({key: text or None for key, text in local.texts().items()})
+        values["batch_invariant"] = local.texts()["batch_invariant"] == "on"
+        values["model"] = _model_name(local.model_path(), local)
+    return values
+
+
+def _model_name(path: str | None, local: LocalForm) -> str | None:
+    """A model found on this machine is saved by its id (portable); a typed one by path."""
+    from tui_batch.models import model_id_for
+
+    if path is None:
+        return None
+    return model_id_for(Path(path)) if path in local.model_paths else path
+
+
+def fill_form(screen: SetupScreen, values: dict[str, Any]) -> dict[str, Any]:
+    """Fill the form from a job file's values; return the ones it has no field for."""
+    model = values.get("model")
+    if values.get("server"):
+        screen.query_one("#run-on", Select).value = "server"
+        restore = {key: values.get(key) for key in SERVER_NUMBERS}
+        restore.update(
+            servers=" ".join(values["server"]),
+            api_key_env=values.get("api_key_env"),
+            server_model=model,
+        )
+        screen.query_one(ServerForm).restore(restore)
+    else:
+        screen.query_one("#run-on", Select).value = "local"
+        local = {key: values.get(key) for key in LOCAL_FIELDS}
+        local["batch_invariant"] = values.get("batch_invariant") is True
+        local["model"] = _model_path(model) if model else None
+        screen.query_one(LocalForm).restore(local)
+        if model and screen.query_one(LocalForm).model_path() != local["model"]:
+            screen.notify(f"Model not found: {model}; choose one", severity="warning")
+    for key in COMMON_FIELDS:
+        if key != "threshold":
+            value = values.get(key)
+            text = default_text(key) if value is None else str(value)
+            screen.query_one(f"#{key}", Input).value = text
+    strategy = values.get("error_strategy") or "continue"
+    if strategy.startswith("threshold:"):
+        screen.query_one("#threshold", Input).value = strategy.split(":", 1)[1]
+        strategy = "threshold"
+    screen.query_one("#strategy", Select).value = strategy
+    screen.query_one("#system", Input).value = values.get("system_prompt") or ""
+    if values.get("prompts"):
+        screen.query_one("#input-tabs").active = "prompts-tab"
+        screen.query_one(PromptsForm).set_path(values["prompts"])
+    else:
+        screen.query_one("#input-tabs").active = "template-tab"
+        screen.query_one(TemplateForm).restore(values)
+    return {key: values[key] for key in EXTRA_KEYS if key in values}
+
+
+def _model_path(model: str) -> str:
+    """A job file's model, an id or a path, as the path job setup shows."""
+    from tui_batch.models import resolve_model
+
+    try:
+        return str(resolve_model(model).path)
+    except ModelError:
+        return model
