@@ -84,6 +84,20 @@ class TestSetupScreen:
         assert snap_compare(app, terminal_size=SIZE, run_before=settled)
 
 
+class TestSetupTemplateTab:
+    def test_the_example_job_file(self, snap_compare, fixed_app, monkeypatch):
+        monkeypatch.chdir(REPO)
+        app, _ = fixed_app
+        app.prompts_file = Path("examples") / "job.toml"
+
+        async def quiet(pilot) -> None:
+            await settled(pilot)
+            app.clear_notifications()
+            await pilot.pause(0.1)
+
+        assert snap_compare(app, terminal_size=SIZE, run_before=quiet)
+
+
 class TestProgressScreen:
     def test_finished_job(self, snap_compare, fixed_app):
         app, job = fixed_app

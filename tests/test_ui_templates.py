@@ -4,10 +4,10 @@ template is typed, a template job run on the real model, ctrl+s and opening a jo
 from __future__ import annotations
 
 import csv
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from tui_batch.core.jobfile import load_job_file
 from tui_batch.core.jobs import JobStatus
@@ -158,3 +158,33 @@ async def test_ctrl_o_opens_a_job_file_and_a_bad_one_changes_nothing(tmp_path):
         await wait_until(pilot, lambda: "4 records, all render" in preview(app), timeout=10)
         assert app.screen.query_one("#max_tokens").value == "256"  # the job file's default
         assert app.screen.job_file == good
+
+
+async def test_resuming_a_job_whose_data_changed_asks_first(tmp_path):
+    from tui_batch.core.backend import CallableBackend
+    from tui_batch.core.template_job import render_prompts
+    from tui_batch.core.templates import PromptTemplate
+    from tui_batch.ui.screens.modals import ConfirmScreen
+
+    data = reviews(tmp_path, 5)
+    rendered = render_prompts(PromptTemplate("{{ review }}"), data, id_field="id")
+    processor = BatchProcessor()
+    job = processor.create_job("m", rendered.prompts, template=rendered.source)
+    with data.open("a", encoding="utf-8") as out:
+        out.write("r900,kettle,Added later.\n")
+    app = TuiBatchApp(processor=processor, backend_factory=lambda job: CallableBackend(str.upper))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.3)
+        app.resume_job(job.job_id)
+        await pilot.pause(0.1)
+        assert isinstance(app.screen, ConfirmScreen)
+        assert "the data file" in str(app.screen.query_one(".question").visual)
+        await pilot.press("n")  # nothing runs
+        await pilot.pause(0.2)
+        assert app.run_state is None
+        app.resume_job(job.job_id)
+        await pilot.pause(0.1)
+        await pilot.press("y")
+        await wait_until(pilot, lambda: app.run_state is not None, timeout=10)
+        await app.workers.wait_for_complete()
+        assert app.run_state.job.done == 5  # the stored prompts, not the added record

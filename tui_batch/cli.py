@@ -27,6 +27,7 @@ from tui_batch.core.errors import (
     TuiBatchError,
 )
 from tui_batch.core.export import check_output_path, format_for_path
+from tui_batch.core.jobfile import JOB_FILE_SUFFIX
 from tui_batch.core.jobs import BatchJob, BatchResult, JobStatus
 from tui_batch.core.paths import ensure_private_dir, outputs_dir
 from tui_batch.core.processor import BatchProcessor
@@ -79,11 +80,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _looks_like_prompts_file(arg: str) -> bool:
     if arg in COMMANDS or arg.startswith("-"):
         return False
-    return Path(arg).exists() or Path(arg).suffix.lower() in SUPPORTED_EXTENSIONS
+    suffix = Path(arg).suffix.lower()
+    return Path(arg).exists() or suffix in (*SUPPORTED_EXTENSIONS, JOB_FILE_SUFFIX)
 
 
 def open_dashboard(prompts_file: Path | None) -> int:
-    """`tui-batch [PROMPTS]`: the full-screen app, with the file loaded into job setup."""
+    """`tui-batch [PROMPTS|JOB.toml]`: the full-screen app, with the file loaded into job
+    setup."""
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         print(
             "tui-batch: error: the dashboard needs a terminal; without one, use "

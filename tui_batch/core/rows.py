@@ -13,6 +13,7 @@ from typing import Any
 
 from tui_batch.core.errors import CheckpointError
 from tui_batch.core.jobs import Attempt, BatchResult, JobStatus, Prompt
+from tui_batch.core.template_source import TemplateSource
 
 RESULT_COLUMNS = (
     "prompt_index",
@@ -49,6 +50,8 @@ class JobSummary:
     updated_at: str | None = None
     size_bytes: int = 0
     unreadable: str | None = None
+    # A template job's template and data file, to check before a resume.
+    template: TemplateSource | None = None
 
     @property
     def done(self) -> int:
@@ -62,6 +65,7 @@ class JobSummary:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["status"] = self.status.value
+        data.pop("template")
         return data
 
 

@@ -336,6 +336,7 @@ class CheckpointStore:
             created_at=job.created_at,
             updated_at=job.updated_at,
             size_bytes=size,
+            template=job.template,
         )
 
 

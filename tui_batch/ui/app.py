@@ -25,7 +25,7 @@ from tui_batch.ui.commands import TuiBatchCommands
 from tui_batch.ui.run_state import RunState
 from tui_batch.ui.screens.checkpoints import CheckpointsScreen
 from tui_batch.ui.screens.help import HelpScreen
-from tui_batch.ui.screens.modals import ExportScreen, QuitScreen, ResumeScreen
+from tui_batch.ui.screens.modals import ConfirmScreen, ExportScreen, QuitScreen, ResumeScreen
 from tui_batch.ui.screens.progress import ProgressScreen
 from tui_batch.ui.screens.results import ResultsScreen
 from tui_batch.ui.screens.setup import SetupScreen
@@ -213,10 +213,24 @@ class TuiBatchApp(App[None]):
             if retry_failed is not None:
                 self.start_saved(job_id, retry_failed)
 
-        if summary.failed:
-            self.push_screen(ResumeScreen(job_id, summary.failed), answer)
+        def ask_retry(go_on: bool = True) -> None:
+            if not go_on:
+                return
+            if summary.failed:
+                self.push_screen(ResumeScreen(job_id, summary.failed), answer)
+            else:
+                answer(False)
+
+        # A template job runs the prompts it stored; if its files changed, say so first.
+        changes = summary.template.changes() if summary.template else []
+        if changes:
+            question = (
+                f"Job {job_id}: {'; '.join(changes)}.\n\nGo on with the prompts rendered "
+                "when the job was made?"
+            )
+            self.push_screen(ConfirmScreen(question), ask_retry)
         else:
-            answer(False)
+            ask_retry()
 
     def rerun_failed(self, job_id: str) -> None:
         self.start_saved(job_id, retry_failed=True)

@@ -68,9 +68,9 @@ class SetupScreen(Screen[None]):
 
     BINDINGS = [
         Binding("ctrl+r", "start", "Start"),
-        Binding("ctrl+o", "browse", "Open file"),
-        Binding("ctrl+s", "save_job", "Save job file"),
-        Binding("ctrl+t", "focus_typed", "Type prompts"),
+        Binding("ctrl+o", "browse", "Open"),
+        Binding("ctrl+s", "save_job", "Save job"),
+        Binding("ctrl+t", "focus_typed", "Type prompts", show=False),
         Binding("f2", "template", "Template"),
         Binding("f5", "test_connection", "Test servers", show=False),
     ]

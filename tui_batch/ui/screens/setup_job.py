@@ -12,6 +12,7 @@ from tui_batch.core.errors import ModelError, TuiBatchError
 from tui_batch.core.servers import ServerSettings, server_settings_from_text
 from tui_batch.ui.widgets.local_form import LOCAL_FIELDS, LocalForm
 from tui_batch.ui.widgets.number_fields import default_text
+from tui_batch.ui.widgets.path_input import display_path
 from tui_batch.ui.widgets.prompts_form import PromptsForm
 from tui_batch.ui.widgets.server_form import SERVER_NUMBERS, ServerForm
 from tui_batch.ui.widgets.template_form import TemplateForm
@@ -126,10 +127,11 @@ def fill_form(screen: SetupScreen, values: dict[str, Any]) -> dict[str, Any]:
     screen.query_one("#system", Input).value = values.get("system_prompt") or ""
     if values.get("prompts"):
         screen.query_one("#input-tabs").active = "prompts-tab"
-        screen.query_one(PromptsForm).set_path(values["prompts"])
+        screen.query_one(PromptsForm).set_path(display_path(values["prompts"]))
     else:
         screen.query_one("#input-tabs").active = "template-tab"
-        screen.query_one(TemplateForm).restore(values)
+        shown = {k: display_path(v) if isinstance(v, Path) else v for k, v in values.items()}
+        screen.query_one(TemplateForm).restore(shown)
     return {key: values[key] for key in EXTRA_KEYS if key in values}
 
 

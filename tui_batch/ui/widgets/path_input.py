@@ -36,3 +36,12 @@ class PathSuggester(Suggester):
             if Path(entry.name).suffix.lower() in self.extensions:
                 return value + entry.name[len(prefix) :]
         return None
+
+
+def display_path(path: str | Path) -> str:
+    """A path as a field shows it: relative to the working folder when under it."""
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):
+        return str(path)
