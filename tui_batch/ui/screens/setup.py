@@ -404,7 +404,7 @@ class SetupScreen(Screen[None]):
             return
         try:
             self._settings()  # what is saved is what would run
-            saved = save_job_file(path, form_values(self))
+            saved = save_job_file(path, form_values(self, self.extras))
         except TuiBatchError as exc:
             self.notify(str(exc), title="Cannot save", severity="error")
             return

@@ -4,9 +4,10 @@ opening a job file fills in. Values are keyed as `core.jobfile` keys them."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from textual.widgets import Input, Select
+from textual.screen import Screen
+from textual.widgets import Input, Select, TabbedContent
 
 from tui_batch.core.errors import ModelError, TuiBatchError
 from tui_batch.core.servers import ServerSettings, server_settings_from_text
@@ -16,9 +17,6 @@ from tui_batch.ui.widgets.path_input import display_path
 from tui_batch.ui.widgets.prompts_form import PromptsForm
 from tui_batch.ui.widgets.server_form import SERVER_NUMBERS, ServerForm
 from tui_batch.ui.widgets.template_form import TemplateForm
-
-if TYPE_CHECKING:
-    from tui_batch.ui.screens.setup import SetupScreen
 
 # The settings typed as numbers in job setup, in this order (the local ones are LocalForm's).
 COMMON_FIELDS = ("max_tokens", "temperature", "seed", "threshold", "retries", "checkpoint_every")
@@ -49,11 +47,11 @@ def server_extras(server: ServerSettings, extras: dict[str, Any]) -> ServerSetti
     return server_settings_from_text([], given, server) if given else server
 
 
-def form_values(screen: SetupScreen) -> dict[str, Any]:
-    """Everything the form says, as a job file's values (text where typed: the job
-    file writer checks it as a flag would be)."""
-    values: dict[str, Any] = dict(screen.extras)
-    if screen.using_template:
+def form_values(screen: Screen[Any], extras: dict[str, Any]) -> dict[str, Any]:
+    """Everything job setup's form says, with the `extras` a job file gave, as a job
+    file's values (text where typed: the job file writer checks it as a flag would be)."""
+    values: dict[str, Any] = dict(extras)
+    if screen.query_one("#input-tabs", TabbedContent).active == "template-tab":
         values.update(screen.query_one(TemplateForm).values())
     else:
         path = screen.query_one(PromptsForm).path_text
@@ -70,7 +68,7 @@ def form_values(screen: SetupScreen) -> dict[str, Any]:
         strategy = f"threshold:{screen.query_one('#threshold', Input).value.strip()}"
     values["error_strategy"] = strategy
     values["system_prompt"] = screen.query_one("#system", Input).value.strip() or None
-    if screen.on_servers:
+    if screen.query_one("#run-on", Select).value == "server":
         form = screen.query_one(ServerForm)
         kept = form.remembered()
         values["server"] = kept["servers"].split() or None
@@ -94,8 +92,9 @@ def _model_name(path: str | None, local: LocalForm) -> str | None:
     return model_id_for(Path(path)) if path in local.model_paths else path
 
 
-def fill_form(screen: SetupScreen, values: dict[str, Any]) -> dict[str, Any]:
-    """Fill the form from a job file's values; return the ones it has no field for."""
+def fill_form(screen: Screen[Any], values: dict[str, Any]) -> dict[str, Any]:
+    """Fill job setup's form from a job file's values; return the ones it has no field
+    for."""
     model = values.get("model")
     if values.get("server"):
         screen.query_one("#run-on", Select).value = "server"
@@ -126,10 +125,10 @@ def fill_form(screen: SetupScreen, values: dict[str, Any]) -> dict[str, Any]:
     screen.query_one("#strategy", Select).value = strategy
     screen.query_one("#system", Input).value = values.get("system_prompt") or ""
     if values.get("prompts"):
-        screen.query_one("#input-tabs").active = "prompts-tab"
+        screen.query_one("#input-tabs", TabbedContent).active = "prompts-tab"
         screen.query_one(PromptsForm).set_path(display_path(values["prompts"]))
     else:
-        screen.query_one("#input-tabs").active = "template-tab"
+        screen.query_one("#input-tabs", TabbedContent).active = "template-tab"
         shown = {k: display_path(v) if isinstance(v, Path) else v for k, v in values.items()}
         screen.query_one(TemplateForm).restore(shown)
     return {key: values[key] for key in EXTRA_KEYS if key in values}
