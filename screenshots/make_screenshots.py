@@ -82,6 +82,21 @@ async def main() -> None:
         save(app, "help")
 
 
+async def template() -> None:
+    """Job setup's template tab, filled from the example job file."""
+    from tui_batch.ui.app import TuiBatchApp
+
+    os.chdir(HERE.parent)  # the form shows paths under the working folder as relative
+    app = TuiBatchApp(Path("examples") / "job.toml")
+    async with app.run_test(size=SIZE) as pilot:
+        preview = app.screen.query_one("#template-preview")
+        while "all render" not in str(preview.visual):
+            await pilot.pause(0.2)
+        app.clear_notifications()
+        await pilot.pause(0.5)
+        save(app, "setup_template")
+
+
 async def servers() -> None:
     """A job on two real llama-cpp-python servers; one is killed mid-run."""
     from tui_batch.models import demo_model_path
@@ -125,4 +140,5 @@ if __name__ == "__main__":
         sys.path.insert(0, str(HERE.parent))
         sys.path.insert(0, str(HERE.parent / "tests"))
         asyncio.run(main())
+        asyncio.run(template())
         asyncio.run(servers())

@@ -97,7 +97,8 @@ def render_prompts(
 
 
 def _with_id_check(records: Any, id_field: str | None, path: Path) -> Any:
-    """Records; one without the id column is reported like a missing variable."""
+    """The records; one without the id column stops everything at once: a column
+    name mistyped would otherwise be reported for every record."""
     for number, record in records:
         if id_field is not None and id_field not in record:
             raise TemplateError(

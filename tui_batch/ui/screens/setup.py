@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.text import Text
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -225,7 +225,8 @@ class SetupScreen(Screen[None]):
         else:
             self._local_model()
         if self.using_template:
-            self.render_template(settings)
+            model = None if self.on_servers else self._model_path()
+            self.query_one(TemplateForm).render_for_start(settings, model)
             return
         form = self.query_one(PromptsForm)
         source = form.current_prompts()
@@ -248,25 +249,9 @@ class SetupScreen(Screen[None]):
             raise TuiBatchError(f"Model file not found: {model}")
         return model
 
-    @work(thread=True, exclusive=True, group="render", exit_on_error=False)
-    def render_template(self, settings: GenerationSettings) -> None:
-        """Render every record in this thread (a big data file takes a while), count
-        the prompts too long for a local model's context, then start on the UI thread."""
-        try:
-            rendered = self.query_one(TemplateForm).prompts()
-        except TuiBatchError as exc:
-            self.app.call_from_thread(self.notify, str(exc), title="Cannot start", severity="error")
-            return
-        long = 0
-        model = None if self.on_servers else self._model_path()
-        if model is not None:
-            from tui_batch.models import long_prompts
-
-            with_system = settings.system_prompt
-            long = len(long_prompts(model, rendered.prompts, settings.n_ctx, with_system))
-        self.app.call_from_thread(self._start_rendered, rendered, long)
-
-    def _start_rendered(self, rendered: TemplatePrompts, long: int) -> None:
+    @on(TemplateForm.Ready)
+    def _start_rendered(self, event: TemplateForm.Ready) -> None:
+        rendered, long = event.rendered, event.long
         warnings = []
         if rendered.empty:
             warnings.append(f"{rendered.empty} records render empty: skipped")

@@ -4,6 +4,9 @@ that cannot be rendered, recomputed in a worker as you type."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import suppress
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +14,14 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Grid, Vertical
+from textual.message import Message
 from textual.timer import Timer
 from textual.widgets import Input, Label, Static, TextArea
 from textual.worker import get_current_worker
 
 from tui_batch.core.errors import TuiBatchError
 from tui_batch.core.records import DATA_FORMATS, iter_records
+from tui_batch.core.settings import GenerationSettings
 from tui_batch.core.template_job import TemplatePrompts, render_prompts
 from tui_batch.core.template_source import read_template
 from tui_batch.core.templates import MAX_REPORTED, PromptTemplate, Rendered, render_all
@@ -127,13 +132,50 @@ class TemplateForm(Vertical):
         self._loaded_text = text
         self.query_one(TemplateEditor).load_text(text)
 
-    def prompts(self) -> TemplatePrompts:
-        """Every record rendered (blocking: for a worker); a TuiBatchError if any fails."""
+    class Ready(Message):
+        """Every record rendered for a job to start: the prompts, and how many are too
+        long for the local model's context."""
+
+        def __init__(self, rendered: TemplatePrompts, long: int) -> None:
+            super().__init__()
+            self.rendered, self.long = rendered, long
+
+    def render_for_start(self, settings: GenerationSettings, model: str | None) -> None:
+        """Render every record in a worker, then post `Ready`; a TuiBatchError at once for
+        a template that does not compile or no data file, a notification later for
+        records that cannot be rendered."""
         if self.data_path is None:
             raise TuiBatchError("No data file: give the records that fill the template.")
         path = self.template_path
         template = PromptTemplate(self.text, str(path) if path else "template")
-        return render_prompts(template, self.data_path, template_file=path, id_field=self.id_field)
+        render = partial(
+            render_prompts, template, self.data_path, template_file=path, id_field=self.id_field
+        )
+        self._render_records(render, settings, model)
+
+    @work(thread=True, exclusive=True, group="render", exit_on_error=False)
+    def _render_records(
+        self,
+        render: Callable[[], TemplatePrompts],
+        settings: GenerationSettings,
+        model: str | None,
+    ) -> None:
+        try:
+            rendered = render()
+        except TuiBatchError as exc:
+            self.app.call_from_thread(self.notify, str(exc), title="Cannot start", severity="error")
+            return
+        long = 0
+        if model is not None:
+            from tui_batch.models import long_prompts
+
+            # Only a warning: a model that cannot be read now says so when the job starts.
+            with suppress(TuiBatchError):
+                found = long_prompts(
+                    model, rendered.prompts, settings.n_ctx, settings.system_prompt
+                )
+                long = len(found)
+        self.post_message(self.Ready(rendered, long))
 
     # The live preview -----------------------------------------------------------------
 
