@@ -5,7 +5,10 @@ one run, alternating, best of `--repeats`:
   (a) the loop a person would write: `csv.DictReader` and `str.format`, no checks,
   (b) tui-batch's `validate(PromptTemplate(...), iter_records(path))`: streamed records,
       the Jinja2 sandbox with StrictUndefined, every variable checked in every record,
-and prints records/s for each, the ratio, and the process's peak RSS.
+and prints records/s for each, the ratio, and the process's peak RSS. Then, once:
+  (c) `render_prompts`, what `tui-batch run --template` does before a job is made: the
+      data file hashed, every record rendered and kept as a prompt with its id and
+      fields (a job holds its prompts), and the peak RSS after it.
 
     python benchmarks/templates.py [--records 1000000] [--repeats 3]
 """
@@ -21,6 +24,7 @@ import time
 from pathlib import Path
 
 from tui_batch.core.records import iter_records
+from tui_batch.core.template_job import render_prompts
 from tui_batch.core.templates import PromptTemplate, validate
 
 TEMPLATE = "Classify the sentiment of this review of {{ product }}: {{ review }}"
@@ -92,6 +96,15 @@ def main() -> None:
         print(f"{label:36}{best[name]:8.2f} s {args.records / best[name]:>12,.0f} records/s")
     print(
         f"(b) / (a) time: {best['ours'] / best['plain']:.2f}; peak RSS of this process {peak:.0f} MiB"
+    )
+    start = time.perf_counter()
+    rendered = render_prompts(PromptTemplate(TEMPLATE), path, id_field="id")
+    took = time.perf_counter() - start
+    assert len(rendered.prompts) == args.records
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        f"{'(c) tui-batch render_prompts':36}{took:8.2f} s {args.records / took:>12,.0f} "
+        f"records/s; peak RSS with every prompt kept {peak:.0f} MiB"
     )
 
 
