@@ -3,6 +3,7 @@ two `python -m llama_cpp.server` with the demo model, and our fault server for k
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tui_batch.core.jobfile import load_job_file
 from tui_batch.core.processor import BatchProcessor
 
 from conftest import EXAMPLES, run_cli
@@ -224,3 +226,49 @@ def test_run_prints_each_change_of_a_servers_state(data_dir):
     assert done.returncode == 0, done.stderr
     assert f"tui-batch: {fake.url}: HTTP 429; limit 2, paused 0.5s" in done.stderr
     assert f"tui-batch: {fake.url}: limit grows to 3" in done.stderr
+
+
+@pytest.mark.model
+def test_a_job_file_runs_a_template_on_real_servers_and_saves_back_the_same(
+    llama_servers, data_dir, tmp_path
+):
+    a, b = llama_servers
+    data = tmp_path / "rows.jsonl"
+    data.write_text(
+        "\n".join(
+            json.dumps({"n": n, "topic": t}) for n, t in enumerate(["tea", "rain", "{{ x }}"])
+        )
+        + "\n"
+    )
+    job_file = tmp_path / "job.toml"
+    job_file.write_text(
+        "[input]\n"
+        "template_text = '''\n+++\nmax_tokens = 6\n+++\nOne word about {{ topic }}.'''\n"
+        'data = "rows.jsonl"\nid_field = "n"\n\n'
+        f'[model]\nname = "{ALIAS}"\n\n'
+        f'[server]\nurls = ["{a}#1", "{b}#1"]\napi_key_env = "NO_KEY_HERE"\nrpm = 600\n'
+        "first_token_timeout = 60.0\nrequest_timeout = 120.0\nstream = false\n\n"
+        '[output]\nfile = "out.csv"\n'
+    )
+    done = run_cli("run", str(job_file), "--retries", "2")
+    assert done.returncode == 0, done.stderr
+    with (tmp_path / "out.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["id"], r["var_topic"]) for r in rows] == [
+        ("0", "tea"),
+        ("1", "rain"),
+        ("2", "{{ x }}"),
+    ]
+    assert all(r["success"] == "True" and 0 < int(r["tokens_out"]) <= 6 for r in rows)
+    (summary,) = BatchProcessor().list_checkpoints()
+    job, _ = BatchProcessor().load_job(summary.job_id)
+    assert [str(e) for e in job.server.endpoints] == [f"{a}#1", f"{b}#1"]
+    assert (job.server.rpm, job.server.request_timeout, job.retries) == (600, 120.0, 2)
+    assert job.server.stream is False  # whole answers: the server counts their tokens
+    assert job.model_id == ALIAS and job.template.id_field == "n"
+
+    again = tmp_path / "again.toml"
+    saved = run_cli("run", str(job_file), "--retries", "2", "--save-job", str(again))
+    assert saved.returncode == 0, saved.stderr
+    assert "[server]" in again.read_text() and "retries = 2" in again.read_text()
+    assert load_job_file(again) == {**load_job_file(job_file), "retries": 2}

@@ -66,8 +66,7 @@ class TemplateForm(Vertical):
                 compact=True,
             )
         yield Label(
-            "Template  [dim](Jinja2: {{ column }}; front matter between +++ lines sets "
-            "system and options)[/]"
+            "Template  [dim](Jinja2, {{ column }}; +++ front matter +++: system, options)[/]"
         )
         yield TemplateEditor(EXAMPLE, id="template-editor")
         yield Static(id="template-preview")
