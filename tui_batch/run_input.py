@@ -111,12 +111,16 @@ def warn_long_prompts(model: Path, run_input: RunInput, settings: GenerationSett
     from tui_batch.models import long_prompts
 
     found = long_prompts(model, run_input.prompts, settings.n_ctx, settings.system_prompt)
+    if not found:
+        return
     word = "record" if run_input.template is not None else "line"
+    numbers = {id(prompt): number for number, prompt in enumerate(run_input.prompts, start=1)}
     print_warnings(
         str(run_input.source_file),
         [
-            f"{word} {prompt.line}: about {tokens} tokens, longer than the context "
-            f"({settings.n_ctx}); it will fail (raise --n-ctx)"
+            (f"{word} {prompt.line}" if prompt.line else f"prompt {numbers[id(prompt)]}")
+            + f": about {tokens} tokens, longer than the context ({settings.n_ctx}); "
+            "it will fail (raise --n-ctx)"
             for prompt, tokens in found
         ],
     )
@@ -137,8 +141,7 @@ def save_job(args: argparse.Namespace) -> int:
 def check_template_files(job: BatchJob, force: bool) -> None:
     """A template job runs the prompts it stored; if its files changed since, stop
     unless told to go on (the results would not match the files any more)."""
-    assert job.template is not None
-    changes = job.template.changes()
+    changes = job.template.changes() if job.template is not None else []
     if not changes:
         return
     said = "; ".join(changes)
