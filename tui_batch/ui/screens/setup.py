@@ -28,6 +28,7 @@ from tui_batch.core.errors import TuiBatchError
 from tui_batch.core.jobfile import JOB_FILE_SUFFIX, load_job_file, save_job_file
 from tui_batch.core.jobs import Prompt
 from tui_batch.core.last_setup import load_last_setup, save_last_setup
+from tui_batch.core.prompts import PromptFile
 from tui_batch.core.settings import (
     DEFAULT_REMOTE_RETRIES,
     GenerationSettings,
@@ -153,7 +154,7 @@ class SetupScreen(Screen[None]):
     def _show_tab(self, tab: str) -> None:
         self.query_one("#input-tabs", TabbedContent).active = tab
 
-    def current_prompts(self) -> Any:
+    def current_prompts(self) -> PromptFile | None:
         """The prompts tab's prompts (None when it has none)."""
         return self.query_one(PromptsForm).current_prompts()
 
