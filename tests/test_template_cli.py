@@ -82,7 +82,9 @@ def test_a_missing_variable_stops_before_anything_runs(tmp_path):
     assert "Traceback" not in done.stderr
     lines = done.stderr.splitlines()
     assert lines[0] == f"tui-batch: error: 8 of 10 records of {data} cannot be rendered:"
-    assert lines[1:6] == [f"record {n}: no 'body' (the template uses it)" for n in range(3, 8)]
+    assert lines[1:6] == [
+        f"record {n}: no 'body' (the template uses it; the record has: title)" for n in range(3, 8)
+    ]
     assert lines[6] == "... and 3 more"
     assert BatchProcessor().list_checkpoints() == []  # no job was made
 

@@ -42,7 +42,7 @@ def test_missing_variables_are_reported_with_their_records():
     rows += [(n, {"title": "t"}) for n in range(4, 12)]
     found = validate(template, rows)
     assert (found.rendered, found.failed) == (3, 8) and not found.ok
-    assert found.problems[0] == "record 4: no 'body' (the template uses it)"
+    assert found.problems[0] == "record 4: no 'body' (the template uses it; the record has: title)"
     assert len(found.problems) == MAX_REPORTED
     assert found.summary().endswith("... and 3 more records like these")
     with pytest.raises(TemplateError, match="record 9: 'body' is undefined"):
@@ -232,3 +232,19 @@ def test_ids_must_be_there_and_unique(tmp_path, content, expected):
     data.write_text(content)
     with pytest.raises(TemplateError, match=f"^{re.escape(str(data))}, {re.escape(expected)}"):
         render_prompts(PromptTemplate("{{ t }}"), data, id_field="id")
+
+
+def test_row_holds_fields_whose_names_are_not_identifiers():
+    template = PromptTemplate('{{ row["Product Name"] }}: {{ review }}')
+    assert template.missing({"review": "ok"}) == []
+    assert template.render({"Product Name": "{{ kettle }}", "review": "ok"}) == "{{ kettle }}: ok"
+    with pytest.raises(TemplateError, match="record 2: 'dict object' has no attribute 'Product"):
+        template.render({"review": "ok"}, 2)
+    assert PromptTemplate("{{ row }}").render({"row": "mine"}) == "mine"  # a field wins
+
+
+def test_an_unknown_data_format_is_said_before_the_file_is_read(tmp_path):
+    from tui_batch.core.template_job import render_prompts
+
+    with pytest.raises(DataFileError, match=r"unknown data format '\.xlsx'"):
+        render_prompts(PromptTemplate("{{ a }}"), tmp_path / "missing.xlsx")

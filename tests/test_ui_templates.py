@@ -89,7 +89,7 @@ async def test_the_preview_follows_the_template_as_it_is_typed(tmp_path):
         await wait_until(pilot, lambda: "cannot be rendered" in preview(app), timeout=10)
         text = preview(app)
         assert "30 of 30 records cannot be rendered" in text
-        assert "record 1: no 'stars' (the template uses it)" in text
+        assert "record 1: no 'stars' (the template uses it; the record has: id, product, r" in text
         assert "… 25 more" in text
         assert editor._highlights  # the tag is highlighted
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from tui_batch.core.errors import TemplateError
 from tui_batch.core.jobs import Prompt
-from tui_batch.core.records import iter_records
+from tui_batch.core.records import data_format, iter_records
 from tui_batch.core.template_source import TemplateSource, file_sha256
 from tui_batch.core.templates import MAX_REPORTED, PromptTemplate, Rendered, render_all
 
@@ -48,6 +48,7 @@ def render_prompts(
     (one line each) if any record cannot be rendered, a DataFileError if the file is
     malformed. Empty renders are skipped with a warning."""
     data_path = Path(data_file)
+    data_format(data_path)  # an unknown kind of file is said before it is read
     digest = file_sha256(data_path)
     if id_field is not None and not id_field.strip():
         raise TemplateError("--id-field: give a column name")
@@ -83,7 +84,8 @@ def render_prompts(
             + more
         )
     if not prompts:
-        raise TemplateError(f"No prompts: {data_path} has no records that render to text")
+        why = "no records" if not records else "no records that render to text"
+        raise TemplateError(f"No prompts: {data_path} has {why}")
     source = TemplateSource(
         text=template.text,
         sha256=template.sha256,

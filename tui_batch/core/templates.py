@@ -6,6 +6,9 @@ A field's value is data: it is inserted as it is and never rendered again, so a 
 that says `{{ 7*7 }}` stays exactly that. A variable a record lacks is an error naming
 the record and the variable, never an empty string.
 
+Every field is also in `row`, a mapping, for names that are not identifiers:
+`{{ row["Product Name"] }}` (a field of its own called `row` wins).
+
 A template may open with front matter: TOML between two `+++` lines, setting the system
 prompt and per-request options for each record. A string there is itself a template,
 filled from the record like the prompt (`max_tokens = "{{ budget }}"`); a number or a
@@ -38,6 +41,10 @@ from tui_batch.core.template_source import text_sha256
 # Validation reports this many problems, then how many more there were.
 MAX_REPORTED = 5
 FRONT_MATTER = "+++"
+# The whole record, for fields whose names are not identifiers ("Product Name").
+ROW = "row"
+# A problem about a record names at most this many of the fields it has.
+SHOWN_FIELDS = 8
 # What front matter may set: the system prompt and what one request may set for itself.
 FRONT_MATTER_KEYS = ("system", *REQUEST_OPTIONS)
 TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
@@ -124,6 +131,7 @@ class PromptTemplate:
             else:
                 self._options[key] = compiled
         self.variables = frozenset(variables)
+        self._uses_row = ROW in self.variables
         self.sha256 = text_sha256(text)
 
     def _compile(
@@ -141,8 +149,8 @@ class PromptTemplate:
         return self._system is not None
 
     def missing(self, record: Mapping[str, Any]) -> list[str]:
-        """The variables `record` does not have, sorted."""
-        return sorted(name for name in self.variables if name not in record)
+        """The variables `record` does not have, sorted (`row` it always has)."""
+        return sorted(name for name in self.variables if name not in record and name != ROW)
 
     def render(self, record: Mapping[str, Any], number: int | None = None) -> str:
         """The template filled from `record`; a TemplateError saying which record and why."""
@@ -167,6 +175,8 @@ class PromptTemplate:
 
     def _fill(self, template: Any, record: Mapping[str, Any], number: int | None) -> str:
         where = f"{self.name}, record {number}" if number is not None else self.name
+        if self._uses_row and ROW not in record:
+            record = {**record, ROW: record}
         try:
             return template.render(record)
         except UndefinedError as exc:
@@ -220,7 +230,12 @@ def render_all(
         missing = template.missing(record)
         if missing:
             names = ", ".join(repr(name) for name in missing)
-            yield f"record {number}: no {names} (the template uses it)"
+            has = ", ".join(str(name) for name in list(record)[:SHOWN_FIELDS])
+            more = ", ..." if len(record) > SHOWN_FIELDS else ""
+            yield (
+                f"record {number}: no {names} (the template uses it; "
+                f"the record has: {has or 'no fields'}{more})"
+            )
             continue
         try:
             text, system, options = template.render_parts(record, number)
