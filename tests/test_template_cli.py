@@ -160,6 +160,7 @@ def test_save_job_then_run_it_makes_the_same_job_as_the_flags(tmp_path):
         ("[model\n", "job.toml, line 1: not valid TOML"),
         ("[server]\nurls = 5\n", "line 2: server.urls: expected a list of URLs, got 5"),
         ("[input]\nprompts = 'nope.txt'\n", "Prompts file not found"),
+        ("[model]\nname = 'x'\n", "job.toml says nothing to run: give [input] prompts"),
     ],
 )
 def test_job_file_mistakes_name_the_key_and_the_line(tmp_path, content, expected):

@@ -39,10 +39,11 @@ def apply_job_file(args: argparse.Namespace) -> None:
     """Split the positional argument into a prompts file or a job file, and fill every
     setting the command line left out from the job file."""
     source: Path | None = args.source
-    args.prompts = None
+    args.prompts = args.job_file = None
     if source is None or source.suffix.lower() != JOB_FILE_SUFFIX:
         args.prompts = source
         return
+    args.job_file = source
     values = load_job_file(source)
     if any(getattr(args, key, None) is not None for key in INPUT_KEYS):
         values = {k: v for k, v in values.items() if k not in INPUT_KEYS}
@@ -79,6 +80,11 @@ def check_input(args: argparse.Namespace) -> None:
         flag = "--data" if args.data is not None else "--id-field"
         raise SettingsError(f"{flag} fills a template: add --template FILE")
     if args.prompts is None and not template:
+        if getattr(args, "job_file", None) is not None:
+            raise SettingsError(
+                f"{args.job_file} says nothing to run: give [input] prompts, or template "
+                "(or template_text) and data"
+            )
         raise SettingsError(
             "nothing to run: give a prompts file, a job file (.toml), or --template "
             "FILE --data FILE"
