@@ -4,6 +4,7 @@ template is typed, a template job run on the real model, ctrl+s and opening a jo
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -188,3 +189,20 @@ async def test_resuming_a_job_whose_data_changed_asks_first(tmp_path):
         await wait_until(pilot, lambda: app.run_state is not None, timeout=10)
         await app.workers.wait_for_complete()
         assert app.run_state.job.done == 5  # the stored prompts, not the added record
+
+
+@pytest.mark.model
+async def test_the_preview_names_records_longer_than_the_context(tmp_path):
+    data = tmp_path / "d.jsonl"
+    rows = [{"t": "short"}, {"t": "word " * 300}, {"t": "fine"}, {"t": "lorem ipsum " * 200}]
+    data.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
+    app = TuiBatchApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.3)
+        await pilot.press("f2")
+        await pilot.pause()
+        app.screen.query_one(TemplateEditor).load_text("Say: {{ t }}")
+        await type_into(pilot, "#n_ctx", "256")
+        await type_into(pilot, "#data-path", str(data))
+        expected = "2 longer than the context (256) and will fail: records 2, 4"
+        await wait_until(pilot, lambda: expected in preview(app), timeout=20)

@@ -11,7 +11,6 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import Screen
 from textual.widgets import (
     Footer,
     Header,
@@ -25,7 +24,7 @@ from textual.widgets import (
 )
 
 from tui_batch.core.errors import TuiBatchError
-from tui_batch.core.jobfile import JOB_FILE_SUFFIX, load_job_file, save_job_file
+from tui_batch.core.jobfile import JOB_FILE_SUFFIX
 from tui_batch.core.jobs import Prompt
 from tui_batch.core.last_setup import load_last_setup, save_last_setup
 from tui_batch.core.prompts import PromptFile
@@ -37,12 +36,11 @@ from tui_batch.core.settings import (
     settings_from_text,
 )
 from tui_batch.core.template_job import TemplatePrompts
-from tui_batch.ui.screens.modals import FileBrowserScreen, SaveJobScreen
+from tui_batch.ui.screens.modals import FileBrowserScreen
 from tui_batch.ui.screens.setup_job import (
     COMMON_FIELDS,
+    JobFileScreen,
     extra_settings,
-    fill_form,
-    form_values,
     server_extras,
 )
 from tui_batch.ui.widgets.local_form import LocalForm
@@ -63,7 +61,7 @@ STRATEGIES = [
 ]
 
 
-class SetupScreen(Screen[None]):
+class SetupScreen(JobFileScreen):
     """Choose prompts (a file, typed, or a template and its data), a model and settings,
     then start."""
 
@@ -79,10 +77,6 @@ class SetupScreen(Screen[None]):
     def __init__(self, prompts_file: Path | None = None) -> None:
         super().__init__()
         self.initial_file = prompts_file
-        # Settings a loaded job file gave that the form has no field for (top_p, stop,
-        # the output file...): kept, used when the job starts, and saved again.
-        self.extras: dict[str, Any] = {}
-        self.job_file: Path | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -164,6 +158,21 @@ class SetupScreen(Screen[None]):
         form = self.query_one(PromptsForm)
         form.check_lengths(self._model_path(), self._n_ctx())
 
+    @on(Select.Changed, "#model")
+    @on(Select.Changed, "#run-on")
+    @on(Input.Changed, "#model-path")
+    @on(Input.Changed, "#n_ctx")
+    @on(Input.Changed, "#system")
+    def _template_context(self) -> None:
+        """The template preview counts tokens with the local model, for its context."""
+        form = self.query_one(TemplateForm)
+        model = None if self.on_servers else self._model_path()
+        system = self.query_one("#system", Input).value.strip() or None
+        context = (model, self._n_ctx(), system)
+        if context != form.context:
+            form.context = context
+            form.schedule_preview()
+
     def _n_ctx(self) -> int:
         try:
             return parse_number("n_ctx", self.query_one("#n_ctx", Input).value)
@@ -212,6 +221,9 @@ class SetupScreen(Screen[None]):
             self.notify("Choose Run on: Servers to test a connection.", severity="warning")
             return
         self.query_one(ServerForm).test_connection()
+
+    def check_form(self) -> None:
+        self._settings()
 
     def action_start(self) -> None:
         try:
@@ -362,40 +374,6 @@ class SetupScreen(Screen[None]):
             self.query_one(TemplateForm).set_data_path(path)
         else:
             self.query_one(PromptsForm).set_path(path)
-
-    def load_job(self, path: Path) -> None:
-        """Fill the whole form from a job file; a mistake in it is said, nothing changed."""
-        try:
-            values = load_job_file(path)
-            self.extras = fill_form(self, values)
-        except TuiBatchError as exc:
-            self.notify(str(exc), title="Job file", severity="error")
-            return
-        self.job_file = path
-        self._show_extras()
-        self.notify(f"Loaded {path}", title="Job file")
-
-    def _show_extras(self) -> None:
-        shown = ", ".join(f"{key} = {value!r:.40}" for key, value in self.extras.items())
-        self.query_one("#job-extras", Static).update(
-            Text(f"Also from the job file: {shown}", style="dim") if shown else ""
-        )
-
-    def action_save_job(self) -> None:
-        default = self.job_file or Path.cwd() / "job.toml"
-        self.app.push_screen(SaveJobScreen(default), self._save_job)
-
-    def _save_job(self, path: Path | None) -> None:
-        if path is None:
-            return
-        try:
-            self._settings()  # what is saved is what would run
-            saved = save_job_file(path, form_values(self, self.extras))
-        except TuiBatchError as exc:
-            self.notify(str(exc), title="Cannot save", severity="error")
-            return
-        self.job_file = saved
-        self.notify(f"Saved {saved}: run it with tui-batch run {saved}", title="Job file")
 
     def action_focus_typed(self) -> None:
         self._show_tab("prompts-tab")

@@ -6,11 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from rich.text import Text
 from textual.screen import Screen
-from textual.widgets import Input, Select, TabbedContent
+from textual.widgets import Input, Select, Static, TabbedContent
 
 from tui_batch.core.errors import ModelError, TuiBatchError
+from tui_batch.core.jobfile import load_job_file, save_job_file
 from tui_batch.core.servers import ServerSettings, server_settings_from_text
+from tui_batch.ui.screens.modals import SaveJobScreen
 from tui_batch.ui.widgets.local_form import LOCAL_FIELDS, LocalForm
 from tui_batch.ui.widgets.number_fields import default_text
 from tui_batch.ui.widgets.path_input import display_path
@@ -142,3 +145,52 @@ def _model_path(model: str) -> str:
         return str(resolve_model(model).path)
     except ModelError:
         return model
+
+
+class JobFileScreen(Screen[None]):
+    """A screen whose form loads from and saves to job files (job setup)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Settings a loaded job file gave that the form has no field for (top_p, stop,
+        # the output file...): kept, used when the job starts, and saved again.
+        self.extras: dict[str, Any] = {}
+        self.job_file: Path | None = None
+
+    def check_form(self) -> None:
+        """Raise a TuiBatchError if the form's settings would not run."""
+        raise NotImplementedError
+
+    def load_job(self, path: Path) -> None:
+        """Fill the whole form from a job file; a mistake in it is said, nothing changed."""
+        try:
+            values = load_job_file(path)
+            self.extras = fill_form(self, values)
+        except TuiBatchError as exc:
+            self.notify(str(exc), title="Job file", severity="error")
+            return
+        self.job_file = path
+        self._show_extras()
+        self.notify(f"Loaded {path}", title="Job file")
+
+    def _show_extras(self) -> None:
+        shown = ", ".join(f"{key} = {value!r:.40}" for key, value in self.extras.items())
+        self.query_one("#job-extras", Static).update(
+            Text(f"Also from the job file: {shown}", style="dim") if shown else ""
+        )
+
+    def action_save_job(self) -> None:
+        default = self.job_file or Path.cwd() / "job.toml"
+        self.app.push_screen(SaveJobScreen(default), self._save_job)
+
+    def _save_job(self, path: Path | None) -> None:
+        if path is None:
+            return
+        try:
+            self.check_form()  # what is saved is what would run
+            saved = save_job_file(path, form_values(self, self.extras))
+        except TuiBatchError as exc:
+            self.notify(str(exc), title="Cannot save", severity="error")
+            return
+        self.job_file = saved
+        self.notify(f"Saved {saved}: run it with tui-batch run {saved}", title="Job file")

@@ -24,14 +24,11 @@ from tui_batch.core.records import DATA_FORMATS, iter_records
 from tui_batch.core.settings import GenerationSettings
 from tui_batch.core.template_job import TemplatePrompts, render_prompts
 from tui_batch.core.template_source import read_template
-from tui_batch.core.templates import MAX_REPORTED, PromptTemplate, Rendered, render_all
-from tui_batch.ui.text import one_line
+from tui_batch.core.templates import PromptTemplate, render_all
 from tui_batch.ui.widgets.path_input import PathSuggester
 from tui_batch.ui.widgets.template_editor import TemplateEditor
+from tui_batch.ui.widgets.template_preview import Preview
 
-# The preview shows this many rendered prompts, each cut to this many lines.
-PREVIEW_RECORDS = 3
-PREVIEW_LINES = 6
 # Typing pauses this long before the preview is recomputed.
 PREVIEW_DELAY = 0.3
 # The preview reports progress through a big data file every this many records.
@@ -46,6 +43,9 @@ class TemplateForm(Vertical):
         super().__init__(**kwargs)
         self._timer: Timer | None = None
         self._loaded_text: str | None = None  # the template file's text, as read
+        # The local model, its context and the system prompt, for the length check
+        # (no model: on servers); job setup keeps it current.
+        self.context: tuple[str | None, int, str | None] = (None, 0, None)
 
     def compose(self) -> ComposeResult:
         yield Label(f"Data file  [dim]({' '.join(DATA_FORMATS)}; ctrl+o browse, → accepts)[/]")
@@ -188,10 +188,12 @@ class TemplateForm(Vertical):
         self._timer = self.set_timer(PREVIEW_DELAY, self._start_preview)
 
     def _start_preview(self) -> None:
-        self.preview(self.text, self.data_path, self.id_field)
+        model, n_ctx, system = self.context
+        preview = Preview(self.id_field, model, n_ctx)
+        self.preview(self.text, self.data_path, preview, system)
 
     @work(thread=True, exclusive=True, group="template-preview", exit_on_error=False)
-    def preview(self, text: str, data: Path | None, id_field: str | None) -> None:
+    def preview(self, text: str, data: Path | None, preview: Preview, system: str | None) -> None:
         """Render the records in this thread; show the first few and every problem."""
         worker = get_current_worker()
         try:
@@ -204,72 +206,19 @@ class TemplateForm(Vertical):
             said = "No data file yet" if data is None else f"Data file not found: {data}"
             self._post(Text(f"{said}. The template uses: {names}", style="dim"))
             return
-        shown: list[Rendered] = []
-        problems: list[str] = []
-        count = failed = empty = 0
         try:
             for item in render_all(template, iter_records(data)):
                 if worker.is_cancelled:
                     return
-                count += 1
-                if isinstance(item, str):
-                    failed += 1
-                    if len(problems) < MAX_REPORTED:
-                        problems.append(item)
-                elif not item.prompt.strip():
-                    empty += 1
-                elif id_field is not None and id_field not in item.record:
-                    failed += 1
-                    if len(problems) < MAX_REPORTED:
-                        problems.append(f"record {item.number}: no id column {id_field!r}")
-                elif len(shown) < PREVIEW_RECORDS:
-                    shown.append(item)
-                if count % PROGRESS_EVERY == 0:
-                    self._post(self._report(count, failed, empty, problems, shown, id_field, False))
+                preview.add(item)
+                if preview.count % PROGRESS_EVERY == 0:
+                    self._post(preview.report(done=False))
         except TuiBatchError as exc:
             self._post(Text(str(exc), style="bold red"))
             return
-        self._post(self._report(count, failed, empty, problems, shown, id_field, True))
+        preview.count_tokens(system)
+        if not worker.is_cancelled:
+            self._post(preview.report(done=True))
 
     def _post(self, text: Text) -> None:
         self.app.call_from_thread(self.query_one("#template-preview", Static).update, text)
-
-    @staticmethod
-    def _report(
-        count: int,
-        failed: int,
-        empty: int,
-        problems: list[str],
-        shown: list[Rendered],
-        id_field: str | None,
-        done: bool,
-    ) -> Text:
-        text = Text(no_wrap=True, overflow="ellipsis")
-        status = f"{count:,} records" + ("" if done else " so far…")
-        if failed:
-            text.append(f"✗ {failed:,} of {status} cannot be rendered\n", style="bold red")
-            for problem in problems:
-                text.append_text(one_line(f"  {problem}", style="red"))
-                text.append("\n")
-            if failed > len(problems):
-                text.append(f"  … {failed - len(problems):,} more\n", style="red")
-        else:
-            text.append(f"✓ {status}", style="bold green")
-            text.append(", all render\n" if done else "\n")
-        if empty:
-            text.append(f"{empty:,} render empty and will be skipped\n", style="yellow")
-        for item in shown:
-            text.append("\n")
-            name = item.record.get(id_field) if id_field else None
-            text.append(f"record {item.number}", style="bold")
-            text.append(f" (id {name})\n" if name is not None else "\n", style="dim")
-            if item.system:
-                text.append_text(one_line(f"  system: {item.system}", style="italic"))
-                text.append("\n")
-            lines = item.prompt.strip().splitlines()
-            for line in lines[:PREVIEW_LINES]:
-                text.append_text(one_line(f"  {line}"))
-                text.append("\n")
-            if len(lines) > PREVIEW_LINES:
-                text.append(f"  … {len(lines) - PREVIEW_LINES} more lines\n", style="dim")
-        return text

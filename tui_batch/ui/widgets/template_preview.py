@@ -1,0 +1,112 @@
+"""What the template tab's preview says: how many records render, the first problems,
+the first prompts, and which records are too long for the local model's context."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rich.text import Text
+
+from tui_batch.core.errors import TuiBatchError
+from tui_batch.core.jobs import Prompt
+from tui_batch.core.templates import MAX_REPORTED, Rendered
+from tui_batch.models import TEMPLATE_TOKENS, long_prompts
+from tui_batch.ui.text import one_line
+
+# The preview shows this many rendered prompts, each cut to this many lines.
+PREVIEW_RECORDS = 3
+PREVIEW_LINES = 6
+# At most this many records that could be too long are counted with the tokenizer, and
+# this many of those that are named.
+MAX_LENGTH_CHECKS = 2000
+SHOWN_LONG = 10
+
+
+@dataclass(slots=True)
+class Preview:
+    """The records seen so far: counted, their problems and the first prompts kept.
+
+    `model` and `n_ctx` are the local model and its context, when the job runs on one:
+    records long enough to maybe not fit are kept to be counted at the end."""
+
+    id_field: str | None = None
+    model: str | None = None
+    n_ctx: int = 0
+    count: int = 0
+    failed: int = 0
+    empty: int = 0
+    problems: list[str] = field(default_factory=list)
+    shown: list[Rendered] = field(default_factory=list)
+    maybe_long: list[Prompt] = field(default_factory=list)
+    long: list[int] = field(default_factory=list)
+
+    def add(self, item: Rendered | str) -> None:
+        self.count += 1
+        if isinstance(item, str):
+            self._problem(item)
+        elif not item.prompt.strip():
+            self.empty += 1
+        elif self.id_field is not None and self.id_field not in item.record:
+            self._problem(f"record {item.number}: no id column {self.id_field!r}")
+        else:
+            if len(self.shown) < PREVIEW_RECORDS:
+                self.shown.append(item)
+            size = len(item.prompt.encode("utf-8")) + len((item.system or "").encode("utf-8"))
+            could_be_long = size >= self.n_ctx - TEMPLATE_TOKENS  # a token is a byte or more
+            if self.model and could_be_long and len(self.maybe_long) < MAX_LENGTH_CHECKS:
+                self.maybe_long.append(Prompt(item.prompt, system=item.system, line=item.number))
+
+    def _problem(self, problem: str) -> None:
+        self.failed += 1
+        if len(self.problems) < MAX_REPORTED:
+            self.problems.append(problem)
+
+    def count_tokens(self, system_prompt: str | None) -> None:
+        """Which of the records kept are longer than the context, by the model's
+        tokenizer (a model that cannot be read now is said when the job starts)."""
+        if not self.model or not self.maybe_long:
+            return
+        try:
+            found = long_prompts(self.model, self.maybe_long, self.n_ctx, system_prompt)
+        except TuiBatchError:
+            return
+        self.long = [prompt.line or 0 for prompt, _ in found]
+
+    def report(self, done: bool) -> Text:
+        text = Text(no_wrap=True, overflow="ellipsis")
+        status = f"{self.count:,} records" + ("" if done else " so far…")
+        if self.failed:
+            text.append(f"✗ {self.failed:,} of {status} cannot be rendered\n", style="bold red")
+            for problem in self.problems:
+                text.append_text(one_line(f"  {problem}", style="red"))
+                text.append("\n")
+            if self.failed > len(self.problems):
+                text.append(f"  … {self.failed - len(self.problems):,} more\n", style="red")
+        else:
+            text.append(f"✓ {status}", style="bold green")
+            text.append(", all render\n" if done else "\n")
+        if self.empty:
+            text.append(f"{self.empty:,} render empty and will be skipped\n", style="yellow")
+        if self.long:
+            numbers = ", ".join(map(str, self.long[:SHOWN_LONG]))
+            more = ", …" if len(self.long) > SHOWN_LONG else ""
+            text.append(
+                f"{len(self.long):,} longer than the context ({self.n_ctx}) and will fail: "
+                f"records {numbers}{more}\n",
+                style="yellow",
+            )
+        for item in self.shown:
+            text.append("\n")
+            name = item.record.get(self.id_field) if self.id_field else None
+            text.append(f"record {item.number}", style="bold")
+            text.append(f" (id {name})\n" if name is not None else "\n", style="dim")
+            if item.system:
+                text.append_text(one_line(f"  system: {item.system}", style="italic"))
+                text.append("\n")
+            lines = item.prompt.strip().splitlines()
+            for line in lines[:PREVIEW_LINES]:
+                text.append_text(one_line(f"  {line}"))
+                text.append("\n")
+            if len(lines) > PREVIEW_LINES:
+                text.append(f"  … {len(lines) - PREVIEW_LINES} more lines\n", style="dim")
+        return text
