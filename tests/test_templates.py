@@ -248,3 +248,16 @@ def test_an_unknown_data_format_is_said_before_the_file_is_read(tmp_path):
 
     with pytest.raises(DataFileError, match=r"unknown data format '\.xlsx'"):
         render_prompts(PromptTemplate("{{ a }}"), tmp_path / "missing.xlsx")
+
+
+def test_rendering_stops_when_cancelled(tmp_path):
+    import threading
+
+    from tui_batch.core.template_job import render_prompts
+
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"a": 1}\n' * 10)
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(TemplateError, match="Rendering stopped"):
+        render_prompts(PromptTemplate("{{ a }}"), data, cancel=cancel)

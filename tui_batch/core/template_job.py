@@ -12,6 +12,7 @@ changed since (then it stops unless forced).
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,10 +44,12 @@ def render_prompts(
     *,
     template_file: str | Path | None = None,
     id_field: str | None = None,
+    cancel: threading.Event | None = None,
 ) -> TemplatePrompts:
     """Render every record of `data_file`; a TemplateError listing the first problems
     (one line each) if any record cannot be rendered, a DataFileError if the file is
-    malformed. Empty renders are skipped with a warning."""
+    malformed. Empty renders are skipped with a warning. `cancel`, once set, stops it
+    (a TemplateError saying so) between records."""
     data_path = Path(data_file)
     data_format(data_path)  # an unknown kind of file is said before it is read
     digest = file_sha256(data_path)
@@ -59,6 +62,8 @@ def render_prompts(
     ids: dict[str, int] = {}
     records = 0
     for item in render_all(template, _with_id_check(iter_records(data_path), id_field, data_path)):
+        if cancel is not None and cancel.is_set():
+            raise TemplateError("Rendering stopped")
         records += 1
         if isinstance(item, str):
             failed += 1

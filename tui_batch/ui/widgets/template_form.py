@@ -155,13 +155,16 @@ class TemplateForm(Vertical):
     @work(thread=True, exclusive=True, group="render", exit_on_error=False)
     def _render_records(
         self,
-        render: Callable[[], TemplatePrompts],
+        render: Callable[..., TemplatePrompts],
         settings: GenerationSettings,
         model: str | None,
     ) -> None:
+        worker = get_current_worker()
         try:
-            rendered = render()
+            rendered = render(cancel=worker.cancelled_event)  # stops when the app quits
         except TuiBatchError as exc:
+            if worker.is_cancelled:
+                return
             self.app.call_from_thread(self.notify, str(exc), title="Cannot start", severity="error")
             return
         long = 0
