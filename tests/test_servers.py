@@ -140,6 +140,7 @@ def test_a_checkpoint_from_before_servers_reads_and_upgrades(tmp_path):
     with sqlite3.connect(path) as connection:  # make it a format 1 file again
         connection.execute("ALTER TABLE results DROP COLUMN endpoint")
         connection.execute("ALTER TABLE results DROP COLUMN attempt_log")
+        connection.execute("ALTER TABLE results DROP COLUMN ttft")
         connection.execute(
             "INSERT INTO results VALUES (0, 'old', 1, 2, 0.5, 1, NULL, 1, 'stop', NULL, NULL)"
         )
@@ -151,10 +152,30 @@ def test_a_checkpoint_from_before_servers_reads_and_upgrades(tmp_path):
     )
     processor.save_checkpoint(loaded, [new])
     with sqlite3.connect(path) as connection:
-        assert connection.execute("PRAGMA user_version").fetchone() == (2,)
+        assert connection.execute("PRAGMA user_version").fetchone() == (3,)
     _, results = processor.load_job(job.job_id)
     assert [r.response_text for r in results] == ["old", "new"]
     assert results[1].attempt_log == [Attempt("http://x/v1", 200)]
+
+
+def test_a_format_2_checkpoint_reads_and_gains_ttft(tmp_path):
+    processor = BatchProcessor(tmp_path)
+    job = processor.create_job("m", ["a", "b"])
+    path = tmp_path / f"batch_{job.job_id}.db"
+    with sqlite3.connect(path) as connection:
+        connection.execute("ALTER TABLE results DROP COLUMN ttft")
+        connection.execute(
+            "INSERT INTO results VALUES (0, 'old', 1, 2, 0.5, 1, NULL, 1, 'stop', NULL, NULL, "
+            "NULL, NULL)"
+        )
+        connection.execute("PRAGMA user_version = 2")
+    loaded, results = processor.load_job(job.job_id)
+    assert results[0].ttft is None
+    processor.save_checkpoint(loaded, [BatchResult(1, "b", "new", ttft=0.25)])
+    _, results = processor.load_job(job.job_id)
+    assert [(r.response_text, r.ttft) for r in results] == [("old", None), ("new", 0.25)]
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("PRAGMA user_version").fetchone() == (3,)
 
 
 def test_server_sent_events_are_read_as_the_spec_says():

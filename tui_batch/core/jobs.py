@@ -203,7 +203,8 @@ class BatchResult:
     """The outcome of one prompt (the guide's fields, plus bookkeeping).
 
     Remote jobs also record the `endpoint` that answered and every request sent
-    (`attempt_log`); `attempts` counts those requests.
+    (`attempt_log`); `attempts` counts those requests. `ttft` is the time to the first
+    streamed text of the attempt that produced the result.
     """
 
     prompt_index: int
@@ -221,6 +222,8 @@ class BatchResult:
     completed_at: str | None = None
     endpoint: str | None = None
     attempt_log: list[Attempt] = field(default_factory=list)
+    # Seconds from the start to the first streamed text (None: nothing was streamed).
+    ttft: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

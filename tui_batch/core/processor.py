@@ -198,6 +198,7 @@ class _Run:
         self.results: dict[int, BatchResult] = {}
         self.unsaved: list[BatchResult] = []
         self.started: dict[int, tuple[float, str, int]] = {}
+        self.first_text: dict[int, float] = {}  # when each running prompt first streamed
         self.retry_queue: list[tuple[float, int, int]] = []
 
     def execute(
@@ -267,6 +268,7 @@ class _Run:
                 if task is None:
                     break
                 self.started[task.index] = (self.clock(), utc_now(), task.attempt)
+                self.first_text.pop(task.index, None)
                 self._emit(events.PromptStarted(task.index, task.attempt))
                 try:
                     backend.submit(task)
@@ -316,6 +318,7 @@ class _Run:
         """Record a finished task, or schedule its retry; return the result if recorded."""
         job = self.job
         start, started_at, attempt = self.started.pop(completion.index)
+        first_text = self.first_text.pop(completion.index, None)
         if not completion.success and completion.retryable and attempt <= job.retries:
             delay = job.retry_backoff * 2 ** (attempt - 1)
             heapq.heappush(
@@ -341,6 +344,7 @@ class _Run:
             completed_at=utc_now(),
             endpoint=completion.endpoint,
             attempt_log=completion.attempt_log,
+            ttft=_ttft(completion, start, first_text),
         )
         self.results[completion.index] = result
         self.unsaved.append(result)
@@ -376,8 +380,18 @@ class _Run:
         self._emit(events.JobStateChanged(self.job.job_id, status))
 
     def _token(self, index: int, text: str) -> None:
+        if text and index in self.started:
+            self.first_text.setdefault(index, self.clock())
         self._emit(events.TokensStreamed(index, text))
 
     def _emit(self, event: events.BatchEvent) -> None:
         if self.on_event is not None:
             self.on_event(event)
+
+
+def _ttft(completion: Completion, start: float, first_text: float | None) -> float | None:
+    """Time to first token: the server's, measured on the request that answered, where
+    there is one; else from the start to the first streamed text here."""
+    if completion.attempt_log and completion.attempt_log[-1].ttft is not None:
+        return completion.attempt_log[-1].ttft
+    return None if first_text is None else max(0.0, first_text - start)

@@ -29,6 +29,7 @@ RESULT_COLUMNS = (
     "completed_at",
     "endpoint",
     "attempt_log",
+    "ttft",
 )
 
 
@@ -77,6 +78,8 @@ def result_from_row(values: Sequence[Any], prompt: Prompt) -> BatchResult:
             raise CheckpointError(f"a result has a wrong {key}: {row[key]!r:.40}")
     if not isinstance(row["response_text"], str) or not isinstance(row["duration"], (int, float)):
         raise CheckpointError(f"result {row['prompt_index']} is damaged")
+    if row["ttft"] is not None and not isinstance(row["ttft"], (int, float)):
+        raise CheckpointError(f"result {row['prompt_index']} has a wrong ttft")
     for key in ("error_message", "finish_reason", "started_at", "completed_at", "endpoint"):
         if row[key] is not None and not isinstance(row[key], str):
             raise CheckpointError(f"result {row['prompt_index']} has a wrong {key}")
@@ -104,4 +107,5 @@ def result_row(result: BatchResult) -> tuple[Any, ...]:
         result.completed_at,
         result.endpoint,
         json.dumps([a.to_dict() for a in result.attempt_log]) if result.attempt_log else None,
+        result.ttft,
     )

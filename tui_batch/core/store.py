@@ -34,14 +34,18 @@ from tui_batch.core.jobs import (
 from tui_batch.core.rows import RESULT_COLUMNS, JobSummary, result_from_row, result_row
 from tui_batch.core.scratch import remove_stale, scratch_file
 
-# 2 added the results' endpoint and attempt_log; a version 1 file is upgraded in place
-# when a run writes to it, and read as it is.
-SCHEMA_VERSION = 2
-_UPGRADE_FROM_1 = (
-    "ALTER TABLE results ADD COLUMN endpoint TEXT",
-    "ALTER TABLE results ADD COLUMN attempt_log TEXT",
-    "PRAGMA user_version = 2",
-)
+# 2 added the results' endpoint and attempt_log, 3 their time to first token; an older
+# file is upgraded in place when a run writes to it, and read as it is.
+SCHEMA_VERSION = 3
+_UPGRADES = {
+    1: (
+        "ALTER TABLE results ADD COLUMN endpoint TEXT",
+        "ALTER TABLE results ADD COLUMN attempt_log TEXT",
+    ),
+    2: ("ALTER TABLE results ADD COLUMN ttft REAL",),
+}
+# The result columns each older format lacks (read as NULL).
+_MISSING = {1: ("endpoint", "attempt_log", "ttft"), 2: ("ttft",), SCHEMA_VERSION: ()}
 CHECKPOINT_PREFIX = "batch_"
 CHECKPOINT_SUFFIX = ".db"
 _SCHEMA = f"""
@@ -60,7 +64,8 @@ CREATE TABLE results (
     started_at TEXT,
     completed_at TEXT,
     endpoint TEXT,
-    attempt_log TEXT
+    attempt_log TEXT,
+    ttft REAL
 );
 PRAGMA user_version = {SCHEMA_VERSION};
 """
@@ -348,8 +353,10 @@ class CheckpointWriter:
         try:
             self._connection = _connect(path)
             (version,) = self._connection.execute("PRAGMA user_version").fetchone()
-            if version == 1:
-                self._connection.executescript(f"BEGIN;{';'.join(_UPGRADE_FROM_1)};COMMIT;")
+            if version in _UPGRADES:
+                steps = [s for v in sorted(_UPGRADES) if v >= version for s in _UPGRADES[v]]
+                steps.append(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                self._connection.executescript(f"BEGIN;{';'.join(steps)};COMMIT;")
         except sqlite3.Error as exc:
             raise _storage_error("open checkpoint", path, exc) from None
 
@@ -414,15 +421,15 @@ def _header_json(job: BatchJob) -> str:
 
 
 def result_columns(connection: sqlite3.Connection, prefix: str = "") -> str:
-    """The SELECT list for RESULT_COLUMNS; a version 1 file lacks the newer ones."""
+    """The SELECT list for RESULT_COLUMNS; an older file lacks the newer ones."""
     (version,) = connection.execute("PRAGMA user_version").fetchone()
-    old = ("endpoint", "attempt_log") if version == 1 else ()
+    old = _MISSING.get(version, ())
     return ", ".join("NULL" if c in old else f"{prefix}{c}" for c in RESULT_COLUMNS)
 
 
 def _read_header(connection: sqlite3.Connection) -> Any:
     (version,) = connection.execute("PRAGMA user_version").fetchone()
-    if version not in (1, SCHEMA_VERSION):
+    if version not in _MISSING:
         raise CheckpointError(f"not a tui-batch checkpoint (format version {version})")
     row = connection.execute("SELECT header FROM job WHERE id = 1").fetchone()
     if row is None:
