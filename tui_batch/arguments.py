@@ -18,6 +18,7 @@ from tui_batch.core.servers import (
     server_settings_from_text,
 )
 from tui_batch.core.settings import LIMITS, GenerationSettings, JobOptions
+from tui_batch.core.stats import Prices
 
 EXIT_USAGE = 2
 
@@ -130,6 +131,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="CSV: keep cells that start with = + - @ as they are",
     )
 
+    stats = commands.add_parser(
+        "stats",
+        help="a job's figures: counts, tokens/s, latency and first-token percentiles, "
+        "failures by reason, per server, cost",
+    )
+    stats.add_argument("job_id")
+    stats.add_argument("--json", action="store_true", help="print JSON")
+    _add_price_options(stats)
+
     models = commands.add_parser(
         "models", help="list the GGUF models found, or the models a server serves"
     )
@@ -178,6 +188,28 @@ def _add_server_options(parser: argparse.ArgumentParser, resuming: bool = False)
         default=None,
         help="ask for whole answers instead of streams",
     )
+
+
+def _add_price_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--price-in",
+        type=float,
+        metavar="PRICE",
+        help="what a million input tokens cost; with --price-out, shows the cost",
+    )
+    parser.add_argument(
+        "--price-out", type=float, metavar="PRICE", help="what a million output tokens cost"
+    )
+
+
+def prices(args: argparse.Namespace) -> Prices | None:
+    """The prices given, or None; one without the other is an error."""
+    given = (getattr(args, "price_in", None), getattr(args, "price_out", None))
+    if given == (None, None):
+        return None
+    if None in given:
+        raise SettingsError("give both --price-in and --price-out (per million tokens)")
+    return Prices(*given)
 
 
 def _add_template_options(parser: argparse.ArgumentParser) -> None:

@@ -16,6 +16,7 @@ from tui_batch.arguments import (
     EXIT_USAGE,
     build_parser,
     given_settings,
+    prices,
     server_flags_given,
     server_settings,
 )
@@ -52,7 +53,7 @@ from tui_batch.terminal import ProgressPrinter, cancel_on_signals, print_table
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 
 
-COMMANDS = ("run", "resume", "checkpoints", "export", "models")
+COMMANDS = ("run", "resume", "checkpoints", "export", "stats", "models")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -65,6 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "resume": command_resume,
         "checkpoints": command_checkpoints,
         "export": command_export,
+        "stats": command_stats,
         "models": command_models,
     }
     try:
@@ -336,6 +338,22 @@ def command_export(args: argparse.Namespace) -> int:
         f"Exported {len(results)} results of job {job.job_id} to {path} ({output_format})",
         file=sys.stderr,
     )
+    return EXIT_OK
+
+
+def command_stats(args: argparse.Namespace) -> int:
+    from tui_batch.core.stats import job_stats
+    from tui_batch.stats_text import stats_lines
+
+    processor = BatchProcessor()
+    path = processor.store.path_for(args.job_id)
+    if not path.exists():
+        raise CheckpointError(f"No checkpoint for job {args.job_id} in {processor.checkpoint_dir}")
+    figures = job_stats(path, prices(args))
+    if args.json:
+        print(json.dumps(figures.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        print("\n".join(stats_lines(figures)))
     return EXIT_OK
 
 

@@ -212,7 +212,8 @@ class _Run:
             pending = deque(i for i in range(job.total_prompts) if i not in self.results)
             self.tracker = ProgressTracker(job.total_prompts, job.completed, job.failed, self.clock)
             if pending:
-                self.backend.begin(job, self._token if self.on_event else None)
+                # Text streams always: its first piece times the prompt's first token.
+                self.backend.begin(job, self._token)
                 try:
                     status, reason = self._loop(writer, pending)
                 finally:
@@ -380,9 +381,10 @@ class _Run:
         self._emit(events.JobStateChanged(self.job.job_id, status))
 
     def _token(self, index: int, text: str) -> None:
-        if text and index in self.started:
-            self.first_text.setdefault(index, self.clock())
-        self._emit(events.TokensStreamed(index, text))
+        if text and index in self.started and index not in self.first_text:
+            self.first_text[index] = self.clock()
+        if self.on_event is not None:
+            self.on_event(events.TokensStreamed(index, text))
 
     def _emit(self, event: events.BatchEvent) -> None:
         if self.on_event is not None:

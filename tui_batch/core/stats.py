@@ -1,0 +1,313 @@
+"""The figures of a job, computed with SQL over its checkpoint (never by loading every
+result into Python), so they cost the same while a job runs as after, at any size.
+
+Latency, time to first token and tokens/s per prompt are over the prompts that
+succeeded, as nearest-rank percentiles (the value at rank ceil(p/100 * n)). The job's
+tokens/s is over its active time: from the first start to the last finish, less the gaps
+when nothing ran (between a stop and a resume). Failures are grouped by their message with
+numbers and ids taken out (`normalise_error`), so "Prompt is 2300 tokens" and "Prompt is
+2410 tokens" are one group; HTTP status codes are kept.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sqlite3
+from contextlib import closing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tui_batch.core.errors import CheckpointError, SettingsError
+from tui_batch.core.jobs import BatchJob
+from tui_batch.core.store import _read_header, connect_read_only, read_snapshot
+
+PERCENTILES = (50, 90, 99)
+# A failure group lists this many example prompts.
+EXAMPLES = 3
+# The throughput chart has at most this many buckets.
+BUCKETS = 60
+
+_UUID = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.I)
+_HEX = re.compile(r"\b(?=[0-9a-f]*\d)[0-9a-f]{8,}\b", re.I)
+_ID = re.compile(r"\b(?:req|chatcmpl|batch|call|run|msg)[-_][A-Za-z0-9_-]+")
+_NUMBER = re.compile(r"(?<!HTTP )(?<![\w.])\d+(?:\.\d+)*")
+_SPACES = re.compile(r"\s+")
+
+
+def normalise_error(message: str | None) -> str:
+    """A failure's message with what differs between prompts taken out: ids, hashes and
+    numbers become `<id>` and `N` (an HTTP status code is kept); one line, at most 200
+    characters."""
+    text = _SPACES.sub(" ", message or "(no message)").strip()
+    text = _UUID.sub("<id>", text)
+    text = _ID.sub("<id>", text)
+    text = _HEX.sub("<id>", text)
+    text = _NUMBER.sub("N", text)
+    return text[:200]
+
+
+@dataclass(frozen=True, slots=True)
+class Prices:
+    """What a million tokens cost, in the user's currency."""
+
+    input: float
+    output: float
+
+    def __post_init__(self) -> None:
+        for name in ("input", "output"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise SettingsError(f"Price per million {name} tokens: expected a number")
+            if not math.isfinite(value) or value < 0:
+                raise SettingsError(
+                    f"Price per million {name} tokens: must be 0 or more, got {value}"
+                )
+
+
+@dataclass(slots=True)
+class Spread:
+    """A figure over prompts: how many, mean, nearest-rank percentiles and max (None
+    when there is no value)."""
+
+    count: int = 0
+    mean: float | None = None
+    p50: float | None = None
+    p90: float | None = None
+    p99: float | None = None
+    max: float | None = None
+
+
+@dataclass(slots=True)
+class FailureGroup:
+    reason: str
+    count: int
+    examples: list[int]  # prompt indexes, the first few
+    message: str  # one of the messages, whole
+
+
+@dataclass(slots=True)
+class EndpointStats:
+    endpoint: str
+    results: int = 0
+    failed: int = 0
+    tokens_output: int = 0
+    mean_latency: float | None = None
+    requests: int = 0
+    request_errors: int = 0
+    mean_ttft: float | None = None
+
+
+@dataclass(slots=True)
+class JobStats:
+    """Every figure of one job; `to_dict` is the `stats --json` document."""
+
+    job_id: str
+    model_id: str
+    status: str
+    total: int
+    completed: int = 0
+    failed: int = 0
+    tokens_input: int = 0
+    tokens_output: int = 0
+    active_seconds: float = 0.0
+    latency: Spread = field(default_factory=Spread)
+    ttft: Spread = field(default_factory=Spread)
+    prompt_tokens_per_second: Spread = field(default_factory=Spread)
+    attempts: dict[int, int] = field(default_factory=dict)
+    failures: list[FailureGroup] = field(default_factory=list)
+    endpoints: list[EndpointStats] = field(default_factory=list)
+    bucket_seconds: int = 1
+    throughput: list[tuple[int, int, int]] = field(default_factory=list)  # offset s, tok, n
+    prices: Prices | None = None
+
+    @property
+    def done(self) -> int:
+        return self.completed + self.failed
+
+    @property
+    def pending(self) -> int:
+        return max(0, self.total - self.done)
+
+    @property
+    def success_rate(self) -> float:
+        return 100.0 * self.completed / self.done if self.done else 0.0
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens_output / self.active_seconds if self.active_seconds else 0.0
+
+    @property
+    def cost(self) -> dict[str, float] | None:
+        if self.prices is None:
+            return None
+        cost_in = self.tokens_input / 1e6 * self.prices.input
+        cost_out = self.tokens_output / 1e6 * self.prices.output
+        return {"input": cost_in, "output": cost_out, "total": cost_in + cost_out}
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["attempts"] = {str(k): v for k, v in self.attempts.items()}
+        data["throughput"] = [
+            {"offset_seconds": t, "tokens_output": n, "results": r} for t, n, r in self.throughput
+        ]
+        data.update(
+            pending=self.pending,
+            success_rate=round(self.success_rate, 2),
+            tokens_per_second=round(self.tokens_per_second, 3),
+            cost=self.cost,
+        )
+        if self.prices is None:
+            del data["prices"], data["cost"]
+        return data
+
+
+def job_stats(path: str | Path, prices: Prices | None = None) -> JobStats:
+    """The figures of the job in checkpoint `path`, read in one snapshot; a damaged
+    file is a CheckpointError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint not found: {path}")
+    try:
+        with closing(connect_read_only(path)) as connection, read_snapshot(connection):
+            connection.create_function("normalise", 1, normalise_error, deterministic=True)
+            job = BatchJob.from_header(_read_header(connection), [])
+            header_total = _read_header(connection).get("total_prompts")
+            stats = JobStats(
+                job.job_id,
+                job.model_id,
+                job.status.value,
+                header_total if isinstance(header_total, int) else 0,
+                prices=prices,
+            )
+            _fill(connection, stats)
+    except (sqlite3.Error, ValueError, TypeError, CheckpointError) as exc:
+        raise CheckpointError(f"Unreadable checkpoint {path}: {exc}") from None
+    return stats
+
+
+_SUCCEEDED = "success = 1"
+_SECONDS = "CAST(strftime('%s', {}) AS INTEGER)"
+
+
+def _fill(connection: sqlite3.Connection, stats: JobStats) -> None:
+    has_ttft = "ttft" in {row[1] for row in connection.execute("PRAGMA table_info(results)")}
+    count, succeeded, tokens_in, tokens_out = connection.execute(
+        "SELECT COUNT(*), TOTAL(success), TOTAL(tokens_input), TOTAL(tokens_output) FROM results"
+    ).fetchone()
+    stats.completed, stats.failed = int(succeeded), count - int(succeeded)
+    stats.tokens_input, stats.tokens_output = int(tokens_in), int(tokens_out)
+    stats.latency = _spread(connection, "duration")
+    if has_ttft:
+        stats.ttft = _spread(connection, "ttft")
+    stats.prompt_tokens_per_second = _spread(
+        connection, "tokens_output / duration", "duration > 0 AND tokens_output > 0"
+    )
+    stats.attempts = dict(
+        connection.execute("SELECT attempts, COUNT(*) FROM results GROUP BY attempts ORDER BY 1")
+    )
+    stats.failures = _failures(connection)
+    stats.endpoints = _endpoints(connection)
+    stats.active_seconds = _active_seconds(connection)
+    stats.bucket_seconds, stats.throughput = _throughput(connection)
+
+
+def _spread(connection: sqlite3.Connection, value: str, where: str = "1") -> Spread:
+    condition = f"{_SUCCEEDED} AND ({value}) IS NOT NULL AND {where}"
+    count, mean, largest = connection.execute(
+        f"SELECT COUNT(*), AVG({value}), MAX({value}) FROM results WHERE {condition}"
+    ).fetchone()
+    if not count:
+        return Spread()
+    ranks = {p: max(1, math.ceil(p / 100 * count)) for p in PERCENTILES}
+    found = dict(
+        connection.execute(
+            f"SELECT rn, v FROM (SELECT {value} AS v, ROW_NUMBER() OVER (ORDER BY {value}) AS rn "
+            f"FROM results WHERE {condition}) WHERE rn IN ({','.join('?' * len(ranks))})",
+            tuple(ranks.values()),
+        )
+    )
+    values = {f"p{p}": found[rank] for p, rank in ranks.items()}
+    return Spread(count=count, mean=mean, max=largest, **values)
+
+
+def _failures(connection: sqlite3.Connection) -> list[FailureGroup]:
+    groups = [
+        FailureGroup(reason, count, [], message)
+        for reason, count, message in connection.execute(
+            "SELECT normalise(error_message) AS reason, COUNT(*), MIN(error_message) "
+            "FROM results WHERE success = 0 GROUP BY reason ORDER BY 2 DESC, 1"
+        )
+    ]
+    by_reason = {group.reason: group for group in groups}
+    for reason, index in connection.execute(
+        "SELECT reason, prompt_index FROM (SELECT normalise(error_message) AS reason, "
+        "prompt_index, ROW_NUMBER() OVER (PARTITION BY normalise(error_message) "
+        f"ORDER BY prompt_index) AS rn FROM results WHERE success = 0) WHERE rn <= {EXAMPLES} "
+        "ORDER BY prompt_index"
+    ):
+        by_reason[reason].examples.append(index)
+    for group in groups:
+        group.message = group.message or "(no message)"
+    return groups
+
+
+def _endpoints(connection: sqlite3.Connection) -> list[EndpointStats]:
+    found: dict[str, EndpointStats] = {}
+    for endpoint, results, succeeded, tokens, latency in connection.execute(
+        "SELECT endpoint, COUNT(*), TOTAL(success), TOTAL(tokens_output), "
+        f"AVG(CASE WHEN {_SUCCEEDED} THEN duration END) FROM results "
+        "WHERE endpoint IS NOT NULL GROUP BY endpoint ORDER BY endpoint"
+    ):
+        found[endpoint] = EndpointStats(
+            endpoint, results, results - int(succeeded), int(tokens), latency
+        )
+    for endpoint, requests, errors, ttft in connection.execute(
+        "SELECT json_extract(a.value, '$.endpoint') AS ep, COUNT(*), "
+        "TOTAL(json_extract(a.value, '$.error') IS NOT NULL), "
+        "AVG(json_extract(a.value, '$.ttft')) "
+        "FROM results, json_each(results.attempt_log) AS a "
+        "WHERE results.attempt_log IS NOT NULL AND json_valid(results.attempt_log) "
+        "GROUP BY ep ORDER BY ep"
+    ):
+        if not isinstance(endpoint, str):
+            continue
+        entry = found.setdefault(endpoint, EndpointStats(endpoint))
+        entry.requests, entry.request_errors, entry.mean_ttft = requests, int(errors), ttft
+    return list(found.values())
+
+
+def _active_seconds(connection: sqlite3.Connection) -> float:
+    """From the first start to the last finish, less the gaps when nothing ran."""
+    start, end = _SECONDS.format("started_at"), _SECONDS.format("completed_at")
+    row = connection.execute(
+        f"WITH spans AS (SELECT {start} AS s, MAX({end}, {start}) AS e FROM results "
+        "WHERE started_at IS NOT NULL AND completed_at IS NOT NULL), "
+        "ordered AS (SELECT s, e, MAX(e) OVER (ORDER BY s, e ROWS BETWEEN UNBOUNDED "
+        "PRECEDING AND 1 PRECEDING) AS before FROM spans) "
+        "SELECT MAX(e) - MIN(s), TOTAL(CASE WHEN before IS NOT NULL AND s > before "
+        "THEN s - before ELSE 0 END) FROM ordered"
+    ).fetchone()
+    span, gaps = row
+    if span is None:
+        return 0.0
+    # Timestamps are whole seconds: a run shorter than one still took some time.
+    return max(1.0, float(span - gaps)) if span or gaps else 1.0
+
+
+def _throughput(connection: sqlite3.Connection) -> tuple[int, list[tuple[int, int, int]]]:
+    """Tokens generated and results finished per bucket of time from the first start."""
+    start, end = _SECONDS.format("started_at"), _SECONDS.format("completed_at")
+    first, last = connection.execute(
+        f"SELECT MIN({start}), MAX({end}) FROM results WHERE completed_at IS NOT NULL"
+    ).fetchone()
+    if first is None or last is None:
+        return 1, []
+    width = max(1, math.ceil((last - first + 1) / BUCKETS))
+    rows = connection.execute(
+        f"SELECT ({end} - ?) / ? AS b, TOTAL(tokens_output), COUNT(*) FROM results "
+        "WHERE completed_at IS NOT NULL GROUP BY b ORDER BY b",
+        (first, width),
+    )
+    return width, [(int(b) * width, int(tokens), n) for b, tokens, n in rows if b is not None]

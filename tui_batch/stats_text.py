@@ -1,0 +1,115 @@
+"""`tui-batch stats`: a job's figures as a readable report for a terminal."""
+
+from __future__ import annotations
+
+from tui_batch.core.progress import format_duration
+from tui_batch.core.stats import JobStats, Spread
+
+# Failure groups and examples printed before "... and N more".
+SHOWN_GROUPS = 10
+BARS = " ▁▂▃▄▅▆▇█"
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def spread_row(name: str, spread: Spread, shown=_seconds) -> tuple[str, ...]:
+    return (
+        name,
+        str(spread.count),
+        shown(spread.mean),
+        shown(spread.p50),
+        shown(spread.p90),
+        shown(spread.p99),
+        shown(spread.max),
+    )
+
+
+def stats_lines(stats: JobStats) -> list[str]:
+    """The report, line by line (tables aligned)."""
+    lines = [
+        f"Job {stats.job_id} on {stats.model_id}: {stats.status}",
+        f"  prompts    {stats.total:,} total, {stats.completed:,} succeeded, "
+        f"{stats.failed:,} failed, {stats.pending:,} not run "
+        f"(success rate {stats.success_rate:.1f}%)",
+        f"  tokens     {stats.tokens_input:,} in, {stats.tokens_output:,} out",
+        f"  speed      {stats.tokens_per_second:.1f} generated tokens/s over "
+        f"{format_duration(stats.active_seconds)} active",
+    ]
+    cost = stats.cost
+    if cost is not None and stats.prices is not None:
+        lines.append(
+            f"  cost       {cost['total']:.4f} ({cost['input']:.4f} in at "
+            f"{stats.prices.input:g}/M, {cost['output']:.4f} out at {stats.prices.output:g}/M)"
+        )
+    rows = [("", "n", "mean", "p50", "p90", "p99", "max")]
+    rows.append(spread_row("latency", stats.latency))
+    rows.append(spread_row("first token", stats.ttft))
+    rows.append(spread_row("tok/s a prompt", stats.prompt_tokens_per_second, _rate))
+    lines += ["", "Per prompt (succeeded)", *_table(rows)]
+    if stats.attempts:
+        tries = ", ".join(
+            f"{count:,} in {n} {'try' if n == 1 else 'tries'}"
+            for n, count in stats.attempts.items()
+        )
+        lines += ["", f"Attempts   {tries}"]
+    if stats.failures:
+        lines += ["", "Failures by reason"]
+        for group in stats.failures[:SHOWN_GROUPS]:
+            examples = ", ".join(str(i) for i in group.examples)
+            lines.append(f"  {group.count:>6,}  {group.reason}  (prompts {examples}, ...)")
+        if len(stats.failures) > SHOWN_GROUPS:
+            lines.append(f"  ... and {len(stats.failures) - SHOWN_GROUPS} more reasons")
+    if stats.endpoints:
+        rows = [("server", "results", "failed", "tokens out", "mean latency", "requests",
+                 "request errors", "mean first token")]  # fmt: skip
+        for e in stats.endpoints:
+            rows.append(
+                (
+                    e.endpoint,
+                    f"{e.results:,}",
+                    f"{e.failed:,}",
+                    f"{e.tokens_output:,}",
+                    _seconds(e.mean_latency),
+                    f"{e.requests:,}",
+                    f"{e.request_errors:,}",
+                    _seconds(e.mean_ttft),
+                )
+            )
+        lines += ["", "Per server", *_table(rows)]
+    if stats.throughput:
+        lines += ["", *throughput_lines(stats)]
+    return lines
+
+
+def throughput_lines(stats: JobStats) -> list[str]:
+    """Tokens generated over time as one line of bars, a bucket a character."""
+    width = stats.bucket_seconds
+    by_offset = {offset: tokens for offset, tokens, _ in stats.throughput}
+    last = max(by_offset)
+    values = [by_offset.get(offset, 0) for offset in range(0, last + 1, width)]
+    peak = max(values) or 1
+    bars = "".join(BARS[min(len(BARS) - 1, round(v / peak * (len(BARS) - 1)))] for v in values)
+    return [
+        f"Tokens generated over time, {width} s a bar (peak {peak / width:.1f} tok/s):",
+        f"  {bars}",
+    ]
+
+
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        "  "
+        + "  ".join(
+            cell.ljust(width) if i == 0 else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        for row in rows
+    ]
