@@ -188,7 +188,11 @@ def job_stats(path: str | Path, prices: Prices | None = None) -> JobStats:
 
 
 _SUCCEEDED = "success = 1"
-_SECONDS = "CAST(strftime('%s', {}) AS INTEGER)"
+_VERSION = tuple(int(part) for part in sqlite3.sqlite_version.split("."))
+# A timestamp as Unix seconds: unixepoch() where SQLite has it (3.38), a third faster.
+_SECONDS = "unixepoch({})" if _VERSION >= (3, 38) else "CAST(strftime('%s', {}) AS INTEGER)"
+# Computed once, not once per use (3.35 and later).
+_ONCE = "MATERIALIZED" if _VERSION >= (3, 35) else ""
 
 
 def _fill(connection: sqlite3.Connection, stats: JobStats) -> None:
@@ -282,7 +286,7 @@ def _active_seconds(connection: sqlite3.Connection) -> float:
     """From the first start to the last finish, less the gaps when nothing ran."""
     start, end = _SECONDS.format("started_at"), _SECONDS.format("completed_at")
     row = connection.execute(
-        f"WITH spans AS (SELECT {start} AS s, MAX({end}, {start}) AS e FROM results "
+        f"WITH spans AS {_ONCE} (SELECT {start} AS s, MAX({end}, {start}) AS e FROM results "
         "WHERE started_at IS NOT NULL AND completed_at IS NOT NULL), "
         "ordered AS (SELECT s, e, MAX(e) OVER (ORDER BY s, e ROWS BETWEEN UNBOUNDED "
         "PRECEDING AND 1 PRECEDING) AS before FROM spans) "
