@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import NoReturn
 
 from tui_batch import __version__
+from tui_batch.core.compare import ORDERS, STATES
 from tui_batch.core.errors import SettingsError
-from tui_batch.core.export import EXPORT_FORMATS
+from tui_batch.core.export import EXPORT_FORMATS, STATS_FORMAT
 from tui_batch.core.servers import (
     DEFAULT_KEY_ENV,
     SERVER_DEFAULTS,
@@ -123,7 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser("export", help="export a job's results")
     export.add_argument("job_id")
-    export.add_argument("--format", choices=EXPORT_FORMATS, default=None)
+    export.add_argument(
+        "--format",
+        choices=(*EXPORT_FORMATS, STATS_FORMAT),
+        default=None,
+        help=f"results as {', '.join(EXPORT_FORMATS)} (default: from --out's extension), "
+        f"or {STATS_FORMAT}: the job's figures, as `tui-batch stats --json` prints them",
+    )
     export.add_argument("--out", type=Path, required=True)
     export.add_argument(
         "--allow-formulas",
@@ -139,6 +146,21 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("job_id")
     stats.add_argument("--json", action="store_true", help="print JSON")
     _add_price_options(stats)
+
+    compare = commands.add_parser(
+        "compare", help="jobs over the same prompts side by side: identical, different, failed"
+    )
+    compare.add_argument("job_ids", nargs="+", metavar="JOB", help="two to eight job ids")
+    shape = compare.add_mutually_exclusive_group()
+    shape.add_argument("--json", action="store_true", help="the summary and every row as JSON")
+    shape.add_argument("--csv", action="store_true", help="every row as CSV")
+    compare.add_argument("--out", type=Path, help="write the JSON or CSV here, not to stdout")
+    compare.add_argument("--sort", choices=ORDERS, default="index", help="row order")
+    compare.add_argument("--state", choices=STATES, help="only rows in this state")
+    compare.add_argument("--search", metavar="TEXT", help="only rows whose id or answers hold TEXT")
+    compare.add_argument(
+        "--limit", type=int, default=20, metavar="N", help="rows printed as text (default 20)"
+    )
 
     models = commands.add_parser(
         "models", help="list the GGUF models found, or the models a server serves"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import threading
@@ -16,7 +17,6 @@ from tui_batch.arguments import (
     EXIT_USAGE,
     build_parser,
     given_settings,
-    prices,
     server_flags_given,
     server_settings,
 )
@@ -27,7 +27,7 @@ from tui_batch.core.errors import (
     SettingsError,
     TuiBatchError,
 )
-from tui_batch.core.export import check_output_path, format_for_path
+from tui_batch.core.export import STATS_FORMAT, check_output_path, format_for_path
 from tui_batch.core.jobfile import JOB_FILE_SUFFIX
 from tui_batch.core.jobs import BatchJob, BatchResult, JobStatus
 from tui_batch.core.paths import ensure_private_dir, outputs_dir
@@ -41,6 +41,7 @@ from tui_batch.core.servers import (
 from tui_batch.core.settings import settings_from_text
 from tui_batch.core.store import JobLock
 from tui_batch.gguf import format_count
+from tui_batch.reports import command_compare, command_stats
 from tui_batch.run_input import (
     apply_job_file,
     check_template_files,
@@ -50,10 +51,10 @@ from tui_batch.run_input import (
 )
 from tui_batch.terminal import ProgressPrinter, cancel_on_signals, print_table
 
-EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
+EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 130, 141
 
 
-COMMANDS = ("run", "resume", "checkpoints", "export", "stats", "models")
+COMMANDS = ("run", "resume", "checkpoints", "export", "stats", "compare", "models")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -67,6 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "checkpoints": command_checkpoints,
         "export": command_export,
         "stats": command_stats,
+        "compare": command_compare,
         "models": command_models,
     }
     try:
@@ -77,6 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ntui-batch: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `tui-batch compare A B --csv | head`: the reader has enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 def _looks_like_prompts_file(arg: str) -> bool:
@@ -334,26 +339,8 @@ def command_export(args: argparse.Namespace) -> int:
     path = processor.export_results(
         job, results, args.out, output_format, neutralise_formulas=not args.allow_formulas
     )
-    print(
-        f"Exported {len(results)} results of job {job.job_id} to {path} ({output_format})",
-        file=sys.stderr,
-    )
-    return EXIT_OK
-
-
-def command_stats(args: argparse.Namespace) -> int:
-    from tui_batch.core.stats import job_stats
-    from tui_batch.stats_text import stats_lines
-
-    processor = BatchProcessor()
-    path = processor.store.path_for(args.job_id)
-    if not path.exists():
-        raise CheckpointError(f"No checkpoint for job {args.job_id} in {processor.checkpoint_dir}")
-    figures = job_stats(path, prices(args))
-    if args.json:
-        print(json.dumps(figures.to_dict(), indent=2, ensure_ascii=False))
-    else:
-        print("\n".join(stats_lines(figures)))
+    what = "the figures" if output_format == STATS_FORMAT else f"{len(results)} results"
+    print(f"Exported {what} of job {job.job_id} to {path} ({output_format})", file=sys.stderr)
     return EXIT_OK
 
 

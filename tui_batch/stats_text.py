@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tui_batch.core.compare import STATES, CompareRow, CompareSummary
 from tui_batch.core.progress import format_duration
 from tui_batch.core.stats import JobStats, Spread
 
@@ -113,3 +114,43 @@ def _table(rows: list[tuple[str, ...]]) -> list[str]:
         ).rstrip()
         for row in rows
     ]
+
+
+def _one_line(text: str | None, width: int) -> str:
+    flat = " ".join((text or "").split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def compare_lines(summary: CompareSummary, rows: list[CompareRow], total: int) -> list[str]:
+    """The comparison's summary, then `rows` (a page of `total`), one line each."""
+    states = " · ".join(f"{state} {summary.states.get(state, 0):,}" for state in STATES)
+    lines = [
+        f"{len(summary.jobs)} jobs, {summary.rows:,} prompts matched on {summary.matched_on}",
+        f"  {states}",
+        "",
+    ]
+    table = [("job", "model", "results", "success", "tokens out", "mean latency")]
+    for side in summary.jobs:
+        table.append(
+            (
+                side.job_id,
+                side.model_id,
+                f"{side.results:,}",
+                f"{side.success_rate:.1f}%",
+                f"{side.tokens_output:,}",
+                _seconds(side.mean_latency),
+            )
+        )
+    lines += _table(table)
+    if rows:
+        lines.append("")
+        width = max(12, 60 // len(summary.jobs))
+        for row in rows:
+            answers = "  |  ".join(
+                _one_line(a.text if a.success is not False else f"(failed: {a.error})", width)
+                for a in row.answers
+            )
+            lines.append(f"  {_one_line(row.key, 24):24}  {row.state:9}  {answers}")
+    if total > len(rows):
+        lines.append(f"  ... {total - len(rows):,} more rows (--limit N, or --json / --csv)")
+    return lines

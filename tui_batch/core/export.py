@@ -23,6 +23,8 @@ from tui_batch.core.jobs import BatchJob, BatchResult
 from tui_batch.core.scratch import remove_stale, scratch_file
 
 EXPORT_FORMATS = ("json", "csv", "jsonl")
+# `export` also writes a job's figures (`tui-batch stats --json`) as a file.
+STATS_FORMAT = "stats-json"
 CSV_COLUMNS = (
     "index",
     "prompt",
@@ -76,9 +78,18 @@ def export_results(
         "json": lambda out: _write_json(out, job, results),
         "csv": lambda out: _write_csv(out, job, results, neutralise_formulas),
         "jsonl": lambda out: _write_jsonl(out, job, results),
+        STATS_FORMAT: lambda out: _write_stats(out, job),
     }
     if format not in writers:
-        raise ExportError(f"Unknown export format {format!r} (use {', '.join(EXPORT_FORMATS)})")
+        raise ExportError(f"Unknown export format {format!r} (use {', '.join(writers)})")
+    return write_file(output_file, writers[format], protected)
+
+
+def write_file(
+    output_file: str | Path, write: Callable[[IO[str]], None], protected: Sequence[str | Path] = ()
+) -> Path:
+    """Write a file through `write` into a scratch file, then rename it into place (an
+    ExportError, and nothing left behind, if that fails)."""
     path = check_output_path(output_file, protected)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -88,7 +99,7 @@ def export_results(
         raise ExportError(f"Cannot write {path}: {exc.strerror}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
-            writers[format](out)
+            write(out)
         os.replace(temp_name, path)
     except BaseException as exc:
         Path(temp_name).unlink(missing_ok=True)
@@ -185,6 +196,20 @@ def _guard(value: str, neutralise: bool) -> str:
     if neutralise and value.lstrip(_SKIPPED_BEFORE_FORMULA).startswith(FORMULA_PREFIXES):
         return "'" + value
     return value
+
+
+def guard_cell(value: str) -> str:
+    """A CSV cell a spreadsheet will not run as a formula."""
+    return _guard(value, True)
+
+
+def _write_stats(out: IO[str], job: BatchJob) -> None:
+    from tui_batch.core.stats import job_stats
+
+    if not job.checkpoint_file:
+        raise ExportError(f"Job {job.job_id} has no checkpoint to compute its figures from")
+    json.dump(job_stats(job.checkpoint_file).to_dict(), out, ensure_ascii=False, indent=2)
+    out.write("\n")
 
 
 def _write_csv(

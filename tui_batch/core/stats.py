@@ -21,7 +21,7 @@ from typing import Any
 
 from tui_batch.core.errors import CheckpointError, SettingsError
 from tui_batch.core.jobs import BatchJob
-from tui_batch.core.store import _read_header, connect_read_only, read_snapshot
+from tui_batch.core.store import connect_read_only, read_header, read_snapshot
 
 PERCENTILES = (50, 90, 99)
 # A failure group lists this many example prompts.
@@ -172,8 +172,9 @@ def job_stats(path: str | Path, prices: Prices | None = None) -> JobStats:
     try:
         with closing(connect_read_only(path)) as connection, read_snapshot(connection):
             connection.create_function("normalise", 1, normalise_error, deterministic=True)
-            job = BatchJob.from_header(_read_header(connection), [])
-            header_total = _read_header(connection).get("total_prompts")
+            header = read_header(connection)
+            job = BatchJob.from_header(header, [])
+            header_total = header.get("total_prompts")
             stats = JobStats(
                 job.job_id,
                 job.model_id,

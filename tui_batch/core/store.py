@@ -257,7 +257,7 @@ class CheckpointStore:
             raise CheckpointError(f"Checkpoint not found: {path}")
         try:
             with closing(connect_read_only(path)) as connection, read_snapshot(connection):
-                header = _read_header(connection)
+                header = read_header(connection)
                 prompts = []
                 for index, data in connection.execute("SELECT idx, data FROM prompts ORDER BY idx"):
                     if index != len(prompts):
@@ -321,7 +321,7 @@ class CheckpointStore:
         name = path.name[len(CHECKPOINT_PREFIX) : -len(CHECKPOINT_SUFFIX)]
         try:
             with closing(connect_read_only(path)) as connection:
-                header = _read_header(connection)
+                header = read_header(connection)
             job = BatchJob.from_header(header, [])
         except (sqlite3.Error, ValueError, TypeError, RecursionError, CheckpointError) as exc:
             return JobSummary(job_id=name, checkpoint_file=str(path), unreadable=str(exc))
@@ -427,11 +427,13 @@ def result_columns(connection: sqlite3.Connection, prefix: str = "") -> str:
     return ", ".join("NULL" if c in old else f"{prefix}{c}" for c in RESULT_COLUMNS)
 
 
-def _read_header(connection: sqlite3.Connection) -> Any:
-    (version,) = connection.execute("PRAGMA user_version").fetchone()
+def read_header(connection: sqlite3.Connection, schema: str = "main") -> Any:
+    """The job record of the checkpoint open as `schema` (an attached one, say), as
+    JSON; a CheckpointError for a file that is not one of ours."""
+    (version,) = connection.execute(f"PRAGMA {schema}.user_version").fetchone()
     if version not in _MISSING:
         raise CheckpointError(f"not a tui-batch checkpoint (format version {version})")
-    row = connection.execute("SELECT header FROM job WHERE id = 1").fetchone()
+    row = connection.execute(f"SELECT header FROM {schema}.job WHERE id = 1").fetchone()
     if row is None:
         raise CheckpointError("checkpoint has no job record")
     if not isinstance(row[0], str):

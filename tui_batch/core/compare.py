@@ -1,0 +1,341 @@
+"""Two or more jobs over the same prompts, side by side, from their checkpoints.
+
+Prompts are matched on their custom ids when every prompt of every job has one, else on
+their text (with the system prompt): the n-th occurrence of a text in one job with the
+n-th in another. The matching is a temporary table in an in-memory database with the
+checkpoints attached read-only; the rows, the counts and the sorts are SQL over it, so
+the first page of a comparison of two 100,000-result jobs needs no result in Python.
+
+Each matched prompt has a state: `identical` (every job answered it, all alike),
+`different`, `failed` (it failed in at least one), `not run` (a job has no result for it
+yet) or `missing` (a job does not have the prompt at all).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import sqlite3
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tui_batch.core.errors import CheckpointError, SettingsError
+from tui_batch.core.jobs import BatchJob
+from tui_batch.core.store import read_header
+
+STATES = ("identical", "different", "failed", "not run", "missing")
+ORDERS = ("index", "length", "latency")
+# SQLite attaches at most 10 databases by default.
+MAX_JOBS = 8
+_WORD = re.compile(r"\s+|[^\s]+")
+
+
+@dataclass(slots=True)
+class JobSide:
+    """One compared job: what it is and how it did over the matched prompts."""
+
+    job_id: str
+    model_id: str
+    prompts: int
+    results: int = 0
+    succeeded: int = 0
+    tokens_output: int = 0
+    mean_latency: float | None = None
+
+    @property
+    def success_rate(self) -> float:
+        return 100.0 * self.succeeded / self.results if self.results else 0.0
+
+
+@dataclass(slots=True)
+class CompareSummary:
+    jobs: list[JobSide]
+    matched_on: str  # "custom id" or "prompt text"
+    states: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def rows(self) -> int:
+        return sum(self.states.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "matched_on": self.matched_on,
+            "prompts": self.rows,
+            "states": {state: self.states.get(state, 0) for state in STATES},
+            "jobs": [
+                {
+                    "job_id": j.job_id,
+                    "model_id": j.model_id,
+                    "prompts": j.prompts,
+                    "results": j.results,
+                    "succeeded": j.succeeded,
+                    "success_rate": round(j.success_rate, 2),
+                    "tokens_output": j.tokens_output,
+                    "mean_latency": j.mean_latency,
+                }
+                for j in self.jobs
+            ],
+        }
+
+
+@dataclass(slots=True)
+class Answer:
+    """One job's answer to a matched prompt (None fields: no result, or no prompt)."""
+
+    index: int | None
+    success: bool | None = None
+    text: str | None = None
+    error: str | None = None
+    tokens_output: int | None = None
+    duration: float | None = None
+
+
+@dataclass(slots=True)
+class CompareRow:
+    row: int
+    key: str
+    prompt: str
+    state: str
+    answers: list[Answer]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "prompt": self.prompt,
+            "state": self.state,
+            "answers": [
+                {
+                    "prompt_index": a.index,
+                    "success": a.success,
+                    "response": a.text,
+                    "error": a.error,
+                    "tokens_output": a.tokens_output,
+                    "duration": a.duration,
+                }
+                for a in self.answers
+            ],
+        }
+
+
+class Comparison:
+    """Jobs compared: their summary, and their matched prompts a page at a time."""
+
+    def __init__(self, paths: Sequence[str | Path]) -> None:
+        if not 2 <= len(paths) <= MAX_JOBS:
+            raise SettingsError(f"Compare two to {MAX_JOBS} jobs, not {len(paths)}")
+        self.paths = [Path(p) for p in paths]
+        self.connection = sqlite3.connect(":memory:", check_same_thread=False)
+        try:
+            self.sides = [self._attach(n, path) for n, path in enumerate(self.paths)]
+            self.matched_on = self._match()
+        except (sqlite3.Error, ValueError, TypeError) as exc:
+            self.close()
+            raise CheckpointError(f"Cannot compare: {exc}") from None
+        except BaseException:
+            self.close()
+            raise
+        self._select = self._row_sql()
+
+    def close(self) -> None:
+        self.connection.close()
+
+    def __enter__(self) -> Comparison:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _attach(self, n: int, path: Path) -> JobSide:
+        if not path.is_file():
+            raise CheckpointError(f"Checkpoint not found: {path}")
+        uri = f"{path.resolve().as_uri()}?mode=ro"
+        self.connection.execute(f"ATTACH DATABASE ? AS j{n}", (uri,))
+        try:
+            header = read_header(self.connection, f"j{n}")
+            job = BatchJob.from_header(header, [])
+        except CheckpointError as exc:
+            raise CheckpointError(f"Unreadable checkpoint {path}: {exc}") from None
+        (prompts,) = self.connection.execute(f"SELECT COUNT(*) FROM j{n}.prompts").fetchone()
+        return JobSide(job.job_id, job.model_id, prompts)
+
+    def _match(self) -> str:
+        """Fill the temporary table `matched`: one row per prompt, each job's index."""
+        keyed = []
+        all_ids = True
+        for n in range(len(self.sides)):
+            rows = self.connection.execute(
+                f"SELECT idx, json_extract(data, '$.custom_id'), json_extract(data, '$.text'), "
+                f"json_extract(data, '$.system') FROM j{n}.prompts ORDER BY idx"
+            ).fetchall()
+            all_ids = all_ids and all(custom_id is not None for _, custom_id, _, _ in rows)
+            keyed.append(rows)
+        by_id = all_ids
+        columns = ", ".join(f"i{n} INTEGER" for n in range(len(self.sides)))
+        self.connection.execute(
+            f"CREATE TEMP TABLE matched (row INTEGER PRIMARY KEY, key TEXT, {columns})"
+        )
+        order: dict[tuple[str, int], list[int | None]] = {}
+        for n, rows in enumerate(keyed):
+            seen: dict[str, int] = {}
+            for index, custom_id, text, system in rows:
+                key = str(custom_id) if by_id else f"{system or ''}\x00{text or ''}"
+                occurrence = seen.get(key, 0)
+                seen[key] = occurrence + 1
+                slots = order.setdefault((key, occurrence), [None] * len(keyed))
+                slots[n] = index
+        marks = ", ".join("?" * (len(self.sides) + 1))
+        self.connection.executemany(
+            f"INSERT INTO matched (key, {', '.join(f'i{n}' for n in range(len(self.sides)))}) "
+            f"VALUES ({marks})",
+            (
+                (key.split("\x00", 1)[-1] if not by_id else key, *slots)
+                for (key, _), slots in order.items()
+            ),
+        )
+        return "custom id" if by_id else "prompt text"
+
+    def _row_sql(self) -> str:
+        n = range(len(self.sides))
+        answers = ", ".join(
+            f"m.i{k}, r{k}.success, r{k}.response_text, r{k}.error_message, "
+            f"r{k}.tokens_output, r{k}.duration"
+            for k in n
+        )
+        joins = " ".join(f"LEFT JOIN j{k}.results r{k} ON r{k}.prompt_index = m.i{k}" for k in n)
+        prompt = (
+            "COALESCE("
+            + ", ".join(
+                f"(SELECT json_extract(data, '$.text') FROM j{k}.prompts WHERE idx = m.i{k})"
+                for k in n
+            )
+            + ")"
+        )
+        missing = " OR ".join(f"m.i{k} IS NULL" for k in n)
+        not_run = " OR ".join(f"r{k}.prompt_index IS NULL" for k in n)
+        failed = " OR ".join(f"r{k}.success = 0" for k in n)
+        same = " AND ".join(f"r{k}.response_text = r0.response_text" for k in n if k)
+        state = (
+            f"CASE WHEN {missing} THEN 'missing' WHEN {not_run} THEN 'not run' "
+            f"WHEN {failed} THEN 'failed' WHEN {same} THEN 'identical' ELSE 'different' END"
+        )
+        lengths = [f"COALESCE(LENGTH(r{k}.response_text), 0)" for k in n]
+        latencies = [f"COALESCE(r{k}.duration, 0)" for k in n]
+        self._orders = {
+            "index": "m.row",
+            "length": f"MAX({', '.join(lengths)}) - MIN({', '.join(lengths)}) DESC, m.row",
+            "latency": f"MAX({', '.join(latencies)}) - MIN({', '.join(latencies)}) DESC, m.row",
+        }
+        self._search = " OR ".join(
+            ["m.key LIKE :pattern ESCAPE '\\'"]
+            + [f"r{k}.response_text LIKE :pattern ESCAPE '\\'" for k in n]
+        )
+        return (
+            f"SELECT * FROM (SELECT m.row, m.key, {prompt} AS prompt, {state} AS state, "
+            f"{answers}, {self._orders['length'].split(' DESC')[0]} AS length_gap, "
+            f"{self._orders['latency'].split(' DESC')[0]} AS latency_gap FROM matched m {joins} "
+            "WHERE {search})"
+        )
+
+    def _where(self, state: str | None, search: str | None) -> tuple[str, str, dict[str, Any]]:
+        if state is not None and state not in STATES:
+            raise SettingsError(f"Unknown state {state!r}: use one of {', '.join(STATES)}")
+        params: dict[str, Any] = {}
+        search_sql = "1"
+        if search:
+            escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            params["pattern"] = f"%{escaped}%"
+            search_sql = self._search
+        outer = "WHERE state = :state" if state else ""
+        if state:
+            params["state"] = state
+        return search_sql, outer, params
+
+    def summary(self) -> CompareSummary:
+        states = dict(
+            self.connection.execute(
+                f"SELECT state, COUNT(*) FROM ({self._select.format(search='1')}) GROUP BY state"
+            )
+        )
+        for k, side in enumerate(self.sides):
+            results, succeeded, tokens, latency = self.connection.execute(
+                f"SELECT COUNT(r.prompt_index), TOTAL(r.success), TOTAL(r.tokens_output), "
+                f"AVG(CASE WHEN r.success = 1 THEN r.duration END) FROM matched m "
+                f"JOIN j{k}.results r ON r.prompt_index = m.i{k}"
+            ).fetchone()
+            side.results, side.succeeded = results, int(succeeded)
+            side.tokens_output, side.mean_latency = int(tokens), latency
+        return CompareSummary(self.sides, self.matched_on, states)
+
+    def count(self, state: str | None = None, search: str | None = None) -> int:
+        search_sql, outer, params = self._where(state, search)
+        sql = f"SELECT COUNT(*) FROM ({self._select.format(search=search_sql)}) {outer}"
+        return self.connection.execute(sql, params).fetchone()[0]
+
+    def rows(
+        self,
+        order: str = "index",
+        state: str | None = None,
+        search: str | None = None,
+        offset: int = 0,
+        limit: int | None = None,
+    ) -> list[CompareRow]:
+        """A page of matched prompts, sorted and filtered."""
+        return list(self.iter_rows(order, state, search, offset, limit))
+
+    def iter_rows(
+        self,
+        order: str = "index",
+        state: str | None = None,
+        search: str | None = None,
+        offset: int = 0,
+        limit: int | None = None,
+    ) -> Iterator[CompareRow]:
+        if order not in ORDERS:
+            raise SettingsError(f"Unknown order {order!r}: use one of {', '.join(ORDERS)}")
+        search_sql, outer, params = self._where(state, search)
+        sort = {
+            "index": "row",
+            "length": "length_gap DESC, row",
+            "latency": "latency_gap DESC, row",
+        }
+        sql = (
+            f"SELECT * FROM ({self._select.format(search=search_sql)}) {outer} "
+            f"ORDER BY {sort[order]} LIMIT {-1 if limit is None else int(limit)} "
+            f"OFFSET {int(offset)}"
+        )
+        width = len(self.sides)
+        for values in self.connection.execute(sql, params):
+            row, key, prompt, state_value = values[:4]
+            answers = []
+            for k in range(width):
+                index, success, text, error, tokens, duration = values[4 + 6 * k : 10 + 6 * k]
+                answers.append(
+                    Answer(
+                        index,
+                        None if success is None else bool(success),
+                        text,
+                        error,
+                        tokens,
+                        duration,
+                    )  # fmt: skip
+                )
+            yield CompareRow(row, key, prompt or "", state_value, answers)
+
+
+def word_diff(a: str, b: str) -> list[tuple[str, str]]:
+    """`a` and `b` as runs of words: ("=", text) in both, ("-", text) only in `a`,
+    ("+", text) only in `b` (whitespace kept, so the runs join back to each text)."""
+    left, right = _WORD.findall(a), _WORD.findall(b)
+    runs: list[tuple[str, str]] = []
+    matcher = difflib.SequenceMatcher(None, left, right, autojunk=False)
+    for op, i1, i2, j1, j2 in matcher.get_opcodes():
+        if op == "equal":
+            runs.append(("=", "".join(left[i1:i2])))
+            continue
+        if i2 > i1:
+            runs.append(("-", "".join(left[i1:i2])))
+        if j2 > j1:
+            runs.append(("+", "".join(right[j1:j2])))
+    return runs
