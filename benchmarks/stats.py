@@ -1,12 +1,14 @@
-"""How long a job's figures take at 100,000 results, and what loading the job into
-Python would cost instead (the baseline the SQL avoids).
+"""How long a job's figures and a comparison of two jobs take at 100,000 results, and
+what loading a job into Python would cost instead (the baseline the SQL avoids).
 
 Writes one checkpoint of `--results` finished prompts (a remote-like job: two servers, an
 attempt log on every tenth prompt, 3% failed with six kinds of message, times spread over
 an hour), then, alternating, best of `--repeats`:
   (a) `CheckpointStore.load`: every prompt and result read into Python objects,
   (b) `job_stats`: every figure, SQL over the checkpoint,
-and prints both, their ratio, and the process's peak RSS.
+and prints both, their ratio, and the process's peak RSS. Then a second job over the same
+prompts, and (c) a comparison of the two: matched, counted, and its first page of 50
+rows, in prompt order and sorted by the gap in answer length.
 
     python benchmarks/stats.py [--results 100000] [--repeats 3]
 """
@@ -21,6 +23,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from tui_batch.core.compare import Comparison
 from tui_batch.core.jobs import Attempt, BatchResult
 from tui_batch.core.processor import BatchProcessor
 from tui_batch.core.stats import Prices, job_stats
@@ -35,8 +38,8 @@ ERRORS = [
 ]
 
 
-def write_job(directory: Path, count: int) -> Path:
-    rng = random.Random(0)
+def write_job(directory: Path, count: int, seed: int = 0) -> Path:
+    rng = random.Random(seed)
     start = datetime(2026, 1, 1, tzinfo=timezone.utc)
     processor = BatchProcessor(directory)
     job = processor.create_job(
@@ -102,6 +105,20 @@ def main() -> None:
     print(
         f"checked: {figures.completed:,} succeeded, {figures.failed:,} failed in "
         f"{len(figures.failures)} groups, latency p50 {figures.latency.p50:.2f} s"
+    )
+    other = write_job(directory, args.results, seed=1)
+    timings = {"index": float("inf"), "length": float("inf")}
+    for _ in range(args.repeats):
+        for order in timings:
+            start = time.perf_counter()
+            with Comparison([path, other]) as comparison:
+                summary = comparison.summary()
+                page = comparison.rows(order, limit=50)
+            timings[order] = min(timings[order], time.perf_counter() - start)
+    print(
+        f"(c) compare two jobs: first page in prompt order {timings['index']:.3f} s, "
+        f"by length gap {timings['length']:.3f} s ({summary.rows:,} rows, "
+        f"{summary.states.get('identical', 0):,} identical, {len(page)} on the page)"
     )
 
 
