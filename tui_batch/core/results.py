@@ -15,6 +15,7 @@ from pathlib import Path
 from tui_batch.core.errors import CheckpointError
 from tui_batch.core.jobs import BatchResult, Prompt
 from tui_batch.core.rows import result_from_row
+from tui_batch.core.stats import normalise_error
 from tui_batch.core.store import connect_read_only, result_columns
 
 FILTERS = ("all", "failed", "succeeded")
@@ -29,24 +30,30 @@ class ResultsView:
         try:
             self._connection = connect_read_only(self.path)
             self._connection.execute("SELECT 1 FROM results LIMIT 1").fetchall()
+            self._connection.create_function("normalise", 1, normalise_error, deterministic=True)
         except sqlite3.Error as exc:
             raise CheckpointError(f"Unreadable checkpoint {self.path}: {exc}") from None
 
-    def select(self, filter: str = "all", search: str = "") -> list[int]:
-        """Prompt indices of the results that pass `filter` and contain `search`."""
+    def select(self, filter: str = "all", search: str = "", reason: str | None = None) -> list[int]:
+        """Prompt indices of the results that pass `filter` and contain `search`; with a
+        `reason`, only the failures of that group (`stats.normalise_error`)."""
         if filter not in FILTERS:
             raise ValueError(f"unknown filter {filter!r}")
-        sql = f"SELECT r.prompt_index FROM results r WHERE {_WHERE[filter]}"
+        where = _WHERE[filter]
         params: list[str] = []
+        if reason is not None:
+            where += " AND r.success = 0 AND normalise(r.error_message) = ?"
+            params.append(reason)
+        sql = f"SELECT r.prompt_index FROM results r WHERE {where}"
         if search:
             needle = search.lower()
             sql = (
                 "SELECT r.prompt_index FROM results r JOIN prompts p ON p.idx = r.prompt_index "
-                f"WHERE {_WHERE[filter]} AND (instr(lower(r.response_text), ?) "
+                f"WHERE {where} AND (instr(lower(r.response_text), ?) "
                 "OR instr(lower(coalesce(r.error_message, '')), ?) "
                 "OR instr(lower(json_extract(p.data, '$.text')), ?))"
             )
-            params = [needle] * 3
+            params += [needle] * 3
         return [
             row[0] for row in self._connection.execute(f"{sql} ORDER BY r.prompt_index", params)
         ]

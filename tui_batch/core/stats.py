@@ -26,8 +26,9 @@ from tui_batch.core.store import connect_read_only, read_header, read_snapshot
 PERCENTILES = (50, 90, 99)
 # A failure group lists this many example prompts.
 EXAMPLES = 3
-# The throughput chart has at most this many buckets.
+# The throughput chart has at most this many buckets; the latency histogram this many bins.
 BUCKETS = 60
+HISTOGRAM_BINS = 12
 
 _UUID = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.I)
 _HEX = re.compile(r"\b(?=[0-9a-f]*\d)[0-9a-f]{8,}\b", re.I)
@@ -120,6 +121,8 @@ class JobStats:
     endpoints: list[EndpointStats] = field(default_factory=list)
     bucket_seconds: int = 1
     throughput: list[tuple[int, int, int]] = field(default_factory=list)  # offset s, tok, n
+    # Latency of the prompts that succeeded: (bin's lower bound in seconds, count).
+    latency_histogram: list[tuple[float, int]] = field(default_factory=list)
     prices: Prices | None = None
 
     @property
@@ -216,6 +219,23 @@ def _fill(connection: sqlite3.Connection, stats: JobStats) -> None:
     stats.endpoints = _endpoints(connection)
     stats.active_seconds = _active_seconds(connection)
     stats.bucket_seconds, stats.throughput = _throughput(connection)
+    stats.latency_histogram = _histogram(connection, stats.latency)
+
+
+def _histogram(connection: sqlite3.Connection, spread: Spread) -> list[tuple[float, int]]:
+    """Latency in HISTOGRAM_BINS equal bins from the fastest to the slowest."""
+    if not spread.count or spread.max is None:
+        return []
+    (low,) = connection.execute(f"SELECT MIN(duration) FROM results WHERE {_SUCCEEDED}").fetchone()
+    width = (spread.max - low) / HISTOGRAM_BINS or 1.0
+    counts = dict(
+        connection.execute(
+            f"SELECT MIN(CAST((duration - ?) / ? AS INTEGER), {HISTOGRAM_BINS - 1}) AS b, "
+            f"COUNT(*) FROM results WHERE {_SUCCEEDED} GROUP BY b",
+            (low, width),
+        )
+    )
+    return [(low + b * width, counts.get(b, 0)) for b in range(HISTOGRAM_BINS)]
 
 
 def _spread(connection: sqlite3.Connection, value: str, where: str = "1") -> Spread:

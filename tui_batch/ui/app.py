@@ -277,8 +277,14 @@ class TuiBatchApp(App[None]):
             return
         self._show(ProgressScreen, lambda: ProgressScreen(self.run_state))
 
-    def show_results(self, job_id: str) -> None:
-        self.push_screen(ResultsScreen(job_id))
+    def show_results(self, job_id: str, reason: str | None = None) -> None:
+        """A job's results; with a `reason`, only the failures of that group."""
+        self.push_screen(ResultsScreen(job_id, reason))
+
+    def show_stats(self, job_id: str) -> None:
+        from tui_batch.ui.screens.stats import StatsScreen
+
+        self.push_screen(StatsScreen(job_id))
 
     def _show(self, kind: type, make: Callable[[], object]) -> None:
         """Go to the screen of this kind already on the stack, else push a new one."""

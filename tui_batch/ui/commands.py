@@ -27,6 +27,13 @@ class TuiBatchCommands(Provider):
             )
             commands.append(
                 (
+                    f"job: stats {job_id}",
+                    partial(app.show_stats, job_id),
+                    "figures, failures by reason, throughput",
+                )
+            )
+            commands.append(
+                (
                     f"job: resume {job_id}",
                     partial(app.resume_job, job_id),
                     f"{entry.done}/{entry.total_prompts} done",

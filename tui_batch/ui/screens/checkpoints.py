@@ -48,6 +48,7 @@ class CheckpointsScreen(Screen[None]):
     BINDINGS = [
         Binding("r", "resume", "Resume"),
         Binding("v", "view", "View results"),
+        Binding("t", "stats", "Stats"),
         Binding("e", "export", "Export"),
         Binding("d", "delete", "Delete"),
         Binding("s", "sort", "Sort"),
@@ -183,6 +184,11 @@ class CheckpointsScreen(Screen[None]):
         entry = self._readable()
         if entry is not None:
             self.app.show_results(entry.job_id)
+
+    def action_stats(self) -> None:
+        entry = self._readable()
+        if entry is not None:
+            self.app.show_stats(entry.job_id)
 
     def action_export(self) -> None:
         entry = self._readable()

@@ -127,6 +127,7 @@ class ProgressScreen(Screen[None]):
         Binding("f", "failed_only", "Failed only"),
         Binding("l", "follow", "Follow running", show=False),
         Binding("r", "results", "Results"),
+        Binding("t", "stats", "Stats"),
         Binding("escape", "back", "Back"),
         # Already here: the footer has no room for a key to this screen.
         Binding("ctrl+g", "app.progress", "Progress", show=False),
@@ -319,6 +320,9 @@ class ProgressScreen(Screen[None]):
             self.notify("Results open when the job is done (or paused).", severity="warning")
             return
         self.app.show_results(self.run.job.job_id)
+
+    def action_stats(self) -> None:
+        self.app.show_stats(self.run.job.job_id)
 
     def action_back(self) -> None:
         self.app.pop_screen()

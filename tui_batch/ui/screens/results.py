@@ -41,18 +41,20 @@ class ResultsScreen(Screen[None]):
         Binding("f", "show('failed')", "Failed"),
         Binding("s", "show('succeeded')", "Succeeded", show=False),
         Binding("slash", "search", "Search"),
-        Binding("c", "copy", "Copy response"),
+        Binding("c", "copy", "Copy"),
         Binding("e", "export", "Export"),
         Binding("R", "rerun", "Re-run failed"),
+        Binding("t", "stats", "Stats"),
         Binding("escape", "back", "Back"),
         # The footer has room for the keys of this screen; ctrl+g is in help.
         Binding("ctrl+g", "app.progress", "Progress", show=False),
     ]
 
-    def __init__(self, job_id: str) -> None:
+    def __init__(self, job_id: str, reason: str | None = None) -> None:
         super().__init__()
         self.job_id = job_id
-        self.filter = "all"
+        self.filter = "failed" if reason else "all"
+        self.reason = reason  # a failure group from the stats screen
         self.indices: list[int] = []
         self._pages: OrderedDict[int, dict[int, BatchResult]] = OrderedDict()
 
@@ -102,7 +104,7 @@ class ResultsScreen(Screen[None]):
 
     def _apply(self) -> None:
         search = self.query_one("#search", Input).value.strip()
-        self.indices = self.view.select(self.filter, search)
+        self.indices = self.view.select(self.filter, search, self.reason)
         self._pages.clear()
         table = self.query_one("#results", VirtualTable)
         table.set_rows(len(self.indices), self._row, self.indices.__getitem__)
@@ -111,7 +113,9 @@ class ResultsScreen(Screen[None]):
             label = f" {name} ({self.counts[name]}) "
             filters.append(label, style="reverse bold" if name == self.filter else "")
             filters.append(" ")
-        if search:
+        if self.reason:
+            filters.append_text(one_line(f"reason: {self.reason} ", style="bold yellow"))
+        if search or self.reason:
             filters.append(f"· {len(self.indices)} match", style="italic")
         self.query_one("#filters", Static).update(filters)
         self._show_detail()
@@ -171,10 +175,14 @@ class ResultsScreen(Screen[None]):
 
     def action_show(self, name: str) -> None:
         self.filter = name
+        self.reason = None
         self._apply()
 
     def action_search(self) -> None:
         self.query_one("#search", Input).focus()
+
+    def action_stats(self) -> None:
+        self.app.show_stats(self.job_id)
 
     def action_open(self) -> None:
         result = self._current()

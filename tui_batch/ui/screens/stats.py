@@ -1,0 +1,130 @@
+"""One job's figures: counts, speed, latency and first-token percentiles, a latency
+histogram, tokens over time, and failures by reason (enter: those results). Computed in a
+worker from the checkpoint, and again every second while the job runs."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Label, Sparkline, Static
+
+from tui_batch.core.errors import TuiBatchError
+from tui_batch.core.stats import JobStats, job_stats
+from tui_batch.stats_text import stats_lines
+from tui_batch.ui.text import one_line
+
+# While the job runs, its figures are read again this often (seconds).
+REFRESH = 1.0
+HISTOGRAM_WIDTH = 30
+
+
+class StatsScreen(Screen[None]):
+    BINDINGS = [
+        Binding("enter", "open_group", "Results of this reason"),
+        Binding("v", "results", "All results"),
+        Binding("escape", "app.pop_screen", "Back"),
+    ]
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__()
+        self.job_id = job_id
+        self.stats: JobStats | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="stats-top"):
+            yield Static(id="stats-figures")
+            with Vertical(id="stats-charts"):
+                yield Label("Latency of the prompts that succeeded", classes="chart-title")
+                yield Static(id="latency-histogram")
+                yield Label("Tokens generated over time", id="throughput-title")
+                yield Sparkline([], id="throughput")
+        yield Label("Failures by reason  [dim](enter: their results)[/]", id="failures-title")
+        yield DataTable(id="failure-groups", cursor_type="row", zebra_stripes=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = f"Stats of {self.job_id}"
+        table = self.query_one("#failure-groups", DataTable)
+        table.add_columns("count", "reason", "first prompts")
+        self.refresh_stats()
+        self.set_interval(REFRESH, self._refresh_if_running)
+
+    def _refresh_if_running(self) -> None:
+        run = getattr(self.app, "run_state", None)
+        if run is not None and run.job.job_id == self.job_id and self.app.batch_active:
+            self.refresh_stats()
+
+    @work(thread=True, exclusive=True, group="stats", exit_on_error=False)
+    def refresh_stats(self) -> None:
+        try:
+            path = self.app.processor.store.path_for(self.job_id)
+            stats = job_stats(path)
+        except TuiBatchError as exc:
+            self.app.call_from_thread(
+                self.notify, str(exc), title="Cannot read the figures", severity="error"
+            )
+            return
+        self.app.call_from_thread(self._show, stats)
+
+    def _show(self, stats: JobStats) -> None:
+        first = self.stats is None
+        self.stats = stats
+        lines = stats_lines(stats)
+        cut = next((n for n, line in enumerate(lines) if line.startswith("Failures")), len(lines))
+        figures = [line for line in lines[:cut] if not line.startswith(("Tokens generated", "  ▁"))]
+        self.query_one("#stats-figures", Static).update(Text("\n".join(figures).rstrip()))
+        self.query_one("#latency-histogram", Static).update(histogram(stats))
+        width = stats.bucket_seconds
+        self.query_one("#throughput-title", Label).update(
+            f"Tokens generated over time ({width} s a bar)"
+        )
+        by_offset = {offset: tokens for offset, tokens, _ in stats.throughput}
+        last = max(by_offset, default=0)
+        self.query_one("#throughput", Sparkline).data = [
+            float(by_offset.get(offset, 0)) for offset in range(0, last + 1, width)
+        ]
+        table = self.query_one("#failure-groups", DataTable)
+        row = table.cursor_row
+        table.clear()
+        for group in stats.failures:
+            table.add_row(
+                f"{group.count:,}",
+                one_line(group.reason),
+                ", ".join(map(str, group.examples)),
+                key=group.reason,
+            )
+        if stats.failures:
+            table.move_cursor(row=min(row, len(stats.failures) - 1))
+        if first:
+            table.focus()
+
+    def action_results(self) -> None:
+        self.app.show_results(self.job_id)
+
+    @on(DataTable.RowSelected, "#failure-groups")
+    def action_open_group(self) -> None:
+        if self.stats is None or not self.stats.failures:
+            self.notify("No failures in this job.", severity="information")
+            return
+        table = self.query_one("#failure-groups", DataTable)
+        group = self.stats.failures[min(table.cursor_row, len(self.stats.failures) - 1)]
+        self.app.show_results(self.job_id, reason=group.reason)
+
+
+def histogram(stats: JobStats) -> Text:
+    """The latency histogram as horizontal bars, a line a bin."""
+    if not stats.latency_histogram:
+        return Text("no prompt has succeeded yet", style="dim")
+    peak = max(count for _, count in stats.latency_histogram) or 1
+    text = Text(no_wrap=True)
+    for low, count in stats.latency_histogram:
+        bar = "█" * round(HISTOGRAM_WIDTH * count / peak)
+        text.append(f"{low:7.2f} s ", style="dim")
+        text.append(bar, style="cyan")
+        text.append(f" {count:,}\n" if count else "\n", style="dim")
+    return text
