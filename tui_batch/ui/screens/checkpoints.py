@@ -47,8 +47,10 @@ def format_size(size: int) -> str:
 class CheckpointsScreen(Screen[None]):
     BINDINGS = [
         Binding("r", "resume", "Resume"),
-        Binding("v", "view", "View results"),
+        Binding("v", "view", "Results"),
         Binding("t", "stats", "Stats"),
+        Binding("space", "mark", "Mark"),
+        Binding("c", "compare", "Compare"),
         Binding("e", "export", "Export"),
         Binding("d", "delete", "Delete"),
         Binding("s", "sort", "Sort"),
@@ -62,6 +64,7 @@ class CheckpointsScreen(Screen[None]):
         super().__init__()
         self.entries: list[JobSummary] = []
         self.sort_index = 0
+        self.marked: list[str] = []  # job ids to compare, in the order marked
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -110,8 +113,7 @@ class CheckpointsScreen(Screen[None]):
         self.query_one("#checkpoint-info", Static).update(info)
         self._show_reason()
 
-    @staticmethod
-    def _cells(entry: JobSummary) -> list[Text]:
+    def _cells(self, entry: JobSummary) -> list[Text]:
         if entry.unreadable:
             return [
                 Text(entry.job_id, style="red"),
@@ -123,8 +125,9 @@ class CheckpointsScreen(Screen[None]):
                 Text("-"),
             ]
         status = entry.status.value
+        mark = f"{self.marked.index(entry.job_id) + 1}▸" if entry.job_id in self.marked else "  "
         return [
-            Text(entry.job_id, style="bold"),
+            Text(f"{mark}{entry.job_id}", style="bold"),
             Text(entry.model_id),
             Text(f"{entry.done}/{entry.total_prompts}", justify="right"),
             Text(str(entry.failed), style="red" if entry.failed else "", justify="right"),
@@ -184,6 +187,24 @@ class CheckpointsScreen(Screen[None]):
         entry = self._readable()
         if entry is not None:
             self.app.show_results(entry.job_id)
+
+    def action_mark(self) -> None:
+        entry = self._readable()
+        if entry is None:
+            return
+        if entry.job_id in self.marked:
+            self.marked.remove(entry.job_id)
+        else:
+            self.marked.append(entry.job_id)
+        self._fill()
+
+    def action_compare(self) -> None:
+        if len(self.marked) < 2:
+            self.notify("Mark two or more jobs with space, then press c.", severity="warning")
+            return
+        from tui_batch.ui.screens.compare import CompareScreen
+
+        self.app.push_screen(CompareScreen(list(self.marked)))
 
     def action_stats(self) -> None:
         entry = self._readable()

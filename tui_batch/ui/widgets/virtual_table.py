@@ -22,7 +22,7 @@ RowRenderer = Callable[[int], Sequence[Text]]
 @dataclass(frozen=True, slots=True)
 class Column:
     title: str
-    width: int  # 0: take what is left
+    width: int  # 0: take what is left (shared with the other 0 columns)
     justify: str = "left"
 
 
@@ -95,8 +95,10 @@ class VirtualTable(ScrollView, can_focus=True):
         return sum(c.width + 1 for c in self.columns) + 20
 
     def _widths(self) -> list[int]:
+        """Fixed columns as given; the others share what is left."""
         fixed = sum(c.width + 1 for c in self.columns if c.width)
-        rest = max(10, self.size.width - fixed)
+        shared = sum(1 for c in self.columns if not c.width) or 1
+        rest = max(10, (self.size.width - fixed) // shared - (shared > 1))
         return [c.width or rest for c in self.columns]
 
     def render_line(self, y: int) -> Strip:

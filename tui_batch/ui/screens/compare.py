@@ -1,0 +1,220 @@
+"""Jobs over the same prompts, side by side: a summary, every matched prompt with each
+job's answer (a page read at a time), filters by state and text, sorts by the gap in
+length or latency, and a word-level diff of the answers in a detail pane."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Input, Static
+
+from tui_batch.core.compare import ORDERS, STATES, CompareRow, CompareSummary, Comparison, word_diff
+from tui_batch.core.errors import TuiBatchError
+from tui_batch.ui.text import literal, one_line
+from tui_batch.ui.widgets.virtual_table import Column, VirtualTable
+
+PAGE = 100
+PAGES_KEPT = 8
+STATE_STYLE = {
+    "identical": "green",
+    "different": "yellow",
+    "failed": "bold red",
+    "not run": "dim",
+    "missing": "magenta",
+}
+
+
+class CompareScreen(Screen[None]):
+    BINDINGS = [
+        Binding("a", "state(None)", "All"),
+        Binding("i", "state('identical')", "Identical"),
+        Binding("d", "state('different')", "Different"),
+        Binding("f", "state('failed')", "Failed"),
+        Binding("o", "sort", "Sort"),
+        Binding("slash", "search", "Search"),
+        Binding("escape", "back", "Back"),
+    ]
+
+    def __init__(self, job_ids: list[str]) -> None:
+        super().__init__()
+        self.job_ids = job_ids
+        self.comparison: Comparison | None = None
+        self.summary: CompareSummary | None = None
+        self.state: str | None = None
+        self.order = "index"
+        self.count = 0
+        self._pages: OrderedDict[int, list[CompareRow]] = OrderedDict()
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static("Matching prompts…", id="compare-summary")
+        with Horizontal(id="compare-bar"):
+            yield Static(id="compare-filters")
+            yield Input(placeholder="/ search ids and answers", id="compare-search", compact=True)
+        with Horizontal(id="compare-body"):
+            columns = [Column("State", 9), Column("Prompt", 24)]
+            columns += [Column(job_id, 0) for job_id in self.job_ids]
+            yield VirtualTable(columns, id="compare-rows")
+            with VerticalScroll(id="compare-detail"):
+                yield Static(id="compare-detail-text")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = "Compare " + " · ".join(self.job_ids)
+        self.open()
+
+    def on_unmount(self) -> None:
+        if self.comparison is not None:
+            self.comparison.close()
+
+    @work(thread=True, exclusive=True, group="compare", exit_on_error=False)
+    def open(self) -> None:
+        """Match the jobs' prompts in this thread (a second or so at 100,000 each)."""
+        paths = [self.app.processor.store.path_for(job_id) for job_id in self.job_ids]
+        try:
+            comparison = Comparison(paths)
+            summary = comparison.summary()
+        except TuiBatchError as exc:
+            self.app.call_from_thread(self._failed, str(exc))
+            return
+        self.app.call_from_thread(self._opened, comparison, summary)
+
+    def _failed(self, message: str) -> None:
+        self.notify(message, title="Cannot compare", severity="error")
+        self.app.pop_screen()
+
+    def _opened(self, comparison: Comparison, summary: CompareSummary) -> None:
+        if not self.is_attached:
+            comparison.close()
+            return
+        self.comparison, self.summary = comparison, summary
+        self.query_one("#compare-summary", Static).update(summary_text(summary))
+        self.query_one("#compare-rows", VirtualTable).focus()
+        self._apply()
+
+    def _apply(self) -> None:
+        if self.comparison is None:
+            return
+        search = self.query_one("#compare-search", Input).value.strip() or None
+        self.count = self.comparison.count(self.state, search)
+        self._pages.clear()
+        self.query_one("#compare-rows", VirtualTable).set_rows(self.count, self._row)
+        filters = Text()
+        for state in (None, "identical", "different", "failed"):
+            label = f" {state or 'all'} "
+            filters.append(label, style="reverse bold" if state == self.state else "")
+            filters.append(" ")
+        filters.append(f"· sorted by {self.order} · {self.count:,} shown", style="italic")
+        self.query_one("#compare-filters", Static).update(filters)
+        self._show_detail()
+
+    def row_at(self, position: int) -> CompareRow | None:
+        if self.comparison is None or position >= self.count:
+            return None
+        page = position // PAGE
+        if page not in self._pages:
+            search = self.query_one("#compare-search", Input).value.strip() or None
+            self._pages[page] = self.comparison.rows(
+                self.order, self.state, search, offset=page * PAGE, limit=PAGE
+            )
+            if len(self._pages) > PAGES_KEPT:
+                self._pages.popitem(last=False)
+        rows = self._pages[page]
+        offset = position - page * PAGE
+        return rows[offset] if offset < len(rows) else None
+
+    def _row(self, position: int) -> list[Text]:
+        row = self.row_at(position)
+        if row is None:
+            return [Text("")]
+        cells = [Text(row.state, style=STATE_STYLE.get(row.state, "")), one_line(row.key)]
+        for answer in row.answers:
+            if answer.index is None:
+                cells.append(Text("(no such prompt)", style="dim"))
+            elif answer.success is None:
+                cells.append(Text("(not run)", style="dim"))
+            elif not answer.success:
+                cells.append(one_line(answer.error, style="red"))
+            else:
+                cells.append(one_line(answer.text))
+        return cells
+
+    def on_virtual_table_highlighted(self) -> None:
+        self._show_detail()
+
+    def _show_detail(self) -> None:
+        table = self.query_one("#compare-rows", VirtualTable)
+        row = self.row_at(table.cursor) if self.count else None
+        detail = self.query_one("#compare-detail-text", Static)
+        detail.update(detail_text(row, self.job_ids) if row else Text("No rows.", style="dim"))
+
+    def action_state(self, state: str | None) -> None:
+        self.state = state
+        self._apply()
+
+    def action_sort(self) -> None:
+        self.order = ORDERS[(ORDERS.index(self.order) + 1) % len(ORDERS)]
+        self._apply()
+
+    def action_search(self) -> None:
+        self.query_one("#compare-search", Input).focus()
+
+    @on(Input.Changed, "#compare-search")
+    def _searched(self) -> None:
+        self._apply()
+
+    @on(Input.Submitted, "#compare-search")
+    def _search_done(self) -> None:
+        self.query_one("#compare-rows", VirtualTable).focus()
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
+
+
+def summary_text(summary: CompareSummary) -> Text:
+    text = Text(no_wrap=True, overflow="ellipsis")
+    text.append(f"{summary.rows:,} prompts", style="bold")
+    text.append(f" matched on {summary.matched_on}:  ")
+    for state in STATES:
+        count = summary.states.get(state, 0)
+        text.append(f"{state} {count:,}", style=STATE_STYLE[state] if count else "dim")
+        text.append("  ")
+    for side in summary.jobs:
+        latency = "-" if side.mean_latency is None else f"{side.mean_latency:.2f} s"
+        text.append(f"\n{side.job_id}", style="bold")
+        text.append(
+            f"  {side.model_id}  {side.results:,} results  {side.success_rate:.1f}% ok  "
+            f"{side.tokens_output:,} tokens out  mean latency {latency}"
+        )
+    return text
+
+
+def detail_text(row: CompareRow, job_ids: list[str]) -> Text:
+    """The prompt, each answer, and where the first two differ, word by word."""
+    text = Text()
+    text.append(f"{row.key}", style="bold")
+    text.append(f"  {row.state}\n\n", style=STATE_STYLE.get(row.state, ""))
+    text.append("Prompt\n", style="bold")
+    text.append_text(literal(row.prompt))
+    for job_id, answer in zip(job_ids, row.answers, strict=False):
+        text.append(f"\n\n{job_id}", style="bold")
+        if answer.duration is not None:
+            text.append(f"  {answer.tokens_output} tokens, {answer.duration:.2f} s", style="dim")
+        text.append("\n")
+        if answer.success is False:
+            text.append_text(literal(answer.error, style="red"))
+        else:
+            text.append_text(literal(answer.text or "(no answer)"))
+    first, second = row.answers[0], row.answers[1]
+    if first.text is not None and second.text is not None and row.state == "different":
+        text.append(f"\n\nWord diff ({job_ids[0]} → {job_ids[1]})\n", style="bold")
+        for op, run in word_diff(first.text, second.text):
+            style = {"-": "red strike", "+": "green underline"}.get(op, "")
+            text.append_text(literal(run, style=style))
+    return text
