@@ -139,3 +139,33 @@ class TestHelpScreen:
     def test_every_key(self, snap_compare, fixed_app):
         app, _ = fixed_app
         assert snap_compare(app, press=["f1"], terminal_size=SIZE)
+
+
+class TestStatsScreen:
+    def test_figures_and_failure_groups(self, snap_compare, fixed_app):
+        app, job = fixed_app
+
+        async def stats(pilot) -> None:
+            await run_job(app, job, pilot)
+            app.show_stats(job.job_id)
+            await pilot.pause(0.3)
+            await pilot.app.workers.wait_for_complete()
+            await pilot.pause(0.3)
+
+        assert snap_compare(app, terminal_size=SIZE, run_before=stats)
+
+
+class TestCompareScreen:
+    def test_two_jobs_side_by_side(self, snap_compare, fixed_app):
+        app, job = fixed_app
+
+        async def compare(pilot) -> None:
+            await run_job(app, job, pilot)
+            from tui_batch.ui.screens.compare import CompareScreen
+
+            app.push_screen(CompareScreen(["older-job", job.job_id]))
+            await pilot.pause(0.3)
+            await pilot.app.workers.wait_for_complete()
+            await pilot.pause(0.3)
+
+        assert snap_compare(app, terminal_size=SIZE, run_before=compare)

@@ -85,6 +85,10 @@ def test_figures_of_a_made_up_job_match_the_hand_computed_ones(tmp_path):
     assert stats.bucket_seconds == 1
     assert stats.throughput[:2] == [(1, 20, 1), (3, 21, 1)]
     assert stats.cost == pytest.approx({"input": 108e-6, "output": 376e-6, "total": 484e-6})
+    # Latency 2..8 s in 12 bins of 0.5 s: 2, 3, 5, 6 and 8 (the last bin holds the max).
+    histogram = stats.latency_histogram
+    assert len(histogram) == 12 and histogram[0] == (2.0, 1) and histogram[-1] == (7.5, 1)
+    assert sum(count for _, count in histogram) == 5
     document = stats.to_dict()
     assert document["cost"]["total"] == pytest.approx(484e-6) and document["pending"] == 2
     assert "cost" not in job_stats(made_up_job(tmp_path / "b").checkpoint_file).to_dict()

@@ -227,7 +227,9 @@ def _histogram(connection: sqlite3.Connection, spread: Spread) -> list[tuple[flo
     if not spread.count or spread.max is None:
         return []
     (low,) = connection.execute(f"SELECT MIN(duration) FROM results WHERE {_SUCCEEDED}").fetchone()
-    width = (spread.max - low) / HISTOGRAM_BINS or 1.0
+    if spread.max <= low:  # every prompt took the same time: one bar
+        return [(low, spread.count)]
+    width = (spread.max - low) / HISTOGRAM_BINS
     counts = dict(
         connection.execute(
             f"SELECT MIN(CAST((duration - ?) / ? AS INTEGER), {HISTOGRAM_BINS - 1}) AS b, "

@@ -53,7 +53,7 @@ class CheckpointsScreen(Screen[None]):
         Binding("c", "compare", "Compare"),
         Binding("e", "export", "Export"),
         Binding("d", "delete", "Delete"),
-        Binding("s", "sort", "Sort"),
+        Binding("s", "sort", "Sort", show=False),
         Binding("slash", "filter", "Filter"),
         Binding("escape", "back", "Back"),
         # Already here: the footer has no room for a key to this screen.
