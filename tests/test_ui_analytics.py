@@ -3,7 +3,6 @@ jobs marked in the checkpoint browser are compared, the figures follow a running
 
 from __future__ import annotations
 
-from tui_batch.core.backend import CallableBackend
 from tui_batch.core.processor import BatchProcessor
 from tui_batch.ui.app import TuiBatchApp
 from tui_batch.ui.screens.checkpoints import CheckpointsScreen
