@@ -38,7 +38,8 @@ ERRORS = [
 ]
 
 
-def write_job(directory: Path, count: int, seed: int = 0) -> Path:
+def write_job(directory: Path, count: int, seed: int = 0, done: float = 1.0) -> Path:
+    """A checkpoint of `count` prompts, the first `done` of them answered."""
     rng = random.Random(seed)
     start = datetime(2026, 1, 1, tzinfo=timezone.utc)
     processor = BatchProcessor(directory)
@@ -46,7 +47,7 @@ def write_job(directory: Path, count: int, seed: int = 0) -> Path:
         "bench", [f"Prompt {i}: explain topic {i % 97}." for i in range(count)]
     )
     results = []
-    for i in range(count):
+    for i in range(int(count * done)):
         ok = rng.random() > 0.03
         begun = start + timedelta(seconds=i * 3600 / count)
         duration = rng.uniform(0.2, 9.0)

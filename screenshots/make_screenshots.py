@@ -77,6 +77,12 @@ async def main() -> None:
         await pilot.press("ctrl+b")
         await pilot.pause(0.5)
         save(app, "checkpoints")
+        await pilot.press("t")
+        await pilot.pause(0.5)
+        await app.workers.wait_for_complete()
+        await pilot.pause(0.5)
+        save(app, "stats")
+        await pilot.press("escape")
         await pilot.press("question_mark")
         await pilot.pause(0.3)
         save(app, "help")
@@ -134,6 +140,23 @@ async def servers() -> None:
             process.kill()
 
 
+async def compare() -> None:
+    """The in-process job and the one on servers, marked in the browser and compared."""
+    from tui_batch.ui.app import TuiBatchApp
+
+    app = TuiBatchApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.5)
+        await pilot.press("ctrl+b")
+        await pilot.pause(0.5)
+        await pilot.press("space", "down", "space", "c")
+        while getattr(app.screen, "summary", None) is None:
+            await pilot.pause(0.2)
+        await pilot.press("o")
+        await pilot.pause(0.5)
+        save(app, "compare")
+
+
 if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as data:
         os.environ["TUI_BATCH_DATA_DIR"] = data
@@ -142,3 +165,4 @@ if __name__ == "__main__":
         asyncio.run(main())
         asyncio.run(template())
         asyncio.run(servers())
+        asyncio.run(compare())

@@ -14,9 +14,11 @@ def key_table(app_bindings: list[Binding]) -> Table:
     """Every key: the app's (given, so this module need not import the app) and each
     screen's."""
     from tui_batch.ui.screens.checkpoints import CheckpointsScreen
+    from tui_batch.ui.screens.compare import CompareScreen
     from tui_batch.ui.screens.progress import ProgressScreen
     from tui_batch.ui.screens.results import ResultsScreen
     from tui_batch.ui.screens.setup import SetupScreen
+    from tui_batch.ui.screens.stats import StatsScreen
     from tui_batch.ui.widgets.virtual_table import VirtualTable
 
     table = Table(show_header=True, header_style="bold", expand=True, box=None)
@@ -29,6 +31,8 @@ def key_table(app_bindings: list[Binding]) -> Table:
         ("Progress", ProgressScreen.BINDINGS),
         ("Checkpoints", CheckpointsScreen.BINDINGS),
         ("Results", ResultsScreen.BINDINGS),
+        ("Stats", StatsScreen.BINDINGS),
+        ("Compare", CompareScreen.BINDINGS),
         ("Tables", VirtualTable.BINDINGS),
     ]
     for where, bindings in sections:
