@@ -51,7 +51,7 @@ async def measure(results: int, presses: int, directory: Path) -> None:
 
     def virtual_table_line(self, y):
         strip = virtual_line(self, y)
-        if y == 1:
+        if y == 1 and self.count:  # the first row, once there are rows
             painted.setdefault((self.id or "", 0), time.perf_counter())
         return strip
 

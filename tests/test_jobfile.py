@@ -59,6 +59,8 @@ EVERY_KEY = {
     "retries": 3,
     "retry_backoff": 0.5,
     "checkpoint_every": 10,
+    "price_in": 0.15,
+    "price_out": 0.6,
     "out": "out/results.csv",
     "format": "csv",
 }

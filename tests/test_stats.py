@@ -110,8 +110,10 @@ def test_failures_are_grouped_without_their_numbers_and_ids(message, reason):
 
 
 def test_prices_must_be_numbers_of_zero_or_more():
-    with pytest.raises(SettingsError, match="must be 0 or more"):
+    with pytest.raises(SettingsError, match="Price per million input tokens: must be at least"):
         Prices(-1, 1)
+    with pytest.raises(SettingsError, match="output tokens: expected a number"):
+        Prices(1, "cheap")
 
 
 def nearest_rank(values: list[float], p: int) -> float:
@@ -196,6 +198,22 @@ def test_sql_and_plain_python_agree_on_random_jobs(tmp_path_factory, rows):
 
 
 @pytest.mark.model
+def test_prices_given_to_run_are_the_jobs(tmp_path):
+    done = run_cli(
+        "run", str(EXAMPLES / "batch_prompts.txt"), "--max-tokens", "2", "--threads", "1",
+        "--price-in", "2", "--price-out", "10",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (summary,) = BatchProcessor().list_checkpoints()
+    figures = json.loads(run_cli("stats", summary.job_id, "--json").stdout)
+    assert figures["prices"] == {"input": 2.0, "output": 10.0}
+    expected = figures["tokens_input"] * 2e-6 + figures["tokens_output"] * 10e-6
+    assert figures["cost"]["total"] == pytest.approx(expected)
+    bad = run_cli("run", str(EXAMPLES / "batch_prompts.txt"), "--price-in", "x", "--price-out", "1")
+    assert bad.returncode == 2 and "Price per million input tokens: expected a number" in bad.stderr
+
+
+@pytest.mark.model
 def test_stats_of_a_real_run(tmp_path):
     done = run_cli(
         "run", str(EXAMPLES / "batch_prompts.txt"), "--max-tokens", "8", "--threads", "1",
@@ -215,5 +233,6 @@ def test_stats_of_a_real_run(tmp_path):
     assert all(r["ttft"] is not None and r["ttft"] <= r["duration"] for r in results)
     text = run_cli("stats", summary.job_id, "--price-in", "0.1", "--price-out", "0.4")
     assert "25 succeeded" in text.stdout and "cost       0.0" in text.stdout
+    assert "cost" not in run_cli("stats", summary.job_id).stdout  # no prices, no cost
     assert "latency" in text.stdout and "Tokens generated over time" in text.stdout
     assert run_cli("stats", "nope").stderr.startswith("tui-batch: error: No checkpoint for job")

@@ -53,7 +53,9 @@ async def test_a_failure_group_opens_its_results(tmp_path):
         await pilot.pause(0.3)
         assert isinstance(app.screen, ResultsScreen)
         assert app.screen.indices == [7, 14, 21, 28]
-        assert "reason: RuntimeError: HTTP 429 rate limited" in str(app.screen.query_one("#filters").visual)
+        assert "reason: RuntimeError: HTTP 429 rate limited" in str(
+            app.screen.query_one("#filters").visual
+        )
         await pilot.press("a")  # all again
         assert len(app.screen.indices) == 30
 

@@ -18,8 +18,7 @@ from tui_batch.core.servers import (
     ServerSettings,
     server_settings_from_text,
 )
-from tui_batch.core.settings import LIMITS, GenerationSettings, JobOptions
-from tui_batch.core.stats import Prices
+from tui_batch.core.settings import LIMITS, GenerationSettings, JobOptions, Prices, parse_number
 
 EXIT_USAGE = 2
 
@@ -104,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--system", dest="system_prompt", help="system prompt for every prompt without its own"
     )
     run.add_argument("--n-ctx", **_setting("n_ctx", "context size in tokens"))
+    _add_price_options(run)
     _add_hardware_options(run)
     _add_server_options(run)
 
@@ -215,13 +215,10 @@ def _add_server_options(parser: argparse.ArgumentParser, resuming: bool = False)
 def _add_price_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--price-in",
-        type=float,
         metavar="PRICE",
-        help="what a million input tokens cost; with --price-out, shows the cost",
+        help="what a million input tokens cost; with --price-out, the stats show the cost",
     )
-    parser.add_argument(
-        "--price-out", type=float, metavar="PRICE", help="what a million output tokens cost"
-    )
+    parser.add_argument("--price-out", metavar="PRICE", help="what a million output tokens cost")
 
 
 def prices(args: argparse.Namespace) -> Prices | None:
@@ -231,7 +228,7 @@ def prices(args: argparse.Namespace) -> Prices | None:
         return None
     if None in given:
         raise SettingsError("give both --price-in and --price-out (per million tokens)")
-    return Prices(*given)
+    return Prices(parse_number("price_in", given[0]), parse_number("price_out", given[1]))
 
 
 def _add_template_options(parser: argparse.ArgumentParser) -> None:

@@ -17,6 +17,7 @@ from tui_batch.arguments import (
     EXIT_USAGE,
     build_parser,
     given_settings,
+    prices,
     server_flags_given,
     server_settings,
 )
@@ -131,6 +132,7 @@ def command_run(args: argparse.Namespace) -> int:
         "output_file": str(args.out.resolve()) if args.out else None,
         "output_format": args.format or (format_for_path(args.out) if args.out else "json"),
         "template": run_input.template,
+        "prices": prices(args),
     }
     if server is not None:
         return _run_on_servers(processor, server, args.model, common)

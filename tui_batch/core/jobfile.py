@@ -73,6 +73,8 @@ SCHEMA = (
     Key("run", "retries", "retries", "int"),
     Key("run", "retry_backoff", "retry_backoff", "float"),
     Key("run", "checkpoint_every", "checkpoint_every", "int"),
+    Key("run", "price_in", "price_in", "float", "what a million input tokens cost"),
+    Key("run", "price_out", "price_out", "float", "what a million output tokens cost"),
     Key("output", "file", "out", "path"),
     Key("output", "format", "format", "text", " | ".join(EXPORT_FORMATS)),
 )

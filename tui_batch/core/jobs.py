@@ -14,6 +14,7 @@ from tui_batch.core.settings import (
     ErrorStrategy,
     GenerationSettings,
     JobOptions,
+    Prices,
     check_request_options,
 )
 from tui_batch.core.template_source import TemplateSource
@@ -268,6 +269,8 @@ class BatchJob:
     server: ServerSettings | None = None
     # Set for a job whose prompts were rendered from a template and a data file.
     template: TemplateSource | None = None
+    # What a million tokens cost, for the stats' cost estimate (None: not given).
+    prices: Prices | None = None
 
     def __post_init__(self) -> None:
         validate_job_id(self.job_id)
@@ -303,6 +306,7 @@ class BatchJob:
         data["settings"] = asdict(self.settings)
         data["server"] = self.server.to_dict() if self.server else None
         data["template"] = self.template.to_dict() if self.template else None
+        data["prices"] = self.prices.to_dict() if self.prices else None
         return data
 
     @property
@@ -340,6 +344,11 @@ class BatchJob:
                 values["server"] = ServerSettings.from_dict(header["server"])
             if header.get("template") is not None:
                 values["template"] = TemplateSource.from_dict(header["template"])
+            if header.get("prices") is not None:
+                prices = header["prices"]
+                if not isinstance(prices, dict):
+                    raise CheckpointError("job record: prices are not an object")
+                values["prices"] = Prices(prices.get("input"), prices.get("output"))
             return cls(prompts=prompts, **values)
         except SettingsError as exc:
             raise CheckpointError(f"job record: {exc}") from None

@@ -67,6 +67,9 @@ LIMITS: dict[str, Limit] = {
     "first_token_timeout": Limit("First token timeout", float, 0.1, 86400.0, hint="seconds"),
     "stall_timeout": Limit("Stall timeout", float, 0.1, 3600.0, hint="seconds"),
     "request_timeout": Limit("Request timeout", float, 0.1, 86400.0, hint="seconds"),
+    # What a million tokens cost (for the stats' cost estimate).
+    "price_in": Limit("Price per million input tokens", float, 0.0, hint="not set"),
+    "price_out": Limit("Price per million output tokens", float, 0.0, hint="not set"),
 }
 
 
@@ -302,3 +305,18 @@ def check_request_options(options: Mapping[str, Any]) -> dict[str, Any]:
         # A request's keys are named as in its file (lower case), not as in job setup.
         checked[key] = check_stop(value, "stop") if key == "stop" else check(key, value)
     return checked
+
+
+@dataclass(frozen=True, slots=True)
+class Prices:
+    """What a million input and output tokens cost, in the user's currency."""
+
+    input: float
+    output: float
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "input", float(check("price_in", self.input)))
+        object.__setattr__(self, "output", float(check("price_out", self.output)))
+
+    def to_dict(self) -> dict[str, float]:
+        return {"input": self.input, "output": self.output}

@@ -19,8 +19,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tui_batch.core.errors import CheckpointError, SettingsError
+from tui_batch.core.errors import CheckpointError
 from tui_batch.core.jobs import BatchJob
+from tui_batch.core.settings import Prices
 from tui_batch.core.store import connect_read_only, read_header, read_snapshot
 
 PERCENTILES = (50, 90, 99)
@@ -47,24 +48,6 @@ def normalise_error(message: str | None) -> str:
     text = _HEX.sub("<id>", text)
     text = _NUMBER.sub("N", text)
     return text[:200]
-
-
-@dataclass(frozen=True, slots=True)
-class Prices:
-    """What a million tokens cost, in the user's currency."""
-
-    input: float
-    output: float
-
-    def __post_init__(self) -> None:
-        for name in ("input", "output"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise SettingsError(f"Price per million {name} tokens: expected a number")
-            if not math.isfinite(value) or value < 0:
-                raise SettingsError(
-                    f"Price per million {name} tokens: must be 0 or more, got {value}"
-                )
 
 
 @dataclass(slots=True)
@@ -168,7 +151,7 @@ class JobStats:
 
 def job_stats(path: str | Path, prices: Prices | None = None) -> JobStats:
     """The figures of the job in checkpoint `path`, read in one snapshot; a damaged
-    file is a CheckpointError naming it."""
+    file is a CheckpointError naming it. The cost is from `prices`, else the job's."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"Checkpoint not found: {path}")
@@ -183,7 +166,7 @@ def job_stats(path: str | Path, prices: Prices | None = None) -> JobStats:
                 job.model_id,
                 job.status.value,
                 header_total if isinstance(header_total, int) else 0,
-                prices=prices,
+                prices=prices or job.prices,
             )
             _fill(connection, stats)
     except (sqlite3.Error, ValueError, TypeError, CheckpointError) as exc:
