@@ -29,6 +29,16 @@ from stats import write_job  # noqa: E402
 from ui_latency import send_key  # noqa: E402
 
 
+async def until(condition, what: str, limit: float = 120.0) -> None:
+    """Wait, polling often, until `condition()`; a RuntimeError naming `what` if it
+    never comes."""
+    give_up = time.perf_counter() + limit
+    while not condition():
+        if time.perf_counter() > give_up:
+            raise RuntimeError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.0005)
+
+
 async def measure(results: int, presses: int, directory: Path) -> None:
     from textual.widgets import DataTable
 
@@ -45,7 +55,7 @@ async def measure(results: int, presses: int, directory: Path) -> None:
     def data_table_line(self, y):
         strip = table_line(self, y)
         row = self.scroll_offset.y + y - 1
-        if y and row == self.cursor_row:
+        if y and self.row_count and row == self.cursor_row:
             painted.setdefault(("groups", row), time.perf_counter())
         return strip
 
@@ -70,13 +80,21 @@ async def measure(results: int, presses: int, directory: Path) -> None:
     async with app.run_test(size=(120, 36)) as pilot:
         await pilot.pause(0.3)
         app.start_saved(job_id, retry_failed=False)
-        while app.run_state is None or app.run_state.job.job_id != job_id:
-            await asyncio.sleep(0.01)
+        await until(
+            lambda: app.run_state is not None and app.run_state.job.job_id == job_id,
+            "the job to resume",
+        )
         await pilot.pause(0.5)
         sent = time.perf_counter()
         app.show_stats(job_id)
-        while not isinstance(app.screen, StatsScreen) or ("groups", 0) not in painted:
-            await asyncio.sleep(0.0005)
+        await until(
+            lambda: (
+                isinstance(app.screen, StatsScreen)
+                and app.screen.stats is not None
+                and ("groups", 0) in painted
+            ),
+            "the stats screen's figures",
+        )
         open_stats = time.perf_counter() - sent
         table = app.screen.query_one("#failure-groups", DataTable)
         latencies, during = [], []
@@ -85,8 +103,12 @@ async def measure(results: int, presses: int, directory: Path) -> None:
             painted.pop(("groups", target), None)
             sent = time.perf_counter()
             send_key(app, "down" if target else "up")
-            while ("groups", target) not in painted:
-                await asyncio.sleep(0.0005)
+            await until(
+                lambda target=target: ("groups", target) in painted,
+                f"a repaint (press {n}, cursor {table.cursor_row}, rows {table.row_count}, "
+                f"painted {sorted(k for k in painted if k[0] == 'groups')})",
+                limit=10,
+            )
             latencies.append(time.perf_counter() - sent)
             during.append(app.batch_active)
             await asyncio.sleep(0.1)
@@ -101,8 +123,7 @@ async def measure(results: int, presses: int, directory: Path) -> None:
         painted.clear()
         sent = time.perf_counter()
         compare_app.push_screen(CompareScreen([p.stem.removeprefix("batch_") for p in pair]))
-        while ("compare-rows", 0) not in painted:
-            await asyncio.sleep(0.0005)
+        await until(lambda: ("compare-rows", 0) in painted, "the compare screen's first page")
         open_compare = time.perf_counter() - sent
         count = compare_app.screen.count
 

@@ -102,7 +102,12 @@ class CompareScreen(Screen[None]):
         if self.comparison is None:
             return
         search = self.query_one("#compare-search", Input).value.strip() or None
-        self.count = self.comparison.count(self.state, search)
+        if search is None and self.summary is not None:  # counted once, with the summary
+            self.count = (
+                self.summary.rows if self.state is None else self.summary.states.get(self.state, 0)
+            )
+        else:
+            self.count = self.comparison.count(self.state, search)
         self._pages.clear()
         self.query_one("#compare-rows", VirtualTable).set_rows(self.count, self._row)
         filters = Text()

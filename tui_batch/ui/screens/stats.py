@@ -33,6 +33,7 @@ class StatsScreen(Screen[None]):
         super().__init__()
         self.job_id = job_id
         self.stats: JobStats | None = None
+        self._reading = False  # a read of the figures is under way: the timer waits
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -56,22 +57,30 @@ class StatsScreen(Screen[None]):
 
     def _refresh_if_running(self) -> None:
         run = getattr(self.app, "run_state", None)
-        if run is not None and run.job.job_id == self.job_id and self.app.batch_active:
+        running = run is not None and run.job.job_id == self.job_id and self.app.batch_active
+        if running and not self._reading:
             self.refresh_stats()
 
-    @work(thread=True, exclusive=True, group="stats", exit_on_error=False)
     def refresh_stats(self) -> None:
+        self._reading = True
+        self._read_stats()
+
+    @work(thread=True, group="stats", exit_on_error=False)
+    def _read_stats(self) -> None:
         try:
             path = self.app.processor.store.path_for(self.job_id)
             stats = job_stats(path)
         except TuiBatchError as exc:
-            self.app.call_from_thread(
-                self.notify, str(exc), title="Cannot read the figures", severity="error"
-            )
+            self.app.call_from_thread(self._failed, str(exc))
             return
         self.app.call_from_thread(self._show, stats)
 
+    def _failed(self, message: str) -> None:
+        self._reading = False
+        self.notify(message, title="Cannot read the figures", severity="error")
+
     def _show(self, stats: JobStats) -> None:
+        self._reading = False
         first = self.stats is None
         self.stats = stats
         lines = stats_lines(stats)
