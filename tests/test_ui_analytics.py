@@ -48,7 +48,7 @@ async def test_a_failure_group_opens_its_results(tmp_path):
             ("RuntimeError: HTTP 429 rate limited", 4),
         ]
         figures = str(screen.query_one("#stats-figures").visual)
-        assert "30 total, 20 succeeded, 10 failed" in figures
+        assert "30: 20 succeeded, 10 failed" in figures
         await pilot.press("down", "enter")
         await pilot.pause(0.3)
         assert isinstance(app.screen, ResultsScreen)

@@ -37,9 +37,8 @@ def stats_lines(stats: JobStats) -> list[str]:
     """The report, line by line (tables aligned)."""
     lines = [
         f"Job {stats.job_id} on {stats.model_id}: {stats.status}",
-        f"  prompts    {stats.total:,} total, {stats.completed:,} succeeded, "
-        f"{stats.failed:,} failed, {stats.pending:,} not run "
-        f"(success rate {stats.success_rate:.1f}%)",
+        f"  prompts    {stats.total:,}: {stats.completed:,} succeeded, "
+        f"{stats.failed:,} failed, {stats.pending:,} not run ({stats.success_rate:.1f}% ok)",
         f"  tokens     {stats.tokens_input:,} in, {stats.tokens_output:,} out",
         f"  speed      {stats.tokens_per_second:.1f} generated tokens/s over "
         f"{format_duration(stats.active_seconds)} active",
