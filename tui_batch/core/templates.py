@@ -144,10 +144,6 @@ class PromptTemplate:
             line = one_line or (exc.lineno or 1) + offset
             raise TemplateError(f"{self.name}, line {line}: {exc.message}") from None
 
-    @property
-    def has_system(self) -> bool:
-        return self._system is not None
-
     def missing(self, record: Mapping[str, Any]) -> list[str]:
         """The variables `record` does not have, sorted (`row` it always has)."""
         return sorted(name for name in self.variables if name not in record and name != ROW)
