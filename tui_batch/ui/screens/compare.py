@@ -56,7 +56,11 @@ class CompareScreen(Screen[None]):
         yield Static("Matching prompts…", id="compare-summary")
         with Horizontal(id="compare-bar"):
             yield Static(id="compare-filters")
-            yield Input(placeholder="/ search ids and answers", id="compare-search", compact=True)
+            yield Input(
+                placeholder="/ search ids and answers, enter to apply",
+                id="compare-search",
+                compact=True,
+            )
         with Horizontal(id="compare-body"):
             columns = [Column("State", 9), Column("Prompt", 24)]
             columns += [Column(job_id, 0) for job_id in self.job_ids]
@@ -171,11 +175,14 @@ class CompareScreen(Screen[None]):
         self.query_one("#compare-search", Input).focus()
 
     @on(Input.Changed, "#compare-search")
-    def _searched(self) -> None:
-        self._apply()
+    def _searched(self, event: Input.Changed) -> None:
+        # A search reads every answer: it runs on enter, not on each key (but clears at once).
+        if not event.value.strip():
+            self._apply()
 
     @on(Input.Submitted, "#compare-search")
     def _search_done(self) -> None:
+        self._apply()
         self.query_one("#compare-rows", VirtualTable).focus()
 
     def action_back(self) -> None:
