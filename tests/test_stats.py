@@ -236,3 +236,15 @@ def test_stats_of_a_real_run(tmp_path):
     assert "cost" not in run_cli("stats", summary.job_id).stdout  # no prices, no cost
     assert "latency" in text.stdout and "Tokens generated over time" in text.stdout
     assert run_cli("stats", "nope").stderr.startswith("tui-batch: error: No checkpoint for job")
+
+
+def test_text_from_servers_reaches_the_terminal_escaped(tmp_path):
+    from tui_batch.stats_text import stats_lines
+
+    processor = BatchProcessor(tmp_path)
+    job = processor.create_job("m\x1b[2J", ["a"])
+    failure = BatchResult(0, "a", "", success=False, error_message="boom \x1b[31mred\x07")
+    processor.save_checkpoint(job, [failure])
+    text = "\n".join(stats_lines(job_stats(job.checkpoint_file)))
+    assert "\x1b" not in text and "\x07" not in text
+    assert "boom \\x1b[Nmred\\x07" in text and "m\\x1b[2J" in text  # N: a number

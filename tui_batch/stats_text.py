@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from tui_batch.core.compare import STATES, CompareRow, CompareSummary
 from tui_batch.core.progress import format_duration
 from tui_batch.core.stats import JobStats, Spread
@@ -9,6 +11,9 @@ from tui_batch.core.stats import JobStats, Spread
 # Failure groups and examples printed before "... and N more".
 SHOWN_GROUPS = 10
 BARS = " ▁▂▃▄▅▆▇█"
+# Text from models and servers reaches a terminal: its control characters (ESC starts
+# an escape sequence) are shown as \x1b, never sent.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 def _seconds(value: float | None) -> str:
@@ -36,7 +41,7 @@ def spread_row(name: str, spread: Spread, shown=_seconds) -> tuple[str, ...]:
 def stats_lines(stats: JobStats) -> list[str]:
     """The report, line by line (tables aligned)."""
     lines = [
-        f"Job {stats.job_id} on {stats.model_id}: {stats.status}",
+        f"Job {stats.job_id} on {_one_line(stats.model_id, 200)}: {stats.status}",
         f"  prompts    {stats.total:,}: {stats.completed:,} succeeded, "
         f"{stats.failed:,} failed, {stats.pending:,} not run ({stats.success_rate:.1f}% ok)",
         f"  tokens     {stats.tokens_input:,} in, {stats.tokens_output:,} out",
@@ -64,7 +69,8 @@ def stats_lines(stats: JobStats) -> list[str]:
         lines += ["", "Failures by reason"]
         for group in stats.failures[:SHOWN_GROUPS]:
             examples = ", ".join(str(i) for i in group.examples)
-            lines.append(f"  {group.count:>6,}  {group.reason}  (prompts {examples}, ...)")
+            reason = _one_line(group.reason, 200)
+            lines.append(f"  {group.count:>6,}  {reason}  (prompts {examples}, ...)")
         if len(stats.failures) > SHOWN_GROUPS:
             lines.append(f"  ... and {len(stats.failures) - SHOWN_GROUPS} more reasons")
     if stats.endpoints:
@@ -116,8 +122,12 @@ def _table(rows: list[tuple[str, ...]]) -> list[str]:
 
 
 def _one_line(text: str | None, width: int) -> str:
-    flat = " ".join((text or "").split())
+    flat = _CONTROL.sub(_escape, " ".join((text or "").split()))
     return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def _escape(match: re.Match[str]) -> str:
+    return f"\\x{ord(match.group()):02x}"
 
 
 def compare_lines(summary: CompareSummary, rows: list[CompareRow], total: int) -> list[str]:
@@ -133,7 +143,7 @@ def compare_lines(summary: CompareSummary, rows: list[CompareRow], total: int) -
         table.append(
             (
                 side.job_id,
-                side.model_id,
+                _one_line(side.model_id, 60),
                 f"{side.results:,}",
                 f"{side.success_rate:.1f}%",
                 f"{side.tokens_output:,}",

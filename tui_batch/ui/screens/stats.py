@@ -15,7 +15,7 @@ from textual.widgets import DataTable, Footer, Header, Label, Sparkline, Static
 from tui_batch.core.errors import TuiBatchError
 from tui_batch.core.stats import JobStats, job_stats
 from tui_batch.stats_text import stats_lines
-from tui_batch.ui.text import one_line
+from tui_batch.ui.text import literal, one_line
 
 # While the job runs, its figures are read again this often (seconds).
 REFRESH = 1.0
@@ -86,7 +86,7 @@ class StatsScreen(Screen[None]):
         lines = stats_lines(stats)
         cut = next((n for n, line in enumerate(lines) if line.startswith("Failures")), len(lines))
         figures = [line for line in lines[:cut] if not line.startswith(("Tokens generated", "  ▁"))]
-        self.query_one("#stats-figures", Static).update(Text("\n".join(figures).rstrip()))
+        self.query_one("#stats-figures", Static).update(literal("\n".join(figures).rstrip()))
         self.query_one("#latency-histogram", Static).update(histogram(stats))
         width = stats.bucket_seconds
         self.query_one("#throughput-title", Label).update(
