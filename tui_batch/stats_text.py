@@ -38,8 +38,9 @@ def spread_row(name: str, spread: Spread, shown=_seconds) -> tuple[str, ...]:
     )
 
 
-def stats_lines(stats: JobStats) -> list[str]:
-    """The report, line by line (tables aligned)."""
+def stats_lines(stats: JobStats, charts: bool = True) -> list[str]:
+    """The report, line by line (tables aligned); without `charts`, no failure groups
+    and no tokens over time (the stats screen draws its own)."""
     lines = [
         f"Job {stats.job_id} on {_one_line(stats.model_id, 200)}: {stats.status}",
         f"  prompts    {stats.total:,}: {stats.completed:,} succeeded, "
@@ -65,14 +66,6 @@ def stats_lines(stats: JobStats) -> list[str]:
             for n, count in stats.attempts.items()
         )
         lines += ["", f"Attempts   {tries}"]
-    if stats.failures:
-        lines += ["", "Failures by reason"]
-        for group in stats.failures[:SHOWN_GROUPS]:
-            examples = ", ".join(str(i) for i in group.examples)
-            reason = _one_line(group.reason, 200)
-            lines.append(f"  {group.count:>6,}  {reason}  (prompts {examples}, ...)")
-        if len(stats.failures) > SHOWN_GROUPS:
-            lines.append(f"  ... and {len(stats.failures) - SHOWN_GROUPS} more reasons")
     if stats.endpoints:
         rows = [("server", "results", "failed", "tokens out", "mean latency", "requests",
                  "request errors", "mean first token")]  # fmt: skip
@@ -90,6 +83,16 @@ def stats_lines(stats: JobStats) -> list[str]:
                 )
             )
         lines += ["", "Per server", *_table(rows)]
+    if not charts:
+        return lines
+    if stats.failures:
+        lines += ["", "Failures by reason"]
+        for group in stats.failures[:SHOWN_GROUPS]:
+            examples = ", ".join(str(i) for i in group.examples)
+            reason = _one_line(group.reason, 200)
+            lines.append(f"  {group.count:>6,}  {reason}  (prompts {examples}, ...)")
+        if len(stats.failures) > SHOWN_GROUPS:
+            lines.append(f"  ... and {len(stats.failures) - SHOWN_GROUPS} more reasons")
     if stats.throughput:
         lines += ["", *throughput_lines(stats)]
     return lines

@@ -273,16 +273,9 @@ class Comparison:
         sql = f"SELECT COUNT(*) FROM ({self._select.format(search=search_sql)}) {outer}"
         return self.connection.execute(sql, params).fetchone()[0]
 
-    def rows(
-        self,
-        order: str = "index",
-        state: str | None = None,
-        search: str | None = None,
-        offset: int = 0,
-        limit: int | None = None,
-    ) -> list[CompareRow]:
-        """A page of matched prompts, sorted and filtered."""
-        return list(self.iter_rows(order, state, search, offset, limit))
+    def rows(self, *args: Any, **kwargs: Any) -> list[CompareRow]:
+        """A page of matched prompts, sorted and filtered (`iter_rows`, as a list)."""
+        return list(self.iter_rows(*args, **kwargs))
 
     def iter_rows(
         self,

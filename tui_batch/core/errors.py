@@ -59,3 +59,14 @@ def reading(path: Path, what: str, error: type[TuiBatchError]) -> Iterator[None]
         raise error(f"{what.capitalize()} path is a directory, not a file: {path}") from None
     except OSError as exc:
         raise error(f"Cannot read {what} {path}: {exc.strerror or exc}") from None
+
+
+def read_utf8(path: Path, what: str, error: type[TuiBatchError]) -> str:
+    """The text of UTF-8 file `path` (a byte-order mark dropped); `error` worded for a
+    person if it is missing, unreadable or not UTF-8."""
+    with reading(path, what, error):
+        data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None

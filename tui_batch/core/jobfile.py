@@ -21,7 +21,7 @@ from typing import Any
 
 import tomllib
 
-from tui_batch.core.errors import JobFileError, SettingsError, reading
+from tui_batch.core.errors import JobFileError, SettingsError, read_utf8
 from tui_batch.core.export import EXPORT_FORMATS
 from tui_batch.core.servers import check_key_env, parse_endpoint
 from tui_batch.core.settings import ErrorStrategy, check, check_stop, parse_number
@@ -95,12 +95,7 @@ def load_job_file(path: str | Path) -> dict[str, Any]:
     """The settings a job file gives, keyed by setting name (paths made absolute from
     the file's folder); a JobFileError naming the line and key for anything wrong."""
     path = Path(path)
-    with reading(path, "job file", JobFileError):
-        data = path.read_bytes()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise JobFileError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    text = read_utf8(path, "job file", JobFileError)
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

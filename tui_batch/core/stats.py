@@ -303,7 +303,7 @@ def _active_seconds(connection: sqlite3.Connection) -> float:
     if span is None:
         return 0.0
     # Timestamps are whole seconds: a run shorter than one still took some time.
-    return max(1.0, float(span - gaps)) if span or gaps else 1.0
+    return max(1.0, float(span - gaps))
 
 
 def _throughput(connection: sqlite3.Connection) -> tuple[int, list[tuple[int, int, int]]]:

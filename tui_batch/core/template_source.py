@@ -8,14 +8,19 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from tui_batch.core.errors import CheckpointError, DataFileError, TemplateError, reading
+from tui_batch.core.errors import (
+    CheckpointError,
+    DataFileError,
+    TemplateError,
+    read_utf8,
+    reading,
+)
 
 
-def file_sha256(path: Path, what: str = "data file") -> str:
-    """The SHA-256 of a file's bytes, read in blocks."""
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a data file's bytes, read in blocks."""
     digest = hashlib.sha256()
-    error = TemplateError if what.startswith("template") else DataFileError
-    with reading(path, what, error), path.open("rb") as stream:
+    with reading(path, "data file", DataFileError), path.open("rb") as stream:
         while block := stream.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
@@ -59,35 +64,30 @@ class TemplateSource:
     def changes(self) -> list[str]:
         """What differs on disk from when the job was made: one line each, empty if
         nothing (a file that is gone or unreadable counts as changed)."""
-        found = []
-        checks = [("data file", self.data_file, self.data_sha256)]
+        # The template is compared by what it says (the job hashed the text it read: a
+        # file saved again with a BOM or CRLF reads the same), the data by its bytes.
+        checks = [("data file", self.data_file, self.data_sha256, file_sha256)]
         if self.template_file:
-            checks.insert(0, ("template file", self.template_file, self.sha256))
-        for what, name, digest in checks:
-            path = Path(name)
+            checks.insert(0, ("template file", self.template_file, self.sha256, template_sha256))
+        found = []
+        for what, name, digest, hash_now in checks:
             try:
-                now = file_sha256(path, what)
+                if hash_now(Path(name)) != digest:
+                    found.append(f"the {what} {name} changed since the job was made")
             except (DataFileError, TemplateError) as exc:
                 found.append(f"{exc} (the job was made from it)")
-                continue
-            if what == "template file":
-                # The job hashed the text it read; a file saved with a BOM or CRLF reads
-                # the same, so compare what it says, not its bytes.
-                now = text_sha256(read_template(path))
-            if now != digest:
-                found.append(f"the {what} {path} changed since the job was made")
         return found
 
 
 def read_template(path: Path) -> str:
     """A template file's text (UTF-8, a BOM dropped, line ends as \\n)."""
-    with reading(path, "template file", TemplateError):
-        data = path.read_bytes()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise TemplateError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    text = read_utf8(path, "template file", TemplateError)
     return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def template_sha256(path: Path) -> str:
+    """The hash of what a template file says (as `PromptTemplate.sha256` has it)."""
+    return text_sha256(read_template(path))
 
 
 def text_sha256(text: str) -> str:

@@ -83,10 +83,8 @@ class StatsScreen(Screen[None]):
         self._reading = False
         first = self.stats is None
         self.stats = stats
-        lines = stats_lines(stats)
-        cut = next((n for n, line in enumerate(lines) if line.startswith("Failures")), len(lines))
-        figures = [line for line in lines[:cut] if not line.startswith(("Tokens generated", "  ▁"))]
-        self.query_one("#stats-figures", Static).update(literal("\n".join(figures).rstrip()))
+        figures = "\n".join(stats_lines(stats, charts=False))
+        self.query_one("#stats-figures", Static).update(literal(figures))
         self.query_one("#latency-histogram", Static).update(histogram(stats))
         width = stats.bucket_seconds
         self.query_one("#throughput-title", Label).update(
