@@ -220,21 +220,16 @@ class Comparison:
             f"CASE WHEN {missing} THEN 'missing' WHEN {not_run} THEN 'not run' "
             f"WHEN {failed} THEN 'failed' WHEN {same} THEN 'identical' ELSE 'different' END"
         )
-        lengths = [f"COALESCE(LENGTH(r{k}.response_text), 0)" for k in n]
-        latencies = [f"COALESCE(r{k}.duration, 0)" for k in n]
-        self._orders = {
-            "index": "m.row",
-            "length": f"MAX({', '.join(lengths)}) - MIN({', '.join(lengths)}) DESC, m.row",
-            "latency": f"MAX({', '.join(latencies)}) - MIN({', '.join(latencies)}) DESC, m.row",
-        }
+        lengths = ", ".join(f"COALESCE(LENGTH(r{k}.response_text), 0)" for k in n)
+        latencies = ", ".join(f"COALESCE(r{k}.duration, 0)" for k in n)
         self._search = " OR ".join(
             ["m.key LIKE :pattern ESCAPE '\\'"]
             + [f"r{k}.response_text LIKE :pattern ESCAPE '\\'" for k in n]
         )
         return (
             f"SELECT * FROM (SELECT m.row, m.key, {prompt} AS prompt, {state} AS state, "
-            f"{answers}, {self._orders['length'].split(' DESC')[0]} AS length_gap, "
-            f"{self._orders['latency'].split(' DESC')[0]} AS latency_gap FROM matched m {joins} "
+            f"{answers}, MAX({lengths}) - MIN({lengths}) AS length_gap, "
+            f"MAX({latencies}) - MIN({latencies}) AS latency_gap FROM matched m {joins} "
             "WHERE {search})"
         )
 
