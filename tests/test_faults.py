@@ -80,7 +80,7 @@ def test_kill_9_while_creating_a_job_leaves_no_job_or_a_whole_one(tmp_path, data
     process.kill()
     process.wait()
     processor = BatchProcessor()
-    listed = processor.list_checkpoints()
+    listed = processor.job_summaries()
     assert processor.unreadable_checkpoints == []
     assert listed == [] or listed[0].total_prompts == 200_000
     # The next job made there clears the killed one's scratch file.
@@ -178,7 +178,7 @@ def test_a_disk_that_fills_mid_run_stops_with_one_line_and_resumes(tmp_path, mon
         line = one_line_error(done, code=1)
         assert "Cannot save checkpoint" in line and "full" in line
         assert "the last checkpoint is intact" in line
-        (summary,) = processor.list_checkpoints()
+        (summary,) = processor.job_summaries()
         assert 0 < summary.done < 25
         filler.unlink()
         resumed = run_cli("resume", summary.job_id, "--threads", "1")

@@ -260,7 +260,7 @@ def test_a_job_file_runs_a_template_on_real_servers_and_saves_back_the_same(
         ("2", "{{ x }}"),
     ]
     assert all(r["success"] == "True" and 0 < int(r["tokens_out"]) <= 6 for r in rows)
-    (summary,) = BatchProcessor().list_checkpoints()
+    (summary,) = BatchProcessor().job_summaries()
     job, _ = BatchProcessor().load_job(summary.job_id)
     assert [str(e) for e in job.server.endpoints] == [f"{a}#1", f"{b}#1"]
     assert (job.server.rpm, job.server.request_timeout, job.retries) == (600, 120.0, 2)

@@ -204,7 +204,7 @@ def test_prices_given_to_run_are_the_jobs(tmp_path):
         "--price-in", "2", "--price-out", "10",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    (summary,) = BatchProcessor().list_checkpoints()
+    (summary,) = BatchProcessor().job_summaries()
     figures = json.loads(run_cli("stats", summary.job_id, "--json").stdout)
     assert figures["prices"] == {"input": 2.0, "output": 10.0}
     expected = figures["tokens_input"] * 2e-6 + figures["tokens_output"] * 10e-6
@@ -220,7 +220,7 @@ def test_stats_of_a_real_run(tmp_path):
         "--out", str(tmp_path / "out.json"),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    (summary,) = BatchProcessor().list_checkpoints()
+    (summary,) = BatchProcessor().job_summaries()
     shown = run_cli("stats", summary.job_id, "--json")
     assert shown.returncode == 0, shown.stderr
     figures = json.loads(shown.stdout)

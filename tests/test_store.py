@@ -101,10 +101,15 @@ def test_list_checkpoints_reports_unreadable_files_and_never_crashes(tmp_path):
     other = sqlite3.connect(tmp_path / "batch_other.db")
     other.execute("CREATE TABLE t (x)")
     other.close()
-    entries = processor.list_checkpoints()
+    entries = processor.job_summaries()
     assert [e.job_id for e in entries] == [good.job_id]
     assert entries[0].total_prompts == 2 and entries[0].model_id == "m"
     assert entries[0].status is JobStatus.PENDING and not entries[0].finished
+    # The guide's listing: dicts, which scripts index.
+    (listed,) = processor.list_checkpoints()
+    assert listed["job_id"] == good.job_id and listed["checkpoint_file"] == good.checkpoint_file
+    assert (listed["total_prompts"], listed["completed"], listed["failed"]) == (2, 0, 0)
+    assert listed["status"] == "pending" and listed["resumable"] is True
     unreadable = processor.unreadable_checkpoints
     assert sorted(Path(u.checkpoint_file).name for u in unreadable) == [
         "batch_empty.db",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import signal
 from pathlib import Path
 
@@ -32,7 +33,7 @@ def reviews(tmp_path: Path, count: int, name: str = "reviews.csv") -> Path:
 
 
 def only_job(exclude: set[str] = frozenset()):
-    jobs = [s for s in BatchProcessor().list_checkpoints() if s.job_id not in exclude]
+    jobs = [s for s in BatchProcessor().job_summaries() if s.job_id not in exclude]
     assert len(jobs) == 1, jobs
     return BatchProcessor().load_job(jobs[0].job_id)
 
@@ -217,8 +218,11 @@ def test_records_longer_than_the_context_are_warned_about_by_number(tmp_path):
         "run", "--template-text", "Say: {{ text }}", "--data", str(data), "--n-ctx", "256",
         *FAST, "--out", str(tmp_path / "out.json"),
     )  # fmt: skip
-    warning = f"tui-batch: warning: {data}: record 2: about "
-    assert warning in done.stderr and "longer than the context (256)" in done.stderr
+    warning = f"tui-batch: warning: {data}: record 2: too long for the context ("
+    assert warning in done.stderr and "the context holds 256): it will fail" in done.stderr
     results = json.loads((tmp_path / "out.json").read_text())["results"]
     assert [r["success"] for r in results] == [True, False, True]
+    # Counted as the run counts it: the warning's tokens are the failure's.
+    tokens = re.search(r"\((\d+) tokens with the chat template", done.stderr).group(1)
+    assert results[1]["error_message"].startswith(f"Prompt is {tokens} tokens")
     assert results[1]["var_text"] == long and results[1]["id"] == "2"

@@ -79,9 +79,8 @@ async def test_the_preview_follows_the_template_as_it_is_typed(tmp_path):
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause(0.3)
         await pilot.press("f2")
-        await pilot.pause()
         editor = app.screen.query_one(TemplateEditor)
-        assert editor.has_focus
+        await wait_until(pilot, lambda: editor.has_focus, timeout=5)
         await type_into(pilot, "#data-path", str(data))
         await wait_until(pilot, lambda: "30 records, all render" in preview(app), timeout=10)
 
@@ -204,5 +203,5 @@ async def test_the_preview_names_records_longer_than_the_context(tmp_path):
         app.screen.query_one(TemplateEditor).load_text("Say: {{ t }}")
         await type_into(pilot, "#n_ctx", "256")
         await type_into(pilot, "#data-path", str(data))
-        expected = "2 longer than the context (256) and will fail: records 2, 4"
+        expected = "2 do not fit the context (256 tokens, the chat template included) and will fail: records 2, 4"
         await wait_until(pilot, lambda: expected in preview(app), timeout=20)

@@ -41,6 +41,7 @@ from tui_batch.core.servers import (
 )
 from tui_batch.core.settings import settings_from_text
 from tui_batch.core.store import JobLock
+from tui_batch.core.text import escape_controls, one_line
 from tui_batch.gguf import format_count
 from tui_batch.reports import command_compare, command_stats
 from tui_batch.run_input import (
@@ -75,7 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handlers[args.command](args)
     except TuiBatchError as exc:
-        print(f"tui-batch: error: {exc}", file=sys.stderr)
+        # Errors quote files, records and servers' words: data, shown escaped.
+        print(f"tui-batch: error: {escape_controls(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("\ntui-batch: interrupted", file=sys.stderr)
@@ -222,8 +224,8 @@ def _run_job(
         count = len(job.server.endpoints)
         where += f" via {job.server.endpoints[0].url}" if count == 1 else f" via {count} servers"
     print(
-        f"Job {job.job_id}: {job.total_prompts} prompts on {where} "
-        f"({remaining} to run; checkpoint {job.checkpoint_file})",
+        f"Job {job.job_id}: {job.total_prompts} prompts on {one_line(where)} "
+        f"({remaining} to run; checkpoint {one_line(job.checkpoint_file)})",
         file=err,
     )
     cancel = threading.Event()
@@ -297,7 +299,7 @@ def _check_folder_writable(path: Path) -> None:
 
 def command_checkpoints(args: argparse.Namespace) -> int:
     processor = BatchProcessor()
-    entries = processor.list_checkpoints()
+    entries = processor.job_summaries()
     unreadable = processor.unreadable_checkpoints
     if args.json:
         print(
@@ -330,7 +332,7 @@ def command_checkpoints(args: argparse.Namespace) -> int:
     if unreadable:
         print(f"{len(unreadable)} unreadable checkpoint(s) skipped:", file=sys.stderr)
         for entry in unreadable:
-            print(f"  {entry.checkpoint_file}: {entry.unreadable}", file=sys.stderr)
+            print(f"  {one_line(f'{entry.checkpoint_file}: {entry.unreadable}')}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -342,7 +344,10 @@ def command_export(args: argparse.Namespace) -> int:
         job, results, args.out, output_format, neutralise_formulas=not args.allow_formulas
     )
     what = "the figures" if output_format == STATS_FORMAT else f"{len(results)} results"
-    print(f"Exported {what} of job {job.job_id} to {path} ({output_format})", file=sys.stderr)
+    print(
+        f"Exported {what} of job {job.job_id} to {one_line(str(path))} ({output_format})",
+        file=sys.stderr,
+    )
     return EXIT_OK
 
 

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tui_batch.core.errors import ModelError
-from tui_batch.core.jobs import Prompt
 from tui_batch.core.paths import models_dir
 from tui_batch.gguf import GGUFError, GGUFInfo, read_gguf_info
 
@@ -161,46 +158,3 @@ def resolve_model(spec: str | None) -> ModelInfo:
             return model
     known = ", ".join(m.id for m in models) or "none found"
     raise ModelError(f"Unknown model {spec!r} (known models: {known}); pass a path to a .gguf file")
-
-
-def count_tokens(model_path: str | Path, texts: list[str]) -> list[int]:
-    """Token counts of `texts` with the model's tokenizer (loads the vocabulary only)."""
-    try:
-        import llama_cpp
-    except ImportError as exc:
-        raise ModelError(f"llama-cpp-python is not installed ({exc})") from None
-    try:
-        # llama.cpp warns that a vocabulary-only load has no training context; it does not.
-        with contextlib.redirect_stderr(io.StringIO()):
-            llama = llama_cpp.Llama(model_path=str(model_path), vocab_only=True, verbose=False)
-    except (ValueError, RuntimeError, OSError) as exc:
-        raise ModelError(f"Cannot load model {model_path}: {exc}") from None
-    try:
-        return [len(llama.tokenize(t.encode("utf-8"), add_bos=False, special=False)) for t in texts]
-    finally:
-        llama.close()
-
-
-# Room a chat template adds around a prompt, for the "does it fit" check.
-TEMPLATE_TOKENS = 32
-
-
-def long_prompts(
-    model_path: str | Path, prompts: list[Prompt], n_ctx: int, system_prompt: str | None = None
-) -> list[tuple[Prompt, int]]:
-    """The prompts that will not fit the context, each with about how many tokens it is.
-
-    A token is at least one byte, so only prompts with as many bytes as the context
-    could be too long: only those are counted (the model is not even read if none is).
-    """
-
-    def text(prompt: Prompt) -> str:
-        system = prompt.system if prompt.system is not None else system_prompt
-        return f"{system}\n{prompt.text}" if system else prompt.text
-
-    room = n_ctx - TEMPLATE_TOKENS
-    candidates = [p for p in prompts if len(text(p).encode("utf-8")) >= room]
-    if not candidates:
-        return []
-    counts = count_tokens(model_path, [text(p) for p in candidates])
-    return [(p, n + TEMPLATE_TOKENS) for p, n in zip(candidates, counts, strict=True) if n >= room]

@@ -16,6 +16,7 @@ from tui_batch.core.errors import CheckpointError
 from tui_batch.core.export import guard_cell, write_file
 from tui_batch.core.processor import BatchProcessor
 from tui_batch.core.stats import job_stats
+from tui_batch.core.text import escape_json
 from tui_batch.stats_text import compare_lines, stats_lines
 
 
@@ -30,7 +31,7 @@ def command_stats(args: argparse.Namespace) -> int:
     processor = BatchProcessor()
     figures = job_stats(checkpoint_path(processor, args.job_id), prices(args))
     if args.json:
-        print(json.dumps(figures.to_dict(), indent=2, ensure_ascii=False))
+        print(escape_json(json.dumps(figures.to_dict(), indent=2, ensure_ascii=False)))
     else:
         print("\n".join(stats_lines(figures)))
     return 0
@@ -53,13 +54,26 @@ def command_compare(args: argparse.Namespace) -> int:
             if args.out:
                 write_file(args.out, write, protected=[processor.checkpoint_dir])
                 print(f"Wrote the comparison to {args.out}", file=sys.stderr)
-            else:
+            elif args.json or sys.stdout.isatty():
+                write(_EscapedStream(sys.stdout))
+            else:  # CSV into a pipe or a file: the answers exactly as they are
                 write(sys.stdout)
             return 0
         shown = comparison.rows(args.sort, args.state, args.search, limit=args.limit)
         total = comparison.count(args.state, args.search)
         print("\n".join(compare_lines(summary, shown, total)))
     return 0
+
+
+class _EscapedStream:
+    """stdout that may reach a terminal: answers and model names are data, so their
+    control characters are written escaped (as JSON escapes: JSON stays the same JSON)."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        return self.stream.write(escape_json(text))
 
 
 def _write_json(out: IO[str], summary: CompareSummary, rows: Any) -> None:

@@ -18,6 +18,7 @@ from tui_batch.core.settings import GenerationSettings, settings_from_text
 from tui_batch.core.template_job import render_prompts
 from tui_batch.core.template_source import TemplateSource, read_template
 from tui_batch.core.templates import PromptTemplate
+from tui_batch.core.text import one_line
 
 # A run prints this many warnings, then how many more there were.
 MAX_WARNINGS = 20
@@ -113,10 +114,12 @@ def load_input(args: argparse.Namespace) -> RunInput:
 
 
 def warn_long_prompts(model: Path, run_input: RunInput, settings: GenerationSettings) -> None:
-    """Prompts longer than the context fail when their turn comes: say so now."""
-    from tui_batch.models import long_prompts
+    """Prompts longer than the context fail when their turn comes: say so now (counted
+    as the run counts them, the chat template included)."""
+    from tui_batch.backends.factory import length_check
 
-    found = long_prompts(model, run_input.prompts, settings.n_ctx, settings.system_prompt)
+    check = length_check(model, settings.n_ctx, settings.system_prompt)
+    found = check.too_long(run_input.prompts)
     if not found:
         return
     word = "record" if run_input.template is not None else "line"
@@ -125,8 +128,8 @@ def warn_long_prompts(model: Path, run_input: RunInput, settings: GenerationSett
         str(run_input.source_file),
         [
             (f"{word} {prompt.line}" if prompt.line else f"prompt {numbers[id(prompt)]}")
-            + f": about {tokens} tokens, longer than the context ({settings.n_ctx}); "
-            "it will fail (raise --n-ctx)"
+            + f": too long for the context ({tokens} tokens with the chat template; the "
+            f"context holds {settings.n_ctx}): it will fail (raise --n-ctx)"
             for prompt, tokens in found
         ],
     )
@@ -140,7 +143,8 @@ def save_job(args: argparse.Namespace) -> int:
     if args.template is not None or args.template_text is not None:
         compile_template(args)
     path = save_job_file(args.save_job, job_file_values(args))
-    print(f"Saved job file {path}; run it with: tui-batch run {path}", file=sys.stderr)
+    shown = one_line(str(path))
+    print(f"Saved job file {shown}; run it with: tui-batch run {shown}", file=sys.stderr)
     return 0
 
 
@@ -158,16 +162,18 @@ def check_template_files(job: BatchJob, force: bool) -> None:
             "(or start a new job from the files as they are now)"
         )
     print(
-        f"tui-batch: warning: {said}; going on with the prompts stored in job {job.job_id}",
+        f"tui-batch: warning: {one_line(said)}; going on with the prompts stored in job "
+        f"{job.job_id}",
         file=sys.stderr,
     )
 
 
 def print_warnings(where: str, warnings: list[str]) -> None:
     for warning in warnings[:MAX_WARNINGS]:
-        print(f"tui-batch: warning: {where}: {warning}", file=sys.stderr)
+        print(f"tui-batch: warning: {one_line(f'{where}: {warning}')}", file=sys.stderr)
     if len(warnings) > MAX_WARNINGS:
         print(
-            f"tui-batch: warning: {where}: ... and {len(warnings) - MAX_WARNINGS} more warnings",
+            f"tui-batch: warning: {one_line(where)}: ... and {len(warnings) - MAX_WARNINGS} "
+            "more warnings",
             file=sys.stderr,
         )

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import re
-
 from tui_batch.core.compare import STATES, CompareRow, CompareSummary
 from tui_batch.core.progress import format_duration
 from tui_batch.core.stats import JobStats, Spread
+from tui_batch.core.text import one_line as _one_line
 
 # Failure groups and examples printed before "... and N more".
 SHOWN_GROUPS = 10
 BARS = " ▁▂▃▄▅▆▇█"
-# Text from models and servers reaches a terminal: its control characters (ESC starts
-# an escape sequence) are shown as \x1b, never sent.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 def _seconds(value: float | None) -> str:
@@ -122,15 +118,6 @@ def _table(rows: list[tuple[str, ...]]) -> list[str]:
         ).rstrip()
         for row in rows
     ]
-
-
-def _one_line(text: str | None, width: int) -> str:
-    flat = _CONTROL.sub(_escape, " ".join((text or "").split()))
-    return flat if len(flat) <= width else flat[: width - 1] + "…"
-
-
-def _escape(match: re.Match[str]) -> str:
-    return f"\\x{ord(match.group()):02x}"
 
 
 def compare_lines(summary: CompareSummary, rows: list[CompareRow], total: int) -> list[str]:

@@ -11,6 +11,7 @@ from typing import Any, TextIO
 
 from tui_batch.core.backend import Backend
 from tui_batch.core.progress import ProgressUpdate, format_progress_line
+from tui_batch.core.text import one_line
 
 # How often the CLI looks for news from a backend (servers out, limits changed).
 WATCH_INTERVAL = 0.5
@@ -76,7 +77,7 @@ class ProgressPrinter:
         """A line of news (a server went out, a limit changed) above the progress line."""
         with self._lock:
             clear = "\r\x1b[K" if self.interactive else ""
-            self.stream.write(f"{clear}tui-batch: {text}\n")
+            self.stream.write(f"{clear}tui-batch: {one_line(text)}\n")
             if self.interactive:
                 self._draw()
             self.stream.flush()
@@ -144,6 +145,9 @@ def _watching(printer: ProgressPrinter, backend: Backend) -> Iterator[None]:
 
 
 def print_table(rows: list[tuple[str, ...]]) -> None:
+    """Rows aligned in columns; every cell is data (a model name a server sent, a file
+    name), shown on one line with its control characters escaped."""
+    rows = [tuple(one_line(cell) for cell in row) for row in rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print(

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tui_batch.core.backend import Backend
 from tui_batch.core.errors import ModelError
 from tui_batch.core.jobs import BatchJob, GenerationSettings
 from tui_batch.core.servers import ServerSettings
+
+if TYPE_CHECKING:
+    from tui_batch.backends.llama_tokens import LengthCheck
 
 
 def llama_backend(model_path: str | Path, settings: GenerationSettings) -> Backend:
@@ -21,6 +25,16 @@ def llama_backend(model_path: str | Path, settings: GenerationSettings) -> Backe
     from tui_batch.backends.llama_cpp import LlamaCppBackend
 
     return LlamaCppBackend(model_path)
+
+
+def length_check(
+    model_path: str | Path, n_ctx: int, system_prompt: str | None = None
+) -> LengthCheck:
+    """A `LengthCheck`: which prompts are too long for a local model's context, counted
+    as the run counts them (chat template included)."""
+    from tui_batch.backends.llama_tokens import LengthCheck
+
+    return LengthCheck(model_path, n_ctx, system_prompt)
 
 
 def remote_backend(server: ServerSettings, model: str) -> Backend:

@@ -7,7 +7,12 @@ cancel takes effect mid-generation and a UI can show the text as it comes.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import io
 import re
+import threading
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,13 +25,64 @@ from tui_batch.core.jobs import BatchJob, GenerationSettings, build_messages
 _CONTEXT_OVERFLOW = re.compile(r"Requested tokens \((\d+)\) exceed context window of (\d+)")
 
 
+# llama.cpp's error lines since the last load began, for the message when a load fails.
+_log_errors: deque[str] = deque(maxlen=4)
+_log_callback: Any = None
+# One load at a time: loading a `Llama` prints to `sys.stderr`, swapped while it does.
+_LOAD_LOCK = threading.Lock()
+# ggml's log levels (ggml.h): warnings and errors are kept for messages.
+_KEPT_LEVELS = (3, 4)
+
+
 def import_llama_cpp() -> Any:
-    """The llama_cpp module, imported on first use, with a clear error when it is missing."""
+    """The llama_cpp module, imported on first use, with a clear error when it is
+    missing, and llama.cpp's log silenced (see `_silence_log`)."""
     try:
         import llama_cpp
     except ImportError as exc:
         raise ModelError(f"llama-cpp-python is not installed ({exc})") from None
+    _silence_log(llama_cpp)
     return llama_cpp
+
+
+def _silence_log(llama_cpp: Any) -> None:
+    """llama.cpp logs through a callback; ours prints nothing (its lines would land on
+    the user's terminal, or under the dashboard) and keeps the last errors. So models
+    load with llama-cpp-python's `verbose=True`, which never calls its
+    `suppress_stdout_stderr`: that swaps the process's file descriptors 1 and 2, and two
+    loads at once in the dashboard's workers left its terminal on /dev/null."""
+    global _log_callback
+    if _log_callback is not None:
+        return
+
+    @llama_cpp.llama_log_callback
+    def callback(level: int, text: bytes, user_data: Any) -> None:
+        if level in _KEPT_LEVELS and text:
+            _log_errors.append(text.decode("utf-8", "replace").strip())
+
+    _log_callback = callback  # kept alive: llama.cpp holds only the pointer
+    llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
+
+
+def load_failure(path: Path, exc: BaseException) -> ModelError:
+    """A failed load, with what llama.cpp said about it."""
+    said = "; ".join(line for line in _log_errors if line)[-300:]
+    return ModelError(f"Cannot load model {path}: {exc}" + (f" ({said})" if said else ""))
+
+
+def quiet_model(path: Path, params: Any) -> Any:
+    """llama-cpp-python's `LlamaModel` for `params`, loaded without touching the
+    process's file descriptors; a ModelError saying why it cannot be."""
+    import_llama_cpp()
+    from llama_cpp import _internals
+
+    if not path.is_file():
+        raise ModelError(f"Model file not found: {path}")
+    _log_errors.clear()
+    try:
+        return _internals.LlamaModel(path_model=str(path), params=params, verbose=True)
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise load_failure(path, exc) from None
 
 
 def load_key(settings: GenerationSettings) -> tuple[int, tuple[Any, ...]]:
@@ -95,17 +151,22 @@ class LlamaCppBackend(Backend):
         llama_cpp = import_llama_cpp()
         if not self.model_path.is_file():
             raise ModelError(f"Model file not found: {self.model_path}")
+        # verbose=True keeps llama-cpp-python off the file descriptors (`_silence_log`);
+        # what it then prints while loading goes nowhere, and nothing after.
         try:
-            self._llama = llama_cpp.Llama(
-                model_path=str(self.model_path),
-                n_ctx=settings.n_ctx,
-                n_threads=threads,
-                n_threads_batch=threads,
-                n_gpu_layers=settings.n_gpu_layers,
-                verbose=False,
-            )
+            with _LOAD_LOCK, contextlib.redirect_stderr(io.StringIO()):
+                _log_errors.clear()
+                self._llama = llama_cpp.Llama(
+                    model_path=str(self.model_path),
+                    n_ctx=settings.n_ctx,
+                    n_threads=threads,
+                    n_threads_batch=threads,
+                    n_gpu_layers=settings.n_gpu_layers,
+                    verbose=True,
+                )
         except (ValueError, RuntimeError, OSError) as exc:
-            raise ModelError(f"Cannot load model {self.model_path}: {exc}") from None
+            raise load_failure(self.model_path, exc) from None
+        self._llama.verbose = False
         self._counter = _TokenCounter(self._llama, llama_cpp)
         self._load_key = key
 

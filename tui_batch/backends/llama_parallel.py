@@ -27,7 +27,7 @@ from typing import Any
 
 from tui_batch.backends.llama_answer import Answer
 from tui_batch.backends.llama_chat import ChatFormat, sampler_chain
-from tui_batch.backends.llama_cpp import import_llama_cpp, load_key
+from tui_batch.backends.llama_cpp import import_llama_cpp, load_failure, load_key, quiet_model
 from tui_batch.backends.llama_memory import kv_bytes_per_cell, physical_memory, slots_that_fit
 from tui_batch.backends.llama_step import StepBatch, StepTiming, greedy_tokens
 from tui_batch.core.backend import Backend, Completion, Task, TokenSink
@@ -104,18 +104,12 @@ class ParallelLlamaBackend(Backend):
         self.close()
         llama_cpp = self._llama_cpp = import_llama_cpp()
         from llama_cpp import _internals
-        from llama_cpp._logger import set_verbose
 
-        set_verbose(False)  # llama.cpp's log lines would land on the user's terminal
-        if not self.model_path.is_file():
-            raise ModelError(f"Model file not found: {self.model_path}")
         model_params = llama_cpp.llama_model_default_params()
         layers = settings.n_gpu_layers
         model_params.n_gpu_layers = 0x7FFFFFFF if layers == -1 else layers
+        self._model = quiet_model(self.model_path, model_params)
         try:
-            self._model = _internals.LlamaModel(
-                path_model=str(self.model_path), params=model_params, verbose=False
-            )
             # Each sequence's cells in whole 256-cell blocks (llama.cpp rounds to those,
             # and says so on the terminal otherwise); prompts are still held to `n_ctx`.
             cells = -(-settings.n_ctx // 256) * 256
@@ -136,10 +130,10 @@ class ParallelLlamaBackend(Backend):
                 else llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO
             )
             params.no_perf = True
-            self._ctx = _internals.LlamaContext(model=self._model, params=params, verbose=False)
+            self._ctx = _internals.LlamaContext(model=self._model, params=params, verbose=True)
         except (ValueError, RuntimeError, OSError) as exc:
             self.close()
-            raise ModelError(f"Cannot load model {self.model_path}: {exc}") from None
+            raise load_failure(self.model_path, exc) from None
         self._n_ctx_seq = settings.n_ctx
         self._on_gpu = bool(settings.n_gpu_layers)
         self._exact_group = GPU_EXACT_GROUP if self._on_gpu else CPU_EXACT_GROUP

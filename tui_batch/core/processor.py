@@ -94,12 +94,20 @@ class BatchProcessor:
         """A job's summary without its prompts or results (a quick look at any size)."""
         return self.store.summary(job_id)
 
-    def list_checkpoints(self) -> list[JobSummary]:
-        """Summaries of every readable checkpoint, newest first.
+    def list_checkpoints(self) -> list[dict[str, Any]]:
+        """The guide's listing: one dict per readable checkpoint, newest first, with
+        `job_id`, `model_id`, `status`, `total_prompts`, `completed`, `failed`,
+        `checkpoint_file`, `created_at`, `updated_at`, `size_bytes` and `resumable`.
+        `job_summaries()` is the same as typed objects.
 
         Unreadable files are skipped and left in `self.unreadable_checkpoints`, each
         with the reason in its `unreadable` field.
         """
+        return [summary.to_dict() for summary in self.job_summaries()]
+
+    def job_summaries(self) -> list[JobSummary]:
+        """Every readable checkpoint as a `JobSummary`, newest first (unreadable files
+        are left in `self.unreadable_checkpoints`)."""
         summaries = self.store.scan()
         self.unreadable_checkpoints = [s for s in summaries if s.unreadable]
         return [s for s in summaries if not s.unreadable]

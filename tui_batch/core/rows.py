@@ -63,9 +63,16 @@ class JobSummary:
         """Every prompt has a result (some may have failed)."""
         return self.done >= self.total_prompts
 
+    @property
+    def resumable(self) -> bool:
+        """Prompts are left to run and the job was stopped (cancelled, paused, stopped by
+        its error strategy, never started, or killed while running): `resume` goes on."""
+        return not self.unreadable and not self.finished and self.status is not JobStatus.COMPLETED
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["status"] = self.status.value
+        data["resumable"] = self.resumable
         data.pop("template")
         return data
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from textual import on, work
 from textual.app import App
 from textual.binding import Binding
+from textual.notifications import SeverityLevel
 from textual.worker import Worker, WorkerState
 
 from tui_batch.backends.factory import backend_for_job
@@ -20,6 +21,7 @@ from tui_batch.core.backend import Backend, describe_error
 from tui_batch.core.errors import TuiBatchError
 from tui_batch.core.jobs import BatchJob, JobStatus
 from tui_batch.core.processor import BatchProcessor
+from tui_batch.core.text import escape_controls
 from tui_batch.ui import messages
 from tui_batch.ui.commands import TuiBatchCommands
 from tui_batch.ui.run_state import RunState
@@ -69,6 +71,26 @@ class TuiBatchApp(App[None]):
         # Set when the app is to exit once the running job has stopped: the exit status.
         self.exit_after_job: int | None = None
         self.stop_requested = False
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = False,
+    ) -> None:
+        """Every notification shows its text literally, whoever calls it (screens call
+        through here): messages carry file paths, column names, job ids and servers'
+        words, which are data; `[/x]` in one once ended the app. `markup` is ignored."""
+        super().notify(
+            escape_controls(message),
+            title=escape_controls(title),
+            severity=severity,
+            timeout=timeout,
+            markup=False,
+        )
 
     def on_mount(self) -> None:
         self.push_screen(SetupScreen(self.prompts_file))

@@ -5,6 +5,15 @@ from __future__ import annotations
 from functools import partial
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.markup import escape
+
+from tui_batch.core.text import one_line
+
+
+def _help(text: str) -> str:
+    """A help line for the palette, which reads it as markup: a model name a server
+    sent is data, so its brackets and control characters are escaped."""
+    return escape(one_line(text, 80))
 
 
 class TuiBatchCommands(Provider):
@@ -16,13 +25,13 @@ class TuiBatchCommands(Provider):
             ("job: progress", app.action_progress, "Show the running job"),
             ("help: keys", app.action_help, "Every key of every screen"),
         ]
-        for entry in app.processor.list_checkpoints()[:50]:
+        for entry in app.processor.job_summaries()[:50]:
             job_id = entry.job_id
             commands.append(
                 (
                     f"job: results {job_id}",
                     partial(app.show_results, job_id),
-                    f"{entry.model_id} · {entry.status.value}",
+                    _help(f"{entry.model_id} · {entry.status.value}"),
                 )
             )
             commands.append(
@@ -32,13 +41,17 @@ class TuiBatchCommands(Provider):
                     "figures, failures by reason, throughput",
                 )
             )
-            commands.append(
-                (
-                    f"job: resume {job_id}",
-                    partial(app.resume_job, job_id),
-                    f"{entry.done}/{entry.total_prompts} done",
+            # Only a job with something to run again can be resumed.
+            if entry.resumable or entry.failed:
+                left = entry.total_prompts - entry.done
+                what = f"{left} not run" if left else f"{entry.failed} failed to run again"
+                commands.append(
+                    (
+                        f"job: resume {job_id}",
+                        partial(app.resume_job, job_id),
+                        f"{entry.done}/{entry.total_prompts} done, {what}",
+                    )
                 )
-            )
         return commands
 
     async def discover(self) -> Hits:

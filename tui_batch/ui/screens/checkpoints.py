@@ -14,8 +14,10 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from tui_batch.core.errors import TuiBatchError
+from tui_batch.core.jobs import JobStatus
 from tui_batch.core.rows import JobSummary
 from tui_batch.ui.screens.modals import ConfirmScreen
+from tui_batch.ui.text import one_line
 
 SORTS: list[tuple[str, Callable[[JobSummary], Any], bool]] = [
     ("updated", lambda e: e.updated_at or "", True),
@@ -85,7 +87,7 @@ class CheckpointsScreen(Screen[None]):
 
     def reload(self) -> None:
         processor = self.app.processor
-        self.entries = processor.list_checkpoints() + processor.unreadable_checkpoints
+        self.entries = processor.job_summaries() + processor.unreadable_checkpoints
         self._fill()
 
     def _fill(self) -> None:
@@ -116,7 +118,7 @@ class CheckpointsScreen(Screen[None]):
     def _cells(self, entry: JobSummary) -> list[Text]:
         if entry.unreadable:
             return [
-                Text(entry.job_id, style="red"),
+                one_line(entry.job_id, style="red"),
                 Text("unreadable", style="bold red"),
                 Text("-"),
                 Text("-"),
@@ -126,12 +128,15 @@ class CheckpointsScreen(Screen[None]):
             ]
         status = entry.status.value
         mark = f"{self.marked.index(entry.job_id) + 1}▸" if entry.job_id in self.marked else "  "
+        shown = Text(status, style=STATUS_STYLE.get(status, ""))
+        if entry.resumable and entry.status is not JobStatus.RUNNING:
+            shown.append(" · resumable", style="bold")
         return [
             Text(f"{mark}{entry.job_id}", style="bold"),
-            Text(entry.model_id),
+            one_line(entry.model_id),
             Text(f"{entry.done}/{entry.total_prompts}", justify="right"),
             Text(str(entry.failed), style="red" if entry.failed else "", justify="right"),
-            Text(status, style=STATUS_STYLE.get(status, "")),
+            shown,
             Text((entry.updated_at or "").replace("T", " ").replace("+00:00", " UTC")),
             Text(format_size(entry.size_bytes), justify="right"),
         ]
@@ -157,7 +162,7 @@ class CheckpointsScreen(Screen[None]):
         entry = self.selected()
         info = self.query_one("#checkpoint-info", Static)
         if entry is not None and entry.unreadable:
-            info.update(Text(f"{entry.checkpoint_file}: {entry.unreadable}", style="red"))
+            info.update(one_line(f"{entry.checkpoint_file}: {entry.unreadable}", style="red"))
 
     @on(DataTable.RowSelected)
     def _row_selected(self) -> None:

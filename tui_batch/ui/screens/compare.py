@@ -199,9 +199,10 @@ def summary_text(summary: CompareSummary) -> Text:
         text.append("  ")
     for side in summary.jobs:
         latency = "-" if side.mean_latency is None else f"{side.mean_latency:.2f} s"
-        text.append(f"\n{side.job_id}", style="bold")
+        text.append(f"\n{side.job_id}  ", style="bold")
+        text.append_text(one_line(side.model_id))
         text.append(
-            f"  {side.model_id}  {side.results:,} results  {side.success_rate:.1f}% ok  "
+            f"  {side.results:,} results  {side.success_rate:.1f}% ok  "
             f"{side.tokens_output:,} tokens out  mean latency {latency}"
         )
     return text
@@ -210,7 +211,7 @@ def summary_text(summary: CompareSummary) -> Text:
 def detail_text(row: CompareRow, job_ids: list[str]) -> Text:
     """The prompt, each answer, and where the first two differ, word by word."""
     text = Text()
-    text.append(f"{row.key}", style="bold")
+    text.append_text(one_line(row.key, style="bold"))
     text.append(f"  {row.state}\n\n", style=STATE_STYLE.get(row.state, ""))
     text.append("Prompt\n", style="bold")
     text.append_text(literal(row.prompt))

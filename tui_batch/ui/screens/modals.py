@@ -36,7 +36,7 @@ class QuestionScreen(ModalScreen[AnswerT]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Static(Text(self.question), classes="question")
+            yield Static(literal(self.question), classes="question")
             yield Static(self.HINT, classes="hint")
 
     def action_answer(self, answer: AnswerT) -> None:

@@ -88,7 +88,7 @@ class ResultsScreen(Screen[None]):
                 ("Job ", "dim"),
                 (self.job_id, "bold"),
                 ("  model ", "dim"),
-                job.model_id,
+                one_line(job.model_id),
                 ("  status ", "dim"),
                 job.status.value,
                 ("  results ", "dim"),

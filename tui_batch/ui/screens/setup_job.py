@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from rich.text import Text
 from textual.screen import Screen
 from textual.widgets import Input, Select, Static, TabbedContent
 
@@ -14,6 +13,7 @@ from tui_batch.core.errors import ModelError, TuiBatchError
 from tui_batch.core.jobfile import load_job_file, save_job_file
 from tui_batch.core.servers import ServerSettings, server_settings_from_text
 from tui_batch.ui.screens.modals import SaveJobScreen
+from tui_batch.ui.text import literal
 from tui_batch.ui.widgets.local_form import LOCAL_FIELDS, LocalForm
 from tui_batch.ui.widgets.number_fields import default_text
 from tui_batch.ui.widgets.path_input import display_path
@@ -176,7 +176,7 @@ class JobFileScreen(Screen[None]):
     def _show_extras(self) -> None:
         shown = ", ".join(f"{key} = {value!r:.40}" for key, value in self.extras.items())
         self.query_one("#job-extras", Static).update(
-            Text(f"Also from the job file: {shown}", style="dim") if shown else ""
+            literal(f"Also from the job file: {shown}", style="dim") if shown else ""
         )
 
     def action_save_job(self) -> None:

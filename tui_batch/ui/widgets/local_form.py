@@ -11,6 +11,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Checkbox, Input, Label, Select, Static
 
+from tui_batch.ui.text import one_line
 from tui_batch.ui.widgets.number_fields import default_text, number_grid
 
 # Only for a local model (the server form has its own).
@@ -54,7 +55,8 @@ class LocalForm(Vertical):
                 if info
                 else "unreadable"
             )
-            options.append((f"{model.id}  ({detail})", str(model.path)))
+            # A file name is data: shown literally, never read as markup.
+            options.append((one_line(f"{model.id}  ({detail})"), str(model.path)))
         select.set_options(options)
         self.model_paths = [value for _, value in options]
         if options:

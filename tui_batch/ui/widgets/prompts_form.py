@@ -15,7 +15,7 @@ from textual.widgets import Input, Label, Static, TextArea
 
 from tui_batch.core.errors import TuiBatchError
 from tui_batch.core.prompts import PromptFile, PromptWarning, load_prompt_file, prompts_from_lines
-from tui_batch.ui.text import one_line
+from tui_batch.ui.text import literal, one_line
 from tui_batch.ui.widgets.path_input import PathSuggester
 
 PREVIEW_PROMPTS = 5
@@ -94,7 +94,7 @@ class PromptsForm(Vertical):
     def show_preview(self) -> None:
         preview = self.query_one("#preview", Static)
         if self.load_error:
-            preview.update(Text(self.load_error, style="bold red"))
+            preview.update(literal(self.load_error, style="bold red"))
             return
         source = self.current_prompts()
         if source is None or not source.prompts:
@@ -134,14 +134,19 @@ class PromptsForm(Vertical):
         description="Counting prompt tokens",
     )
     def count_tokens(self, source: PromptFile, model: str, n_ctx: int) -> None:
-        from tui_batch.models import long_prompts
+        from tui_batch.backends.factory import length_check
 
+        try:
+            found = length_check(model, n_ctx).too_long(source.prompts)
+        except TuiBatchError:
+            return  # a model that cannot be read says so when the job starts
         warnings = [
             PromptWarning(
                 prompt.line,
-                f"about {tokens} tokens: longer than the context ({n_ctx}); it will fail",
+                f"too long for the context ({tokens} tokens with the chat template; "
+                f"the context holds {n_ctx}): it will fail",
             )
-            for prompt, tokens in long_prompts(model, source.prompts, n_ctx)
+            for prompt, tokens in found
         ]
         self.app.call_from_thread(self._long_prompts_found, source, warnings)
 

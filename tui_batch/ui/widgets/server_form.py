@@ -19,7 +19,7 @@ from tui_batch.core.servers import (
     server_settings_from_text,
 )
 from tui_batch.core.settings import LIMITS
-from tui_batch.ui.text import one_line
+from tui_batch.ui.text import literal, one_line
 
 SERVER_NUMBERS = ("concurrency", "rpm", "tpm")
 
@@ -85,7 +85,7 @@ class ServerForm(Vertical):
         try:
             server = self.server_settings()
         except TuiBatchError as exc:
-            self._show(Text(str(exc), style="bold red"))
+            self._show(literal(str(exc), style="bold red"))
             return
         self._show(Text("Asking each server for its models…", style="dim"))
         self._probe(server)
@@ -97,7 +97,7 @@ class ServerForm(Vertical):
         try:
             served = check_servers(server)
         except TuiBatchError as exc:
-            self.app.call_from_thread(self._show, Text(str(exc), style="bold red"))
+            self.app.call_from_thread(self._show, literal(str(exc), style="bold red"))
             return
         self.app.call_from_thread(self._listed, served)
 
@@ -126,14 +126,14 @@ class ServerForm(Vertical):
             self._refused(str(exc))
 
     def _refused(self, message: str) -> None:
-        self._show(Text(message, style="bold red"))
+        self._show(literal(message, style="bold red"))
         self.app.notify(message, title="Cannot start", severity="error")
 
     def _listed(self, served: dict[str, list[str]]) -> None:
         names = sorted({name for found in served.values() for name in found})
         select = self.query_one("#server-model", Select)
         # A served name is the server's text: shown as data, never as markup.
-        select.set_options([(Text(name), name) for name in names])
+        select.set_options([(one_line(name), name) for name in names])
         if names:
             select.value = names[0]
         text = Text()

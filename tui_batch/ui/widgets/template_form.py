@@ -25,6 +25,7 @@ from tui_batch.core.settings import GenerationSettings
 from tui_batch.core.template_job import TemplatePrompts, render_prompts
 from tui_batch.core.template_source import read_template
 from tui_batch.core.templates import PromptTemplate, render_all
+from tui_batch.ui.text import literal
 from tui_batch.ui.widgets.path_input import PathSuggester
 from tui_batch.ui.widgets.template_editor import TemplateEditor
 from tui_batch.ui.widgets.template_preview import Preview
@@ -169,14 +170,12 @@ class TemplateForm(Vertical):
             return
         long = 0
         if model is not None:
-            from tui_batch.models import long_prompts
+            from tui_batch.backends.factory import length_check
 
             # Only a warning: a model that cannot be read now says so when the job starts.
             with suppress(TuiBatchError):
-                found = long_prompts(
-                    model, rendered.prompts, settings.n_ctx, settings.system_prompt
-                )
-                long = len(found)
+                check = length_check(model, settings.n_ctx, settings.system_prompt)
+                long = len(check.too_long(rendered.prompts))
         self.post_message(self.Ready(rendered, long))
 
     # The live preview -----------------------------------------------------------------
@@ -192,22 +191,22 @@ class TemplateForm(Vertical):
 
     def _start_preview(self) -> None:
         model, n_ctx, system = self.context
-        preview = Preview(self.id_field, model, n_ctx)
-        self.preview(self.text, self.data_path, preview, system)
+        preview = Preview(self.id_field, model, n_ctx, system)
+        self.preview(self.text, self.data_path, preview)
 
     @work(thread=True, exclusive=True, group="template-preview", exit_on_error=False)
-    def preview(self, text: str, data: Path | None, preview: Preview, system: str | None) -> None:
+    def preview(self, text: str, data: Path | None, preview: Preview) -> None:
         """Render the records in this thread; show the first few and every problem."""
         worker = get_current_worker()
         try:
             template = PromptTemplate(text, "template")
         except TuiBatchError as exc:
-            self._post(Text(str(exc), style="bold red"))
+            self._post(literal(str(exc), style="bold red"))
             return
         names = ", ".join(sorted(template.variables)) or "none"
         if data is None or not data.is_file():
             said = "No data file yet" if data is None else f"Data file not found: {data}"
-            self._post(Text(f"{said}. The template uses: {names}", style="dim"))
+            self._post(literal(f"{said}. The template uses: {names}", style="dim"))
             return
         try:
             for item in render_all(template, iter_records(data)):
@@ -217,9 +216,9 @@ class TemplateForm(Vertical):
                 if preview.count % PROGRESS_EVERY == 0:
                     self._post(preview.report(done=False))
         except TuiBatchError as exc:
-            self._post(Text(str(exc), style="bold red"))
+            self._post(literal(str(exc), style="bold red"))
             return
-        preview.count_tokens(system)
+        preview.count_tokens()
         if not worker.is_cancelled:
             self._post(preview.report(done=True))
 

@@ -4,13 +4,14 @@ the first prompts, and which records are too long for the local model's context.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from rich.text import Text
 
+from tui_batch.backends.factory import length_check
 from tui_batch.core.errors import TuiBatchError
 from tui_batch.core.jobs import Prompt
 from tui_batch.core.templates import MAX_REPORTED, Rendered
-from tui_batch.models import TEMPLATE_TOKENS, long_prompts
 from tui_batch.ui.text import one_line
 
 # The preview shows this many rendered prompts, each cut to this many lines.
@@ -27,11 +28,13 @@ class Preview:
     """The records seen so far: counted, their problems and the first prompts kept.
 
     `model` and `n_ctx` are the local model and its context, when the job runs on one:
-    records long enough to maybe not fit are kept to be counted at the end."""
+    records long enough to maybe not fit are kept to be counted at the end, with the
+    chat template and the system prompt, as the run counts them."""
 
     id_field: str | None = None
     model: str | None = None
     n_ctx: int = 0
+    system_prompt: str | None = None
     count: int = 0
     failed: int = 0
     empty: int = 0
@@ -39,6 +42,9 @@ class Preview:
     shown: list[Rendered] = field(default_factory=list)
     maybe_long: list[Prompt] = field(default_factory=list)
     long: list[int] = field(default_factory=list)
+    # Set once a model that cannot be read is found: its length check is left out.
+    unreadable: bool = False
+    _check: Any = None
 
     def add(self, item: Rendered | str) -> None:
         self.count += 1
@@ -51,23 +57,34 @@ class Preview:
         else:
             if len(self.shown) < PREVIEW_RECORDS:
                 self.shown.append(item)
-            size = len(item.prompt.encode("utf-8")) + len((item.system or "").encode("utf-8"))
-            could_be_long = size >= self.n_ctx - TEMPLATE_TOKENS  # a token is a byte or more
-            if self.model and could_be_long and len(self.maybe_long) < MAX_LENGTH_CHECKS:
-                self.maybe_long.append(Prompt(item.prompt, system=item.system, line=item.number))
+            if self.model and len(self.maybe_long) < MAX_LENGTH_CHECKS:
+                prompt = Prompt(item.prompt, system=item.system, line=item.number)
+                if self._may_not_fit(prompt):
+                    self.maybe_long.append(prompt)
+
+    def _may_not_fit(self, prompt: Prompt) -> bool:
+        if self.unreadable or not self.model:
+            return False
+        try:
+            if self._check is None:
+                self._check = length_check(self.model, self.n_ctx, self.system_prompt)
+            return self._check.may_not_fit(prompt)
+        except TuiBatchError:  # said when the job starts; no length check till then
+            self.unreadable = True
+            return False
 
     def _problem(self, problem: str) -> None:
         self.failed += 1
         if len(self.problems) < MAX_REPORTED:
             self.problems.append(problem)
 
-    def count_tokens(self, system_prompt: str | None) -> None:
-        """Which of the records kept are longer than the context, by the model's
-        tokenizer (a model that cannot be read now is said when the job starts)."""
-        if not self.model or not self.maybe_long:
+    def count_tokens(self) -> None:
+        """Which of the records kept do not fit the context, by the model's tokenizer
+        and chat template (a model that cannot be read now is said when the job starts)."""
+        if self._check is None or not self.maybe_long:
             return
         try:
-            found = long_prompts(self.model, self.maybe_long, self.n_ctx, system_prompt)
+            found = self._check.too_long(self.maybe_long)
         except TuiBatchError:
             return
         self.long = [prompt.line or 0 for prompt, _ in found]
@@ -91,8 +108,8 @@ class Preview:
             numbers = ", ".join(map(str, self.long[:SHOWN_LONG]))
             more = ", …" if len(self.long) > SHOWN_LONG else ""
             text.append(
-                f"{len(self.long):,} longer than the context ({self.n_ctx}) and will fail: "
-                f"records {numbers}{more}\n",
+                f"{len(self.long):,} do not fit the context ({self.n_ctx} tokens, the chat "
+                f"template included) and will fail: records {numbers}{more}\n",
                 style="yellow",
             )
         for item in self.shown:

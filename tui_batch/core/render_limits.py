@@ -1,0 +1,124 @@
+"""Bounds on filling a template from a record: what one render may build and how long it
+may take, so a hostile or mistaken template is "record N cannot be rendered", never a
+hung process or a machine out of memory.
+
+- `BoundedSandbox`: Jinja2's immutable sandbox, with `*` and `**` checked before they
+  run (`'x' * 10**10`, `10 ** 10 ** 10` would otherwise be computed, and Jinja folds
+  constant expressions when it compiles, so even compiling them would hang).
+- `render_bounded`: the output of one render, cut off past MAX_RENDERED characters.
+- `deadline`: a render that runs longer than RENDER_SECONDS (a loop of 10^5 x 10^5
+  steps) is stopped by a watchdog thread, which raises `RenderTimeout` in the rendering
+  thread at its next bytecode.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+# One record's prompt: longer than any model's context, far short of a machine's memory.
+MAX_RENDERED = 32 * 2**20
+# One record's render (they take microseconds).
+RENDER_SECONDS = 5.0
+# `a ** b` may make an integer of at most this many bits.
+MAX_POWER_BITS = 1 << 16
+_WATCH_EVERY = 0.1
+
+
+class RenderLimit(Exception):
+    """A render would build more than the bounds allow; the message says what."""
+
+
+class RenderTimeout(BaseException):
+    """Raised into a rendering thread by the watchdog. A BaseException, so that no
+    `except Exception` inside a template's filters swallows it."""
+
+
+class BoundedSandbox(ImmutableSandboxedEnvironment):
+    """The immutable sandbox; `*` and `**` are checked before they build a value."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*":
+            _check_repeat(left, right)
+            _check_repeat(right, left)
+        elif operator == "**":
+            _check_power(left, right)
+        return super().call_binop(context, operator, left, right)
+
+
+def _check_repeat(sequence: Any, times: Any) -> None:
+    if isinstance(sequence, (str, bytes, list, tuple)) and isinstance(times, int):
+        size = len(sequence) * max(0, times)
+        if size > MAX_RENDERED:
+            raise RenderLimit(f"repeating a value {times:,} times makes {size:,} items")
+
+
+def _check_power(base: Any, exponent: Any) -> None:
+    if isinstance(base, int) and isinstance(exponent, int) and abs(base) > 1 and exponent > 0:
+        bits = exponent * math.log2(abs(base))
+        if bits > MAX_POWER_BITS:
+            raise RenderLimit(f"{base} ** {exponent} is a number of {bits:,.0f} bits")
+
+
+def render_bounded(template: Any, record: Mapping[str, Any]) -> str:
+    """`template` filled from `record`, a RenderLimit past MAX_RENDERED characters."""
+    parts: list[str] = []
+    size = 0
+    for part in template.generate(record):
+        size += len(part)
+        if size > MAX_RENDERED:
+            raise RenderLimit(f"the prompt is over {MAX_RENDERED:,} characters")
+        parts.append(part)
+    return "".join(parts)
+
+
+# Renders under way: thread id -> [when it began, whether the watchdog fired at it].
+_running: dict[int, list[Any]] = {}
+_lock = threading.Lock()
+_watchdog: threading.Thread | None = None
+_raise_in = ctypes.pythonapi.PyThreadState_SetAsyncExc
+_raise_in.argtypes = (ctypes.c_ulong, ctypes.py_object)
+
+
+@contextmanager
+def deadline() -> Iterator[None]:
+    """The block (one render) runs at most RENDER_SECONDS; past that, `RenderTimeout`
+    is raised inside it (or, rarely, just after it: callers catch it around the block)."""
+    thread = threading.get_ident()
+    with _lock:
+        _running[thread] = [time.monotonic(), False]
+        _start_watchdog()
+    try:
+        yield
+    finally:
+        with _lock:
+            fired = _running.pop(thread, [0, False])[1]
+        if fired:  # raised but not yet delivered: take it back
+            _raise_in(thread, ctypes.py_object())
+
+
+def _start_watchdog() -> None:
+    global _watchdog
+    if _watchdog is None:
+        _watchdog = threading.Thread(target=_watch, name="tui-batch-render-watchdog", daemon=True)
+        _watchdog.start()
+
+
+def _watch() -> None:
+    while True:
+        time.sleep(_WATCH_EVERY)
+        now = time.monotonic()
+        with _lock:
+            for thread, state in _running.items():
+                if not state[1] and now - state[0] > RENDER_SECONDS:
+                    state[1] = True
+                    _raise_in(thread, ctypes.py_object(RenderTimeout))
