@@ -37,7 +37,13 @@ class FakeServer:
     ) -> None:
         self.port, self.model, self.key, self.delay = port, model, key, delay
         # Faults for the next requests, in order: "429", "429:S", "429ms:MS", "429date:S",
-        # "503", "500", "400", "delay:S", "stall", "drop", "malformed", "nousage", "ok".
+        # "503", "500", "400", "delay:S", "stall", "drop", "malformed", "nousage", "ok",
+        # and answers that are no whole answer or are odd: "nofinish" (a stream that ends
+        # with [DONE] and no finish reason, as an interrupted llama-cpp-python server's),
+        # "cut" (a stream cut before its finish reason), "jsonbody" (a JSON body to a
+        # stream request), "nochoices" (chunks without choices), "hugeusage" (a usage of
+        # 2**64), "surrogate" (a lone surrogate in the answer), "echo" (an error body
+        # echoing the key near its 300th character), "redirect:URL" (307 to URL).
         self.script: deque[str] = deque()
         self.words = 8  # chunks in each answer
         self.arrivals: list[float] = []
@@ -131,6 +137,12 @@ class FakeServer:
         text = str(body["messages"][-1].get("content", ""))
         if "BAD_REQUEST" in text:
             kind = "400"
+        if kind == "redirect":
+            raise web.HTTPTemporaryRedirect(arg)
+        if kind == "echo":
+            sent = request.headers.get("Authorization", "").removeprefix("Bearer ")
+            message = "x" * 290 + f" key {sent} was used"
+            return web.json_response({"error": {"message": message}}, status=400)
         if self.delay:
             await asyncio.sleep(self.delay)
         if kind == "delay":
@@ -154,7 +166,11 @@ class FakeServer:
             "completion_tokens": len(words),
             "total_tokens": len(text.split()) + len(words),
         }
-        if not body.get("stream"):
+        if kind == "hugeusage":
+            usage["completion_tokens"] = 2**64
+        if kind == "surrogate":
+            words[1] = "\ud800"
+        if not body.get("stream") or kind == "jsonbody":
             if kind == "malformed":
                 return web.Response(
                     text='{"id": "x", "choices": [', content_type="application/json"
@@ -182,14 +198,21 @@ class FakeServer:
                 await response.write(b"data: {this is not json\n\n")
             content = word if i == 0 else f" {word}"
             chunk = _chunk(self.model, {"content": content}, None)
+            if kind == "nochoices":
+                del chunk["choices"]
             await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+            if i == 1 and kind == "cut":
+                await response.write_eof()
+                return response
             if i == 1 and kind == "stall":
                 await asyncio.sleep(3600)
             if i == 1 and kind == "drop":
                 assert request.transport is not None
                 request.transport.abort()
                 return response
-        await response.write(f"data: {json.dumps(_chunk(self.model, {}, 'length'))}\n\n".encode())
+        if kind not in ("nofinish", "nochoices"):
+            finish = _chunk(self.model, {}, "length")
+            await response.write(f"data: {json.dumps(finish)}\n\n".encode())
         if kind != "nousage" and (body.get("stream_options") or {}).get("include_usage"):
             last = _chunk(self.model, {}, None)
             last["choices"] = []
@@ -233,10 +256,11 @@ def wait_for_models(url: str, process: subprocess.Popen[bytes], seconds: float =
 
 
 def start_llama_servers(
-    model: str, count: int, alias: str = "smollm2"
+    model: str, count: int, alias: str = "smollm2", interrupt: bool = False
 ) -> list[tuple[str, subprocess.Popen[bytes]]]:
     """`count` real `python -m llama_cpp.server` on loopback (1 thread, one request at a
-    time, never cut off), each answering; the caller kills them."""
+    time, never cut off unless `interrupt`: then as its default, where a new request
+    cuts off the answer streaming), each answering; the caller kills them."""
     started = []
     try:
         for _ in range(count):
@@ -244,7 +268,8 @@ def start_llama_servers(
             command = [
                 sys.executable, "-m", "llama_cpp.server", "--model", model,
                 "--model_alias", alias, "--host", "127.0.0.1", "--port", str(port),
-                "--n_ctx", "2048", "--n_threads", "1", "--interrupt_requests", "False",
+                "--n_ctx", "2048", "--n_threads", "1",
+                "--interrupt_requests", str(interrupt),
             ]  # fmt: skip
             process = subprocess.Popen(
                 command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL

@@ -208,12 +208,21 @@ def test_retries_run_out(tmp_path):
     assert job.failed == 1 and results[0].attempts == 3
 
 
-def test_no_usage_counts_nothing_instead_of_guessing(tmp_path):
+def test_no_usage_counts_the_streamed_tokens_and_marks_the_input_unknown(tmp_path):
     with FakeServer() as fake:
         fake.script.append("nousage")
-        _, results, _ = run(tmp_path, settings(fake.url, concurrency=1), 2)
-    assert (results[0].tokens_input, results[0].tokens_output) == (0, 0)
-    assert results[0].response_text and results[1].tokens_output == 8
+        _, results, backend = run(tmp_path, settings(fake.url, concurrency=1), 2)
+    first, second = results
+    assert first.response_text and first.tokens_output == 8  # one chunk a token
+    assert first.token_counts == "streamed" and not first.input_known and first.output_known
+    assert first.attempt_log[0].token_counts == "streamed"
+    assert (second.tokens_input, second.tokens_output, second.token_counts) == (2, 8, None)
+    said = [c for c in backend.status().changes if "sends no token counts" in c]
+    assert len(said) == 1 and "--no-stream" in said[0]  # said once, with what gets them
+    with FakeServer() as fake:  # whole answers without usage: nothing to count
+        fake.script.append("nousage")
+        _, results, _ = run(tmp_path, settings(fake.url, concurrency=1, stream=False), 1)
+    assert (results[0].tokens_output, results[0].token_counts) == (0, "unknown")
 
 
 def test_whole_answers_without_streaming(tmp_path):

@@ -216,7 +216,9 @@ def test_models_lists_what_a_server_serves(llama_servers, data_dir):
     listed = run_cli("models", "--server", a, "--json")
     assert table.returncode == 0, table.stderr
     assert all(f"{url}  {ALIAS}" in table.stdout for url in (a, b))
-    assert json.loads(listed.stdout) == [{"server": a, "models": [ALIAS]}]
+    assert json.loads(listed.stdout) == [
+        {"server": a, "models": [ALIAS], "interrupts_requests": False}
+    ]
 
 
 def test_run_prints_each_change_of_a_servers_state(data_dir):
@@ -272,3 +274,35 @@ def test_a_job_file_runs_a_template_on_real_servers_and_saves_back_the_same(
     assert saved.returncode == 0, saved.stderr
     assert "[server]" in again.read_text() and "retries = 2" in again.read_text()
     assert load_job_file(again) == {**load_job_file(job_file), "retries": 2}
+
+
+@pytest.mark.model
+def test_a_server_that_interrupts_requests_is_found_and_sent_one_at_a_time(
+    tmp_path, data_dir, demo_model
+):
+    """llama-cpp-python's server, as started by default: a new request cuts off the
+    answer streaming ([DONE], no finish reason). Those were once 24 of 25 empty answers
+    recorded as successes; now the server is found out, warned about, and given one
+    request at a time, and every answer is whole."""
+    ((url, process),) = start_llama_servers(str(demo_model), 1, ALIAS, interrupt=True)
+    try:
+        listed = run_cli("models", "--server", url)
+        assert listed.returncode == 0 and f"{url} interrupts requests" in listed.stderr
+        assert "--interrupt_requests False" in listed.stderr
+        prompts = tmp_path / "p.txt"
+        prompts.write_text("\n".join(f"Write the number {n} in words." for n in range(6)))
+        out = tmp_path / "out.json"
+        ran = run_cli(
+            "run", str(prompts), "--server", f"{url}#2", "--max-tokens", "12", "--out", str(out)
+        )
+    finally:
+        process.kill()
+        process.wait()
+    assert ran.returncode == 0, ran.stderr
+    assert f"{url} interrupts requests" in ran.stderr and "0 empty" not in ran.stderr
+    results = json.loads(out.read_text())["results"]
+    assert all(r["success"] and r["response_text"].strip() for r in results)
+    assert all(r["finish_reason"] in ("stop", "length") for r in results)
+    (summary,) = BatchProcessor().job_summaries()
+    job, _ = BatchProcessor().load_job(summary.job_id)
+    assert [str(e) for e in job.server.endpoints] == [f"{url}#1"]

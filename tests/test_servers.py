@@ -138,9 +138,8 @@ def test_a_checkpoint_from_before_servers_reads_and_upgrades(tmp_path):
     job = processor.create_job("m", ["a", "b"])
     path = tmp_path / f"batch_{job.job_id}.db"
     with sqlite3.connect(path) as connection:  # make it a format 1 file again
-        connection.execute("ALTER TABLE results DROP COLUMN endpoint")
-        connection.execute("ALTER TABLE results DROP COLUMN attempt_log")
-        connection.execute("ALTER TABLE results DROP COLUMN ttft")
+        for column in ("endpoint", "attempt_log", "ttft", "queue_wait", "token_counts"):
+            connection.execute(f"ALTER TABLE results DROP COLUMN {column}")
         connection.execute(
             "INSERT INTO results VALUES (0, 'old', 1, 2, 0.5, 1, NULL, 1, 'stop', NULL, NULL)"
         )
@@ -152,7 +151,7 @@ def test_a_checkpoint_from_before_servers_reads_and_upgrades(tmp_path):
     )
     processor.save_checkpoint(loaded, [new])
     with sqlite3.connect(path) as connection:
-        assert connection.execute("PRAGMA user_version").fetchone() == (3,)
+        assert connection.execute("PRAGMA user_version").fetchone() == (4,)
     _, results = processor.load_job(job.job_id)
     assert [r.response_text for r in results] == ["old", "new"]
     assert results[1].attempt_log == [Attempt("http://x/v1", 200)]
@@ -163,7 +162,8 @@ def test_a_format_2_checkpoint_reads_and_gains_ttft(tmp_path):
     job = processor.create_job("m", ["a", "b"])
     path = tmp_path / f"batch_{job.job_id}.db"
     with sqlite3.connect(path) as connection:
-        connection.execute("ALTER TABLE results DROP COLUMN ttft")
+        for column in ("ttft", "queue_wait", "token_counts"):
+            connection.execute(f"ALTER TABLE results DROP COLUMN {column}")
         connection.execute(
             "INSERT INTO results VALUES (0, 'old', 1, 2, 0.5, 1, NULL, 1, 'stop', NULL, NULL, "
             "NULL, NULL)"
@@ -175,7 +175,30 @@ def test_a_format_2_checkpoint_reads_and_gains_ttft(tmp_path):
     _, results = processor.load_job(job.job_id)
     assert [(r.response_text, r.ttft) for r in results] == [("old", None), ("new", 0.25)]
     with sqlite3.connect(path) as connection:
-        assert connection.execute("PRAGMA user_version").fetchone() == (3,)
+        assert connection.execute("PRAGMA user_version").fetchone() == (4,)
+
+
+def test_a_format_3_checkpoint_reads_and_gains_queue_wait_and_token_counts(tmp_path):
+    processor = BatchProcessor(tmp_path)
+    job = processor.create_job("m", ["a", "b"])
+    path = tmp_path / f"batch_{job.job_id}.db"
+    with sqlite3.connect(path) as connection:
+        for column in ("queue_wait", "token_counts"):
+            connection.execute(f"ALTER TABLE results DROP COLUMN {column}")
+        connection.execute(
+            "INSERT INTO results VALUES (0, 'old', 1, 2, 0.5, 1, NULL, 1, 'stop', NULL, NULL, "
+            "NULL, NULL, 0.1)"
+        )
+        connection.execute("PRAGMA user_version = 3")
+    loaded, results = processor.load_job(job.job_id)
+    assert (results[0].queue_wait, results[0].token_counts) == (None, None)
+    new = BatchResult(1, "b", "new", queue_wait=2.5, token_counts="streamed")
+    processor.save_checkpoint(loaded, [new])
+    _, results = processor.load_job(job.job_id)
+    assert [(r.queue_wait, r.token_counts) for r in results] == [(None, None), (2.5, "streamed")]
+    assert results[0].ttft == 0.1 and not results[1].input_known and results[1].output_known
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("PRAGMA user_version").fetchone() == (4,)
 
 
 def test_server_sent_events_are_read_as_the_spec_says():

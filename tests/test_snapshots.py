@@ -45,7 +45,7 @@ def answer_with(clock: SteppingClock):
 
 @pytest.fixture
 def fixed_app(monkeypatch):
-    for module in ("tui_batch.core.jobs", "tui_batch.core.store", "tui_batch.core.processor"):
+    for module in ("tui_batch.core.jobs", "tui_batch.core.store", "tui_batch.core.batch_run"):
         monkeypatch.setattr(f"{module}.utc_now", lambda: FIXED_TIME)
     clock = SteppingClock()
     processor = BatchProcessor(clock=clock)

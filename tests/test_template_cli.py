@@ -49,15 +49,8 @@ def test_the_example_job_file_runs_and_its_results_join_back_to_the_data(tmp_pat
     assert "Traceback" not in done.stderr
     with out.open(encoding="utf-8", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert list(rows[0])[:7] == [
-        "index",
-        "id",
-        "prompt",
-        "response",
-        "var_id",
-        "var_product",
-        "var_review",
-    ]
+    # The id column once, as `id` (not again as `var_id`).
+    assert list(rows[0])[:6] == ["index", "id", "prompt", "response", "var_product", "var_review"]
     assert [r["id"] for r in rows] == [f"r00{i}" for i in range(1, 7)] + ["r999"]
     assert all(r["success"] == "True" and r["response"].strip() for r in rows)
     last = rows[-1]

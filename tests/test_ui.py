@@ -130,18 +130,21 @@ async def test_whole_job_on_the_real_model_by_keys(tmp_path):
         assert isinstance(app.screen, ResultScreen)
         await pilot.press("escape")
 
-        out = tmp_path / "export.csv"
-        await pilot.press("e")
-        assert isinstance(app.screen, ExportScreen)
-        app.screen.query_one("#format").value = "csv"
-        await type_into(pilot, "#path", str(out))
-        await pilot.press("enter")
-        await app.workers.wait_for_complete()
-        await pilot.pause(0.2)
-        with out.open(newline="") as handle:
-            rows = list(csv.reader(handle))
-        assert tuple(rows[0]) == CSV_COLUMNS
-        assert [row[0] for row in rows[1:]] == [str(i) for i in range(7)]
+        for only_shown, expected in ((True, ["2"]), (False, [str(i) for i in range(7)])):
+            out = tmp_path / f"export-{only_shown}.csv"
+            await pilot.press("e")  # from the failed-only view: those, or all, as chosen
+            assert isinstance(app.screen, ExportScreen)
+            app.screen.query_one("#format").value = "csv"
+            assert app.screen.query_one("#only-shown").value is True
+            app.screen.query_one("#only-shown").value = only_shown
+            await type_into(pilot, "#path", str(out))
+            await pilot.press("enter")
+            await app.workers.wait_for_complete()
+            await pilot.pause(0.2)
+            with out.open(newline="") as handle:
+                rows = list(csv.reader(handle))
+            assert tuple(rows[0]) == CSV_COLUMNS
+            assert [row[0] for row in rows[1:]] == expected
 
     processor = BatchProcessor()
     _, results = processor.load_job(job_id)

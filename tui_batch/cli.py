@@ -7,7 +7,6 @@ import json
 import os
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -31,22 +30,23 @@ from tui_batch.core.errors import (
 from tui_batch.core.export import STATS_FORMAT, check_output_path, format_for_path
 from tui_batch.core.jobfile import JOB_FILE_SUFFIX
 from tui_batch.core.jobs import BatchJob, BatchResult, JobStatus
-from tui_batch.core.paths import ensure_private_dir, outputs_dir
 from tui_batch.core.processor import BatchProcessor
 from tui_batch.core.progress import format_duration
 from tui_batch.core.prompts import SUPPORTED_EXTENSIONS
 from tui_batch.core.servers import (
+    ServerCheck,
     ServerSettings,
     server_settings_from_text,
 )
 from tui_batch.core.settings import settings_from_text
 from tui_batch.core.store import JobLock
-from tui_batch.core.text import escape_controls, one_line
+from tui_batch.core.text import escape_controls, escape_json, one_line
 from tui_batch.gguf import format_count
 from tui_batch.reports import command_compare, command_stats
 from tui_batch.run_input import (
     apply_job_file,
     check_template_files,
+    inputs,
     load_input,
     save_job,
     warn_long_prompts,
@@ -108,6 +108,14 @@ def open_dashboard(prompts_file: Path | None) -> int:
 
     app = TuiBatchApp(prompts_file)
     app.run()
+    run = app.run_state
+    if run is not None and run.job.status is JobStatus.CANCELLED:
+        job = run.job  # stopped by quitting: say how to go on, on the terminal it leaves
+        print(
+            f"Job {job.job_id} stopped: {job.done}/{job.total_prompts} done and saved. "
+            f"Resume with: tui-batch resume {job.job_id}",
+            file=sys.stderr,
+        )
     return app.return_code or EXIT_OK  # 128 + the signal when SIGTERM or SIGHUP stopped it
 
 
@@ -123,7 +131,7 @@ def command_run(args: argparse.Namespace) -> int:
     run_input = load_input(args)
     processor = BatchProcessor()
     if args.out:
-        check_output_path(args.out, protected=[*run_input.protected, processor.checkpoint_dir])
+        check_output_path(args.out, protected=[*inputs(args), processor.checkpoint_dir])
         _check_folder_writable(args.out)
     processor.store.check_writable()
     common = {
@@ -136,34 +144,55 @@ def command_run(args: argparse.Namespace) -> int:
         "template": run_input.template,
         "prices": prices(args),
     }
-    if server is not None:
-        return _run_on_servers(processor, server, args.model, common)
-    model = resolve_model(args.model)
-    warn_long_prompts(model.path, run_input, settings)
-    # The model is loaded before the job is made, so a model that fails changes nothing.
-    backend = llama_backend(model.path, settings)
-    backend.open(settings)
-    with backend:
-        job = processor.create_job(model.id, model_path=str(model.path), **common)
-        return _run_job(processor, job, backend, retry_failed=False)
+    # Stop signals are ours from here: a Ctrl+C while the model loads is not lost.
+    with cancel_on_signals(sys.stderr) as signals:
+        if server is not None:
+            return _run_on_servers(processor, server, args.model, common, signals)
+        model = resolve_model(args.model)
+        warn_long_prompts(model.path, run_input, settings)
+        # The model is loaded before the job is made, so a model that fails changes nothing.
+        backend = llama_backend(model.path, settings)
+        backend.open(settings)
+        with backend:
+            if signals.cancel.is_set():
+                return _stopped_before_start(signals)
+            job = processor.create_job(model.id, model_path=str(model.path), **common)
+            return _run_job(processor, job, backend, signals, retry_failed=False)
+
+
+def _stopped_before_start(signals: cancel_on_signals) -> int:
+    print("Stopped before the job started: nothing was made.", file=sys.stderr)
+    return signals.exit_status
 
 
 def _run_on_servers(
-    processor: BatchProcessor, server: ServerSettings, model: str | None, common: dict[str, Any]
+    processor: BatchProcessor,
+    server: ServerSettings,
+    model: str | None,
+    common: dict[str, Any],
+    signals: cancel_on_signals,
 ) -> int:
     """Check every server answers and serves the model, then make and run the job."""
     from tui_batch.backends.factory import check_servers, remote_backend
 
-    served = check_servers(server, model)
+    check = check_servers(server, model)
     if model is None:
-        names = sorted({name for names in served.values() for name in names})
+        names = sorted({name for names in check.models.values() for name in names})
         if len(names) != 1:
             listed = ", ".join(names[:20]) if names else "none listed"
             raise SettingsError(f"--model NAME is required with --server (served: {listed})")
         model = names[0]
+        if f"${server.api_key_env}" in model:  # the server's name for it holds the key
+            raise SettingsError(
+                f"the served model's name holds the API key in ${server.api_key_env}: it is "
+                "not used or stored; give --model NAME"
+            )
+    server = _apply_check(check, server)
+    if signals.cancel.is_set():
+        return _stopped_before_start(signals)
     with remote_backend(server, model) as backend:
         job = processor.create_job(model, server=server, **common)
-        return _run_job(processor, job, backend, retry_failed=False)
+        return _run_job(processor, job, backend, signals, retry_failed=False)
 
 
 def command_resume(args: argparse.Namespace) -> int:
@@ -175,7 +204,7 @@ def command_resume(args: argparse.Namespace) -> int:
         job, results = processor.load_job(args.job_id)
         failed = sum(1 for r in results if not r.success)
         finished = len(results) >= job.total_prompts and not (args.retry_failed and failed)
-        out = _results_path(job)
+        out = processor.results_path(job)
         if finished and job.status is JobStatus.COMPLETED and out.exists():
             print(
                 f"Job {job.job_id} is already finished: {len(results)}/{job.total_prompts} "
@@ -194,28 +223,27 @@ def command_resume(args: argparse.Namespace) -> int:
         if job.server is not None and not finished:
             from tui_batch.backends.factory import check_servers
 
-            check_servers(job.server, job.model_id)
+            job.server = _apply_check(check_servers(job.server, job.model_id), job.server)
         # Opened by the engine only if a prompt is left: a job killed after its last
         # result is finished without loading a model.
-        with backend_for_job(job, opened=False) as backend:
-            return _run_job(processor, job, backend, args.retry_failed, (lock, results))
-
-
-def _results_path(job: BatchJob) -> Path:
-    if job.output_file:
-        return Path(job.output_file)
-    return outputs_dir() / f"batch_{job.job_id}.{job.output_format or 'json'}"
+        with (
+            cancel_on_signals(sys.stderr) as signals,
+            backend_for_job(job, opened=False) as backend,
+        ):
+            return _run_job(processor, job, backend, signals, args.retry_failed, (lock, results))
 
 
 def _run_job(
     processor: BatchProcessor,
     job: BatchJob,
     backend: Backend,
+    signals: cancel_on_signals,
     retry_failed: bool,
     loaded: tuple[JobLock, Sequence[BatchResult]] | None = None,
 ) -> int:
-    """Run the job to its end or a stop; print the outcome; return the exit status.
-    `loaded`: the job's lock, held, and the results read under it."""
+    """Run the job to its end or a stop (`signals`: the stop signals, handled); print
+    the outcome; return the exit status. `loaded`: the job's lock, held, and the results
+    read under it."""
     lock, previous = loaded or (None, None)
     err = sys.stderr
     remaining = job.total_prompts - job.done
@@ -228,17 +256,15 @@ def _run_job(
         f"({remaining} to run; checkpoint {one_line(job.checkpoint_file)})",
         file=err,
     )
-    cancel = threading.Event()
     printer = ProgressPrinter(err)
     start = time.monotonic()
-    signals = cancel_on_signals(cancel, err)
     try:
-        with signals, printer.watch(backend):
+        with printer.watch(backend):
             results = processor.process_batch(
                 job,
                 backend,
                 progress_callback=printer,
-                cancel_event=cancel,
+                cancel_event=signals.cancel,
                 retry_failed=retry_failed,
                 previous=previous,
                 lock=lock,
@@ -261,22 +287,20 @@ def _run_job(
             f"Resume with: tui-batch resume {job.job_id}",
             file=err,
         )
-        return 128 + signals.received if signals.received else EXIT_INTERRUPTED
-    out = _results_path(job)
-    if not job.output_file:
-        ensure_private_dir(out.parent)
+        return signals.exit_status
     try:
-        processor.export_results(job, results, out, job.output_format or format_for_path(out))
+        out = processor.save_results(job, results)
     except ExportError as exc:
         raise ExportError(
             f"{exc}; the results are saved: tui-batch export {job.job_id} --out FILE"
         ) from None
-    tokens = sum(r.tokens_output for r in results)
     elapsed = time.monotonic() - start
+    empty = sum(1 for r in results if r.empty)
+    answered = f"{job.completed} succeeded" + (f" ({empty} empty answers)" if empty else "")
     print(
-        f"{job.status.value.capitalize()}: {job.completed} succeeded, {job.failed} failed "
-        f"of {job.total_prompts} ({tokens} tokens generated); this run took "
-        f"{format_duration(elapsed)}. Results: {out}",
+        f"{job.status.value.capitalize()}: {answered}, {job.failed} failed of "
+        f"{job.total_prompts} ({tokens_generated(results)}); this run took "
+        f"{format_duration(elapsed)}. Results: {one_line(str(out))}",
         file=err,
     )
     if job.status is JobStatus.FAILED:
@@ -285,6 +309,15 @@ def _run_job(
             file=err,
         )
     return EXIT_OK if job.status is JobStatus.COMPLETED and job.failed == 0 else EXIT_FAILED
+
+
+def tokens_generated(results: Sequence[BatchResult]) -> str:
+    """`1,234 tokens generated`, with how many answers had no count (never counted 0)."""
+    counted = [r.tokens_output for r in results if r.output_known]
+    text = f"{sum(counted):,} tokens generated"
+    if len(counted) < len(results):
+        text += f", {len(results) - len(counted):,} answers without a count"
+    return text
 
 
 def _check_folder_writable(path: Path) -> None:
@@ -387,16 +420,26 @@ def _server_models(args: argparse.Namespace) -> int:
     from tui_batch.backends.factory import check_servers
 
     given = {"api_key_env": args.api_key_env} if args.api_key_env else {}
-    served = check_servers(server_settings_from_text(args.server, given))
+    check = check_servers(server_settings_from_text(args.server, given))
     if args.json:
-        print(
-            json.dumps(
-                [{"server": url, "models": names} for url, names in served.items()], indent=2
-            )
-        )
-        return EXIT_OK
-    rows = [("SERVER", "MODEL")]
-    for url, names in served.items():
-        rows.extend((url, name) for name in names or ["(the server lists no models)"])
-    print_table(rows)
+        listing = [
+            {"server": url, "models": names, "interrupts_requests": url in check.interrupting}
+            for url, names in check.models.items()
+        ]
+        print(escape_json(json.dumps(listing, indent=2, ensure_ascii=False)))
+    else:
+        rows = [("SERVER", "MODEL")]
+        for url, names in check.models.items():
+            rows.extend((url, name) for name in names or ["(the server lists no models)"])
+        print_table(rows)
+    for warning in check.warnings():
+        print(f"tui-batch: warning: {one_line(warning)}", file=sys.stderr)
     return EXIT_OK
+
+
+def _apply_check(check: ServerCheck, server: ServerSettings) -> ServerSettings:
+    """The servers as the check found them: each one that interrupts requests gets one
+    at a time (and a warning saying so, and how to start it for batches)."""
+    for warning in check.warnings():
+        print(f"tui-batch: warning: {one_line(warning)}", file=sys.stderr)
+    return check.applied_to(server)

@@ -5,13 +5,20 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tui_batch.arguments import given_settings, server_settings
 from tui_batch.core.errors import SettingsError, TemplateError
-from tui_batch.core.jobfile import BY_SETTING, JOB_FILE_SUFFIX, load_job_file, save_job_file
+from tui_batch.core.export import check_output_path
+from tui_batch.core.jobfile import (
+    BY_SETTING,
+    JOB_FILE_SUFFIX,
+    load_job_file,
+    output_outside,
+    save_job_file,
+)
 from tui_batch.core.jobs import BatchJob, Prompt
 from tui_batch.core.prompts import load_prompt_file
 from tui_batch.core.settings import GenerationSettings, settings_from_text
@@ -28,12 +35,11 @@ INPUT_KEYS = ("prompts", "template", "template_text")
 
 @dataclass(slots=True)
 class RunInput:
-    """The prompts to run, where they came from, and what must not be overwritten."""
+    """The prompts to run and where they came from."""
 
     prompts: list[Prompt]
     source_file: Path
     template: TemplateSource | None = None
-    protected: list[Path] = field(default_factory=list)
 
 
 def apply_job_file(args: argparse.Namespace) -> None:
@@ -48,6 +54,12 @@ def apply_job_file(args: argparse.Namespace) -> None:
     values = load_job_file(source)
     if any(getattr(args, key, None) is not None for key in INPUT_KEYS):
         values = {k: v for k, v in values.items() if k not in INPUT_KEYS}
+    # The job file's own output, not the user's: it stays where the job file is.
+    if args.out is None and values.get("out") is not None and output_outside(source, values["out"]):
+        raise SettingsError(
+            f"{source}: [output] file {values['out']} is outside the job file's folder "
+            f"and the data dir; to write there, say so: --out {values['out']}"
+        )
     for key, value in values.items():
         if getattr(args, key, None) is None:
             setattr(args, key, _as_flag(key, value))
@@ -104,13 +116,12 @@ def load_input(args: argparse.Namespace) -> RunInput:
     if args.prompts is not None:
         prompt_file = load_prompt_file(args.prompts)
         print_warnings(str(args.prompts), [str(w) for w in prompt_file.warnings])
-        return RunInput(prompt_file.prompts, args.prompts, protected=[args.prompts])
+        return RunInput(prompt_file.prompts, args.prompts)
     rendered = render_prompts(
         compile_template(args), args.data, template_file=args.template, id_field=args.id_field
     )
     print_warnings(str(args.data), rendered.warnings)
-    protected = [args.data] + ([args.template] if args.template is not None else [])
-    return RunInput(rendered.prompts, args.data, rendered.source, protected)
+    return RunInput(rendered.prompts, args.data, rendered.source)
 
 
 def warn_long_prompts(model: Path, run_input: RunInput, settings: GenerationSettings) -> None:
@@ -135,9 +146,18 @@ def warn_long_prompts(model: Path, run_input: RunInput, settings: GenerationSett
     )
 
 
+def inputs(args: argparse.Namespace) -> list[Path]:
+    """Every file the run reads: no output may replace one."""
+    given = (args.job_file, args.prompts, args.template, args.data)
+    return [Path(path) for path in given if path is not None]
+
+
 def save_job(args: argparse.Namespace) -> int:
     """Check the settings as a run would, then write them to a job file."""
     check_input(args)
+    if args.job_file is None or Path(args.save_job).resolve() != Path(args.job_file).resolve():
+        others = [path for path in inputs(args) if path != args.job_file]
+        check_output_path(args.save_job, protected=others)
     server = server_settings(args, None)
     settings_from_text(given_settings(args), remote=server is not None)
     if args.template is not None or args.template_text is not None:

@@ -37,11 +37,12 @@ def spread_row(name: str, spread: Spread, shown=_seconds) -> tuple[str, ...]:
 def stats_lines(stats: JobStats, charts: bool = True) -> list[str]:
     """The report, line by line (tables aligned); without `charts`, no failure groups
     and no tokens over time (the stats screen draws its own)."""
+    empty = f" ({stats.empty:,} empty answers)" if stats.empty else ""
     lines = [
         f"Job {stats.job_id} on {_one_line(stats.model_id, 200)}: {stats.status}",
-        f"  prompts    {stats.total:,}: {stats.completed:,} succeeded, "
+        f"  prompts    {stats.total:,}: {stats.completed:,} succeeded{empty}, "
         f"{stats.failed:,} failed, {stats.pending:,} not run ({stats.success_rate:.1f}% ok)",
-        f"  tokens     {stats.tokens_input:,} in, {stats.tokens_output:,} out",
+        f"  tokens     {tokens_line(stats)}",
         f"  speed      {stats.tokens_per_second:.1f} generated tokens/s over "
         f"{format_duration(stats.active_seconds)} active",
     ]
@@ -50,9 +51,12 @@ def stats_lines(stats: JobStats, charts: bool = True) -> list[str]:
         lines.append(
             f"  cost       {cost['total']:.4f} ({cost['input']:.4f} in at "
             f"{stats.prices.input:g}/M, {cost['output']:.4f} out at {stats.prices.output:g}/M)"
+            + (", more for the tokens not counted" if stats.input_unknown else "")
         )
     rows = [("", "n", "mean", "p50", "p90", "p99", "max")]
     rows.append(spread_row("latency", stats.latency))
+    if stats.queue_wait.count:  # servers: the wait before the answering request
+        rows.append(spread_row("queue wait", stats.queue_wait))
     rows.append(spread_row("first token", stats.ttft))
     rows.append(spread_row("tok/s a prompt", stats.prompt_tokens_per_second, _rate))
     lines += ["", "Per prompt (succeeded)", *_table(rows)]
@@ -63,12 +67,14 @@ def stats_lines(stats: JobStats, charts: bool = True) -> list[str]:
         )
         lines += ["", f"Attempts   {tries}"]
     if stats.endpoints:
-        rows = [("server", "results", "failed", "tokens out", "mean latency", "requests",
-                 "request errors", "mean first token")]  # fmt: skip
+        # Requests sent and failed, as each result's attempt log has them: the counts
+        # the progress screen shows too.
+        rows = [("server", "answered", "failed", "tok out", "latency", "sent", "errors",
+                 "1st token")]  # fmt: skip
         for e in stats.endpoints:
             rows.append(
                 (
-                    e.endpoint,
+                    _one_line(e.endpoint, 60),
                     f"{e.results:,}",
                     f"{e.failed:,}",
                     f"{e.tokens_output:,}",
@@ -78,7 +84,7 @@ def stats_lines(stats: JobStats, charts: bool = True) -> list[str]:
                     _seconds(e.mean_ttft),
                 )
             )
-        lines += ["", "Per server", *_table(rows)]
+        lines += ["", "Per server (mean latency and time to first token)", *_table(rows)]
     if not charts:
         return lines
     if stats.failures:
@@ -92,6 +98,19 @@ def stats_lines(stats: JobStats, charts: bool = True) -> list[str]:
     if stats.throughput:
         lines += ["", *throughput_lines(stats)]
     return lines
+
+
+def tokens_line(stats: JobStats) -> str:
+    """`13,253 in, 2,352 out`, saying how many results have no count (never 0)."""
+    text = f"{stats.tokens_input:,} in, {stats.tokens_output:,} out"
+    unknown = []
+    if stats.input_unknown:
+        unknown.append(f"{stats.input_unknown:,} without an input count")
+    if stats.output_unknown:
+        unknown.append(f"{stats.output_unknown:,} without an output count")
+    if unknown:
+        text += f" ({'; '.join(unknown)}: the server sent none)"
+    return text
 
 
 def throughput_lines(stats: JobStats) -> list[str]:

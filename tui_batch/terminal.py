@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any, TextIO
 
+from tui_batch.backends.llama_cpp import in_log_callback
 from tui_batch.core.backend import Backend
 from tui_batch.core.progress import ProgressUpdate, format_progress_line
 from tui_batch.core.text import one_line
@@ -25,16 +27,27 @@ STOP_SIGNALS = tuple(
 
 class cancel_on_signals:
     """The first stop signal: stop after the current step and save. A second one: stop
-    at once (finished results are still saved). `received` is the first signal's number."""
+    at once (finished results are still saved). `received` is the first signal's number.
 
-    def __init__(self, cancel: threading.Event, err: TextIO) -> None:
-        self.cancel = cancel
+    The handler never raises into code that is not ours: a second signal that finds the
+    main thread inside llama.cpp's log callback (a call from C, where an exception is
+    printed and lost) is raised again a moment later, once our own code runs."""
+
+    AGAIN_AFTER = 0.05
+
+    def __init__(self, err: TextIO) -> None:
+        self.cancel = threading.Event()
         self.err = err
         self.received: int | None = None
         self.previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.cancel.is_set():
+            if in_log_callback(frame):
+                again = threading.Timer(self.AGAIN_AFTER, os.kill, (os.getpid(), signum))
+                again.daemon = True
+                again.start()
+                return
             raise KeyboardInterrupt
         self.received = signum
         self.cancel.set()
@@ -47,14 +60,22 @@ class cancel_on_signals:
                 flush=True,
             )
 
+    @property
+    def exit_status(self) -> int:
+        """128 + the signal that stopped the run (130 for Ctrl+C)."""
+        return 128 + (self.received or signal.SIGINT)
+
     def __enter__(self) -> cancel_on_signals:
         for signum in STOP_SIGNALS:
             self.previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        # Once stopping, the process is on its way out with its status: a signal more
+        # must not end it by another (the default SIGINT would, as -2).
+        stopping = self.cancel.is_set()
         for signum, handler in self.previous.items():
-            signal.signal(signum, handler)
+            signal.signal(signum, signal.SIG_IGN if stopping else handler)
 
 
 class ProgressPrinter:

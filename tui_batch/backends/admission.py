@@ -208,7 +208,8 @@ class Admission:
             self.changes,
         )
 
-    def _note(self, text: str) -> None:
+    def note(self, text: str) -> None:
+        """A change worth telling a person (a server out, a limit changed, no usage)."""
         self.notes.append(text)
         self.changes += 1
 
@@ -216,26 +217,26 @@ class Admission:
         if state.out_until is not None:
             state.out_until = None
             state.probe_interval = FIRST_PROBE
-            self._note(f"{state.url} is back")
+            self.note(f"{state.url} is back")
         state.streak += 1
         if state.streak >= GROW_AFTER and state.limit < state.cap:
             state.limit = min(state.cap, max(state.limit + 1, math.ceil(state.limit * 1.5)))
             state.streak = 0
-            self._note(f"{state.url}: limit grows to {state.limit}")
+            self.note(f"{state.url}: limit grows to {state.limit}")
 
     def _throttled(self, state: EndpointState, now: float, retry_after: float | None) -> None:
         pause = min(MAX_RETRY_AFTER, DEFAULT_COOLDOWN if retry_after is None else retry_after)
         state.cooling_until = max(state.cooling_until, now + pause)
         if state.limit > 1:
             state.limit = max(1, state.limit // 2)
-        self._note(
+        self.note(
             f"{state.url}: {state.last_error or 'throttled'}; limit {state.limit}, "
             f"paused {pause:.1f}s"
         )
 
     def _down(self, state: EndpointState, now: float, error: str | None) -> None:
         if state.out_until is None:
-            self._note(f"{state.url} is out: {error or 'unreachable'}")
+            self.note(f"{state.url} is out: {error or 'unreachable'}")
         else:
             state.probe_interval = min(LAST_PROBE, state.probe_interval * 2)
         state.out_until = now + state.probe_interval

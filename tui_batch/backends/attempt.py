@@ -1,6 +1,12 @@
 """One request to one endpoint: sent by the client, read by `chat_wire`, timed by our own
-timeouts, measured, and sorted out into an `Answer` (what it means for the endpoint and
-for the prompt). `RemoteBackend` decides what to do next; this never retries."""
+timeouts, measured, and sorted out into a `CallResult` (what it means for the endpoint
+and for the prompt). `RemoteBackend` decides what to do next; this never retries.
+
+An answer is whole only once the server says it is finished (a finish reason): a stream
+that ends without one was dropped or interrupted, whatever its HTTP status, and is
+retried like a dropped connection. Where a server sends no usage, the output tokens are
+the streamed chunks with text (servers that stream tokens send one a token), marked as
+counted so; the input tokens are then unknown."""
 
 from __future__ import annotations
 
@@ -11,17 +17,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from tui_batch.backends.admission import Outcome
-from tui_batch.backends.chat_wire import read_chunk, read_completion, sse_data
+from tui_batch.backends.chat_wire import IncompleteAnswer, read_chunk, read_completion, sse_data
 from tui_batch.backends.openai_api import Failure, Secret, classify
-from tui_batch.core.jobs import Attempt, utc_now
+from tui_batch.core.jobs import STREAMED, UNKNOWN, Attempt, utc_now
 from tui_batch.core.servers import ServerSettings
 
 PAUSED = "paused"
 
 
 @dataclass(slots=True)
-class Answer:
-    """How one attempt ended: `outcome` for the endpoint, `retryable` for the prompt."""
+class CallResult:
+    """How one request ended: `outcome` for the endpoint, `retryable` for the prompt."""
 
     outcome: Outcome
     attempt: Attempt
@@ -42,7 +48,8 @@ class Call:
         self.first: float | None = None  # when the first chunk came
         self.last: float | None = None  # when the latest did
         self.ttft: float | None = None
-        self.usage = (0, 0)
+        self.usage: tuple[int, int] | None = None  # what the server counted
+        self.pieces = 0  # streamed chunks with text: one a token where a server streams tokens
         self.expired: str | None = None
         self._task: asyncio.Task[tuple[str, str | None]] | None = None
         self._handle: asyncio.TimerHandle | None = None
@@ -50,7 +57,7 @@ class Call:
 
     async def run(
         self, client: Any, request: dict[str, Any], on_text: Callable[[str], None] | None
-    ) -> Answer:
+    ) -> CallResult:
         """Send `request` with `client`; never raises but when cancelled from outside."""
         loop = asyncio.get_running_loop()
         self._task = loop.create_task(self._send(client, request, on_text))
@@ -70,7 +77,7 @@ class Call:
             return self._failure(classify(exc, self.url, self.secret, self.first is not None))
         finally:
             self._handle.cancel()
-        return Answer(Outcome.OK, self._record(None, None), text, finish)
+        return CallResult(Outcome.OK, self._record(None, None), text, finish)
 
     def call_back(self) -> None:
         """The job is paused: end this request now; it is sent again later."""
@@ -80,24 +87,37 @@ class Call:
         self, client: Any, request: dict[str, Any], on_text: Callable[[str], None] | None
     ) -> tuple[str, str | None]:
         create = client.chat.completions.with_streaming_response.create
+        scrub = self.secret.scrub  # the key out of all a server sends, before it is read
         async with create(**request) as response:
             if not request.get("stream"):
-                whole = read_completion(await response.read())
+                body = await response.read()
+                whole = read_completion(scrub(body.decode("utf-8", "replace")))
                 self._chunk_came(whole.usage)
+                if whole.finish_reason is None:
+                    raise IncompleteAnswer("the answer has no finish reason (cut off?)")
                 return whole.text, whole.finish_reason
             parts: list[str] = []
             finish: str | None = None
+            events = 0
             async for payload in sse_data(response.iter_lines()):
-                piece = read_chunk(payload)
+                events += 1
+                piece = read_chunk(scrub(payload))
                 self._chunk_came(piece.usage)
                 if piece.text:
                     if self.ttft is None:
                         self.ttft = time.monotonic() - self.start
+                    self.pieces += 1
                     parts.append(piece.text)
                     if on_text is not None:
                         on_text(piece.text)
                 finish = piece.finish_reason or finish
-        return "".join(parts), finish
+        if finish is None:  # a dropped answer, whatever the status said
+            raise IncompleteAnswer(
+                "the stream ended without a finish reason (cut off, or interrupted by the server)"
+                if events
+                else "the server answered a stream request with no events"
+            )
+        return scrub("".join(parts)), finish  # a key split across chunks, joined again
 
     def _chunk_came(self, usage: tuple[int, int] | None) -> None:
         self.last = time.monotonic()
@@ -126,13 +146,18 @@ class Call:
         if self._task is not None:
             self._task.cancel()
 
-    def _failure(self, failure: Failure) -> Answer:
+    def _failure(self, failure: Failure) -> CallResult:
         attempt = self._record(failure.status, failure.error, failure.retry_after)
-        return Answer(failure.outcome, attempt, retryable=failure.retryable)
+        return CallResult(failure.outcome, attempt, retryable=failure.retryable)
 
     def _record(
         self, status: int | None, error: str | None, retry_after: float | None = None
     ) -> Attempt:
+        counts = None
+        tokens = self.usage or (0, 0)
+        if self.usage is None and error is None:  # an answer without usage: count what streamed
+            counts = STREAMED if self.pieces else UNKNOWN
+            tokens = (0, self.pieces)
         return Attempt(
             endpoint=self.url,
             status=status if status is not None else (200 if error is None else None),
@@ -140,7 +165,8 @@ class Call:
             retry_after=retry_after,
             latency=round(time.monotonic() - self.start, 4),
             ttft=round(self.ttft, 4) if self.ttft is not None else None,
-            tokens_input=self.usage[0],
-            tokens_output=self.usage[1],
+            tokens_input=tokens[0],
+            tokens_output=tokens[1],
             started_at=self.started_at,
+            token_counts=counts,
         )

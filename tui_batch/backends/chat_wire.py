@@ -6,6 +6,9 @@ answer is read here rather than built into pydantic models: that costs less per 
 than the model classes (which dominate the client's time at a few hundred answers a
 second), and whatever a server sends is checked at this boundary, so a malformed answer
 is one `MalformedAnswer` naming what was wrong, never an AttributeError deep inside.
+Texts are cleaned here too (a lone surrogate, which no file can hold, becomes U+FFFD)
+and counts bounded (a usage of 2**64 is no count), so one odd answer never stops a job.
+The caller scrubs the key from a payload before it reaches these readers.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tui_batch.core.jobs import GenerationSettings, Prompt, build_messages
+from tui_batch.core.text import clean_text
 
 # Chars per token, for the tpm estimate of a prompt before its usage is known.
 CHARS_PER_TOKEN = 4
@@ -58,6 +62,15 @@ class MalformedAnswer(ValueError):
 
 class StreamError(Exception):
     """The server sent an error inside the stream (after a 200)."""
+
+
+class IncompleteAnswer(Exception):
+    """A 200 that holds no whole answer: a stream that ended without a finish reason
+    (cut off, or interrupted by the server), or an answer with none."""
+
+
+# A token count a server may report: anything larger is not a count.
+MAX_COUNT = 2**31 - 1
 
 
 @dataclass(slots=True)
@@ -133,7 +146,7 @@ def _object(payload: bytes | str) -> dict[str, Any]:
     error = data.get("error")
     if error:
         message = error.get("message") if isinstance(error, dict) else error
-        raise StreamError(" ".join(str(message).split())[:300])
+        raise StreamError(clean_text(" ".join(str(message).split())[:300]))
     return data
 
 
@@ -142,14 +155,14 @@ def _text(value: Any) -> str:
         return ""
     if not isinstance(value, str):
         raise MalformedAnswer(f"content is not text: {value!r:.60}")
-    return value
+    return clean_text(value)
 
 
 def _finish(choice: dict[str, Any]) -> str | None:
     reason = choice.get("finish_reason")
     if reason is not None and not isinstance(reason, str):
         raise MalformedAnswer(f"finish_reason is not text: {reason!r:.60}")
-    return reason
+    return None if reason is None else clean_text(reason[:40])
 
 
 def _usage(data: dict[str, Any]) -> tuple[int, int] | None:
@@ -159,6 +172,8 @@ def _usage(data: dict[str, Any]) -> tuple[int, int] | None:
     if not isinstance(usage, dict):
         raise MalformedAnswer(f"usage is not an object: {usage!r:.60}")
     counts = (usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0)
-    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts):
-        raise MalformedAnswer(f"usage has wrong counts: {usage!r:.60}")
+    if not all(
+        isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= MAX_COUNT for n in counts
+    ):
+        raise MalformedAnswer(f"usage has wrong counts: {usage!r:.80}")
     return counts

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from tui_batch.core.backend import Backend
 from tui_batch.core.errors import ModelError
 from tui_batch.core.jobs import BatchJob, GenerationSettings
-from tui_batch.core.servers import ServerSettings
+from tui_batch.core.servers import ServerCheck, ServerSettings
 
 if TYPE_CHECKING:
     from tui_batch.backends.llama_tokens import LengthCheck
@@ -44,9 +44,10 @@ def remote_backend(server: ServerSettings, model: str) -> Backend:
     return RemoteBackend(server, model)
 
 
-def check_servers(server: ServerSettings, model: str | None = None) -> dict[str, list[str]]:
-    """Each endpoint's models; a one-line ServerError if one cannot be used (unreachable,
-    refusing the key, not serving `model`). For a CLI or a dashboard, before a job is made."""
+def check_servers(server: ServerSettings, model: str | None = None) -> ServerCheck:
+    """Each endpoint's models, and which interrupt streaming answers; a one-line
+    ServerError if one cannot be used (unreachable, refusing the key, not serving
+    `model`). For a CLI or a dashboard, before a job is made."""
     from tui_batch.backends.openai_api import probe_servers
 
     return probe_servers(server, model)

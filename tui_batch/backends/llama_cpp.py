@@ -28,6 +28,7 @@ _CONTEXT_OVERFLOW = re.compile(r"Requested tokens \((\d+)\) exceed context windo
 # llama.cpp's error lines since the last load began, for the message when a load fails.
 _log_errors: deque[str] = deque(maxlen=4)
 _log_callback: Any = None
+_log_code: Any = None  # the callback's Python code, to know a frame inside it
 # One load at a time: loading a `Llama` prints to `sys.stderr`, swapped while it does.
 _LOAD_LOCK = threading.Lock()
 # ggml's log levels (ggml.h): warnings and errors are kept for messages.
@@ -51,17 +52,26 @@ def _silence_log(llama_cpp: Any) -> None:
     load with llama-cpp-python's `verbose=True`, which never calls its
     `suppress_stdout_stderr`: that swaps the process's file descriptors 1 and 2, and two
     loads at once in the dashboard's workers left its terminal on /dev/null."""
-    global _log_callback
+    global _log_callback, _log_code
     if _log_callback is not None:
         return
 
-    @llama_cpp.llama_log_callback
-    def callback(level: int, text: bytes, user_data: Any) -> None:
+    def log(level: int, text: bytes, user_data: Any) -> None:
         if level in _KEPT_LEVELS and text:
             _log_errors.append(text.decode("utf-8", "replace").strip())
 
+    callback = llama_cpp.llama_log_callback(log)
+    _log_code = log.__code__
+
     _log_callback = callback  # kept alive: llama.cpp holds only the pointer
     llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
+
+
+def in_log_callback(frame: Any) -> bool:
+    """Whether `frame` (where a signal found the main thread) is our log callback, which
+    llama.cpp calls from C: an exception raised there is printed and lost, never
+    reaching the code that would stop."""
+    return frame is not None and _log_code is not None and frame.f_code is _log_code
 
 
 def load_failure(path: Path, exc: BaseException) -> ModelError:

@@ -12,9 +12,10 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 from tui_batch.backends.admission import Outcome
-from tui_batch.backends.chat_wire import StreamError
+from tui_batch.backends.chat_wire import IncompleteAnswer, StreamError, read_chunk, sse_data
 from tui_batch.core.errors import ServerError
-from tui_batch.core.servers import MAX_RETRY_AFTER, Endpoint, ServerSettings
+from tui_batch.core.servers import MAX_RETRY_AFTER, Endpoint, ServerCheck, ServerSettings
+from tui_batch.core.text import clean_text
 
 RETRYABLE_STATUS = {408, 409, 429}
 THROTTLE_STATUS = {429, 503}
@@ -49,8 +50,42 @@ class Secret:
         return f"HTTP {status} from {url}: the key in ${self.variable} was refused"
 
 
+class RedirectRefused(Exception):
+    """A server redirected a request to another host: answers would come from a server
+    the user never named, so the redirect is not followed."""
+
+    def __init__(self, status: int, target: str) -> None:
+        super().__init__(f"HTTP {status}: redirected to {target}, another host: not followed")
+        self.status = status
+
+
+def _same_host_only(endpoint: Endpoint) -> Any:
+    """A response hook that refuses a redirect to another host (scheme, host or port);
+    one on the same host (a path, a trailing slash) is followed."""
+    from urllib.parse import urljoin, urlsplit
+
+    base = urlsplit(endpoint.url)
+    home = (base.scheme, base.hostname, base.port)
+
+    async def check(response: Any) -> None:
+        location = response.headers.get("location")
+        if not response.is_redirect or location is None:
+            return
+        target = urlsplit(urljoin(str(response.url), location))
+        try:
+            there = (target.scheme, target.hostname, target.port)
+        except ValueError:
+            there = None
+        if there != home:
+            shown = f"{target.scheme}://{target.hostname or '?'}"
+            raise RedirectRefused(response.status_code, shown)
+
+    return check
+
+
 def make_client(endpoint: Endpoint, server: ServerSettings, secret: Secret) -> Any:
-    """An AsyncOpenAI for one endpoint: no SDK retries, every timeout bounded."""
+    """An AsyncOpenAI for one endpoint: no SDK retries, every timeout bounded, and no
+    redirect followed to another host."""
     openai = import_openai()
     timeout = openai.Timeout(
         connect=server.connect_timeout,
@@ -66,6 +101,9 @@ def make_client(endpoint: Endpoint, server: ServerSettings, secret: Secret) -> A
         api_key=secret.value or "none",
         max_retries=0,
         timeout=timeout,
+        http_client=openai.DefaultAsyncHttpxClient(
+            event_hooks={"response": [_same_host_only(endpoint)]}
+        ),
     )
 
 
@@ -85,9 +123,14 @@ def classify(exc: Exception, url: str, secret: Secret, streamed: bool) -> Failur
     """The failure an exception from the client stands for. `streamed`: some of the
     answer had come (a timeout then is a stalled stream)."""
     openai = import_openai()
+    redirect = next((e for e in _chain(exc) if isinstance(e, RedirectRefused)), None)
+    if redirect is not None:
+        return Failure(Outcome.FAILED, f"{redirect} (from {url})", redirect.status, False)
+    if isinstance(exc, IncompleteAnswer):
+        return Failure(Outcome.FAILED, f"incomplete answer: {exc}")
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
-        message = secret.scrub(server_message(exc))
+        message = server_message(exc, secret)
         if status == 401:
             return Failure(Outcome.FAILED, secret.refused(url, status), status, False)
         # A spent quota (OpenAI's insufficient_quota) is a 429 that waiting won't fix.
@@ -110,7 +153,7 @@ def classify(exc: Exception, url: str, secret: Secret, streamed: bool) -> Failur
             )
         return Failure(Outcome.FAILED, f"connection dropped: {cause(exc)}")
     if isinstance(exc, (openai.APIError, StreamError)):  # an error sent inside a stream
-        return Failure(Outcome.FAILED, f"server error: {secret.scrub(str(exc))}")
+        return Failure(Outcome.FAILED, f"server error: {secret.scrub(str(exc))[:300]}")
     text = secret.scrub(f"malformed response: {type(exc).__name__}: {exc}")
     return Failure(Outcome.FAILED, text[:300])
 
@@ -133,8 +176,9 @@ def retry_after_seconds(headers: Any) -> float | None:
         return None
 
 
-def server_message(exc: Any) -> str:
-    """The server's own words about an error status, one line, bounded."""
+def server_message(exc: Any, secret: Secret) -> str:
+    """The server's own words about an error status, one line, bounded; the key taken
+    out before it is cut (a key echoed near the cut would otherwise be kept in part)."""
     body = exc.body
     message: Any = None
     if isinstance(body, dict):
@@ -148,7 +192,7 @@ def server_message(exc: Any) -> str:
             message = None
     if not isinstance(message, str):
         message = json.dumps(message) if message is not None else exc.message
-    return " ".join(str(message).split())[:300]
+    return clean_text(" ".join(secret.scrub(str(message)).split())[:300])
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
@@ -176,52 +220,115 @@ def cause(exc: BaseException) -> str:
     return " ".join(text.split())[:200]
 
 
-def probe_servers(server: ServerSettings, model: str | None = None) -> dict[str, list[str]]:
+def probe_servers(server: ServerSettings, model: str | None = None) -> ServerCheck:
     """Ask every endpoint for its models (`GET /models`) before a job is made.
 
-    Returns each endpoint's model names (empty where a server does not list them).
+    Returns each endpoint's model names (empty where a server does not list them; a name
+    holding the API key is scrubbed), and which endpoints interrupt a streaming answer
+    when another request comes (tried on llama-cpp-python's servers: two small requests).
     Raises a one-line ServerError when an endpoint is unreachable, refuses the key,
     answers something that is not the API, or (with `model`) does not serve the model.
     """
     return asyncio.run(_probe_all(server, model))
 
 
-async def _probe_all(server: ServerSettings, model: str | None) -> dict[str, list[str]]:
+async def _probe_all(server: ServerSettings, model: str | None) -> ServerCheck:
     secret = Secret(server.api_key_env)
-    found: dict[str, list[str]] = {}
+    check = ServerCheck({})
     for endpoint in server.endpoints:
         client = make_client(endpoint, server, secret)
         try:
-            found[endpoint.url] = await _probe(client, endpoint.url, server, secret)
+            names, llama_cpp_python = await _probe(client, endpoint.url, server, secret)
+            check.models[endpoint.url] = names
+            if model is not None and names and model not in names:
+                shown = ", ".join(names[:20]) + (" ..." if len(names) > 20 else "")
+                raise ServerError(
+                    secret.scrub(
+                        f"Model {model!r} is not served by {endpoint.url}; it serves: {shown}"
+                    )
+                )
+            tried = model or (names[0] if names else None)
+            if llama_cpp_python and tried and await _interrupts(client, tried):
+                check.interrupting.append(endpoint.url)
         finally:
             await client.close()
-        names = found[endpoint.url]
-        if model is not None and names and model not in names:
-            shown = ", ".join(names[:20]) + (" ..." if len(names) > 20 else "")
-            raise ServerError(
-                f"Model {model!r} is not served by {endpoint.url}; it serves: {shown}"
-            )
-    return found
+    return check
 
 
-async def _probe(client: Any, url: str, server: ServerSettings, secret: Secret) -> list[str]:
+async def _probe(
+    client: Any, url: str, server: ServerSettings, secret: Secret
+) -> tuple[list[str], bool]:
+    """The endpoint's model names (scrubbed, bounded), and whether it looks like
+    llama-cpp-python's server (models owned by "me", with a permissions list)."""
     openai = import_openai()
     try:
         page = await asyncio.wait_for(client.models.list(), timeout=server.connect_timeout + 20)
-        return [str(m.id) for m in page.data][:1000]
+        models = list(page.data)[:1000]
+        names = [clean_text(secret.scrub(str(m.id)))[:200] for m in models]
+        extras = [getattr(m, "model_extra", None) or {} for m in models]
+        llama_cpp_python = bool(models) and all(
+            getattr(m, "owned_by", None) == "me" and "permissions" in extra
+            for m, extra in zip(models, extras, strict=True)
+        )
+        return names, llama_cpp_python
     except (asyncio.TimeoutError, openai.APITimeoutError):
         raise ServerError(f"{url} did not answer (timed out); is it the right address?") from None
     except openai.APIConnectionError as exc:
+        redirect = next((e for e in _chain(exc) if isinstance(e, RedirectRefused)), None)
+        if redirect is not None:
+            raise ServerError(f"{url}/models: {redirect}") from None
         raise ServerError(f"Cannot reach {url}: {cause(exc)} (is the server running?)") from None
     except openai.APIStatusError as exc:
         if exc.status_code == 401:
             raise ServerError(secret.refused(url, 401)) from None
         if exc.status_code in (404, 405):
-            return []  # a server that does not list its models can still serve them
-        message = secret.scrub(server_message(exc))
+            return [], False  # a server that does not list its models can still serve them
+        message = server_message(exc, secret)
         raise ServerError(f"{url}/models answered HTTP {exc.status_code}: {message}") from None
     except (openai.APIError, ValueError, TypeError, AttributeError) as exc:
         raise ServerError(
             f"{url} does not answer like an OpenAI-compatible server: "
-            f"{secret.scrub(str(exc))[:200]}"
+            f"{clean_text(secret.scrub(str(exc)))[:200]}"
         ) from None
+
+
+# The interrupt check: a streamed answer this long, and how long the check may take.
+_PROBE_TOKENS = 64
+_PROBE_SECONDS = 60.0
+
+
+async def _interrupts(client: Any, model: str) -> bool:
+    """Whether the server cuts off a streaming answer when a second request comes: one
+    request streams; at its first chunk a second is sent; an interrupting server ends
+    the first with `[DONE]` and no finish reason. False when the check cannot tell."""
+    messages = [{"role": "user", "content": "Count from 1 to 100, one number a line."}]
+    started = asyncio.get_running_loop().create_future()
+
+    async def streamed() -> str | None:
+        create = client.chat.completions.with_streaming_response.create
+        finish = None
+        async with create(
+            model=model, messages=messages, max_tokens=_PROBE_TOKENS, temperature=0, stream=True
+        ) as response:
+            async for payload in sse_data(response.iter_lines()):
+                if not started.done():
+                    started.set_result(None)
+                finish = read_chunk(payload).finish_reason or finish
+        return finish
+
+    async def check() -> bool:
+        first = asyncio.ensure_future(streamed())
+        try:
+            await asyncio.wait({first, started}, return_when=asyncio.FIRST_COMPLETED)
+            if first.done():  # finished (or failed) before a second request could come
+                return False
+            second = client.chat.completions.create(model=model, messages=messages, max_tokens=1)
+            finish, _ = await asyncio.gather(first, second)
+            return finish is None
+        finally:
+            first.cancel()
+
+    try:
+        return await asyncio.wait_for(check(), timeout=_PROBE_SECONDS)
+    except Exception:  # noqa: BLE001 - a check that cannot tell says nothing
+        return False

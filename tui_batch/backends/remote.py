@@ -30,6 +30,7 @@ from tui_batch.backends.attempt import Call
 from tui_batch.backends.chat_wire import chat_request, estimate_tokens
 from tui_batch.backends.openai_api import Secret, make_client
 from tui_batch.core.backend import Backend, BackendStatus, Completion, Task
+from tui_batch.core.errors import ServerError
 from tui_batch.core.jobs import Attempt, BatchJob, GenerationSettings
 from tui_batch.core.servers import ServerSettings
 
@@ -38,8 +39,11 @@ T = TypeVar("T")
 STEP_WAIT = 0.05
 STEP_GATHER = 0.02
 MAX_BACKOFF = 120.0
-# How long a status waits for the loop (only a stopping loop takes this long).
-STATUS_WAIT = 1.0
+# The loop publishes what a dashboard shows this often (it never waits for the loop).
+STATUS_EVERY = 0.1
+# The longest a call into the loop waits (abort, pause, resume, close): a loop that is
+# wedged must not hang the engine or ctrl+q.
+CALL_WAIT = 10.0
 
 
 class RemoteBackend(Backend):
@@ -64,6 +68,8 @@ class RemoteBackend(Backend):
         self._pending: set[int] = set()  # submitted, not yet returned by step (engine side)
         self._aborting = False
         self.admission = Admission(server)  # made again for each run, in `begin`
+        self._published: BackendStatus | None = None
+        self._said_no_usage: set[str] = set()
         self.job: BatchJob | None = None
         self.settings = GenerationSettings()
 
@@ -78,7 +84,9 @@ class RemoteBackend(Backend):
             target=self._loop.run_forever, name="tui-batch-remote", daemon=True
         )
         self._thread.start()
-        self._call(self._make_clients())
+        self._loop.call_soon_threadsafe(self._publish)
+        if not self._call(self._make_clients()):
+            raise ServerError("The client's event loop did not start: try again")
 
     def close(self) -> None:
         if self._loop is None:
@@ -89,8 +97,10 @@ class RemoteBackend(Backend):
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)
             if self._thread is not None:
-                self._thread.join(timeout=10)
-            self._loop.close()
+                self._thread.join(timeout=CALL_WAIT)
+            if not self._loop.is_running():
+                self._loop.close()
+            self._published = self._snapshot()
             self._loop = self._thread = None
 
     # -- the engine's protocol ----------------------------------------------------------
@@ -165,31 +175,35 @@ class RemoteBackend(Backend):
                 call.call_back()
 
     def status(self) -> BackendStatus | None:
-        # Taken on the loop's thread, which changes what it reads; directly when no
-        # loop runs.
+        """The latest snapshot the loop published (a frozen value: reading it never
+        waits for the loop); taken directly when no loop runs."""
         loop = self._loop
-        if loop is None or not loop.is_running():
+        if loop is None or not loop.is_running() or self._published is None:
             return self._snapshot()
-        future = asyncio.run_coroutine_threadsafe(self._snapshot_on_loop(), loop)
-        try:
-            return future.result(timeout=STATUS_WAIT)
-        except (
-            concurrent.futures.TimeoutError
-        ):  # the loop is stopping: nothing changes what we read now
-            future.cancel()
-            return self._snapshot()
+        return self._published
 
     def _snapshot(self) -> BackendStatus:
         return replace(self.admission.status(), sending=frozenset(self._calls))
 
-    async def _snapshot_on_loop(self) -> BackendStatus:
-        return self._snapshot()
+    def _publish(self) -> None:
+        """On the loop: take a snapshot for readers on other threads, then again soon."""
+        self._published = self._snapshot()
+        if self._loop is not None and self._loop.is_running():
+            self._loop.call_later(STATUS_EVERY, self._publish)
 
     # -- the loop's side ----------------------------------------------------------------
 
-    def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+    def _call(self, coroutine: Coroutine[Any, Any, None]) -> bool:
+        """Run `coroutine` on the loop and wait for it, at most CALL_WAIT: a wedged loop
+        is given up on (False; the caller goes on) rather than waited for for ever."""
         assert self._loop is not None
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        try:
+            future.result(timeout=CALL_WAIT)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            return False
+        return True
 
     async def _make_clients(self) -> None:
         self._clients = {
@@ -252,9 +266,12 @@ class RemoteBackend(Backend):
             )
             if answer.outcome is Outcome.OK:
                 usage = answer.attempt
+                counted = usage.token_counts is None
                 self.admission.correct_tokens(
-                    estimate, usage.tokens_input + usage.tokens_output or None
+                    estimate, usage.tokens_input + usage.tokens_output if counted else None
                 )
+                if not counted:
+                    self._no_usage(state.url)
                 return Completion(
                     task.index,
                     response_text=answer.text,
@@ -265,6 +282,8 @@ class RemoteBackend(Backend):
                     attempt_log=log,
                     attempts=len(log),
                     retryable=False,
+                    duration=usage.latency,
+                    token_counts=usage.token_counts,
                 )
             if self._aborting:
                 raise asyncio.CancelledError
@@ -279,10 +298,25 @@ class RemoteBackend(Backend):
                     attempt_log=log,
                     attempts=len(log),
                     retryable=False,
+                    duration=answer.attempt.latency,
                 )
             failures += 1
             ceiling = min(MAX_BACKOFF, self.job.retry_backoff * 2 ** (failures - 1))
             await asyncio.sleep(random.uniform(0, ceiling))
+
+    def _no_usage(self, url: str) -> None:
+        """Say once per server that it sends no token counts, and what gets them."""
+        if url in self._said_no_usage:
+            return
+        self._said_no_usage.add(url)
+        if self.server.stream:
+            self.admission.note(
+                f"{url} sends no token counts when streaming: output tokens are counted one "
+                "streamed chunk a token, input tokens are unknown (shown as -); whole answers "
+                "(--no-stream, or stream = false in a job file) get them"
+            )
+        else:
+            self.admission.note(f"{url} sends no token counts: they are unknown (shown as -)")
 
     def _text_sink(self, index: int) -> Callable[[str], None]:
         """Where a prompt's streamed text goes: to the engine, at its next `step`."""

@@ -21,10 +21,12 @@ from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import NoneType
 from typing import Any
 
-from tui_batch.core.jobs import Attempt, BatchJob, Prompt
+from tui_batch.core.jobs import TOKEN_COUNTS, Attempt, BatchJob, Prompt
 from tui_batch.core.settings import GenerationSettings
+from tui_batch.core.text import clean_text
 
 TokenSink = Callable[[int, str], None]
 
@@ -41,7 +43,9 @@ class Completion:
     """A finished task. `error` set means the prompt failed; `retryable=False` means
     running it again cannot help (it does not fit the context, say), or that the backend
     retried it itself already. A backend that sends requests fills `endpoint`,
-    `attempt_log` and `attempts` (the requests it sent)."""
+    `attempt_log` and `attempts` (the requests it sent), and `duration`: the answering
+    request's own time (the engine times the rest). `token_counts` says how the counts
+    were made where nobody counted them (`jobs.STREAMED`, `jobs.UNKNOWN`)."""
 
     index: int
     response_text: str = ""
@@ -53,10 +57,42 @@ class Completion:
     endpoint: str | None = None
     attempt_log: list[Attempt] = field(default_factory=list)
     attempts: int | None = None
+    duration: float | None = None
+    token_counts: str | None = None
 
     @property
     def success(self) -> bool:
         return self.error is None
+
+    def checked(self) -> Completion:
+        """This completion if a checkpoint can hold it; else the prompt's failure saying
+        what was wrong. A backend (a user's function, a server's answer) may hand back
+        anything: a count of 2**64 or a lone surrogate once stopped every run of a job
+        at "Cannot save checkpoint"; now such an answer fails alone."""
+        problem = None
+        counts = (self.tokens_input, self.tokens_output, self.attempts or 0)
+        if not all(isinstance(n, int) and not isinstance(n, bool) for n in counts):
+            problem = f"token counts that are not whole numbers: {counts!r:.80}"
+        elif not all(0 <= n <= MAX_COUNT for n in counts):
+            problem = f"token counts out of range: {counts!r:.80}"
+        elif not isinstance(self.response_text, str) or not isinstance(self.error, (str, NoneType)):
+            problem = "an answer that is not text"
+        elif self.token_counts not in (None, *TOKEN_COUNTS):
+            problem = f"an unknown kind of token count {self.token_counts!r:.40}"
+        if problem is not None:
+            return Completion(
+                self.index, error=f"the backend answered with {problem}", finish_reason=None
+            )
+        self.response_text = clean_text(self.response_text)
+        if self.error is not None:
+            self.error = clean_text(self.error)
+        if self.finish_reason is not None:
+            self.finish_reason = clean_text(str(self.finish_reason)[:40])
+        return self
+
+
+# The most a count may be: what a checkpoint's integer columns hold with room to spare.
+MAX_COUNT = 2**62
 
 
 @dataclass(frozen=True, slots=True)

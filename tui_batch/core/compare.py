@@ -23,6 +23,7 @@ from typing import Any
 
 from tui_batch.core.errors import CheckpointError, SettingsError
 from tui_batch.core.jobs import BatchJob
+from tui_batch.core.rows import check_rows
 from tui_batch.core.store import read_header
 
 STATES = ("identical", "different", "failed", "not run", "missing")
@@ -155,6 +156,7 @@ class Comparison:
         try:
             header = read_header(self.connection, f"j{n}")
             job = BatchJob.from_header(header, [])
+            check_rows(self.connection, f"j{n}")
         except CheckpointError as exc:
             raise CheckpointError(f"Unreadable checkpoint {path}: {exc}") from None
         (prompts,) = self.connection.execute(f"SELECT COUNT(*) FROM j{n}.prompts").fetchone()

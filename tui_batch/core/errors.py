@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -50,8 +52,11 @@ class JobFileError(TuiBatchError):
 @contextmanager
 def reading(path: Path, what: str, error: type[TuiBatchError]) -> Iterator[None]:
     """Turn the OS's errors while reading `path` into `error`, worded for a person:
-    "Prompts file not found: ...", "Cannot read data file ...: Permission denied"."""
+    "Prompts file not found: ...", "Cannot read data file ...: Permission denied".
+    Only a regular file is read: a FIFO or a device (`/dev/zero`) would never end."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode) and not stat.S_ISDIR(os.stat(path).st_mode):
+            raise error(f"{what.capitalize()} is not a regular file (a pipe or a device?): {path}")
         yield
     except FileNotFoundError:
         raise error(f"{what.capitalize()} not found: {path}") from None

@@ -132,8 +132,10 @@ def check_output_path(output_file: str | Path, protected: Sequence[str | Path] =
     resolved = path.resolve()
     for guarded in protected:
         guarded = Path(guarded).resolve()
-        if resolved == guarded or (guarded.is_dir() and guarded in resolved.parents):
-            raise ExportError(f"Output path {path} would overwrite {guarded}: choose another")
+        if resolved == guarded:
+            raise ExportError(f"Output path {path} is a file this run reads: choose another")
+        if guarded.is_dir() and guarded in resolved.parents:
+            raise ExportError(f"Output path {path} is inside {guarded}: choose another")
         if info is not None and guarded.exists() and os.path.samefile(resolved, guarded):
             raise ExportError(f"Output path {path} is the same file as {guarded}: choose another")
     if info is not None and _is_database(path):
@@ -152,12 +154,22 @@ def _is_database(path: Path) -> bool:
 
 def variable_names(job: BatchJob) -> list[str]:
     """The fields of a template job's records, in the order first seen (empty for a
-    job from a prompts file)."""
+    job from a prompts file), but the id column: it is the `id` column already."""
     names: dict[str, None] = {}
     for prompt in job.prompts:
         if prompt.variables:
             names.update(dict.fromkeys(prompt.variables))
+    if job.template is not None and job.template.id_field is not None:
+        names.pop(job.template.id_field, None)
     return list(names)
+
+
+def _counts(result: BatchResult) -> tuple[int | None, int | None]:
+    """A result's input and output tokens; None where nobody counted them (never 0)."""
+    return (
+        result.tokens_input if result.input_known else None,
+        result.tokens_output if result.output_known else None,
+    )
 
 
 def _variable_cells(job: BatchJob, result: BatchResult, names: list[str]) -> dict[str, Any]:
@@ -171,6 +183,7 @@ def _write_json(out: IO[str], job: BatchJob, results: Sequence[BatchResult]) -> 
     rows = []
     for result in results:
         row = result.to_dict()
+        row["tokens_input"], row["tokens_output"] = _counts(result)
         if names or job.template is not None:
             # The record's id and fields next to the response, to join back to the data.
             row = {
@@ -238,8 +251,7 @@ def _write_csv(
                 _guard(r.response_text, neutralise),
                 *(_guard(v, neutralise) for v in values),
                 r.success,
-                r.tokens_input,
-                r.tokens_output,
+                *("" if n is None else n for n in _counts(r)),
                 f"{r.duration:.2f}",
                 _guard(r.error_message or "", neutralise),
             )
@@ -272,14 +284,16 @@ def openai_output_line(job: BatchJob, result: BatchResult) -> dict[str, Any]:
                     "finish_reason": result.finish_reason or "stop",
                 }
             ],
-            "usage": {
-                "prompt_tokens": result.tokens_input,
-                "completion_tokens": result.tokens_output,
-                "total_tokens": result.tokens_input + result.tokens_output,
-            },
+            "usage": _usage(result),
         },
     }
     return line
+
+
+def _usage(result: BatchResult) -> dict[str, int | None]:
+    tokens_in, tokens_out = _counts(result)
+    total = None if tokens_in is None or tokens_out is None else tokens_in + tokens_out
+    return {"prompt_tokens": tokens_in, "completion_tokens": tokens_out, "total_tokens": total}
 
 
 def _write_jsonl(out: IO[str], job: BatchJob, results: Iterable[BatchResult]) -> None:

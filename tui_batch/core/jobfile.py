@@ -23,6 +23,7 @@ import tomllib
 
 from tui_batch.core.errors import JobFileError, SettingsError, read_utf8
 from tui_batch.core.export import EXPORT_FORMATS
+from tui_batch.core.paths import data_dir
 from tui_batch.core.servers import check_key_env, parse_endpoint
 from tui_batch.core.settings import ErrorStrategy, check, check_stop, parse_number
 from tui_batch.core.templates import TOML_POSITION, key_line
@@ -98,6 +99,8 @@ def load_job_file(path: str | Path) -> dict[str, Any]:
     text = read_utf8(path, "job file", JobFileError)
     try:
         document = tomllib.loads(text)
+    except RecursionError:
+        raise JobFileError(f"{path}: nested too deeply to read") from None
     except tomllib.TOMLDecodeError as exc:
         found = TOML_POSITION.search(str(exc))
         where = f"{path}, line {found.group(1)}" if found else str(path)
@@ -127,6 +130,15 @@ def load_job_file(path: str | Path) -> dict[str, Any]:
             except SettingsError as exc:
                 raise JobFileError(f"{where}: {exc}") from None
     return values
+
+
+def output_outside(job_file: str | Path, output: str | Path) -> bool:
+    """Whether a job file's `[output] file` lies outside the job file's folder and the
+    data dir. A shared job file could name `../../.bashrc`: writing there needs the
+    user's say-so (`--out` on the command line, or yes in the dashboard)."""
+    target = Path(output).expanduser().resolve()
+    allowed = (Path(job_file).resolve().parent, data_dir().resolve())
+    return not any(target == folder or folder in target.parents for folder in allowed)
 
 
 def _table_line(text: str, table: str) -> int:
@@ -181,8 +193,10 @@ def _shown(value: Any) -> str:
 
 def job_file_text(values: dict[str, Any], folder: Path) -> str:
     """A job file holding `values` (keyed by setting name; None and absent are left out),
-    paths written relative to `folder` where they lie under it. Numbers may be given as
-    text (a flag's value): they are checked as the flag would be."""
+    paths written relative to `folder` where they lie under it. Every value is checked
+    as reading the file checks it, before anything is written (numbers may be given as
+    text, a flag's value or a field's): so a key typed where the name of its variable
+    goes is refused here, from the CLI and the dashboard alike, and never written."""
     lines = [
         "# tui-batch job file: run it with `tui-batch run THIS_FILE`;",
         "# flags given on that command line override what it says.",
@@ -193,12 +207,18 @@ def job_file_text(values: dict[str, Any], folder: Path) -> str:
             value = values.get(key.setting)
             if key.table != table or value is None:
                 continue
+            try:
+                if key.kind in ("int", "float") and isinstance(value, str):
+                    value = parse_number(key.setting, value)  # text typed in a flag or a field
+                    if value is None:
+                        continue
+                if key.kind == "path":  # given relative to where the user is, not the file
+                    value = str(Path(value).expanduser().resolve())
+                value = _checked(key, value, folder)
+            except SettingsError as exc:
+                raise JobFileError(f"{key.table}.{key.name}: {exc}") from None
             if key.kind == "path":
                 value = _relative(Path(value), folder)
-            elif key.kind in ("int", "float") and isinstance(value, str):
-                value = parse_number(key.setting, value)  # text typed in a flag or a field
-                if value is None:
-                    continue
             entries.append(f"{key.name} = {toml_value(value)}")
         if entries:
             lines += ["", f"[{table}]", *entries]

@@ -34,6 +34,12 @@ __all__ = [
 ]
 
 JOB_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+# How a result's token counts were made, where not by the model or the server itself
+# (`token_counts` None): its output counted one streamed chunk a token and its input
+# unknown, or neither known. Shown as "-", never as 0.
+STREAMED = "streamed"
+UNKNOWN = "unknown"
+TOKEN_COUNTS = (STREAMED, UNKNOWN)
 
 
 def utc_now() -> str:
@@ -159,10 +165,12 @@ class Attempt:
     tokens_input: int = 0
     tokens_output: int = 0
     started_at: str | None = None
+    # None: counted by the server; STREAMED or UNKNOWN where it sent no usage.
+    token_counts: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         # Spelled out: `asdict` is slow, and this runs for every request of a remote job.
-        return {
+        data = {
             "endpoint": self.endpoint,
             "status": self.status,
             "error": self.error,
@@ -173,6 +181,9 @@ class Attempt:
             "tokens_output": self.tokens_output,
             "started_at": self.started_at,
         }
+        if self.token_counts is not None:
+            data["token_counts"] = self.token_counts
+        return data
 
     @classmethod
     def from_dict(cls, data: Any) -> Attempt:
@@ -196,6 +207,7 @@ _ATTEMPT_TYPES: dict[str, type | tuple[type, ...]] = {
     "tokens_input": int,
     "tokens_output": int,
     "started_at": str,
+    "token_counts": str,
 }
 
 
@@ -206,6 +218,14 @@ class BatchResult:
     Remote jobs also record the `endpoint` that answered and every request sent
     (`attempt_log`); `attempts` counts those requests. `ttft` is the time to the first
     streamed text of the attempt that produced the result.
+
+    `duration` is the answer's own time: on a local model from its admission to a slot to
+    its end, pauses left out; on servers the request that answered, first byte sent to
+    last received. `queue_wait` is what came before that answering request on servers
+    (waiting for a slot, earlier attempts and their backoff), None where there is none.
+    `token_counts` says how the counts were made where neither the model nor the server
+    counted them (`STREAMED`, `UNKNOWN`); then the unknown counts are 0 here and "-" on
+    screens and in exports.
     """
 
     prompt_index: int
@@ -225,6 +245,21 @@ class BatchResult:
     attempt_log: list[Attempt] = field(default_factory=list)
     # Seconds from the start to the first streamed text (None: nothing was streamed).
     ttft: float | None = None
+    queue_wait: float | None = None
+    token_counts: str | None = None
+
+    @property
+    def input_known(self) -> bool:
+        return self.token_counts is None
+
+    @property
+    def output_known(self) -> bool:
+        return self.token_counts != UNKNOWN
+
+    @property
+    def empty(self) -> bool:
+        """An answer with nothing in it (which still counts as an answer)."""
+        return self.success and not self.response_text.strip()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -2,32 +2,24 @@
 
 from __future__ import annotations
 
-import contextlib
-import heapq
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tui_batch.core import events
-from tui_batch.core.backend import Backend, CallableBackend, Completion, Task, describe_error
-from tui_batch.core.errors import CheckpointError
-from tui_batch.core.export import export_results
-from tui_batch.core.jobs import BatchJob, BatchResult, JobStatus, Prompt, utc_now
+from tui_batch.core.backend import Backend, CallableBackend
+from tui_batch.core.batch_run import BatchRun, EventCallback, ProgressCallback
+from tui_batch.core.export import export_results, format_for_path
+from tui_batch.core.jobs import BatchJob, BatchResult, Prompt
 from tui_batch.core.paths import checkpoint_dir as default_checkpoint_dir
-from tui_batch.core.progress import ProgressTracker, ProgressUpdate
+from tui_batch.core.paths import ensure_private_dir
+from tui_batch.core.paths import outputs_dir as default_outputs_dir
 from tui_batch.core.prompts import load_prompt_file
 from tui_batch.core.rows import JobSummary
 from tui_batch.core.settings import ErrorStrategy, GenerationSettings, JobOptions
-from tui_batch.core.store import CheckpointStore, CheckpointWriter, JobLock
-
-ProgressCallback = Callable[[ProgressUpdate], None]
-EventCallback = Callable[[events.BatchEvent], None]
-# How long an idle wait (paused, or a retry's backoff) sleeps before looking at cancel again.
-IDLE_POLL = 0.05
+from tui_batch.core.store import CheckpointStore, JobLock
 
 
 class BatchProcessor:
@@ -133,6 +125,30 @@ class BatchProcessor:
             job, results, output_file, format, protected=[self.checkpoint_dir], **options
         )
 
+    def results_path(self, job: BatchJob) -> Path:
+        """Where a finished run writes the job's results: its output file, else
+        `<data dir>/outputs/batch_<job_id>.<format>`."""
+        if job.output_file:
+            return Path(job.output_file)
+        return default_outputs_dir() / f"batch_{job.job_id}.{job.output_format or 'json'}"
+
+    def save_results(self, job: BatchJob, results: Sequence[BatchResult]) -> Path:
+        """Write the results where `results_path` says, as the job's output format (or
+        the file's extension), never over a file the job was made from; return the path."""
+        path = self.results_path(job)
+        if not job.output_file:
+            ensure_private_dir(path.parent)
+        inputs = [job.source_file]
+        if job.template is not None:
+            inputs += [job.template.template_file, job.template.data_file]
+        return export_results(
+            job,
+            results,
+            path,
+            job.output_format or format_for_path(path),
+            protected=[self.checkpoint_dir, *(Path(p) for p in inputs if p)],
+        )
+
     def process_batch(
         self,
         job: BatchJob,
@@ -168,7 +184,9 @@ class BatchProcessor:
             job.error_strategy = str(ErrorStrategy.parse(error_strategy))
         if previous is not None and (lock is None or not lock.covers(job.job_id)):
             raise ValueError("previous results must come with the job's lock held")
-        run = _Run(self, job, backend, progress_callback, on_event, cancel_event, pause_event)
+        run = BatchRun(self.store, self.clock, job, backend, progress_callback, on_event)
+        run.cancel = cancel_event or run.cancel
+        run.pause = pause_event or run.pause
         if lock is not None and lock.covers(job.job_id):
             return run.execute(retry_failed, previous)
         with self.store.lock(job.job_id):
@@ -179,229 +197,3 @@ class BatchProcessor:
             job_id = uuid.uuid4().hex[:8]
             if not self.store.exists(job_id):
                 return job_id
-
-
-class _Run:
-    """One call of `process_batch`: the loop and its bookkeeping."""
-
-    def __init__(
-        self,
-        processor: BatchProcessor,
-        job: BatchJob,
-        backend: Backend,
-        progress_callback: ProgressCallback | None,
-        on_event: EventCallback | None,
-        cancel_event: threading.Event | None,
-        pause_event: threading.Event | None,
-    ) -> None:
-        self.store = processor.store
-        self.clock = processor.clock
-        self.job = job
-        self.backend = backend
-        self.progress_callback = progress_callback
-        self.on_event = on_event
-        self.cancel = cancel_event or threading.Event()
-        self.pause = pause_event or threading.Event()
-        self.strategy = ErrorStrategy.parse(job.error_strategy)
-        self.results: dict[int, BatchResult] = {}
-        self.unsaved: list[BatchResult] = []
-        self.started: dict[int, tuple[float, str, int]] = {}
-        self.first_text: dict[int, float] = {}  # when each running prompt first streamed
-        self.retry_queue: list[tuple[float, int, int]] = []
-
-    def execute(
-        self, retry_failed: bool, previous: Sequence[BatchResult] | None
-    ) -> list[BatchResult]:
-        """The run, with the job's lock held."""
-        job = self.job
-        writer = self.store.writer(job)
-        try:
-            self._load_previous(writer, retry_failed, previous)
-            pending = deque(i for i in range(job.total_prompts) if i not in self.results)
-            self.tracker = ProgressTracker(job.total_prompts, job.completed, job.failed, self.clock)
-            if pending:
-                # Text streams always: its first piece times the prompt's first token.
-                self.backend.begin(job, self._token)
-                try:
-                    status, reason = self._loop(writer, pending)
-                finally:
-                    self.backend.end()
-            else:
-                status, reason = JobStatus.COMPLETED, None
-            self._finish(writer, status, reason)
-        except BaseException as exc:
-            # A crash of the backend or the disk, or a KeyboardInterrupt: keep what finished.
-            if job.status in (JobStatus.RUNNING, JobStatus.PAUSED):
-                interrupted = isinstance(exc, KeyboardInterrupt)
-                job.status = JobStatus.CANCELLED if interrupted else JobStatus.FAILED
-            # If the disk failed before it fails again: then the last commit stands.
-            with contextlib.suppress(CheckpointError):
-                writer.commit(job, self.unsaved)
-            raise
-        finally:
-            writer.close()
-        return [self.results[i] for i in sorted(self.results)]
-
-    def _load_previous(
-        self,
-        writer: CheckpointWriter,
-        retry_failed: bool,
-        previous: Sequence[BatchResult] | None,
-    ) -> None:
-        job = self.job
-        if previous is None:
-            _, previous = self.store.load(writer.path)
-        self.results = {r.prompt_index: r for r in previous}
-        if retry_failed:
-            failed = [i for i, r in self.results.items() if not r.success]
-            for index in failed:
-                del self.results[index]
-            if failed:
-                writer.remove(job, failed)
-        job.completed = sum(1 for r in self.results.values() if r.success)
-        job.failed = len(self.results) - job.completed
-
-    def _loop(self, writer: CheckpointWriter, pending: deque[int]) -> tuple[JobStatus, str | None]:
-        job, backend = self.job, self.backend
-        job.started_at = job.started_at or utc_now()
-        self._set_status(writer, JobStatus.RUNNING)
-        while True:
-            if self.cancel.is_set():
-                return JobStatus.CANCELLED, "cancelled"
-            if self.pause.is_set():
-                self._wait_while_paused(writer)
-                continue
-            broken: list[Completion] = []
-            while backend.in_flight < backend.capacity:
-                task = self._next_task(pending)
-                if task is None:
-                    break
-                self.started[task.index] = (self.clock(), utc_now(), task.attempt)
-                self.first_text.pop(task.index, None)
-                self._emit(events.PromptStarted(task.index, task.attempt))
-                try:
-                    backend.submit(task)
-                except Exception as exc:  # noqa: BLE001 - one prompt's failure is its own
-                    broken.append(
-                        Completion(task.index, error=describe_error(exc), retryable=False)
-                    )
-            failed = [self._record(writer, completion) for completion in broken]
-            if any(failed) and self.strategy.should_stop(job.failed):
-                return JobStatus.FAILED, f"error strategy {self.strategy} reached"
-            if backend.in_flight == 0:
-                if not self.retry_queue:
-                    return JobStatus.COMPLETED, None
-                self.cancel.wait(
-                    min(IDLE_POLL * 4, max(0.0, self.retry_queue[0][0] - time.monotonic()))
-                )
-                continue
-            try:
-                finished = backend.step()
-            except Exception as exc:  # noqa: BLE001 - a broken step fails what was in it
-                error = describe_error(exc)
-                finished = [Completion(i, error=error, finish_reason=None) for i in backend.abort()]
-            failed = [self._record(writer, completion) for completion in finished]
-            if any(failed) and self.strategy.should_stop(job.failed):
-                return JobStatus.FAILED, f"error strategy {self.strategy} reached"
-
-    def _record(self, writer: CheckpointWriter, completion: Completion) -> bool:
-        """Record a completion; True when it is a final failure."""
-        result = self._complete(completion)
-        if result is None:
-            return False
-        if len(self.unsaved) >= self.job.checkpoint_every:
-            writer.commit(self.job, self.unsaved)
-            self.unsaved = []
-        return not result.success
-
-    def _next_task(self, pending: deque[int]) -> Task | None:
-        if self.retry_queue and self.retry_queue[0][0] <= time.monotonic():
-            _, index, attempt = heapq.heappop(self.retry_queue)
-            return Task(index, self.job.prompts[index], attempt)
-        if pending:
-            index = pending.popleft()
-            return Task(index, self.job.prompts[index], 1)
-        return None
-
-    def _complete(self, completion: Completion) -> BatchResult | None:
-        """Record a finished task, or schedule its retry; return the result if recorded."""
-        job = self.job
-        start, started_at, attempt = self.started.pop(completion.index)
-        first_text = self.first_text.pop(completion.index, None)
-        if not completion.success and completion.retryable and attempt <= job.retries:
-            delay = job.retry_backoff * 2 ** (attempt - 1)
-            heapq.heappush(
-                self.retry_queue, (time.monotonic() + delay, completion.index, attempt + 1)
-            )
-            self._emit(
-                events.PromptRetrying(completion.index, attempt + 1, completion.error or "", delay)
-            )
-            return None
-        result = BatchResult(
-            prompt_index=completion.index,
-            prompt=job.prompts[completion.index].text,
-            response_text=completion.response_text,
-            tokens_input=completion.tokens_input,
-            tokens_output=completion.tokens_output,
-            duration=self.clock() - start,
-            success=completion.success,
-            error_message=completion.error,
-            custom_id=job.custom_id(completion.index),
-            attempts=completion.attempts or attempt,
-            finish_reason=completion.finish_reason,
-            started_at=started_at,
-            completed_at=utc_now(),
-            endpoint=completion.endpoint,
-            attempt_log=completion.attempt_log,
-            ttft=_ttft(completion, start, first_text),
-        )
-        self.results[completion.index] = result
-        self.unsaved.append(result)
-        update = self.tracker.record(result)
-        job.completed, job.failed = update.completed, update.failed
-        if self.progress_callback is not None:
-            self.progress_callback(update)
-        self._emit(events.ResultReady(update))
-        return result
-
-    def _wait_while_paused(self, writer: CheckpointWriter) -> None:
-        self._set_status(writer, JobStatus.PAUSED)
-        self.backend.pause()
-        while self.pause.is_set() and not self.cancel.is_set():
-            self.cancel.wait(IDLE_POLL)
-        if not self.cancel.is_set():  # a cancel ends the run: the backend is ended paused
-            self.backend.resume()
-            self._set_status(writer, JobStatus.RUNNING)
-
-    def _finish(self, writer: CheckpointWriter, status: JobStatus, reason: str | None) -> None:
-        job = self.job
-        if status is JobStatus.COMPLETED:
-            job.completed_at = utc_now()
-        job.status = status
-        writer.commit(job, self.unsaved)
-        self.unsaved = []
-        self._emit(events.JobStateChanged(job.job_id, status, reason))
-
-    def _set_status(self, writer: CheckpointWriter, status: JobStatus) -> None:
-        self.job.status = status
-        writer.commit(self.job, self.unsaved)
-        self.unsaved = []
-        self._emit(events.JobStateChanged(self.job.job_id, status))
-
-    def _token(self, index: int, text: str) -> None:
-        if text and index in self.started and index not in self.first_text:
-            self.first_text[index] = self.clock()
-        if self.on_event is not None:
-            self.on_event(events.TokensStreamed(index, text))
-
-    def _emit(self, event: events.BatchEvent) -> None:
-        if self.on_event is not None:
-            self.on_event(event)
-
-
-def _ttft(completion: Completion, start: float, first_text: float | None) -> float | None:
-    """Time to first token: the server's, measured on the request that answered, where
-    there is one; else from the start to the first streamed text here."""
-    if completion.attempt_log and completion.attempt_log[-1].ttft is not None:
-        return completion.attempt_log[-1].ttft
-    return None if first_text is None else max(0.0, first_text - start)

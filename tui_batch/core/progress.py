@@ -32,7 +32,8 @@ class ProgressTracker:
     """Turns finished results into progress figures.
 
     Rates count only what this run did, so a resumed job's ETA is not skewed by the
-    results that were already in its checkpoint.
+    results that were already in its checkpoint; time spent paused is not counted (the
+    elapsed clock and the rates stop while the job is paused).
     """
 
     def __init__(
@@ -49,6 +50,24 @@ class ProgressTracker:
         self._start = clock()
         self._done_this_run = 0
         self._tokens_this_run = 0
+        self._paused = 0.0
+        self._paused_since: float | None = None
+
+    def pause(self) -> None:
+        """The job is paused: the clock stops until `resume`."""
+        if self._paused_since is None:
+            self._paused_since = self.clock()
+
+    def resume(self) -> None:
+        if self._paused_since is not None:
+            self._paused += self.clock() - self._paused_since
+            self._paused_since = None
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds this run has been running, paused time left out."""
+        now = self._paused_since if self._paused_since is not None else self.clock()
+        return now - self._start - self._paused
 
     def record(self, result: BatchResult) -> ProgressUpdate:
         if result.success:
@@ -60,7 +79,7 @@ class ProgressTracker:
         return self.update(result)
 
     def update(self, result: BatchResult | None = None) -> ProgressUpdate:
-        elapsed = self.clock() - self._start
+        elapsed = self.elapsed
         done = self.completed + self.failed
         remaining = self.total - done
         rate = self._done_this_run / elapsed if elapsed > 0 else 0.0

@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import ctypes
 import math
+import re
 import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+from jinja2 import pass_context
+from jinja2.filters import do_format as _FORMAT_FILTER
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 # One record's prompt: longer than any model's context, far short of a machine's memory.
@@ -42,9 +45,15 @@ class RenderTimeout(BaseException):
 
 
 class BoundedSandbox(ImmutableSandboxedEnvironment):
-    """The immutable sandbox; `*` and `**` are checked before they build a value."""
+    """The immutable sandbox; `*` and `**`, calls and filters are checked before they
+    build a value (a width or a count past MAX_RENDERED is refused), and filters are
+    never run while compiling (Jinja folds constant ones: `"a"|center(9999999999)`)."""
 
-    intercepted_binops = frozenset({"*", "**"})
+    intercepted_binops = frozenset({"*", "**", "%"})
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.filters = {name: _bounded_filter(f) for name, f in self.filters.items()}
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         if operator == "*":
@@ -52,7 +61,56 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             _check_repeat(right, left)
         elif operator == "**":
             _check_power(left, right)
+        elif operator == "%":
+            _check_format(left)
         return super().call_binop(context, operator, left, right)
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+        _check_sizes(args, kwargs)  # `"x".ljust(10**10)`
+        return super().call(__context, __obj, *args, **kwargs)
+
+    def wrap_str_format(self, value: Any) -> Any:
+        wrapped = super().wrap_str_format(value)
+        if wrapped is not None:
+            _check_format(value.__self__)  # `"{:>9999999999}".format(1)`
+        return wrapped
+
+
+def _check_sizes(args: Any, kwargs: Any) -> None:
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, int) and not isinstance(value, bool) and value > MAX_RENDERED:
+            raise RenderLimit(f"an argument of {value:,} is too big")
+
+
+# A width or precision of nine digits or more in a format: `%999999999d`, `{:>999999999}`.
+_WIDE_FORMAT = re.compile(r"%[-+ #0]*\d*\.?\d{9,}|\{[^{}]*:[^{}]*?\d{9,}[^{}]*\}")
+
+
+def _check_format(value: Any) -> None:
+    if isinstance(value, str) and _WIDE_FORMAT.search(value):
+        raise RenderLimit("a format asks for a width or precision too big")
+
+
+def _bounded_filter(function: Any) -> Any:
+    """`function` as a filter that checks its arguments first and takes the context,
+    which is what keeps Jinja from running it while compiling."""
+    passes = getattr(getattr(function, "jinja_pass_arg", None), "name", None)
+    formats = function is _FORMAT_FILTER  # its input is a format: `"%9999999999d"|format(1)`
+
+    @pass_context
+    def bounded(context: Any, value: Any, *args: Any, **kwargs: Any) -> Any:
+        _check_sizes(args, kwargs)
+        if formats:
+            _check_format(value)
+        if passes == "context":
+            return function(context, value, *args, **kwargs)
+        if passes == "eval_context":
+            return function(context.eval_ctx, value, *args, **kwargs)
+        if passes == "environment":
+            return function(context.environment, value, *args, **kwargs)
+        return function(value, *args, **kwargs)
+
+    return bounded
 
 
 def _check_repeat(sequence: Any, times: Any) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tui_batch.core.errors import CheckpointError
 from tui_batch.core.jobs import BatchResult, Prompt
-from tui_batch.core.rows import result_from_row
+from tui_batch.core.rows import check_rows, result_from_row
 from tui_batch.core.stats import normalise_error
 from tui_batch.core.store import connect_read_only, result_columns
 
@@ -29,9 +29,9 @@ class ResultsView:
         self.path = Path(checkpoint_file)
         try:
             self._connection = connect_read_only(self.path)
-            self._connection.execute("SELECT 1 FROM results LIMIT 1").fetchall()
+            check_rows(self._connection)
             self._connection.create_function("normalise", 1, normalise_error, deterministic=True)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, CheckpointError) as exc:
             raise CheckpointError(f"Unreadable checkpoint {self.path}: {exc}") from None
 
     def select(self, filter: str = "all", search: str = "", reason: str | None = None) -> list[int]:
@@ -60,6 +60,11 @@ class ResultsView:
 
     def fetch(self, indices: Sequence[int]) -> list[BatchResult]:
         """The results for these prompt indices, in the same order."""
+        return [result for result, _ in self.fetch_with_prompts(indices)]
+
+    def fetch_with_prompts(self, indices: Sequence[int]) -> list[tuple[BatchResult, Prompt]]:
+        """The results for these prompt indices, each with its prompt (a template job's
+        record id and fields), in the same order."""
         if not indices:
             return []
         marks = ",".join("?" * len(indices))
@@ -72,8 +77,9 @@ class ResultsView:
         by_index = {}
         try:
             for row in rows:
-                result = result_from_row(row[:-1], Prompt.from_dict(json.loads(row[-1])))
-                by_index[result.prompt_index] = result
+                prompt = Prompt.from_dict(json.loads(row[-1]))
+                result = result_from_row(row[:-1], prompt)
+                by_index[result.prompt_index] = (result, prompt)
         except (ValueError, RecursionError, CheckpointError) as exc:
             raise CheckpointError(f"Unreadable checkpoint {self.path}: {exc}") from None
         return [by_index[i] for i in indices if i in by_index]

@@ -7,12 +7,13 @@ functions, so a damaged row is refused the same way everywhere.
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from tui_batch.core.errors import CheckpointError
-from tui_batch.core.jobs import Attempt, BatchResult, JobStatus, Prompt
+from tui_batch.core.jobs import TOKEN_COUNTS, Attempt, BatchResult, JobStatus, Prompt
 from tui_batch.core.template_source import TemplateSource
 
 RESULT_COLUMNS = (
@@ -30,6 +31,8 @@ RESULT_COLUMNS = (
     "endpoint",
     "attempt_log",
     "ttft",
+    "queue_wait",
+    "token_counts",
 )
 
 
@@ -65,9 +68,13 @@ class JobSummary:
 
     @property
     def resumable(self) -> bool:
-        """Prompts are left to run and the job was stopped (cancelled, paused, stopped by
-        its error strategy, never started, or killed while running): `resume` goes on."""
-        return not self.unreadable and not self.finished and self.status is not JobStatus.COMPLETED
+        """`resume` has something to do: prompts left to run (the job was cancelled,
+        paused, stopped by its error strategy, never started or killed), or a run killed
+        after its last result, which resume just finishes. Failed prompts alone are run
+        again with retry-failed, and do not count here."""
+        if self.unreadable or self.status is JobStatus.COMPLETED:
+            return False
+        return not self.finished or self.status is not JobStatus.FAILED
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -83,10 +90,18 @@ def result_from_row(values: Sequence[Any], prompt: Prompt) -> BatchResult:
     for key in ("prompt_index", "tokens_input", "tokens_output", "attempts"):
         if not isinstance(row[key], int):
             raise CheckpointError(f"a result has a wrong {key}: {row[key]!r:.40}")
-    if not isinstance(row["response_text"], str) or not isinstance(row["duration"], (int, float)):
+    duration = row["duration"]
+    if (
+        not isinstance(row["response_text"], str)
+        or not isinstance(duration, (int, float))
+        or not 0 <= duration <= 1e12
+    ):
         raise CheckpointError(f"result {row['prompt_index']} is damaged")
-    if row["ttft"] is not None and not isinstance(row["ttft"], (int, float)):
-        raise CheckpointError(f"result {row['prompt_index']} has a wrong ttft")
+    for key in ("ttft", "queue_wait"):
+        if row[key] is not None and not isinstance(row[key], (int, float)):
+            raise CheckpointError(f"result {row['prompt_index']} has a wrong {key}")
+    if row["token_counts"] is not None and row["token_counts"] not in TOKEN_COUNTS:
+        raise CheckpointError(f"result {row['prompt_index']} has a wrong token_counts")
     for key in ("error_message", "finish_reason", "started_at", "completed_at", "endpoint"):
         if row[key] is not None and not isinstance(row[key], str):
             raise CheckpointError(f"result {row['prompt_index']} has a wrong {key}")
@@ -115,4 +130,61 @@ def result_row(result: BatchResult) -> tuple[Any, ...]:
         result.endpoint,
         json.dumps([a.to_dict() for a in result.attempt_log]) if result.attempt_log else None,
         result.ttft,
+        result.queue_wait,
+        result.token_counts,
     )
+
+
+# What each result column may hold, as SQL over the row (a checkpoint is untrusted: a
+# crash or a person may have damaged it). A column an older format lacks is skipped.
+_RESULT_CHECKS = {
+    "prompt_index": "typeof(prompt_index) = 'integer'",
+    "response_text": "typeof(response_text) = 'text'",
+    "tokens_input": "typeof(tokens_input) = 'integer' AND tokens_input >= 0",
+    "tokens_output": "typeof(tokens_output) = 'integer' AND tokens_output >= 0",
+    "duration": "typeof(duration) IN ('real', 'integer') AND duration BETWEEN 0 AND 1e12",
+    "success": "typeof(success) = 'integer' AND success IN (0, 1)",
+    "error_message": "error_message IS NULL OR typeof(error_message) = 'text'",
+    "attempts": "typeof(attempts) = 'integer' AND attempts >= 0",
+    "finish_reason": "finish_reason IS NULL OR typeof(finish_reason) = 'text'",
+    "started_at": "started_at IS NULL OR typeof(started_at) = 'text'",
+    "completed_at": "completed_at IS NULL OR typeof(completed_at) = 'text'",
+    "endpoint": "endpoint IS NULL OR typeof(endpoint) = 'text'",
+    "attempt_log": "attempt_log IS NULL OR (typeof(attempt_log) = 'text' "
+    "AND json_valid(attempt_log))",
+    "ttft": "ttft IS NULL OR (typeof(ttft) IN ('real', 'integer') AND ttft BETWEEN 0 AND 1e12)",
+    "queue_wait": "queue_wait IS NULL OR (typeof(queue_wait) IN ('real', 'integer') "
+    "AND queue_wait BETWEEN 0 AND 1e12)",
+    "token_counts": "token_counts IS NULL OR token_counts IN ('streamed', 'unknown')",
+}
+
+
+def check_rows(connection: sqlite3.Connection, schema: str = "main") -> None:
+    """A CheckpointError naming the first damaged row of the checkpoint open as `schema`
+    (a missing table, a result whose duration is text or infinite, bytes where text
+    belongs, a prompt that is not JSON), so what reads the rows with SQL (stats, compare,
+    the results viewer) can trust their types. One pass over each table."""
+    try:
+        present = {row[1] for row in connection.execute(f"PRAGMA {schema}.table_info(results)")}
+        if not present:
+            raise CheckpointError("the checkpoint has no results table")
+        wrong = " ".join(
+            f"WHEN NOT ({rule}) THEN '{column}'"
+            for column, rule in _RESULT_CHECKS.items()
+            if column in present
+        )
+        found = connection.execute(
+            f"SELECT prompt_index, CASE {wrong} END AS wrong FROM {schema}.results "
+            "WHERE wrong IS NOT NULL LIMIT 1"
+        ).fetchone()
+        if found is not None:
+            raise CheckpointError(f"result {found[0]!r:.20} has a wrong {found[1]}")
+        bad_prompt = connection.execute(
+            f"SELECT idx FROM {schema}.prompts WHERE typeof(idx) != 'integer' "
+            "OR typeof(data) != 'text' OR NOT json_valid(data) "
+            "OR json_type(data, '$.text') IS NOT 'text' LIMIT 1"
+        ).fetchone()
+    except sqlite3.Error as exc:
+        raise CheckpointError(str(exc)) from None
+    if bad_prompt is not None:
+        raise CheckpointError(f"prompt {bad_prompt[0]!r:.20} is damaged")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import MISSING, asdict, dataclass, fields, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -42,6 +42,11 @@ def parse_endpoint(text: str) -> Endpoint:
     if not isinstance(text, str) or not text.strip():
         raise SettingsError("Server: a URL is required, like http://127.0.0.1:8000/v1")
     raw = text.strip()
+    if _holds_credentials(raw):  # first: no message below may quote a password
+        raise SettingsError(
+            "Server: a URL must not hold a user name or password; put the key in an "
+            "environment variable and name it with --api-key-env"
+        )
     base, hash_, cap_text = raw.partition("#")
     concurrency = None
     if hash_:
@@ -64,11 +69,6 @@ def parse_endpoint(text: str) -> Endpoint:
             f"Server {base!r:.80}: expected a URL starting with http:// or https://, "
             f"like {example:.80}"
         )
-    if parts.username is not None or parts.password is not None:
-        raise SettingsError(
-            "Server: a URL must not hold a user name or password; put the key in an "
-            "environment variable and name it with --api-key-env"
-        )
     if parts.query:
         raise SettingsError(f"Server {parts.hostname}: a URL with a query string is not supported")
     path = parts.path.rstrip("/") or "/v1"
@@ -78,6 +78,14 @@ def parse_endpoint(text: str) -> Endpoint:
     elif ":" in (parts.hostname or ""):
         netloc = f"[{parts.hostname}]:{port}"
     return Endpoint(urlunsplit((parts.scheme, netloc, path, "", "")), concurrency)
+
+
+def _holds_credentials(url: str) -> bool:
+    """Whether `url` (well formed or not, with or without a scheme) has a user or a
+    password before its host: `user:secret@host`."""
+    rest = url.split("://", 1)[1] if "://" in url else url
+    authority = re.split(r"[/?]", rest, maxsplit=1)[0]
+    return "@" in authority
 
 
 def check_key_env(name: Any) -> str:
@@ -191,3 +199,31 @@ def server_settings_from_text(
         else:
             raise SettingsError(f"Unknown server setting {key!r}")
     return replace(base, endpoints=endpoints or base.endpoints, **values)
+
+
+@dataclass(slots=True)
+class ServerCheck:
+    """What asking each server before a job said: the models each serves (none listed:
+    it does not say), and the servers that cut a streaming answer off whenever another
+    request comes (llama-cpp-python's server with `interrupt_requests` on, its default)."""
+
+    models: dict[str, list[str]]
+    interrupting: list[str] = field(default_factory=list)
+
+    def warnings(self) -> list[str]:
+        return [
+            f"{url} interrupts requests: each new request cuts off the answer it is "
+            "streaming (llama-cpp-python's server, whose interrupt_requests is on unless "
+            "told). tui-batch sends it one request at a time; for batches, start it with "
+            "--interrupt_requests False"
+            for url in self.interrupting
+        ]
+
+    def applied_to(self, server: ServerSettings) -> ServerSettings:
+        """`server` with each interrupting endpoint capped at one request in flight."""
+        if not self.interrupting:
+            return server
+        capped = tuple(
+            Endpoint(e.url, 1) if e.url in self.interrupting else e for e in server.endpoints
+        )
+        return server.with_endpoints(capped)

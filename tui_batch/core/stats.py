@@ -21,6 +21,7 @@ from typing import Any
 
 from tui_batch.core.errors import CheckpointError
 from tui_batch.core.jobs import BatchJob
+from tui_batch.core.rows import check_rows
 from tui_batch.core.settings import Prices
 from tui_batch.core.store import connect_read_only, read_header, read_snapshot
 
@@ -93,10 +94,17 @@ class JobStats:
     total: int
     completed: int = 0
     failed: int = 0
+    # Answers with nothing in them (they count as answers: the model said nothing).
+    empty: int = 0
     tokens_input: int = 0
     tokens_output: int = 0
+    # Results whose server sent no usage: their input, or all, tokens are not counted
+    # in the totals above (which never count them as 0).
+    input_unknown: int = 0
+    output_unknown: int = 0
     active_seconds: float = 0.0
     latency: Spread = field(default_factory=Spread)
+    queue_wait: Spread = field(default_factory=Spread)
     ttft: Spread = field(default_factory=Spread)
     prompt_tokens_per_second: Spread = field(default_factory=Spread)
     attempts: dict[int, int] = field(default_factory=dict)
@@ -160,6 +168,7 @@ def job_stats(path: str | Path, prices: Prices | None = None) -> JobStats:
             connection.create_function("normalise", 1, normalise_error, deterministic=True)
             header = read_header(connection)
             job = BatchJob.from_header(header, [])
+            check_rows(connection)
             header_total = header.get("total_prompts")
             stats = JobStats(
                 job.job_id,
@@ -183,17 +192,32 @@ _ONCE = "MATERIALIZED" if _VERSION >= (3, 35) else ""
 
 
 def _fill(connection: sqlite3.Connection, stats: JobStats) -> None:
-    has_ttft = "ttft" in {row[1] for row in connection.execute("PRAGMA table_info(results)")}
-    count, succeeded, tokens_in, tokens_out = connection.execute(
-        "SELECT COUNT(*), TOTAL(success), TOTAL(tokens_input), TOTAL(tokens_output) FROM results"
-    ).fetchone()
-    stats.completed, stats.failed = int(succeeded), count - int(succeeded)
+    columns = {row[1] for row in connection.execute("PRAGMA table_info(results)")}
+    # Where a server sent no usage: input unknown; output too, unless counted as it streamed.
+    input_known, output_known = "1", "1"
+    if "token_counts" in columns:
+        input_known = "token_counts IS NULL"
+        output_known = "(token_counts IS NULL OR token_counts != 'unknown')"
+    count, succeeded, empty, tokens_in, tokens_out, input_unknown, output_unknown = (
+        connection.execute(
+            "SELECT COUNT(*), TOTAL(success), TOTAL(success = 1 AND trim(response_text) = ''), "
+            f"TOTAL(CASE WHEN {input_known} THEN tokens_input END), "
+            f"TOTAL(CASE WHEN {output_known} THEN tokens_output END), "
+            f"TOTAL(NOT {input_known}), TOTAL(NOT {output_known}) FROM results"
+        ).fetchone()
+    )
+    stats.completed, stats.failed, stats.empty = int(succeeded), count - int(succeeded), int(empty)
     stats.tokens_input, stats.tokens_output = int(tokens_in), int(tokens_out)
+    stats.input_unknown, stats.output_unknown = int(input_unknown), int(output_unknown)
     stats.latency = _spread(connection, "duration")
-    if has_ttft:
+    if "ttft" in columns:
         stats.ttft = _spread(connection, "ttft")
+    if "queue_wait" in columns:
+        stats.queue_wait = _spread(connection, "queue_wait")
     stats.prompt_tokens_per_second = _spread(
-        connection, "tokens_output / duration", "duration > 0 AND tokens_output > 0"
+        connection,
+        "tokens_output / duration",
+        f"duration > 0 AND tokens_output > 0 AND {output_known}",
     )
     stats.attempts = dict(
         connection.execute("SELECT attempts, COUNT(*) FROM results GROUP BY attempts ORDER BY 1")
@@ -275,7 +299,9 @@ def _endpoints(connection: sqlite3.Connection) -> list[EndpointStats]:
         )
     for endpoint, requests, errors, ttft in connection.execute(
         "SELECT json_extract(a.value, '$.endpoint') AS ep, COUNT(*), "
-        "TOTAL(json_extract(a.value, '$.error') IS NOT NULL), "
+        # A request called back by a pause is no error of its server.
+        "TOTAL(json_extract(a.value, '$.error') IS NOT NULL "
+        "AND json_extract(a.value, '$.error') NOT LIKE 'cancelled:%'), "
         "AVG(json_extract(a.value, '$.ttft')) "
         "FROM results, json_each(results.attempt_log) AS a "
         "WHERE results.attempt_log IS NOT NULL AND json_valid(results.attempt_log) "

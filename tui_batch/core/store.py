@@ -34,18 +34,29 @@ from tui_batch.core.jobs import (
 from tui_batch.core.rows import RESULT_COLUMNS, JobSummary, result_from_row, result_row
 from tui_batch.core.scratch import remove_stale, scratch_file
 
-# 2 added the results' endpoint and attempt_log, 3 their time to first token; an older
-# file is upgraded in place when a run writes to it, and read as it is.
-SCHEMA_VERSION = 3
+# 2 added the results' endpoint and attempt_log, 3 their time to first token, 4 their
+# queue wait and how their tokens were counted; an older file is upgraded in place when
+# a run writes to it, and read as it is.
+SCHEMA_VERSION = 4
 _UPGRADES = {
     1: (
         "ALTER TABLE results ADD COLUMN endpoint TEXT",
         "ALTER TABLE results ADD COLUMN attempt_log TEXT",
     ),
     2: ("ALTER TABLE results ADD COLUMN ttft REAL",),
+    3: (
+        "ALTER TABLE results ADD COLUMN queue_wait REAL",
+        "ALTER TABLE results ADD COLUMN token_counts TEXT",
+    ),
 }
 # The result columns each older format lacks (read as NULL).
-_MISSING = {1: ("endpoint", "attempt_log", "ttft"), 2: ("ttft",), SCHEMA_VERSION: ()}
+_NEWER = ("queue_wait", "token_counts")
+_MISSING = {
+    1: ("endpoint", "attempt_log", "ttft", *_NEWER),
+    2: ("ttft", *_NEWER),
+    3: _NEWER,
+    SCHEMA_VERSION: (),
+}
 CHECKPOINT_PREFIX = "batch_"
 CHECKPOINT_SUFFIX = ".db"
 _SCHEMA = f"""
@@ -65,7 +76,9 @@ CREATE TABLE results (
     completed_at TEXT,
     endpoint TEXT,
     attempt_log TEXT,
-    ttft REAL
+    ttft REAL,
+    queue_wait REAL,
+    token_counts TEXT
 );
 PRAGMA user_version = {SCHEMA_VERSION};
 """

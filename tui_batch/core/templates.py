@@ -32,9 +32,16 @@ import tomllib
 from jinja2 import StrictUndefined, TemplateSyntaxError, meta
 from jinja2.exceptions import SecurityError, UndefinedError
 from jinja2.exceptions import TemplateError as JinjaError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from tui_batch.core.errors import SettingsError, TemplateError
+from tui_batch.core.render_limits import (
+    RENDER_SECONDS,
+    BoundedSandbox,
+    RenderLimit,
+    RenderTimeout,
+    deadline,
+    render_bounded,
+)
 from tui_batch.core.settings import REQUEST_OPTIONS, check_request_options, parse_number
 from tui_batch.core.template_source import text_sha256
 
@@ -50,10 +57,13 @@ FRONT_MATTER_KEYS = ("system", *REQUEST_OPTIONS)
 TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
 
 
-def _environment() -> ImmutableSandboxedEnvironment:
-    return ImmutableSandboxedEnvironment(
-        undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True
-    )
+class TemplateTimeout(TemplateError):
+    """A record took longer than RENDER_SECONDS to render: the template itself is at
+    fault (a loop without end), so rendering stops there rather than at every record."""
+
+
+def _environment() -> BoundedSandbox:
+    return BoundedSandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
 
 
 def split_front_matter(text: str, name: str = "template") -> tuple[dict[str, Any], str, int]:
@@ -69,6 +79,8 @@ def split_front_matter(text: str, name: str = "template") -> tuple[dict[str, Any
     head = "".join(lines[1:end])
     try:
         values = tomllib.loads(head)
+    except RecursionError:
+        raise TemplateError(f"{name}, line 2: front matter nested too deeply") from None
     except tomllib.TOMLDecodeError as exc:
         message = str(exc)
         found = TOML_POSITION.search(message)
@@ -143,6 +155,9 @@ class PromptTemplate:
         except TemplateSyntaxError as exc:
             line = one_line or (exc.lineno or 1) + offset
             raise TemplateError(f"{self.name}, line {line}: {exc.message}") from None
+        except (RecursionError, MemoryError):
+            line = one_line or offset + 1
+            raise TemplateError(f"{self.name}, line {line}: nested too deeply to compile") from None
 
     def missing(self, record: Mapping[str, Any]) -> list[str]:
         """The variables `record` does not have, sorted (`row` it always has)."""
@@ -174,11 +189,22 @@ class PromptTemplate:
         if self._uses_row and ROW not in record:
             record = {**record, ROW: record}
         try:
-            return template.render(record)
+            with deadline():
+                return render_bounded(template, record)
+        except RenderTimeout:
+            raise TemplateTimeout(
+                f"{where}: rendering took over {RENDER_SECONDS:g} s (a loop without end?); stopped"
+            ) from None
         except UndefinedError as exc:
             raise TemplateError(f"{where}: {exc.message}") from None
         except SecurityError as exc:
             raise TemplateError(f"{where}: not allowed in a template ({exc})") from None
+        except RenderLimit as exc:
+            raise TemplateError(f"{where}: too big to render: {exc}") from None
+        except RecursionError:
+            raise TemplateError(f"{where}: recursion too deep (a macro calling itself?)") from None
+        except MemoryError:
+            raise TemplateError(f"{where}: out of memory rendering it") from None
         except JinjaError as exc:
             raise TemplateError(f"{where}: {exc}") from None
         except (TypeError, ValueError, ArithmeticError, LookupError) as exc:
@@ -236,6 +262,8 @@ def render_all(
         try:
             text, system, options = template.render_parts(record, number)
             yield Rendered(number, text, record, system, options)
+        except TemplateTimeout:
+            raise  # the template's fault, not this record's: every record would hang
         except TemplateError as exc:
             yield str(exc)
 

@@ -19,6 +19,7 @@ _UNSAFE = re.compile(
     "\ufeff\ud800-\udfff]"
 )
 _WHITESPACE = re.compile(r"\s+")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _escaped(match: re.Match[str]) -> str:
@@ -45,3 +46,9 @@ def escape_json(document: str) -> str:
     its strings may still hold raw (DEL and C1 controls, bidi and zero-width marks, lone
     surrogates) written as `\\uXXXX` escapes: the same JSON, safe on a terminal."""
     return _UNSAFE.sub(lambda match: f"\\u{ord(match.group()):04x}", document)
+
+
+def clean_text(text: str) -> str:
+    """`text` as a file can hold it: a lone surrogate (from JSON's `"\\ud800"`), which
+    UTF-8 cannot encode, becomes U+FFFD, as a UTF-8 decoder would make it."""
+    return _SURROGATE.sub("\ufffd", text) if _SURROGATE.search(text) else text

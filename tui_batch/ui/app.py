@@ -21,6 +21,7 @@ from tui_batch.core.backend import Backend, describe_error
 from tui_batch.core.errors import TuiBatchError
 from tui_batch.core.jobs import BatchJob, JobStatus
 from tui_batch.core.processor import BatchProcessor
+from tui_batch.core.rows import JobSummary
 from tui_batch.core.text import escape_controls
 from tui_batch.ui import messages
 from tui_batch.ui.commands import TuiBatchCommands
@@ -146,7 +147,7 @@ class TuiBatchApp(App[None]):
             gc.freeze()
             with self.backend_factory(job) as backend:
                 run.backend = backend
-                processor.process_batch(
+                results = processor.process_batch(
                     job,
                     backend,
                     cancel_event=run.cancel,
@@ -156,7 +157,14 @@ class TuiBatchApp(App[None]):
                     previous=results,
                     lock=lock,
                 )
-        self.post_message(messages.JobFinished(job.job_id, job.status, job.completed, job.failed))
+        finished = messages.JobFinished(job.job_id, job.status, job.completed, job.failed)
+        finished.empty = sum(1 for r in results if r.success and not r.response_text.strip())
+        if job.status is not JobStatus.CANCELLED:  # written as `tui-batch run` writes them
+            try:
+                finished.results_file = processor.save_results(job, results)
+            except TuiBatchError as exc:
+                finished.export_error = str(exc)
+        self.post_message(finished)
 
     def _show_run(self, run: RunState) -> None:
         self.run_state = run
@@ -182,10 +190,22 @@ class TuiBatchApp(App[None]):
 
     def on_job_finished(self, message: messages.JobFinished) -> None:
         status = message.status.value
+        empty = f" ({message.empty} empty answers)" if message.empty else ""
+        text = (
+            f"Job {message.job_id} {status}: {message.completed} ok{empty}, "
+            f"{message.failed} failed."
+        )
+        if message.results_file is not None:
+            text += f" Results: {message.results_file}"
+        elif message.export_error is not None:
+            text += f" The results file was not written: {message.export_error}"
+        elif message.status is JobStatus.CANCELLED:
+            text += " Resume it from Checkpoints (ctrl+b), or: tui-batch resume " + message.job_id
         self.notify(
-            f"Job {message.job_id} {status}: {message.completed} ok, {message.failed} failed",
+            text,
             title="Batch finished",
-            severity="warning" if message.failed else "information",
+            severity="warning" if message.failed or message.export_error else "information",
+            timeout=20,
         )
         self.bell()
 
@@ -221,13 +241,25 @@ class TuiBatchApp(App[None]):
         self.push_screen(QuitScreen(job_id), answer)
 
     def resume_job(self, job_id: str) -> None:
-        """Resume a checkpoint, asking first whether its failed prompts run again too."""
+        """Resume a checkpoint, asking first whether its failed prompts run again too
+        (and, for a template job whose files changed, whether to go on at all)."""
+        self._check_resume(job_id)
+
+    @work(thread=True, group="resume-check", exit_on_error=False, description="Checking job")
+    def _check_resume(self, job_id: str) -> None:
+        """Read the job's summary and compare its template and data files with the
+        hashes it keeps: a big data file takes seconds to hash, so not on the UI thread."""
         try:
             summary = self.processor.job_summary(job_id)
+            changes = summary.template.changes() if summary.template else []
         except TuiBatchError as exc:
-            self.notify(str(exc), severity="error")
+            self.call_from_thread(self.notify, str(exc), severity="error")
             return
-        if summary.failed == 0 and summary.finished and summary.status is JobStatus.COMPLETED:
+        self.call_from_thread(self._ask_resume, summary, changes)
+
+    def _ask_resume(self, summary: JobSummary, changes: list[str]) -> None:
+        job_id = summary.job_id
+        if not summary.resumable and not summary.failed:
             self.notify(f"Job {job_id} is finished: nothing to resume.", severity="warning")
             return
 
@@ -235,7 +267,7 @@ class TuiBatchApp(App[None]):
             if retry_failed is not None:
                 self.start_saved(job_id, retry_failed)
 
-        def ask_retry(go_on: bool = True) -> None:
+        def ask_retry(go_on: bool | None = True) -> None:
             if not go_on:
                 return
             if summary.failed:
@@ -244,32 +276,42 @@ class TuiBatchApp(App[None]):
                 answer(False)
 
         # A template job runs the prompts it stored; if its files changed, say so first.
-        changes = summary.template.changes() if summary.template else []
         if changes:
             question = (
                 f"Job {job_id}: {'; '.join(changes)}.\n\nGo on with the prompts rendered "
                 "when the job was made?"
             )
-            self.push_screen(ConfirmScreen(question), ask_retry)
+            self.push_screen(
+                ConfirmScreen(question, yes="go on with them", no="don't resume"), ask_retry
+            )
         else:
             ask_retry()
 
     def rerun_failed(self, job_id: str) -> None:
         self.start_saved(job_id, retry_failed=True)
 
-    def export_job(self, job_id: str) -> None:
-        """Ask for a format and a path, then export in the background."""
+    def export_job(self, job_id: str, shown: tuple[list[int], str] | None = None) -> None:
+        """Ask for a format and a path (and, with `shown`, the prompt indices a filtered
+        view shows and how it is filtered, whether to write only those), then export in
+        the background."""
 
-        def answer(choice: tuple[str, Path] | None) -> None:
+        def answer(choice: tuple[str, Path, bool] | None) -> None:
             if choice is not None:
-                self.export_in_background(job_id, *choice)
+                format, path, only_shown = choice
+                indices = shown[0] if shown is not None and only_shown else None
+                self.export_in_background(job_id, format, path, indices)
 
-        self.push_screen(ExportScreen(job_id, Path.cwd()), answer)
+        self.push_screen(ExportScreen(job_id, Path.cwd(), shown), answer)
 
     @work(thread=True, group="export", exit_on_error=False, description="Exporting results")
-    def export_in_background(self, job_id: str, format: str, path: Path) -> None:
+    def export_in_background(
+        self, job_id: str, format: str, path: Path, indices: list[int] | None = None
+    ) -> None:
         try:
             job, results = self.processor.load_job(job_id)
+            if indices is not None:
+                wanted = set(indices)
+                results = [r for r in results if r.prompt_index in wanted]
             written = self.processor.export_results(job, results, path, format)
         except TuiBatchError as exc:
             self.call_from_thread(self.notify, str(exc), title="Export failed", severity="error")

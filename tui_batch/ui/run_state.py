@@ -48,6 +48,9 @@ class RunState:
         self.status: list[str] = ["pending"] * job.total_prompts
         self.results: dict[int, BatchResult] = {}
         self.failed: list[int] = []
+        # Requests sent and failed at each server, from the results' attempt logs: the
+        # counts `tui-batch stats` gives, so both screens say the same.
+        self.requests: dict[str, list[int]] = {}
         for result in results:
             if result.success or not retry_failed:
                 self._record(result)
@@ -63,6 +66,8 @@ class RunState:
         self._streamed: dict[int, int] = {}  # pieces counted so far, by prompt running
         self.tokens_counted = 0  # this run's, streamed or settled by results
         self._started = clock()
+        self._paused = 0.0  # seconds spent paused: the clock and tok/s leave them out
+        self._paused_since: float | None = None
         # The backend running the job, once the worker has made it (for its status).
         self.backend: Backend | None = None
 
@@ -71,6 +76,11 @@ class RunState:
         self.status[result.prompt_index] = "ok" if result.success else "failed"
         if not result.success:
             self.failed.append(result.prompt_index)
+        for attempt in result.attempt_log:
+            tally = self.requests.setdefault(attempt.endpoint, [0, 0])
+            tally[0] += 1
+            # A request called back by a pause is no error of its server.
+            tally[1] += attempt.error is not None and not attempt.error.startswith("cancelled:")
 
     def handle(self, event: events.BatchEvent) -> None:
         """Apply a core event (worker thread); the screens see it at their next tick."""
@@ -110,6 +120,11 @@ class RunState:
                 return
             if isinstance(event, events.JobStateChanged):
                 self.job_status = event.status
+                if event.status is JobStatus.PAUSED and self._paused_since is None:
+                    self._paused_since = self.clock()
+                elif event.status is not JobStatus.PAUSED and self._paused_since is not None:
+                    self._paused += self.clock() - self._paused_since
+                    self._paused_since = None
                 if event.status in (JobStatus.CANCELLED, JobStatus.FAILED, JobStatus.COMPLETED):
                     for index in self.running:
                         if self.status[index] in ("running", "retrying"):
@@ -127,9 +142,11 @@ class RunState:
             self._buckets.append((second, results, tokens))
 
     def live_figures(self) -> tuple[float, float]:
-        """Seconds since the run began, and its tokens a second, tokens counted as they
-        stream: unlike the last result's figures, these move while prompts generate."""
-        elapsed = max(self.clock() - self._started, 1e-9)
+        """Seconds the run has been running (paused time left out), and its tokens a
+        second, tokens counted as they stream: unlike the last result's figures, these
+        move while prompts generate."""
+        now = self._paused_since if self._paused_since is not None else self.clock()
+        elapsed = max(now - self._started - self._paused, 1e-9)
         return elapsed, self.tokens_counted / elapsed
 
     def history(self) -> tuple[list[float], str]:

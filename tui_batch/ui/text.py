@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from rich.text import Text
 
+from tui_batch.core.jobs import BatchResult, Prompt
 from tui_batch.core.text import escape_controls
 
 
@@ -17,3 +18,22 @@ def one_line(value: str | None, style: str = "") -> Text:
     """Like `literal`, on one line: newlines and tabs shown as `⏎` and spaces."""
     flat = (value or "").replace("\r\n", "\n").replace("\n", " ⏎ ").replace("\t", " ")
     return Text(escape_controls(flat), style=style, no_wrap=True, overflow="ellipsis")
+
+
+def token_cells(result: BatchResult) -> tuple[Text, Text]:
+    """A result's input and output tokens; `-` where nobody counted them (a server that
+    sends no usage), never 0."""
+    tokens_in = str(result.tokens_input) if result.input_known else "-"
+    tokens_out = str(result.tokens_output) if result.output_known else "-"
+    return Text(tokens_in), Text(tokens_out)
+
+
+def prompt_cell(prompt: Prompt, index: int, id_field: str | None = None) -> Text:
+    """What tells a prompt apart in a table: its text, or for a template job (whose
+    prompts all start with the same words) its record's id and fields, the id first."""
+    if prompt.variables is None:
+        return one_line(prompt.text)
+    fields = " · ".join(str(value) for name, value in prompt.variables.items() if name != id_field)
+    cell = one_line(f"{prompt.custom_id or index}  ", style="bold")
+    cell.append_text(one_line(fields))
+    return cell

@@ -242,7 +242,9 @@ class CheckpointsScreen(Screen[None]):
 
         self.app.push_screen(
             ConfirmScreen(
-                f"Delete checkpoint {entry.job_id}? Its results are lost unless exported."
+                f"Delete checkpoint {entry.job_id}? Its results are lost unless exported.",
+                yes="delete it",
+                no="keep it",
             ),
             answer,
         )

@@ -12,14 +12,14 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import DirectoryTree, Footer, Input, Label, Select, Static
+from textual.widgets import Checkbox, DirectoryTree, Footer, Input, Label, Select, Static
 
 from tui_batch.core.export import EXPORT_FORMATS
 from tui_batch.core.jobfile import JOB_FILE_SUFFIX
 from tui_batch.core.jobs import Attempt, BatchResult
 from tui_batch.core.prompts import SUPPORTED_EXTENSIONS
 from tui_batch.core.records import DATA_FORMATS
-from tui_batch.ui.text import literal, one_line
+from tui_batch.ui.text import literal, one_line, token_cells
 
 AnswerT = TypeVar("AnswerT")
 
@@ -33,25 +33,31 @@ class QuestionScreen(ModalScreen[AnswerT]):
     def __init__(self, question: str) -> None:
         super().__init__()
         self.question = question
+        self.hint: str | Text = self.HINT
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
             yield Static(literal(self.question), classes="question")
-            yield Static(self.HINT, classes="hint")
+            yield Static(self.hint, classes="hint")
 
     def action_answer(self, answer: AnswerT) -> None:
         self.dismiss(answer)
 
 
 class ConfirmScreen(QuestionScreen[bool]):
-    """A yes/no question: y or n answers, Escape means no."""
+    """A yes/no question: y answers yes, n or Escape no. The hint says what each does
+    ("y stop the job", "n / Esc keep it running"), never just "cancel"."""
 
     BINDINGS = [
         Binding("y", "answer(True)", "Yes"),
         Binding("n", "answer(False)", "No"),
-        Binding("escape", "answer(False)", "Cancel"),
+        Binding("escape", "answer(False)", "No"),
     ]
-    HINT = "[b]y[/] yes   [b]n[/] no   [b]Esc[/] cancel"
+
+    def __init__(self, question: str, yes: str = "yes", no: str = "no") -> None:
+        super().__init__(question)
+        self.hint = Text.assemble(("y", "bold"), f" {yes}   ", ("n", "bold"), " or ")
+        self.hint.append_text(Text.assemble(("Esc", "bold"), f" {no}"))
 
 
 class ResumeScreen(QuestionScreen[bool | None]):
@@ -86,15 +92,19 @@ class QuitScreen(QuestionScreen[str | None]):
         )
 
 
-class ExportScreen(ModalScreen[tuple[str, Path] | None]):
-    """Where and how to export: a format and a path. Enter exports, Escape cancels."""
+class ExportScreen(ModalScreen[tuple[str, Path, bool] | None]):
+    """Where and how to export: a format and a path; from a filtered view, whether only
+    the results it shows. Enter exports, Escape cancels."""
 
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
-    def __init__(self, job_id: str, default_dir: Path) -> None:
+    def __init__(
+        self, job_id: str, default_dir: Path, shown: tuple[list[int], str] | None = None
+    ) -> None:
         super().__init__()
         self.job_id = job_id
         self.default_dir = default_dir
+        self.shown = shown
 
     def compose(self) -> ComposeResult:
         with Grid(classes="dialog form"):
@@ -104,6 +114,16 @@ class ExportScreen(ModalScreen[tuple[str, Path] | None]):
             )
             yield Label("Path")
             yield Input(str(self.default_dir / f"batch_{self.job_id}.json"), id="path")
+            if self.shown is not None:
+                indices, how = self.shown
+                only = Checkbox(
+                    one_line(f"only the {len(indices)} results shown ({how})"),
+                    value=True,
+                    id="only-shown",
+                    compact=True,
+                )
+                yield Label("Which")
+                yield only
             yield Static("[b]Enter[/] export   [b]Esc[/] cancel", classes="hint")
 
     def on_mount(self) -> None:
@@ -122,7 +142,8 @@ class ExportScreen(ModalScreen[tuple[str, Path] | None]):
         if not value:
             self.notify("Give a path to export to.", severity="error")
             return
-        self.dismiss((str(self.query_one("#format", Select).value), Path(value).expanduser()))
+        only = self.shown is not None and self.query_one("#only-shown", Checkbox).value
+        self.dismiss((str(self.query_one("#format", Select).value), Path(value).expanduser(), only))
 
     def action_cancel(self) -> None:
         self.dismiss(None)
@@ -225,12 +246,25 @@ def attempt_line(number: int, attempt: Attempt) -> Text:
 def result_details(result: BatchResult) -> Text:
     """Everything about one result, as literal text."""
     status = Text("ok", style="bold green") if result.success else Text("failed", style="bold red")
+    tokens_in, tokens_out = token_cells(result)
     text = Text.assemble(
-        Text(f"Prompt {result.prompt_index} ({result.custom_id or '-'})  ", style="bold"),
+        Text(f"Prompt {result.prompt_index} (", style="bold"),
+        one_line(result.custom_id or "-", style="bold"),
+        Text(")  ", style="bold"),
         status,
-        f"  attempts {result.attempts}  tokens {result.tokens_input} in / "
-        f"{result.tokens_output} out  {result.duration:.2f}s  finish {result.finish_reason or '-'}\n",
+        f"  attempts {result.attempts}  tokens {tokens_in} in / {tokens_out} out  "
+        f"{result.duration:.2f}s",
     )
+    if result.queue_wait is not None:
+        text.append(f" (after {result.queue_wait:.2f}s waiting)", style="dim")
+    text.append("  finish ")
+    text.append_text(one_line(result.finish_reason or "-"))
+    text.append("\n")
+    if result.token_counts is not None:
+        how = "counted one streamed chunk a token" if result.output_known else "not counted"
+        text.append(f"The server sent no token counts: output {how}, input unknown\n", "dim")
+    if result.empty:
+        text.append("The answer is empty (the model said nothing)\n", style="yellow")
     if result.endpoint:
         text.append("Server ", style="dim")
         text.append_text(literal(result.endpoint))

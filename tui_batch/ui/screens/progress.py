@@ -15,7 +15,7 @@ from tui_batch.core.progress import format_duration
 from tui_batch.core.servers import ServerSettings
 from tui_batch.ui.run_state import HISTORY_SECONDS, SMOOTHING_SECONDS, RunState
 from tui_batch.ui.screens.modals import ConfirmScreen, ResultScreen
-from tui_batch.ui.text import literal, one_line
+from tui_batch.ui.text import literal, one_line, prompt_cell, token_cells
 from tui_batch.ui.widgets.virtual_table import Column, VirtualTable
 
 REFRESH_INTERVAL = 1 / 10
@@ -84,9 +84,12 @@ def _servers_label(server: ServerSettings | None) -> str:
 ENDPOINT_STYLE = {"ok": "green", "cooling": "yellow", "out": "bold red"}
 
 
-def servers_text(status: BackendStatus) -> Text:
+def servers_text(status: BackendStatus, requests: dict[str, list[int]] | None = None) -> Text:
     """Requests in flight, the limits in force, each server's state, the last change;
-    a line each, cut to the width."""
+    a line each, cut to the width. Requests sent and failed at each server are counted
+    from the finished prompts' attempt logs (`requests`: url -> [sent, errors]), as
+    `tui-batch stats` counts them."""
+    requests = requests or {}
     text = Text(no_wrap=True, overflow="ellipsis")
     text.append("Requests ", style="dim")
     text.append(f"{status.in_flight}/{status.concurrency}", style="bold")
@@ -107,9 +110,8 @@ def servers_text(status: BackendStatus) -> Text:
             text.append(f" (probe in {endpoint.until:.0f}s)", style="red")
         text.append(f"  {endpoint.in_flight}/{endpoint.limit}", style="bold")
         limit = f" (cap {endpoint.cap})" if endpoint.limit < endpoint.cap else ""
-        text.append(
-            f" in flight{limit}  {endpoint.requests} sent  {endpoint.errors} errors", style="dim"
-        )
+        sent, errors = requests.get(endpoint.url, (0, 0))
+        text.append(f" in flight{limit}  {sent} sent  {errors} errors", style="dim")
         if endpoint.last_error and endpoint.state != "ok":
             text.append_text(one_line(f"  {endpoint.last_error}", style="red"))
     if status.changes and not status.note:
@@ -171,6 +173,8 @@ class ProgressScreen(Screen[None]):
 
     def _bind_table(self) -> None:
         run = self._bound_run = self.run
+        template = run.job.template
+        self._id_field = template.id_field if template is not None else None
         count, key = run.rows(self.failed_only)
         table = self.query_one("#prompts", VirtualTable)
         table.set_rows(count, lambda position: self._row(key(position)), key)
@@ -182,17 +186,17 @@ class ProgressScreen(Screen[None]):
         if status == "running" and sending is not None and index not in sending:
             status = "waiting"  # given to the backend, waiting for a server's slot
         result = run.results.get(index)
-        prompt = run.job.prompts[index].text
         cells = [
             Text(str(index)),
             Text(status, style=STATUS_STYLE.get(status, "")),
-            one_line(prompt),
+            prompt_cell(run.job.prompts[index], index, self._id_field),
         ]
         if result is None:
             return cells + [Text(""), Text(""), Text(""), Text("")]
+        tokens_in, tokens_out = token_cells(result)
         return cells + [
-            Text(str(result.tokens_input)),
-            Text(str(result.tokens_output)),
+            tokens_in,
+            tokens_out,
             Text(f"{result.duration:.2f}s"),
             one_line(result.error_message, style="red"),
         ]
@@ -228,7 +232,9 @@ class ProgressScreen(Screen[None]):
         panel = self.query_one("#server-panel", Static)
         panel.display = servers is not None
         if servers is not None:
-            self._set("#server-panel", servers_text(servers), layout=True)
+            with run.lock:
+                tallies = {url: list(tally) for url, tally in run.requests.items()}
+            self._set("#server-panel", servers_text(servers, tallies), layout=True)
         history, unit = run.history()
         sparkline = self.query_one("#history", Sparkline)
         if history != sparkline.data:
@@ -301,8 +307,12 @@ class ProgressScreen(Screen[None]):
                 self.run.pause.clear()
                 self.notify("Cancelling: finished results are saved; resume it any time.")
 
+        question = (
+            f"Stop job {self.run.job.job_id}? Finished results are kept, and it can be "
+            "resumed from Checkpoints."
+        )
         self.app.push_screen(
-            ConfirmScreen(f"Cancel job {self.run.job.job_id}? Finished results are kept."), answer
+            ConfirmScreen(question, yes="stop the job", no="keep it running"), answer
         )
 
     def action_failed_only(self) -> None:

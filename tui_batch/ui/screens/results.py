@@ -17,10 +17,10 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Static
 
 from tui_batch.core.errors import TuiBatchError
-from tui_batch.core.jobs import BatchResult
+from tui_batch.core.jobs import BatchResult, Prompt
 from tui_batch.core.results import ResultsView
 from tui_batch.ui.screens.modals import ResultScreen, result_details
-from tui_batch.ui.text import one_line
+from tui_batch.ui.text import one_line, prompt_cell, token_cells
 from tui_batch.ui.widgets.virtual_table import Column, VirtualTable
 
 PAGE = 100
@@ -56,7 +56,8 @@ class ResultsScreen(Screen[None]):
         self.filter = "failed" if reason else "all"
         self.reason = reason  # a failure group from the stats screen
         self.indices: list[int] = []
-        self._pages: OrderedDict[int, dict[int, BatchResult]] = OrderedDict()
+        self._pages: OrderedDict[int, dict[int, tuple[BatchResult, Prompt]]] = OrderedDict()
+        self.id_field: str | None = None  # a template job's id column
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -77,6 +78,7 @@ class ResultsScreen(Screen[None]):
         try:
             job = self.app.processor.job_summary(self.job_id)
             self.view = ResultsView(job.checkpoint_file)
+            self.id_field = job.template.id_field if job.template is not None else None
         except TuiBatchError as exc:
             self.view = None
             self.notify(str(exc), title="Cannot open results", severity="error")
@@ -120,33 +122,41 @@ class ResultsScreen(Screen[None]):
         self.query_one("#filters", Static).update(filters)
         self._show_detail()
 
-    def result_at(self, position: int) -> BatchResult | None:
+    def _entry_at(self, position: int) -> tuple[BatchResult, Prompt] | None:
         page = position // PAGE
         if page not in self._pages:
             chunk = self.indices[page * PAGE : (page + 1) * PAGE]
-            self._pages[page] = {r.prompt_index: r for r in self.view.fetch(chunk)}
+            fetched = self.view.fetch_with_prompts(chunk)
+            self._pages[page] = {result.prompt_index: (result, p) for result, p in fetched}
             if len(self._pages) > PAGES_KEPT:
                 self._pages.popitem(last=False)
         else:
             self._pages.move_to_end(page)
         return self._pages[page].get(self.indices[position])
 
+    def result_at(self, position: int) -> BatchResult | None:
+        entry = self._entry_at(position)
+        return None if entry is None else entry[0]
+
     def _row(self, position: int) -> list[Text]:
-        result = self.result_at(position)
-        if result is None:
+        entry = self._entry_at(position)
+        if entry is None:
             return [Text(str(self.indices[position]))]
+        result, prompt = entry
         status = Text("ok", style="green") if result.success else Text("failed", style="bold red")
         answer = (
             one_line(result.response_text)
             if result.success
             else one_line(result.error_message, style="red")
         )
+        if result.empty:
+            answer = Text("(empty answer)", style="dim italic")
         return [
             Text(str(result.prompt_index)),
             status,
-            one_line(result.prompt),
+            prompt_cell(prompt, result.prompt_index, self.id_field),
             answer,
-            Text(str(result.tokens_output)),
+            token_cells(result)[1],
             Text(f"{result.duration:.2f}s"),
         ]
 
@@ -196,7 +206,17 @@ class ResultsScreen(Screen[None]):
             self.notify(f"Response of prompt {result.prompt_index} copied to the clipboard.")
 
     def action_export(self) -> None:
-        self.app.export_job(self.job_id)
+        """Export the job; while a filter or a search narrows the table, offer only the
+        results shown."""
+        search = self.query_one("#search", Input).value.strip()
+        narrowed = self.filter != "all" or bool(search) or self.reason is not None
+        shown = None
+        if narrowed:
+            what = [self.filter] if self.filter != "all" else []
+            what += [f"reason {self.reason!r}"] if self.reason else []
+            what += [f"search {search!r}"] if search else []
+            shown = (list(self.indices), ", ".join(what))
+        self.app.export_job(self.job_id, shown)
 
     def action_rerun(self) -> None:
         if not self.counts["failed"]:

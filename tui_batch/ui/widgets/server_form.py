@@ -15,6 +15,7 @@ from tui_batch.core.errors import TuiBatchError
 from tui_batch.core.servers import (
     DEFAULT_KEY_ENV,
     SERVER_DEFAULTS,
+    ServerCheck,
     ServerSettings,
     server_settings_from_text,
 )
@@ -95,33 +96,44 @@ class ServerForm(Vertical):
         from tui_batch.backends.factory import check_servers
 
         try:
-            served = check_servers(server)
+            check = check_servers(server)
         except TuiBatchError as exc:
             self.app.call_from_thread(self._show, literal(str(exc), style="bold red"))
             return
-        self.app.call_from_thread(self._listed, served)
+        self.app.call_from_thread(self._listed, check)
 
-    def check_then(self, server: ServerSettings, model: str, start: Callable[[], None]) -> None:
-        """Check every server answers and serves `model`, then call `start` (on the UI
-        thread): a job is made only then. A problem is shown, and nothing is made."""
+    def check_then(
+        self, server: ServerSettings, model: str, start: Callable[[ServerSettings], None]
+    ) -> None:
+        """Check every server answers and serves `model`, then call `start` with the
+        servers as found (one that interrupts requests gets one at a time), on the UI
+        thread: a job is made only then. A problem is shown, and nothing is made."""
         self._show(Text("Checking the servers…", style="dim"))
         self._check(server, model, start)
 
     @work(thread=True, exclusive=True, group="probe", exit_on_error=False, description="Check")
-    def _check(self, server: ServerSettings, model: str, start: Callable[[], None]) -> None:
+    def _check(
+        self, server: ServerSettings, model: str, start: Callable[[ServerSettings], None]
+    ) -> None:
         from tui_batch.backends.factory import check_servers
 
         try:
-            check_servers(server, model)
+            check = check_servers(server, model)
         except TuiBatchError as exc:
             self.app.call_from_thread(self._refused, str(exc))
             return
-        self.app.call_from_thread(self._checked, start)
+        self.app.call_from_thread(self._checked, check, server, start)
 
-    def _checked(self, start: Callable[[], None]) -> None:
-        self._show(Text("ok: every server answers", style="green"))
+    def _checked(
+        self, check: ServerCheck, server: ServerSettings, start: Callable[[ServerSettings], None]
+    ) -> None:
+        text = Text("ok: every server answers", style="green")
+        for warning in check.warnings():
+            text.append_text(literal(f"\n{warning}", style="yellow"))
+            self.app.notify(warning, title="Servers", severity="warning", timeout=15)
+        self._show(text)
         try:
-            start()
+            start(check.applied_to(server))
         except TuiBatchError as exc:
             self._refused(str(exc))
 
@@ -129,7 +141,8 @@ class ServerForm(Vertical):
         self._show(literal(message, style="bold red"))
         self.app.notify(message, title="Cannot start", severity="error")
 
-    def _listed(self, served: dict[str, list[str]]) -> None:
+    def _listed(self, check: ServerCheck) -> None:
+        served = check.models
         names = sorted({name for found in served.values() for name in found})
         select = self.query_one("#server-model", Select)
         # A served name is the server's text: shown as data, never as markup.
@@ -141,6 +154,8 @@ class ServerForm(Vertical):
             text.append("ok ", style="bold green")
             text.append_text(one_line(url))
             text.append(f"  {len(found)} model(s)\n" if found else "  lists no models\n", "dim")
+        for warning in check.warnings():
+            text.append_text(literal(f"{warning}\n", style="yellow"))
         self._show(text)
 
     def _show(self, text: Text) -> None:

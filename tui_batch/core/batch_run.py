@@ -1,0 +1,286 @@
+"""One call of `BatchProcessor.process_batch`: the loop that keeps a backend busy, and
+its bookkeeping (results, retries, checkpoints, pause, cancel, the error strategy).
+
+Times are measured here, one way for every backend: a result's `duration` is its own
+time, from the prompt's admission to a slot to its end with pauses left out, or, for a
+backend that sends requests, the answering request's own time (then everything before it
+is the result's `queue_wait`). Pauses stop the progress clock too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from tui_batch.core import events
+from tui_batch.core.backend import Backend, Completion, Task, describe_error
+from tui_batch.core.errors import CheckpointError
+from tui_batch.core.jobs import BatchJob, BatchResult, JobStatus, utc_now
+from tui_batch.core.progress import ProgressTracker, ProgressUpdate
+from tui_batch.core.settings import ErrorStrategy
+from tui_batch.core.store import CheckpointStore, CheckpointWriter
+
+ProgressCallback = Callable[[ProgressUpdate], None]
+EventCallback = Callable[[events.BatchEvent], None]
+# How long an idle wait (paused, or a retry's backoff) sleeps before looking at cancel again.
+IDLE_POLL = 0.05
+
+
+@dataclass(slots=True)
+class _Started:
+    """A prompt handed to the backend: when (on the run's clock, and as a date), which
+    attempt, and how much paused time the run had then (what came later is left out)."""
+
+    at: float
+    date: str
+    attempt: int
+    paused: float
+
+
+class BatchRun:
+    """One call of `process_batch`: the loop and its bookkeeping. Setting `cancel` stops
+    it after the current step; `pause` holds it until cleared."""
+
+    def __init__(
+        self,
+        store: CheckpointStore,
+        clock: Callable[[], float],
+        job: BatchJob,
+        backend: Backend,
+        progress_callback: ProgressCallback | None,
+        on_event: EventCallback | None,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.job = job
+        self.backend = backend
+        self.progress_callback = progress_callback
+        self.on_event = on_event
+        self.cancel = threading.Event()
+        self.pause = threading.Event()
+        self.strategy = ErrorStrategy.parse(job.error_strategy)
+        self.results: dict[int, BatchResult] = {}
+        self.unsaved: list[BatchResult] = []
+        self.started: dict[int, _Started] = {}
+        self.first_text: dict[int, float] = {}  # when each running prompt first streamed
+        self.retry_queue: list[tuple[float, int, int]] = []
+        self.paused = 0.0  # seconds this run has spent paused so far
+
+    def execute(
+        self, retry_failed: bool, previous: Sequence[BatchResult] | None
+    ) -> list[BatchResult]:
+        """The run, with the job's lock held."""
+        job = self.job
+        writer = self.store.writer(job)
+        try:
+            self._load_previous(writer, retry_failed, previous)
+            pending = deque(i for i in range(job.total_prompts) if i not in self.results)
+            self.tracker = ProgressTracker(job.total_prompts, job.completed, job.failed, self.clock)
+            if pending:
+                # Text streams always: its first piece times the prompt's first token.
+                self.backend.begin(job, self._token)
+                try:
+                    status, reason = self._loop(writer, pending)
+                finally:
+                    self.backend.end()
+            else:
+                status, reason = JobStatus.COMPLETED, None
+            self._finish(writer, status, reason)
+        except BaseException as exc:
+            # A crash of the backend or the disk, or a KeyboardInterrupt: keep what finished.
+            if job.status in (JobStatus.RUNNING, JobStatus.PAUSED):
+                interrupted = isinstance(exc, KeyboardInterrupt)
+                job.status = JobStatus.CANCELLED if interrupted else JobStatus.FAILED
+            # If the disk failed before it fails again: then the last commit stands.
+            with contextlib.suppress(CheckpointError):
+                writer.commit(job, self.unsaved)
+            raise
+        finally:
+            writer.close()
+        return [self.results[i] for i in sorted(self.results)]
+
+    def _load_previous(
+        self,
+        writer: CheckpointWriter,
+        retry_failed: bool,
+        previous: Sequence[BatchResult] | None,
+    ) -> None:
+        job = self.job
+        if previous is None:
+            _, previous = self.store.load(writer.path)
+        self.results = {r.prompt_index: r for r in previous}
+        if retry_failed:
+            failed = [i for i, r in self.results.items() if not r.success]
+            for index in failed:
+                del self.results[index]
+            if failed:
+                writer.remove(job, failed)
+        job.completed = sum(1 for r in self.results.values() if r.success)
+        job.failed = len(self.results) - job.completed
+
+    def _loop(self, writer: CheckpointWriter, pending: deque[int]) -> tuple[JobStatus, str | None]:
+        job, backend = self.job, self.backend
+        job.started_at = job.started_at or utc_now()
+        self._set_status(writer, JobStatus.RUNNING)
+        while True:
+            if self.cancel.is_set():
+                return JobStatus.CANCELLED, "cancelled"
+            if self.pause.is_set():
+                self._wait_while_paused(writer)
+                continue
+            broken: list[Completion] = []
+            while backend.in_flight < backend.capacity:
+                task = self._next_task(pending)
+                if task is None:
+                    break
+                self.started[task.index] = _Started(
+                    self.clock(), utc_now(), task.attempt, self.paused
+                )
+                self.first_text.pop(task.index, None)
+                self._emit(events.PromptStarted(task.index, task.attempt))
+                try:
+                    backend.submit(task)
+                except Exception as exc:  # noqa: BLE001 - one prompt's failure is its own
+                    broken.append(
+                        Completion(task.index, error=describe_error(exc), retryable=False)
+                    )
+            failed = [self._record(writer, completion) for completion in broken]
+            if any(failed) and self.strategy.should_stop(job.failed):
+                return JobStatus.FAILED, f"error strategy {self.strategy} reached"
+            if backend.in_flight == 0:
+                if not self.retry_queue:
+                    return JobStatus.COMPLETED, None
+                self.cancel.wait(
+                    min(IDLE_POLL * 4, max(0.0, self.retry_queue[0][0] - time.monotonic()))
+                )
+                continue
+            try:
+                finished = backend.step()
+            except Exception as exc:  # noqa: BLE001 - a broken step fails what was in it
+                error = describe_error(exc)
+                finished = [Completion(i, error=error, finish_reason=None) for i in backend.abort()]
+            failed = [self._record(writer, completion) for completion in finished]
+            if any(failed) and self.strategy.should_stop(job.failed):
+                return JobStatus.FAILED, f"error strategy {self.strategy} reached"
+
+    def _record(self, writer: CheckpointWriter, completion: Completion) -> bool:
+        """Record a completion; True when it is a final failure."""
+        result = self._complete(completion.checked())
+        if result is None:
+            return False
+        if len(self.unsaved) >= self.job.checkpoint_every:
+            writer.commit(self.job, self.unsaved)
+            self.unsaved = []
+        return not result.success
+
+    def _next_task(self, pending: deque[int]) -> Task | None:
+        if self.retry_queue and self.retry_queue[0][0] <= time.monotonic():
+            _, index, attempt = heapq.heappop(self.retry_queue)
+            return Task(index, self.job.prompts[index], attempt)
+        if pending:
+            index = pending.popleft()
+            return Task(index, self.job.prompts[index], 1)
+        return None
+
+    def _complete(self, completion: Completion) -> BatchResult | None:
+        """Record a finished task, or schedule its retry; return the result if recorded."""
+        job = self.job
+        started = self.started.pop(completion.index)
+        first_text = self.first_text.pop(completion.index, None)
+        attempt = started.attempt
+        if not completion.success and completion.retryable and attempt <= job.retries:
+            delay = job.retry_backoff * 2 ** (attempt - 1)
+            heapq.heappush(
+                self.retry_queue, (time.monotonic() + delay, completion.index, attempt + 1)
+            )
+            self._emit(
+                events.PromptRetrying(completion.index, attempt + 1, completion.error or "", delay)
+            )
+            return None
+        # Its own time: paused time left out; a request's own, where a backend timed it.
+        elapsed = max(0.0, self.clock() - started.at - (self.paused - started.paused))
+        duration, queue_wait = elapsed, None
+        if completion.duration is not None:
+            duration = completion.duration
+            queue_wait = round(max(0.0, elapsed - duration), 4)
+        result = BatchResult(
+            prompt_index=completion.index,
+            prompt=job.prompts[completion.index].text,
+            response_text=completion.response_text,
+            tokens_input=completion.tokens_input,
+            tokens_output=completion.tokens_output,
+            duration=duration,
+            success=completion.success,
+            error_message=completion.error,
+            custom_id=job.custom_id(completion.index),
+            attempts=completion.attempts or attempt,
+            finish_reason=completion.finish_reason,
+            started_at=started.date,
+            completed_at=utc_now(),
+            endpoint=completion.endpoint,
+            attempt_log=completion.attempt_log,
+            ttft=_ttft(completion, started.at, first_text),
+            queue_wait=queue_wait,
+            token_counts=completion.token_counts,
+        )
+        self.results[completion.index] = result
+        self.unsaved.append(result)
+        update = self.tracker.record(result)
+        job.completed, job.failed = update.completed, update.failed
+        if self.progress_callback is not None:
+            self.progress_callback(update)
+        self._emit(events.ResultReady(update))
+        return result
+
+    def _wait_while_paused(self, writer: CheckpointWriter) -> None:
+        self._set_status(writer, JobStatus.PAUSED)
+        self.backend.pause()
+        since = self.clock()
+        self.tracker.pause()
+        try:
+            while self.pause.is_set() and not self.cancel.is_set():
+                self.cancel.wait(IDLE_POLL)
+        finally:
+            self.paused += self.clock() - since
+            self.tracker.resume()
+        if not self.cancel.is_set():  # a cancel ends the run: the backend is ended paused
+            self.backend.resume()
+            self._set_status(writer, JobStatus.RUNNING)
+
+    def _finish(self, writer: CheckpointWriter, status: JobStatus, reason: str | None) -> None:
+        job = self.job
+        if status is JobStatus.COMPLETED:
+            job.completed_at = utc_now()
+        job.status = status
+        writer.commit(job, self.unsaved)
+        self.unsaved = []
+        self._emit(events.JobStateChanged(job.job_id, status, reason))
+
+    def _set_status(self, writer: CheckpointWriter, status: JobStatus) -> None:
+        self.job.status = status
+        writer.commit(self.job, self.unsaved)
+        self.unsaved = []
+        self._emit(events.JobStateChanged(self.job.job_id, status))
+
+    def _token(self, index: int, text: str) -> None:
+        if text and index in self.started and index not in self.first_text:
+            self.first_text[index] = self.clock()
+        if self.on_event is not None:
+            self.on_event(events.TokensStreamed(index, text))
+
+    def _emit(self, event: events.BatchEvent) -> None:
+        if self.on_event is not None:
+            self.on_event(event)
+
+
+def _ttft(completion: Completion, start: float, first_text: float | None) -> float | None:
+    """Time to first token: the server's, measured on the request that answered, where
+    there is one; else from the start to the first streamed text here."""
+    if completion.attempt_log and completion.attempt_log[-1].ttft is not None:
+        return completion.attempt_log[-1].ttft
+    return None if first_text is None else max(0.0, first_text - start)
