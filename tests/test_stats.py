@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import json
 import math
+import sqlite3
 from datetime import datetime, timedelta, timezone
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tui_batch.core.errors import SettingsError
+from tui_batch.core.errors import CheckpointError, SettingsError
 from tui_batch.core.jobs import Attempt, BatchResult
 from tui_batch.core.processor import BatchProcessor
+from tui_batch.core.results import ResultsView
 from tui_batch.core.stats import Prices, job_stats, normalise_error
 
 from conftest import EXAMPLES, run_cli
@@ -110,9 +112,9 @@ def test_failures_are_grouped_without_their_numbers_and_ids(message, reason):
 
 
 def test_prices_must_be_numbers_of_zero_or_more():
-    with pytest.raises(SettingsError, match="Price per million input tokens: must be at least"):
+    with pytest.raises(SettingsError, match="Price in: must be at least"):
         Prices(-1, 1)
-    with pytest.raises(SettingsError, match="output tokens: expected a number"):
+    with pytest.raises(SettingsError, match="Price out: expected a number"):
         Prices(1, "cheap")
 
 
@@ -210,7 +212,7 @@ def test_prices_given_to_run_are_the_jobs(tmp_path):
     expected = figures["tokens_input"] * 2e-6 + figures["tokens_output"] * 10e-6
     assert figures["cost"]["total"] == pytest.approx(expected)
     bad = run_cli("run", str(EXAMPLES / "batch_prompts.txt"), "--price-in", "x", "--price-out", "1")
-    assert bad.returncode == 2 and "Price per million input tokens: expected a number" in bad.stderr
+    assert bad.returncode == 2 and "Price in: expected a number" in bad.stderr
 
 
 @pytest.mark.model
@@ -248,3 +250,59 @@ def test_text_from_servers_reaches_the_terminal_escaped(tmp_path):
     text = "\n".join(stats_lines(job_stats(job.checkpoint_file)))
     assert "\x1b" not in text and "\x07" not in text
     assert "boom \\x1b[Nmred\\x07" in text and "m\\x1b[2J" in text  # N: a number
+
+
+@pytest.mark.parametrize(
+    ("damage", "said"),
+    [
+        ("DROP TABLE results", "no results table"),
+        (
+            "UPDATE results SET duration = 'abc' WHERE prompt_index = 1",
+            "result 1 has a wrong duration",
+        ),
+        (
+            "UPDATE results SET duration = 9e999 WHERE prompt_index = 1",
+            "result 1 has a wrong duration",
+        ),
+        (
+            "UPDATE results SET response_text = x'00ff' WHERE prompt_index = 1",
+            "wrong response_text",
+        ),
+        ("UPDATE results SET error_message = x'41' WHERE prompt_index = 1", "wrong error_message"),
+        ("UPDATE prompts SET data = x'7b7d' WHERE idx = 0", "prompt 0 is damaged"),
+    ],
+)
+def test_a_damaged_checkpoint_is_one_line_for_stats_compare_and_results(tmp_path, damage, said):
+    processor = BatchProcessor()
+    for job_id in ("good", "bad"):
+        job = processor.create_job("m", ["a", "b", "c"], job_id=job_id)
+        processor.process_batch(job, str.upper)
+    with sqlite3.connect(processor.store.path_for("bad")) as connection:
+        connection.execute(damage)
+    for args in (
+        ["stats", "bad"],
+        ["stats", "bad", "--json"],
+        ["compare", "good", "bad"],
+        ["compare", "bad", "good", "--json"],
+        ["compare", "bad", "good", "--csv"],
+    ):
+        done = run_cli(*args)
+        assert done.returncode == 2, (args, done.stdout, done.stderr)
+        assert said in done.stderr and "Traceback" not in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1
+    with pytest.raises(CheckpointError, match=said):
+        ResultsView(processor.store.path_for("bad"))
+
+
+def test_stats_json_is_json_and_its_per_server_table_fits_a_terminal(tmp_path):
+    processor = BatchProcessor()
+    job = processor.create_job("m", ["a"], job_id="wide")
+    url = "http://inference-server-number-one.example.internal:8000/v1"
+    attempt = Attempt(url, 200, latency=1.5, ttft=0.25, tokens_output=3)
+    result = BatchResult(0, "a", "A", tokens_output=3, duration=1.5, endpoint=url,
+                         attempt_log=[attempt])  # fmt: skip
+    processor.save_checkpoint(job, [result])
+    shown = run_cli("stats", "wide")
+    assert shown.returncode == 0, shown.stderr
+    assert max(len(line) for line in shown.stdout.splitlines()) <= 130
+    assert json.loads(run_cli("stats", "wide", "--json").stdout)["endpoints"][0]["requests"] == 1

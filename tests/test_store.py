@@ -148,3 +148,18 @@ def test_results_round_trip_exactly(tmp_path_factory, rows):
     processor.save_checkpoint(job, results)
     _, loaded = processor.load_checkpoint(job.checkpoint_file)
     assert [r.to_dict() for r in loaded] == [r.to_dict() for r in results]
+
+
+def test_no_lock_file_outlives_a_run_and_the_lock_still_holds(tmp_path):
+    processor = BatchProcessor(tmp_path)
+    job = processor.create_job("m", ["a", "b"])
+    with (
+        processor.store.lock(job.job_id),
+        pytest.raises(CheckpointError, match="already running"),
+        processor.store.lock(job.job_id),
+    ):
+        pass
+    processor.process_batch(job, str.upper)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".lock")) == []
+    with processor.store.lock(job.job_id):  # taken again after its file went
+        assert (tmp_path / f"batch_{job.job_id}.db.lock").exists()

@@ -506,3 +506,27 @@ def test_the_chart_and_the_header_count_tokens_as_they_stream():
     state.handle(finished(1, 2))  # 3 pieces for 2 tokens: nothing more
     assert state.tokens_counted == 5 + 3
     assert len(values) == HISTORY_SECONDS
+
+
+async def test_the_last_column_is_never_under_the_scrollbar():
+    from rich.text import Text
+    from textual.app import App
+
+    from tui_batch.ui.widgets.virtual_table import Column, VirtualTable
+
+    class Table(App[None]):
+        def compose(self):
+            yield VirtualTable([Column("#", 4), Column("Prompt", 0), Column("Time", 7, "right")])
+
+        def on_mount(self) -> None:
+            rows = lambda i: [Text(str(i)), Text("p" * 80), Text("12.34s")]  # noqa: E731
+            self.query_one(VirtualTable).set_rows(200, rows)  # taller than the screen
+
+    app = Table()
+    async with app.run_test(size=(60, 20)) as pilot:
+        await pilot.pause()
+        table = app.query_one(VirtualTable)
+        visible = table.scrollable_content_region.width
+        assert visible < table.size.width  # the scrollbar is there
+        line = table.render_line(1).text
+        assert len(line) == visible and line.rstrip().endswith("12.34s")

@@ -9,6 +9,7 @@ from rich.text import Text
 
 from tui_batch.core.processor import BatchProcessor
 from tui_batch.core.servers import ServerSettings, parse_endpoint
+from tui_batch.core.stats import job_stats
 from tui_batch.ui.app import TuiBatchApp
 from tui_batch.ui.screens.modals import result_details
 from tui_batch.ui.screens.progress import ProgressScreen, servers_text
@@ -62,6 +63,11 @@ async def test_a_job_on_a_server_from_setup_by_keys(tmp_path):
             await pilot.pause(0.3)
             panel = rendered(progress.query_one("#server-panel"))
             assert "0/16 in flight" in panel and "9 sent" in panel  # one 429, 8 answers
+            # One count of requests and errors, the same in the stats as on this screen.
+            figures = job_stats(BatchProcessor().store.path_for(job_id))
+            counted = {e.endpoint: [e.requests, e.request_errors] for e in figures.endpoints}
+            assert counted == app.run_state.requests == {fake.url: [9, 1]}
+            assert "9 sent  1 errors" in panel
         assert fake.peak <= 2
     job, results = BatchProcessor().load_job(job_id)
     assert job.completed == 8 and job.server is not None

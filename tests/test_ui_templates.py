@@ -39,7 +39,7 @@ def job_file(tmp_path: Path, count: int = 4) -> Path:
     text = text.replace('"reviews.csv"', f'"{data}"').replace(
         '"review_headline.jinja"', f'"{EXAMPLES / "review_headline.jinja"}"'
     )
-    text = text.replace('file = "review_headlines.csv"', f'file = "{tmp_path / "out.csv"}"')
+    text = text.replace('file = "output/review_headlines.csv"', f'file = "{tmp_path / "out.csv"}"')
     path = tmp_path / "job.toml"
     path.write_text(text)
     return path
@@ -65,6 +65,15 @@ async def test_a_job_file_opens_in_setup_and_its_template_job_runs(tmp_path):
         await app.workers.wait_for_complete()
         job = app.run_state.job
         assert job.status is JobStatus.COMPLETED and job.done == 4
+        # The rows say which record each is: its id, then its fields.
+        row = app.screen._row(0)[2].plain
+        assert row.startswith("r001  kettle · Boils a full litre")
+        await pilot.pause(0.3)  # the job's end: its results file, named in the notification
+        said = [n.message for n in app._notifications if "Results:" in n.message]
+        assert said and str(tmp_path / "out.csv") in said[-1]
+    with (tmp_path / "out.csv").open(encoding="utf-8", newline="") as handle:
+        written = list(csv.DictReader(handle))
+    assert [r["id"] for r in written] == ["r001", "r002", "r003", "r004"]  # as run writes it
     job, results = BatchProcessor().load_job(job.job_id)
     assert job.template.template_file == str(EXAMPLES / "review_headline.jinja")
     assert job.template.id_field == "id" and job.output_file == str(tmp_path / "out.csv")

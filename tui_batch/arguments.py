@@ -18,7 +18,7 @@ from tui_batch.core.servers import (
     ServerSettings,
     server_settings_from_text,
 )
-from tui_batch.core.settings import LIMITS, GenerationSettings, JobOptions, Prices, parse_number
+from tui_batch.core.settings import LIMITS, GenerationSettings, JobOptions, Prices
 
 EXIT_USAGE = 2
 
@@ -224,11 +224,9 @@ def _add_price_options(parser: argparse.ArgumentParser) -> None:
 def prices(args: argparse.Namespace) -> Prices | None:
     """The prices given, or None; one without the other is an error."""
     given = (getattr(args, "price_in", None), getattr(args, "price_out", None))
-    if given == (None, None):
-        return None
-    if None in given:
-        raise SettingsError("give both --price-in and --price-out (per million tokens)")
-    return Prices(parse_number("price_in", given[0]), parse_number("price_out", given[1]))
+    if None not in given or given == (None, None):
+        return Prices.from_text(*given)
+    raise SettingsError("give both --price-in and --price-out (per million tokens)")
 
 
 def _add_template_options(parser: argparse.ArgumentParser) -> None:

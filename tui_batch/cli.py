@@ -208,7 +208,7 @@ def command_resume(args: argparse.Namespace) -> int:
         if finished and job.status is JobStatus.COMPLETED and out.exists():
             print(
                 f"Job {job.job_id} is already finished: {len(results)}/{job.total_prompts} "
-                f"done, {failed} failed. Nothing to run. Results: {out}",
+                f"done, {failed} failed. Nothing to run. Results: {one_line(str(out))}",
                 file=sys.stderr,
             )
             return EXIT_FAILED if failed else EXIT_OK

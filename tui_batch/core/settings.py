@@ -68,8 +68,8 @@ LIMITS: dict[str, Limit] = {
     "stall_timeout": Limit("Stall timeout", float, 0.1, 3600.0, hint="seconds"),
     "request_timeout": Limit("Request timeout", float, 0.1, 86400.0, hint="seconds"),
     # What a million tokens cost (for the stats' cost estimate).
-    "price_in": Limit("Price per million input tokens", float, 0.0, hint="not set"),
-    "price_out": Limit("Price per million output tokens", float, 0.0, hint="not set"),
+    "price_in": Limit("Price in", float, 0.0, hint="per million input tokens"),
+    "price_out": Limit("Price out", float, 0.0, hint="per million output tokens"),
 }
 
 
@@ -320,3 +320,14 @@ class Prices:
 
     def to_dict(self) -> dict[str, float]:
         return {"input": self.input, "output": self.output}
+
+    @classmethod
+    def from_text(cls, price_in: str | None, price_out: str | None) -> Prices | None:
+        """Prices from typed text (flags, fields): both blank is none; one without the
+        other is a SettingsError."""
+        given = [(text or "").strip() for text in (price_in, price_out)]
+        if not any(given):
+            return None
+        if not all(given):
+            raise SettingsError("Prices: give both, what a million input and output tokens cost")
+        return cls(parse_number("price_in", given[0]), parse_number("price_out", given[1]))

@@ -227,24 +227,43 @@ class CheckpointStore:
         except ImportError:
             yield JobLock(job_id)
             return
+        lock_path = f"{self.path_for(job_id)}.lock"
+        fd = self._acquire(job_id, fcntl, lock_path)
         try:
-            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(f"{self.path_for(job_id)}.lock", os.O_CREAT | os.O_RDWR, 0o600)
-        except OSError as exc:
-            raise _storage_error("lock job in", self.directory, exc) from None
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise CheckpointError(
-                    f"Job {job_id} is already running in another process"
-                ) from None
             held = JobLock(job_id)
             try:
                 yield held
             finally:
                 held.released = True
+                # Removed while still held, so no lock file outlives its job's runs; a
+                # process that opened it meanwhile finds it gone and tries again.
+                with suppress(OSError):
+                    os.unlink(lock_path)
         finally:
+            os.close(fd)
+
+    def _acquire(self, job_id: str, fcntl: Any, lock_path: str) -> int:
+        """An open descriptor of the job's lock file, locked. Its holder removes the file
+        when done: a lock taken on a file already removed is let go and taken again."""
+        while True:
+            try:
+                self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+                fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o600)
+            except OSError as exc:
+                raise _storage_error("lock job in", self.directory, exc) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise CheckpointError(
+                    f"Job {job_id} is already running in another process"
+                ) from None
+            try:
+                current = os.stat(lock_path).st_ino
+            except FileNotFoundError:
+                current = None
+            if current == os.fstat(fd).st_ino:
+                return fd
             os.close(fd)
 
     def writer(self, job: BatchJob) -> CheckpointWriter:

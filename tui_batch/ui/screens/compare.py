@@ -107,11 +107,29 @@ class CompareScreen(Screen[None]):
             return
         search = self.query_one("#compare-search", Input).value.strip() or None
         if search is None and self.summary is not None:  # counted once, with the summary
-            self.count = (
+            count = (
                 self.summary.rows if self.state is None else self.summary.states.get(self.state, 0)
             )
-        else:
-            self.count = self.comparison.count(self.state, search)
+            self._show_rows(count)
+        else:  # a search reads every answer: counted in a worker, the screen answers keys
+            self._show_rows(0)  # no page is read meanwhile: the comparison is busy
+            self.query_one("#compare-filters", Static).update(Text("searching…", style="dim"))
+            self._count(self.comparison, self.state, search)
+
+    @work(thread=True, exclusive=True, group="compare-count", exit_on_error=False)
+    def _count(self, comparison: Comparison, state: str | None, search: str) -> None:
+        count = comparison.count(state, search)
+        self.app.call_from_thread(self._counted, state, search, count)
+
+    def _counted(self, state: str | None, search: str, count: int) -> None:
+        if not self.is_attached:
+            return
+        current = self.query_one("#compare-search", Input).value.strip() or None
+        if (state, search) == (self.state, current):  # not overtaken by another filter
+            self._show_rows(count)
+
+    def _show_rows(self, count: int) -> None:
+        self.count = count
         self._pages.clear()
         self.query_one("#compare-rows", VirtualTable).set_rows(self.count, self._row)
         filters = Text()

@@ -19,6 +19,7 @@ def key_table(app_bindings: list[Binding]) -> Table:
     from tui_batch.ui.screens.results import ResultsScreen
     from tui_batch.ui.screens.setup import SetupScreen
     from tui_batch.ui.screens.stats import StatsScreen
+    from tui_batch.ui.widgets.template_editor import TemplateEditor
     from tui_batch.ui.widgets.virtual_table import VirtualTable
 
     table = Table(show_header=True, header_style="bold", expand=True, box=None)
@@ -28,6 +29,7 @@ def key_table(app_bindings: list[Binding]) -> Table:
     sections = [
         ("Everywhere", app_bindings),
         ("Job setup", SetupScreen.BINDINGS),
+        ("Template editor", TemplateEditor.BINDINGS),
         ("Progress", ProgressScreen.BINDINGS),
         ("Checkpoints", CheckpointsScreen.BINDINGS),
         ("Results", ResultsScreen.BINDINGS),

@@ -198,9 +198,12 @@ class PromptFileTree(DirectoryTree):
 
 class FileBrowserScreen(ModalScreen[Path | None]):
     """Pick a prompts file (or, for a template, a data file) or a job file: arrows to
-    move, Enter to open a folder or pick a file."""
+    move, Enter to open a folder or pick a file, backspace to go up a folder."""
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+    BINDINGS = [
+        Binding("escape", "cancel", "Cancel"),
+        Binding("backspace", "up", "Up a folder"),
+    ]
 
     def __init__(self, start: Path, data: bool = False) -> None:
         super().__init__()
@@ -211,11 +214,21 @@ class FileBrowserScreen(ModalScreen[Path | None]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog browser"):
             yield Static(Text(f"Pick a {self.kind} or a job file ({', '.join(self.extensions)})"))
+            yield Static(one_line(str(self.start), style="bold"), id="browser-folder")
             yield PromptFileTree(self.start, self.extensions)
             yield Footer()
 
     def on_directory_tree_file_selected(self, event: DirectoryTree.FileSelected) -> None:
         self.dismiss(event.path)
+
+    def action_up(self) -> None:
+        tree = self.query_one(PromptFileTree)
+        folder = Path(tree.path).resolve()
+        if folder.parent != folder:
+            tree.path = folder.parent
+            self.query_one("#browser-folder", Static).update(
+                one_line(str(folder.parent), style="bold")
+            )
 
     def action_cancel(self) -> None:
         self.dismiss(None)

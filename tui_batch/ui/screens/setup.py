@@ -24,7 +24,7 @@ from textual.widgets import (
 )
 
 from tui_batch.core.errors import TuiBatchError
-from tui_batch.core.export import check_output_path
+from tui_batch.core.export import check_output_path, format_for_path
 from tui_batch.core.jobfile import JOB_FILE_SUFFIX, output_outside
 from tui_batch.core.jobs import Prompt
 from tui_batch.core.last_setup import load_last_setup, save_last_setup
@@ -34,6 +34,7 @@ from tui_batch.core.settings import (
     DEFAULT_REMOTE_RETRIES,
     GenerationSettings,
     JobOptions,
+    Prices,
     parse_number,
     settings_from_text,
 )
@@ -41,6 +42,7 @@ from tui_batch.core.template_job import TemplatePrompts
 from tui_batch.ui.screens.modals import ConfirmScreen, FileBrowserScreen
 from tui_batch.ui.screens.setup_job import (
     COMMON_FIELDS,
+    PRICE_FIELDS,
     JobFileScreen,
     extra_settings,
     server_extras,
@@ -102,6 +104,7 @@ class SetupScreen(JobFileScreen):
                     STRATEGIES, value="continue", allow_blank=False, id="strategy", compact=True
                 )
                 yield from number_grid(COMMON_FIELDS)
+                yield from number_grid(PRICE_FIELDS)
                 yield Static(id="job-extras")
                 yield Static(id="job-id")
         yield Footer()
@@ -124,7 +127,7 @@ class SetupScreen(JobFileScreen):
     def _restore(self, setup: dict[str, Any]) -> None:
         for old, new in _OLD_KEYS.items():
             setup.setdefault(new, setup.get(old))
-        for key in COMMON_FIELDS:
+        for key in (*COMMON_FIELDS, *PRICE_FIELDS):
             value = setup.get(key)
             text = default_text(key) if value is None else str(value)
             self.query_one(f"#{key}", Input).value = text
@@ -228,6 +231,7 @@ class SetupScreen(JobFileScreen):
 
     def check_form(self) -> None:
         self._settings()
+        self._prices()
 
     def action_start(self) -> None:
         try:
@@ -235,8 +239,13 @@ class SetupScreen(JobFileScreen):
         except TuiBatchError as exc:
             self.notify(str(exc), title="Cannot start", severity="error")
 
+    def _prices(self) -> Prices | None:
+        texts = [self.query_one(f"#{key}", Input).value for key in PRICE_FIELDS]
+        return Prices.from_text(*texts)
+
     def _start(self) -> None:
         settings, options = self._settings()  # a typing mistake is said before anything else
+        self._prices()
         if self.on_servers:
             self.query_one(ServerForm).server_settings()
         else:
@@ -325,9 +334,12 @@ class SetupScreen(JobFileScreen):
         settings, options = self._settings()
         common: dict[str, Any] = {
             "source_file": source_file,
+            "prices": self._prices(),
             "template": rendered.source if rendered else None,
             "output_file": str(self.extras["out"]) if self.extras.get("out") else None,
-            "output_format": self.extras.get("format") or "json",
+            # As `run` chooses it: the job file's format, else the file's extension.
+            "output_format": self.extras.get("format")
+            or (format_for_path(self.extras["out"]) if self.extras.get("out") else "json"),
         }
         if not self.on_servers:
             model = self._local_model()
@@ -369,7 +381,7 @@ class SetupScreen(JobFileScreen):
         """Keep this setup for next time; both halves, whichever ran, so switching back
         finds the local model and the servers as they were (never a key: its name)."""
         values: dict[str, Any] = {
-            key: self.query_one(f"#{key}", Input).value for key in COMMON_FIELDS
+            key: self.query_one(f"#{key}", Input).value for key in (*COMMON_FIELDS, *PRICE_FIELDS)
         }
         values.update(self.query_one(LocalForm).remembered())
         template = {

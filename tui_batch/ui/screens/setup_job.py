@@ -23,6 +23,8 @@ from tui_batch.ui.widgets.template_form import TemplateForm
 
 # The settings typed as numbers in job setup, in this order (the local ones are LocalForm's).
 COMMON_FIELDS = ("max_tokens", "temperature", "seed", "threshold", "retries", "checkpoint_every")
+# What a million tokens cost, for the stats' cost (blank: not given).
+PRICE_FIELDS = ("price_in", "price_out")
 # Settings a job file may hold that job setup has no field for: kept as they were.
 GENERATION_EXTRAS = ("top_p", "stop", "retry_backoff")
 SERVER_EXTRAS = (
@@ -63,7 +65,7 @@ def form_values(screen: Screen[Any], extras: dict[str, Any]) -> dict[str, Any]:
                 "A job file needs a prompts file or a template: typed prompts are not saved"
             )
         values["prompts"] = Path(path).expanduser()
-    for key in COMMON_FIELDS:
+    for key in (*COMMON_FIELDS, *PRICE_FIELDS):
         if key != "threshold":
             values[key] = screen.query_one(f"#{key}", Input).value.strip() or None
     strategy = str(screen.query_one("#strategy", Select).value)
@@ -116,10 +118,16 @@ def fill_form(screen: Screen[Any], values: dict[str, Any]) -> dict[str, Any]:
         screen.query_one(LocalForm).restore(local)
         if model and screen.query_one(LocalForm).model_path() != local["model"]:
             screen.notify(f"Model not found: {model}; choose one", severity="warning")
-    for key in COMMON_FIELDS:
+    for key in (*COMMON_FIELDS, *PRICE_FIELDS):
         if key != "threshold":
             value = values.get(key)
-            text = default_text(key) if value is None else str(value)
+            text = (
+                default_text(key)
+                if value is None
+                else f"{value:g}"
+                if isinstance(value, float)
+                else str(value)
+            )
             screen.query_one(f"#{key}", Input).value = text
     strategy = values.get("error_strategy") or "continue"
     if strategy.startswith("threshold:"):

@@ -8,6 +8,7 @@ import re
 from bisect import bisect_right
 from typing import Any
 
+from textual.binding import Binding
 from textual.widgets import TextArea
 
 from tui_batch.core.templates import FRONT_MATTER
@@ -25,11 +26,17 @@ _FRONT_STRING = re.compile(r"=\s*('[^'\n]*'|\"(?:[^\"\\\n]|\\.)*\")")
 
 
 class TemplateEditor(TextArea):
-    """The template's text, highlighted as Jinja2 as it is typed."""
+    """The template's text, highlighted as Jinja2 as it is typed. Tab indents (templates
+    are code), so escape is the way out: the footer says so while it has the focus."""
+
+    BINDINGS = [Binding("escape", "leave", "Leave editor (tab indents)")]
 
     def __init__(self, text: str = "", **kwargs: Any) -> None:
         super().__init__(text, soft_wrap=True, show_line_numbers=True, tab_behavior="indent",
                          **kwargs)  # fmt: skip
+
+    def action_leave(self) -> None:
+        self.screen.focus_next()
 
     def _build_highlight_map(self) -> None:
         self._line_cache.clear()

@@ -94,15 +94,21 @@ class VirtualTable(ScrollView, can_focus=True):
     def _total_width(self) -> int:
         return sum(c.width + 1 for c in self.columns) + 20
 
+    @property
+    def _visible_width(self) -> int:
+        """The width rows are drawn in: the widget's, less a vertical scrollbar's."""
+        return self.scrollable_content_region.width
+
     def _widths(self) -> list[int]:
-        """Fixed columns as given; the others share what is left."""
+        """Fixed columns as given; the others share what is left (a scrollbar taken
+        off first, so the last column is never under it)."""
         fixed = sum(c.width + 1 for c in self.columns if c.width)
         shared = sum(1 for c in self.columns if not c.width) or 1
-        rest = max(10, (self.size.width - fixed) // shared - (shared > 1))
+        rest = max(10, (self._visible_width - fixed) // shared - (shared > 1))
         return [c.width or rest for c in self.columns]
 
     def render_line(self, y: int) -> Strip:
-        width = self.size.width
+        width = self._visible_width
         if y == 0:
             style = self.get_component_rich_style("virtual-table--header")
             cells = [Text(c.title) for c in self.columns]
