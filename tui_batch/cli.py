@@ -27,7 +27,7 @@ from tui_batch.core.errors import (
     SettingsError,
     TuiBatchError,
 )
-from tui_batch.core.export import STATS_FORMAT, check_output_path, format_for_path
+from tui_batch.core.export import check_output_path, format_for_path
 from tui_batch.core.jobfile import JOB_FILE_SUFFIX
 from tui_batch.core.jobs import BatchJob, BatchResult, JobStatus
 from tui_batch.core.processor import BatchProcessor
@@ -42,7 +42,12 @@ from tui_batch.core.settings import settings_from_text
 from tui_batch.core.store import JobLock
 from tui_batch.core.text import escape_controls, escape_json, one_line
 from tui_batch.gguf import format_count
-from tui_batch.reports import command_compare, command_stats
+from tui_batch.reports import (
+    command_checkpoints,
+    command_compare,
+    command_export,
+    command_stats,
+)
 from tui_batch.run_input import (
     apply_job_file,
     check_template_files,
@@ -328,60 +333,6 @@ def _check_folder_writable(path: Path) -> None:
             pass
     except OSError as exc:
         raise ExportError(f"Cannot write results to {path}: {exc.strerror}") from None
-
-
-def command_checkpoints(args: argparse.Namespace) -> int:
-    processor = BatchProcessor()
-    entries = processor.job_summaries()
-    unreadable = processor.unreadable_checkpoints
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    "checkpoints": [e.to_dict() for e in entries],
-                    "unreadable": [
-                        {"path": u.checkpoint_file, "reason": u.unreadable} for u in unreadable
-                    ],
-                },
-                indent=2,
-            )
-        )
-        return EXIT_OK
-    if not entries:
-        print(f"No checkpoints in {processor.checkpoint_dir}")
-    else:
-        rows = [("JOB ID", "MODEL", "STATUS", "DONE", "FAILED", "UPDATED")] + [
-            (
-                e.job_id,
-                e.model_id,
-                e.status.value,
-                f"{e.done}/{e.total_prompts}",
-                str(e.failed),
-                e.updated_at or "",
-            )
-            for e in entries
-        ]
-        print_table(rows)
-    if unreadable:
-        print(f"{len(unreadable)} unreadable checkpoint(s) skipped:", file=sys.stderr)
-        for entry in unreadable:
-            print(f"  {one_line(f'{entry.checkpoint_file}: {entry.unreadable}')}", file=sys.stderr)
-    return EXIT_OK
-
-
-def command_export(args: argparse.Namespace) -> int:
-    processor = BatchProcessor()
-    job, results = processor.load_job(args.job_id)
-    output_format = args.format or format_for_path(args.out)
-    path = processor.export_results(
-        job, results, args.out, output_format, neutralise_formulas=not args.allow_formulas
-    )
-    what = "the figures" if output_format == STATS_FORMAT else f"{len(results)} results"
-    print(
-        f"Exported {what} of job {job.job_id} to {one_line(str(path))} ({output_format})",
-        file=sys.stderr,
-    )
-    return EXIT_OK
 
 
 def command_models(args: argparse.Namespace) -> int:

@@ -1,5 +1,5 @@
-"""`tui-batch stats` and `tui-batch compare`: a job's figures, and jobs side by side,
-read from their checkpoints."""
+"""The commands that report on checkpoints: `checkpoints` (the jobs), `export` (one
+job's results as a file), `stats` (a job's figures) and `compare` (jobs side by side)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,12 @@ from typing import IO, Any
 from tui_batch.arguments import prices
 from tui_batch.core.compare import CompareRow, CompareSummary, Comparison
 from tui_batch.core.errors import CheckpointError
-from tui_batch.core.export import guard_cell, write_file
+from tui_batch.core.export import STATS_FORMAT, format_for_path, guard_cell, write_file
 from tui_batch.core.processor import BatchProcessor
 from tui_batch.core.stats import job_stats
-from tui_batch.core.text import escape_json
+from tui_batch.core.text import escape_json, one_line
 from tui_batch.stats_text import compare_lines, stats_lines
+from tui_batch.terminal import print_table
 
 
 def checkpoint_path(processor: BatchProcessor, job_id: str) -> Path:
@@ -111,3 +112,57 @@ def _csv_cells(row: CompareRow) -> list[Any]:
             guard_cell(answer.error or ""),
         ]
     return cells
+
+
+def command_checkpoints(args: argparse.Namespace) -> int:
+    processor = BatchProcessor()
+    entries = processor.job_summaries()
+    unreadable = processor.unreadable_checkpoints
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "checkpoints": [e.to_dict() for e in entries],
+                    "unreadable": [
+                        {"path": u.checkpoint_file, "reason": u.unreadable} for u in unreadable
+                    ],
+                },
+                indent=2,
+            )
+        )
+        return 0
+    if not entries:
+        print(f"No checkpoints in {processor.checkpoint_dir}")
+    else:
+        rows = [("JOB ID", "MODEL", "STATUS", "DONE", "FAILED", "UPDATED")] + [
+            (
+                e.job_id,
+                e.model_id,
+                e.status.value,
+                f"{e.done}/{e.total_prompts}",
+                str(e.failed),
+                e.updated_at or "",
+            )
+            for e in entries
+        ]
+        print_table(rows)
+    if unreadable:
+        print(f"{len(unreadable)} unreadable checkpoint(s) skipped:", file=sys.stderr)
+        for entry in unreadable:
+            print(f"  {one_line(f'{entry.checkpoint_file}: {entry.unreadable}')}", file=sys.stderr)
+    return 0
+
+
+def command_export(args: argparse.Namespace) -> int:
+    processor = BatchProcessor()
+    job, results = processor.load_job(args.job_id)
+    output_format = args.format or format_for_path(args.out)
+    path = processor.export_results(
+        job, results, args.out, output_format, neutralise_formulas=not args.allow_formulas
+    )
+    what = "the figures" if output_format == STATS_FORMAT else f"{len(results)} results"
+    print(
+        f"Exported {what} of job {job.job_id} to {one_line(str(path))} ({output_format})",
+        file=sys.stderr,
+    )
+    return 0

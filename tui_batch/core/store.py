@@ -18,12 +18,12 @@ import json
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator
-from contextlib import closing, contextmanager, suppress
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, closing, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 from tui_batch.core.errors import CheckpointError
+from tui_batch.core.job_lock import JobLock, hold
 from tui_batch.core.jobs import (
     BatchJob,
     BatchResult,
@@ -134,17 +134,6 @@ def _storage_error(action: str, path: Path, exc: BaseException) -> CheckpointErr
     return CheckpointError(f"Cannot {action} {path}: {cause}")
 
 
-@dataclass(slots=True)
-class JobLock:
-    """A job's run lock, held until its `with` block ends (`CheckpointStore.lock`)."""
-
-    job_id: str
-    released: bool = False
-
-    def covers(self, job_id: str) -> bool:
-        return not self.released and job_id == self.job_id
-
-
 class CheckpointStore:
     """The checkpoint directory: creating, appending to, reading and listing job files."""
 
@@ -213,58 +202,15 @@ class CheckpointStore:
                 Path(f"{scratch}{extra}").unlink(missing_ok=True)
         return path
 
-    @contextmanager
-    def lock(self, job_id: str) -> Iterator[JobLock]:
-        """Hold the job's run lock: two runs never run the same job at once.
-
-        An advisory `flock` on a side file, which the OS releases when the holder dies,
-        so a `kill -9` never leaves a job locked. The lock yielded may be handed to
-        `BatchProcessor.process_batch(lock=...)`, which then runs under it. (No flock
-        where `fcntl` is missing.)
-        """
+    def lock(self, job_id: str) -> AbstractContextManager[JobLock]:
+        """Hold the job's run lock: two runs never run the same job at once (see
+        `job_lock.hold`). The lock yielded may be handed to
+        `BatchProcessor.process_batch(lock=...)`, which then runs under it."""
         try:
-            import fcntl
-        except ImportError:
-            yield JobLock(job_id)
-            return
-        lock_path = f"{self.path_for(job_id)}.lock"
-        fd = self._acquire(job_id, fcntl, lock_path)
-        try:
-            held = JobLock(job_id)
-            try:
-                yield held
-            finally:
-                held.released = True
-                # Removed while still held, so no lock file outlives its job's runs; a
-                # process that opened it meanwhile finds it gone and tries again.
-                with suppress(OSError):
-                    os.unlink(lock_path)
-        finally:
-            os.close(fd)
-
-    def _acquire(self, job_id: str, fcntl: Any, lock_path: str) -> int:
-        """An open descriptor of the job's lock file, locked. Its holder removes the file
-        when done: a lock taken on a file already removed is let go and taken again."""
-        while True:
-            try:
-                self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-                fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o600)
-            except OSError as exc:
-                raise _storage_error("lock job in", self.directory, exc) from None
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                raise CheckpointError(
-                    f"Job {job_id} is already running in another process"
-                ) from None
-            try:
-                current = os.stat(lock_path).st_ino
-            except FileNotFoundError:
-                current = None
-            if current == os.fstat(fd).st_ino:
-                return fd
-            os.close(fd)
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise _storage_error("lock job in", self.directory, exc) from None
+        return hold(job_id, f"{self.path_for(job_id)}.lock")
 
     def writer(self, job: BatchJob) -> CheckpointWriter:
         """An open handle that appends results to the job's checkpoint."""

@@ -24,8 +24,8 @@ from textual.widgets import (
 )
 
 from tui_batch.core.errors import TuiBatchError
-from tui_batch.core.export import check_output_path, format_for_path
-from tui_batch.core.jobfile import JOB_FILE_SUFFIX, output_outside
+from tui_batch.core.export import format_for_path
+from tui_batch.core.jobfile import JOB_FILE_SUFFIX
 from tui_batch.core.jobs import Prompt
 from tui_batch.core.last_setup import load_last_setup, save_last_setup
 from tui_batch.core.prompts import PromptFile
@@ -39,7 +39,7 @@ from tui_batch.core.settings import (
     settings_from_text,
 )
 from tui_batch.core.template_job import TemplatePrompts
-from tui_batch.ui.screens.modals import ConfirmScreen, FileBrowserScreen
+from tui_batch.ui.screens.modals import FileBrowserScreen
 from tui_batch.ui.screens.setup_job import (
     COMMON_FIELDS,
     PRICE_FIELDS,
@@ -81,8 +81,6 @@ class SetupScreen(JobFileScreen):
     def __init__(self, prompts_file: Path | None = None) -> None:
         super().__init__()
         self.initial_file = prompts_file
-        # A job file's output outside its folder that the person agreed to.
-        self._confirmed_output: Path | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -264,40 +262,6 @@ class SetupScreen(JobFileScreen):
             raise TuiBatchError("No prompts: give a prompts file or type prompts, one per line.")
         path = None if str(source.path) == "<typed>" else str(source.path.resolve())
         self._start_with(source.prompts, path, None)
-
-    def _inputs(self) -> list[Path]:
-        """Every file the job would be made from: no results file may replace one."""
-        files = [self.job_file] if self.job_file is not None else []
-        if self.using_template:
-            form = self.query_one(TemplateForm)
-            files += [path for path in (form.data_path, form.template_path) if path]
-        elif self.query_one(PromptsForm).path_text:
-            files.append(Path(self.query_one(PromptsForm).path_text).expanduser())
-        return files
-
-    def _output_allowed(self) -> bool:
-        """A results file may not replace an input (a TuiBatchError says so), and a job
-        file's output outside its folder is written there only once the person says
-        yes (a shared job file could name ~/.bashrc). False while the question is open."""
-        out = self.extras.get("out")
-        if out is None:
-            return True
-        check_output_path(out, protected=[*self._inputs(), self.app.processor.checkpoint_dir])
-        job_file = self.job_file
-        if job_file is None or self._confirmed_output == out or not output_outside(job_file, out):
-            return True
-
-        def answer(yes: bool | None) -> None:
-            if yes:
-                self._confirmed_output = out
-                self.action_start()
-
-        question = (
-            f"The job file {job_file} writes its results to {out}, outside its folder. "
-            "Write them there?"
-        )
-        self.app.push_screen(ConfirmScreen(question, yes="write there", no="don't start"), answer)
-        return False
 
     def _local_model(self) -> str:
         model = self._model_path()

@@ -10,9 +10,10 @@ from textual.screen import Screen
 from textual.widgets import Input, Select, Static, TabbedContent
 
 from tui_batch.core.errors import ModelError, TuiBatchError
-from tui_batch.core.jobfile import load_job_file, save_job_file
+from tui_batch.core.export import check_output_path
+from tui_batch.core.jobfile import load_job_file, output_outside, save_job_file
 from tui_batch.core.servers import ServerSettings, server_settings_from_text
-from tui_batch.ui.screens.modals import SaveJobScreen
+from tui_batch.ui.screens.modals import ConfirmScreen, SaveJobScreen
 from tui_batch.ui.text import literal
 from tui_batch.ui.widgets.local_form import LOCAL_FIELDS, LocalForm
 from tui_batch.ui.widgets.number_fields import default_text
@@ -164,9 +165,49 @@ class JobFileScreen(Screen[None]):
         # the output file...): kept, used when the job starts, and saved again.
         self.extras: dict[str, Any] = {}
         self.job_file: Path | None = None
+        # A job file's output outside its folder that the person agreed to.
+        self._confirmed_output: Path | None = None
 
     def check_form(self) -> None:
         """Raise a TuiBatchError if the form's settings would not run."""
+        raise NotImplementedError
+
+    def _inputs(self) -> list[Path]:
+        """Every file the job would be made from: no results file may replace one."""
+        files = [self.job_file] if self.job_file is not None else []
+        if self.query_one("#input-tabs", TabbedContent).active == "template-tab":
+            form = self.query_one(TemplateForm)
+            files += [path for path in (form.data_path, form.template_path) if path]
+        elif self.query_one(PromptsForm).path_text:
+            files.append(Path(self.query_one(PromptsForm).path_text).expanduser())
+        return files
+
+    def _output_allowed(self) -> bool:
+        """A results file may not replace an input (a TuiBatchError says so), and a job
+        file's output outside its folder is written there only once the person says
+        yes (a shared job file could name ~/.bashrc). False while the question is open."""
+        out = self.extras.get("out")
+        if out is None:
+            return True
+        check_output_path(out, protected=[*self._inputs(), self.app.processor.checkpoint_dir])
+        job_file = self.job_file
+        if job_file is None or self._confirmed_output == out or not output_outside(job_file, out):
+            return True
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self._confirmed_output = out
+                self.action_start()
+
+        question = (
+            f"The job file {job_file} writes its results to {out}, outside its folder. "
+            "Write them there?"
+        )
+        self.app.push_screen(ConfirmScreen(question, yes="write there", no="don't start"), answer)
+        return False
+
+    def action_start(self) -> None:
+        """Start the job (job setup's)."""
         raise NotImplementedError
 
     def load_job(self, path: Path) -> None:
