@@ -71,9 +71,13 @@ async def run_job(app, job, pilot) -> None:
 
 
 async def settled(pilot) -> None:
-    """Job setup once its token count has come back and every field has been laid out."""
+    """Job setup once its token count has come back and every field has been laid out,
+    with the focused field's cursor shown steadily (a blinking one is there or not by
+    when the picture is taken)."""
     await pilot.pause(0.3)
     await pilot.app.workers.wait_for_complete()
+    for widget in pilot.app.screen.query("Input, TextArea"):
+        widget.cursor_blink = False
     await pilot.pause(0.3)
     await pilot.wait_for_scheduled_animations()
 
