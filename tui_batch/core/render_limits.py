@@ -18,8 +18,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import Any
 
 from jinja2 import pass_context
@@ -147,28 +146,39 @@ _raise_in = ctypes.pythonapi.PyThreadState_SetAsyncExc
 _raise_in.argtypes = (ctypes.c_ulong, ctypes.py_object)
 
 
-@contextmanager
-def deadline() -> Iterator[None]:
+class _Deadline:
     """The block (one render) runs at most RENDER_SECONDS; past that, `RenderTimeout`
-    is raised inside it (or, rarely, just after it: callers catch it around the block)."""
-    thread = threading.get_ident()
-    with _lock:
-        _running[thread] = [time.monotonic(), False]
-        _start_watchdog()
-    try:
-        yield
-    finally:
+    is raised inside it (or, rarely, just after it: callers catch it around the block).
+    A class, not a generator: it is entered once per record, a million times a file."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
         with _lock:
-            fired = _running.pop(thread, [0, False])[1]
-        if fired:  # raised but not yet delivered: take it back
+            _running[threading.get_ident()] = [time.monotonic(), False]
+            if _watchdog is None:
+                _start_watchdog()
+
+    def __exit__(self, *exc_info: object) -> None:
+        thread = threading.get_ident()
+        with _lock:
+            fired = _running.pop(thread, (0, False))[1]
+        if fired:  # raised but perhaps not yet delivered: take it back
             _raise_in(thread, ctypes.py_object())
+
+
+_DEADLINE = _Deadline()
+
+
+def deadline() -> _Deadline:
+    """A context for one render, bounded in time (see `_Deadline`)."""
+    return _DEADLINE
 
 
 def _start_watchdog() -> None:
     global _watchdog
-    if _watchdog is None:
-        _watchdog = threading.Thread(target=_watch, name="tui-batch-render-watchdog", daemon=True)
-        _watchdog.start()
+    _watchdog = threading.Thread(target=_watch, name="tui-batch-render-watchdog", daemon=True)
+    _watchdog.start()
 
 
 def _watch() -> None:
