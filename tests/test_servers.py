@@ -45,6 +45,12 @@ def test_endpoints_parse(text, url, cap):
         ),
         ("ftp://host/v1", "expected a URL starting with http://"),
         ("http://user:sk-secret@host/v1", "must not hold a user name or password"),
+        # Malformed otherwise too: the password is still never quoted.
+        ("http://user:sk-secret@host:99999/v1", "must not hold a user name or password"),
+        ("ftp://user:sk-secret@host/v1", "must not hold a user name or password"),
+        ("http://user:sk-secret@host/v1#x", "must not hold a user name or password"),
+        ("user:sk-secret@host:8000", "must not hold a user name or password"),
+        ("http://u:sk-sec#ret@host/v1", "must not hold a user name or password"),
         ("http://host/v1?key=sk-secret", "query string is not supported"),
         ("http://host/v1#0", "Concurrency: must be at least 1"),
         ("http://host/v1#many", "expected a whole number"),
@@ -55,7 +61,7 @@ def test_bad_endpoints_say_why_without_echoing_secrets(text, message):
     with pytest.raises(SettingsError) as caught:
         parse_endpoint(text)
     assert message in str(caught.value)
-    assert "sk-secret" not in str(caught.value)
+    assert "sk-secret" not in str(caught.value) and "sk-sec" not in str(caught.value)
 
 
 def test_the_key_variable_is_a_name_and_a_key_given_instead_is_not_echoed():

@@ -11,6 +11,7 @@ import pytest
 
 from tui_batch.core.backend import Backend, Completion, Task
 from tui_batch.core.processor import BatchProcessor
+from tui_batch.core.settings import GenerationSettings
 from tui_batch.core.stats import job_stats
 
 from fake_server import FakeServer
@@ -112,3 +113,25 @@ def test_the_remote_status_is_read_without_waiting_for_the_loop(tmp_path):
             wait_for(lambda: backend.status().in_flight == 2, 2)  # published as it changes
             cancel.set()
             runner.join(10)
+
+
+def test_a_wedged_client_loop_never_hangs_abort_pause_or_close(tmp_path, monkeypatch):
+    from tui_batch.backends import remote
+    from tui_batch.backends.remote import RemoteBackend
+
+    monkeypatch.setattr(remote, "CALL_WAIT", 0.5)
+    with FakeServer() as fake:
+        server = settings(fake.url)
+        backend = RemoteBackend(server, "fake-model")
+        backend.open(GenerationSettings())
+        job = BatchProcessor(tmp_path).create_job("fake-model", ["a"], server=server)
+        backend.begin(job)
+        backend.submit(Task(0, job.prompts[0]))
+        assert backend._loop is not None
+        backend._loop.call_soon_threadsafe(time.sleep, 30)  # the loop stops answering
+        started = time.monotonic()
+        backend.pause()
+        backend.resume()
+        assert backend.abort() == [0]
+        backend.close()
+        assert time.monotonic() - started < 6  # each wait bounded (0.5 s here), none for ever

@@ -530,3 +530,27 @@ async def test_the_last_column_is_never_under_the_scrollbar():
         assert visible < table.size.width  # the scrollbar is there
         line = table.render_line(1).text
         assert len(line) == visible and line.rstrip().endswith("12.34s")
+
+
+async def test_prices_typed_in_setup_give_the_job_its_cost(tmp_path):
+    from tui_batch.core.stats import job_stats
+
+    answer = {"response_text": "x", "tokens_input": 1000, "tokens_output": 2000}
+    app = TuiBatchApp(
+        prompts_file(tmp_path, count=2, long_one=False),
+        backend_factory=lambda job: CallableBackend(lambda p: answer),
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.3)
+        await type_into(pilot, "#price_in", "2")
+        await pilot.press("ctrl+r")
+        await pilot.pause(0.1)
+        assert app.run_state is None  # one price without the other: refused, said why
+        assert any("Prices: give both" in n.message for n in app._notifications)
+        await type_into(pilot, "#price_out", "10")
+        await pilot.press("ctrl+r")
+        await wait_until(pilot, lambda: app.run_state is not None and app.run_state.finished)
+        job = app.run_state.job
+    assert (job.prices.input, job.prices.output) == (2.0, 10.0)
+    cost = job_stats(job.checkpoint_file).cost
+    assert cost is not None and cost["total"] == pytest.approx(2 * (1000 * 2 + 2000 * 10) / 1e6)

@@ -3,6 +3,9 @@ jobs marked in the checkpoint browser are compared, the figures follow a running
 
 from __future__ import annotations
 
+import threading
+
+from tui_batch.core.compare import Comparison
 from tui_batch.core.processor import BatchProcessor
 from tui_batch.ui.app import TuiBatchApp
 from tui_batch.ui.screens.checkpoints import CheckpointsScreen
@@ -60,7 +63,7 @@ async def test_a_failure_group_opens_its_results(tmp_path):
         assert len(app.screen.indices) == 30
 
 
-async def test_mark_two_jobs_and_compare_them(tmp_path):
+async def test_mark_two_jobs_and_compare_them(tmp_path, monkeypatch):
     processor, ids = finished_jobs()
     app = TuiBatchApp(processor=processor)
     async with app.run_test(size=SIZE, notifications=True) as pilot:
@@ -82,9 +85,17 @@ async def test_mark_two_jobs_and_compare_them(tmp_path):
         assert screen.count == 7
         detail = str(screen.query_one("#compare-detail-text").visual)
         assert "Word diff" in detail and "other" in detail
+        counted_on: list[str] = []  # a search reads every answer: never on the UI thread
+        count = Comparison.count
+
+        def spy(self, *args):
+            counted_on.append(threading.current_thread().name)
+            return count(self, *args)
+
+        monkeypatch.setattr(Comparison, "count", spy)
         await pilot.press("slash", *"other 2", "enter")
-        await pilot.pause(0.2)
-        assert screen.count == 7
+        await wait_until(pilot, lambda: screen.count == 7, 10)
+        assert counted_on and threading.main_thread().name not in counted_on
         await pilot.press("a", "o")  # sorted by length gap: the changed answers first
         await pilot.pause(0.2)
         assert screen.order == "length" and screen.row_at(0).state in ("different", "failed")

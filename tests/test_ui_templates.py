@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import tomllib
 from tui_batch.core.jobfile import load_job_file
 from tui_batch.core.jobs import JobStatus
 from tui_batch.core.processor import BatchProcessor
+from tui_batch.core.template_source import TemplateSource
 from tui_batch.ui.app import TuiBatchApp
 from tui_batch.ui.screens.modals import FileBrowserScreen, SaveJobScreen
 from tui_batch.ui.screens.progress import ProgressScreen
@@ -169,7 +171,7 @@ async def test_ctrl_o_opens_a_job_file_and_a_bad_one_changes_nothing(tmp_path):
         assert app.screen.job_file == good
 
 
-async def test_resuming_a_job_whose_data_changed_asks_first(tmp_path):
+async def test_resuming_a_job_whose_data_changed_asks_first(tmp_path, monkeypatch):
     from tui_batch.core.backend import CallableBackend
     from tui_batch.core.template_job import render_prompts
     from tui_batch.core.templates import PromptTemplate
@@ -181,18 +183,26 @@ async def test_resuming_a_job_whose_data_changed_asks_first(tmp_path):
     job = processor.create_job("m", rendered.prompts, template=rendered.source)
     with data.open("a", encoding="utf-8") as out:
         out.write("r900,kettle,Added later.\n")
+    hashed_on: list[str] = []  # a data file may be a GB: never hashed on the UI thread
+    changes = TemplateSource.changes
+
+    def spy(self):
+        hashed_on.append(threading.current_thread().name)
+        return changes(self)
+
+    monkeypatch.setattr(TemplateSource, "changes", spy)
     app = TuiBatchApp(processor=processor, backend_factory=lambda job: CallableBackend(str.upper))
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause(0.3)
         app.resume_job(job.job_id)
-        await pilot.pause(0.1)
-        assert isinstance(app.screen, ConfirmScreen)
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), timeout=5)
+        assert hashed_on and threading.main_thread().name not in hashed_on
         assert "the data file" in str(app.screen.query_one(".question").visual)
         await pilot.press("n")  # nothing runs
         await pilot.pause(0.2)
         assert app.run_state is None
         app.resume_job(job.job_id)
-        await pilot.pause(0.1)
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), timeout=5)
         await pilot.press("y")
         await wait_until(pilot, lambda: app.run_state is not None, timeout=10)
         await app.workers.wait_for_complete()

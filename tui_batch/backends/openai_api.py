@@ -234,26 +234,41 @@ def probe_servers(server: ServerSettings, model: str | None = None) -> ServerChe
 
 
 async def _probe_all(server: ServerSettings, model: str | None) -> ServerCheck:
+    """Every endpoint asked at once (a fleet is checked in the time of one); the first
+    endpoint's problem, in the order given, is the one said."""
     secret = Secret(server.api_key_env)
+    found = await asyncio.gather(
+        *(_check_endpoint(e, server, secret, model) for e in server.endpoints),
+        return_exceptions=True,
+    )
     check = ServerCheck({})
-    for endpoint in server.endpoints:
-        client = make_client(endpoint, server, secret)
-        try:
-            names, llama_cpp_python = await _probe(client, endpoint.url, server, secret)
-            check.models[endpoint.url] = names
-            if model is not None and names and model not in names:
-                shown = ", ".join(names[:20]) + (" ..." if len(names) > 20 else "")
-                raise ServerError(
-                    secret.scrub(
-                        f"Model {model!r} is not served by {endpoint.url}; it serves: {shown}"
-                    )
-                )
-            tried = model or (names[0] if names else None)
-            if llama_cpp_python and tried and await _interrupts(client, tried):
-                check.interrupting.append(endpoint.url)
-        finally:
-            await client.close()
+    for endpoint, outcome in zip(server.endpoints, found, strict=True):
+        if isinstance(outcome, BaseException):
+            raise outcome
+        names, interrupting = outcome
+        check.models[endpoint.url] = names
+        if interrupting:
+            check.interrupting.append(endpoint.url)
     return check
+
+
+async def _check_endpoint(
+    endpoint: Endpoint, server: ServerSettings, secret: Secret, model: str | None
+) -> tuple[list[str], bool]:
+    """An endpoint's model names, and whether it interrupts requests."""
+    client = make_client(endpoint, server, secret)
+    try:
+        names, llama_cpp_python = await _probe(client, endpoint.url, server, secret)
+        if model is not None and names and model not in names:
+            shown = ", ".join(names[:20]) + (" ..." if len(names) > 20 else "")
+            raise ServerError(
+                secret.scrub(f"Model {model!r} is not served by {endpoint.url}; it serves: {shown}")
+            )
+        tried = model or (names[0] if names else None)
+        interrupting = bool(llama_cpp_python and tried and await _interrupts(client, tried))
+        return names, interrupting
+    finally:
+        await client.close()
 
 
 async def _probe(
@@ -293,21 +308,27 @@ async def _probe(
         ) from None
 
 
-# The interrupt check: a streamed answer this long, and how long the check may take.
+# The interrupt check: a streamed answer up to this long, cut short once it has gone on
+# this many chunks after the second request was sent (then the server does not
+# interrupt), and how long the check may take at most.
 _PROBE_TOKENS = 64
+_PROBE_CHUNKS_AFTER = 8
 _PROBE_SECONDS = 60.0
 
 
 async def _interrupts(client: Any, model: str) -> bool:
     """Whether the server cuts off a streaming answer when a second request comes: one
     request streams; at its first chunk a second is sent; an interrupting server ends
-    the first with `[DONE]` and no finish reason. False when the check cannot tell."""
+    the first at once with `[DONE]` and no finish reason, while one that does not goes
+    on (after a few more chunks both requests are called back: the check costs about a
+    dozen tokens). False when the check cannot tell."""
     messages = [{"role": "user", "content": "Count from 1 to 100, one number a line."}]
-    started = asyncio.get_running_loop().create_future()
+    loop = asyncio.get_running_loop()
+    started, second_sent = loop.create_future(), loop.create_future()
 
-    async def streamed() -> str | None:
+    async def streamed() -> bool:
         create = client.chat.completions.with_streaming_response.create
-        finish = None
+        finish, after = None, 0
         async with create(
             model=model, messages=messages, max_tokens=_PROBE_TOKENS, temperature=0, stream=True
         ) as response:
@@ -315,19 +336,28 @@ async def _interrupts(client: Any, model: str) -> bool:
                 if not started.done():
                     started.set_result(None)
                 finish = read_chunk(payload).finish_reason or finish
-        return finish
+                after += second_sent.done()
+                if after >= _PROBE_CHUNKS_AFTER:
+                    return False  # it went on answering: no interruption
+        return finish is None
 
     async def check() -> bool:
         first = asyncio.ensure_future(streamed())
+        second = None
         try:
             await asyncio.wait({first, started}, return_when=asyncio.FIRST_COMPLETED)
             if first.done():  # finished (or failed) before a second request could come
                 return False
-            second = client.chat.completions.create(model=model, messages=messages, max_tokens=1)
-            finish, _ = await asyncio.gather(first, second)
-            return finish is None
+            second = asyncio.ensure_future(
+                client.chat.completions.create(model=model, messages=messages, max_tokens=1)
+            )
+            second_sent.set_result(None)
+            return await first
         finally:
-            first.cancel()
+            for task in (first, second):
+                if task is not None:
+                    task.cancel()
+            await asyncio.gather(*(t for t in (first, second) if t), return_exceptions=True)
 
     try:
         return await asyncio.wait_for(check(), timeout=_PROBE_SECONDS)
