@@ -38,7 +38,7 @@ def plain_loop(model, prompts_json, max_tokens, threads, n_ctx, gpu_layers, out)
 # parallel backend's steps spent their time (`StepTiming`) to the file named first.
 PROFILED_TUI_BATCH = """
 import atexit, json, sys
-from tui_batch.backends import llama_parallel
+from tui_batch.backends.llama import parallel as llama_parallel
 from tui_batch.cli import main
 timing_file = sys.argv.pop(1)
 backends = []

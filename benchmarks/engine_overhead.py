@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    from tui_batch.models import demo_model_path
+    from tui_batch.models.catalog import demo_model_path
 
     model = str(demo_model_path())
     work = Path(tempfile.mkdtemp(prefix="tui-batch-overhead-"))

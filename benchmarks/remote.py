@@ -1,6 +1,6 @@
 """Remote servers: tui-batch as a client, against what a person would write instead.
 
-1. Client overhead: an instant OpenAI-compatible server (tests/fake_server.py, its own
+1. Client overhead: an instant OpenAI-compatible server (tests/support/fake_server.py, its own
    process), N prompts at concurrency C. `tui-batch run --server` (checkpoints on, results
    exported) against a plain `AsyncOpenAI` + semaphore loop that writes its answers to a
    file, same server, same requests (streamed, usage asked for), same run. Prints both
@@ -26,7 +26,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
-from fake_server import free_port, start_llama_servers, wait_for_models  # noqa: E402 - the tests' server harness
+from support.fake_server import free_port, start_llama_servers, wait_for_models  # noqa: E402 - the tests' server harness
 
 EXAMPLES = REPO / "examples" / "batch_prompts.txt"
 
@@ -174,7 +174,7 @@ def job_time(urls: list[str], work: Path, env: dict[str, str], stream: bool) -> 
 
 
 def fleet(args: argparse.Namespace, work: Path, env: dict[str, str]) -> None:
-    from tui_batch.models import demo_model_path
+    from tui_batch.models.catalog import demo_model_path
 
     model = demo_model_path()
     if model is None:

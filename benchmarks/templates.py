@@ -23,9 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from tui_batch.core.records import iter_records
-from tui_batch.core.template_job import render_prompts
-from tui_batch.core.templates import PromptTemplate, validate
+from tui_batch.core.templates.records import iter_records
+from tui_batch.core.templates.render import render_prompts
+from tui_batch.core.templates.template import PromptTemplate, validate
 
 TEMPLATE = "Classify the sentiment of this review of {{ product }}: {{ review }}"
 WORDS = [

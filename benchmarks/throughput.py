@@ -270,7 +270,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     from tui_batch.core.settings import GenerationSettings
-    from tui_batch.models import demo_model_path
+    from tui_batch.models.catalog import demo_model_path
 
     args.threads = args.threads or GenerationSettings().effective_threads
     work = Path(tempfile.mkdtemp(prefix="tui-batch-throughput-"))

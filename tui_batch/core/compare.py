@@ -82,7 +82,7 @@ class CompareSummary:
 
 
 @dataclass(slots=True)
-class Answer:
+class ComparedAnswer:
     """One job's answer to a matched prompt (None fields: no result, or no prompt)."""
 
     index: int | None
@@ -99,7 +99,7 @@ class CompareRow:
     key: str
     prompt: str
     state: str
-    answers: list[Answer]
+    answers: list[ComparedAnswer]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -302,7 +302,7 @@ class Comparison:
             for k in range(width):
                 index, success, text, error, tokens, duration = values[4 + 6 * k : 10 + 6 * k]
                 answers.append(
-                    Answer(
+                    ComparedAnswer(
                         index,
                         None if success is None else bool(success),
                         text,

@@ -26,7 +26,7 @@ from tui_batch.core.export import EXPORT_FORMATS
 from tui_batch.core.paths import data_dir
 from tui_batch.core.servers import check_key_env, parse_endpoint
 from tui_batch.core.settings import ErrorStrategy, check, check_stop, parse_number
-from tui_batch.core.templates import TOML_POSITION, key_line
+from tui_batch.core.templates.template import TOML_POSITION, key_line
 
 JOB_FILE_SUFFIX = ".toml"
 

@@ -17,7 +17,7 @@ from tui_batch.core.settings import (
     Prices,
     check_request_options,
 )
-from tui_batch.core.template_source import TemplateSource
+from tui_batch.core.templates.source import TemplateSource
 
 __all__ = [
     "Attempt",

@@ -13,8 +13,8 @@ from typing import Any
 
 from tui_batch.core.errors import PromptFileError, SettingsError, reading
 from tui_batch.core.jobs import Prompt
-from tui_batch.core.records import CsvRowError, csv_rows
 from tui_batch.core.settings import REQUEST_OPTIONS, check_request_options
+from tui_batch.core.templates.records import CsvRowError, csv_rows
 
 SUPPORTED_EXTENSIONS = (".txt", ".json", ".jsonl", ".csv")
 # Per-request overrides an OpenAI Batch API body may carry that we honour.

@@ -14,7 +14,7 @@ from typing import Any
 
 from tui_batch.core.errors import CheckpointError
 from tui_batch.core.jobs import TOKEN_COUNTS, Attempt, BatchResult, JobStatus, Prompt
-from tui_batch.core.template_source import TemplateSource
+from tui_batch.core.templates.source import TemplateSource
 
 RESULT_COLUMNS = (
     "prompt_index",

@@ -18,7 +18,7 @@ from tui_batch.core.export import EXPORT_FORMATS
 from tui_batch.core.jobfile import JOB_FILE_SUFFIX
 from tui_batch.core.jobs import Attempt, BatchResult
 from tui_batch.core.prompts import SUPPORTED_EXTENSIONS
-from tui_batch.core.records import DATA_FORMATS
+from tui_batch.core.templates.records import DATA_FORMATS
 from tui_batch.ui.text import literal, one_line, token_cells
 
 AnswerT = TypeVar("AnswerT")

@@ -38,7 +38,7 @@ from tui_batch.core.settings import (
     parse_number,
     settings_from_text,
 )
-from tui_batch.core.template_job import TemplatePrompts
+from tui_batch.core.templates.render import TemplatePrompts
 from tui_batch.ui.screens.modals import FileBrowserScreen
 from tui_batch.ui.screens.setup_job import (
     COMMON_FIELDS,
@@ -293,7 +293,7 @@ class SetupScreen(JobFileScreen):
     def _start_with(
         self, prompts: list[Prompt], source_file: str | None, rendered: TemplatePrompts | None
     ) -> None:
-        from tui_batch.models import model_id_for
+        from tui_batch.models.catalog import model_id_for
 
         settings, options = self._settings()
         common: dict[str, Any] = {

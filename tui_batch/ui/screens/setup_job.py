@@ -91,7 +91,7 @@ def form_values(screen: Screen[Any], extras: dict[str, Any]) -> dict[str, Any]:
 
 def _model_name(path: str | None, local: LocalForm) -> str | None:
     """A model found on this machine is saved by its id (portable); a typed one by path."""
-    from tui_batch.models import model_id_for
+    from tui_batch.models.catalog import model_id_for
 
     if path is None:
         return None
@@ -148,7 +148,7 @@ def fill_form(screen: Screen[Any], values: dict[str, Any]) -> dict[str, Any]:
 
 def _model_path(model: str) -> str:
     """A job file's model, an id or a path, as the path job setup shows."""
-    from tui_batch.models import resolve_model
+    from tui_batch.models.catalog import resolve_model
 
     try:
         return str(resolve_model(model).path)

@@ -14,7 +14,7 @@ from textual.widgets import DataTable, Footer, Header, Label, Sparkline, Static
 
 from tui_batch.core.errors import TuiBatchError
 from tui_batch.core.stats import JobStats, job_stats
-from tui_batch.stats_text import stats_lines
+from tui_batch.core.stats_text import stats_lines
 from tui_batch.ui.text import literal, one_line
 
 # While the job runs, its figures are read again this often (seconds).

@@ -41,7 +41,7 @@ class LocalForm(Vertical):
 
     def fill_models(self) -> None:
         """List the models found on this machine, or say where they are looked for."""
-        from tui_batch.models import discover_models, no_models_help
+        from tui_batch.models.catalog import discover_models, no_models_help
 
         select = self.query_one("#model", Select)
         options = []

@@ -11,7 +11,7 @@ from typing import Any
 from textual.binding import Binding
 from textual.widgets import TextArea
 
-from tui_batch.core.templates import FRONT_MATTER
+from tui_batch.core.templates.template import FRONT_MATTER
 
 _TAG = re.compile(r"\{\{.*?(?:\}\}|$)|\{%.*?(?:%\}|$)|\{#.*?(?:#\}|$)", re.DOTALL)
 _INSIDE = re.compile(

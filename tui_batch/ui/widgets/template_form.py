@@ -20,11 +20,11 @@ from textual.widgets import Input, Label, Static, TextArea
 from textual.worker import get_current_worker
 
 from tui_batch.core.errors import TuiBatchError
-from tui_batch.core.records import DATA_FORMATS, iter_records
 from tui_batch.core.settings import GenerationSettings
-from tui_batch.core.template_job import TemplatePrompts, render_prompts
-from tui_batch.core.template_source import read_template
-from tui_batch.core.templates import PromptTemplate, render_all
+from tui_batch.core.templates.records import DATA_FORMATS, iter_records
+from tui_batch.core.templates.render import TemplatePrompts, render_prompts
+from tui_batch.core.templates.source import read_template
+from tui_batch.core.templates.template import PromptTemplate, render_all
 from tui_batch.ui.text import literal
 from tui_batch.ui.widgets.path_input import PathSuggester
 from tui_batch.ui.widgets.template_editor import TemplateEditor

@@ -11,7 +11,7 @@ from rich.text import Text
 from tui_batch.backends.factory import length_check
 from tui_batch.core.errors import TuiBatchError
 from tui_batch.core.jobs import Prompt
-from tui_batch.core.templates import MAX_REPORTED, Rendered
+from tui_batch.core.templates.template import MAX_REPORTED, Rendered
 from tui_batch.ui.text import one_line
 
 # The preview shows this many rendered prompts, each cut to this many lines.

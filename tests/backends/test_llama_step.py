@@ -1,0 +1,82 @@
+"""The numpy-backed llama_batch and the greedy argmax, without a model: what llama.cpp
+reads through the struct's pointers is what a step wrote into the arrays."""
+
+from __future__ import annotations
+
+import ctypes
+from types import SimpleNamespace
+
+import llama_cpp
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tui_batch.backends.llama.memory import slots_that_fit
+from tui_batch.backends.llama.step import StepBatch, greedy_tokens
+
+
+def test_rows_written_as_slices_are_what_the_struct_points_at():
+    batch = StepBatch(llama_cpp, 16)
+    assert batch.add_next([3, 5], [101, 102], [7, 9]) == (0, 0)
+    assert batch.add_prompt(2, [11, 12, 13], start=4, output=False) == -1
+    assert batch.add_prompt(4, [21, 22], start=0, output=True) == 2
+    assert (batch.n_tokens, batch.n_outputs, batch.room) == (7, 3, 9)
+    struct = batch.struct
+    struct.n_tokens = batch.n_tokens
+    rows = [
+        (struct.token[i], struct.pos[i], struct.n_seq_id[i], struct.seq_id[i][0], struct.logits[i])
+        for i in range(batch.n_tokens)
+    ]
+    assert rows == [
+        (101, 7, 1, 3, 1),
+        (102, 9, 1, 5, 1),
+        (11, 4, 1, 2, 0),
+        (12, 5, 1, 2, 0),
+        (13, 6, 1, 2, 0),
+        (21, 0, 1, 4, 0),
+        (22, 1, 1, 4, 1),
+    ]
+    batch.clear()
+    assert batch.add_next([1], [5], [0]) == (0, 0) and batch.n_tokens == 1
+
+
+def _logits_of(array: np.ndarray) -> SimpleNamespace:
+    """llama_get_logits over `array`, as llama.cpp hands its output buffer over."""
+    pointer = array.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+    return SimpleNamespace(llama_get_logits=lambda ctx: pointer)
+
+
+def _first_maximum(row: list[float]) -> int:
+    """llama.cpp's greedy sampler: the first candidate with the highest logit."""
+    best = 0
+    for index, logit in enumerate(row):
+        if logit > row[best]:
+            best = index
+    return best
+
+
+@given(
+    st.lists(
+        st.lists(st.sampled_from([-1.0, 0.0, 0.5, 2.0]), min_size=6, max_size=6),
+        min_size=1,
+        max_size=5,
+    ),
+    st.data(),
+)
+def test_greedy_takes_the_first_highest_logit_of_each_row(rows, data):
+    array = np.array(rows, dtype=np.float32)
+    lib = _logits_of(array)
+    wanted = data.draw(st.lists(st.integers(0, len(rows) - 1), min_size=1, unique=True))
+    chosen = greedy_tokens(lib, None, len(rows), 6, wanted)
+    assert chosen == [_first_maximum(rows[row]) for row in wanted]
+    assert greedy_tokens(lib, None, len(rows), 6, list(range(len(rows)))) == [
+        _first_maximum(row) for row in rows
+    ]
+
+
+def test_automatic_slots_keep_their_kv_cache_within_a_quarter_of_memory():
+    gib = 2**30
+    assert slots_that_fit(gib, 16, 64 * gib) == 15  # 16 GiB: 15 slots and the prefix's
+    assert slots_that_fit(gib // 16, 16, 64 * gib) == 16
+    assert slots_that_fit(8 * gib, 16, 16 * gib) == 1  # never none
+    assert slots_that_fit(gib, 16, None) == 16  # memory unknown: as asked

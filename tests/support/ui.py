@@ -1,0 +1,58 @@
+"""Helpers for the dashboard's tests: a terminal size, hostile text, a prompts file, and
+typing and waiting through Textual's pilot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tui_batch.core.backend import CallableBackend
+
+SIZE = (120, 36)
+HOSTILE = "[bold red]x[/] \x1b[31mred\x1b[0m [link=http://evil.example]y[/link] \x07\u202e"
+
+
+def prompts_file(tmp_path: Path, count: int = 6, long_one: bool = True) -> Path:
+    lines = [
+        f"Write a long story about {topic}."
+        for topic in [
+            "a stack",
+            "a queue",
+            "a hash table",
+            "recursion",
+            "TCP",
+            "an index",
+            "a mutex",
+            "a heap",
+        ][:count]
+    ]
+    if long_one:
+        lines.insert(2, "Summarise: " + "lorem ipsum dolor sit amet " * 200)
+    path = tmp_path / "prompts.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+async def type_into(pilot, selector: str, text: str) -> None:
+    widget = pilot.app.screen.query_one(selector)
+    widget.focus()
+    await pilot.pause()
+    await pilot.press("ctrl+a", "backspace", *text)  # ctrl+a: home; then clear and type
+    widget.value = text
+
+
+async def wait_until(pilot, condition, timeout: float = 120.0) -> None:
+    waited = 0.0
+    while not condition():
+        await pilot.pause(0.05)
+        waited += 0.05
+        assert waited < timeout, "timed out"
+
+
+def slow_backend(delay: float = 0.05):
+    import time
+
+    def answer(prompt: str) -> str:
+        time.sleep(delay)
+        return prompt.upper()
+
+    return lambda job: CallableBackend(answer)

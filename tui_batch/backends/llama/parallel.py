@@ -1,0 +1,402 @@
+"""Continuous batching on llama.cpp: up to N prompts decoded together in one context.
+
+Each slot owns a sequence id. A step decodes, in one `llama_decode`, the next token of
+every running slot and as much of newly admitted prompts as fits in `N_BATCH` tokens;
+then each slot gets its next token from its own row of logits before the next decode
+overwrites them (greedy slots all at once, with one argmax). A finished slot's sequence
+is removed (`llama_memory_seq_rm`) and the slot refilled at once. Prompts are formatted
+with the model's chat template and sampled with the same chain as
+`create_chat_completion`.
+
+Full batches round differently from one row at a time, so greedy answers may differ from
+the sequential backend's after some tokens (as with vLLM or llama-server); they are the
+same for the same batch shape. `batch_invariant` trades speed for answers identical,
+token for token, to one prompt at a time: see `_invariant_groups`.
+
+One thread owns the context: the engine's, which calls `step()`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tui_batch.backends.llama.answer import GeneratedText
+from tui_batch.backends.llama.chat import ChatFormat, sampler_chain
+from tui_batch.backends.llama.loading import import_llama_cpp, load_failure, load_key, quiet_model
+from tui_batch.backends.llama.memory import kv_bytes_per_cell, physical_memory, slots_that_fit
+from tui_batch.backends.llama.step import StepBatch, StepTiming, greedy_tokens
+from tui_batch.core.backend import Backend, Completion, Task, TokenSink
+from tui_batch.core.errors import ModelError
+from tui_batch.core.jobs import BatchJob, GenerationSettings, build_messages
+from tui_batch.core.settings import MAX_PARALLEL
+
+N_BATCH = 512
+# On the CPU, llama.cpp multiplies 8 or more rows at once with other (tiled) kernels than
+# one row at a time, which round differently. So batch-invariant decoding on the CPU
+# decodes next tokens in groups of at most 7 (measured identical to one at a time on the
+# demo and the 1.1B model). A GPU picks its kernels by batch size in ways we have not
+# measured: there it decodes one row at a time, which is what one prompt at a time does.
+CPU_EXACT_GROUP = 7
+GPU_EXACT_GROUP = 1
+# A shared prompt prefix shorter than this is decoded with each prompt: copying a
+# sequence's KV cells costs more than decoding a few tokens.
+MIN_SHARED_PREFIX = 8
+
+
+@dataclass(slots=True)
+class _Slot:
+    seq_id: int
+    task: Task
+    tokens: list[int]
+    max_tokens: int
+    answer: GeneratedText
+    sampler: Any  # llama.cpp's sampler chain; None for greedy, chosen by argmax
+    n_past: int = 0  # tokens of this sequence already in the KV cache
+    pending: int = -1  # sampled token still to be decoded
+    generated: int = 0
+    batch_index: int = -1  # this slot's token with logits in the current batch
+    output_row: int = -1  # its row in the current decode's logits
+
+
+class ParallelLlamaBackend(Backend):
+    """Holds up to `parallel` prompts in flight in one llama.cpp context."""
+
+    def __init__(self, model_path: str | Path, parallel: int, greedy_argmax: bool = True) -> None:
+        """`greedy_argmax=False` samples greedy slots with llama.cpp's chain, one by one,
+        as the fast path's reference."""
+        if not 1 <= parallel <= MAX_PARALLEL:
+            raise ModelError(f"Parallel: must be 1 to {MAX_PARALLEL} here, got {parallel}")
+        self.model_path = Path(model_path)
+        self.capacity = parallel
+        self._load_key: tuple[Any, ...] | None = None
+        self._model: Any = None
+        self._ctx: Any = None
+        self._step_batch: StepBatch | None = None
+        self._greedy_chain: Any = None
+        self._slots: dict[int, _Slot] = {}
+        self._free = deque(range(parallel))
+        self._failed: list[Completion] = []
+        self.settings = GenerationSettings()
+        self.on_token: TokenSink | None = None
+        self.greedy_argmax = greedy_argmax
+        self.batch_invariant = False
+        self.timing = StepTiming()
+
+    # Loading ------------------------------------------------------------------------
+
+    def begin(self, job: BatchJob, on_token: TokenSink | None = None) -> None:
+        self.settings = job.settings
+        self.batch_invariant = job.settings.batch_invariant
+        super().begin(job, on_token)
+        self._prefix = self._chat.shared_prefix(job.settings.system_prompt)
+        self._prefix_ready = False
+
+    def open(self, settings: GenerationSettings) -> None:
+        threads, key = load_key(settings)
+        key += (settings.batch_invariant,)
+        if self._ctx is not None and key == self._load_key:
+            return
+        self.close()
+        llama_cpp = self._llama_cpp = import_llama_cpp()
+        from llama_cpp import _internals
+
+        model_params = llama_cpp.llama_model_default_params()
+        layers = settings.n_gpu_layers
+        model_params.n_gpu_layers = 0x7FFFFFFF if layers == -1 else layers
+        self._model = quiet_model(self.model_path, model_params)
+        try:
+            # Each sequence's cells in whole 256-cell blocks (llama.cpp rounds to those,
+            # and says so on the terminal otherwise); prompts are still held to `n_ctx`.
+            cells = -(-settings.n_ctx // 256) * 256
+            if settings.parallel is None and not settings.n_gpu_layers:
+                self._fit_slots_to_memory(cells)
+            params = llama_cpp.llama_context_default_params()
+            # One sequence per slot, plus one holding the prompt prefix all slots share.
+            params.n_ctx = cells * (self.capacity + 1)
+            params.n_seq_max = self.capacity + 1
+            params.n_batch = params.n_ubatch = N_BATCH
+            params.n_threads = params.n_threads_batch = threads
+            params.kv_unified = False  # each sequence its own n_ctx cells, as alone
+            # Flash attention where the hardware has it (about 16% more tokens/s at 16
+            # slots on the CPU), except where answers must match `Llama`, which has it off.
+            params.flash_attn_type = (
+                llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+                if settings.batch_invariant
+                else llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO
+            )
+            params.no_perf = True
+            self._ctx = _internals.LlamaContext(model=self._model, params=params, verbose=True)
+        except (ValueError, RuntimeError, OSError) as exc:
+            self.close()
+            raise load_failure(self.model_path, exc) from None
+        self._n_ctx_seq = settings.n_ctx
+        self._on_gpu = bool(settings.n_gpu_layers)
+        self._exact_group = GPU_EXACT_GROUP if self._on_gpu else CPU_EXACT_GROUP
+        self._step_batch = StepBatch(llama_cpp, N_BATCH)
+        self._vocab = self._model.vocab
+        self._n_vocab = self._model.n_vocab()
+        self._chat = ChatFormat(self._model, self.model_path.name)
+        self._piece = (ctypes.c_char * 64)()
+        self._pieces: dict[int, bytes | None] = {}
+        if not self.greedy_argmax:  # the reference the fast path is checked against
+            self._greedy_chain = sampler_chain(self._model, 0.0, 1.0, None)
+        self._load_key = key
+        self._prefix: list[int] = []
+        self._prefix_ready = False
+
+    def _fit_slots_to_memory(self, cells: int) -> None:
+        """Fewer slots than the automatic number where their KV cache would not fit."""
+        per_slot = kv_bytes_per_cell(self._llama_cpp, self._model.model) * cells
+        fit = slots_that_fit(per_slot, self.capacity, physical_memory())
+        if fit != self.capacity:
+            self.capacity = fit
+            self._free = deque(range(fit))
+
+    def _decode_prefix(self) -> None:
+        """Decode the shared prefix once, into its own sequence, for slots to copy."""
+        self._prefix_ready = True
+        # Batch-invariant on a GPU: each prompt prefilled whole, as one at a time does,
+        # since a GPU may round a prefix decoded apart differently (not measured).
+        if len(self._prefix) < MIN_SHARED_PREFIX or (self.batch_invariant and self._on_gpu):
+            self._prefix = []
+            return
+        memory = self._llama_cpp.llama_get_memory(self._ctx.ctx)
+        self._llama_cpp.llama_memory_seq_rm(memory, self.capacity, -1, -1)
+        batch = self._step_batch
+        for start in range(0, len(self._prefix), batch.size):
+            batch.clear()
+            batch.add_prompt(self.capacity, self._prefix[start : start + batch.size], start, False)
+            if self._run_decode() != 0:
+                self._llama_cpp.llama_memory_seq_rm(memory, self.capacity, -1, -1)
+                self._prefix = []
+                return
+
+    def _start_from_prefix(self, slot: _Slot) -> None:
+        """Copy the shared prefix's KV into the slot, so its prefill starts after it."""
+        prefix = self._prefix
+        if prefix and slot.tokens[: len(prefix)] == prefix and len(slot.tokens) > len(prefix):
+            memory = self._llama_cpp.llama_get_memory(self._ctx.ctx)
+            self._llama_cpp.llama_memory_seq_cp(memory, self.capacity, slot.seq_id, -1, -1)
+            slot.n_past = len(prefix)
+
+    # Tasks --------------------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._slots) + len(self._failed)
+
+    def submit(self, task: Task) -> None:
+        settings, options = self.settings, task.prompt.options
+        tokens, template_stop = self._chat.tokens(
+            build_messages(task.prompt, settings.system_prompt)
+        )
+        if len(tokens) >= self._n_ctx_seq:
+            self._failed.append(
+                Completion(
+                    task.index,
+                    error=f"Prompt is {len(tokens)} tokens but the context holds "
+                    f"{self._n_ctx_seq}: shorten it or give a bigger context size",
+                    tokens_input=len(tokens),
+                    finish_reason=None,
+                    retryable=False,
+                )
+            )
+            return
+        stop = options.get("stop", settings.stop)
+        stop = [stop] if isinstance(stop, str) else list(stop or [])
+        stop += template_stop
+        max_tokens = options.get("max_tokens", settings.max_tokens) or self._n_ctx_seq
+        max_tokens = min(max_tokens, self._n_ctx_seq - len(tokens))
+        temperature = options.get("temperature", settings.temperature)
+        sampler = None  # greedy: see `_greedy`
+        if temperature != 0:
+            top_p, seed = options.get("top_p", settings.top_p), options.get("seed", settings.seed)
+            sampler = sampler_chain(self._model, temperature, top_p, seed)
+        seq_id = self._free.popleft()
+        self._slots[seq_id] = _Slot(
+            seq_id=seq_id,
+            task=task,
+            tokens=tokens,
+            max_tokens=max_tokens,
+            answer=GeneratedText([s.encode("utf-8") for s in stop]),
+            sampler=sampler,
+        )
+
+    # Decoding -----------------------------------------------------------------------
+
+    def step(self) -> list[Completion]:
+        """Decode once or a few times for every slot: its prompt or its next token."""
+        started = time.perf_counter()
+        done, self._failed = self._failed, []
+        if not self._slots:
+            return done
+        if not self._prefix_ready:
+            self._decode_prefix()
+        slots = list(self._slots.values())
+        for slot in slots:
+            if slot.n_past == 0:
+                self._start_from_prefix(slot)
+        groups = self._invariant_groups(slots) if self.batch_invariant else [slots]
+        for group in groups:
+            self._decode(group)
+            done += self._advance(group)
+        self.timing.steps += 1
+        self.timing.step_seconds += time.perf_counter() - started
+        return done
+
+    def _invariant_groups(self, slots: list[_Slot]) -> list[list[_Slot]]:
+        """The decodes that keep greedy answers identical to one prompt at a time: each
+        new prompt prefilled alone (as it is then), next tokens in groups of at most
+        `_exact_group` rows (the kernels one row at a time use), as evenly as that allows."""
+        prefilling = [slot for slot in slots if slot.n_past < len(slot.tokens)]
+        if prefilling:
+            return [[slot] for slot in prefilling]
+        count = -(-len(slots) // self._exact_group)
+        return [slots[i::count] for i in range(count)]
+
+    def _decode(self, group: list[_Slot]) -> None:
+        """One `llama_decode`: the next token of each running slot in the group, then the
+        prompts of new ones, as much as fits (a prompt left over goes on next step)."""
+        batch = self._step_batch
+        batch.clear()
+        running: list[_Slot] = []
+        for slot in group:
+            slot.output_row = slot.batch_index = -1
+            if slot.n_past >= len(slot.tokens):
+                running.append(slot)
+        if running:
+            first, row = batch.add_next(
+                [slot.seq_id for slot in running],
+                [slot.pending for slot in running],
+                [slot.n_past for slot in running],
+            )
+            for offset, slot in enumerate(running):
+                slot.batch_index, slot.output_row = first + offset, row + offset
+                slot.n_past += 1
+        for slot in group:
+            if slot.n_past >= len(slot.tokens) or not batch.room:
+                continue
+            chunk = slot.tokens[slot.n_past : slot.n_past + batch.room]
+            last = slot.n_past + len(chunk) == len(slot.tokens)
+            slot.output_row = batch.add_prompt(slot.seq_id, chunk, slot.n_past, output=last)
+            slot.batch_index = batch.n_tokens - 1 if last else -1
+            slot.n_past += len(chunk)
+        result = self._run_decode()
+        if result != 0:
+            raise RuntimeError(f"llama_decode failed ({result})")
+
+    def _run_decode(self) -> int:
+        """`llama_decode` of the step batch as filled, timed."""
+        batch, started = self._step_batch, time.perf_counter()
+        result = batch.decode(self._llama_cpp, self._ctx.ctx)
+        self.timing.decode_seconds += time.perf_counter() - started
+        self.timing.decodes += 1
+        self.timing.tokens += batch.n_tokens
+        return result
+
+    def _advance(self, group: list[_Slot]) -> list[Completion]:
+        """Choose each slot's next token from its row of logits, before the next decode
+        overwrites them: greedy slots together (`_greedy`), the others by their chains."""
+        ready = [slot for slot in group if slot.batch_index >= 0]
+        greedy = [slot for slot in ready if slot.sampler is None]
+        sampled = [slot for slot in ready if slot.sampler is not None]
+        tokens = self._greedy(greedy) if greedy else []
+        lib, ctx = self._llama_cpp, self._ctx.ctx
+        tokens += [
+            lib.llama_sampler_sample(slot.sampler.sampler, ctx, slot.batch_index)
+            for slot in sampled
+        ]
+        done = []
+        for slot, token in zip(greedy + sampled, tokens, strict=True):
+            if (completion := self._accept(slot, token)) is not None:
+                done.append(completion)
+        return done
+
+    def _greedy(self, slots: list[_Slot]) -> list[int]:
+        """The fast path for temperature 0 (what `create_chat_completion` runs unless told
+        otherwise, with its neutral repeat penalties): one argmax over all the slots'
+        rows of logits picks what llama.cpp's greedy sampler would, token for token."""
+        if not self.greedy_argmax:
+            lib, ctx = self._llama_cpp, self._ctx.ctx
+            return [
+                lib.llama_sampler_sample(self._greedy_chain.sampler, ctx, slot.batch_index)
+                for slot in slots
+            ]
+        rows = [slot.output_row for slot in slots]
+        n_outputs = self._step_batch.n_outputs
+        return greedy_tokens(self._llama_cpp, self._ctx.ctx, n_outputs, self._n_vocab, rows)
+
+    def _accept(self, slot: _Slot, token: int) -> Completion | None:
+        """Add `token` to the slot's answer; its completion if that ends the answer."""
+        try:
+            piece = self._pieces[token]
+        except KeyError:
+            piece = self._pieces[token] = self._piece_of(token)
+        if piece is None:
+            return self._finish(slot, "stop")
+        slot.generated += 1
+        if slot.answer.add(piece):
+            return self._finish(slot, "stop")
+        if slot.generated >= slot.max_tokens:
+            return self._finish(slot, "length")
+        slot.pending = token
+        self._stream(slot)
+        return None
+
+    def _piece_of(self, token: int) -> bytes | None:
+        """The token's text as bytes, or None for an end-of-generation token."""
+        lib = self._llama_cpp
+        if lib.llama_vocab_is_eog(self._vocab, token):
+            return None
+        size = lib.llama_token_to_piece(self._vocab, token, self._piece, len(self._piece), 0, False)
+        if size < 0:  # longer than our buffer: ask again with room for it
+            buffer = (ctypes.c_char * -size)()
+            size = lib.llama_token_to_piece(self._vocab, token, buffer, -size, 0, False)
+            return bytes(buffer[:size])
+        return bytes(self._piece[:size])
+
+    def _stream(self, slot: _Slot) -> None:
+        if self.on_token is not None and (piece := slot.answer.settled()):
+            self.on_token(slot.task.index, piece)
+
+    def _finish(self, slot: _Slot, reason: str) -> Completion:
+        if self.on_token is not None and (rest := slot.answer.rest()):
+            self.on_token(slot.task.index, rest)
+        self._release(slot)
+        return Completion(
+            slot.task.index,
+            response_text=slot.answer.final(),
+            tokens_input=len(slot.tokens),
+            tokens_output=slot.generated,
+            finish_reason=reason,
+        )
+
+    def _release(self, slot: _Slot) -> None:
+        memory = self._llama_cpp.llama_get_memory(self._ctx.ctx)
+        self._llama_cpp.llama_memory_seq_rm(memory, slot.seq_id, -1, -1)
+        if slot.sampler is not None:
+            slot.sampler.close()
+        del self._slots[slot.seq_id]
+        self._free.append(slot.seq_id)
+
+    def abort(self) -> list[int]:
+        indices = [c.index for c in self._failed]
+        self._failed = []
+        for slot in list(self._slots.values()):
+            indices.append(slot.task.index)
+            self._release(slot)
+        return indices
+
+    def close(self) -> None:
+        if self._ctx is not None:
+            self.abort()
+        for part in (self._greedy_chain, self._ctx, self._model):
+            if part is not None:
+                part.close()
+        self._greedy_chain = self._step_batch = self._ctx = self._model = None
+        self._load_key = None

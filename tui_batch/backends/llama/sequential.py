@@ -1,0 +1,191 @@
+"""The in-process llama.cpp backend (llama-cpp-python), one prompt at a time.
+
+The model is loaded once per job. Each prompt is formatted with the model's own chat
+template by `create_chat_completion` and streamed, so one engine step is one token:
+cancel takes effect mid-generation and a UI can show the text as it comes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tui_batch.backends.llama.loading import (
+    LOAD_LOCK,
+    import_llama_cpp,
+    load_failure,
+    load_key,
+    log_errors,
+)
+from tui_batch.core.backend import Backend, Completion, Task, TokenSink, describe_error
+from tui_batch.core.errors import ModelError
+from tui_batch.core.jobs import BatchJob, GenerationSettings, build_messages
+
+_CONTEXT_OVERFLOW = re.compile(r"Requested tokens \((\d+)\) exceed context window of (\d+)")
+
+
+@dataclass(slots=True)
+class _Generation:
+    task: Task
+    stream: Iterator[dict[str, Any]]
+    parts: list[str] = field(default_factory=list)
+    finish_reason: str | None = None
+
+
+class _TokenCounter:
+    """Counts prompt and generated tokens the way llama-cpp-python's `usage` does.
+
+    A streamed chat completion carries no usage figures, so we wrap the model's
+    `generate` (which `create_completion` drives): its input is the prompt's tokens and
+    each token it yields, end-of-generation tokens aside, is one completion token.
+    """
+
+    def __init__(self, llama: Any, llama_cpp: Any) -> None:
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        original = llama.generate
+        vocab = llama._model.vocab
+        is_eog = llama_cpp.llama_vocab_is_eog
+
+        def generate(tokens: Any, *args: Any, **kwargs: Any) -> Iterator[int]:
+            self.prompt_tokens = len(tokens)
+            self.completion_tokens = 0
+            for token in original(tokens, *args, **kwargs):
+                if not is_eog(vocab, token):
+                    self.completion_tokens += 1
+                yield token
+
+        llama.generate = generate
+
+
+class LlamaCppBackend(Backend):
+    """Runs a GGUF model in this process. One thread must own it: the engine's."""
+
+    capacity = 1
+
+    def __init__(self, model_path: str | Path) -> None:
+        self.model_path = Path(model_path)
+        self._llama: Any = None
+        self._load_key: tuple[Any, ...] | None = None
+        self._current: _Generation | None = None
+        self.settings = GenerationSettings()
+        self.on_token: TokenSink | None = None
+
+    def begin(self, job: BatchJob, on_token: TokenSink | None = None) -> None:
+        self.settings = job.settings
+        super().begin(job, on_token)
+
+    def open(self, settings: GenerationSettings) -> None:
+        """Load the model for these settings, unless it is loaded with them already."""
+        threads, key = load_key(settings)
+        if self._llama is not None and key == self._load_key:
+            return
+        self.close()
+        llama_cpp = import_llama_cpp()
+        if not self.model_path.is_file():
+            raise ModelError(f"Model file not found: {self.model_path}")
+        # verbose=True keeps llama-cpp-python off the file descriptors (`_silence_log`);
+        # what it then prints while loading goes nowhere, and nothing after.
+        try:
+            with LOAD_LOCK, contextlib.redirect_stderr(io.StringIO()):
+                log_errors.clear()
+                self._llama = llama_cpp.Llama(
+                    model_path=str(self.model_path),
+                    n_ctx=settings.n_ctx,
+                    n_threads=threads,
+                    n_threads_batch=threads,
+                    n_gpu_layers=settings.n_gpu_layers,
+                    verbose=True,
+                )
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise load_failure(self.model_path, exc) from None
+        self._llama.verbose = False
+        self._counter = _TokenCounter(self._llama, llama_cpp)
+        self._load_key = key
+
+    @property
+    def in_flight(self) -> int:
+        return 0 if self._current is None else 1
+
+    def submit(self, task: Task) -> None:
+        settings, options = self.settings, task.prompt.options
+        stop = options.get("stop", settings.stop)
+        self._current = _Generation(
+            task=task,
+            stream=self._llama.create_chat_completion(
+                messages=build_messages(task.prompt, settings.system_prompt),
+                max_tokens=options.get("max_tokens", settings.max_tokens),
+                temperature=options.get("temperature", settings.temperature),
+                top_p=options.get("top_p", settings.top_p),
+                seed=options.get("seed", settings.seed),
+                stop=[stop] if isinstance(stop, str) else list(stop or []),
+                stream=True,
+            ),
+        )
+
+    def step(self) -> list[Completion]:
+        generation = self._current
+        if generation is None:
+            return []
+        index = generation.task.index
+        try:
+            chunk = next(generation.stream)
+        except StopIteration:
+            self._current = None
+            return [
+                Completion(
+                    index,
+                    response_text="".join(generation.parts),
+                    tokens_input=self._counter.prompt_tokens,
+                    tokens_output=self._counter.completion_tokens,
+                    finish_reason=generation.finish_reason,
+                )
+            ]
+        except Exception as exc:  # noqa: BLE001 - a failing prompt must not end the batch
+            self._current = None
+            return [self._failure(index, exc)]
+        choice = chunk["choices"][0]
+        text = choice.get("delta", {}).get("content")
+        if text:
+            generation.parts.append(text)
+            if self.on_token is not None:
+                self.on_token(index, text)
+        if choice.get("finish_reason"):
+            generation.finish_reason = choice["finish_reason"]
+        return []
+
+    def _failure(self, index: int, exc: Exception) -> Completion:
+        overflow = _CONTEXT_OVERFLOW.search(str(exc))
+        if overflow:
+            tokens, context = overflow.groups()
+            return Completion(
+                index,
+                error=f"Prompt is {tokens} tokens but the context holds {context}: "
+                "shorten it or give a bigger context size",
+                tokens_input=int(tokens),
+                finish_reason=None,
+                retryable=False,
+            )
+        return Completion(index, error=describe_error(exc), finish_reason=None)
+
+    def abort(self) -> list[int]:
+        if self._current is None:
+            return []
+        index = self._current.task.index
+        close = getattr(self._current.stream, "close", None)
+        if close is not None:
+            close()
+        self._current = None
+        return [index]
+
+    def close(self) -> None:
+        self.abort()
+        if self._llama is not None:
+            self._llama.close()
+        self._llama = None
+        self._load_key = None

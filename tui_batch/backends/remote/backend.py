@@ -1,0 +1,340 @@
+"""A backend for OpenAI-compatible chat completion servers: one, or a fleet.
+
+The `openai` package's `AsyncOpenAI` sends the requests, with its own retries off: every
+retry goes through our `Admission` (limits, Retry-After, failover) and our attempt log.
+The backend owns one asyncio loop on its own thread; the engine's `submit` / `step` /
+`abort` cross to it thread-safely, so cancel, pause, checkpoints and error strategies work
+as with a local model.
+
+A prompt is retried here (408, 409, 429, 5xx, timeouts, dropped connections), with
+exponential backoff and full jitter, possibly on another endpoint; other 4xx fail it at
+once with the server's message. A refused connection takes the endpoint out and does not
+count against the prompt: it waits for another endpoint, or for this one to come back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import inspect
+import queue
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine
+from dataclasses import replace
+from typing import Any, TypeVar
+
+from tui_batch.backends.remote.admission import Admission, Outcome
+from tui_batch.backends.remote.call import Call
+from tui_batch.backends.remote.chat_wire import chat_request, estimate_tokens
+from tui_batch.backends.remote.openai_api import Secret, make_client
+from tui_batch.core.backend import Backend, BackendStatus, Completion, Task
+from tui_batch.core.errors import ServerError
+from tui_batch.core.jobs import Attempt, BatchJob, GenerationSettings
+from tui_batch.core.servers import ServerSettings
+
+T = TypeVar("T")
+# How long `step` waits for a completion before handing control back to the engine.
+STEP_WAIT = 0.05
+STEP_GATHER = 0.02
+MAX_BACKOFF = 120.0
+# The loop publishes what a dashboard shows this often (it never waits for the loop).
+STATUS_EVERY = 0.1
+# The longest a call into the loop waits (abort, pause, resume, close): a loop that is
+# wedged must not hang the engine or ctrl+q.
+CALL_WAIT = 10.0
+
+
+class RemoteBackend(Backend):
+    """Runs prompts on the job's servers; see the module doc."""
+
+    def __init__(self, server: ServerSettings, model: str) -> None:
+        self.server = server
+        self.model = model
+        # Room for more prompts than may be in flight, so a free slot never waits on the
+        # engine (which wakes for a batch of results, not for each).
+        self.capacity = server.concurrency * 4 + 16
+        self.secret = Secret(server.api_key_env)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._clients: dict[str, Any] = {}
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._done: queue.SimpleQueue[Completion] = queue.SimpleQueue()
+        self._tokens: deque[tuple[int, str]] = deque()
+        self._submitted: deque[Task] = deque()
+        self._wake_pending = False
+        self._calls: dict[int, Call] = {}  # the request on its way for a prompt (loop side)
+        self._pending: set[int] = set()  # submitted, not yet returned by step (engine side)
+        self._aborting = False
+        self.admission = Admission(server)  # made again for each run, in `begin`
+        self._published: BackendStatus | None = None
+        self._said_no_usage: set[str] = set()
+        self.job: BatchJob | None = None
+        self.settings = GenerationSettings()
+
+    # -- the owner's pair ---------------------------------------------------------------
+
+    def open(self, settings: GenerationSettings) -> None:
+        self.settings = settings
+        if self._loop is not None:
+            return
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="tui-batch-remote", daemon=True
+        )
+        self._thread.start()
+        self._loop.call_soon_threadsafe(self._publish)
+        if not self._call(self._make_clients()):
+            raise ServerError("The client's event loop did not start: try again")
+
+    def close(self) -> None:
+        if self._loop is None:
+            return
+        self.abort()
+        try:
+            self._call(self._close_clients())
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            if self._thread is not None:
+                self._thread.join(timeout=CALL_WAIT)
+            if not self._loop.is_running():
+                self._loop.close()
+            self._published = self._snapshot()
+            self._loop = self._thread = None
+
+    # -- the engine's protocol ----------------------------------------------------------
+
+    def begin(self, job: BatchJob, on_token: Any = None) -> None:
+        super().begin(job, on_token)
+        self.job = job
+        self._aborting = False
+        self.admission = Admission(self.server)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    def submit(self, task: Task) -> None:
+        assert self._loop is not None, "begin() first"
+        self._pending.add(task.index)
+        self._submitted.append(task)
+        # One wake-up of the loop for a burst of submits, not one each.
+        if not self._wake_pending:
+            self._wake_pending = True
+            self._loop.call_soon_threadsafe(self._start_submitted)
+
+    def step(self) -> list[Completion]:
+        finished: list[Completion] = []
+        try:
+            finished.append(self._done.get(timeout=STEP_WAIT))
+            # Let a few more finish: the engine wakes (and takes the GIL from the
+            # loop's thread) once for several, not once for each.
+            time.sleep(STEP_GATHER)
+            while True:
+                finished.append(self._done.get_nowait())
+        except queue.Empty:
+            pass
+        self._deliver_tokens()
+        finished = [c for c in finished if c.index in self._pending]
+        for completion in finished:
+            self._pending.discard(completion.index)
+        return finished
+
+    def abort(self) -> list[int]:
+        """Cancel every request (their connections close, so servers stop generating);
+        their prompts stay pending."""
+        if self._loop is not None and (self._tasks or self._submitted):
+            self._aborting = True
+            try:
+                self._call(self._cancel_all())
+            finally:
+                self._aborting = False  # every task has ended: new ones may run
+        dropped = sorted(self._pending)
+        self._pending.clear()
+        while not self._done.empty():
+            self._done.get_nowait()
+        self._tokens.clear()
+        return dropped
+
+    def pause(self) -> None:
+        """Send nothing more, and call back the requests on their way (their
+        connections close, so servers stop); they are sent again on `resume`, at no
+        cost to their prompts' retries."""
+        if self._loop is not None:
+            self._call(self._hold(True))
+
+    def resume(self) -> None:
+        if self._loop is not None:
+            self._call(self._hold(False))
+
+    async def _hold(self, paused: bool) -> None:
+        self.admission.hold(paused)
+        if paused:
+            for call in list(self._calls.values()):
+                call.call_back()
+
+    def status(self) -> BackendStatus | None:
+        """The latest snapshot the loop published (a frozen value: reading it never
+        waits for the loop); taken directly when no loop runs."""
+        loop = self._loop
+        if loop is None or not loop.is_running() or self._published is None:
+            return self._snapshot()
+        return self._published
+
+    def _snapshot(self) -> BackendStatus:
+        return replace(self.admission.status(), sending=frozenset(self._calls))
+
+    def _publish(self) -> None:
+        """On the loop: take a snapshot for readers on other threads, then again soon."""
+        self._published = self._snapshot()
+        if self._loop is not None and self._loop.is_running():
+            self._loop.call_later(STATUS_EVERY, self._publish)
+
+    # -- the loop's side ----------------------------------------------------------------
+
+    def _call(self, coroutine: Coroutine[Any, Any, None]) -> bool:
+        """Run `coroutine` on the loop and wait for it, at most CALL_WAIT: a wedged loop
+        is given up on (False; the caller goes on) rather than waited for for ever."""
+        assert self._loop is not None
+        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        try:
+            future.result(timeout=CALL_WAIT)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            # Never started (the loop is wedged): closed here, so it is not left unawaited.
+            if inspect.getcoroutinestate(coroutine) == inspect.CORO_CREATED:
+                with contextlib.suppress(RuntimeError, ValueError):
+                    coroutine.close()
+            return False
+        return True
+
+    async def _make_clients(self) -> None:
+        self._clients = {
+            e.url: make_client(e, self.server, self.secret) for e in self.server.endpoints
+        }
+
+    async def _close_clients(self) -> None:
+        for client in self._clients.values():
+            await client.close()
+        self._clients = {}
+
+    async def _cancel_all(self) -> None:
+        self._submitted.clear()  # submitted, not started: never start them
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _start_submitted(self) -> None:
+        assert self._loop is not None
+        self._wake_pending = False
+        while self._submitted:
+            task = self._submitted.popleft()
+            self._tasks[task.index] = self._loop.create_task(self._run(task))
+
+    async def _run(self, task: Task) -> None:
+        try:
+            completion = await self._prompt(task)
+        except asyncio.CancelledError:
+            return
+        except Exception as exc:  # noqa: BLE001 - a bug here fails one prompt, not the job
+            completion = Completion(
+                task.index,
+                error=self.secret.scrub(f"{type(exc).__name__}: {exc}"),
+                finish_reason=None,
+                retryable=False,
+            )
+        finally:
+            self._tasks.pop(task.index, None)
+        self._done.put(completion)
+
+    async def _prompt(self, task: Task) -> Completion:
+        """Send the prompt until it succeeds, fails for good, or runs out of retries."""
+        assert self.job is not None
+        request = chat_request(task.prompt, self.settings, self.model, self.server.stream)
+        estimate = estimate_tokens(request)
+        on_text = self._text_sink(task.index) if self.on_token is not None else None
+        log: list[Attempt] = []
+        failures = 0
+        while True:
+            state = await self.admission.acquire(estimate)
+            call = self._calls[task.index] = Call(state.url, self.server, self.secret)
+            try:
+                answer = await call.run(self._clients[state.url], request, on_text)
+            finally:
+                del self._calls[task.index]
+            log.append(answer.attempt)
+            self.admission.release(
+                state, answer.outcome, answer.attempt.retry_after, answer.attempt.error
+            )
+            if answer.outcome is Outcome.OK:
+                usage = answer.attempt
+                counted = usage.token_counts is None
+                self.admission.correct_tokens(
+                    estimate, usage.tokens_input + usage.tokens_output if counted else None
+                )
+                if not counted:
+                    self._no_usage(state.url)
+                return Completion(
+                    task.index,
+                    response_text=answer.text,
+                    tokens_input=usage.tokens_input,
+                    tokens_output=usage.tokens_output,
+                    finish_reason=answer.finish_reason,
+                    endpoint=state.url,
+                    attempt_log=log,
+                    attempts=len(log),
+                    retryable=False,
+                    duration=usage.latency,
+                    token_counts=usage.token_counts,
+                )
+            if self._aborting:
+                raise asyncio.CancelledError
+            if answer.outcome in (Outcome.DOWN, Outcome.CANCELLED):
+                continue  # never reached a server, or called back: not the prompt's fault
+            if not answer.retryable or failures >= self.job.retries:
+                return Completion(
+                    task.index,
+                    error=answer.attempt.error,
+                    finish_reason=None,
+                    endpoint=state.url,
+                    attempt_log=log,
+                    attempts=len(log),
+                    retryable=False,
+                    duration=answer.attempt.latency,
+                )
+            failures += 1
+            ceiling = min(MAX_BACKOFF, self.job.retry_backoff * 2 ** (failures - 1))
+            await asyncio.sleep(random.uniform(0, ceiling))
+
+    def _no_usage(self, url: str) -> None:
+        """Say once per server that it sends no token counts, and what gets them."""
+        if url in self._said_no_usage:
+            return
+        self._said_no_usage.add(url)
+        if self.server.stream:
+            self.admission.note(
+                f"{url} sends no token counts when streaming: output tokens are counted one "
+                "streamed chunk a token, input tokens are unknown (shown as -); whole answers "
+                "(--no-stream, or stream = false in a job file) get them"
+            )
+        else:
+            self.admission.note(f"{url} sends no token counts: they are unknown (shown as -)")
+
+    def _text_sink(self, index: int) -> Callable[[str], None]:
+        """Where a prompt's streamed text goes: to the engine, at its next `step`."""
+
+        def sink(text: str) -> None:
+            self._tokens.append((index, text))
+
+        return sink
+
+    def _deliver_tokens(self) -> None:
+        sink = self.on_token
+        while self._tokens:
+            index, text = self._tokens.popleft()
+            if sink is not None and index in self._pending:
+                sink(index, text)

@@ -1,0 +1,396 @@
+"""The `tui-batch` command: thin over the core. Parses, calls the engine, prints."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from tui_batch.cli.arguments import (
+    EXIT_USAGE,
+    build_parser,
+    given_settings,
+    prices,
+    server_flags_given,
+    server_settings,
+)
+from tui_batch.cli.reports import (
+    command_checkpoints,
+    command_compare,
+    command_export,
+    command_stats,
+)
+from tui_batch.cli.run_input import (
+    apply_job_file,
+    check_template_files,
+    inputs,
+    load_input,
+    save_job,
+    warn_long_prompts,
+)
+from tui_batch.cli.terminal import ProgressPrinter, cancel_on_signals, print_table
+from tui_batch.core.backend import Backend
+from tui_batch.core.errors import (
+    CheckpointError,
+    ExportError,
+    SettingsError,
+    TuiBatchError,
+)
+from tui_batch.core.export import check_output_path, format_for_path
+from tui_batch.core.jobfile import JOB_FILE_SUFFIX
+from tui_batch.core.jobs import BatchJob, BatchResult, JobStatus
+from tui_batch.core.processor import BatchProcessor
+from tui_batch.core.progress import format_duration
+from tui_batch.core.prompts import SUPPORTED_EXTENSIONS
+from tui_batch.core.servers import (
+    ServerCheck,
+    ServerSettings,
+    server_settings_from_text,
+)
+from tui_batch.core.settings import settings_from_text
+from tui_batch.core.store import JobLock
+from tui_batch.core.text import escape_controls, escape_json, one_line
+from tui_batch.models.gguf import format_count
+
+EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 130, 141
+
+
+COMMANDS = ("run", "resume", "checkpoints", "export", "stats", "compare", "models")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (len(argv) == 1 and _looks_like_prompts_file(argv[0])):
+        return open_dashboard(Path(argv[0]) if argv else None)
+    args = build_parser().parse_args(argv)
+    handlers: dict[str, Callable[[argparse.Namespace], int]] = {
+        "run": command_run,
+        "resume": command_resume,
+        "checkpoints": command_checkpoints,
+        "export": command_export,
+        "stats": command_stats,
+        "compare": command_compare,
+        "models": command_models,
+    }
+    try:
+        return handlers[args.command](args)
+    except TuiBatchError as exc:
+        # Errors quote files, records and servers' words: data, shown escaped.
+        print(f"tui-batch: error: {escape_controls(str(exc))}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("\ntui-batch: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `tui-batch compare A B --csv | head`: the reader has enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+
+
+def _looks_like_prompts_file(arg: str) -> bool:
+    if arg in COMMANDS or arg.startswith("-"):
+        return False
+    suffix = Path(arg).suffix.lower()
+    return Path(arg).exists() or suffix in (*SUPPORTED_EXTENSIONS, JOB_FILE_SUFFIX)
+
+
+def open_dashboard(prompts_file: Path | None) -> int:
+    """`tui-batch [PROMPTS|JOB.toml]`: the full-screen app, with the file loaded into job
+    setup."""
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        print(
+            "tui-batch: error: the dashboard needs a terminal; without one, use "
+            "tui-batch run PROMPTS (see tui-batch --help)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    from tui_batch.ui.app import TuiBatchApp
+
+    app = TuiBatchApp(prompts_file)
+    app.run()
+    run = app.run_state
+    if run is not None and run.job.status is JobStatus.CANCELLED:
+        job = run.job  # stopped by quitting: say how to go on, on the terminal it leaves
+        print(
+            f"Job {job.job_id} stopped: {job.done}/{job.total_prompts} done and saved. "
+            f"Resume with: tui-batch resume {job.job_id}",
+            file=sys.stderr,
+        )
+    return app.return_code or EXIT_OK  # 128 + the signal when SIGTERM or SIGHUP stopped it
+
+
+def command_run(args: argparse.Namespace) -> int:
+    from tui_batch.backends.factory import llama_backend
+    from tui_batch.models.catalog import resolve_model
+
+    apply_job_file(args)
+    if args.save_job is not None:
+        return save_job(args)
+    server = server_settings(args, None)
+    settings, options = settings_from_text(given_settings(args), remote=server is not None)
+    run_input = load_input(args)
+    processor = BatchProcessor()
+    if args.out:
+        check_output_path(args.out, protected=[*inputs(args), processor.checkpoint_dir])
+        _check_folder_writable(args.out)
+    processor.store.check_writable()
+    common = {
+        "prompts": run_input.prompts,
+        "settings": settings,
+        "options": options,
+        "source_file": str(run_input.source_file.resolve()),
+        "output_file": str(args.out.resolve()) if args.out else None,
+        "output_format": args.format or (format_for_path(args.out) if args.out else "json"),
+        "template": run_input.template,
+        "prices": prices(args),
+    }
+    # Stop signals are ours from here: a Ctrl+C while the model loads is not lost.
+    with cancel_on_signals(sys.stderr) as signals:
+        if server is not None:
+            return _run_on_servers(processor, server, args.model, common, signals)
+        model = resolve_model(args.model)
+        warn_long_prompts(model.path, run_input, settings)
+        # The model is loaded before the job is made, so a model that fails changes nothing.
+        backend = llama_backend(model.path, settings)
+        backend.open(settings)
+        with backend:
+            if signals.cancel.is_set():
+                return _stopped_before_start(signals)
+            job = processor.create_job(model.id, model_path=str(model.path), **common)
+            return _run_job(processor, job, backend, signals, retry_failed=False)
+
+
+def _stopped_before_start(signals: cancel_on_signals) -> int:
+    print("Stopped before the job started: nothing was made.", file=sys.stderr)
+    return signals.exit_status
+
+
+def _run_on_servers(
+    processor: BatchProcessor,
+    server: ServerSettings,
+    model: str | None,
+    common: dict[str, Any],
+    signals: cancel_on_signals,
+) -> int:
+    """Check every server answers and serves the model, then make and run the job."""
+    from tui_batch.backends.factory import check_servers, remote_backend
+
+    check = check_servers(server, model)
+    if model is None:
+        names = sorted({name for names in check.models.values() for name in names})
+        if len(names) != 1:
+            listed = ", ".join(names[:20]) if names else "none listed"
+            raise SettingsError(f"--model NAME is required with --server (served: {listed})")
+        model = names[0]
+        if f"${server.api_key_env}" in model:  # the server's name for it holds the key
+            raise SettingsError(
+                f"the served model's name holds the API key in ${server.api_key_env}: it is "
+                "not used or stored; give --model NAME"
+            )
+    server = _apply_check(check, server)
+    if signals.cancel.is_set():
+        return _stopped_before_start(signals)
+    with remote_backend(server, model) as backend:
+        job = processor.create_job(model, server=server, **common)
+        return _run_job(processor, job, backend, signals, retry_failed=False)
+
+
+def command_resume(args: argparse.Namespace) -> int:
+    from tui_batch.backends.factory import backend_for_job
+
+    processor = BatchProcessor()
+    # The lock first: a second resume of a running job is refused before a model loads.
+    with processor.store.lock(args.job_id) as lock:
+        job, results = processor.load_job(args.job_id)
+        failed = sum(1 for r in results if not r.success)
+        finished = len(results) >= job.total_prompts and not (args.retry_failed and failed)
+        out = processor.results_path(job)
+        if finished and job.status is JobStatus.COMPLETED and out.exists():
+            print(
+                f"Job {job.job_id} is already finished: {len(results)}/{job.total_prompts} "
+                f"done, {failed} failed. Nothing to run. Results: {one_line(str(out))}",
+                file=sys.stderr,
+            )
+            return EXIT_FAILED if failed else EXIT_OK
+        if job.template is not None and not finished:
+            check_template_files(job, args.force)
+        job.settings, _ = settings_from_text(given_settings(args), base=job.settings)
+        if job.server is None and server_flags_given(args):
+            raise SettingsError(f"Job {job.job_id} runs on a local model; it takes no --server")
+        if job.server is not None:
+            job.server = server_settings(args, job.server)
+        processor.store.check_writable(job.job_id)
+        if job.server is not None and not finished:
+            from tui_batch.backends.factory import check_servers
+
+            job.server = _apply_check(check_servers(job.server, job.model_id), job.server)
+        # Opened by the engine only if a prompt is left: a job killed after its last
+        # result is finished without loading a model.
+        with (
+            cancel_on_signals(sys.stderr) as signals,
+            backend_for_job(job, opened=False) as backend,
+        ):
+            return _run_job(processor, job, backend, signals, args.retry_failed, (lock, results))
+
+
+def _run_job(
+    processor: BatchProcessor,
+    job: BatchJob,
+    backend: Backend,
+    signals: cancel_on_signals,
+    retry_failed: bool,
+    loaded: tuple[JobLock, Sequence[BatchResult]] | None = None,
+) -> int:
+    """Run the job to its end or a stop (`signals`: the stop signals, handled); print
+    the outcome; return the exit status. `loaded`: the job's lock, held, and the results
+    read under it."""
+    lock, previous = loaded or (None, None)
+    err = sys.stderr
+    remaining = job.total_prompts - job.done
+    where = job.model_id
+    if job.server is not None:
+        count = len(job.server.endpoints)
+        where += f" via {job.server.endpoints[0].url}" if count == 1 else f" via {count} servers"
+    print(
+        f"Job {job.job_id}: {job.total_prompts} prompts on {one_line(where)} "
+        f"({remaining} to run; checkpoint {one_line(job.checkpoint_file)})",
+        file=err,
+    )
+    printer = ProgressPrinter(err)
+    start = time.monotonic()
+    try:
+        with printer.watch(backend):
+            results = processor.process_batch(
+                job,
+                backend,
+                progress_callback=printer,
+                cancel_event=signals.cancel,
+                retry_failed=retry_failed,
+                previous=previous,
+                lock=lock,
+            )
+    except KeyboardInterrupt:
+        results = []
+    except CheckpointError as exc:
+        printer.finish()
+        print(
+            f"tui-batch: error: {exc}. The job stopped; the last checkpoint is intact "
+            f"({job.done}/{job.total_prompts} saved at most). When the disk is fixed: "
+            f"tui-batch resume {job.job_id}",
+            file=err,
+        )
+        return EXIT_FAILED
+    printer.finish()
+    if job.status is JobStatus.CANCELLED:
+        print(
+            f"Stopped: {job.done}/{job.total_prompts} done and saved. "
+            f"Resume with: tui-batch resume {job.job_id}",
+            file=err,
+        )
+        return signals.exit_status
+    try:
+        out = processor.save_results(job, results)
+    except ExportError as exc:
+        raise ExportError(
+            f"{exc}; the results are saved: tui-batch export {job.job_id} --out FILE"
+        ) from None
+    elapsed = time.monotonic() - start
+    empty = sum(1 for r in results if r.empty)
+    answered = f"{job.completed} succeeded" + (f" ({empty} empty answers)" if empty else "")
+    print(
+        f"{job.status.value.capitalize()}: {answered}, {job.failed} failed of "
+        f"{job.total_prompts} ({tokens_generated(results)}); this run took "
+        f"{format_duration(elapsed)}. Results: {one_line(str(out))}",
+        file=err,
+    )
+    if job.status is JobStatus.FAILED:
+        print(
+            f"The error strategy stopped the job. Resume with: tui-batch resume {job.job_id}",
+            file=err,
+        )
+    return EXIT_OK if job.status is JobStatus.COMPLETED and job.failed == 0 else EXIT_FAILED
+
+
+def tokens_generated(results: Sequence[BatchResult]) -> str:
+    """`1,234 tokens generated`, with how many answers had no count (never counted 0)."""
+    counted = [r.tokens_output for r in results if r.output_known]
+    text = f"{sum(counted):,} tokens generated"
+    if len(counted) < len(results):
+        text += f", {len(results) - len(counted):,} answers without a count"
+    return text
+
+
+def _check_folder_writable(path: Path) -> None:
+    """Refuse an output path that cannot be written before the batch runs, not after."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as exc:
+        raise ExportError(f"Cannot write results to {path}: {exc.strerror}") from None
+
+
+def command_models(args: argparse.Namespace) -> int:
+    if args.server:
+        return _server_models(args)
+    if args.api_key_env:
+        raise SettingsError("--api-key-env applies to servers only; add --server URL")
+    from tui_batch.models.catalog import discover_models, no_models_help
+
+    models = discover_models()
+    if args.json:
+        print(json.dumps([m.to_dict() for m in models], indent=2))
+        return EXIT_OK
+    if not models:
+        print("\n".join(no_models_help()))
+        return EXIT_OK
+    rows = [("ID", "SIZE", "ARCH", "PARAMS", "QUANT", "CONTEXT", "SOURCE")]
+    for m in models:
+        g = m.gguf
+        rows.append(
+            (
+                m.id,
+                f"{m.size_bytes / 2**20:.0f} MiB",
+                g.architecture or "?" if g else "unreadable",
+                format_count(g.parameters) if g else "-",
+                (g.quantisation or "?") if g else "-",
+                str(g.context_length or "?") if g else "-",
+                m.source,
+            )
+        )
+    print_table(rows)
+    return EXIT_OK
+
+
+def _server_models(args: argparse.Namespace) -> int:
+    from tui_batch.backends.factory import check_servers
+
+    given = {"api_key_env": args.api_key_env} if args.api_key_env else {}
+    check = check_servers(server_settings_from_text(args.server, given))
+    if args.json:
+        listing = [
+            {"server": url, "models": names, "interrupts_requests": url in check.interrupting}
+            for url, names in check.models.items()
+        ]
+        print(escape_json(json.dumps(listing, indent=2, ensure_ascii=False)))
+    else:
+        rows = [("SERVER", "MODEL")]
+        for url, names in check.models.items():
+            rows.extend((url, name) for name in names or ["(the server lists no models)"])
+        print_table(rows)
+    for warning in check.warnings():
+        print(f"tui-batch: warning: {one_line(warning)}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _apply_check(check: ServerCheck, server: ServerSettings) -> ServerSettings:
+    """The servers as the check found them: each one that interrupts requests gets one
+    at a time (and a warning saying so, and how to start it for batches)."""
+    for warning in check.warnings():
+        print(f"tui-batch: warning: {one_line(warning)}", file=sys.stderr)
+    return check.applied_to(server)

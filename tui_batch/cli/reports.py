@@ -1,0 +1,168 @@
+"""The commands that report on checkpoints: `checkpoints` (the jobs), `export` (one
+job's results as a file), `stats` (a job's figures) and `compare` (jobs side by side)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import IO, Any
+
+from tui_batch.cli.arguments import prices
+from tui_batch.cli.terminal import print_table
+from tui_batch.core.compare import CompareRow, CompareSummary, Comparison
+from tui_batch.core.errors import CheckpointError
+from tui_batch.core.export import STATS_FORMAT, format_for_path, guard_cell, write_file
+from tui_batch.core.processor import BatchProcessor
+from tui_batch.core.stats import job_stats
+from tui_batch.core.stats_text import compare_lines, stats_lines
+from tui_batch.core.text import escape_json, one_line
+
+
+def checkpoint_path(processor: BatchProcessor, job_id: str) -> Path:
+    path = processor.store.path_for(job_id)
+    if not path.exists():
+        raise CheckpointError(f"No checkpoint for job {job_id} in {processor.checkpoint_dir}")
+    return path
+
+
+def command_stats(args: argparse.Namespace) -> int:
+    processor = BatchProcessor()
+    figures = job_stats(checkpoint_path(processor, args.job_id), prices(args))
+    if args.json:
+        print(escape_json(json.dumps(figures.to_dict(), indent=2, ensure_ascii=False)))
+    else:
+        print("\n".join(stats_lines(figures)))
+    return 0
+
+
+def command_compare(args: argparse.Namespace) -> int:
+    processor = BatchProcessor()
+    paths = [checkpoint_path(processor, job_id) for job_id in args.job_ids]
+    with Comparison(paths) as comparison:
+        summary = comparison.summary()
+        rows = comparison.iter_rows(args.sort, args.state, args.search)
+        if args.json or args.csv:
+
+            def write(out: IO[str]) -> None:
+                if args.json:
+                    _write_json(out, summary, rows)
+                else:
+                    _write_csv(out, summary, rows)
+
+            if args.out:
+                write_file(args.out, write, protected=[processor.checkpoint_dir])
+                print(f"Wrote the comparison to {args.out}", file=sys.stderr)
+            elif args.json or sys.stdout.isatty():
+                write(_EscapedStream(sys.stdout))
+            else:  # CSV into a pipe or a file: the answers exactly as they are
+                write(sys.stdout)
+            return 0
+        shown = comparison.rows(args.sort, args.state, args.search, limit=args.limit)
+        total = comparison.count(args.state, args.search)
+        print("\n".join(compare_lines(summary, shown, total)))
+    return 0
+
+
+class _EscapedStream:
+    """stdout that may reach a terminal: answers and model names are data, so their
+    control characters are written escaped (as JSON escapes: JSON stays the same JSON)."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        return self.stream.write(escape_json(text))
+
+
+def _write_json(out: IO[str], summary: CompareSummary, rows: Any) -> None:
+    """The summary, then every row, written as they are read (not held in memory)."""
+    out.write('{"summary": ')
+    json.dump(summary.to_dict(), out, ensure_ascii=False)
+    out.write(', "rows": [')
+    for n, row in enumerate(rows):
+        out.write(",\n" if n else "\n")
+        json.dump(row.to_dict(), out, ensure_ascii=False)
+    out.write("\n]}\n")
+
+
+def _write_csv(out: IO[str], summary: CompareSummary, rows: Any) -> None:
+    writer = csv.writer(out, lineterminator="\r\n")
+    header = ["key", "prompt", "state"]
+    for side in summary.jobs:
+        header += [f"{side.job_id}_{name}" for name in CSV_ANSWER]
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow(_csv_cells(row))
+
+
+CSV_ANSWER = ("response", "success", "tokens_out", "duration", "error")
+
+
+def _csv_cells(row: CompareRow) -> list[Any]:
+    cells: list[Any] = [guard_cell(row.key), guard_cell(row.prompt), row.state]
+    for answer in row.answers:
+        cells += [
+            guard_cell(answer.text or ""),
+            "" if answer.success is None else answer.success,
+            "" if answer.tokens_output is None else answer.tokens_output,
+            "" if answer.duration is None else f"{answer.duration:.2f}",
+            guard_cell(answer.error or ""),
+        ]
+    return cells
+
+
+def command_checkpoints(args: argparse.Namespace) -> int:
+    processor = BatchProcessor()
+    entries = processor.job_summaries()
+    unreadable = processor.unreadable_checkpoints
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "checkpoints": [e.to_dict() for e in entries],
+                    "unreadable": [
+                        {"path": u.checkpoint_file, "reason": u.unreadable} for u in unreadable
+                    ],
+                },
+                indent=2,
+            )
+        )
+        return 0
+    if not entries:
+        print(f"No checkpoints in {processor.checkpoint_dir}")
+    else:
+        rows = [("JOB ID", "MODEL", "STATUS", "DONE", "FAILED", "UPDATED")] + [
+            (
+                e.job_id,
+                e.model_id,
+                e.status.value,
+                f"{e.done}/{e.total_prompts}",
+                str(e.failed),
+                e.updated_at or "",
+            )
+            for e in entries
+        ]
+        print_table(rows)
+    if unreadable:
+        print(f"{len(unreadable)} unreadable checkpoint(s) skipped:", file=sys.stderr)
+        for entry in unreadable:
+            print(f"  {one_line(f'{entry.checkpoint_file}: {entry.unreadable}')}", file=sys.stderr)
+    return 0
+
+
+def command_export(args: argparse.Namespace) -> int:
+    processor = BatchProcessor()
+    job, results = processor.load_job(args.job_id)
+    output_format = args.format or format_for_path(args.out)
+    path = processor.export_results(
+        job, results, args.out, output_format, neutralise_formulas=not args.allow_formulas
+    )
+    what = "the figures" if output_format == STATS_FORMAT else f"{len(results)} results"
+    print(
+        f"Exported {what} of job {job.job_id} to {one_line(str(path))} ({output_format})",
+        file=sys.stderr,
+    )
+    return 0

@@ -1,0 +1,176 @@
+"""What the CLI shows on a terminal: the progress line, tables, and stop signals."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any, TextIO
+
+from tui_batch.backends.factory import in_model_log_callback
+from tui_batch.core.backend import Backend
+from tui_batch.core.progress import ProgressUpdate, format_progress_line
+from tui_batch.core.text import one_line
+
+# How often the CLI looks for news from a backend (servers out, limits changed).
+WATCH_INTERVAL = 0.5
+
+# Signals that ask a run to stop: Ctrl+C, `kill`/process managers/`timeout`, a closed
+# terminal. Each is handled alike; the exit status says which came (128 + its number).
+STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+
+class cancel_on_signals:
+    """The first stop signal: stop after the current step and save. A second one: stop
+    at once (finished results are still saved). `received` is the first signal's number.
+
+    The handler never raises into code that is not ours: a second signal that finds the
+    main thread inside llama.cpp's log callback (a call from C, where an exception is
+    printed and lost) is raised again a moment later, once our own code runs."""
+
+    AGAIN_AFTER = 0.05
+
+    def __init__(self, err: TextIO) -> None:
+        self.cancel = threading.Event()
+        self.err = err
+        self.received: int | None = None
+        self.previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.cancel.is_set():
+            if in_model_log_callback(frame):
+                again = threading.Timer(self.AGAIN_AFTER, os.kill, (os.getpid(), signum))
+                again.daemon = True
+                again.start()
+                return
+            raise KeyboardInterrupt
+        self.received = signum
+        self.cancel.set()
+        name = "Ctrl+C" if signum == signal.SIGINT else signal.Signals(signum).name
+        # After SIGHUP the terminal may be gone: then stop quietly.
+        with contextlib.suppress(OSError, ValueError):
+            print(
+                f"\n{name}: stopping after the current step (again to stop at once)...",
+                file=self.err,
+                flush=True,
+            )
+
+    @property
+    def exit_status(self) -> int:
+        """128 + the signal that stopped the run (130 for Ctrl+C)."""
+        return 128 + (self.received or signal.SIGINT)
+
+    def __enter__(self) -> cancel_on_signals:
+        for signum in STOP_SIGNALS:
+            self.previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        # Once stopping, the process is on its way out with its status: a signal more
+        # must not end it by another (the default SIGINT would, as -2).
+        stopping = self.cancel.is_set()
+        for signum, handler in self.previous.items():
+            signal.signal(signum, signal.SIG_IGN if stopping else handler)
+
+
+class ProgressPrinter:
+    """The guide's progress line: redrawn in place on a terminal; otherwise (a log) a line
+    per update, at most one a second once the job is large, and always the last."""
+
+    REDRAW_INTERVAL = 0.1
+    LOG_INTERVAL = 1.0
+    # Up to this many prompts a log gets every update, as the guide shows it.
+    LOG_EVERY_UP_TO = 100
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.interactive = stream.isatty()
+        self._last_draw = 0.0
+        self._pending: ProgressUpdate | None = None
+        self._lock = threading.Lock()  # notes come from another thread
+
+    def note(self, text: str) -> None:
+        """A line of news (a server went out, a limit changed) above the progress line."""
+        with self._lock:
+            clear = "\r\x1b[K" if self.interactive else ""
+            self.stream.write(f"{clear}tui-batch: {one_line(text)}\n")
+            if self.interactive:
+                self._draw()
+            self.stream.flush()
+
+    def watch(self, backend: Backend) -> contextlib.AbstractContextManager[None]:
+        """While the block runs, print each change the backend reports (servers)."""
+        return _watching(self, backend)
+
+    def __call__(self, update: ProgressUpdate) -> None:
+        with self._lock:
+            self._show(update)
+
+    def _show(self, update: ProgressUpdate) -> None:
+        now = time.monotonic()
+        if not self.interactive:
+            if (
+                update.total <= self.LOG_EVERY_UP_TO
+                or now - self._last_draw >= self.LOG_INTERVAL
+                or update.done == update.total
+            ):
+                print(format_progress_line(update), file=self.stream, flush=True)
+                self._last_draw = now
+            return
+        self._pending = update
+        if now - self._last_draw >= self.REDRAW_INTERVAL or update.done == update.total:
+            self._draw()
+            self._last_draw = now
+
+    def _draw(self) -> None:
+        if self._pending is not None:
+            self.stream.write("\r\x1b[K" + format_progress_line(self._pending))
+            self.stream.flush()
+
+    def finish(self) -> None:
+        if self.interactive and self._pending is not None:
+            self._draw()
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+@contextlib.contextmanager
+def _watching(printer: ProgressPrinter, backend: Backend) -> Iterator[None]:
+    if backend.status() is None:
+        yield
+        return
+    stop = threading.Event()
+
+    def watch() -> None:
+        seen = 0
+        while not stop.wait(WATCH_INTERVAL):
+            status = backend.status()
+            if status is None:
+                continue
+            for change in status.new_changes(seen):
+                printer.note(change)
+            seen = status.change_count
+
+    watcher = threading.Thread(target=watch, name="tui-batch-watch", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        watcher.join()
+
+
+def print_table(rows: list[tuple[str, ...]]) -> None:
+    """Rows aligned in columns; every cell is data (a model name a server sent, a file
+    name), shown on one line with its control characters escaped."""
+    rows = [tuple(one_line(cell) for cell in row) for row in rows]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )

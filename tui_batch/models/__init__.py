@@ -1,0 +1,1 @@
+"""The model catalog: finding GGUF files (`catalog`) and reading their headers (`gguf`)."""
