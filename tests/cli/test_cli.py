@@ -128,7 +128,7 @@ def test_bad_prompt_files_exit_2_with_one_line(tmp_path, content, name, expected
         (["run", "P", "--parallel", "300"], "Parallel: must be at most 255, got 300"),
         (
             ["run", "P", "--batch-invariant", "--server", "http://127.0.0.1:9"],
-            "--batch-invariant applies to local models only, not to --server",
+            "Batch-invariant (--batch-invariant) applies to local models only, not to servers",
         ),
         (["run", "P", "--retries", "-1"], "Retries: must be at least 0, got -1"),
         (["run", "P", "--model", "no-such-model"], "Unknown model 'no-such-model'"),

@@ -80,8 +80,9 @@ def test_kill_9_while_creating_a_job_leaves_no_job_or_a_whole_one(tmp_path, data
     process.kill()
     process.wait()
     processor = BatchProcessor()
-    listed = processor.job_summaries()
-    assert processor.unreadable_checkpoints == []
+    scan = processor.scan_checkpoints()
+    listed = scan.readable
+    assert scan.unreadable == []
     assert listed == [] or listed[0].total_prompts == 200_000
     # The next job made there clears the killed one's scratch file.
     processor.create_job("m", ["a"])

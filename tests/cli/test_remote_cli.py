@@ -146,7 +146,7 @@ def test_bad_input_is_one_line_and_exit_2_before_any_job(data_dir):
                 {},
                 "not the key itself",
             ),
-            "local flag": (["--server", fake.url, "--threads", "2"], {}, "--threads applies"),
+            "local flag": (["--server", fake.url, "--threads", "2"], {}, "(--threads) applies"),
         }
         for name, (flags, env, message) in cases.items():
             done = run_cli("run", str(PROMPTS), *flags, env=env, timeout=60)

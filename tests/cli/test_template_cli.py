@@ -143,6 +143,36 @@ def test_save_job_then_run_it_makes_the_same_job_as_the_flags(tmp_path):
     assert first.settings.seed == 11 and first.settings.stop == ["\n", "END"]
 
 
+def test_a_saved_job_file_saves_back_as_itself_and_holds_what_was_given(tmp_path):
+    data = reviews(tmp_path, 3)
+    flags = [
+        "--template-text", "Headline: {{ review }}", "--data", str(data), "--id-field", "id",
+        "--max-tokens", "256", "--temperature", "0.3", "--stop", "END", "--seed", "",
+        "--server", "http://127.0.0.1:9/v1#2", "--rpm", "60", "--no-stream",
+        "--price-in", "0.5", "--price-out", "1.5", "--out", str(tmp_path / "out.jsonl"),
+    ]  # fmt: skip
+    first, second = tmp_path / "first.toml", tmp_path / "second.toml"
+    saved = run_cli("run", *flags, "--save-job", str(first))
+    assert saved.returncode == 0, saved.stderr
+    saved = run_cli("run", str(first), "--save-job", str(second))
+    assert saved.returncode == 0, saved.stderr
+    assert second.read_text() == first.read_text()
+    text = first.read_text()
+    assert "max_tokens = 256" in text  # given, though the default: kept
+    assert "seed" not in text and "retries" not in text  # blank; the servers' default
+    assert 'urls = ["http://127.0.0.1:9/v1#2"]' in text and "stream = false" in text
+    # A flag on the command line lays itself over the file, and is saved with it.
+    saved = run_cli("run", str(first), "--temperature", "0.9", "--save-job", str(second))
+    assert saved.returncode == 0, saved.stderr
+    assert second.read_text() == text.replace("temperature = 0.3", "temperature = 0.9")
+    # A local model's setting in a job file on servers is one line, naming it both ways.
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text.replace("[generation]", "[model]\nn_ctx = 512\n\n[generation]"))
+    done = run_cli("run", str(bad), "--save-job", str(second))
+    assert done.returncode == 2
+    assert "Context size (--n-ctx) applies to local models only" in done.stderr
+
+
 @pytest.mark.parametrize(
     ("content", "expected"),
     [

@@ -110,7 +110,7 @@ def test_list_checkpoints_reports_unreadable_files_and_never_crashes(tmp_path):
     assert listed["job_id"] == good.job_id and listed["checkpoint_file"] == good.checkpoint_file
     assert (listed["total_prompts"], listed["completed"], listed["failed"]) == (2, 0, 0)
     assert listed["status"] == "pending" and listed["resumable"] is True
-    unreadable = processor.unreadable_checkpoints
+    unreadable = processor.scan_checkpoints().unreadable
     assert sorted(Path(u.checkpoint_file).name for u in unreadable) == [
         "batch_empty.db",
         "batch_garbage.db",

@@ -44,7 +44,7 @@ def test_missing_variables_are_reported_with_their_records():
     assert (found.rendered, found.failed) == (3, 8) and not found.ok
     assert found.problems[0] == "record 4: no 'body' (the template uses it; the record has: title)"
     assert len(found.problems) == MAX_REPORTED
-    assert found.summary().endswith("... and 3 more records like these")
+    assert found.summary().endswith("... and 3 more")
     with pytest.raises(TemplateError, match="record 9: 'body' is undefined"):
         template.render({"title": "t"}, number=9)
 

@@ -273,7 +273,7 @@ def test_remembered_setup_is_prefilled(tmp_path):
     asyncio.run(once("77"))
     assert asyncio.run(once(None)) == ("77", True)
     saved = json.loads((Path(tmp_path) / "data" / "config" / "last_setup.json").read_text())
-    assert saved["max_tokens"] == "77" and saved["batch_invariant"] is True
+    assert saved["job"]["max_tokens"] == 77 and saved["job"]["batch_invariant"] is True
 
 
 def job_app(count: int, delay: float = 0.05) -> tuple[TuiBatchApp, str]:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from tui_batch import __version__
 from tui_batch.core.compare import ORDERS, STATES
 from tui_batch.core.errors import SettingsError
 from tui_batch.core.export import EXPORT_FORMATS, STATS_FORMAT
+from tui_batch.core.run_spec import LOCAL_KEYS, named
 from tui_batch.core.servers import (
     DEFAULT_KEY_ENV,
     SERVER_DEFAULTS,
@@ -18,9 +19,16 @@ from tui_batch.core.servers import (
     ServerSettings,
     server_settings_from_text,
 )
-from tui_batch.core.settings import LIMITS, GenerationSettings, JobOptions, Prices
+from tui_batch.core.setting_table import BY_NAME, SETTINGS
+from tui_batch.core.settings import GenerationSettings, JobOptions, Prices
 
 EXIT_USAGE = 2
+# Each setting's default, shown in its flag's help.
+_DEFAULTS: dict[str, Any] = {
+    **GenerationSettings().to_dict(),
+    **JobOptions().to_dict(),
+    **SERVER_DEFAULTS,
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -30,21 +38,19 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _setting(key: str, help: str = "") -> dict[str, object]:
-    """argparse options for a setting: its text is checked by the core, not here."""
-    limit = LIMITS[key]
-    default = getattr(GenerationSettings(), key, None)
-    if default is None:
-        default = getattr(JobOptions(), key, None)
-    if default is None:
-        default = SERVER_DEFAULTS.get(key)
-    shown = limit.hint if default is None else default
-    return {
-        "dest": key,
-        "default": None,
-        "metavar": "N",
-        "help": f"{help or limit.label} (default: {shown})",
-    }
+def _flag(parser: argparse._ActionsContainer, name: str, note: str = "", **options: Any) -> None:
+    """The flag of setting `name`, with its help from the table of settings (and `note`).
+    Its value is kept as given (text) and checked by the core, with the rest."""
+    setting = BY_NAME[name]
+    help = setting.help + note
+    if setting.is_number:
+        default = _DEFAULTS.get(name)
+        shown = setting.hint if default is None and setting.blank_is_none else default
+        if shown is not None:
+            help = f"{help} (default: {shown})"
+        options.setdefault("metavar", "N")
+    options.setdefault("default", None)
+    parser.add_argument(setting.flag, dest=name, help=help, **options)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,35 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="JOB.toml",
         help="write these settings to a job file and exit, without running",
     )
-    run.add_argument(
-        "--model",
-        help="a model id (see `tui-batch models`) or a .gguf path; default: the demo model. "
-        "With --server: the served model's name (default: the one model it serves)",
-    )
+    _flag(run, "model")
     _add_output_options(run)
-    run.add_argument(
-        "--error-strategy",
-        default=None,
-        metavar="S",
-        help="continue | stop | threshold:N (default: continue)",
-    )
-    run.add_argument("--retries", **_setting("retries", "retries per failed prompt"))
-    run.add_argument(
-        "--retry-backoff",
-        **_setting("retry_backoff", "seconds before the first retry, doubled for each next one"),
-    )
-    run.add_argument(
-        "--checkpoint-every", **_setting("checkpoint_every", "save the checkpoint every N results")
-    )
-    run.add_argument("--max-tokens", **_setting("max_tokens"))
-    run.add_argument("--temperature", **_setting("temperature", "temperature; 0 is greedy"))
-    run.add_argument("--top-p", **_setting("top_p"))
-    run.add_argument("--seed", **_setting("seed"))
-    run.add_argument("--stop", action="append", default=None, help="a stop string (repeatable)")
-    run.add_argument(
-        "--system", dest="system_prompt", help="system prompt for every prompt without its own"
-    )
-    run.add_argument("--n-ctx", **_setting("n_ctx", "context size in tokens"))
+    _flag(run, "error_strategy", metavar="S")
+    for name in ("retries", "retry_backoff", "checkpoint_every"):
+        _flag(run, name)
+    for name in ("max_tokens", "temperature", "top_p", "seed"):
+        _flag(run, name)
+    _flag(run, "stop", action="append")
+    _flag(run, "system_prompt")
+    _flag(run, "n_ctx")
     _add_price_options(run)
     _add_hardware_options(run)
     _add_server_options(run)
@@ -177,48 +164,18 @@ def _add_server_options(parser: argparse.ArgumentParser, resuming: bool = False)
     group = parser.add_argument_group(
         "servers", "run on OpenAI-compatible servers (vLLM, llama-server, Ollama, a router...)"
     )
-    group.add_argument(
-        "--server",
-        action="append",
-        metavar="URL[#N]",
-        help="a server's base URL, like http://127.0.0.1:8000/v1; #N caps requests in "
-        "flight there; repeat for several" + ("; replaces the job's servers" if resuming else ""),
-    )
-    group.add_argument(
-        "--api-key-env",
-        metavar="VAR",
-        help=f"the environment variable holding the API key (default: {DEFAULT_KEY_ENV}); "
-        "the key itself is never stored",
-    )
-    group.add_argument("--concurrency", **_setting("concurrency", "requests in flight overall"))
-    group.add_argument("--rpm", **_setting("rpm", "requests per minute at most"))
-    group.add_argument("--tpm", **_setting("tpm", "tokens per minute at most (estimated)"))
-    group.add_argument("--connect-timeout", **_setting("connect_timeout", "seconds to connect"))
-    group.add_argument(
-        "--first-token-timeout",
-        **_setting("first_token_timeout", "seconds to the first streamed byte"),
-    )
-    group.add_argument("--stall-timeout", **_setting("stall_timeout", "seconds a stream may stall"))
-    group.add_argument(
-        "--request-timeout", **_setting("request_timeout", "seconds for a whole request")
-    )
-    group.add_argument(
-        "--no-stream",
-        dest="stream",
-        action="store_const",
-        const=False,
-        default=None,
-        help="ask for whole answers instead of streams",
-    )
+    replaces = "; replaces the job's servers" if resuming else ""
+    _flag(group, "server", replaces, action="append", metavar="URL[#N]")
+    _flag(group, "api_key_env", metavar="VAR")
+    for name in SERVER_KEYS:
+        if BY_NAME[name].is_number:
+            _flag(group, name)
+    _flag(group, "stream", action="store_const", const=False)
 
 
 def _add_price_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--price-in",
-        metavar="PRICE",
-        help="what a million input tokens cost; with --price-out, the stats show the cost",
-    )
-    parser.add_argument("--price-out", metavar="PRICE", help="what a million output tokens cost")
+    _flag(parser, "price_in", metavar="PRICE")
+    _flag(parser, "price_out", metavar="PRICE")
 
 
 def prices(args: argparse.Namespace) -> Prices | None:
@@ -233,115 +190,44 @@ def _add_template_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "templates", "prompts rendered from a Jinja2 template, once per record of a data file"
     )
-    group.add_argument("--template", type=Path, metavar="FILE", help="a template file")
-    group.add_argument("--template-text", metavar="TEXT", help="the template itself")
-    group.add_argument(
-        "--data",
-        type=Path,
-        metavar="FILE",
-        help="the records that fill the template: .csv (with a header), .jsonl, .json "
-        "(an array of objects) or .parquet (with pyarrow)",
-    )
-    group.add_argument(
-        "--id-field",
-        metavar="NAME",
-        help="the data column that names each record in the results (default: its number)",
-    )
+    _flag(group, "template", type=Path, metavar="FILE")
+    _flag(group, "template_text", metavar="TEXT")
+    _flag(group, "data", type=Path, metavar="FILE")
+    _flag(group, "id_field", metavar="NAME")
 
 
 def _add_output_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, help="results file (default: in the data dir)")
-    parser.add_argument(
-        "--format",
-        choices=EXPORT_FORMATS,
-        default=None,
-        help="results format (default: from --out's extension, else json)",
-    )
+    _flag(parser, "out", type=Path)
+    _flag(parser, "format", choices=EXPORT_FORMATS)
 
 
 def _add_hardware_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--threads", **_setting("n_threads", "llama.cpp threads; auto: half the CPUs, at most 8")
-    )
-    parser.add_argument(
-        "--gpu-layers", **_setting("n_gpu_layers", "layers to offload to the GPU; -1 for all")
-    )
-    parser.add_argument(
-        "--parallel",
-        **_setting(
-            "parallel",
-            "prompts decoded together in one context (continuous batching); 0: one at a "
-            "time, streamed; auto: 16 on the CPU (4 with --batch-invariant), 16 with GPU "
-            "layers",
-        ),
-    )
-    parser.add_argument(
-        "--batch-invariant",
-        dest="batch_invariant",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="decode so that greedy answers are identical, token for token, to one prompt "
-        "at a time (slower; default: off, full batches, whose answers may differ after "
-        "some tokens)",
-    )
+    for name in ("n_threads", "n_gpu_layers", "parallel"):
+        _flag(parser, name)
+    _flag(parser, "batch_invariant", action=argparse.BooleanOptionalAction)
 
 
-SETTING_FLAGS = (
-    "error_strategy",
-    "retries",
-    "retry_backoff",
-    "checkpoint_every",
-    "max_tokens",
-    "temperature",
-    "top_p",
-    "seed",
-    "stop",
-    "system_prompt",
-    "n_ctx",
-    "n_threads",
-    "n_gpu_layers",
-    "parallel",
-    "batch_invariant",
-)
-
-
-LOCAL_FLAGS = {
-    "n_ctx": "--n-ctx",
-    "n_threads": "--threads",
-    "n_gpu_layers": "--gpu-layers",
-    "parallel": "--parallel",
-    "batch_invariant": "--batch-invariant",
-}
-
-
-def given_settings(args: argparse.Namespace) -> dict[str, str | None]:
-    """The setting flags given on the command line, as text for `settings_from_text`."""
-    given = {
-        key: getattr(args, key) for key in SETTING_FLAGS if getattr(args, key, None) is not None
+def flag_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings given by flags, keyed by setting name, as given (numbers as text)."""
+    return {
+        s.name: getattr(args, s.name) for s in SETTINGS if getattr(args, s.name, None) is not None
     }
-    if "batch_invariant" in given:
-        given["batch_invariant"] = "on" if given["batch_invariant"] else "off"
-    return given
 
 
-def server_settings(args: argparse.Namespace, base: ServerSettings | None) -> ServerSettings | None:
-    """The servers the flags name (over `base`'s), or None for a local model."""
-    given = _server_flags(args)
-    if not args.server and base is None:
-        if given:
-            flag = "--" + next(iter(given)).replace("_", "-")
-            raise SettingsError(f"{flag} applies to servers only; add --server URL")
-        return None
-    local = [flag for key, flag in LOCAL_FLAGS.items() if getattr(args, key, None) is not None]
+def server_settings(args: argparse.Namespace, base: ServerSettings) -> ServerSettings:
+    """A job's servers (`base`) with the flags given laid over them (`resume`)."""
+    given = flag_values(args)
+    local = [name for name in LOCAL_KEYS if name in given]
     if local:
-        raise SettingsError(f"{local[0]} applies to local models only, not to --server")
-    return server_settings_from_text(args.server or [], given, base)
-
-
-def _server_flags(args: argparse.Namespace) -> dict[str, object]:
-    return {k: getattr(args, k) for k in SERVER_KEYS if getattr(args, k, None) is not None}
+        raise SettingsError(
+            f"{named(BY_NAME[local[0]])} applies to local models only, not to servers"
+        )
+    return server_settings_from_text(
+        args.server or [], {k: v for k, v in given.items() if k in SERVER_KEYS}, base
+    )
 
 
 def server_flags_given(args: argparse.Namespace) -> bool:
     """Whether any flag about servers was given (`--server` or a limit)."""
-    return bool(getattr(args, "server", None) or _server_flags(args))
+    given = flag_values(args)
+    return any(name in given for name in ("server", *SERVER_KEYS))

@@ -6,7 +6,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -15,8 +14,7 @@ from typing import Any
 from tui_batch.cli.arguments import (
     EXIT_USAGE,
     build_parser,
-    given_settings,
-    prices,
+    flag_values,
     server_flags_given,
     server_settings,
 )
@@ -27,10 +25,9 @@ from tui_batch.cli.reports import (
     command_stats,
 )
 from tui_batch.cli.run_input import (
-    apply_job_file,
     check_template_files,
-    inputs,
     load_input,
+    run_request,
     save_job,
     warn_long_prompts,
 )
@@ -42,12 +39,13 @@ from tui_batch.core.errors import (
     SettingsError,
     TuiBatchError,
 )
-from tui_batch.core.export import check_output_path, format_for_path
+from tui_batch.core.export import check_output_path, check_results_folder
 from tui_batch.core.jobfile import JOB_FILE_SUFFIX
 from tui_batch.core.jobs import BatchJob, BatchResult, JobStatus
 from tui_batch.core.processor import BatchProcessor
 from tui_batch.core.progress import format_duration
 from tui_batch.core.prompts import SUPPORTED_EXTENSIONS
+from tui_batch.core.run_spec import LOCAL_KEYS
 from tui_batch.core.servers import (
     ServerCheck,
     ServerSettings,
@@ -128,32 +126,28 @@ def command_run(args: argparse.Namespace) -> int:
     from tui_batch.backends.factory import llama_backend
     from tui_batch.models.catalog import resolve_model
 
-    apply_job_file(args)
+    request = run_request(args)
     if args.save_job is not None:
-        return save_job(args)
-    server = server_settings(args, None)
-    settings, options = settings_from_text(given_settings(args), remote=server is not None)
-    run_input = load_input(args)
+        return save_job(request, args.save_job)
+    spec = request.spec
+    run_input = load_input(request)
     processor = BatchProcessor()
-    if args.out:
-        check_output_path(args.out, protected=[*inputs(args), processor.checkpoint_dir])
-        _check_folder_writable(args.out)
+    if spec.output:
+        check_output_path(spec.output, protected=[*request.inputs, processor.checkpoint_dir])
+        check_results_folder(spec.output)
     processor.store.check_writable()
     common = {
         "prompts": run_input.prompts,
-        "settings": settings,
-        "options": options,
+        "spec": spec,
         "source_file": str(run_input.source_file.resolve()),
-        "output_file": str(args.out.resolve()) if args.out else None,
-        "output_format": args.format or (format_for_path(args.out) if args.out else "json"),
         "template": run_input.template,
-        "prices": prices(args),
     }
     # Stop signals are ours from here: a Ctrl+C while the model loads is not lost.
     with cancel_on_signals(sys.stderr) as signals:
-        if server is not None:
-            return _run_on_servers(processor, server, args.model, common, signals)
-        model = resolve_model(args.model)
+        if spec.server is not None:
+            return _run_on_servers(processor, spec.server, spec.model, common, signals)
+        model = resolve_model(spec.model)
+        settings = spec.generation
         warn_long_prompts(model.path, run_input, settings)
         # The model is loaded before the job is made, so a model that fails changes nothing.
         backend = llama_backend(model.path, settings)
@@ -219,7 +213,8 @@ def command_resume(args: argparse.Namespace) -> int:
             return EXIT_FAILED if failed else EXIT_OK
         if job.template is not None and not finished:
             check_template_files(job, args.force)
-        job.settings, _ = settings_from_text(given_settings(args), base=job.settings)
+        local = {k: v for k, v in flag_values(args).items() if k in LOCAL_KEYS}
+        job.settings, _ = settings_from_text(local, base=job.settings)
         if job.server is None and server_flags_given(args):
             raise SettingsError(f"Job {job.job_id} runs on a local model; it takes no --server")
         if job.server is not None:
@@ -323,16 +318,6 @@ def tokens_generated(results: Sequence[BatchResult]) -> str:
     if len(counted) < len(results):
         text += f", {len(results) - len(counted):,} answers without a count"
     return text
-
-
-def _check_folder_writable(path: Path) -> None:
-    """Refuse an output path that cannot be written before the batch runs, not after."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path.parent):
-            pass
-    except OSError as exc:
-        raise ExportError(f"Cannot write results to {path}: {exc.strerror}") from None
 
 
 def command_models(args: argparse.Namespace) -> int:

@@ -116,8 +116,8 @@ def _csv_cells(row: CompareRow) -> list[Any]:
 
 def command_checkpoints(args: argparse.Namespace) -> int:
     processor = BatchProcessor()
-    entries = processor.job_summaries()
-    unreadable = processor.unreadable_checkpoints
+    scan = processor.scan_checkpoints()
+    entries, unreadable = scan.readable, scan.unreadable
     if args.json:
         print(
             json.dumps(

@@ -7,21 +7,15 @@ import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from tui_batch.cli.arguments import given_settings, server_settings
+from tui_batch.cli.arguments import flag_values
 from tui_batch.core.errors import SettingsError, TemplateError
 from tui_batch.core.export import check_output_path
-from tui_batch.core.jobfile import (
-    BY_SETTING,
-    JOB_FILE_SUFFIX,
-    load_job_file,
-    output_outside,
-    save_job_file,
-)
+from tui_batch.core.jobfile import JOB_FILE_SUFFIX, load_job_file, output_outside, save_job_file
 from tui_batch.core.jobs import BatchJob, Prompt
 from tui_batch.core.prompts import load_prompt_file
-from tui_batch.core.settings import GenerationSettings, settings_from_text
+from tui_batch.core.run_spec import RunSpec
+from tui_batch.core.settings import GenerationSettings
 from tui_batch.core.templates.render import render_prompts
 from tui_batch.core.templates.source import TemplateSource, read_template
 from tui_batch.core.templates.template import PromptTemplate
@@ -30,7 +24,7 @@ from tui_batch.core.text import one_line
 # A run prints this many warnings, then how many more there were.
 MAX_WARNINGS = 20
 # Where the input comes from; given on the command line, they replace the job file's.
-INPUT_KEYS = ("prompts", "template", "template_text")
+INPUT_FLAGS = ("prompts", "template", "template_text")
 
 
 @dataclass(slots=True)
@@ -42,60 +36,63 @@ class RunInput:
     template: TemplateSource | None = None
 
 
-def apply_job_file(args: argparse.Namespace) -> None:
-    """Split the positional argument into a prompts file or a job file, and fill every
-    setting the command line left out from the job file."""
+@dataclass(frozen=True, slots=True)
+class RunRequest:
+    """What `tui-batch run` was asked to run: the spec, and the job file it came from."""
+
+    spec: RunSpec
+    job_file: Path | None = None
+
+    @property
+    def inputs(self) -> list[Path]:
+        """Every file the run reads: no output may replace one."""
+        spec = self.spec
+        given = (self.job_file, spec.prompts, spec.template, spec.data)
+        return [Path(path) for path in given if path is not None]
+
+
+def run_request(args: argparse.Namespace) -> RunRequest:
+    """The positional argument (a prompts file or a job file) and the flags, laid over
+    the job file's values, as one checked spec."""
     source: Path | None = args.source
-    args.prompts = args.job_file = None
+    flags = flag_values(args)
     if source is None or source.suffix.lower() != JOB_FILE_SUFFIX:
-        args.prompts = source
-        return
-    args.job_file = source
+        return RunRequest(RunSpec.from_values({"prompts": source, **flags}))
     values = load_job_file(source)
-    if any(getattr(args, key, None) is not None for key in INPUT_KEYS):
-        values = {k: v for k, v in values.items() if k not in INPUT_KEYS}
+    if any(key in flags for key in INPUT_FLAGS):
+        values = {k: v for k, v in values.items() if k not in INPUT_FLAGS}
     # The job file's own output, not the user's: it stays where the job file is.
-    if args.out is None and values.get("out") is not None and output_outside(source, values["out"]):
+    if (
+        "out" not in flags
+        and values.get("out") is not None
+        and output_outside(source, values["out"])
+    ):
         raise SettingsError(
             f"{source}: [output] file {values['out']} is outside the job file's folder "
             f"and the data dir; to write there, say so: --out {values['out']}"
         )
-    for key, value in values.items():
-        if getattr(args, key, None) is None:
-            setattr(args, key, _as_flag(key, value))
+    return RunRequest(RunSpec.from_values({**values, **flags}), source)
 
 
-def _as_flag(key: str, value: Any) -> Any:
-    """A job file's value as argparse would have given it (numbers as text)."""
-    if BY_SETTING[key].kind in ("int", "float"):
-        return str(value)
-    return value
-
-
-def job_file_values(args: argparse.Namespace) -> dict[str, Any]:
-    """The settings given (by flags or a job file), keyed as a job file keys them."""
-    return {key: getattr(args, key) for key in BY_SETTING if getattr(args, key, None) is not None}
-
-
-def check_input(args: argparse.Namespace) -> None:
+def check_input(request: RunRequest) -> None:
     """One input: a prompts file, or a template (file or text) with a data file."""
-    template = args.template is not None or args.template_text is not None
-    if args.template is not None and args.template_text is not None:
+    spec = request.spec
+    if spec.template is not None and spec.template_text is not None:
         raise SettingsError("give --template FILE or --template-text TEXT, not both")
-    if args.prompts is not None and template:
+    if spec.prompts is not None and spec.uses_template:
         raise SettingsError(
-            f"give a prompts file ({args.prompts}) or a template, not both: a template's "
+            f"give a prompts file ({spec.prompts}) or a template, not both: a template's "
             "prompts come from --data"
         )
-    if template and args.data is None:
+    if spec.uses_template and spec.data is None:
         raise SettingsError("a template needs --data FILE: the records that fill it")
-    if not template and (args.data is not None or args.id_field is not None):
-        flag = "--data" if args.data is not None else "--id-field"
+    if not spec.uses_template and (spec.data is not None or spec.id_field is not None):
+        flag = "--data" if spec.data is not None else "--id-field"
         raise SettingsError(f"{flag} fills a template: add --template FILE")
-    if args.prompts is None and not template:
-        if getattr(args, "job_file", None) is not None:
+    if spec.prompts is None and not spec.uses_template:
+        if request.job_file is not None:
             raise SettingsError(
-                f"{args.job_file} says nothing to run: give [input] prompts, or template "
+                f"{request.job_file} says nothing to run: give [input] prompts, or template "
                 "(or template_text) and data"
             )
         raise SettingsError(
@@ -104,24 +101,26 @@ def check_input(args: argparse.Namespace) -> None:
         )
 
 
-def compile_template(args: argparse.Namespace) -> PromptTemplate:
-    if args.template is not None:
-        return PromptTemplate(read_template(args.template), str(args.template))
-    return PromptTemplate(args.template_text, "--template-text")
+def compile_template(spec: RunSpec) -> PromptTemplate:
+    if spec.template is not None:
+        return PromptTemplate(read_template(spec.template), str(spec.template))
+    return PromptTemplate(spec.template_text or "", "--template-text")
 
 
-def load_input(args: argparse.Namespace) -> RunInput:
+def load_input(request: RunRequest) -> RunInput:
     """The prompts, rendered and checked; warnings printed to stderr."""
-    check_input(args)
-    if args.prompts is not None:
-        prompt_file = load_prompt_file(args.prompts)
-        print_warnings(str(args.prompts), [str(w) for w in prompt_file.warnings])
-        return RunInput(prompt_file.prompts, args.prompts)
+    check_input(request)
+    spec = request.spec
+    if spec.prompts is not None:
+        prompt_file = load_prompt_file(spec.prompts)
+        print_warnings(str(spec.prompts), [str(w) for w in prompt_file.warnings])
+        return RunInput(prompt_file.prompts, spec.prompts)
+    assert spec.data is not None  # check_input saw to it
     rendered = render_prompts(
-        compile_template(args), args.data, template_file=args.template, id_field=args.id_field
+        compile_template(spec), spec.data, template_file=spec.template, id_field=spec.id_field
     )
-    print_warnings(str(args.data), rendered.warnings)
-    return RunInput(rendered.prompts, args.data, rendered.source)
+    print_warnings(str(spec.data), rendered.warnings)
+    return RunInput(rendered.prompts, spec.data, rendered.source)
 
 
 def warn_long_prompts(model: Path, run_input: RunInput, settings: GenerationSettings) -> None:
@@ -146,24 +145,17 @@ def warn_long_prompts(model: Path, run_input: RunInput, settings: GenerationSett
     )
 
 
-def inputs(args: argparse.Namespace) -> list[Path]:
-    """Every file the run reads: no output may replace one."""
-    given = (args.job_file, args.prompts, args.template, args.data)
-    return [Path(path) for path in given if path is not None]
-
-
-def save_job(args: argparse.Namespace) -> int:
+def save_job(request: RunRequest, path: Path) -> int:
     """Check the settings as a run would, then write them to a job file."""
-    check_input(args)
-    if args.job_file is None or Path(args.save_job).resolve() != Path(args.job_file).resolve():
-        others = [path for path in inputs(args) if path != args.job_file]
-        check_output_path(args.save_job, protected=others)
-    server = server_settings(args, None)
-    settings_from_text(given_settings(args), remote=server is not None)
-    if args.template is not None or args.template_text is not None:
-        compile_template(args)
-    path = save_job_file(args.save_job, job_file_values(args))
-    shown = one_line(str(path))
+    check_input(request)
+    job_file = request.job_file
+    if job_file is None or path.resolve() != job_file.resolve():
+        others = [p for p in request.inputs if p != job_file]
+        check_output_path(path, protected=others)
+    if request.spec.uses_template:
+        compile_template(request.spec)
+    saved = save_job_file(path, request.spec.to_values())
+    shown = one_line(str(saved))
     print(f"Saved job file {shown}; run it with: tui-batch run {shown}", file=sys.stderr)
     return 0
 

@@ -79,12 +79,13 @@ class cancel_on_signals:
 
 
 class ProgressPrinter:
-    """The guide's progress line: redrawn in place on a terminal; otherwise (a log) a line
-    per update, at most one a second once the job is large, and always the last."""
+    """The one-line progress bar (`Progress: [=====-----] 66.7% (4/6) | ETA: 2m 15s`):
+    redrawn in place on a terminal; otherwise (a log) a line per update, at most one a
+    second once the job is large, and always the last."""
 
     REDRAW_INTERVAL = 0.1
     LOG_INTERVAL = 1.0
-    # Up to this many prompts a log gets every update, as the guide shows it.
+    # Up to this many prompts a log gets a line for every update.
     LOG_EVERY_UP_TO = 100
 
     def __init__(self, stream: TextIO) -> None:

@@ -211,7 +211,8 @@ def describe_error(exc: BaseException) -> str:
 
 
 class CallableBackend(Backend):
-    """The guide's `execute_fn(prompt)`: one prompt at a time, each in one step.
+    """A plain function of one prompt (`execute_fn(prompt)`) as a backend: one prompt at
+    a time, each in one step.
 
     The function gets the prompt text and returns the response text, or a mapping with
     `response_text` and optionally `tokens_input` / `tokens_output`. An exception is a

@@ -1,4 +1,4 @@
-"""Exports: JSON (detailed), CSV (the guide's columns) and JSONL (OpenAI batch output).
+"""Exports: JSON (detailed), CSV (one row per result) and JSONL (OpenAI batch output).
 
 Every export is written to a scratch file beside the target and renamed over it, so a
 crash never leaves a half-written file where a finished one was expected (and the next
@@ -20,7 +20,7 @@ from typing import IO, Any
 
 from tui_batch.core.errors import ExportError
 from tui_batch.core.jobs import BatchJob, BatchResult
-from tui_batch.core.scratch import remove_stale, scratch_file
+from tui_batch.core.scratch import check_folder_writable, write_atomically
 
 EXPORT_FORMATS = ("json", "csv", "jsonl")
 # `export` also writes a job's figures (`tui-batch stats --json`) as a file.
@@ -92,23 +92,21 @@ def write_file(
     ExportError, and nothing left behind, if that fails)."""
     path = check_output_path(output_file, protected)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale(path.parent, path.name)
-        fd, temp_name = scratch_file(path)
+        write_atomically(path, write)
     except OSError as exc:
-        raise ExportError(f"Cannot write {path}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
-            write(out)
-        os.replace(temp_name, path)
-    except BaseException as exc:
-        Path(temp_name).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise ExportError(f"Cannot write {path}: {exc.strerror}") from None
-        if isinstance(exc, UnicodeEncodeError):
-            raise ExportError(f"Cannot write {path}: text that is not valid Unicode") from None
-        raise
+        raise ExportError(f"Cannot write {path}: {exc.strerror or exc}") from None
+    except UnicodeEncodeError:
+        raise ExportError(f"Cannot write {path}: text that is not valid Unicode") from None
     return path
+
+
+def check_results_folder(output_file: Path) -> None:
+    """An ExportError now, before a batch runs, if results cannot be written where
+    `output_file` goes."""
+    try:
+        check_folder_writable(output_file.parent)
+    except OSError as exc:
+        raise ExportError(f"Cannot write results to {output_file}: {exc.strerror}") from None
 
 
 def check_output_path(output_file: str | Path, protected: Sequence[str | Path] = ()) -> Path:
@@ -228,8 +226,8 @@ def _write_stats(out: IO[str], job: BatchJob) -> None:
 def _write_csv(
     out: IO[str], job: BatchJob, results: Iterable[BatchResult], neutralise: bool
 ) -> None:
-    """The guide's columns; a template job's adds the record's `id` after `index` and
-    its fields (`var_<name>`) after `response`."""
+    """A row per result in CSV_COLUMNS; a template job's adds the record's `id` after
+    `index` and its fields (`var_<name>`) after `response`."""
     writer = csv.writer(out, lineterminator="\r\n")
     names = variable_names(job)
     template = bool(names) or job.template is not None

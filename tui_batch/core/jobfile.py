@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,63 +23,17 @@ import tomllib
 from tui_batch.core.errors import JobFileError, SettingsError, read_utf8
 from tui_batch.core.export import EXPORT_FORMATS
 from tui_batch.core.paths import data_dir
+from tui_batch.core.scratch import write_atomically
 from tui_batch.core.servers import check_key_env, parse_endpoint
+from tui_batch.core.setting_table import SETTINGS, TABLES, Setting
 from tui_batch.core.settings import ErrorStrategy, check, check_stop, parse_number
 from tui_batch.core.templates.template import TOML_POSITION, key_line
 
 JOB_FILE_SUFFIX = ".toml"
 
 
-@dataclass(frozen=True, slots=True)
-class Key:
-    """One key of the schema: its table, its name there, the setting it fills, its type."""
-
-    table: str
-    name: str
-    setting: str
-    kind: str  # "path", "text", "int", "float", "bool", "urls", "stop"
-    help: str = ""
-
-
-SCHEMA = (
-    Key("input", "prompts", "prompts", "path", "a prompts file (.txt .json .jsonl .csv)"),
-    Key("input", "template", "template", "path", "a Jinja2 template file ..."),
-    Key("input", "template_text", "template_text", "text", "... or the template itself"),
-    Key("input", "data", "data", "path", "the records that fill it (.csv .jsonl .json .parquet)"),
-    Key("input", "id_field", "id_field", "text", "the data column naming each record"),
-    Key("model", "name", "model", "text", "a model id, a .gguf path, or a served name"),
-    Key("model", "n_ctx", "n_ctx", "int"),
-    Key("model", "threads", "n_threads", "int"),
-    Key("model", "gpu_layers", "n_gpu_layers", "int"),
-    Key("model", "parallel", "parallel", "int"),
-    Key("model", "batch_invariant", "batch_invariant", "bool"),
-    Key("server", "urls", "server", "urls", "base URLs, each with an optional #N cap"),
-    Key("server", "api_key_env", "api_key_env", "text", "the variable holding the key"),
-    Key("server", "concurrency", "concurrency", "int"),
-    Key("server", "rpm", "rpm", "int"),
-    Key("server", "tpm", "tpm", "int"),
-    Key("server", "connect_timeout", "connect_timeout", "float"),
-    Key("server", "first_token_timeout", "first_token_timeout", "float"),
-    Key("server", "stall_timeout", "stall_timeout", "float"),
-    Key("server", "request_timeout", "request_timeout", "float"),
-    Key("server", "stream", "stream", "bool"),
-    Key("generation", "max_tokens", "max_tokens", "int"),
-    Key("generation", "temperature", "temperature", "float"),
-    Key("generation", "top_p", "top_p", "float"),
-    Key("generation", "seed", "seed", "int"),
-    Key("generation", "stop", "stop", "stop", "a stop string or a list of them"),
-    Key("generation", "system", "system_prompt", "text"),
-    Key("run", "error_strategy", "error_strategy", "text", "continue | stop | threshold:N"),
-    Key("run", "retries", "retries", "int"),
-    Key("run", "retry_backoff", "retry_backoff", "float"),
-    Key("run", "checkpoint_every", "checkpoint_every", "int"),
-    Key("run", "price_in", "price_in", "float", "what a million input tokens cost"),
-    Key("run", "price_out", "price_out", "float", "what a million output tokens cost"),
-    Key("output", "file", "out", "path"),
-    Key("output", "format", "format", "text", " | ".join(EXPORT_FORMATS)),
-)
-TABLES = tuple(dict.fromkeys(key.table for key in SCHEMA))
-BY_SETTING = {key.setting: key for key in SCHEMA}
+# Each setting by where a job file keeps it.
+BY_KEY: dict[tuple[str, str], Setting] = {(s.table, s.key): s for s in SETTINGS}
 _KINDS = {
     "path": "a path (text)",
     "text": "text",
@@ -120,13 +73,13 @@ def load_job_file(path: str | Path) -> dict[str, Any]:
                 f"{path}, line {key_line(text, table)}: {table!r} must be a table: [{table}]"
             )
         for name, value in contents.items():
-            key = next((k for k in SCHEMA if k.table == table and k.name == name), None)
+            setting = BY_KEY.get((table, name))
             where = f"{path}, line {key_line(text, name, table)}: {table}.{name}"
-            if key is None:
-                known = ", ".join(k.name for k in SCHEMA if k.table == table)
+            if setting is None:
+                known = ", ".join(s.key for s in SETTINGS if s.table == table)
                 raise JobFileError(f"{where}: unknown key (known in [{table}]: {known})")
             try:
-                values[key.setting] = _checked(key, value, path.resolve().parent)
+                values[setting.name] = _checked(setting, value, path.resolve().parent)
             except SettingsError as exc:
                 raise JobFileError(f"{where}: {exc}") from None
     return values
@@ -149,8 +102,10 @@ def _table_line(text: str, table: str) -> int:
     return 1
 
 
-def _checked(key: Key, value: Any, folder: Path) -> Any:
-    kind = key.kind
+def _checked(setting: Setting, value: Any, folder: Path) -> Any:
+    """A job file's value for `setting`, checked as a flag's would be (paths made
+    absolute from `folder`)."""
+    kind = setting.kind
     expected = _KINDS[kind]
     wrong = SettingsError(f"expected {expected}, got {_shown(value)}")
     if kind in ("path", "text"):
@@ -160,11 +115,11 @@ def _checked(key: Key, value: Any, folder: Path) -> Any:
             if not value.strip():
                 raise SettingsError("the path is empty")
             return Path(os.path.normpath(folder / Path(value).expanduser()))
-        if key.setting == "error_strategy":
+        if setting.name == "error_strategy":
             return str(ErrorStrategy.parse(value))
-        if key.setting == "format" and value not in EXPORT_FORMATS:
+        if setting.name == "format" and value not in EXPORT_FORMATS:
             raise SettingsError(f"expected one of {', '.join(EXPORT_FORMATS)}, got {value!r:.40}")
-        if key.setting == "api_key_env":
+        if setting.name == "api_key_env":
             return check_key_env(value)
         return value
     if kind == "bool":
@@ -180,7 +135,7 @@ def _checked(key: Key, value: Any, folder: Path) -> Any:
         return urls
     if kind == "stop":
         return check_stop(value, "expected")
-    return check(key.setting, value)  # a number: its type and range, as for a flag
+    return check(setting.name, value)  # a number: its type and range, as for a flag
 
 
 def _shown(value: Any) -> str:
@@ -203,23 +158,23 @@ def job_file_text(values: dict[str, Any], folder: Path) -> str:
     ]
     for table in TABLES:
         entries = []
-        for key in SCHEMA:
-            value = values.get(key.setting)
-            if key.table != table or value is None:
+        for setting in SETTINGS:
+            value = values.get(setting.name)
+            if setting.table != table or value is None:
                 continue
             try:
-                if key.kind in ("int", "float") and isinstance(value, str):
-                    value = parse_number(key.setting, value)  # text typed in a flag or a field
+                if setting.is_number and isinstance(value, str):
+                    value = parse_number(setting.name, value)  # text typed in a flag or a field
                     if value is None:
                         continue
-                if key.kind == "path":  # given relative to where the user is, not the file
+                if setting.kind == "path":  # given relative to where the user is, not the file
                     value = str(Path(value).expanduser().resolve())
-                value = _checked(key, value, folder)
+                value = _checked(setting, value, folder)
             except SettingsError as exc:
-                raise JobFileError(f"{key.table}.{key.name}: {exc}") from None
-            if key.kind == "path":
+                raise JobFileError(f"{setting.table}.{setting.key}: {exc}") from None
+            if setting.kind == "path":
                 value = _relative(Path(value), folder)
-            entries.append(f"{key.name} = {toml_value(value)}")
+            entries.append(f"{setting.key} = {toml_value(value)}")
         if entries:
             lines += ["", f"[{table}]", *entries]
     return "\n".join(lines) + "\n"
@@ -233,10 +188,7 @@ def save_job_file(path: str | Path, values: dict[str, Any]) -> Path:
         raise JobFileError(f"A job file's name ends in {JOB_FILE_SUFFIX}: {path}")
     text = job_file_text(values, path.resolve().parent)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        scratch = path.with_name(f".{path.name}.tmp")
-        scratch.write_text(text, encoding="utf-8")
-        os.replace(scratch, path)
+        write_atomically(path, lambda out: out.write(text))
     except OSError as exc:
         raise JobFileError(f"Cannot write job file {path}: {exc.strerror or exc}") from None
     return path

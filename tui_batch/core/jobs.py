@@ -213,7 +213,8 @@ _ATTEMPT_TYPES: dict[str, type | tuple[type, ...]] = {
 
 @dataclass(slots=True)
 class BatchResult:
-    """The outcome of one prompt (the guide's fields, plus bookkeeping).
+    """The outcome of one prompt: its text and answer, success or error, tokens and
+    time, and the bookkeeping of retries and requests.
 
     Remote jobs also record the `endpoint` that answered and every request sent
     (`attempt_log`); `attempts` counts those requests. `ttft` is the time to the first
@@ -277,7 +278,8 @@ class BatchResult:
 
 @dataclass(slots=True)
 class BatchJob:
-    """A batch: the guide's fields, plus the settings needed to run and resume it."""
+    """A batch: its prompts, counts, status and dates, plus everything needed to run and
+    resume it (model, settings, servers, template, output, prices)."""
 
     job_id: str
     model_id: str

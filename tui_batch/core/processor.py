@@ -1,4 +1,5 @@
-"""BatchProcessor: the guide's API, driving a backend with checkpoints, retries and cancel."""
+"""BatchProcessor: the Python API of the engine (make, run, resume, list and export jobs),
+driving a backend with checkpoints, retries, pause and cancel."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ from tui_batch.core.paths import ensure_private_dir
 from tui_batch.core.paths import outputs_dir as default_outputs_dir
 from tui_batch.core.prompts import load_prompt_file
 from tui_batch.core.rows import JobSummary
-from tui_batch.core.settings import ErrorStrategy, GenerationSettings, JobOptions
-from tui_batch.core.store import CheckpointStore, JobLock
+from tui_batch.core.run_spec import RunSpec
+from tui_batch.core.settings import ErrorStrategy, GenerationSettings
+from tui_batch.core.store import CheckpointScan, CheckpointStore, JobLock
 
 
 class BatchProcessor:
@@ -38,7 +40,6 @@ class BatchProcessor:
         self.clock = clock
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else default_checkpoint_dir()
         self.store = CheckpointStore(self.checkpoint_dir)
-        self.unreadable_checkpoints: list[JobSummary] = []
 
     def load_prompts_from_file(self, file_path: str | Path) -> list[Prompt]:
         """Prompts from a .txt, .json, .jsonl or .csv file (see `core.prompts`)."""
@@ -50,23 +51,26 @@ class BatchProcessor:
         prompts: Sequence[str | Prompt],
         *,
         job_id: str | None = None,
+        spec: RunSpec | None = None,
         settings: GenerationSettings | None = None,
-        **options: Any,
+        **fields: Any,
     ) -> BatchJob:
         """A new pending job, saved at once so it can be resumed from its first prompt.
 
-        `options` are further BatchJob fields: error_strategy, retries, retry_backoff,
-        checkpoint_every (or all four as `options=JobOptions(...)`), model_path,
-        source_file, output_file, output_format. Nothing is left behind on failure.
+        `spec` gives its settings, servers, output and prices (`RunSpec.job_fields`);
+        `settings` and further BatchJob `fields` (error_strategy, retries, retry_backoff,
+        checkpoint_every, model_path, source_file, template, server, output_file,
+        output_format, prices) are given alone or override the spec's. Nothing is left
+        behind on failure.
         """
-        if isinstance(options.get("options"), JobOptions):
-            options.update(options.pop("options").to_dict())
+        given = spec.job_fields() if spec is not None else {}
+        if settings is not None:
+            given["settings"] = settings
         job = BatchJob(
             job_id=self._new_job_id() if job_id is None else job_id,
             model_id=model_id,
             prompts=[p if isinstance(p, Prompt) else Prompt(text=str(p)) for p in prompts],
-            settings=settings or GenerationSettings(),
-            **options,
+            **{**given, **fields},
         )
         self.store.create(job)
         return job
@@ -87,29 +91,27 @@ class BatchProcessor:
         return self.store.summary(job_id)
 
     def list_checkpoints(self) -> list[dict[str, Any]]:
-        """The guide's listing: one dict per readable checkpoint, newest first, with
-        `job_id`, `model_id`, `status`, `total_prompts`, `completed`, `failed`,
-        `checkpoint_file`, `created_at`, `updated_at`, `size_bytes` and `resumable`.
-        `job_summaries()` is the same as typed objects.
-
-        Unreadable files are skipped and left in `self.unreadable_checkpoints`, each
-        with the reason in its `unreadable` field.
-        """
+        """One dict per readable checkpoint, newest first, with `job_id`, `model_id`,
+        `status`, `total_prompts`, `completed`, `failed`, `checkpoint_file`,
+        `created_at`, `updated_at`, `size_bytes` and `resumable`. `job_summaries()` is
+        the same as typed objects; `scan_checkpoints()` adds the unreadable files."""
         return [summary.to_dict() for summary in self.job_summaries()]
 
     def job_summaries(self) -> list[JobSummary]:
-        """Every readable checkpoint as a `JobSummary`, newest first (unreadable files
-        are left in `self.unreadable_checkpoints`)."""
-        summaries = self.store.scan()
-        self.unreadable_checkpoints = [s for s in summaries if s.unreadable]
-        return [s for s in summaries if not s.unreadable]
+        """Every readable checkpoint as a `JobSummary`, newest first."""
+        return self.store.scan().readable
+
+    def scan_checkpoints(self) -> CheckpointScan:
+        """Every checkpoint: the readable ones, newest first, and the files that cannot
+        be read, each with the reason in its `unreadable` field."""
+        return self.store.scan()
 
     def delete_checkpoint(self, job_id: str) -> None:
         """Delete a job's checkpoint; refused while the job runs."""
         self.store.delete(job_id)
 
     def delete_unreadable(self, path: Path) -> None:
-        """Delete a damaged file that `list_checkpoints` reported (and only such a file)."""
+        """Delete a damaged file that `scan_checkpoints` reported (and only such a file)."""
         self.store.delete_file(path)
 
     def export_results(
@@ -165,7 +167,7 @@ class BatchProcessor:
     ) -> list[BatchResult]:
         """Run every prompt of `job` that has no result yet; return all results by index.
 
-        `execute_fn` is the guide's function of one prompt, or a Backend that may hold
+        `execute_fn` is a function of one prompt's text, or a Backend that may hold
         several prompts in flight. Setting `cancel_event` stops after the current step;
         setting `pause_event` holds the run until it is cleared. Either way, and on any
         error, every finished result is saved before this returns or raises. A prompt

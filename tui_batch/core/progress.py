@@ -1,4 +1,4 @@
-"""Progress figures (percent, ETA, throughput) and the guide's one-line progress bar."""
+"""Progress figures (percent, ETA, throughput) and the one-line progress bar."""
 
 from __future__ import annotations
 
@@ -117,7 +117,7 @@ def format_duration(seconds: float | None) -> str:
 
 
 def format_progress_line(update: ProgressUpdate, width: int = 30) -> str:
-    """The guide's progress line: `Progress: [=====-----] 66.7% (4/6) | ETA: 2m 15s`."""
+    """The progress line: `Progress: [=====-----] 66.7% (4/6) | ETA: 2m 15s`."""
     filled = int(width * update.done / update.total) if update.total else width
     bar = "=" * filled + "-" * (width - filled)
     line = (

@@ -1,4 +1,6 @@
-"""Temporary files beside a target, renamed or linked into place when whole.
+"""Temporary files beside a target, renamed or linked into place when whole: the one way
+tui-batch writes a file (exports, job files, the remembered setup; checkpoints are built
+in one and linked into place), and the one check that a folder can be written.
 
 Each name carries the writing process's id, so the litter of a process that was killed
 midway is recognised (its process is gone) and removed by the next writer in that folder.
@@ -8,7 +10,9 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 SCRATCH_SUFFIX = ".tmp"
 
@@ -20,6 +24,31 @@ def scratch_file(target: Path) -> tuple[int, Path]:
     path = target.parent / name
     fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     return fd, path
+
+
+def write_atomically(target: Path, write: Callable[[IO[str]], None]) -> None:
+    """Write `target` (UTF-8, owner-only) through `write` into a scratch file beside it,
+    then rename that into place: a reader sees the old file or the new one, whole.
+    Raises OSError (or what `write` raises) with nothing left behind."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(target.parent, target.name)
+    fd, scratch = scratch_file(target)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
+            write(out)
+        os.replace(scratch, target)
+    except BaseException:
+        scratch.unlink(missing_ok=True)
+        raise
+
+
+def check_folder_writable(folder: Path, mode: int = 0o777) -> None:
+    """Make `folder` if it is missing (with `mode`), and write and remove a scratch file
+    there: an OSError now, not when the work is done, if files cannot be written there."""
+    folder.mkdir(parents=True, exist_ok=True, mode=mode)
+    fd, probe = scratch_file(folder / "probe")
+    os.close(fd)
+    probe.unlink()
 
 
 def _writer_pid(name: str) -> int | None:

@@ -13,7 +13,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from tui_batch.core.errors import SettingsError
-from tui_batch.core.settings import check, parse_number
+from tui_batch.core.setting_table import SETTINGS
+from tui_batch.core.settings import LIMITS, check, number_value, parse_number, parse_switch
 
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 # Longest pause a server's Retry-After may ask of an endpoint.
@@ -162,41 +163,34 @@ class ServerSettings:
         return cls(endpoints=tuple(parse_endpoint(e) for e in endpoints), **values)
 
 
-_NUMBERS = (
-    "concurrency",
-    "rpm",
-    "tpm",
-    "connect_timeout",
-    "first_token_timeout",
-    "stall_timeout",
-    "request_timeout",
-)
+_NUMBERS = tuple(s.name for s in SETTINGS if s.table == "server" and s.is_number)
 # What each server setting is unless told (for help texts and empty fields).
 SERVER_DEFAULTS = {f.name: f.default for f in fields(ServerSettings) if f.default is not MISSING}
 # Every setting `server_settings_from_text` takes besides the URLs.
-SERVER_KEYS = ("api_key_env", *_NUMBERS, "stream")
+SERVER_KEYS = tuple(s.name for s in SETTINGS if s.table == "server" and s.name != "server")
 
 
 def server_settings_from_text(
-    urls: list[str], texts: Mapping[str, str | None], base: ServerSettings | None = None
+    urls: list[str], given: Mapping[str, Any], base: ServerSettings | None = None
 ) -> ServerSettings:
-    """Server settings from typed text (CLI flags, setup fields). `urls` empty keeps
-    `base`'s endpoints; a key left out keeps `base`'s value (or the default)."""
+    """Server settings from what flags, setup fields or a job file give: text (numbers
+    as typed) or values of their type. `urls` empty keeps `base`'s endpoints; a key left
+    out keeps `base`'s value (or the default)."""
     endpoints = tuple(parse_endpoint(u) for u in urls)
     if base is None:
         if not endpoints:
             raise SettingsError("Server: at least one endpoint URL is required")
         base = ServerSettings(endpoints=endpoints)
     values: dict[str, Any] = {}
-    for key, text in texts.items():
+    for key, text in given.items():
         if key == "api_key_env":
             values[key] = check_key_env(text) if text is not None else base.api_key_env
         elif key == "stream":
-            values[key] = bool(text)
+            values[key] = parse_switch(key, text)
         elif key in _NUMBERS:
-            if not (text or "").strip() and key not in ("rpm", "tpm"):
+            if isinstance(text, str) and not text.strip() and not LIMITS[key].blank_is_none:
                 continue
-            values[key] = parse_number(key, text)
+            values[key] = number_value(key, text)
         else:
             raise SettingsError(f"Unknown server setting {key!r}")
     return replace(base, endpoints=endpoints or base.endpoints, **values)

@@ -16,9 +16,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from tui_batch.core.errors import SettingsError
+from tui_batch.core.setting_table import SETTINGS, THRESHOLD, Setting
 
-# llama.cpp holds at most 256 sequences in a context; one holds the shared prompt prefix.
-MAX_PARALLEL = 255
 # Prompts decoded together by default. On the CPU a full batch of 16 decodes about 1.9x
 # the tokens/s of one (on the 2-core build machine 8 did less, 32 the same with twice
 # the KV cache); batch-invariant decoding gains nothing past 4, its groups of at most 7
@@ -31,46 +30,8 @@ DEFAULT_PARALLEL_GPU = 16
 DEFAULT_REMOTE_RETRIES = 5
 
 
-@dataclass(frozen=True, slots=True)
-class Limit:
-    """What a numeric setting may hold, and what a person calls it."""
-
-    label: str
-    kind: type
-    minimum: float | None = None
-    maximum: float | None = None
-    # Blank text means `None`: "choose for me" (threads, parallel) or "not set" (seed).
-    blank_is_none: bool = False
-    hint: str = ""
-
-
-LIMITS: dict[str, Limit] = {
-    "max_tokens": Limit("Max tokens", int, 1, hint="per response"),
-    "temperature": Limit("Temperature", float, 0.0, hint="0 = greedy"),
-    "top_p": Limit("Top-p", float, 0.0, 1.0),
-    "seed": Limit("Seed", int, 0, 2**32 - 1, blank_is_none=True, hint="random"),
-    "n_ctx": Limit("Context size", int, 16, 2**24, hint="tokens"),
-    "n_threads": Limit("Threads", int, 1, 1024, blank_is_none=True, hint="auto"),
-    "n_gpu_layers": Limit("GPU layers", int, -1, hint="-1 = all"),
-    "parallel": Limit(
-        "Parallel", int, 0, MAX_PARALLEL, blank_is_none=True, hint="auto; 0 = one at a time"
-    ),
-    "retries": Limit("Retries", int, 0, 100, hint="per prompt"),
-    "retry_backoff": Limit("Retry backoff", float, 0.0, 3600.0, hint="seconds"),
-    "checkpoint_every": Limit("Checkpoint every", int, 1, hint="results"),
-    "threshold": Limit("Threshold N", int, 1, hint="for threshold"),
-    # Remote servers (core/servers.py).
-    "concurrency": Limit("Concurrency", int, 1, 4096, hint="requests in flight"),
-    "rpm": Limit("Requests/min", int, 1, blank_is_none=True, hint="no limit"),
-    "tpm": Limit("Tokens/min", int, 1, blank_is_none=True, hint="no limit"),
-    "connect_timeout": Limit("Connect timeout", float, 0.1, 600.0, hint="seconds"),
-    "first_token_timeout": Limit("First token timeout", float, 0.1, 86400.0, hint="seconds"),
-    "stall_timeout": Limit("Stall timeout", float, 0.1, 3600.0, hint="seconds"),
-    "request_timeout": Limit("Request timeout", float, 0.1, 86400.0, hint="seconds"),
-    # What a million tokens cost (for the stats' cost estimate).
-    "price_in": Limit("Price in", float, 0.0, hint="per million input tokens"),
-    "price_out": Limit("Price out", float, 0.0, hint="per million output tokens"),
-}
+# Every number setting, with its label and limits (and the error strategy's threshold).
+LIMITS: dict[str, Setting] = {s.name: s for s in (*SETTINGS, THRESHOLD) if s.is_number}
 
 
 def check(key: str, value: Any) -> Any:
@@ -80,9 +41,10 @@ def check(key: str, value: Any) -> Any:
         if limit.blank_is_none:
             return None
         raise SettingsError(f"{limit.label}: a value is required")
-    number_types = (int,) if limit.kind is int else (int, float)
+    whole = limit.kind == "int"
+    number_types = (int,) if whole else (int, float)
     if isinstance(value, bool) or not isinstance(value, number_types):
-        kind = "a whole number" if limit.kind is int else "a number"
+        kind = "a whole number" if whole else "a number"
         raise SettingsError(f"{limit.label}: expected {kind}, got {value!r}")
     if isinstance(value, float) and not math.isfinite(value):
         raise SettingsError(f"{limit.label}: expected a finite number, got {value!r}")
@@ -90,7 +52,7 @@ def check(key: str, value: Any) -> Any:
         raise SettingsError(f"{limit.label}: must be at least {limit.minimum}, got {value}")
     if limit.maximum is not None and value > limit.maximum:
         raise SettingsError(f"{limit.label}: must be at most {limit.maximum}, got {value}")
-    return limit.kind(value)
+    return int(value) if whole else float(value)
 
 
 def parse_number(key: str, text: str | None) -> Any:
@@ -100,9 +62,9 @@ def parse_number(key: str, text: str | None) -> Any:
     if not text:
         return check(key, None)
     try:
-        value: Any = int(text) if limit.kind is int else float(text)
+        value: Any = int(text) if limit.kind == "int" else float(text)
     except ValueError:
-        kind = "a whole number" if limit.kind is int else "a number"
+        kind = "a whole number" if limit.kind == "int" else "a number"
         raise SettingsError(f"{limit.label}: expected {kind}, got {text!r}") from None
     return check(key, value)
 
@@ -242,22 +204,32 @@ OPTION_KEYS = tuple(f.name for f in fields(JobOptions))
 
 
 # Settings that are on or off, with what a person calls them.
-SWITCHES = {"batch_invariant": "Batch-invariant"}
+SWITCHES = {s.name: s.label for s in SETTINGS if s.kind == "bool"}
 _ON, _OFF = ("on", "true", "yes", "1"), ("off", "false", "no", "0", "")
 
 
-def parse_switch(key: str, text: str | None) -> bool:
-    """On or off from typed text (on/off, true/false, yes/no, 1/0; blank is off)."""
-    word = (text or "").strip().lower()
-    if word in _ON or word in _OFF:
+def parse_switch(key: str, text: str | bool | None) -> bool:
+    """On or off from typed text (on/off, true/false, yes/no, 1/0; blank is off), or
+    a bool as it is."""
+    if isinstance(text, bool):
+        return text
+    word = text.strip().lower() if isinstance(text, str) else None
+    if word is not None and (word in _ON or word in _OFF):
         return word in _ON
-    raise SettingsError(f"{SWITCHES[key]}: expected on or off, got {text!r}")
+    raise SettingsError(f"{SWITCHES[key]}: expected on or off, got {text!r:.40}")
+
+
+def number_value(key: str, value: Any) -> Any:
+    """A number setting from text (a flag, a field; blank is None) or a number (a job
+    file's), checked against its limits."""
+    return parse_number(key, value) if isinstance(value, str) else check(key, value)
 
 
 def settings_from_text(
-    texts: Mapping[str, str | None], base: GenerationSettings | None = None, remote: bool = False
+    given: Mapping[str, Any], base: GenerationSettings | None = None, remote: bool = False
 ) -> tuple[GenerationSettings, JobOptions]:
-    """Settings from typed text (a CLI flag's value, a setup field), keyed by setting name.
+    """Settings from what a flag, a setup field or a job file gives, keyed by setting
+    name: text (numbers as typed) or values of their type, converted and checked once.
 
     A key left out keeps `base`'s value (or the default). Blank text keeps the default,
     or means "automatic" / "not set" where the setting has that (threads, parallel, seed).
@@ -267,19 +239,22 @@ def settings_from_text(
     base = base or GenerationSettings()
     generation: dict[str, Any] = {}
     options: dict[str, Any] = {}
-    for key, text in texts.items():
+    for key, text in given.items():
         if key in SWITCHES:
-            value = parse_switch(key, text)
-        elif key in ("system_prompt", "stop", "error_strategy"):
-            value: Any = text
-            if key == "system_prompt":
-                value = (text or "").strip() or None
-            elif key == "error_strategy":
-                value = str(ErrorStrategy.parse(text or "continue"))
+            value: Any = parse_switch(key, text)
+        elif key == "system_prompt":
+            if text is not None and not isinstance(text, str):
+                raise SettingsError(f"System prompt: expected text, got {text!r:.40}")
+            value = (text or "").strip() or None
+        elif key == "stop":
+            value = text
+        elif key == "error_strategy":
+            value = str(ErrorStrategy.parse(text or "continue"))
         elif key in LIMITS:
-            if not (text or "").strip() and not LIMITS[key].blank_is_none:
+            blank = isinstance(text, str) and not text.strip()
+            if blank and not LIMITS[key].blank_is_none:
                 continue  # blank: the default
-            value = parse_number(key, text)
+            value = number_value(key, text)
         else:
             raise SettingsError(f"Unknown setting {key!r}")
         (options if key in OPTION_KEYS else generation)[key] = value
@@ -322,12 +297,14 @@ class Prices:
         return {"input": self.input, "output": self.output}
 
     @classmethod
-    def from_text(cls, price_in: str | None, price_out: str | None) -> Prices | None:
-        """Prices from typed text (flags, fields): both blank is none; one without the
-        other is a SettingsError."""
-        given = [(text or "").strip() for text in (price_in, price_out)]
-        if not any(given):
+    def from_text(cls, price_in: Any, price_out: Any) -> Prices | None:
+        """Prices from typed text (flags, fields) or numbers (a job file's): both blank
+        is none; one without the other is a SettingsError."""
+        given = [
+            value.strip() if isinstance(value, str) else value for value in (price_in, price_out)
+        ]
+        if all(value in (None, "") for value in given):
             return None
-        if not all(given):
+        if any(value in (None, "") for value in given):
             raise SettingsError("Prices: give both, what a million input and output tokens cost")
-        return cls(parse_number("price_in", given[0]), parse_number("price_out", given[1]))
+        return cls(number_value("price_in", given[0]), number_value("price_out", given[1]))

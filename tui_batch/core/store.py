@@ -19,6 +19,7 @@ import os
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, closing, contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from tui_batch.core.jobs import (
     validate_job_id,
 )
 from tui_batch.core.rows import RESULT_COLUMNS, JobSummary, result_from_row, result_row
-from tui_batch.core.scratch import remove_stale, scratch_file
+from tui_batch.core.scratch import check_folder_writable, remove_stale, scratch_file
 
 # 2 added the results' endpoint and attempt_log, 3 their time to first token, 4 their
 # queue wait and how their tokens were counted; an older file is upgraded in place when
@@ -134,6 +135,15 @@ def _storage_error(action: str, path: Path, exc: BaseException) -> CheckpointErr
     return CheckpointError(f"Cannot {action} {path}: {cause}")
 
 
+@dataclass(frozen=True, slots=True)
+class CheckpointScan:
+    """What a checkpoint folder holds: summaries of the jobs it can read (newest first),
+    and of the files it cannot, each with its `unreadable` reason."""
+
+    readable: list[JobSummary]
+    unreadable: list[JobSummary]
+
+
 class CheckpointStore:
     """The checkpoint directory: creating, appending to, reading and listing job files."""
 
@@ -150,10 +160,7 @@ class CheckpointStore:
         """Raise a CheckpointError now if checkpoints (or this job's) cannot be written,
         before a model is loaded for nothing."""
         try:
-            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd, probe = scratch_file(self.directory / "probe")
-            os.close(fd)
-            probe.unlink()
+            check_folder_writable(self.directory, mode=0o700)
             if job_id is not None and self.exists(job_id):
                 os.close(os.open(self.path_for(job_id), os.O_RDWR))
         except OSError as exc:
@@ -284,16 +291,18 @@ class CheckpointStore:
             raise CheckpointError(f"Not a checkpoint of {self.directory}: {path}")
         _unlink_all(path)
 
-    def scan(self) -> list[JobSummary]:
-        """Summaries of every checkpoint, newest first, then the unreadable ones flagged."""
+    def scan(self) -> CheckpointScan:
+        """Every checkpoint here: the readable ones' summaries, newest first, and the
+        files that cannot be read, each with the reason."""
         if not self.directory.is_dir():
-            return []
+            return CheckpointScan([], [])
         summaries = [
             self._summarise(path)
             for path in sorted(self.directory.glob(f"{CHECKPOINT_PREFIX}*{CHECKPOINT_SUFFIX}"))
         ]
-        summaries.sort(key=lambda s: (s.unreadable is None, s.updated_at or ""), reverse=True)
-        return summaries
+        readable = [s for s in summaries if not s.unreadable]
+        readable.sort(key=lambda s: s.updated_at or "", reverse=True)
+        return CheckpointScan(readable, [s for s in summaries if s.unreadable])
 
     def _summarise(self, path: Path) -> JobSummary:
         name = path.name[len(CHECKPOINT_PREFIX) : -len(CHECKPOINT_SUFFIX)]

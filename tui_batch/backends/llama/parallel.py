@@ -21,7 +21,7 @@ from __future__ import annotations
 import ctypes
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from tui_batch.backends.llama.step import StepBatch, StepTiming, greedy_tokens
 from tui_batch.core.backend import Backend, Completion, Task, TokenSink
 from tui_batch.core.errors import ModelError
 from tui_batch.core.jobs import BatchJob, GenerationSettings, build_messages
-from tui_batch.core.settings import MAX_PARALLEL
+from tui_batch.core.setting_table import MAX_PARALLEL
 
 N_BATCH = 512
 # On the CPU, llama.cpp multiplies 8 or more rows at once with other (tiled) kernels than
@@ -63,6 +63,41 @@ class _Slot:
     output_row: int = -1  # its row in the current decode's logits
 
 
+@dataclass(slots=True)
+class LoadedModel:
+    """What a loaded model holds, made by `open` and dropped by `close`: llama.cpp's
+    module (`lib`), the model and its context, the batch every step decodes, the chat
+    format, the vocabulary, and each sequence's context (`n_ctx`, what one prompt and
+    its answer may hold)."""
+
+    key: tuple[Any, ...]  # the settings it was loaded with (see `load_key`)
+    lib: Any
+    model: Any
+    ctx: Any
+    batch: StepBatch
+    chat: ChatFormat
+    n_ctx: int
+    on_gpu: bool
+    vocab: Any = None
+    n_vocab: int = 0
+    # Next tokens of a batch-invariant decode are grouped at most this many rows.
+    exact_group: int = CPU_EXACT_GROUP
+    # llama.cpp's greedy chain, when greedy slots are sampled by it, not by an argmax.
+    greedy_chain: Any = None
+    piece: Any = field(default_factory=lambda: (ctypes.c_char * 64)())
+    pieces: dict[int, bytes | None] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.vocab = self.model.vocab
+        self.n_vocab = self.model.n_vocab()
+        self.exact_group = GPU_EXACT_GROUP if self.on_gpu else CPU_EXACT_GROUP
+
+    def close(self) -> None:
+        for part in (self.greedy_chain, self.ctx, self.model):
+            if part is not None:
+                part.close()
+
+
 class ParallelLlamaBackend(Backend):
     """Holds up to `parallel` prompts in flight in one llama.cpp context."""
 
@@ -73,11 +108,7 @@ class ParallelLlamaBackend(Backend):
             raise ModelError(f"Parallel: must be 1 to {MAX_PARALLEL} here, got {parallel}")
         self.model_path = Path(model_path)
         self.capacity = parallel
-        self._load_key: tuple[Any, ...] | None = None
-        self._model: Any = None
-        self._ctx: Any = None
-        self._step_batch: StepBatch | None = None
-        self._greedy_chain: Any = None
+        self.loaded: LoadedModel | None = None
         self._slots: dict[int, _Slot] = {}
         self._free = deque(range(parallel))
         self._failed: list[Completion] = []
@@ -86,6 +117,10 @@ class ParallelLlamaBackend(Backend):
         self.greedy_argmax = greedy_argmax
         self.batch_invariant = False
         self.timing = StepTiming()
+        # The job's shared prompt prefix (its chat template's start and system prompt),
+        # decoded once into a sequence of its own when the first step comes.
+        self._prefix: list[int] = []
+        self._prefix_ready = False
 
     # Loading ------------------------------------------------------------------------
 
@@ -93,28 +128,42 @@ class ParallelLlamaBackend(Backend):
         self.settings = job.settings
         self.batch_invariant = job.settings.batch_invariant
         super().begin(job, on_token)
-        self._prefix = self._chat.shared_prefix(job.settings.system_prompt)
+        self._prefix = self._m.chat.shared_prefix(job.settings.system_prompt)
         self._prefix_ready = False
+
+    @property
+    def _m(self) -> LoadedModel:
+        """The loaded model (`loaded`), which every step uses; a ModelError before `open`."""
+        if self.loaded is None:
+            raise ModelError(f"{self.model_path.name} is not loaded: open() it first")
+        return self.loaded
 
     def open(self, settings: GenerationSettings) -> None:
         threads, key = load_key(settings)
         key += (settings.batch_invariant,)
-        if self._ctx is not None and key == self._load_key:
+        if self.loaded is not None and key == self.loaded.key:
             return
         self.close()
-        llama_cpp = self._llama_cpp = import_llama_cpp()
+        self.loaded = self._load(settings, threads, key)
+        self._prefix, self._prefix_ready = [], False
+
+    def _load(
+        self, settings: GenerationSettings, threads: int, key: tuple[Any, ...]
+    ) -> LoadedModel:
+        llama_cpp = import_llama_cpp()
         from llama_cpp import _internals
 
         model_params = llama_cpp.llama_model_default_params()
         layers = settings.n_gpu_layers
         model_params.n_gpu_layers = 0x7FFFFFFF if layers == -1 else layers
-        self._model = quiet_model(self.model_path, model_params)
+        model = quiet_model(self.model_path, model_params)
+        ctx = None
         try:
             # Each sequence's cells in whole 256-cell blocks (llama.cpp rounds to those,
             # and says so on the terminal otherwise); prompts are still held to `n_ctx`.
             cells = -(-settings.n_ctx // 256) * 256
             if settings.parallel is None and not settings.n_gpu_layers:
-                self._fit_slots_to_memory(cells)
+                self._fit_slots_to_memory(kv_bytes_per_cell(llama_cpp, model.model) * cells)
             params = llama_cpp.llama_context_default_params()
             # One sequence per slot, plus one holding the prompt prefix all slots share.
             params.n_ctx = cells * (self.capacity + 1)
@@ -130,28 +179,29 @@ class ParallelLlamaBackend(Backend):
                 else llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO
             )
             params.no_perf = True
-            self._ctx = _internals.LlamaContext(model=self._model, params=params, verbose=True)
+            ctx = _internals.LlamaContext(model=model, params=params, verbose=True)
+            loaded = LoadedModel(
+                key,
+                llama_cpp,
+                model,
+                ctx,
+                StepBatch(llama_cpp, N_BATCH),
+                ChatFormat(model, self.model_path.name),
+                n_ctx=settings.n_ctx,
+                on_gpu=bool(settings.n_gpu_layers),
+            )
         except (ValueError, RuntimeError, OSError) as exc:
-            self.close()
+            for part in (ctx, model):
+                if part is not None:
+                    part.close()
             raise load_failure(self.model_path, exc) from None
-        self._n_ctx_seq = settings.n_ctx
-        self._on_gpu = bool(settings.n_gpu_layers)
-        self._exact_group = GPU_EXACT_GROUP if self._on_gpu else CPU_EXACT_GROUP
-        self._step_batch = StepBatch(llama_cpp, N_BATCH)
-        self._vocab = self._model.vocab
-        self._n_vocab = self._model.n_vocab()
-        self._chat = ChatFormat(self._model, self.model_path.name)
-        self._piece = (ctypes.c_char * 64)()
-        self._pieces: dict[int, bytes | None] = {}
         if not self.greedy_argmax:  # the reference the fast path is checked against
-            self._greedy_chain = sampler_chain(self._model, 0.0, 1.0, None)
-        self._load_key = key
-        self._prefix: list[int] = []
-        self._prefix_ready = False
+            loaded.greedy_chain = sampler_chain(model, 0.0, 1.0, None)
+        return loaded
 
-    def _fit_slots_to_memory(self, cells: int) -> None:
-        """Fewer slots than the automatic number where their KV cache would not fit."""
-        per_slot = kv_bytes_per_cell(self._llama_cpp, self._model.model) * cells
+    def _fit_slots_to_memory(self, per_slot: int) -> None:
+        """Fewer slots than the automatic number where their KV cache (`per_slot` bytes
+        each) would not fit."""
         fit = slots_that_fit(per_slot, self.capacity, physical_memory())
         if fit != self.capacity:
             self.capacity = fit
@@ -162,17 +212,17 @@ class ParallelLlamaBackend(Backend):
         self._prefix_ready = True
         # Batch-invariant on a GPU: each prompt prefilled whole, as one at a time does,
         # since a GPU may round a prefix decoded apart differently (not measured).
-        if len(self._prefix) < MIN_SHARED_PREFIX or (self.batch_invariant and self._on_gpu):
+        if len(self._prefix) < MIN_SHARED_PREFIX or (self.batch_invariant and self._m.on_gpu):
             self._prefix = []
             return
-        memory = self._llama_cpp.llama_get_memory(self._ctx.ctx)
-        self._llama_cpp.llama_memory_seq_rm(memory, self.capacity, -1, -1)
-        batch = self._step_batch
+        memory = self._m.lib.llama_get_memory(self._m.ctx.ctx)
+        self._m.lib.llama_memory_seq_rm(memory, self.capacity, -1, -1)
+        batch = self._m.batch
         for start in range(0, len(self._prefix), batch.size):
             batch.clear()
             batch.add_prompt(self.capacity, self._prefix[start : start + batch.size], start, False)
             if self._run_decode() != 0:
-                self._llama_cpp.llama_memory_seq_rm(memory, self.capacity, -1, -1)
+                self._m.lib.llama_memory_seq_rm(memory, self.capacity, -1, -1)
                 self._prefix = []
                 return
 
@@ -180,8 +230,8 @@ class ParallelLlamaBackend(Backend):
         """Copy the shared prefix's KV into the slot, so its prefill starts after it."""
         prefix = self._prefix
         if prefix and slot.tokens[: len(prefix)] == prefix and len(slot.tokens) > len(prefix):
-            memory = self._llama_cpp.llama_get_memory(self._ctx.ctx)
-            self._llama_cpp.llama_memory_seq_cp(memory, self.capacity, slot.seq_id, -1, -1)
+            memory = self._m.lib.llama_get_memory(self._m.ctx.ctx)
+            self._m.lib.llama_memory_seq_cp(memory, self.capacity, slot.seq_id, -1, -1)
             slot.n_past = len(prefix)
 
     # Tasks --------------------------------------------------------------------------
@@ -192,15 +242,15 @@ class ParallelLlamaBackend(Backend):
 
     def submit(self, task: Task) -> None:
         settings, options = self.settings, task.prompt.options
-        tokens, template_stop = self._chat.tokens(
+        tokens, template_stop = self._m.chat.tokens(
             build_messages(task.prompt, settings.system_prompt)
         )
-        if len(tokens) >= self._n_ctx_seq:
+        if len(tokens) >= self._m.n_ctx:
             self._failed.append(
                 Completion(
                     task.index,
                     error=f"Prompt is {len(tokens)} tokens but the context holds "
-                    f"{self._n_ctx_seq}: shorten it or give a bigger context size",
+                    f"{self._m.n_ctx}: shorten it or give a bigger context size",
                     tokens_input=len(tokens),
                     finish_reason=None,
                     retryable=False,
@@ -210,13 +260,13 @@ class ParallelLlamaBackend(Backend):
         stop = options.get("stop", settings.stop)
         stop = [stop] if isinstance(stop, str) else list(stop or [])
         stop += template_stop
-        max_tokens = options.get("max_tokens", settings.max_tokens) or self._n_ctx_seq
-        max_tokens = min(max_tokens, self._n_ctx_seq - len(tokens))
+        max_tokens = options.get("max_tokens", settings.max_tokens) or self._m.n_ctx
+        max_tokens = min(max_tokens, self._m.n_ctx - len(tokens))
         temperature = options.get("temperature", settings.temperature)
         sampler = None  # greedy: see `_greedy`
         if temperature != 0:
             top_p, seed = options.get("top_p", settings.top_p), options.get("seed", settings.seed)
-            sampler = sampler_chain(self._model, temperature, top_p, seed)
+            sampler = sampler_chain(self._m.model, temperature, top_p, seed)
         seq_id = self._free.popleft()
         self._slots[seq_id] = _Slot(
             seq_id=seq_id,
@@ -256,13 +306,13 @@ class ParallelLlamaBackend(Backend):
         prefilling = [slot for slot in slots if slot.n_past < len(slot.tokens)]
         if prefilling:
             return [[slot] for slot in prefilling]
-        count = -(-len(slots) // self._exact_group)
+        count = -(-len(slots) // self._m.exact_group)
         return [slots[i::count] for i in range(count)]
 
     def _decode(self, group: list[_Slot]) -> None:
         """One `llama_decode`: the next token of each running slot in the group, then the
         prompts of new ones, as much as fits (a prompt left over goes on next step)."""
-        batch = self._step_batch
+        batch = self._m.batch
         batch.clear()
         running: list[_Slot] = []
         for slot in group:
@@ -292,8 +342,8 @@ class ParallelLlamaBackend(Backend):
 
     def _run_decode(self) -> int:
         """`llama_decode` of the step batch as filled, timed."""
-        batch, started = self._step_batch, time.perf_counter()
-        result = batch.decode(self._llama_cpp, self._ctx.ctx)
+        batch, started = self._m.batch, time.perf_counter()
+        result = batch.decode(self._m.lib, self._m.ctx.ctx)
         self.timing.decode_seconds += time.perf_counter() - started
         self.timing.decodes += 1
         self.timing.tokens += batch.n_tokens
@@ -306,7 +356,7 @@ class ParallelLlamaBackend(Backend):
         greedy = [slot for slot in ready if slot.sampler is None]
         sampled = [slot for slot in ready if slot.sampler is not None]
         tokens = self._greedy(greedy) if greedy else []
-        lib, ctx = self._llama_cpp, self._ctx.ctx
+        lib, ctx = self._m.lib, self._m.ctx.ctx
         tokens += [
             lib.llama_sampler_sample(slot.sampler.sampler, ctx, slot.batch_index)
             for slot in sampled
@@ -322,21 +372,21 @@ class ParallelLlamaBackend(Backend):
         otherwise, with its neutral repeat penalties): one argmax over all the slots'
         rows of logits picks what llama.cpp's greedy sampler would, token for token."""
         if not self.greedy_argmax:
-            lib, ctx = self._llama_cpp, self._ctx.ctx
+            lib, ctx = self._m.lib, self._m.ctx.ctx
             return [
-                lib.llama_sampler_sample(self._greedy_chain.sampler, ctx, slot.batch_index)
+                lib.llama_sampler_sample(self._m.greedy_chain.sampler, ctx, slot.batch_index)
                 for slot in slots
             ]
         rows = [slot.output_row for slot in slots]
-        n_outputs = self._step_batch.n_outputs
-        return greedy_tokens(self._llama_cpp, self._ctx.ctx, n_outputs, self._n_vocab, rows)
+        n_outputs = self._m.batch.n_outputs
+        return greedy_tokens(self._m.lib, self._m.ctx.ctx, n_outputs, self._m.n_vocab, rows)
 
     def _accept(self, slot: _Slot, token: int) -> Completion | None:
         """Add `token` to the slot's answer; its completion if that ends the answer."""
         try:
-            piece = self._pieces[token]
+            piece = self._m.pieces[token]
         except KeyError:
-            piece = self._pieces[token] = self._piece_of(token)
+            piece = self._m.pieces[token] = self._piece_of(token)
         if piece is None:
             return self._finish(slot, "stop")
         slot.generated += 1
@@ -350,15 +400,17 @@ class ParallelLlamaBackend(Backend):
 
     def _piece_of(self, token: int) -> bytes | None:
         """The token's text as bytes, or None for an end-of-generation token."""
-        lib = self._llama_cpp
-        if lib.llama_vocab_is_eog(self._vocab, token):
+        lib = self._m.lib
+        if lib.llama_vocab_is_eog(self._m.vocab, token):
             return None
-        size = lib.llama_token_to_piece(self._vocab, token, self._piece, len(self._piece), 0, False)
+        size = lib.llama_token_to_piece(
+            self._m.vocab, token, self._m.piece, len(self._m.piece), 0, False
+        )
         if size < 0:  # longer than our buffer: ask again with room for it
             buffer = (ctypes.c_char * -size)()
-            size = lib.llama_token_to_piece(self._vocab, token, buffer, -size, 0, False)
+            size = lib.llama_token_to_piece(self._m.vocab, token, buffer, -size, 0, False)
             return bytes(buffer[:size])
-        return bytes(self._piece[:size])
+        return bytes(self._m.piece[:size])
 
     def _stream(self, slot: _Slot) -> None:
         if self.on_token is not None and (piece := slot.answer.settled()):
@@ -377,8 +429,8 @@ class ParallelLlamaBackend(Backend):
         )
 
     def _release(self, slot: _Slot) -> None:
-        memory = self._llama_cpp.llama_get_memory(self._ctx.ctx)
-        self._llama_cpp.llama_memory_seq_rm(memory, slot.seq_id, -1, -1)
+        memory = self._m.lib.llama_get_memory(self._m.ctx.ctx)
+        self._m.lib.llama_memory_seq_rm(memory, slot.seq_id, -1, -1)
         if slot.sampler is not None:
             slot.sampler.close()
         del self._slots[slot.seq_id]
@@ -393,10 +445,7 @@ class ParallelLlamaBackend(Backend):
         return indices
 
     def close(self) -> None:
-        if self._ctx is not None:
+        if self.loaded is not None:
             self.abort()
-        for part in (self._greedy_chain, self._ctx, self._model):
-            if part is not None:
-                part.close()
-        self._greedy_chain = self._step_batch = self._ctx = self._model = None
-        self._load_key = None
+            self.loaded.close()
+        self.loaded = None

@@ -21,7 +21,7 @@ from tui_batch.core.errors import TemplateError
 from tui_batch.core.jobs import Prompt
 from tui_batch.core.templates.records import data_format, iter_records
 from tui_batch.core.templates.source import TemplateSource, file_sha256
-from tui_batch.core.templates.template import MAX_REPORTED, PromptTemplate, Rendered, render_all
+from tui_batch.core.templates.template import PromptTemplate, Rendered, Validation, render_all
 
 # An id taken from a data column is at most this long (as ids in prompt files).
 MAX_ID_LENGTH = 512
@@ -54,40 +54,29 @@ def render_prompts(
     data_format(data_path)  # an unknown kind of file is said before it is read
     digest = file_sha256(data_path)
     if id_field is not None and not id_field.strip():
-        raise TemplateError("--id-field: give a column name")
+        raise TemplateError("Id column (--id-field): give a column name")
     prompts: list[Prompt] = []
-    problems: list[str] = []
-    failed = 0
+    found = Validation()
     warnings: list[str] = []
     ids: dict[str, int] = {}
-    records = 0
     for item in render_all(template, _with_id_check(iter_records(data_path), id_field, data_path)):
         if cancel is not None and cancel.is_set():
             raise TemplateError("Rendering stopped")
-        records += 1
-        if isinstance(item, str):
-            failed += 1
-            if len(problems) < MAX_REPORTED:
-                problems.append(item)
-            continue
-        prompt = _prompt(item, id_field, data_path)
-        if prompt is None:
+        rendered = found.add(item)
+        if isinstance(item, Rendered) and rendered is None:
             warnings.append(f"record {item.number}: empty prompt skipped")
+        if rendered is None:
             continue
-        first = ids.setdefault(prompt.custom_id or "", item.number)
-        if first != item.number:
+        prompt = _prompt(rendered, id_field, data_path)
+        first = ids.setdefault(prompt.custom_id or "", rendered.number)
+        if first != rendered.number:
             raise TemplateError(
-                f"{data_path}, record {item.number}: duplicate id {prompt.custom_id!r:.60} "
-                f"in column {id_field!r} (first in record {first})"
+                f"{data_path}, record {rendered.number}: duplicate id "
+                f"{prompt.custom_id!r:.60} in column {id_field!r} (first in record {first})"
             )
         prompts.append(prompt)
-    if failed:
-        more = f"\n... and {failed - len(problems)} more" if failed > len(problems) else ""
-        raise TemplateError(
-            f"{failed} of {records} records of {data_path} cannot be rendered:\n"
-            + "\n".join(problems)
-            + more
-        )
+    found.check(str(data_path))
+    records = found.records
     if not prompts:
         why = "no records" if not records else "no records that render to text"
         raise TemplateError(f"No prompts: {data_path} has {why}")
@@ -100,7 +89,7 @@ def render_prompts(
         id_field=id_field,
         records=records,
     )
-    return TemplatePrompts(prompts, source, warnings, empty=len(warnings))
+    return TemplatePrompts(prompts, source, warnings, empty=found.empty)
 
 
 def _with_id_check(records: Any, id_field: str | None, path: Path) -> Any:
@@ -115,10 +104,8 @@ def _with_id_check(records: Any, id_field: str | None, path: Path) -> Any:
         yield number, record
 
 
-def _prompt(item: Rendered, id_field: str | None, path: Path) -> Prompt | None:
+def _prompt(item: Rendered, id_field: str | None, path: Path) -> Prompt:
     text = item.prompt.strip()
-    if not text:
-        return None
     if id_field is None:
         custom_id = str(item.number)
     else:

@@ -224,23 +224,56 @@ class Rendered:
 
 @dataclass(slots=True)
 class Validation:
-    """What checking every record found: the first problems (one line each), how many
-    records had one, and how many rendered."""
+    """What rendering records found, one record at a time: how many were seen, rendered
+    and empty, how many had a problem, and the first problems (one line each). The one
+    tally of a template's problems: the run's, the preview's and `validate`'s."""
 
-    problems: list[str]
+    problems: list[str] = field(default_factory=list)
+    records: int = 0
     failed: int = 0
     rendered: int = 0
     empty: int = 0
+
+    def add(self, item: Rendered | str) -> Rendered | None:
+        """Count one record's outcome; the record, if it rendered to some text."""
+        self.records += 1
+        if isinstance(item, str):
+            self.problem(item)
+            return None
+        self.rendered += 1
+        if not item.prompt.strip():
+            self.empty += 1
+            return None
+        return item
+
+    def problem(self, problem: str) -> None:
+        """A record that cannot be used, for the reason given (one line)."""
+        self.failed += 1
+        if len(self.problems) < MAX_REPORTED:
+            self.problems.append(problem)
 
     @property
     def ok(self) -> bool:
         return self.failed == 0
 
+    @property
+    def more(self) -> int:
+        """Problems found beyond those kept."""
+        return self.failed - len(self.problems)
+
     def summary(self) -> str:
         lines = list(self.problems)
-        if self.failed > len(self.problems):
-            lines.append(f"... and {self.failed - len(self.problems)} more records like these")
+        if self.more:
+            lines.append(f"... and {self.more} more")
         return "\n".join(lines)
+
+    def check(self, where: str) -> None:
+        """A TemplateError naming the first problems, if any record had one."""
+        if self.failed:
+            raise TemplateError(
+                f"{self.failed} of {self.records} records of {where} cannot be rendered:\n"
+                + self.summary()
+            )
 
 
 def render_all(
@@ -272,14 +305,7 @@ def validate(
     template: PromptTemplate, records: Iterable[tuple[int, Mapping[str, Any]]]
 ) -> Validation:
     """Render every record once, keeping nothing but counts and the first problems."""
-    result = Validation(problems=[])
+    result = Validation()
     for item in render_all(template, records):
-        if isinstance(item, str):
-            result.failed += 1
-            if len(result.problems) < MAX_REPORTED:
-                result.problems.append(item)
-            continue
-        result.rendered += 1
-        if not item.prompt.strip():
-            result.empty += 1
+        result.add(item)
     return result

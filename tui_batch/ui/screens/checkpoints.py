@@ -86,8 +86,8 @@ class CheckpointsScreen(Screen[None]):
         self.reload()
 
     def reload(self) -> None:
-        processor = self.app.processor
-        self.entries = processor.job_summaries() + processor.unreadable_checkpoints
+        scan = self.app.processor.scan_checkpoints()
+        self.entries = scan.readable + scan.unreadable
         self._fill()
 
     def _fill(self) -> None:

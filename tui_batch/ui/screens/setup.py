@@ -3,6 +3,7 @@ a model or servers, settings, start; job files loaded (ctrl+o) and saved (ctrl+s
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -24,38 +25,29 @@ from textual.widgets import (
 )
 
 from tui_batch.core.errors import TuiBatchError
-from tui_batch.core.export import format_for_path
 from tui_batch.core.jobfile import JOB_FILE_SUFFIX
 from tui_batch.core.jobs import Prompt
-from tui_batch.core.last_setup import load_last_setup, save_last_setup
+from tui_batch.core.last_setup import LastSetup, load_last_setup, save_last_setup
 from tui_batch.core.prompts import PromptFile
+from tui_batch.core.run_spec import RunSpec
 from tui_batch.core.servers import ServerSettings
-from tui_batch.core.settings import (
-    DEFAULT_REMOTE_RETRIES,
-    GenerationSettings,
-    JobOptions,
-    Prices,
-    parse_number,
-    settings_from_text,
-)
+from tui_batch.core.settings import DEFAULT_REMOTE_RETRIES, GenerationSettings, parse_number
 from tui_batch.core.templates.render import TemplatePrompts
 from tui_batch.ui.screens.modals import FileBrowserScreen
 from tui_batch.ui.screens.setup_job import (
     COMMON_FIELDS,
     PRICE_FIELDS,
     JobFileScreen,
-    extra_settings,
-    server_extras,
+    fill_form,
+    form_spec,
 )
 from tui_batch.ui.widgets.local_form import LocalForm
-from tui_batch.ui.widgets.number_fields import default_text, number_grid
+from tui_batch.ui.widgets.number_fields import number_grid
 from tui_batch.ui.widgets.prompts_form import PromptsForm
 from tui_batch.ui.widgets.server_form import ServerForm
 from tui_batch.ui.widgets.template_form import TemplateForm
 
 RUN_ON = [("Local model (llama.cpp)", "local"), ("Servers (OpenAI-compatible API)", "server")]
-# Keys an older version remembered under other names.
-_OLD_KEYS = {"threads": "n_threads", "gpu_layers": "n_gpu_layers"}
 
 
 STRATEGIES = [
@@ -122,27 +114,25 @@ class SetupScreen(JobFileScreen):
         else:
             self.query_one("#prompts-path", Input).focus()
 
-    def _restore(self, setup: dict[str, Any]) -> None:
-        for old, new in _OLD_KEYS.items():
-            setup.setdefault(new, setup.get(old))
-        for key in (*COMMON_FIELDS, *PRICE_FIELDS):
-            value = setup.get(key)
-            text = default_text(key) if value is None else str(value)
-            self.query_one(f"#{key}", Input).value = text
-        self.query_one(LocalForm).restore(setup)
-        self.query_one("#system", Input).value = setup.get("system") or ""
-        strategy = setup.get("strategy", "continue")
-        if strategy in ("continue", "stop", "threshold"):
-            self.query_one("#strategy", Select).value = strategy
-        self.query_one(ServerForm).restore(setup.get("server") or {})
-        if setup.get("run_on") in ("local", "server"):
-            self.query_one("#run-on", Select).value = setup["run_on"]
-        if isinstance(setup.get("template"), dict):
-            self.query_one(TemplateForm).restore(setup["template"])
-        if setup.get("input") == "template" and self.initial_file is None:
-            self._show_tab("template-tab")
-        if setup.get("prompts_path") and self.initial_file is None:
-            self.query_one(PromptsForm).set_path(setup["prompts_path"])
+    def _restore(self, setup: LastSetup) -> None:
+        """The remembered setup: the tab and half not used as they were typed, then the
+        job's settings (a remembered job that no longer checks out is left out)."""
+        screen = setup.screen
+        if isinstance(screen.get("local"), dict):
+            self.query_one(LocalForm).restore(screen["local"])
+        if isinstance(screen.get("server"), dict):
+            self.query_one(ServerForm).restore(screen["server"])
+        if isinstance(screen.get("template"), dict):
+            self.query_one(TemplateForm).restore(screen["template"])
+        if screen.get("prompts_path") and self.initial_file is None:
+            self.query_one(PromptsForm).set_path(screen["prompts_path"])
+        job = dict(setup.job)
+        if self.initial_file is not None:
+            job.pop("prompts", None)
+        with contextlib.suppress(TuiBatchError):
+            fill_form(self, RunSpec.from_values(job))
+        if screen.get("tab") in ("prompts", "template") and self.initial_file is None:
+            self._show_tab(f"{screen['tab']}-tab")
 
     # Input ----------------------------------------------------------------------------
 
@@ -189,23 +179,9 @@ class SetupScreen(JobFileScreen):
     def _model_path(self) -> str | None:
         return self.query_one(LocalForm).model_path()
 
-    def _settings(self) -> tuple[GenerationSettings, JobOptions]:
-        """The settings typed, converted and checked by the core (as the CLI's flags)."""
-        texts: dict[str, Any] = {
-            key: self.query_one(f"#{key}", Input).value
-            for key in COMMON_FIELDS
-            if key != "threshold"
-        }
-        strategy = str(self.query_one("#strategy", Select).value)
-        if strategy == "threshold":
-            threshold = parse_number("threshold", self.query_one("#threshold", Input).value)
-            strategy = f"threshold:{threshold}"
-        texts["error_strategy"] = strategy
-        texts["system_prompt"] = self.query_one("#system", Input).value
-        if not self.on_servers:
-            texts.update(self.query_one(LocalForm).texts())
-        texts.update(extra_settings(self.extras))
-        return settings_from_text(texts, remote=self.on_servers)
+    def spec(self) -> RunSpec:
+        """The form as a spec, checked by the core (as the CLI's flags are)."""
+        return form_spec(self, self.extras)
 
     @property
     def on_servers(self) -> bool:
@@ -227,9 +203,8 @@ class SetupScreen(JobFileScreen):
             return
         self.query_one(ServerForm).test_connection()
 
-    def check_form(self) -> None:
-        self._settings()
-        self._prices()
+    def check_form(self) -> RunSpec:
+        return self.spec()
 
     def action_start(self) -> None:
         try:
@@ -237,22 +212,15 @@ class SetupScreen(JobFileScreen):
         except TuiBatchError as exc:
             self.notify(str(exc), title="Cannot start", severity="error")
 
-    def _prices(self) -> Prices | None:
-        texts = [self.query_one(f"#{key}", Input).value for key in PRICE_FIELDS]
-        return Prices.from_text(*texts)
-
     def _start(self) -> None:
-        settings, options = self._settings()  # a typing mistake is said before anything else
-        self._prices()
-        if self.on_servers:
-            self.query_one(ServerForm).server_settings()
-        else:
+        spec = self.spec()  # a typing mistake is said before anything else
+        if not self.on_servers:
             self._local_model()
         if not self._output_allowed():
             return
         if self.using_template:
             model = None if self.on_servers else self._model_path()
-            self.query_one(TemplateForm).render_for_start(settings, model)
+            self.query_one(TemplateForm).render_for_start(spec.generation, model)
             return
         form = self.query_one(PromptsForm)
         source = form.current_prompts()
@@ -295,73 +263,57 @@ class SetupScreen(JobFileScreen):
     ) -> None:
         from tui_batch.models.catalog import model_id_for
 
-        settings, options = self._settings()
-        common: dict[str, Any] = {
-            "source_file": source_file,
-            "prices": self._prices(),
-            "template": rendered.source if rendered else None,
-            "output_file": str(self.extras["out"]) if self.extras.get("out") else None,
-            # As `run` chooses it: the job file's format, else the file's extension.
-            "output_format": self.extras.get("format")
-            or (format_for_path(self.extras["out"]) if self.extras.get("out") else "json"),
-        }
+        spec = self.spec()
+        made = {"source_file": source_file, "template": rendered.source if rendered else None}
         if not self.on_servers:
             model = self._local_model()
             self._create_and_start(
-                prompts, model_id_for(Path(model)), settings, options, model_path=model, **common
+                prompts, model_id_for(Path(model)), spec, model_path=model, **made
             )
             return
-        form = self.query_one(ServerForm)
-        server = server_extras(form.server_settings(), self.extras)
-        name = form.model_name()
+        name = spec.model
         if name is None:
             raise TuiBatchError(
                 "No model name: test the connection (f5) to list what the servers "
                 "serve, or type the name"
             )
+        assert spec.server is not None  # on servers, the form names them
 
         def start(checked: ServerSettings) -> None:
-            self._create_and_start(prompts, name, settings, options, server=checked, **common)
+            self._create_and_start(prompts, name, spec, server=checked, **made)
 
-        form.check_then(server, name, start)
+        self.query_one(ServerForm).check_then(spec.server, name, start)
 
     def _create_and_start(
-        self,
-        prompts: list[Prompt],
-        model: str,
-        settings: GenerationSettings,
-        options: JobOptions,
-        **where: Any,
+        self, prompts: list[Prompt], model: str, spec: RunSpec, **made: Any
     ) -> None:
-        job = self.app.processor.create_job(
-            model, prompts, settings=settings, options=options, **where
-        )
-        self._remember(settings)
+        job = self.app.processor.create_job(model, prompts, spec=spec, **made)
+        self._remember(spec)
         self.query_one("#job-id", Static).update(Text(f"Job {job.job_id} created", style="bold"))
         self.notify(f"Job {job.job_id}: {job.total_prompts} prompts", title="Started")
         self.app.start_job(job)
 
-    def _remember(self, settings: GenerationSettings) -> None:
-        """Keep this setup for next time; both halves, whichever ran, so switching back
-        finds the local model and the servers as they were (never a key: its name)."""
-        values: dict[str, Any] = {
-            key: self.query_one(f"#{key}", Input).value for key in (*COMMON_FIELDS, *PRICE_FIELDS)
+    def _remember(self, spec: RunSpec) -> None:
+        """Keep this setup for next time: the job's settings, and the tab and half that
+        were not used as they were typed, so switching back finds the local model or the
+        servers as they were (never a key: its variable's name)."""
+        on_servers, template = self.on_servers, self.using_template
+        screen: dict[str, Any] = {
+            "tab": "template" if template else "prompts",
+            "run_on": "server" if on_servers else "local",
         }
-        values.update(self.query_one(LocalForm).remembered())
-        template = {
-            key: str(value) if isinstance(value, Path) else value
-            for key, value in self.query_one(TemplateForm).values().items()
-        }
-        values.update(
-            run_on=str(self.query_one("#run-on", Select).value),
-            server=self.query_one(ServerForm).remembered(),
-            system=settings.system_prompt,
-            strategy=str(self.query_one("#strategy", Select).value),
-            prompts_path=self.query_one(PromptsForm).path_text or None,
-            input="template" if self.using_template else "prompts",
-            template=template,
-        )
-        save_last_setup(values)
+        if on_servers:
+            screen["local"] = self.query_one(LocalForm).remembered()
+        else:
+            screen["server"] = self.query_one(ServerForm).remembered()
+        if template:
+            screen["prompts_path"] = self.query_one(PromptsForm).path_text or None
+        else:
+            screen["template"] = {
+                key: str(value) if isinstance(value, Path) else value
+                for key, value in self.query_one(TemplateForm).values().items()
+            }
+        save_last_setup(LastSetup(spec.to_values(), screen))
 
     # Files ----------------------------------------------------------------------------
 

@@ -1,5 +1,5 @@
-"""Job setup's form as a job file's values, and back: what ctrl+s saves and what
-opening a job file fills in. Values are keyed as `core.jobfile` keys them."""
+"""Job setup's form as a `RunSpec`, and back: what starting a job, ctrl+s and the
+remembered setup take from the form, and what opening a job file fills in."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from textual.widgets import Input, Select, Static, TabbedContent
 from tui_batch.core.errors import ModelError, TuiBatchError
 from tui_batch.core.export import check_output_path
 from tui_batch.core.jobfile import load_job_file, output_outside, save_job_file
-from tui_batch.core.servers import ServerSettings, server_settings_from_text
+from tui_batch.core.run_spec import RunSpec
+from tui_batch.core.settings import parse_number
 from tui_batch.ui.screens.modals import ConfirmScreen, SaveJobScreen
 from tui_batch.ui.text import literal
 from tui_batch.ui.widgets.local_form import LOCAL_FIELDS, LocalForm
@@ -27,66 +28,57 @@ COMMON_FIELDS = ("max_tokens", "temperature", "seed", "threshold", "retries", "c
 # What a million tokens cost, for the stats' cost (blank: not given).
 PRICE_FIELDS = ("price_in", "price_out")
 # Settings a job file may hold that job setup has no field for: kept as they were.
-GENERATION_EXTRAS = ("top_p", "stop", "retry_backoff")
-SERVER_EXTRAS = (
+EXTRA_KEYS = (
+    "top_p",
+    "stop",
+    "retry_backoff",
     "connect_timeout",
     "first_token_timeout",
     "stall_timeout",
     "request_timeout",
     "stream",
+    "out",
+    "format",
 )
-EXTRA_KEYS = (*GENERATION_EXTRAS, *SERVER_EXTRAS, "out", "format")
-
-
-def extra_settings(extras: dict[str, Any]) -> dict[str, Any]:
-    """The kept generation settings as `settings_from_text` takes them."""
-    return {
-        key: value if key == "stop" else str(value)
-        for key, value in extras.items()
-        if key in GENERATION_EXTRAS
-    }
-
-
-def server_extras(server: ServerSettings, extras: dict[str, Any]) -> ServerSettings:
-    """`server` with the kept timeouts and streaming applied."""
-    given = {k: (v if k == "stream" else str(v)) for k, v in extras.items() if k in SERVER_EXTRAS}
-    return server_settings_from_text([], given, server) if given else server
 
 
 def form_values(screen: Screen[Any], extras: dict[str, Any]) -> dict[str, Any]:
     """Everything job setup's form says, with the `extras` a job file gave, as a job
-    file's values (text where typed: the job file writer checks it as a flag would be)."""
+    file's values (text where typed: `RunSpec.from_values` checks it as a flag's)."""
     values: dict[str, Any] = dict(extras)
     if screen.query_one("#input-tabs", TabbedContent).active == "template-tab":
         values.update(screen.query_one(TemplateForm).values())
-    else:
-        path = screen.query_one(PromptsForm).path_text
-        if not path:
-            raise TuiBatchError(
-                "A job file needs a prompts file or a template: typed prompts are not saved"
-            )
+    elif path := screen.query_one(PromptsForm).path_text:
         values["prompts"] = Path(path).expanduser()
     for key in (*COMMON_FIELDS, *PRICE_FIELDS):
         if key != "threshold":
             values[key] = screen.query_one(f"#{key}", Input).value.strip() or None
     strategy = str(screen.query_one("#strategy", Select).value)
     if strategy == "threshold":
-        strategy = f"threshold:{screen.query_one('#threshold', Input).value.strip()}"
+        threshold = parse_number("threshold", screen.query_one("#threshold", Input).value)
+        strategy = f"threshold:{threshold}"
     values["error_strategy"] = strategy
     values["system_prompt"] = screen.query_one("#system", Input).value.strip() or None
     if screen.query_one("#run-on", Select).value == "server":
         form = screen.query_one(ServerForm)
         kept = form.remembered()
-        values["server"] = kept["servers"].split() or None
+        if not kept["servers"].split():
+            raise TuiBatchError("No server: type its URL, like http://127.0.0.1:8000/v1")
+        values["server"] = kept["servers"].split()
         values["api_key_env"] = kept["api_key_env"] or None
         values.update({key: kept[key] or None for key in SERVER_NUMBERS})
         values["model"] = form.model_name()
     else:
         local = screen.query_one(LocalForm)
         values.update({key: text or None for key, text in local.texts().items()})
-        values["batch_invariant"] = local.texts()["batch_invariant"] == "on"
         values["model"] = _model_name(local.model_path(), local)
     return values
+
+
+def form_spec(screen: Screen[Any], extras: dict[str, Any]) -> RunSpec:
+    """The form as a spec, checked by the core as the CLI's flags are; a TuiBatchError
+    says what is wrong."""
+    return RunSpec.from_values(form_values(screen, extras))
 
 
 def _model_name(path: str | None, local: LocalForm) -> str | None:
@@ -98,52 +90,71 @@ def _model_name(path: str | None, local: LocalForm) -> str | None:
     return model_id_for(Path(path)) if path in local.model_paths else path
 
 
-def fill_form(screen: Screen[Any], values: dict[str, Any]) -> dict[str, Any]:
-    """Fill job setup's form from a job file's values; return the ones it has no field
-    for."""
-    model = values.get("model")
-    if values.get("server"):
+def _number_text(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def fill_form(screen: Screen[Any], spec: RunSpec) -> None:
+    """Fill job setup's form from a spec (a job file's, the remembered one). The input
+    tab is filled only where the spec names an input."""
+    generation, options = spec.generation, spec.options
+    if spec.server is not None:
+        server = spec.server
         screen.query_one("#run-on", Select).value = "server"
-        restore = {key: values.get(key) for key in SERVER_NUMBERS}
+        restore: dict[str, Any] = {
+            key: "" if getattr(server, key) is None else str(getattr(server, key))
+            for key in SERVER_NUMBERS
+        }
         restore.update(
-            servers=" ".join(values["server"]),
-            api_key_env=values.get("api_key_env"),
-            server_model=model,
+            servers=" ".join(str(endpoint) for endpoint in server.endpoints),
+            api_key_env=server.api_key_env,
+            server_model=spec.model,
         )
         screen.query_one(ServerForm).restore(restore)
     else:
         screen.query_one("#run-on", Select).value = "local"
-        local = {key: values.get(key) for key in LOCAL_FIELDS}
-        local["batch_invariant"] = values.get("batch_invariant") is True
-        local["model"] = _model_path(model) if model else None
+        local: dict[str, Any] = {key: getattr(generation, key) for key in LOCAL_FIELDS}
+        local["batch_invariant"] = generation.batch_invariant
+        local["model"] = _model_path(spec.model) if spec.model else None
         screen.query_one(LocalForm).restore(local)
-        if model and screen.query_one(LocalForm).model_path() != local["model"]:
-            screen.notify(f"Model not found: {model}; choose one", severity="warning")
-    for key in (*COMMON_FIELDS, *PRICE_FIELDS):
-        if key != "threshold":
-            value = values.get(key)
-            text = (
-                default_text(key)
-                if value is None
-                else f"{value:g}"
-                if isinstance(value, float)
-                else str(value)
-            )
-            screen.query_one(f"#{key}", Input).value = text
-    strategy = values.get("error_strategy") or "continue"
+        if spec.model and screen.query_one(LocalForm).model_path() != local["model"]:
+            screen.notify(f"Model not found: {spec.model}; choose one", severity="warning")
+    typed = {
+        "max_tokens": generation.max_tokens,
+        "temperature": generation.temperature,
+        "seed": generation.seed,
+        "retries": options.retries,
+        "checkpoint_every": options.checkpoint_every,
+        "price_in": spec.prices.input if spec.prices else None,
+        "price_out": spec.prices.output if spec.prices else None,
+    }
+    for key, value in typed.items():
+        text = default_text(key) if value is None else _number_text(value)
+        screen.query_one(f"#{key}", Input).value = text
+    strategy = options.error_strategy
     if strategy.startswith("threshold:"):
         screen.query_one("#threshold", Input).value = strategy.split(":", 1)[1]
         strategy = "threshold"
     screen.query_one("#strategy", Select).value = strategy
-    screen.query_one("#system", Input).value = values.get("system_prompt") or ""
-    if values.get("prompts"):
+    screen.query_one("#system", Input).value = generation.system_prompt or ""
+    if spec.prompts is not None:
         screen.query_one("#input-tabs", TabbedContent).active = "prompts-tab"
-        screen.query_one(PromptsForm).set_path(display_path(values["prompts"]))
-    else:
+        screen.query_one(PromptsForm).set_path(display_path(spec.prompts))
+    elif spec.uses_template or spec.data is not None:
         screen.query_one("#input-tabs", TabbedContent).active = "template-tab"
-        shown = {k: display_path(v) if isinstance(v, Path) else v for k, v in values.items()}
+        shown = {
+            "template": display_path(spec.template) if spec.template else None,
+            "template_text": spec.template_text,
+            "data": display_path(spec.data) if spec.data else None,
+            "id_field": spec.id_field,
+        }
         screen.query_one(TemplateForm).restore(shown)
-    return {key: values[key] for key in EXTRA_KEYS if key in values}
+
+
+def extras_of(spec: RunSpec) -> dict[str, Any]:
+    """The settings of `spec` given or not at their defaults that job setup has no
+    field for."""
+    return {key: value for key, value in spec.to_values().items() if key in EXTRA_KEYS}
 
 
 def _model_path(model: str) -> str:
@@ -168,8 +179,8 @@ class JobFileScreen(Screen[None]):
         # A job file's output outside its folder that the person agreed to.
         self._confirmed_output: Path | None = None
 
-    def check_form(self) -> None:
-        """Raise a TuiBatchError if the form's settings would not run."""
+    def check_form(self) -> RunSpec:
+        """The form's spec; a TuiBatchError if its settings would not run."""
         raise NotImplementedError
 
     def _inputs(self) -> list[Path]:
@@ -213,11 +224,12 @@ class JobFileScreen(Screen[None]):
     def load_job(self, path: Path) -> None:
         """Fill the whole form from a job file; a mistake in it is said, nothing changed."""
         try:
-            values = load_job_file(path)
-            self.extras = fill_form(self, values)
+            spec = RunSpec.from_values(load_job_file(path))
+            fill_form(self, spec)
         except TuiBatchError as exc:
             self.notify(str(exc), title="Job file", severity="error")
             return
+        self.extras = extras_of(spec)
         self.job_file = path
         self._show_extras()
         self.notify(f"Loaded {path}", title="Job file")
@@ -236,8 +248,12 @@ class JobFileScreen(Screen[None]):
         if path is None:
             return
         try:
-            self.check_form()  # what is saved is what would run
-            saved = save_job_file(path, form_values(self, self.extras))
+            spec = self.check_form()  # what is saved is what would run
+            if spec.prompts is None and not spec.uses_template:
+                raise TuiBatchError(
+                    "A job file needs a prompts file or a template: typed prompts are not saved"
+                )
+            saved = save_job_file(path, spec.to_values())
         except TuiBatchError as exc:
             self.notify(str(exc), title="Cannot save", severity="error")
             return

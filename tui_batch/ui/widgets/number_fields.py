@@ -1,5 +1,5 @@
-"""Settings typed as numbers in job setup: a grid of labelled inputs, with the core's
-labels, hints and limits (core.settings.LIMITS) and the defaults of its settings."""
+"""Settings typed as numbers in job setup: a grid of labelled inputs, with the labels,
+hints and limits of the table of settings (core.setting_table) and their defaults."""
 
 from __future__ import annotations
 
@@ -28,4 +28,10 @@ def number_grid(keys: tuple[str, ...]) -> ComposeResult:
     with Grid(classes="numbers"):
         for key in keys:
             yield Label(LIMITS[key].label)
-            yield Input(placeholder=LIMITS[key].hint, id=key, restrict=r"-?[0-9.]*", compact=True)
+            yield Input(
+                default_text(key),
+                placeholder=LIMITS[key].hint,
+                id=key,
+                restrict=r"-?[0-9.]*",
+                compact=True,
+            )

@@ -11,7 +11,7 @@ from rich.text import Text
 from tui_batch.backends.factory import length_check
 from tui_batch.core.errors import TuiBatchError
 from tui_batch.core.jobs import Prompt
-from tui_batch.core.templates.template import MAX_REPORTED, Rendered
+from tui_batch.core.templates.template import Rendered, Validation
 from tui_batch.ui.text import one_line
 
 # The preview shows this many rendered prompts, each cut to this many lines.
@@ -35,10 +35,7 @@ class Preview:
     model: str | None = None
     n_ctx: int = 0
     system_prompt: str | None = None
-    count: int = 0
-    failed: int = 0
-    empty: int = 0
-    problems: list[str] = field(default_factory=list)
+    found: Validation = field(default_factory=Validation)
     shown: list[Rendered] = field(default_factory=list)
     maybe_long: list[Prompt] = field(default_factory=list)
     long: list[int] = field(default_factory=list)
@@ -46,21 +43,23 @@ class Preview:
     unreadable: bool = False
     _check: Any = None
 
+    @property
+    def count(self) -> int:
+        return self.found.records
+
     def add(self, item: Rendered | str) -> None:
-        self.count += 1
-        if isinstance(item, str):
-            self._problem(item)
-        elif not item.prompt.strip():
-            self.empty += 1
-        elif self.id_field is not None and self.id_field not in item.record:
-            self._problem(f"record {item.number}: no id column {self.id_field!r}")
-        else:
-            if len(self.shown) < PREVIEW_RECORDS:
-                self.shown.append(item)
-            if self.model and len(self.maybe_long) < MAX_LENGTH_CHECKS:
-                prompt = Prompt(item.prompt, system=item.system, line=item.number)
-                if self._may_not_fit(prompt):
-                    self.maybe_long.append(prompt)
+        rendered = self.found.add(item)
+        if rendered is None:
+            return
+        if self.id_field is not None and self.id_field not in rendered.record:
+            self.found.problem(f"record {rendered.number}: no id column {self.id_field!r}")
+            return
+        if len(self.shown) < PREVIEW_RECORDS:
+            self.shown.append(rendered)
+        if self.model and len(self.maybe_long) < MAX_LENGTH_CHECKS:
+            prompt = Prompt(rendered.prompt, system=rendered.system, line=rendered.number)
+            if self._may_not_fit(prompt):
+                self.maybe_long.append(prompt)
 
     def _may_not_fit(self, prompt: Prompt) -> bool:
         if self.unreadable or not self.model:
@@ -72,11 +71,6 @@ class Preview:
         except TuiBatchError:  # said when the job starts; no length check till then
             self.unreadable = True
             return False
-
-    def _problem(self, problem: str) -> None:
-        self.failed += 1
-        if len(self.problems) < MAX_REPORTED:
-            self.problems.append(problem)
 
     def count_tokens(self) -> None:
         """Which of the records kept do not fit the context, by the model's tokenizer
@@ -91,19 +85,20 @@ class Preview:
 
     def report(self, done: bool) -> Text:
         text = Text(no_wrap=True, overflow="ellipsis")
-        status = f"{self.count:,} records" + ("" if done else " so far…")
-        if self.failed:
-            text.append(f"✗ {self.failed:,} of {status} cannot be rendered\n", style="bold red")
-            for problem in self.problems:
+        found = self.found
+        status = f"{found.records:,} records" + ("" if done else " so far…")
+        if found.failed:
+            text.append(f"✗ {found.failed:,} of {status} cannot be rendered\n", style="bold red")
+            for problem in found.problems:
                 text.append_text(one_line(f"  {problem}", style="red"))
                 text.append("\n")
-            if self.failed > len(self.problems):
-                text.append(f"  … {self.failed - len(self.problems):,} more\n", style="red")
+            if found.more:
+                text.append(f"  … {found.more:,} more\n", style="red")
         else:
             text.append(f"✓ {status}", style="bold green")
             text.append(", all render\n" if done else "\n")
-        if self.empty:
-            text.append(f"{self.empty:,} render empty and will be skipped\n", style="yellow")
+        if found.empty:
+            text.append(f"{found.empty:,} render empty and will be skipped\n", style="yellow")
         if self.long:
             numbers = ", ".join(map(str, self.long[:SHOWN_LONG]))
             more = ", …" if len(self.long) > SHOWN_LONG else ""

@@ -1,0 +1,45 @@
+"""A value for every setting of a run, not at its default: one run on a local model,
+one on servers (a setting of the one is refused in the other)."""
+
+from __future__ import annotations
+
+LOCAL = {
+    "template_text": "+++\nmax_tokens = 3\n+++\nReview: {{ review }}\n'quoted'\n",
+    "data": "data/reviews.csv",
+    "id_field": "id",
+    "model": "SmolLM2-135M-Instruct.Q4_1",
+    "n_ctx": 4096,
+    "n_threads": 2,
+    "n_gpu_layers": -1,
+    "parallel": 8,
+    "batch_invariant": True,
+    "max_tokens": 64,
+    "temperature": 0.7,
+    "top_p": 0.9,
+    "seed": 42,
+    "stop": ["\n", "END"],
+    "system_prompt": 'Say "hi" \\ then stop.',
+    "error_strategy": "threshold:5",
+    "retries": 3,
+    "retry_backoff": 0.5,
+    "checkpoint_every": 10,
+    "price_in": 0.15,
+    "price_out": 0.6,
+    "out": "out/results.csv",
+    "format": "csv",
+}
+SERVERS = {
+    "prompts": "p.txt",
+    "model": "served-name",
+    "server": ["http://127.0.0.1:8000/v1#4", "http://127.0.0.1:8001/v1"],
+    "api_key_env": "MY_KEY",
+    "concurrency": 32,
+    "rpm": 600,
+    "tpm": 100000,
+    "connect_timeout": 5.0,
+    "first_token_timeout": 60.0,
+    "stall_timeout": 30.0,
+    "request_timeout": 120.0,
+    "stream": False,
+    "retries": 0,
+}

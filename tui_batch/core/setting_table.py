@@ -1,0 +1,438 @@
+"""Every setting of a run, declared once: what a person calls it, its type and limits,
+where a job file keeps it, its command-line flag and its help.
+
+The numbers' checks (`settings.check`, `parse_number`), the job file's schema
+(`jobfile`), the command line's flags (`cli.arguments`) and job setup's fields all read
+this table, so a setting's name, label, limits and help cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# What a number setting's value is, and the other kinds of setting there are.
+NUMBER_KINDS = ("int", "float")
+KINDS = (*NUMBER_KINDS, "bool", "text", "path", "urls", "stop")
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One setting. `name` is its name in code (a `GenerationSettings` field, a job
+    option, ...), `label` what job setup and messages call it, `kind` one of KINDS;
+    `table` and `key` where a job file keeps it; `flag` its command-line flag (None: not
+    a flag of `run`). Numbers have limits; a blank one (`blank_is_none`) means "choose
+    for me" or "not set"."""
+
+    name: str
+    label: str
+    kind: str
+    table: str
+    key: str
+    flag: str | None = None
+    help: str = ""
+    minimum: float | None = None
+    maximum: float | None = None
+    blank_is_none: bool = False
+    hint: str = ""
+
+    @property
+    def is_number(self) -> bool:
+        return self.kind in NUMBER_KINDS
+
+
+# llama.cpp holds at most 256 sequences in a context; one holds the shared prompt prefix.
+MAX_PARALLEL = 255
+
+SETTINGS: tuple[Setting, ...] = (
+    # Where the prompts come from.
+    Setting(
+        "prompts",
+        "Prompts file",
+        "path",
+        "input",
+        "prompts",
+        None,
+        "a prompts file (.txt .json .jsonl .csv)",
+    ),
+    Setting(
+        "template",
+        "Template file",
+        "path",
+        "input",
+        "template",
+        "--template",
+        "a Jinja2 template file",
+    ),
+    Setting(
+        "template_text",
+        "Template",
+        "text",
+        "input",
+        "template_text",
+        "--template-text",
+        "the template itself",
+    ),
+    Setting(
+        "data",
+        "Data file",
+        "path",
+        "input",
+        "data",
+        "--data",
+        "the records that fill the template: .csv (with a header), .jsonl, .json "
+        "(an array of objects) or .parquet (with pyarrow)",
+    ),
+    Setting(
+        "id_field",
+        "Id column",
+        "text",
+        "input",
+        "id_field",
+        "--id-field",
+        "the data column that names each record in the results (default: its number)",
+    ),
+    # The model, local.
+    Setting(
+        "model",
+        "Model",
+        "text",
+        "model",
+        "name",
+        "--model",
+        "a model id (see `tui-batch models`) or a .gguf path; default: the demo model. "
+        "With servers: the served model's name (default: the one model they serve)",
+    ),
+    Setting(
+        "n_ctx",
+        "Context size",
+        "int",
+        "model",
+        "n_ctx",
+        "--n-ctx",
+        "context size in tokens",
+        16,
+        2**24,
+        hint="tokens",
+    ),
+    Setting(
+        "n_threads",
+        "Threads",
+        "int",
+        "model",
+        "threads",
+        "--threads",
+        "llama.cpp threads; auto: half the CPUs, at most 8",
+        1,
+        1024,
+        blank_is_none=True,
+        hint="auto",
+    ),
+    Setting(
+        "n_gpu_layers",
+        "GPU layers",
+        "int",
+        "model",
+        "gpu_layers",
+        "--gpu-layers",
+        "layers to offload to the GPU; -1 for all",
+        -1,
+        hint="-1 = all",
+    ),
+    Setting(
+        "parallel",
+        "Parallel",
+        "int",
+        "model",
+        "parallel",
+        "--parallel",
+        "prompts decoded together in one context (continuous batching); 0: one at a "
+        "time, streamed; auto: 16 on the CPU (4 with --batch-invariant), 16 with GPU "
+        "layers",
+        0,
+        MAX_PARALLEL,
+        blank_is_none=True,
+        hint="auto; 0 = one at a time",
+    ),
+    Setting(
+        "batch_invariant",
+        "Batch-invariant",
+        "bool",
+        "model",
+        "batch_invariant",
+        "--batch-invariant",
+        "decode so that greedy answers are identical, token for token, to one prompt "
+        "at a time (slower; default: off, full batches, whose answers may differ after "
+        "some tokens)",
+    ),
+    # Servers.
+    Setting(
+        "server",
+        "Servers",
+        "urls",
+        "server",
+        "urls",
+        "--server",
+        "a server's base URL, like http://127.0.0.1:8000/v1; #N caps requests in "
+        "flight there; repeat for several",
+    ),
+    Setting(
+        "api_key_env",
+        "API key variable",
+        "text",
+        "server",
+        "api_key_env",
+        "--api-key-env",
+        "the environment variable holding the API key (default: "
+        "OPENAI_API_KEY); the key itself is never stored",
+    ),
+    Setting(
+        "concurrency",
+        "Concurrency",
+        "int",
+        "server",
+        "concurrency",
+        "--concurrency",
+        "requests in flight overall",
+        1,
+        4096,
+        hint="requests in flight",
+    ),
+    Setting(
+        "rpm",
+        "Requests/min",
+        "int",
+        "server",
+        "rpm",
+        "--rpm",
+        "requests per minute at most",
+        1,
+        blank_is_none=True,
+        hint="no limit",
+    ),
+    Setting(
+        "tpm",
+        "Tokens/min",
+        "int",
+        "server",
+        "tpm",
+        "--tpm",
+        "tokens per minute at most (estimated)",
+        1,
+        blank_is_none=True,
+        hint="no limit",
+    ),
+    Setting(
+        "connect_timeout",
+        "Connect timeout",
+        "float",
+        "server",
+        "connect_timeout",
+        "--connect-timeout",
+        "seconds to connect",
+        0.1,
+        600.0,
+        hint="seconds",
+    ),
+    Setting(
+        "first_token_timeout",
+        "First token timeout",
+        "float",
+        "server",
+        "first_token_timeout",
+        "--first-token-timeout",
+        "seconds to the first streamed byte",
+        0.1,
+        86400.0,
+        hint="seconds",
+    ),
+    Setting(
+        "stall_timeout",
+        "Stall timeout",
+        "float",
+        "server",
+        "stall_timeout",
+        "--stall-timeout",
+        "seconds a stream may stall",
+        0.1,
+        3600.0,
+        hint="seconds",
+    ),
+    Setting(
+        "request_timeout",
+        "Request timeout",
+        "float",
+        "server",
+        "request_timeout",
+        "--request-timeout",
+        "seconds for a whole request",
+        0.1,
+        86400.0,
+        hint="seconds",
+    ),
+    Setting(
+        "stream",
+        "Stream",
+        "bool",
+        "server",
+        "stream",
+        "--no-stream",
+        "ask for whole answers instead of streams",
+    ),
+    # How the model generates.
+    Setting(
+        "max_tokens",
+        "Max tokens",
+        "int",
+        "generation",
+        "max_tokens",
+        "--max-tokens",
+        "the most tokens an answer may have",
+        1,
+        hint="per response",
+    ),
+    Setting(
+        "temperature",
+        "Temperature",
+        "float",
+        "generation",
+        "temperature",
+        "--temperature",
+        "temperature; 0 is greedy",
+        0.0,
+        hint="0 = greedy",
+    ),
+    Setting("top_p", "Top-p", "float", "generation", "top_p", "--top-p", "top-p", 0.0, 1.0),
+    Setting(
+        "seed",
+        "Seed",
+        "int",
+        "generation",
+        "seed",
+        "--seed",
+        "the sampling seed",
+        0,
+        2**32 - 1,
+        blank_is_none=True,
+        hint="random",
+    ),
+    Setting(
+        "stop",
+        "Stop",
+        "stop",
+        "generation",
+        "stop",
+        "--stop",
+        "a stop string (repeatable); in a job file, a string or a list of them",
+    ),
+    Setting(
+        "system_prompt",
+        "System prompt",
+        "text",
+        "generation",
+        "system",
+        "--system",
+        "system prompt for every prompt without its own",
+    ),
+    # How the engine runs the job.
+    Setting(
+        "error_strategy",
+        "Error strategy",
+        "text",
+        "run",
+        "error_strategy",
+        "--error-strategy",
+        "continue | stop | threshold:N (default: continue)",
+    ),
+    Setting(
+        "retries",
+        "Retries",
+        "int",
+        "run",
+        "retries",
+        "--retries",
+        "retries per failed prompt",
+        0,
+        100,
+        hint="per prompt",
+    ),
+    Setting(
+        "retry_backoff",
+        "Retry backoff",
+        "float",
+        "run",
+        "retry_backoff",
+        "--retry-backoff",
+        "seconds before the first retry, doubled for each next one",
+        0.0,
+        3600.0,
+        hint="seconds",
+    ),
+    Setting(
+        "checkpoint_every",
+        "Checkpoint every",
+        "int",
+        "run",
+        "checkpoint_every",
+        "--checkpoint-every",
+        "save the checkpoint every N results",
+        1,
+        hint="results",
+    ),
+    Setting(
+        "price_in",
+        "Price in",
+        "float",
+        "run",
+        "price_in",
+        "--price-in",
+        "what a million input tokens cost; with --price-out, the stats show the cost",
+        0.0,
+        hint="per million input tokens",
+    ),
+    Setting(
+        "price_out",
+        "Price out",
+        "float",
+        "run",
+        "price_out",
+        "--price-out",
+        "what a million output tokens cost",
+        0.0,
+        hint="per million output tokens",
+    ),
+    # Where the results go.
+    Setting(
+        "out",
+        "Results file",
+        "path",
+        "output",
+        "file",
+        "--out",
+        "results file (default: in the data dir)",
+    ),
+    Setting(
+        "format",
+        "Results format",
+        "text",
+        "output",
+        "format",
+        "--format",
+        "results format (default: from --out's extension, else json)",
+    ),
+)
+
+# Numbers that are not settings of a run, but typed in job setup the same way.
+THRESHOLD = Setting(
+    "threshold",
+    "Threshold N",
+    "int",
+    "run",
+    "threshold",
+    None,
+    "failures that stop a threshold:N job",
+    1,
+    hint="for threshold",
+)
+
+BY_NAME: dict[str, Setting] = {s.name: s for s in (*SETTINGS, THRESHOLD)}
+TABLES = tuple(dict.fromkeys(s.table for s in SETTINGS))
