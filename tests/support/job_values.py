@@ -19,6 +19,9 @@ LOCAL = {
     "seed": 42,
     "stop": ["\n", "END"],
     "system_prompt": 'Say "hi" \\ then stop.',
+    "schema": "sentiment: positive|negative # the review's mood\nstars: int 1..5",
+    "schema_prompt": False,
+    "invalid_retries": 4,
     "error_strategy": "threshold:5",
     "retries": 3,
     "retry_backoff": 0.5,
@@ -42,4 +45,5 @@ SERVERS = {
     "request_timeout": 120.0,
     "stream": False,
     "retries": 0,
+    "choices": ["yes", "no"],
 }

@@ -9,6 +9,7 @@ from tui_batch.core.backend import Backend
 from tui_batch.core.errors import ModelError
 from tui_batch.core.jobs import BatchJob, GenerationSettings
 from tui_batch.core.servers import ServerCheck, ServerSettings
+from tui_batch.core.structured.schema import AnswerSchema
 
 if TYPE_CHECKING:
     from tui_batch.backends.llama.tokens import LengthCheck
@@ -28,13 +29,13 @@ def llama_backend(model_path: str | Path, settings: GenerationSettings) -> Backe
 
 
 def length_check(
-    model_path: str | Path, n_ctx: int, system_prompt: str | None = None
+    model_path: str | Path, n_ctx: int, system_prompt: str | None = None, note: str | None = None
 ) -> LengthCheck:
     """A `LengthCheck`: which prompts are too long for a local model's context, counted
-    as the run counts them (chat template included)."""
+    as the run counts them (chat template, system prompt and schema `note` included)."""
     from tui_batch.backends.llama.tokens import LengthCheck
 
-    return LengthCheck(model_path, n_ctx, system_prompt)
+    return LengthCheck(model_path, n_ctx, system_prompt, note)
 
 
 def in_model_log_callback(frame: Any) -> bool:
@@ -45,20 +46,27 @@ def in_model_log_callback(frame: Any) -> bool:
     return in_log_callback(frame)
 
 
-def remote_backend(server: ServerSettings, model: str) -> Backend:
-    """A backend for OpenAI-compatible servers, not opened yet."""
+def remote_backend(
+    server: ServerSettings, model: str, schema_forms: dict[str, str | None] | None = None
+) -> Backend:
+    """A backend for OpenAI-compatible servers, not opened yet. `schema_forms`: how each
+    server enforces a schema, as `check_servers` found (else asked when a job with a
+    schema begins)."""
     from tui_batch.backends.remote.backend import RemoteBackend
 
-    return RemoteBackend(server, model)
+    return RemoteBackend(server, model, schema_forms)
 
 
-def check_servers(server: ServerSettings, model: str | None = None) -> ServerCheck:
-    """Each endpoint's models, and which interrupt streaming answers; a one-line
-    ServerError if one cannot be used (unreachable, refusing the key, not serving
-    `model`). For a CLI or a dashboard, before a job is made."""
+def check_servers(
+    server: ServerSettings, model: str | None = None, schema: AnswerSchema | None = None
+) -> ServerCheck:
+    """Each endpoint's models, which interrupt streaming answers, and (with a `schema`)
+    how each enforces one; a one-line ServerError if one cannot be used (unreachable,
+    refusing the key, not serving `model`). For a CLI or a dashboard, before a job is
+    made."""
     from tui_batch.backends.remote.openai_api import probe_servers
 
-    return probe_servers(server, model)
+    return probe_servers(server, model, schema)
 
 
 def backend_for_job(job: BatchJob, opened: bool = True) -> Backend:

@@ -89,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         _flag(run, name)
     _flag(run, "stop", action="append")
     _flag(run, "system_prompt")
+    _add_schema_options(run)
     _flag(run, "n_ctx")
     _add_price_options(run)
     _add_hardware_options(run)
@@ -171,6 +172,17 @@ def _add_server_options(parser: argparse.ArgumentParser, resuming: bool = False)
         if BY_NAME[name].is_number:
             _flag(group, name)
     _flag(group, "stream", action="store_const", const=False)
+
+
+def _add_schema_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "structured answers", "every answer checked against a schema, and enforced while decoding"
+    )
+    shape = group.add_mutually_exclusive_group()
+    _flag(shape, "schema", metavar="SCHEMA")
+    _flag(shape, "choices", metavar="A,B,...")
+    _flag(group, "schema_prompt", action="store_const", const=False)
+    _flag(group, "invalid_retries")
 
 
 def _add_price_options(parser: argparse.ArgumentParser) -> None:

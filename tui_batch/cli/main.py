@@ -129,8 +129,8 @@ def command_run(args: argparse.Namespace) -> int:
     request = run_request(args)
     if args.save_job is not None:
         return save_job(request, args.save_job)
-    spec = request.spec
     run_input = load_input(request)
+    spec = run_input.settled(request.spec)
     processor = BatchProcessor()
     if spec.output:
         check_output_path(spec.output, protected=[*request.inputs, processor.checkpoint_dir])
@@ -174,7 +174,7 @@ def _run_on_servers(
     """Check every server answers and serves the model, then make and run the job."""
     from tui_batch.backends.factory import check_servers, remote_backend
 
-    check = check_servers(server, model)
+    check = check_servers(server, model, common["spec"].generation.schema)
     if model is None:
         names = sorted({name for names in check.models.values() for name in names})
         if len(names) != 1:
@@ -189,7 +189,7 @@ def _run_on_servers(
     server = _apply_check(check, server)
     if signals.cancel.is_set():
         return _stopped_before_start(signals)
-    with remote_backend(server, model) as backend:
+    with remote_backend(server, model, check.schema_forms) as backend:
         job = processor.create_job(model, server=server, **common)
         return _run_job(processor, job, backend, signals, retry_failed=False)
 
@@ -223,7 +223,8 @@ def command_resume(args: argparse.Namespace) -> int:
         if job.server is not None and not finished:
             from tui_batch.backends.factory import check_servers
 
-            job.server = _apply_check(check_servers(job.server, job.model_id), job.server)
+            check = check_servers(job.server, job.model_id, job.settings.schema)
+            job.server = _apply_check(check, job.server)
         # Opened by the engine only if a prompt is left: a job killed after its last
         # result is finished without loading a model.
         with (

@@ -16,6 +16,7 @@ from tui_batch.core.jobs import BatchJob, Prompt
 from tui_batch.core.prompts import load_prompt_file
 from tui_batch.core.run_spec import RunSpec
 from tui_batch.core.settings import GenerationSettings
+from tui_batch.core.structured.schema import AnswerSchema
 from tui_batch.core.templates.render import render_prompts
 from tui_batch.core.templates.source import TemplateSource, read_template
 from tui_batch.core.templates.template import PromptTemplate
@@ -34,6 +35,12 @@ class RunInput:
     prompts: list[Prompt]
     source_file: Path
     template: TemplateSource | None = None
+    # What the template's front matter says every answer must be.
+    schema: AnswerSchema | None = None
+
+    def settled(self, spec: RunSpec) -> RunSpec:
+        """The spec with the template's schema, where the spec gives none."""
+        return spec.with_schema(self.schema) if self.schema is not None else spec
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +110,9 @@ def check_input(request: RunRequest) -> None:
 
 def compile_template(spec: RunSpec) -> PromptTemplate:
     if spec.template is not None:
-        return PromptTemplate(read_template(spec.template), str(spec.template))
+        return PromptTemplate(
+            read_template(spec.template), str(spec.template), spec.template.parent
+        )
     return PromptTemplate(spec.template_text or "", "--template-text")
 
 
@@ -116,11 +125,12 @@ def load_input(request: RunRequest) -> RunInput:
         print_warnings(str(spec.prompts), [str(w) for w in prompt_file.warnings])
         return RunInput(prompt_file.prompts, spec.prompts)
     assert spec.data is not None  # check_input saw to it
+    template = compile_template(spec)
     rendered = render_prompts(
-        compile_template(spec), spec.data, template_file=spec.template, id_field=spec.id_field
+        template, spec.data, template_file=spec.template, id_field=spec.id_field
     )
     print_warnings(str(spec.data), rendered.warnings)
-    return RunInput(rendered.prompts, spec.data, rendered.source)
+    return RunInput(rendered.prompts, spec.data, rendered.source, template.schema)
 
 
 def warn_long_prompts(model: Path, run_input: RunInput, settings: GenerationSettings) -> None:
@@ -128,7 +138,7 @@ def warn_long_prompts(model: Path, run_input: RunInput, settings: GenerationSett
     as the run counts them, the chat template included)."""
     from tui_batch.backends.factory import length_check
 
-    check = length_check(model, settings.n_ctx, settings.system_prompt)
+    check = length_check(model, settings.n_ctx, settings.system_prompt, settings.schema_note)
     found = check.too_long(run_input.prompts)
     if not found:
         return

@@ -58,6 +58,10 @@ class Completion:
     attempts: int | None = None
     duration: float | None = None
     token_counts: str | None = None
+    # Set by the engine, which checks every answer against the job's schema: the
+    # answer's value, or that it broke the schema (then `error` says how).
+    output: Any = None
+    invalid: bool = False
 
     @property
     def success(self) -> bool:

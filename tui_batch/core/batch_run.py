@@ -15,20 +15,24 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tui_batch.core import events
 from tui_batch.core.backend import Backend, Completion, Task, describe_error
 from tui_batch.core.errors import CheckpointError
-from tui_batch.core.jobs import BatchJob, BatchResult, JobStatus, utc_now
+from tui_batch.core.jobs import Attempt, BatchJob, BatchResult, JobStatus, Prompt, utc_now
 from tui_batch.core.progress import ProgressTracker, ProgressUpdate
 from tui_batch.core.settings import ErrorStrategy
 from tui_batch.core.store import CheckpointStore, CheckpointWriter
+from tui_batch.core.structured.check import check_answer
 
 ProgressCallback = Callable[[ProgressUpdate], None]
 EventCallback = Callable[[events.BatchEvent], None]
 # How long an idle wait (paused, or a retry's backoff) sleeps before looking at cancel again.
 IDLE_POLL = 0.05
+# An answer that broke the schema is run again with a new seed; a greedy job's at this
+# temperature, since greedy decoding would give the same answer again.
+INVALID_RETRY_TEMPERATURE = 0.7
 
 
 @dataclass(slots=True)
@@ -70,6 +74,11 @@ class BatchRun:
         self.first_text: dict[int, float] = {}  # when each running prompt first streamed
         self.retry_queue: list[tuple[float, int, int]] = []
         self.paused = 0.0  # seconds this run has spent paused so far
+        # Answers that broke the schema, per prompt, while it is run again; and the
+        # requests those runs took.
+        self.invalid_counts: dict[int, int] = {}
+        self.invalid_tries: dict[int, list[Attempt]] = {}
+        self.invalid_requests: dict[int, int] = {}
 
     def execute(
         self, retry_failed: bool, previous: Sequence[BatchResult] | None
@@ -80,7 +89,10 @@ class BatchRun:
         try:
             self._load_previous(writer, retry_failed, previous)
             pending = deque(i for i in range(job.total_prompts) if i not in self.results)
-            self.tracker = ProgressTracker(job.total_prompts, job.completed, job.failed, self.clock)
+            invalid = sum(1 for r in self.results.values() if r.invalid)
+            self.tracker = ProgressTracker(
+                job.total_prompts, job.completed, job.failed, self.clock, invalid
+            )
             if pending:
                 # Text streams always: its first piece times the prompt's first token.
                 self.backend.begin(job, self._token)
@@ -181,11 +193,61 @@ class BatchRun:
     def _next_task(self, pending: deque[int]) -> Task | None:
         if self.retry_queue and self.retry_queue[0][0] <= time.monotonic():
             _, index, attempt = heapq.heappop(self.retry_queue)
-            return Task(index, self.job.prompts[index], attempt)
+            prompt = self.job.prompts[index]
+            if index in self.invalid_counts:
+                prompt = self._reseeded(prompt, index, self.invalid_counts[index])
+            return Task(index, prompt, attempt)
         if pending:
             index = pending.popleft()
             return Task(index, self.job.prompts[index], 1)
         return None
+
+    def _reseeded(self, prompt: Prompt, index: int, tries: int) -> Prompt:
+        """The prompt as it is run again after `tries` answers that broke the schema: a
+        new seed of its own (the same in every run of the job), and a temperature."""
+        options = prompt.options
+        base = options.get("seed", self.job.settings.seed) or 0
+        seed = (base + 7919 * tries + 104729 * index) % 2**31
+        temperature = options.get("temperature", self.job.settings.temperature)
+        if temperature == 0:
+            temperature = INVALID_RETRY_TEMPERATURE
+        return replace(prompt, options={**options, "seed": seed, "temperature": temperature})
+
+    def _check_schema(self, completion: Completion, started: _Started) -> str | None:
+        """Check an answer against the job's schema (if it has one). An answer that broke
+        it is kept as an attempt of its prompt and its error returned, to run it again;
+        the last one allowed becomes an `invalid` completion, its error saying why."""
+        schema = self.job.settings.schema
+        if schema is None or not completion.success:
+            return None
+        checked = check_answer(schema, completion.response_text, completion.finish_reason)
+        if checked.valid:
+            completion.output = checked.value
+            if schema.choices:  # the label alone (a server may send it as a JSON string)
+                completion.response_text = checked.value
+            return None
+        index = completion.index
+        count = self.invalid_counts[index] = self.invalid_counts.get(index, 0) + 1
+        if count > self.job.invalid_retries:
+            completion.invalid = True
+            completion.error = checked.error
+            return None
+        log = completion.attempt_log or [
+            Attempt(
+                self.job.model_id, started_at=started.date, tokens_input=completion.tokens_input
+            )
+        ]
+        answer = replace(
+            log[-1],
+            error=f"invalid: {checked.error}",
+            answer=completion.response_text,
+            tokens_output=completion.tokens_output,
+        )
+        self.invalid_tries.setdefault(index, []).extend([*log[:-1], answer])
+        self.invalid_requests[index] = self.invalid_requests.get(index, 0) + (
+            completion.attempts or 1
+        )
+        return checked.error
 
     def _complete(self, completion: Completion) -> BatchResult | None:
         """Record a finished task, or schedule its retry; return the result if recorded."""
@@ -193,8 +255,21 @@ class BatchRun:
         started = self.started.pop(completion.index)
         first_text = self.first_text.pop(completion.index, None)
         attempt = started.attempt
-        if not completion.success and completion.retryable and attempt <= job.retries:
-            delay = job.retry_backoff * 2 ** (attempt - 1)
+        invalid = self._check_schema(completion, started)
+        if invalid is not None:
+            heapq.heappush(self.retry_queue, (time.monotonic(), completion.index, attempt + 1))
+            self._emit(
+                events.PromptRetrying(completion.index, attempt + 1, f"invalid: {invalid}", 0.0)
+            )
+            return None
+        errors = attempt - self.invalid_counts.get(completion.index, 0)
+        if (
+            not completion.success
+            and not completion.invalid
+            and completion.retryable
+            and (errors <= job.retries)
+        ):
+            delay = job.retry_backoff * 2 ** (errors - 1)
             heapq.heappush(
                 self.retry_queue, (time.monotonic() + delay, completion.index, attempt + 1)
             )
@@ -218,16 +293,21 @@ class BatchRun:
             success=completion.success,
             error_message=completion.error,
             custom_id=job.custom_id(completion.index),
-            attempts=completion.attempts or attempt,
+            attempts=(completion.attempts + self.invalid_requests.pop(completion.index, 0))
+            if completion.attempts
+            else attempt,
             finish_reason=completion.finish_reason,
             started_at=started.date,
             completed_at=utc_now(),
             endpoint=completion.endpoint,
-            attempt_log=completion.attempt_log,
+            attempt_log=self.invalid_tries.pop(completion.index, []) + completion.attempt_log,
             ttft=_ttft(completion, started.at, first_text),
             queue_wait=queue_wait,
             token_counts=completion.token_counts,
+            output=completion.output,
+            invalid=completion.invalid,
         )
+        self.invalid_counts.pop(completion.index, None)
         self.results[completion.index] = result
         self.unsaved.append(result)
         update = self.tracker.record(result)

@@ -21,6 +21,7 @@ from typing import IO, Any
 from tui_batch.core.errors import ExportError
 from tui_batch.core.jobs import BatchJob, BatchResult
 from tui_batch.core.scratch import check_folder_writable, write_atomically
+from tui_batch.core.structured.schema import value_at
 
 EXPORT_FORMATS = ("json", "csv", "jsonl")
 # `export` also writes a job's figures (`tui-batch stats --json`) as a file.
@@ -223,11 +224,21 @@ def _write_stats(out: IO[str], job: BatchJob) -> None:
     out.write("\n")
 
 
+def answer_columns(job: BatchJob, taken: Sequence[str]) -> list[tuple[str, tuple[str, ...]]]:
+    """A job with a schema: its answers' columns (`AnswerSchema.columns`), each named
+    `output.NAME` where NAME is a column already (`taken`)."""
+    schema = job.settings.schema
+    if schema is None:
+        return []
+    return [(f"output.{name}" if name in taken else name, path) for name, path in schema.columns()]
+
+
 def _write_csv(
     out: IO[str], job: BatchJob, results: Iterable[BatchResult], neutralise: bool
 ) -> None:
     """A row per result in CSV_COLUMNS; a template job's adds the record's `id` after
-    `index` and its fields (`var_<name>`) after `response`."""
+    `index` and its fields (`var_<name>`) after `response`; a job with a schema adds
+    `invalid` and a column for each field of its answers (`answer_columns`) at the end."""
     writer = csv.writer(out, lineterminator="\r\n")
     names = variable_names(job)
     template = bool(names) or job.template is not None
@@ -235,6 +246,10 @@ def _write_csv(
     if template:
         columns[1:1] = ["id"]
         columns[4:4] = [f"{VARIABLE_PREFIX}{name}" for name in names]
+    structured = job.settings.schema is not None
+    fields = answer_columns(job, [*columns, "invalid"])
+    if structured:
+        columns += ["invalid", *(name for name, _ in fields)]
     writer.writerow(columns)
     for r in results:
         record: list[Any] = []
@@ -252,6 +267,8 @@ def _write_csv(
                 *("" if n is None else n for n in _counts(r)),
                 f"{r.duration:.2f}",
                 _guard(r.error_message or "", neutralise),
+                *((r.invalid,) if structured else ()),
+                *(_guard(_cell(value_at(r.output, path)), neutralise) for _, path in fields),
             )
         )
 

@@ -27,6 +27,7 @@ from tui_batch.core.scratch import write_atomically
 from tui_batch.core.servers import check_key_env, parse_endpoint
 from tui_batch.core.setting_table import SETTINGS, TABLES, Setting
 from tui_batch.core.settings import ErrorStrategy, check, check_stop, parse_number
+from tui_batch.core.structured.schema import AnswerSchema, parse_choices, parse_schema
 from tui_batch.core.templates.template import TOML_POSITION, key_line
 
 JOB_FILE_SUFFIX = ".toml"
@@ -42,6 +43,8 @@ _KINDS = {
     "bool": "true or false",
     "urls": "a list of URLs",
     "stop": "a string or a list of strings",
+    "schema": "a JSON Schema (a table, inline JSON, a .json file) or fields as text",
+    "choices": "a list of labels, or text like a,b,c",
 }
 
 
@@ -135,7 +138,19 @@ def _checked(setting: Setting, value: Any, folder: Path) -> Any:
         return urls
     if kind == "stop":
         return check_stop(value, "expected")
-    return check(setting.name, value)  # a number: its type and range, as for a flag
+    if kind == "schema":
+        if not isinstance(value, (str, dict, Path)):
+            raise wrong
+        schema = parse_schema(value, folder)  # checked now: a mistake names the line
+        return Path(schema.source) if schema.kind == "file" else value
+    if kind == "choices":
+        if not isinstance(value, (str, list)):
+            raise wrong
+        return list(parse_choices(value).choices)
+    return check(setting.name, value)
+
+
+# a number: its type and range, as for a flag
 
 
 def _shown(value: Any) -> str:
@@ -169,7 +184,11 @@ def job_file_text(values: dict[str, Any], folder: Path) -> str:
                         continue
                 if setting.kind == "path":  # given relative to where the user is, not the file
                     value = str(Path(value).expanduser().resolve())
+                if setting.kind == "schema":
+                    value = _schema_value(value, folder)
                 value = _checked(setting, value, folder)
+                if setting.kind == "schema":
+                    value = _schema_text(value, folder)
             except SettingsError as exc:
                 raise JobFileError(f"{setting.table}.{setting.key}: {exc}") from None
             if setting.kind == "path":
@@ -178,6 +197,26 @@ def job_file_text(values: dict[str, Any], folder: Path) -> str:
         if entries:
             lines += ["", f"[{table}]", *entries]
     return "\n".join(lines) + "\n"
+
+
+def _schema_value(value: Any, folder: Path) -> Any:
+    """A schema as given to be written: a file's path made absolute (from where the
+    user is, not the job file), anything else as it is."""
+    if isinstance(value, AnswerSchema):
+        value = value.setting_value()
+    if isinstance(value, Path):
+        return value.expanduser().resolve()
+    return value
+
+
+def _schema_text(value: Any, folder: Path) -> str:
+    """What a job file says of a schema: its file (relative to the job file where it
+    lies under it), its short form as given, or its JSON."""
+    if isinstance(value, Path):
+        return _relative(value, folder)
+    if isinstance(value, dict):
+        return json.dumps(value, ensure_ascii=False)
+    return value
 
 
 def save_job_file(path: str | Path, values: dict[str, Any]) -> Path:

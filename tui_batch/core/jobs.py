@@ -29,6 +29,7 @@ __all__ = [
     "JobStatus",
     "Prompt",
     "build_messages",
+    "messages_for",
     "utc_now",
     "validate_job_id",
 ]
@@ -137,15 +138,25 @@ class Prompt:
         )
 
 
-def build_messages(prompt: Prompt, system_prompt: str | None) -> list[dict[str, Any]]:
-    """The chat for one prompt: its own system text wins over the job's."""
+def build_messages(
+    prompt: Prompt, system_prompt: str | None, note: str | None = None
+) -> list[dict[str, Any]]:
+    """The chat for one prompt: its own system text wins over the job's; a `note` (what
+    the answer must be) is added to either."""
     system = prompt.system if prompt.system is not None else system_prompt
+    if note:
+        system = f"{system}\n\n{note}" if system else note
     messages: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
     if prompt.messages:
         messages.extend(prompt.messages)
     else:
         messages.append({"role": "user", "content": prompt.text})
     return messages
+
+
+def messages_for(prompt: Prompt, settings: GenerationSettings) -> list[dict[str, Any]]:
+    """The chat a backend sends for one prompt of a job with these settings."""
+    return build_messages(prompt, settings.system_prompt, settings.schema_note)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +178,8 @@ class Attempt:
     started_at: str | None = None
     # None: counted by the server; STREAMED or UNKNOWN where it sent no usage.
     token_counts: str | None = None
+    # An answer that broke the job's schema (`error` says how), kept when it is run again.
+    answer: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         # Spelled out: `asdict` is slow, and this runs for every request of a remote job.
@@ -183,6 +196,8 @@ class Attempt:
         }
         if self.token_counts is not None:
             data["token_counts"] = self.token_counts
+        if self.answer is not None:
+            data["answer"] = self.answer
         return data
 
     @classmethod
@@ -208,6 +223,7 @@ _ATTEMPT_TYPES: dict[str, type | tuple[type, ...]] = {
     "tokens_output": int,
     "started_at": str,
     "token_counts": str,
+    "answer": str,
 }
 
 
@@ -248,6 +264,10 @@ class BatchResult:
     ttft: float | None = None
     queue_wait: float | None = None
     token_counts: str | None = None
+    # With a schema: the answer's value (its parsed JSON, or its label) when it is valid;
+    # `invalid` when it is not (then `success` is False and `error_message` says why).
+    output: Any = None
+    invalid: bool = False
 
     @property
     def input_known(self) -> bool:
@@ -256,6 +276,11 @@ class BatchResult:
     @property
     def output_known(self) -> bool:
         return self.token_counts != UNKNOWN
+
+    @property
+    def errored(self) -> bool:
+        """Failed with an error (not an answer that broke the schema)."""
+        return not self.success and not self.invalid
 
     @property
     def empty(self) -> bool:
@@ -302,6 +327,7 @@ class BatchJob:
     retries: int = 0
     retry_backoff: float = 1.0
     checkpoint_every: int = 5
+    invalid_retries: int = 2
     # Set for a job run on OpenAI-compatible servers; then `model_id` is the served name.
     server: ServerSettings | None = None
     # Set for a job whose prompts were rendered from a template and a data file.
@@ -326,7 +352,11 @@ class BatchJob:
     @property
     def options(self) -> JobOptions:
         return JobOptions(
-            self.error_strategy, self.retries, self.retry_backoff, self.checkpoint_every
+            self.error_strategy,
+            self.retries,
+            self.retry_backoff,
+            self.checkpoint_every,
+            self.invalid_retries,
         )
 
     @property
@@ -340,7 +370,7 @@ class BatchJob:
         """Everything but the prompts: what a checkpoint listing or an export shows."""
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "prompts"}
         data["status"] = self.status.value
-        data["settings"] = asdict(self.settings)
+        data["settings"] = self.settings.to_dict()
         data["server"] = self.server.to_dict() if self.server else None
         data["template"] = self.template.to_dict() if self.template else None
         data["prices"] = self.prices.to_dict() if self.prices else None
@@ -407,6 +437,7 @@ _HEADER_TYPES: dict[str, type | tuple[type, ...]] = {
     "retries": int,
     "retry_backoff": (int, float),
     "checkpoint_every": int,
+    "invalid_retries": int,
 }
 _HEADER_DATES = ("started_at", "completed_at", "created_at", "updated_at")
 _HEADER_TYPES.update(dict.fromkeys(_HEADER_DATES, str))

@@ -22,6 +22,8 @@ class ProgressUpdate:
     throughput: float
     tokens_per_second: float
     result: BatchResult | None
+    # Of the failed, answers that broke the job's schema.
+    invalid: int = 0
 
     @property
     def done(self) -> int:
@@ -42,11 +44,13 @@ class ProgressTracker:
         completed: int = 0,
         failed: int = 0,
         clock: Callable[[], float] = time.monotonic,
+        invalid: int = 0,
     ) -> None:
         self.clock = clock
         self.total = total
         self.completed = completed
         self.failed = failed
+        self.invalid = invalid
         self._start = clock()
         self._done_this_run = 0
         self._tokens_this_run = 0
@@ -74,6 +78,7 @@ class ProgressTracker:
             self.completed += 1
         else:
             self.failed += 1
+            self.invalid += result.invalid
         self._done_this_run += 1
         self._tokens_this_run += result.tokens_output
         return self.update(result)
@@ -99,6 +104,7 @@ class ProgressTracker:
             throughput=rate,
             tokens_per_second=self._tokens_this_run / elapsed if elapsed > 0 else 0.0,
             result=result,
+            invalid=self.invalid,
         )
 
 
@@ -124,8 +130,10 @@ def format_progress_line(update: ProgressUpdate, width: int = 30) -> str:
         f"Progress: [{bar}] {update.percent:.1f}% ({update.done}/{update.total}) "
         f"| ETA: {format_duration(update.eta_seconds)}"
     )
-    if update.failed:
-        line += f" | failed: {update.failed}"
+    if update.failed > update.invalid:
+        line += f" | failed: {update.failed - update.invalid}"
+    if update.invalid:
+        line += f" | invalid: {update.invalid}"
     if update.tokens_per_second:
         line += f" | {update.tokens_per_second:.1f} tok/s"
     return line

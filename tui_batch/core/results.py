@@ -18,8 +18,16 @@ from tui_batch.core.rows import check_rows, result_from_row
 from tui_batch.core.stats import normalise_error
 from tui_batch.core.store import connect_read_only, result_columns
 
-FILTERS = ("all", "failed", "succeeded")
-_WHERE = {"all": "1", "failed": "r.success = 0", "succeeded": "r.success = 1"}
+# `failed`: an error; `invalid`: an answer that broke the job's schema.
+FILTERS = ("all", "failed", "succeeded", "invalid")
+_WHERE = {
+    "all": "1",
+    "failed": "r.success = 0 AND r.invalid = 0",
+    "succeeded": "r.success = 1",
+    "invalid": "r.invalid = 1",
+}
+# A checkpoint written before answers had schemas has no `invalid` column.
+_WHERE_BEFORE_SCHEMAS = {**_WHERE, "failed": "r.success = 0", "invalid": "0"}
 
 
 class ResultsView:
@@ -31,15 +39,17 @@ class ResultsView:
             self._connection = connect_read_only(self.path)
             check_rows(self._connection)
             self._connection.create_function("normalise", 1, normalise_error, deterministic=True)
+            columns = {row[1] for row in self._connection.execute("PRAGMA table_info(results)")}
         except (sqlite3.Error, CheckpointError) as exc:
             raise CheckpointError(f"Unreadable checkpoint {self.path}: {exc}") from None
+        self._where = _WHERE if "invalid" in columns else _WHERE_BEFORE_SCHEMAS
 
     def select(self, filter: str = "all", search: str = "", reason: str | None = None) -> list[int]:
         """Prompt indices of the results that pass `filter` and contain `search`; with a
         `reason`, only the failures of that group (`stats.normalise_error`)."""
         if filter not in FILTERS:
             raise ValueError(f"unknown filter {filter!r}")
-        where = _WHERE[filter]
+        where = self._where[filter]
         params: list[str] = []
         if reason is not None:
             where += " AND r.success = 0 AND normalise(r.error_message) = ?"

@@ -14,6 +14,7 @@ from typing import Any
 
 from tui_batch.core.errors import CheckpointError
 from tui_batch.core.jobs import TOKEN_COUNTS, Attempt, BatchResult, JobStatus, Prompt
+from tui_batch.core.structured.schema import AnswerSchema
 from tui_batch.core.templates.source import TemplateSource
 
 RESULT_COLUMNS = (
@@ -33,6 +34,8 @@ RESULT_COLUMNS = (
     "ttft",
     "queue_wait",
     "token_counts",
+    "output",
+    "invalid",
 )
 
 
@@ -56,6 +59,8 @@ class JobSummary:
     unreadable: str | None = None
     # A template job's template and data file, to check before a resume.
     template: TemplateSource | None = None
+    # What the job's answers must be (None: free text).
+    schema: AnswerSchema | None = None
 
     @property
     def done(self) -> int:
@@ -81,6 +86,7 @@ class JobSummary:
         data["status"] = self.status.value
         data["resumable"] = self.resumable
         data.pop("template")
+        data.pop("schema")
         return data
 
 
@@ -106,6 +112,15 @@ def result_from_row(values: Sequence[Any], prompt: Prompt) -> BatchResult:
         if row[key] is not None and not isinstance(row[key], str):
             raise CheckpointError(f"result {row['prompt_index']} has a wrong {key}")
     row["success"] = bool(row["success"])
+    row["invalid"] = bool(row["invalid"])
+    output = row["output"]
+    if output is not None:
+        if not isinstance(output, str):
+            raise CheckpointError(f"result {row['prompt_index']} has a wrong output")
+        try:
+            row["output"] = json.loads(output)
+        except (json.JSONDecodeError, RecursionError):
+            raise CheckpointError(f"result {row['prompt_index']} has a damaged output") from None
     log = json.loads(row["attempt_log"]) if row["attempt_log"] else []
     if not isinstance(log, list):
         raise CheckpointError(f"result {row['prompt_index']} has a damaged attempt log")
@@ -132,6 +147,8 @@ def result_row(result: BatchResult) -> tuple[Any, ...]:
         result.ttft,
         result.queue_wait,
         result.token_counts,
+        None if result.output is None else json.dumps(result.output, ensure_ascii=False),
+        int(result.invalid),
     )
 
 
@@ -156,6 +173,8 @@ _RESULT_CHECKS = {
     "queue_wait": "queue_wait IS NULL OR (typeof(queue_wait) IN ('real', 'integer') "
     "AND queue_wait BETWEEN 0 AND 1e12)",
     "token_counts": "token_counts IS NULL OR token_counts IN ('streamed', 'unknown')",
+    "output": "output IS NULL OR (typeof(output) = 'text' AND json_valid(output))",
+    "invalid": "invalid IN (0, 1)",
 }
 
 

@@ -12,7 +12,7 @@ job.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from tui_batch.core.settings import (
     Prices,
     settings_from_text,
 )
+from tui_batch.core.structured.schema import AnswerSchema
 
 # Where the prompts come from: a prompts file, or a template (a file or its text) over
 # a data file, its records named by a column.
@@ -139,7 +140,11 @@ class RunSpec:
     def _values(self) -> dict[str, Any]:
         values: dict[str, Any] = {key: getattr(self, key) for key in INPUT_KEYS}
         values["model"] = self.model
-        values.update(asdict(self.generation))
+        values.update(self.generation.to_dict())
+        schema = self.generation.schema
+        values["schema"] = values["choices"] = None
+        if schema is not None:
+            values["choices" if schema.choices else "schema"] = schema.setting_value()
         values.update(self.options.to_dict())
         if self.server is not None:
             for key in LOCAL_KEYS:
@@ -151,6 +156,13 @@ class RunSpec:
             values.update(price_in=self.prices.input, price_out=self.prices.output)
         values.update(out=self.output, format=self.output_format)
         return values
+
+    def with_schema(self, schema: AnswerSchema) -> RunSpec:
+        """This spec with `schema` for its answers, unless it has one (a template's
+        front matter gives one the job's settings may override)."""
+        if self.generation.schema is not None:
+            return self
+        return replace(self, generation=replace(self.generation, schema=schema))
 
     @property
     def uses_template(self) -> bool:

@@ -204,15 +204,25 @@ class ServerCheck:
 
     models: dict[str, list[str]]
     interrupting: list[str] = field(default_factory=list)
+    # With a schema: how each server enforces it (a `chat_wire.SCHEMA_FORMS`), None
+    # where it answers without enforcing one.
+    schema_forms: dict[str, str | None] = field(default_factory=dict)
 
     def warnings(self) -> list[str]:
-        return [
+        said = [
             f"{url} interrupts requests: each new request cuts off the answer it is "
             "streaming (llama-cpp-python's server, whose interrupt_requests is on unless "
             "told). tui-batch sends it one request at a time; for batches, start it with "
             "--interrupt_requests False"
             for url in self.interrupting
         ]
+        said += [
+            f"{url} answers but does not enforce the schema: its answers are checked, and "
+            "invalid ones run again"
+            for url, form in self.schema_forms.items()
+            if form is None
+        ]
+        return said
 
     def applied_to(self, server: ServerSettings) -> ServerSettings:
         """`server` with each interrupting endpoint capped at one request in flight."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 # What a number setting's value is, and the other kinds of setting there are.
 NUMBER_KINDS = ("int", "float")
-KINDS = (*NUMBER_KINDS, "bool", "text", "path", "urls", "stop")
+KINDS = (*NUMBER_KINDS, "bool", "text", "path", "urls", "stop", "schema", "choices")
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,6 +333,35 @@ SETTINGS: tuple[Setting, ...] = (
         "--system",
         "system prompt for every prompt without its own",
     ),
+    # What every answer must be.
+    Setting(
+        "schema",
+        "Schema",
+        "schema",
+        "generation",
+        "schema",
+        "--schema",
+        "what every answer must be: a JSON Schema (a .json file or inline JSON) or fields "
+        "like 'sentiment: positive|negative|neutral, stars: int 1..5, headline: str'",
+    ),
+    Setting(
+        "choices",
+        "Choices",
+        "choices",
+        "generation",
+        "choices",
+        "--choices",
+        "every answer is one of these labels, as plain text: positive,negative,neutral",
+    ),
+    Setting(
+        "schema_prompt",
+        "Schema in prompt",
+        "bool",
+        "generation",
+        "schema_prompt",
+        "--no-schema-prompt",
+        "do not describe the schema's fields to the model in the system prompt",
+    ),
     # How the engine runs the job.
     Setting(
         "error_strategy",
@@ -353,6 +382,18 @@ SETTINGS: tuple[Setting, ...] = (
         "retries per failed prompt",
         0,
         100,
+        hint="per prompt",
+    ),
+    Setting(
+        "invalid_retries",
+        "Invalid retries",
+        "int",
+        "run",
+        "invalid_retries",
+        "--invalid-retries",
+        "runs again, with a new seed, of an answer that breaks the schema",
+        0,
+        20,
         hint="per prompt",
     ),
     Setting(

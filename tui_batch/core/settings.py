@@ -17,6 +17,7 @@ from typing import Any
 
 from tui_batch.core.errors import SettingsError
 from tui_batch.core.setting_table import SETTINGS, THRESHOLD, Setting
+from tui_batch.core.structured.schema import AnswerSchema, parse_choices, parse_schema
 
 # Prompts decoded together by default. On the CPU a full batch of 16 decodes about 1.9x
 # the tokens/s of one (on the 2-core build machine 8 did less, 32 the same with twice
@@ -136,15 +137,22 @@ class GenerationSettings:
     parallel: int | None = None  # prompts decoded together; 0: one at a time, streamed
     # Decode so that greedy answers are identical to one prompt at a time (slower).
     batch_invariant: bool = False
+    # What every answer must be (None: free text), and whether the model is told.
+    schema: AnswerSchema | None = None
+    schema_prompt: bool = True
 
     def __post_init__(self) -> None:
         _check_fields(self)
         self.stop = check_stop(self.stop)
-        if not isinstance(self.batch_invariant, bool):
-            raise SettingsError(
-                f"{SWITCHES['batch_invariant']}: expected true or false, "
-                f"got {self.batch_invariant!r}"
-            )
+        for name in ("batch_invariant", "schema_prompt"):
+            if not isinstance(getattr(self, name), bool):
+                raise SettingsError(
+                    f"{SWITCHES[name]}: expected true or false, got {getattr(self, name)!r}"
+                )
+        if isinstance(self.schema, Mapping):
+            self.schema = AnswerSchema.from_dict(self.schema)
+        if self.schema is not None and not isinstance(self.schema, AnswerSchema):
+            raise SettingsError(f"Schema: expected a schema, got {self.schema!r:.40}")
         if self.system_prompt is not None and not isinstance(self.system_prompt, str):
             raise SettingsError(f"System prompt: expected text, got {self.system_prompt!r}")
 
@@ -156,7 +164,17 @@ class GenerationSettings:
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["stop"] = list(self.stop)
+        data["schema"] = self.schema.to_dict() if self.schema is not None else None
+        return data
+
+    @property
+    def schema_note(self) -> str | None:
+        """What the system prompt says of the schema (None: nothing)."""
+        if self.schema is None or not self.schema_prompt:
+            return None
+        return self.schema.note()
 
     @property
     def effective_parallel(self) -> int:
@@ -191,6 +209,8 @@ class JobOptions:
     retries: int = 0
     retry_backoff: float = 1.0
     checkpoint_every: int = 5
+    # Runs again of an answer that breaks the job's schema.
+    invalid_retries: int = 2
 
     def __post_init__(self) -> None:
         _check_fields(self)
@@ -248,6 +268,14 @@ def settings_from_text(
             value = (text or "").strip() or None
         elif key == "stop":
             value = text
+        elif key in ("schema", "choices"):
+            if "schema" in given and "choices" in given:
+                raise SettingsError("Schema and Choices: give one or the other")
+            blank = isinstance(text, str) and not text.strip()
+            value = (
+                None if blank else parse_schema(text) if key == "schema" else parse_choices(text)
+            )
+            key = "schema"
         elif key == "error_strategy":
             value = str(ErrorStrategy.parse(text or "continue"))
         elif key in LIMITS:

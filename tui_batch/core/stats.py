@@ -11,6 +11,7 @@ numbers and ids taken out (`normalise_error`), so "Prompt is 2300 tokens" and "P
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import sqlite3
@@ -24,6 +25,8 @@ from tui_batch.core.jobs import BatchJob
 from tui_batch.core.rows import check_rows
 from tui_batch.core.settings import Prices
 from tui_batch.core.store import connect_read_only, read_header, read_snapshot
+from tui_batch.core.structured.check import error_path
+from tui_batch.core.structured.schema import AnswerSchema
 
 PERCENTILES = (50, 90, 99)
 # A failure group lists this many example prompts.
@@ -73,6 +76,16 @@ class FailureGroup:
 
 
 @dataclass(slots=True)
+class InvalidGroup:
+    """Answers that broke the schema at one place (`$.stars`, or `cut off`)."""
+
+    path: str
+    count: int
+    examples: list[int]  # prompt indexes, the first few
+    message: str  # one of the errors, whole
+
+
+@dataclass(slots=True)
 class EndpointStats:
     endpoint: str
     results: int = 0
@@ -115,6 +128,14 @@ class JobStats:
     # Latency of the prompts that succeeded: (bin's lower bound in seconds, count).
     latency_histogram: list[tuple[float, int]] = field(default_factory=list)
     prices: Prices | None = None
+    # With a schema: what it is (one line), the valid and invalid answers, the invalid
+    # grouped by where they broke it, and for each choice or enum field how many valid
+    # answers gave each value (every value the schema allows, in its order, then others).
+    schema: str | None = None
+    valid: int = 0
+    invalid: int = 0
+    invalid_groups: list[InvalidGroup] = field(default_factory=list)
+    labels: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def done(self) -> int:
@@ -154,6 +175,9 @@ class JobStats:
         )
         if self.prices is None:
             del data["prices"], data["cost"]
+        if self.schema is None:
+            for key in ("schema", "valid", "invalid", "invalid_groups", "labels"):
+                del data[key]
         return data
 
 
@@ -166,6 +190,7 @@ def job_stats(path: str | Path, prices: Prices | None = None) -> JobStats:
     try:
         with closing(connect_read_only(path)) as connection, read_snapshot(connection):
             connection.create_function("normalise", 1, normalise_error, deterministic=True)
+            connection.create_function("error_path", 1, error_path, deterministic=True)
             header = read_header(connection)
             job = BatchJob.from_header(header, [])
             check_rows(connection)
@@ -178,6 +203,8 @@ def job_stats(path: str | Path, prices: Prices | None = None) -> JobStats:
                 prices=prices or job.prices,
             )
             _fill(connection, stats)
+            if job.settings.schema is not None:
+                _fill_structured(connection, stats, job.settings.schema)
     except (sqlite3.Error, ValueError, TypeError, CheckpointError) as exc:
         raise CheckpointError(f"Unreadable checkpoint {path}: {exc}") from None
     return stats
@@ -229,6 +256,52 @@ def _fill(connection: sqlite3.Connection, stats: JobStats) -> None:
     stats.latency_histogram = _histogram(connection, stats.latency)
 
 
+def _fill_structured(connection: sqlite3.Connection, stats: JobStats, schema: AnswerSchema) -> None:
+    """The figures of a job with a schema: valid and invalid answers, the invalid by
+    where they broke it, and each label field's values."""
+    stats.schema = schema.describe()
+    columns = {row[1] for row in connection.execute("PRAGMA table_info(results)")}
+    if "invalid" not in columns:
+        return
+    stats.valid, stats.invalid = (
+        int(n)
+        for n in connection.execute("SELECT TOTAL(success), TOTAL(invalid) FROM results").fetchone()
+    )
+    groups = {
+        path: InvalidGroup(path, count, [], message)
+        for path, count, message in connection.execute(
+            "SELECT error_path(error_message) AS p, COUNT(*), MIN(error_message) FROM results "
+            "WHERE invalid = 1 GROUP BY p ORDER BY 2 DESC, 1"
+        )
+    }
+    for path, index in connection.execute(
+        "SELECT p, prompt_index FROM (SELECT error_path(error_message) AS p, prompt_index, "
+        "ROW_NUMBER() OVER (PARTITION BY error_path(error_message) ORDER BY prompt_index) "
+        f"AS rn FROM results WHERE invalid = 1) WHERE rn <= {EXAMPLES} ORDER BY prompt_index"
+    ):
+        groups[path].examples.append(index)
+    stats.invalid_groups = list(groups.values())
+    for name, values in schema.label_fields().items():
+        if '"' in name:
+            continue
+        path = "$" if schema.choices else f'$."{name}"'
+        found = dict(
+            connection.execute(
+                "SELECT json_extract(output, ?) AS v, COUNT(*) FROM results "
+                "WHERE success = 1 AND output IS NOT NULL GROUP BY v",
+                (path,),
+            )
+        )
+        counts = {_label(value): found.pop(value, 0) for value in values}
+        for value, count in sorted(found.items(), key=lambda item: -item[1]):
+            counts[_label(value)] = counts.get(_label(value), 0) + count
+        stats.labels[name] = counts
+
+
+def _label(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
 def _histogram(connection: sqlite3.Connection, spread: Spread) -> list[tuple[float, int]]:
     """Latency in HISTOGRAM_BINS equal bins from the fastest to the slowest."""
     if not spread.count or spread.max is None:
@@ -267,18 +340,21 @@ def _spread(connection: sqlite3.Connection, value: str, where: str = "1") -> Spr
 
 
 def _failures(connection: sqlite3.Connection) -> list[FailureGroup]:
+    """Failures with an error, grouped (answers that broke a schema are grouped apart)."""
+    columns = {row[1] for row in connection.execute("PRAGMA table_info(results)")}
+    failed = "success = 0 AND invalid = 0" if "invalid" in columns else "success = 0"
     groups = [
         FailureGroup(reason, count, [], message)
         for reason, count, message in connection.execute(
             "SELECT normalise(error_message) AS reason, COUNT(*), MIN(error_message) "
-            "FROM results WHERE success = 0 GROUP BY reason ORDER BY 2 DESC, 1"
+            f"FROM results WHERE {failed} GROUP BY reason ORDER BY 2 DESC, 1"
         )
     ]
     by_reason = {group.reason: group for group in groups}
     for reason, index in connection.execute(
         "SELECT reason, prompt_index FROM (SELECT normalise(error_message) AS reason, "
         "prompt_index, ROW_NUMBER() OVER (PARTITION BY normalise(error_message) "
-        f"ORDER BY prompt_index) AS rn FROM results WHERE success = 0) WHERE rn <= {EXAMPLES} "
+        f"ORDER BY prompt_index) AS rn FROM results WHERE {failed}) WHERE rn <= {EXAMPLES} "
         "ORDER BY prompt_index"
     ):
         by_reason[reason].examples.append(index)

@@ -60,6 +60,7 @@ def stats_lines(stats: JobStats, charts: bool = True) -> list[str]:
     rows.append(spread_row("first token", stats.ttft))
     rows.append(spread_row("tok/s a prompt", stats.prompt_tokens_per_second, _rate))
     lines += ["", "Per prompt (succeeded)", *_table(rows)]
+    lines += answer_lines(stats)
     if stats.attempts:
         tries = ", ".join(
             f"{count:,} in {n} {'try' if n == 1 else 'tries'}"
@@ -97,6 +98,39 @@ def stats_lines(stats: JobStats, charts: bool = True) -> list[str]:
             lines.append(f"  ... and {len(stats.failures) - SHOWN_GROUPS} more reasons")
     if stats.throughput:
         lines += ["", *throughput_lines(stats)]
+    return lines
+
+
+def answer_lines(stats: JobStats) -> list[str]:
+    """A job with a schema: its answers, valid and invalid (the invalid by where they
+    broke it), and each label field's values with a bar each."""
+    if stats.schema is None:
+        return []
+    checked = stats.valid + stats.invalid
+    share = f" ({100 * stats.valid / checked:.1f}% valid)" if checked else ""
+    lines = [
+        "",
+        f"Answers    {_one_line(stats.schema, 200)}",
+        f"  {stats.valid:,} valid, {stats.invalid:,} invalid{share}",
+    ]
+    for group in stats.invalid_groups[:SHOWN_GROUPS]:
+        examples = ", ".join(str(i) for i in group.examples)
+        message = _one_line(group.message, 120)
+        lines.append(f"  {group.count:>6,}  {message}  (prompts {examples}, ...)")
+    if len(stats.invalid_groups) > SHOWN_GROUPS:
+        lines.append(f"  ... and {len(stats.invalid_groups) - SHOWN_GROUPS} more places")
+    for name, counts in stats.labels.items():
+        total = sum(counts.values()) or 1
+        rows = [
+            (
+                _one_line(value, 40),
+                f"{count:,}",
+                f"{100 * count / total:.1f}%",
+                "█" * round(20 * count / total),
+            )
+            for value, count in counts.items()
+        ]
+        lines += ["", f"{_one_line(name, 60)} (valid answers)", *_table(rows)]
     return lines
 
 

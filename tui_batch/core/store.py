@@ -36,9 +36,10 @@ from tui_batch.core.rows import RESULT_COLUMNS, JobSummary, result_from_row, res
 from tui_batch.core.scratch import check_folder_writable, remove_stale, scratch_file
 
 # 2 added the results' endpoint and attempt_log, 3 their time to first token, 4 their
-# queue wait and how their tokens were counted; an older file is upgraded in place when
-# a run writes to it, and read as it is.
-SCHEMA_VERSION = 4
+# queue wait and how their tokens were counted, 5 a structured answer's value and
+# whether it broke the schema; an older file is upgraded in place when a run writes to
+# it, and read as it is.
+SCHEMA_VERSION = 5
 _UPGRADES = {
     1: (
         "ALTER TABLE results ADD COLUMN endpoint TEXT",
@@ -49,13 +50,19 @@ _UPGRADES = {
         "ALTER TABLE results ADD COLUMN queue_wait REAL",
         "ALTER TABLE results ADD COLUMN token_counts TEXT",
     ),
+    4: (
+        "ALTER TABLE results ADD COLUMN output TEXT",
+        "ALTER TABLE results ADD COLUMN invalid INTEGER NOT NULL DEFAULT 0",
+    ),
 }
-# The result columns each older format lacks (read as NULL).
-_NEWER = ("queue_wait", "token_counts")
+# The result columns each older format lacks (read as NULL, or 0 for `invalid`).
+_STRUCTURED = ("output", "invalid")
+_NEWER = ("queue_wait", "token_counts", *_STRUCTURED)
 _MISSING = {
     1: ("endpoint", "attempt_log", "ttft", *_NEWER),
     2: ("ttft", *_NEWER),
     3: _NEWER,
+    4: _STRUCTURED,
     SCHEMA_VERSION: (),
 }
 CHECKPOINT_PREFIX = "batch_"
@@ -79,7 +86,9 @@ CREATE TABLE results (
     attempt_log TEXT,
     ttft REAL,
     queue_wait REAL,
-    token_counts TEXT
+    token_counts TEXT,
+    output TEXT,
+    invalid INTEGER NOT NULL DEFAULT 0
 );
 PRAGMA user_version = {SCHEMA_VERSION};
 """
@@ -329,6 +338,7 @@ class CheckpointStore:
             updated_at=job.updated_at,
             size_bytes=size,
             template=job.template,
+            schema=job.settings.schema,
         )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from tui_batch.core.errors import ModelError
-from tui_batch.core.jobs import Prompt, build_messages
+from tui_batch.core.jobs import GenerationSettings, Prompt, messages_for
 
 # What create_chat_completion uses unless told otherwise.
 TOP_K, MIN_P, TYPICAL_P, PENALTY_LAST_N = 40, 0.05, 1.0, 64
@@ -42,11 +42,11 @@ class ChatFormat:
         stop = formatted.stop if isinstance(formatted.stop, list) else [formatted.stop]
         return tokens, [s for s in stop if s]
 
-    def shared_prefix(self, system_prompt: str | None) -> list[int]:
+    def shared_prefix(self, settings: GenerationSettings) -> list[int]:
         """The tokens every prompt of a job starts with: the chat template's opening and
         the job's system prompt. Found by formatting two different one-line chats."""
-        first, _ = self.tokens(build_messages(Prompt("a"), system_prompt))
-        second, _ = self.tokens(build_messages(Prompt("b"), system_prompt))
+        first, _ = self.tokens(messages_for(Prompt("a"), settings))
+        second, _ = self.tokens(messages_for(Prompt("b"), settings))
         length = 0
         while length < min(len(first), len(second)) and first[length] == second[length]:
             length += 1

@@ -25,14 +25,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from tui_batch.backends.llama.answer import GeneratedText
 from tui_batch.backends.llama.chat import ChatFormat, sampler_chain
+from tui_batch.backends.llama.constraint import Made, enforcement, make_constraint
 from tui_batch.backends.llama.loading import import_llama_cpp, load_failure, load_key, quiet_model
 from tui_batch.backends.llama.memory import kv_bytes_per_cell, physical_memory, slots_that_fit
 from tui_batch.backends.llama.step import StepBatch, StepTiming, greedy_tokens
 from tui_batch.core.backend import Backend, Completion, Task, TokenSink
 from tui_batch.core.errors import ModelError
-from tui_batch.core.jobs import BatchJob, GenerationSettings, build_messages
+from tui_batch.core.jobs import BatchJob, GenerationSettings, messages_for
 from tui_batch.core.setting_table import MAX_PARALLEL
 
 N_BATCH = 512
@@ -56,6 +59,7 @@ class _Slot:
     max_tokens: int
     answer: GeneratedText
     sampler: Any  # llama.cpp's sampler chain; None for greedy, chosen by argmax
+    matcher: Any = None  # the job's schema, enforced (see `constraint`)
     n_past: int = 0  # tokens of this sequence already in the KV cache
     pending: int = -1  # sampled token still to be decoded
     generated: int = 0
@@ -86,6 +90,15 @@ class LoadedModel:
     greedy_chain: Any = None
     piece: Any = field(default_factory=lambda: (ctypes.c_char * 64)())
     pieces: dict[int, bytes | None] = field(default_factory=dict)
+    # What enforces a schema on this model (made when a job first has one), or why
+    # nothing can.
+    constraint: Made | None = None
+
+    def schema_constraint(self) -> Made:
+        """The model's SchemaConstraint, made once (or None, and why)."""
+        if self.constraint is None:
+            self.constraint = make_constraint(self.lib, self.vocab, self.n_vocab)
+        return self.constraint
 
     def __post_init__(self) -> None:
         self.vocab = self.model.vocab
@@ -121,6 +134,10 @@ class ParallelLlamaBackend(Backend):
         # decoded once into a sequence of its own when the first step comes.
         self._prefix: list[int] = []
         self._prefix_ready = False
+        # How the job's schema is enforced (None: the job has none), and the constraint
+        # that does it (None: not enforced here; answers are still checked).
+        self.schema_mode: str | None = None
+        self._constraint: Any = None
 
     # Loading ------------------------------------------------------------------------
 
@@ -128,8 +145,11 @@ class ParallelLlamaBackend(Backend):
         self.settings = job.settings
         self.batch_invariant = job.settings.batch_invariant
         super().begin(job, on_token)
-        self._prefix = self._m.chat.shared_prefix(job.settings.system_prompt)
+        self._prefix = self._m.chat.shared_prefix(job.settings)
         self._prefix_ready = False
+        schema = job.settings.schema
+        made = self._m.schema_constraint() if schema is not None else (None, None)
+        self._constraint, self.schema_mode = enforcement(made, schema)
 
     @property
     def _m(self) -> LoadedModel:
@@ -242,9 +262,7 @@ class ParallelLlamaBackend(Backend):
 
     def submit(self, task: Task) -> None:
         settings, options = self.settings, task.prompt.options
-        tokens, template_stop = self._m.chat.tokens(
-            build_messages(task.prompt, settings.system_prompt)
-        )
+        tokens, template_stop = self._m.chat.tokens(messages_for(task.prompt, settings))
         if len(tokens) >= self._m.n_ctx:
             self._failed.append(
                 Completion(
@@ -275,6 +293,7 @@ class ParallelLlamaBackend(Backend):
             max_tokens=max_tokens,
             answer=GeneratedText([s.encode("utf-8") for s in stop]),
             sampler=sampler,
+            matcher=self._constraint.matcher(settings.schema) if self._constraint else None,
         )
 
     # Decoding -----------------------------------------------------------------------
@@ -353,6 +372,13 @@ class ParallelLlamaBackend(Backend):
         """Choose each slot's next token from its row of logits, before the next decode
         overwrites them: greedy slots together (`_greedy`), the others by their chains."""
         ready = [slot for slot in group if slot.batch_index >= 0]
+        constrained = [slot for slot in ready if slot.matcher is not None]
+        if constrained:
+            self._constraint.mask(
+                self._logits(),
+                [slot.output_row for slot in constrained],
+                [slot.matcher for slot in constrained],
+            )
         greedy = [slot for slot in ready if slot.sampler is None]
         sampled = [slot for slot in ready if slot.sampler is not None]
         tokens = self._greedy(greedy) if greedy else []
@@ -381,6 +407,12 @@ class ParallelLlamaBackend(Backend):
         n_outputs = self._m.batch.n_outputs
         return greedy_tokens(self._m.lib, self._m.ctx.ctx, n_outputs, self._m.n_vocab, rows)
 
+    def _logits(self) -> np.ndarray:
+        """The last decode's logits, a row per output: llama.cpp's buffer, not a copy."""
+        pointer = self._m.lib.llama_get_logits(self._m.ctx.ctx)
+        shape = (self._m.batch.n_outputs, self._m.n_vocab)
+        return np.ctypeslib.as_array(pointer, shape=shape)
+
     def _accept(self, slot: _Slot, token: int) -> Completion | None:
         """Add `token` to the slot's answer; its completion if that ends the answer."""
         try:
@@ -392,6 +424,10 @@ class ParallelLlamaBackend(Backend):
         slot.generated += 1
         if slot.answer.add(piece):
             return self._finish(slot, "stop")
+        if slot.matcher is not None and (
+            not slot.matcher.consume_token(token) or slot.matcher.is_stopped()
+        ):
+            return self._finish(slot, "stop")  # the schema allows nothing more
         if slot.generated >= slot.max_tokens:
             return self._finish(slot, "length")
         slot.pending = token

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tui_batch.backends.llama.constraint import Made, enforcement, make_constraint
 from tui_batch.backends.llama.loading import (
     LOAD_LOCK,
     import_llama_cpp,
@@ -24,7 +25,7 @@ from tui_batch.backends.llama.loading import (
 )
 from tui_batch.core.backend import Backend, Completion, Task, TokenSink, describe_error
 from tui_batch.core.errors import ModelError
-from tui_batch.core.jobs import BatchJob, GenerationSettings, build_messages
+from tui_batch.core.jobs import BatchJob, GenerationSettings, messages_for
 
 _CONTEXT_OVERFLOW = re.compile(r"Requested tokens \((\d+)\) exceed context window of (\d+)")
 
@@ -63,6 +64,25 @@ class _TokenCounter:
         llama.generate = generate
 
 
+class _SchemaMask:
+    """The job's schema as llama-cpp-python's logits processor, for one prompt: it is
+    called before each token is chosen with every token so far (the prompt's and those
+    generated); its matcher takes the new ones, and the logits keep only what it allows."""
+
+    def __init__(self, constraint: Any, schema: Any, counter: _TokenCounter) -> None:
+        self.constraint = constraint
+        self.matcher = constraint.matcher(schema)
+        self.counter = counter
+        self.taken = 0
+
+    def __call__(self, input_ids: Any, logits: Any) -> Any:
+        generated = input_ids[self.counter.prompt_tokens :]
+        for token in generated[self.taken :]:
+            self.matcher.consume_token(int(token))
+        self.taken = len(generated)
+        return self.constraint.mask_one(logits, self.matcher)
+
+
 class LlamaCppBackend(Backend):
     """Runs a GGUF model in this process. One thread must own it: the engine's."""
 
@@ -75,10 +95,22 @@ class LlamaCppBackend(Backend):
         self._current: _Generation | None = None
         self.settings = GenerationSettings()
         self.on_token: TokenSink | None = None
+        # How the job's schema is enforced (None: it has none), and by what.
+        self.schema_mode: str | None = None
+        self._constraint: Any = None
+        self._constraint_made: Made | None = None
 
     def begin(self, job: BatchJob, on_token: TokenSink | None = None) -> None:
         self.settings = job.settings
         super().begin(job, on_token)
+        schema = job.settings.schema
+        if schema is not None and self._constraint_made is None:
+            vocab = self._llama._model.vocab
+            self._constraint_made = make_constraint(
+                import_llama_cpp(), vocab, self._llama.n_vocab()
+            )
+        made = self._constraint_made if schema is not None else (None, None)
+        self._constraint, self.schema_mode = enforcement(made or (None, None), schema)
 
     def open(self, settings: GenerationSettings) -> None:
         """Load the model for these settings, unless it is loaded with them already."""
@@ -107,6 +139,7 @@ class LlamaCppBackend(Backend):
         self._llama.verbose = False
         self._counter = _TokenCounter(self._llama, llama_cpp)
         self._load_key = key
+        self._constraint_made = None
 
     @property
     def in_flight(self) -> int:
@@ -115,10 +148,15 @@ class LlamaCppBackend(Backend):
     def submit(self, task: Task) -> None:
         settings, options = self.settings, task.prompt.options
         stop = options.get("stop", settings.stop)
+        processors = None
+        if self._constraint is not None and settings.schema is not None:
+            mask = _SchemaMask(self._constraint, settings.schema, self._counter)
+            processors = import_llama_cpp().LogitsProcessorList([mask])
         self._current = _Generation(
             task=task,
             stream=self._llama.create_chat_completion(
-                messages=build_messages(task.prompt, settings.system_prompt),
+                messages=messages_for(task.prompt, settings),
+                logits_processor=processors,
                 max_tokens=options.get("max_tokens", settings.max_tokens),
                 temperature=options.get("temperature", settings.temperature),
                 top_p=options.get("top_p", settings.top_p),

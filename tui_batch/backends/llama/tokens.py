@@ -75,11 +75,13 @@ class LengthCheck:
     model_path: str | Path
     n_ctx: int
     system_prompt: str | None = None
+    # What the system prompt says of the job's schema (`GenerationSettings.schema_note`).
+    note: str | None = None
     _overhead: int | None = None
 
     def _size(self, prompt: Prompt) -> int:
         system = prompt.system if prompt.system is not None else self.system_prompt
-        texts = [prompt.text, system or ""]
+        texts = [prompt.text, system or "", self.note or ""]
         texts += [str(m.get("content", "")) for m in prompt.messages or []]
         return sum(len(text.encode("utf-8", "replace")) for text in texts)
 
@@ -93,7 +95,10 @@ class LengthCheck:
         """Each prompt's tokens with the chat template, as the decode loop makes them."""
         with _LOCK:
             chat, _ = _vocabulary(self.model_path)
-            return [len(chat.tokens(build_messages(p, self.system_prompt))[0]) for p in prompts]
+            return [
+                len(chat.tokens(build_messages(p, self.system_prompt, self.note))[0])
+                for p in prompts
+            ]
 
     def too_long(self, prompts: Iterable[Prompt]) -> list[tuple[Prompt, int]]:
         """The prompts that will fail for their length, each with its tokens."""

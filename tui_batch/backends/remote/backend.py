@@ -29,8 +29,8 @@ from typing import Any, TypeVar
 
 from tui_batch.backends.remote.admission import Admission, Outcome
 from tui_batch.backends.remote.call import Call
-from tui_batch.backends.remote.chat_wire import chat_request, estimate_tokens
-from tui_batch.backends.remote.openai_api import Secret, make_client
+from tui_batch.backends.remote.chat_wire import chat_request, estimate_tokens, structured_output
+from tui_batch.backends.remote.openai_api import Secret, make_client, schema_form
 from tui_batch.core.backend import Backend, BackendStatus, Completion, Task
 from tui_batch.core.errors import ServerError
 from tui_batch.core.jobs import Attempt, BatchJob, GenerationSettings
@@ -46,14 +46,24 @@ STATUS_EVERY = 0.1
 # The longest a call into the loop waits (abort, pause, resume, close): a loop that is
 # wedged must not hang the engine or ctrl+q.
 CALL_WAIT = 10.0
+# The longest the schema probe of a job's servers may take.
+PROBE_WAIT = 60.0
 
 
 class RemoteBackend(Backend):
     """Runs prompts on the job's servers; see the module doc."""
 
-    def __init__(self, server: ServerSettings, model: str) -> None:
+    def __init__(
+        self,
+        server: ServerSettings,
+        model: str,
+        schema_forms: dict[str, str | None] | None = None,
+    ) -> None:
         self.server = server
         self.model = model
+        # How each endpoint enforces a schema (`chat_wire.SCHEMA_FORMS`; None: it does
+        # not), found by a probe before the first job with a schema.
+        self.schema_forms = dict(schema_forms or {})
         # Room for more prompts than may be in flight, so a free slot never waits on the
         # engine (which wakes for a batch of results, not for each).
         self.capacity = server.concurrency * 4 + 16
@@ -112,6 +122,34 @@ class RemoteBackend(Backend):
         self.job = job
         self._aborting = False
         self.admission = Admission(self.server)
+        if job.settings.schema is not None:
+            self._find_schema_forms()
+
+    def _find_schema_forms(self) -> None:
+        """Ask each endpoint not asked yet how it enforces a schema, and say it."""
+        unknown = [e.url for e in self.server.endpoints if e.url not in self.schema_forms]
+        if unknown and self._loop is not None:
+            future = asyncio.run_coroutine_threadsafe(self._probe_forms(unknown), self._loop)
+            try:
+                future.result(timeout=PROBE_WAIT)
+            except concurrent.futures.TimeoutError:
+                future.cancel()
+        for endpoint in self.server.endpoints:
+            form = self.schema_forms.get(endpoint.url)
+            self.admission.note(
+                f"{endpoint.url}: schema sent as {form}"
+                if form
+                else f"{endpoint.url} does not enforce the schema: answers are checked, and "
+                "invalid ones run again"
+            )
+
+    async def _probe_forms(self, urls: list[str]) -> None:
+        forms = await asyncio.gather(
+            *(schema_form(self._clients[url], self.model) for url in urls),
+            return_exceptions=True,
+        )
+        for url, form in zip(urls, forms, strict=True):
+            self.schema_forms[url] = form if isinstance(form, str) else None
 
     @property
     def in_flight(self) -> int:
@@ -262,8 +300,10 @@ class RemoteBackend(Backend):
         while True:
             state = await self.admission.acquire(estimate)
             call = self._calls[task.index] = Call(state.url, self.server, self.secret)
+            form = self.schema_forms.get(state.url)
+            sent = {**request, **structured_output(form, self.settings.schema)}
             try:
-                answer = await call.run(self._clients[state.url], request, on_text)
+                answer = await call.run(self._clients[state.url], sent, on_text)
             finally:
                 del self._calls[task.index]
             log.append(answer.attempt)

@@ -18,7 +18,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from tui_batch.core.jobs import GenerationSettings, Prompt, build_messages
+from tui_batch.core.jobs import GenerationSettings, Prompt, messages_for
+from tui_batch.core.structured.schema import AnswerSchema
 from tui_batch.core.text import clean_text
 
 # Chars per token, for the tpm estimate of a prompt before its usage is known.
@@ -32,7 +33,7 @@ def chat_request(
     options = prompt.options
     request: dict[str, Any] = {
         "model": model,
-        "messages": build_messages(prompt, settings.system_prompt),
+        "messages": messages_for(prompt, settings),
         "max_tokens": options.get("max_tokens", settings.max_tokens),
         "temperature": options.get("temperature", settings.temperature),
         "top_p": options.get("top_p", settings.top_p),
@@ -47,6 +48,25 @@ def chat_request(
         request["stream"] = True
         request["stream_options"] = {"include_usage": True}
     return request
+
+
+# How a server is asked to enforce a schema: OpenAI's `response_format` json_schema (vLLM,
+# llama-server, Ollama, hosted APIs); llama-cpp-python's server's own json_object with a
+# schema (it ignores the other); vLLM's `structured_outputs`.
+SCHEMA_FORMS = ("json_schema", "json_object", "structured_outputs")
+
+
+def structured_output(form: str | None, schema: AnswerSchema | None) -> dict[str, Any]:
+    """What a request adds to ask for answers of `schema` in `form` (None: the standard
+    form, for a server that enforces none: it may still take it as a hint)."""
+    if schema is None:
+        return {}
+    if form == "json_object":
+        return {"response_format": {"type": "json_object", "schema": schema.schema}}
+    if form == "structured_outputs":
+        wanted = {"choice": list(schema.choices)} if schema.choices else {"json": schema.schema}
+        return {"extra_body": {"structured_outputs": wanted}}
+    return {"response_format": schema.response_format()}
 
 
 def estimate_tokens(request: dict[str, Any]) -> float:

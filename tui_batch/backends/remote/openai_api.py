@@ -12,9 +12,19 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 from tui_batch.backends.remote.admission import Outcome
-from tui_batch.backends.remote.chat_wire import IncompleteAnswer, StreamError, read_chunk, sse_data
+from tui_batch.backends.remote.chat_wire import (
+    SCHEMA_FORMS,
+    IncompleteAnswer,
+    StreamError,
+    read_chunk,
+    read_completion,
+    sse_data,
+    structured_output,
+)
 from tui_batch.core.errors import ServerError
 from tui_batch.core.servers import MAX_RETRY_AFTER, Endpoint, ServerCheck, ServerSettings
+from tui_batch.core.structured.check import check_answer
+from tui_batch.core.structured.schema import AnswerSchema
 from tui_batch.core.text import clean_text
 
 RETRYABLE_STATUS = {408, 409, 429}
@@ -221,41 +231,53 @@ def cause(exc: BaseException) -> str:
     return " ".join(text.split())[:200]
 
 
-def probe_servers(server: ServerSettings, model: str | None = None) -> ServerCheck:
+def probe_servers(
+    server: ServerSettings, model: str | None = None, schema: AnswerSchema | None = None
+) -> ServerCheck:
     """Ask every endpoint for its models (`GET /models`) before a job is made.
 
     Returns each endpoint's model names (empty where a server does not list them; a name
     holding the API key is scrubbed), and which endpoints interrupt a streaming answer
     when another request comes (tried on llama-cpp-python's servers: two small requests).
+    With a `schema`, also how each endpoint enforces one (`schema_form`).
     Raises a one-line ServerError when an endpoint is unreachable, refuses the key,
     answers something that is not the API, or (with `model`) does not serve the model.
     """
-    return asyncio.run(_probe_all(server, model))
+    return asyncio.run(_probe_all(server, model, schema))
 
 
-async def _probe_all(server: ServerSettings, model: str | None) -> ServerCheck:
+async def _probe_all(
+    server: ServerSettings, model: str | None, schema: AnswerSchema | None
+) -> ServerCheck:
     """Every endpoint asked at once (a fleet is checked in the time of one); the first
     endpoint's problem, in the order given, is the one said."""
     secret = Secret(server.api_key_env)
     found = await asyncio.gather(
-        *(_check_endpoint(e, server, secret, model) for e in server.endpoints),
+        *(_check_endpoint(e, server, secret, model, schema) for e in server.endpoints),
         return_exceptions=True,
     )
     check = ServerCheck({})
     for endpoint, outcome in zip(server.endpoints, found, strict=True):
         if isinstance(outcome, BaseException):
             raise outcome
-        names, interrupting = outcome
+        names, interrupting, form = outcome
         check.models[endpoint.url] = names
         if interrupting:
             check.interrupting.append(endpoint.url)
+        if schema is not None:
+            check.schema_forms[endpoint.url] = form
     return check
 
 
 async def _check_endpoint(
-    endpoint: Endpoint, server: ServerSettings, secret: Secret, model: str | None
-) -> tuple[list[str], bool]:
-    """An endpoint's model names, and whether it interrupts requests."""
+    endpoint: Endpoint,
+    server: ServerSettings,
+    secret: Secret,
+    model: str | None,
+    schema: AnswerSchema | None,
+) -> tuple[list[str], bool, str | None]:
+    """An endpoint's model names, whether it interrupts requests, and how it enforces a
+    schema (with one)."""
     client = make_client(endpoint, server, secret)
     try:
         names, llama_cpp_python = await _probe(client, endpoint.url, server, secret)
@@ -266,9 +288,49 @@ async def _check_endpoint(
             )
         tried = model or (names[0] if names else None)
         interrupting = bool(llama_cpp_python and tried and await _interrupts(client, tried))
-        return names, interrupting
+        form = await schema_form(client, tried) if schema is not None and tried else None
+        return names, interrupting, form
     finally:
         await client.close()
+
+
+# The schema probe: an answer no model gives unless the schema is enforced.
+PROBE_SCHEMA = AnswerSchema(
+    {
+        "type": "object",
+        "properties": {"word": {"type": "string", "enum": ["zebra-quartz-17"]}},
+        "required": ["word"],
+        "additionalProperties": False,
+    }
+)
+_PROBE_FORM_TOKENS = 40
+
+
+async def schema_form(client: Any, model: str) -> str | None:
+    """How this server enforces a schema: the first of SCHEMA_FORMS whose answer to a
+    small probe is valid (one short request each, until one is); None when it answers
+    each without enforcing it, refuses them, or the probe cannot tell."""
+    openai = import_openai()
+    messages = [{"role": "user", "content": "Say hello."}]
+    for form in SCHEMA_FORMS:
+        request = {
+            "model": model,
+            "messages": messages,
+            "max_tokens": _PROBE_FORM_TOKENS,
+            "temperature": 0,
+            **structured_output(form, PROBE_SCHEMA),
+        }
+        try:
+            create = client.chat.completions.with_streaming_response.create
+            async with create(**request) as response:
+                answer = read_completion(await response.read())
+        except openai.APIStatusError:
+            continue  # the server refuses this form: try the next
+        except Exception:  # noqa: BLE001 - a probe that cannot tell says nothing
+            return None
+        if check_answer(PROBE_SCHEMA, answer.text, answer.finish_reason).valid:
+            return form
+    return None
 
 
 async def _probe(

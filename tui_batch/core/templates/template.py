@@ -12,11 +12,13 @@ Every field is also in `row`, a mapping, for names that are not identifiers:
 A template may open with front matter: TOML between two `+++` lines, setting the system
 prompt and per-request options for each record. A string there is itself a template,
 filled from the record like the prompt (`max_tokens = "{{ budget }}"`); a number or a
-list is taken as it is:
+list is taken as it is. `schema` or `choices` say what every answer must be (as the
+settings of those names do, when the job gives none):
 
     +++
-    system = "You label reviews of {{ product }}. Answer with one word."
+    system = "You label reviews of {{ product }}."
     max_tokens = 8
+    choices = ["positive", "negative", "neutral"]
     +++
     Review: {{ review }}
 """
@@ -26,6 +28,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import tomllib
@@ -35,6 +38,7 @@ from jinja2.exceptions import TemplateError as JinjaError
 
 from tui_batch.core.errors import SettingsError, TemplateError
 from tui_batch.core.settings import REQUEST_OPTIONS, check_request_options, parse_number
+from tui_batch.core.structured.schema import AnswerSchema, parse_choices, parse_schema
 from tui_batch.core.templates.limits import (
     RENDER_SECONDS,
     BoundedSandbox,
@@ -52,8 +56,10 @@ FRONT_MATTER = "+++"
 ROW = "row"
 # A problem about a record names at most this many of the fields it has.
 SHOWN_FIELDS = 8
-# What front matter may set: the system prompt and what one request may set for itself.
-FRONT_MATTER_KEYS = ("system", *REQUEST_OPTIONS)
+# What front matter may set: the system prompt, what one request may set for itself, and
+# what every answer must be.
+SCHEMA_KEYS = ("schema", "choices")
+FRONT_MATTER_KEYS = ("system", *REQUEST_OPTIONS, *SCHEMA_KEYS)
 TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
 
 
@@ -119,7 +125,9 @@ class PromptTemplate:
 
     `system` and `options` come from its front matter (see the module's docstring)."""
 
-    def __init__(self, text: str, name: str = "template") -> None:
+    def __init__(self, text: str, name: str = "template", folder: Path | None = None) -> None:
+        """`folder` is where a schema file the front matter names is looked for (the
+        template file's folder; else the working folder)."""
         self.text, self.name = text, name
         front, body, offset = split_front_matter(text, name)
         environment = _environment()
@@ -128,8 +136,20 @@ class PromptTemplate:
         self._system = None
         self._options: dict[str, Any] = {}
         self.options: dict[str, Any] = {}
+        # What every answer must be, as the front matter says (None: it does not).
+        self.schema: AnswerSchema | None = None
+        if all(key in front for key in SCHEMA_KEYS):
+            line = key_line(head, "choices") + 1
+            raise TemplateError(f"{name}, line {line}: give schema or choices, not both")
         for key, value in front.items():
             line = key_line(head, key) + 1  # the file's line: after the opening +++
+            if key in SCHEMA_KEYS:
+                try:
+                    made = parse_schema(value, folder) if key == "schema" else None
+                    self.schema = made or parse_choices(value)
+                except SettingsError as exc:
+                    raise TemplateError(f"{name}, line {line}: {exc}") from None
+                continue
             if not isinstance(value, str) or key == "stop":
                 try:
                     self.options.update(check_request_options({key: value}))

@@ -3,8 +3,9 @@ result."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from rich.text import Text
 from textual import on
@@ -252,13 +253,42 @@ def attempt_line(number: int, attempt: Attempt) -> Text:
         line.append(f"  {attempt.started_at}", style="dim")
     if attempt.error:
         line.append("  ")
-        line.append_text(one_line(attempt.error, style="red"))
+        line.append_text(one_line(attempt.error, style="yellow" if attempt.answer else "red"))
+    if attempt.answer is not None:
+        line.append("\n       answer ", style="dim")
+        line.append_text(one_line(attempt.answer[:200]))
     return line
+
+
+def status_text(result: BatchResult) -> Text:
+    """ok, failed (an error), or invalid (an answer that broke the job's schema)."""
+    if result.success:
+        return Text("ok", style="green")
+    if result.invalid:
+        return Text("invalid", style="bold yellow")
+    return Text("failed", style="bold red")
+
+
+def output_lines(value: Any) -> Text:
+    """A structured answer's value: each field on its line (nested ones as JSON)."""
+    text = Text()
+    if not isinstance(value, dict):
+        text.append_text(literal(value if isinstance(value, str) else json.dumps(value)))
+        return text
+    for name, field_value in value.items():
+        text.append_text(one_line(str(name), style="bold cyan"))
+        text.append("  ")
+        shown = field_value if isinstance(field_value, str) else json.dumps(field_value)
+        text.append_text(literal(shown))
+        text.append("\n")
+    text.rstrip()
+    return text
 
 
 def result_details(result: BatchResult) -> Text:
     """Everything about one result, as literal text."""
-    status = Text("ok", style="bold green") if result.success else Text("failed", style="bold red")
+    status = status_text(result)
+    status.stylize("bold")
     tokens_in, tokens_out = token_cells(result)
     text = Text.assemble(
         Text(f"Prompt {result.prompt_index} (", style="bold"),
@@ -283,8 +313,15 @@ def result_details(result: BatchResult) -> Text:
         text.append_text(literal(result.endpoint))
         text.append("\n")
     if result.error_message:
-        text.append("\nError\n", style="bold red")
+        if result.invalid:
+            text.append("\nInvalid: the answer breaks the schema\n", style="bold yellow")
+        else:
+            text.append("\nError\n", style="bold red")
         text.append_text(literal(result.error_message))
+        text.append("\n")
+    if result.output is not None:
+        text.append("\nAnswer\n", style="bold")
+        text.append_text(output_lines(result.output))
         text.append("\n")
     if result.attempt_log:
         text.append("\nAttempts\n", style="bold")

@@ -18,8 +18,8 @@ from textual.widgets import Footer, Header, Input, Static
 
 from tui_batch.core.errors import TuiBatchError
 from tui_batch.core.jobs import BatchResult, Prompt
-from tui_batch.core.results import ResultsView
-from tui_batch.ui.screens.modals import ResultScreen, result_details
+from tui_batch.core.results import FILTERS, ResultsView
+from tui_batch.ui.screens.modals import ResultScreen, result_details, status_text
 from tui_batch.ui.text import one_line, prompt_cell, token_cells
 from tui_batch.ui.widgets.virtual_table import Column, VirtualTable
 
@@ -40,6 +40,7 @@ class ResultsScreen(Screen[None]):
         Binding("a", "show('all')", "All"),
         Binding("f", "show('failed')", "Failed"),
         Binding("s", "show('succeeded')", "Succeeded", show=False),
+        Binding("i", "show('invalid')", "Invalid"),
         Binding("slash", "search", "Search"),
         Binding("c", "copy", "Copy"),
         Binding("e", "export", "Export"),
@@ -84,7 +85,9 @@ class ResultsScreen(Screen[None]):
             self.notify(str(exc), title="Cannot open results", severity="error")
             self.app.pop_screen()
             return
-        self.counts = {name: len(self.view.select(name)) for name in ("all", "failed", "succeeded")}
+        self.counts = {name: len(self.view.select(name)) for name in FILTERS}
+        # The invalid filter is offered for a job whose answers have a schema.
+        self.filters = [f for f in FILTERS if f != "invalid" or job.schema or self.counts[f]]
         self.query_one("#results-title", Static).update(
             Text.assemble(
                 ("Job ", "dim"),
@@ -111,7 +114,7 @@ class ResultsScreen(Screen[None]):
         table = self.query_one("#results", VirtualTable)
         table.set_rows(len(self.indices), self._row, self.indices.__getitem__)
         filters = Text()
-        for name in ("all", "failed", "succeeded"):
+        for name in self.filters:
             label = f" {name} ({self.counts[name]}) "
             filters.append(label, style="reverse bold" if name == self.filter else "")
             filters.append(" ")
@@ -143,12 +146,11 @@ class ResultsScreen(Screen[None]):
         if entry is None:
             return [Text(str(self.indices[position]))]
         result, prompt = entry
-        status = Text("ok", style="green") if result.success else Text("failed", style="bold red")
-        answer = (
-            one_line(result.response_text)
-            if result.success
-            else one_line(result.error_message, style="red")
-        )
+        status = status_text(result)
+        if result.success:
+            answer = one_line(result.response_text)
+        else:
+            answer = one_line(result.error_message, style="yellow" if result.invalid else "red")
         if result.empty:
             answer = Text("(empty answer)", style="dim italic")
         return [
@@ -219,7 +221,7 @@ class ResultsScreen(Screen[None]):
         self.app.export_job(self.job_id, shown)
 
     def action_rerun(self) -> None:
-        if not self.counts["failed"]:
+        if not self.counts["failed"] and not self.counts["invalid"]:
             self.notify("No failed prompts to re-run.", severity="warning")
             return
         self.app.rerun_failed(self.job_id)

@@ -32,6 +32,7 @@ from tui_batch.core.prompts import PromptFile
 from tui_batch.core.run_spec import RunSpec
 from tui_batch.core.servers import ServerSettings
 from tui_batch.core.settings import DEFAULT_REMOTE_RETRIES, GenerationSettings, parse_number
+from tui_batch.core.structured.schema import AnswerSchema
 from tui_batch.core.templates.render import TemplatePrompts
 from tui_batch.ui.screens.modals import FileBrowserScreen
 from tui_batch.ui.screens.setup_job import (
@@ -41,6 +42,7 @@ from tui_batch.ui.screens.setup_job import (
     fill_form,
     form_spec,
 )
+from tui_batch.ui.widgets.answer_form import AnswerForm
 from tui_batch.ui.widgets.local_form import LocalForm
 from tui_batch.ui.widgets.number_fields import number_grid
 from tui_batch.ui.widgets.prompts_form import PromptsForm
@@ -89,6 +91,7 @@ class SetupScreen(JobFileScreen):
                 yield ServerForm(id="server-section")
                 yield Label("System prompt")
                 yield Input(placeholder="optional", id="system", compact=True)
+                yield AnswerForm(id="answer-section")
                 yield Label("Error strategy")
                 yield Select(
                     STRATEGIES, value="continue", allow_blank=False, id="strategy", compact=True
@@ -101,6 +104,7 @@ class SetupScreen(JobFileScreen):
 
     def on_mount(self) -> None:
         self.sub_title = "Job setup"
+        self.query_one(ServerForm).answer_schema = self.query_one(AnswerForm).schema
         self.query_one(LocalForm).fill_models()
         self._restore(load_last_setup())
         if self.initial_file is not None and self.initial_file.suffix == JOB_FILE_SUFFIX:
@@ -254,16 +258,23 @@ class SetupScreen(JobFileScreen):
         if warnings:
             self.notify("; ".join(warnings), title="Template", severity="warning")
         try:
-            self._start_with(rendered.prompts, rendered.source.data_file, rendered)
+            self._start_with(rendered.prompts, rendered.source.data_file, rendered, event.schema)
         except TuiBatchError as exc:
             self.notify(str(exc), title="Cannot start", severity="error")
 
     def _start_with(
-        self, prompts: list[Prompt], source_file: str | None, rendered: TemplatePrompts | None
+        self,
+        prompts: list[Prompt],
+        source_file: str | None,
+        rendered: TemplatePrompts | None,
+        schema: AnswerSchema | None = None,
     ) -> None:
+        """Make the job and start it; `schema` is a template's, where the form gives none."""
         from tui_batch.models.catalog import model_id_for
 
         spec = self.spec()
+        if schema is not None:
+            spec = spec.with_schema(schema)
         made = {"source_file": source_file, "template": rendered.source if rendered else None}
         if not self.on_servers:
             model = self._local_model()

@@ -16,6 +16,7 @@ from tui_batch.core.run_spec import RunSpec
 from tui_batch.core.settings import parse_number
 from tui_batch.ui.screens.modals import ConfirmScreen, SaveJobScreen
 from tui_batch.ui.text import literal
+from tui_batch.ui.widgets.answer_form import AnswerForm
 from tui_batch.ui.widgets.local_form import LOCAL_FIELDS, LocalForm
 from tui_batch.ui.widgets.number_fields import default_text
 from tui_batch.ui.widgets.path_input import display_path
@@ -39,6 +40,8 @@ EXTRA_KEYS = (
     "stream",
     "out",
     "format",
+    "schema_prompt",
+    "invalid_retries",
 )
 
 
@@ -59,6 +62,9 @@ def form_values(screen: Screen[Any], extras: dict[str, Any]) -> dict[str, Any]:
         strategy = f"threshold:{threshold}"
     values["error_strategy"] = strategy
     values["system_prompt"] = screen.query_one("#system", Input).value.strip() or None
+    values.pop("schema", None)
+    values.pop("choices", None)
+    values.update(screen.query_one(AnswerForm).values())
     if screen.query_one("#run-on", Select).value == "server":
         form = screen.query_one(ServerForm)
         kept = form.remembered()
@@ -137,6 +143,7 @@ def fill_form(screen: Screen[Any], spec: RunSpec) -> None:
         strategy = "threshold"
     screen.query_one("#strategy", Select).value = strategy
     screen.query_one("#system", Input).value = generation.system_prompt or ""
+    screen.query_one(AnswerForm).restore(generation.schema)
     if spec.prompts is not None:
         screen.query_one("#input-tabs", TabbedContent).active = "prompts-tab"
         screen.query_one(PromptsForm).set_path(display_path(spec.prompts))

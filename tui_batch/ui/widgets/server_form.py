@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from rich.text import Text
 from textual import on, work
@@ -20,6 +21,7 @@ from tui_batch.core.servers import (
     server_settings_from_text,
 )
 from tui_batch.core.settings import LIMITS
+from tui_batch.core.structured.schema import AnswerSchema
 from tui_batch.ui.text import literal, one_line
 
 SERVER_NUMBERS = ("concurrency", "rpm", "tpm")
@@ -27,6 +29,12 @@ SERVER_NUMBERS = ("concurrency", "rpm", "tpm")
 
 class ServerForm(Vertical):
     """Where a job on servers sends its requests. Text is checked by the core."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # What the job's answers must be, as job setup says now (the servers are asked
+        # whether they enforce it).
+        self.answer_schema: Callable[[], AnswerSchema | None] = lambda: None
 
     def compose(self) -> ComposeResult:
         yield Label("Servers  [dim](URL[#N] each, separated by spaces)[/]")
@@ -96,7 +104,7 @@ class ServerForm(Vertical):
         from tui_batch.backends.factory import check_servers
 
         try:
-            check = check_servers(server)
+            check = check_servers(server, None, self.answer_schema())
         except TuiBatchError as exc:
             self.app.call_from_thread(self._show, literal(str(exc), style="bold red"))
             return
@@ -118,7 +126,7 @@ class ServerForm(Vertical):
         from tui_batch.backends.factory import check_servers
 
         try:
-            check = check_servers(server, model)
+            check = check_servers(server, model, self.answer_schema())
         except TuiBatchError as exc:
             self.app.call_from_thread(self._refused, str(exc))
             return
@@ -153,7 +161,10 @@ class ServerForm(Vertical):
         for url, found in served.items():
             text.append("ok ", style="bold green")
             text.append_text(one_line(url))
-            text.append(f"  {len(found)} model(s)\n" if found else "  lists no models\n", "dim")
+            text.append(f"  {len(found)} model(s)" if found else "  lists no models", "dim")
+            if check.schema_forms.get(url):
+                text.append(f"  schema: enforced ({check.schema_forms[url]})", "dim")
+            text.append("\n")
         for warning in check.warnings():
             text.append_text(literal(f"{warning}\n", style="yellow"))
         self._show(text)

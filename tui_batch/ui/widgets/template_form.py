@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import suppress
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from textual.worker import get_current_worker
 
 from tui_batch.core.errors import TuiBatchError
 from tui_batch.core.settings import GenerationSettings
+from tui_batch.core.structured.schema import AnswerSchema
 from tui_batch.core.templates.records import DATA_FORMATS, iter_records
 from tui_batch.core.templates.render import TemplatePrompts, render_prompts
 from tui_batch.core.templates.source import read_template
@@ -136,9 +138,13 @@ class TemplateForm(Vertical):
         """Every record rendered for a job to start: the prompts, and how many are too
         long for the local model's context."""
 
-        def __init__(self, rendered: TemplatePrompts, long: int) -> None:
+        def __init__(
+            self, rendered: TemplatePrompts, long: int, schema: AnswerSchema | None = None
+        ) -> None:
             super().__init__()
             self.rendered, self.long = rendered, long
+            # What the template's front matter says every answer must be.
+            self.schema = schema
 
     def render_for_start(self, settings: GenerationSettings, model: str | None) -> None:
         """Render every record in a worker, then post `Ready`; a TuiBatchError at once for
@@ -147,11 +153,14 @@ class TemplateForm(Vertical):
         if self.data_path is None:
             raise TuiBatchError("No data file: give the records that fill the template.")
         path = self.template_path
-        template = PromptTemplate(self.text, str(path) if path else "template")
+        folder = path.parent if path else None
+        template = PromptTemplate(self.text, str(path) if path else "template", folder)
         render = partial(
             render_prompts, template, self.data_path, template_file=path, id_field=self.id_field
         )
-        self._render_records(render, settings, model)
+        if settings.schema is None and template.schema is not None:
+            settings = replace(settings, schema=template.schema)
+        self._render_records(render, settings, model, template.schema)
 
     @work(thread=True, exclusive=True, group="render", exit_on_error=False)
     def _render_records(
@@ -159,6 +168,7 @@ class TemplateForm(Vertical):
         render: Callable[..., TemplatePrompts],
         settings: GenerationSettings,
         model: str | None,
+        schema: AnswerSchema | None,
     ) -> None:
         worker = get_current_worker()
         try:
@@ -174,9 +184,11 @@ class TemplateForm(Vertical):
 
             # Only a warning: a model that cannot be read now says so when the job starts.
             with suppress(TuiBatchError):
-                check = length_check(model, settings.n_ctx, settings.system_prompt)
+                check = length_check(
+                    model, settings.n_ctx, settings.system_prompt, settings.schema_note
+                )
                 long = len(check.too_long(rendered.prompts))
-        self.post_message(self.Ready(rendered, long))
+        self.post_message(self.Ready(rendered, long, schema))
 
     # The live preview -----------------------------------------------------------------
 
