@@ -86,7 +86,7 @@ def tui_batch(prompts: Path, servers: list[str], out: Path, *flags: str) -> list
 def client_overhead(args: argparse.Namespace, work: Path, env: dict[str, str]) -> None:
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, str(REPO / "tests" / "fake_server.py"), "--port", str(port)],
+        [sys.executable, str(REPO / "tests" / "support" / "fake_server.py"), "--port", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

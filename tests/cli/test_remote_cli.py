@@ -94,6 +94,30 @@ def test_two_real_servers_kill_9_and_resume_run_every_prompt_once(llama_servers,
     assert job.server is not None and [e.url for e in job.server.endpoints] == [a, b]
 
 
+@pytest.mark.model
+def test_two_real_servers_enforce_a_schema_in_the_form_they_take(llama_servers, tmp_path):
+    """llama-cpp-python's server ignores OpenAI's json_schema envelope and enforces its own
+    json_object with a schema: the probe finds that form and the job sends it."""
+    a, b = llama_servers
+    data = tmp_path / "r.csv"
+    data.write_text(
+        "id,review\n" + "".join(f"r{i},Review number {i}: fine I suppose.\n" for i in range(8))
+    )
+    out = tmp_path / "out.json"
+    done = run_cli(
+        "run", "--template-text", "Label this review: {{ review }}", "--data", str(data),
+        "--server", a, "--server", b, "--model", ALIAS, "--max-tokens", "40",
+        "--schema", "mood: good|bad|meh, score: int 0..9", "--out", str(out),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert f"{a}: schema sent as json_object" in done.stderr
+    assert f"{b}: schema sent as json_object" in done.stderr
+    assert "answers enforced by the servers (json_object)" in done.stderr
+    results = json.loads(out.read_text())["results"]
+    assert all(r["success"] and r["output"]["mood"] in ("good", "bad", "meh") for r in results)
+    assert {r["endpoint"] for r in results} == {a, b}
+
+
 def test_resume_reuses_the_endpoints_or_takes_new_ones(data_dir):
     with FakeServer() as first, FakeServer() as second:
         first.script.extend(["ok", "ok", "400"])  # the third answer stops the job

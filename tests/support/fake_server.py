@@ -7,7 +7,7 @@ every request's arrival time and the peak number of requests in flight, so a tes
 check caps, rates and Retry-After where they matter: at the server.
 
 In a test: `with FakeServer() as server:` (a thread of the test process). As a process
-(benchmarks, kill -9 tests): `python tests/fake_server.py --port P [--delay S]`.
+(benchmarks, kill -9 tests): `python tests/support/fake_server.py --port P [--delay S]`.
 """
 
 from __future__ import annotations
@@ -43,8 +43,14 @@ class FakeServer:
         # "cut" (a stream cut before its finish reason), "jsonbody" (a JSON body to a
         # stream request), "nochoices" (chunks without choices), "hugeusage" (a usage of
         # 2**64), "surrogate" (a lone surrogate in the answer), "echo" (an error body
-        # echoing the key near its 300th character), "redirect:URL" (307 to URL).
+        # echoing the key near its 300th character), "redirect:URL" (307 to URL); and
+        # answers of our choosing: "say:TEXT" (TEXT, finished), "cutoff:TEXT" (TEXT, cut
+        # off at max tokens).
         self.script: deque[str] = deque()
+        # What unscripted requests answer (finished), instead of "w0 w1 ...": a server
+        # that ignores schemas answers the same whatever it is asked.
+        self.reply: str | None = None
+        self.bodies: list[dict] = []  # every chat request's body, as sent
         self.words = 8  # chunks in each answer
         self.arrivals: list[float] = []
         self.finished = 0
@@ -132,6 +138,7 @@ class FakeServer:
         if refused is not None:
             return refused
         body = await request.json()
+        self.bodies.append(body)
         fault = self.script.popleft() if self.script else "ok"
         kind, _, arg = fault.partition(":")
         text = str(body["messages"][-1].get("content", ""))
@@ -161,6 +168,10 @@ class FakeServer:
                 {"error": {"message": message, "type": "fault"}}, status=status, headers=headers
             )
         words = [f"w{i}" for i in range(self.words)]
+        reason = "length"
+        if kind in ("say", "cutoff") or (kind == "ok" and self.reply is not None):
+            words = [arg if kind != "ok" else str(self.reply)]
+            reason = "stop" if kind != "cutoff" else "length"
         usage = {
             "prompt_tokens": len(text.split()),
             "completion_tokens": len(words),
@@ -184,7 +195,7 @@ class FakeServer:
                     {
                         "index": 0,
                         "message": {"role": "assistant", "content": " ".join(words)},
-                        "finish_reason": "length",
+                        "finish_reason": reason,
                     }
                 ],
             }
@@ -211,7 +222,7 @@ class FakeServer:
                 request.transport.abort()
                 return response
         if kind not in ("nofinish", "nochoices"):
-            finish = _chunk(self.model, {}, "length")
+            finish = _chunk(self.model, {}, reason)
             await response.write(f"data: {json.dumps(finish)}\n\n".encode())
         if kind != "nousage" and (body.get("stream_options") or {}).get("include_usage"):
             last = _chunk(self.model, {}, None)

@@ -32,6 +32,7 @@ from tui_batch.cli.run_input import (
     warn_long_prompts,
 )
 from tui_batch.cli.terminal import ProgressPrinter, cancel_on_signals, print_table
+from tui_batch.core import events
 from tui_batch.core.backend import Backend
 from tui_batch.core.errors import (
     CheckpointError,
@@ -257,14 +258,22 @@ def _run_job(
         f"({remaining} to run; checkpoint {one_line(job.checkpoint_file)})",
         file=err,
     )
+    if job.settings.schema is not None:
+        print(f"Answers: {one_line(job.settings.schema.describe())}", file=err)
     printer = ProgressPrinter(err)
     start = time.monotonic()
+
+    def said(event: events.BatchEvent) -> None:
+        if isinstance(event, events.SchemaEnforced):
+            printer.note(f"answers {event.how}")
+
     try:
         with printer.watch(backend):
             results = processor.process_batch(
                 job,
                 backend,
                 progress_callback=printer,
+                on_event=said,
                 cancel_event=signals.cancel,
                 retry_failed=retry_failed,
                 previous=previous,
@@ -298,8 +307,10 @@ def _run_job(
     elapsed = time.monotonic() - start
     empty = sum(1 for r in results if r.empty)
     answered = f"{job.completed} succeeded" + (f" ({empty} empty answers)" if empty else "")
+    invalid = sum(1 for r in results if r.invalid)
+    failed = f"{job.failed - invalid} failed" + (f", {invalid} invalid" if invalid else "")
     print(
-        f"{job.status.value.capitalize()}: {answered}, {job.failed} failed of "
+        f"{job.status.value.capitalize()}: {answered}, {failed} of "
         f"{job.total_prompts} ({tokens_generated(results)}); this run took "
         f"{format_duration(elapsed)}. Results: {one_line(str(out))}",
         file=err,

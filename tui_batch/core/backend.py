@@ -155,6 +155,9 @@ class Backend(ABC):
 
     capacity: int = 1
     on_token: TokenSink | None = None
+    # How the job's schema is kept while generating, in words, once `begin` knows (None:
+    # not at all; the engine checks every answer whatever the backend).
+    schema_mode: str | None = None
 
     def open(self, settings: GenerationSettings) -> None:
         """Acquire what these settings need (load the model); a no-op when already open

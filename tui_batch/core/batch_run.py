@@ -33,6 +33,7 @@ IDLE_POLL = 0.05
 # An answer that broke the schema is run again with a new seed; a greedy job's at this
 # temperature, since greedy decoding would give the same answer again.
 INVALID_RETRY_TEMPERATURE = 0.7
+CHECKED_ONLY = "checked, and run again when invalid (not enforced while generating)"
 
 
 @dataclass(slots=True)
@@ -96,6 +97,9 @@ class BatchRun:
             if pending:
                 # Text streams always: its first piece times the prompt's first token.
                 self.backend.begin(job, self._token)
+                if job.settings.schema is not None:
+                    how = self.backend.schema_mode or CHECKED_ONLY
+                    self._emit(events.SchemaEnforced(how))
                 try:
                     status, reason = self._loop(writer, pending)
                 finally:

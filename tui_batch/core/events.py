@@ -42,4 +42,14 @@ class JobStateChanged:
     reason: str | None = None
 
 
-BatchEvent = PromptStarted | TokensStreamed | PromptRetrying | ResultReady | JobStateChanged
+@dataclass(frozen=True, slots=True)
+class SchemaEnforced:
+    """A job with a schema began on its backend: how its answers are kept to it
+    (enforced while decoding, by the servers, or checked only), in words."""
+
+    how: str
+
+
+BatchEvent = (
+    PromptStarted | TokensStreamed | PromptRetrying | ResultReady | JobStateChanged | SchemaEnforced
+)

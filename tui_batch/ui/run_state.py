@@ -70,10 +70,14 @@ class RunState:
         self._paused_since: float | None = None
         # The backend running the job, once the worker has made it (for its status).
         self.backend: Backend | None = None
+        # How the job's schema is kept, once the backend has begun (None: no schema).
+        self.schema_how: str | None = None
 
     def _record(self, result: BatchResult) -> None:
         self.results[result.prompt_index] = result
-        self.status[result.prompt_index] = "ok" if result.success else "failed"
+        self.status[result.prompt_index] = (
+            "ok" if result.success else "invalid" if result.invalid else "failed"
+        )
         if not result.success:
             self.failed.append(result.prompt_index)
         for attempt in result.attempt_log:
@@ -117,6 +121,9 @@ class RunState:
             if isinstance(event, events.PromptRetrying):
                 self.running.pop(event.index, None)
                 self.status[event.index] = "retrying"
+                return
+            if isinstance(event, events.SchemaEnforced):
+                self.schema_how = event.how
                 return
             if isinstance(event, events.JobStateChanged):
                 self.job_status = event.status

@@ -12,6 +12,7 @@ the matcher accepts. After a token is chosen its matcher takes it.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,9 +32,12 @@ class SchemaConstraint:
 
         self._llguidance = llguidance
         eog = [t for t in range(n_vocab) if llama_cpp.llama_vocab_is_eog(vocab, t)]
-        self.tokenizer = llguidance.llamacpp.lltokenizer_from_vocab(
-            vocab, n_vocab=n_vocab, eos_token=eog or None
-        )
+        # llguidance calls a llama.cpp function that warns it is deprecated, once a token.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.tokenizer = llguidance.llamacpp.lltokenizer_from_vocab(
+                vocab, n_vocab=n_vocab, eos_token=eog or None
+            )
         self.executor = llguidance.LLExecutor()
         self.n_vocab = n_vocab
         self.words = (n_vocab + 31) // 32

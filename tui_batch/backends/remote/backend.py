@@ -134,6 +134,14 @@ class RemoteBackend(Backend):
                 future.result(timeout=PROBE_WAIT)
             except concurrent.futures.TimeoutError:
                 future.cancel()
+        forms = [self.schema_forms.get(e.url) for e in self.server.endpoints]
+        enforcing = [form for form in forms if form]
+        self.schema_mode = None
+        if enforcing:
+            said = ", ".join(sorted(set(enforcing)))
+            self.schema_mode = f"enforced by the servers ({said})"
+            if len(enforcing) < len(forms):
+                self.schema_mode += f"; {len(forms) - len(enforcing)} do not: checked only"
         for endpoint in self.server.endpoints:
             form = self.schema_forms.get(endpoint.url)
             self.admission.note(

@@ -22,6 +22,7 @@ REFRESH_INTERVAL = 1 / 10
 STATUS_STYLE = {
     "ok": "green",
     "failed": "bold red",
+    "invalid": "bold yellow",
     "running": "bold cyan",
     "retrying": "yellow",
     "waiting": "yellow",
@@ -46,7 +47,11 @@ def status_line(run: RunState) -> Text:
     text = Text()
     text.append(f"{percent:5.1f}%", style="bold")
     text.append(f"  {done}/{total} done  ")
-    text.append(f"{job.failed} failed", style="bold red" if job.failed else "")
+    invalid = update.invalid if update is not None else 0
+    failed = job.failed - invalid
+    text.append(f"{failed} failed", style="bold red" if failed else "")
+    if invalid:
+        text.append(f"  {invalid} invalid", style="bold yellow")
     if run.is_active and run.tokens_counted:
         elapsed, rate = run.live_figures()  # many prompts at once finish in bursts
     elif update is not None:
@@ -60,6 +65,18 @@ def status_line(run: RunState) -> Text:
     text.append(f"  {rate:.1f} tok/s")
     if update is not None:
         text.append(f"  {update.throughput:.1f} prompts/s")
+    return text
+
+
+def answers_label(run: RunState) -> Text:
+    """A job with a schema: what its answers must be, and how that is kept."""
+    schema = run.job.settings.schema
+    if schema is None:
+        return Text()
+    text = Text("\nanswers ", style="dim")
+    text.append_text(one_line(schema.describe()[:80]))
+    if run.schema_how:
+        text.append_text(one_line(f"  {run.schema_how}", style="dim"))
     return text
 
 
@@ -198,7 +215,7 @@ class ProgressScreen(Screen[None]):
             tokens_in,
             tokens_out,
             Text(f"{result.duration:.2f}s"),
-            one_line(result.error_message, style="red"),
+            one_line(result.error_message, style="yellow" if result.invalid else "red"),
         ]
 
     def refresh_from_run(self) -> None:
@@ -222,6 +239,7 @@ class ProgressScreen(Screen[None]):
                 one_line(_servers_label(job.server), style="dim"),
                 ("  status ", "dim"),
                 (state, "bold red" if run.error else "bold"),
+                answers_label(run),
             ),
         )
         self.query_one("#bar", ProgressBar).update(
