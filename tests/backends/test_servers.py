@@ -144,7 +144,10 @@ def test_a_checkpoint_from_before_servers_reads_and_upgrades(tmp_path):
     job = processor.create_job("m", ["a", "b"])
     path = tmp_path / f"batch_{job.job_id}.db"
     with sqlite3.connect(path) as connection:  # make it a format 1 file again
-        for column in ("endpoint", "attempt_log", "ttft", "queue_wait", "token_counts"):
+        for column in (
+            *("endpoint", "attempt_log", "ttft", "queue_wait", "token_counts"),
+            *("output", "invalid"),
+        ):
             connection.execute(f"ALTER TABLE results DROP COLUMN {column}")
         connection.execute(
             "INSERT INTO results VALUES (0, 'old', 1, 2, 0.5, 1, NULL, 1, 'stop', NULL, NULL)"
@@ -157,7 +160,7 @@ def test_a_checkpoint_from_before_servers_reads_and_upgrades(tmp_path):
     )
     processor.save_checkpoint(loaded, [new])
     with sqlite3.connect(path) as connection:
-        assert connection.execute("PRAGMA user_version").fetchone() == (4,)
+        assert connection.execute("PRAGMA user_version").fetchone() == (5,)
     _, results = processor.load_job(job.job_id)
     assert [r.response_text for r in results] == ["old", "new"]
     assert results[1].attempt_log == [Attempt("http://x/v1", 200)]
@@ -168,7 +171,7 @@ def test_a_format_2_checkpoint_reads_and_gains_ttft(tmp_path):
     job = processor.create_job("m", ["a", "b"])
     path = tmp_path / f"batch_{job.job_id}.db"
     with sqlite3.connect(path) as connection:
-        for column in ("ttft", "queue_wait", "token_counts"):
+        for column in ("ttft", "queue_wait", "token_counts", "output", "invalid"):
             connection.execute(f"ALTER TABLE results DROP COLUMN {column}")
         connection.execute(
             "INSERT INTO results VALUES (0, 'old', 1, 2, 0.5, 1, NULL, 1, 'stop', NULL, NULL, "
@@ -181,7 +184,7 @@ def test_a_format_2_checkpoint_reads_and_gains_ttft(tmp_path):
     _, results = processor.load_job(job.job_id)
     assert [(r.response_text, r.ttft) for r in results] == [("old", None), ("new", 0.25)]
     with sqlite3.connect(path) as connection:
-        assert connection.execute("PRAGMA user_version").fetchone() == (4,)
+        assert connection.execute("PRAGMA user_version").fetchone() == (5,)
 
 
 def test_a_format_3_checkpoint_reads_and_gains_queue_wait_and_token_counts(tmp_path):
@@ -189,7 +192,7 @@ def test_a_format_3_checkpoint_reads_and_gains_queue_wait_and_token_counts(tmp_p
     job = processor.create_job("m", ["a", "b"])
     path = tmp_path / f"batch_{job.job_id}.db"
     with sqlite3.connect(path) as connection:
-        for column in ("queue_wait", "token_counts"):
+        for column in ("queue_wait", "token_counts", "output", "invalid"):
             connection.execute(f"ALTER TABLE results DROP COLUMN {column}")
         connection.execute(
             "INSERT INTO results VALUES (0, 'old', 1, 2, 0.5, 1, NULL, 1, 'stop', NULL, NULL, "
@@ -204,7 +207,29 @@ def test_a_format_3_checkpoint_reads_and_gains_queue_wait_and_token_counts(tmp_p
     assert [(r.queue_wait, r.token_counts) for r in results] == [(None, None), (2.5, "streamed")]
     assert results[0].ttft == 0.1 and not results[1].input_known and results[1].output_known
     with sqlite3.connect(path) as connection:
-        assert connection.execute("PRAGMA user_version").fetchone() == (4,)
+        assert connection.execute("PRAGMA user_version").fetchone() == (5,)
+
+
+def test_a_format_4_checkpoint_reads_and_gains_structured_answers(tmp_path):
+    processor = BatchProcessor(tmp_path)
+    job = processor.create_job("m", ["a", "b"])
+    path = tmp_path / f"batch_{job.job_id}.db"
+    with sqlite3.connect(path) as connection:
+        for column in ("output", "invalid"):
+            connection.execute(f"ALTER TABLE results DROP COLUMN {column}")
+        connection.execute(
+            "INSERT INTO results VALUES (0, 'old', 1, 2, 0.5, 0, 'boom', 1, NULL, NULL, NULL, "
+            "NULL, NULL, 0.1, NULL, NULL)"
+        )
+        connection.execute("PRAGMA user_version = 4")
+    loaded, results = processor.load_job(job.job_id)
+    assert (results[0].output, results[0].invalid, results[0].errored) == (None, False, True)
+    new = BatchResult(1, "b", '{"a": 1}', output={"a": 1})
+    processor.save_checkpoint(loaded, [new])
+    _, results = processor.load_job(job.job_id)
+    assert [(r.output, r.invalid) for r in results] == [(None, False), ({"a": 1}, False)]
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("PRAGMA user_version").fetchone() == (5,)
 
 
 def test_server_sent_events_are_read_as_the_spec_says():

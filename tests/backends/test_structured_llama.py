@@ -92,3 +92,27 @@ def test_an_answer_cut_off_is_run_again_kept_and_finally_invalid(demo_model, par
         assert result.attempts == 3
         assert [a.error for a in result.attempt_log] == [f"invalid: {CUT_OFF}"] * 2
         assert all(a.answer and a.answer.startswith("{") for a in result.attempt_log)
+
+
+def test_a_vocabulary_llguidance_cannot_read_is_said_and_answers_are_still_checked(
+    demo_model, monkeypatch
+):
+    from tui_batch.backends.llama import constraint
+    from tui_batch.core import events
+
+    def unreadable(self, *args):
+        raise ValueError("token 17 is not UTF-8")
+
+    monkeypatch.setattr(constraint.SchemaConstraint, "__init__", unreadable)
+    said = []
+    processor = BatchProcessor()
+    settings = replace(SETTINGS, max_tokens=24)
+    job = processor.create_job("demo", reviews(3), settings=settings, invalid_retries=0)
+    with ParallelLlamaBackend(demo_model, 4) as backend:
+        backend.open(settings)
+        results = processor.process_batch(job, backend, on_event=said.append)
+    (how,) = [event.how for event in said if isinstance(event, events.SchemaEnforced)]
+    assert how == ("not enforced on this model (token 17 is not UTF-8): answers are checked only")
+    for result in results:  # free text now: checked, and invalid where it is not JSON
+        checked = check_answer(REVIEW, result.response_text, result.finish_reason)
+        assert result.invalid == (not checked.valid)

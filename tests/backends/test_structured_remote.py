@@ -93,3 +93,14 @@ def test_choices_on_a_server_come_back_as_the_label(tmp_path):
     assert [r.response_text for r in results] == ["dog", "dog"]
     assert [r.output for r in results] == ["dog", "dog"]
     assert sent == {"type": "string", "enum": ["cat", "dog"]}
+
+
+def test_a_server_that_refuses_structured_output_is_sent_none(tmp_path):
+    with FakeServer() as fake:
+        fake.refuse_schemas = True
+        fake.reply = GOOD
+        _, results, backend = run_schema(tmp_path, fake, ["a", "b"])
+        asked = fake.bodies[3:]
+    assert backend.schema_forms == {fake.url: "refused"}
+    assert all("response_format" not in body for body in asked) and len(asked) == 2
+    assert [r.output for r in results] == [{"label": "cat", "size": 2}] * 2

@@ -168,3 +168,47 @@ def test_compare_two_real_runs(tmp_path):
     assert "... 22 more rows" in text.stdout
     bad = run_cli("compare", ids[0], "nope")
     assert bad.returncode == 2 and bad.stderr.startswith("tui-batch: error: No checkpoint")
+
+
+def test_jobs_with_a_schema_agree_field_by_field(tmp_path):
+    from tui_batch.core.jobs import GenerationSettings
+    from tui_batch.core.structured.schema import parse_schema
+
+    schema = parse_schema("label: cat|dog, size: int 1..3, info: str")
+    answers = [
+        [{"label": "cat", "size": 1, "info": "a"}, {"label": "dog", "size": 2, "info": "b"},
+         {"label": "cat", "size": 3, "info": "c"}, None],
+        [{"label": "cat", "size": 2, "info": "a"}, {"label": "cat", "size": 2, "info": "b"},
+         {"label": "cat", "size": 3, "info": "c"}, {"label": "dog", "size": 1, "info": "d"}],
+    ]  # fmt: skip
+    processor = BatchProcessor(tmp_path)
+    paths = []
+    for values in answers:
+        job = processor.create_job(
+            "m", ["p0", "p1", "p2", "p3"], settings=GenerationSettings(schema=schema)
+        )
+        results = [
+            BatchResult(
+                i,
+                "",
+                json.dumps(v) if v else "nope",
+                success=v is not None,
+                invalid=v is None,
+                output=v,
+                error_message=None if v else "$: not JSON",
+            )  # fmt: skip
+            for i, v in enumerate(values)
+        ]
+        processor.save_checkpoint(job, results)
+        paths.append(job.checkpoint_file)
+    with Comparison(paths) as comparison:
+        summary = comparison.summary()
+        agreement = {f.name: (f.agree, f.compared) for f in summary.fields}
+        assert agreement == {"label": (2, 3), "size": (2, 3), "info": (3, 3)}
+        assert summary.to_dict()["fields"][0] == {
+            "field": "label", "agree": 2, "compared": 3, "rate": 66.67,
+        }  # fmt: skip
+        assert [row.key for row in comparison.iter_rows(differs="label")] == ["p1"]
+        assert comparison.count(differs="size") == 1
+        with pytest.raises(SettingsError, match="Unknown field 'nope' \\(known: label, size"):
+            comparison.count(differs="nope")

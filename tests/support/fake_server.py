@@ -51,6 +51,8 @@ class FakeServer:
         # that ignores schemas answers the same whatever it is asked.
         self.reply: str | None = None
         self.bodies: list[dict] = []  # every chat request's body, as sent
+        # Answer 400 to a request asking for structured output (a server without it).
+        self.refuse_schemas = False
         self.words = 8  # chunks in each answer
         self.arrivals: list[float] = []
         self.finished = 0
@@ -143,6 +145,8 @@ class FakeServer:
         kind, _, arg = fault.partition(":")
         text = str(body["messages"][-1].get("content", ""))
         if "BAD_REQUEST" in text:
+            kind = "400"
+        if self.refuse_schemas and ("response_format" in body or "structured_outputs" in body):
             kind = "400"
         if kind == "redirect":
             raise web.HTTPTemporaryRedirect(arg)

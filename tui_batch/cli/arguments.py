@@ -147,6 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--state", choices=STATES, help="only rows in this state")
     compare.add_argument("--search", metavar="TEXT", help="only rows whose id or answers hold TEXT")
     compare.add_argument(
+        "--field",
+        metavar="NAME",
+        help="jobs whose answers have a schema: only rows where this field's values differ",
+    )
+    compare.add_argument(
         "--limit", type=int, default=20, metavar="N", help="rows printed as text (default 20)"
     )
 

@@ -43,7 +43,7 @@ def command_compare(args: argparse.Namespace) -> int:
     paths = [checkpoint_path(processor, job_id) for job_id in args.job_ids]
     with Comparison(paths) as comparison:
         summary = comparison.summary()
-        rows = comparison.iter_rows(args.sort, args.state, args.search)
+        rows = comparison.iter_rows(args.sort, args.state, args.search, differs=args.field)
         if args.json or args.csv:
 
             def write(out: IO[str]) -> None:
@@ -60,8 +60,10 @@ def command_compare(args: argparse.Namespace) -> int:
             else:  # CSV into a pipe or a file: the answers exactly as they are
                 write(sys.stdout)
             return 0
-        shown = comparison.rows(args.sort, args.state, args.search, limit=args.limit)
-        total = comparison.count(args.state, args.search)
+        shown = comparison.rows(
+            args.sort, args.state, args.search, limit=args.limit, differs=args.field
+        )
+        total = comparison.count(args.state, args.search, args.field)
         print("\n".join(compare_lines(summary, shown, total)))
     return 0
 

@@ -25,6 +25,7 @@ from tui_batch.core.errors import CheckpointError, SettingsError
 from tui_batch.core.jobs import BatchJob
 from tui_batch.core.rows import check_rows
 from tui_batch.core.store import read_header
+from tui_batch.core.structured.schema import AnswerSchema
 
 STATES = ("identical", "different", "failed", "not run", "missing")
 ORDERS = ("index", "length", "latency")
@@ -51,10 +52,26 @@ class JobSide:
 
 
 @dataclass(slots=True)
+class FieldAgreement:
+    """Jobs whose answers have a schema: how often a field's value is the same in every
+    job, over the prompts every job answered validly."""
+
+    name: str
+    agree: int
+    compared: int
+
+    @property
+    def rate(self) -> float:
+        return 100.0 * self.agree / self.compared if self.compared else 0.0
+
+
+@dataclass(slots=True)
 class CompareSummary:
     jobs: list[JobSide]
     matched_on: str  # "custom id" or "prompt text"
     states: dict[str, int] = field(default_factory=dict)
+    # Per field of the answers (jobs with schemas sharing it): agreement.
+    fields: list[FieldAgreement] = field(default_factory=list)
 
     @property
     def rows(self) -> int:
@@ -77,6 +94,15 @@ class CompareSummary:
                     "mean_latency": j.mean_latency,
                 }
                 for j in self.jobs
+            ],
+            "fields": [
+                {
+                    "field": f.name,
+                    "agree": f.agree,
+                    "compared": f.compared,
+                    "rate": round(f.rate, 2),
+                }
+                for f in self.fields
             ],
         }
 
@@ -128,6 +154,7 @@ class Comparison:
             raise SettingsError(f"Compare two to {MAX_JOBS} jobs, not {len(paths)}")
         self.paths = [Path(p) for p in paths]
         self.connection = sqlite3.connect(":memory:", check_same_thread=False)
+        self._schemas: list[AnswerSchema | None] = []
         try:
             self.sides = [self._attach(n, path) for n, path in enumerate(self.paths)]
             self.matched_on = self._match()
@@ -160,7 +187,34 @@ class Comparison:
         except CheckpointError as exc:
             raise CheckpointError(f"Unreadable checkpoint {path}: {exc}") from None
         (prompts,) = self.connection.execute(f"SELECT COUNT(*) FROM j{n}.prompts").fetchone()
+        self._schemas.append(job.settings.schema)
         return JobSide(job.job_id, job.model_id, prompts)
+
+    @property
+    def fields(self) -> list[str]:
+        """The answers' fields every job has (each job with a schema): what agreement is
+        counted for. A choices job's one field is its label."""
+        schemas = self._schemas
+        if not schemas or any(schema is None for schema in schemas):
+            return []
+        names = [[name for name, _ in schema.columns()] for schema in schemas if schema]
+        return [name for name in names[0] if all(name in others for others in names[1:])]
+
+    def _paths(self, name: str) -> str:
+        """The JSON path of a field (`a.b` is nested) in every job's answers."""
+        schema = self._schemas[0]
+        assert schema is not None
+        path = dict(schema.columns())[name]
+        return "$" + "".join(f'."{part}"' for part in path)
+
+    def _agreement(self, name: str) -> str:
+        """SQL: every job's value of field `name` alike (all answered validly)."""
+        path = self._paths(name).replace("'", "''")
+        values = [f"json_extract(r{k}.output, '{path}')" for k in range(len(self.sides))]
+        return " AND ".join(f"{value} IS {values[0]}" for value in values[1:])
+
+    def _valid_everywhere(self) -> str:
+        return " AND ".join(f"r{k}.output IS NOT NULL" for k in range(len(self.sides)))
 
     def _match(self) -> str:
         """Fill the temporary table `matched`: one row per prompt, each job's index."""
@@ -235,7 +289,9 @@ class Comparison:
             "WHERE {search})"
         )
 
-    def _where(self, state: str | None, search: str | None) -> tuple[str, str, dict[str, Any]]:
+    def _where(
+        self, state: str | None, search: str | None, differs: str | None = None
+    ) -> tuple[str, str, dict[str, Any]]:
         if state is not None and state not in STATES:
             raise SettingsError(f"Unknown state {state!r}: use one of {', '.join(STATES)}")
         params: dict[str, Any] = {}
@@ -244,6 +300,14 @@ class Comparison:
             escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             params["pattern"] = f"%{escaped}%"
             search_sql = self._search
+        if differs is not None:
+            if differs not in self.fields or '"' in differs:
+                known = ", ".join(self.fields) or "none: give jobs whose answers have a schema"
+                raise SettingsError(f"Unknown field {differs!r:.60} (known: {known})")
+            search_sql = (
+                f"({search_sql}) AND {self._valid_everywhere()} "
+                f"AND NOT ({self._agreement(differs)})"
+            )
         outer = "WHERE state = :state" if state else ""
         if state:
             params["state"] = state
@@ -263,10 +327,24 @@ class Comparison:
             ).fetchone()
             side.results, side.succeeded = results, int(succeeded)
             side.tokens_output, side.mean_latency = int(tokens), latency
-        return CompareSummary(self.sides, self.matched_on, states)
+        agreements = []
+        joins = " ".join(
+            f"JOIN j{k}.results r{k} ON r{k}.prompt_index = m.i{k}" for k in range(len(self.sides))
+        )
+        for name in self.fields:
+            if '"' in name:
+                continue
+            compared, agree = self.connection.execute(
+                f"SELECT COUNT(*), TOTAL({self._agreement(name)}) FROM matched m {joins} "
+                f"WHERE {self._valid_everywhere()}"
+            ).fetchone()
+            agreements.append(FieldAgreement(name, int(agree), compared))
+        return CompareSummary(self.sides, self.matched_on, states, agreements)
 
-    def count(self, state: str | None = None, search: str | None = None) -> int:
-        search_sql, outer, params = self._where(state, search)
+    def count(
+        self, state: str | None = None, search: str | None = None, differs: str | None = None
+    ) -> int:
+        search_sql, outer, params = self._where(state, search, differs)
         sql = f"SELECT COUNT(*) FROM ({self._select.format(search=search_sql)}) {outer}"
         return self.connection.execute(sql, params).fetchone()[0]
 
@@ -281,10 +359,13 @@ class Comparison:
         search: str | None = None,
         offset: int = 0,
         limit: int | None = None,
+        differs: str | None = None,
     ) -> Iterator[CompareRow]:
+        """Matched prompts in `order`, in `state`, holding `search`; with `differs`, only
+        those every job answered validly with different values of that field."""
         if order not in ORDERS:
             raise SettingsError(f"Unknown order {order!r}: use one of {', '.join(ORDERS)}")
-        search_sql, outer, params = self._where(state, search)
+        search_sql, outer, params = self._where(state, search, differs)
         sort = {
             "index": "row",
             "length": "length_gap DESC, row",

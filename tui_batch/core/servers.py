@@ -196,6 +196,10 @@ def server_settings_from_text(
     return replace(base, endpoints=endpoints or base.endpoints, **values)
 
 
+# A server that refuses every structured-output form (an error for each): sent none.
+REFUSES_SCHEMAS = "refused"
+
+
 @dataclass(slots=True)
 class ServerCheck:
     """What asking each server before a job said: the models each serves (none listed:
@@ -204,8 +208,8 @@ class ServerCheck:
 
     models: dict[str, list[str]]
     interrupting: list[str] = field(default_factory=list)
-    # With a schema: how each server enforces it (a `chat_wire.SCHEMA_FORMS`), None
-    # where it answers without enforcing one.
+    # With a schema: how each server enforces it (one of `chat_wire.SCHEMA_FORMS`); None
+    # where it answers without enforcing one, REFUSES_SCHEMAS where it refuses them.
     schema_forms: dict[str, str | None] = field(default_factory=dict)
 
     def warnings(self) -> list[str]:
@@ -220,9 +224,14 @@ class ServerCheck:
             f"{url} answers but does not enforce the schema: its answers are checked, and "
             "invalid ones run again"
             for url, form in self.schema_forms.items()
-            if form is None
+            if form in (None, REFUSES_SCHEMAS)
         ]
         return said
+
+    def enforced_form(self, url: str) -> str | None:
+        """The form in which the server at `url` enforces a schema (None: it does not)."""
+        form = self.schema_forms.get(url)
+        return None if form == REFUSES_SCHEMAS else form
 
     def applied_to(self, server: ServerSettings) -> ServerSettings:
         """`server` with each interrupting endpoint capped at one request in flight."""

@@ -375,12 +375,15 @@ def _endpoints(connection: sqlite3.Connection) -> list[EndpointStats]:
         )
     for endpoint, requests, errors, ttft in connection.execute(
         "SELECT json_extract(a.value, '$.endpoint') AS ep, COUNT(*), "
-        # A request called back by a pause is no error of its server.
+        # A request called back by a pause is no error of its server, nor is an answer
+        # that broke the job's schema (a local model's are kept in the log too).
         "TOTAL(json_extract(a.value, '$.error') IS NOT NULL "
-        "AND json_extract(a.value, '$.error') NOT LIKE 'cancelled:%'), "
+        "AND json_extract(a.value, '$.error') NOT LIKE 'cancelled:%' "
+        "AND json_extract(a.value, '$.error') NOT LIKE 'invalid:%'), "
         "AVG(json_extract(a.value, '$.ttft')) "
         "FROM results, json_each(results.attempt_log) AS a "
         "WHERE results.attempt_log IS NOT NULL AND json_valid(results.attempt_log) "
+        "AND results.endpoint IS NOT NULL "
         "GROUP BY ep ORDER BY ep"
     ):
         if not isinstance(endpoint, str):

@@ -194,6 +194,12 @@ def compare_lines(summary: CompareSummary, rows: list[CompareRow], total: int) -
             )
         )
     lines += _table(table)
+    if summary.fields:
+        agreement = " · ".join(
+            f"{_one_line(f.name, 40)} {f.rate:.1f}% ({f.agree:,} of {f.compared:,})"
+            for f in summary.fields
+        )
+        lines += ["", f"  agreement by field: {agreement}"]
     if rows:
         lines.append("")
         width = max(12, 60 // len(summary.jobs))

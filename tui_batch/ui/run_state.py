@@ -80,11 +80,14 @@ class RunState:
         )
         if not result.success:
             self.failed.append(result.prompt_index)
-        for attempt in result.attempt_log:
+        for attempt in result.attempt_log if result.endpoint is not None else ():
             tally = self.requests.setdefault(attempt.endpoint, [0, 0])
             tally[0] += 1
-            # A request called back by a pause is no error of its server.
-            tally[1] += attempt.error is not None and not attempt.error.startswith("cancelled:")
+            # A request called back by a pause is no error of its server, nor is an
+            # answer that broke the schema.
+            tally[1] += attempt.error is not None and not attempt.error.startswith(
+                ("cancelled:", "invalid:")
+            )
 
     def handle(self, event: events.BatchEvent) -> None:
         """Apply a core event (worker thread); the screens see it at their next tick."""

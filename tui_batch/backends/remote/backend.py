@@ -29,7 +29,12 @@ from typing import Any, TypeVar
 
 from tui_batch.backends.remote.admission import Admission, Outcome
 from tui_batch.backends.remote.call import Call
-from tui_batch.backends.remote.chat_wire import chat_request, estimate_tokens, structured_output
+from tui_batch.backends.remote.chat_wire import (
+    SCHEMA_FORMS,
+    chat_request,
+    estimate_tokens,
+    structured_output,
+)
 from tui_batch.backends.remote.openai_api import Secret, make_client, schema_form
 from tui_batch.core.backend import Backend, BackendStatus, Completion, Task
 from tui_batch.core.errors import ServerError
@@ -135,7 +140,7 @@ class RemoteBackend(Backend):
             except concurrent.futures.TimeoutError:
                 future.cancel()
         forms = [self.schema_forms.get(e.url) for e in self.server.endpoints]
-        enforcing = [form for form in forms if form]
+        enforcing = [form for form in forms if form in SCHEMA_FORMS]
         self.schema_mode = None
         if enforcing:
             said = ", ".join(sorted(set(enforcing)))
@@ -146,7 +151,7 @@ class RemoteBackend(Backend):
             form = self.schema_forms.get(endpoint.url)
             self.admission.note(
                 f"{endpoint.url}: schema sent as {form}"
-                if form
+                if form in SCHEMA_FORMS
                 else f"{endpoint.url} does not enforce the schema: answers are checked, and "
                 "invalid ones run again"
             )

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tui_batch.core.jobs import GenerationSettings, Prompt, messages_for
+from tui_batch.core.servers import REFUSES_SCHEMAS
 from tui_batch.core.structured.schema import AnswerSchema
 from tui_batch.core.text import clean_text
 
@@ -58,8 +59,9 @@ SCHEMA_FORMS = ("json_schema", "json_object", "structured_outputs")
 
 def structured_output(form: str | None, schema: AnswerSchema | None) -> dict[str, Any]:
     """What a request adds to ask for answers of `schema` in `form` (None: the standard
-    form, for a server that enforces none: it may still take it as a hint)."""
-    if schema is None:
+    form, for a server that enforces none: it may still take it as a hint; nothing for
+    a server that refuses them all)."""
+    if schema is None or form == REFUSES_SCHEMAS:
         return {}
     if form == "json_object":
         return {"response_format": {"type": "json_object", "schema": schema.schema}}

@@ -22,7 +22,13 @@ from tui_batch.backends.remote.chat_wire import (
     structured_output,
 )
 from tui_batch.core.errors import ServerError
-from tui_batch.core.servers import MAX_RETRY_AFTER, Endpoint, ServerCheck, ServerSettings
+from tui_batch.core.servers import (
+    MAX_RETRY_AFTER,
+    REFUSES_SCHEMAS,
+    Endpoint,
+    ServerCheck,
+    ServerSettings,
+)
 from tui_batch.core.structured.check import check_answer
 from tui_batch.core.structured.schema import AnswerSchema
 from tui_batch.core.text import clean_text
@@ -308,10 +314,12 @@ _PROBE_FORM_TOKENS = 40
 
 async def schema_form(client: Any, model: str) -> str | None:
     """How this server enforces a schema: the first of SCHEMA_FORMS whose answer to a
-    small probe is valid (one short request each, until one is); None when it answers
-    each without enforcing it, refuses them, or the probe cannot tell."""
+    small probe is valid (one short request each, until one is); REFUSES_SCHEMAS when it
+    answers each with an error; None when it answers without enforcing one, or the
+    probe cannot tell."""
     openai = import_openai()
     messages = [{"role": "user", "content": "Say hello."}]
+    refused = 0
     for form in SCHEMA_FORMS:
         request = {
             "model": model,
@@ -325,12 +333,13 @@ async def schema_form(client: Any, model: str) -> str | None:
             async with create(**request) as response:
                 answer = read_completion(await response.read())
         except openai.APIStatusError:
+            refused += 1
             continue  # the server refuses this form: try the next
         except Exception:  # noqa: BLE001 - a probe that cannot tell says nothing
             return None
         if check_answer(PROBE_SCHEMA, answer.text, answer.finish_reason).valid:
             return form
-    return None
+    return REFUSES_SCHEMAS if refused == len(SCHEMA_FORMS) else None
 
 
 async def _probe(

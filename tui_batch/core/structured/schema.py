@@ -155,10 +155,10 @@ class AnswerSchema:
         return labels
 
     def describe(self) -> str:
-        """One line: the choices, or the fields and their types."""
+        """One line: the choices, or the fields and their types (hints left out)."""
         if self.choices:
             return "one of " + ", ".join(self.choices)
-        short = to_short_form(self.schema)
+        short = to_short_form(_without_hints(self.schema))
         if short is not None:
             return short
         if self.fields:
@@ -187,6 +187,22 @@ class AnswerSchema:
             "type": "json_schema",
             "json_schema": {"name": "answer", "schema": self.schema, "strict": True},
         }
+
+
+def _without_hints(schema: dict[str, Any]) -> dict[str, Any]:
+    """The schema without its fields' descriptions (for a one-line short form)."""
+    properties = schema.get("properties")
+    if not isinstance(properties, dict):
+        return schema
+    bare = {}
+    for name, field_schema in properties.items():
+        if isinstance(field_schema, dict):
+            field_schema = {k: v for k, v in field_schema.items() if k != "description"}
+            items = field_schema.get("items")
+            if isinstance(items, dict):
+                field_schema["items"] = {k: v for k, v in items.items() if k != "description"}
+        bare[name] = field_schema
+    return {**schema, "properties": bare}
 
 
 def _paths(schema: dict[str, Any], prefix: tuple[str, ...]) -> list[tuple[str, ...]]:

@@ -223,6 +223,11 @@ def summary_text(summary: CompareSummary) -> Text:
             f"  {side.results:,} results  {side.success_rate:.1f}% ok  "
             f"{side.tokens_output:,} tokens out  mean latency {latency}"
         )
+    if summary.fields:
+        text.append("\nagreement by field  ", style="dim")
+        for agreement in summary.fields:
+            text.append_text(one_line(agreement.name, style="bold"))
+            text.append(f" {agreement.rate:.1f}% ({agreement.agree:,}/{agreement.compared:,})  ")
     return text
 
 

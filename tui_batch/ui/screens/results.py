@@ -40,7 +40,7 @@ class ResultsScreen(Screen[None]):
         Binding("a", "show('all')", "All"),
         Binding("f", "show('failed')", "Failed"),
         Binding("s", "show('succeeded')", "Succeeded", show=False),
-        Binding("i", "show('invalid')", "Invalid"),
+        Binding("i", "show('invalid')", "Invalid", show=False),
         Binding("slash", "search", "Search"),
         Binding("c", "copy", "Copy"),
         Binding("e", "export", "Export"),

@@ -33,8 +33,11 @@ class AnswerForm(Vertical):
     def compose(self) -> ComposeResult:
         yield Label("Answers")
         yield Select(KINDS, value="text", allow_blank=False, id="answer-kind", compact=True)
-        yield Input(id="schema", compact=True, disabled=True)
+        yield Input(id="schema", compact=True)
         yield Static(id="schema-preview")
+
+    def on_mount(self) -> None:
+        self._show_kind()
 
     @property
     def kind(self) -> str:
@@ -67,17 +70,20 @@ class AnswerForm(Vertical):
             if "\n" in text:  # a short form with hints, one a line: as JSON, on one line
                 text = json.dumps(schema.schema, ensure_ascii=False)
         self.query_one("#answer-kind", Select).value = kind
-        field = self.query_one("#schema", Input)
-        field.value = text
-        field.disabled = kind == "text"
+        self.query_one("#schema", Input).value = text
+        self._show_kind()
         self._preview()
 
     @on(Select.Changed, "#answer-kind")
     def _kind_changed(self) -> None:
-        field = self.query_one("#schema", Input)
-        field.disabled = self.kind == "text"
-        field.placeholder = PLACEHOLDERS[self.kind]
+        self._show_kind()
         self._preview()
+
+    def _show_kind(self) -> None:
+        """The text field and its preview are there for a schema or choices only."""
+        field = self.query_one("#schema", Input)
+        field.placeholder = PLACEHOLDERS[self.kind]
+        field.display = self.query_one("#schema-preview").display = self.kind != "text"
 
     @on(Input.Changed, "#schema")
     def _text_changed(self) -> None:

@@ -162,8 +162,8 @@ class ServerForm(Vertical):
             text.append("ok ", style="bold green")
             text.append_text(one_line(url))
             text.append(f"  {len(found)} model(s)" if found else "  lists no models", "dim")
-            if check.schema_forms.get(url):
-                text.append(f"  schema: enforced ({check.schema_forms[url]})", "dim")
+            if check.enforced_form(url):
+                text.append(f"  schema: enforced ({check.enforced_form(url)})", "dim")
             text.append("\n")
         for warning in check.warnings():
             text.append_text(literal(f"{warning}\n", style="yellow"))
