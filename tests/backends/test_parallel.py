@@ -147,3 +147,24 @@ def test_kill_and_resume_with_parallel_answers_every_prompt_once(tmp_path):
     job, saved, _ = kill_then_resume(tmp_path, 6, "--parallel", "4", "--batch-invariant")
     assert job.settings.parallel == 4 and job.settings.batch_invariant
     assert 4 <= len(saved) < 25
+
+
+def test_a_prompt_starts_after_what_it_shares_with_one_already_decoded(demo_model):
+    """Prompts of a template share its text: a prompt admitted to a slot starts after the
+    tokens it has in common with a prompt whose KV cells are there (its slot's last, or
+    a running one's, copied), so most of a prompt is never decoded twice."""
+    instruction = (
+        "You are labelling product reviews for a shop. Read the review below and say in "
+        "a few words whether the customer liked the product, and why. Review of a kettle: "
+    )
+    prompts = [f"{instruction}it is number {n} and it {verb}." for n, verb in
+               enumerate(["boils", "leaks", "hums", "shines"] * 8)]  # fmt: skip
+    settings = replace(SETTINGS, max_tokens=8)
+    backend = ParallelLlamaBackend(demo_model, 8)
+    _, first = run(backend, prompts, settings)
+    prompt_tokens = sum(r.tokens_input for r in first)
+    prefilled = backend.timing.tokens - sum(r.tokens_output for r in first)
+    assert prefilled < 0.5 * prompt_tokens  # measured: 29%
+    assert all(r.success and r.tokens_output > 0 for r in first)
+    _, again = run(ParallelLlamaBackend(demo_model, 8), prompts, settings)
+    assert [r.response_text for r in again] == [r.response_text for r in first]

@@ -3,8 +3,10 @@
 Each slot owns a sequence id. A step decodes, in one `llama_decode`, the next token of
 every running slot and as much of newly admitted prompts as fits in `N_BATCH` tokens;
 then each slot gets its next token from its own row of logits before the next decode
-overwrites them (greedy slots all at once, with one argmax). A finished slot's sequence
-is removed (`llama_memory_seq_rm`) and the slot refilled at once. Prompts are formatted
+overwrites them (greedy slots all at once, with one argmax). A finished slot is refilled
+at once; its KV cells stay, and a new prompt starts after the tokens it shares with the
+prompt whose cells hold the most of it (its slot's last, or a running one's, copied):
+on a CPU prefill gains nothing from batching, so a token not prefilled is time saved. Prompts are formatted
 with the model's chat template and sampled with the same chain as
 `create_chat_completion`.
 
@@ -49,6 +51,10 @@ GPU_EXACT_GROUP = 1
 # A shared prompt prefix shorter than this is decoded with each prompt: copying a
 # sequence's KV cells costs more than decoding a few tokens.
 MIN_SHARED_PREFIX = 8
+# A finished prompt's KV cells stay in its slot; a new prompt given that slot starts after
+# the tokens it shares with the old one, when they are at least this many (prompts of a
+# template share its text up to the first field that differs).
+MIN_REUSED = 8
 
 
 @dataclass(slots=True)
@@ -124,6 +130,8 @@ class ParallelLlamaBackend(Backend):
         self.loaded: LoadedModel | None = None
         self._slots: dict[int, _Slot] = {}
         self._free = deque(range(parallel))
+        # What each free slot's KV cells still hold: the prompt it ran last.
+        self._kept: dict[int, list[int]] = {}
         self._failed: list[Completion] = []
         self.settings = GenerationSettings()
         self.on_token: TokenSink | None = None
@@ -166,6 +174,7 @@ class ParallelLlamaBackend(Backend):
         self.close()
         self.loaded = self._load(settings, threads, key)
         self._prefix, self._prefix_ready = [], False
+        self._kept.clear()
 
     def _load(
         self, settings: GenerationSettings, threads: int, key: tuple[Any, ...]
@@ -226,6 +235,7 @@ class ParallelLlamaBackend(Backend):
         if fit != self.capacity:
             self.capacity = fit
             self._free = deque(range(fit))
+            self._kept.clear()
 
     def _decode_prefix(self) -> None:
         """Decode the shared prefix once, into its own sequence, for slots to copy."""
@@ -285,7 +295,7 @@ class ParallelLlamaBackend(Backend):
         if temperature != 0:
             top_p, seed = options.get("top_p", settings.top_p), options.get("seed", settings.seed)
             sampler = sampler_chain(self._m.model, temperature, top_p, seed)
-        seq_id = self._free.popleft()
+        seq_id, reused = self._free_slot(tokens)
         self._slots[seq_id] = _Slot(
             seq_id=seq_id,
             task=task,
@@ -294,7 +304,42 @@ class ParallelLlamaBackend(Backend):
             answer=GeneratedText([s.encode("utf-8") for s in stop]),
             sampler=sampler,
             matcher=self._constraint.matcher(settings.schema) if self._constraint else None,
+            n_past=reused,
         )
+
+    def _free_slot(self, tokens: list[int]) -> tuple[int, int]:
+        """A free slot for a prompt of `tokens`, and how many of them its KV cells hold
+        already. Prefill is most of a short answer's cost (and a CPU prefills no faster
+        in batches), so a prompt starts after the longest start it shares with a prompt
+        whose cells are there: one that ran in a free slot (kept there), or one running
+        (its slot's cells copied over). At least MIN_REUSED tokens and more than the
+        shared prefix, else it starts from the shared prefix (`_start_from_prefix`).
+        Batch-invariant decoding prefills every prompt whole, as alone."""
+        target, source, shared = self._free[0], None, 0
+        if not self.batch_invariant:
+            for seq_id in self._free:
+                kept = self._kept.get(seq_id)
+                if kept is not None and (common := _common_prefix(kept, tokens)) > shared:
+                    target, source, shared = seq_id, seq_id, common
+            for slot in self._slots.values():
+                done = slot.tokens[: min(slot.n_past, len(slot.tokens))]
+                if (common := _common_prefix(done, tokens)) > shared + MIN_REUSED:
+                    source, shared = slot.seq_id, common
+        shared = min(shared, len(tokens) - 1)  # the last token is decoded for its logits
+        if shared < max(MIN_REUSED, len(self._prefix) + 1 if self._prefix_ready else 0):
+            source, shared = None, 0
+        if source is not None and source != target:  # a running slot's: its cells copied
+            target = next((seq for seq in self._free if seq not in self._kept), target)
+        self._free.remove(target)
+        kept = self._kept.pop(target, None)
+        lib, memory = self._m.lib, self._m.lib.llama_get_memory(self._m.ctx.ctx)
+        if source is not None and source != target:
+            lib.llama_memory_seq_cp(memory, source, target, -1, -1)  # a stream copies whole
+        if source is not None:
+            lib.llama_memory_seq_rm(memory, target, shared, -1)
+        elif kept is not None:
+            lib.llama_memory_seq_rm(memory, target, -1, -1)
+        return target, shared
 
     # Decoding -----------------------------------------------------------------------
 
@@ -465,8 +510,13 @@ class ParallelLlamaBackend(Backend):
         )
 
     def _release(self, slot: _Slot) -> None:
-        memory = self._m.lib.llama_get_memory(self._m.ctx.ctx)
-        self._m.lib.llama_memory_seq_rm(memory, slot.seq_id, -1, -1)
+        """Free the slot; its prompt's KV cells stay there for the next prompt that
+        shares its start (`_free_slot`), but under batch-invariant decoding."""
+        if self.batch_invariant or slot.n_past < len(slot.tokens):
+            memory = self._m.lib.llama_get_memory(self._m.ctx.ctx)
+            self._m.lib.llama_memory_seq_rm(memory, slot.seq_id, -1, -1)
+        else:
+            self._kept[slot.seq_id] = slot.tokens
         if slot.sampler is not None:
             slot.sampler.close()
         del self._slots[slot.seq_id]
@@ -485,3 +535,12 @@ class ParallelLlamaBackend(Backend):
             self.abort()
             self.loaded.close()
         self.loaded = None
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    """How many tokens `a` and `b` start with in common."""
+    count = min(len(a), len(b))
+    for i in range(count):
+        if a[i] != b[i]:
+            return i
+    return count
