@@ -3,4 +3,13 @@
 `parallel` (the continuous-batching loop) and its parts: `step` (a decode's batch,
 greedy argmax, timing), `answer` (an answer's text and stop strings), `chat` (chat
 template and sampler chain), `memory` (how many slots fit), `tokens` (a prompt's length
-as the run counts it)."""
+as the run counts it), `constraint` (a schema enforced on the logits)."""
+
+import contextlib
+
+# llama.cpp's library is loaded before numpy (which every module here imports): on a CUDA
+# build, numpy loaded first made llama.cpp's first model load crash (seen on an H200;
+# importing llama_cpp first, as this does, loads fine). A missing llama_cpp is said when a
+# model is needed (`loading.import_llama_cpp`).
+with contextlib.suppress(ImportError):
+    import llama_cpp  # noqa: F401

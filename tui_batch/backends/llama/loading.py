@@ -24,13 +24,21 @@ LOAD_LOCK = threading.Lock()
 _KEPT_LEVELS = (3, 4)
 
 
+_backend_ready = False
+
+
 def import_llama_cpp() -> Any:
     """The llama_cpp module, imported on first use, with a clear error when it is
-    missing, and llama.cpp's log silenced (see `_silence_log`)."""
+    missing, llama.cpp's log silenced (see `_silence_log`) and its backends initialised
+    once (as `Llama` does: on a CUDA build, a model loaded before that crashes)."""
+    global _backend_ready
     try:
         import llama_cpp
     except ImportError as exc:
         raise ModelError(f"llama-cpp-python is not installed ({exc})") from None
+    if not _backend_ready:
+        llama_cpp.llama_backend_init()
+        _backend_ready = True
     _silence_log(llama_cpp)
     return llama_cpp
 
