@@ -3,10 +3,10 @@
 The tokenizer is built once per loaded model from its vocabulary (a quarter of a second
 on the demo model). Each running prompt has its own matcher, a copy of one made per
 schema. Before a token is chosen, every constrained row's allowed tokens are computed in
-one call (llguidance fills the rows' bitmasks in parallel) and the others' logits set to
--inf, in llama.cpp's own logits buffer: so the greedy argmax and llama.cpp's sampler
-chain both choose among allowed tokens only, and end of generation is allowed only where
-the matcher accepts. After a token is chosen its matcher takes it.
+one call (llguidance fills the rows' bitmasks in parallel) and the others' logits pushed
+far down (BLOCKED), in llama.cpp's own logits buffer: so the greedy argmax and llama.cpp's
+sampler chain both choose among allowed tokens only, and end of generation is allowed
+only where the matcher accepts. After a token is chosen its matcher takes it.
 """
 
 from __future__ import annotations
@@ -21,6 +21,9 @@ import numpy as np
 from tui_batch.core.structured.schema import JSON_OPTIONS, AnswerSchema
 
 ENFORCED = "enforced while decoding (llguidance)"
+# What a token the schema does not allow has added to its logit: far below any real one,
+# and finite, so the sampler's arithmetic stays finite too.
+BLOCKED = -1e30
 
 
 class SchemaConstraint:
@@ -64,8 +67,10 @@ class SchemaConstraint:
         return pristine.deep_copy()
 
     def mask(self, logits: np.ndarray, rows: Sequence[int], matchers: Sequence[Any]) -> None:
-        """Set to -inf, in place, each row's logits of the tokens its matcher does not
-        allow next (`logits` is llama.cpp's buffer, `rows` its rows)."""
+        """Push down, in place, each row's logits of the tokens its matcher does not
+        allow next (`logits` is llama.cpp's buffer, `rows` its rows) by BLOCKED: no such
+        token can win an argmax or be sampled, and the allowed keep their values exactly.
+        An add of a penalty row is a tenth of the time of a masked assignment."""
         count = len(rows)
         if self._bitmask.shape[0] < count:
             self._bitmask = np.zeros((count, self.words), np.int32)
@@ -76,13 +81,19 @@ class SchemaConstraint:
             self.words * 4,
             count,
         )
-        allowed = np.unpackbits(bitmask.view(np.uint8), axis=1, bitorder="little")
-        index = np.asarray(rows, dtype=np.intp)
         width = logits.shape[1]
-        logits[index] = np.where(allowed[:, :width].view(bool), logits[index], -np.inf)
+        allowed = np.unpackbits(bitmask.view(np.uint8), axis=1, bitorder="little")[:, :width]
+        penalty = (allowed.astype(np.float32) - 1.0) * -BLOCKED
+        first = rows[0]
+        if list(rows) == list(range(first, first + count)):  # the usual: one block of rows
+            logits[first : first + count] += penalty
+        else:
+            for i, row in enumerate(rows):
+                logits[row] += penalty[i]
 
     def mask_one(self, logits: np.ndarray, matcher: Any) -> np.ndarray:
-        """One row of logits (a copy) with the tokens `matcher` does not allow at -inf."""
+        """One row of logits (a copy) with the tokens `matcher` does not allow pushed
+        down (see `mask`)."""
         rows = logits.reshape(1, -1).copy()
         self.mask(rows, [0], [matcher])
         return rows[0]
