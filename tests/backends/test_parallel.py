@@ -9,7 +9,8 @@ from dataclasses import replace
 
 import pytest
 
-from tui_batch.backends.llama.parallel import N_BATCH, ParallelLlamaBackend
+from tui_batch.backends.llama.context import N_BATCH
+from tui_batch.backends.llama.parallel import ParallelLlamaBackend
 from tui_batch.backends.llama.sequential import LlamaCppBackend
 from tui_batch.core import events
 from tui_batch.core.jobs import GenerationSettings, JobStatus, Prompt

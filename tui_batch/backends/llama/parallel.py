@@ -23,31 +23,23 @@ from __future__ import annotations
 import ctypes
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tui_batch.backends.llama.answer import GeneratedText
-from tui_batch.backends.llama.chat import ChatFormat, sampler_chain
-from tui_batch.backends.llama.constraint import Made, enforcement, make_constraint
-from tui_batch.backends.llama.loading import import_llama_cpp, load_failure, load_key, quiet_model
-from tui_batch.backends.llama.memory import kv_bytes_per_cell, physical_memory, slots_that_fit
-from tui_batch.backends.llama.step import StepBatch, StepTiming, greedy_tokens
+from tui_batch.backends.llama.chat import sampler_chain
+from tui_batch.backends.llama.constraint import enforcement
+from tui_batch.backends.llama.context import LoadedModel, load_context
+from tui_batch.backends.llama.loading import load_key
+from tui_batch.backends.llama.step import StepTiming, greedy_tokens
 from tui_batch.core.backend import Backend, Completion, Task, TokenSink
 from tui_batch.core.errors import ModelError
 from tui_batch.core.jobs import BatchJob, GenerationSettings, messages_for
 from tui_batch.core.setting_table import MAX_PARALLEL
 
-N_BATCH = 512
-# On the CPU, llama.cpp multiplies 8 or more rows at once with other (tiled) kernels than
-# one row at a time, which round differently. So batch-invariant decoding on the CPU
-# decodes next tokens in groups of at most 7 (measured identical to one at a time on the
-# demo and the 1.1B model). A GPU picks its kernels by batch size in ways we have not
-# measured: there it decodes one row at a time, which is what one prompt at a time does.
-CPU_EXACT_GROUP = 7
-GPU_EXACT_GROUP = 1
 # A shared prompt prefix shorter than this is decoded with each prompt: copying a
 # sequence's KV cells costs more than decoding a few tokens.
 MIN_SHARED_PREFIX = 8
@@ -71,50 +63,6 @@ class _Slot:
     generated: int = 0
     batch_index: int = -1  # this slot's token with logits in the current batch
     output_row: int = -1  # its row in the current decode's logits
-
-
-@dataclass(slots=True)
-class LoadedModel:
-    """What a loaded model holds, made by `open` and dropped by `close`: llama.cpp's
-    module (`lib`), the model and its context, the batch every step decodes, the chat
-    format, the vocabulary, and each sequence's context (`n_ctx`, what one prompt and
-    its answer may hold)."""
-
-    key: tuple[Any, ...]  # the settings it was loaded with (see `load_key`)
-    lib: Any
-    model: Any
-    ctx: Any
-    batch: StepBatch
-    chat: ChatFormat
-    n_ctx: int
-    on_gpu: bool
-    vocab: Any = None
-    n_vocab: int = 0
-    # Next tokens of a batch-invariant decode are grouped at most this many rows.
-    exact_group: int = CPU_EXACT_GROUP
-    # llama.cpp's greedy chain, when greedy slots are sampled by it, not by an argmax.
-    greedy_chain: Any = None
-    piece: Any = field(default_factory=lambda: (ctypes.c_char * 64)())
-    pieces: dict[int, bytes | None] = field(default_factory=dict)
-    # What enforces a schema on this model (made when a job first has one), or why
-    # nothing can.
-    constraint: Made | None = None
-
-    def schema_constraint(self) -> Made:
-        """The model's SchemaConstraint, made once (or None, and why)."""
-        if self.constraint is None:
-            self.constraint = make_constraint(self.lib, self.vocab, self.n_vocab)
-        return self.constraint
-
-    def __post_init__(self) -> None:
-        self.vocab = self.model.vocab
-        self.n_vocab = self.model.n_vocab()
-        self.exact_group = GPU_EXACT_GROUP if self.on_gpu else CPU_EXACT_GROUP
-
-    def close(self) -> None:
-        for part in (self.greedy_chain, self.ctx, self.model):
-            if part is not None:
-                part.close()
 
 
 class ParallelLlamaBackend(Backend):
@@ -172,70 +120,14 @@ class ParallelLlamaBackend(Backend):
         if self.loaded is not None and key == self.loaded.key:
             return
         self.close()
-        self.loaded = self._load(settings, threads, key)
-        self._prefix, self._prefix_ready = [], False
-        self._kept.clear()
-
-    def _load(
-        self, settings: GenerationSettings, threads: int, key: tuple[Any, ...]
-    ) -> LoadedModel:
-        llama_cpp = import_llama_cpp()
-        from llama_cpp import _internals
-
-        model_params = llama_cpp.llama_model_default_params()
-        layers = settings.n_gpu_layers
-        model_params.n_gpu_layers = 0x7FFFFFFF if layers == -1 else layers
-        model = quiet_model(self.model_path, model_params)
-        ctx = None
-        try:
-            # Each sequence's cells in whole 256-cell blocks (llama.cpp rounds to those,
-            # and says so on the terminal otherwise); prompts are still held to `n_ctx`.
-            cells = -(-settings.n_ctx // 256) * 256
-            if settings.parallel is None and not settings.n_gpu_layers:
-                self._fit_slots_to_memory(kv_bytes_per_cell(llama_cpp, model.model) * cells)
-            params = llama_cpp.llama_context_default_params()
-            # One sequence per slot, plus one holding the prompt prefix all slots share.
-            params.n_ctx = cells * (self.capacity + 1)
-            params.n_seq_max = self.capacity + 1
-            params.n_batch = params.n_ubatch = N_BATCH
-            params.n_threads = params.n_threads_batch = threads
-            params.kv_unified = False  # each sequence its own n_ctx cells, as alone
-            # Flash attention where the hardware has it (about 16% more tokens/s at 16
-            # slots on the CPU), except where answers must match `Llama`, which has it off.
-            params.flash_attn_type = (
-                llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
-                if settings.batch_invariant
-                else llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO
-            )
-            params.no_perf = True
-            ctx = _internals.LlamaContext(model=model, params=params, verbose=True)
-            loaded = LoadedModel(
-                key,
-                llama_cpp,
-                model,
-                ctx,
-                StepBatch(llama_cpp, N_BATCH),
-                ChatFormat(model, self.model_path.name),
-                n_ctx=settings.n_ctx,
-                on_gpu=bool(settings.n_gpu_layers),
-            )
-        except (ValueError, RuntimeError, OSError) as exc:
-            for part in (ctx, model):
-                if part is not None:
-                    part.close()
-            raise load_failure(self.model_path, exc) from None
-        if not self.greedy_argmax:  # the reference the fast path is checked against
-            loaded.greedy_chain = sampler_chain(model, 0.0, 1.0, None)
-        return loaded
-
-    def _fit_slots_to_memory(self, per_slot: int) -> None:
-        """Fewer slots than the automatic number where their KV cache (`per_slot` bytes
-        each) would not fit."""
-        fit = slots_that_fit(per_slot, self.capacity, physical_memory())
-        if fit != self.capacity:
+        self.loaded, fit = load_context(
+            self.model_path, settings, threads, key, self.capacity, not self.greedy_argmax
+        )
+        if fit != self.capacity:  # the automatic number's KV cache would not fit
             self.capacity = fit
             self._free = deque(range(fit))
-            self._kept.clear()
+        self._prefix, self._prefix_ready = [], False
+        self._kept.clear()
 
     def _decode_prefix(self) -> None:
         """Decode the shared prefix once, into its own sequence, for slots to copy."""

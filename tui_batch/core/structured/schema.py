@@ -6,29 +6,31 @@ case, or as a list of choices:
     sentiment: positive|negative|neutral, stars: int 1..5, headline: str # a short title
     --choices positive,negative,neutral
 
-The short form is fields separated by commas (or by new lines, and then a hint may hold
-commas), each `name: type` with the types `str`, `int`, `float`, `bool` or choices
-`a|b|c`; a range `lo..hi` (either end may be left out) bounds a number, or a text's
-length; `[]` after the type makes a list of it; text after `#` is a hint shown to the
-model. Every field is required and no other field is allowed.
+(the short form: `core.structured.short_form`).
 
 `parse_schema` and `parse_choices` check what they are given once, before a model loads
 or a job exists: bad JSON, an unknown type, or a keyword that cannot be enforced while
 decoding is a SettingsError of one line. Nothing is dropped silently.
 
-`AnswerSchema.check` checks an answer, whatever backend made it (`core.structured.check`).
+Every answer is checked against it, whatever backend made it, by
+`core.structured.check.check_answer`.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tui_batch.core.errors import SettingsError, read_utf8
+from tui_batch.core.structured.short_form import (
+    short_form_schema,
+    shortened,
+    to_short_form,
+    without_hints,
+)
 
 # Keywords no decoder we drive can enforce (llguidance, llama.cpp's grammars and the
 # servers' structured outputs each lack some of them): refused, never dropped.
@@ -55,19 +57,6 @@ _SCHEMA_MAPS = ("properties", "$defs", "definitions")
 _SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
 _SCHEMA_ONES = ("items", "additionalProperties")
 
-SHORT_TYPES = {
-    "str": "string",
-    "string": "string",
-    "int": "integer",
-    "integer": "integer",
-    "float": "number",
-    "number": "number",
-    "bool": "boolean",
-    "boolean": "boolean",
-}
-_SHORT_NAMES = {"string": "str", "integer": "int", "number": "float", "boolean": "bool"}
-_FIELD = re.compile(r"(?P<name>[A-Za-z_][A-Za-z0-9_-]*)\s*(?::(?P<type>.*)|(?P<bare>\s.*)?)")
-_RANGE = re.compile(r"(?P<low>[-+0-9.eE]*)\.\.(?P<high>[-+0-9.eE]*)")
 # The label a choices job's answer has in stats and exports.
 LABEL = "label"
 MAX_CHOICES = 1000
@@ -158,7 +147,7 @@ class AnswerSchema:
         """One line: the choices, or the fields and their types (hints left out)."""
         if self.choices:
             return "one of " + ", ".join(self.choices)
-        short = to_short_form(_without_hints(self.schema))
+        short = to_short_form(without_hints(self.schema))
         if short is not None:
             return short
         if self.fields:
@@ -187,22 +176,6 @@ class AnswerSchema:
             "type": "json_schema",
             "json_schema": {"name": "answer", "schema": self.schema, "strict": True},
         }
-
-
-def _without_hints(schema: dict[str, Any]) -> dict[str, Any]:
-    """The schema without its fields' descriptions (for a one-line short form)."""
-    properties = schema.get("properties")
-    if not isinstance(properties, dict):
-        return schema
-    bare = {}
-    for name, field_schema in properties.items():
-        if isinstance(field_schema, dict):
-            field_schema = {k: v for k, v in field_schema.items() if k != "description"}
-            items = field_schema.get("items")
-            if isinstance(items, dict):
-                field_schema["items"] = {k: v for k, v in items.items() if k != "description"}
-        bare[name] = field_schema
-    return {**schema, "properties": bare}
 
 
 def _paths(schema: dict[str, Any], prefix: tuple[str, ...]) -> list[tuple[str, ...]]:
@@ -331,7 +304,7 @@ def schema_from_json(document: Any, where: str) -> AnswerSchema:
     except SchemaError as exc:
         path = "".join(f"[{p!r}]" if isinstance(p, int) else f".{p}" for p in exc.path)
         raise SettingsError(
-            f"{where}: not a valid JSON Schema at ${path}: {_short(exc.message)}"
+            f"{where}: not a valid JSON Schema at ${path}: {shortened(exc.message)}"
         ) from None
     for keyword, path in _keywords(document, "$"):
         if keyword in UNENFORCEABLE:
@@ -354,7 +327,7 @@ def grammar_problem(schema: dict[str, Any]) -> str | None:
     grammar = llguidance.LLMatcher.grammar_from_json_schema(schema, defaults=JSON_OPTIONS)
     is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(grammar)
     if is_error or messages:
-        return "cannot be enforced while decoding: " + _short("; ".join(messages))
+        return "cannot be enforced while decoding: " + shortened("; ".join(messages))
     return None
 
 
@@ -407,164 +380,12 @@ def parse_choices(value: Any) -> AnswerSchema:
     )
 
 
-def parse_short_form(text: str) -> AnswerSchema:
-    """The short form (see the module's docstring) as a JSON Schema object."""
-    separator = "\n" if "\n" in text else ","
-    properties: dict[str, Any] = {}
-    for number, part in enumerate(text.split(separator), start=1):
-        spec = part.strip()
-        if not spec:
-            continue
-        where = f"Schema: field {number}"
-        spec, _, hint = spec.partition("#")
-        spec = spec.strip()
-        match = _FIELD.fullmatch(spec)
-        if match is None:
-            raise SettingsError(
-                f"{where} ({_short(spec) or 'empty'}): expected name: type, a name of "
-                "letters, digits, _ and -"
-            )
-        name = match["name"]
-        if name in properties:
-            raise SettingsError(f"Schema: field {name!r} is given twice")
-        type_text = match["type"] if match["type"] is not None else (match["bare"] or "")
-        schema = _short_type(type_text.strip(), f"Schema: field {name!r}")
-        if hint.strip():
-            target = schema["items"] if schema.get("type") == "array" else schema
-            target["description"] = hint.strip()
-        properties[name] = schema
-    if not properties:
-        raise SettingsError("Schema: no fields given (say name: type, ...)")
-    schema = {
-        "type": "object",
-        "properties": properties,
-        "required": list(properties),
-        "additionalProperties": False,
-    }
-    return AnswerSchema(schema, text.strip(), kind="short")
-
-
-def _short_type(text: str, where: str) -> dict[str, Any]:
-    is_list = text.endswith("[]")
-    if is_list:
-        text = text[:-2].strip()
-    if "[]" in text:
-        raise SettingsError(f"{where}: [] goes at the end of the type (str[], int 1..5[])")
-    words = text.split(None, 1) if text else ["str"]
-    head, rest = words[0], (words[1].strip() if len(words) > 1 else "")
-    if "|" in text:
-        labels = [label.strip() for label in text.split("|")]
-        if any(not label for label in labels):
-            raise SettingsError(f"{where}: a choice between | is empty")
-        schema: dict[str, Any] = {"type": "string", "enum": list(dict.fromkeys(labels))}
-    elif head in SHORT_TYPES:
-        schema = {"type": SHORT_TYPES[head]}
-        if rest:
-            schema.update(_short_range(rest, schema["type"], where))
-    else:
-        raise SettingsError(
-            f"{where}: unknown type {_short(head)!r} (use str, int, float, bool, or a|b|c "
-            "for choices; a range lo..hi after it; [] for a list)"
-        )
-    return {"type": "array", "items": schema} if is_list else schema
-
-
-def _short_range(text: str, kind: str, where: str) -> dict[str, Any]:
-    match = _RANGE.fullmatch(text.replace(" ", ""))
-    if match is None or kind == "boolean" or not (match["low"] or match["high"]):
-        raise SettingsError(f"{where}: {_short(text)!r} is not a range like 1..5 or ..60")
-    number = int if kind in ("integer", "string") else float
-    bounds = []
-    for end in (match["low"], match["high"]):
-        try:
-            bounds.append(number(end) if end else None)
-        except ValueError:
-            name = "a whole number" if number is int else "a number"
-            raise SettingsError(f"{where}: {end!r} in {text!r} is not {name}") from None
-    low, high = bounds
-    if low is not None and high is not None and low > high:
-        raise SettingsError(f"{where}: the range {text} is empty ({low} > {high})")
-    if kind == "string":
-        if (low is not None and low < 0) or (high is not None and high < 0):
-            raise SettingsError(f"{where}: a text's length cannot be negative")
-        keys = ("minLength", "maxLength")
-    else:
-        keys = ("minimum", "maximum")
-    return {key: bound for key, bound in zip(keys, bounds, strict=True) if bound is not None}
-
-
-def to_short_form(schema: dict[str, Any]) -> str | None:
-    """The short form of a schema, if it has one (the short form's own schemas do)."""
-    properties = schema.get("properties")
-    if (
-        set(schema) - {"type", "properties", "required", "additionalProperties"}
-        or schema.get("type") != "object"
-        or not isinstance(properties, dict)
-        or not properties
-        or schema.get("required") != list(properties)
-        or schema.get("additionalProperties") is not False
-    ):
-        return None
-    parts = []
-    hinted = False
-    for name, field_schema in properties.items():
-        spec = _short_field(field_schema)
-        if spec is None or not _FIELD.fullmatch(name):
-            return None
-        text, hint = spec
-        hinted = hinted or bool(hint)
-        parts.append((f"{name}: {text}", hint))
-    if hinted:
-        return "\n".join(f"{text} # {hint}" if hint else text for text, hint in parts)
-    return ", ".join(text for text, _ in parts)
-
-
-def _short_field(schema: Any) -> tuple[str, str] | None:
-    if not isinstance(schema, dict):
-        return None
-    is_list = schema.get("type") == "array"
-    hint = schema.get("description", "")
-    if is_list:
-        if set(schema) - {"type", "items"}:
-            return None
-        schema = schema.get("items")
-        if not isinstance(schema, dict):
-            return None
-        hint = schema.get("description", "")
-    if not isinstance(hint, str) or "\n" in hint:
-        return None
-    rest = {k: v for k, v in schema.items() if k != "description"}
-    enum = rest.get("enum")
-    if enum is not None:
-        if (
-            set(rest) != {"type", "enum"}
-            or rest["type"] != "string"
-            or not all(isinstance(v, str) and v.strip() == v and v for v in enum)
-            or any(c in v for v in enum for c in "|,#\n")
-            or len(set(enum)) != len(enum)
-        ):
-            return None
-        text = "|".join(enum)
-    else:
-        kind = rest.get("type")
-        if kind not in _SHORT_NAMES:
-            return None
-        keys = ("minLength", "maxLength") if kind == "string" else ("minimum", "maximum")
-        if set(rest) - {"type", *keys} or kind == "boolean" and len(rest) > 1:
-            return None
-        low, high = rest.get(keys[0]), rest.get(keys[1])
-        text = _SHORT_NAMES[kind]
-        if low is not None or high is not None:
-            text += f" {'' if low is None else low}..{'' if high is None else high}"
-    return (text + "[]" if is_list else text), hint
-
-
 def _json_kind(value: Any) -> str:
     return {list: "a list", str: "text", bool: "true or false", type(None): "null"}.get(
         type(value), "a number"
     )
 
 
-def _short(text: str, limit: int = 120) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+def parse_short_form(text: str) -> AnswerSchema:
+    """The short form (`short_form`) as a schema."""
+    return AnswerSchema(short_form_schema(text), text.strip(), kind="short")
