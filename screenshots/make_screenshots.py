@@ -157,6 +157,37 @@ async def compare() -> None:
         save(app, "compare")
 
 
+async def structured() -> None:
+    """The example labelling job (its schema enforced) on 12 reviews: the results, with an
+    answer's fields in the detail pane."""
+    from tui_batch.ui.app import TuiBatchApp
+    from tui_batch.ui.screens.progress import ProgressScreen
+
+    os.chdir(HERE.parent)
+    rows = (HERE.parent / "examples" / "reviews.csv").read_text(encoding="utf-8").splitlines()
+    data = Path(os.environ["TUI_BATCH_DATA_DIR"]) / "reviews12.csv"
+    data.write_text("\n".join(rows[:13]) + "\n", encoding="utf-8")
+    app = TuiBatchApp(Path("examples") / "review_labels.toml")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(1.0)
+        app.screen.query_one("#data-path").value = str(data)
+        preview = app.screen.query_one("#template-preview")
+        while "12 records, all render" not in str(preview.visual):
+            await pilot.pause(0.2)
+        await pilot.press("ctrl+r")
+        while not isinstance(app.screen, ProgressScreen):
+            await pilot.pause(0.2)
+        await app.workers.wait_for_complete()
+        await pilot.pause(0.5)
+        await pilot.press("r")
+        await pilot.pause(0.5)
+        await pilot.press("down", "down")
+        await pilot.pause(0.3)
+        app.clear_notifications()
+        await pilot.pause(0.3)
+        save(app, "results_structured")
+
+
 if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as data:
         os.environ["TUI_BATCH_DATA_DIR"] = data
@@ -166,3 +197,4 @@ if __name__ == "__main__":
         asyncio.run(template())
         asyncio.run(servers())
         asyncio.run(compare())
+        asyncio.run(structured())
