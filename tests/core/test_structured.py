@@ -10,7 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tui_batch.core.errors import SettingsError
+from tui_batch.core.errors import JobFileError, SettingsError
+from tui_batch.core.jobfile import load_job_file
 from tui_batch.core.run_spec import RunSpec
 from tui_batch.core.structured.check import CUT_OFF, check_answer, error_path
 from tui_batch.core.structured.schema import (
@@ -272,3 +273,21 @@ def test_columns_of_an_answer_nested_and_not():
     assert value_at({"a": {"b": 1}}, ("a", "b")) == 1
     assert value_at({"a": 3}, ("a", "b")) is None
     assert parse_choices("x,y").columns() == [("label", ())]
+
+
+def test_json_nested_too_deeply_or_not_json_at_all_is_one_line(tmp_path):
+    deep = '{"a": ' + "[" * 5000
+    with pytest.raises(SettingsError, match="^Schema: nested too deeply to read$"):
+        parse_schema(deep)
+    nested: dict = {"type": "object"}
+    inner = nested
+    for _ in range(300):
+        inner["properties"] = {"x": {"type": "object"}}
+        inner = inner["properties"]["x"]
+    (tmp_path / "deep.json").write_text(json.dumps(nested))
+    with pytest.raises(SettingsError, match="deep.json: nested too deeply to check$"):
+        parse_schema(str(tmp_path / "deep.json"))
+    job = tmp_path / "job.toml"  # a TOML table may hold what JSON cannot: a date
+    job.write_text('[generation.schema]\ntype = "object"\nwhen = 1979-05-27\n')
+    with pytest.raises(JobFileError, match="a JSON Schema holds JSON values only"):
+        load_job_file(job)

@@ -15,7 +15,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from tui_batch.core import events
 from tui_batch.core.backend import Backend, Completion, Task, describe_error
@@ -47,6 +47,16 @@ class _Started:
     paused: float
 
 
+@dataclass(slots=True)
+class _Invalid:
+    """A prompt's answers that broke the job's schema while it is run again: how many,
+    each kept as an attempt, and the requests they took."""
+
+    count: int = 0
+    attempts: list[Attempt] = field(default_factory=list)
+    requests: int = 0
+
+
 class BatchRun:
     """One call of `process_batch`: the loop and its bookkeeping. Setting `cancel` stops
     it after the current step; `pause` holds it until cleared."""
@@ -75,11 +85,7 @@ class BatchRun:
         self.first_text: dict[int, float] = {}  # when each running prompt first streamed
         self.retry_queue: list[tuple[float, int, int]] = []
         self.paused = 0.0  # seconds this run has spent paused so far
-        # Answers that broke the schema, per prompt, while it is run again; and the
-        # requests those runs took.
-        self.invalid_counts: dict[int, int] = {}
-        self.invalid_tries: dict[int, list[Attempt]] = {}
-        self.invalid_requests: dict[int, int] = {}
+        self.invalid: dict[int, _Invalid] = {}  # by prompt, while it is run again
 
     def execute(
         self, retry_failed: bool, previous: Sequence[BatchResult] | None
@@ -198,8 +204,8 @@ class BatchRun:
         if self.retry_queue and self.retry_queue[0][0] <= time.monotonic():
             _, index, attempt = heapq.heappop(self.retry_queue)
             prompt = self.job.prompts[index]
-            if index in self.invalid_counts:
-                prompt = self._reseeded(prompt, index, self.invalid_counts[index])
+            if index in self.invalid:
+                prompt = self._reseeded(prompt, index, self.invalid[index].count)
             return Task(index, prompt, attempt)
         if pending:
             index = pending.popleft()
@@ -230,9 +236,9 @@ class BatchRun:
             if schema.choices:  # the label alone (a server may send it as a JSON string)
                 completion.response_text = checked.value
             return None
-        index = completion.index
-        count = self.invalid_counts[index] = self.invalid_counts.get(index, 0) + 1
-        if count > self.job.invalid_retries:
+        invalid = self.invalid.setdefault(completion.index, _Invalid())
+        invalid.count += 1
+        if invalid.count > self.job.invalid_retries:
             completion.invalid = True
             completion.error = checked.error
             return None
@@ -247,10 +253,8 @@ class BatchRun:
             answer=completion.response_text,
             tokens_output=completion.tokens_output,
         )
-        self.invalid_tries.setdefault(index, []).extend([*log[:-1], answer])
-        self.invalid_requests[index] = self.invalid_requests.get(index, 0) + (
-            completion.attempts or 1
-        )
+        invalid.attempts += [*log[:-1], answer]
+        invalid.requests += completion.attempts or 1
         return checked.error
 
     def _complete(self, completion: Completion) -> BatchResult | None:
@@ -266,7 +270,8 @@ class BatchRun:
                 events.PromptRetrying(completion.index, attempt + 1, f"invalid: {invalid}", 0.0)
             )
             return None
-        errors = attempt - self.invalid_counts.get(completion.index, 0)
+        earlier = self.invalid.get(completion.index) or _Invalid()
+        errors = attempt - earlier.count
         if (
             not completion.success
             and not completion.invalid
@@ -297,21 +302,19 @@ class BatchRun:
             success=completion.success,
             error_message=completion.error,
             custom_id=job.custom_id(completion.index),
-            attempts=(completion.attempts + self.invalid_requests.pop(completion.index, 0))
-            if completion.attempts
-            else attempt,
+            attempts=completion.attempts + earlier.requests if completion.attempts else attempt,
             finish_reason=completion.finish_reason,
             started_at=started.date,
             completed_at=utc_now(),
             endpoint=completion.endpoint,
-            attempt_log=self.invalid_tries.pop(completion.index, []) + completion.attempt_log,
+            attempt_log=earlier.attempts + completion.attempt_log,
             ttft=_ttft(completion, started.at, first_text),
             queue_wait=queue_wait,
             token_counts=completion.token_counts,
             output=completion.output,
             invalid=completion.invalid,
         )
-        self.invalid_counts.pop(completion.index, None)
+        self.invalid.pop(completion.index, None)
         self.results[completion.index] = result
         self.unsaved.append(result)
         update = self.tracker.record(result)

@@ -11,14 +11,13 @@ only where the matcher accepts. After a token is chosen its matcher takes it.
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from tui_batch.core.structured.schema import JSON_OPTIONS, AnswerSchema
+from tui_batch.core.structured.schema import AnswerSchema
 
 ENFORCED = "enforced while decoding (llguidance)"
 # What a token the schema does not allow has added to its logit: far below any real one,
@@ -48,22 +47,13 @@ class SchemaConstraint:
         self._bitmask = np.zeros((0, self.words), np.int32)
 
     def matcher(self, schema: AnswerSchema) -> Any:
-        """A new matcher for one answer of this schema."""
-        key = json.dumps(schema.to_dict(), sort_keys=True)
-        pristine = self._pristine.get(key)
+        """A new matcher for one answer of this schema (a copy of one made per grammar)."""
+        pristine = self._pristine.get(schema.grammar)
         if pristine is None:
-            llguidance = self._llguidance
-            if schema.choices:
-                lark = "start: " + " | ".join(json.dumps(c) for c in schema.choices)
-                grammar = llguidance.LLMatcher.grammar_from_lark(lark)
-            else:
-                grammar = llguidance.LLMatcher.grammar_from_json_schema(
-                    schema.schema, defaults=JSON_OPTIONS
-                )
-            pristine = llguidance.LLMatcher(self.tokenizer, grammar, log_level=0)
+            pristine = self._llguidance.LLMatcher(self.tokenizer, schema.grammar, log_level=0)
             if pristine.is_error():
                 raise ValueError(pristine.get_error())
-            self._pristine[key] = pristine
+            self._pristine[schema.grammar] = pristine
         return pristine.deep_copy()
 
     def mask(self, logits: np.ndarray, rows: Sequence[int], matchers: Sequence[Any]) -> None:

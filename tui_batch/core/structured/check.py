@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 from tui_batch.core.structured.schema import AnswerSchema
@@ -58,19 +57,10 @@ def check_answer(schema: AnswerSchema, text: str, finish_reason: str | None) -> 
         return CheckedAnswer(
             error=f"$: not JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
         )
-    error = _first_error(_validator(json.dumps(schema.schema, sort_keys=True)), value)
+    error = _first_error(schema.validator, value)
     if error is not None:
         return CheckedAnswer(error=error)
     return CheckedAnswer(value)
-
-
-@lru_cache(maxsize=16)
-def _validator(schema_text: str) -> Any:
-    from jsonschema import Draft202012Validator
-
-    return Draft202012Validator(
-        json.loads(schema_text), format_checker=Draft202012Validator.FORMAT_CHECKER
-    )
 
 
 def _first_error(validator: Any, value: Any) -> str | None:

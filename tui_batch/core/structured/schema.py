@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -170,6 +171,24 @@ class AnswerSchema:
         schema = json.dumps(self.schema, ensure_ascii=False, separators=(",", ":"))
         return f"Answer with JSON only, valid for this JSON Schema: {schema}"
 
+    @cached_property
+    def grammar(self) -> str:
+        """The schema as llguidance's grammar, which enforces it on a local model: the
+        JSON Schema, or for choices a Lark rule of the labels."""
+        import llguidance
+
+        if self.choices:
+            lark = "start: " + " | ".join(json.dumps(c) for c in self.choices)
+            return llguidance.LLMatcher.grammar_from_lark(lark)
+        return json_grammar(self.schema)
+
+    @cached_property
+    def validator(self) -> Any:
+        """jsonschema's Draft 2020-12 validator of answers (formats checked), made once."""
+        from jsonschema import Draft202012Validator
+
+        return Draft202012Validator(self.schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+
     def response_format(self) -> dict[str, Any]:
         """The OpenAI `response_format` that asks a server to enforce it."""
         return {
@@ -260,13 +279,7 @@ def parse_schema(value: Any, folder: Path | None = None) -> AnswerSchema:
     if not text:
         raise SettingsError("Schema: it is empty")
     if text.startswith("{"):
-        try:
-            document = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise SettingsError(
-                f"Schema: not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
-            ) from None
-        made = schema_from_json(document, "Schema")
+        made = schema_from_json(_json_document(text, "Schema", inline=True), "Schema")
         return AnswerSchema(made.schema, text, kind="json")
     path = Path(text).expanduser()
     if folder is not None and not path.is_absolute():
@@ -281,40 +294,62 @@ def _schema_file(path: Path) -> AnswerSchema:
     if not path.is_file():
         raise SettingsError(f"Schema: no such file {path}")
     text = read_utf8(path, "schema file", SettingsError)
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise SettingsError(
-            f"Schema: {path}, line {exc.lineno}, column {exc.colno}: not valid JSON: {exc.msg}"
-        ) from None
-    made = schema_from_json(document, f"Schema: {path}")
+    made = schema_from_json(_json_document(text, f"Schema: {path}"), f"Schema: {path}")
     return AnswerSchema(made.schema, str(path.resolve()), kind="file")
 
 
 def schema_from_json(document: Any, where: str) -> AnswerSchema:
     """A JSON Schema as given, checked: a valid Draft 2020-12 schema, with nothing in it
-    that cannot be enforced while decoding."""
-    from jsonschema import Draft202012Validator
-    from jsonschema.exceptions import SchemaError
-
+    that cannot be enforced while decoding. The check is remembered by the schema's
+    text: a stored schema is read back with every job listing, stats and resume."""
     if not isinstance(document, dict):
         raise SettingsError(f"{where}: a JSON Schema is an object, got {_json_kind(document)}")
     try:
-        Draft202012Validator.check_schema(document)
-    except SchemaError as exc:
-        path = "".join(f"[{p!r}]" if isinstance(p, int) else f".{p}" for p in exc.path)
-        raise SettingsError(
-            f"{where}: not a valid JSON Schema at ${path}: {shortened(exc.message)}"
-        ) from None
-    for keyword, path in _keywords(document, "$"):
-        if keyword in UNENFORCEABLE:
-            raise SettingsError(
-                f"{where}: {keyword!r} at {path} cannot be enforced while decoding: remove it"
-            )
-    problem = grammar_problem(document)
+        key = json.dumps(document, sort_keys=True)
+    except (TypeError, ValueError) as exc:  # a TOML table may hold dates
+        raise SettingsError(f"{where}: a JSON Schema holds JSON values only ({exc})") from None
+    except RecursionError:
+        raise SettingsError(f"{where}: nested too deeply to read") from None
+    problem = _schema_problem(key)
     if problem:
         raise SettingsError(f"{where}: {problem}")
     return AnswerSchema(document, json.dumps(document, ensure_ascii=False), kind="json")
+
+
+@lru_cache(maxsize=256)
+def _schema_problem(key: str) -> str | None:
+    """What is wrong with the JSON Schema of this text, in words; None: nothing."""
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+
+    document = json.loads(key)
+    try:
+        Draft202012Validator.check_schema(document)
+        keywords = list(_keywords(document, "$"))
+    except SchemaError as exc:
+        path = "".join(f"[{p!r}]" if isinstance(p, int) else f".{p}" for p in exc.path)
+        return f"not a valid JSON Schema at ${path}: {shortened(exc.message)}"
+    except RecursionError:
+        return "nested too deeply to check"
+    for keyword, path in keywords:
+        if keyword in UNENFORCEABLE:
+            return f"{keyword!r} at {path} cannot be enforced while decoding: remove it"
+    return grammar_problem(document)
+
+
+def _json_document(text: str, where: str, inline: bool = False) -> Any:
+    """`text` read as JSON; a SettingsError saying where it is not (a file's line and
+    column first; inline JSON's after what is wrong)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        if inline:
+            said = f": not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+        else:
+            said = f", line {exc.lineno}, column {exc.colno}: not valid JSON: {exc.msg}"
+        raise SettingsError(where + said) from None
+    except RecursionError:
+        raise SettingsError(f"{where}: nested too deeply to read") from None
 
 
 def grammar_problem(schema: dict[str, Any]) -> str | None:
@@ -324,8 +359,7 @@ def grammar_problem(schema: dict[str, Any]) -> str | None:
         import llguidance
     except ImportError:  # pragma: no cover - a dependency; answers are still checked
         return None
-    grammar = llguidance.LLMatcher.grammar_from_json_schema(schema, defaults=JSON_OPTIONS)
-    is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(grammar)
+    is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(json_grammar(schema))
     if is_error or messages:
         return "cannot be enforced while decoding: " + shortened("; ".join(messages))
     return None
@@ -334,6 +368,13 @@ def grammar_problem(schema: dict[str, Any]) -> str | None:
 # How llguidance writes JSON: compact, one space after `,` and `:`, no new lines (a small
 # model left free to add whitespace may add it forever).
 JSON_OPTIONS = {"whitespace_flexible": False}
+
+
+def json_grammar(schema: dict[str, Any]) -> str:
+    """llguidance's grammar for a JSON Schema, written as JSON_OPTIONS says."""
+    import llguidance
+
+    return llguidance.LLMatcher.grammar_from_json_schema(schema, defaults=JSON_OPTIONS)
 
 
 def _keywords(schema: Any, path: str) -> Iterator[tuple[str, str]]:
