@@ -202,9 +202,7 @@ def job_stats(path: str | Path, prices: Prices | None = None) -> JobStats:
                 header_total if isinstance(header_total, int) else 0,
                 prices=prices or job.prices,
             )
-            _fill(connection, stats)
-            if job.settings.schema is not None:
-                _fill_structured(connection, stats, job.settings.schema)
+            _fill(connection, stats, job.settings.schema)
     except (sqlite3.Error, ValueError, TypeError, CheckpointError) as exc:
         raise CheckpointError(f"Unreadable checkpoint {path}: {exc}") from None
     return stats
@@ -218,7 +216,7 @@ _SECONDS = "unixepoch({})" if _VERSION >= (3, 38) else "CAST(strftime('%s', {}) 
 _ONCE = "MATERIALIZED" if _VERSION >= (3, 35) else ""
 
 
-def _fill(connection: sqlite3.Connection, stats: JobStats) -> None:
+def _fill(connection: sqlite3.Connection, stats: JobStats, schema: AnswerSchema | None) -> None:
     columns = {row[1] for row in connection.execute("PRAGMA table_info(results)")}
     # Where a server sent no usage: input unknown; output too, unless counted as it streamed.
     input_known, output_known = "1", "1"
@@ -249,18 +247,21 @@ def _fill(connection: sqlite3.Connection, stats: JobStats) -> None:
     stats.attempts = dict(
         connection.execute("SELECT attempts, COUNT(*) FROM results GROUP BY attempts ORDER BY 1")
     )
-    stats.failures = _failures(connection)
+    stats.failures = _failures(connection, columns)
+    if schema is not None:
+        _fill_structured(connection, stats, schema, columns)
     stats.endpoints = _endpoints(connection)
     stats.active_seconds = _active_seconds(connection)
     stats.bucket_seconds, stats.throughput = _throughput(connection)
     stats.latency_histogram = _histogram(connection, stats.latency)
 
 
-def _fill_structured(connection: sqlite3.Connection, stats: JobStats, schema: AnswerSchema) -> None:
+def _fill_structured(
+    connection: sqlite3.Connection, stats: JobStats, schema: AnswerSchema, columns: set[str]
+) -> None:
     """The figures of a job with a schema: valid and invalid answers, the invalid by
     where they broke it, and each label field's values."""
     stats.schema = schema.describe()
-    columns = {row[1] for row in connection.execute("PRAGMA table_info(results)")}
     if "invalid" not in columns:
         return
     stats.valid, stats.invalid = (
@@ -339,9 +340,8 @@ def _spread(connection: sqlite3.Connection, value: str, where: str = "1") -> Spr
     return Spread(count=count, mean=mean, max=largest, **values)
 
 
-def _failures(connection: sqlite3.Connection) -> list[FailureGroup]:
+def _failures(connection: sqlite3.Connection, columns: set[str]) -> list[FailureGroup]:
     """Failures with an error, grouped (answers that broke a schema are grouped apart)."""
-    columns = {row[1] for row in connection.execute("PRAGMA table_info(results)")}
     failed = "success = 0 AND invalid = 0" if "invalid" in columns else "success = 0"
     groups = [
         FailureGroup(reason, count, [], message)

@@ -90,12 +90,7 @@ def stats_lines(stats: JobStats, charts: bool = True) -> list[str]:
         return lines
     if stats.failures:
         lines += ["", "Failures by reason"]
-        for group in stats.failures[:SHOWN_GROUPS]:
-            examples = ", ".join(str(i) for i in group.examples)
-            reason = _one_line(group.reason, 200)
-            lines.append(f"  {group.count:>6,}  {reason}  (prompts {examples}, ...)")
-        if len(stats.failures) > SHOWN_GROUPS:
-            lines.append(f"  ... and {len(stats.failures) - SHOWN_GROUPS} more reasons")
+        lines += _group_lines([(g.count, g.reason, g.examples) for g in stats.failures], "reasons")
     if stats.throughput:
         lines += ["", *throughput_lines(stats)]
     return lines
@@ -113,12 +108,8 @@ def answer_lines(stats: JobStats) -> list[str]:
         f"Answers    {_one_line(stats.schema, 200)}",
         f"  {stats.valid:,} valid, {stats.invalid:,} invalid{share}",
     ]
-    for group in stats.invalid_groups[:SHOWN_GROUPS]:
-        examples = ", ".join(str(i) for i in group.examples)
-        message = _one_line(group.message, 120)
-        lines.append(f"  {group.count:>6,}  {message}  (prompts {examples}, ...)")
-    if len(stats.invalid_groups) > SHOWN_GROUPS:
-        lines.append(f"  ... and {len(stats.invalid_groups) - SHOWN_GROUPS} more places")
+    groups = [(g.count, g.message, g.examples) for g in stats.invalid_groups]
+    lines += _group_lines(groups, "places", width=120)
     for name, counts in stats.labels.items():
         total = sum(counts.values()) or 1
         rows = [
@@ -131,6 +122,20 @@ def answer_lines(stats: JobStats) -> list[str]:
             for value, count in counts.items()
         ]
         lines += ["", f"{_one_line(name, 60)} (valid answers)", *_table(rows)]
+    return lines
+
+
+def _group_lines(
+    groups: list[tuple[int, str, list[int]]], noun: str, width: int = 200
+) -> list[str]:
+    """Groups of results (count, what they share, first prompts), a line each, the
+    first SHOWN_GROUPS of them, then how many more `noun` there are."""
+    lines = [
+        f"  {count:>6,}  {_one_line(text, width)}  (prompts {', '.join(map(str, examples))}, ...)"
+        for count, text, examples in groups[:SHOWN_GROUPS]
+    ]
+    if len(groups) > SHOWN_GROUPS:
+        lines.append(f"  ... and {len(groups) - SHOWN_GROUPS} more {noun}")
     return lines
 
 
