@@ -146,6 +146,8 @@ def test_invalid_answers_are_run_again_only_with_retry_failed(tmp_path):
         job, results = only_job()
         assert all(r.invalid and r.attempts == 2 for r in results)
         asked = len(fake.bodies)
+        assert asked == 3 + 3 * 2  # one probe (three forms) for the check and the run
+
         again = run_cli("resume", job.job_id)
         assert "Nothing to run" in again.stderr and len(fake.bodies) == asked
         fake.reply = '{"animal": "dog"}'

@@ -46,15 +46,11 @@ def in_model_log_callback(frame: Any) -> bool:
     return in_log_callback(frame)
 
 
-def remote_backend(
-    server: ServerSettings, model: str, schema_forms: dict[str, str | None] | None = None
-) -> Backend:
-    """A backend for OpenAI-compatible servers, not opened yet. `schema_forms`: how each
-    server enforces a schema, as `check_servers` found (else asked when a job with a
-    schema begins)."""
+def remote_backend(server: ServerSettings, model: str) -> Backend:
+    """A backend for OpenAI-compatible servers, not opened yet."""
     from tui_batch.backends.remote.backend import RemoteBackend
 
-    return RemoteBackend(server, model, schema_forms)
+    return RemoteBackend(server, model)
 
 
 def check_servers(

@@ -190,7 +190,7 @@ def _run_on_servers(
     server = _apply_check(check, server)
     if signals.cancel.is_set():
         return _stopped_before_start(signals)
-    with remote_backend(server, model, check.schema_forms) as backend:
+    with remote_backend(server, model) as backend:
         job = processor.create_job(model, server=server, **common)
         return _run_job(processor, job, backend, signals, retry_failed=False)
 

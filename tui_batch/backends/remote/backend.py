@@ -58,17 +58,12 @@ PROBE_WAIT = 60.0
 class RemoteBackend(Backend):
     """Runs prompts on the job's servers; see the module doc."""
 
-    def __init__(
-        self,
-        server: ServerSettings,
-        model: str,
-        schema_forms: dict[str, str | None] | None = None,
-    ) -> None:
+    def __init__(self, server: ServerSettings, model: str) -> None:
         self.server = server
         self.model = model
         # How each endpoint enforces a schema (`chat_wire.SCHEMA_FORMS`; None: it does
-        # not), found by a probe before the first job with a schema.
-        self.schema_forms = dict(schema_forms or {})
+        # not), found by a probe (`schema_form`) when the first job with a schema begins.
+        self.schema_forms: dict[str, str | None] = {}
         # Room for more prompts than may be in flight, so a free slot never waits on the
         # engine (which wakes for a batch of results, not for each).
         self.capacity = server.concurrency * 4 + 16

@@ -312,11 +312,27 @@ PROBE_SCHEMA = AnswerSchema(
 _PROBE_FORM_TOKENS = 40
 
 
+# What probes found, by server and model, kept this long: a job starts seconds after the
+# check before it (the CLI's, job setup's), and its backend need not ask again.
+PROBE_KEPT = 60.0
+_probed: dict[tuple[str, str], tuple[float, str | None]] = {}
+
+
 async def schema_form(client: Any, model: str) -> str | None:
     """How this server enforces a schema: the first of SCHEMA_FORMS whose answer to a
     small probe is valid (one short request each, until one is); REFUSES_SCHEMAS when it
     answers each with an error; None when it answers without enforcing one, or the
-    probe cannot tell."""
+    probe cannot tell. Remembered for PROBE_KEPT seconds."""
+    key = (str(client.base_url), model)
+    found = _probed.get(key)
+    if found is not None and time.monotonic() - found[0] < PROBE_KEPT:
+        return found[1]
+    form = await _probe_form(client, model)
+    _probed[key] = (time.monotonic(), form)
+    return form
+
+
+async def _probe_form(client: Any, model: str) -> str | None:
     openai = import_openai()
     messages = [{"role": "user", "content": "Say hello."}]
     refused = 0
