@@ -200,7 +200,7 @@ class Comparison:
         names = [[name for name, _ in schema.columns()] for schema in schemas if schema]
         return [name for name in names[0] if all(name in others for others in names[1:])]
 
-    def _paths(self, name: str) -> str:
+    def _json_path(self, name: str) -> str:
         """The JSON path of a field (`a.b` is nested) in every job's answers."""
         schema = self._schemas[0]
         assert schema is not None
@@ -209,7 +209,7 @@ class Comparison:
 
     def _agreement(self, name: str) -> str:
         """SQL: every job's value of field `name` alike (all answered validly)."""
-        path = self._paths(name).replace("'", "''")
+        path = self._json_path(name).replace("'", "''")
         values = [f"json_extract(r{k}.output, '{path}')" for k in range(len(self.sides))]
         return " AND ".join(f"{value} IS {values[0]}" for value in values[1:])
 

@@ -185,7 +185,7 @@ def job_file_text(values: dict[str, Any], folder: Path) -> str:
                 if setting.kind == "path":  # given relative to where the user is, not the file
                     value = str(Path(value).expanduser().resolve())
                 if setting.kind == "schema":
-                    value = _schema_value(value, folder)
+                    value = _schema_value(value)
                 value = _checked(setting, value, folder)
                 if setting.kind == "schema":
                     value = _schema_text(value, folder)
@@ -199,7 +199,7 @@ def job_file_text(values: dict[str, Any], folder: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _schema_value(value: Any, folder: Path) -> Any:
+def _schema_value(value: Any) -> Any:
     """A schema as given to be written: a file's path made absolute (from where the
     user is, not the job file), anything else as it is."""
     if isinstance(value, AnswerSchema):

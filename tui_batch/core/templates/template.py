@@ -145,8 +145,8 @@ class PromptTemplate:
             line = key_line(head, key) + 1  # the file's line: after the opening +++
             if key in SCHEMA_KEYS:
                 try:
-                    made = parse_schema(value, folder) if key == "schema" else None
-                    self.schema = made or parse_choices(value)
+                    is_schema = key == "schema"
+                    self.schema = parse_schema(value, folder) if is_schema else parse_choices(value)
                 except SettingsError as exc:
                     raise TemplateError(f"{name}, line {line}: {exc}") from None
                 continue

@@ -62,8 +62,6 @@ def form_values(screen: Screen[Any], extras: dict[str, Any]) -> dict[str, Any]:
         strategy = f"threshold:{threshold}"
     values["error_strategy"] = strategy
     values["system_prompt"] = screen.query_one("#system", Input).value.strip() or None
-    values.pop("schema", None)
-    values.pop("choices", None)
     values.update(screen.query_one(AnswerForm).values())
     if screen.query_one("#run-on", Select).value == "server":
         form = screen.query_one(ServerForm)
