@@ -58,6 +58,24 @@ def test_hints_lists_floats_bools_and_bare_names():
     }
 
 
+def test_on_one_line_a_hint_keeps_its_commas_until_a_name_follows():
+    schema = parse_schema("n: int # a count, of things, 'roughly', b: str ..9 # x, y").schema
+    assert schema["properties"]["n"]["description"] == "a count, of things, 'roughly'"
+    assert schema["properties"]["b"] == {"type": "string", "maxLength": 9, "description": "x, y"}
+    one = parse_schema("n: int # a count, b: bool").schema
+    assert list(one["properties"]) == ["n", "b"]
+    assert (
+        to_short_form(
+            {
+                **one,
+                "properties": {"n": {"type": "integer", "description": "a, b: c"}},
+                "required": ["n"],
+            }
+        )
+        is None
+    )
+
+
 def test_the_model_is_told_the_fields_and_hints():
     note = parse_schema("mood: happy|sad # the writer's, stars: int 1..5").note()
     assert "JSON object" in note

@@ -1,5 +1,6 @@
 """The short form of a schema, for the common case: fields separated by commas (or by new
-lines, and then a hint may hold commas), each `name: type` with the types `str`, `int`,
+lines, and then a hint may hold commas; on one line a hint's comma is its own unless a
+`name:` follows it), each `name: type` with the types `str`, `int`,
 `float`, `bool` or choices `a|b|c`; a range `lo..hi` (either end may be left out) bounds
 a number, or a text's length; `[]` after the type makes a list of it; text after `#` is
 a hint shown to the model. Every field is required and no other field is allowed.
@@ -29,15 +30,15 @@ SHORT_TYPES = {
 }
 _SHORT_NAMES = {"string": "str", "integer": "int", "number": "float", "boolean": "bool"}
 _FIELD = re.compile(r"(?P<name>[A-Za-z_][A-Za-z0-9_-]*)\s*(?::(?P<type>.*)|(?P<bare>\s.*)?)")
+_NAMED = re.compile(r"\s*[A-Za-z_][A-Za-z0-9_-]*\s*:")
 _RANGE = re.compile(r"(?P<low>[-+0-9.eE]*)\.\.(?P<high>[-+0-9.eE]*)")
 
 
 def short_form_schema(text: str) -> dict[str, Any]:
     """The short form (see the module's docstring) as a JSON Schema object; a
     SettingsError of one line for a mistake."""
-    separator = "\n" if "\n" in text else ","
     properties: dict[str, Any] = {}
-    for number, part in enumerate(text.split(separator), start=1):
+    for number, part in enumerate(_field_texts(text), start=1):
         spec = part.strip()
         if not spec:
             continue
@@ -67,6 +68,20 @@ def short_form_schema(text: str) -> dict[str, Any]:
         "required": list(properties),
         "additionalProperties": False,
     }
+
+
+def _field_texts(text: str) -> list[str]:
+    """Each field's text: a line each, or on one line split at commas, where a comma in a
+    hint is the hint's own unless a `name:` follows it (`n: int # a count, b: str`)."""
+    if "\n" in text:
+        return text.split("\n")
+    fields: list[str] = []
+    for part in text.split(","):
+        if fields and "#" in fields[-1] and not _NAMED.match(part):
+            fields[-1] += "," + part
+        else:
+            fields.append(part)
+    return fields
 
 
 def _short_type(text: str, where: str) -> dict[str, Any]:
@@ -139,6 +154,8 @@ def to_short_form(schema: dict[str, Any]) -> str | None:
         text, hint = spec
         hinted = hinted or bool(hint)
         parts.append((f"{name}: {text}", hint))
+    if len(parts) == 1 and any(_NAMED.match(after) for after in parts[0][1].split(",")[1:]):
+        return None  # one line, where a comma in its hint would start a field
     if hinted:
         return "\n".join(f"{text} # {hint}" if hint else text for text, hint in parts)
     return ", ".join(text for text, _ in parts)
