@@ -109,6 +109,8 @@ local_values = st.fixed_dictionaries(
         "error_strategy": st.sampled_from(["continue", "stop", "threshold:2"]),
         "model": st.sampled_from(["m", "some/model.gguf"]),
         "format": st.sampled_from(["json", "csv", "jsonl"]),
+        "expect": st.sampled_from(["label", "expected answer"]),
+        "score": st.sampled_from(["exact", "number", "json-field a.b", "fields"]),
     },
 )
 
@@ -118,6 +120,8 @@ local_values = st.fixed_dictionaries(
 def test_any_spec_written_to_a_job_file_reads_back_the_same(tmp_path_factory, values, remote):
     folder = tmp_path_factory.mktemp("job")
     values = {**values, "prompts": folder / "p.txt"}
+    if "score" in values or "tolerance" in values:
+        values.setdefault("expect", "label")  # no score without the expected column
     if remote:
         values = {k: v for k, v in values.items() if k not in LOCAL_KEYS}
         values.update(server=["http://127.0.0.1:8000/v1#2"], rpm=60, stream=False)

@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(run, "stop", action="append")
     _flag(run, "system_prompt")
     _add_schema_options(run)
+    _add_score_options(run)
     _flag(run, "n_ctx")
     _add_price_options(run)
     _add_hardware_options(run)
@@ -126,6 +127,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="CSV: keep cells that start with = + - @ as they are",
     )
 
+    score = commands.add_parser(
+        "score",
+        help="score a job's answers again against expected ones, without running a prompt",
+    )
+    score.add_argument("job_id")
+    _flag(score, "expect", "; default: the job's", metavar="COLUMN")
+    _flag(score, "score", "; default: the job's, else exact", metavar="METHOD")
+    _flag(score, "tolerance", metavar="X")
+    score.add_argument("--json", action="store_true", help="print JSON")
+
     stats = commands.add_parser(
         "stats",
         help="a job's figures: counts, tokens/s, latency and first-token percentiles, "
@@ -150,6 +161,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--field",
         metavar="NAME",
         help="jobs whose answers have a schema: only rows where this field's values differ",
+    )
+    compare.add_argument(
+        "--regressions",
+        action="store_true",
+        help="jobs with scores: only prompts right in one job and wrong in another, "
+        "regressions (right in the first job, wrong in a later one) first",
+    )
+    compare.add_argument(
+        "--fail-on-regression",
+        action="store_true",
+        help="exit 1 when a later job is wrong where the first job was right (for CI)",
     )
     compare.add_argument(
         "--limit", type=int, default=20, metavar="N", help="rows printed as text (default 20)"
@@ -188,6 +210,16 @@ def _add_schema_options(parser: argparse.ArgumentParser) -> None:
     _flag(shape, "choices", metavar="A,B,...")
     _flag(group, "schema_prompt", action="store_const", const=False)
     _flag(group, "invalid_retries")
+
+
+def _add_score_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "scores", "each answer scored against its record's expected answer; runs repeated"
+    )
+    _flag(group, "expect", metavar="COLUMN")
+    _flag(group, "score", metavar="METHOD")
+    _flag(group, "tolerance", metavar="X")
+    _flag(group, "repeats", metavar="N")
 
 
 def _add_price_options(parser: argparse.ArgumentParser) -> None:

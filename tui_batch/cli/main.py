@@ -22,6 +22,7 @@ from tui_batch.cli.reports import (
     command_checkpoints,
     command_compare,
     command_export,
+    command_score,
     command_stats,
 )
 from tui_batch.cli.run_input import (
@@ -47,6 +48,7 @@ from tui_batch.core.processor import BatchProcessor
 from tui_batch.core.progress import format_duration
 from tui_batch.core.prompts import SUPPORTED_EXTENSIONS
 from tui_batch.core.run_spec import LOCAL_KEYS
+from tui_batch.core.scoring.figures import accuracy_text
 from tui_batch.core.servers import (
     ServerCheck,
     ServerSettings,
@@ -60,7 +62,7 @@ from tui_batch.models.gguf import format_count
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 130, 141
 
 
-COMMANDS = ("run", "resume", "checkpoints", "export", "stats", "compare", "models")
+COMMANDS = ("run", "resume", "checkpoints", "export", "score", "stats", "compare", "models")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -73,6 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "resume": command_resume,
         "checkpoints": command_checkpoints,
         "export": command_export,
+        "score": command_score,
         "stats": command_stats,
         "compare": command_compare,
         "models": command_models,
@@ -260,6 +263,10 @@ def _run_job(
     )
     if job.settings.schema is not None:
         print(f"Answers: {one_line(job.settings.schema.describe())}", file=err)
+    if job.scoring is not None:
+        print(f"Scored: {one_line(job.scoring.describe())}", file=err)
+    if job.repeats > 1:
+        print(f"Repeats: each prompt runs {job.repeats} times, each with its own seed", file=err)
     printer = ProgressPrinter(err)
     start = time.monotonic()
 
@@ -315,6 +322,10 @@ def _run_job(
         f"{format_duration(elapsed)}. Results: {one_line(str(out))}",
         file=err,
     )
+    if job.scoring is not None:
+        scored = [r for r in results if r.score is not None]
+        right = sum(1 for r in scored if r.right)
+        print(f"Scores: {accuracy_text(right, len(scored))}", file=err)
     if job.status is JobStatus.FAILED:
         print(
             f"The error strategy stopped the job. Resume with: tui-batch resume {job.job_id}",

@@ -1,5 +1,6 @@
 """The commands that report on checkpoints: `checkpoints` (the jobs), `export` (one
-job's results as a file), `stats` (a job's figures) and `compare` (jobs side by side)."""
+job's results as a file), `score` (a job's answers scored again), `stats` (a job's
+figures) and `compare` (jobs side by side)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,18 @@ import argparse
 import csv
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any
 
 from tui_batch.cli.arguments import prices
 from tui_batch.cli.terminal import print_table
 from tui_batch.core.compare import CompareRow, CompareSummary, Comparison
-from tui_batch.core.errors import CheckpointError
+from tui_batch.core.errors import CheckpointError, SettingsError
 from tui_batch.core.export import STATS_FORMAT, format_for_path, guard_cell, write_file
 from tui_batch.core.processor import BatchProcessor
+from tui_batch.core.scoring.figures import accuracy_text
+from tui_batch.core.scoring.methods import Scoring
 from tui_batch.core.stats import job_stats
 from tui_batch.core.stats_text import compare_lines, stats_lines
 from tui_batch.core.text import escape_json, one_line
@@ -38,12 +42,39 @@ def command_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_score(args: argparse.Namespace) -> int:
+    processor = BatchProcessor()
+    checkpoint_path(processor, args.job_id)
+    summary = processor.job_summary(args.job_id)
+    known = summary.scoring
+    expect = args.expect or (known.expect if known else None)
+    if expect is None:
+        raise SettingsError(
+            f"Job {args.job_id} was not scored: name the column of expected answers (--expect)"
+        )
+    method = args.score or (known.method_text if known and not args.expect else None)
+    tolerance = args.tolerance
+    if tolerance is None and known and not args.expect and not args.score:
+        tolerance = known.tolerance
+    done = processor.score_job(args.job_id, Scoring.from_text(expect, method, tolerance))
+    if args.json:
+        print(escape_json(json.dumps(asdict(done) | {"accuracy": done.accuracy}, indent=2)))
+        return 0
+    print(f"Scored job {done.job_id}: {one_line(done.scoring.describe())}")
+    unscored = f"; {done.unscored:,} unscored" if done.unscored else ""
+    print(f"  {accuracy_text(done.right, done.scored)}{unscored}")
+    return 0
+
+
 def command_compare(args: argparse.Namespace) -> int:
     processor = BatchProcessor()
     paths = [checkpoint_path(processor, job_id) for job_id in args.job_ids]
     with Comparison(paths) as comparison:
         summary = comparison.summary()
-        rows = comparison.iter_rows(args.sort, args.state, args.search, differs=args.field)
+        changed = args.regressions
+        rows = comparison.iter_rows(
+            args.sort, args.state, args.search, differs=args.field, changed=changed
+        )
         if args.json or args.csv:
 
             def write(out: IO[str]) -> None:
@@ -59,12 +90,36 @@ def command_compare(args: argparse.Namespace) -> int:
                 write(_EscapedStream(sys.stdout))
             else:  # CSV into a pipe or a file: the answers exactly as they are
                 write(sys.stdout)
-            return 0
+            return _regression_status(args, summary)
         shown = comparison.rows(
-            args.sort, args.state, args.search, limit=args.limit, differs=args.field
+            args.sort,
+            args.state,
+            args.search,
+            limit=args.limit,
+            differs=args.field,
+            changed=changed,
         )
-        total = comparison.count(args.state, args.search, args.field)
+        total = comparison.count(args.state, args.search, args.field, changed)
         print("\n".join(compare_lines(summary, shown, total)))
+    return _regression_status(args, summary)
+
+
+def _regression_status(args: argparse.Namespace, summary: CompareSummary) -> int:
+    """1 with --fail-on-regression when a later job is wrong where the first was right."""
+    if not args.fail_on_regression:
+        return 0
+    if not any(side.scoring for side in summary.jobs):
+        raise SettingsError(
+            "--fail-on-regression: the jobs have no scores (run them with --expect COLUMN, "
+            "or tui-batch score JOB --expect COLUMN)"
+        )
+    if summary.regressions:
+        print(
+            f"tui-batch: {summary.regressions:,} regressions: right in "
+            f"{summary.jobs[0].job_id}, wrong in a later job",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
@@ -100,7 +155,7 @@ def _write_csv(out: IO[str], summary: CompareSummary, rows: Any) -> None:
         writer.writerow(_csv_cells(row))
 
 
-CSV_ANSWER = ("response", "success", "tokens_out", "duration", "error")
+CSV_ANSWER = ("response", "success", "tokens_out", "duration", "error", "score")
 
 
 def _csv_cells(row: CompareRow) -> list[Any]:
@@ -112,6 +167,7 @@ def _csv_cells(row: CompareRow) -> list[Any]:
             "" if answer.tokens_output is None else answer.tokens_output,
             "" if answer.duration is None else f"{answer.duration:.2f}",
             guard_cell(answer.error or ""),
+            "" if answer.score is None else answer.score,
         ]
     return cells
 

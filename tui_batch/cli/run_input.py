@@ -15,6 +15,7 @@ from tui_batch.core.jobfile import JOB_FILE_SUFFIX, load_job_file, output_outsid
 from tui_batch.core.jobs import BatchJob, Prompt
 from tui_batch.core.prompts import load_prompt_file
 from tui_batch.core.run_spec import RunSpec
+from tui_batch.core.scoring.methods import Scoring
 from tui_batch.core.settings import GenerationSettings
 from tui_batch.core.structured.schema import AnswerSchema
 from tui_batch.core.templates.render import render_prompts
@@ -35,12 +36,14 @@ class RunInput:
     prompts: list[Prompt]
     source_file: Path
     template: TemplateSource | None = None
-    # What the template's front matter says every answer must be.
+    # What the template's front matter says every answer must be, and how it is scored.
     schema: AnswerSchema | None = None
+    scoring: Scoring | None = None
 
     def settled(self, spec: RunSpec) -> RunSpec:
-        """The spec with the template's schema, where the spec gives none."""
-        return spec.with_schema(self.schema) if self.schema is not None else spec
+        """The spec with the template's schema and scoring, where the spec gives none."""
+        spec = spec.with_schema(self.schema) if self.schema is not None else spec
+        return spec.with_scoring(self.scoring) if self.scoring is not None else spec
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +133,7 @@ def load_input(request: RunRequest) -> RunInput:
         template, spec.data, template_file=spec.template, id_field=spec.id_field
     )
     print_warnings(str(spec.data), rendered.warnings)
-    return RunInput(rendered.prompts, spec.data, rendered.source, template.schema)
+    return RunInput(rendered.prompts, spec.data, rendered.source, template.schema, template.scoring)
 
 
 def warn_long_prompts(model: Path, run_input: RunInput, settings: GenerationSettings) -> None:

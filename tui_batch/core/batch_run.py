@@ -314,6 +314,15 @@ class BatchRun:
             output=completion.output,
             invalid=completion.invalid,
         )
+        if job.scoring is not None:
+            result.score, result.expected = job.scoring.judge(
+                job.prompts[completion.index].variables,
+                result.success,
+                result.invalid,
+                result.response_text,
+                result.output,
+                job.settings.schema,
+            )
         self.invalid.pop(completion.index, None)
         self.results[completion.index] = result
         self.unsaved.append(result)

@@ -24,6 +24,7 @@ from typing import Any
 from tui_batch.core.errors import CheckpointError, SettingsError
 from tui_batch.core.jobs import BatchJob
 from tui_batch.core.rows import check_rows
+from tui_batch.core.scoring.methods import RIGHT
 from tui_batch.core.store import read_header
 from tui_batch.core.structured.schema import AnswerSchema
 
@@ -45,10 +46,18 @@ class JobSide:
     succeeded: int = 0
     tokens_output: int = 0
     mean_latency: float | None = None
+    # With expected answers: the results scored, and right.
+    scored: int = 0
+    right: int = 0
+    scoring: str | None = None
 
     @property
     def success_rate(self) -> float:
         return 100.0 * self.succeeded / self.results if self.results else 0.0
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.right / self.scored if self.scored else None
 
 
 @dataclass(slots=True)
@@ -72,6 +81,10 @@ class CompareSummary:
     states: dict[str, int] = field(default_factory=dict)
     # Per field of the answers (jobs with schemas sharing it): agreement.
     fields: list[FieldAgreement] = field(default_factory=list)
+    # Jobs with scores: prompts right in the first job and wrong in another
+    # (regressions), and wrong in the first and right in another (improvements).
+    regressions: int = 0
+    improvements: int = 0
 
     @property
     def rows(self) -> int:
@@ -92,9 +105,15 @@ class CompareSummary:
                     "success_rate": round(j.success_rate, 2),
                     "tokens_output": j.tokens_output,
                     "mean_latency": j.mean_latency,
+                    "scoring": j.scoring,
+                    "scored": j.scored,
+                    "right": j.right,
+                    "accuracy": j.accuracy,
                 }
                 for j in self.jobs
             ],
+            "regressions": self.regressions,
+            "improvements": self.improvements,
             "fields": [
                 {
                     "field": f.name,
@@ -117,6 +136,11 @@ class ComparedAnswer:
     error: str | None = None
     tokens_output: int | None = None
     duration: float | None = None
+    score: float | None = None
+
+    @property
+    def right(self) -> bool | None:
+        return None if self.score is None else self.score >= RIGHT
 
 
 @dataclass(slots=True)
@@ -126,12 +150,15 @@ class CompareRow:
     prompt: str
     state: str
     answers: list[ComparedAnswer]
+    # Right in the first job and wrong in another.
+    regression: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "key": self.key,
             "prompt": self.prompt,
             "state": self.state,
+            "regression": self.regression,
             "answers": [
                 {
                     "prompt_index": a.index,
@@ -140,6 +167,7 @@ class CompareRow:
                     "error": a.error,
                     "tokens_output": a.tokens_output,
                     "duration": a.duration,
+                    "score": a.score,
                 }
                 for a in self.answers
             ],
@@ -155,6 +183,7 @@ class Comparison:
         self.paths = [Path(p) for p in paths]
         self.connection = sqlite3.connect(":memory:", check_same_thread=False)
         self._schemas: list[AnswerSchema | None] = []
+        self._scored: list[bool] = []  # whose results have a score column
         try:
             self.sides = [self._attach(n, path) for n, path in enumerate(self.paths)]
             self.matched_on = self._match()
@@ -188,7 +217,10 @@ class Comparison:
             raise CheckpointError(f"Unreadable checkpoint {path}: {exc}") from None
         (prompts,) = self.connection.execute(f"SELECT COUNT(*) FROM j{n}.prompts").fetchone()
         self._schemas.append(job.settings.schema)
-        return JobSide(job.job_id, job.model_id, prompts)
+        columns = {row[1] for row in self.connection.execute(f"PRAGMA j{n}.table_info(results)")}
+        self._scored.append("score" in columns)
+        scoring = job.scoring.describe() if job.scoring else None
+        return JobSide(job.job_id, job.model_id, prompts, scoring=scoring)
 
     @property
     def fields(self) -> list[str]:
@@ -252,13 +284,26 @@ class Comparison:
         )
         return "custom id" if by_id else "prompt text"
 
+    def _score(self, k: int) -> str:
+        return f"r{k}.score" if self._scored[k] else "NULL"
+
+    def _changed(self) -> tuple[str, str]:
+        """SQL: right in the first job and wrong in another (a regression); wrong in the
+        first and right in another (an improvement)."""
+        first = self._score(0)
+        later = [self._score(k) for k in range(1, len(self.sides))]
+        worse = " OR ".join(f"({first} >= {RIGHT} AND {s} < {RIGHT})" for s in later)
+        better = " OR ".join(f"({first} < {RIGHT} AND {s} >= {RIGHT})" for s in later)
+        return worse, better
+
     def _row_sql(self) -> str:
         n = range(len(self.sides))
         answers = ", ".join(
             f"m.i{k}, r{k}.success, r{k}.response_text, r{k}.error_message, "
-            f"r{k}.tokens_output, r{k}.duration"
+            f"r{k}.tokens_output, r{k}.duration, {self._score(k)}"
             for k in n
         )
+        worse, better = self._changed()
         joins = " ".join(f"LEFT JOIN j{k}.results r{k} ON r{k}.prompt_index = m.i{k}" for k in n)
         prompt = (
             "COALESCE("
@@ -285,12 +330,17 @@ class Comparison:
         return (
             f"SELECT * FROM (SELECT m.row, m.key, {prompt} AS prompt, {state} AS state, "
             f"{answers}, MAX({lengths}) - MIN({lengths}) AS length_gap, "
-            f"MAX({latencies}) - MIN({latencies}) AS latency_gap FROM matched m {joins} "
-            "WHERE {search})"
+            f"MAX({latencies}) - MIN({latencies}) AS latency_gap, "
+            f"COALESCE({worse}, 0) AS regression, COALESCE({better}, 0) AS improvement "
+            f"FROM matched m {joins} WHERE {{search}})"
         )
 
     def _where(
-        self, state: str | None, search: str | None, differs: str | None = None
+        self,
+        state: str | None,
+        search: str | None,
+        differs: str | None = None,
+        changed: bool = False,
     ) -> tuple[str, str, dict[str, Any]]:
         if state is not None and state not in STATES:
             raise SettingsError(f"Unknown state {state!r}: use one of {', '.join(STATES)}")
@@ -308,9 +358,18 @@ class Comparison:
                 f"({search_sql}) AND {self._valid_everywhere()} "
                 f"AND NOT ({self._agreement(differs)})"
             )
-        outer = "WHERE state = :state" if state else ""
+        conditions = []
         if state:
+            conditions.append("state = :state")
             params["state"] = state
+        if changed:
+            if not any(self._scored) or not any(side.scoring for side in self.sides):
+                raise SettingsError(
+                    "No scores to compare: score the jobs against expected answers first "
+                    "(run with --expect COLUMN, or tui-batch score JOB --expect COLUMN)"
+                )
+            conditions.append("(regression OR improvement)")
+        outer = f"WHERE {' AND '.join(conditions)}" if conditions else ""
         return search_sql, outer, params
 
     def summary(self) -> CompareSummary:
@@ -327,6 +386,12 @@ class Comparison:
             ).fetchone()
             side.results, side.succeeded = results, int(succeeded)
             side.tokens_output, side.mean_latency = int(tokens), latency
+            if self._scored[k]:
+                scored, right = self.connection.execute(
+                    f"SELECT COUNT(r.score), TOTAL(r.score >= {RIGHT}) FROM matched m "
+                    f"JOIN j{k}.results r ON r.prompt_index = m.i{k}"
+                ).fetchone()
+                side.scored, side.right = scored, int(right)
         agreements = []
         joins = " ".join(
             f"JOIN j{k}.results r{k} ON r{k}.prompt_index = m.i{k}" for k in range(len(self.sides))
@@ -339,12 +404,23 @@ class Comparison:
                 f"WHERE {self._valid_everywhere()}"
             ).fetchone()
             agreements.append(FieldAgreement(name, int(agree), compared))
-        return CompareSummary(self.sides, self.matched_on, states, agreements)
+        summary = CompareSummary(self.sides, self.matched_on, states, agreements)
+        if any(self._scored[1:]) and self._scored[0]:
+            worse, better = self.connection.execute(
+                f"SELECT TOTAL(regression), TOTAL(improvement) "
+                f"FROM ({self._select.format(search='1')})"
+            ).fetchone()
+            summary.regressions, summary.improvements = int(worse), int(better)
+        return summary
 
     def count(
-        self, state: str | None = None, search: str | None = None, differs: str | None = None
+        self,
+        state: str | None = None,
+        search: str | None = None,
+        differs: str | None = None,
+        changed: bool = False,
     ) -> int:
-        search_sql, outer, params = self._where(state, search, differs)
+        search_sql, outer, params = self._where(state, search, differs, changed)
         sql = f"SELECT COUNT(*) FROM ({self._select.format(search=search_sql)}) {outer}"
         return self.connection.execute(sql, params).fetchone()[0]
 
@@ -360,12 +436,15 @@ class Comparison:
         offset: int = 0,
         limit: int | None = None,
         differs: str | None = None,
+        changed: bool = False,
     ) -> Iterator[CompareRow]:
         """Matched prompts in `order`, in `state`, holding `search`; with `differs`, only
-        those every job answered validly with different values of that field."""
+        those every job answered validly with different values of that field; with
+        `changed`, only those right in one job and wrong in another, regressions (right
+        in the first job, wrong in a later one) first."""
         if order not in ORDERS:
             raise SettingsError(f"Unknown order {order!r}: use one of {', '.join(ORDERS)}")
-        search_sql, outer, params = self._where(state, search, differs)
+        search_sql, outer, params = self._where(state, search, differs, changed)
         sort = {
             "index": "row",
             "length": "length_gap DESC, row",
@@ -373,7 +452,7 @@ class Comparison:
         }
         sql = (
             f"SELECT * FROM ({self._select.format(search=search_sql)}) {outer} "
-            f"ORDER BY {sort[order]} LIMIT {-1 if limit is None else int(limit)} "
+            f"ORDER BY {'regression DESC, ' if changed else ''}{sort[order]} LIMIT {-1 if limit is None else int(limit)} "
             f"OFFSET {int(offset)}"
         )
         width = len(self.sides)
@@ -381,7 +460,9 @@ class Comparison:
             row, key, prompt, state_value = values[:4]
             answers = []
             for k in range(width):
-                index, success, text, error, tokens, duration = values[4 + 6 * k : 10 + 6 * k]
+                index, success, text, error, tokens, duration, score = values[
+                    4 + 7 * k : 11 + 7 * k
+                ]
                 answers.append(
                     ComparedAnswer(
                         index,
@@ -390,9 +471,11 @@ class Comparison:
                         error,
                         tokens,
                         duration,
+                        score,
                     )  # fmt: skip
                 )
-            yield CompareRow(row, key, prompt or "", state_value, answers)
+            regression = bool(values[4 + 7 * width + 2])
+            yield CompareRow(row, key, prompt or "", state_value, answers, regression)
 
 
 def word_diff(a: str, b: str) -> list[tuple[str, str]]:

@@ -183,6 +183,8 @@ def _write_json(out: IO[str], job: BatchJob, results: Sequence[BatchResult]) -> 
     for result in results:
         row = result.to_dict()
         row["tokens_input"], row["tokens_output"] = _counts(result)
+        if job.repeats > 1:
+            row["repeat"] = _repeat(job, result)
         if names or job.template is not None:
             # The record's id and fields next to the response, to join back to the data.
             row = {
@@ -247,9 +249,14 @@ def _write_csv(
         columns[1:1] = ["id"]
         columns[4:4] = [f"{VARIABLE_PREFIX}{name}" for name in names]
     structured = job.settings.schema is not None
-    fields = answer_columns(job, [*columns, "invalid"])
+    fields = answer_columns(job, [*columns, "invalid", *SCORE_COLUMNS, "repeat"])
     if structured:
         columns += ["invalid", *(name for name, _ in fields)]
+    scored, repeated = job.scoring is not None, job.repeats > 1
+    if scored:
+        columns += SCORE_COLUMNS
+    if repeated:
+        columns.append("repeat")
     writer.writerow(columns)
     for r in results:
         record: list[Any] = []
@@ -269,8 +276,29 @@ def _write_csv(
                 _guard(r.error_message or "", neutralise),
                 *((r.invalid,) if structured else ()),
                 *(_guard(_cell(value_at(r.output, path)), neutralise) for _, path in fields),
+                *(_score_cells(r, neutralise) if scored else ()),
+                *((_repeat(job, r),) if repeated else ()),
             )
         )
+
+
+# A scored job's columns: the expected answer, the score in [0, 1], right or not (blank:
+# unscored).
+SCORE_COLUMNS = ["expected", "score", "right"]
+
+
+def _score_cells(result: BatchResult, neutralise: bool) -> tuple[Any, ...]:
+    right = result.right
+    return (
+        _guard(_cell(result.expected), neutralise),
+        "" if result.score is None else f"{result.score:g}",
+        "" if right is None else right,
+    )
+
+
+def _repeat(job: BatchJob, result: BatchResult) -> int | None:
+    """Which run of its prompt a result is, in a job of repeats."""
+    return job.prompts[result.prompt_index].repeat
 
 
 def openai_output_line(job: BatchJob, result: BatchResult) -> dict[str, Any]:
@@ -282,6 +310,8 @@ def openai_output_line(job: BatchJob, result: BatchResult) -> dict[str, Any]:
         "response": None,
         "error": None,
     }
+    if job.repeats > 1:
+        line["repeat"] = _repeat(job, result)
     if not result.success:
         line["error"] = {"code": "generation_failed", "message": result.error_message or ""}
         return line

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
 
 from tui_batch.core.errors import CheckpointError, SettingsError
+from tui_batch.core.scoring.methods import RIGHT, Scoring
 from tui_batch.core.servers import ServerSettings
 from tui_batch.core.settings import (
     ErrorStrategy,
@@ -86,13 +87,15 @@ class Prompt:
     options: dict[str, Any] = field(default_factory=dict)
     line: int | None = None
     variables: dict[str, Any] | None = None
+    # In a job run more than once per prompt (`BatchJob.repeats`): which run this is.
+    repeat: int | None = None
 
     def __str__(self) -> str:
         return self.text
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"text": self.text}
-        for name in ("custom_id", "system", "messages", "line", "variables"):
+        for name in ("custom_id", "system", "messages", "line", "variables", "repeat"):
             value = getattr(self, name)
             if value is not None:
                 data[name] = value
@@ -119,7 +122,7 @@ class Prompt:
             )
         ):
             raise CheckpointError("a prompt's messages are not a list of chat messages")
-        line = data.get("line")
+        line, repeat = data.get("line"), data.get("repeat")
         variables = data.get("variables")
         if variables is not None and not isinstance(variables, dict):
             raise CheckpointError("a prompt's variables are not an object")
@@ -135,7 +138,22 @@ class Prompt:
             options=options,
             line=line if isinstance(line, int) and not isinstance(line, bool) else None,
             variables=variables,
+            repeat=repeat if isinstance(repeat, int) and not isinstance(repeat, bool) else None,
         )
+
+
+def repeated(prompts: list[Prompt], repeats: int, seed: int | None) -> list[Prompt]:
+    """Each prompt `repeats` times in a row, numbered, each run with a seed of its own
+    (the prompt's or the job's seed, else 0, plus the run's number)."""
+    if repeats <= 1:
+        return prompts
+    runs = []
+    for prompt in prompts:
+        base = prompt.options.get("seed", seed) or 0
+        for repeat in range(repeats):
+            options = {**prompt.options, "seed": (base + repeat) % 2**31}
+            runs.append(replace(prompt, options=options, repeat=repeat))
+    return runs
 
 
 def build_messages(
@@ -268,6 +286,15 @@ class BatchResult:
     # `invalid` when it is not (then `success` is False and `error_message` says why).
     output: Any = None
     invalid: bool = False
+    # With expected answers: the score in [0, 1] (1 is right; None: unscored, as an error
+    # or a record without an expected value is) and the expected value it was scored against.
+    score: float | None = None
+    expected: Any = None
+
+    @property
+    def right(self) -> bool | None:
+        """Right (score 1), wrong, or None when unscored."""
+        return None if self.score is None else self.score >= RIGHT
 
     @property
     def input_known(self) -> bool:
@@ -328,12 +355,17 @@ class BatchJob:
     retry_backoff: float = 1.0
     checkpoint_every: int = 5
     invalid_retries: int = 2
+    # Runs of each prompt: its results are `repeats` in a row, each with a seed of its own
+    # (the prompts list holds each prompt once per run, `Prompt.repeat` its number).
+    repeats: int = 1
     # Set for a job run on OpenAI-compatible servers; then `model_id` is the served name.
     server: ServerSettings | None = None
     # Set for a job whose prompts were rendered from a template and a data file.
     template: TemplateSource | None = None
     # What a million tokens cost, for the stats' cost estimate (None: not given).
     prices: Prices | None = None
+    # Set for a job whose answers are scored against a column of expected answers.
+    scoring: Scoring | None = None
 
     def __post_init__(self) -> None:
         validate_job_id(self.job_id)
@@ -345,6 +377,8 @@ class BatchJob:
             raise TypeError("server must be ServerSettings")
         if self.template is not None and not isinstance(self.template, TemplateSource):
             raise TypeError("template must be TemplateSource")
+        if self.scoring is not None and not isinstance(self.scoring, Scoring):
+            raise TypeError("scoring must be Scoring")
         options = self.options  # checked when made
         self.error_strategy = options.error_strategy
         self.retry_backoff = options.retry_backoff
@@ -357,6 +391,7 @@ class BatchJob:
             self.retry_backoff,
             self.checkpoint_every,
             self.invalid_retries,
+            self.repeats,
         )
 
     @property
@@ -374,6 +409,7 @@ class BatchJob:
         data["server"] = self.server.to_dict() if self.server else None
         data["template"] = self.template.to_dict() if self.template else None
         data["prices"] = self.prices.to_dict() if self.prices else None
+        data["scoring"] = self.scoring.to_dict() if self.scoring else None
         return data
 
     @property
@@ -416,6 +452,8 @@ class BatchJob:
                 if not isinstance(prices, dict):
                     raise CheckpointError("job record: prices are not an object")
                 values["prices"] = Prices(prices.get("input"), prices.get("output"))
+            if header.get("scoring") is not None:
+                values["scoring"] = Scoring.from_dict(header["scoring"])
             return cls(prompts=prompts, **values)
         except SettingsError as exc:
             raise CheckpointError(f"job record: {exc}") from None
@@ -438,6 +476,7 @@ _HEADER_TYPES: dict[str, type | tuple[type, ...]] = {
     "retry_backoff": (int, float),
     "checkpoint_every": int,
     "invalid_retries": int,
+    "repeats": int,
 }
 _HEADER_DATES = ("started_at", "completed_at", "created_at", "updated_at")
 _HEADER_TYPES.update(dict.fromkeys(_HEADER_DATES, str))

@@ -12,14 +12,18 @@ from typing import Any
 
 from tui_batch.core.backend import Backend, CallableBackend
 from tui_batch.core.batch_run import BatchRun, EventCallback, ProgressCallback
+from tui_batch.core.errors import SettingsError
 from tui_batch.core.export import export_results, format_for_path
-from tui_batch.core.jobs import BatchJob, BatchResult, Prompt
+from tui_batch.core.jobs import BatchJob, BatchResult, Prompt, repeated
 from tui_batch.core.paths import checkpoint_dir as default_checkpoint_dir
 from tui_batch.core.paths import ensure_private_dir
 from tui_batch.core.paths import outputs_dir as default_outputs_dir
 from tui_batch.core.prompts import load_prompt_file
 from tui_batch.core.rows import JobSummary
 from tui_batch.core.run_spec import RunSpec
+from tui_batch.core.scoring.methods import Scoring
+from tui_batch.core.scoring.records import check_expected
+from tui_batch.core.scoring.rescore import Rescored, rescore
 from tui_batch.core.settings import ErrorStrategy, GenerationSettings
 from tui_batch.core.store import CheckpointScan, CheckpointStore, JobLock
 
@@ -57,7 +61,10 @@ class BatchProcessor:
     ) -> BatchJob:
         """A new pending job, saved at once so it can be resumed from its first prompt.
 
-        `spec` gives its settings, servers, output and prices (`RunSpec.job_fields`);
+        `spec` gives its settings, servers, output, prices and scoring
+        (`RunSpec.job_fields`); a job of `repeats` holds each prompt that many times in a
+        row, each with a seed of its own (refused at temperature 0), and a scored job's
+        expected values are checked first.
         `settings` and further BatchJob `fields` (error_strategy, retries, retry_backoff,
         checkpoint_every, model_path, source_file, template, server, output_file,
         output_format, prices) are given alone or override the spec's. Nothing is left
@@ -66,14 +73,31 @@ class BatchProcessor:
         given = spec.job_fields() if spec is not None else {}
         if settings is not None:
             given["settings"] = settings
+        given.update(fields)
+        made = [p if isinstance(p, Prompt) else Prompt(text=str(p)) for p in prompts]
+        scoring = given.get("scoring")
+        if scoring is not None:
+            check_expected(scoring, made)
+        repeats = given.get("repeats", 1)
+        chosen = given.get("settings") or GenerationSettings()
+        if repeats > 1 and chosen.temperature == 0:
+            raise SettingsError(
+                "Repeats (--repeats): at temperature 0 every run gives the same answer; "
+                "give a temperature above 0 (--temperature 0.7)"
+            )
         job = BatchJob(
             job_id=self._new_job_id() if job_id is None else job_id,
             model_id=model_id,
-            prompts=[p if isinstance(p, Prompt) else Prompt(text=str(p)) for p in prompts],
-            **{**given, **fields},
+            prompts=repeated(made, repeats, chosen.seed),
+            **given,
         )
         self.store.create(job)
         return job
+
+    def score_job(self, job_id: str, scoring: Scoring) -> Rescored:
+        """Score a job's answers again with `scoring` (and keep it as the job's), without
+        running a prompt; refused while the job runs."""
+        return rescore(self.store, job_id, scoring)
 
     def save_checkpoint(self, job: BatchJob, results: Sequence[BatchResult]) -> Path:
         """Save the job and these results (new ones are added, known ones replaced)."""

@@ -191,6 +191,12 @@ def _parse_csv(text: str, path: Path) -> Iterator[Prompt]:
         for name in ("prompt", "custom_id", "id", "system")
         if name in columns
     }
+    # Every other column is the record's own (an expected answer, a label, ...).
+    others = [
+        (number, name.strip())
+        for number, name in enumerate(header)
+        if number not in position.values() and name.strip()
+    ]
     try:
         for start, row in csv_rows(reader):  # a record is named by its first line
 
@@ -203,6 +209,7 @@ def _parse_csv(text: str, path: Path) -> Iterator[Prompt]:
                 custom_id=cell("custom_id") or cell("id") or None,
                 system=cell("system") or None,
                 line=start,
+                variables={name: row[n] if n < len(row) else "" for n, name in others} or None,
             )
     except CsvRowError as exc:
         raise PromptFileError(f"{path}:{exc.line}: invalid CSV: {exc.message}") from None
@@ -244,6 +251,9 @@ def _content(message: Any, where: str) -> str:
     )
 
 
+_PROMPT_KEYS = ("prompt", "custom_id", "id", "system")
+
+
 def _prompt_from_item(item: Any, where: str, line: int | None) -> Prompt:
     if isinstance(item, str):
         return Prompt(text=item.strip(), line=line)
@@ -258,7 +268,15 @@ def _prompt_from_item(item: Any, where: str, line: int | None) -> Prompt:
     system = item.get("system")
     if system is not None and not isinstance(system, str):
         raise PromptFileError(f'{where}: "system" must be a string')
-    return Prompt(text=text.strip(), custom_id=custom_id, system=system, line=line)
+    # Every other key is the record's own (an expected answer, a label, ...).
+    variables = {str(k): v for k, v in item.items() if k not in _PROMPT_KEYS}
+    return Prompt(
+        text=text.strip(),
+        custom_id=custom_id,
+        system=system,
+        line=line,
+        variables=variables or None,
+    )
 
 
 def _prompt_from_openai_request(item: dict[str, Any], where: str, line: int | None) -> Prompt:

@@ -15,19 +15,24 @@ from pathlib import Path
 from tui_batch.core.errors import CheckpointError
 from tui_batch.core.jobs import BatchResult, Prompt
 from tui_batch.core.rows import check_rows, result_from_row
+from tui_batch.core.scoring.methods import RIGHT
 from tui_batch.core.stats import normalise_error
 from tui_batch.core.store import connect_read_only, result_columns
 
-# `failed`: an error; `invalid`: an answer that broke the job's schema.
-FILTERS = ("all", "failed", "succeeded", "invalid")
+# `failed`: an error; `invalid`: an answer that broke the job's schema; `wrong`: an
+# answer scored below 1 against its expected one.
+FILTERS = ("all", "failed", "succeeded", "invalid", "wrong")
 _WHERE = {
     "all": "1",
     "failed": "r.success = 0 AND r.invalid = 0",
     "succeeded": "r.success = 1",
     "invalid": "r.invalid = 1",
+    "wrong": f"r.score < {RIGHT}",
 }
-# A checkpoint written before answers had schemas has no `invalid` column.
-_WHERE_BEFORE_SCHEMAS = {**_WHERE, "failed": "r.success = 0", "invalid": "0"}
+# A checkpoint written before answers had schemas has no `invalid` column; before
+# they had scores, no `score`.
+_WHERE_BEFORE_SCORES = {**_WHERE, "wrong": "0"}
+_WHERE_BEFORE_SCHEMAS = {**_WHERE_BEFORE_SCORES, "failed": "r.success = 0", "invalid": "0"}
 
 
 class ResultsView:
@@ -42,7 +47,13 @@ class ResultsView:
             columns = {row[1] for row in self._connection.execute("PRAGMA table_info(results)")}
         except (sqlite3.Error, CheckpointError) as exc:
             raise CheckpointError(f"Unreadable checkpoint {self.path}: {exc}") from None
-        self._where = _WHERE if "invalid" in columns else _WHERE_BEFORE_SCHEMAS
+        self._where = (
+            _WHERE
+            if "score" in columns
+            else _WHERE_BEFORE_SCORES
+            if "invalid" in columns
+            else _WHERE_BEFORE_SCHEMAS
+        )
 
     def select(self, filter: str = "all", search: str = "", reason: str | None = None) -> list[int]:
         """Prompt indices of the results that pass `filter` and contain `search`; with a

@@ -14,6 +14,7 @@ from typing import Any
 
 from tui_batch.core.errors import CheckpointError
 from tui_batch.core.jobs import TOKEN_COUNTS, Attempt, BatchResult, JobStatus, Prompt
+from tui_batch.core.scoring.methods import Scoring
 from tui_batch.core.structured.schema import AnswerSchema
 from tui_batch.core.templates.source import TemplateSource
 
@@ -36,6 +37,8 @@ RESULT_COLUMNS = (
     "token_counts",
     "output",
     "invalid",
+    "score",
+    "expected",
 )
 
 
@@ -59,8 +62,9 @@ class JobSummary:
     unreadable: str | None = None
     # A template job's template and data file, to check before a resume.
     template: TemplateSource | None = None
-    # What the job's answers must be (None: free text).
+    # What the job's answers must be (None: free text), and how they are scored.
     schema: AnswerSchema | None = None
+    scoring: Scoring | None = None
 
     @property
     def done(self) -> int:
@@ -87,6 +91,7 @@ class JobSummary:
         data["resumable"] = self.resumable
         data.pop("template")
         data.pop("schema")
+        data.pop("scoring")
         return data
 
 
@@ -121,6 +126,14 @@ def result_from_row(values: Sequence[Any], prompt: Prompt) -> BatchResult:
             row["output"] = json.loads(output)
         except (json.JSONDecodeError, RecursionError):
             raise CheckpointError(f"result {row['prompt_index']} has a damaged output") from None
+    score, expected = row["score"], row["expected"]
+    if score is not None and (not isinstance(score, (int, float)) or not 0 <= score <= 1):
+        raise CheckpointError(f"result {row['prompt_index']} has a wrong score")
+    if expected is not None:
+        try:
+            row["expected"] = json.loads(expected)
+        except (TypeError, json.JSONDecodeError, RecursionError):
+            raise CheckpointError(f"result {row['prompt_index']} has a damaged expected") from None
     log = json.loads(row["attempt_log"]) if row["attempt_log"] else []
     if not isinstance(log, list):
         raise CheckpointError(f"result {row['prompt_index']} has a damaged attempt log")
@@ -149,6 +162,8 @@ def result_row(result: BatchResult) -> tuple[Any, ...]:
         result.token_counts,
         None if result.output is None else json.dumps(result.output, ensure_ascii=False),
         int(result.invalid),
+        result.score,
+        None if result.expected is None else json.dumps(result.expected, ensure_ascii=False),
     )
 
 
@@ -175,6 +190,8 @@ _RESULT_CHECKS = {
     "token_counts": "token_counts IS NULL OR token_counts IN ('streamed', 'unknown')",
     "output": "output IS NULL OR (typeof(output) = 'text' AND json_valid(output))",
     "invalid": "invalid IN (0, 1)",
+    "score": "score IS NULL OR (typeof(score) IN ('real', 'integer') AND score BETWEEN 0 AND 1)",
+    "expected": "expected IS NULL OR (typeof(expected) = 'text' AND json_valid(expected))",
 }
 
 

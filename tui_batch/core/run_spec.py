@@ -18,6 +18,7 @@ from typing import Any
 
 from tui_batch.core.errors import SettingsError
 from tui_batch.core.export import EXPORT_FORMATS, format_for_path
+from tui_batch.core.scoring.methods import Scoring
 from tui_batch.core.servers import SERVER_DEFAULTS, SERVER_KEYS, ServerSettings
 from tui_batch.core.servers import server_settings_from_text as server_from_values
 from tui_batch.core.setting_table import BY_NAME, SETTINGS, Setting
@@ -37,6 +38,7 @@ INPUT_KEYS = ("prompts", "template", "template_text", "data", "id_field")
 LOCAL_KEYS = tuple(s.name for s in SETTINGS if s.table == "model" and s.name != "model")
 _PRICE_KEYS = ("price_in", "price_out")
 _OUTPUT_KEYS = ("out", "format")
+SCORE_KEYS = ("expect", "score", "tolerance")
 # The settings `settings_from_text` converts: how the model generates, how a job runs.
 _GENERATION_KEYS = tuple(
     s.name
@@ -68,6 +70,7 @@ class RunSpec:
     output: Path | None = None
     output_format: str | None = None
     prices: Prices | None = None
+    scoring: Scoring | None = None
     given: frozenset[str] = field(default=frozenset(), compare=False)
 
     @classmethod
@@ -108,6 +111,7 @@ class RunSpec:
                 f"got {output_format!r:.40}"
             )
         return cls(
+            scoring=_scoring(given),
             prompts=_path(given, "prompts"),
             template=_path(given, "template"),
             template_text=_text(given, "template_text"),
@@ -155,6 +159,20 @@ class RunSpec:
         if self.prices is not None:
             values.update(price_in=self.prices.input, price_out=self.prices.output)
         values.update(out=self.output, format=self.output_format)
+        scoring = self.scoring
+        values.update(
+            expect=scoring.expect if scoring else None,
+            score=(
+                scoring.method_text
+                if scoring and (scoring.method != "exact" or "score" in self.given)
+                else None
+            ),
+            tolerance=(
+                scoring.tolerance
+                if scoring and (scoring.tolerance or "tolerance" in self.given)
+                else None
+            ),
+        )
         return values
 
     def with_schema(self, schema: AnswerSchema) -> RunSpec:
@@ -163,6 +181,11 @@ class RunSpec:
         if self.generation.schema is not None:
             return self
         return replace(self, generation=replace(self.generation, schema=schema))
+
+    def with_scoring(self, scoring: Scoring) -> RunSpec:
+        """This spec scored by `scoring`, unless it says how already (a template's front
+        matter gives one the job's settings may override)."""
+        return self if self.scoring is not None else replace(self, scoring=scoring)
 
     @property
     def uses_template(self) -> bool:
@@ -185,10 +208,25 @@ class RunSpec:
             "output_file": str(self.output.resolve()) if self.output else None,
             "output_format": self.results_format,
             "prices": self.prices,
+            "scoring": self.scoring,
         }
 
 
 _DEFAULTS = RunSpec()._values()
+
+
+def _scoring(given: Mapping[str, Any]) -> Scoring | None:
+    """How answers are scored, if a column of expected answers is named."""
+    expect = _text(given, "expect")
+    method = _text(given, "score")
+    if expect is None or not expect.strip():
+        if method is not None or given.get("tolerance") is not None:
+            raise SettingsError(
+                f"{named(BY_NAME['score' if method is not None else 'tolerance'])} needs "
+                f"{named(BY_NAME['expect'])}: name the column of expected answers"
+            )
+        return None
+    return Scoring.from_text(expect, method, given.get("tolerance"))
 
 
 def _path(given: Mapping[str, Any], key: str) -> Path | None:

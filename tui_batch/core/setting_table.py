@@ -397,6 +397,18 @@ SETTINGS: tuple[Setting, ...] = (
         hint="per prompt",
     ),
     Setting(
+        "repeats",
+        "Repeats",
+        "int",
+        "run",
+        "repeats",
+        "--repeats",
+        "runs of each prompt, each with a seed of its own (needs a temperature above 0)",
+        1,
+        100,
+        hint="runs per prompt",
+    ),
+    Setting(
         "retry_backoff",
         "Retry backoff",
         "float",
@@ -440,6 +452,39 @@ SETTINGS: tuple[Setting, ...] = (
         "what a million output tokens cost",
         0.0,
         hint="per million output tokens",
+    ),
+    # How answers are scored against expected ones.
+    Setting(
+        "expect",
+        "Expect",
+        "text",
+        "score",
+        "expect",
+        "--expect",
+        "the column (of the data file, or key of the prompts file) holding each record's "
+        "expected answer; its answers are then scored",
+    ),
+    Setting(
+        "score",
+        "Score",
+        "text",
+        "score",
+        "method",
+        "--score",
+        "how an answer is scored: exact (trimmed, case-folded; the default), contains, "
+        "regex, number (within --tolerance), json-field FIELD, fields (each field of the "
+        "expected JSON object)",
+    ),
+    Setting(
+        "tolerance",
+        "Tolerance",
+        "float",
+        "score",
+        "tolerance",
+        "--tolerance",
+        "how far a number may be from the expected one and still be right",
+        0.0,
+        hint="number, json-field",
     ),
     # Where the results go.
     Setting(

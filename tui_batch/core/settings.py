@@ -211,6 +211,8 @@ class JobOptions:
     checkpoint_every: int = 5
     # Runs again of an answer that breaks the job's schema.
     invalid_retries: int = 2
+    # Runs of each prompt, each with a seed of its own.
+    repeats: int = 1
 
     def __post_init__(self) -> None:
         _check_fields(self)

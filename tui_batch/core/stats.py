@@ -23,6 +23,8 @@ from typing import Any
 from tui_batch.core.errors import CheckpointError
 from tui_batch.core.jobs import BatchJob
 from tui_batch.core.rows import check_rows
+from tui_batch.core.scoring.figures import Confusion, wilson
+from tui_batch.core.scoring.methods import RIGHT, Scoring
 from tui_batch.core.settings import Prices
 from tui_batch.core.store import connect_read_only, read_header, read_snapshot
 from tui_batch.core.structured.check import error_path
@@ -136,6 +138,17 @@ class JobStats:
     invalid: int = 0
     invalid_groups: list[InvalidGroup] = field(default_factory=list)
     labels: dict[str, dict[str, int]] = field(default_factory=dict)
+    # With expected answers: how they are scored (one line), the results scored and
+    # right, the mean score, and for each choice or enum field scored its confusion.
+    scoring: str | None = None
+    scored: int = 0
+    right: int = 0
+    mean_score: float | None = None
+    confusions: list[Confusion] = field(default_factory=list)
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.right / self.scored if self.scored else None
 
     @property
     def done(self) -> int:
@@ -178,6 +191,16 @@ class JobStats:
         if self.schema is None:
             for key in ("schema", "valid", "invalid", "invalid_groups", "labels"):
                 del data[key]
+        if self.scoring is None:
+            for key in ("scoring", "scored", "right", "mean_score", "confusions"):
+                del data[key]
+        else:
+            interval = wilson(self.right, self.scored)
+            data.update(
+                accuracy=self.accuracy,
+                accuracy_interval=list(interval) if interval else None,
+                confusions=[c.to_dict() for c in self.confusions],
+            )
         return data
 
 
@@ -203,6 +226,8 @@ def job_stats(path: str | Path, prices: Prices | None = None) -> JobStats:
                 prices=prices or job.prices,
             )
             _fill(connection, stats, job.settings.schema)
+            if job.scoring is not None:
+                _fill_scores(connection, stats, job.scoring, job.settings.schema)
     except (sqlite3.Error, ValueError, TypeError, CheckpointError) as exc:
         raise CheckpointError(f"Unreadable checkpoint {path}: {exc}") from None
     return stats
@@ -297,6 +322,44 @@ def _fill_structured(
         for value, count in sorted(found.items(), key=lambda item: -item[1]):
             counts[_label(value)] = counts.get(_label(value), 0) + count
         stats.labels[name] = counts
+
+
+def _fill_scores(
+    connection: sqlite3.Connection,
+    stats: JobStats,
+    scoring: Scoring,
+    schema: AnswerSchema | None,
+) -> None:
+    """Accuracy, the mean score, and a confusion matrix per choice or enum field scored."""
+    stats.scoring = scoring.describe()
+    columns = {row[1] for row in connection.execute("PRAGMA table_info(results)")}
+    if "score" not in columns:
+        return
+    scored, right, mean = connection.execute(
+        "SELECT COUNT(score), TOTAL(score >= ?), AVG(score) FROM results", (RIGHT,)
+    ).fetchone()
+    stats.scored, stats.right, stats.mean_score = scored, int(right), mean
+    labels = schema.label_fields() if schema is not None else {}
+    for name, (expected_path, answer_path) in scoring.label_paths(schema).items():
+        confusion = Confusion(name, [_label(v) for v in labels[name]])
+        known = {label.casefold(): label for label in confusion.labels}
+        for expected, answered, count in connection.execute(
+            "SELECT json_extract(expected, ?) AS e, json_extract(output, ?) AS a, COUNT(*) "
+            "FROM results WHERE score IS NOT NULL GROUP BY e, a",
+            (expected_path, answer_path),
+        ):
+            if expected is None:
+                continue
+            row_label = known.get(_label(expected).strip().casefold(), _label(expected))
+            if row_label not in confusion.labels:
+                confusion.labels.append(row_label)
+                known[row_label.casefold()] = row_label
+            column = _label(answered) if answered is not None else Confusion.OTHER
+            if column not in known.values():
+                column = Confusion.OTHER
+            row = confusion.counts.setdefault(row_label, {})
+            row[column] = row.get(column, 0) + count
+        stats.confusions.append(confusion)
 
 
 def _label(value: Any) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tui_batch.core.compare import STATES, CompareRow, CompareSummary
 from tui_batch.core.progress import format_duration
+from tui_batch.core.scoring.figures import Confusion, accuracy_text
 from tui_batch.core.stats import JobStats, Spread
 from tui_batch.core.text import one_line as _one_line
 
@@ -61,6 +62,7 @@ def stats_lines(stats: JobStats, charts: bool = True) -> list[str]:
     rows.append(spread_row("tok/s a prompt", stats.prompt_tokens_per_second, _rate))
     lines += ["", "Per prompt (succeeded)", *_table(rows)]
     lines += answer_lines(stats)
+    lines += score_lines(stats, charts)
     if stats.attempts:
         tries = ", ".join(
             f"{count:,} in {n} {'try' if n == 1 else 'tries'}"
@@ -125,6 +127,58 @@ def answer_lines(stats: JobStats) -> list[str]:
     return lines
 
 
+def score_lines(stats: JobStats, matrices: bool = True) -> list[str]:
+    """A job with expected answers: accuracy with its 95% interval, the mean score, and
+    per label precision, recall and F1 with the confusion matrix (`matrices`)."""
+    if stats.scoring is None:
+        return []
+    unscored = stats.done - stats.scored
+    mean = f", mean score {stats.mean_score:.3f}" if stats.mean_score is not None else ""
+    lines = [
+        "",
+        f"Scores     {_one_line(stats.scoring, 200)}",
+        f"  accuracy {accuracy_text(stats.right, stats.scored)}{mean}"
+        + (f"; {unscored:,} unscored" if unscored else ""),
+    ]
+    for confusion in stats.confusions:
+        rows = [("label", "precision", "recall", "F1", "expected")]
+        rows += [
+            (_one_line(f.label, 30), _share(f.precision), _share(f.recall), _share(f.f1),
+             f"{f.support:,}")
+            for f in confusion.per_label()
+        ]  # fmt: skip
+        macro = confusion.macro_f1()
+        title = f"{_one_line(confusion.field, 60)} per label"
+        lines += ["", title + (f" (macro F1 {macro:.3f})" if macro is not None else "")]
+        lines += _table(rows)
+        if matrices:
+            lines += ["", *confusion_lines(confusion)]
+    return lines
+
+
+def confusion_lines(confusion: Confusion) -> list[str]:
+    """The confusion matrix as text: expected labels down, answers across."""
+    columns = confusion.columns
+    rows = [("expected \\ answered", *(_one_line(c, 20) for c in columns))]
+    for label in confusion.labels:
+        rows.append((_one_line(label, 30), *(f"{confusion.count(label, c):,}" for c in columns)))
+    return [f"Confusion of {_one_line(confusion.field, 60)}", *_table(rows)]
+
+
+def _row_mark(row: CompareRow) -> str:
+    """A compared row's state, or with scores whether it got worse (`regression`)."""
+    if row.regression:
+        return "regression"
+    marks = [a.right for a in row.answers]
+    if marks and marks[0] is False and any(marks[1:]):
+        return "improved"
+    return row.state
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
 def _group_lines(
     groups: list[tuple[int, str, list[int]]], noun: str, width: int = 200
 ) -> list[str]:
@@ -186,19 +240,29 @@ def compare_lines(summary: CompareSummary, rows: list[CompareRow], total: int) -
         f"  {states}",
         "",
     ]
+    scored = any(side.scoring for side in summary.jobs)
     table = [("job", "model", "results", "success", "tokens out", "mean latency")]
+    if scored:
+        table[0] += ("accuracy",)
     for side in summary.jobs:
-        table.append(
-            (
-                side.job_id,
-                _one_line(side.model_id, 60),
-                f"{side.results:,}",
-                f"{side.success_rate:.1f}%",
-                f"{side.tokens_output:,}",
-                _seconds(side.mean_latency),
-            )
+        row = (
+            side.job_id,
+            _one_line(side.model_id, 60),
+            f"{side.results:,}",
+            f"{side.success_rate:.1f}%",
+            f"{side.tokens_output:,}",
+            _seconds(side.mean_latency),
         )
+        if scored:
+            row += (accuracy_text(side.right, side.scored) if side.scoring else "not scored",)
+        table.append(row)
     lines += _table(table)
+    if scored:
+        lines += [
+            "",
+            f"  regressions {summary.regressions:,} (right in {summary.jobs[0].job_id}, "
+            f"wrong in another) · improvements {summary.improvements:,}",
+        ]
     if summary.fields:
         agreement = " · ".join(
             f"{_one_line(f.name, 40)} {f.rate:.1f}% ({f.agree:,} of {f.compared:,})"
@@ -213,7 +277,8 @@ def compare_lines(summary: CompareSummary, rows: list[CompareRow], total: int) -
                 _one_line(a.text if a.success is not False else f"(failed: {a.error})", width)
                 for a in row.answers
             )
-            lines.append(f"  {_one_line(row.key, 24):24}  {row.state:9}  {answers}")
+            mark = _row_mark(row)
+            lines.append(f"  {_one_line(row.key, 24):24}  {mark:10}  {answers}")
     if total > len(rows):
         lines.append(f"  ... {total - len(rows):,} more rows (--limit N, or --json / --csv)")
     return lines

@@ -37,9 +37,10 @@ from tui_batch.core.scratch import check_folder_writable, remove_stale, scratch_
 
 # 2 added the results' endpoint and attempt_log, 3 their time to first token, 4 their
 # queue wait and how their tokens were counted, 5 a structured answer's value and
-# whether it broke the schema; an older file is upgraded in place when a run writes to
+# whether it broke the schema, 6 its score and the expected answer it was scored
+# against; an older file is upgraded in place when a run writes to
 # it, and read as it is.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 _UPGRADES = {
     1: (
         "ALTER TABLE results ADD COLUMN endpoint TEXT",
@@ -54,15 +55,21 @@ _UPGRADES = {
         "ALTER TABLE results ADD COLUMN output TEXT",
         "ALTER TABLE results ADD COLUMN invalid INTEGER NOT NULL DEFAULT 0",
     ),
+    5: (
+        "ALTER TABLE results ADD COLUMN score REAL",
+        "ALTER TABLE results ADD COLUMN expected TEXT",
+    ),
 }
 # The result columns each older format lacks (read as NULL, or 0 for `invalid`).
-_STRUCTURED = ("output", "invalid")
+_SCORED = ("score", "expected")
+_STRUCTURED = ("output", "invalid", *_SCORED)
 _NEWER = ("queue_wait", "token_counts", *_STRUCTURED)
 _MISSING = {
     1: ("endpoint", "attempt_log", "ttft", *_NEWER),
     2: ("ttft", *_NEWER),
     3: _NEWER,
     4: _STRUCTURED,
+    5: _SCORED,
     SCHEMA_VERSION: (),
 }
 CHECKPOINT_PREFIX = "batch_"
@@ -88,7 +95,9 @@ CREATE TABLE results (
     queue_wait REAL,
     token_counts TEXT,
     output TEXT,
-    invalid INTEGER NOT NULL DEFAULT 0
+    invalid INTEGER NOT NULL DEFAULT 0,
+    score REAL,
+    expected TEXT
 );
 PRAGMA user_version = {SCHEMA_VERSION};
 """
@@ -339,6 +348,7 @@ class CheckpointStore:
             size_bytes=size,
             template=job.template,
             schema=job.settings.schema,
+            scoring=job.scoring,
         )
 
 
@@ -377,13 +387,29 @@ class CheckpointWriter:
             job,
         )
 
+    def set_scores(
+        self, header: dict[str, Any], scores: Iterable[tuple[float | None, str | None, int]]
+    ) -> None:
+        """Replace the results' scores and expected values (`(score, expected JSON,
+        prompt index)`) and the job record with `header`, in one transaction."""
+        self._write(
+            lambda c: c.executemany(
+                "UPDATE results SET score = ?, expected = ? WHERE prompt_index = ?", scores
+            ),
+            json.dumps({**header, "updated_at": utc_now()}, ensure_ascii=False),
+        )
+
     def _transaction(self, change: Any, job: BatchJob) -> None:
+        self._write(change, _header_json(job))
+
+    def _write(self, change: Any, header: str) -> None:
+        """`change` and the job record `header` (JSON), as one transaction."""
         connection = self._connection
         try:
             connection.execute("BEGIN IMMEDIATE")
             try:
                 change(connection)
-                connection.execute("UPDATE job SET header = ? WHERE id = 1", (_header_json(job),))
+                connection.execute("UPDATE job SET header = ? WHERE id = 1", (header,))
                 connection.execute("COMMIT")
             except BaseException:
                 if connection.in_transaction:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from rich.text import Text
 
+from tui_batch.core.compare import word_diff
 from tui_batch.core.jobs import BatchResult, Prompt
 from tui_batch.core.text import escape_controls
 
@@ -37,3 +38,13 @@ def prompt_cell(prompt: Prompt, index: int, id_field: str | None = None) -> Text
     cell = one_line(f"{prompt.custom_id or index}  ", style="bold")
     cell.append_text(one_line(fields))
     return cell
+
+
+def diff_text(before: str, after: str) -> Text:
+    """Two texts word by word: what only the first has struck out in red, what only the
+    second has underlined in green."""
+    text = Text()
+    for op, run in word_diff(before, after):
+        style = {"-": "red strike", "+": "green underline"}.get(op, "")
+        text.append_text(literal(run, style=style))
+    return text

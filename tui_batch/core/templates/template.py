@@ -12,7 +12,8 @@ Every field is also in `row`, a mapping, for names that are not identifiers:
 A template may open with front matter: TOML between two `+++` lines, setting the system
 prompt and per-request options for each record. A string there is itself a template,
 filled from the record like the prompt (`max_tokens = "{{ budget }}"`); a number or a
-list is taken as it is. `schema` or `choices` say what every answer must be (as the
+list is taken as it is. `schema` or `choices` say what every answer must be, and
+`expect` (with `score`, `tolerance`) which column holds the expected answer (as the
 settings of those names do, when the job gives none):
 
     +++
@@ -37,6 +38,7 @@ from jinja2.exceptions import SecurityError, UndefinedError
 from jinja2.exceptions import TemplateError as JinjaError
 
 from tui_batch.core.errors import SettingsError, TemplateError
+from tui_batch.core.scoring.methods import Scoring
 from tui_batch.core.settings import REQUEST_OPTIONS, check_request_options, parse_number
 from tui_batch.core.structured.schema import AnswerSchema, parse_choices, parse_schema
 from tui_batch.core.templates.limits import (
@@ -59,7 +61,9 @@ SHOWN_FIELDS = 8
 # What front matter may set: the system prompt, what one request may set for itself, and
 # what every answer must be.
 SCHEMA_KEYS = ("schema", "choices")
-FRONT_MATTER_KEYS = ("system", *REQUEST_OPTIONS, *SCHEMA_KEYS)
+# How answers are scored: the expected column, the method and its tolerance.
+SCORE_KEYS = ("expect", "score", "tolerance")
+FRONT_MATTER_KEYS = ("system", *REQUEST_OPTIONS, *SCHEMA_KEYS, *SCORE_KEYS)
 TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
 
 
@@ -138,6 +142,19 @@ class PromptTemplate:
         self.options: dict[str, Any] = {}
         # What every answer must be, as the front matter says (None: it does not).
         self.schema: AnswerSchema | None = None
+        # How answers are scored, as the front matter says (None: it does not).
+        self.scoring: Scoring | None = None
+        scoring = {key: front.pop(key) for key in SCORE_KEYS if key in front}
+        if scoring:
+            line = key_line(head, next(iter(scoring))) + 1
+            if "expect" not in scoring:
+                raise TemplateError(f"{name}, line {line}: score needs expect (the column)")
+            try:
+                self.scoring = Scoring.from_text(
+                    str(scoring["expect"]), scoring.get("score"), scoring.get("tolerance")
+                )
+            except SettingsError as exc:
+                raise TemplateError(f"{name}, line {line}: {exc}") from None
         if all(key in front for key in SCHEMA_KEYS):
             line = key_line(head, "choices") + 1
             raise TemplateError(f"{name}, line {line}: give schema or choices, not both")

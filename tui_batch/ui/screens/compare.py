@@ -14,9 +14,9 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Static
 
-from tui_batch.core.compare import ORDERS, STATES, CompareRow, CompareSummary, Comparison, word_diff
+from tui_batch.core.compare import ORDERS, STATES, CompareRow, CompareSummary, Comparison
 from tui_batch.core.errors import TuiBatchError
-from tui_batch.ui.text import literal, one_line
+from tui_batch.ui.text import diff_text, literal, one_line
 from tui_batch.ui.widgets.virtual_table import Column, VirtualTable
 
 PAGE = 100
@@ -250,7 +250,5 @@ def detail_text(row: CompareRow, job_ids: list[str]) -> Text:
     first, second = row.answers[0], row.answers[1]
     if first.text is not None and second.text is not None and row.state == "different":
         text.append(f"\n\nWord diff ({job_ids[0]} → {job_ids[1]})\n", style="bold")
-        for op, run in word_diff(first.text, second.text):
-            style = {"-": "red strike", "+": "green underline"}.get(op, "")
-            text.append_text(literal(run, style=style))
+        text.append_text(diff_text(first.text, second.text))
     return text

@@ -19,8 +19,10 @@ from tui_batch.core.export import EXPORT_FORMATS
 from tui_batch.core.jobfile import JOB_FILE_SUFFIX
 from tui_batch.core.jobs import Attempt, BatchResult
 from tui_batch.core.prompts import SUPPORTED_EXTENSIONS
+from tui_batch.core.scoring.methods import Scoring
+from tui_batch.core.structured.schema import AnswerSchema
 from tui_batch.core.templates.records import DATA_FORMATS
-from tui_batch.ui.text import literal, one_line, token_cells
+from tui_batch.ui.text import diff_text, literal, one_line, token_cells
 
 AnswerT = TypeVar("AnswerT")
 
@@ -261,7 +263,10 @@ def attempt_line(number: int, attempt: Attempt) -> Text:
 
 
 def status_text(result: BatchResult) -> Text:
-    """ok, failed (an error), or invalid (an answer that broke the job's schema)."""
+    """ok, failed (an error), or invalid (an answer that broke the job's schema); with
+    a score, right or wrong."""
+    if result.right is not None and not result.invalid:
+        return Text("right", style="bold green") if result.right else Text("wrong", style="red")
     if result.success:
         return Text("ok", style="green")
     if result.invalid:
@@ -285,8 +290,11 @@ def output_lines(value: Any) -> Text:
     return text
 
 
-def result_details(result: BatchResult) -> Text:
-    """Everything about one result, as literal text."""
+def result_details(
+    result: BatchResult, scoring: Scoring | None = None, schema: AnswerSchema | None = None
+) -> Text:
+    """Everything about one result, as literal text; with `scoring`, its expected
+    answer beside what was compared with it, word by word."""
     status = status_text(result)
     status.stylize("bold")
     tokens_in, tokens_out = token_cells(result)
@@ -323,6 +331,8 @@ def result_details(result: BatchResult) -> Text:
         text.append("\nAnswer\n", style="bold")
         text.append_text(output_lines(result.output))
         text.append("\n")
+    if scoring is not None and result.expected is not None:
+        text.append_text(expected_lines(result, scoring, schema))
     if result.attempt_log:
         text.append("\nAttempts\n", style="bold")
         for number, attempt in enumerate(result.attempt_log, 1):
@@ -333,6 +343,27 @@ def result_details(result: BatchResult) -> Text:
     text.append("\n\nResponse\n", style="bold")
     text.append_text(literal(result.response_text))
     return text
+
+
+def expected_lines(result: BatchResult, scoring: Scoring, schema: AnswerSchema | None) -> Text:
+    """The expected answer, the score, and the word diff from it to what was compared."""
+    expected = expected_text(result.expected)
+    compared = scoring.compared(result.response_text, result.output, schema)
+    text = Text("\nExpected", style="bold")
+    text.append(f"  ({scoring.method_text}", style="dim")
+    if result.score is not None:
+        text.append(f", score {result.score:g}", style="dim")
+    text.append(")\n", style="dim")
+    text.append_text(literal(expected))
+    if result.right is False and compared:
+        text.append("\nWord diff (expected → answer)\n", style="bold")
+        text.append_text(diff_text(expected, compared))
+    text.append("\n")
+    return text
+
+
+def expected_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
 class ResultScreen(ModalScreen[None]):

@@ -41,6 +41,7 @@ class ResultsScreen(Screen[None]):
         Binding("f", "show('failed')", "Failed"),
         Binding("s", "show('succeeded')", "Succeeded", show=False),
         Binding("i", "show('invalid')", "Invalid", show=False),
+        Binding("w", "show('wrong')", "Wrong", show=False),
         Binding("slash", "search", "Search"),
         Binding("c", "copy", "Copy"),
         Binding("e", "export", "Export"),
@@ -86,8 +87,11 @@ class ResultsScreen(Screen[None]):
             self.app.pop_screen()
             return
         self.counts = {name: len(self.view.select(name)) for name in FILTERS}
-        # The invalid filter is offered for a job whose answers have a schema.
-        self.filters = [f for f in FILTERS if f != "invalid" or job.schema or self.counts[f]]
+        # The invalid filter is offered for a job whose answers have a schema, the wrong
+        # one for a job scored against expected answers.
+        offered = {"invalid": job.schema is not None, "wrong": job.scoring is not None}
+        self.filters = [f for f in FILTERS if offered.get(f, True) or self.counts[f]]
+        self.scoring, self.schema = job.scoring, job.schema
         self.query_one("#results-title", Static).update(
             Text.assemble(
                 ("Job ", "dim"),
@@ -169,7 +173,10 @@ class ResultsScreen(Screen[None]):
     def _show_detail(self) -> None:
         result = self._current()
         detail = self.query_one("#detail-text", Static)
-        detail.update(result_details(result) if result else Text("No results match.", style="dim"))
+        if result is None:
+            detail.update(Text("No results match.", style="dim"))
+            return
+        detail.update(result_details(result, self.scoring, self.schema))
 
     def on_virtual_table_highlighted(self) -> None:
         self._show_detail()
@@ -186,6 +193,13 @@ class ResultsScreen(Screen[None]):
         self.query_one("#results", VirtualTable).focus()
 
     def action_show(self, name: str) -> None:
+        if name not in self.filters:
+            why = {"wrong": "is not scored (run it with --expect COLUMN)"}
+            self.notify(
+                f"Job {self.job_id} {why.get(name, 'has no schema')}: no {name} answers",
+                title="Results",
+            )
+            return
         self.filter = name
         self.reason = None
         self._apply()

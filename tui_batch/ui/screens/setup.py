@@ -30,6 +30,7 @@ from tui_batch.core.jobs import Prompt
 from tui_batch.core.last_setup import LastSetup, load_last_setup, save_last_setup
 from tui_batch.core.prompts import PromptFile
 from tui_batch.core.run_spec import RunSpec
+from tui_batch.core.scoring.methods import Scoring
 from tui_batch.core.servers import ServerSettings
 from tui_batch.core.settings import DEFAULT_REMOTE_RETRIES, GenerationSettings, parse_number
 from tui_batch.core.structured.schema import AnswerSchema
@@ -258,7 +259,9 @@ class SetupScreen(JobFileScreen):
         if warnings:
             self.notify("; ".join(warnings), title="Template", severity="warning")
         try:
-            self._start_with(rendered.prompts, rendered.source.data_file, rendered, event.schema)
+            self._start_with(
+                rendered.prompts, rendered.source.data_file, rendered, event.schema, event.scoring
+            )
         except TuiBatchError as exc:
             self.notify(str(exc), title="Cannot start", severity="error")
 
@@ -268,13 +271,17 @@ class SetupScreen(JobFileScreen):
         source_file: str | None,
         rendered: TemplatePrompts | None,
         schema: AnswerSchema | None = None,
+        scoring: Scoring | None = None,
     ) -> None:
-        """Make the job and start it; `schema` is a template's, where the form gives none."""
+        """Make the job and start it; `schema` and `scoring` are a template's, where the
+        form gives none."""
         from tui_batch.models.catalog import model_id_for
 
         spec = self.spec()
         if schema is not None:
             spec = spec.with_schema(schema)
+        if scoring is not None:
+            spec = spec.with_scoring(scoring)
         made = {"source_file": source_file, "template": rendered.source if rendered else None}
         if not self.on_servers:
             model = self._local_model()

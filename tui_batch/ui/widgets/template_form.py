@@ -21,6 +21,7 @@ from textual.widgets import Input, Label, Static, TextArea
 from textual.worker import get_current_worker
 
 from tui_batch.core.errors import TuiBatchError
+from tui_batch.core.scoring.methods import Scoring
 from tui_batch.core.settings import GenerationSettings
 from tui_batch.core.structured.schema import AnswerSchema
 from tui_batch.core.templates.records import DATA_FORMATS, iter_records
@@ -139,12 +140,17 @@ class TemplateForm(Vertical):
         long for the local model's context."""
 
         def __init__(
-            self, rendered: TemplatePrompts, long: int, schema: AnswerSchema | None = None
+            self,
+            rendered: TemplatePrompts,
+            long: int,
+            schema: AnswerSchema | None = None,
+            scoring: Scoring | None = None,
         ) -> None:
             super().__init__()
             self.rendered, self.long = rendered, long
-            # What the template's front matter says every answer must be.
-            self.schema = schema
+            # What the template's front matter says every answer must be, and how it is
+            # scored.
+            self.schema, self.scoring = schema, scoring
 
     def render_for_start(self, settings: GenerationSettings, model: str | None) -> None:
         """Render every record in a worker, then post `Ready`; a TuiBatchError at once for
@@ -160,7 +166,7 @@ class TemplateForm(Vertical):
         )
         if settings.schema is None and template.schema is not None:
             settings = replace(settings, schema=template.schema)
-        self._render_records(render, settings, model, template.schema)
+        self._render_records(render, settings, model, template.schema, template.scoring)
 
     @work(thread=True, exclusive=True, group="render", exit_on_error=False)
     def _render_records(
@@ -169,6 +175,7 @@ class TemplateForm(Vertical):
         settings: GenerationSettings,
         model: str | None,
         schema: AnswerSchema | None,
+        scoring: Scoring | None,
     ) -> None:
         worker = get_current_worker()
         try:
@@ -188,7 +195,7 @@ class TemplateForm(Vertical):
                     model, settings.n_ctx, settings.system_prompt, settings.schema_note
                 )
                 long = len(check.too_long(rendered.prompts))
-        self.post_message(self.Ready(rendered, long, schema))
+        self.post_message(self.Ready(rendered, long, schema, scoring))
 
     # The live preview -----------------------------------------------------------------
 

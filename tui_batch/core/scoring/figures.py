@@ -1,0 +1,102 @@
+"""Figures over scores: accuracy with its 95% interval, and per label precision, recall
+and F1 from a confusion matrix."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+# The normal quantile of a two-sided 95% interval.
+Z95 = 1.959963984540054
+
+
+def wilson(right: int, n: int, z: float = Z95) -> tuple[float, float] | None:
+    """The Wilson score interval of a proportion right/n (None for n = 0): unlike the
+    normal one it stays inside [0, 1] and is honest for small n and for 0 or n right."""
+    if n <= 0:
+        return None
+    p = right / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def accuracy_text(right: int, scored: int) -> str:
+    """`41/50 right: 82.0% (95% CI 69.2-90.2%)`."""
+    if not scored:
+        return "no answer scored"
+    low, high = wilson(right, scored) or (0.0, 0.0)
+    return (
+        f"{right:,}/{scored:,} right: {100 * right / scored:.1f}% "
+        f"(95% CI {100 * low:.1f}-{100 * high:.1f}%)"
+    )
+
+
+@dataclass(slots=True)
+class LabelFigures:
+    label: str
+    precision: float | None
+    recall: float | None
+    f1: float | None
+    support: int  # how many expected this label
+
+
+@dataclass(slots=True)
+class Confusion:
+    """Expected labels (rows) against the answers' (columns) for one choice or enum
+    field; `counts[expected][answered]`. Answers outside the labels (an invalid one, a
+    free-text one) are one column, OTHER."""
+
+    field: str
+    labels: list[str]
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    OTHER = "(other)"
+
+    @property
+    def columns(self) -> list[str]:
+        found = {answer for row in self.counts.values() for answer in row}
+        return [*self.labels, *([self.OTHER] if self.OTHER in found else [])]
+
+    def count(self, expected: str, answered: str) -> int:
+        return self.counts.get(expected, {}).get(answered, 0)
+
+    def per_label(self) -> list[LabelFigures]:
+        figures = []
+        for label in self.labels:
+            true = self.count(label, label)
+            predicted = sum(row.get(label, 0) for row in self.counts.values())
+            support = sum(self.counts.get(label, {}).values())
+            precision = true / predicted if predicted else None
+            recall = true / support if support else None
+            # A label expected but never answered has no precision; its F1 is 0.
+            f1 = None
+            if recall is not None:
+                p = precision or 0.0
+                f1 = 2 * p * recall / (p + recall) if p + recall else 0.0
+            figures.append(LabelFigures(label, precision, recall, f1, support))
+        return figures
+
+    def macro_f1(self) -> float | None:
+        values = [f.f1 for f in self.per_label() if f.f1 is not None and f.support]
+        return sum(values) / len(values) if values else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "field": self.field,
+            "labels": self.labels,
+            "columns": self.columns,
+            "matrix": [[self.count(e, a) for a in self.columns] for e in self.labels],
+            "per_label": [
+                {
+                    "label": f.label,
+                    "precision": f.precision,
+                    "recall": f.recall,
+                    "f1": f.f1,
+                    "support": f.support,
+                }
+                for f in self.per_label()
+            ],
+            "macro_f1": self.macro_f1(),
+        }
