@@ -13,6 +13,7 @@ from tui_batch.backends.remote.admission import Admission, Outcome, TokenBucket
 from tui_batch.core.errors import SettingsError
 from tui_batch.core.jobs import Attempt, BatchResult
 from tui_batch.core.processor import BatchProcessor
+from tui_batch.core.store import SCHEMA_VERSION
 from tui_batch.core.servers import (
     ServerSettings,
     check_key_env,
@@ -139,6 +140,10 @@ def test_admission_balances_halves_grows_and_probes():
     assert admission.status().new_changes(admission.changes - 1) == [admission.notes[-1]]
 
 
+# The columns formats 5 and 6 added: a structured answer's value and validity, its score.
+STRUCTURED = ("output", "invalid", "score", "expected")
+
+
 def test_a_checkpoint_from_before_servers_reads_and_upgrades(tmp_path):
     processor = BatchProcessor(tmp_path)
     job = processor.create_job("m", ["a", "b"])
@@ -146,7 +151,7 @@ def test_a_checkpoint_from_before_servers_reads_and_upgrades(tmp_path):
     with sqlite3.connect(path) as connection:  # make it a format 1 file again
         for column in (
             *("endpoint", "attempt_log", "ttft", "queue_wait", "token_counts"),
-            *("output", "invalid"),
+            *STRUCTURED,
         ):
             connection.execute(f"ALTER TABLE results DROP COLUMN {column}")
         connection.execute(
@@ -160,7 +165,7 @@ def test_a_checkpoint_from_before_servers_reads_and_upgrades(tmp_path):
     )
     processor.save_checkpoint(loaded, [new])
     with sqlite3.connect(path) as connection:
-        assert connection.execute("PRAGMA user_version").fetchone() == (5,)
+        assert connection.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
     _, results = processor.load_job(job.job_id)
     assert [r.response_text for r in results] == ["old", "new"]
     assert results[1].attempt_log == [Attempt("http://x/v1", 200)]
@@ -171,7 +176,7 @@ def test_a_format_2_checkpoint_reads_and_gains_ttft(tmp_path):
     job = processor.create_job("m", ["a", "b"])
     path = tmp_path / f"batch_{job.job_id}.db"
     with sqlite3.connect(path) as connection:
-        for column in ("ttft", "queue_wait", "token_counts", "output", "invalid"):
+        for column in ("ttft", "queue_wait", "token_counts", *STRUCTURED):
             connection.execute(f"ALTER TABLE results DROP COLUMN {column}")
         connection.execute(
             "INSERT INTO results VALUES (0, 'old', 1, 2, 0.5, 1, NULL, 1, 'stop', NULL, NULL, "
@@ -184,7 +189,7 @@ def test_a_format_2_checkpoint_reads_and_gains_ttft(tmp_path):
     _, results = processor.load_job(job.job_id)
     assert [(r.response_text, r.ttft) for r in results] == [("old", None), ("new", 0.25)]
     with sqlite3.connect(path) as connection:
-        assert connection.execute("PRAGMA user_version").fetchone() == (5,)
+        assert connection.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
 
 
 def test_a_format_3_checkpoint_reads_and_gains_queue_wait_and_token_counts(tmp_path):
@@ -192,7 +197,7 @@ def test_a_format_3_checkpoint_reads_and_gains_queue_wait_and_token_counts(tmp_p
     job = processor.create_job("m", ["a", "b"])
     path = tmp_path / f"batch_{job.job_id}.db"
     with sqlite3.connect(path) as connection:
-        for column in ("queue_wait", "token_counts", "output", "invalid"):
+        for column in ("queue_wait", "token_counts", *STRUCTURED):
             connection.execute(f"ALTER TABLE results DROP COLUMN {column}")
         connection.execute(
             "INSERT INTO results VALUES (0, 'old', 1, 2, 0.5, 1, NULL, 1, 'stop', NULL, NULL, "
@@ -207,7 +212,7 @@ def test_a_format_3_checkpoint_reads_and_gains_queue_wait_and_token_counts(tmp_p
     assert [(r.queue_wait, r.token_counts) for r in results] == [(None, None), (2.5, "streamed")]
     assert results[0].ttft == 0.1 and not results[1].input_known and results[1].output_known
     with sqlite3.connect(path) as connection:
-        assert connection.execute("PRAGMA user_version").fetchone() == (5,)
+        assert connection.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
 
 
 def test_a_format_4_checkpoint_reads_and_gains_structured_answers(tmp_path):
@@ -215,7 +220,7 @@ def test_a_format_4_checkpoint_reads_and_gains_structured_answers(tmp_path):
     job = processor.create_job("m", ["a", "b"])
     path = tmp_path / f"batch_{job.job_id}.db"
     with sqlite3.connect(path) as connection:
-        for column in ("output", "invalid"):
+        for column in STRUCTURED:
             connection.execute(f"ALTER TABLE results DROP COLUMN {column}")
         connection.execute(
             "INSERT INTO results VALUES (0, 'old', 1, 2, 0.5, 0, 'boom', 1, NULL, NULL, NULL, "
@@ -229,7 +234,31 @@ def test_a_format_4_checkpoint_reads_and_gains_structured_answers(tmp_path):
     _, results = processor.load_job(job.job_id)
     assert [(r.output, r.invalid) for r in results] == [(None, False), ({"a": 1}, False)]
     with sqlite3.connect(path) as connection:
-        assert connection.execute("PRAGMA user_version").fetchone() == (5,)
+        assert connection.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+
+
+def test_a_format_5_checkpoint_reads_and_gains_scores(tmp_path):
+    processor = BatchProcessor(tmp_path)
+    job = processor.create_job("m", ["a", "b"])
+    path = tmp_path / f"batch_{job.job_id}.db"
+    with sqlite3.connect(path) as connection:
+        for column in ("score", "expected"):
+            connection.execute(f"ALTER TABLE results DROP COLUMN {column}")
+        connection.execute(
+            "INSERT INTO results VALUES (0, 'old', 1, 2, 0.5, 1, NULL, 1, NULL, NULL, NULL, "
+            "NULL, NULL, 0.1, NULL, NULL, NULL, 0)"
+        )
+        connection.execute("PRAGMA user_version = 5")
+    loaded, results = processor.load_job(job.job_id)
+    assert (results[0].score, results[0].expected, results[0].right) == (None, None, None)
+    processor.save_checkpoint(loaded, [BatchResult(1, "b", "yes", score=1.0, expected="Yes")])
+    _, results = processor.load_job(job.job_id)
+    assert [(r.score, r.expected, r.right) for r in results] == [
+        (None, None, None),
+        (1.0, "Yes", True),
+    ]
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
 
 
 def test_server_sent_events_are_read_as_the_spec_says():

@@ -256,8 +256,11 @@ def _run_job(
     if job.server is not None:
         count = len(job.server.endpoints)
         where += f" via {job.server.endpoints[0].url}" if count == 1 else f" via {count} servers"
+    runs = f"{job.total_prompts} prompts"
+    if job.repeats > 1:
+        runs = f"{job.total_prompts // job.repeats} prompts x {job.repeats} runs"
     print(
-        f"Job {job.job_id}: {job.total_prompts} prompts on {one_line(where)} "
+        f"Job {job.job_id}: {runs} on {one_line(where)} "
         f"({remaining} to run; checkpoint {one_line(job.checkpoint_file)})",
         file=err,
     )
@@ -265,8 +268,6 @@ def _run_job(
         print(f"Answers: {one_line(job.settings.schema.describe())}", file=err)
     if job.scoring is not None:
         print(f"Scored: {one_line(job.scoring.describe())}", file=err)
-    if job.repeats > 1:
-        print(f"Repeats: each prompt runs {job.repeats} times, each with its own seed", file=err)
     printer = ProgressPrinter(err)
     start = time.monotonic()
 

@@ -28,6 +28,7 @@ from tui_batch.core.servers import check_key_env, parse_endpoint
 from tui_batch.core.setting_table import SETTINGS, TABLES, Setting
 from tui_batch.core.settings import ErrorStrategy, check, check_stop, parse_number
 from tui_batch.core.structured.schema import AnswerSchema, parse_choices, parse_schema
+from tui_batch.core.templates.job_records import JOB_PREFIX
 from tui_batch.core.templates.template import TOML_POSITION, key_line
 
 JOB_FILE_SUFFIX = ".toml"
@@ -117,6 +118,8 @@ def _checked(setting: Setting, value: Any, folder: Path) -> Any:
         if kind == "path":
             if not value.strip():
                 raise SettingsError("the path is empty")
+            if setting.name == "data" and value.startswith(JOB_PREFIX):
+                return Path(value)  # a job's results, not a file
             return Path(os.path.normpath(folder / Path(value).expanduser()))
         if setting.name == "error_strategy":
             return str(ErrorStrategy.parse(value))
@@ -182,7 +185,8 @@ def job_file_text(values: dict[str, Any], folder: Path) -> str:
                     value = parse_number(setting.name, value)  # text typed in a flag or a field
                     if value is None:
                         continue
-                if setting.kind == "path":  # given relative to where the user is, not the file
+                job_data = str(value).startswith(JOB_PREFIX)
+                if setting.kind == "path" and not job_data:  # relative to the user, not the file
                     value = str(Path(value).expanduser().resolve())
                 if setting.kind == "schema":
                     value = _schema_value(value)
@@ -191,7 +195,7 @@ def job_file_text(values: dict[str, Any], folder: Path) -> str:
                     value = _schema_text(value, folder)
             except SettingsError as exc:
                 raise JobFileError(f"{setting.table}.{setting.key}: {exc}") from None
-            if setting.kind == "path":
+            if setting.kind == "path" and not str(value).startswith(JOB_PREFIX):
                 value = _relative(Path(value), folder)
             entries.append(f"{setting.key} = {toml_value(value)}")
         if entries:

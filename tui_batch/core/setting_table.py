@@ -80,7 +80,8 @@ SETTINGS: tuple[Setting, ...] = (
         "data",
         "--data",
         "the records that fill the template: .csv (with a header), .jsonl, .json "
-        "(an array of objects) or .parquet (with pyarrow)",
+        "(an array of objects), .parquet (with pyarrow), or job:ID: a finished job's "
+        "answers (prompt, response, its fields, its record's, expected)",
     ),
     Setting(
         "id_field",

@@ -23,8 +23,8 @@ from typing import Any
 from tui_batch.core.errors import CheckpointError
 from tui_batch.core.jobs import BatchJob
 from tui_batch.core.rows import check_rows
-from tui_batch.core.scoring.figures import Confusion, wilson
-from tui_batch.core.scoring.methods import RIGHT, Scoring
+from tui_batch.core.scoring.figures import Confusion, RepeatFigures, agreement_of, wilson
+from tui_batch.core.scoring.methods import RIGHT, Scoring, plain_text
 from tui_batch.core.settings import Prices
 from tui_batch.core.store import connect_read_only, read_header, read_snapshot
 from tui_batch.core.structured.check import error_path
@@ -145,6 +145,8 @@ class JobStats:
     right: int = 0
     mean_score: float | None = None
     confusions: list[Confusion] = field(default_factory=list)
+    # A job of repeats: how alike each prompt's runs answered.
+    repeats: RepeatFigures | None = None
 
     @property
     def accuracy(self) -> float | None:
@@ -191,6 +193,7 @@ class JobStats:
         if self.schema is None:
             for key in ("schema", "valid", "invalid", "invalid_groups", "labels"):
                 del data[key]
+        data["repeats"] = self.repeats.to_dict() if self.repeats else None
         if self.scoring is None:
             for key in ("scoring", "scored", "right", "mean_score", "confusions"):
                 del data[key]
@@ -228,6 +231,8 @@ def job_stats(path: str | Path, prices: Prices | None = None) -> JobStats:
             _fill(connection, stats, job.settings.schema)
             if job.scoring is not None:
                 _fill_scores(connection, stats, job.scoring, job.settings.schema)
+            if job.repeats > 1:
+                stats.repeats = _repeat_figures(connection, job)
     except (sqlite3.Error, ValueError, TypeError, CheckpointError) as exc:
         raise CheckpointError(f"Unreadable checkpoint {path}: {exc}") from None
     return stats
@@ -360,6 +365,30 @@ def _fill_scores(
             row = confusion.counts.setdefault(row_label, {})
             row[column] = row.get(column, 0) + count
         stats.confusions.append(confusion)
+
+
+def _repeat_figures(connection: sqlite3.Connection, job: BatchJob) -> RepeatFigures:
+    """How alike each prompt's runs answered: the part of the answer that is scored,
+    else its JSON value, else its text, made alike as `exact` compares (a failed or
+    invalid run is not an answer)."""
+    columns = {row[1] for row in connection.execute("PRAGMA table_info(results)")}
+    extra = "output, score" if "score" in columns else "NULL, NULL"
+    schema, scoring = job.settings.schema, job.scoring
+    answers = []
+    for index, success, text, output, score in connection.execute(
+        f"SELECT prompt_index, success, response_text, {extra} FROM results ORDER BY prompt_index"
+    ):
+        key = None
+        if success:
+            value = json.loads(output) if output is not None else None
+            if scoring is not None:
+                key = plain_text(scoring.compared(text, value, schema))
+            elif value is not None:
+                key = json.dumps(value, sort_keys=True, ensure_ascii=False)
+            else:
+                key = plain_text(text)
+        answers.append((index, key, score))
+    return agreement_of(job.repeats, answers)
 
 
 def _label(value: Any) -> str:

@@ -63,6 +63,7 @@ def stats_lines(stats: JobStats, charts: bool = True) -> list[str]:
     lines += ["", "Per prompt (succeeded)", *_table(rows)]
     lines += answer_lines(stats)
     lines += score_lines(stats, charts)
+    lines += repeat_lines(stats)
     if stats.attempts:
         tries = ", ".join(
             f"{count:,} in {n} {'try' if n == 1 else 'tries'}"
@@ -153,6 +154,37 @@ def score_lines(stats: JobStats, matrices: bool = True) -> list[str]:
         lines += _table(rows)
         if matrices:
             lines += ["", *confusion_lines(confusion)]
+    return lines
+
+
+def repeat_lines(stats: JobStats) -> list[str]:
+    """A job of repeats: how alike each prompt's runs answered, the majority vote's
+    accuracy, and the prompts whose runs agreed least."""
+    figures = stats.repeats
+    if figures is None or not figures.prompts:
+        return []
+    n = figures.repeats
+    mean = figures.mean_agreement or 0.0
+    lines = [
+        "",
+        f"Repeats    {n} runs a prompt, {len(figures.prompts):,} prompts: mean agreement "
+        f"{100 * mean:.1f}% (share of runs alike the most common answer); "
+        f"{figures.unanimous:,} unanimous",
+    ]
+    levels = " · ".join(
+        f"{alike}/{n} alike: {count:,}" for alike, count in sorted(figures.levels.items())[::-1]
+    )
+    lines.append(f"  {levels}")
+    if figures.majority_scored:
+        lines.append(
+            "  majority vote " + accuracy_text(figures.majority_right, figures.majority_scored)
+        )
+    least = [p for p in figures.least_alike(SHOWN_GROUPS) if p.agreement < 1.0]
+    if least:
+        lines.append("  least alike (first index, agreement, majority answer):")
+        lines += [
+            f"  {p.first:>8}  {100 * p.agreement:5.1f}%  {_one_line(p.majority, 80)}" for p in least
+        ]
     return lines
 
 

@@ -100,3 +100,99 @@ class Confusion:
             ],
             "macro_f1": self.macro_f1(),
         }
+
+
+@dataclass(slots=True)
+class PromptAgreement:
+    """One prompt run several times: its first result's index, how many runs answered,
+    the share alike the most common answer, and that answer."""
+
+    first: int
+    answered: int
+    agreement: float
+    majority: str
+    majority_right: bool | None = None
+
+
+@dataclass(slots=True)
+class RepeatFigures:
+    """A job of repeats: per prompt, how alike its runs' answers are; the mean of that,
+    how many prompts had every run alike, how often each count agreed (`levels`:
+    runs alike -> prompts), and the accuracy of the majority answer where it is scored."""
+
+    repeats: int
+    prompts: list[PromptAgreement] = field(default_factory=list)
+    levels: dict[int, int] = field(default_factory=dict)
+    majority_scored: int = 0
+    majority_right: int = 0
+
+    @property
+    def mean_agreement(self) -> float | None:
+        if not self.prompts:
+            return None
+        return sum(p.agreement for p in self.prompts) / len(self.prompts)
+
+    @property
+    def unanimous(self) -> int:
+        return sum(1 for p in self.prompts if p.agreement >= 1.0)
+
+    def least_alike(self, count: int) -> list[PromptAgreement]:
+        return sorted(self.prompts, key=lambda p: (p.agreement, p.first))[:count]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "repeats": self.repeats,
+            "prompts": len(self.prompts),
+            "mean_agreement": self.mean_agreement,
+            "unanimous": self.unanimous,
+            "levels": {str(k): v for k, v in sorted(self.levels.items())},
+            "majority_scored": self.majority_scored,
+            "majority_right": self.majority_right,
+            "per_prompt": [
+                {
+                    "first_index": p.first,
+                    "answered": p.answered,
+                    "agreement": p.agreement,
+                    "majority": p.majority,
+                    "majority_right": p.majority_right,
+                }
+                for p in self.prompts
+            ],
+        }
+
+
+def agreement_of(
+    repeats: int, answers: list[tuple[int, str | None, float | None]]
+) -> RepeatFigures:
+    """Figures from each result's `(prompt index, answer key, score)`, in index order
+    (a prompt's runs are `repeats` indices in a row; a failed run's key is None)."""
+    figures = RepeatFigures(repeats)
+    group: list[tuple[str, float | None]] = []
+    current = -1
+
+    def close() -> None:
+        if not group:
+            return
+        counts: dict[str, int] = {}
+        for key, _ in group:
+            counts[key] = counts.get(key, 0) + 1
+        majority, alike = max(counts.items(), key=lambda item: item[1])
+        score = next((s for key, s in group if key == majority), None)
+        right = None if score is None else score >= 1.0 - 1e-9
+        figures.prompts.append(
+            PromptAgreement(current * repeats, len(group), alike / len(group), majority, right)
+        )
+        figures.levels[alike] = figures.levels.get(alike, 0) + 1
+        if right is not None:
+            figures.majority_scored += 1
+            figures.majority_right += right
+
+    for index, key, score in answers:
+        prompt = index // repeats
+        if prompt != current:
+            close()
+            group, current = [], prompt
+        if key is not None:
+            group.append((key, score))
+    close()
+    return figures

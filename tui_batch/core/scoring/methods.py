@@ -198,9 +198,9 @@ class Scoring:
             text = output
         method = self.method
         if method == "exact":
-            return float(_plain(text) == _plain(_as_text(expected)))
+            return float(plain_text(text) == plain_text(_as_text(expected)))
         if method == "contains":
-            return float(_plain(_as_text(expected)) in _plain(text))
+            return float(plain_text(_as_text(expected)) in plain_text(text))
         if method == "regex":
             return float(_regex(str(expected)).search(text) is not None)
         if method == "number":
@@ -230,14 +230,15 @@ class Scoring:
         if isinstance(found, (dict, list)) or isinstance(expected, (dict, list)):
             wanted = _object(expected) if isinstance(expected, str) else expected
             return _canonical(found) == _canonical(wanted)
-        return _plain(_as_text(found)) == _plain(_as_text(expected))
+        return plain_text(_as_text(found)) == plain_text(_as_text(expected))
 
 
 def _json_path(name: str) -> str:
     return "$" + "".join(f'."{part}"' for part in name.split("."))
 
 
-def _plain(text: str) -> str:
+def plain_text(text: str) -> str:
+    """Text as `exact` compares it: trimmed, case-folded, runs of spaces made one."""
     return _SPACES.sub(" ", text).strip().casefold()
 
 

@@ -1,7 +1,8 @@
 """The records of a data file that fills a prompt template, read one at a time.
 
 CSV (a header row; UTF-8 with or without a BOM; quoted fields may hold newlines), JSONL
-(an object a line), a JSON array of objects, or Parquet (when pyarrow is installed).
+(an object a line), a JSON array of objects, Parquet (when pyarrow is installed), or a
+finished job's results (`job:ID`, see `job_records`).
 Records are streamed: memory holds one record (or one Parquet batch), never the file.
 Each comes with its number, 1-based, which is what messages about it say.
 """
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from tui_batch.core.errors import DataFileError, reading
+from tui_batch.core.store import CHECKPOINT_PREFIX, CHECKPOINT_SUFFIX
+from tui_batch.core.templates.job_records import JOB_PREFIX, job_data_file, job_records
 
 DATA_FORMATS = (".csv", ".jsonl", ".json", ".parquet")
 # A JSON array is read this many characters at a time.
@@ -27,20 +30,37 @@ Record = dict[str, Any]
 
 
 def data_format(path: Path) -> str:
+    if str(path).startswith(JOB_PREFIX) or _is_checkpoint(path):
+        return "job"
     suffix = path.suffix.lower()
     if suffix not in DATA_FORMATS:
         raise DataFileError(
             f"{path}: unknown data format {suffix or '(no extension)'!r}; "
-            f"use {', '.join(DATA_FORMATS)}"
+            f"use {', '.join(DATA_FORMATS)}, or job:ID for a job's results"
         )
     return suffix
+
+
+def data_file(path: str | Path) -> Path:
+    """The file a data setting names: `job:ID` is that job's checkpoint."""
+    return job_data_file(path) or Path(path)
+
+
+def _is_checkpoint(path: Path) -> bool:
+    return path.name.startswith(CHECKPOINT_PREFIX) and path.suffix == CHECKPOINT_SUFFIX
 
 
 def iter_records(path: str | Path) -> Iterator[tuple[int, Record]]:
     """Each record of the data file at `path` with its number (1-based), in order; a
     DataFileError, naming the file and where, for anything malformed."""
-    path = Path(path)
-    readers = {".csv": _csv, ".jsonl": _jsonl, ".json": _json_array, ".parquet": _parquet}
+    path = data_file(path)
+    readers = {
+        ".csv": _csv,
+        ".jsonl": _jsonl,
+        ".json": _json_array,
+        ".parquet": _parquet,
+        "job": job_records,
+    }
     reader = readers[data_format(path)]
     with reading(path, "data file", DataFileError):
         try:

@@ -19,6 +19,7 @@ from typing import Any
 
 from tui_batch.core.errors import TemplateError
 from tui_batch.core.jobs import Prompt
+from tui_batch.core.templates.records import data_file as data_file_of
 from tui_batch.core.templates.records import data_format, iter_records
 from tui_batch.core.templates.source import TemplateSource, file_sha256
 from tui_batch.core.templates.template import PromptTemplate, Rendered, Validation, render_all
@@ -50,7 +51,7 @@ def render_prompts(
     (one line each) if any record cannot be rendered, a DataFileError if the file is
     malformed. Empty renders are skipped with a warning. `cancel`, once set, stops it
     (a TemplateError saying so) between records."""
-    data_path = Path(data_file)
+    data_path = data_file_of(data_file)
     data_format(data_path)  # an unknown kind of file is said before it is read
     digest = file_sha256(data_path)
     if id_field is not None and not id_field.strip():

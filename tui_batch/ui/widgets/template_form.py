@@ -24,7 +24,7 @@ from tui_batch.core.errors import TuiBatchError
 from tui_batch.core.scoring.methods import Scoring
 from tui_batch.core.settings import GenerationSettings
 from tui_batch.core.structured.schema import AnswerSchema
-from tui_batch.core.templates.records import DATA_FORMATS, iter_records
+from tui_batch.core.templates.records import DATA_FORMATS, data_file, iter_records
 from tui_batch.core.templates.render import TemplatePrompts, render_prompts
 from tui_batch.core.templates.source import read_template
 from tui_batch.core.templates.template import PromptTemplate, render_all
@@ -52,7 +52,10 @@ class TemplateForm(Vertical):
         self.context: tuple[str | None, int, str | None] = (None, 0, None)
 
     def compose(self) -> ComposeResult:
-        yield Label(f"Data file  [dim]({' '.join(DATA_FORMATS)}; ctrl+o browse, → accepts)[/]")
+        yield Label(
+            f"Data file  [dim]({' '.join(DATA_FORMATS)}, or job:ID for a job's results; "
+            "ctrl+o browse, → accepts)[/]"
+        )
         yield Input(
             placeholder="path/to/records.csv",
             suggester=PathSuggester(DATA_FORMATS),
@@ -223,7 +226,12 @@ class TemplateForm(Vertical):
             self._post(literal(str(exc), style="bold red"))
             return
         names = ", ".join(sorted(template.variables)) or "none"
-        if data is None or not data.is_file():
+        try:
+            found = data_file(data) if data is not None else None
+        except TuiBatchError as exc:
+            self._post(literal(f"{exc}. The template uses: {names}", style="dim"))
+            return
+        if found is None or not found.is_file():
             said = "No data file yet" if data is None else f"Data file not found: {data}"
             self._post(literal(f"{said}. The template uses: {names}", style="dim"))
             return
