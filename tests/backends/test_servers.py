@@ -13,13 +13,13 @@ from tui_batch.backends.remote.admission import Admission, Outcome, TokenBucket
 from tui_batch.core.errors import SettingsError
 from tui_batch.core.jobs import Attempt, BatchResult
 from tui_batch.core.processor import BatchProcessor
-from tui_batch.core.store import SCHEMA_VERSION
 from tui_batch.core.servers import (
     ServerSettings,
     check_key_env,
     parse_endpoint,
     server_settings_from_text,
 )
+from tui_batch.core.store import SCHEMA_VERSION
 
 
 @pytest.mark.parametrize(
