@@ -11,10 +11,12 @@ import json
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from tui_batch.core.errors import CheckpointError
 from tui_batch.core.jobs import BatchResult, Prompt
 from tui_batch.core.rows import check_rows, result_from_row
+from tui_batch.core.scoring.figures import ConfusionCell
 from tui_batch.core.scoring.methods import RIGHT
 from tui_batch.core.stats import normalise_error
 from tui_batch.core.store import connect_read_only, result_columns
@@ -55,16 +57,27 @@ class ResultsView:
             else _WHERE_BEFORE_SCHEMAS
         )
 
-    def select(self, filter: str = "all", search: str = "", reason: str | None = None) -> list[int]:
+    def select(
+        self,
+        filter: str = "all",
+        search: str = "",
+        reason: str | None = None,
+        cell: ConfusionCell | None = None,
+    ) -> list[int]:
         """Prompt indices of the results that pass `filter` and contain `search`; with a
-        `reason`, only the failures of that group (`stats.normalise_error`)."""
+        `reason`, only the failures of that group (`stats.normalise_error`); with a
+        `cell`, only the results of that cell of a confusion matrix."""
         if filter not in FILTERS:
             raise ValueError(f"unknown filter {filter!r}")
         where = self._where[filter]
-        params: list[str] = []
+        params: list[Any] = []
         if reason is not None:
             where += " AND r.success = 0 AND normalise(r.error_message) = ?"
             params.append(reason)
+        if cell is not None:
+            condition, values = cell.sql("r") if self._where is _WHERE else ("0", [])
+            where += f" AND {condition}"
+            params += values
         sql = f"SELECT r.prompt_index FROM results r WHERE {where}"
         if search:
             needle = search.lower()
@@ -107,3 +120,9 @@ class ResultsView:
 
     def close(self) -> None:
         self._connection.close()
+
+    def __enter__(self) -> ResultsView:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -346,7 +346,9 @@ def _fill_scores(
     stats.scored, stats.right, stats.mean_score = scored, int(right), mean
     labels = schema.label_fields() if schema is not None else {}
     for name, (expected_path, answer_path) in scoring.label_paths(schema).items():
-        confusion = Confusion(name, [_label(v) for v in labels[name]])
+        confusion = Confusion(
+            name, [_label(v) for v in labels[name]], {}, expected_path, answer_path
+        )
         known = {label.casefold(): label for label in confusion.labels}
         for expected, answered, count in connection.execute(
             "SELECT json_extract(expected, ?) AS e, json_extract(output, ?) AS a, COUNT(*) "

@@ -197,7 +197,7 @@ def confusion_lines(confusion: Confusion) -> list[str]:
     return [f"Confusion of {_one_line(confusion.field, 60)}", *_table(rows)]
 
 
-def _row_mark(row: CompareRow) -> str:
+def row_mark(row: CompareRow) -> str:
     """A compared row's state, or with scores whether it got worse (`regression`)."""
     if row.regression:
         return "regression"
@@ -309,7 +309,7 @@ def compare_lines(summary: CompareSummary, rows: list[CompareRow], total: int) -
                 _one_line(a.text if a.success is not False else f"(failed: {a.error})", width)
                 for a in row.answers
             )
-            mark = _row_mark(row)
+            mark = row_mark(row)
             lines.append(f"  {_one_line(row.key, 24):24}  {mark:10}  {answers}")
     if total > len(rows):
         lines.append(f"  ... {total - len(rows):,} more rows (--limit N, or --json / --csv)")

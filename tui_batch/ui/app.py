@@ -22,6 +22,7 @@ from tui_batch.core.errors import TuiBatchError
 from tui_batch.core.jobs import BatchJob, JobStatus
 from tui_batch.core.processor import BatchProcessor
 from tui_batch.core.rows import JobSummary
+from tui_batch.core.scoring.figures import ConfusionCell
 from tui_batch.core.text import escape_controls
 from tui_batch.ui import messages
 from tui_batch.ui.commands import TuiBatchCommands
@@ -341,9 +342,12 @@ class TuiBatchApp(App[None]):
             return
         self._show(ProgressScreen, lambda: ProgressScreen(self.run_state))
 
-    def show_results(self, job_id: str, reason: str | None = None) -> None:
-        """A job's results; with a `reason`, only the failures of that group."""
-        self.push_screen(ResultsScreen(job_id, reason))
+    def show_results(
+        self, job_id: str, reason: str | None = None, cell: ConfusionCell | None = None
+    ) -> None:
+        """A job's results; with a `reason`, only the failures of that group; with a
+        `cell`, only the results of that cell of a confusion matrix."""
+        self.push_screen(ResultsScreen(job_id, reason, cell))
 
     def show_stats(self, job_id: str) -> None:
         from tui_batch.ui.screens.stats import StatsScreen

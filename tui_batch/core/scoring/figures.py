@@ -19,7 +19,8 @@ def wilson(right: int, n: int, z: float = Z95) -> tuple[float, float] | None:
     p = right / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    low = 0.0 if right <= 0 else max(0.0, centre - half)
+    return low, 1.0 if right >= n else min(1.0, centre + half)
 
 
 def accuracy_text(right: int, scored: int) -> str:
@@ -31,6 +32,38 @@ def accuracy_text(right: int, scored: int) -> str:
         f"{right:,}/{scored:,} right: {100 * right / scored:.1f}% "
         f"(95% CI {100 * low:.1f}-{100 * high:.1f}%)"
     )
+
+
+@dataclass(frozen=True, slots=True)
+class ConfusionCell:
+    """The scored results whose expected label is `expected` and whose answer is
+    `answered` (None: none of `labels`, or no answer) in one field."""
+
+    field: str
+    expected_path: str
+    answer_path: str
+    expected: str
+    answered: str | None
+    labels: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        return f"{self.field}: expected {self.expected}, answered {self.answered or 'other'}"
+
+    def sql(self, table: str = "r") -> tuple[str, list[Any]]:
+        """A WHERE condition over `table` (a results row) and its parameters."""
+        condition = (
+            f"{table}.score IS NOT NULL AND lower(json_extract({table}.expected, ?)) = lower(?)"
+        )
+        params: list[Any] = [self.expected_path, self.expected]
+        answer = f"json_extract({table}.output, ?)"
+        if self.answered is not None:
+            condition += f" AND {answer} = ?"
+            params += [self.answer_path, self.answered]
+        else:
+            marks = ", ".join("?" * len(self.labels)) or "NULL"
+            condition += f" AND ({answer} IS NULL OR {answer} NOT IN ({marks}))"
+            params += [self.answer_path, self.answer_path, *self.labels]
+        return condition, params
 
 
 @dataclass(slots=True)
@@ -51,8 +84,23 @@ class Confusion:
     field: str
     labels: list[str]
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    # Where the field is in the expected value and in the answer (JSON paths).
+    expected_path: str = "$"
+    answer_path: str = "$"
 
     OTHER = "(other)"
+
+    def cell(self, expected: str, answered: str) -> ConfusionCell:
+        """The results of one cell of the matrix, as a filter of the results view."""
+        other = answered == self.OTHER
+        return ConfusionCell(
+            self.field,
+            self.expected_path,
+            self.answer_path,
+            expected,
+            None if other else answered,
+            tuple(self.labels) if other else (),
+        )
 
     @property
     def columns(self) -> list[str]:

@@ -16,6 +16,8 @@ from textual.widgets import Footer, Header, Input, Static
 
 from tui_batch.core.compare import ORDERS, STATES, CompareRow, CompareSummary, Comparison
 from tui_batch.core.errors import TuiBatchError
+from tui_batch.core.scoring.figures import accuracy_text
+from tui_batch.core.stats_text import row_mark
 from tui_batch.ui.text import diff_text, literal, one_line
 from tui_batch.ui.widgets.virtual_table import Column, VirtualTable
 
@@ -27,6 +29,8 @@ STATE_STYLE = {
     "failed": "bold red",
     "not run": "dim",
     "missing": "magenta",
+    "regression": "bold red",
+    "improved": "bold green",
 }
 
 
@@ -36,6 +40,7 @@ class CompareScreen(Screen[None]):
         Binding("i", "state('identical')", "Identical"),
         Binding("d", "state('different')", "Different"),
         Binding("f", "state('failed')", "Failed"),
+        Binding("r", "regressions", "Regressions"),
         Binding("o", "sort", "Sort"),
         Binding("slash", "search", "Search"),
         Binding("escape", "back", "Back"),
@@ -47,6 +52,8 @@ class CompareScreen(Screen[None]):
         self.comparison: Comparison | None = None
         self.summary: CompareSummary | None = None
         self.state: str | None = None
+        # Only prompts right in one job and wrong in another, regressions first.
+        self.changed = False
         self.order = "index"
         self.count = 0
         self._pages: OrderedDict[int, list[CompareRow]] = OrderedDict()
@@ -106,26 +113,31 @@ class CompareScreen(Screen[None]):
         if self.comparison is None:
             return
         search = self.query_one("#compare-search", Input).value.strip() or None
-        if search is None and self.summary is not None:  # counted once, with the summary
-            count = (
-                self.summary.rows if self.state is None else self.summary.states.get(self.state, 0)
-            )
+        summary = self.summary
+        if search is None and summary is not None and not (self.changed and self.state):
+            # Counted once, with the summary.
+            if self.changed:
+                count = summary.regressions + summary.improvements
+            else:
+                count = summary.rows if self.state is None else summary.states.get(self.state, 0)
             self._show_rows(count)
         else:  # a search reads every answer: counted in a worker, the screen answers keys
             self._show_rows(0)  # no page is read meanwhile: the comparison is busy
             self.query_one("#compare-filters", Static).update(Text("searching…", style="dim"))
-            self._count(self.comparison, self.state, search)
+            self._count(self.comparison, self.state, search, self.changed)
 
     @work(thread=True, exclusive=True, group="compare-count", exit_on_error=False)
-    def _count(self, comparison: Comparison, state: str | None, search: str) -> None:
-        count = comparison.count(state, search)
-        self.app.call_from_thread(self._counted, state, search, count)
+    def _count(
+        self, comparison: Comparison, state: str | None, search: str | None, changed: bool
+    ) -> None:
+        count = comparison.count(state, search, changed=changed)
+        self.app.call_from_thread(self._counted, state, search, changed, count)
 
-    def _counted(self, state: str | None, search: str, count: int) -> None:
+    def _counted(self, state: str | None, search: str | None, changed: bool, count: int) -> None:
         if not self.is_attached:
             return
         current = self.query_one("#compare-search", Input).value.strip() or None
-        if (state, search) == (self.state, current):  # not overtaken by another filter
+        if (state, search, changed) == (self.state, current, self.changed):  # not overtaken
             self._show_rows(count)
 
     def _show_rows(self, count: int) -> None:
@@ -136,6 +148,9 @@ class CompareScreen(Screen[None]):
         for state in (None, "identical", "different", "failed"):
             label = f" {state or 'all'} "
             filters.append(label, style="reverse bold" if state == self.state else "")
+            filters.append(" ")
+        if self.changed:
+            filters.append(" regressions first ", style="reverse bold yellow")
             filters.append(" ")
         filters.append(f"· sorted by {self.order} · {self.count:,} shown", style="italic")
         self.query_one("#compare-filters", Static).update(filters)
@@ -148,7 +163,12 @@ class CompareScreen(Screen[None]):
         if page not in self._pages:
             search = self.query_one("#compare-search", Input).value.strip() or None
             self._pages[page] = self.comparison.rows(
-                self.order, self.state, search, offset=page * PAGE, limit=PAGE
+                self.order,
+                self.state,
+                search,
+                offset=page * PAGE,
+                limit=PAGE,
+                changed=self.changed,
             )
             if len(self._pages) > PAGES_KEPT:
                 self._pages.popitem(last=False)
@@ -160,7 +180,8 @@ class CompareScreen(Screen[None]):
         row = self.row_at(position)
         if row is None:
             return [Text("")]
-        cells = [Text(row.state, style=STATE_STYLE.get(row.state, "")), one_line(row.key)]
+        mark = row_mark(row)
+        cells = [Text(mark, style=STATE_STYLE.get(mark, "")), one_line(row.key)]
         for answer in row.answers:
             if answer.index is None:
                 cells.append(Text("(no such prompt)", style="dim"))
@@ -183,6 +204,19 @@ class CompareScreen(Screen[None]):
 
     def action_state(self, state: str | None) -> None:
         self.state = state
+        self._apply()
+
+    def action_regressions(self) -> None:
+        """Only the prompts right in one job and wrong in another, regressions first (a
+        second press shows every row again)."""
+        if self.summary is not None and not any(side.scoring for side in self.summary.jobs):
+            self.notify(
+                "These jobs have no scores: run them with --expect COLUMN, or score them "
+                "(tui-batch score JOB --expect COLUMN)",
+                title="Regressions",
+            )
+            return
+        self.changed = not self.changed
         self._apply()
 
     def action_sort(self) -> None:
@@ -215,6 +249,16 @@ def summary_text(summary: CompareSummary) -> Text:
         count = summary.states.get(state, 0)
         text.append(f"{state} {count:,}", style=STATE_STYLE[state] if count else "dim")
         text.append("  ")
+    scored = any(side.scoring for side in summary.jobs)
+    if scored:
+        text.append(
+            f"regressions {summary.regressions:,}",
+            style="bold red" if summary.regressions else "dim",
+        )
+        text.append(
+            f"  improvements {summary.improvements:,}",
+            style="green" if summary.improvements else "dim",
+        )
     for side in summary.jobs:
         latency = "-" if side.mean_latency is None else f"{side.mean_latency:.2f} s"
         text.append(f"\n{side.job_id}  ", style="bold")
@@ -223,6 +267,12 @@ def summary_text(summary: CompareSummary) -> Text:
             f"  {side.results:,} results  {side.success_rate:.1f}% ok  "
             f"{side.tokens_output:,} tokens out  mean latency {latency}"
         )
+        if scored:
+            text.append("  accuracy ")
+            text.append(
+                accuracy_text(side.right, side.scored) if side.scoring else "not scored",
+                style="bold",
+            )
     if summary.fields:
         text.append("\nagreement by field  ", style="dim")
         for agreement in summary.fields:
@@ -235,13 +285,19 @@ def detail_text(row: CompareRow, job_ids: list[str]) -> Text:
     """The prompt, each answer, and where the first two differ, word by word."""
     text = Text()
     text.append_text(one_line(row.key, style="bold"))
-    text.append(f"  {row.state}\n\n", style=STATE_STYLE.get(row.state, ""))
+    mark = row_mark(row)
+    text.append(f"  {mark}\n\n", style=STATE_STYLE.get(mark, ""))
     text.append("Prompt\n", style="bold")
     text.append_text(literal(row.prompt))
     for job_id, answer in zip(job_ids, row.answers, strict=False):
         text.append(f"\n\n{job_id}", style="bold")
         if answer.duration is not None:
             text.append(f"  {answer.tokens_output} tokens, {answer.duration:.2f} s", style="dim")
+        if answer.right is not None:
+            text.append(
+                "  right" if answer.right else "  wrong",
+                style="green" if answer.right else "bold red",
+            )
         text.append("\n")
         if answer.success is False:
             text.append_text(literal(answer.error, style="red"))

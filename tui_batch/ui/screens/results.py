@@ -19,6 +19,7 @@ from textual.widgets import Footer, Header, Input, Static
 from tui_batch.core.errors import TuiBatchError
 from tui_batch.core.jobs import BatchResult, Prompt
 from tui_batch.core.results import FILTERS, ResultsView
+from tui_batch.core.scoring.figures import ConfusionCell
 from tui_batch.ui.screens.modals import ResultScreen, result_details, status_text
 from tui_batch.ui.text import one_line, prompt_cell, token_cells
 from tui_batch.ui.widgets.virtual_table import Column, VirtualTable
@@ -52,11 +53,14 @@ class ResultsScreen(Screen[None]):
         Binding("ctrl+g", "app.progress", "Progress", show=False),
     ]
 
-    def __init__(self, job_id: str, reason: str | None = None) -> None:
+    def __init__(
+        self, job_id: str, reason: str | None = None, cell: ConfusionCell | None = None
+    ) -> None:
         super().__init__()
         self.job_id = job_id
         self.filter = "failed" if reason else "all"
         self.reason = reason  # a failure group from the stats screen
+        self.cell = cell  # a cell of a confusion matrix, from the stats screen
         self.indices: list[int] = []
         self._pages: OrderedDict[int, dict[int, tuple[BatchResult, Prompt]]] = OrderedDict()
         self.id_field: str | None = None  # a template job's id column
@@ -113,7 +117,7 @@ class ResultsScreen(Screen[None]):
 
     def _apply(self) -> None:
         search = self.query_one("#search", Input).value.strip()
-        self.indices = self.view.select(self.filter, search, self.reason)
+        self.indices = self.view.select(self.filter, search, self.reason, self.cell)
         self._pages.clear()
         table = self.query_one("#results", VirtualTable)
         table.set_rows(len(self.indices), self._row, self.indices.__getitem__)
@@ -124,7 +128,9 @@ class ResultsScreen(Screen[None]):
             filters.append(" ")
         if self.reason:
             filters.append_text(one_line(f"reason: {self.reason} ", style="bold yellow"))
-        if search or self.reason:
+        if self.cell:
+            filters.append_text(one_line(f"{self.cell.describe()} ", style="bold yellow"))
+        if search or self.reason or self.cell:
             filters.append(f"· {len(self.indices)} match", style="italic")
         self.query_one("#filters", Static).update(filters)
         self._show_detail()
@@ -201,7 +207,7 @@ class ResultsScreen(Screen[None]):
             )
             return
         self.filter = name
-        self.reason = None
+        self.reason = self.cell = None
         self._apply()
 
     def action_search(self) -> None:
@@ -225,11 +231,12 @@ class ResultsScreen(Screen[None]):
         """Export the job; while a filter or a search narrows the table, offer only the
         results shown."""
         search = self.query_one("#search", Input).value.strip()
-        narrowed = self.filter != "all" or bool(search) or self.reason is not None
+        narrowed = self.filter != "all" or bool(search) or self.reason or self.cell
         shown = None
         if narrowed:
             what = [self.filter] if self.filter != "all" else []
             what += [f"reason {self.reason!r}"] if self.reason else []
+            what += [self.cell.describe()] if self.cell else []
             what += [f"search {search!r}"] if search else []
             shown = (list(self.indices), ", ".join(what))
         self.app.export_job(self.job_id, shown)

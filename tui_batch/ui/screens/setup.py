@@ -11,7 +11,7 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.widgets import (
     Footer,
     Header,
@@ -39,6 +39,7 @@ from tui_batch.ui.screens.modals import FileBrowserScreen
 from tui_batch.ui.screens.setup_job import (
     COMMON_FIELDS,
     PRICE_FIELDS,
+    SCORE_FIELDS,
     JobFileScreen,
     fill_form,
     form_spec,
@@ -93,6 +94,13 @@ class SetupScreen(JobFileScreen):
                 yield Label("System prompt")
                 yield Input(placeholder="optional", id="system", compact=True)
                 yield AnswerForm(id="answer-section")
+                yield Label("Expected answers  [dim](a column of the data; blank: not scored)[/]")
+                with Grid(classes="numbers"):
+                    yield Label("Expect")
+                    yield Input(placeholder="column", id="expect", compact=True)
+                    yield Label("Score")
+                    yield Input(placeholder="exact", id="score", compact=True)
+                yield from number_grid(SCORE_FIELDS)
                 yield Label("Error strategy")
                 yield Select(
                     STRATEGIES, value="continue", allow_blank=False, id="strategy", compact=True

@@ -28,6 +28,9 @@ from tui_batch.ui.widgets.template_form import TemplateForm
 COMMON_FIELDS = ("max_tokens", "temperature", "seed", "threshold", "retries", "checkpoint_every")
 # What a million tokens cost, for the stats' cost (blank: not given).
 PRICE_FIELDS = ("price_in", "price_out")
+# How answers are scored against a column of expected ones (with the text fields expect
+# and score), and how many times each prompt runs.
+SCORE_FIELDS = ("tolerance", "repeats")
 # Settings a job file may hold that job setup has no field for: kept as they were.
 EXTRA_KEYS = (
     "top_p",
@@ -53,7 +56,7 @@ def form_values(screen: Screen[Any], extras: dict[str, Any]) -> dict[str, Any]:
         values.update(screen.query_one(TemplateForm).values())
     elif path := screen.query_one(PromptsForm).path_text:
         values["prompts"] = Path(path).expanduser()
-    for key in (*COMMON_FIELDS, *PRICE_FIELDS):
+    for key in (*COMMON_FIELDS, *PRICE_FIELDS, *SCORE_FIELDS, "expect", "score"):
         if key != "threshold":
             values[key] = screen.query_one(f"#{key}", Input).value.strip() or None
     strategy = str(screen.query_one("#strategy", Select).value)
@@ -131,6 +134,8 @@ def fill_form(screen: Screen[Any], spec: RunSpec) -> None:
         "checkpoint_every": options.checkpoint_every,
         "price_in": spec.prices.input if spec.prices else None,
         "price_out": spec.prices.output if spec.prices else None,
+        "repeats": options.repeats,
+        "tolerance": spec.scoring.tolerance if spec.scoring and spec.scoring.tolerance else None,
     }
     for key, value in typed.items():
         text = default_text(key) if value is None else _number_text(value)
@@ -141,6 +146,9 @@ def fill_form(screen: Screen[Any], spec: RunSpec) -> None:
         strategy = "threshold"
     screen.query_one("#strategy", Select).value = strategy
     screen.query_one("#system", Input).value = generation.system_prompt or ""
+    scoring = spec.scoring
+    screen.query_one("#expect", Input).value = scoring.expect if scoring else ""
+    screen.query_one("#score", Input).value = scoring.method_text if scoring else ""
     screen.query_one(AnswerForm).restore(generation.schema)
     if spec.prompts is not None:
         screen.query_one("#input-tabs", TabbedContent).active = "prompts-tab"

@@ -26,6 +26,7 @@ class StatsScreen(Screen[None]):
     BINDINGS = [
         Binding("enter", "open_group", "Results of this reason"),
         Binding("v", "results", "All results"),
+        Binding("m", "next_matrix", "Next matrix", show=False),
         Binding("escape", "app.pop_screen", "Back"),
     ]
 
@@ -33,6 +34,7 @@ class StatsScreen(Screen[None]):
         super().__init__()
         self.job_id = job_id
         self.stats: JobStats | None = None
+        self.matrix = 0  # which confusion matrix is shown (a job may score several fields)
         self._reading = False  # a read of the figures is under way: the timer waits
 
     def compose(self) -> ComposeResult:
@@ -44,6 +46,8 @@ class StatsScreen(Screen[None]):
                 yield Static(id="latency-histogram")
                 yield Label("Tokens generated over time", id="throughput-title")
                 yield Sparkline([], id="throughput")
+        yield Label(id="confusion-title")
+        yield DataTable(id="confusion", cursor_type="cell")
         yield Label("Failures by reason  [dim](enter: their results)[/]", id="failures-title")
         yield DataTable(id="failure-groups", cursor_type="row", zebra_stripes=True)
         yield Footer()
@@ -52,6 +56,8 @@ class StatsScreen(Screen[None]):
         self.sub_title = f"Stats of {self.job_id}"
         table = self.query_one("#failure-groups", DataTable)
         table.add_columns("count", "reason", "first prompts")
+        self.query_one("#confusion-title", Label).display = False
+        self.query_one("#confusion", DataTable).display = False
         self.refresh_stats()
         self.set_interval(REFRESH, self._refresh_if_running)
 
@@ -107,8 +113,58 @@ class StatsScreen(Screen[None]):
             )
         if stats.failures:
             table.move_cursor(row=min(row, len(stats.failures) - 1))
+        self._show_matrix()
         if first:
-            table.focus()
+            matrix = self.query_one("#confusion", DataTable)
+            (matrix if stats.confusions and not stats.failures else table).focus()
+
+    def _show_matrix(self) -> None:
+        """The confusion matrix of the field shown: expected labels down, answers across,
+        the diagonal (right) in green, the rest in red where not 0."""
+        stats = self.stats
+        title = self.query_one("#confusion-title", Label)
+        table = self.query_one("#confusion", DataTable)
+        confusions = stats.confusions if stats is not None else []
+        title.display = table.display = bool(confusions)
+        if not confusions:
+            return
+        self.matrix %= len(confusions)
+        confusion = confusions[self.matrix]
+        more = f"; m: next of {len(confusions)} fields" if len(confusions) > 1 else ""
+        title.update(
+            Text.assemble(
+                (f"Confusion of {confusion.field}", "bold"),
+                (f"  expected down, answered across  (enter: those results{more})", "dim"),
+            )
+        )
+        cursor = table.cursor_coordinate
+        table.clear(columns=True)
+        table.add_column("expected", key="expected")
+        for column in confusion.columns:
+            table.add_column(one_line(column), key=column)
+        for label in confusion.labels:
+            cells: list[Text] = [one_line(label, style="bold")]
+            for column in confusion.columns:
+                count = confusion.count(label, column)
+                style = "bold green" if column == label else ("red" if count else "dim")
+                cells.append(Text(f"{count:,}", style=style, justify="right"))
+            table.add_row(*cells, key=label)
+        table.move_cursor(row=cursor.row, column=cursor.column)
+
+    def action_next_matrix(self) -> None:
+        self.matrix += 1
+        self._show_matrix()
+
+    @on(DataTable.CellSelected, "#confusion")
+    def _open_cell(self, event: DataTable.CellSelected) -> None:
+        """Enter on a cell: the results expected as its row's label and answered as its
+        column's."""
+        if self.stats is None or not self.stats.confusions or event.coordinate.column == 0:
+            return
+        confusion = self.stats.confusions[self.matrix % len(self.stats.confusions)]
+        expected = confusion.labels[event.coordinate.row]
+        answered = confusion.columns[event.coordinate.column - 1]
+        self.app.show_results(self.job_id, cell=confusion.cell(expected, answered))
 
     def action_results(self) -> None:
         self.app.show_results(self.job_id)
