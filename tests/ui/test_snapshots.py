@@ -173,3 +173,85 @@ class TestCompareScreen:
             await pilot.pause(0.3)
 
         assert snap_compare(app, terminal_size=SIZE, run_before=compare)
+
+
+# Two labelling runs over the same 12 reviews, scored against labels written by hand.
+LABELLED = [
+    ("The kettle boils fast and looks good.", "positive"),
+    ("Lid snapped in a week.", "negative"),
+    ("Does the job, nothing more.", "neutral"),
+    ("Loud, really loud.", "negative"),
+    ("Best headphones I have owned.", "positive"),
+    ("Fine for the price.", "neutral"),
+    ("Battery died after a month.", "negative"),
+    ("Comfortable for hours.", "positive"),
+    ("It is a lamp. It lights things.", "neutral"),
+    ("Flickers and gives me a headache.", "negative"),
+    ("Perfect for my small desk.", "positive"),
+    ("Okay, not great.", ""),  # no label written: unscored
+]
+FIRST_RUN = ["positive", "negative", "positive", "negative", "positive", "neutral",
+             "negative", "positive", "positive", "negative", "positive", "neutral"]  # fmt: skip
+SECOND_RUN = ["positive", "positive", "neutral", "negative", "positive", "positive",
+              "negative", "neutral", "neutral", "neutral", "positive", "neutral"]  # fmt: skip
+
+
+@pytest.fixture
+def scored_app(fixed_app):
+    from tui_batch.core.jobs import Prompt
+    from tui_batch.core.run_spec import RunSpec
+
+    app, _ = fixed_app
+    spec = RunSpec.from_values(
+        {"choices": "positive,negative,neutral", "expect": "label", "invalid_retries": "0"}
+    )
+    prompts = [
+        Prompt(text, custom_id=f"r{n:02}", variables={"label": label})
+        for n, (text, label) in enumerate(LABELLED, 1)
+    ]
+    for job_id, answers in (("labels-a", FIRST_RUN), ("labels-b", SECOND_RUN)):
+        job = app.processor.create_job("SmolLM2-135M-Instruct.Q4_1", prompts, job_id=job_id,
+                                       spec=spec)  # fmt: skip
+        replies = iter(answers)
+        app.processor.process_batch(job, lambda _: next(replies))
+    return app
+
+
+async def _open(pilot, show) -> None:
+    show()
+    await pilot.pause(0.3)
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause(0.3)
+
+
+class TestScores:
+    def test_wrong_answers_with_the_expected_one_beside(self, snap_compare, scored_app):
+        app = scored_app
+        assert snap_compare(
+            app,
+            press=["w", "down"],
+            terminal_size=SIZE,
+            run_before=lambda pilot: _open(pilot, lambda: app.show_results("labels-b")),
+        )
+
+    def test_stats_with_accuracy_and_the_confusion_matrix(self, snap_compare, scored_app):
+        app = scored_app
+        assert snap_compare(
+            app,
+            press=["right", "down"],
+            terminal_size=SIZE,
+            run_before=lambda pilot: _open(pilot, lambda: app.show_stats("labels-b")),
+        )
+
+    def test_compare_with_regressions_first(self, snap_compare, scored_app):
+        from tui_batch.ui.screens.compare import CompareScreen
+
+        app = scored_app
+        assert snap_compare(
+            app,
+            press=["r"],
+            terminal_size=SIZE,
+            run_before=lambda pilot: _open(
+                pilot, lambda: app.push_screen(CompareScreen(["labels-a", "labels-b"]))
+            ),
+        )

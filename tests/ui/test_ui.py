@@ -163,7 +163,13 @@ async def test_rerun_failed_from_the_results_viewer(tmp_path):
         assert app.run_state.job.failed == 1
         await pilot.press("r")
         assert isinstance(app.screen, ResultsScreen)
-        assert app.screen.counts == {"all": 6, "failed": 1, "succeeded": 5, "invalid": 0}
+        assert app.screen.counts == {
+            "all": 6,
+            "failed": 1,
+            "succeeded": 5,
+            "invalid": 0,
+            "wrong": 0,
+        }
         broken["yes"] = False
         await pilot.press("R")
         await app.workers.wait_for_complete()

@@ -95,3 +95,62 @@ async def test_a_schema_typed_in_setup_runs_and_its_answers_are_shown(tmp_path):
         figures = shown(app, "#stats-figures")
         assert "2 valid, 2 invalid (50.0% valid)" in figures
         assert "sentiment (valid answers)" in figures
+
+
+async def test_scores_by_keys_wrong_filter_matrix_cells_and_regressions(tmp_path):
+    """The dashboard's keys over two scored jobs: `w` in the results, the stats screen's
+    confusion matrix walked by arrows and opened by enter, `r` in the compare screen."""
+    from tui_batch.core.jobs import Prompt
+    from tui_batch.core.processor import BatchProcessor
+    from tui_batch.core.run_spec import RunSpec
+    from tui_batch.ui.screens.compare import CompareScreen
+
+    processor = BatchProcessor()
+    spec = RunSpec.from_values({"choices": "yes,no", "expect": "label", "invalid_retries": "0"})
+    prompts = [Prompt(f"q{n}", custom_id=f"q{n}", variables={"label": label})
+               for n, label in enumerate(["yes", "yes", "no", "no", "yes"])]  # fmt: skip
+    for job_id, answers in (("a", ["yes", "no", "no", "no", "yes"]),
+                            ("b", ["no", "yes", "no", "yes", "yes"])):  # fmt: skip
+        job = processor.create_job("m", prompts, job_id=job_id, spec=spec)
+        replies = iter(answers)
+        processor.process_batch(job, lambda _: next(replies))
+    app = TuiBatchApp(processor=processor)
+    async with app.run_test(size=SIZE) as pilot:
+        app.show_results("b")
+        await pilot.pause(0.3)
+        assert "wrong (2)" in shown(app, "#filters")
+        await pilot.press("w")
+        await pilot.pause(0.2)
+        results = app.screen
+        assert results.indices == [0, 3]
+        detail = shown(app, "#detail-text")
+        assert "Expected" in detail and "yes" in detail and "Word diff" in detail
+        await pilot.press("escape")
+
+        app.show_stats("b")
+        await wait_until(pilot, lambda: app.screen.stats is not None)
+        matrix = app.screen.query_one("#confusion")
+        assert "accuracy 3/5 right" in shown(app, "#stats-figures")
+        assert matrix.has_focus
+        assert [str(matrix.get_cell_at((r, c))) for r in range(2) for c in range(1, 3)] == [
+            "2", "1", "1", "1"
+        ]  # fmt: skip
+        await pilot.press("right", "right", "enter")  # expected yes, answered no
+        await pilot.pause(0.3)
+        assert isinstance(app.screen, ResultsScreen) and app.screen.indices == [0]
+        assert "expected yes, answered no" in shown(app, "#filters")
+        await pilot.press("escape", "escape")
+
+        app.push_screen(CompareScreen(["a", "b"]))
+        await wait_until(pilot, lambda: app.screen.summary is not None)
+        assert "regressions 2" in shown(app, "#compare-summary")
+        await pilot.press("r")
+        await pilot.pause(0.3)
+        compare = app.screen
+        rows = [compare.row_at(n) for n in range(compare.count)]
+        assert [(row.key, row.regression) for row in rows] == [
+            ("q0", True), ("q3", True), ("q1", False)
+        ]  # fmt: skip
+        await pilot.press("r")
+        await pilot.pause(0.3)
+        assert compare.count == 5

@@ -29,7 +29,7 @@ def reviews(tmp_path: Path, count: int) -> Path:
         rows = list(csv.DictReader(handle))[:count]
     path = tmp_path / "reviews.csv"
     with path.open("w", encoding="utf-8", newline="") as out:
-        writer = csv.DictWriter(out, fieldnames=["id", "product", "review"])
+        writer = csv.DictWriter(out, fieldnames=["id", "product", "review"], extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     return path
@@ -138,6 +138,7 @@ async def test_ctrl_s_saves_what_the_form_says_and_it_loads_back(tmp_path):
     assert second.pop("error_strategy") == first.pop("error_strategy")
     assert second.pop("retries") == first.pop("retries")
     assert second.pop("batch_invariant") is False and second.pop("n_gpu_layers") == 0
+    assert second.pop("repeats") == 1
     assert second == first  # template, data, id, model, n_ctx, threads, output: as loaded
     assert "# tui-batch job file" in saved.read_text()
     assert tomllib.loads(saved.read_text())["model"]["name"] == "SmolLM2-135M-Instruct.Q4_1"

@@ -130,7 +130,8 @@ def answer_lines(stats: JobStats) -> list[str]:
 
 def score_lines(stats: JobStats, matrices: bool = True) -> list[str]:
     """A job with expected answers: accuracy with its 95% interval, the mean score, and
-    per label precision, recall and F1 with the confusion matrix (`matrices`)."""
+    per label precision, recall and F1 with the confusion matrix (`matrices`: the stats
+    screen draws its own)."""
     if stats.scoring is None:
         return []
     unscored = stats.done - stats.scored
@@ -141,7 +142,7 @@ def score_lines(stats: JobStats, matrices: bool = True) -> list[str]:
         f"  accuracy {accuracy_text(stats.right, stats.scored)}{mean}"
         + (f"; {unscored:,} unscored" if unscored else ""),
     ]
-    for confusion in stats.confusions:
+    for confusion in stats.confusions if matrices else []:
         rows = [("label", "precision", "recall", "F1", "expected")]
         rows += [
             (_one_line(f.label, 30), _share(f.precision), _share(f.recall), _share(f.f1),
@@ -151,9 +152,7 @@ def score_lines(stats: JobStats, matrices: bool = True) -> list[str]:
         macro = confusion.macro_f1()
         title = f"{_one_line(confusion.field, 60)} per label"
         lines += ["", title + (f" (macro F1 {macro:.3f})" if macro is not None else "")]
-        lines += _table(rows)
-        if matrices:
-            lines += ["", *confusion_lines(confusion)]
+        lines += [*_table(rows), "", *confusion_lines(confusion)]
     return lines
 
 

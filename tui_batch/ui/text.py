@@ -29,10 +29,12 @@ def token_cells(result: BatchResult) -> tuple[Text, Text]:
     return Text(tokens_in), Text(tokens_out)
 
 
-def prompt_cell(prompt: Prompt, index: int, id_field: str | None = None) -> Text:
-    """What tells a prompt apart in a table: its text, or for a template job (whose
+def prompt_cell(
+    prompt: Prompt, index: int, id_field: str | None = None, template: bool = True
+) -> Text:
+    """What tells a prompt apart in a table: its text, or for a `template` job (whose
     prompts all start with the same words) its record's id and fields, the id first."""
-    if prompt.variables is None:
+    if prompt.variables is None or not template:
         return one_line(prompt.text)
     fields = " · ".join(str(value) for name, value in prompt.variables.items() if name != id_field)
     cell = one_line(f"{prompt.custom_id or index}  ", style="bold")

@@ -63,6 +63,9 @@ class _Slot:
     generated: int = 0
     batch_index: int = -1  # this slot's token with logits in the current batch
     output_row: int = -1  # its row in the current decode's logits
+    # A slot of the same prompt admitted with this one (a repeat): this one waits for
+    # its prefill and copies its cells (`_take_twins`), rather than prefill it again.
+    twin: int | None = None
 
 
 class ParallelLlamaBackend(Backend):
@@ -188,6 +191,7 @@ class ParallelLlamaBackend(Backend):
             top_p, seed = options.get("top_p", settings.top_p), options.get("seed", settings.seed)
             sampler = sampler_chain(self._m.model, temperature, top_p, seed)
         seq_id, reused = self._free_slot(tokens)
+        twin = None if reused or self.batch_invariant else self._prefilling(tokens)
         self._slots[seq_id] = _Slot(
             seq_id=seq_id,
             task=task,
@@ -197,7 +201,39 @@ class ParallelLlamaBackend(Backend):
             sampler=sampler,
             matcher=self._constraint.matcher(settings.schema) if self._constraint else None,
             n_past=reused,
+            twin=twin,
         )
+
+    def _prefilling(self, tokens: list[int]) -> int | None:
+        """A slot whose prompt is `tokens` too and whose prefill is still to come (the
+        repeats of a prompt are admitted together): the one to wait for."""
+        for slot in self._slots.values():
+            if slot.twin is None and slot.n_past < len(tokens) - 1 and slot.tokens == tokens:
+                return slot.seq_id
+        return None
+
+    def _take_twins(self, slots: list[_Slot]) -> list[_Slot]:
+        """The slots to decode this step: a slot waiting for its twin's prefill copies
+        the twin's cells once they are there (all but the last prompt token, decoded
+        for its own logits) and joins; until then it sits the step out. A twin gone
+        (finished, failed) leaves it to prefill alone."""
+        ready = []
+        memory = None
+        for slot in slots:
+            if slot.twin is not None:
+                source = self._slots.get(slot.twin)
+                shared = len(slot.tokens) - 1
+                if source is not None and source.tokens == slot.tokens:
+                    if source.n_past < shared:
+                        continue
+                    if memory is None:
+                        memory = self._m.lib.llama_get_memory(self._m.ctx.ctx)
+                    self._m.lib.llama_memory_seq_cp(memory, source.seq_id, slot.seq_id, -1, -1)
+                    self._m.lib.llama_memory_seq_rm(memory, slot.seq_id, shared, -1)
+                    slot.n_past = shared
+                slot.twin = None
+            ready.append(slot)
+        return ready
 
     def _free_slot(self, tokens: list[int]) -> tuple[int, int]:
         """A free slot for a prompt of `tokens`, and how many of them its KV cells hold
@@ -243,7 +279,7 @@ class ParallelLlamaBackend(Backend):
             return done
         if not self._prefix_ready:
             self._decode_prefix()
-        slots = list(self._slots.values())
+        slots = self._take_twins(list(self._slots.values()))
         for slot in slots:
             if slot.n_past == 0:
                 self._start_from_prefix(slot)

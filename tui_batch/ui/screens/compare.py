@@ -69,7 +69,7 @@ class CompareScreen(Screen[None]):
                 compact=True,
             )
         with Horizontal(id="compare-body"):
-            columns = [Column("State", 9), Column("Prompt", 24)]
+            columns = [Column("State", 10), Column("Prompt", 24)]
             columns += [Column(job_id, 0) for job_id in self.job_ids]
             yield VirtualTable(columns, id="compare-rows")
             with VerticalScroll(id="compare-detail"):

@@ -206,7 +206,9 @@ class ProgressScreen(Screen[None]):
         cells = [
             Text(str(index)),
             Text(status, style=STATUS_STYLE.get(status, "")),
-            prompt_cell(run.job.prompts[index], index, self._id_field),
+            prompt_cell(
+                run.job.prompts[index], index, self._id_field, run.job.template is not None
+            ),
         ]
         if result is None:
             return cells + [Text(""), Text(""), Text(""), Text("")]

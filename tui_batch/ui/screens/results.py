@@ -64,6 +64,7 @@ class ResultsScreen(Screen[None]):
         self.indices: list[int] = []
         self._pages: OrderedDict[int, dict[int, tuple[BatchResult, Prompt]]] = OrderedDict()
         self.id_field: str | None = None  # a template job's id column
+        self.template = False  # a template job: its prompts are told apart by their record
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -85,6 +86,7 @@ class ResultsScreen(Screen[None]):
             job = self.app.processor.job_summary(self.job_id)
             self.view = ResultsView(job.checkpoint_file)
             self.id_field = job.template.id_field if job.template is not None else None
+            self.template = job.template is not None
         except TuiBatchError as exc:
             self.view = None
             self.notify(str(exc), title="Cannot open results", severity="error")
@@ -166,7 +168,7 @@ class ResultsScreen(Screen[None]):
         return [
             Text(str(result.prompt_index)),
             status,
-            prompt_cell(prompt, result.prompt_index, self.id_field),
+            prompt_cell(prompt, result.prompt_index, self.id_field, self.template),
             answer,
             token_cells(result)[1],
             Text(f"{result.duration:.2f}s"),

@@ -20,6 +20,8 @@ from tui_batch.ui.text import literal, one_line
 # While the job runs, its figures are read again this often (seconds).
 REFRESH = 1.0
 HISTOGRAM_WIDTH = 30
+# Each label's figures, right of the confusion matrix.
+FIGURES = ("precision", "recall", "F1")
 
 
 class StatsScreen(Screen[None]):
@@ -131,10 +133,16 @@ class StatsScreen(Screen[None]):
         self.matrix %= len(confusions)
         confusion = confusions[self.matrix]
         more = f"; m: next of {len(confusions)} fields" if len(confusions) > 1 else ""
+        macro = confusion.macro_f1()
         title.update(
             Text.assemble(
                 (f"Confusion of {confusion.field}", "bold"),
-                (f"  expected down, answered across  (enter: those results{more})", "dim"),
+                (f" (macro F1 {macro:.3f})" if macro is not None else "", "bold"),
+                (
+                    f": expected down, answered across, then each label's figures "
+                    f"(enter: those results{more})",
+                    "dim",
+                ),
             )
         )
         cursor = table.cursor_coordinate
@@ -142,12 +150,18 @@ class StatsScreen(Screen[None]):
         table.add_column("expected", key="expected")
         for column in confusion.columns:
             table.add_column(one_line(column), key=column)
+        for name in FIGURES:
+            table.add_column(Text(name, style="dim"), key=name)
+        figures = {f.label: f for f in confusion.per_label()}
         for label in confusion.labels:
             cells: list[Text] = [one_line(label, style="bold")]
             for column in confusion.columns:
                 count = confusion.count(label, column)
                 style = "bold green" if column == label else ("red" if count else "dim")
                 cells.append(Text(f"{count:,}", style=style, justify="right"))
+            shown = figures[label]
+            for value in (shown.precision, shown.recall, shown.f1):
+                cells.append(Text("-" if value is None else f"{value:.3f}", style="dim"))
             table.add_row(*cells, key=label)
         table.move_cursor(row=cursor.row, column=cursor.column)
 
@@ -162,6 +176,8 @@ class StatsScreen(Screen[None]):
         if self.stats is None or not self.stats.confusions or event.coordinate.column == 0:
             return
         confusion = self.stats.confusions[self.matrix % len(self.stats.confusions)]
+        if event.coordinate.column > len(confusion.columns):
+            return  # a label's figures, not a cell of the matrix
         expected = confusion.labels[event.coordinate.row]
         answered = confusion.columns[event.coordinate.column - 1]
         self.app.show_results(self.job_id, cell=confusion.cell(expected, answered))
