@@ -182,6 +182,7 @@ class Comparison:
             raise SettingsError(f"Compare two to {MAX_JOBS} jobs, not {len(paths)}")
         self.paths = [Path(p) for p in paths]
         self.connection = sqlite3.connect(":memory:", check_same_thread=False)
+        self.connection.execute("PRAGMA temp_store = MEMORY")
         self._schemas: list[AnswerSchema | None] = []
         self._scored: list[bool] = []  # whose results have a score column
         try:
@@ -249,40 +250,70 @@ class Comparison:
         return " AND ".join(f"r{k}.output IS NOT NULL" for k in range(len(self.sides)))
 
     def _match(self) -> str:
-        """Fill the temporary table `matched`: one row per prompt, each job's index."""
-        keyed = []
-        all_ids = True
-        for n in range(len(self.sides)):
-            rows = self.connection.execute(
-                f"SELECT idx, json_extract(data, '$.custom_id'), json_extract(data, '$.text'), "
-                f"json_extract(data, '$.system') FROM j{n}.prompts ORDER BY idx"
-            ).fetchall()
-            all_ids = all_ids and all(custom_id is not None for _, custom_id, _, _ in rows)
-            keyed.append(rows)
-        by_id = all_ids
-        columns = ", ".join(f"i{n} INTEGER" for n in range(len(self.sides)))
+        """Fill the temporary table `matched`: one row per prompt, each job's index, in
+        the order the prompts first appear (the first job's, then the others' own). All
+        in SQL: 100,000 prompts a job are never rows in Python."""
+        jobs = range(len(self.sides))
+        by_id = not any(
+            self.connection.execute(
+                f"SELECT 1 FROM j{n}.prompts WHERE json_extract(data, '$.custom_id') IS NULL "
+                "LIMIT 1"
+            ).fetchone()
+            for n in jobs
+        )
+        if by_id:
+            key = shown = "CAST(json_extract(data, '$.custom_id') AS TEXT)"
+        else:
+            shown = "COALESCE(json_extract(data, '$.text'), '')"
+            key = f"COALESCE(json_extract(data, '$.system'), '') || char(0) || {shown}"
+        columns = ", ".join(f"i{n} INTEGER" for n in jobs)
         self.connection.execute(
             f"CREATE TEMP TABLE matched (row INTEGER PRIMARY KEY, key TEXT, {columns})"
         )
-        order: dict[tuple[str, int], list[int | None]] = {}
-        for n, rows in enumerate(keyed):
-            seen: dict[str, int] = {}
-            for index, custom_id, text, system in rows:
-                key = str(custom_id) if by_id else f"{system or ''}\x00{text or ''}"
-                occurrence = seen.get(key, 0)
-                seen[key] = occurrence + 1
-                slots = order.setdefault((key, occurrence), [None] * len(keyed))
-                slots[n] = index
-        marks = ", ".join("?" * (len(self.sides) + 1))
-        self.connection.executemany(
-            f"INSERT INTO matched (key, {', '.join(f'i{n}' for n in range(len(self.sides)))}) "
-            f"VALUES ({marks})",
-            (
-                (key.split("\x00", 1)[-1] if not by_id else key, *slots)
-                for (key, _), slots in order.items()
-            ),
+        if self._aligned(key):  # the same prompts in the same order (a job run again)
+            self.connection.execute(
+                f"INSERT INTO matched (key, {', '.join(f'i{n}' for n in jobs)}) "
+                f"SELECT {shown}, {', '.join('idx' for _ in jobs)} FROM j0.prompts ORDER BY idx"
+            )
+            return "custom id" if by_id else "prompt text"
+        keys = " UNION ALL ".join(
+            f"SELECT {n} AS n, idx, {key} AS key, {shown} AS shown FROM j{n}.prompts" for n in jobs
         )
+        self.connection.execute(
+            "CREATE TEMP TABLE keyed AS SELECT n, idx, key, shown, "
+            f"ROW_NUMBER() OVER (PARTITION BY n, key ORDER BY idx) AS occurrence FROM ({keys})"
+        )
+        indices = ", ".join(f"MAX(CASE WHEN n = {n} THEN idx END)" for n in jobs)
+        self.connection.execute(
+            f"INSERT INTO matched (key, {', '.join(f'i{n}' for n in jobs)}) "
+            f"SELECT MIN(shown), {indices} FROM keyed GROUP BY key, occurrence "
+            f"ORDER BY MIN(n * {1 << 40} + idx)"
+        )
+        self.connection.execute("DROP TABLE keyed")
         return "custom id" if by_id else "prompt text"
+
+    def _aligned(self, key: str) -> bool:
+        """Whether every job holds the same prompts, by `key`, at the same indices (then
+        the n-th occurrence of a key is at the same index in each: matched by index)."""
+        counts = {
+            self.connection.execute(
+                f"SELECT COUNT(*), MIN(idx), MAX(idx) FROM j{n}.prompts"
+            ).fetchone()
+            for n in range(len(self.sides))
+        }
+        if len(counts) != 1:
+            return False
+        count, low, high = counts.pop()
+        if count and (low, high) != (0, count - 1):
+            return False
+        first = key.replace("data", "a.data")
+        return not any(
+            self.connection.execute(
+                f"SELECT 1 FROM j0.prompts a JOIN j{n}.prompts b ON b.idx = a.idx "
+                f"WHERE {first} IS NOT {key.replace('data', 'b.data')} LIMIT 1"
+            ).fetchone()
+            for n in range(1, len(self.sides))
+        )
 
     def _score(self, k: int) -> str:
         return f"r{k}.score" if self._scored[k] else "NULL"
@@ -373,25 +404,24 @@ class Comparison:
         return search_sql, outer, params
 
     def summary(self) -> CompareSummary:
-        states = dict(
-            self.connection.execute(
-                f"SELECT state, COUNT(*) FROM ({self._select.format(search='1')}) GROUP BY state"
-            )
-        )
+        states: dict[str, int] = {}
+        worse = better = 0
+        for state, count, regressions, improvements in self.connection.execute(
+            "SELECT state, COUNT(*), TOTAL(regression), TOTAL(improvement) "
+            f"FROM ({self._select.format(search='1')}) GROUP BY state"
+        ):
+            states[state] = count
+            worse, better = worse + int(regressions), better + int(improvements)
         for k, side in enumerate(self.sides):
-            results, succeeded, tokens, latency = self.connection.execute(
+            results, succeeded, tokens, latency, scored, right = self.connection.execute(
                 f"SELECT COUNT(r.prompt_index), TOTAL(r.success), TOTAL(r.tokens_output), "
-                f"AVG(CASE WHEN r.success = 1 THEN r.duration END) FROM matched m "
-                f"JOIN j{k}.results r ON r.prompt_index = m.i{k}"
+                f"AVG(CASE WHEN r.success = 1 THEN r.duration END), COUNT({self._score(k)}), "
+                f"TOTAL({self._score(k)} >= {RIGHT}) FROM matched m "
+                f"JOIN j{k}.results r{k} ON r{k}.prompt_index = m.i{k}".replace("r.", f"r{k}.")
             ).fetchone()
             side.results, side.succeeded = results, int(succeeded)
             side.tokens_output, side.mean_latency = int(tokens), latency
-            if self._scored[k]:
-                scored, right = self.connection.execute(
-                    f"SELECT COUNT(r.score), TOTAL(r.score >= {RIGHT}) FROM matched m "
-                    f"JOIN j{k}.results r ON r.prompt_index = m.i{k}"
-                ).fetchone()
-                side.scored, side.right = scored, int(right)
+            side.scored, side.right = scored, int(right)
         agreements = []
         joins = " ".join(
             f"JOIN j{k}.results r{k} ON r{k}.prompt_index = m.i{k}" for k in range(len(self.sides))
@@ -405,12 +435,7 @@ class Comparison:
             ).fetchone()
             agreements.append(FieldAgreement(name, int(agree), compared))
         summary = CompareSummary(self.sides, self.matched_on, states, agreements)
-        if any(self._scored[1:]) and self._scored[0]:
-            worse, better = self.connection.execute(
-                f"SELECT TOTAL(regression), TOTAL(improvement) "
-                f"FROM ({self._select.format(search='1')})"
-            ).fetchone()
-            summary.regressions, summary.improvements = int(worse), int(better)
+        summary.regressions, summary.improvements = worse, better
         return summary
 
     def count(

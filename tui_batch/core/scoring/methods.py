@@ -177,7 +177,7 @@ class Scoring:
         if schema is None:
             return {}
         if schema.choices:
-            return {LABEL: ("$", "$")} if self.method == "exact" else {}
+            return {LABEL: ("$", "$")} if self.method in ("exact", "contains") else {}
         labelled = schema.label_fields()
         if self.method == "json-field" and self.field in labelled:
             return {self.field: ("$", _json_path(self.field))}
