@@ -213,7 +213,7 @@ def scored_app(fixed_app):
         job = app.processor.create_job("SmolLM2-135M-Instruct.Q4_1", prompts, job_id=job_id,
                                        spec=spec)  # fmt: skip
         replies = iter(answers)
-        app.processor.process_batch(job, lambda _: next(replies))
+        app.processor.process_batch(job, lambda _, replies=replies: next(replies))
     return app
 
 

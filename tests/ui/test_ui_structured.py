@@ -113,7 +113,7 @@ async def test_scores_by_keys_wrong_filter_matrix_cells_and_regressions(tmp_path
                             ("b", ["no", "yes", "no", "yes", "yes"])):  # fmt: skip
         job = processor.create_job("m", prompts, job_id=job_id, spec=spec)
         replies = iter(answers)
-        processor.process_batch(job, lambda _: next(replies))
+        processor.process_batch(job, lambda _, replies=replies: next(replies))
     app = TuiBatchApp(processor=processor)
     async with app.run_test(size=SIZE) as pilot:
         app.show_results("b")
