@@ -188,6 +188,42 @@ async def structured() -> None:
         save(app, "results_structured")
 
 
+async def scores() -> None:
+    """The labelling job above is scored against its hand-written sentiments: its stats
+    with the confusion matrix; then a second run that may not say positive, compared
+    with it, regressions first."""
+    from tui_batch.core.processor import BatchProcessor
+    from tui_batch.ui.app import TuiBatchApp
+    from tui_batch.ui.screens.compare import CompareScreen
+
+    [first] = [s.job_id for s in BatchProcessor().job_summaries() if s.scoring is not None]
+    data = Path(os.environ["TUI_BATCH_DATA_DIR"]) / "reviews12.csv"
+    narrower = "sentiment: negative|neutral, stars: int 1..5, headline: str ..60"
+    subprocess.run(
+        [sys.executable, "-m", "tui_batch", "run", "examples/review_labels.toml",
+         "--data", str(data), "--schema", narrower, "--out", str(data.with_suffix(".out.csv"))],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    [second] = [
+        s.job_id for s in BatchProcessor().job_summaries() if s.scoring and s.job_id != first
+    ]
+    app = TuiBatchApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.5)
+        app.show_stats(first)
+        while getattr(app.screen, "stats", None) is None:
+            await pilot.pause(0.2)
+        await pilot.pause(0.5)
+        save(app, "stats_scores")
+        await pilot.press("escape")
+        app.push_screen(CompareScreen([first, second]))
+        while getattr(app.screen, "summary", None) is None:
+            await pilot.pause(0.2)
+        await pilot.press("r")
+        await pilot.pause(0.5)
+        save(app, "compare_regressions")
+
+
 if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as data:
         os.environ["TUI_BATCH_DATA_DIR"] = data
@@ -198,3 +234,4 @@ if __name__ == "__main__":
         asyncio.run(servers())
         asyncio.run(compare())
         asyncio.run(structured())
+        asyncio.run(scores())
