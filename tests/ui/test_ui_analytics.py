@@ -88,9 +88,9 @@ async def test_mark_two_jobs_and_compare_them(tmp_path, monkeypatch):
         counted_on: list[str] = []  # a search reads every answer: never on the UI thread
         count = Comparison.count
 
-        def spy(self, *args):
+        def spy(self, *args, **kwargs):
             counted_on.append(threading.current_thread().name)
-            return count(self, *args)
+            return count(self, *args, **kwargs)
 
         monkeypatch.setattr(Comparison, "count", spy)
         await pilot.press("slash", *"other 2", "enter")
