@@ -6,9 +6,10 @@
    comparison of two such jobs with regressions first. Best of three each.
 2. `--repeats 5` of `--prompts` (default 200) example reviews on the demo model at
    --parallel 16, temperature 0.7, against five jobs of the same prompts run one after
-   the other (each with its own seed), the model loaded once for all of them (a fairer
-   baseline than five `tui-batch run`s, which load it five times). Same threads on both
-   sides. Prints both times and the ratio.
+   the other, the k-th with the seed the k-th repeat gets (so both sides write the same
+   answers, up to batching), the model loaded once for all of them (a stricter baseline
+   than five `tui-batch run`s, which load it five times). Same threads on both sides.
+   Prints both times, the tokens, and the ratio.
 
     python benchmarks/scores.py [--results 100000] [--prompts 200] [--threads 1]
     python benchmarks/scores.py --skip-model      # part 1 only
@@ -122,7 +123,7 @@ def repeats(count: int, threads: int, times: int) -> None:
             tokens = 0
             for run in range(times):
                 alone = GenerationSettings(
-                    temperature=0.7, n_threads=threads, parallel=16, seed=1 + run * 1000
+                    temperature=0.7, n_threads=threads, parallel=16, seed=1 + run
                 )
                 job = processor.create_job("demo", prompts, settings=alone)
                 tokens += sum(r.tokens_output for r in processor.process_batch(job, backend))

@@ -2,13 +2,14 @@
 
 Prompts are matched on their custom ids when every prompt of every job has one, else on
 their text (with the system prompt): the n-th occurrence of a text in one job with the
-n-th in another. The matching is a temporary table in an in-memory database with the
-checkpoints attached read-only; the rows, the counts and the sorts are SQL over it, so
+n-th in another (`prompt_matching`). The matching is a temporary table in an in-memory
+database with the checkpoints attached read-only; the rows, the counts and the sorts are SQL over it, so
 the first page of a comparison of two 100,000-result jobs needs no result in Python.
 
 Each matched prompt has a state: `identical` (every job answered it, all alike),
 `different`, `failed` (it failed in at least one), `not run` (a job has no result for it
-yet) or `missing` (a job does not have the prompt at all).
+yet) or `missing` (a job does not have the prompt at all). Scored jobs add regressions
+(right in the first job, wrong in a later one) and improvements (the other way).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 
 from tui_batch.core.errors import CheckpointError, SettingsError
 from tui_batch.core.jobs import BatchJob
+from tui_batch.core.prompt_matching import match_prompts
 from tui_batch.core.rows import check_rows
 from tui_batch.core.scoring.methods import RIGHT
 from tui_batch.core.store import read_header
@@ -187,7 +189,7 @@ class Comparison:
         self._scored: list[bool] = []  # whose results have a score column
         try:
             self.sides = [self._attach(n, path) for n, path in enumerate(self.paths)]
-            self.matched_on = self._match()
+            self.matched_on = match_prompts(self.connection, len(self.sides))
         except (sqlite3.Error, ValueError, TypeError) as exc:
             self.close()
             raise CheckpointError(f"Cannot compare: {exc}") from None
@@ -248,72 +250,6 @@ class Comparison:
 
     def _valid_everywhere(self) -> str:
         return " AND ".join(f"r{k}.output IS NOT NULL" for k in range(len(self.sides)))
-
-    def _match(self) -> str:
-        """Fill the temporary table `matched`: one row per prompt, each job's index, in
-        the order the prompts first appear (the first job's, then the others' own). All
-        in SQL: 100,000 prompts a job are never rows in Python."""
-        jobs = range(len(self.sides))
-        by_id = not any(
-            self.connection.execute(
-                f"SELECT 1 FROM j{n}.prompts WHERE json_extract(data, '$.custom_id') IS NULL "
-                "LIMIT 1"
-            ).fetchone()
-            for n in jobs
-        )
-        if by_id:
-            key = shown = "CAST(json_extract(data, '$.custom_id') AS TEXT)"
-        else:
-            shown = "COALESCE(json_extract(data, '$.text'), '')"
-            key = f"COALESCE(json_extract(data, '$.system'), '') || char(0) || {shown}"
-        columns = ", ".join(f"i{n} INTEGER" for n in jobs)
-        self.connection.execute(
-            f"CREATE TEMP TABLE matched (row INTEGER PRIMARY KEY, key TEXT, {columns})"
-        )
-        if self._aligned(key):  # the same prompts in the same order (a job run again)
-            self.connection.execute(
-                f"INSERT INTO matched (key, {', '.join(f'i{n}' for n in jobs)}) "
-                f"SELECT {shown}, {', '.join('idx' for _ in jobs)} FROM j0.prompts ORDER BY idx"
-            )
-            return "custom id" if by_id else "prompt text"
-        keys = " UNION ALL ".join(
-            f"SELECT {n} AS n, idx, {key} AS key, {shown} AS shown FROM j{n}.prompts" for n in jobs
-        )
-        self.connection.execute(
-            "CREATE TEMP TABLE keyed AS SELECT n, idx, key, shown, "
-            f"ROW_NUMBER() OVER (PARTITION BY n, key ORDER BY idx) AS occurrence FROM ({keys})"
-        )
-        indices = ", ".join(f"MAX(CASE WHEN n = {n} THEN idx END)" for n in jobs)
-        self.connection.execute(
-            f"INSERT INTO matched (key, {', '.join(f'i{n}' for n in jobs)}) "
-            f"SELECT MIN(shown), {indices} FROM keyed GROUP BY key, occurrence "
-            f"ORDER BY MIN(n * {1 << 40} + idx)"
-        )
-        self.connection.execute("DROP TABLE keyed")
-        return "custom id" if by_id else "prompt text"
-
-    def _aligned(self, key: str) -> bool:
-        """Whether every job holds the same prompts, by `key`, at the same indices (then
-        the n-th occurrence of a key is at the same index in each: matched by index)."""
-        counts = {
-            self.connection.execute(
-                f"SELECT COUNT(*), MIN(idx), MAX(idx) FROM j{n}.prompts"
-            ).fetchone()
-            for n in range(len(self.sides))
-        }
-        if len(counts) != 1:
-            return False
-        count, low, high = counts.pop()
-        if count and (low, high) != (0, count - 1):
-            return False
-        first = key.replace("data", "a.data")
-        return not any(
-            self.connection.execute(
-                f"SELECT 1 FROM j0.prompts a JOIN j{n}.prompts b ON b.idx = a.idx "
-                f"WHERE {first} IS NOT {key.replace('data', 'b.data')} LIMIT 1"
-            ).fetchone()
-            for n in range(1, len(self.sides))
-        )
 
     def _score(self, k: int) -> str:
         return f"r{k}.score" if self._scored[k] else "NULL"

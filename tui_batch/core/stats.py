@@ -11,7 +11,6 @@ numbers and ids taken out (`normalise_error`), so "Prompt is 2300 tokens" and "P
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import sqlite3
@@ -23,8 +22,13 @@ from typing import Any
 from tui_batch.core.errors import CheckpointError
 from tui_batch.core.jobs import BatchJob
 from tui_batch.core.rows import check_rows
-from tui_batch.core.scoring.figures import Confusion, RepeatFigures, agreement_of, wilson
-from tui_batch.core.scoring.methods import RIGHT, Scoring, plain_text
+from tui_batch.core.scoring.figures import Confusion, RepeatFigures, wilson
+from tui_batch.core.scoring.job_scores import (
+    confusions,
+    label_text,
+    repeat_figures,
+    score_totals,
+)
 from tui_batch.core.settings import Prices
 from tui_batch.core.store import connect_read_only, read_header, read_snapshot
 from tui_batch.core.structured.check import error_path
@@ -230,9 +234,13 @@ def job_stats(path: str | Path, prices: Prices | None = None) -> JobStats:
             )
             _fill(connection, stats, job.settings.schema)
             if job.scoring is not None:
-                _fill_scores(connection, stats, job.scoring, job.settings.schema)
+                stats.scoring = job.scoring.describe()
+                totals = score_totals(connection)
+                if totals is not None:
+                    stats.scored, stats.right, stats.mean_score = totals
+                    stats.confusions = confusions(connection, job.scoring, job.settings.schema)
             if job.repeats > 1:
-                stats.repeats = _repeat_figures(connection, job)
+                stats.repeats = repeat_figures(connection, job)
     except (sqlite3.Error, ValueError, TypeError, CheckpointError) as exc:
         raise CheckpointError(f"Unreadable checkpoint {path}: {exc}") from None
     return stats
@@ -323,78 +331,10 @@ def _fill_structured(
                 (path,),
             )
         )
-        counts = {_label(value): found.pop(value, 0) for value in values}
+        counts = {label_text(value): found.pop(value, 0) for value in values}
         for value, count in sorted(found.items(), key=lambda item: -item[1]):
-            counts[_label(value)] = counts.get(_label(value), 0) + count
+            counts[label_text(value)] = counts.get(label_text(value), 0) + count
         stats.labels[name] = counts
-
-
-def _fill_scores(
-    connection: sqlite3.Connection,
-    stats: JobStats,
-    scoring: Scoring,
-    schema: AnswerSchema | None,
-) -> None:
-    """Accuracy, the mean score, and a confusion matrix per choice or enum field scored."""
-    stats.scoring = scoring.describe()
-    columns = {row[1] for row in connection.execute("PRAGMA table_info(results)")}
-    if "score" not in columns:
-        return
-    scored, right, mean = connection.execute(
-        "SELECT COUNT(score), TOTAL(score >= ?), AVG(score) FROM results", (RIGHT,)
-    ).fetchone()
-    stats.scored, stats.right, stats.mean_score = scored, int(right), mean
-    labels = schema.label_fields() if schema is not None else {}
-    for name, (expected_path, answer_path) in scoring.label_paths(schema).items():
-        confusion = Confusion(
-            name, [_label(v) for v in labels[name]], {}, expected_path, answer_path
-        )
-        known = {label.casefold(): label for label in confusion.labels}
-        for expected, answered, count in connection.execute(
-            "SELECT json_extract(expected, ?) AS e, json_extract(output, ?) AS a, COUNT(*) "
-            "FROM results WHERE score IS NOT NULL GROUP BY e, a",
-            (expected_path, answer_path),
-        ):
-            if expected is None:
-                continue
-            row_label = known.get(_label(expected).strip().casefold(), _label(expected))
-            if row_label not in confusion.labels:
-                confusion.labels.append(row_label)
-                known[row_label.casefold()] = row_label
-            column = _label(answered) if answered is not None else Confusion.OTHER
-            if column not in known.values():
-                column = Confusion.OTHER
-            row = confusion.counts.setdefault(row_label, {})
-            row[column] = row.get(column, 0) + count
-        stats.confusions.append(confusion)
-
-
-def _repeat_figures(connection: sqlite3.Connection, job: BatchJob) -> RepeatFigures:
-    """How alike each prompt's runs answered: the part of the answer that is scored,
-    else its JSON value, else its text, made alike as `exact` compares (a failed or
-    invalid run is not an answer)."""
-    columns = {row[1] for row in connection.execute("PRAGMA table_info(results)")}
-    extra = "output, score" if "score" in columns else "NULL, NULL"
-    schema, scoring = job.settings.schema, job.scoring
-    answers = []
-    for index, success, text, output, score in connection.execute(
-        f"SELECT prompt_index, success, response_text, {extra} FROM results ORDER BY prompt_index"
-    ):
-        key = None
-        if success:
-            value = json.loads(output) if output is not None else None
-            if scoring is not None:
-                key = plain_text(scoring.compared(text, value, schema))
-            elif value is not None:
-                key = json.dumps(value, sort_keys=True, ensure_ascii=False)
-            else:
-                key = plain_text(text)
-        answers.append((index, key, score))
-    return agreement_of(job.repeats, answers)
-
-
-def _label(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value)
 
 
 def _histogram(connection: sqlite3.Connection, spread: Spread) -> list[tuple[float, int]]:
