@@ -59,8 +59,8 @@ def _aligned(connection: sqlite3.Connection, count: int, key: str) -> bool:
     }
     if len(counts) != 1:
         return False
-    count, low, high = counts.pop()
-    if count and (low, high) != (0, count - 1):
+    prompts, low, high = counts.pop()
+    if prompts and (low, high) != (0, prompts - 1):
         return False
     first = key.replace("data", "a.data")
     return not any(
