@@ -25,7 +25,7 @@ from typing import Any
 from tui_batch.core.errors import CheckpointError, SettingsError
 from tui_batch.core.jobs import BatchJob
 from tui_batch.core.prompt_matching import match_prompts
-from tui_batch.core.rows import check_rows
+from tui_batch.core.rows import check_rows, present_columns
 from tui_batch.core.scoring.methods import RIGHT
 from tui_batch.core.store import read_header
 from tui_batch.core.structured.schema import AnswerSchema
@@ -220,7 +220,7 @@ class Comparison:
             raise CheckpointError(f"Unreadable checkpoint {path}: {exc}") from None
         (prompts,) = self.connection.execute(f"SELECT COUNT(*) FROM j{n}.prompts").fetchone()
         self._schemas.append(job.settings.schema)
-        columns = {row[1] for row in self.connection.execute(f"PRAGMA j{n}.table_info(results)")}
+        columns = present_columns(self.connection, f"j{n}")
         self._scored.append("score" in columns)
         scoring = job.scoring.describe() if job.scoring else None
         return JobSide(job.job_id, job.model_id, prompts, scoring=scoring)

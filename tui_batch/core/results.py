@@ -15,7 +15,7 @@ from typing import Any
 
 from tui_batch.core.errors import CheckpointError
 from tui_batch.core.jobs import BatchResult, Prompt
-from tui_batch.core.rows import check_rows, result_from_row
+from tui_batch.core.rows import check_rows, present_columns, result_from_row
 from tui_batch.core.scoring.figures import ConfusionCell
 from tui_batch.core.scoring.methods import RIGHT
 from tui_batch.core.stats import normalise_error
@@ -46,7 +46,7 @@ class ResultsView:
             self._connection = connect_read_only(self.path)
             check_rows(self._connection)
             self._connection.create_function("normalise", 1, normalise_error, deterministic=True)
-            columns = {row[1] for row in self._connection.execute("PRAGMA table_info(results)")}
+            columns = present_columns(self._connection)
         except (sqlite3.Error, CheckpointError) as exc:
             raise CheckpointError(f"Unreadable checkpoint {self.path}: {exc}") from None
         self._where = (

@@ -195,13 +195,19 @@ _RESULT_CHECKS = {
 }
 
 
+def present_columns(connection: sqlite3.Connection, schema: str = "main") -> set[str]:
+    """The results table's columns in the checkpoint open as `schema` (an older format
+    lacks the newer ones)."""
+    return {row[1] for row in connection.execute(f"PRAGMA {schema}.table_info(results)")}
+
+
 def check_rows(connection: sqlite3.Connection, schema: str = "main") -> None:
     """A CheckpointError naming the first damaged row of the checkpoint open as `schema`
     (a missing table, a result whose duration is text or infinite, bytes where text
     belongs, a prompt that is not JSON), so what reads the rows with SQL (stats, compare,
     the results viewer) can trust their types. One pass over each table."""
     try:
-        present = {row[1] for row in connection.execute(f"PRAGMA {schema}.table_info(results)")}
+        present = present_columns(connection, schema)
         if not present:
             raise CheckpointError("the checkpoint has no results table")
         wrong = " ".join(

@@ -21,7 +21,7 @@ from typing import Any
 
 from tui_batch.core.errors import CheckpointError
 from tui_batch.core.jobs import BatchJob
-from tui_batch.core.rows import check_rows
+from tui_batch.core.rows import check_rows, present_columns
 from tui_batch.core.scoring.figures import Confusion, RepeatFigures, wilson
 from tui_batch.core.scoring.job_scores import (
     confusions,
@@ -255,7 +255,7 @@ _ONCE = "MATERIALIZED" if _VERSION >= (3, 35) else ""
 
 
 def _fill(connection: sqlite3.Connection, stats: JobStats, schema: AnswerSchema | None) -> None:
-    columns = {row[1] for row in connection.execute("PRAGMA table_info(results)")}
+    columns = present_columns(connection)
     # Where a server sent no usage: input unknown; output too, unless counted as it streamed.
     input_known, output_known = "1", "1"
     if "token_counts" in columns:

@@ -9,18 +9,15 @@ import sqlite3
 from typing import Any
 
 from tui_batch.core.jobs import BatchJob
+from tui_batch.core.rows import present_columns
 from tui_batch.core.scoring.figures import Confusion, RepeatFigures, agreement_of
 from tui_batch.core.scoring.methods import RIGHT, Scoring, plain_text
 from tui_batch.core.structured.schema import AnswerSchema
 
 
-def _columns(connection: sqlite3.Connection) -> set[str]:
-    return {row[1] for row in connection.execute("PRAGMA table_info(results)")}
-
-
 def score_totals(connection: sqlite3.Connection) -> tuple[int, int, float | None] | None:
     """Results scored, right, and the mean score (None: a checkpoint from before scores)."""
-    if "score" not in _columns(connection):
+    if "score" not in present_columns(connection):
         return None
     scored, right, mean = connection.execute(
         "SELECT COUNT(score), TOTAL(score >= ?), AVG(score) FROM results", (RIGHT,)
@@ -65,7 +62,7 @@ def repeat_figures(connection: sqlite3.Connection, job: BatchJob) -> RepeatFigur
     """How alike each prompt's runs answered: the part of the answer that is scored,
     else its JSON value, else its text, made alike as `exact` compares (a failed or
     invalid run is not an answer)."""
-    extra = "output, score" if "score" in _columns(connection) else "NULL, NULL"
+    extra = "output, score" if "score" in present_columns(connection) else "NULL, NULL"
     schema, scoring = job.settings.schema, job.scoring
     answers = []
     for index, success, text, output, score in connection.execute(

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from tui_batch.core.errors import CheckpointError
 from tui_batch.core.jobs import BatchJob, Prompt
-from tui_batch.core.rows import check_rows
+from tui_batch.core.rows import check_rows, present_columns
 from tui_batch.core.scoring.methods import RIGHT, Scoring
 from tui_batch.core.scoring.records import check_expected
 from tui_batch.core.store import CheckpointStore, connect_read_only, read_header, read_snapshot
@@ -54,7 +54,7 @@ def rescore(store: CheckpointStore, job_id: str, scoring: Scoring) -> Rescored:
                 ]
                 results = connection.execute(
                     "SELECT prompt_index, success, invalid, response_text, output FROM results"
-                    if _has_invalid(connection)
+                    if "invalid" in present_columns(connection)
                     else "SELECT prompt_index, success, 0, response_text, NULL FROM results"
                 ).fetchall()
         except (sqlite3.Error, ValueError, TypeError) as exc:
@@ -80,7 +80,3 @@ def rescore(store: CheckpointStore, job_id: str, scoring: Scoring) -> Rescored:
         with store.writer(job) as writer:
             writer.set_scores({**header, "scoring": scoring.to_dict()}, scores)
     return Rescored(job.job_id, scoring, scored, right, len(results) - scored)
-
-
-def _has_invalid(connection: sqlite3.Connection) -> bool:
-    return any(row[1] == "invalid" for row in connection.execute("PRAGMA table_info(results)"))

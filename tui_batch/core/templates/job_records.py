@@ -20,7 +20,7 @@ from typing import Any
 from tui_batch.core.errors import CheckpointError, DataFileError
 from tui_batch.core.jobs import BatchJob, validate_job_id
 from tui_batch.core.paths import checkpoint_dir
-from tui_batch.core.rows import check_rows
+from tui_batch.core.rows import check_rows, present_columns
 from tui_batch.core.store import (
     CHECKPOINT_PREFIX,
     CHECKPOINT_SUFFIX,
@@ -58,7 +58,7 @@ def job_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         with closing(connect_read_only(path)) as connection, read_snapshot(connection):
             job = BatchJob.from_header(read_header(connection), [])
             check_rows(connection)
-            columns = {row[1] for row in connection.execute("PRAGMA table_info(results)")}
+            columns = present_columns(connection)
             extra = [c if c in columns else "NULL" for c in ("output", "expected", "score")]
             rows = connection.execute(
                 f"SELECT r.prompt_index, r.response_text, {', '.join(extra)}, p.data "
