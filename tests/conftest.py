@@ -17,6 +17,7 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     directory = tmp_path / "data"
     monkeypatch.setenv("TUI_BATCH_DATA_DIR", str(directory))
     monkeypatch.delenv("TUI_BATCH_MODELS_DIR", raising=False)
+    monkeypatch.delenv("TUI_BATCH_CACHE", raising=False)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
     return directory
 

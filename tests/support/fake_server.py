@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 import urllib.request
+from pathlib import Path
 from collections import deque
 from email.utils import formatdate
 
@@ -271,14 +272,19 @@ def wait_for_models(url: str, process: subprocess.Popen[bytes], seconds: float =
 
 
 def start_llama_servers(
-    model: str, count: int, alias: str = "smollm2", interrupt: bool = False
+    model: str,
+    count: int,
+    alias: str = "smollm2",
+    interrupt: bool = False,
+    logs: Path | None = None,
 ) -> list[tuple[str, subprocess.Popen[bytes]]]:
     """`count` real `python -m llama_cpp.server` on loopback (1 thread, one request at a
     time, never cut off unless `interrupt`: then as its default, where a new request
-    cuts off the answer streaming), each answering; the caller kills them."""
+    cuts off the answer streaming), each answering; the caller kills them. With `logs`,
+    server N's log (its access log: one line a request) is `logs/server-N.log`."""
     started = []
     try:
-        for _ in range(count):
+        for number in range(count):
             port = free_port()
             command = [
                 sys.executable, "-m", "llama_cpp.server", "--model", model,
@@ -286,9 +292,10 @@ def start_llama_servers(
                 "--n_ctx", "2048", "--n_threads", "1",
                 "--interrupt_requests", str(interrupt),
             ]  # fmt: skip
-            process = subprocess.Popen(
-                command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-            )
+            log = subprocess.DEVNULL
+            if logs is not None:
+                log = open(logs / f"server-{number}.log", "wb")  # noqa: SIM115 - the server's
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
             started.append((f"http://127.0.0.1:{port}/v1", process))
         for url, process in started:
             wait_for_models(url, process)

@@ -27,6 +27,7 @@ LOCAL = {
     "score": "json-field sentiment",
     "tolerance": 0.5,
     "error_strategy": "threshold:5",
+    "cache": "read-write",
     "retries": 3,
     "retry_backoff": 0.5,
     "checkpoint_every": 10,
@@ -49,5 +50,6 @@ SERVERS = {
     "request_timeout": 120.0,
     "stream": False,
     "retries": 0,
+    "cache": "read",
     "choices": ["yes", "no"],
 }

@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(run, "model")
     _add_output_options(run)
     _flag(run, "error_strategy", metavar="S")
+    _flag(run, "cache", metavar="MODE")
     for name in ("retries", "retry_backoff", "checkpoint_every"):
         _flag(run, name)
     for name in ("max_tokens", "temperature", "top_p", "seed"):
@@ -177,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--limit", type=int, default=20, metavar="N", help="rows printed as text (default 20)"
     )
 
+    _add_cache_command(commands)
+
     models = commands.add_parser(
         "models", help="list the GGUF models found, or the models a server serves"
     )
@@ -186,6 +189,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     models.add_argument("--api-key-env", metavar="VAR", help=f"default: {DEFAULT_KEY_ENV}")
     return parser
+
+
+def _add_cache_command(commands: Any) -> None:
+    cache = commands.add_parser(
+        "cache",
+        help="the answer cache (--cache): its figures, clearing it, pruning it",
+        description="Answers reused across jobs live in one file: $TUI_BATCH_CACHE, else "
+        "cache.db in the data dir.",
+    )
+    actions = cache.add_subparsers(dest="cache_command", parser_class=_Parser, required=True)
+    stats = actions.add_parser("stats", help="size, answers, how often they were served, per model")
+    stats.add_argument("--json", action="store_true", help="print JSON")
+    clear = actions.add_parser("clear", help="delete every answer (a damaged file: the file)")
+    clear.add_argument(
+        "--model", metavar="NAME", help="only this model's answers, as cache stats names it"
+    )
+    prune = actions.add_parser(
+        "prune", help="delete answers not used for a while, or the least used past a size"
+    )
+    prune.add_argument(
+        "--older-than", metavar="AGE", help="not used for this long: 14d, 12h, 2w, 30m"
+    )
+    prune.add_argument(
+        "--max-size", metavar="SIZE", help="least recently used first, to this size: 1GB, 500MB"
+    )
 
 
 def _add_server_options(parser: argparse.ArgumentParser, resuming: bool = False) -> None:

@@ -18,6 +18,7 @@ from tui_batch.cli.arguments import (
     server_flags_given,
     server_settings,
 )
+from tui_batch.cli.cache_command import command_cache
 from tui_batch.cli.reports import (
     command_checkpoints,
     command_compare,
@@ -62,7 +63,17 @@ from tui_batch.models.gguf import format_count
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 130, 141
 
 
-COMMANDS = ("run", "resume", "checkpoints", "export", "score", "stats", "compare", "models")
+COMMANDS = (
+    "run",
+    "resume",
+    "checkpoints",
+    "export",
+    "score",
+    "stats",
+    "compare",
+    "cache",
+    "models",
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -78,6 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "score": command_score,
         "stats": command_stats,
         "compare": command_compare,
+        "cache": command_cache,
         "models": command_models,
     }
     try:
@@ -153,9 +165,11 @@ def command_run(args: argparse.Namespace) -> int:
         model = resolve_model(spec.model)
         settings = spec.generation
         warn_long_prompts(model.path, run_input, settings)
-        # The model is loaded before the job is made, so a model that fails changes nothing.
         backend = llama_backend(model.path, settings)
-        backend.open(settings)
+        # The model is loaded before the job is made, so a model that fails changes
+        # nothing; with answers to serve from the cache, only if a prompt is left.
+        if not spec.options.cache_reads:
+            backend.open(settings)
         with backend:
             if signals.cancel.is_set():
                 return _stopped_before_start(signals)
@@ -274,6 +288,13 @@ def _run_job(
     def said(event: events.BatchEvent) -> None:
         if isinstance(event, events.SchemaEnforced):
             printer.note(f"answers {event.how}")
+        elif isinstance(event, events.CacheServed):
+            printer.note(
+                f"cache: {event.served:,} of {event.served + event.to_run:,} answers served "
+                f"from {event.path}; {event.to_run:,} to run"
+            )
+        elif isinstance(event, events.CacheProblem):
+            printer.note(f"warning: {event.message}")
 
     try:
         with printer.watch(backend):
@@ -315,6 +336,9 @@ def _run_job(
     elapsed = time.monotonic() - start
     empty = sum(1 for r in results if r.empty)
     answered = f"{job.completed} succeeded" + (f" ({empty} empty answers)" if empty else "")
+    cached = sum(1 for r in results if r.cached_from is not None)
+    if cached:
+        answered += f" ({cached:,} served from the cache)"
     invalid = sum(1 for r in results if r.invalid)
     failed = f"{job.failed - invalid} failed" + (f", {invalid} invalid" if invalid else "")
     print(

@@ -21,6 +21,7 @@ from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tui_batch.core.jobs import TOKEN_COUNTS, Attempt, BatchJob, Prompt
@@ -150,6 +151,20 @@ class BackendStatus:
         return list(self.changes[-fresh:]) if fresh > 0 else []
 
 
+@dataclass(frozen=True, slots=True)
+class RequestForm:
+    """How a backend makes a job's prompts into requests, as the answer cache keys them:
+    `model` names what answers (a server's model id and base URLs; for a local model the
+    engine's version, with `model_file`, whose content hash the cache adds), `label` is
+    how `tui-batch cache stats` names it, and `render(prompt)` is the text the model
+    reads (after the chat template, for a local model). Made without loading a model."""
+
+    model: str
+    label: str
+    render: Callable[[Prompt], str]
+    model_file: Path | None = None
+
+
 class Backend(ABC):
     """Something that answers prompts. Subclasses hold at most `capacity` tasks at once."""
 
@@ -209,6 +224,11 @@ class Backend(ABC):
     def status(self) -> BackendStatus | None:
         """A snapshot for a dashboard; None for a backend with nothing more to say than
         the engine's progress. Safe to call from any thread."""
+        return None
+
+    def request_form(self, job: BatchJob) -> RequestForm | None:
+        """How this backend makes `job`'s requests, for the answer cache; None (a plain
+        function, say) when its answers cannot be keyed and so are never cached."""
         return None
 
 

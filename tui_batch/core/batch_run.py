@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 
 from tui_batch.core import events
 from tui_batch.core.backend import Backend, Completion, Task, describe_error
+from tui_batch.core.cache.job_cache import JobCache
 from tui_batch.core.errors import CheckpointError
 from tui_batch.core.jobs import Attempt, BatchJob, BatchResult, JobStatus, Prompt, utc_now
 from tui_batch.core.progress import ProgressTracker, ProgressUpdate
@@ -86,6 +87,8 @@ class BatchRun:
         self.retry_queue: list[tuple[float, int, int]] = []
         self.paused = 0.0  # seconds this run has spent paused so far
         self.invalid: dict[int, _Invalid] = {}  # by prompt, while it is run again
+        self.cache: JobCache | None = None
+        self.served: list[int] = []  # prompts the cache answered, this run
 
     def execute(
         self, retry_failed: bool, previous: Sequence[BatchResult] | None
@@ -96,10 +99,15 @@ class BatchRun:
         try:
             self._load_previous(writer, retry_failed, previous)
             pending = deque(i for i in range(job.total_prompts) if i not in self.results)
+            if pending:
+                self.cache = JobCache.open(job, self.backend, self._cache_problem)
+                if self.cache is not None and job.options.cache_reads:
+                    pending = self._serve_cached(writer, self.cache, pending)
             invalid = sum(1 for r in self.results.values() if r.invalid)
             self.tracker = ProgressTracker(
                 job.total_prompts, job.completed, job.failed, self.clock, invalid
             )
+            self._show_served()
             if pending:
                 # Text streams always: its first piece times the prompt's first token.
                 self.backend.begin(job, self._token)
@@ -120,10 +128,12 @@ class BatchRun:
                 job.status = JobStatus.CANCELLED if interrupted else JobStatus.FAILED
             # If the disk failed before it fails again: then the last commit stands.
             with contextlib.suppress(CheckpointError):
-                writer.commit(job, self.unsaved)
+                self._commit(writer)
             raise
         finally:
             writer.close()
+            if self.cache is not None:
+                self.cache.close()
         return [self.results[i] for i in sorted(self.results)]
 
     def _load_previous(
@@ -144,6 +154,44 @@ class BatchRun:
                 writer.remove(job, failed)
         job.completed = sum(1 for r in self.results.values() if r.success)
         job.failed = len(self.results) - job.completed
+
+    def _serve_cached(
+        self, writer: CheckpointWriter, cache: JobCache, pending: deque[int]
+    ) -> deque[int]:
+        """Record what the cache answers of `pending` (saved at once, in one commit);
+        return the prompts left to run."""
+        served = cache.serve(pending)
+        self.served = sorted(served)
+        for index in self.served:
+            result = self._scored(served[index])
+            self.results[index] = result
+            self.unsaved.append(result)
+        self.job.completed += len(served)
+        if served:
+            self._commit(writer)
+        left = deque(i for i in pending if i not in served)
+        self._emit(events.CacheServed(len(served), len(left), str(cache.cache.path)))
+        return left
+
+    def _show_served(self) -> None:
+        """Each answer the cache served, as a result ready (they count as done before
+        the run's clock starts, so its rates and ETA are the model's own)."""
+        if not self.served or self.on_event is None:
+            return
+        update = self.tracker.update()
+        for index in self.served:
+            self.on_event(events.ResultReady(replace(update, result=self.results[index])))
+
+    def _cache_problem(self, message: str) -> None:
+        self._emit(events.CacheProblem(message))
+
+    def _commit(self, writer: CheckpointWriter) -> None:
+        """Save the job and the results not saved yet; then keep their answers in the
+        cache (a checkpoint never lacks an answer the cache has from this run)."""
+        writer.commit(self.job, self.unsaved)
+        self.unsaved = []
+        if self.cache is not None:
+            self.cache.flush()
 
     def _loop(self, writer: CheckpointWriter, pending: deque[int]) -> tuple[JobStatus, str | None]:
         job, backend = self.job, self.backend
@@ -196,8 +244,7 @@ class BatchRun:
         if result is None:
             return False
         if len(self.unsaved) >= self.job.checkpoint_every:
-            writer.commit(self.job, self.unsaved)
-            self.unsaved = []
+            self._commit(writer)
         return not result.success
 
     def _next_task(self, pending: deque[int]) -> Task | None:
@@ -314,15 +361,9 @@ class BatchRun:
             output=completion.output,
             invalid=completion.invalid,
         )
-        if job.scoring is not None:
-            result.score, result.expected = job.scoring.judge(
-                job.prompts[completion.index].variables,
-                result.success,
-                result.invalid,
-                result.response_text,
-                result.output,
-                job.settings.schema,
-            )
+        self._scored(result)
+        if self.cache is not None:
+            self.cache.keep(result, rerun=earlier.count > 0)
         self.invalid.pop(completion.index, None)
         self.results[completion.index] = result
         self.unsaved.append(result)
@@ -331,6 +372,20 @@ class BatchRun:
         if self.progress_callback is not None:
             self.progress_callback(update)
         self._emit(events.ResultReady(update))
+        return result
+
+    def _scored(self, result: BatchResult) -> BatchResult:
+        """`result` scored against its record's expected answer, if the job is scored."""
+        job = self.job
+        if job.scoring is not None:
+            result.score, result.expected = job.scoring.judge(
+                job.prompts[result.prompt_index].variables,
+                result.success,
+                result.invalid,
+                result.response_text,
+                result.output,
+                job.settings.schema,
+            )
         return result
 
     def _wait_while_paused(self, writer: CheckpointWriter) -> None:
@@ -353,14 +408,12 @@ class BatchRun:
         if status is JobStatus.COMPLETED:
             job.completed_at = utc_now()
         job.status = status
-        writer.commit(job, self.unsaved)
-        self.unsaved = []
+        self._commit(writer)
         self._emit(events.JobStateChanged(job.job_id, status, reason))
 
     def _set_status(self, writer: CheckpointWriter, status: JobStatus) -> None:
         self.job.status = status
-        writer.commit(self.job, self.unsaved)
-        self.unsaved = []
+        self._commit(writer)
         self._emit(events.JobStateChanged(self.job.job_id, status))
 
     def _token(self, index: int, text: str) -> None:

@@ -45,6 +45,11 @@ class DataFileError(TuiBatchError):
     """A data file for a template is missing, unreadable or malformed."""
 
 
+class CacheError(TuiBatchError):
+    """The answer cache cannot be read or written (damaged, made by a newer version,
+    locked too long by another job); a job then runs without it."""
+
+
 class JobFileError(TuiBatchError):
     """A job file is missing, unreadable, or holds an unknown key or a wrong value."""
 

@@ -50,6 +50,31 @@ class SchemaEnforced:
     how: str
 
 
+@dataclass(frozen=True, slots=True)
+class CacheServed:
+    """The answer cache answered `served` of the prompts a run had left; `to_run`
+    remain for the model or servers."""
+
+    served: int
+    to_run: int
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class CacheProblem:
+    """The answer cache could not be used (damaged, locked, a full disk): said once; the
+    job runs on without it."""
+
+    message: str
+
+
 BatchEvent = (
-    PromptStarted | TokensStreamed | PromptRetrying | ResultReady | JobStateChanged | SchemaEnforced
+    PromptStarted
+    | TokensStreamed
+    | PromptRetrying
+    | ResultReady
+    | JobStateChanged
+    | SchemaEnforced
+    | CacheServed
+    | CacheProblem
 )

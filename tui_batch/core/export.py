@@ -249,7 +249,7 @@ def _write_csv(
         columns[1:1] = ["id"]
         columns[4:4] = [f"{VARIABLE_PREFIX}{name}" for name in names]
     structured = job.settings.schema is not None
-    fields = answer_columns(job, [*columns, "invalid", *SCORE_COLUMNS, "repeat"])
+    fields = answer_columns(job, [*columns, "invalid", *SCORE_COLUMNS, "repeat", "cached_from"])
     if structured:
         columns += ["invalid", *(name for name, _ in fields)]
     scored, repeated = job.scoring is not None, job.repeats > 1
@@ -257,6 +257,9 @@ def _write_csv(
         columns += SCORE_COLUMNS
     if repeated:
         columns.append("repeat")
+    cached = job.cache != "off"  # the job an answer served from the cache came from
+    if cached:
+        columns.append("cached_from")
     writer.writerow(columns)
     for r in results:
         record: list[Any] = []
@@ -278,6 +281,7 @@ def _write_csv(
                 *(_guard(_cell(value_at(r.output, path)), neutralise) for _, path in fields),
                 *(_score_cells(r, neutralise) if scored else ()),
                 *((_repeat(job, r),) if repeated else ()),
+                *((r.cached_from or "",) if cached else ()),
             )
         )
 
@@ -312,6 +316,8 @@ def openai_output_line(job: BatchJob, result: BatchResult) -> dict[str, Any]:
     }
     if job.repeats > 1:
         line["repeat"] = _repeat(job, result)
+    if result.cached_from is not None:
+        line["cached_from"] = result.cached_from
     if not result.success:
         line["error"] = {"code": "generation_failed", "message": result.error_message or ""}
         return line

@@ -26,7 +26,13 @@ from tui_batch.core.paths import data_dir
 from tui_batch.core.scratch import write_atomically
 from tui_batch.core.servers import check_key_env, parse_endpoint
 from tui_batch.core.setting_table import SETTINGS, TABLES, Setting
-from tui_batch.core.settings import ErrorStrategy, check, check_stop, parse_number
+from tui_batch.core.settings import (
+    ErrorStrategy,
+    check,
+    check_stop,
+    parse_cache_mode,
+    parse_number,
+)
 from tui_batch.core.structured.schema import AnswerSchema, parse_choices, parse_schema
 from tui_batch.core.templates.job_records import JOB_PREFIX
 from tui_batch.core.templates.template import TOML_POSITION, key_line
@@ -123,6 +129,8 @@ def _checked(setting: Setting, value: Any, folder: Path) -> Any:
             return Path(os.path.normpath(folder / Path(value).expanduser()))
         if setting.name == "error_strategy":
             return str(ErrorStrategy.parse(value))
+        if setting.name == "cache":
+            return parse_cache_mode(value)
         if setting.name == "format" and value not in EXPORT_FORMATS:
             raise SettingsError(f"expected one of {', '.join(EXPORT_FORMATS)}, got {value!r:.40}")
         if setting.name == "api_key_env":

@@ -290,6 +290,8 @@ class BatchResult:
     # or a record without an expected value is) and the expected value it was scored against.
     score: float | None = None
     expected: Any = None
+    # Served from the answer cache: the job whose run gave the answer (None: run here).
+    cached_from: str | None = None
 
     @property
     def right(self) -> bool | None:
@@ -358,6 +360,8 @@ class BatchJob:
     # Runs of each prompt: its results are `repeats` in a row, each with a seed of its own
     # (the prompts list holds each prompt once per run, `Prompt.repeat` its number).
     repeats: int = 1
+    # How the job uses the answer cache: off, read, write or read-write.
+    cache: str = "off"
     # Set for a job run on OpenAI-compatible servers; then `model_id` is the served name.
     server: ServerSettings | None = None
     # Set for a job whose prompts were rendered from a template and a data file.
@@ -382,6 +386,7 @@ class BatchJob:
         options = self.options  # checked when made
         self.error_strategy = options.error_strategy
         self.retry_backoff = options.retry_backoff
+        self.cache = options.cache
 
     @property
     def options(self) -> JobOptions:
@@ -392,6 +397,7 @@ class BatchJob:
             self.checkpoint_every,
             self.invalid_retries,
             self.repeats,
+            self.cache,
         )
 
     @property
@@ -477,6 +483,7 @@ _HEADER_TYPES: dict[str, type | tuple[type, ...]] = {
     "checkpoint_every": int,
     "invalid_retries": int,
     "repeats": int,
+    "cache": str,
 }
 _HEADER_DATES = ("started_at", "completed_at", "created_at", "updated_at")
 _HEADER_TYPES.update(dict.fromkeys(_HEADER_DATES, str))

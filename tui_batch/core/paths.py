@@ -7,6 +7,7 @@ from pathlib import Path
 
 APP_NAME = "tui-batch"
 DATA_DIR_ENV = "TUI_BATCH_DATA_DIR"
+CACHE_ENV = "TUI_BATCH_CACHE"
 
 
 def data_dir() -> Path:
@@ -35,6 +36,15 @@ def checkpoint_dir() -> Path:
 
 def outputs_dir() -> Path:
     return data_dir() / "outputs"
+
+
+def cache_path() -> Path:
+    """The answer cache: `TUI_BATCH_CACHE` (a file several people may share), else
+    `cache.db` in the data dir."""
+    override = os.environ.get(CACHE_ENV)
+    if override:
+        return Path(override).expanduser()
+    return data_dir() / "cache.db"
 
 
 def models_dir() -> Path:

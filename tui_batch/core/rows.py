@@ -39,6 +39,7 @@ RESULT_COLUMNS = (
     "invalid",
     "score",
     "expected",
+    "cached_from",
 )
 
 
@@ -113,7 +114,14 @@ def result_from_row(values: Sequence[Any], prompt: Prompt) -> BatchResult:
             raise CheckpointError(f"result {row['prompt_index']} has a wrong {key}")
     if row["token_counts"] is not None and row["token_counts"] not in TOKEN_COUNTS:
         raise CheckpointError(f"result {row['prompt_index']} has a wrong token_counts")
-    for key in ("error_message", "finish_reason", "started_at", "completed_at", "endpoint"):
+    for key in (
+        "error_message",
+        "finish_reason",
+        "started_at",
+        "completed_at",
+        "endpoint",
+        "cached_from",
+    ):
         if row[key] is not None and not isinstance(row[key], str):
             raise CheckpointError(f"result {row['prompt_index']} has a wrong {key}")
     row["success"] = bool(row["success"])
@@ -164,6 +172,7 @@ def result_row(result: BatchResult) -> tuple[Any, ...]:
         int(result.invalid),
         result.score,
         None if result.expected is None else json.dumps(result.expected, ensure_ascii=False),
+        result.cached_from,
     )
 
 
@@ -192,6 +201,7 @@ _RESULT_CHECKS = {
     "invalid": "invalid IN (0, 1)",
     "score": "score IS NULL OR (typeof(score) IN ('real', 'integer') AND score BETWEEN 0 AND 1)",
     "expected": "expected IS NULL OR (typeof(expected) = 'text' AND json_valid(expected))",
+    "cached_from": "cached_from IS NULL OR typeof(cached_from) = 'text'",
 }
 
 

@@ -410,6 +410,16 @@ SETTINGS: tuple[Setting, ...] = (
         hint="runs per prompt",
     ),
     Setting(
+        "cache",
+        "Cache",
+        "text",
+        "run",
+        "cache",
+        "--cache",
+        "answers reused across jobs: off | read | write | read-write (default: off; the "
+        "file: $TUI_BATCH_CACHE, else cache.db in the data dir)",
+    ),
+    Setting(
         "retry_backoff",
         "Retry backoff",
         "float",

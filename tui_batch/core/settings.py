@@ -103,6 +103,21 @@ class ErrorStrategy:
         return f"threshold:{self.threshold}" if self.kind == "threshold" else self.kind
 
 
+# How a job uses the answer cache (`core.cache`): not at all, serving answers from it,
+# storing its answers in it, or both.
+CACHE_MODES = ("off", "read", "write", "read-write")
+
+
+def parse_cache_mode(text: Any) -> str:
+    """A cache mode from typed text (blank is off); anything else is a SettingsError."""
+    word = text.strip().lower() if isinstance(text, str) else text
+    if word in ("", None):
+        return "off"
+    if word not in CACHE_MODES:
+        raise SettingsError(f"Cache: expected one of {' | '.join(CACHE_MODES)}, got {text!r:.40}")
+    return word
+
+
 def check_stop(value: Any, label: str = "Stop") -> list[str]:
     """Stop strings: one string or a list of them, as a list."""
     stops = [value] if isinstance(value, str) else value
@@ -213,10 +228,21 @@ class JobOptions:
     invalid_retries: int = 2
     # Runs of each prompt, each with a seed of its own.
     repeats: int = 1
+    # Answers served from and stored in the answer cache: off, read, write, read-write.
+    cache: str = "off"
 
     def __post_init__(self) -> None:
         _check_fields(self)
         object.__setattr__(self, "error_strategy", str(ErrorStrategy.parse(self.error_strategy)))
+        object.__setattr__(self, "cache", parse_cache_mode(self.cache))
+
+    @property
+    def cache_reads(self) -> bool:
+        return self.cache in ("read", "read-write")
+
+    @property
+    def cache_writes(self) -> bool:
+        return self.cache in ("write", "read-write")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -280,6 +306,8 @@ def settings_from_text(
             key = "schema"
         elif key == "error_strategy":
             value = str(ErrorStrategy.parse(text or "continue"))
+        elif key == "cache":
+            value = parse_cache_mode(text)
         elif key in LIMITS:
             blank = isinstance(text, str) and not text.strip()
             if blank and not LIMITS[key].blank_is_none:

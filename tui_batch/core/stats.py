@@ -151,6 +151,12 @@ class JobStats:
     confusions: list[Confusion] = field(default_factory=list)
     # A job of repeats: how alike each prompt's runs answered.
     repeats: RepeatFigures | None = None
+    # The answer cache: how the job used it, the answers served from it (hits), and
+    # the tokens those took when first run (not spent here, so not in the cost).
+    cache: str = "off"
+    cached: int = 0
+    cached_tokens_input: int = 0
+    cached_tokens_output: int = 0
 
     @property
     def accuracy(self) -> float | None:
@@ -170,15 +176,34 @@ class JobStats:
 
     @property
     def tokens_per_second(self) -> float:
-        return self.tokens_output / self.active_seconds if self.active_seconds else 0.0
+        generated = self.tokens_output - self.cached_tokens_output
+        return generated / self.active_seconds if self.active_seconds else 0.0
+
+    @property
+    def misses(self) -> int | None:
+        """Answers a job reading the cache had to run (None: it does not read it)."""
+        return self.done - self.cached if self.cache in ("read", "read-write") else None
+
+    def _priced(self, tokens_in: int, tokens_out: int) -> dict[str, float] | None:
+        if self.prices is None:
+            return None
+        cost_in = tokens_in / 1e6 * self.prices.input
+        cost_out = tokens_out / 1e6 * self.prices.output
+        return {"input": cost_in, "output": cost_out, "total": cost_in + cost_out}
 
     @property
     def cost(self) -> dict[str, float] | None:
-        if self.prices is None:
-            return None
-        cost_in = self.tokens_input / 1e6 * self.prices.input
-        cost_out = self.tokens_output / 1e6 * self.prices.output
-        return {"input": cost_in, "output": cost_out, "total": cost_in + cost_out}
+        """What the tokens run for this job cost (not those served from the cache)."""
+        return self._priced(
+            self.tokens_input - self.cached_tokens_input,
+            self.tokens_output - self.cached_tokens_output,
+        )
+
+    @property
+    def cost_saved(self) -> float | None:
+        """What the answers served from the cache would have cost."""
+        saved = self._priced(self.cached_tokens_input, self.cached_tokens_output)
+        return None if saved is None else saved["total"]
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -194,6 +219,17 @@ class JobStats:
         )
         if self.prices is None:
             del data["prices"], data["cost"]
+        for key in ("cache", "cached", "cached_tokens_input", "cached_tokens_output"):
+            del data[key]
+        data["cache"] = None
+        if self.cache != "off" or self.cached:
+            data["cache"] = {
+                "mode": self.cache,
+                "hits": self.cached,
+                "misses": self.misses,
+                "tokens_saved": self.cached_tokens_input + self.cached_tokens_output,
+                "cost_saved": self.cost_saved,
+            }
         if self.schema is None:
             for key in ("schema", "valid", "invalid", "invalid_groups", "labels"):
                 del data[key]
@@ -231,6 +267,7 @@ def job_stats(path: str | Path, prices: Prices | None = None) -> JobStats:
                 job.status.value,
                 header_total if isinstance(header_total, int) else 0,
                 prices=prices or job.prices,
+                cache=job.cache,
             )
             _fill(connection, stats, job.settings.schema)
             if job.scoring is not None:
@@ -272,7 +309,16 @@ def _fill(connection: sqlite3.Connection, stats: JobStats, schema: AnswerSchema 
     stats.completed, stats.failed, stats.empty = int(succeeded), count - int(succeeded), int(empty)
     stats.tokens_input, stats.tokens_output = int(tokens_in), int(tokens_out)
     stats.input_unknown, stats.output_unknown = int(input_unknown), int(output_unknown)
-    stats.latency = _spread(connection, "duration")
+    # An answer served from the cache took no time here: not a latency.
+    run_here = "1"
+    if "cached_from" in columns:
+        run_here = "cached_from IS NULL"
+        cached = connection.execute(
+            "SELECT COUNT(*), TOTAL(tokens_input), TOTAL(tokens_output) FROM results "
+            "WHERE cached_from IS NOT NULL"
+        ).fetchone()
+        stats.cached, stats.cached_tokens_input, stats.cached_tokens_output = map(int, cached)
+    stats.latency = _spread(connection, "duration", run_here)
     if "ttft" in columns:
         stats.ttft = _spread(connection, "ttft")
     if "queue_wait" in columns:

@@ -35,6 +35,20 @@ def spread_row(name: str, spread: Spread, shown=_seconds) -> tuple[str, ...]:
     )
 
 
+def cache_lines(stats: JobStats) -> list[str]:
+    """How the job used the answer cache: hits, misses, tokens and cost saved."""
+    if stats.cache == "off" and not stats.cached:
+        return []
+    text = f"{stats.cached:,} served from it"
+    if stats.misses is not None:
+        text = f"{stats.cached:,} hits, {stats.misses:,} misses"
+    saved = stats.cached_tokens_input + stats.cached_tokens_output
+    text += f"; {saved:,} tokens saved"
+    if stats.cost_saved is not None:
+        text += f" (cost {stats.cost_saved:.4f})"
+    return [f"  cache      {stats.cache}: {text}"]
+
+
 def stats_lines(stats: JobStats, charts: bool = True) -> list[str]:
     """The report, line by line (tables aligned); without `charts`, no failure groups
     and no tokens over time (the stats screen draws its own)."""
@@ -54,6 +68,7 @@ def stats_lines(stats: JobStats, charts: bool = True) -> list[str]:
             f"{stats.prices.input:g}/M, {cost['output']:.4f} out at {stats.prices.output:g}/M)"
             + (", more for the tokens not counted" if stats.input_unknown else "")
         )
+    lines += cache_lines(stats)
     rows = [("", "n", "mean", "p50", "p90", "p99", "max")]
     rows.append(spread_row("latency", stats.latency))
     if stats.queue_wait.count:  # servers: the wait before the answering request
@@ -64,11 +79,12 @@ def stats_lines(stats: JobStats, charts: bool = True) -> list[str]:
     lines += answer_lines(stats)
     lines += score_lines(stats, charts)
     lines += repeat_lines(stats)
-    if stats.attempts:
-        tries = ", ".join(
-            f"{count:,} in {n} {'try' if n == 1 else 'tries'}"
-            for n, count in stats.attempts.items()
-        )
+    tries = ", ".join(
+        f"{count:,} in {n} {'try' if n == 1 else 'tries'}"
+        for n, count in stats.attempts.items()
+        if n  # 0: served from the cache, said above
+    )
+    if tries:
         lines += ["", f"Attempts   {tries}"]
     if stats.endpoints:
         # Requests sent and failed, as each result's attempt log has them: the counts

@@ -38,9 +38,9 @@ from tui_batch.core.scratch import check_folder_writable, remove_stale, scratch_
 # 2 added the results' endpoint and attempt_log, 3 their time to first token, 4 their
 # queue wait and how their tokens were counted, 5 a structured answer's value and
 # whether it broke the schema, 6 its score and the expected answer it was scored
-# against; an older file is upgraded in place when a run writes to
-# it, and read as it is.
-SCHEMA_VERSION = 6
+# against, 7 the job an answer served from the answer cache came from; an older file is
+# upgraded in place when a run writes to it, and read as it is.
+SCHEMA_VERSION = 7
 _UPGRADES = {
     1: (
         "ALTER TABLE results ADD COLUMN endpoint TEXT",
@@ -59,9 +59,10 @@ _UPGRADES = {
         "ALTER TABLE results ADD COLUMN score REAL",
         "ALTER TABLE results ADD COLUMN expected TEXT",
     ),
+    6: ("ALTER TABLE results ADD COLUMN cached_from TEXT",),
 }
 # The result columns each older format lacks (read as NULL, or 0 for `invalid`).
-_SCORED = ("score", "expected")
+_SCORED = ("score", "expected", "cached_from")
 _STRUCTURED = ("output", "invalid", *_SCORED)
 _NEWER = ("queue_wait", "token_counts", *_STRUCTURED)
 _MISSING = {
@@ -70,6 +71,7 @@ _MISSING = {
     3: _NEWER,
     4: _STRUCTURED,
     5: _SCORED,
+    6: ("cached_from",),
     SCHEMA_VERSION: (),
 }
 CHECKPOINT_PREFIX = "batch_"
@@ -97,7 +99,8 @@ CREATE TABLE results (
     output TEXT,
     invalid INTEGER NOT NULL DEFAULT 0,
     score REAL,
-    expected TEXT
+    expected TEXT,
+    cached_from TEXT
 );
 PRAGMA user_version = {SCHEMA_VERSION};
 """

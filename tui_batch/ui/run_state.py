@@ -72,6 +72,9 @@ class RunState:
         self.backend: Backend | None = None
         # How the job's schema is kept, once the backend has begun (None: no schema).
         self.schema_how: str | None = None
+        # What the answer cache did for the run (served so many), or why it could not.
+        self.cache_note: str | None = None
+        self.cache_problem = False
 
     def _record(self, result: BatchResult) -> None:
         self.results[result.prompt_index] = result
@@ -112,7 +115,9 @@ class RunState:
                     self.running.pop(result.prompt_index, None)
                     self.live_text.pop(result.prompt_index, None)
                     streamed = self._streamed.pop(result.prompt_index, 0)
-                    self._count(1, max(0, result.tokens_output - streamed))
+                    # An answer served from the cache generated nothing here.
+                    tokens = 0 if result.cached_from else result.tokens_output - streamed
+                    self._count(1, max(0, tokens))
                 return
             if isinstance(event, events.PromptStarted):
                 self.running[event.index] = event.attempt
@@ -127,6 +132,15 @@ class RunState:
                 return
             if isinstance(event, events.SchemaEnforced):
                 self.schema_how = event.how
+                return
+            if isinstance(event, events.CacheServed):
+                self.cache_note = (
+                    f"cache: {event.served:,} of {event.served + event.to_run:,} answers "
+                    f"served, {event.to_run:,} to run"
+                )
+                return
+            if isinstance(event, events.CacheProblem):
+                self.cache_note, self.cache_problem = event.message, True
                 return
             if isinstance(event, events.JobStateChanged):
                 self.job_status = event.status

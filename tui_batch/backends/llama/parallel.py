@@ -35,7 +35,8 @@ from tui_batch.backends.llama.constraint import enforcement
 from tui_batch.backends.llama.context import LoadedModel, load_context
 from tui_batch.backends.llama.loading import load_key
 from tui_batch.backends.llama.step import StepTiming, greedy_tokens
-from tui_batch.core.backend import Backend, Completion, Task, TokenSink
+from tui_batch.backends.llama.tokens import local_request_form
+from tui_batch.core.backend import Backend, Completion, RequestForm, Task, TokenSink
 from tui_batch.core.errors import ModelError
 from tui_batch.core.jobs import BatchJob, GenerationSettings, messages_for
 from tui_batch.core.setting_table import MAX_PARALLEL
@@ -270,6 +271,9 @@ class ParallelLlamaBackend(Backend):
         return target, shared
 
     # Decoding -----------------------------------------------------------------------
+
+    def request_form(self, job: BatchJob) -> RequestForm:
+        return local_request_form(self.model_path, job.settings)
 
     def step(self) -> list[Completion]:
         """Decode once or a few times for every slot: its prompt or its next token."""

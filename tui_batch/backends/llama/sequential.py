@@ -23,7 +23,15 @@ from tui_batch.backends.llama.loading import (
     load_key,
     log_errors,
 )
-from tui_batch.core.backend import Backend, Completion, Task, TokenSink, describe_error
+from tui_batch.backends.llama.tokens import local_request_form
+from tui_batch.core.backend import (
+    Backend,
+    Completion,
+    RequestForm,
+    Task,
+    TokenSink,
+    describe_error,
+)
 from tui_batch.core.errors import ModelError
 from tui_batch.core.jobs import BatchJob, GenerationSettings, messages_for
 
@@ -165,6 +173,9 @@ class LlamaCppBackend(Backend):
                 stream=True,
             ),
         )
+
+    def request_form(self, job: BatchJob) -> RequestForm:
+        return local_request_form(self.model_path, job.settings)
 
     def step(self) -> list[Completion]:
         generation = self._current

@@ -20,8 +20,9 @@ from typing import Any
 
 from tui_batch.backends.llama.chat import ChatFormat
 from tui_batch.backends.llama.loading import import_llama_cpp, quiet_model
+from tui_batch.core.backend import RequestForm
 from tui_batch.core.errors import ModelError
-from tui_batch.core.jobs import Prompt, build_messages
+from tui_batch.core.jobs import GenerationSettings, Prompt, build_messages, messages_for
 
 _LOCK = threading.Lock()
 # The vocabulary loaded last: (path, size, mtime) -> its model and chat format.
@@ -107,3 +108,24 @@ class LengthCheck:
             return []
         counts = self.tokens(candidates)
         return [(p, n) for p, n in zip(candidates, counts, strict=True) if not fits(n, self.n_ctx)]
+
+
+def local_request_form(model_path: str | Path, settings: GenerationSettings) -> RequestForm:
+    """How a local model reads a job's prompts, for the answer cache: the text its chat
+    template makes of each (with the vocabulary only: no weights are loaded), keyed by
+    the file's content and llama-cpp-python's version (a new engine may answer
+    differently)."""
+    llama_cpp = import_llama_cpp()
+    path = Path(model_path)
+
+    def render(prompt: Prompt) -> str:
+        with _LOCK:
+            chat, _ = _vocabulary(path)
+            return chat.formatter(messages=messages_for(prompt, settings)).prompt
+
+    return RequestForm(
+        model=f"llama-cpp-python {llama_cpp.__version__}",
+        label=path.name,
+        render=render,
+        model_file=path,
+    )

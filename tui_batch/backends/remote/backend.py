@@ -18,6 +18,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import inspect
+import json
 import queue
 import random
 import threading
@@ -36,9 +37,9 @@ from tui_batch.backends.remote.chat_wire import (
     structured_output,
 )
 from tui_batch.backends.remote.openai_api import Secret, make_client, schema_form
-from tui_batch.core.backend import Backend, BackendStatus, Completion, Task
+from tui_batch.core.backend import Backend, BackendStatus, Completion, RequestForm, Task
 from tui_batch.core.errors import ServerError
-from tui_batch.core.jobs import Attempt, BatchJob, GenerationSettings
+from tui_batch.core.jobs import Attempt, BatchJob, GenerationSettings, Prompt, messages_for
 from tui_batch.core.servers import ServerSettings
 
 T = TypeVar("T")
@@ -221,6 +222,22 @@ class RemoteBackend(Backend):
         if paused:
             for call in list(self._calls.values()):
                 call.call_back()
+
+    def request_form(self, job: BatchJob) -> RequestForm:
+        """Keyed by the model's name and every server's base URL (sorted: the order
+        servers are listed in does not change an answer), and the messages sent."""
+        urls = sorted(endpoint.url for endpoint in self.server.endpoints)
+        settings = job.settings
+
+        def render(prompt: Prompt) -> str:
+            return json.dumps(messages_for(prompt, settings), ensure_ascii=False, sort_keys=True)
+
+        where = urls[0] if len(urls) == 1 else f"{len(urls)} servers"
+        return RequestForm(
+            model=json.dumps({"model": self.model, "servers": urls}),
+            label=f"{self.model} @ {where}",
+            render=render,
+        )
 
     def status(self) -> BackendStatus | None:
         """The latest snapshot the loop published (a frozen value: reading it never

@@ -13,8 +13,11 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
+from tui_batch.core.cache.answers import file_size
+from tui_batch.core.cache.upkeep import size_text
 from tui_batch.core.errors import TuiBatchError
 from tui_batch.core.jobs import JobStatus
+from tui_batch.core.paths import cache_path
 from tui_batch.core.rows import JobSummary
 from tui_batch.ui.screens.modals import ConfirmScreen
 from tui_batch.ui.text import one_line
@@ -112,6 +115,9 @@ class CheckpointsScreen(Screen[None]):
         info = Text(f"{shown} shown of {len(self.entries)} · sorted by {name}")
         if flagged_count:
             info.append(f" · {flagged_count} unreadable (flagged)", style="bold red")
+        cache = cache_path()
+        if cache.exists():
+            info.append(f" · answer cache {size_text(file_size(cache))}", style="cyan")
         self.query_one("#checkpoint-info", Static).update(info)
         self._show_reason()
 

@@ -316,6 +316,10 @@ def result_details(
         text.append(f"The server sent no token counts: output {how}, input unknown\n", "dim")
     if result.empty:
         text.append("The answer is empty (the model said nothing)\n", style="yellow")
+    if result.cached_from is not None:
+        text.append("Served from the answer cache: the answer job ", style="cyan")
+        text.append_text(one_line(result.cached_from, style="bold cyan"))
+        text.append(" got (no request made here)\n", style="cyan")
     if result.endpoint:
         text.append("Server ", style="dim")
         text.append_text(literal(result.endpoint))

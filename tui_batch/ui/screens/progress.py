@@ -69,14 +69,20 @@ def status_line(run: RunState) -> Text:
 
 
 def answers_label(run: RunState) -> Text:
-    """A job with a schema: what its answers must be, and how that is kept."""
+    """A job with a schema: what its answers must be, and how that is kept; a job on
+    the answer cache: what it served (or why it could not)."""
+    text = Text()
     schema = run.job.settings.schema
-    if schema is None:
-        return Text()
-    text = Text("\nanswers ", style="dim")
-    text.append_text(one_line(schema.describe()[:80]))
-    if run.schema_how:
-        text.append_text(one_line(f"  {run.schema_how}", style="dim"))
+    if schema is not None:
+        text.append("\nanswers ", style="dim")
+        text.append_text(one_line(schema.describe()[:80]))
+        if run.schema_how:
+            text.append_text(one_line(f"  {run.schema_how}", style="dim"))
+    if run.cache_note:
+        text.append("\n")
+        text.append_text(
+            one_line(run.cache_note[:160], style="yellow" if run.cache_problem else "cyan")
+        )
     return text
 
 

@@ -171,7 +171,10 @@ class ResultsScreen(Screen[None]):
             prompt_cell(prompt, result.prompt_index, self.id_field, self.template),
             answer,
             token_cells(result)[1],
-            Text(f"{result.duration:.2f}s"),
+            # Served from the answer cache: no time of its own here.
+            Text("cached", style="cyan")
+            if result.cached_from is not None
+            else Text(f"{result.duration:.2f}s"),
         ]
 
     def _current(self) -> BatchResult | None:

@@ -59,6 +59,13 @@ STRATEGIES = [
     ("stop on first error", "stop"),
     ("threshold N", "threshold"),
 ]
+# How a job uses the answer cache (`core.settings.CACHE_MODES`), in words.
+CACHE_CHOICES = [
+    ("off", "off"),
+    ("read and write", "read-write"),
+    ("read only: serve answers", "read"),
+    ("write only: keep answers", "write"),
+]
 
 
 class SetupScreen(JobFileScreen):
@@ -104,6 +111,10 @@ class SetupScreen(JobFileScreen):
                 yield Label("Error strategy")
                 yield Select(
                     STRATEGIES, value="continue", allow_blank=False, id="strategy", compact=True
+                )
+                yield Label("Answer cache  [dim](answers reused across jobs)[/]")
+                yield Select(
+                    CACHE_CHOICES, value="off", allow_blank=False, id="cache", compact=True
                 )
                 yield from number_grid(COMMON_FIELDS)
                 yield from number_grid(PRICE_FIELDS)

@@ -64,6 +64,7 @@ def form_values(screen: Screen[Any], extras: dict[str, Any]) -> dict[str, Any]:
         threshold = parse_number("threshold", screen.query_one("#threshold", Input).value)
         strategy = f"threshold:{threshold}"
     values["error_strategy"] = strategy
+    values["cache"] = str(screen.query_one("#cache", Select).value)
     values["system_prompt"] = screen.query_one("#system", Input).value.strip() or None
     values.update(screen.query_one(AnswerForm).values())
     if screen.query_one("#run-on", Select).value == "server":
@@ -145,6 +146,7 @@ def fill_form(screen: Screen[Any], spec: RunSpec) -> None:
         screen.query_one("#threshold", Input).value = strategy.split(":", 1)[1]
         strategy = "threshold"
     screen.query_one("#strategy", Select).value = strategy
+    screen.query_one("#cache", Select).value = options.cache
     screen.query_one("#system", Input).value = generation.system_prompt or ""
     scoring = spec.scoring
     screen.query_one("#expect", Input).value = scoring.expect if scoring else ""

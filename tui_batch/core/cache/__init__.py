@@ -1,0 +1,1 @@
+"""The answer cache: answers reused across jobs, keyed by everything that decides them."""

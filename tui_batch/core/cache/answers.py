@@ -1,0 +1,410 @@
+"""The answer cache: one SQLite file of answers keyed by `key.KeyMaker`, shared by every
+job that turns it on (and, through `TUI_BATCH_CACHE`, by several people).
+
+SQLite in WAL mode, as the checkpoints: every write is one transaction, so a `kill -9`
+at any instant leaves the file readable, and jobs writing it at once wait their turn
+(`busy_timeout`). What is read back is checked like a checkpoint's rows: an entry of the
+wrong types is never served. Only `CacheError` leaves this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tui_batch.core.errors import CacheError
+from tui_batch.core.jobs import JOB_ID_PATTERN, TOKEN_COUNTS
+from tui_batch.core.paths import ensure_private_dir
+
+# The file's own format (PRAGMA user_version); a newer one is refused, not guessed at.
+FILE_FORMAT = 1
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS answers (
+    key BLOB PRIMARY KEY,
+    model TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    response_text TEXT NOT NULL,
+    output TEXT,
+    finish_reason TEXT,
+    tokens_input INTEGER NOT NULL,
+    tokens_output INTEGER NOT NULL,
+    token_counts TEXT,
+    duration REAL NOT NULL,
+    created REAL NOT NULL,
+    used REAL NOT NULL,
+    hits INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS answers_used ON answers (used);
+CREATE TABLE IF NOT EXISTS model_files (
+    path TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    sha256 TEXT NOT NULL
+);
+PRAGMA user_version = {FILE_FORMAT};
+"""
+_COLUMNS = (
+    "key, job_id, response_text, output, finish_reason, tokens_input, tokens_output, "
+    "token_counts, duration"
+)
+# Keys looked up per query (SQLite allows 32,766 parameters; fewer keeps each query small).
+_CHUNK = 500
+_HASH_BLOCK = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class CachedAnswer:
+    """An answer as the cache keeps it: what the model said, its value under the job's
+    schema, why it stopped, its tokens and time, and the job whose run gave it."""
+
+    response_text: str
+    output: Any
+    finish_reason: str | None
+    tokens_input: int
+    tokens_output: int
+    token_counts: str | None
+    duration: float
+    job_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ModelShare:
+    """One model's part of the cache: its answers, and how often they were served."""
+
+    model: str
+    answers: int
+    hits: int
+    tokens_saved: int
+
+
+@dataclass(frozen=True, slots=True)
+class CacheFigures:
+    """What `tui-batch cache stats` shows."""
+
+    path: str
+    size_bytes: int
+    answers: int
+    hits: int
+    tokens_saved: int
+    oldest: float | None
+    newest: float | None
+    last_used: float | None
+    models: tuple[ModelShare, ...]
+
+    @property
+    def bytes_per_answer(self) -> float:
+        return self.size_bytes / self.answers if self.answers else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "size_bytes": self.size_bytes,
+            "answers": self.answers,
+            "bytes_per_answer": round(self.bytes_per_answer, 1),
+            "hits": self.hits,
+            "tokens_saved": self.tokens_saved,
+            "oldest": _date(self.oldest),
+            "newest": _date(self.newest),
+            "last_used": _date(self.last_used),
+            "models": [
+                {
+                    "model": m.model,
+                    "answers": m.answers,
+                    "hits": m.hits,
+                    "tokens_saved": m.tokens_saved,
+                }
+                for m in self.models
+            ],
+        }
+
+
+def _date(stamp: float | None) -> str | None:
+    if stamp is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))
+
+
+def file_size(path: Path) -> int:
+    """The cache's bytes on disk: the file and its write-ahead log (0 when missing)."""
+    total = 0
+    for extra in ("", "-wal"):
+        with contextlib.suppress(OSError):
+            total += os.stat(f"{path}{extra}").st_size
+    return total
+
+
+class AnswerCache:
+    """One open connection to the cache file at `path` (made if missing). A file that
+    is not a cache, or is damaged, is a CacheError naming it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        try:
+            if not self.path.exists():
+                ensure_private_dir(self.path.parent)
+                # Owner-only, like the checkpoints: answers hold the prompts' data.
+                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+            self._connection = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise self._error("cannot open", exc) from None
+        try:
+            connection = self._connection
+            connection.execute("PRAGMA busy_timeout=10000")
+            (version,) = connection.execute("PRAGMA user_version").fetchone()
+            if version > FILE_FORMAT:
+                raise CacheError(
+                    f"Answer cache {self.path} was made by a newer tui-batch "
+                    f"(format {version}); it is not used"
+                )
+            if (
+                version == 0
+                and connection.execute(
+                    "SELECT 1 FROM sqlite_master WHERE name != 'answers' LIMIT 1"
+                ).fetchone()
+            ):
+                raise CacheError(f"{self.path} is not a tui-batch answer cache; it is not used")
+            if connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")
+            if version < FILE_FORMAT:
+                connection.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}COMMIT;")
+            connection.execute("SELECT key FROM answers LIMIT 1").fetchall()
+        except CacheError:
+            self._connection.close()
+            raise
+        except sqlite3.Error as exc:
+            self._connection.close()
+            raise self._error("cannot read", exc) from None
+
+    def _error(self, action: str, exc: BaseException) -> CacheError:
+        cause = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return CacheError(f"Answer cache {self.path}: {action} it ({cause})")
+
+    def close(self) -> None:
+        self._connection.close()
+
+    def __enter__(self) -> AnswerCache:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # Answers ---------------------------------------------------------------------------
+
+    def get_many(self, keys: Sequence[bytes]) -> dict[bytes, CachedAnswer]:
+        """The cached answers of these keys (a damaged entry is left out: a miss), and
+        marks them used now."""
+        found: dict[bytes, CachedAnswer] = {}
+        try:
+            for start in range(0, len(keys), _CHUNK):
+                chunk = keys[start : start + _CHUNK]
+                rows = self._connection.execute(
+                    f"SELECT {_COLUMNS} FROM answers WHERE key IN ({','.join('?' * len(chunk))})",
+                    chunk,
+                )
+                for row in rows:
+                    answer = _answer(row)
+                    if answer is not None:
+                        found[row[0]] = answer
+        except sqlite3.Error as exc:
+            raise self._error("cannot read", exc) from None
+        if found:
+            self._write(
+                lambda c: c.executemany(
+                    "UPDATE answers SET used = ?, hits = hits + 1 WHERE key = ?",
+                    ((time.time(), key) for key in found),
+                )
+            )
+        return found
+
+    def put_many(self, entries: Iterable[tuple[bytes, str, CachedAnswer]]) -> None:
+        """Store answers, each `(key, model label, answer)`, in one transaction."""
+        now = time.time()
+        rows = [
+            (
+                key,
+                model,
+                a.job_id,
+                a.response_text,
+                None if a.output is None else json.dumps(a.output, ensure_ascii=False),
+                a.finish_reason,
+                a.tokens_input,
+                a.tokens_output,
+                a.token_counts,
+                a.duration,
+                now,
+                now,
+            )
+            for key, model, a in entries
+        ]
+        if rows:
+            self._write(
+                lambda c: c.executemany(
+                    "INSERT OR REPLACE INTO answers (key, model, job_id, response_text, output, "
+                    "finish_reason, tokens_input, tokens_output, token_counts, duration, "
+                    "created, used) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+            )
+
+    def _write(self, change: Any) -> None:
+        connection = self._connection
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                change(connection)
+                connection.execute("COMMIT")
+            except BaseException:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                raise
+        except (sqlite3.Error, UnicodeEncodeError) as exc:
+            raise self._error("cannot write", exc) from None
+
+    # Models ----------------------------------------------------------------------------
+
+    def file_digest(self, path: Path) -> str:
+        """The SHA-256 of a model file's content, computed once per file and remembered
+        by its path, size and modification time."""
+        try:
+            info = os.stat(path)
+            resolved = str(Path(path).resolve())
+        except OSError as exc:
+            raise CacheError(f"Cannot read model {path}: {exc.strerror or exc}") from None
+        try:
+            row = self._connection.execute(
+                "SELECT sha256 FROM model_files WHERE path = ? AND size = ? AND mtime_ns = ?",
+                (resolved, info.st_size, info.st_mtime_ns),
+            ).fetchone()
+        except sqlite3.Error as exc:
+            raise self._error("cannot read", exc) from None
+        if row is not None and isinstance(row[0], str):
+            return row[0]
+        digest = hash_file(Path(path))
+        self._write(
+            lambda c: c.execute(
+                "INSERT OR REPLACE INTO model_files VALUES (?, ?, ?, ?)",
+                (resolved, info.st_size, info.st_mtime_ns, digest),
+            )
+        )
+        return digest
+
+    # Upkeep ----------------------------------------------------------------------------
+
+    def figures(self) -> CacheFigures:
+        try:
+            total = self._connection.execute(
+                "SELECT count(*), coalesce(sum(hits), 0), "
+                "coalesce(sum(hits * (tokens_input + tokens_output)), 0), "
+                "min(created), max(created), max(used) FROM answers"
+            ).fetchone()
+            models = tuple(
+                ModelShare(*row)
+                for row in self._connection.execute(
+                    "SELECT model, count(*), sum(hits), sum(hits * (tokens_input + "
+                    "tokens_output)) FROM answers GROUP BY model ORDER BY count(*) DESC"
+                )
+            )
+        except sqlite3.Error as exc:
+            raise self._error("cannot read", exc) from None
+        return CacheFigures(str(self.path), file_size(self.path), *total, models=models)
+
+    def delete(self, model: str | None = None) -> int:
+        """Delete every answer (or one model's); how many went."""
+        where, values = ("WHERE model = ?", (model,)) if model is not None else ("", ())
+        deleted = 0
+
+        def change(connection: sqlite3.Connection) -> None:
+            nonlocal deleted
+            deleted = connection.execute(f"DELETE FROM answers {where}", values).rowcount
+
+        self._write(change)
+        return deleted
+
+    def delete_unused_since(self, stamp: float) -> int:
+        """Delete the answers last used (or stored) before `stamp`; how many went."""
+        deleted = 0
+
+        def change(connection: sqlite3.Connection) -> None:
+            nonlocal deleted
+            deleted = connection.execute("DELETE FROM answers WHERE used < ?", (stamp,)).rowcount
+
+        self._write(change)
+        return deleted
+
+    def delete_least_used(self, count: int) -> int:
+        """Delete the `count` answers used longest ago; how many went."""
+        deleted = 0
+
+        def change(connection: sqlite3.Connection) -> None:
+            nonlocal deleted
+            deleted = connection.execute(
+                "DELETE FROM answers WHERE key IN (SELECT key FROM answers ORDER BY used LIMIT ?)",
+                (count,),
+            ).rowcount
+
+        self._write(change)
+        return deleted
+
+    def count(self) -> int:
+        try:
+            return self._connection.execute("SELECT count(*) FROM answers").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise self._error("cannot read", exc) from None
+
+    def compact(self) -> None:
+        """Give the space of deleted answers back to the disk (waits for other jobs)."""
+        try:
+            self._connection.execute("VACUUM")
+            self._connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            raise self._error("cannot compact", exc) from None
+
+
+def hash_file(path: Path) -> str:
+    """The SHA-256 of a file's content, read a megabyte at a time."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as stream:
+            for block in iter(lambda: stream.read(_HASH_BLOCK), b""):
+                digest.update(block)
+    except OSError as exc:
+        raise CacheError(f"Cannot read model {path}: {exc.strerror or exc}") from None
+    return digest.hexdigest()
+
+
+def _answer(row: Sequence[Any]) -> CachedAnswer | None:
+    """An entry as stored, if its values have the types they must (else None: a miss)."""
+    _, job_id, text, output, finish, tokens_in, tokens_out, counts, duration = row
+    if not (
+        isinstance(text, str)
+        and isinstance(job_id, str)
+        and JOB_ID_PATTERN.fullmatch(job_id)
+        and (finish is None or isinstance(finish, str))
+        and type(tokens_in) is int
+        and type(tokens_out) is int
+        and tokens_in >= 0
+        and tokens_out >= 0
+        and (counts is None or counts in TOKEN_COUNTS)
+        and isinstance(duration, (int, float))
+        and 0 <= duration <= 1e12
+    ):
+        return None
+    if output is not None:
+        try:
+            output = json.loads(output)
+        except (TypeError, json.JSONDecodeError, RecursionError):
+            return None
+    return CachedAnswer(
+        text, output, finish, tokens_in, tokens_out, counts, float(duration), job_id
+    )
