@@ -115,10 +115,10 @@ def test_a_sampled_answer_without_a_seed_has_no_key():
 
 
 JOB_LINES = [
-    'temperature = 0.0',
-    'top_p = 0.9',
-    'max_tokens = 33',
-    'seed = 5',
+    "temperature = 0.0",
+    "top_p = 0.9",
+    "max_tokens = 33",
+    "seed = 5",
     'stop = ["\\n", "END"]',
     'system = "Be brief."',
 ]

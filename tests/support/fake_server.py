@@ -21,9 +21,9 @@ import sys
 import threading
 import time
 import urllib.request
-from pathlib import Path
 from collections import deque
 from email.utils import formatdate
+from pathlib import Path
 
 from aiohttp import web
 

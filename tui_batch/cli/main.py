@@ -55,8 +55,9 @@ from tui_batch.core.servers import (
     ServerSettings,
     server_settings_from_text,
 )
-from tui_batch.core.settings import settings_from_text
+from tui_batch.core.settings import GenerationSettings, JobOptions, settings_from_text
 from tui_batch.core.store import JobLock
+from tui_batch.core.structured.schema import AnswerSchema
 from tui_batch.core.text import escape_controls, escape_json, one_line
 from tui_batch.models.gguf import format_count
 
@@ -177,6 +178,13 @@ def command_run(args: argparse.Namespace) -> int:
             return _run_job(processor, job, backend, signals, retry_failed=False)
 
 
+def _probed_schema(settings: GenerationSettings, options: JobOptions) -> AnswerSchema | None:
+    """The schema whose form each server is asked for before a job runs: none for a job
+    reading the answer cache (a probe is a generation; the backend asks only if a prompt
+    is left to send)."""
+    return None if options.cache_reads else settings.schema
+
+
 def _stopped_before_start(signals: cancel_on_signals) -> int:
     print("Stopped before the job started: nothing was made.", file=sys.stderr)
     return signals.exit_status
@@ -192,7 +200,9 @@ def _run_on_servers(
     """Check every server answers and serves the model, then make and run the job."""
     from tui_batch.backends.factory import check_servers, remote_backend
 
-    check = check_servers(server, model, common["spec"].generation.schema)
+    check = check_servers(
+        server, model, _probed_schema(common["spec"].generation, common["spec"].options)
+    )
     if model is None:
         names = sorted({name for names in check.models.values() for name in names})
         if len(names) != 1:
@@ -241,7 +251,9 @@ def command_resume(args: argparse.Namespace) -> int:
         if job.server is not None and not finished:
             from tui_batch.backends.factory import check_servers
 
-            check = check_servers(job.server, job.model_id, job.settings.schema)
+            check = check_servers(
+                job.server, job.model_id, _probed_schema(job.settings, job.options)
+            )
             job.server = _apply_check(check, job.server)
         # Opened by the engine only if a prompt is left: a job killed after its last
         # result is finished without loading a model.
@@ -293,6 +305,10 @@ def _run_job(
                 f"cache: {event.served:,} of {event.served + event.to_run:,} answers served "
                 f"from {event.path}; {event.to_run:,} to run"
             )
+        elif isinstance(event, events.CacheKept):
+            left_out = ", ".join(f"{n:,} {why}" for why, n in event.left_out)
+            left_out = f"; not kept (they run again next time): {left_out}" if left_out else ""
+            printer.note(f"cache: {event.kept:,} new answers kept{left_out}")
         elif isinstance(event, events.CacheProblem):
             printer.note(f"warning: {event.message}")
 

@@ -409,6 +409,9 @@ class BatchRun:
             job.completed_at = utc_now()
         job.status = status
         self._commit(writer)
+        cache = self.cache
+        if cache is not None and not cache.broken and (cache.kept or cache.left_out):
+            self._emit(events.CacheKept(cache.kept, tuple(sorted(cache.left_out.items()))))
         self._emit(events.JobStateChanged(job.job_id, status, reason))
 
     def _set_status(self, writer: CheckpointWriter, status: JobStatus) -> None:

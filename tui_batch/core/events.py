@@ -61,6 +61,15 @@ class CacheServed:
 
 
 @dataclass(frozen=True, slots=True)
+class CacheKept:
+    """At a run's end: answers it kept in the cache, and those it did not, by why
+    (`cut off by max tokens`, `errors`, ...: they run again next time)."""
+
+    kept: int
+    left_out: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class CacheProblem:
     """The answer cache could not be used (damaged, locked, a full disk): said once; the
     job runs on without it."""
@@ -76,5 +85,6 @@ BatchEvent = (
     | JobStateChanged
     | SchemaEnforced
     | CacheServed
+    | CacheKept
     | CacheProblem
 )

@@ -40,6 +40,9 @@ class JobCache:
         self._waiting: list[tuple[bytes, str, CachedAnswer]] = []
         self._warn: Callable[[str], None] = lambda _: None
         self.broken = False
+        # Answers kept this run, and those left out by why (for the run's summary).
+        self.kept = 0
+        self.left_out: dict[str, int] = {}
 
     @classmethod
     def open(
@@ -129,23 +132,21 @@ class JobCache:
     def keep(self, result: BatchResult, rerun: bool) -> None:
         """Keep `result` for the cache if it can be reproduced (`rerun`: it came after
         answers that broke the schema, from another seed: it cannot)."""
-        if (
-            self.broken
-            or not self.job.options.cache_writes
-            or rerun
-            or not result.success
-            or result.cached_from is not None
-            or result.finish_reason in (None, "length")
-            or not result.response_text.strip()
-        ):
+        if self.broken or not self.job.options.cache_writes or result.cached_from is not None:
             return
-        try:
-            key = self.key(result.prompt_index)
-        except TuiBatchError as exc:
-            self._give_up(exc)
+        why = _not_kept(result, rerun)
+        if why is None:
+            try:
+                key = self.key(result.prompt_index)
+            except TuiBatchError as exc:
+                self._give_up(exc)
+                return
+            if key is None:
+                why = "sampled without a seed"
+        if why is not None:
+            self.left_out[why] = self.left_out.get(why, 0) + 1
             return
-        if key is None:
-            return
+        self.kept += 1
         answer = CachedAnswer(
             result.response_text,
             result.output,
@@ -175,3 +176,18 @@ class JobCache:
         self.broken = True
         self._waiting = []
         self._warn(f"{exc}{WITHOUT}")
+
+
+def _not_kept(result: BatchResult, rerun: bool) -> str | None:
+    """Why `result` is not kept in the cache (None: it is, if its prompt has a key)."""
+    if not result.success:
+        return "invalid" if result.invalid else "errors"
+    if rerun:
+        return "answered after invalid ones, with another seed"
+    if result.finish_reason == "length":
+        return "cut off by max tokens"
+    if result.finish_reason is None:
+        return "unfinished"
+    if not result.response_text.strip():
+        return "empty"
+    return None
