@@ -141,7 +141,7 @@ def test_admission_balances_halves_grows_and_probes():
 
 
 # The columns formats 5 and 6 added: a structured answer's value and validity, its score.
-STRUCTURED = ("output", "invalid", "score", "expected")
+STRUCTURED = ("output", "invalid", "score", "expected", "cached_from")
 
 
 def test_a_checkpoint_from_before_servers_reads_and_upgrades(tmp_path):
@@ -242,7 +242,7 @@ def test_a_format_5_checkpoint_reads_and_gains_scores(tmp_path):
     job = processor.create_job("m", ["a", "b"])
     path = tmp_path / f"batch_{job.job_id}.db"
     with sqlite3.connect(path) as connection:
-        for column in ("score", "expected"):
+        for column in ("score", "expected", "cached_from"):
             connection.execute(f"ALTER TABLE results DROP COLUMN {column}")
         connection.execute(
             "INSERT INTO results VALUES (0, 'old', 1, 2, 0.5, 1, NULL, 1, NULL, NULL, NULL, "
