@@ -224,6 +224,40 @@ async def scores() -> None:
         save(app, "compare_regressions")
 
 
+async def cached() -> None:
+    """The labelling job on the 12 reviews run twice with the answer cache: the second
+    run's results, every answer served from the cache."""
+    from tui_batch.ui.app import TuiBatchApp
+    from tui_batch.ui.screens.progress import ProgressScreen
+
+    data = Path(os.environ["TUI_BATCH_DATA_DIR"]) / "reviews12.csv"
+    subprocess.run(
+        [sys.executable, "-m", "tui_batch", "run", "examples/review_labels.toml",
+         "--data", str(data), "--cache", "write", "--out", str(data.with_suffix(".c.csv"))],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    app = TuiBatchApp(Path("examples") / "review_labels.toml")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(1.0)
+        app.screen.query_one("#data-path").value = str(data)
+        app.screen.query_one("#cache").value = "read-write"
+        preview = app.screen.query_one("#template-preview")
+        while "12 records, all render" not in str(preview.visual):
+            await pilot.pause(0.2)
+        await pilot.press("ctrl+r")
+        while not isinstance(app.screen, ProgressScreen):
+            await pilot.pause(0.2)
+        await app.workers.wait_for_complete()
+        await pilot.pause(0.5)
+        await pilot.press("r")
+        await pilot.pause(0.5)
+        await pilot.press("down")
+        await pilot.pause(0.3)
+        app.clear_notifications()
+        await pilot.pause(0.3)
+        save(app, "results_cached")
+
+
 if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as data:
         os.environ["TUI_BATCH_DATA_DIR"] = data
@@ -235,3 +269,4 @@ if __name__ == "__main__":
         asyncio.run(compare())
         asyncio.run(structured())
         asyncio.run(scores())
+        asyncio.run(cached())

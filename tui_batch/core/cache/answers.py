@@ -27,7 +27,7 @@ from tui_batch.core.paths import ensure_private_dir
 # The file's own format (PRAGMA user_version); a newer one is refused, not guessed at.
 FILE_FORMAT = 1
 _SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS answers (
+CREATE TABLE answers (
     key BLOB PRIMARY KEY,
     model TEXT NOT NULL,
     job_id TEXT NOT NULL,
@@ -42,8 +42,8 @@ CREATE TABLE IF NOT EXISTS answers (
     used REAL NOT NULL,
     hits INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS answers_used ON answers (used);
-CREATE TABLE IF NOT EXISTS model_files (
+CREATE INDEX answers_used ON answers (used);
+CREATE TABLE model_files (
     path TEXT PRIMARY KEY,
     size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
@@ -160,24 +160,9 @@ class AnswerCache:
         try:
             connection = self._connection
             connection.execute("PRAGMA busy_timeout=10000")
-            (version,) = connection.execute("PRAGMA user_version").fetchone()
-            if version > FILE_FORMAT:
-                raise CacheError(
-                    f"Answer cache {self.path} was made by a newer tui-batch "
-                    f"(format {version}); it is not used"
-                )
-            if (
-                version == 0
-                and connection.execute(
-                    "SELECT 1 FROM sqlite_master WHERE name != 'answers' LIMIT 1"
-                ).fetchone()
-            ):
-                raise CacheError(f"{self.path} is not a tui-batch answer cache; it is not used")
-            if connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                connection.execute("PRAGMA journal_mode=WAL")
+            if self._version() != FILE_FORMAT:
+                self._create()
             connection.execute("PRAGMA synchronous=NORMAL")
-            if version < FILE_FORMAT:
-                connection.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}COMMIT;")
             connection.execute("SELECT key FROM answers LIMIT 1").fetchall()
         except CacheError:
             self._connection.close()
@@ -185,6 +170,36 @@ class AnswerCache:
         except sqlite3.Error as exc:
             self._connection.close()
             raise self._error("cannot read", exc) from None
+
+    def _version(self) -> int:
+        (version,) = self._connection.execute("PRAGMA user_version").fetchone()
+        if version > FILE_FORMAT:
+            raise CacheError(
+                f"Answer cache {self.path} was made by a newer tui-batch (format {version}); "
+                "it is not used"
+            )
+        return version
+
+    def _create(self) -> None:
+        """Make the tables of a new file, once: two jobs starting at once take turns,
+        and the second finds them made. Anything else in the file is not ours."""
+        connection = self._connection
+        # Another job makes the tables and the format number in one transaction: they
+        # are seen together, or neither is.
+        if connection.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchone():
+            raise CacheError(f"{self.path} is not a tui-batch answer cache; it is not used")
+        if connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            if self._version() == 0:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        connection.execute(statement)
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
 
     def _error(self, action: str, exc: BaseException) -> CacheError:
         cause = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
@@ -219,12 +234,15 @@ class AnswerCache:
         except sqlite3.Error as exc:
             raise self._error("cannot read", exc) from None
         if found:
-            self._write(
-                lambda c: c.executemany(
-                    "UPDATE answers SET used = ?, hits = hits + 1 WHERE key = ?",
-                    ((time.time(), key) for key in found),
+            # When each was last used, for `prune`: a nicety, so a file this process may
+            # only read (a shared one), or one busy past the timeout, still serves.
+            with contextlib.suppress(CacheError):
+                self._write(
+                    lambda c: c.executemany(
+                        "UPDATE answers SET used = ?, hits = hits + 1 WHERE key = ?",
+                        ((time.time(), key) for key in found),
+                    )
                 )
-            )
         return found
 
     def put_many(self, entries: Iterable[tuple[bytes, str, CachedAnswer]]) -> None:
