@@ -65,6 +65,21 @@ def test_a_second_run_is_served_whole_and_exports_where_each_answer_came_from(tm
 
 
 @pytest.mark.model
+def test_answers_cut_off_by_max_tokens_are_never_kept(tmp_path):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("Write a long story about a cat.\nWrite a long story about a dog.\n")
+    flags = ["--max-tokens", "3", "--cache", "read-write", "--threads", "1"]
+    first = run_cli("run", str(prompts), *flags)
+    assert first.returncode == 0, first.stderr
+    assert "cache: 0 new answers kept; not kept (they run again next time): 2 cut off" in (
+        first.stderr
+    )
+    second = run_cli("run", str(prompts), *flags)
+    assert "cache: 0 of 2 answers served" in second.stderr
+    assert run_cli("cache", "stats", "--json").stdout.count('"answers": 0') == 1
+
+
+@pytest.mark.model
 def test_all_answers_served_loads_no_model(demo_model, tmp_path):
     processor = BatchProcessor()
     settings = GenerationSettings(schema=parse_choices(CHOICES), n_threads=1)

@@ -64,7 +64,8 @@ def form_values(screen: Screen[Any], extras: dict[str, Any]) -> dict[str, Any]:
         threshold = parse_number("threshold", screen.query_one("#threshold", Input).value)
         strategy = f"threshold:{threshold}"
     values["error_strategy"] = strategy
-    values["cache"] = str(screen.query_one("#cache", Select).value)
+    cache = str(screen.query_one("#cache", Select).value)
+    values["cache"] = None if cache == "off" else cache  # off: the default, not written
     values["system_prompt"] = screen.query_one("#system", Input).value.strip() or None
     values.update(screen.query_one(AnswerForm).values())
     if screen.query_one("#run-on", Select).value == "server":
