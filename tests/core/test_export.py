@@ -131,3 +131,23 @@ def test_ordinary_cells_are_left_alone(cell):
     from tui_batch.core.export import _guard
 
     assert _guard(cell, True) == cell
+
+
+def test_json_rows_hold_what_each_result_holds(tmp_path):
+    """A result a line, written fast, holds the same as `to_dict` (and the empty job
+    is valid JSON too)."""
+    from tui_batch.core.jobs import Attempt, BatchResult
+
+    processor = BatchProcessor(tmp_path / "checkpoints")
+    job = processor.create_job("m", ["a", "b"])
+    results = [
+        BatchResult(0, "a", "x\ny", attempt_log=[Attempt("http://h/v1", 429, "HTTP 429")]),
+        BatchResult(1, "b", "{}", output={"k": [1, "é"]}, cached_from="abc", score=1.0),
+    ]
+    out = processor.export_results(job, results, tmp_path / "r.json", "json")
+    document = json.loads(out.read_text(encoding="utf-8"))
+    for row, result in zip(document["results"], results, strict=True):
+        assert row == json.loads(json.dumps(result.to_dict()))
+    assert document["job"]["job_id"] == job.job_id and document["summary"]["total"] == 2
+    empty = processor.export_results(job, [], tmp_path / "e.json", "json")
+    assert json.loads(empty.read_text(encoding="utf-8"))["results"] == []

@@ -107,7 +107,7 @@ class BatchRun:
             self.tracker = ProgressTracker(
                 job.total_prompts, job.completed, job.failed, self.clock, invalid
             )
-            self._show_served()
+            self._show_served(len(pending))
             if pending:
                 # Text streams always: its first piece times the prompt's first token.
                 self.backend.begin(job, self._token)
@@ -169,18 +169,18 @@ class BatchRun:
         self.job.completed += len(served)
         if served:
             self._commit(writer)
-        left = deque(i for i in pending if i not in served)
-        self._emit(events.CacheServed(len(served), len(left), str(cache.cache.path)))
-        return left
+        return deque(i for i in pending if i not in served)
 
-    def _show_served(self) -> None:
-        """Each answer the cache served, as a result ready (they count as done before
-        the run's clock starts, so its rates and ETA are the model's own)."""
-        if not self.served or self.on_event is None:
+    def _show_served(self, left: int) -> None:
+        """What the cache served, with the results, then the progress they make (they
+        count as done before the run's clock starts, so its rates and ETA are the
+        model's own)."""
+        if self.cache is None or not self.job.options.cache_reads:
             return
-        update = self.tracker.update()
-        for index in self.served:
-            self.on_event(events.ResultReady(replace(update, result=self.results[index])))
+        served = tuple(self.results[index] for index in self.served)
+        self._emit(events.CacheServed(len(served), left, str(self.cache.cache.path), served))
+        if served:
+            self._emit(events.ResultReady(self.tracker.update()))
 
     def _cache_problem(self, message: str) -> None:
         self._emit(events.CacheProblem(message))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tui_batch.core.jobs import JobStatus
+from tui_batch.core.jobs import BatchResult, JobStatus
 from tui_batch.core.progress import ProgressUpdate
 
 
@@ -58,6 +58,9 @@ class CacheServed:
     served: int
     to_run: int
     path: str
+    # The results served, in prompt order (one event, not one each: 100,000 of them
+    # arrive at once).
+    results: tuple[BatchResult, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

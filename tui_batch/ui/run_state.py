@@ -115,9 +115,7 @@ class RunState:
                     self.running.pop(result.prompt_index, None)
                     self.live_text.pop(result.prompt_index, None)
                     streamed = self._streamed.pop(result.prompt_index, 0)
-                    # An answer served from the cache generated nothing here.
-                    tokens = 0 if result.cached_from else result.tokens_output - streamed
-                    self._count(1, max(0, tokens))
+                    self._count(1, max(0, result.tokens_output - streamed))
                 return
             if isinstance(event, events.PromptStarted):
                 self.running[event.index] = event.attempt
@@ -134,6 +132,9 @@ class RunState:
                 self.schema_how = event.how
                 return
             if isinstance(event, events.CacheServed):
+                for result in event.results:
+                    self._record(result)
+                self._count(len(event.results), 0)  # no token generated here
                 self.cache_note = (
                     f"cache: {event.served:,} of {event.served + event.to_run:,} answers "
                     f"served, {event.to_run:,} to run"

@@ -117,11 +117,12 @@ def local_request_form(model_path: str | Path, settings: GenerationSettings) -> 
     differently)."""
     llama_cpp = import_llama_cpp()
     path = Path(model_path)
+    with _LOCK:
+        # The formatter is the template alone: it outlives the vocabulary it came with.
+        formatter = _vocabulary(path)[0].formatter
 
     def render(prompt: Prompt) -> str:
-        with _LOCK:
-            chat, _ = _vocabulary(path)
-            return chat.formatter(messages=messages_for(prompt, settings)).prompt
+        return formatter(messages=messages_for(prompt, settings)).prompt
 
     return RequestForm(
         model=f"llama-cpp-python {llama_cpp.__version__}",

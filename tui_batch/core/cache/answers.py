@@ -42,7 +42,6 @@ CREATE TABLE answers (
     used REAL NOT NULL,
     hits INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
-CREATE INDEX answers_used ON answers (used);
 CREATE TABLE model_files (
     path TEXT PRIMARY KEY,
     size INTEGER NOT NULL,
@@ -220,6 +219,7 @@ class AnswerCache:
         """The cached answers of these keys (a damaged entry is left out: a miss), and
         marks them used now."""
         found: dict[bytes, CachedAnswer] = {}
+        keys = sorted(keys)  # neighbours on the same pages
         try:
             for start in range(0, len(keys), _CHUNK):
                 chunk = keys[start : start + _CHUNK]
@@ -237,13 +237,22 @@ class AnswerCache:
             # When each was last used, for `prune`: a nicety, so a file this process may
             # only read (a shared one), or one busy past the timeout, still serves.
             with contextlib.suppress(CacheError):
-                self._write(
-                    lambda c: c.executemany(
-                        "UPDATE answers SET used = ?, hits = hits + 1 WHERE key = ?",
-                        ((time.time(), key) for key in found),
-                    )
-                )
+                self._write(lambda c: self._touch(c, sorted(found)))
         return found
+
+    @staticmethod
+    def _touch(connection: sqlite3.Connection, keys: list[bytes]) -> None:
+        """Mark answers used now. In key order, each page is written once (100,000
+        answers in 0.2 s; in a job's order, 1.2 s); `used` has no index for the same
+        reason: `prune` reads the whole table instead, 10 ms a 100,000 answers."""
+        now = time.time()
+        for start in range(0, len(keys), _CHUNK):
+            chunk = keys[start : start + _CHUNK]
+            connection.execute(
+                "UPDATE answers SET used = ?, hits = hits + 1 "
+                f"WHERE key IN ({','.join('?' * len(chunk))})",
+                (now, *chunk),
+            )
 
     def put_many(self, entries: Iterable[tuple[bytes, str, CachedAnswer]]) -> None:
         """Store answers, each `(key, model label, answer)`, in one transaction."""

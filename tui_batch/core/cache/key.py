@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from tui_batch.core.jobs import GenerationSettings, Prompt
@@ -47,23 +46,45 @@ def reproducible(sampling: Mapping[str, Any]) -> bool:
     return sampling["temperature"] == 0 or sampling["seed"] is not None
 
 
-@dataclass(frozen=True, slots=True)
 class KeyMaker:
     """Keys for the prompts of one job on one model: `model` is the model's identity,
     the rest of the job's settings are read once here."""
 
-    model: str
-    settings: GenerationSettings
+    def __init__(self, model: str, settings: GenerationSettings) -> None:
+        self.model = model
+        self.settings = settings
+        schema = settings.schema
+        # What the answer must be, not where the schema was written down.
+        self._schema = _part(
+            _canonical(None if schema is None else [schema.schema, list(schema.choices)], False)
+        )
+        # The head of a key (format, model, sampling, mode, repeat) by the prompt's own
+        # options and repeat: most prompts of a job share one.
+        self._heads: dict[tuple[Any, ...], bytes | None] = {}
 
     def key(self, rendered: str, prompt: Prompt) -> bytes | None:
         """The key of `prompt`, which the model reads as `rendered`; None when its
         answer cannot be reproduced (sampled without a seed) and so is never cached."""
+        options = prompt.options
+        memo = (
+            tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in options.items()),
+            prompt.repeat,
+        )
+        head = self._heads.get(memo, b"")
+        if head == b"":
+            head = self._heads[memo] = self._head(prompt)
+        if head is None:
+            return None
+        digest = hashlib.sha256(head)
+        digest.update(self._schema)
+        digest.update(_part(rendered.encode("utf-8", "surrogatepass")))
+        return digest.digest()
+
+    def _head(self, prompt: Prompt) -> bytes | None:
         sampling = sampling_of(prompt, self.settings)
         if not reproducible(sampling):
             return None
-        schema = self.settings.schema
-        digest = hashlib.sha256()
-        for part in (
+        return _part(
             _canonical(
                 {
                     "format": CACHE_FORMAT,
@@ -72,14 +93,10 @@ class KeyMaker:
                     "batch_invariant": self.settings.batch_invariant,
                     "repeat": prompt.repeat,
                 }
-            ),
-            # What the answer must be, not where the schema was written down.
-            _canonical(
-                None if schema is None else [schema.schema, list(schema.choices)], sort=False
-            ),
-            _canonical(rendered),
-        ):
-            # Each part's length first: no two different splits give the same bytes.
-            digest.update(len(part).to_bytes(8, "big"))
-            digest.update(part)
-        return digest.digest()
+            )
+        )
+
+
+def _part(data: bytes) -> bytes:
+    """A part of a key, its length first: no two different splits give the same bytes."""
+    return len(data).to_bytes(8, "big") + data
