@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from tui_batch.cli.terminal import print_table
-from tui_batch.core.cache.answers import AnswerCache, CacheFigures
+from tui_batch.core.cache.answers import AnswerCache
+from tui_batch.core.cache.figures import CacheFigures
 from tui_batch.core.cache.upkeep import parse_age, parse_size, prune, size_text
 from tui_batch.core.errors import CacheError, SettingsError
 from tui_batch.core.paths import cache_path

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tui_batch.core.cache.figures import CacheFigures, ModelShare
 from tui_batch.core.errors import CacheError
 from tui_batch.core.jobs import JOB_ID_PATTERN, TOKEN_COUNTS
 from tui_batch.core.paths import ensure_private_dir
@@ -72,63 +73,6 @@ class CachedAnswer:
     token_counts: str | None
     duration: float
     job_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class ModelShare:
-    """One model's part of the cache: its answers, and how often they were served."""
-
-    model: str
-    answers: int
-    hits: int
-    tokens_saved: int
-
-
-@dataclass(frozen=True, slots=True)
-class CacheFigures:
-    """What `tui-batch cache stats` shows."""
-
-    path: str
-    size_bytes: int
-    answers: int
-    hits: int
-    tokens_saved: int
-    oldest: float | None
-    newest: float | None
-    last_used: float | None
-    models: tuple[ModelShare, ...]
-
-    @property
-    def bytes_per_answer(self) -> float:
-        return self.size_bytes / self.answers if self.answers else 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "size_bytes": self.size_bytes,
-            "answers": self.answers,
-            "bytes_per_answer": round(self.bytes_per_answer, 1),
-            "hits": self.hits,
-            "tokens_saved": self.tokens_saved,
-            "oldest": _date(self.oldest),
-            "newest": _date(self.newest),
-            "last_used": _date(self.last_used),
-            "models": [
-                {
-                    "model": m.model,
-                    "answers": m.answers,
-                    "hits": m.hits,
-                    "tokens_saved": m.tokens_saved,
-                }
-                for m in self.models
-            ],
-        }
-
-
-def _date(stamp: float | None) -> str | None:
-    if stamp is None:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))
 
 
 def file_size(path: Path) -> int:
