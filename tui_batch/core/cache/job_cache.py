@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from tui_batch.core.backend import Backend
+from tui_batch.core.backend import Backend, RequestForm
 from tui_batch.core.cache.answers import AnswerCache, CachedAnswer
 from tui_batch.core.cache.key import KeyMaker
 from tui_batch.core.errors import CacheError, TuiBatchError
@@ -30,15 +30,22 @@ WITHOUT = "; the job runs without it"
 class JobCache:
     """The cache file opened for `job`, its prompts keyed as `backend` sends them."""
 
-    def __init__(self, job: BatchJob, cache: AnswerCache, maker: KeyMaker, label: str) -> None:
+    def __init__(
+        self,
+        job: BatchJob,
+        cache: AnswerCache,
+        maker: KeyMaker,
+        form: RequestForm,
+        warn: Callable[[str], None],
+    ) -> None:
         self.job = job
         self.cache = cache
         self.maker = maker
-        self.label = label
+        self.label = form.label
         self.keys: dict[int, bytes] = {}
-        self._render: Callable[..., str] | None = None
+        self._render = form.render
         self._waiting: list[tuple[bytes, str, CachedAnswer]] = []
-        self._warn: Callable[[str], None] = lambda _: None
+        self._warn = warn
         self.broken = False
         # Answers kept this run, and those left out by why (for the run's summary).
         self.kept = 0
@@ -68,16 +75,12 @@ class JobCache:
         except TuiBatchError as exc:
             warn(f"{exc}{WITHOUT}")
             return None
-        made = cls(job, cache, KeyMaker(model, job.settings), form.label)
-        made._render = form.render
-        made._warn = warn
-        return made
+        return cls(job, cache, KeyMaker(model, job.settings), form, warn)
 
     def key(self, index: int) -> bytes | None:
         """Prompt `index`'s key (made once), None when its answer is never cached."""
         if index not in self.keys:
             prompt = self.job.prompts[index]
-            assert self._render is not None
             try:
                 rendered = self._render(prompt)
             except TuiBatchError:
