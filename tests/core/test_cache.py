@@ -156,7 +156,7 @@ def test_answers_round_trip_and_a_damaged_entry_is_a_miss(tmp_path):
         cache.put_many([(b"k1", "model", answer("one")), (b"k2", "model", answer("two"))])
         found = cache.get_many([b"k1", b"k2", b"k3"])
         assert {k: a.response_text for k, a in found.items()} == {b"k1": "one", b"k2": "two"}
-    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    assert oct(path.stat().st_mode & 0o777) == oct(0o666 & ~current_umask())  # shared
     with sqlite3.connect(path) as connection:
         connection.execute("UPDATE answers SET tokens_input = 'lots' WHERE key = ?", (b"k1",))
     with AnswerCache(path) as cache:
@@ -164,6 +164,18 @@ def test_answers_round_trip_and_a_damaged_entry_is_a_miss(tmp_path):
         figures = cache.figures()
     assert figures.answers == 2 and figures.hits == 3  # k1, k2, then k2 again
     assert figures.models[0].model == "model"
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_the_cache_in_the_data_dir_is_owner_only(data_dir):
+    AnswerCache(data_dir / "cache.db").close()
+    assert oct((data_dir / "cache.db").stat().st_mode & 0o777) == "0o600"
+    assert oct(data_dir.stat().st_mode & 0o777) == "0o700"
 
 
 @pytest.mark.parametrize(

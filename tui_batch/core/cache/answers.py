@@ -23,7 +23,7 @@ from typing import Any
 from tui_batch.core.cache.figures import CacheFigures, ModelShare
 from tui_batch.core.errors import CacheError
 from tui_batch.core.jobs import JOB_ID_PATTERN, TOKEN_COUNTS
-from tui_batch.core.paths import ensure_private_dir
+from tui_batch.core.paths import data_dir, ensure_private_dir
 
 # The file's own format (PRAGMA user_version); a newer one is refused, not guessed at.
 FILE_FORMAT = 1
@@ -92,9 +92,16 @@ class AnswerCache:
         self.path = Path(path)
         try:
             if not self.path.exists():
-                ensure_private_dir(self.path.parent)
-                # Owner-only, like the checkpoints: answers hold the prompts' data.
-                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+                # In the data dir: owner-only, like the checkpoints (answers hold the
+                # prompts' data). A file named elsewhere ($TUI_BATCH_CACHE) is there to
+                # be shared: its folder and the umask say with whom.
+                private = self.path.parent.resolve() == data_dir().resolve()
+                if private:
+                    ensure_private_dir(self.path.parent)
+                else:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                mode = 0o600 if private else 0o666
+                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, mode))
             self._connection = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False
             )
