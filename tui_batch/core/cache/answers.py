@@ -185,8 +185,8 @@ class AnswerCache:
         except sqlite3.Error as exc:
             raise self._error("cannot read", exc) from None
         if found:
-            # When each was last used, for `prune`: a nicety, so a file this process may
-            # only read (a shared one), or one busy past the timeout, still serves.
+            # When each was last used, for `prune`: a nicety, so a file busy past the
+            # timeout (another job writing a shared one) still serves.
             with contextlib.suppress(CacheError):
                 self._write(lambda c: self._touch(c, sorted(found)))
         return found
