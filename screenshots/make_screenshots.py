@@ -157,20 +157,17 @@ async def compare() -> None:
         save(app, "compare")
 
 
-async def structured() -> None:
-    """The example labelling job (its schema enforced) on 12 reviews: the results, with an
-    answer's fields in the detail pane."""
+async def labels_results(name: str, data: Path, cache: str, down: int) -> None:
+    """The example labelling job over `data` run from job setup (with the answer cache
+    `cache`), then its results, `down` rows down, saved as `name`."""
     from tui_batch.ui.app import TuiBatchApp
     from tui_batch.ui.screens.progress import ProgressScreen
 
-    os.chdir(HERE.parent)
-    rows = (HERE.parent / "examples" / "reviews.csv").read_text(encoding="utf-8").splitlines()
-    data = Path(os.environ["TUI_BATCH_DATA_DIR"]) / "reviews12.csv"
-    data.write_text("\n".join(rows[:13]) + "\n", encoding="utf-8")
     app = TuiBatchApp(Path("examples") / "review_labels.toml")
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause(1.0)
         app.screen.query_one("#data-path").value = str(data)
+        app.screen.query_one("#cache").value = cache
         preview = app.screen.query_one("#template-preview")
         while "12 records, all render" not in str(preview.visual):
             await pilot.pause(0.2)
@@ -181,11 +178,21 @@ async def structured() -> None:
         await pilot.pause(0.5)
         await pilot.press("r")
         await pilot.pause(0.5)
-        await pilot.press("down", "down")
+        await pilot.press(*["down"] * down)
         await pilot.pause(0.3)
         app.clear_notifications()
         await pilot.pause(0.3)
-        save(app, "results_structured")
+        save(app, name)
+
+
+async def structured() -> None:
+    """The example labelling job (its schema enforced) on 12 reviews: the results, with an
+    answer's fields in the detail pane."""
+    os.chdir(HERE.parent)
+    rows = (HERE.parent / "examples" / "reviews.csv").read_text(encoding="utf-8").splitlines()
+    data = Path(os.environ["TUI_BATCH_DATA_DIR"]) / "reviews12.csv"
+    data.write_text("\n".join(rows[:13]) + "\n", encoding="utf-8")
+    await labels_results("results_structured", data, "off", 2)
 
 
 async def scores() -> None:
@@ -227,35 +234,13 @@ async def scores() -> None:
 async def cached() -> None:
     """The labelling job on the 12 reviews run twice with the answer cache: the second
     run's results, every answer served from the cache."""
-    from tui_batch.ui.app import TuiBatchApp
-    from tui_batch.ui.screens.progress import ProgressScreen
-
     data = Path(os.environ["TUI_BATCH_DATA_DIR"]) / "reviews12.csv"
     subprocess.run(
         [sys.executable, "-m", "tui_batch", "run", "examples/review_labels.toml",
          "--data", str(data), "--cache", "write", "--out", str(data.with_suffix(".c.csv"))],
         check=True, capture_output=True,
     )  # fmt: skip
-    app = TuiBatchApp(Path("examples") / "review_labels.toml")
-    async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause(1.0)
-        app.screen.query_one("#data-path").value = str(data)
-        app.screen.query_one("#cache").value = "read-write"
-        preview = app.screen.query_one("#template-preview")
-        while "12 records, all render" not in str(preview.visual):
-            await pilot.pause(0.2)
-        await pilot.press("ctrl+r")
-        while not isinstance(app.screen, ProgressScreen):
-            await pilot.pause(0.2)
-        await app.workers.wait_for_complete()
-        await pilot.pause(0.5)
-        await pilot.press("r")
-        await pilot.pause(0.5)
-        await pilot.press("down")
-        await pilot.pause(0.3)
-        app.clear_notifications()
-        await pilot.pause(0.3)
-        save(app, "results_cached")
+    await labels_results("results_cached", data, "read-write", 1)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tui_batch.core import events
-from tui_batch.core.backend import Backend, Completion, RequestForm, Task
+from tui_batch.core.backend import CallableBackend, Completion, RequestForm
 from tui_batch.core.cache.answers import AnswerCache, CachedAnswer
 from tui_batch.core.cache.key import KeyMaker
 from tui_batch.core.cache.upkeep import parse_age, parse_size, prune
@@ -292,40 +292,26 @@ def test_sizes_read_as_people_write_them():
 # What is kept and served -----------------------------------------------------------------
 
 
-class ScriptedBackend(Backend):
-    """Answers each prompt as `answer(prompt text, attempt)` says; counts its calls; keys
-    requests by the prompt's text (its `request_form`)."""
+class ScriptedBackend(CallableBackend):
+    """A plain function's backend (its queue, one prompt a step) whose answers are
+    `script(prompt text, attempt)`'s completions; it counts its calls and opens, and
+    keys requests by the prompt's text (its `request_form`)."""
 
-    capacity = 4
-
-    def __init__(self, answer: Callable[[str, int], Completion]) -> None:
-        self.answer = answer
+    def __init__(self, script: Callable[[str, int], Completion]) -> None:
+        super().__init__(script)  # type: ignore[arg-type]  # called with the attempt too
         self.calls: list[str] = []
         self.opened = 0
-        self._queue: list[Task] = []
 
     def open(self, settings: GenerationSettings) -> None:
         self.opened += 1
 
-    def submit(self, task: Task) -> None:
-        self._queue.append(task)
-
-    @property
-    def in_flight(self) -> int:
-        return len(self._queue)
-
-    def abort(self) -> list[int]:
-        dropped = [t.index for t in self._queue]
-        self._queue.clear()
-        return dropped
-
     def step(self) -> list[Completion]:
-        done = []
-        for task in self._queue:
-            self.calls.append(task.prompt.text)
-            done.append(replace(self.answer(task.prompt.text, task.attempt), index=task.index))
-        self._queue.clear()
-        return done
+        if not self._queue:
+            return []
+        task = self._queue.popleft()
+        self.calls.append(task.prompt.text)
+        answer = self.execute_fn(task.prompt.text, task.attempt)  # type: ignore[call-arg]
+        return [replace(answer, index=task.index)]
 
     def request_form(self, job):
         return RequestForm("scripted", "scripted", lambda prompt: prompt.text)

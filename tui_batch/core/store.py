@@ -143,6 +143,21 @@ def read_snapshot(connection: sqlite3.Connection) -> Iterator[sqlite3.Connection
         connection.execute("COMMIT")
 
 
+@contextmanager
+def write_transaction(connection: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One write transaction, taken at once (a second writer waits its busy timeout at
+    the start, never halfway): committed when the block ends, rolled back if it raises.
+    The checkpoints and the answer cache write through it."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        yield connection
+        connection.execute("COMMIT")
+    except BaseException:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     connection = sqlite3.connect(path, isolation_level=None)
     connection.execute("PRAGMA journal_mode=WAL")
@@ -407,17 +422,10 @@ class CheckpointWriter:
 
     def _write(self, change: Any, header: str) -> None:
         """`change` and the job record `header` (JSON), as one transaction."""
-        connection = self._connection
         try:
-            connection.execute("BEGIN IMMEDIATE")
-            try:
+            with write_transaction(self._connection) as connection:
                 change(connection)
                 connection.execute("UPDATE job SET header = ? WHERE id = 1", (header,))
-                connection.execute("COMMIT")
-            except BaseException:
-                if connection.in_transaction:
-                    connection.execute("ROLLBACK")
-                raise
         except (sqlite3.Error, UnicodeEncodeError) as exc:
             raise _storage_error("save checkpoint", self.path, exc) from None
 

@@ -15,15 +15,16 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tui_batch.core.cache.figures import CacheFigures, ModelShare
 from tui_batch.core.errors import CacheError
 from tui_batch.core.jobs import JOB_ID_PATTERN, TOKEN_COUNTS
 from tui_batch.core.paths import data_dir, ensure_private_dir
+from tui_batch.core.store import write_transaction
 
 # The file's own format (PRAGMA user_version); a newer one is refused, not guessed at.
 FILE_FORMAT = 1
@@ -58,6 +59,7 @@ _COLUMNS = (
 # Keys looked up per query (SQLite allows 32,766 parameters; fewer keeps each query small).
 _CHUNK = 500
 _HASH_BLOCK = 1 << 20
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,16 +142,11 @@ class AnswerCache:
             raise CacheError(f"{self.path} is not a tui-batch answer cache; it is not used")
         if connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(connection):
             if self._version() == 0:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         connection.execute(statement)
-            connection.execute("COMMIT")
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
 
     def _error(self, action: str, exc: BaseException) -> CacheError:
         cause = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
@@ -235,17 +232,11 @@ class AnswerCache:
                 )
             )
 
-    def _write(self, change: Any) -> None:
-        connection = self._connection
+    def _write(self, change: Callable[[sqlite3.Connection], _T]) -> _T:
+        """`change` as one transaction; what it returns."""
         try:
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                change(connection)
-                connection.execute("COMMIT")
-            except BaseException:
-                if connection.in_transaction:
-                    connection.execute("ROLLBACK")
-                raise
+            with write_transaction(self._connection) as connection:
+                return change(connection)
         except (sqlite3.Error, UnicodeEncodeError) as exc:
             raise self._error("cannot write", exc) from None
 
@@ -300,39 +291,24 @@ class AnswerCache:
     def delete(self, model: str | None = None) -> int:
         """Delete every answer (or one model's); how many went."""
         where, values = ("WHERE model = ?", (model,)) if model is not None else ("", ())
-        deleted = 0
-
-        def change(connection: sqlite3.Connection) -> None:
-            nonlocal deleted
-            deleted = connection.execute(f"DELETE FROM answers {where}", values).rowcount
-
-        self._write(change)
-        return deleted
+        return self._write(lambda c: c.execute(f"DELETE FROM answers {where}", values).rowcount)
 
     def delete_unused_since(self, stamp: float) -> int:
         """Delete the answers last used (or stored) before `stamp`; how many went."""
-        deleted = 0
-
-        def change(connection: sqlite3.Connection) -> None:
-            nonlocal deleted
-            deleted = connection.execute("DELETE FROM answers WHERE used < ?", (stamp,)).rowcount
-
-        self._write(change)
-        return deleted
+        return self._write(
+            lambda c: c.execute("DELETE FROM answers WHERE used < ?", (stamp,)).rowcount
+        )
 
     def delete_least_used(self, count: int) -> int:
         """Delete the `count` answers used longest ago; how many went."""
-        deleted = 0
-
-        def change(connection: sqlite3.Connection) -> None:
-            nonlocal deleted
-            deleted = connection.execute(
-                "DELETE FROM answers WHERE key IN (SELECT key FROM answers ORDER BY used LIMIT ?)",
-                (count,),
-            ).rowcount
-
-        self._write(change)
-        return deleted
+        return self._write(
+            lambda c: (
+                c.execute(
+                    "DELETE FROM answers WHERE key IN (SELECT key FROM answers ORDER BY used LIMIT ?)",
+                    (count,),
+                ).rowcount
+            )
+        )
 
     def count(self) -> int:
         try:

@@ -95,7 +95,7 @@ class JobCache:
 
     def serve(self, indices: Iterable[int]) -> dict[int, BatchResult]:
         """Results for the prompts among `indices` that the cache answers."""
-        if self.broken or not self.job.options.cache_reads:
+        if self.broken:
             return {}
         try:
             wanted = {key: index for index in indices if (key := self.key(index)) is not None}

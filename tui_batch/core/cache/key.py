@@ -70,9 +70,9 @@ class KeyMaker:
             tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in options.items()),
             prompt.repeat,
         )
-        head = self._heads.get(memo, b"")
-        if head == b"":
-            head = self._heads[memo] = self._head(prompt)
+        if memo not in self._heads:
+            self._heads[memo] = self._head(prompt)
+        head = self._heads[memo]
         if head is None:
             return None
         digest = hashlib.sha256(head)
