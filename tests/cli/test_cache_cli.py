@@ -6,15 +6,18 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from tui_batch.backends.factory import llama_backend, remote_backend
+from tui_batch.core.cache.answers import AnswerCache, CachedAnswer
 from tui_batch.core.cache.job_cache import JobCache
 from tui_batch.core.jobs import GenerationSettings
 from tui_batch.core.processor import BatchProcessor
@@ -184,8 +187,8 @@ def test_a_server_jobs_key_holds_its_model_and_servers():
 
 @pytest.mark.model
 def test_a_damaged_cache_is_one_warning_and_clear_removes_it(tmp_path):
-    damaged = tmp_path / "shared.db"
-    damaged.write_bytes(b"not sqlite " * 500)
+    damaged = damaged_cache(tmp_path / "shared.db")
+    before = damaged.read_bytes()
     env = {"TUI_BATCH_CACHE": str(damaged)}
     prompts = tmp_path / "p.txt"
     prompts.write_text("\n".join(REVIEWS[:2]) + "\n")
@@ -195,11 +198,58 @@ def test_a_damaged_cache_is_one_warning_and_clear_removes_it(tmp_path):
     assert len(warnings) == 1 and str(damaged) in warnings[0]
     assert "the job runs without it" in warnings[0] and "Traceback" not in done.stderr
     assert "Completed: 2 succeeded" in done.stderr
-    assert damaged.read_bytes() == b"not sqlite " * 500  # nothing is lost
+    assert damaged.read_bytes() == before  # nothing is lost
     stats = run_cli("cache", "stats", env=env)
     assert stats.returncode == 2 and len(stats.stderr.strip().splitlines()) == 1
     cleared = run_cli("cache", "clear", env=env)
     assert cleared.returncode == 0 and "Removed" in cleared.stderr
+    assert not damaged.exists()
+
+
+def damaged_cache(path: Path) -> Path:
+    """A real answer cache whose first page (its tables) is overwritten past the header."""
+    with AnswerCache(path) as cache:
+        answer = CachedAnswer("yes", None, "stop", 3, 1, None, 0.1, "job-1")
+        cache.put_many([(b"k", "m", answer)])
+    with path.open("r+b") as handle:
+        handle.seek(100)
+        handle.write(b"\xff" * 1500)
+    return path
+
+
+def other_sqlite(path: Path) -> Path:
+    with closing(sqlite3.connect(path)) as connection:
+        connection.execute("CREATE TABLE notes (body TEXT)")
+        connection.execute("INSERT INTO notes VALUES ('keep me')")
+        connection.commit()
+    return path
+
+
+def test_cache_clear_removes_only_a_damaged_cache_of_its_own(tmp_path):
+    """Another program's database, a job's checkpoint (with its -wal and -shm), a folder,
+    a file of other bytes: each one line, exit 2, kept whole; a damaged tui-batch cache is
+    removed."""
+    processor = BatchProcessor(tmp_path / "data" / "checkpoints")
+    job = processor.create_job("m", ["a", "b"])
+    checkpoint = processor.store.path_for(job.job_id)
+    for extra in ("-wal", "-shm"):
+        Path(f"{checkpoint}{extra}").write_bytes(b"x" * 64)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "inside.txt").write_text("keep")
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"not sqlite " * 500)
+    for path in (other_sqlite(tmp_path / "other.db"), checkpoint, folder, garbage):
+        files = sorted(p for p in tmp_path.rglob("*") if p.is_file())
+        before = {p: p.read_bytes() for p in files}
+        done = run_cli("cache", "clear", env={"TUI_BATCH_CACHE": str(path)})
+        assert done.returncode == 2, (path, done.stderr)
+        assert "nothing was deleted" in done.stderr and "Traceback" not in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert {p: p.read_bytes() for p in files if p.exists()} == before, path
+    damaged = damaged_cache(tmp_path / "mine.db")
+    done = run_cli("cache", "clear", env={"TUI_BATCH_CACHE": str(damaged)})
+    assert done.returncode == 0 and "Removed" in done.stderr, done.stderr
     assert not damaged.exists()
 
 

@@ -181,7 +181,7 @@ def test_the_cache_in_the_data_dir_is_owner_only(data_dir):
 @pytest.mark.parametrize(
     "content, says",
     [
-        (b"this is not a database at all" * 100, "cannot read it"),
+        (b"this is not a database at all" * 100, "not an SQLite file"),
         (None, "not a tui-batch answer cache"),
     ],
 )

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from tui_batch.cli.terminal import print_table
-from tui_batch.core.cache.answers import AnswerCache
+from tui_batch.core.cache.answers import AnswerCache, damaged_cache
 from tui_batch.core.cache.figures import CacheFigures
 from tui_batch.core.cache.upkeep import parse_age, parse_size, prune, size_text
 from tui_batch.core.errors import CacheError, SettingsError
@@ -56,8 +56,9 @@ def command_cache(args: argparse.Namespace) -> int:
 
 
 def _clear_all(path: Path) -> int:
-    """Every answer deleted; a file that is not a readable cache is removed whole (the
-    one way to get a working cache back)."""
+    """Every answer deleted. A file that cannot be opened as a cache is removed whole
+    only when its header proves it is a damaged tui-batch cache (the one way to get a
+    working cache back); anything else is left as it is, with one line."""
     try:
         with AnswerCache(path) as cache:
             deleted = cache.delete()
@@ -65,11 +66,12 @@ def _clear_all(path: Path) -> int:
             print(f"Deleted {deleted:,} answers; {_left(cache)}")
             return 0
     except CacheError as exc:
+        if not damaged_cache(path):
+            raise CacheError(f"{exc}; nothing was deleted") from None
         for extra in ("", "-wal", "-shm"):
             Path(f"{path}{extra}").unlink(missing_ok=True)
         print(
-            f"Removed {one_line(str(path))}, which could not be used as a cache "
-            f"({one_line(str(exc))})",
+            f"Removed {one_line(str(path))}, a damaged answer cache ({one_line(str(exc))})",
             file=sys.stderr,
         )
         return 0

@@ -45,6 +45,7 @@ from tui_batch.core.errors import (
 from tui_batch.core.export import check_output_path, check_results_folder
 from tui_batch.core.jobfile import JOB_FILE_SUFFIX
 from tui_batch.core.jobs import BatchJob, BatchResult, JobStatus
+from tui_batch.core.paths import exists
 from tui_batch.core.processor import BatchProcessor
 from tui_batch.core.progress import format_duration
 from tui_batch.core.prompts import SUPPORTED_EXTENSIONS
@@ -111,7 +112,7 @@ def _looks_like_prompts_file(arg: str) -> bool:
     if arg in COMMANDS or arg.startswith("-"):
         return False
     suffix = Path(arg).suffix.lower()
-    return Path(arg).exists() or suffix in (*SUPPORTED_EXTENSIONS, JOB_FILE_SUFFIX)
+    return exists(arg) or suffix in (*SUPPORTED_EXTENSIONS, JOB_FILE_SUFFIX)
 
 
 def open_dashboard(prompts_file: Path | None) -> int:

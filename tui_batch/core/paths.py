@@ -55,3 +55,21 @@ def ensure_private_dir(path: Path) -> Path:
     """Create `path` (and parents) readable by the owner only; checkpoints hold user data."""
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     return path
+
+
+def is_file(path: str | Path) -> bool:
+    """Whether `path` names a regular file; False for text that cannot be a path at all
+    (too long for the OS, a NUL byte in it), where `Path.is_file` raises: a value that may
+    be a path or inline text (a schema, a short form) is asked this."""
+    try:
+        return Path(path).expanduser().is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def exists(path: str | Path) -> bool:
+    """`Path.exists`, False where the text cannot be a path (see `is_file`)."""
+    try:
+        return Path(path).expanduser().exists()
+    except (OSError, ValueError):
+        return False

@@ -13,6 +13,7 @@ from typing import Any
 
 from tui_batch.core.errors import PromptFileError, SettingsError, reading
 from tui_batch.core.jobs import Prompt
+from tui_batch.core.json_values import STRICT_DECODER
 from tui_batch.core.settings import REQUEST_OPTIONS, check_request_options
 from tui_batch.core.templates.records import CsvRowError, csv_rows
 
@@ -148,7 +149,8 @@ def _json_error(path: Path, exc: json.JSONDecodeError, line_offset: int = 0) -> 
 
 def _loads(text: str, path: Path, line_offset: int = 0) -> Any:
     try:
-        return json.loads(text)
+        # Strict numbers; a lone surrogate is kept, to be refused with its line below.
+        return STRICT_DECODER.decode(text)
     except json.JSONDecodeError as exc:
         raise _json_error(path, exc, line_offset) from None
     except RecursionError:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tui_batch.backends.llama.build_check import check_build
 from tui_batch.backends.llama.chat import ChatFormat, sampler_chain
 from tui_batch.backends.llama.constraint import Made, make_constraint
 from tui_batch.backends.llama.loading import import_llama_cpp, load_failure, quiet_model
@@ -88,6 +89,7 @@ def load_context(
     model_params = llama_cpp.llama_model_default_params()
     layers = settings.n_gpu_layers
     model_params.n_gpu_layers = 0x7FFFFFFF if layers == -1 else layers
+    check_build(model_path, layers)
     model = quiet_model(model_path, model_params)
     ctx = None
     try:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tui_batch.backends.llama.build_check import check_build
 from tui_batch.backends.llama.constraint import Made, enforcement, make_constraint
 from tui_batch.backends.llama.loading import (
     LOAD_LOCK,
@@ -129,6 +130,7 @@ class LlamaCppBackend(Backend):
         llama_cpp = import_llama_cpp()
         if not self.model_path.is_file():
             raise ModelError(f"Model file not found: {self.model_path}")
+        check_build(self.model_path, settings.n_gpu_layers)
         # verbose=True keeps llama-cpp-python off the file descriptors (`_silence_log`);
         # what it then prints while loading goes nowhere, and nothing after.
         try:

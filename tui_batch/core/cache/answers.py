@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import stat
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -23,11 +24,16 @@ from typing import Any, TypeVar
 from tui_batch.core.cache.figures import CacheFigures, ModelShare
 from tui_batch.core.errors import CacheError
 from tui_batch.core.jobs import JOB_ID_PATTERN, TOKEN_COUNTS
+from tui_batch.core.json_values import parse_json
 from tui_batch.core.paths import data_dir, ensure_private_dir
 from tui_batch.core.store import write_transaction
 
 # The file's own format (PRAGMA user_version); a newer one is refused, not guessed at.
 FILE_FORMAT = 1
+# What marks the file as ours in its header (PRAGMA application_id, "tuib"), even when
+# the rest of it is damaged: `cache clear` removes a damaged file only when it says so.
+APPLICATION_ID = 0x74756962
+_SQLITE_MAGIC = b"SQLite format 3\x00"
 _SCHEMA = f"""
 CREATE TABLE answers (
     key BLOB PRIMARY KEY,
@@ -51,6 +57,7 @@ CREATE TABLE model_files (
     sha256 TEXT NOT NULL
 );
 PRAGMA user_version = {FILE_FORMAT};
+PRAGMA application_id = {APPLICATION_ID};
 """
 _COLUMNS = (
     "key, job_id, response_text, output, finish_reason, tokens_input, tokens_output, "
@@ -104,6 +111,9 @@ class AnswerCache:
                     self.path.parent.mkdir(parents=True, exist_ok=True)
                 mode = 0o600 if private else 0o666
                 os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, mode))
+            problem = _header_problem(self.path)
+            if problem is not None:
+                raise CacheError(f"{self.path} is not a tui-batch answer cache ({problem})")
             self._connection = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False
             )
@@ -116,6 +126,10 @@ class AnswerCache:
                 self._create()
             connection.execute("PRAGMA synchronous=NORMAL")
             connection.execute("SELECT key FROM answers LIMIT 1").fetchall()
+            if connection.execute("PRAGMA application_id").fetchone()[0] == 0:
+                # A cache made before the mark: marked now (a read-only one stays as it is).
+                with contextlib.suppress(sqlite3.Error):
+                    connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         except CacheError:
             self._connection.close()
             raise
@@ -325,6 +339,56 @@ class AnswerCache:
             raise self._error("cannot compact", exc) from None
 
 
+def _header_problem(path: Path) -> str | None:
+    """Why the file at `path` is surely not an answer cache, from its first 100 bytes
+    alone (None: it may be one): so a checkpoint or a file of other bytes is never opened
+    as a database, let alone changed."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        return "not a regular file"
+    with open(path, "rb") as handle:
+        header = handle.read(100)
+    if not header:
+        return None  # new: made here, or by another job a moment ago
+    if len(header) < 100 or not header.startswith(_SQLITE_MAGIC):
+        return "not an SQLite file"
+    version = int.from_bytes(header[60:64], "big")
+    mark = int.from_bytes(header[68:72], "big")
+    if mark == APPLICATION_ID or (mark == 0 and version in (0, FILE_FORMAT)):
+        return None  # ours, or one being made, or one made before the mark
+    return "another program's SQLite file, or a job's checkpoint"
+
+
+def damaged_cache(path: Path) -> bool:
+    """Whether `path` is a tui-batch answer cache that cannot be used as one: its header
+    says it is ours (an SQLite file with our application id, of a format this version
+    makes), and SQLite cannot read it whole. Anything else (another program's database,
+    a checkpoint, a folder, a newer cache, a cache that was only busy) is not."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
+        with open(path, "rb") as handle:
+            header = handle.read(100)
+    except OSError:
+        return False
+    if len(header) < 100 or not header.startswith(_SQLITE_MAGIC):
+        return False
+    version = int.from_bytes(header[60:64], "big")
+    if int.from_bytes(header[68:72], "big") != APPLICATION_ID or version > FILE_FORMAT:
+        return False
+    try:
+        with contextlib.closing(
+            sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        ) as connection:
+            connection.execute("PRAGMA busy_timeout=2000")
+            (state,) = connection.execute("PRAGMA quick_check(1)").fetchone()
+            connection.execute("SELECT key FROM answers LIMIT 1").fetchall()
+    except sqlite3.OperationalError as exc:
+        return "locked" not in str(exc) and "busy" not in str(exc)
+    except sqlite3.Error:
+        return True
+    return state != "ok"
+
+
 def hash_file(path: Path) -> str:
     """The SHA-256 of a file's content, read a megabyte at a time."""
     digest = hashlib.sha256()
@@ -356,8 +420,8 @@ def _answer(row: Sequence[Any]) -> CachedAnswer | None:
         return None
     if output is not None:
         try:
-            output = json.loads(output)
-        except (TypeError, json.JSONDecodeError, RecursionError):
+            output = parse_json(output)
+        except (TypeError, ValueError, RecursionError):  # JSONDecodeError, JsonValueError
             return None
     return CachedAnswer(
         text, output, finish, tokens_in, tokens_out, counts, float(duration), job_id

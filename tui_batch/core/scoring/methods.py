@@ -6,7 +6,8 @@ A record's column (a data file's, or a prompts file's key) holds the expected an
 - `exact` (the default): the answer and the expected text alike once trimmed, case-folded
   and with runs of spaces made one;
 - `contains`: the expected text inside the answer (both made alike the same way);
-- `regex`: the expected value is a regular expression the answer matches somewhere;
+- `regex`: the expected value is a regular expression the answer matches somewhere (a
+  match is bounded in time: one that backtracks past it scores the answer wrong);
 - `number`: the answer's number (the whole answer, else the last number in it) within
   `tolerance` of the expected number;
 - `json-field FIELD`: a field of the answer's JSON (`a.b` is nested) alike the expected
@@ -26,9 +27,9 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
+from tui_batch.core.bounded_regex import RegexProblem, pattern_problem, search
 from tui_batch.core.errors import SettingsError
 from tui_batch.core.structured.schema import LABEL, AnswerSchema, value_at
 
@@ -129,11 +130,12 @@ class Scoring:
     def problem(self, expected: Any) -> str | None:
         """Why the method cannot use this expected value (None: it can)."""
         if self.method == "regex":
-            try:
-                _regex(str(expected))
-            except re.error as exc:
-                return f"{_shown(expected)} is not a regular expression ({exc})"
+            problem = pattern_problem(str(expected))
+            if problem is not None:
+                return f"{_shown(expected)} is not a regular expression ({problem})"
         elif self.method == "number" and _number(expected) is None:
+            if _is_number(expected) or _NUMBER.fullmatch(str(expected).strip()):
+                return f"{_shown(expected)} is past the range of a number (about 1e308)"
             return f"{_shown(expected)} is not a number"
         elif self.method == "fields" and not isinstance(_object(expected), dict):
             return f"{_shown(expected)} is not a JSON object of fields"
@@ -202,10 +204,13 @@ class Scoring:
         if method == "contains":
             return float(plain_text(_as_text(expected)) in plain_text(text))
         if method == "regex":
-            return float(_regex(str(expected)).search(text) is not None)
+            try:
+                return float(search(str(expected), text))
+            except RegexProblem:
+                return 0.0
         if method == "number":
-            found = output if _is_number(output) else _answer_number(text)
-            return float(found is not None and self._near(float(found), _number(expected)))
+            found = _number(output) if _is_number(output) else _answer_number(text)
+            return float(found is not None and self._near(found, _number(expected)))
         value = output if output is not None else _json_answer(text)
         if method == "json-field":
             assert self.field is not None
@@ -226,7 +231,8 @@ class Scoring:
 
     def _alike(self, found: Any, expected: Any) -> bool:
         if _is_number(found):
-            return self._near(float(found), _number(expected))
+            number = _number(found)
+            return number is not None and self._near(number, _number(expected))
         if isinstance(found, (dict, list)) or isinstance(expected, (dict, list)):
             wanted = _object(expected) if isinstance(expected, str) else expected
             return _canonical(found) == _canonical(wanted)
@@ -263,9 +269,14 @@ def _is_number(value: Any) -> bool:
 
 
 def _number(value: Any) -> float | None:
-    """An expected value as a number (text like `1,234.5` too), else None."""
+    """An expected value as a number (text like `1,234.5` too), else None: None too
+    for a number past a float's range (a 400-digit integer, `1e400`)."""
     if _is_number(value):
-        return float(value) if math.isfinite(value) else None
+        try:
+            number = float(value)
+        except OverflowError:
+            return None
+        return number if math.isfinite(number) else None
     if isinstance(value, str):
         text = value.strip().replace(",", "")
         try:
@@ -313,8 +324,3 @@ def _json_answer(text: str) -> Any:
 
 def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False)
-
-
-@lru_cache(maxsize=1024)
-def _regex(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)

@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from tui_batch.core.json_values import JsonValueError, parse_json
 from tui_batch.core.structured.schema import AnswerSchema
 
 CUT_OFF = "cut off at max tokens: raise max tokens"
@@ -46,18 +47,23 @@ def check_answer(schema: AnswerSchema, text: str, finish_reason: str | None) -> 
         shown = _shown(stripped) if stripped else "an empty answer"
         return CheckedAnswer(error=f"$: {shown} is not one of {', '.join(schema.choices)}")
     try:
-        value = json.loads(stripped)
-    except (json.JSONDecodeError, RecursionError) as exc:
+        value = parse_json(stripped)
+    except (json.JSONDecodeError, JsonValueError, RecursionError) as exc:
         if finish_reason == "length":
             return CheckedAnswer(error=CUT_OFF)
         if not stripped:
             return CheckedAnswer(error="$: an empty answer, not JSON")
         if isinstance(exc, RecursionError):
             return CheckedAnswer(error="$: JSON nested too deeply to read")
+        if isinstance(exc, JsonValueError):
+            return CheckedAnswer(error=f"$: not JSON: {exc}")
         return CheckedAnswer(
             error=f"$: not JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
         )
-    error = _first_error(schema.validator, value)
+    try:
+        error = _first_error(schema.validator, value)
+    except RecursionError:
+        error = "$: nested too deeply to check against the schema"
     if error is not None:
         return CheckedAnswer(error=error)
     return CheckedAnswer(value)

@@ -25,7 +25,9 @@ from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
+from tui_batch.core import bounded_regex
 from tui_batch.core.errors import SettingsError, read_utf8
+from tui_batch.core.paths import is_file
 from tui_batch.core.structured.short_form import (
     short_form_schema,
     shortened,
@@ -184,10 +186,9 @@ class AnswerSchema:
 
     @cached_property
     def validator(self) -> Any:
-        """jsonschema's Draft 2020-12 validator of answers (formats checked), made once."""
-        from jsonschema import Draft202012Validator
-
-        return Draft202012Validator(self.schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+        """jsonschema's Draft 2020-12 validator of answers (formats checked), made once;
+        its `pattern` and `format: regex` bounded in time (`core.bounded_regex`)."""
+        return answer_validator(self.schema)
 
     def response_format(self) -> dict[str, Any]:
         """The OpenAI `response_format` that asks a server to enforce it."""
@@ -195,6 +196,44 @@ class AnswerSchema:
             "type": "json_schema",
             "json_schema": {"name": "answer", "schema": self.schema, "strict": True},
         }
+
+
+def answer_validator(schema: dict[str, Any]) -> Any:
+    """A Draft 2020-12 validator of `schema` whose regular expressions are bounded."""
+    return _bounded_validator_class()(schema, format_checker=_bounded_format_checker())
+
+
+@lru_cache(maxsize=1)
+def _bounded_validator_class() -> Any:
+    from jsonschema import Draft202012Validator, validators
+    from jsonschema.exceptions import ValidationError
+
+    def pattern(validator: Any, pattern: Any, instance: Any, schema: Any) -> Iterator[Any]:
+        if not validator.is_type(instance, "string") or not isinstance(pattern, str):
+            return
+        try:
+            if not bounded_regex.search(pattern, instance):
+                yield ValidationError(f"{shortened(repr(instance))} does not match {pattern!r}")
+        except bounded_regex.RegexProblem as exc:
+            yield ValidationError(f"pattern {shortened(repr(pattern))}: {exc}")
+
+    return validators.extend(Draft202012Validator, {"pattern": pattern})
+
+
+@lru_cache(maxsize=1)
+def _bounded_format_checker() -> Any:
+    from jsonschema import Draft202012Validator, FormatChecker
+
+    checker = FormatChecker()
+    checker.checkers = dict(Draft202012Validator.FORMAT_CHECKER.checkers)
+
+    @checker.checks("regex", raises=bounded_regex.RegexProblem)
+    def is_regex(instance: object) -> bool:
+        if isinstance(instance, str):
+            bounded_regex.compile_pattern(instance)
+        return True
+
+    return checker
 
 
 def _paths(schema: dict[str, Any], prefix: tuple[str, ...]) -> list[tuple[str, ...]]:
@@ -284,14 +323,14 @@ def parse_schema(value: Any, folder: Path | None = None) -> AnswerSchema:
     path = Path(text).expanduser()
     if folder is not None and not path.is_absolute():
         path = folder / path
-    if text.lower().endswith(".json") or ("\n" not in text and path.is_file()):
+    if text.lower().endswith(".json") or ("\n" not in text and is_file(path)):
         return _schema_file(path)
     return parse_short_form(text)
 
 
 def _schema_file(path: Path) -> AnswerSchema:
     path = path.expanduser()
-    if not path.is_file():
+    if not is_file(path):
         raise SettingsError(f"Schema: no such file {path}")
     text = read_utf8(path, "schema file", SettingsError)
     made = schema_from_json(_json_document(text, f"Schema: {path}"), f"Schema: {path}")
@@ -305,8 +344,13 @@ def schema_from_json(document: Any, where: str) -> AnswerSchema:
     if not isinstance(document, dict):
         raise SettingsError(f"{where}: a JSON Schema is an object, got {_json_kind(document)}")
     try:
-        key = json.dumps(document, sort_keys=True)
-    except (TypeError, ValueError) as exc:  # a TOML table may hold dates
+        key = json.dumps(document, sort_keys=True, allow_nan=False)
+        json.dumps(document, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise SettingsError(
+            f"{where}: holds a lone surrogate (like \\ud800), which no file can hold"
+        ) from None
+    except (TypeError, ValueError) as exc:  # a TOML table may hold dates, or nan
         raise SettingsError(f"{where}: a JSON Schema holds JSON values only ({exc})") from None
     except RecursionError:
         raise SettingsError(f"{where}: nested too deeply to read") from None
@@ -324,16 +368,30 @@ def _schema_problem(key: str) -> str | None:
 
     document = json.loads(key)
     try:
-        Draft202012Validator.check_schema(document)
         keywords = list(_keywords(document, "$"))
+        for keyword, path, value in keywords:
+            if keyword == "pattern" and isinstance(value, str):
+                problem = bounded_regex.pattern_problem(value)
+                if problem is not None:
+                    return f"pattern at {path} is not a regular expression: {problem}"
+        Draft202012Validator.check_schema(document)
     except SchemaError as exc:
         path = "".join(f"[{p!r}]" if isinstance(p, int) else f".{p}" for p in exc.path)
         return f"not a valid JSON Schema at ${path}: {shortened(exc.message)}"
     except RecursionError:
         return "nested too deeply to check"
-    for keyword, path in keywords:
+    except (ValueError, OverflowError) as exc:  # re.error too: a pattern Python cannot read
+        return f"not a valid JSON Schema: {shortened(str(exc))}"
+    for keyword, path, _ in keywords:
         if keyword in UNENFORCEABLE:
             return f"{keyword!r} at {path} cannot be enforced while decoding: remove it"
+    validator = answer_validator(document)
+    for sample in (None, {}, [], "", 0):
+        try:
+            for _ in validator.iter_errors(sample):
+                pass
+        except RecursionError:
+            return "its $ref leads back to itself before any value is read: it never ends"
     return grammar_problem(document)
 
 
@@ -377,12 +435,12 @@ def json_grammar(schema: dict[str, Any]) -> str:
     return llguidance.LLMatcher.grammar_from_json_schema(schema, defaults=JSON_OPTIONS)
 
 
-def _keywords(schema: Any, path: str) -> Iterator[tuple[str, str]]:
-    """Every keyword of a schema and its subschemas, with where it is."""
+def _keywords(schema: Any, path: str) -> Iterator[tuple[str, str, Any]]:
+    """Every keyword of a schema and its subschemas, with where it is and its value."""
     if not isinstance(schema, dict):
         return
-    for keyword in schema:
-        yield keyword, path
+    for keyword, value in schema.items():
+        yield keyword, path, value
     for keyword in _SCHEMA_MAPS:
         inner = schema.get(keyword)
         if isinstance(inner, dict):

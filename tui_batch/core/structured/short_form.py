@@ -13,6 +13,7 @@ schema that has one (a round trip: the tests check it with hypothesis).
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -109,6 +110,11 @@ def _short_type(text: str, where: str) -> dict[str, Any]:
     return {"type": "array", "items": schema} if is_list else schema
 
 
+# The largest bound a range may have: every number up to it is exact in JSON readers
+# everywhere (2**53 - 1, JavaScript's safe integers), and nothing past it is a sane bound.
+MAX_BOUND = 2**53 - 1
+
+
 def _short_range(text: str, kind: str, where: str) -> dict[str, Any]:
     match = _RANGE.fullmatch(text.replace(" ", ""))
     if match is None or kind == "boolean" or not (match["low"] or match["high"]):
@@ -117,10 +123,15 @@ def _short_range(text: str, kind: str, where: str) -> dict[str, Any]:
     bounds = []
     for end in (match["low"], match["high"]):
         try:
-            bounds.append(number(end) if end else None)
+            bound = number(end) if end else None
         except ValueError:
             name = "a whole number" if number is int else "a number"
             raise SettingsError(f"{where}: {end!r} in {text!r} is not {name}") from None
+        if bound is not None and not (math.isfinite(bound) and abs(bound) <= MAX_BOUND):
+            raise SettingsError(
+                f"{where}: {shortened(end)!r} in the range is too large (at most {MAX_BOUND:,})"
+            )
+        bounds.append(bound)
     low, high = bounds
     if low is not None and high is not None and low > high:
         raise SettingsError(f"{where}: the range {text} is empty ({low} > {high})")

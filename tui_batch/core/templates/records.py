@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tui_batch.core.errors import DataFileError, reading
+from tui_batch.core.json_values import JsonValueError, clean_value, parse_json, raw_decode
 from tui_batch.core.store import CHECKPOINT_PREFIX, CHECKPOINT_SUFFIX
 from tui_batch.core.templates.job_records import JOB_PREFIX, job_data_file, job_records
 
@@ -137,15 +138,18 @@ def _jsonl(path: Path) -> Iterator[tuple[int, Record]]:
                 continue
             number += 1
             try:
-                value = json.loads(line)
+                value = parse_json(line)
             except json.JSONDecodeError as exc:
                 raise DataFileError(f"{path}, line {line_number}: not JSON ({exc.msg})") from None
+            except (JsonValueError, RecursionError) as exc:
+                raise DataFileError(
+                    f"{path}, line {line_number}: {_json_value_problem(exc)}"
+                ) from None
             yield number, _record(path, f"line {line_number}", value)
 
 
 def _json_array(path: Path) -> Iterator[tuple[int, Record]]:
     """A JSON array of objects, decoded one element at a time from a sliding buffer."""
-    decoder = json.JSONDecoder()
     with path.open(encoding="utf-8-sig") as handle:
         buffer, position, number = handle.read(_CHUNK), 0, 0
         at_end = len(buffer) < _CHUNK
@@ -175,8 +179,12 @@ def _json_array(path: Path) -> Iterator[tuple[int, Record]]:
                 skip(" \t\r\n")
             while True:
                 try:
-                    value, end = decoder.raw_decode(buffer, position)
+                    value, end = raw_decode(buffer, position)
                     break
+                except (JsonValueError, RecursionError) as exc:
+                    raise DataFileError(
+                        f"{path}, record {number + 1}: {_json_value_problem(exc)}"
+                    ) from None
                 except json.JSONDecodeError as exc:
                     if at_end:
                         raise DataFileError(
@@ -213,4 +221,11 @@ def _parquet(path: Path) -> Iterator[tuple[int, Record]]:
 def _record(path: Path, where: str, value: Any) -> Record:
     if not isinstance(value, dict):
         raise DataFileError(f"{path}, {where}: expected an object, got {type(value).__name__}")
-    return value
+    try:
+        return clean_value(value)
+    except JsonValueError as exc:
+        raise DataFileError(f"{path}, {where}: {exc}") from None
+
+
+def _json_value_problem(exc: Exception) -> str:
+    return "JSON nested too deeply" if isinstance(exc, RecursionError) else f"not JSON ({exc})"

