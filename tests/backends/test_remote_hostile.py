@@ -86,6 +86,20 @@ def test_a_redirect_to_another_host_is_not_followed(tmp_path):
     assert answered.success
 
 
+def test_a_server_redirecting_its_model_list_elsewhere_is_one_line(tmp_path):
+    (tmp_path / "p.txt").write_text("hello\n")
+    with FakeServer() as elsewhere, FakeServer() as fake:
+        fake.models_redirect = f"{elsewhere.url}/models"
+        for args in (["run", str(tmp_path / "p.txt")], ["models"]):
+            done = run_cli(*args, "--server", fake.url)
+            assert done.returncode == 2, done.stderr
+            assert done.stderr.strip().splitlines() == [
+                f"tui-batch: error: {fake.url}/models: HTTP 307: redirected to "
+                "http://127.0.0.1, another host: not followed"
+            ]
+        assert elsewhere.arrivals == []
+
+
 def test_a_model_name_holding_the_key_or_escapes_never_reaches_a_file_or_the_terminal(tmp_path):
     hostile = f"gpt-{KEY}\x1b]0;owned\x07\x1b[2J"
     env = {"OPENAI_API_KEY": KEY}

@@ -33,8 +33,8 @@ def faulty_env(tmp_path: Path) -> dict[str, str]:
 def test_the_fault_kills_a_process_that_decodes_unchecked(tmp_path, demo_model):
     """What the check is for: the faulty build dies by the signal, as the issue saw."""
     code = (
-        "import llama_cpp; llm = llama_cpp.Llama(model_path=%r, n_ctx=64, verbose=False); "
-        "llm.eval(llm.tokenize(b'hi'))" % str(demo_model)
+        f"import llama_cpp; llm = llama_cpp.Llama(model_path={str(demo_model)!r}, n_ctx=64, "
+        "verbose=False); llm.eval(llm.tokenize(b'hi'))"
     )
     done = subprocess.run(
         [sys.executable, "-c", code],

@@ -7,17 +7,23 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
-from tui_batch.core.errors import TemplateError
+from tui_batch.cli.main import _looks_like_prompts_file
+from tui_batch.core.errors import SettingsError, TemplateError
+from tui_batch.core.jobs import BatchResult, Prompt
+from tui_batch.core.processor import BatchProcessor
 from tui_batch.core.templates import limits as render_limits
 from tui_batch.core.templates.render import render_prompts
 from tui_batch.core.templates.template import PromptTemplate, validate
 
 from conftest import EXAMPLES, run_cli
+from support.fake_server import FakeServer
 
 
 def records(tmp_path: Path, count: int = 3) -> Path:
@@ -152,3 +158,71 @@ def test_no_output_replaces_an_input_or_leaves_the_job_files_folder(tmp_path):
     saved = run_cli("run", str(job), "--save-job", str(folder / "prompt.toml"), "--out", "x.csv")
     assert saved.returncode == 2 and "is a file this run reads" in saved.stderr
     assert (folder / "prompt.toml").read_text() == "Headline: {{ review }}\n"
+
+
+# A short form in the README's own style, a hint per field: over 255 characters, longer
+# than a file name may be, so it must never be asked for as a path.
+LONG_SHORT_FORM = ", ".join(
+    f"field{n}: str # what the {n}th part of the answer says, in a few words" for n in range(6)
+)
+
+
+def test_a_long_short_form_is_a_schema_not_a_file_name(tmp_path):
+    assert len(LONG_SHORT_FORM) > 255
+    (tmp_path / "p.txt").write_text("hello\n")
+    job = tmp_path / "job.toml"
+    job.write_text(f'[input]\nprompts = "p.txt"\n[generation]\nschema = "{LONG_SHORT_FORM}"\n')
+    reply = json.dumps({f"field{n}": "x" for n in range(6)})
+    with FakeServer() as fake:
+        fake.reply = reply
+        for args in (
+            ["run", str(tmp_path / "p.txt"), "--schema", LONG_SHORT_FORM],
+            ["run", str(job)],
+        ):
+            done = run_cli(*args, "--server", fake.url)
+            assert done.returncode == 0, done.stderr
+            assert "Completed: 1 succeeded" in done.stderr
+    # The dashboard's door: a job file is still taken for a file, the short form not.
+    assert _looks_like_prompts_file(str(job)) and not _looks_like_prompts_file(LONG_SHORT_FORM)
+
+
+def test_numbers_past_any_sane_size_are_one_line(tmp_path):
+    for args, said in [
+        (["cache", "prune", "--max-size", "9" * 400], "--max-size: "),
+        (["cache", "prune", "--older-than", "9" * 400 + "d"], "--older-than: "),
+        (["run", str(tmp_path / "p.txt"), "--schema", "x: float 1e999.."], "too large"),
+        (["run", str(tmp_path / "p.txt"), "--schema", "x: float ..-1e999"], "too large"),
+        (["run", str(tmp_path / "p.txt"), "--schema", "x: int 1.." + "9" * 30], "too large"),
+        (["run", str(tmp_path / "p.txt"), "--choices", "a,b\udcff"], "not UTF-8"),
+        (["run", str(tmp_path / "p.txt"), "--schema", "x: str # hint \udcff"], "not UTF-8"),
+    ]:
+        (tmp_path / "p.txt").write_text("hi\n")
+        done = run_cli(*args)
+        assert done.returncode == 2, (args, done.stderr)
+        (line,) = done.stderr.strip().splitlines()
+        assert said in line and "Traceback" not in done.stderr, line
+    assert BatchProcessor().job_summaries() == []
+
+
+def test_repeats_are_checked_before_the_prompts_are_repeated():
+    with pytest.raises(SettingsError, match="Repeats: must be at most 100"):
+        BatchProcessor().create_job("m", ["a", "b"], repeats=10**9)
+
+
+def test_a_checkpoint_whose_records_are_not_objects_is_one_line(tmp_path):
+    processor = BatchProcessor()
+    job = processor.create_job("m", [Prompt("a", variables={"want": "x"})])
+    processor.save_checkpoint(job, [BatchResult(0, "a", "x", True)])
+    path = processor.store.path_for(job.job_id)
+    with closing(sqlite3.connect(path)) as connection:
+        connection.execute(
+            "UPDATE prompts SET data = json_set(data, '$.variables', json('[1, 2]'))"
+        )
+        connection.commit()
+    scored = run_cli("score", job.job_id, "--expect", "want")
+    assert scored.returncode == 2 and "variables are not an object" in scored.stderr
+    (tmp_path / "t.txt").write_text("{{ response }}\n")
+    data = run_cli("run", "--template", str(tmp_path / "t.txt"), "--data", f"job:{job.job_id}")
+    assert data.returncode == 2 and "variables are not an object" in data.stderr
+    for done in (scored, data):
+        assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr

@@ -54,6 +54,8 @@ class FakeServer:
         self.bodies: list[dict] = []  # every chat request's body, as sent
         # Answer 400 to a request asking for structured output (a server without it).
         self.refuse_schemas = False
+        # Answer GET /models with 307 to this address (a server sending its clients away).
+        self.models_redirect: str | None = None
         self.words = 8  # chunks in each answer
         self.arrivals: list[float] = []
         self.finished = 0
@@ -119,6 +121,8 @@ class FakeServer:
         refused = self._authorised(request)
         if refused is not None:
             return refused
+        if self.models_redirect is not None:
+            raise web.HTTPTemporaryRedirect(self.models_redirect)
         return web.json_response(
             {"object": "list", "data": [{"id": self.model, "object": "model", "owned_by": "me"}]}
         )

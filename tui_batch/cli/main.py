@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -80,6 +81,16 @@ COMMANDS = (
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # Bytes that are not UTF-8 reach Python as lone surrogates, which no file we write
+    # (a checkpoint, a job file, an export) can hold: said here, once, for every option.
+    broken = next((a for a in argv if _SURROGATE.search(a)), None)
+    if broken is not None:
+        print(
+            f"tui-batch: error: '{escape_controls(broken)[:80]}' holds bytes that are not "
+            "UTF-8; give it as UTF-8 text",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     if not argv or (len(argv) == 1 and _looks_like_prompts_file(argv[0])):
         return open_dashboard(Path(argv[0]) if argv else None)
     args = build_parser().parse_args(argv)
@@ -106,6 +117,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `tui-batch compare A B --csv | head`: the reader has enough
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _looks_like_prompts_file(arg: str) -> bool:

@@ -24,7 +24,7 @@ from tui_batch.core.run_spec import RunSpec
 from tui_batch.core.scoring.methods import Scoring
 from tui_batch.core.scoring.records import check_expected
 from tui_batch.core.scoring.rescore import Rescored, rescore
-from tui_batch.core.settings import ErrorStrategy, GenerationSettings
+from tui_batch.core.settings import ErrorStrategy, GenerationSettings, check
 from tui_batch.core.store import CheckpointScan, CheckpointStore, JobLock
 
 
@@ -78,7 +78,8 @@ class BatchProcessor:
         scoring = given.get("scoring")
         if scoring is not None:
             check_expected(scoring, made)
-        repeats = given.get("repeats", 1)
+        # Checked before the prompts are repeated: 10**9 would build them first.
+        repeats = given["repeats"] = check("repeats", given.get("repeats", 1))
         chosen = given.get("settings") or GenerationSettings()
         if repeats > 1 and chosen.temperature == 0:
             raise SettingsError(

@@ -52,3 +52,9 @@ def clean_text(text: str) -> str:
     """`text` as a file can hold it: a lone surrogate (from JSON's `"\\ud800"`), which
     UTF-8 cannot encode, becomes U+FFFD, as a UTF-8 decoder would make it."""
     return _SURROGATE.sub("\ufffd", text) if _SURROGATE.search(text) else text
+
+
+def has_surrogates(text: str) -> bool:
+    """Whether `text` holds a lone surrogate: bytes that were not UTF-8 (a command-line
+    argument's, by Python's surrogateescape) or JSON's `"\\ud800"`. No file can hold one."""
+    return _SURROGATE.search(text) is not None

@@ -376,7 +376,8 @@ async def _probe(
         return names, llama_cpp_python
     except (asyncio.TimeoutError, openai.APITimeoutError):
         raise ServerError(f"{url} did not answer (timed out); is it the right address?") from None
-    except openai.APIConnectionError as exc:
+    except (openai.APIConnectionError, RedirectRefused) as exc:
+        # The client wraps the redirect hook's error, or (httpx's newer releases) not.
         redirect = next((e for e in _chain(exc) if isinstance(e, RedirectRefused)), None)
         if redirect is not None:
             raise ServerError(f"{url}/models: {redirect}") from None

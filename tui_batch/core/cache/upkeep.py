@@ -29,6 +29,9 @@ _SIZE_UNITS = {
     "tib": 2**40,
 }
 _AMOUNT = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*")
+# Past these, a number is a typo (and 400 digits would overflow the arithmetic).
+_MAX_AGE = 1000 * 365 * 86400.0
+_MAX_SIZE = 2.0**62
 # Rounds of "delete the least used, compact, measure" before a size is given up on.
 _SIZE_ROUNDS = 8
 
@@ -40,7 +43,10 @@ def parse_age(text: str, label: str = "--older-than") -> float:
         raise SettingsError(
             f"{label}: expected a number and a unit (s, m, h, d or w), like 14d; got {text!r:.40}"
         )
-    return float(match.group(1)) * _AGE_UNITS[match.group(2).lower()]
+    seconds = float(match.group(1)) * _AGE_UNITS[match.group(2).lower()]
+    if not seconds < _MAX_AGE:
+        raise SettingsError(f"{label}: {text.strip()[:40]!r} is longer than anything cached")
+    return seconds
 
 
 def parse_size(text: str, label: str = "--max-size") -> int:
@@ -49,7 +55,10 @@ def parse_size(text: str, label: str = "--max-size") -> int:
     match = _AMOUNT.fullmatch(text or "")
     if match is None or match.group(2).lower() not in _SIZE_UNITS:
         raise SettingsError(f"{label}: expected a size like 1GB, 500MB or 64KiB; got {text!r:.40}")
-    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+    size = float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+    if not size < _MAX_SIZE:
+        raise SettingsError(f"{label}: {text.strip()[:40]!r} is larger than any disk")
+    return int(size)
 
 
 def size_text(size: float) -> str:

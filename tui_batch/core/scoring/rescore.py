@@ -8,6 +8,7 @@ import json
 import sqlite3
 from contextlib import closing
 from dataclasses import dataclass
+from typing import Any
 
 from tui_batch.core.errors import CheckpointError
 from tui_batch.core.jobs import BatchJob, Prompt
@@ -46,7 +47,7 @@ def rescore(store: CheckpointStore, job_id: str, scoring: Scoring) -> Rescored:
                 job = BatchJob.from_header(header, [])
                 check_rows(connection)
                 records = [
-                    Prompt("", line=line, variables=json.loads(variables) if variables else None)
+                    Prompt("", line=line, variables=_variables(variables))
                     for variables, line in connection.execute(
                         "SELECT json_extract(data, '$.variables'), json_extract(data, '$.line') "
                         "FROM prompts ORDER BY idx"
@@ -80,3 +81,11 @@ def rescore(store: CheckpointStore, job_id: str, scoring: Scoring) -> Rescored:
         with store.writer(job) as writer:
             writer.set_scores({**header, "scoring": scoring.to_dict()}, scores)
     return Rescored(job.job_id, scoring, scored, right, len(results) - scored)
+
+
+def _variables(text: str | None) -> dict[str, Any] | None:
+    """A stored prompt's record, which must be an object (a CheckpointError if not)."""
+    value = json.loads(text) if text else None
+    if value is not None and not isinstance(value, dict):
+        raise CheckpointError("a prompt's variables are not an object")
+    return value

@@ -28,6 +28,7 @@ from typing import Any
 from tui_batch.core import bounded_regex
 from tui_batch.core.errors import SettingsError, read_utf8
 from tui_batch.core.paths import is_file
+from tui_batch.core.text import has_surrogates
 from tui_batch.core.structured.short_form import (
     short_form_schema,
     shortened,
@@ -474,6 +475,8 @@ def parse_choices(value: Any) -> AnswerSchema:
         raise SettingsError(f"Choices: {repeated!r:.40} is given twice")
     if any(ord(c) < 32 for label in labels for c in label):
         raise SettingsError("Choices: a label holds a control character")
+    if any(has_surrogates(label) for label in labels):
+        raise SettingsError("Choices: a label holds bytes that are not UTF-8 (a lone surrogate)")
     return AnswerSchema(
         {"type": "string", "enum": labels}, ",".join(labels), tuple(labels), kind="choices"
     )

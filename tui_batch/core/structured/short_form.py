@@ -18,6 +18,7 @@ import re
 from typing import Any
 
 from tui_batch.core.errors import SettingsError
+from tui_batch.core.text import has_surrogates
 
 SHORT_TYPES = {
     "str": "string",
@@ -38,6 +39,8 @@ _RANGE = re.compile(r"(?P<low>[-+0-9.eE]*)\.\.(?P<high>[-+0-9.eE]*)")
 def short_form_schema(text: str) -> dict[str, Any]:
     """The short form (see the module's docstring) as a JSON Schema object; a
     SettingsError of one line for a mistake."""
+    if has_surrogates(text):
+        raise SettingsError("Schema: holds bytes that are not UTF-8 (a lone surrogate)")
     properties: dict[str, Any] = {}
     for number, part in enumerate(_field_texts(text), start=1):
         spec = part.strip()

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tui_batch.core.errors import CheckpointError, DataFileError
-from tui_batch.core.jobs import BatchJob, validate_job_id
+from tui_batch.core.jobs import BatchJob, Prompt, validate_job_id
 from tui_batch.core.paths import checkpoint_dir
 from tui_batch.core.rows import check_rows, present_columns
 from tui_batch.core.store import (
@@ -80,16 +80,16 @@ def _record(
     score: float | None,
     data: str,
 ) -> dict[str, Any]:
-    prompt = json.loads(data)
-    record: dict[str, Any] = dict(prompt.get("variables") or {})
+    prompt = Prompt.from_dict(json.loads(data))  # checked: a CheckpointError if damaged
+    record: dict[str, Any] = dict(prompt.variables or {})
     value = json.loads(output) if output is not None else None
     if isinstance(value, dict):
         record.update((k, v) for k, v in value.items() if k not in OWN_FIELDS)
     elif value is not None and job.settings.schema is not None and job.settings.schema.choices:
         record[LABEL] = value
     record.update(
-        id=prompt.get("custom_id") or f"request-{index}",
-        prompt=prompt.get("text", ""),
+        id=prompt.custom_id or f"request-{index}",
+        prompt=prompt.text,
         response=text,
         output=value,
     )
@@ -97,6 +97,6 @@ def _record(
         record["expected"] = json.loads(expected)
     if score is not None:
         record["score"] = score
-    if prompt.get("repeat") is not None:
-        record["repeat"] = prompt["repeat"]
+    if prompt.repeat is not None:
+        record["repeat"] = prompt.repeat
     return record
