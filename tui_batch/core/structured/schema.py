@@ -28,13 +28,13 @@ from typing import Any
 from tui_batch.core import bounded_regex
 from tui_batch.core.errors import SettingsError, read_utf8
 from tui_batch.core.paths import is_file
-from tui_batch.core.text import has_surrogates
 from tui_batch.core.structured.short_form import (
     short_form_schema,
     shortened,
     to_short_form,
     without_hints,
 )
+from tui_batch.core.text import has_surrogates
 
 # Keywords no decoder we drive can enforce (llguidance, llama.cpp's grammars and the
 # servers' structured outputs each lack some of them): refused, never dropped.
