@@ -15,8 +15,10 @@ from collections import Counter
 import pytest
 from cli.test_template_cli import reviews
 
+from tui_batch.core.jobs import BatchResult, Prompt
 from tui_batch.core.processor import BatchProcessor
 from tui_batch.core.results import ResultsView
+from tui_batch.core.scoring.methods import Scoring
 
 from conftest import EXAMPLES, run_cli
 from support.cli import FAST, read_until_done, start_cli
@@ -167,3 +169,45 @@ def test_a_job_of_repeats_killed_and_resumed_runs_each_repeat_exactly_once(tmp_p
     assert stats["repeats"] == 3 and stats["prompts"] == 25
     assert 1 / 3 <= stats["mean_agreement"] <= 1
     assert sum(stats["levels"].values()) == 25
+
+
+def test_a_gate_fails_when_right_answers_became_failures_or_went_missing():
+    processor = BatchProcessor()
+    scoring = Scoring("want")
+    questions = [Prompt(f"q{n}", variables={"want": "yes"}) for n in range(3)]
+
+    def job(prompts, success: bool) -> str:
+        made = processor.create_job("m", prompts, scoring=scoring)
+        results = [
+            BatchResult(
+                i,
+                p.text,
+                "yes" if success else "",
+                success=success,
+                error_message=None if success else "boom",
+            )  # fmt: skip
+            for i, p in enumerate(prompts)
+        ]
+        processor.save_checkpoint(made, results)
+        processor.score_job(made.job_id, scoring)
+        return made.job_id
+
+    good, failed, fewer = job(questions, True), job(questions, False), job(questions[:1], True)
+    for later, count in ((failed, 3), (fewer, 2)):
+        done = run_cli("compare", good, later, "--fail-on-regression")
+        assert done.returncode == 1, (later, done.stdout, done.stderr)
+        assert f"{count} regressions: right in {good}, and wrong, failed or missing" in (
+            done.stderr
+        )
+    assert run_cli("compare", good, good, "--fail-on-regression").returncode == 0
+    # Another way round, nothing right became wrong: the gate passes.
+    assert run_cli("compare", failed, good, "--fail-on-regression").returncode == 0
+
+
+def test_export_refuses_a_file_name_of_another_format(tmp_path):
+    made = BatchProcessor().create_job("m", ["a"])
+    out = tmp_path / "results.xlsx"
+    done = run_cli("export", made.job_id, "--out", str(out))
+    assert done.returncode == 2 and not out.exists()
+    assert "results are written as .json, .csv, .jsonl" in done.stderr
+    assert run_cli("export", made.job_id, "--out", str(out), "--format", "csv").returncode == 0

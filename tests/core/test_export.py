@@ -151,3 +151,17 @@ def test_json_rows_hold_what_each_result_holds(tmp_path):
     assert document["job"]["job_id"] == job.job_id and document["summary"]["total"] == 2
     empty = processor.export_results(job, [], tmp_path / "e.json", "json")
     assert json.loads(empty.read_text(encoding="utf-8"))["results"] == []
+
+
+def test_schema_field_names_in_the_csv_header_are_neutralised_too(tmp_path):
+    from tui_batch.core.jobs import BatchResult, GenerationSettings
+    from tui_batch.core.structured.schema import parse_schema
+
+    schema = parse_schema('{"type": "object", "properties": {"=cmd|calc": {"type": "string"}}}')
+    processor = BatchProcessor(tmp_path / "cp")
+    job = processor.create_job("m", ["a"], settings=GenerationSettings(schema=schema))
+    result = BatchResult(0, "a", '{"=cmd|calc": "=1+1"}', True, output={"=cmd|calc": "=1+1"})
+    path = processor.export_results(job, [result], tmp_path / "out.csv", "csv")
+    with path.open(newline="", encoding="utf-8") as handle:
+        header, row = list(csv.reader(handle))
+    assert header[-1] == "'=cmd|calc" and row[-1] == "'=1+1"

@@ -116,7 +116,7 @@ def _regression_status(args: argparse.Namespace, summary: CompareSummary) -> int
     if summary.regressions:
         print(
             f"tui-batch: {summary.regressions:,} regressions: right in "
-            f"{summary.jobs[0].job_id}, wrong in a later job",
+            f"{summary.jobs[0].job_id}, and wrong, failed or missing in a later job",
             file=sys.stderr,
         )
         return 1

@@ -259,9 +259,14 @@ class Comparison:
         first and right in another (an improvement)."""
         first = self._score(0)
         later = [self._score(k) for k in range(1, len(self.sides))]
-        worse = " OR ".join(f"({first} >= {RIGHT} AND {s} < {RIGHT})" for s in later)
+        # A right answer that became a failure, or went missing, is a regression too: a
+        # later job that failed every prompt must not pass a gate. (A job without
+        # scores is no side of this.)
+        worse = " OR ".join(
+            f"({first} >= {RIGHT} AND ({s} IS NULL OR {s} < {RIGHT}))" for s in later if s != "NULL"
+        )
         better = " OR ".join(f"({first} < {RIGHT} AND {s} >= {RIGHT})" for s in later)
-        return worse, better
+        return worse or "0", better
 
     def _row_sql(self) -> str:
         n = range(len(self.sides))

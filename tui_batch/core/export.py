@@ -48,9 +48,17 @@ _SKIPPED_BEFORE_FORMULA = "".join(chr(c) for c in range(0x20)) + " \u00a0\u3000"
 
 
 def format_for_path(path: str | Path, default: str = "json") -> str:
-    """The export format a file name implies (`.csv` -> csv), else `default`."""
+    """The export format a file name implies (`.csv` -> csv); `default` for a name
+    without an extension; an ExportError for one that names another format (`.xlsx`
+    would otherwise hold JSON)."""
     suffix = Path(path).suffix.lower().lstrip(".")
-    return suffix if suffix in EXPORT_FORMATS else default
+    if not suffix or suffix in EXPORT_FORMATS:
+        return suffix or default
+    known = ", ".join(f".{name}" for name in EXPORT_FORMATS)
+    raise ExportError(
+        f"Cannot write {Path(path).name!r:.80} as .{suffix[:20]}: results are written as "
+        f"{known} (name the file so, or give --format)"
+    )
 
 
 def summary(job: BatchJob, results: Sequence[BatchResult]) -> dict[str, Any]:
@@ -282,7 +290,8 @@ def _write_csv(
     cached = job.cache != "off"  # the job an answer served from the cache came from
     if cached:
         columns.append("cached_from")
-    writer.writerow(columns)
+    # A schema's field names are the user's (or a shared job file's): guarded as cells are.
+    writer.writerow([_guard(name, neutralise) for name in columns])
     for r in results:
         record: list[Any] = []
         if template:
