@@ -22,6 +22,7 @@ from tui_batch.core.processor import BatchProcessor
 
 from conftest import EXAMPLES, run_cli
 from support.cli import FAST, read_until_done, start_cli
+from support.fake_server import FakeServer
 
 
 def one_line_error(done: subprocess.CompletedProcess[str], code: int = 2) -> str:
@@ -339,3 +340,30 @@ def test_exporting_to_a_folder_is_an_error(tmp_path):
     job = processor.create_job("m", ["a"])
     with pytest.raises(ExportError, match="is a folder"):
         processor.export_results(job, [], tmp_path)
+
+
+def test_a_killed_job_reads_interrupted_and_a_live_one_running(tmp_path):
+    """The job's lock tells them apart: a live process holds it (running, not resumable
+    from elsewhere); a `kill -9` leaves a record that says running and no process."""
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("".join(f"question {n}\n" for n in range(40)))
+    with FakeServer(delay=0.2) as fake:
+        process = start_cli(
+            "run", str(prompts), "--server", f"{fake.url}#1", "--checkpoint-every", "1"
+        )
+        try:
+            job_id, _ = read_until_done(process, 2)
+            (live,) = json.loads(run_cli("checkpoints", "--json").stdout)["checkpoints"]
+            assert (live["status"], live["state"], live["resumable"]) == (
+                "running",
+                "running",
+                False,
+            )
+            assert "tui-batch resume" not in run_cli("checkpoints").stdout
+        finally:
+            process.kill()
+            process.wait()
+    (killed,) = json.loads(run_cli("checkpoints", "--json").stdout)["checkpoints"]
+    assert (killed["state"], killed["resumable"]) == ("interrupted", True)
+    table = run_cli("checkpoints").stdout
+    assert "interrupted" in table and f"tui-batch resume {job_id}" in table

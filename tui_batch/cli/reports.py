@@ -196,7 +196,7 @@ def command_checkpoints(args: argparse.Namespace) -> int:
             (
                 e.job_id,
                 e.model_id,
-                e.status.value,
+                e.state,
                 f"{e.done}/{e.total_prompts}",
                 str(e.failed),
                 e.updated_at or "",
@@ -204,6 +204,11 @@ def command_checkpoints(args: argparse.Namespace) -> int:
             for e in entries
         ]
         print_table(rows)
+        for entry in (e for e in entries if e.interrupted):
+            print(
+                f"Job {entry.job_id} was interrupted (its process is gone): "
+                f"tui-batch resume {entry.job_id}"
+            )
     if unreadable:
         print(f"{len(unreadable)} unreadable checkpoint(s) skipped:", file=sys.stderr)
         for entry in unreadable:

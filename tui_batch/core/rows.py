@@ -66,6 +66,20 @@ class JobSummary:
     # What the job's answers must be (None: free text), and how they are scored.
     schema: AnswerSchema | None = None
     scoring: Scoring | None = None
+    # A process holds the job's run lock now: it runs (or is paused) in a live process.
+    live: bool = False
+
+    @property
+    def interrupted(self) -> bool:
+        """Its record says running or paused, but no live process runs it: killed (`kill
+        -9`, a crash, a power cut) and resumable."""
+        return self.status in (JobStatus.RUNNING, JobStatus.PAUSED) and not self.live
+
+    @property
+    def state(self) -> str:
+        """The status as a person reads it: `interrupted` for a job no process runs
+        any more, else its status."""
+        return "interrupted" if self.interrupted else self.status.value
 
     @property
     def done(self) -> int:
@@ -82,7 +96,7 @@ class JobSummary:
         paused, stopped by its error strategy, never started or killed), or a run killed
         after its last result, which resume just finishes. Failed prompts alone are run
         again with retry-failed, and do not count here."""
-        if self.unreadable or self.status is JobStatus.COMPLETED:
+        if self.unreadable or self.live or self.status is JobStatus.COMPLETED:
             return False
         return not self.finished or self.status is not JobStatus.FAILED
 
@@ -90,6 +104,7 @@ class JobSummary:
         data = asdict(self)
         data["status"] = self.status.value
         data["resumable"] = self.resumable
+        data["state"] = self.state
         data.pop("template")
         data.pop("schema")
         data.pop("scoring")

@@ -26,7 +26,7 @@ SORTS: list[tuple[str, Callable[[JobSummary], Any], bool]] = [
     ("updated", lambda e: e.updated_at or "", True),
     ("job id", lambda e: e.job_id, False),
     ("model", lambda e: e.model_id, False),
-    ("status", lambda e: e.status.value, False),
+    ("status", lambda e: e.state, False),
     ("done", lambda e: e.done, True),
     ("failed", lambda e: e.failed, True),
     ("size", lambda e: e.size_bytes, True),
@@ -36,6 +36,8 @@ STATUS_STYLE = {
     "failed": "bold red",
     "cancelled": "yellow",
     "running": "bold cyan",
+    # Its record says running, but its process is gone (killed): resume it.
+    "interrupted": "bold yellow",
     "paused": "cyan",
     "pending": "dim",
 }
@@ -103,7 +105,7 @@ class CheckpointsScreen(Screen[None]):
         flagged = [e for e in self.entries if e.unreadable]
         for entry in readable + flagged:
             haystack = " ".join(
-                (entry.job_id, entry.model_id, entry.status.value, entry.unreadable or "")
+                (entry.job_id, entry.model_id, entry.state, entry.unreadable or "")
             ).lower()
             if needle and needle not in haystack:
                 continue
@@ -132,10 +134,10 @@ class CheckpointsScreen(Screen[None]):
                 Text("-"),
                 Text("-"),
             ]
-        status = entry.status.value
+        status = entry.state
         mark = f"{self.marked.index(entry.job_id) + 1}▸" if entry.job_id in self.marked else "  "
         shown = Text(status, style=STATUS_STYLE.get(status, ""))
-        if entry.resumable and entry.status is not JobStatus.RUNNING:
+        if entry.resumable and status != JobStatus.RUNNING.value:
             shown.append(" · resumable", style="bold")
         return [
             Text(f"{mark}{entry.job_id}", style="bold"),
