@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from tui_batch.core.errors import CheckpointError
-from tui_batch.core.job_lock import JobLock, holder_alive, hold
+from tui_batch.core.job_lock import JobLock, hold, holder_alive
 from tui_batch.core.jobs import (
     BatchJob,
     BatchResult,
