@@ -305,7 +305,9 @@ def test_out_may_not_be_the_prompts_a_checkpoint_or_a_device(tmp_path, data_dir)
     for target in (checkpoint, tmp_path / "copy.db"):
         if target != checkpoint:
             target.write_bytes(checkpoint.read_bytes())
-        line = one_line_error(run_cli("export", job.job_id, "--out", str(target)))
+        line = one_line_error(
+            run_cli("export", job.job_id, "--out", str(target), "--format", "json")
+        )
         assert "is inside" in line or "is a database" in line
     assert BatchProcessor().load_job(job.job_id)[0].job_id == job.job_id
     fifo = tmp_path / "fifo"
@@ -367,3 +369,38 @@ def test_a_killed_job_reads_interrupted_and_a_live_one_running(tmp_path):
     assert (killed["state"], killed["resumable"]) == ("interrupted", True)
     table = run_cli("checkpoints").stdout
     assert "interrupted" in table and f"tui-batch resume {job_id}" in table
+
+
+def test_with_every_server_gone_the_line_says_so_and_the_job_stops_resumable(tmp_path):
+    """The server goes away mid-job: the progress line says for how long and when the
+    next try is; past --give-up-after the job stops, resumable, with the reason and the
+    command; the server back, resume finishes it."""
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("".join(f"question {n}\n" for n in range(12)))
+    server = FakeServer(delay=0.1)
+    server.__enter__()
+    url, port = server.url, server.port
+    process = start_cli(
+        "run", str(prompts), "--server", f"{url}#1", "--checkpoint-every", "1",
+        "--give-up-after", "3", "--retries", "50",
+    )  # fmt: skip
+    try:
+        job_id, lines = read_until_done(process, 3)
+        server.__exit__(None, None, None)  # refused from now on
+        _, rest = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 1, rest
+    said = "".join(lines) + rest
+    assert "is out:" in said
+    assert "waiting: every server is unreachable for" in said and "next try in" in said
+    (last,) = [line for line in said.splitlines() if line.startswith("Stopped:")]
+    assert "every server has been unreachable for" in last and "--give-up-after 3" in last
+    assert f"tui-batch resume {job_id}" in last
+    (summary,) = BatchProcessor().job_summaries()
+    assert summary.status is JobStatus.CANCELLED and summary.resumable
+    with FakeServer(port=port):
+        resumed = run_cli("resume", job_id)
+    assert resumed.returncode == 0, resumed.stderr
+    job, results = BatchProcessor().load_job(job_id)
+    assert job.status is JobStatus.COMPLETED and len(results) == 12

@@ -48,6 +48,7 @@ SERVERS = {
     "first_token_timeout": 60.0,
     "stall_timeout": 30.0,
     "request_timeout": 120.0,
+    "give_up_after": 600.0,
     "stream": False,
     "retries": 0,
     "cache": "read",

@@ -311,9 +311,16 @@ def _run_job(
         print(f"Scored: {one_line(job.scoring.describe())}", file=err)
     printer = ProgressPrinter(err)
     start = time.monotonic()
+    stopped_by: list[str] = []  # why the engine stopped the job itself (servers gone)
 
     def said(event: events.BatchEvent) -> None:
-        if isinstance(event, events.SchemaEnforced):
+        if (
+            isinstance(event, events.JobStateChanged)
+            and event.status is JobStatus.CANCELLED
+            and event.reason not in (None, "cancelled")
+        ):
+            stopped_by.append(event.reason)
+        elif isinstance(event, events.SchemaEnforced):
             printer.note(f"answers {event.how}")
         elif isinstance(event, events.CacheServed):
             printer.note(
@@ -351,6 +358,13 @@ def _run_job(
         )
         return EXIT_FAILED
     printer.finish()
+    if job.status is JobStatus.CANCELLED and stopped_by and not signals.cancel.is_set():
+        print(
+            f"Stopped: {stopped_by[-1]}; {job.done}/{job.total_prompts} done and saved. "
+            f"When a server answers again: tui-batch resume {job.job_id}",
+            file=err,
+        )
+        return EXIT_FAILED
     if job.status is JobStatus.CANCELLED:
         print(
             f"Stopped: {job.done}/{job.total_prompts} done and saved. "

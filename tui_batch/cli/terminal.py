@@ -87,6 +87,8 @@ class ProgressPrinter:
     LOG_INTERVAL = 1.0
     # Up to this many prompts a log gets a line for every update.
     LOG_EVERY_UP_TO = 100
+    # While the job waits (every server out), a log gets a line this often.
+    WAIT_LOG_INTERVAL = 30.0
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
@@ -94,6 +96,9 @@ class ProgressPrinter:
         self._last_draw = 0.0
         self._pending: ProgressUpdate | None = None
         self._lock = threading.Lock()  # notes come from another thread
+        # What the job waits for (every server out), shown in place of the ETA.
+        self._waiting: str | None = None
+        self._last_wait_line = 0.0
 
     def note(self, text: str) -> None:
         """A line of news (a server went out, a limit changed) above the progress line."""
@@ -103,6 +108,25 @@ class ProgressPrinter:
             if self.interactive:
                 self._draw()
             self.stream.flush()
+
+    def waiting(self, text: str | None) -> None:
+        """The job waits (`text` says for what), or no longer (None): on the progress
+        line, redrawn; in a log, a line when it starts and every WAIT_LOG_INTERVAL."""
+        with self._lock:
+            now = time.monotonic()
+            started, self._waiting = self._waiting is None and text is not None, text
+            if text is None:
+                return
+            if self.interactive:
+                self._draw()
+            elif started or now - self._last_wait_line >= self.WAIT_LOG_INTERVAL:
+                print(self._line(), file=self.stream, flush=True)
+                self._last_wait_line = now
+
+    def _line(self) -> str:
+        if self._pending is None:
+            return f"Waiting: {self._waiting}"
+        return format_progress_line(self._pending, waiting=self._waiting)
 
     def watch(self, backend: Backend) -> contextlib.AbstractContextManager[None]:
         """While the block runs, print each change the backend reports (servers)."""
@@ -120,7 +144,8 @@ class ProgressPrinter:
                 or now - self._last_draw >= self.LOG_INTERVAL
                 or update.done == update.total
             ):
-                print(format_progress_line(update), file=self.stream, flush=True)
+                self._pending = update
+                print(self._line(), file=self.stream, flush=True)
                 self._last_draw = now
             return
         self._pending = update
@@ -129,11 +154,12 @@ class ProgressPrinter:
             self._last_draw = now
 
     def _draw(self) -> None:
-        if self._pending is not None:
-            self.stream.write("\r\x1b[K" + format_progress_line(self._pending))
+        if self._pending is not None or self._waiting is not None:
+            self.stream.write("\r\x1b[K" + self._line())
             self.stream.flush()
 
     def finish(self) -> None:
+        self._waiting = None
         if self.interactive and self._pending is not None:
             self._draw()
             self.stream.write("\n")
@@ -156,6 +182,7 @@ def _watching(printer: ProgressPrinter, backend: Backend) -> Iterator[None]:
             for change in status.new_changes(seen):
                 printer.note(change)
             seen = status.change_count
+            printer.waiting(status.note if status.out_for is not None else None)
 
     watcher = threading.Thread(target=watch, name="tui-batch-watch", daemon=True)
     watcher.start()

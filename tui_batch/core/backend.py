@@ -144,6 +144,10 @@ class BackendStatus:
     # The prompts with a request on its way; the others given to the backend wait for a
     # slot (None: the backend does not say).
     sending: frozenset[int] | None = None
+    # Every server has been unreachable this many seconds (None: one is reachable), and
+    # the next is tried again in `next_try` seconds.
+    out_for: float | None = None
+    next_try: float | None = None
 
     def new_changes(self, seen: int) -> list[str]:
         """The changes after the first `seen` (as many as are still kept)."""
@@ -224,6 +228,12 @@ class Backend(ABC):
     def status(self) -> BackendStatus | None:
         """A snapshot for a dashboard; None for a backend with nothing more to say than
         the engine's progress. Safe to call from any thread."""
+        return None
+
+    def stop_reason(self) -> str | None:
+        """Why the job should stop now, resumable, though prompts are left (every server
+        unreachable for too long); None to go on. Cheap, and safe from any thread: the
+        engine asks after every step."""
         return None
 
     def request_form(self, job: BatchJob) -> RequestForm | None:

@@ -237,6 +237,9 @@ class BatchRun:
             failed = [self._record(writer, completion) for completion in finished]
             if any(failed) and self.strategy.should_stop(job.failed):
                 return JobStatus.FAILED, f"error strategy {self.strategy} reached"
+            stop = backend.stop_reason()
+            if stop is not None:
+                return JobStatus.CANCELLED, stop
 
     def _record(self, writer: CheckpointWriter, completion: Completion) -> bool:
         """Record a completion; True when it is a final failure."""

@@ -122,14 +122,15 @@ def format_duration(seconds: float | None) -> str:
     return f"{hours}h {minutes:02d}m"
 
 
-def format_progress_line(update: ProgressUpdate, width: int = 30) -> str:
-    """The progress line: `Progress: [=====-----] 66.7% (4/6) | ETA: 2m 15s`."""
+def format_progress_line(
+    update: ProgressUpdate, width: int = 30, waiting: str | None = None
+) -> str:
+    """The progress line: `Progress: [=====-----] 66.7% (4/6) | ETA: 2m 15s`; while the
+    job `waiting` (every server out, say), that in place of the ETA."""
     filled = int(width * update.done / update.total) if update.total else width
     bar = "=" * filled + "-" * (width - filled)
-    line = (
-        f"Progress: [{bar}] {update.percent:.1f}% ({update.done}/{update.total}) "
-        f"| ETA: {format_duration(update.eta_seconds)}"
-    )
+    eta = f"waiting: {waiting}" if waiting else f"ETA: {format_duration(update.eta_seconds)}"
+    line = f"Progress: [{bar}] {update.percent:.1f}% ({update.done}/{update.total}) | {eta}"
     if update.failed > update.invalid:
         line += f" | failed: {update.failed - update.invalid}"
     if update.invalid:

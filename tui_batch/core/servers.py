@@ -114,6 +114,9 @@ class ServerSettings:
     first_token_timeout: float = 300.0
     stall_timeout: float = 60.0
     request_timeout: float = 900.0
+    # While every server is unreachable, requests wait; past this many seconds the job
+    # stops, resumable (0: wait for ever).
+    give_up_after: float = 900.0
     stream: bool = True
 
     def __post_init__(self) -> None:

@@ -271,6 +271,19 @@ SETTINGS: tuple[Setting, ...] = (
         hint="seconds",
     ),
     Setting(
+        "give_up_after",
+        "Give up after",
+        "float",
+        "server",
+        "give_up_after",
+        "--give-up-after",
+        "seconds every server may be unreachable before the job stops, resumable "
+        "(0: wait for ever)",
+        0.0,
+        31_536_000.0,
+        hint="seconds",
+    ),
+    Setting(
         "stream",
         "Stream",
         "bool",

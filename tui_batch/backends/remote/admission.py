@@ -8,7 +8,9 @@ the limits each endpoint's answers teach us.
 - A 429 or 503 halves that endpoint's limit and pauses it for the server's Retry-After
   (at most two minutes); five straight successes grow the limit by half, up to its cap.
 - An endpoint that refuses connections is out; one request probes it again after 1 s,
-  then 2, 4, ... 30 s. While every endpoint is out, requests wait.
+  then 2, 4, ... 30 s. While every endpoint is out, requests wait; once they have all
+  been out for the job's `give_up_after` seconds, `gave_up` says so and the job stops,
+  resumable.
 
 Waiters are served first come, first served, from one queue; nothing polls. Runs on the
 backend's event loop and is not thread-safe, `status` included: the backend takes it there.
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from tui_batch.core.backend import BackendStatus, EndpointStatus
+from tui_batch.core.progress import format_duration
 from tui_batch.core.servers import MAX_RETRY_AFTER, Endpoint, ServerSettings
 
 # Five straight successes grow a halved limit by half again (as promptfoo's scheduler).
@@ -121,6 +124,11 @@ class Admission:
         self._queue: deque[tuple[float, asyncio.Future[EndpointState]]] = deque()
         self._timer: asyncio.TimerHandle | None = None
         self.paused = False  # while set, nothing is sent
+        self.give_up_after = server.give_up_after
+        # Since when every endpoint has been out (None: one is not), and why the job
+        # should stop (set once they have been out for `give_up_after`).
+        self.all_out_since: float | None = None
+        self.gave_up: str | None = None
 
     async def acquire(self, cost: float) -> EndpointState:
         """Wait for a slot; `cost` is the request's estimated tokens (for `tpm`)."""
@@ -194,8 +202,14 @@ class Admission:
                 )
             )
         note = "paused: nothing is sent" if self.paused else None
+        out_for = next_try = None
         if endpoints and all(e.state == "out" for e in endpoints):
-            note = "every server is unreachable: waiting for one to come back"
+            next_try = min(e.until or 0.0 for e in endpoints)
+            out_for = now - (self.all_out_since if self.all_out_since is not None else now)
+            note = (
+                f"every server is unreachable for {format_duration(out_for)}: waiting, "
+                f"next try in {format_duration(next_try)}"
+            )
         return BackendStatus(
             self.in_flight,
             self.waiting,
@@ -206,6 +220,8 @@ class Admission:
             note,
             tuple(self.notes),
             self.changes,
+            out_for=out_for,
+            next_try=next_try,
         )
 
     def note(self, text: str) -> None:
@@ -215,6 +231,7 @@ class Admission:
 
     def _succeeded(self, state: EndpointState) -> None:
         if state.out_until is not None:
+            self.all_out_since = None
             state.out_until = None
             state.probe_interval = FIRST_PROBE
             self.note(f"{state.url} is back")
@@ -240,6 +257,15 @@ class Admission:
         else:
             state.probe_interval = min(LAST_PROBE, state.probe_interval * 2)
         state.out_until = now + state.probe_interval
+        if all(s.out_until is not None for s in self.endpoints):
+            if self.all_out_since is None:
+                self.all_out_since = now
+            out_for = now - self.all_out_since
+            if self.give_up_after and out_for >= self.give_up_after and self.gave_up is None:
+                self.gave_up = (
+                    f"every server has been unreachable for {format_duration(out_for)} "
+                    f"(--give-up-after {self.give_up_after:g})"
+                )
 
     def hold(self, paused: bool) -> None:
         """Send nothing while `paused`; when it ends, serve the waiters again."""

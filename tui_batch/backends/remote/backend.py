@@ -239,6 +239,9 @@ class RemoteBackend(Backend):
             render=render,
         )
 
+    def stop_reason(self) -> str | None:
+        return self.admission.gave_up
+
     def status(self) -> BackendStatus | None:
         """The latest snapshot the loop published (a frozen value: reading it never
         waits for the loop); taken directly when no loop runs."""

@@ -40,6 +40,7 @@ EXTRA_KEYS = (
     "first_token_timeout",
     "stall_timeout",
     "request_timeout",
+    "give_up_after",
     "stream",
     "out",
     "format",
