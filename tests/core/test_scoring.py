@@ -281,3 +281,15 @@ def test_a_result_scored_right_or_wrong_round_trips(tmp_path):
     processor.save_checkpoint(job, [BatchResult(0, "a", "b", score=0.5, expected={"x": [1]})])
     _, [result] = processor.load_job(job.job_id)
     assert (result.score, result.expected, result.right) == (0.5, {"x": [1]}, False)
+
+
+def test_a_job_not_finished_is_no_data_for_another():
+    processor = BatchProcessor()
+    job = processor.create_job("m", ["a", "b", "c"])
+    job.completed = 1
+    processor.save_checkpoint(job, [BatchResult(0, "a", "yes", True)])
+    with pytest.raises(DataFileError, match=r"1 of 3 prompts answered; it is pending: finish it"):
+        list(iter_records(f"job:{job.job_id}"))
+    with processor.store.lock(job.job_id):  # a live process runs it
+        with pytest.raises(DataFileError, match="it is running: wait until it finishes"):
+            list(iter_records(f"job:{job.job_id}"))

@@ -24,6 +24,7 @@ from tui_batch.core.rows import check_rows, present_columns
 from tui_batch.core.store import (
     CHECKPOINT_PREFIX,
     CHECKPOINT_SUFFIX,
+    CheckpointStore,
     connect_read_only,
     read_header,
     read_snapshot,
@@ -49,6 +50,20 @@ def job_data_file(value: str | Path) -> Path | None:
     path = checkpoint_dir() / f"{CHECKPOINT_PREFIX}{job_id}{CHECKPOINT_SUFFIX}"
     if not path.is_file():
         raise DataFileError(f"Data {text}: no job {job_id!r} in {checkpoint_dir()}")
+    try:
+        summary = CheckpointStore(checkpoint_dir()).summary(job_id)
+    except CheckpointError as exc:
+        raise DataFileError(f"Data {text}: {exc}") from None
+    if not summary.finished:
+        # Its answers so far are not the job's: a chained job would silently miss the rest.
+        how = (
+            "it is running: wait until it finishes"
+            if summary.live
+            else f"it is {summary.state}: finish it first (tui-batch resume {job_id})"
+        )
+        raise DataFileError(
+            f"Data {text}: {summary.done:,} of {summary.total_prompts:,} prompts answered; {how}"
+        )
     return path
 
 
