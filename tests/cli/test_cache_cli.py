@@ -54,6 +54,8 @@ def test_a_second_run_is_served_whole_and_exports_where_each_answer_came_from(tm
     assert second.returncode == 0, second.stderr
     assert "cache: 4 of 4 answers served" in second.stderr and "; 0 to run" in second.stderr
     assert "4 succeeded (4 served from the cache)" in second.stderr
+    # Said once, and true: 4 to answer (not "4 to run"), and nothing generated.
+    assert "(4 to answer;" in second.stderr and "(0 tokens generated)" in second.stderr
     rows_a = list(csv.DictReader((tmp_path / "a.csv").open()))
     rows_b = list(csv.DictReader((tmp_path / "b.csv").open()))
     assert [r["response"] for r in rows_b] == [r["response"] for r in rows_a]

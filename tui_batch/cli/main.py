@@ -300,9 +300,11 @@ def _run_job(
     runs = f"{job.total_prompts} prompts"
     if job.repeats > 1:
         runs = f"{job.total_prompts // job.repeats} prompts x {job.repeats} runs"
+    # With the cache read, how many really run is said once it has been asked.
+    to_run = f"{remaining} to answer" if job.options.cache_reads else f"{remaining} to run"
     print(
         f"Job {job.job_id}: {runs} on {one_line(where)} "
-        f"({remaining} to run; checkpoint {one_line(job.checkpoint_file)})",
+        f"({to_run}; checkpoint {one_line(job.checkpoint_file)})",
         file=err,
     )
     if job.settings.schema is not None:
@@ -405,7 +407,9 @@ def _run_job(
 
 
 def tokens_generated(results: Sequence[BatchResult]) -> str:
-    """`1,234 tokens generated`, with how many answers had no count (never counted 0)."""
+    """`1,234 tokens generated`, with how many answers had no count (never counted 0);
+    an answer served from the cache generated none."""
+    results = [r for r in results if r.cached_from is None]
     counted = [r.tokens_output for r in results if r.output_known]
     text = f"{sum(counted):,} tokens generated"
     if len(counted) < len(results):
