@@ -290,6 +290,6 @@ def test_a_job_not_finished_is_no_data_for_another():
     processor.save_checkpoint(job, [BatchResult(0, "a", "yes", True)])
     with pytest.raises(DataFileError, match=r"1 of 3 prompts answered; it is pending: finish it"):
         list(iter_records(f"job:{job.job_id}"))
-    with processor.store.lock(job.job_id):  # a live process runs it
-        with pytest.raises(DataFileError, match="it is running: wait until it finishes"):
-            list(iter_records(f"job:{job.job_id}"))
+    running = pytest.raises(DataFileError, match="it is running: wait until it finishes")
+    with processor.store.lock(job.job_id), running:  # a live process runs it
+        list(iter_records(f"job:{job.job_id}"))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from textual.widgets import Static
 
 from tui_batch.core.jobs import JobStatus
 from tui_batch.ui.app import TuiBatchApp
@@ -125,6 +126,11 @@ async def test_scores_by_keys_wrong_filter_matrix_cells_and_regressions(tmp_path
         assert results.indices == [0, 3]
         detail = shown(app, "#detail-text")
         assert "Expected" in detail and "yes" in detail and "Word diff" in detail
+        results.action_open()  # the full view (enter) says as much as the pane
+        await pilot.pause()
+        full = str(app.screen.query_one(Static).visual)
+        assert "Expected" in full and "Word diff" in full and "wrong" in full.lower()
+        await pilot.press("escape")
         await pilot.press("escape")
 
         app.show_stats("b")
@@ -135,7 +141,8 @@ async def test_scores_by_keys_wrong_filter_matrix_cells_and_regressions(tmp_path
         assert [str(matrix.get_cell_at((r, c))) for r in range(2) for c in range(1, 3)] == [
             "2", "1", "1", "1"
         ]  # fmt: skip
-        await pilot.press("right", "right", "enter")  # expected yes, answered no
+        assert matrix.cursor_coordinate == (0, 1)  # on the matrix, not on a row's label
+        await pilot.press("right", "enter")  # expected yes, answered no
         await pilot.pause(0.3)
         assert isinstance(app.screen, ResultsScreen) and app.screen.indices == [0]
         assert "expected yes, answered no" in shown(app, "#filters")
@@ -149,8 +156,46 @@ async def test_scores_by_keys_wrong_filter_matrix_cells_and_regressions(tmp_path
         compare = app.screen
         rows = [compare.row_at(n) for n in range(compare.count)]
         assert [(row.key, row.regression) for row in rows] == [
-            ("q0", True), ("q3", True), ("q1", False)
+            ("q0", True), ("q3", True), ("q1", False), ("q2", False), ("q4", False)
         ]  # fmt: skip
+        # Regressions first only reorders: every filter still shows all it holds.
+        identical = compare.summary.states.get("identical", 0)
+        await pilot.press("i")
+        await pilot.pause(0.3)
+        assert compare.count == identical == 2
+        assert [compare.row_at(n).key for n in range(2)] == ["q2", "q4"]
+        await pilot.press("a")
+        await pilot.pause(0.3)
+        assert compare.count == 5 and compare.row_at(0).key == "q0"
         await pilot.press("r")
         await pilot.pause(0.3)
-        assert compare.count == 5
+        assert compare.count == 5 and compare.row_at(0).key == "q0"
+
+
+async def test_a_matrix_whose_labels_are_named_like_its_headings_is_drawn():
+    """Labels called `expected` and `F1` (the matrix's own headings) once left it empty."""
+    from tui_batch.core.jobs import Prompt
+    from tui_batch.core.processor import BatchProcessor
+    from tui_batch.core.run_spec import RunSpec
+
+    processor = BatchProcessor()
+    spec = RunSpec.from_values(
+        {"choices": "expected,F1,precision", "expect": "label", "invalid_retries": "0"}
+    )
+    labels = ["expected", "F1", "precision", "F1"]
+    prompts = [Prompt(f"q{n}", variables={"label": label}) for n, label in enumerate(labels)]
+    job = processor.create_job("m", prompts, job_id="named", spec=spec)
+    replies = iter(["expected", "F1", "F1", "F1"])
+    processor.process_batch(job, lambda _: next(replies))
+    app = TuiBatchApp(processor=processor)
+    async with app.run_test(size=SIZE) as pilot:
+        app.show_stats("named")
+        await wait_until(pilot, lambda: app.screen.stats is not None)
+        matrix = app.screen.query_one("#confusion")
+        assert matrix.row_count == 3
+        cells = [[str(matrix.get_cell_at((r, c))) for c in range(4)] for r in range(3)]
+        assert cells == [
+            ["expected", "1", "0", "0"],
+            ["F1", "0", "2", "0"],
+            ["precision", "0", "1", "0"],
+        ]

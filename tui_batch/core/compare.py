@@ -403,11 +403,13 @@ class Comparison:
         limit: int | None = None,
         differs: str | None = None,
         changed: bool = False,
+        regressions_first: bool = False,
     ) -> Iterator[CompareRow]:
         """Matched prompts in `order`, in `state`, holding `search`; with `differs`, only
         those every job answered validly with different values of that field; with
         `changed`, only those right in one job and wrong in another, regressions (right
-        in the first job, wrong in a later one) first."""
+        in the first job, wrong in a later one) first; with `regressions_first`, every
+        row, regressions then improvements first."""
         if order not in ORDERS:
             raise SettingsError(f"Unknown order {order!r}: use one of {', '.join(ORDERS)}")
         search_sql, outer, params = self._where(state, search, differs, changed)
@@ -418,7 +420,7 @@ class Comparison:
         }
         sql = (
             f"SELECT * FROM ({self._select.format(search=search_sql)}) {outer} "
-            f"ORDER BY {'regression DESC, ' if changed else ''}{sort[order]} LIMIT {-1 if limit is None else int(limit)} "
+            f"ORDER BY {'regression DESC, improvement DESC, ' if changed or regressions_first else ''}{sort[order]} LIMIT {-1 if limit is None else int(limit)} "
             f"OFFSET {int(offset)}"
         )
         width = len(self.sides)

@@ -53,7 +53,7 @@ class CompareScreen(Screen[None]):
         self.summary: CompareSummary | None = None
         self.state: str | None = None
         # Only prompts right in one job and wrong in another, regressions first.
-        self.changed = False
+        self.regressions_first = False
         self.order = "index"
         self.count = 0
         self._pages: OrderedDict[int, list[CompareRow]] = OrderedDict()
@@ -114,30 +114,25 @@ class CompareScreen(Screen[None]):
             return
         search = self.query_one("#compare-search", Input).value.strip() or None
         summary = self.summary
-        if search is None and summary is not None and not (self.changed and self.state):
-            # Counted once, with the summary.
-            if self.changed:
-                count = summary.regressions + summary.improvements
-            else:
-                count = summary.rows if self.state is None else summary.states.get(self.state, 0)
+        if search is None and summary is not None:
+            # Counted once, with the summary (regressions first only reorders).
+            count = summary.rows if self.state is None else summary.states.get(self.state, 0)
             self._show_rows(count)
         else:  # a search reads every answer: counted in a worker, the screen answers keys
             self._show_rows(0)  # no page is read meanwhile: the comparison is busy
             self.query_one("#compare-filters", Static).update(Text("searching…", style="dim"))
-            self._count(self.comparison, self.state, search, self.changed)
+            self._count(self.comparison, self.state, search)
 
     @work(thread=True, exclusive=True, group="compare-count", exit_on_error=False)
-    def _count(
-        self, comparison: Comparison, state: str | None, search: str | None, changed: bool
-    ) -> None:
-        count = comparison.count(state, search, changed=changed)
-        self.app.call_from_thread(self._counted, state, search, changed, count)
+    def _count(self, comparison: Comparison, state: str | None, search: str | None) -> None:
+        count = comparison.count(state, search)
+        self.app.call_from_thread(self._counted, state, search, count)
 
-    def _counted(self, state: str | None, search: str | None, changed: bool, count: int) -> None:
+    def _counted(self, state: str | None, search: str | None, count: int) -> None:
         if not self.is_attached:
             return
         current = self.query_one("#compare-search", Input).value.strip() or None
-        if (state, search, changed) == (self.state, current, self.changed):  # not overtaken
+        if (state, search) == (self.state, current):  # not overtaken
             self._show_rows(count)
 
     def _show_rows(self, count: int) -> None:
@@ -149,7 +144,7 @@ class CompareScreen(Screen[None]):
             label = f" {state or 'all'} "
             filters.append(label, style="reverse bold" if state == self.state else "")
             filters.append(" ")
-        if self.changed:
+        if self.regressions_first:
             filters.append(" regressions first ", style="reverse bold yellow")
             filters.append(" ")
         filters.append(f"· sorted by {self.order} · {self.count:,} shown", style="italic")
@@ -168,7 +163,7 @@ class CompareScreen(Screen[None]):
                 search,
                 offset=page * PAGE,
                 limit=PAGE,
-                changed=self.changed,
+                regressions_first=self.regressions_first,
             )
             if len(self._pages) > PAGES_KEPT:
                 self._pages.popitem(last=False)
@@ -207,8 +202,8 @@ class CompareScreen(Screen[None]):
         self._apply()
 
     def action_regressions(self) -> None:
-        """Only the prompts right in one job and wrong in another, regressions first (a
-        second press shows every row again)."""
+        """Regressions first, then improvements, then the rest in the order chosen (a
+        second press puts them back); every filter still shows all it holds."""
         if self.summary is not None and not any(side.scoring for side in self.summary.jobs):
             self.notify(
                 "These jobs have no scores: run them with --expect COLUMN, or score them "
@@ -216,7 +211,7 @@ class CompareScreen(Screen[None]):
                 title="Regressions",
             )
             return
-        self.changed = not self.changed
+        self.regressions_first = not self.regressions_first
         self._apply()
 
     def action_sort(self) -> None:

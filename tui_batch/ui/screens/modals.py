@@ -378,13 +378,20 @@ class ResultScreen(ModalScreen[None]):
         Binding("c", "copy", "Copy response"),
     ]
 
-    def __init__(self, result: BatchResult) -> None:
+    def __init__(
+        self,
+        result: BatchResult,
+        scoring: Scoring | None = None,
+        schema: AnswerSchema | None = None,
+    ) -> None:
         super().__init__()
         self.result = result
+        self.scoring, self.schema = scoring, schema
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(classes="dialog detail"):
-            yield Static(result_details(self.result))
+            # The same details as the results' pane: the expected answer and score too.
+            yield Static(result_details(self.result, self.scoring, self.schema))
         yield Footer()
 
     def action_copy(self) -> None:

@@ -309,7 +309,8 @@ class ProgressScreen(Screen[None]):
         if result is None:
             self.notify(f"Prompt {index} has no result yet.", severity="warning")
         else:
-            self.app.push_screen(ResultScreen(result))
+            job = self.run.job
+            self.app.push_screen(ResultScreen(result, job.scoring, job.settings.schema))
 
     def action_pause(self) -> None:
         run = self.run

@@ -224,7 +224,7 @@ class ResultsScreen(Screen[None]):
     def action_open(self) -> None:
         result = self._current()
         if result is not None:
-            self.app.push_screen(ResultScreen(result))
+            self.app.push_screen(ResultScreen(result, self.scoring, self.schema))
 
     def action_copy(self) -> None:
         result = self._current()

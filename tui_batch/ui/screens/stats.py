@@ -147,11 +147,12 @@ class StatsScreen(Screen[None]):
         )
         cursor = table.cursor_coordinate
         table.clear(columns=True)
-        table.add_column("expected", key="expected")
-        for column in confusion.columns:
-            table.add_column(one_line(column), key=column)
+        # Keys by place: a label may be named like a heading ("expected", "F1").
+        table.add_column("expected", key="row-label")
+        for number, column in enumerate(confusion.columns):
+            table.add_column(one_line(column), key=f"answer-{number}")
         for name in FIGURES:
-            table.add_column(Text(name, style="dim"), key=name)
+            table.add_column(Text(name, style="dim"), key=f"figure-{name}")
         figures = {f.label: f for f in confusion.per_label()}
         for label in confusion.labels:
             cells: list[Text] = [one_line(label, style="bold")]
@@ -162,8 +163,9 @@ class StatsScreen(Screen[None]):
             shown = figures[label]
             for value in (shown.precision, shown.recall, shown.f1):
                 cells.append(Text("-" if value is None else f"{value:.3f}", style="dim"))
-            table.add_row(*cells, key=label)
-        table.move_cursor(row=cursor.row, column=cursor.column)
+            table.add_row(*cells, key=f"expected-{len(table.rows)}")
+        # On a cell of the matrix, where enter opens its results (not on a row's label).
+        table.move_cursor(row=cursor.row, column=max(1, cursor.column))
 
     def action_next_matrix(self) -> None:
         self.matrix += 1
