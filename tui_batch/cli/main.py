@@ -185,6 +185,7 @@ def command_run(args: argparse.Namespace) -> int:
         # The model is loaded before the job is made, so a model that fails changes
         # nothing; with answers to serve from the cache, only if a prompt is left.
         if not spec.options.cache_reads:
+            print(f"Loading {one_line(model.id)}...", file=sys.stderr, flush=True)
             backend.open(settings)
         with backend:
             if signals.cancel.is_set():
@@ -314,9 +315,18 @@ def _run_job(
     printer = ProgressPrinter(err)
     start = time.monotonic()
     stopped_by: list[str] = []  # why the engine stopped the job itself (servers gone)
+    started: set[int] = set()
+    tokens = 0
 
     def said(event: events.BatchEvent) -> None:
-        if (
+        nonlocal tokens
+        if isinstance(event, events.TokensStreamed):
+            tokens += 1
+            printer.activity(len(started), tokens)
+        elif isinstance(event, events.PromptStarted):
+            started.add(event.index)
+            printer.activity(len(started), tokens)
+        elif (
             isinstance(event, events.JobStateChanged)
             and event.status is JobStatus.CANCELLED
             and event.reason not in (None, "cancelled")
@@ -336,6 +346,7 @@ def _run_job(
         elif isinstance(event, events.CacheProblem):
             printer.note(f"warning: {event.message}")
 
+    printer.started(job)
     try:
         with printer.watch(backend):
             results = processor.process_batch(

@@ -12,6 +12,7 @@ from typing import Any, TextIO
 
 from tui_batch.backends.factory import in_model_log_callback
 from tui_batch.core.backend import Backend
+from tui_batch.core.jobs import BatchJob
 from tui_batch.core.progress import ProgressUpdate, format_progress_line
 from tui_batch.core.text import one_line
 
@@ -99,6 +100,7 @@ class ProgressPrinter:
         # What the job waits for (every server out), shown in place of the ETA.
         self._waiting: str | None = None
         self._last_wait_line = 0.0
+        self._first = False  # started, and no answer yet
 
     def note(self, text: str) -> None:
         """A line of news (a server went out, a limit changed) above the progress line."""
@@ -109,12 +111,45 @@ class ProgressPrinter:
                 self._draw()
             self.stream.flush()
 
+    def started(self, job: BatchJob) -> None:
+        """The job begins: until its first answer, the line says what is going on
+        (prompts started, tokens so far), never nothing for the half minute a first
+        batch of prompts can take on a CPU."""
+        with self._lock:
+            self._pending = ProgressUpdate(
+                job.completed, job.failed, job.total_prompts,
+                100.0 * job.done / job.total_prompts if job.total_prompts else 100.0,
+                0.0, None, 0.0, 0.0, None,
+            )  # fmt: skip
+            self._first = True
+            if self.interactive:
+                self._waiting = "starting: the first prompts"
+                self._draw()
+                self._waiting = None
+            else:
+                print("Running: each answer is counted here as it finishes", file=self.stream)
+
+    def activity(self, running: int, tokens: int) -> None:
+        """Before the first answer: `running` prompts started, `tokens` written so far
+        (redrawn at most every REDRAW_INTERVAL; a log is not written to for it)."""
+        with self._lock:
+            now = time.monotonic()
+            if not (self.interactive and self._first and self._waiting is None):
+                return
+            if now - self._last_draw < self.REDRAW_INTERVAL:
+                return
+            self._last_draw = now
+            self._waiting = f"starting: {running:,} running, {tokens:,} tokens so far"
+            self._draw()
+            self._waiting = None
+
     def waiting(self, text: str | None) -> None:
         """The job waits (`text` says for what), or no longer (None): on the progress
         line, redrawn; in a log, a line when it starts and every WAIT_LOG_INTERVAL."""
         with self._lock:
             now = time.monotonic()
-            started, self._waiting = self._waiting is None and text is not None, text
+            started = self._waiting is None and text is not None
+            self._waiting = None if text is None else f"waiting: {text}"
             if text is None:
                 return
             if self.interactive:
@@ -125,8 +160,8 @@ class ProgressPrinter:
 
     def _line(self) -> str:
         if self._pending is None:
-            return f"Waiting: {self._waiting}"
-        return format_progress_line(self._pending, waiting=self._waiting)
+            return self._waiting or ""
+        return format_progress_line(self._pending, status=self._waiting)
 
     def watch(self, backend: Backend) -> contextlib.AbstractContextManager[None]:
         """While the block runs, print each change the backend reports (servers)."""
@@ -134,6 +169,7 @@ class ProgressPrinter:
 
     def __call__(self, update: ProgressUpdate) -> None:
         with self._lock:
+            self._first = False
             self._show(update)
 
     def _show(self, update: ProgressUpdate) -> None:

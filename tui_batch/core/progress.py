@@ -122,14 +122,13 @@ def format_duration(seconds: float | None) -> str:
     return f"{hours}h {minutes:02d}m"
 
 
-def format_progress_line(
-    update: ProgressUpdate, width: int = 30, waiting: str | None = None
-) -> str:
-    """The progress line: `Progress: [=====-----] 66.7% (4/6) | ETA: 2m 15s`; while the
-    job `waiting` (every server out, say), that in place of the ETA."""
+def format_progress_line(update: ProgressUpdate, width: int = 30, status: str | None = None) -> str:
+    """The progress line: `Progress: [=====-----] 66.7% (4/6) | ETA: 2m 15s`; `status`
+    in place of the ETA where the ETA would say nothing (`waiting: every server is
+    out`, `starting: 16 prompts running`)."""
     filled = int(width * update.done / update.total) if update.total else width
     bar = "=" * filled + "-" * (width - filled)
-    eta = f"waiting: {waiting}" if waiting else f"ETA: {format_duration(update.eta_seconds)}"
+    eta = status or f"ETA: {format_duration(update.eta_seconds)}"
     line = f"Progress: [{bar}] {update.percent:.1f}% ({update.done}/{update.total}) | {eta}"
     if update.failed > update.invalid:
         line += f" | failed: {update.failed - update.invalid}"
