@@ -330,3 +330,34 @@ def test_a_server_that_interrupts_requests_is_found_and_sent_one_at_a_time(
     (summary,) = BatchProcessor().job_summaries()
     job, _ = BatchProcessor().load_job(summary.job_id)
     assert [str(e) for e in job.server.endpoints] == [f"{url}#1"]
+
+
+def test_jobs_have_names_from_their_files_or_given(tmp_path):
+    """Fourteen jobs on one model once all read the same: each has a name now, its job
+    file's or its input's unless given, in every listing."""
+    (tmp_path / "reviews.txt").write_text("hello\n")
+    (tmp_path / "labels.toml").write_text('[input]\nprompts = "reviews.txt"\n')
+    with FakeServer() as fake:
+        fake.reply = "yes"
+        for args in (
+            [str(tmp_path / "labels.toml")],
+            [str(tmp_path / "reviews.txt")],
+            [str(tmp_path / "reviews.txt"), "--name", "second  try"],
+        ):
+            done = run_cli("run", *args, "--server", fake.url)
+            assert done.returncode == 0, done.stderr
+        for bad, said in (("bad\x07", "control character"), ("x" * 81, "at most 80")):
+            done = run_cli(
+                "run", str(tmp_path / "reviews.txt"), "--name", bad, "--server", fake.url
+            )
+            assert done.returncode == 2 and said in done.stderr
+    listed = json.loads(run_cli("checkpoints", "--json").stdout)["checkpoints"]
+    names = {job["name"]: job["job_id"] for job in listed}
+    assert set(names) == {"labels", "reviews", "second try"}
+    table = run_cli("checkpoints").stdout
+    assert table.splitlines()[0].split()[:3] == ["JOB", "ID", "NAME"]
+    assert "second try" in table and "labels" in table
+    stats = run_cli("stats", names["labels"]).stdout
+    assert stats.startswith(f"Job {names['labels']} (labels) on fake-model")
+    compared = run_cli("compare", names["labels"], names["second try"]).stdout
+    assert "labels" in compared and "second try" in compared

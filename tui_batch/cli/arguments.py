@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="JOB.toml",
         help="write these settings to a job file and exit, without running",
     )
+    _flag(run, "name", metavar="NAME")
     _flag(run, "model")
     _add_output_options(run)
     _flag(run, "error_strategy", metavar="S")

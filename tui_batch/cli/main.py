@@ -9,6 +9,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +164,8 @@ def command_run(args: argparse.Namespace) -> int:
         return save_job(request, args.save_job)
     run_input = load_input(request)
     spec = run_input.settled(request.spec)
+    if spec.name is None and request.job_file is not None:
+        spec = replace(spec, name=request.job_file.stem)  # a job file names its job
     processor = BatchProcessor()
     if spec.output:
         check_output_path(spec.output, protected=[*request.inputs, processor.checkpoint_dir])

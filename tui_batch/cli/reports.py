@@ -192,9 +192,10 @@ def command_checkpoints(args: argparse.Namespace) -> int:
     if not entries:
         print(f"No checkpoints in {processor.checkpoint_dir}")
     else:
-        rows = [("JOB ID", "MODEL", "STATUS", "DONE", "FAILED", "UPDATED")] + [
+        rows = [("JOB ID", "NAME", "MODEL", "STATUS", "DONE", "FAILED", "UPDATED")] + [
             (
                 e.job_id,
+                e.name or "-",
                 e.model_id,
                 e.state,
                 f"{e.done}/{e.total_prompts}",

@@ -52,6 +52,7 @@ class JobSide:
     scored: int = 0
     right: int = 0
     scoring: str | None = None
+    name: str | None = None  # the job's `--name`
 
     @property
     def success_rate(self) -> float:
@@ -100,6 +101,7 @@ class CompareSummary:
             "jobs": [
                 {
                     "job_id": j.job_id,
+                    "name": j.name,
                     "model_id": j.model_id,
                     "prompts": j.prompts,
                     "results": j.results,
@@ -223,7 +225,7 @@ class Comparison:
         columns = present_columns(self.connection, f"j{n}")
         self._scored.append("score" in columns)
         scoring = job.scoring.describe() if job.scoring else None
-        return JobSide(job.job_id, job.model_id, prompts, scoring=scoring)
+        return JobSide(job.job_id, job.model_id, prompts, scoring=scoring, name=job.name)
 
     @property
     def fields(self) -> list[str]:

@@ -6,6 +6,7 @@ import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from tui_batch.core.errors import CheckpointError, SettingsError
@@ -370,9 +371,12 @@ class BatchJob:
     prices: Prices | None = None
     # Set for a job whose answers are scored against a column of expected answers.
     scoring: Scoring | None = None
+    # What listings call it (`--name`; by default its job file's or input file's name).
+    name: str | None = None
 
     def __post_init__(self) -> None:
         validate_job_id(self.job_id)
+        self.name = check_job_name(self.name)
         self.status = JobStatus(self.status)
         self.total_prompts = len(self.prompts)
         if not isinstance(self.settings, GenerationSettings):
@@ -484,6 +488,32 @@ _HEADER_TYPES: dict[str, type | tuple[type, ...]] = {
     "invalid_retries": int,
     "repeats": int,
     "cache": str,
+    "name": str,
 }
 _HEADER_DATES = ("started_at", "completed_at", "created_at", "updated_at")
 _HEADER_TYPES.update(dict.fromkeys(_HEADER_DATES, str))
+
+
+MAX_JOB_NAME = 80
+
+
+def check_job_name(name: str | None) -> str | None:
+    """A job's name, trimmed (None or blank: none); a SettingsError of one line for one
+    too long or holding control characters."""
+    if name is None:
+        return None
+    if not isinstance(name, str):
+        raise SettingsError(f"Job name (--name): expected text, got {name!r:.40}")
+    name = " ".join(name.split())
+    if len(name) > MAX_JOB_NAME:
+        raise SettingsError(f"Job name (--name): at most {MAX_JOB_NAME} characters")
+    if any(ord(c) < 32 or 0x7F <= ord(c) < 0xA0 or 0xD800 <= ord(c) < 0xE000 for c in name):
+        raise SettingsError("Job name (--name): holds a control character or bytes not UTF-8")
+    return name or None
+
+
+def default_job_name(source_file: str | Path | None) -> str | None:
+    """The name of a job given none: its input file's name, without the extension."""
+    if not source_file:
+        return None
+    return check_job_name(Path(source_file).stem[:MAX_JOB_NAME] or None)

@@ -14,7 +14,7 @@ from tui_batch.core.backend import Backend, CallableBackend
 from tui_batch.core.batch_run import BatchRun, EventCallback, ProgressCallback
 from tui_batch.core.errors import SettingsError
 from tui_batch.core.export import export_results, format_for_path
-from tui_batch.core.jobs import BatchJob, BatchResult, Prompt, repeated
+from tui_batch.core.jobs import BatchJob, BatchResult, Prompt, default_job_name, repeated
 from tui_batch.core.paths import checkpoint_dir as default_checkpoint_dir
 from tui_batch.core.paths import ensure_private_dir
 from tui_batch.core.paths import outputs_dir as default_outputs_dir
@@ -74,6 +74,8 @@ class BatchProcessor:
         if settings is not None:
             given["settings"] = settings
         given.update(fields)
+        if given.get("name") is None:
+            given["name"] = default_job_name(given.get("source_file"))
         made = [p if isinstance(p, Prompt) else Prompt(text=str(p)) for p in prompts]
         scoring = given.get("scoring")
         if scoring is not None:

@@ -66,6 +66,8 @@ class JobSummary:
     # What the job's answers must be (None: free text), and how they are scored.
     schema: AnswerSchema | None = None
     scoring: Scoring | None = None
+    # What listings call the job (None: it has no name).
+    name: str | None = None
     # A process holds the job's run lock now: it runs (or is paused) in a live process.
     live: bool = False
 
@@ -84,6 +86,11 @@ class JobSummary:
     @property
     def done(self) -> int:
         return self.completed + self.failed
+
+    @property
+    def title(self) -> str:
+        """The job's name, else its model: what tells it apart in a list."""
+        return self.name or self.model_id
 
     @property
     def finished(self) -> bool:

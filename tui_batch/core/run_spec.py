@@ -33,7 +33,7 @@ from tui_batch.core.structured.schema import AnswerSchema
 
 # Where the prompts come from: a prompts file, or a template (a file or its text) over
 # a data file, its records named by a column.
-INPUT_KEYS = ("prompts", "template", "template_text", "data", "id_field")
+INPUT_KEYS = ("prompts", "template", "template_text", "data", "id_field", "name")
 # How a local model is run: no setting of servers.
 LOCAL_KEYS = tuple(s.name for s in SETTINGS if s.table == "model" and s.name != "model")
 _PRICE_KEYS = ("price_in", "price_out")
@@ -62,6 +62,8 @@ class RunSpec:
     template_text: str | None = None
     data: Path | None = None
     id_field: str | None = None
+    # What listings call the job (None: its input file's name, see `BatchJob.name`).
+    name: str | None = None
     # A model id or .gguf path (None: the demo model), or the name servers serve it by.
     model: str | None = None
     generation: GenerationSettings = field(default_factory=GenerationSettings)
@@ -117,6 +119,7 @@ class RunSpec:
             template_text=_text(given, "template_text"),
             data=_path(given, "data"),
             id_field=_text(given, "id_field"),
+            name=_text(given, "name"),
             model=_text(given, "model"),
             generation=generation,
             options=options,
@@ -209,6 +212,7 @@ class RunSpec:
             "output_format": self.results_format,
             "prices": self.prices,
             "scoring": self.scoring,
+            "name": self.name,
         }
 
 

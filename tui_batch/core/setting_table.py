@@ -84,6 +84,16 @@ SETTINGS: tuple[Setting, ...] = (
         "answers (prompt, response, its fields, its record's, expected)",
     ),
     Setting(
+        "name",
+        "Job name",
+        "text",
+        "input",
+        "name",
+        "--name",
+        "a name for the job in listings, stats and compare (default: the job file's "
+        "name, else the prompts or data file's)",
+    ),
+    Setting(
         "id_field",
         "Id column",
         "text",

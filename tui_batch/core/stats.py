@@ -157,6 +157,8 @@ class JobStats:
     cached: int = 0
     cached_tokens_input: int = 0
     cached_tokens_output: int = 0
+    # The job's name (`--name`), if it has one.
+    name: str | None = None
 
     @property
     def accuracy(self) -> float | None:
@@ -268,6 +270,7 @@ def job_stats(path: str | Path, prices: Prices | None = None) -> JobStats:
                 header_total if isinstance(header_total, int) else 0,
                 prices=prices or job.prices,
                 cache=job.cache,
+                name=job.name,
             )
             _fill(connection, stats, job.settings.schema)
             if job.scoring is not None:

@@ -54,7 +54,8 @@ def stats_lines(stats: JobStats, charts: bool = True) -> list[str]:
     and no tokens over time (the stats screen draws its own)."""
     empty = f" ({stats.empty:,} empty answers)" if stats.empty else ""
     lines = [
-        f"Job {stats.job_id} on {_one_line(stats.model_id, 200)}: {stats.status}",
+        f"Job {stats.job_id}{_named(stats.name)} on {_one_line(stats.model_id, 200)}: "
+        f"{stats.status}",
         f"  prompts    {stats.total:,}: {stats.completed:,} succeeded{empty}, "
         f"{stats.failed:,} failed, {stats.pending:,} not run ({stats.success_rate:.1f}% ok)",
         f"  tokens     {tokens_line(stats)}",
@@ -288,12 +289,13 @@ def compare_lines(summary: CompareSummary, rows: list[CompareRow], total: int) -
         "",
     ]
     scored = any(side.scoring for side in summary.jobs)
-    table = [("job", "model", "results", "success", "tokens out", "mean latency")]
+    table = [("job", "name", "model", "results", "success", "tokens out", "mean latency")]
     if scored:
         table[0] += ("accuracy",)
     for side in summary.jobs:
         row = (
             side.job_id,
+            _one_line(side.name or "-", 40),
             _one_line(side.model_id, 60),
             f"{side.results:,}",
             f"{side.success_rate:.1f}%",
@@ -329,3 +331,7 @@ def compare_lines(summary: CompareSummary, rows: list[CompareRow], total: int) -
     if total > len(rows):
         lines.append(f"  ... {total - len(rows):,} more rows (--limit N, or --json / --csv)")
     return lines
+
+
+def _named(name: str | None) -> str:
+    return f" ({_one_line(name, 80)})" if name else ""

@@ -368,6 +368,7 @@ class CheckpointStore:
             schema=job.settings.schema,
             scoring=job.scoring,
             live=holder_alive(f"{path}.lock"),
+            name=job.name,
         )
 
 

@@ -31,7 +31,7 @@ class TuiBatchCommands(Provider):
                 (
                     f"job: results {job_id}",
                     partial(app.show_results, job_id),
-                    _help(f"{entry.model_id} · {entry.status.value}"),
+                    _help(f"{entry.title} · {entry.state}"),
                 )
             )
             commands.append(

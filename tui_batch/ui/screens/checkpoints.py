@@ -83,7 +83,9 @@ class CheckpointsScreen(Screen[None]):
     def on_mount(self) -> None:
         self.sub_title = "Checkpoints"
         table = self.query_one("#checkpoints", DataTable)
-        table.add_columns("Job id", "Model", "Done", "Failed", "Status", "Last update", "Size")
+        table.add_columns(
+            "Job id", "Name · model", "Done", "Failed", "Status", "Last update", "Size"
+        )
         self.reload()
         table.focus()
 
@@ -105,7 +107,13 @@ class CheckpointsScreen(Screen[None]):
         flagged = [e for e in self.entries if e.unreadable]
         for entry in readable + flagged:
             haystack = " ".join(
-                (entry.job_id, entry.model_id, entry.state, entry.unreadable or "")
+                (
+                    entry.job_id,
+                    entry.name or "",
+                    entry.model_id,
+                    entry.state,
+                    entry.unreadable or "",
+                )
             ).lower()
             if needle and needle not in haystack:
                 continue
@@ -141,7 +149,7 @@ class CheckpointsScreen(Screen[None]):
             shown.append(" · resumable", style="bold")
         return [
             Text(f"{mark}{entry.job_id}", style="bold"),
-            one_line(entry.model_id),
+            _title(entry),
             Text(f"{entry.done}/{entry.total_prompts}", justify="right"),
             Text(str(entry.failed), style="red" if entry.failed else "", justify="right"),
             shown,
@@ -262,3 +270,12 @@ class CheckpointsScreen(Screen[None]):
             self.query_one("#checkpoints", DataTable).focus()
         else:
             self.app.pop_screen()
+
+
+def _title(entry: JobSummary) -> Text:
+    """The job's name in bold, then its model dim: jobs on one model told apart."""
+    if not entry.name:
+        return one_line(entry.model_id)
+    text = one_line(entry.name, style="bold")
+    text.append_text(one_line(f" · {entry.model_id}", style="dim"))
+    return text

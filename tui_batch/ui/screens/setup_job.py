@@ -33,6 +33,7 @@ PRICE_FIELDS = ("price_in", "price_out")
 SCORE_FIELDS = ("tolerance", "repeats")
 # Settings a job file may hold that job setup has no field for: kept as they were.
 EXTRA_KEYS = (
+    "name",
     "top_p",
     "stop",
     "retry_backoff",
