@@ -212,3 +212,30 @@ def test_jobs_with_a_schema_agree_field_by_field(tmp_path):
         assert comparison.count(differs="size") == 1
         with pytest.raises(SettingsError, match="Unknown field 'nope' \\(known: label, size"):
             comparison.count(differs="nope")
+
+
+def test_structured_answers_are_compared_field_by_field():
+    from tui_batch.core.compare import ComparedAnswer, CompareRow, answers_shown, field_changes
+
+    a = '{"sentiment": "positive", "stars": 4, "headline": "Great kettle, boils fast"}'
+    b = '{"sentiment": "positive", "stars": 5, "headline": "Great kettle, boils fast"}'
+    row = CompareRow(
+        0, "r1", "p", "different", [ComparedAnswer(0, True, a), ComparedAnswer(0, True, b)]
+    )
+    assert answers_shown(row) == ["stars=4", "stars=5"]  # only what differs
+    same = CompareRow(1, "r2", "p", "identical", [ComparedAnswer(1, True, a)] * 2)
+    assert (
+        answers_shown(same) == ["sentiment=positive stars=4 headline=Great kettle, boils fast"] * 2
+    )
+    failed = CompareRow(
+        2, "r3", "p", "failed", [ComparedAnswer(2, True, a), ComparedAnswer(2, False, None, "boom")]
+    )
+    assert answers_shown(failed)[1] == "(failed: boom)"
+    changes = field_changes(a, '{"stars": 5, "extra": [1, 2]}')
+    assert [(c.name, c.before, c.after, c.same) for c in changes] == [
+        ("sentiment", "positive", None, False),
+        ("stars", "4", "5", False),
+        ("headline", "Great kettle, boils fast", None, False),
+        ("extra", None, "[1, 2]", False),
+    ]
+    assert field_changes(a, "not json") is None

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from tui_batch.cli.arguments import prices
-from tui_batch.cli.terminal import print_table
+from tui_batch.cli.terminal import print_table, terminal_width
 from tui_batch.core.compare import CompareRow, CompareSummary, Comparison
 from tui_batch.core.errors import CheckpointError, SettingsError
 from tui_batch.core.export import STATS_FORMAT, format_for_path, guard_cell, write_file
@@ -100,7 +100,7 @@ def command_compare(args: argparse.Namespace) -> int:
             changed=changed,
         )
         total = comparison.count(args.state, args.search, args.field, changed)
-        print("\n".join(compare_lines(summary, shown, total)))
+        print("\n".join(compare_lines(summary, shown, total, terminal_width())))
     return _regression_status(args, summary)
 
 

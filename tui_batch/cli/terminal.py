@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -238,3 +240,11 @@ def print_table(rows: list[tuple[str, ...]]) -> None:
         print(
             "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         )
+
+
+def terminal_width() -> int:
+    """The terminal's columns where stdout is one; 100 for a pipe or a file, where
+    nothing wraps lines, so a table may be read as wide as it is."""
+    if not sys.stdout.isatty():
+        return 100
+    return max(60, shutil.get_terminal_size((100, 24)).columns)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tui_batch.core.compare import STATES, CompareRow, CompareSummary
+from tui_batch.core.compare import STATES, CompareRow, CompareSummary, answers_shown
 from tui_batch.core.progress import format_duration
 from tui_batch.core.scoring.figures import Confusion, accuracy_text
 from tui_batch.core.stats import JobStats, Spread
@@ -280,8 +280,12 @@ def _table(rows: list[tuple[str, ...]]) -> list[str]:
     ]
 
 
-def compare_lines(summary: CompareSummary, rows: list[CompareRow], total: int) -> list[str]:
-    """The comparison's summary, then `rows` (a page of `total`), one line each."""
+def compare_lines(
+    summary: CompareSummary, rows: list[CompareRow], total: int, width: int = 100
+) -> list[str]:
+    """The comparison's summary, then `rows` (a page of `total`), one line each, to fit
+    `width` columns (a terminal's); structured answers field by field, only the fields
+    that differ where they do."""
     states = " · ".join(f"{state} {summary.states.get(state, 0):,}" for state in STATES)
     lines = [
         f"{len(summary.jobs)} jobs, {summary.rows:,} prompts matched on {summary.matched_on}",
@@ -310,7 +314,7 @@ def compare_lines(summary: CompareSummary, rows: list[CompareRow], total: int) -
         lines += [
             "",
             f"  regressions {summary.regressions:,} (right in {summary.jobs[0].job_id}, "
-            f"wrong in another) · improvements {summary.improvements:,}",
+            f"wrong, failed or missing in another) · improvements {summary.improvements:,}",
         ]
     if summary.fields:
         agreement = " · ".join(
@@ -320,12 +324,10 @@ def compare_lines(summary: CompareSummary, rows: list[CompareRow], total: int) -
         lines += ["", f"  agreement by field: {agreement}"]
     if rows:
         lines.append("")
-        width = max(12, 60 // len(summary.jobs))
+        # What is left of the line after the key and the mark, shared by the answers.
+        each = max(12, (width - 40 - 5 * (len(summary.jobs) - 1)) // len(summary.jobs))
         for row in rows:
-            answers = "  |  ".join(
-                _one_line(a.text if a.success is not False else f"(failed: {a.error})", width)
-                for a in row.answers
-            )
+            answers = "  |  ".join(_one_line(shown, each) for shown in answers_shown(row))
             mark = row_mark(row)
             lines.append(f"  {_one_line(row.key, 24):24}  {mark:10}  {answers}")
     if total > len(rows):

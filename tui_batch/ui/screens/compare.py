@@ -14,7 +14,15 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Static
 
-from tui_batch.core.compare import ORDERS, STATES, CompareRow, CompareSummary, Comparison
+from tui_batch.core.compare import (
+    ORDERS,
+    STATES,
+    CompareRow,
+    CompareSummary,
+    Comparison,
+    answers_shown,
+    field_changes,
+)
 from tui_batch.core.errors import TuiBatchError
 from tui_batch.core.scoring.figures import accuracy_text
 from tui_batch.core.stats_text import row_mark
@@ -177,7 +185,8 @@ class CompareScreen(Screen[None]):
             return [Text("")]
         mark = row_mark(row)
         cells = [Text(mark, style=STATE_STYLE.get(mark, "")), one_line(row.key)]
-        for answer in row.answers:
+        # Structured answers field by field: only the fields that differ, where some do.
+        for answer, shown in zip(row.answers, answers_shown(row), strict=True):
             if answer.index is None:
                 cells.append(Text("(no such prompt)", style="dim"))
             elif answer.success is None:
@@ -185,7 +194,7 @@ class CompareScreen(Screen[None]):
             elif not answer.success:
                 cells.append(one_line(answer.error, style="red"))
             else:
-                cells.append(one_line(answer.text))
+                cells.append(one_line(shown))
         return cells
 
     def on_virtual_table_highlighted(self) -> None:
@@ -299,7 +308,21 @@ def detail_text(row: CompareRow, job_ids: list[str]) -> Text:
         else:
             text.append_text(literal(answer.text or "(no answer)"))
     first, second = row.answers[0], row.answers[1]
-    if first.text is not None and second.text is not None and row.state == "different":
+    if first.text is None or second.text is None or row.state != "different":
+        return text
+    changes = field_changes(first.text, second.text)
+    if changes is None:
         text.append(f"\n\nWord diff ({job_ids[0]} → {job_ids[1]})\n", style="bold")
         text.append_text(diff_text(first.text, second.text))
+        return text
+    text.append(f"\n\nFields ({job_ids[0]} → {job_ids[1]})\n", style="bold")
+    for change in changes:
+        text.append_text(one_line(f"{change.name}: ", style="bold" if not change.same else "dim"))
+        if change.same:
+            text.append_text(one_line(change.before, style="dim"))
+        else:
+            text.append_text(one_line(change.before or "(none)", style="red strike"))
+            text.append(" → ")
+            text.append_text(one_line(change.after or "(none)", style="green underline"))
+        text.append("\n")
     return text
