@@ -511,3 +511,18 @@ async def test_prices_typed_in_setup_give_the_job_its_cost(tmp_path):
     assert (job.prices.input, job.prices.output) == (2.0, 10.0)
     cost = job_stats(job.checkpoint_file).cost
     assert cost is not None and cost["total"] == pytest.approx(2 * (1000 * 2 + 2000 * 10) / 1e6)
+
+
+async def test_the_batch_invariant_box_shows_its_state_in_its_glyph(tmp_path):
+    """Textual's box draws an X off and on alike; ours is blank off, ticked on."""
+    app = TuiBatchApp(prompts_file(tmp_path))
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, SetupScreen))
+        box = app.screen.query_one("#batch_invariant")
+        box.value = False
+        await pilot.pause()
+        off = str(box.render())
+        assert "X" not in off and "✓" not in off
+        box.value = True
+        await pilot.pause()
+        assert "✓" in str(box.render())

@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_server_options(run)
 
     resume = commands.add_parser("resume", help="resume a job from its checkpoint")
-    resume.add_argument("job_id")
+    resume.add_argument("job_id", help="the job's id (tui-batch checkpoints lists them)")
     resume.add_argument("--retry-failed", action="store_true", help="run failed prompts again too")
     resume.add_argument(
         "--force",
@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true", help="print JSON")
 
     export = commands.add_parser("export", help="export a job's results")
-    export.add_argument("job_id")
+    export.add_argument("job_id", help="the job's id (tui-batch checkpoints lists them)")
     export.add_argument(
         "--format",
         choices=(*EXPORT_FORMATS, STATS_FORMAT),
@@ -122,7 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"results as {', '.join(EXPORT_FORMATS)} (default: from --out's extension), "
         f"or {STATS_FORMAT}: the job's figures, as `tui-batch stats --json` prints them",
     )
-    export.add_argument("--out", type=Path, required=True)
+    export.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="the file to write: .json, .csv or .jsonl (its format, unless --format says)",
+    )
     export.add_argument(
         "--allow-formulas",
         action="store_true",
@@ -133,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
         "score",
         help="score a job's answers again against expected ones, without running a prompt",
     )
-    score.add_argument("job_id")
+    score.add_argument("job_id", help="the job's id (tui-batch checkpoints lists them)")
     _flag(score, "expect", "; default: the job's", metavar="COLUMN")
     _flag(score, "score", "; default: the job's, else exact", metavar="METHOD")
     _flag(score, "tolerance", metavar="X")
@@ -144,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a job's figures: counts, tokens/s, latency and first-token percentiles, "
         "failures by reason, per server, cost",
     )
-    stats.add_argument("job_id")
+    stats.add_argument("job_id", help="the job's id (tui-batch checkpoints lists them)")
     stats.add_argument("--json", action="store_true", help="print JSON")
     _add_price_options(stats)
 

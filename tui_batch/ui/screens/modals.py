@@ -23,6 +23,7 @@ from tui_batch.core.scoring.methods import Scoring
 from tui_batch.core.structured.schema import AnswerSchema
 from tui_batch.core.templates.records import DATA_FORMATS
 from tui_batch.ui.text import diff_text, literal, one_line, token_cells
+from tui_batch.ui.widgets.tick_box import TickBox
 
 AnswerT = TypeVar("AnswerT")
 
@@ -119,7 +120,7 @@ class ExportScreen(ModalScreen[tuple[str, Path, bool] | None]):
             yield Input(str(self.default_dir / f"batch_{self.job_id}.json"), id="path")
             if self.shown is not None:
                 indices, how = self.shown
-                only = Checkbox(
+                only = TickBox(
                     one_line(f"only the {len(indices)} results shown ({how})"),
                     value=True,
                     id="only-shown",

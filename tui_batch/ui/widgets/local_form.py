@@ -14,6 +14,7 @@ from textual.widgets import Checkbox, Input, Label, Select, Static
 from tui_batch.core.paths import is_file
 from tui_batch.ui.text import one_line
 from tui_batch.ui.widgets.number_fields import default_text, number_grid
+from tui_batch.ui.widgets.tick_box import TickBox
 
 # Only for a local model (the server form has its own).
 LOCAL_FIELDS = ("n_ctx", "n_threads", "n_gpu_layers", "parallel")
@@ -32,7 +33,7 @@ class LocalForm(Vertical):
         yield Input(placeholder="…or a path to a .gguf file", id="model-path", compact=True)
         yield Static(id="model-help")
         yield from number_grid(LOCAL_FIELDS)
-        invariant = Checkbox("Batch-invariant answers (slower)", id="batch_invariant", compact=True)
+        invariant = TickBox("Batch-invariant answers (slower)", id="batch_invariant", compact=True)
         invariant.tooltip = (
             "Greedy answers identical, token for token, to one prompt at a time "
             "(prompts prefilled alone, small decode groups). Off: full batches, "
