@@ -526,3 +526,28 @@ async def test_the_batch_invariant_box_shows_its_state_in_its_glyph(tmp_path):
         box.value = True
         await pilot.pause()
         assert "✓" in str(box.render())
+
+
+def test_a_setup_typed_but_not_started_is_kept_as_a_draft(tmp_path):
+    """Typed, then quit (or left for another screen) without starting: next time the
+    form holds it."""
+    import asyncio
+
+    async def typed_then(key: str) -> None:
+        app = TuiBatchApp(prompts_file(tmp_path, long_one=False))
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_until(pilot, lambda: isinstance(app.screen, SetupScreen))
+            await type_into(pilot, "#max_tokens", "91" if key == "ctrl+q" else "92")
+            await pilot.press(key)
+            await pilot.pause()
+
+    async def shown() -> str:
+        app = TuiBatchApp(prompts_file(tmp_path, long_one=False))
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_until(pilot, lambda: isinstance(app.screen, SetupScreen))
+            return app.screen.query_one("#max_tokens").value
+
+    asyncio.run(typed_then("ctrl+q"))
+    assert asyncio.run(shown()) == "91"
+    asyncio.run(typed_then("ctrl+b"))  # to the checkpoints: the setup is suspended
+    assert asyncio.run(shown()) == "92"

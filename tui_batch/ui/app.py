@@ -210,8 +210,15 @@ class TuiBatchApp(App[None]):
         )
         self.bell()
 
+    def keep_setup_draft(self) -> None:
+        """Job setup, on the way out: what its form holds is remembered for next time."""
+        for screen in self.screen_stack:
+            if isinstance(screen, SetupScreen):
+                screen.keep_draft()
+
     def stop_and_exit(self, return_code: int = 0) -> None:
         """Stop the running job after its current step (it is saved), then exit."""
+        self.keep_setup_draft()
         self.exit_after_job = return_code
         self.stop_requested = True
         if not self.batch_active:
@@ -225,6 +232,7 @@ class TuiBatchApp(App[None]):
     async def action_quit(self) -> None:
         """ctrl+q: while a job runs, ask first; the worker must stop before the process
         can end (it would otherwise run the whole job to the end)."""
+        self.keep_setup_draft()
         if not self.batch_active:
             self.exit()
             return

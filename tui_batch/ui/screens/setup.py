@@ -331,6 +331,17 @@ class SetupScreen(JobFileScreen):
         self.notify(f"Job {job.job_id}: {job.total_prompts} prompts", title="Started")
         self.app.start_job(job)
 
+    def keep_draft(self) -> None:
+        """What the form holds now, remembered as the next setup, when it checks out: a
+        setup left for another screen, or for good, is not lost for want of a start."""
+        if not self.is_mounted:
+            return
+        with contextlib.suppress(TuiBatchError):
+            self._remember(self.spec())
+
+    def on_screen_suspend(self) -> None:
+        self.keep_draft()
+
     def _remember(self, spec: RunSpec) -> None:
         """Keep this setup for next time: the job's settings, and the tab and half that
         were not used as they were typed, so switching back finds the local model or the
