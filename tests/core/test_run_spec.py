@@ -12,11 +12,11 @@ from hypothesis import strategies as st
 
 from tui_batch.core.errors import SettingsError
 from tui_batch.core.jobfile import load_job_file, save_job_file
-from tui_batch.core.last_setup import LastSetup, load_last_setup, save_last_setup, setup_path
 from tui_batch.core.processor import BatchProcessor
 from tui_batch.core.run_spec import LOCAL_KEYS, RunSpec
 from tui_batch.core.servers import SERVER_KEYS
 from tui_batch.core.setting_table import SETTINGS
+from tui_batch.ui.last_setup import LastSetup, load_last_setup, save_last_setup, setup_path
 
 from support.job_values import LOCAL, SERVERS
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 from textual.widgets import Select, Static
 
-from tui_batch.core.last_setup import load_last_setup
 from tui_batch.ui.app import TuiBatchApp
+from tui_batch.ui.last_setup import load_last_setup
 from tui_batch.ui.screens.checkpoints import CheckpointsScreen
 from tui_batch.ui.screens.modals import ResultScreen
 from tui_batch.ui.screens.progress import ProgressScreen

@@ -27,7 +27,6 @@ from textual.widgets import (
 from tui_batch.core.errors import TuiBatchError
 from tui_batch.core.jobfile import JOB_FILE_SUFFIX
 from tui_batch.core.jobs import Prompt
-from tui_batch.core.last_setup import LastSetup, load_last_setup, save_last_setup
 from tui_batch.core.paths import is_file
 from tui_batch.core.prompts import PromptFile
 from tui_batch.core.run_spec import RunSpec
@@ -36,6 +35,7 @@ from tui_batch.core.servers import ServerSettings
 from tui_batch.core.settings import DEFAULT_REMOTE_RETRIES, GenerationSettings, parse_number
 from tui_batch.core.structured.schema import AnswerSchema
 from tui_batch.core.templates.render import TemplatePrompts
+from tui_batch.ui.last_setup import LastSetup, load_last_setup, save_last_setup
 from tui_batch.ui.screens.modals import FileBrowserScreen
 from tui_batch.ui.screens.setup_job import (
     COMMON_FIELDS,
