@@ -3,6 +3,7 @@ typing and waiting through Textual's pilot."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from tui_batch.core.backend import CallableBackend
@@ -41,15 +42,14 @@ async def type_into(pilot, selector: str, text: str) -> None:
 
 
 async def wait_until(pilot, condition, timeout: float = 120.0) -> None:
-    waited = 0.0
+    """Wait for `condition` (what the test needs to see), never for a fixed time."""
+    deadline = time.monotonic() + timeout
     while not condition():
-        await pilot.pause(0.05)
-        waited += 0.05
-        assert waited < timeout, "timed out"
+        assert time.monotonic() < deadline, "timed out"
+        await pilot.pause(0.02)
 
 
 def slow_backend(delay: float = 0.05):
-    import time
 
     def answer(prompt: str) -> str:
         time.sleep(delay)

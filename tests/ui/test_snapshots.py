@@ -15,6 +15,7 @@ from tui_batch.core.processor import BatchProcessor
 from tui_batch.ui.app import TuiBatchApp
 
 from conftest import REPO
+from support.ui import wait_until
 
 SIZE = (120, 36)
 FIXED_TIME = "2026-01-02T03:04:05+00:00"
@@ -63,22 +64,34 @@ def fixed_app(monkeypatch):
 
 
 async def run_job(app, job, pilot) -> None:
+    """The job run to its end, its last message handled, and no notification left."""
     app.start_job(job)
-    await app.workers.wait_for_complete([w for w in app.workers if w.group == "batch"])
-    await pilot.pause(0.3)
+    await wait_until(pilot, lambda: app.run_state is not None and app.run_state.finished)
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()  # the messages the worker posted last are handled
     app.clear_notifications()
-    await pilot.pause(0.1)
+    await pilot.pause()
 
 
 async def settled(pilot) -> None:
     """Job setup once its token count has come back and every field has been laid out,
     with the focused field's cursor shown steadily (a blinking one is there or not by
     when the picture is taken)."""
-    await pilot.pause(0.3)
-    await pilot.app.workers.wait_for_complete()
+    from tui_batch.ui.screens.setup import SetupScreen
+    from tui_batch.ui.widgets.prompts_form import PromptsForm
+    from tui_batch.ui.widgets.template_form import TemplateForm
+
+    await wait_until(pilot, lambda: isinstance(pilot.app.screen, SetupScreen))
+    screen = pilot.app.screen
+    prompts, template = screen.query_one(PromptsForm), screen.query_one(TemplateForm)
+    if screen.using_template:
+        await wait_until(pilot, lambda: not template.preview_scheduled)
+    else:
+        await wait_until(pilot, lambda: prompts.loaded is not None or prompts.load_error)
+    await pilot.app.workers.wait_for_complete()  # the token count, the preview
     for widget in pilot.app.screen.query("Input, TextArea"):
         widget.cursor_blink = False
-    await pilot.pause(0.3)
+    await pilot.pause()
     await pilot.wait_for_scheduled_animations()
 
 
@@ -97,7 +110,7 @@ class TestSetupTemplateTab:
         async def quiet(pilot) -> None:
             await settled(pilot)
             app.clear_notifications()
-            await pilot.pause(0.1)
+            await pilot.pause()
 
         assert snap_compare(app, terminal_size=SIZE, run_before=quiet)
 
@@ -151,10 +164,7 @@ class TestStatsScreen:
 
         async def stats(pilot) -> None:
             await run_job(app, job, pilot)
-            app.show_stats(job.job_id)
-            await pilot.pause(0.3)
-            await pilot.app.workers.wait_for_complete()
-            await pilot.pause(0.3)
+            await _open(pilot, lambda: app.show_stats(job.job_id))
 
         assert snap_compare(app, terminal_size=SIZE, run_before=stats)
 
@@ -167,10 +177,7 @@ class TestCompareScreen:
             await run_job(app, job, pilot)
             from tui_batch.ui.screens.compare import CompareScreen
 
-            app.push_screen(CompareScreen(["older-job", job.job_id]))
-            await pilot.pause(0.3)
-            await pilot.app.workers.wait_for_complete()
-            await pilot.pause(0.3)
+            await _open(pilot, lambda: app.push_screen(CompareScreen(["older-job", job.job_id])))
 
         assert snap_compare(app, terminal_size=SIZE, run_before=compare)
 
@@ -217,11 +224,22 @@ def scored_app(fixed_app):
     return app
 
 
+def _ready(screen) -> bool:
+    """A screen whose figures come from a worker has them (stats, compare); any other
+    has what it reads when it mounts."""
+    for figures in ("stats", "summary"):
+        if hasattr(screen, figures):
+            return getattr(screen, figures) is not None
+    return screen.is_mounted
+
+
 async def _open(pilot, show) -> None:
+    """`show` a screen, then wait for what it shows, never for a time."""
+    before = pilot.app.screen
     show()
-    await pilot.pause(0.3)
+    await wait_until(pilot, lambda: pilot.app.screen is not before and _ready(pilot.app.screen))
     await pilot.app.workers.wait_for_complete()
-    await pilot.pause(0.3)
+    await pilot.pause()  # the screen repainted with it
 
 
 class TestScores:
@@ -238,7 +256,7 @@ class TestScores:
         app = scored_app
         assert snap_compare(
             app,
-            press=["right", "down"],
+            press=["down"],  # the cursor starts on the matrix's first cell
             terminal_size=SIZE,
             run_before=lambda pilot: _open(pilot, lambda: app.show_stats("labels-b")),
         )

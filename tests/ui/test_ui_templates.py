@@ -225,3 +225,15 @@ async def test_the_preview_names_records_longer_than_the_context(tmp_path):
         await type_into(pilot, "#data-path", str(data))
         expected = "2 do not fit the context (256 tokens, the chat template included) and will fail: records 2, 4"
         await wait_until(pilot, lambda: expected in preview(app), timeout=20)
+
+
+def test_job_setup_covers_every_setting_by_construction():
+    """Each setting is a field of job setup or kept from the job file (never dropped):
+    the form's fields name only real settings, and the rest are derived from the table."""
+    from tui_batch.core.setting_table import SETTINGS
+    from tui_batch.ui.screens.setup_job import EXTRA_KEYS, FORM_FIELDS
+
+    names = {s.name for s in SETTINGS}
+    assert FORM_FIELDS - names == {"threshold"}  # error strategy's N, typed on its own
+    assert set(EXTRA_KEYS) | (FORM_FIELDS & names) == names
+    assert not set(EXTRA_KEYS) & FORM_FIELDS

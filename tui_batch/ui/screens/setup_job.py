@@ -13,6 +13,7 @@ from tui_batch.core.errors import ModelError, TuiBatchError
 from tui_batch.core.export import check_output_path
 from tui_batch.core.jobfile import load_job_file, output_outside, save_job_file
 from tui_batch.core.run_spec import RunSpec
+from tui_batch.core.setting_table import SETTINGS
 from tui_batch.core.settings import parse_number
 from tui_batch.ui.screens.modals import ConfirmScreen, SaveJobScreen
 from tui_batch.ui.text import literal
@@ -31,23 +32,24 @@ PRICE_FIELDS = ("price_in", "price_out")
 # How answers are scored against a column of expected ones (with the text fields expect
 # and score), and how many times each prompt runs.
 SCORE_FIELDS = ("tolerance", "repeats")
-# Settings a job file may hold that job setup has no field for: kept as they were.
-EXTRA_KEYS = (
-    "name",
-    "top_p",
-    "stop",
-    "retry_backoff",
-    "connect_timeout",
-    "first_token_timeout",
-    "stall_timeout",
-    "request_timeout",
-    "give_up_after",
-    "stream",
-    "out",
-    "format",
-    "schema_prompt",
-    "invalid_retries",
+# The settings job setup has a field for: the numbers typed above and in the local and
+# server halves, and the ones `form_values` reads by name.
+FORM_FIELDS = frozenset(
+    {
+        *COMMON_FIELDS,
+        *PRICE_FIELDS,
+        *SCORE_FIELDS,
+        *LOCAL_FIELDS,
+        *SERVER_NUMBERS,
+        *("prompts", "template", "template_text", "data", "id_field", "model"),
+        *("batch_invariant", "server", "api_key_env", "system_prompt", "schema", "choices"),
+        *("error_strategy", "cache", "expect", "score"),
+    }
 )
+# Every other setting a job file may hold, derived from the table so that none is ever
+# dropped: job setup keeps it as the job file gave it, lists it under the form, and uses
+# and saves it again.
+EXTRA_KEYS = tuple(s.name for s in SETTINGS if s.name not in FORM_FIELDS)
 
 
 def form_values(screen: Screen[Any], extras: dict[str, Any]) -> dict[str, Any]:

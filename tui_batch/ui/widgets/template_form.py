@@ -211,7 +211,13 @@ class TemplateForm(Vertical):
             self._timer.stop()
         self._timer = self.set_timer(PREVIEW_DELAY, self._start_preview)
 
+    @property
+    def preview_scheduled(self) -> bool:
+        """A preview waits for typing to pause (its worker not started yet)."""
+        return self._timer is not None
+
     def _start_preview(self) -> None:
+        self._timer = None
         model, n_ctx, system = self.context
         preview = Preview(self.id_field, model, n_ctx, system)
         self.preview(self.text, self.data_path, preview)
