@@ -163,7 +163,7 @@ def test_checkpoints_export_and_models_commands(tmp_path, demo_model):
 
     listing = run_cli("checkpoints")
     assert listing.returncode == 0
-    assert re.search(rf"{job.job_id}\s+demo\s+completed\s+3/3\s+0", listing.stdout)
+    assert re.search(rf"{job.job_id}\s+-\s+demo\s+completed\s+3/3\s+0", listing.stdout)
     assert (
         "1 unreadable checkpoint(s) skipped" in listing.stderr
         and "batch_broken.db" in listing.stderr

@@ -212,6 +212,7 @@ def test_repeats_are_checked_before_the_prompts_are_repeated():
 def test_a_checkpoint_whose_records_are_not_objects_is_one_line(tmp_path):
     processor = BatchProcessor()
     job = processor.create_job("m", [Prompt("a", variables={"want": "x"})])
+    job.completed = 1
     processor.save_checkpoint(job, [BatchResult(0, "a", "x", True)])
     path = processor.store.path_for(job.job_id)
     with closing(sqlite3.connect(path)) as connection:

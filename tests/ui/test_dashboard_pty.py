@@ -75,8 +75,9 @@ def test_two_previews_at_once_leave_the_dashboard_its_terminal(tmp_path, demo_mo
             "id_field": "id",
         },
     }
-    (data / "config" / "last_setup.json").write_text(json.dumps(setup))
     for _ in range(3):  # the freeze came in 4 of 5 launches
+        # Each launch from this setup: quitting keeps the last one's form as a draft.
+        (data / "config" / "last_setup.json").write_text(json.dumps(setup))
         with PtySession(env={"TUI_BATCH_DATA_DIR": str(data)}) as app:
             # The prompts tab's preview has counted: its warning is on the screen.
             app.wait_for("too long for the context")

@@ -167,6 +167,7 @@ def command_run(args: argparse.Namespace) -> int:
     if spec.name is None and request.job_file is not None:
         spec = replace(spec, name=request.job_file.stem)  # a job file names its job
     processor = BatchProcessor()
+    processor.check_job(run_input.prompts, spec=spec)  # before a model loads, not after
     if spec.output:
         check_output_path(spec.output, protected=[*request.inputs, processor.checkpoint_dir])
         check_results_folder(spec.output)

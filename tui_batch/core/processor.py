@@ -70,6 +70,39 @@ class BatchProcessor:
         output_format, prices) are given alone or override the spec's. Nothing is left
         behind on failure.
         """
+        given, made = self._checked(prompts, spec, settings, fields)
+        chosen = given.get("settings") or GenerationSettings()
+        job = BatchJob(
+            job_id=self._new_job_id() if job_id is None else job_id,
+            model_id=model_id,
+            prompts=repeated(made, given["repeats"], chosen.seed),
+            **given,
+        )
+        self.store.create(job)
+        return job
+
+    def check_job(
+        self,
+        prompts: Sequence[str | Prompt],
+        *,
+        spec: RunSpec | None = None,
+        settings: GenerationSettings | None = None,
+        **fields: Any,
+    ) -> None:
+        """What `create_job` checks of these prompts and settings (expected values the
+        scoring can read, repeats at a temperature above 0), with nothing made: a caller
+        about to load a model asks first, so a mistake costs no load."""
+        self._checked(prompts, spec, settings, fields)
+
+    @staticmethod
+    def _checked(
+        prompts: Sequence[str | Prompt],
+        spec: RunSpec | None,
+        settings: GenerationSettings | None,
+        fields: dict[str, Any],
+    ) -> tuple[dict[str, Any], list[Prompt]]:
+        """A job's fields (the spec's, then `settings` and `fields` over them, its name
+        defaulted) and its prompts, checked; a SettingsError of one line if not."""
         given = spec.job_fields() if spec is not None else {}
         if settings is not None:
             given["settings"] = settings
@@ -88,14 +121,7 @@ class BatchProcessor:
                 "Repeats (--repeats): at temperature 0 every run gives the same answer; "
                 "give a temperature above 0 (--temperature 0.7)"
             )
-        job = BatchJob(
-            job_id=self._new_job_id() if job_id is None else job_id,
-            model_id=model_id,
-            prompts=repeated(made, repeats, chosen.seed),
-            **given,
-        )
-        self.store.create(job)
-        return job
+        return given, made
 
     def score_job(self, job_id: str, scoring: Scoring) -> Rescored:
         """Score a job's answers again with `scoring` (and keep it as the job's), without
