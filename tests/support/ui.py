@@ -56,3 +56,21 @@ def slow_backend(delay: float = 0.05):
         return prompt.upper()
 
     return lambda job: CallableBackend(answer)
+
+
+async def settle(pilot) -> None:
+    """Wait until the app has done what a key or a call set going: its workers finished,
+    the messages they posted handled, the screen repainted. Never a fixed time."""
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+    await pilot.wait_for_scheduled_animations()
+    await pilot.app.workers.wait_for_complete()  # one a handled message started
+    await pilot.pause()
+
+
+async def ready(pilot) -> None:
+    """The app has shown its first screen (job setup) and settled."""
+    from tui_batch.ui.screens.setup import SetupScreen
+
+    await wait_until(pilot, lambda: any(isinstance(s, SetupScreen) for s in pilot.app.screen_stack))
+    await settle(pilot)

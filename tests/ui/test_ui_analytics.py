@@ -13,7 +13,7 @@ from tui_batch.ui.screens.compare import CompareScreen
 from tui_batch.ui.screens.results import ResultsScreen
 from tui_batch.ui.screens.stats import StatsScreen
 
-from support.ui import SIZE, slow_backend, wait_until
+from support.ui import SIZE, ready, settle, slow_backend, wait_until
 
 
 def answer(prompt: str) -> str:
@@ -39,7 +39,7 @@ async def test_a_failure_group_opens_its_results(tmp_path):
     processor, (job_id, _) = finished_jobs()
     app = TuiBatchApp(processor=processor)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause(0.3)
+        await ready(pilot)
         app.show_stats(job_id)
         await wait_until(pilot, lambda: app.screen.stats is not None, timeout=10)
         screen = app.screen
@@ -53,7 +53,7 @@ async def test_a_failure_group_opens_its_results(tmp_path):
         figures = str(screen.query_one("#stats-figures").visual)
         assert "30: 20 succeeded, 10 failed" in figures
         await pilot.press("down", "enter")
-        await pilot.pause(0.3)
+        await settle(pilot)
         assert isinstance(app.screen, ResultsScreen)
         assert app.screen.indices == [7, 14, 21, 28]
         assert "reason: RuntimeError: HTTP 429 rate limited" in str(
@@ -67,9 +67,9 @@ async def test_mark_two_jobs_and_compare_them(tmp_path, monkeypatch):
     processor, ids = finished_jobs()
     app = TuiBatchApp(processor=processor)
     async with app.run_test(size=SIZE, notifications=True) as pilot:
-        await pilot.pause(0.3)
+        await ready(pilot)
         await pilot.press("ctrl+b")
-        await pilot.pause(0.3)
+        await settle(pilot)
         assert isinstance(app.screen, CheckpointsScreen)
         await pilot.press("c")  # nothing marked: says how
         assert any("Mark two or more" in n.message for n in app._notifications)
@@ -81,7 +81,7 @@ async def test_mark_two_jobs_and_compare_them(tmp_path, monkeypatch):
         # 20 succeeded in both; "answer 2" (2, 8, 11, 17, 23, 26, 29) became "other 2"
         assert states == {"identical": 13, "different": 7, "failed": 10}
         await pilot.press("d")
-        await pilot.pause(0.2)
+        await settle(pilot)
         assert screen.count == 7
         detail = str(screen.query_one("#compare-detail-text").visual)
         assert "Word diff" in detail and "other" in detail
@@ -97,7 +97,7 @@ async def test_mark_two_jobs_and_compare_them(tmp_path, monkeypatch):
         await wait_until(pilot, lambda: screen.count == 7, 10)
         assert counted_on and threading.main_thread().name not in counted_on
         await pilot.press("a", "o")  # sorted by length gap: the changed answers first
-        await pilot.pause(0.2)
+        await settle(pilot)
         assert screen.order == "length" and screen.row_at(0).state in ("different", "failed")
 
 

@@ -15,7 +15,7 @@ from tui_batch.ui.screens.progress import ProgressScreen
 from tui_batch.ui.screens.results import ResultsScreen
 from tui_batch.ui.screens.setup import SetupScreen
 
-from support.ui import SIZE, wait_until
+from support.ui import SIZE, ready, settle, wait_until
 
 
 @pytest.mark.model
@@ -28,7 +28,7 @@ async def test_a_second_run_is_served_from_the_cache_chosen_in_setup(tmp_path):
     )
     app = TuiBatchApp(job_file)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause(0.5)
+        await ready(pilot)
         assert isinstance(app.screen, SetupScreen)
         app.screen.query_one("#cache", Select).value = "read-write"
         runs = []
@@ -44,7 +44,7 @@ async def test_a_second_run_is_served_from_the_cache_chosen_in_setup(tmp_path):
             )
             runs.append(app.run_state)
             await app.workers.wait_for_complete()
-            await pilot.pause(0.2)
+            await settle(pilot)
             assert isinstance(app.screen, ProgressScreen)
             if len(runs) == 1:
                 await pilot.press("escape")
@@ -58,7 +58,7 @@ async def test_a_second_run_is_served_from_the_cache_chosen_in_setup(tmp_path):
         await pilot.press("r")
         await wait_until(pilot, lambda: isinstance(app.screen, ResultsScreen))
         results = app.screen
-        await pilot.pause(0.3)
+        await settle(pilot)
         assert [results._row(i)[-1].plain for i in range(3)] == ["cached"] * 3
         await pilot.press("enter")
         assert isinstance(app.screen, ResultScreen)

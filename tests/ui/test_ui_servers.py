@@ -16,7 +16,7 @@ from tui_batch.ui.screens.progress import ProgressScreen, servers_text
 from tui_batch.ui.screens.setup import SetupScreen
 
 from support.fake_server import FakeServer
-from support.ui import SIZE, prompts_file, type_into, wait_until
+from support.ui import SIZE, prompts_file, ready, settle, type_into, wait_until
 
 
 def rendered(widget) -> str:
@@ -40,7 +40,7 @@ async def test_a_job_on_a_server_from_setup_by_keys(tmp_path):
         fake.script.extend(["429:1"])
         app = TuiBatchApp(prompts_file(tmp_path, count=8, long_one=False))
         async with app.run_test(size=SIZE) as pilot:
-            await pilot.pause(0.3)
+            await ready(pilot)
             setup = app.screen
             assert isinstance(setup, SetupScreen)
             await choose_servers(pilot, setup)
@@ -60,7 +60,7 @@ async def test_a_job_on_a_server_from_setup_by_keys(tmp_path):
             assert states.count("running") <= 2 and "waiting" in states
             await wait_until(pilot, lambda: app.run_state.finished, timeout=60)
             job_id = app.run_state.job.job_id
-            await pilot.pause(0.3)
+            await settle(pilot)
             panel = rendered(progress.query_one("#server-panel"))
             assert "0/16 in flight" in panel and "9 sent" in panel  # one 429, 8 answers
             # One count of requests and errors, the same in the stats as on this screen.
@@ -85,7 +85,7 @@ async def test_test_connection_and_start_say_what_is_wrong(tmp_path):
         dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
     app = TuiBatchApp(prompts_file(tmp_path, long_one=False))
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause(0.3)
+        await ready(pilot)
         setup = app.screen
         await choose_servers(pilot, setup)
         await type_into(pilot, "#servers", "localhost:8000")
@@ -102,7 +102,7 @@ async def test_test_connection_and_start_say_what_is_wrong(tmp_path):
         await wait_until(
             pilot, lambda: "Cannot reach" in rendered(setup.query_one("#server-check"))
         )
-        await pilot.pause(0.3)
+        await settle(pilot)
         assert isinstance(app.screen, SetupScreen)  # nothing started
     assert not list(BatchProcessor().checkpoint_dir.glob("batch_*.db"))
 
@@ -131,12 +131,12 @@ async def test_a_served_model_name_is_shown_as_data(tmp_path):
     with FakeServer(model="[bold red]m[/]") as fake:
         app = TuiBatchApp(prompts_file(tmp_path, long_one=False))
         async with app.run_test(size=SIZE) as pilot:
-            await pilot.pause(0.3)
+            await ready(pilot)
             setup = app.screen
             await choose_servers(pilot, setup)
             await type_into(pilot, "#servers", fake.url)
             await pilot.press("f5")
             select = setup.query_one("#server-model")
             await wait_until(pilot, lambda: select.value == "[bold red]m[/]")
-            await pilot.pause(0.2)
+            await settle(pilot)
             assert "[bold red]m[/]" in rendered(select.query_one("SelectCurrent Static"))

@@ -14,7 +14,7 @@ from tui_batch.ui.screens.progress import ProgressScreen
 from tui_batch.ui.screens.results import ResultsScreen
 from tui_batch.ui.screens.stats import StatsScreen
 
-from support.ui import SIZE, type_into, wait_until
+from support.ui import SIZE, ready, settle, type_into, wait_until
 
 SCHEMA = "sentiment: positive|negative|neutral, stars: int 1..5"
 REVIEWS = [
@@ -47,7 +47,7 @@ def shown(app, selector: str) -> str:
 async def test_a_schema_typed_in_setup_runs_and_its_answers_are_shown(tmp_path):
     app = TuiBatchApp(requests(tmp_path))
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause(0.5)
+        await ready(pilot)
         setup = app.screen
         await type_into(pilot, "#n_threads", "1")
         setup.query_one("#answer-kind").value = "schema"
@@ -55,7 +55,7 @@ async def test_a_schema_typed_in_setup_runs_and_its_answers_are_shown(tmp_path):
         await type_into(pilot, "#schema", "sentiment: positive|negative, stars: integr")
         await wait_until(pilot, lambda: "unknown type 'integr'" in shown(app, "#schema-preview"))
         await pilot.press("ctrl+r")  # refused, with the reason
-        await pilot.pause(0.2)
+        await settle(pilot)
         assert app.run_state is None
         assert any("unknown type" in n.message for n in app._notifications)
         await type_into(pilot, "#schema", SCHEMA)
@@ -67,7 +67,7 @@ async def test_a_schema_typed_in_setup_runs_and_its_answers_are_shown(tmp_path):
         await pilot.press("ctrl+r")
         await wait_until(pilot, lambda: isinstance(app.screen, ProgressScreen))
         await app.workers.wait_for_complete()
-        await pilot.pause(0.3)
+        await settle(pilot)
         job = app.run_state.job
         assert job.status is JobStatus.COMPLETED and job.settings.schema.source == SCHEMA
         line = shown(app, "#job-line")
@@ -118,10 +118,10 @@ async def test_scores_by_keys_wrong_filter_matrix_cells_and_regressions(tmp_path
     app = TuiBatchApp(processor=processor)
     async with app.run_test(size=SIZE) as pilot:
         app.show_results("b")
-        await pilot.pause(0.3)
+        await settle(pilot)
         assert "wrong (2)" in shown(app, "#filters")
         await pilot.press("w")
-        await pilot.pause(0.2)
+        await settle(pilot)
         results = app.screen
         assert results.indices == [0, 3]
         detail = shown(app, "#detail-text")
@@ -143,7 +143,7 @@ async def test_scores_by_keys_wrong_filter_matrix_cells_and_regressions(tmp_path
         ]  # fmt: skip
         assert matrix.cursor_coordinate == (0, 1)  # on the matrix, not on a row's label
         await pilot.press("right", "enter")  # expected yes, answered no
-        await pilot.pause(0.3)
+        await settle(pilot)
         assert isinstance(app.screen, ResultsScreen) and app.screen.indices == [0]
         assert "expected yes, answered no" in shown(app, "#filters")
         await pilot.press("escape", "escape")
@@ -152,7 +152,7 @@ async def test_scores_by_keys_wrong_filter_matrix_cells_and_regressions(tmp_path
         await wait_until(pilot, lambda: app.screen.summary is not None)
         assert "regressions 2" in shown(app, "#compare-summary")
         await pilot.press("r")
-        await pilot.pause(0.3)
+        await settle(pilot)
         compare = app.screen
         rows = [compare.row_at(n) for n in range(compare.count)]
         assert [(row.key, row.regression) for row in rows] == [
@@ -161,14 +161,14 @@ async def test_scores_by_keys_wrong_filter_matrix_cells_and_regressions(tmp_path
         # Regressions first only reorders: every filter still shows all it holds.
         identical = compare.summary.states.get("identical", 0)
         await pilot.press("i")
-        await pilot.pause(0.3)
+        await settle(pilot)
         assert compare.count == identical == 2
         assert [compare.row_at(n).key for n in range(2)] == ["q2", "q4"]
         await pilot.press("a")
-        await pilot.pause(0.3)
+        await settle(pilot)
         assert compare.count == 5 and compare.row_at(0).key == "q0"
         await pilot.press("r")
-        await pilot.pause(0.3)
+        await settle(pilot)
         assert compare.count == 5 and compare.row_at(0).key == "q0"
 
 

@@ -21,7 +21,7 @@ from tui_batch.ui.screens.progress import ProgressScreen
 from tui_batch.ui.widgets.template_editor import TemplateEditor
 
 from conftest import EXAMPLES
-from support.ui import SIZE, type_into, wait_until
+from support.ui import SIZE, ready, settle, type_into, wait_until
 
 
 def reviews(tmp_path: Path, count: int) -> Path:
@@ -70,7 +70,7 @@ async def test_a_job_file_opens_in_setup_and_its_template_job_runs(tmp_path):
         # The rows say which record each is: its id, then its fields.
         row = app.screen._row(0)[2].plain
         assert row.startswith("r001  kettle · Boils a full litre")
-        await pilot.pause(0.3)  # the job's end: its results file, named in the notification
+        await settle(pilot)  # the job's end: its results file, named in the notification
         said = [n.message for n in app._notifications if "Results:" in n.message]
         assert said and str(tmp_path / "out.csv") in said[-1]
     with (tmp_path / "out.csv").open(encoding="utf-8", newline="") as handle:
@@ -88,7 +88,7 @@ async def test_the_preview_follows_the_template_as_it_is_typed(tmp_path):
     data = reviews(tmp_path, 30)
     app = TuiBatchApp()
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause(0.3)
+        await ready(pilot)
         await pilot.press("f2")
         editor = app.screen.query_one(TemplateEditor)
         await wait_until(pilot, lambda: editor.has_focus, timeout=5)
@@ -112,7 +112,7 @@ async def test_the_preview_follows_the_template_as_it_is_typed(tmp_path):
         await wait_until(pilot, lambda: "no id column 'sku'" in preview(app), timeout=10)
         await pilot.press("ctrl+r")  # refused, with the reason
         await app.workers.wait_for_complete()
-        await pilot.pause(0.2)
+        await settle(pilot)
         assert not isinstance(app.screen, ProgressScreen)
         assert BatchProcessor().list_checkpoints() == []
 
@@ -129,7 +129,7 @@ async def test_ctrl_s_saves_what_the_form_says_and_it_loads_back(tmp_path):
         saved = tmp_path / "saved" / "again.toml"
         await type_into(pilot, "#job-path", str(saved))
         await pilot.press("enter")
-        await pilot.pause(0.2)
+        await settle(pilot)
     first, second = load_job_file(path), load_job_file(saved)
     assert second.pop("max_tokens") == 9 and second.pop("system_prompt") == "Be brief."
     assert second.pop("temperature") == 0.0  # the form's field, written out
@@ -151,17 +151,17 @@ async def test_ctrl_o_opens_a_job_file_and_a_bad_one_changes_nothing(tmp_path):
     seen: list = []
     app = TuiBatchApp()
     async with app.run_test(size=SIZE, notifications=True, message_hook=seen.append) as pilot:
-        await pilot.pause(0.3)
+        await ready(pilot)
         await type_into(pilot, "#max_tokens", "33")
         app.screen.load_job(bad)
-        await pilot.pause(0.1)
+        await settle(pilot)
         assert app.screen.query_one("#max_tokens").value == "33"
         assert any("line 2: generation.max_tokens" in n.message for n in app._notifications)
 
         await type_into(pilot, "#prompts-path", str(tmp_path))
         await pilot.press("ctrl+o")
         assert isinstance(app.screen, FileBrowserScreen)
-        await pilot.pause(0.3)
+        await settle(pilot)
         tree = app.screen.query_one("PromptFileTree")
         names = [node.data.path.name for node in tree.root.children]
         assert "job.toml" in names and "reviews.csv" in names
@@ -194,13 +194,13 @@ async def test_resuming_a_job_whose_data_changed_asks_first(tmp_path, monkeypatc
     monkeypatch.setattr(TemplateSource, "changes", spy)
     app = TuiBatchApp(processor=processor, backend_factory=lambda job: CallableBackend(str.upper))
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause(0.3)
+        await ready(pilot)
         app.resume_job(job.job_id)
         await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), timeout=5)
         assert hashed_on and threading.main_thread().name not in hashed_on
         assert "the data file" in str(app.screen.query_one(".question").visual)
         await pilot.press("n")  # nothing runs
-        await pilot.pause(0.2)
+        await settle(pilot)
         assert app.run_state is None
         app.resume_job(job.job_id)
         await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), timeout=5)
@@ -217,7 +217,7 @@ async def test_the_preview_names_records_longer_than_the_context(tmp_path):
     data.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
     app = TuiBatchApp()
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause(0.3)
+        await ready(pilot)
         await pilot.press("f2")
         await pilot.pause()
         app.screen.query_one(TemplateEditor).load_text("Say: {{ t }}")

@@ -22,7 +22,7 @@ from tui_batch.ui.screens.setup import SetupScreen
 from conftest import EXAMPLES
 from support.fake_server import FakeServer
 from support.pty_session import PtySession
-from support.ui import SIZE, prompts_file, type_into, wait_until
+from support.ui import SIZE, prompts_file, ready, settle, type_into, wait_until
 
 MARKUP = "[/x] [bold]b[/bold]"
 ESCAPES = "\x1b]0;owned\x07\x1b[2J\u202e"
@@ -37,12 +37,12 @@ async def test_markup_in_a_job_files_key_is_a_message_not_a_crash(tmp_path):
     bad.write_text(f'[input]\nprompts = "p.txt"\n"{MARKUP}" = 1\n')
     app = TuiBatchApp(bad)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause(0.5)
+        await ready(pilot)
         assert isinstance(app.screen, SetupScreen)  # still running
         said = [m for m in messages(app) if "unknown key" in m]
         assert said and MARKUP in said[0] and "known in [input]: prompts" in said[0]
         app.notify(f"{ESCAPES} {MARKUP}", title=MARKUP)  # any caller, any text: literal
-        await pilot.pause(0.1)
+        await settle(pilot)
         assert "\\x1b]0;owned\\x07" in messages(app)[-1] and "\x1b" not in messages(app)[-1]
 
 
@@ -51,7 +51,7 @@ async def test_a_servers_hostile_model_name_is_shown_literally_everywhere(tmp_pa
     with FakeServer(model=name) as fake:
         app = TuiBatchApp(prompts_file(tmp_path, count=2, long_one=False))
         async with app.run_test(size=SIZE) as pilot:
-            await pilot.pause(0.3)
+            await ready(pilot)
             setup = app.screen
             setup.query_one("#run-on").value = "server"
             await type_into(pilot, "#servers", fake.url)
@@ -60,16 +60,16 @@ async def test_a_servers_hostile_model_name_is_shown_literally_everywhere(tmp_pa
             await pilot.press("ctrl+r")
             await wait_until(pilot, lambda: isinstance(app.screen, ProgressScreen))
             await wait_until(pilot, lambda: app.run_state.finished, timeout=30)
-            await pilot.pause(0.3)
+            await settle(pilot)
             shown = [app.export_screenshot()]
             await pilot.press("r")  # results
-            await pilot.pause(0.3)
+            await settle(pilot)
             shown.append(app.export_screenshot())
             await pilot.press("ctrl+b")  # checkpoints
-            await pilot.pause(0.3)
+            await settle(pilot)
             shown.append(app.export_screenshot())
             await pilot.press("ctrl+p", *"results")  # the palette's help line holds the name
-            await pilot.pause(0.5)
+            await settle(pilot)
             shown.append(app.export_screenshot())
             await pilot.press("escape")
     for screen in shown:
@@ -87,19 +87,19 @@ async def test_a_job_files_output_outside_its_folder_is_written_only_when_confir
     job.write_text(f'[input]\nprompts = "p.txt"\n[output]\nfile = "{outside}"\n')
     app = TuiBatchApp(job, backend_factory=lambda job: CallableBackend(str.upper))
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause(0.5)
+        await ready(pilot)
         await pilot.press("ctrl+r")
-        await pilot.pause(0.1)
+        await settle(pilot)
         assert isinstance(app.screen, ConfirmScreen)
         assert str(outside) in str(app.screen.query_one(".question").visual)
         await pilot.press("n")
-        await pilot.pause(0.2)
+        await settle(pilot)
         assert app.run_state is None and BatchProcessor().job_summaries() == []
         await pilot.press("ctrl+r")
-        await pilot.pause(0.1)
+        await settle(pilot)
         await pilot.press("y")
         await wait_until(pilot, lambda: app.run_state is not None and app.run_state.finished)
-        await pilot.pause(0.3)
+        await settle(pilot)
     assert outside.read_text().splitlines()[1].startswith("0,one,ONE")
 
 
@@ -110,9 +110,9 @@ async def test_a_results_file_may_not_replace_an_input(tmp_path):
     job.write_text('[input]\nprompts = "p.txt"\n[output]\nfile = "p.txt"\n')
     app = TuiBatchApp(job, backend_factory=lambda job: CallableBackend(str.upper))
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause(0.5)
+        await ready(pilot)
         await pilot.press("ctrl+r")
-        await pilot.pause(0.2)
+        await settle(pilot)
         assert any("is a file this run reads" in m for m in messages(app))
         assert app.run_state is None
     assert prompts.read_text() == "one\n"
@@ -122,7 +122,7 @@ async def test_a_key_typed_as_the_key_variable_is_never_saved(tmp_path):
     key = "sk-proj-0123456789abcdef"
     app = TuiBatchApp(prompts_file(tmp_path, long_one=False))
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause(0.3)
+        await ready(pilot)
         app.screen.query_one("#run-on").value = "server"
         await type_into(pilot, "#servers", "http://127.0.0.1:9/v1")
         await type_into(pilot, "#server-model-name", "m")
@@ -132,7 +132,7 @@ async def test_a_key_typed_as_the_key_variable_is_never_saved(tmp_path):
         saved = tmp_path / "job.toml"
         await type_into(pilot, "#job-path", str(saved))
         await pilot.press("enter")
-        await pilot.pause(0.2)
+        await settle(pilot)
         said = [m for m in messages(app) if "API key variable" in m]
         assert said and key not in said[-1] and not any(key in m for m in messages(app))
     assert not saved.exists()
@@ -145,15 +145,15 @@ async def test_resume_is_offered_where_there_is_something_to_resume(tmp_path):
     processor.create_job("m", ["a", "b"], job_id="stopped-job")
     app = TuiBatchApp(processor=processor)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause(0.3)
+        await ready(pilot)
         await pilot.press("ctrl+p", *"job: resume")
-        await pilot.pause(0.5)
+        await settle(pilot)
         offered = [str(option.prompt) for option in app.screen.query_one(CommandList)._options]
         assert any("resume stopped-job" in o for o in offered)
         assert not any("resume done-job" in o for o in offered)
         await pilot.press("escape")
         await pilot.press("ctrl+b")
-        await pilot.pause(0.2)
+        await settle(pilot)
         assert isinstance(app.screen, CheckpointsScreen)
         table = app.screen.query_one("#checkpoints")
         statuses = {
@@ -167,14 +167,14 @@ async def test_the_file_browser_goes_up_a_folder(tmp_path):
     inner.mkdir(parents=True)
     app = TuiBatchApp()
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause(0.3)
+        await ready(pilot)
         await type_into(pilot, "#prompts-path", f"{inner}/")
         await pilot.press("ctrl+o")
-        await pilot.pause(0.2)
+        await settle(pilot)
         browser = app.screen
         assert isinstance(browser, FileBrowserScreen)
         await pilot.press("backspace", "backspace")
-        await pilot.pause(0.2)
+        await settle(pilot)
         assert Path(browser.query_one("PromptFileTree").path) == tmp_path
         assert str(tmp_path) in str(browser.query_one("#browser-folder").visual)
 
@@ -184,10 +184,10 @@ async def test_the_template_editor_says_how_to_leave_it_and_fits_a_small_termina
 
     app = TuiBatchApp(EXAMPLES / "job.toml")
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.pause(0.5)
+        await ready(pilot)
         await pilot.press("f2")
         await wait_until(pilot, lambda: app.screen.query_one("#template-editor").has_focus)
-        await pilot.pause(0.2)
+        await settle(pilot)
         keys = {k.description: k.key for k in app.screen.query(FooterKey)}
         assert keys.get("Leave editor (tab indents)") == "escape"
         preview = app.screen.query_one("#template-preview")

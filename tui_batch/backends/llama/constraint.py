@@ -11,18 +11,37 @@ only where the matcher accepts. After a token is chosen its matcher takes it.
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
-from tui_batch.core.structured.schema import AnswerSchema
+from tui_batch.core.structured.schema import AnswerSchema, json_grammar
 
 ENFORCED = "enforced while decoding (llguidance)"
 # What a token the schema does not allow has added to its logit: far below any real one,
 # and finite, so the sampler's arithmetic stays finite too.
 BLOCKED = -1e30
+
+
+def schema_grammar(schema: AnswerSchema) -> str:
+    """The schema in the form this backend enforces it: llguidance's grammar of the JSON
+    Schema (written as `JSON_OPTIONS` says), or for choices a Lark rule of the labels;
+    made once per schema."""
+    return _grammar(json.dumps(schema.schema, sort_keys=True), schema.choices)
+
+
+@lru_cache(maxsize=64)
+def _grammar(schema_text: str, choices: tuple[str, ...]) -> str:
+    import llguidance
+
+    if choices:
+        lark = "start: " + " | ".join(json.dumps(c) for c in choices)
+        return llguidance.LLMatcher.grammar_from_lark(lark)
+    return json_grammar(json.loads(schema_text))
 
 
 class SchemaConstraint:
@@ -48,12 +67,13 @@ class SchemaConstraint:
 
     def matcher(self, schema: AnswerSchema) -> Any:
         """A new matcher for one answer of this schema (a copy of one made per grammar)."""
-        pristine = self._pristine.get(schema.grammar)
+        grammar = schema_grammar(schema)
+        pristine = self._pristine.get(grammar)
         if pristine is None:
-            pristine = self._llguidance.LLMatcher(self.tokenizer, schema.grammar, log_level=0)
+            pristine = self._llguidance.LLMatcher(self.tokenizer, grammar, log_level=0)
             if pristine.is_error():
                 raise ValueError(pristine.get_error())
-            self._pristine[schema.grammar] = pristine
+            self._pristine[grammar] = pristine
         return pristine.deep_copy()
 
     def mask(self, logits: np.ndarray, rows: Sequence[int], matchers: Sequence[Any]) -> None:

@@ -68,7 +68,15 @@ def structured_output(form: str | None, schema: AnswerSchema | None) -> dict[str
     if form == "structured_outputs":
         wanted = {"choice": list(schema.choices)} if schema.choices else {"json": schema.schema}
         return {"extra_body": {"structured_outputs": wanted}}
-    return {"response_format": schema.response_format()}
+    return {"response_format": response_format(schema)}
+
+
+def response_format(schema: AnswerSchema) -> dict[str, Any]:
+    """OpenAI's `response_format` that asks a server to enforce `schema`."""
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": "answer", "schema": schema.schema, "strict": True},
+    }
 
 
 def estimate_tokens(request: dict[str, Any]) -> float:

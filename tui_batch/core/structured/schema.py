@@ -175,28 +175,10 @@ class AnswerSchema:
         return f"Answer with JSON only, valid for this JSON Schema: {schema}"
 
     @cached_property
-    def grammar(self) -> str:
-        """The schema as llguidance's grammar, which enforces it on a local model: the
-        JSON Schema, or for choices a Lark rule of the labels."""
-        import llguidance
-
-        if self.choices:
-            lark = "start: " + " | ".join(json.dumps(c) for c in self.choices)
-            return llguidance.LLMatcher.grammar_from_lark(lark)
-        return json_grammar(self.schema)
-
-    @cached_property
     def validator(self) -> Any:
         """jsonschema's Draft 2020-12 validator of answers (formats checked), made once;
         its `pattern` and `format: regex` bounded in time (`core.bounded_regex`)."""
         return answer_validator(self.schema)
-
-    def response_format(self) -> dict[str, Any]:
-        """The OpenAI `response_format` that asks a server to enforce it."""
-        return {
-            "type": "json_schema",
-            "json_schema": {"name": "answer", "schema": self.schema, "strict": True},
-        }
 
 
 def answer_validator(schema: dict[str, Any]) -> Any:
