@@ -3,8 +3,12 @@ typing and waiting through Textual's pilot."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
+
+from textual.widgets import DirectoryTree
+from textual.worker import WorkerCancelled, WorkerFailed
 
 from tui_batch.core.backend import CallableBackend
 
@@ -59,13 +63,20 @@ def slow_backend(delay: float = 0.05):
 
 
 async def settle(pilot) -> None:
-    """Wait until the app has done what a key or a call set going: its workers finished,
-    the messages they posted handled, the screen repainted. Never a fixed time."""
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
-    await pilot.wait_for_scheduled_animations()
-    await pilot.app.workers.wait_for_complete()  # one a handled message started
-    await pilot.pause()
+    """Wait until the app has done what a key or a call set going: its workers finished
+    (but a running job's, which a test waits for by what it does), the messages they
+    posted handled, the screen repainted. Never a fixed time."""
+    for _ in range(2):  # a message handled may start another worker
+        # Not a running job's, nor a file tree's loader (it lives as long as the tree).
+        for worker in [
+            w
+            for w in pilot.app.workers
+            if w.group != "batch" and not isinstance(w.node, DirectoryTree)
+        ]:
+            # One cancelled (overtaken by a newer one) or failed is done too.
+            with contextlib.suppress(WorkerCancelled, WorkerFailed):
+                await worker.wait()
+        await pilot.pause()  # (not the animations: a running job's never end)
 
 
 async def ready(pilot) -> None:
@@ -74,3 +85,12 @@ async def ready(pilot) -> None:
 
     await wait_until(pilot, lambda: any(isinstance(s, SetupScreen) for s in pilot.app.screen_stack))
     await settle(pilot)
+
+
+def palette_hits(app) -> int:
+    """How many commands the open command palette lists (it searches in tasks of its
+    own, not workers: a test waits for its hits with `wait_until`)."""
+    from textual.command import CommandList
+
+    found = app.screen.query(CommandList)
+    return found.first().option_count if found else 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import json
 from pathlib import Path
@@ -30,6 +31,7 @@ from conftest import EXAMPLES
 from support.ui import (
     HOSTILE,
     SIZE,
+    palette_hits,
     prompts_file,
     ready,
     settle,
@@ -141,6 +143,8 @@ async def test_leaving_progress_keeps_the_job_running_and_pause_holds_it(tmp_pat
         gate.set()
         await wait_until(pilot, lambda: app.run_state.job_status is JobStatus.PAUSED)
         done = app.run_state.job.done
+        # Nothing finishing is no event to wait for: the one wait for a time, to see none.
+        await asyncio.sleep(0.3)
         await settle(pilot)
         assert app.run_state.job.done == done  # paused: nothing more finishes
         await pilot.press("escape")
@@ -260,7 +264,7 @@ async def test_help_palette_and_bad_input_do_not_crash(tmp_path):
         await settle(pilot)
         assert len(app.screen.current_prompts().prompts) == 10
         await pilot.press("ctrl+p", *"checkpoints")
-        await settle(pilot)
+        await wait_until(pilot, lambda: palette_hits(app) > 0)
         await pilot.press("enter")
         await settle(pilot)
         assert isinstance(app.screen, CheckpointsScreen)

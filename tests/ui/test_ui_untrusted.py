@@ -22,7 +22,7 @@ from tui_batch.ui.screens.setup import SetupScreen
 from conftest import EXAMPLES
 from support.fake_server import FakeServer
 from support.pty_session import PtySession
-from support.ui import SIZE, prompts_file, ready, settle, type_into, wait_until
+from support.ui import SIZE, palette_hits, prompts_file, ready, settle, type_into, wait_until
 
 MARKUP = "[/x] [bold]b[/bold]"
 ESCAPES = "\x1b]0;owned\x07\x1b[2J\u202e"
@@ -69,6 +69,8 @@ async def test_a_servers_hostile_model_name_is_shown_literally_everywhere(tmp_pa
             await settle(pilot)
             shown.append(app.export_screenshot())
             await pilot.press("ctrl+p", *"results")  # the palette's help line holds the name
+            # The palette searches as it likes (its own tasks): wait for its hits.
+            await wait_until(pilot, lambda: palette_hits(app) > 0)
             await settle(pilot)
             shown.append(app.export_screenshot())
             await pilot.press("escape")
@@ -147,7 +149,7 @@ async def test_resume_is_offered_where_there_is_something_to_resume(tmp_path):
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
         await pilot.press("ctrl+p", *"job: resume")
-        await settle(pilot)
+        await wait_until(pilot, lambda: palette_hits(app) > 0)
         offered = [str(option.prompt) for option in app.screen.query_one(CommandList)._options]
         assert any("resume stopped-job" in o for o in offered)
         assert not any("resume done-job" in o for o in offered)

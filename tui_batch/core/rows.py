@@ -88,11 +88,6 @@ class JobSummary:
         return self.completed + self.failed
 
     @property
-    def title(self) -> str:
-        """The job's name, else its model: what tells it apart in a list."""
-        return self.name or self.model_id
-
-    @property
     def finished(self) -> bool:
         """Every prompt has a result (some may have failed)."""
         return self.done >= self.total_prompts

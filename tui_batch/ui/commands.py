@@ -31,7 +31,7 @@ class TuiBatchCommands(Provider):
                 (
                     f"job: results {job_id}",
                     partial(app.show_results, job_id),
-                    _help(f"{entry.title} · {entry.state}"),
+                    _help(" · ".join(filter(None, (entry.name, entry.model_id, entry.state)))),
                 )
             )
             commands.append(
