@@ -7,6 +7,7 @@ LOCAL = {
     "template_text": "+++\nmax_tokens = 3\n+++\nReview: {{ review }}\n'quoted'\n",
     "data": "data/reviews.csv",
     "id_field": "id",
+    "name": "labels, second try",
     "model": "SmolLM2-135M-Instruct.Q4_1",
     "n_ctx": 4096,
     "n_threads": 2,

@@ -167,10 +167,10 @@ def command_run(args: argparse.Namespace) -> int:
     if spec.name is None and request.job_file is not None:
         spec = replace(spec, name=request.job_file.stem)  # a job file names its job
     processor = BatchProcessor()
-    processor.check_job(run_input.prompts, spec=spec)  # before a model loads, not after
-    if spec.output:
+    if spec.output:  # first: an output that would replace an input says so, whatever its name
         check_output_path(spec.output, protected=[*request.inputs, processor.checkpoint_dir])
         check_results_folder(spec.output)
+    processor.check_job(run_input.prompts, spec=spec)  # before a model loads, not after
     processor.store.check_writable()
     common = {
         "prompts": run_input.prompts,
