@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from tui_batch.cli.arguments import (
     EXIT_USAGE,
@@ -51,7 +50,8 @@ from tui_batch.core.paths import exists
 from tui_batch.core.processor import BatchProcessor
 from tui_batch.core.progress import format_duration
 from tui_batch.core.prompts import SUPPORTED_EXTENSIONS
-from tui_batch.core.run_spec import LOCAL_KEYS
+from tui_batch.core.run_input import RunInput
+from tui_batch.core.run_spec import LOCAL_KEYS, RunSpec
 from tui_batch.core.scoring.figures import accuracy_text
 from tui_batch.core.servers import (
     ServerCheck,
@@ -163,25 +163,20 @@ def command_run(args: argparse.Namespace) -> int:
     if args.save_job is not None:
         return save_job(request, args.save_job)
     run_input = load_input(request)
-    spec = run_input.settled(request.spec)
+    spec = request.spec
     if spec.name is None and request.job_file is not None:
         spec = replace(spec, name=request.job_file.stem)  # a job file names its job
     processor = BatchProcessor()
     if spec.output:  # first: an output that would replace an input says so, whatever its name
         check_output_path(spec.output, protected=[*request.inputs, processor.checkpoint_dir])
         check_results_folder(spec.output)
-    processor.check_job(run_input.prompts, spec=spec)  # before a model loads, not after
+    processor.check_job_from(run_input, spec)  # before a model loads, not after
+    spec = run_input.settled(spec)
     processor.store.check_writable()
-    common = {
-        "prompts": run_input.prompts,
-        "spec": spec,
-        "source_file": str(run_input.source_file.resolve()),
-        "template": run_input.template,
-    }
     # Stop signals are ours from here: a Ctrl+C while the model loads is not lost.
     with cancel_on_signals(sys.stderr) as signals:
         if spec.server is not None:
-            return _run_on_servers(processor, spec.server, spec.model, common, signals)
+            return _run_on_servers(processor, run_input, spec, signals)
         model = resolve_model(spec.model)
         settings = spec.generation
         warn_long_prompts(model.path, run_input, settings)
@@ -194,7 +189,7 @@ def command_run(args: argparse.Namespace) -> int:
         with backend:
             if signals.cancel.is_set():
                 return _stopped_before_start(signals)
-            job = processor.create_job(model.id, model_path=str(model.path), **common)
+            job = processor.create_job_from(model.id, run_input, spec, model_path=str(model.path))
             return _run_job(processor, job, backend, signals, retry_failed=False)
 
 
@@ -212,17 +207,16 @@ def _stopped_before_start(signals: cancel_on_signals) -> int:
 
 def _run_on_servers(
     processor: BatchProcessor,
-    server: ServerSettings,
-    model: str | None,
-    common: dict[str, Any],
+    run_input: RunInput,
+    spec: RunSpec,
     signals: cancel_on_signals,
 ) -> int:
     """Check every server answers and serves the model, then make and run the job."""
     from tui_batch.backends.factory import check_servers, remote_backend
 
-    check = check_servers(
-        server, model, _probed_schema(common["spec"].generation, common["spec"].options)
-    )
+    server, model = spec.server, spec.model
+    assert server is not None  # a job on servers
+    check = check_servers(server, model, _probed_schema(spec.generation, spec.options))
     if model is None:
         names = sorted({name for names in check.models.values() for name in names})
         if len(names) != 1:
@@ -238,7 +232,7 @@ def _run_on_servers(
     if signals.cancel.is_set():
         return _stopped_before_start(signals)
     with remote_backend(server, model) as backend:
-        job = processor.create_job(model, server=server, **common)
+        job = processor.create_job_from(model, run_input, spec, server=server)
         return _run_job(processor, job, backend, signals, retry_failed=False)
 
 

@@ -12,38 +12,17 @@ from tui_batch.cli.arguments import flag_values
 from tui_batch.core.errors import SettingsError, TemplateError
 from tui_batch.core.export import check_output_path
 from tui_batch.core.jobfile import JOB_FILE_SUFFIX, load_job_file, output_outside, save_job_file
-from tui_batch.core.jobs import BatchJob, Prompt
-from tui_batch.core.prompts import load_prompt_file
+from tui_batch.core.jobs import BatchJob
+from tui_batch.core.run_input import RunInput, compile_template, load_run_input
+from tui_batch.core.run_input import check_input as core_check_input
 from tui_batch.core.run_spec import RunSpec
-from tui_batch.core.scoring.methods import Scoring
 from tui_batch.core.settings import GenerationSettings
-from tui_batch.core.structured.schema import AnswerSchema
-from tui_batch.core.templates.render import render_prompts
-from tui_batch.core.templates.source import TemplateSource, read_template
-from tui_batch.core.templates.template import PromptTemplate
 from tui_batch.core.text import one_line
 
 # A run prints this many warnings, then how many more there were.
 MAX_WARNINGS = 20
 # Where the input comes from; given on the command line, they replace the job file's.
 INPUT_FLAGS = ("prompts", "template", "template_text")
-
-
-@dataclass(slots=True)
-class RunInput:
-    """The prompts to run and where they came from."""
-
-    prompts: list[Prompt]
-    source_file: Path
-    template: TemplateSource | None = None
-    # What the template's front matter says every answer must be, and how it is scored.
-    schema: AnswerSchema | None = None
-    scoring: Scoring | None = None
-
-    def settled(self, spec: RunSpec) -> RunSpec:
-        """The spec with the template's schema and scoring, where the spec gives none."""
-        spec = spec.with_schema(self.schema) if self.schema is not None else spec
-        return spec.with_scoring(self.scoring) if self.scoring is not None else spec
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,55 +64,19 @@ def run_request(args: argparse.Namespace) -> RunRequest:
 
 
 def check_input(request: RunRequest) -> None:
-    """One input: a prompts file, or a template (file or text) with a data file."""
-    spec = request.spec
-    if spec.template is not None and spec.template_text is not None:
-        raise SettingsError("give --template FILE or --template-text TEXT, not both")
-    if spec.prompts is not None and spec.uses_template:
-        raise SettingsError(
-            f"give a prompts file ({spec.prompts}) or a template, not both: a template's "
-            "prompts come from --data"
-        )
-    if spec.uses_template and spec.data is None:
-        raise SettingsError("a template needs --data FILE: the records that fill it")
-    if not spec.uses_template and (spec.data is not None or spec.id_field is not None):
-        flag = "--data" if spec.data is not None else "--id-field"
-        raise SettingsError(f"{flag} fills a template: add --template FILE")
-    if spec.prompts is None and not spec.uses_template:
-        if request.job_file is not None:
-            raise SettingsError(
-                f"{request.job_file} says nothing to run: give [input] prompts, or template "
-                "(or template_text) and data"
-            )
-        raise SettingsError(
-            "nothing to run: give a prompts file, a job file (.toml), or --template "
-            "FILE --data FILE"
-        )
-
-
-def compile_template(spec: RunSpec) -> PromptTemplate:
-    if spec.template is not None:
-        return PromptTemplate(
-            read_template(spec.template), str(spec.template), spec.template.parent
-        )
-    return PromptTemplate(spec.template_text or "", "--template-text")
+    """One input, as the core checks it (`core.run_input.check_input`)."""
+    core_check_input(request.spec, request.job_file)
 
 
 def load_input(request: RunRequest) -> RunInput:
-    """The prompts, rendered and checked; warnings printed to stderr."""
-    check_input(request)
-    spec = request.spec
-    if spec.prompts is not None:
-        prompt_file = load_prompt_file(spec.prompts)
-        print_warnings(str(spec.prompts), [str(w) for w in prompt_file.warnings])
-        return RunInput(prompt_file.prompts, spec.prompts)
-    assert spec.data is not None  # check_input saw to it
-    template = compile_template(spec)
-    rendered = render_prompts(
-        template, spec.data, template_file=spec.template, id_field=spec.id_field
-    )
-    print_warnings(str(spec.data), rendered.warnings)
-    return RunInput(rendered.prompts, spec.data, rendered.source, template.schema, template.scoring)
+    """The prompts, rendered and checked (`core.run_input`); warnings printed to stderr."""
+    run_input = load_run_input(request.spec, request.job_file)
+    by_source: dict[str, list[str]] = {}
+    for source, warning in run_input.warnings:
+        by_source.setdefault(source, []).append(warning)
+    for source, warnings in by_source.items():
+        print_warnings(source, warnings)
+    return run_input
 
 
 def warn_long_prompts(model: Path, run_input: RunInput, settings: GenerationSettings) -> None:

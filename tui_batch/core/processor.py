@@ -20,10 +20,12 @@ from tui_batch.core.paths import ensure_private_dir
 from tui_batch.core.paths import outputs_dir as default_outputs_dir
 from tui_batch.core.prompts import load_prompt_file
 from tui_batch.core.rows import JobSummary
+from tui_batch.core.run_input import RunInput
 from tui_batch.core.run_spec import RunSpec
 from tui_batch.core.scoring.methods import Scoring
 from tui_batch.core.scoring.records import check_expected
 from tui_batch.core.scoring.rescore import Rescored, rescore
+from tui_batch.core.servers import ServerSettings
 from tui_batch.core.settings import ErrorStrategy, GenerationSettings, check
 from tui_batch.core.store import CheckpointScan, CheckpointStore, JobLock
 
@@ -80,6 +82,41 @@ class BatchProcessor:
         )
         self.store.create(job)
         return job
+
+    def create_job_from(
+        self,
+        model_id: str,
+        run_input: RunInput,
+        spec: RunSpec,
+        *,
+        model_path: str | None = None,
+        server: ServerSettings | None = None,
+        job_id: str | None = None,
+    ) -> BatchJob:
+        """The one door from a run's spec and its input (`core.run_input`) to a job, for
+        the command line and the dashboard: the template's schema and scoring where the
+        spec gives none, the input's file, the model's path (a local model) or the
+        servers as checked (else the spec's)."""
+        fields: dict[str, Any] = {
+            "source_file": (
+                str(Path(run_input.source_file).resolve()) if run_input.source_file else None
+            ),
+            "template": run_input.template,
+            "model_path": model_path,
+        }
+        if server is not None:
+            fields["server"] = server
+        return self.create_job(
+            model_id, run_input.prompts, job_id=job_id, spec=run_input.settled(spec), **fields
+        )
+
+    def check_job_from(self, run_input: RunInput, spec: RunSpec) -> None:
+        """What `create_job_from` checks, with nothing made (see `check_job`)."""
+        self.check_job(
+            run_input.prompts,
+            spec=run_input.settled(spec),
+            source_file=str(run_input.source_file) if run_input.source_file else None,
+        )
 
     def check_job(
         self,

@@ -29,6 +29,7 @@ from tui_batch.core.jobfile import JOB_FILE_SUFFIX
 from tui_batch.core.jobs import Prompt
 from tui_batch.core.paths import is_file
 from tui_batch.core.prompts import PromptFile
+from tui_batch.core.run_input import RunInput
 from tui_batch.core.run_spec import RunSpec
 from tui_batch.core.scoring.methods import Scoring
 from tui_batch.core.servers import ServerSettings
@@ -298,16 +299,16 @@ class SetupScreen(JobFileScreen):
         from tui_batch.models.catalog import model_id_for
 
         spec = self.spec()
-        if schema is not None:
-            spec = spec.with_schema(schema)
-        if scoring is not None:
-            spec = spec.with_scoring(scoring)
-        made = {"source_file": source_file, "template": rendered.source if rendered else None}
+        run_input = RunInput(
+            prompts,
+            Path(source_file) if source_file else None,
+            rendered.source if rendered else None,
+            schema,
+            scoring,
+        )
         if not self.on_servers:
             model = self._local_model()
-            self._create_and_start(
-                prompts, model_id_for(Path(model)), spec, model_path=model, **made
-            )
+            self._create_and_start(model_id_for(Path(model)), run_input, spec, model_path=model)
             return
         name = spec.model
         if name is None:
@@ -318,15 +319,24 @@ class SetupScreen(JobFileScreen):
         assert spec.server is not None  # on servers, the form names them
 
         def start(checked: ServerSettings) -> None:
-            self._create_and_start(prompts, name, spec, server=checked, **made)
+            self._create_and_start(name, run_input, spec, server=checked)
 
         self.query_one(ServerForm).check_then(spec.server, name, start)
 
     def _create_and_start(
-        self, prompts: list[Prompt], model: str, spec: RunSpec, **made: Any
+        self,
+        model: str,
+        run_input: RunInput,
+        spec: RunSpec,
+        *,
+        model_path: str | None = None,
+        server: ServerSettings | None = None,
     ) -> None:
-        job = self.app.processor.create_job(model, prompts, spec=spec, **made)
-        self._remember(spec)
+        """Make the job through the core's one door (`create_job_from`) and start it."""
+        job = self.app.processor.create_job_from(
+            model, run_input, spec, model_path=model_path, server=server
+        )
+        self._remember(run_input.settled(spec))
         self.query_one("#job-id", Static).update(Text(f"Job {job.job_id} created", style="bold"))
         self.notify(f"Job {job.job_id}: {job.total_prompts} prompts", title="Started")
         self.app.start_job(job)
