@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -61,7 +60,7 @@ from tui_batch.core.servers import (
 from tui_batch.core.settings import GenerationSettings, JobOptions, settings_from_text
 from tui_batch.core.store import JobLock
 from tui_batch.core.structured.schema import AnswerSchema
-from tui_batch.core.text import escape_controls, escape_json, one_line
+from tui_batch.core.text import escape_controls, escape_json, has_surrogates, one_line
 from tui_batch.models.gguf import format_count
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 130, 141
@@ -84,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # Bytes that are not UTF-8 reach Python as lone surrogates, which no file we write
     # (a checkpoint, a job file, an export) can hold: said here, once, for every option.
-    broken = next((a for a in argv if _SURROGATE.search(a)), None)
+    broken = next((a for a in argv if has_surrogates(a)), None)
     if broken is not None:
         print(
             f"tui-batch: error: '{escape_controls(broken)[:80]}' holds bytes that are not "
@@ -118,9 +117,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `tui-batch compare A B --csv | head`: the reader has enough
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
-
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _looks_like_prompts_file(arg: str) -> bool:

@@ -20,10 +20,9 @@ import math
 import re
 from typing import Any
 
-from tui_batch.core.text import clean_text
+from tui_batch.core.text import clean_text, has_surrogates
 
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class JsonValueError(ValueError):
@@ -71,7 +70,7 @@ def raw_decode(text: str, position: int) -> tuple[Any, int]:
 
 
 def _may_hold_surrogates(text: str) -> bool:
-    return _SURROGATE_ESCAPE.search(text) is not None or _SURROGATE.search(text) is not None
+    return _SURROGATE_ESCAPE.search(text) is not None or has_surrogates(text)
 
 
 def clean_value(value: Any) -> Any:
@@ -87,14 +86,3 @@ def clean_value(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [clean_value(v) for v in value]
     return value
-
-
-def json_problem(value: Any) -> str | None:
-    """Why `value` cannot be written as JSON (None: it can)."""
-    try:
-        clean_value(value)
-    except JsonValueError as exc:
-        return str(exc)
-    except RecursionError:
-        return "nested too deeply"
-    return None
