@@ -215,7 +215,8 @@ def test_jobs_with_a_schema_agree_field_by_field(tmp_path):
 
 
 def test_structured_answers_are_compared_field_by_field():
-    from tui_batch.core.compare import ComparedAnswer, CompareRow, answers_shown, field_changes
+    from tui_batch.core.compare import ComparedAnswer, CompareRow
+    from tui_batch.core.compare_fields import answers_shown, field_changes
 
     a = '{"sentiment": "positive", "stars": 4, "headline": "Great kettle, boils fast"}'
     b = '{"sentiment": "positive", "stars": 5, "headline": "Great kettle, boils fast"}'

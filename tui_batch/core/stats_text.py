@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from tui_batch.core.compare import STATES, CompareRow, CompareSummary, answers_shown
+from tui_batch.core.compare import STATES, CompareRow, CompareSummary
+from tui_batch.core.compare_fields import answers_shown
 from tui_batch.core.progress import format_duration
 from tui_batch.core.scoring.figures import Confusion, accuracy_text
 from tui_batch.core.stats import JobStats, Spread

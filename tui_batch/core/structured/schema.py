@@ -34,6 +34,7 @@ from tui_batch.core.structured.short_form import (
     to_short_form,
     without_hints,
 )
+from tui_batch.core.structured.validator import answer_validator
 from tui_batch.core.text import has_surrogates
 
 # Keywords no decoder we drive can enforce (llguidance, llama.cpp's grammars and the
@@ -179,44 +180,6 @@ class AnswerSchema:
         """jsonschema's Draft 2020-12 validator of answers (formats checked), made once;
         its `pattern` and `format: regex` bounded in time (`core.bounded_regex`)."""
         return answer_validator(self.schema)
-
-
-def answer_validator(schema: dict[str, Any]) -> Any:
-    """A Draft 2020-12 validator of `schema` whose regular expressions are bounded."""
-    return _bounded_validator_class()(schema, format_checker=_bounded_format_checker())
-
-
-@lru_cache(maxsize=1)
-def _bounded_validator_class() -> Any:
-    from jsonschema import Draft202012Validator, validators
-    from jsonschema.exceptions import ValidationError
-
-    def pattern(validator: Any, pattern: Any, instance: Any, schema: Any) -> Iterator[Any]:
-        if not validator.is_type(instance, "string") or not isinstance(pattern, str):
-            return
-        try:
-            if not bounded_regex.search(pattern, instance):
-                yield ValidationError(f"{shortened(repr(instance))} does not match {pattern!r}")
-        except bounded_regex.RegexProblem as exc:
-            yield ValidationError(f"pattern {shortened(repr(pattern))}: {exc}")
-
-    return validators.extend(Draft202012Validator, {"pattern": pattern})
-
-
-@lru_cache(maxsize=1)
-def _bounded_format_checker() -> Any:
-    from jsonschema import Draft202012Validator, FormatChecker
-
-    checker = FormatChecker()
-    checker.checkers = dict(Draft202012Validator.FORMAT_CHECKER.checkers)
-
-    @checker.checks("regex", raises=bounded_regex.RegexProblem)
-    def is_regex(instance: object) -> bool:
-        if isinstance(instance, str):
-            bounded_regex.compile_pattern(instance)
-        return True
-
-    return checker
 
 
 def _paths(schema: dict[str, Any], prefix: tuple[str, ...]) -> list[tuple[str, ...]]:

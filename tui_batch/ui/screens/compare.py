@@ -20,9 +20,8 @@ from tui_batch.core.compare import (
     CompareRow,
     CompareSummary,
     Comparison,
-    answers_shown,
-    field_changes,
 )
+from tui_batch.core.compare_fields import answers_shown, field_changes
 from tui_batch.core.errors import TuiBatchError
 from tui_batch.core.scoring.figures import accuracy_text
 from tui_batch.core.stats_text import row_mark
