@@ -127,9 +127,12 @@ async def test_leaving_progress_keeps_the_job_running_and_pause_holds_it(tmp_pat
     import threading
 
     gate = threading.Event()
+    started, finished = [], []
 
     def slow(prompt: str) -> str:
+        started.append(prompt)
         gate.wait(5)
+        finished.append(prompt)
         return prompt.upper()
 
     app = TuiBatchApp(
@@ -142,16 +145,17 @@ async def test_leaving_progress_keeps_the_job_running_and_pause_holds_it(tmp_pat
         await pilot.press("p")
         gate.set()
         await wait_until(pilot, lambda: app.run_state.job_status is JobStatus.PAUSED)
-        done = app.run_state.job.done
-        # Nothing finishing is no event to wait for: the one wait for a time, to see none.
-        await asyncio.sleep(0.3)
+        # The prompt in flight when it paused has finished; paused, none starts after it
+        # while the screens change below (what the engine would send is counted).
+        await wait_until(pilot, lambda: len(finished) == len(started))
+        sent = len(started)
         await settle(pilot)
-        assert app.run_state.job.done == done  # paused: nothing more finishes
         await pilot.press("escape")
         assert isinstance(app.screen, SetupScreen)
         await pilot.press("ctrl+g")
         assert isinstance(app.screen, ProgressScreen)
         assert app.run_state.is_active
+        assert len(started) == sent  # paused: nothing more was sent
         await pilot.press("p")
         await app.workers.wait_for_complete()
         assert app.run_state.job.status is JobStatus.COMPLETED
@@ -271,7 +275,6 @@ async def test_help_palette_and_bad_input_do_not_crash(tmp_path):
 
 
 def test_remembered_setup_is_prefilled(tmp_path):
-    import asyncio
 
     async def once(value: str | None) -> tuple[str, bool]:
         app = TuiBatchApp(
@@ -339,7 +342,6 @@ async def test_ctrl_q_wait_quits_when_the_job_finishes(tmp_path):
 
 async def test_a_stop_signal_stops_the_job_and_exits_with_128_plus_it(tmp_path):
     """A real SIGTERM to this process, which the app's event loop handles."""
-    import asyncio
     import os
     import signal
 
@@ -544,7 +546,6 @@ async def test_the_batch_invariant_box_shows_its_state_in_its_glyph(tmp_path):
 def test_a_setup_typed_but_not_started_is_kept_as_a_draft(tmp_path):
     """Typed, then quit (or left for another screen) without starting: next time the
     form holds it."""
-    import asyncio
 
     async def typed_then(key: str) -> None:
         app = TuiBatchApp(prompts_file(tmp_path, long_one=False))
