@@ -314,12 +314,14 @@ def _run_job(
 
     def said(event: events.BatchEvent) -> None:
         nonlocal tokens
-        if isinstance(event, events.TokensStreamed):
-            tokens += 1
-            printer.activity(len(started), tokens)
-        elif isinstance(event, events.PromptStarted):
-            started.add(event.index)
-            printer.activity(len(started), tokens)
+        if isinstance(event, (events.TokensStreamed, events.PromptStarted)):
+            # Counted only until the first answer: nothing grows with the job after it.
+            if printer.before_first_answer:
+                if isinstance(event, events.TokensStreamed):
+                    tokens += 1
+                else:
+                    started.add(event.index)
+                printer.activity(len(started), tokens)
         elif (
             isinstance(event, events.JobStateChanged)
             and event.status is JobStatus.CANCELLED

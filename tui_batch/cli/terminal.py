@@ -131,6 +131,11 @@ class ProgressPrinter:
             else:
                 print("Running: each answer is counted here as it finishes", file=self.stream)
 
+    @property
+    def before_first_answer(self) -> bool:
+        """Started, no answer yet, on a terminal: the line says what goes on (`activity`)."""
+        return self._first and self.interactive
+
     def activity(self, running: int, tokens: int) -> None:
         """Before the first answer: `running` prompts started, `tokens` written so far
         (redrawn at most every REDRAW_INTERVAL; a log is not written to for it)."""
