@@ -339,20 +339,31 @@ class AnswerCache:
             raise self._error("cannot compact", exc) from None
 
 
+def _sqlite_header(path: Path) -> tuple[int, int] | None:
+    """An SQLite file's format number and application id (PRAGMA user_version and
+    application_id), from its first 100 bytes; None for anything else. OSError for a
+    file that cannot be read."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise IsADirectoryError(f"not a regular file: {path}")
+    with open(path, "rb") as handle:
+        header = handle.read(100)
+    if len(header) < 100 or not header.startswith(_SQLITE_MAGIC):
+        return None
+    return int.from_bytes(header[60:64], "big"), int.from_bytes(header[68:72], "big")
+
+
 def _header_problem(path: Path) -> str | None:
     """Why the file at `path` is surely not an answer cache, from its first 100 bytes
     alone (None: it may be one): so a checkpoint or a file of other bytes is never opened
     as a database, let alone changed."""
     if not stat.S_ISREG(os.stat(path).st_mode):
         return "not a regular file"
-    with open(path, "rb") as handle:
-        header = handle.read(100)
-    if not header:
+    if os.stat(path).st_size == 0:
         return None  # new: made here, or by another job a moment ago
-    if len(header) < 100 or not header.startswith(_SQLITE_MAGIC):
+    found = _sqlite_header(path)
+    if found is None:
         return "not an SQLite file"
-    version = int.from_bytes(header[60:64], "big")
-    mark = int.from_bytes(header[68:72], "big")
+    version, mark = found
     if mark == APPLICATION_ID or (mark == 0 and version in (0, FILE_FORMAT)):
         return None  # ours, or one being made, or one made before the mark
     return "another program's SQLite file, or a job's checkpoint"
@@ -364,16 +375,10 @@ def damaged_cache(path: Path) -> bool:
     makes), and SQLite cannot read it whole. Anything else (another program's database,
     a checkpoint, a folder, a newer cache, a cache that was only busy) is not."""
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            return False
-        with open(path, "rb") as handle:
-            header = handle.read(100)
+        found = _sqlite_header(path)
     except OSError:
         return False
-    if len(header) < 100 or not header.startswith(_SQLITE_MAGIC):
-        return False
-    version = int.from_bytes(header[60:64], "big")
-    if int.from_bytes(header[68:72], "big") != APPLICATION_ID or version > FILE_FORMAT:
+    if found is None or found[1] != APPLICATION_ID or found[0] > FILE_FORMAT:
         return False
     try:
         with contextlib.closing(
