@@ -23,6 +23,9 @@ from tui_batch.core.setting_table import BY_NAME, SETTINGS
 from tui_batch.core.settings import GenerationSettings, JobOptions, Prices
 
 EXIT_USAGE = 2
+# The other exit statuses: every prompt answered; some failed, or the job stopped on its
+# own; Ctrl+C; a reader of stdout that went away.
+EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 130, 141
 # Each setting's default, shown in its flag's help.
 _DEFAULTS: dict[str, Any] = {
     **GenerationSettings().to_dict(),

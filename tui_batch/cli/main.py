@@ -6,12 +6,15 @@ import argparse
 import json
 import os
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
 from tui_batch.cli.arguments import (
+    EXIT_BROKEN_PIPE,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
     EXIT_USAGE,
     build_parser,
     flag_values,
@@ -19,6 +22,7 @@ from tui_batch.cli.arguments import (
     server_settings,
 )
 from tui_batch.cli.cache_command import command_cache
+from tui_batch.cli.job_run import run_job
 from tui_batch.cli.reports import (
     command_checkpoints,
     command_compare,
@@ -33,38 +37,28 @@ from tui_batch.cli.run_input import (
     save_job,
     warn_long_prompts,
 )
-from tui_batch.cli.terminal import ProgressPrinter, cancel_on_signals, print_table
-from tui_batch.core import events
-from tui_batch.core.backend import Backend
+from tui_batch.cli.terminal import cancel_on_signals, print_table
 from tui_batch.core.errors import (
-    CheckpointError,
-    ExportError,
     SettingsError,
     TuiBatchError,
 )
 from tui_batch.core.export import check_output_path, check_results_folder
 from tui_batch.core.jobfile import JOB_FILE_SUFFIX
-from tui_batch.core.jobs import BatchJob, BatchResult, JobStatus
+from tui_batch.core.jobs import JobStatus
 from tui_batch.core.paths import exists
 from tui_batch.core.processor import BatchProcessor
-from tui_batch.core.progress import format_duration
 from tui_batch.core.prompts import SUPPORTED_EXTENSIONS
 from tui_batch.core.run_input import RunInput
 from tui_batch.core.run_spec import LOCAL_KEYS, RunSpec
-from tui_batch.core.scoring.figures import accuracy_text
 from tui_batch.core.servers import (
     ServerCheck,
     ServerSettings,
     server_settings_from_text,
 )
 from tui_batch.core.settings import GenerationSettings, JobOptions, settings_from_text
-from tui_batch.core.store import JobLock
 from tui_batch.core.structured.schema import AnswerSchema
 from tui_batch.core.text import escape_controls, escape_json, has_surrogates, one_line
 from tui_batch.models.gguf import format_count
-
-EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 130, 141
-
 
 COMMANDS = (
     "run",
@@ -186,7 +180,7 @@ def command_run(args: argparse.Namespace) -> int:
             if signals.cancel.is_set():
                 return _stopped_before_start(signals)
             job = processor.create_job_from(model.id, run_input, spec, model_path=str(model.path))
-            return _run_job(processor, job, backend, signals, retry_failed=False)
+            return run_job(processor, job, backend, signals, retry_failed=False)
 
 
 def _probed_schema(settings: GenerationSettings, options: JobOptions) -> AnswerSchema | None:
@@ -229,7 +223,7 @@ def _run_on_servers(
         return _stopped_before_start(signals)
     with remote_backend(server, model) as backend:
         job = processor.create_job_from(model, run_input, spec, server=server)
-        return _run_job(processor, job, backend, signals, retry_failed=False)
+        return run_job(processor, job, backend, signals, retry_failed=False)
 
 
 def command_resume(args: argparse.Namespace) -> int:
@@ -271,157 +265,7 @@ def command_resume(args: argparse.Namespace) -> int:
             cancel_on_signals(sys.stderr) as signals,
             backend_for_job(job, opened=False) as backend,
         ):
-            return _run_job(processor, job, backend, signals, args.retry_failed, (lock, results))
-
-
-def _run_job(
-    processor: BatchProcessor,
-    job: BatchJob,
-    backend: Backend,
-    signals: cancel_on_signals,
-    retry_failed: bool,
-    loaded: tuple[JobLock, Sequence[BatchResult]] | None = None,
-) -> int:
-    """Run the job to its end or a stop (`signals`: the stop signals, handled); print
-    the outcome; return the exit status. `loaded`: the job's lock, held, and the results
-    read under it."""
-    lock, previous = loaded or (None, None)
-    err = sys.stderr
-    remaining = job.total_prompts - job.done
-    where = job.model_id
-    if job.server is not None:
-        count = len(job.server.endpoints)
-        where += f" via {job.server.endpoints[0].url}" if count == 1 else f" via {count} servers"
-    runs = f"{job.total_prompts} prompts"
-    if job.repeats > 1:
-        runs = f"{job.total_prompts // job.repeats} prompts x {job.repeats} runs"
-    # With the cache read, how many really run is said once it has been asked.
-    to_run = f"{remaining} to answer" if job.options.cache_reads else f"{remaining} to run"
-    print(
-        f"Job {job.job_id}: {runs} on {one_line(where)} "
-        f"({to_run}; checkpoint {one_line(job.checkpoint_file)})",
-        file=err,
-    )
-    if job.settings.schema is not None:
-        print(f"Answers: {one_line(job.settings.schema.describe())}", file=err)
-    if job.scoring is not None:
-        print(f"Scored: {one_line(job.scoring.describe())}", file=err)
-    printer = ProgressPrinter(err)
-    start = time.monotonic()
-    stopped_by: list[str] = []  # why the engine stopped the job itself (servers gone)
-    started: set[int] = set()
-    tokens = 0
-
-    def said(event: events.BatchEvent) -> None:
-        nonlocal tokens
-        if isinstance(event, (events.TokensStreamed, events.PromptStarted)):
-            # Counted only until the first answer: nothing grows with the job after it.
-            if printer.before_first_answer:
-                if isinstance(event, events.TokensStreamed):
-                    tokens += 1
-                else:
-                    started.add(event.index)
-                printer.activity(len(started), tokens)
-        elif (
-            isinstance(event, events.JobStateChanged)
-            and event.status is JobStatus.CANCELLED
-            and event.reason not in (None, "cancelled")
-        ):
-            stopped_by.append(event.reason)
-        elif isinstance(event, events.SchemaEnforced):
-            printer.note(f"answers {event.how}")
-        elif isinstance(event, events.CacheServed):
-            printer.note(
-                f"cache: {event.served:,} of {event.served + event.to_run:,} answers served "
-                f"from {event.path}; {event.to_run:,} to run"
-            )
-        elif isinstance(event, events.CacheKept):
-            left_out = ", ".join(f"{n:,} {why}" for why, n in event.left_out)
-            left_out = f"; not kept (they run again next time): {left_out}" if left_out else ""
-            printer.note(f"cache: {event.kept:,} new answers kept{left_out}")
-        elif isinstance(event, events.CacheProblem):
-            printer.note(f"warning: {event.message}")
-
-    printer.started(job)
-    try:
-        with printer.watch(backend):
-            results = processor.process_batch(
-                job,
-                backend,
-                progress_callback=printer,
-                on_event=said,
-                cancel_event=signals.cancel,
-                retry_failed=retry_failed,
-                previous=previous,
-                lock=lock,
-            )
-    except KeyboardInterrupt:
-        results = []
-    except CheckpointError as exc:
-        printer.finish()
-        print(
-            f"tui-batch: error: {exc}. The job stopped; the last checkpoint is intact "
-            f"({job.done}/{job.total_prompts} saved at most). When the disk is fixed: "
-            f"tui-batch resume {job.job_id}",
-            file=err,
-        )
-        return EXIT_FAILED
-    printer.finish()
-    if job.status is JobStatus.CANCELLED and stopped_by and not signals.cancel.is_set():
-        print(
-            f"Stopped: {stopped_by[-1]}; {job.done}/{job.total_prompts} done and saved. "
-            f"When a server answers again: tui-batch resume {job.job_id}",
-            file=err,
-        )
-        return EXIT_FAILED
-    if job.status is JobStatus.CANCELLED:
-        print(
-            f"Stopped: {job.done}/{job.total_prompts} done and saved. "
-            f"Resume with: tui-batch resume {job.job_id}",
-            file=err,
-        )
-        return signals.exit_status
-    try:
-        out = processor.save_results(job, results)
-    except ExportError as exc:
-        raise ExportError(
-            f"{exc}; the results are saved: tui-batch export {job.job_id} --out FILE"
-        ) from None
-    elapsed = time.monotonic() - start
-    empty = sum(1 for r in results if r.empty)
-    answered = f"{job.completed} succeeded" + (f" ({empty} empty answers)" if empty else "")
-    cached = sum(1 for r in results if r.cached_from is not None)
-    if cached:
-        answered += f" ({cached:,} served from the cache)"
-    invalid = sum(1 for r in results if r.invalid)
-    failed = f"{job.failed - invalid} failed" + (f", {invalid} invalid" if invalid else "")
-    print(
-        f"{job.status.value.capitalize()}: {answered}, {failed} of "
-        f"{job.total_prompts} ({tokens_generated(results)}); this run took "
-        f"{format_duration(elapsed)}. Results: {one_line(str(out))}",
-        file=err,
-    )
-    if job.scoring is not None:
-        scored = [r for r in results if r.score is not None]
-        right = sum(1 for r in scored if r.right)
-        print(f"Scores: {accuracy_text(right, len(scored))}", file=err)
-    if job.status is JobStatus.FAILED:
-        print(
-            f"The error strategy stopped the job. Resume with: tui-batch resume {job.job_id}",
-            file=err,
-        )
-    return EXIT_OK if job.status is JobStatus.COMPLETED and job.failed == 0 else EXIT_FAILED
-
-
-def tokens_generated(results: Sequence[BatchResult]) -> str:
-    """`1,234 tokens generated`, with how many answers had no count (never counted 0);
-    an answer served from the cache generated none."""
-    results = [r for r in results if r.cached_from is None]
-    counted = [r.tokens_output for r in results if r.output_known]
-    text = f"{sum(counted):,} tokens generated"
-    if len(counted) < len(results):
-        text += f", {len(results) - len(counted):,} answers without a count"
-    return text
+            return run_job(processor, job, backend, signals, args.retry_failed, (lock, results))
 
 
 def command_models(args: argparse.Namespace) -> int:

@@ -1,0 +1,171 @@
+"""One job run headless to its end or a stop: the job line, what it does before its
+first answer, the progress line, what the engine says on the way (the schema's mode, the
+cache, servers out), and the outcome with its exit status."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+
+from tui_batch.cli.arguments import EXIT_FAILED, EXIT_OK
+from tui_batch.cli.terminal import ProgressPrinter, cancel_on_signals
+from tui_batch.core import events
+from tui_batch.core.backend import Backend
+from tui_batch.core.errors import CheckpointError, ExportError
+from tui_batch.core.jobs import BatchJob, BatchResult, JobStatus
+from tui_batch.core.processor import BatchProcessor
+from tui_batch.core.progress import format_duration
+from tui_batch.core.scoring.figures import accuracy_text
+from tui_batch.core.store import JobLock
+from tui_batch.core.text import one_line
+
+
+def run_job(
+    processor: BatchProcessor,
+    job: BatchJob,
+    backend: Backend,
+    signals: cancel_on_signals,
+    retry_failed: bool,
+    loaded: tuple[JobLock, Sequence[BatchResult]] | None = None,
+) -> int:
+    """Run the job to its end or a stop (`signals`: the stop signals, handled); print
+    the outcome; return the exit status. `loaded`: the job's lock, held, and the results
+    read under it."""
+    lock, previous = loaded or (None, None)
+    err = sys.stderr
+    remaining = job.total_prompts - job.done
+    where = job.model_id
+    if job.server is not None:
+        count = len(job.server.endpoints)
+        where += f" via {job.server.endpoints[0].url}" if count == 1 else f" via {count} servers"
+    runs = f"{job.total_prompts} prompts"
+    if job.repeats > 1:
+        runs = f"{job.total_prompts // job.repeats} prompts x {job.repeats} runs"
+    # With the cache read, how many really run is said once it has been asked.
+    to_run = f"{remaining} to answer" if job.options.cache_reads else f"{remaining} to run"
+    print(
+        f"Job {job.job_id}: {runs} on {one_line(where)} "
+        f"({to_run}; checkpoint {one_line(job.checkpoint_file)})",
+        file=err,
+    )
+    if job.settings.schema is not None:
+        print(f"Answers: {one_line(job.settings.schema.describe())}", file=err)
+    if job.scoring is not None:
+        print(f"Scored: {one_line(job.scoring.describe())}", file=err)
+    printer = ProgressPrinter(err)
+    start = time.monotonic()
+    stopped_by: list[str] = []  # why the engine stopped the job itself (servers gone)
+    started: set[int] = set()
+    tokens = 0
+
+    def said(event: events.BatchEvent) -> None:
+        nonlocal tokens
+        if isinstance(event, (events.TokensStreamed, events.PromptStarted)):
+            # Counted only until the first answer: nothing grows with the job after it.
+            if printer.before_first_answer:
+                if isinstance(event, events.TokensStreamed):
+                    tokens += 1
+                else:
+                    started.add(event.index)
+                printer.activity(len(started), tokens)
+        elif (
+            isinstance(event, events.JobStateChanged)
+            and event.status is JobStatus.CANCELLED
+            and event.reason not in (None, "cancelled")
+        ):
+            stopped_by.append(event.reason)
+        elif isinstance(event, events.SchemaEnforced):
+            printer.note(f"answers {event.how}")
+        elif isinstance(event, events.CacheServed):
+            printer.note(
+                f"cache: {event.served:,} of {event.served + event.to_run:,} answers served "
+                f"from {event.path}; {event.to_run:,} to run"
+            )
+        elif isinstance(event, events.CacheKept):
+            left_out = ", ".join(f"{n:,} {why}" for why, n in event.left_out)
+            left_out = f"; not kept (they run again next time): {left_out}" if left_out else ""
+            printer.note(f"cache: {event.kept:,} new answers kept{left_out}")
+        elif isinstance(event, events.CacheProblem):
+            printer.note(f"warning: {event.message}")
+
+    printer.started(job)
+    try:
+        with printer.watch(backend):
+            results = processor.process_batch(
+                job,
+                backend,
+                progress_callback=printer,
+                on_event=said,
+                cancel_event=signals.cancel,
+                retry_failed=retry_failed,
+                previous=previous,
+                lock=lock,
+            )
+    except KeyboardInterrupt:
+        results = []
+    except CheckpointError as exc:
+        printer.finish()
+        print(
+            f"tui-batch: error: {exc}. The job stopped; the last checkpoint is intact "
+            f"({job.done}/{job.total_prompts} saved at most). When the disk is fixed: "
+            f"tui-batch resume {job.job_id}",
+            file=err,
+        )
+        return EXIT_FAILED
+    printer.finish()
+    if job.status is JobStatus.CANCELLED and stopped_by and not signals.cancel.is_set():
+        print(
+            f"Stopped: {stopped_by[-1]}; {job.done}/{job.total_prompts} done and saved. "
+            f"When a server answers again: tui-batch resume {job.job_id}",
+            file=err,
+        )
+        return EXIT_FAILED
+    if job.status is JobStatus.CANCELLED:
+        print(
+            f"Stopped: {job.done}/{job.total_prompts} done and saved. "
+            f"Resume with: tui-batch resume {job.job_id}",
+            file=err,
+        )
+        return signals.exit_status
+    try:
+        out = processor.save_results(job, results)
+    except ExportError as exc:
+        raise ExportError(
+            f"{exc}; the results are saved: tui-batch export {job.job_id} --out FILE"
+        ) from None
+    elapsed = time.monotonic() - start
+    empty = sum(1 for r in results if r.empty)
+    answered = f"{job.completed} succeeded" + (f" ({empty} empty answers)" if empty else "")
+    cached = sum(1 for r in results if r.cached_from is not None)
+    if cached:
+        answered += f" ({cached:,} served from the cache)"
+    invalid = sum(1 for r in results if r.invalid)
+    failed = f"{job.failed - invalid} failed" + (f", {invalid} invalid" if invalid else "")
+    print(
+        f"{job.status.value.capitalize()}: {answered}, {failed} of "
+        f"{job.total_prompts} ({tokens_generated(results)}); this run took "
+        f"{format_duration(elapsed)}. Results: {one_line(str(out))}",
+        file=err,
+    )
+    if job.scoring is not None:
+        scored = [r for r in results if r.score is not None]
+        right = sum(1 for r in scored if r.right)
+        print(f"Scores: {accuracy_text(right, len(scored))}", file=err)
+    if job.status is JobStatus.FAILED:
+        print(
+            f"The error strategy stopped the job. Resume with: tui-batch resume {job.job_id}",
+            file=err,
+        )
+    return EXIT_OK if job.status is JobStatus.COMPLETED and job.failed == 0 else EXIT_FAILED
+
+
+def tokens_generated(results: Sequence[BatchResult]) -> str:
+    """`1,234 tokens generated`, with how many answers had no count (never counted 0);
+    an answer served from the cache generated none."""
+    results = [r for r in results if r.cached_from is None]
+    counted = [r.tokens_output for r in results if r.output_known]
+    text = f"{sum(counted):,} tokens generated"
+    if len(counted) < len(results):
+        text += f", {len(results) - len(counted):,} answers without a count"
+    return text
