@@ -200,12 +200,12 @@ def test_a_server_answering_what_json_cannot_hold_leaves_a_job_that_reads_back(t
         job = processor.create_job(
             "fake-model",
             prompts,
-            server=settings(fake.url),
+            server=settings(fake.url, concurrency=1),  # the script's answers in order
             settings=GenerationSettings(schema=SCHEMA, seed=3),
             invalid_retries=0,
             scoring=Scoring("want", "regex"),
         )
-        with RemoteBackend(settings(fake.url), "fake-model") as backend:
+        with RemoteBackend(settings(fake.url, concurrency=1), "fake-model") as backend:
             results = processor.process_batch(job, backend)
     assert job.status is JobStatus.COMPLETED
     by_index = {r.prompt_index: r for r in results}
