@@ -60,8 +60,10 @@ async def test_a_job_on_a_server_from_setup_by_keys(tmp_path):
             assert states.count("running") <= 2 and "waiting" in states
             await wait_until(pilot, lambda: app.run_state.finished, timeout=60)
             job_id = app.run_state.job.job_id
-            await settle(pilot)
-            panel = rendered(progress.query_one("#server-panel"))
+            # The panel repaints on its own timer: wait for the repaint after the end.
+            server_panel = progress.query_one("#server-panel")
+            await wait_until(pilot, lambda: "0/16 in flight" in rendered(server_panel))
+            panel = rendered(server_panel)
             assert "0/16 in flight" in panel and "9 sent" in panel  # one 429, 8 answers
             # One count of requests and errors, the same in the stats as on this screen.
             figures = job_stats(BatchProcessor().store.path_for(job_id))
