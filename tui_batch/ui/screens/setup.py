@@ -12,6 +12,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
+from textual.widget import Widget
 from textual.widgets import (
     Footer,
     Header,
@@ -166,7 +167,13 @@ class SetupScreen(JobFileScreen):
     def using_template(self) -> bool:
         return self.query_one("#input-tabs", TabbedContent).active == "template-tab"
 
-    def _show_tab(self, tab: str) -> None:
+    def _show_tab(self, tab: str, focus: Widget | None = None) -> None:
+        """Show `tab`, with `focus` (a widget in it) focused. The focus moves first, at
+        once: the widget that had it, hidden with its pane, would otherwise hand it to
+        a neighbour in that pane, whose pane Textual then shows again (seen under load:
+        the tabs flipped and focus ended on another field)."""
+        if focus is not None:
+            self.set_focus(focus)
         self.query_one("#input-tabs", TabbedContent).active = tab
 
     def current_prompts(self) -> PromptFile | None:
@@ -403,11 +410,8 @@ class SetupScreen(JobFileScreen):
             self.query_one(PromptsForm).set_path(path)
 
     def action_focus_typed(self) -> None:
-        self._show_tab("prompts-tab")
         self.query_one(PromptsForm).set_path(None)
-        self.call_after_refresh(self.query_one("#typed", TextArea).focus)
+        self._show_tab("prompts-tab", focus=self.query_one("#typed", TextArea))
 
     def action_template(self) -> None:
-        self._show_tab("template-tab")
-        # A widget in a pane that was hidden takes focus once the pane is shown.
-        self.call_after_refresh(self.query_one("#template-editor").focus)
+        self._show_tab("template-tab", focus=self.query_one("#template-editor"))
