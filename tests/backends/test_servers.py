@@ -140,8 +140,17 @@ def test_admission_balances_halves_grows_and_probes():
     assert admission.status().new_changes(admission.changes - 1) == [admission.notes[-1]]
 
 
-# The columns formats 5 and 6 added: a structured answer's value and validity, its score.
-STRUCTURED = ("output", "invalid", "score", "expected", "cached_from")
+# The columns formats 5 to 8 added: a structured answer's value and validity, its score,
+# the cache's job, a thought apart from the answer.
+STRUCTURED = (
+    "output",
+    "invalid",
+    "score",
+    "expected",
+    "cached_from",
+    "reasoning",
+    "reasoning_tokens",
+)
 
 
 def test_a_checkpoint_from_before_servers_reads_and_upgrades(tmp_path):
@@ -242,7 +251,7 @@ def test_a_format_5_checkpoint_reads_and_gains_scores(tmp_path):
     job = processor.create_job("m", ["a", "b"])
     path = tmp_path / f"batch_{job.job_id}.db"
     with sqlite3.connect(path) as connection:
-        for column in ("score", "expected", "cached_from"):
+        for column in STRUCTURED[2:]:
             connection.execute(f"ALTER TABLE results DROP COLUMN {column}")
         connection.execute(
             "INSERT INTO results VALUES (0, 'old', 1, 2, 0.5, 1, NULL, 1, NULL, NULL, NULL, "

@@ -207,6 +207,22 @@ def test_a_newer_format_is_refused(tmp_path):
         AnswerCache(path)
 
 
+def test_a_format_1_file_is_upgraded_and_keeps_its_entries_and_thoughts_after(tmp_path):
+    path = tmp_path / "cache.db"
+    old = CachedAnswer("Yes.", None, "stop", 3, 2, None, 0.5, "20260101-000000-aaaaaa")
+    with AnswerCache(path) as cache:
+        cache.put_many([(b"k1", "m", old)])
+    with sqlite3.connect(path) as connection:  # as format 1 made it
+        for column in ("reasoning", "reasoning_tokens"):
+            connection.execute(f"ALTER TABLE answers DROP COLUMN {column}")
+        connection.execute("PRAGMA user_version = 1")
+    thought = replace(old, reasoning="easy one", reasoning_tokens=4)
+    with AnswerCache(path) as cache:
+        assert cache.get_many([b"k1"])[b"k1"] == old
+        cache.put_many([(b"k2", "m", thought)])
+        assert cache.get_many([b"k2"])[b"k2"] == thought
+
+
 WRITER = textwrap.dedent(
     """
     import sys

@@ -111,7 +111,14 @@ local_values = st.fixed_dictionaries(
         "format": st.sampled_from(["json", "csv", "jsonl"]),
         "expect": st.sampled_from(["label", "expected answer"]),
         "score": st.sampled_from(["exact", "number", "json-field a.b", "fields"]),
+        "reasoning": st.sampled_from(["auto", "on", "off"]),
+        "reasoning_effort": st.sampled_from(["low", "medium", "high"]),
     },
+).filter(  # a thought's budget leaves room for the answer, and needs a thought
+    lambda v: (
+        "reasoning_budget" not in v
+        or (v["reasoning_budget"] < v.get("max_tokens", 256) and v.get("reasoning") != "off")
+    )
 )
 
 

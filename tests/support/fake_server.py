@@ -46,8 +46,16 @@ class FakeServer:
         # 2**64), "surrogate" (a lone surrogate in the answer), "echo" (an error body
         # echoing the key near its 300th character), "redirect:URL" (307 to URL); and
         # answers of our choosing: "say:TEXT" (TEXT, finished), "cutoff:TEXT" (TEXT, cut
-        # off at max tokens).
+        # off at max tokens); and a model that thinks: "think:THOUGHT|ANSWER" (a thought,
+        # then the answer), "thinkcut:THOUGHT" (a thought cut off at max tokens, no
+        # answer), "stray:THOUGHT|ANSWER" (the answer starts with a stray close tag),
+        # sent in `thought_form`.
         self.script: deque[str] = deque()
+        # Where a thought goes, as servers send it: a field of the message and delta
+        # ("reasoning": vLLM, Ollama's /v1; "reasoning_content": llama-server, DeepSeek;
+        # "thinking": Ollama's native; "reasoning_details": OpenRouter's list), or
+        # "inline": `<think>…</think>` in the content.
+        self.thought_form = "reasoning"
         # What unscripted requests answer (finished), instead of "w0 w1 ...": a server
         # that ignores schemas answers the same whatever it is asked.
         self.reply: str | None = None
@@ -181,11 +189,24 @@ class FakeServer:
         if kind in ("say", "cutoff") or (kind == "ok" and self.reply is not None):
             words = [arg if kind != "ok" else str(self.reply)]
             reason = "stop" if kind != "cutoff" else "length"
+        thought = ""
+        if kind in ("think", "thinkcut", "stray"):
+            thought, _, said = arg.partition("|")
+            words = said.split() if kind != "thinkcut" else []
+            reason = "length" if kind == "thinkcut" else "stop"
+            if kind == "stray":
+                words = ["</think>", *words]
+            if self.thought_form == "inline":
+                close = "" if kind == "thinkcut" else "</think>"
+                words = [f"<think>{thought}{close}", *words]
+                thought = ""
         usage = {
             "prompt_tokens": len(text.split()),
-            "completion_tokens": len(words),
-            "total_tokens": len(text.split()) + len(words),
+            "completion_tokens": len(words) + len(thought.split()),
+            "total_tokens": len(text.split()) + len(words) + len(thought.split()),
         }
+        if thought:
+            usage["completion_tokens_details"] = {"reasoning_tokens": len(thought.split())}
         if kind == "hugeusage":
             usage["completion_tokens"] = 2**64
         if kind == "surrogate":
@@ -203,7 +224,11 @@ class FakeServer:
                 "choices": [
                     {
                         "index": 0,
-                        "message": {"role": "assistant", "content": " ".join(words)},
+                        "message": {
+                            "role": "assistant",
+                            "content": " ".join(words),
+                            **self._thought(thought),
+                        },
                         "finish_reason": reason,
                     }
                 ],
@@ -213,6 +238,9 @@ class FakeServer:
             return web.json_response(answer)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
+        for i, word in enumerate(thought.split()):
+            chunk = _chunk(self.model, self._thought(word if i == 0 else f" {word}"), None)
+            await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
         for i, word in enumerate(words):
             if kind == "malformed" and i == 1:
                 await response.write(b"data: {this is not json\n\n")
@@ -241,6 +269,14 @@ class FakeServer:
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response
+
+    def _thought(self, text: str) -> dict:
+        """A thought (or a piece of one) as the message's or delta's fields."""
+        if not text or self.thought_form == "inline":
+            return {}
+        if self.thought_form == "reasoning_details":
+            return {"reasoning_details": [{"type": "reasoning.text", "text": text}]}
+        return {self.thought_form: text}
 
 
 def _chunk(model: str, delta: dict, finish: str | None) -> dict:

@@ -22,6 +22,8 @@ LOCAL = {
     "system_prompt": 'Say "hi" \\ then stop.',
     "schema": "sentiment: positive|negative # the review's mood\nstars: int 1..5",
     "schema_prompt": False,
+    "reasoning": "on",
+    "reasoning_budget": 32,
     "invalid_retries": 4,
     "repeats": 3,
     "expect": "label",
@@ -54,4 +56,5 @@ SERVERS = {
     "retries": 0,
     "cache": "read",
     "choices": ["yes", "no"],
+    "reasoning_effort": "high",
 }

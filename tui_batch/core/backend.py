@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from tui_batch.core.jobs import TOKEN_COUNTS, Attempt, BatchJob, Prompt
+from tui_batch.core.reasoning import INCOMPLETE_THOUGHT, incomplete, split_inline
 from tui_batch.core.settings import GenerationSettings
 from tui_batch.core.text import clean_text
 
@@ -63,6 +64,11 @@ class Completion:
     # answer's value, or that it broke the schema (then `error` says how).
     output: Any = None
     invalid: bool = False
+    # A model that thinks: its thought (None: none), whether the output closed it, and
+    # the thought's tokens where counted (they are in `tokens_output` too).
+    reasoning: str | None = None
+    thought_closed: bool = True
+    reasoning_tokens: int | None = None
 
     @property
     def success(self) -> bool:
@@ -92,6 +98,11 @@ class Completion:
             self.error is None or type(self.error) is str
         ):
             problem = "an answer that is not text"
+        elif not (self.reasoning is None or type(self.reasoning) is str) or not (
+            self.reasoning_tokens is None
+            or (type(self.reasoning_tokens) is int and 0 <= self.reasoning_tokens <= MAX_COUNT)
+        ):
+            problem = "a thought that is not text, or a wrong count of its tokens"
         elif self.token_counts is not None and self.token_counts not in TOKEN_COUNTS:
             problem = f"an unknown kind of token count {self.token_counts!r:.40}"
         if problem is not None:
@@ -99,6 +110,12 @@ class Completion:
                 self.index, error=f"the backend answered with {problem}", finish_reason=None
             )
         self.response_text = clean_text(self.response_text)
+        if self.reasoning is not None:
+            self.reasoning = clean_text(self.reasoning)
+        if self.error is None and incomplete(
+            self.reasoning, self.response_text, self.thought_closed
+        ):
+            self.error = INCOMPLETE_THOUGHT
         if self.error is not None:
             self.error = clean_text(self.error)
         if self.finish_reason is not None and self.finish_reason != "stop":
@@ -252,8 +269,9 @@ class CallableBackend(Backend):
     a time, each in one step.
 
     The function gets the prompt text and returns the response text, or a mapping with
-    `response_text` and optionally `tokens_input` / `tokens_output`. An exception is a
-    failed prompt with the exception's message.
+    `response_text` and optionally `tokens_input` / `tokens_output` / `reasoning`. A
+    thought inline in the text (`<think>…</think>`) is kept apart from the answer. An
+    exception is a failed prompt with the exception's message.
     """
 
     def __init__(self, execute_fn: Callable[[str], str | Mapping[str, Any]]) -> None:
@@ -281,12 +299,24 @@ class CallableBackend(Backend):
         except Exception as exc:  # noqa: BLE001 - any failure of user code is a failed prompt
             return [Completion(task.index, error=describe_error(exc), finish_reason=None)]
         if isinstance(output, Mapping):
+            thought = split_inline(str(output.get("response_text", "")))
+            reasoning = output.get("reasoning")
             return [
                 Completion(
                     task.index,
-                    response_text=str(output.get("response_text", "")),
+                    response_text=thought.answer,
                     tokens_input=int(output.get("tokens_input", 0) or 0),
                     tokens_output=int(output.get("tokens_output", 0) or 0),
+                    reasoning=thought.reasoning if reasoning is None else str(reasoning),
+                    thought_closed=thought.closed,
                 )
             ]
-        return [Completion(task.index, response_text=str(output))]
+        thought = split_inline(str(output))
+        return [
+            Completion(
+                task.index,
+                response_text=thought.answer,
+                reasoning=thought.reasoning,
+                thought_closed=thought.closed,
+            )
+        ]

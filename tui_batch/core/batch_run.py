@@ -363,6 +363,8 @@ class BatchRun:
             token_counts=completion.token_counts,
             output=completion.output,
             invalid=completion.invalid,
+            reasoning=completion.reasoning,
+            reasoning_tokens=completion.reasoning_tokens,
         )
         self._scored(result)
         if self.cache is not None:

@@ -135,6 +135,9 @@ def _checked(setting: Setting, value: Any, folder: Path) -> Any:
             raise SettingsError(f"expected one of {', '.join(EXPORT_FORMATS)}, got {value!r:.40}")
         if setting.name == "api_key_env":
             return check_key_env(value)
+        if setting.words and value.strip().lower() not in setting.words:
+            words = ", ".join(w for w in setting.words if w)
+            raise SettingsError(f"expected one of {words}, got {value!r:.40}")
         return value
     if kind == "bool":
         if not isinstance(value, bool):

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tui_batch.core.errors import CheckpointError, SettingsError
+from tui_batch.core.reasoning import INCOMPLETE_THOUGHT
 from tui_batch.core.scoring.methods import RIGHT, Scoring
 from tui_batch.core.servers import ServerSettings
 from tui_batch.core.settings import (
@@ -293,6 +294,10 @@ class BatchResult:
     expected: Any = None
     # Served from the answer cache: the job whose run gave the answer (None: run here).
     cached_from: str | None = None
+    # A model that thinks: its thought, kept apart from the answer (None: no thought),
+    # and the tokens it took (None: not counted apart; they are in `tokens_output`).
+    reasoning: str | None = None
+    reasoning_tokens: int | None = None
 
     @property
     def right(self) -> bool | None:
@@ -311,6 +316,11 @@ class BatchResult:
     def errored(self) -> bool:
         """Failed with an error (not an answer that broke the schema)."""
         return not self.success and not self.invalid
+
+    @property
+    def thought_cut(self) -> bool:
+        """Failed as a thought with no answer after it (`reasoning.INCOMPLETE_THOUGHT`)."""
+        return not self.success and (self.error_message or "").startswith(INCOMPLETE_THOUGHT)
 
     @property
     def empty(self) -> bool:

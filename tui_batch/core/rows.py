@@ -40,6 +40,8 @@ RESULT_COLUMNS = (
     "score",
     "expected",
     "cached_from",
+    "reasoning",
+    "reasoning_tokens",
 )
 
 
@@ -126,6 +128,11 @@ def result_from_row(values: Sequence[Any], prompt: Prompt) -> BatchResult:
         or not 0 <= duration <= 1e12
     ):
         raise CheckpointError(f"result {row['prompt_index']} is damaged")
+    thought_tokens = row["reasoning_tokens"]
+    if thought_tokens is not None and (
+        not isinstance(thought_tokens, int) or not 0 <= thought_tokens <= 2**62
+    ):
+        raise CheckpointError(f"result {row['prompt_index']} has a wrong reasoning_tokens")
     for key in ("ttft", "queue_wait"):
         if row[key] is not None and not isinstance(row[key], (int, float)):
             raise CheckpointError(f"result {row['prompt_index']} has a wrong {key}")
@@ -138,6 +145,7 @@ def result_from_row(values: Sequence[Any], prompt: Prompt) -> BatchResult:
         "completed_at",
         "endpoint",
         "cached_from",
+        "reasoning",
     ):
         if row[key] is not None and not isinstance(row[key], str):
             raise CheckpointError(f"result {row['prompt_index']} has a wrong {key}")
@@ -190,6 +198,8 @@ def result_row(result: BatchResult) -> tuple[Any, ...]:
         result.score,
         None if result.expected is None else json.dumps(result.expected, ensure_ascii=False),
         result.cached_from,
+        result.reasoning,
+        result.reasoning_tokens,
     )
 
 
@@ -219,6 +229,9 @@ _RESULT_CHECKS = {
     "score": "score IS NULL OR (typeof(score) IN ('real', 'integer') AND score BETWEEN 0 AND 1)",
     "expected": "expected IS NULL OR (typeof(expected) = 'text' AND json_valid(expected))",
     "cached_from": "cached_from IS NULL OR typeof(cached_from) = 'text'",
+    "reasoning": "reasoning IS NULL OR typeof(reasoning) = 'text'",
+    "reasoning_tokens": "reasoning_tokens IS NULL OR (typeof(reasoning_tokens) = 'integer' "
+    "AND reasoning_tokens >= 0)",
 }
 
 

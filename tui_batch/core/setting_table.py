@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tui_batch.core.reasoning import EFFORTS, REASONING_MODES
+
 # What a number setting's value is, and the other kinds of setting there are.
 NUMBER_KINDS = ("int", "float")
 KINDS = (*NUMBER_KINDS, "bool", "text", "path", "urls", "stop", "schema", "choices")
@@ -34,6 +36,8 @@ class Setting:
     maximum: float | None = None
     blank_is_none: bool = False
     hint: str = ""
+    # A text setting that is one of these words (the first is its default).
+    words: tuple[str, ...] = ()
 
     @property
     def is_number(self) -> bool:
@@ -356,6 +360,41 @@ SETTINGS: tuple[Setting, ...] = (
         "system",
         "--system",
         "system prompt for every prompt without its own",
+    ),
+    # Models that think before they answer.
+    Setting(
+        "reasoning",
+        "Reasoning",
+        "text",
+        "generation",
+        "reasoning",
+        "--reasoning",
+        "auto | on | off: whether a model that can think before it answers does (auto: "
+        "the model's own default); the thought is kept apart from the answer",
+        words=REASONING_MODES,
+    ),
+    Setting(
+        "reasoning_budget",
+        "Reasoning budget",
+        "int",
+        "generation",
+        "reasoning_budget",
+        "--reasoning-budget",
+        "the most tokens a thought may have: past it the thought is closed and the "
+        "answer follows (inside max tokens)",
+        0,
+        blank_is_none=True,
+        hint="no limit",
+    ),
+    Setting(
+        "reasoning_effort",
+        "Reasoning effort",
+        "text",
+        "generation",
+        "reasoning_effort",
+        "--reasoning-effort",
+        "low | medium | high: how hard gpt-oss thinks (and servers that take it)",
+        words=("", *EFFORTS),
     ),
     # What every answer must be.
     Setting(

@@ -155,10 +155,29 @@ class GenerationSettings:
     # What every answer must be (None: free text), and whether the model is told.
     schema: AnswerSchema | None = None
     schema_prompt: bool = True
+    # Models that think: auto | on | off, the thought's token budget (None: no limit)
+    # and gpt-oss's effort (None: the model's default). See `core.reasoning`.
+    reasoning: str = "auto"
+    reasoning_budget: int | None = None
+    reasoning_effort: str | None = None
 
     def __post_init__(self) -> None:
         _check_fields(self)
         self.stop = check_stop(self.stop)
+        self.reasoning = parse_word("reasoning", self.reasoning)
+        self.reasoning_effort = parse_word("reasoning_effort", self.reasoning_effort)
+        budget = self.reasoning_budget
+        if budget is not None and self.reasoning == "off":
+            raise SettingsError(
+                "Reasoning budget (--reasoning-budget): reasoning is off, so there is no "
+                "thought to budget"
+            )
+        if budget is not None and budget >= self.max_tokens:
+            raise SettingsError(
+                f"Reasoning budget (--reasoning-budget): a thought of {budget} tokens leaves "
+                f"no room for the answer in Max tokens (--max-tokens) {self.max_tokens}: "
+                "lower it or raise max tokens"
+            )
         for name in ("batch_invariant", "schema_prompt"):
             if not isinstance(getattr(self, name), bool):
                 raise SettingsError(
@@ -267,6 +286,25 @@ def parse_switch(key: str, text: str | bool | None) -> bool:
     raise SettingsError(f"{SWITCHES[key]}: expected on or off, got {text!r:.40}")
 
 
+# Settings that are one of a few words, with the words (the first: the default).
+WORDS = {s.name: s for s in SETTINGS if s.words}
+
+
+def parse_word(key: str, text: Any) -> Any:
+    """One of setting `key`'s words from typed text (any case; blank or None is its
+    default: the first word, or None where that is blank)."""
+    setting = WORDS[key]
+    word = text.strip().lower() if isinstance(text, str) else text
+    if word in (None, ""):
+        return setting.words[0] or None
+    if word not in setting.words:
+        shown = " | ".join(w for w in setting.words if w)
+        raise SettingsError(
+            f"{setting.label} ({setting.flag}): expected one of {shown}, got {text!r:.40}"
+        )
+    return word
+
+
 def number_value(key: str, value: Any) -> Any:
     """A number setting from text (a flag, a field; blank is None) or a number (a job
     file's), checked against its limits."""
@@ -308,6 +346,8 @@ def settings_from_text(
             value = str(ErrorStrategy.parse(text or "continue"))
         elif key == "cache":
             value = parse_cache_mode(text)
+        elif key in WORDS:
+            value = parse_word(key, text)
         elif key in LIMITS:
             blank = isinstance(text, str) and not text.strip()
             if blank and not LIMITS[key].blank_is_none:

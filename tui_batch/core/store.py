@@ -38,9 +38,10 @@ from tui_batch.core.scratch import check_folder_writable, remove_stale, scratch_
 # 2 added the results' endpoint and attempt_log, 3 their time to first token, 4 their
 # queue wait and how their tokens were counted, 5 a structured answer's value and
 # whether it broke the schema, 6 its score and the expected answer it was scored
-# against, 7 the job an answer served from the answer cache came from; an older file is
+# against, 7 the job an answer served from the answer cache came from, 8 a thinking
+# model's thought and its tokens, apart from the answer; an older file is
 # upgraded in place when a run writes to it, and read as it is.
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 _UPGRADES = {
     1: (
         "ALTER TABLE results ADD COLUMN endpoint TEXT",
@@ -60,9 +61,14 @@ _UPGRADES = {
         "ALTER TABLE results ADD COLUMN expected TEXT",
     ),
     6: ("ALTER TABLE results ADD COLUMN cached_from TEXT",),
+    7: (
+        "ALTER TABLE results ADD COLUMN reasoning TEXT",
+        "ALTER TABLE results ADD COLUMN reasoning_tokens INTEGER",
+    ),
 }
 # The result columns each older format lacks (read as NULL, or 0 for `invalid`).
-_SCORED = ("score", "expected", "cached_from")
+_THOUGHT = ("reasoning", "reasoning_tokens")
+_SCORED = ("score", "expected", "cached_from", *_THOUGHT)
 _STRUCTURED = ("output", "invalid", *_SCORED)
 _NEWER = ("queue_wait", "token_counts", *_STRUCTURED)
 _MISSING = {
@@ -71,7 +77,8 @@ _MISSING = {
     3: _NEWER,
     4: _STRUCTURED,
     5: _SCORED,
-    6: ("cached_from",),
+    6: ("cached_from", *_THOUGHT),
+    7: _THOUGHT,
     SCHEMA_VERSION: (),
 }
 CHECKPOINT_PREFIX = "batch_"
@@ -100,7 +107,9 @@ CREATE TABLE results (
     invalid INTEGER NOT NULL DEFAULT 0,
     score REAL,
     expected TEXT,
-    cached_from TEXT
+    cached_from TEXT,
+    reasoning TEXT,
+    reasoning_tokens INTEGER
 );
 PRAGMA user_version = {SCHEMA_VERSION};
 """

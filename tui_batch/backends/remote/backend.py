@@ -35,11 +35,14 @@ from tui_batch.backends.remote.chat_wire import (
     chat_request,
     estimate_tokens,
     structured_output,
+    with_extra,
 )
 from tui_batch.backends.remote.openai_api import Secret, make_client, schema_form
 from tui_batch.core.backend import Backend, BackendStatus, Completion, RequestForm, Task
+from tui_batch.core.cache.key import reproducible, sampling_of
 from tui_batch.core.errors import ServerError
 from tui_batch.core.jobs import Attempt, BatchJob, GenerationSettings, Prompt, messages_for
+from tui_batch.core.reasoning import INCOMPLETE_THOUGHT, from_parts, incomplete
 from tui_batch.core.servers import ServerSettings
 
 T = TypeVar("T")
@@ -329,7 +332,7 @@ class RemoteBackend(Backend):
             state = await self.admission.acquire(estimate)
             call = self._calls[task.index] = Call(state.url, self.server, self.secret)
             form = self.schema_forms.get(state.url)
-            sent = {**request, **structured_output(form, self.settings.schema)}
+            sent = with_extra(request, structured_output(form, self.settings.schema))
             try:
                 answer = await call.run(self._clients[state.url], sent, on_text)
             finally:
@@ -338,6 +341,14 @@ class RemoteBackend(Backend):
             self.admission.release(
                 state, answer.outcome, answer.attempt.retry_after, answer.attempt.error
             )
+            thought = from_parts(answer.text, answer.reasoning)
+            if answer.outcome is Outcome.OK and incomplete(
+                thought.reasoning, thought.answer, thought.closed
+            ):
+                # A thought with no answer: retried like other incomplete answers, but
+                # where a rerun would think the same again (greedy, or a fixed seed).
+                answer.outcome, answer.retryable = Outcome.FAILED, not self._reproducible(task)
+                answer.attempt = log[-1] = replace(answer.attempt, error=INCOMPLETE_THOUGHT)
             if answer.outcome is Outcome.OK:
                 usage = answer.attempt
                 counted = usage.token_counts is None
@@ -348,7 +359,9 @@ class RemoteBackend(Backend):
                     self._no_usage(state.url)
                 return Completion(
                     task.index,
-                    response_text=answer.text,
+                    response_text=thought.answer,
+                    reasoning=thought.reasoning,
+                    reasoning_tokens=answer.reasoning_tokens,
                     tokens_input=usage.tokens_input,
                     tokens_output=usage.tokens_output,
                     finish_reason=answer.finish_reason,
@@ -367,7 +380,9 @@ class RemoteBackend(Backend):
                 return Completion(
                     task.index,
                     error=answer.attempt.error,
-                    finish_reason=None,
+                    finish_reason=answer.finish_reason,
+                    reasoning=thought.reasoning,
+                    reasoning_tokens=answer.reasoning_tokens,
                     endpoint=state.url,
                     attempt_log=log,
                     attempts=len(log),
@@ -377,6 +392,10 @@ class RemoteBackend(Backend):
             failures += 1
             ceiling = min(MAX_BACKOFF, self.job.retry_backoff * 2 ** (failures - 1))
             await asyncio.sleep(random.uniform(0, ceiling))
+
+    def _reproducible(self, task: Task) -> bool:
+        """Whether sending the prompt again gives the same answer (greedy, or a seed)."""
+        return reproducible(sampling_of(task.prompt, self.settings))
 
     def _no_usage(self, url: str) -> None:
         """Say once per server that it sends no token counts, and what gets them."""

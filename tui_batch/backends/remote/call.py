@@ -39,6 +39,9 @@ class CallResult:
     text: str = ""
     finish_reason: str | None = None
     retryable: bool = True
+    # The thought the server sent apart from the answer (empty: none), and its tokens.
+    reasoning: str = ""
+    reasoning_tokens: int | None = None
 
 
 class Call:
@@ -56,7 +59,8 @@ class Call:
         self.usage: tuple[int, int] | None = None  # what the server counted
         self.pieces = 0  # streamed chunks with text: one a token where a server streams tokens
         self.expired: str | None = None
-        self._task: asyncio.Task[tuple[str, str | None]] | None = None
+        self._task: asyncio.Task[tuple[str, str | None, str]] | None = None
+        self.reasoning_tokens: int | None = None
         self._handle: asyncio.TimerHandle | None = None
         self._deadline = 0.0
 
@@ -71,7 +75,7 @@ class Call:
         first = now + self.server.first_token_timeout if request.get("stream") else self._deadline
         self._handle = loop.call_at(min(first, self._deadline), self._check)
         try:
-            text, finish = await self._task
+            text, finish, thought = await self._task
         except asyncio.CancelledError:
             if self.expired is None:
                 raise
@@ -82,7 +86,15 @@ class Call:
             return self._failure(classify(exc, self.url, self.secret, self.first is not None))
         finally:
             self._handle.cancel()
-        return CallResult(Outcome.OK, self._record(None, None), text, finish)
+        attempt = self._record(None, None)
+        return CallResult(
+            Outcome.OK,
+            attempt,
+            text,
+            finish,
+            reasoning=thought,
+            reasoning_tokens=self.reasoning_tokens,
+        )
 
     def call_back(self) -> None:
         """The job is paused: end this request now; it is sent again later."""
@@ -90,24 +102,31 @@ class Call:
 
     async def _send(
         self, client: Any, request: dict[str, Any], on_text: Callable[[str], None] | None
-    ) -> tuple[str, str | None]:
+    ) -> tuple[str, str | None, str]:
+        """The answer's text, finish reason and the thought sent apart from it."""
         create = client.chat.completions.with_streaming_response.create
         scrub = self.secret.scrub  # the key out of all a server sends, before it is read
         async with create(**request) as response:
             if not request.get("stream"):
                 body = await response.read()
                 whole = read_completion(scrub(body.decode("utf-8", "replace")))
-                self._chunk_came(whole.usage)
+                self._chunk_came(whole.usage, whole.reasoning_tokens)
                 if whole.finish_reason is None:
                     raise IncompleteAnswer("the answer has no finish reason (cut off?)")
-                return whole.text, whole.finish_reason
+                return whole.text, whole.finish_reason, whole.reasoning
             parts: list[str] = []
+            thought: list[str] = []
             finish: str | None = None
             events = 0
             async for payload in sse_data(response.iter_lines()):
                 events += 1
                 piece = read_chunk(scrub(payload))
-                self._chunk_came(piece.usage)
+                self._chunk_came(piece.usage, piece.reasoning_tokens)
+                if piece.reasoning:
+                    if self.ttft is None:
+                        self.ttft = time.monotonic() - self.start
+                    self.pieces += 1
+                    thought.append(piece.reasoning)
                 if piece.text:
                     if self.ttft is None:
                         self.ttft = time.monotonic() - self.start
@@ -122,14 +141,17 @@ class Call:
                 if events
                 else "the server answered a stream request with no events"
             )
-        return scrub("".join(parts)), finish  # a key split across chunks, joined again
+        # A key split across chunks, joined again, is scrubbed again.
+        return scrub("".join(parts)), finish, scrub("".join(thought))
 
-    def _chunk_came(self, usage: tuple[int, int] | None) -> None:
+    def _chunk_came(self, usage: tuple[int, int] | None, thought: int | None = None) -> None:
         self.last = time.monotonic()
         if self.first is None:
             self.first = self.last
         if usage is not None:
             self.usage = usage
+        if thought is not None:
+            self.reasoning_tokens = thought
 
     def _check(self) -> None:
         loop = asyncio.get_running_loop()

@@ -48,7 +48,28 @@ def chat_request(
     if stream:
         request["stream"] = True
         request["stream_options"] = {"include_usage": True}
+    request.update(reasoning_fields(settings))
     return request
+
+
+def reasoning_fields(settings: GenerationSettings) -> dict[str, Any]:
+    """What a request adds for the job's reasoning settings, in the forms servers take:
+    the switch as the chat template's kwargs (vLLM, llama-server, SGLang: `enable_thinking`,
+    and `thinking` for the templates that read that name), the effort as
+    `reasoning_effort`, the budget as llama-server's `thinking_budget_tokens` and vLLM's
+    `thinking_token_budget`. Nothing for `auto` and no budget or effort: the server's
+    and the model's defaults, and a request any server takes."""
+    fields: dict[str, Any] = {}
+    if settings.reasoning != "auto":
+        on = settings.reasoning == "on"
+        fields["chat_template_kwargs"] = {"enable_thinking": on, "thinking": on}
+    if settings.reasoning_effort is not None:
+        fields["reasoning_effort"] = settings.reasoning_effort
+    if settings.reasoning_budget is not None:
+        fields["thinking_budget_tokens"] = settings.reasoning_budget
+        fields["thinking_token_budget"] = settings.reasoning_budget
+    # Extra fields go in the body as they are (the client does not know them).
+    return {"extra_body": fields} if fields else {}
 
 
 # How a server is asked to enforce a schema: OpenAI's `response_format` json_schema (vLLM,
@@ -79,6 +100,14 @@ def response_format(schema: AnswerSchema) -> dict[str, Any]:
     }
 
 
+def with_extra(request: dict[str, Any], more: dict[str, Any]) -> dict[str, Any]:
+    """`request` with what `structured_output` adds, their `extra_body`s merged."""
+    merged = {**request, **more}
+    if "extra_body" in request and "extra_body" in more:
+        merged["extra_body"] = {**request["extra_body"], **more["extra_body"]}
+    return merged
+
+
 def estimate_tokens(request: dict[str, Any]) -> float:
     """A request's tokens before its usage is known: its messages' characters / 4, plus
     all it may generate."""
@@ -105,11 +134,19 @@ MAX_COUNT = 2**31 - 1
 
 @dataclass(slots=True)
 class Piece:
-    """What one chunk (or a whole answer) says."""
+    """What one chunk (or a whole answer) says: its answer text, and its thought where
+    the server sends that apart (`reasoning`, `reasoning_content`, ...)."""
 
     text: str = ""
     finish_reason: str | None = None
     usage: tuple[int, int] | None = None  # prompt, completion tokens
+    reasoning: str = ""
+    reasoning_tokens: int | None = None  # of the completion tokens
+
+
+# Where servers put a thought, in the order read: vLLM (since 2025-10), Ollama's /v1 and
+# OpenRouter; llama-server, SGLang, DeepSeek, LiteLLM; Ollama's native API.
+REASONING_FIELDS = ("reasoning", "reasoning_content", "thinking")
 
 
 async def sse_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:
@@ -149,8 +186,10 @@ def read_chunk(payload: str) -> Piece:
         if not isinstance(delta, dict):
             raise MalformedAnswer(f"a delta is not an object: {delta!r:.60}")
         parts.append(_text(delta.get("content")))
+        piece.reasoning += _thought(delta)
         piece.finish_reason = _finish(choice) or piece.finish_reason
     piece.text = "".join(parts)
+    piece.reasoning_tokens = _reasoning_tokens(data)
     return piece
 
 
@@ -163,7 +202,45 @@ def read_completion(body: bytes | str) -> Piece:
     message = choices[0].get("message")
     if not isinstance(message, dict):
         raise MalformedAnswer("the first choice has no message")
-    return Piece(_text(message.get("content")), _finish(choices[0]), _usage(data))
+    return Piece(
+        _text(message.get("content")),
+        _finish(choices[0]),
+        _usage(data),
+        _thought(message),
+        _reasoning_tokens(data),
+    )
+
+
+def _thought(message: dict[str, Any]) -> str:
+    """The thought a message (or a delta) holds apart from its content: the first of
+    REASONING_FIELDS with text, else the text of OpenRouter's `reasoning_details`."""
+    for name in REASONING_FIELDS:
+        value = message.get(name)
+        if value:
+            return _text(value)
+    details = message.get("reasoning_details")
+    if not details:
+        return ""
+    if not isinstance(details, list):
+        raise MalformedAnswer(f"reasoning_details is not a list: {details!r:.60}")
+    texts = []
+    for detail in details:
+        if not isinstance(detail, dict):
+            raise MalformedAnswer(f"a reasoning detail is not an object: {detail!r:.60}")
+        texts.append(_text(detail.get("text") or detail.get("summary")))
+    return "".join(texts)
+
+
+def _reasoning_tokens(data: dict[str, Any]) -> int | None:
+    """`usage.completion_tokens_details.reasoning_tokens`, where a server counts them."""
+    usage = data.get("usage")
+    details = usage.get("completion_tokens_details") if isinstance(usage, dict) else None
+    count = details.get("reasoning_tokens") if isinstance(details, dict) else None
+    if count is None:
+        return None
+    if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= MAX_COUNT:
+        raise MalformedAnswer(f"usage has a wrong reasoning_tokens: {count!r:.40}")
+    return count
 
 
 def _object(payload: bytes | str) -> dict[str, Any]:

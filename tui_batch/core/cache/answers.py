@@ -29,7 +29,14 @@ from tui_batch.core.paths import data_dir, ensure_private_dir
 from tui_batch.core.store import write_transaction
 
 # The file's own format (PRAGMA user_version); a newer one is refused, not guessed at.
-FILE_FORMAT = 1
+# 2 added a thinking model's thought and its tokens; a file of 1 is upgraded on open.
+FILE_FORMAT = 2
+_UPGRADES = {
+    1: (
+        "ALTER TABLE answers ADD COLUMN reasoning TEXT",
+        "ALTER TABLE answers ADD COLUMN reasoning_tokens INTEGER",
+    )
+}
 # What marks the file as ours in its header (PRAGMA application_id, "tuib"), even when
 # the rest of it is damaged: `cache clear` removes a damaged file only when it says so.
 APPLICATION_ID = 0x74756962
@@ -48,7 +55,9 @@ CREATE TABLE answers (
     duration REAL NOT NULL,
     created REAL NOT NULL,
     used REAL NOT NULL,
-    hits INTEGER NOT NULL DEFAULT 0
+    hits INTEGER NOT NULL DEFAULT 0,
+    reasoning TEXT,
+    reasoning_tokens INTEGER
 ) WITHOUT ROWID;
 CREATE TABLE model_files (
     path TEXT PRIMARY KEY,
@@ -61,7 +70,7 @@ PRAGMA application_id = {APPLICATION_ID};
 """
 _COLUMNS = (
     "key, job_id, response_text, output, finish_reason, tokens_input, tokens_output, "
-    "token_counts, duration"
+    "token_counts, duration, reasoning, reasoning_tokens"
 )
 # Keys looked up per query (SQLite allows 32,766 parameters; fewer keeps each query small).
 _CHUNK = 500
@@ -82,6 +91,8 @@ class CachedAnswer:
     token_counts: str | None
     duration: float
     job_id: str
+    reasoning: str | None = None
+    reasoning_tokens: int | None = None
 
 
 def file_size(path: Path) -> int:
@@ -122,8 +133,11 @@ class AnswerCache:
         try:
             connection = self._connection
             connection.execute("PRAGMA busy_timeout=10000")
-            if self._version() != FILE_FORMAT:
+            version = self._version()
+            if version == 0:
                 self._create()
+            elif version != FILE_FORMAT:
+                self._upgrade(version)
             connection.execute("PRAGMA synchronous=NORMAL")
             connection.execute("SELECT key FROM answers LIMIT 1").fetchall()
             if connection.execute("PRAGMA application_id").fetchone()[0] == 0:
@@ -161,6 +175,16 @@ class AnswerCache:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         connection.execute(statement)
+
+    def _upgrade(self, version: int) -> None:
+        """Bring a file of an older format up to this one, in one transaction (two jobs
+        at once: the second finds it done)."""
+        with write_transaction(self._connection) as connection:
+            (version,) = connection.execute("PRAGMA user_version").fetchone()
+            for step in range(version, FILE_FORMAT):
+                for statement in _UPGRADES[step]:
+                    connection.execute(statement)
+            connection.execute(f"PRAGMA user_version = {FILE_FORMAT}")
 
     def _error(self, action: str, exc: BaseException) -> CacheError:
         cause = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
@@ -233,6 +257,8 @@ class AnswerCache:
                 a.duration,
                 now,
                 now,
+                a.reasoning,
+                a.reasoning_tokens,
             )
             for key, model, a in entries
         ]
@@ -241,7 +267,8 @@ class AnswerCache:
                 lambda c: c.executemany(
                     "INSERT OR REPLACE INTO answers (key, model, job_id, response_text, output, "
                     "finish_reason, tokens_input, tokens_output, token_counts, duration, "
-                    "created, used) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "created, used, reasoning, reasoning_tokens) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     rows,
                 )
             )
@@ -408,7 +435,9 @@ def hash_file(path: Path) -> str:
 
 def _answer(row: Sequence[Any]) -> CachedAnswer | None:
     """An entry as stored, if its values have the types they must (else None: a miss)."""
-    _, job_id, text, output, finish, tokens_in, tokens_out, counts, duration = row
+    _, job_id, text, output, finish, tokens_in, tokens_out, counts, duration, thought, thought_n = (
+        row
+    )
     if not (
         isinstance(text, str)
         and isinstance(job_id, str)
@@ -421,6 +450,8 @@ def _answer(row: Sequence[Any]) -> CachedAnswer | None:
         and (counts is None or counts in TOKEN_COUNTS)
         and isinstance(duration, (int, float))
         and 0 <= duration <= 1e12
+        and (thought is None or isinstance(thought, str))
+        and (thought_n is None or (type(thought_n) is int and thought_n >= 0))
     ):
         return None
     if output is not None:
@@ -429,5 +460,14 @@ def _answer(row: Sequence[Any]) -> CachedAnswer | None:
         except (TypeError, ValueError, RecursionError):  # JSONDecodeError, JsonValueError
             return None
     return CachedAnswer(
-        text, output, finish, tokens_in, tokens_out, counts, float(duration), job_id
+        text,
+        output,
+        finish,
+        tokens_in,
+        tokens_out,
+        counts,
+        float(duration),
+        job_id,
+        thought,
+        thought_n,
     )

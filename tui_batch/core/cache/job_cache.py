@@ -129,6 +129,8 @@ class JobCache:
                 token_counts=answer.token_counts,
                 output=output,
                 cached_from=answer.job_id,
+                reasoning=answer.reasoning,
+                reasoning_tokens=answer.reasoning_tokens,
             )
         return served
 
@@ -159,6 +161,8 @@ class JobCache:
             result.token_counts,
             result.duration,
             self.job.job_id,
+            result.reasoning,
+            result.reasoning_tokens,
         )
         self._waiting.append((key, self.label, answer))
 

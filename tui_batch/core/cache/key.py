@@ -4,7 +4,8 @@ What goes in: the cache format, the model's identity (a local model's content ha
 the engine's version; a server's model id and base URLs), the text the model reads (the
 chat template's output for a local model, the messages for a server), every sampling
 setting as the prompt runs with it (temperature, top-p, seed, max tokens, stop strings),
-the schema, the batch-invariant mode and, in a job of repeats, the run's number. Each
+the schema, the batch-invariant mode, the reasoning settings and, in a job of repeats,
+the run's number. Each
 part is written as canonical JSON (keys sorted, no spaces), so the order settings are
 given in never matters; a schema keeps its own order, which decides its grammar.
 """
@@ -19,8 +20,9 @@ from typing import Any
 from tui_batch.core.jobs import GenerationSettings, Prompt
 
 # Changed whenever what an entry holds or how a key is made changes: old entries are
-# then never served (they age out with `tui-batch cache prune`).
-CACHE_FORMAT = 1
+# then never served (they age out with `tui-batch cache prune`). 2: the reasoning
+# settings are in the key, and the thought is kept apart from the answer.
+CACHE_FORMAT = 2
 
 
 def _canonical(value: Any, sort: bool = True) -> bytes:
@@ -92,6 +94,11 @@ class KeyMaker:
                     "sampling": sampling,
                     "batch_invariant": self.settings.batch_invariant,
                     "repeat": prompt.repeat,
+                    "reasoning": [
+                        self.settings.reasoning,
+                        self.settings.reasoning_budget,
+                        self.settings.reasoning_effort,
+                    ],
                 }
             )
         )

@@ -1,0 +1,91 @@
+"""Thinking models on servers, against our fault server speaking each server's wire form
+(vLLM's and Ollama's `reasoning`, llama-server's `reasoning_content`, Ollama's native
+`thinking`, OpenRouter's `reasoning_details`, tags inline), streamed and whole: the thought
+is kept apart from the answer, a thought with no answer is never a success, and the
+switches reach the server in the forms servers take."""
+
+from __future__ import annotations
+
+import pytest
+
+from tui_batch.core.jobs import GenerationSettings, JobStatus
+from tui_batch.core.reasoning import INCOMPLETE_THOUGHT
+
+from support.fake_server import FakeServer
+from support.remote import run, settings
+
+FORMS = ("reasoning", "reasoning_content", "thinking", "reasoning_details", "inline")
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["streamed", "whole"])
+@pytest.mark.parametrize("form", FORMS)
+def test_the_thought_is_kept_apart_from_the_answer(tmp_path, form, stream):
+    with FakeServer() as fake:
+        fake.thought_form = form
+        fake.script.extend(["think:the user wants a colour|Blue.", "stray:hmm|Red."])
+        job, results, _ = run(
+            tmp_path, settings(fake.url, stream=stream, concurrency=1), ["a", "b"]
+        )
+    assert job.status is JobStatus.COMPLETED
+    first, second = results
+    assert first.success and first.response_text == "Blue."
+    assert first.reasoning == "the user wants a colour"
+    if form != "inline":  # inline, the server counts the tags as answer tokens
+        assert first.reasoning_tokens == 5
+    # A close tag left at the start of the answer (a forced close) is not the answer's.
+    assert second.response_text == "Red." and second.reasoning == "hmm"
+
+
+@pytest.mark.parametrize("form", ["reasoning_content", "inline"])
+def test_a_thought_with_no_answer_fails_and_is_counted_apart(tmp_path, form):
+    with FakeServer() as fake:
+        fake.thought_form = form
+        # Greedy: a rerun would think the same again, so it is not sent again.
+        fake.script.extend(["thinkcut:first I will consider", "think:quick|Yes."])
+        job, results, _ = run(tmp_path, settings(fake.url, concurrency=1), ["a", "b"])
+        sent = len(fake.bodies)
+    cut, answered = results
+    assert not cut.success and cut.error_message == INCOMPLETE_THOUGHT
+    assert cut.thought_cut and cut.response_text == "" and cut.finish_reason == "length"
+    assert cut.reasoning == "first I will consider" and cut.attempts == 1
+    assert answered.success and answered.response_text == "Yes."
+    assert sent == 2 and job.failed == 1
+
+
+def test_a_sampled_thought_with_no_answer_is_sent_again(tmp_path):
+    with FakeServer() as fake:
+        fake.script.extend(["thinkcut:long long", "think:short|Fine."])
+        _, (result,), _ = run(
+            tmp_path,
+            settings(fake.url),
+            ["a"],
+            settings=GenerationSettings(temperature=0.8),
+        )
+    assert result.success and result.response_text == "Fine." and result.attempts == 2
+    assert result.attempt_log[0].error == INCOMPLETE_THOUGHT
+
+
+def test_the_switch_effort_and_budget_reach_the_server(tmp_path):
+    with FakeServer() as fake:
+        fake.reply = "ok"
+        chosen = GenerationSettings(
+            reasoning="off", reasoning_effort="low", max_tokens=64, temperature=0.0
+        )
+        run(tmp_path / "a", settings(fake.url), ["a"], settings=chosen)
+        budget = GenerationSettings(reasoning="on", reasoning_budget=16, max_tokens=64)
+        run(tmp_path / "b", settings(fake.url), ["a"], settings=budget)
+        run(tmp_path / "c", settings(fake.url), ["a"])
+        off, on, auto = fake.bodies
+    assert off["chat_template_kwargs"] == {"enable_thinking": False, "thinking": False}
+    assert off["reasoning_effort"] == "low" and "thinking_budget_tokens" not in off
+    assert on["chat_template_kwargs"]["enable_thinking"] is True
+    assert on["thinking_budget_tokens"] == 16 and on["thinking_token_budget"] == 16
+    # auto: the model's and server's defaults, and a request every server takes.
+    assert not {"chat_template_kwargs", "reasoning_effort", "thinking_budget_tokens"} & set(auto)
+
+
+def test_plain_answers_have_no_thought(tmp_path):
+    with FakeServer() as fake:
+        _, results, _ = run(tmp_path, settings(fake.url), ["a"])
+    assert results[0].success and results[0].reasoning is None
+    assert results[0].response_text == "w0 w1 w2 w3 w4 w5 w6 w7"
