@@ -53,6 +53,15 @@ class LoadedModel:
     # What enforces a schema on this model (made when a job first has one), or why
     # nothing can.
     constraint: Made | None = None
+    _eog: list[int] | None = None
+
+    @property
+    def eog_ids(self) -> list[int]:
+        """The vocabulary's end-of-generation tokens (found once)."""
+        if self._eog is None:
+            is_eog, vocab = self.lib.llama_vocab_is_eog, self.vocab
+            self._eog = [t for t in range(self.n_vocab) if is_eog(vocab, t)]
+        return self._eog
 
     def schema_constraint(self) -> Made:
         """The model's SchemaConstraint, made once (or None, and why)."""

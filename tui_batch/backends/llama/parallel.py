@@ -31,10 +31,11 @@ import numpy as np
 
 from tui_batch.backends.llama.answer import GeneratedText
 from tui_batch.backends.llama.chat import sampler_chain
-from tui_batch.backends.llama.constraint import enforcement
+from tui_batch.backends.llama.constraint import BLOCKED, enforcement
 from tui_batch.backends.llama.context import LoadedModel, load_context
 from tui_batch.backends.llama.loading import load_key
 from tui_batch.backends.llama.step import StepTiming, greedy_tokens
+from tui_batch.backends.llama.thinking import THINKING, ThoughtTracker
 from tui_batch.backends.llama.tokens import local_request_form
 from tui_batch.core.backend import Backend, Completion, RequestForm, Task, TokenSink
 from tui_batch.core.errors import ModelError
@@ -67,6 +68,8 @@ class _Slot:
     # A slot of the same prompt admitted with this one (a repeat): this one waits for
     # its prefill and copies its cells (`_take_twins`), rather than prefill it again.
     twin: int | None = None
+    # A model that thinks: its output followed as thought and answer (None: no thought).
+    tracker: ThoughtTracker | None = None
 
 
 class ParallelLlamaBackend(Backend):
@@ -168,7 +171,7 @@ class ParallelLlamaBackend(Backend):
 
     def submit(self, task: Task) -> None:
         settings, options = self.settings, task.prompt.options
-        tokens, template_stop = self._m.chat.tokens(messages_for(task.prompt, settings))
+        tokens, template_stop = self._m.chat.tokens(messages_for(task.prompt, settings), settings)
         if len(tokens) >= self._m.n_ctx:
             self._failed.append(
                 Completion(
@@ -203,6 +206,7 @@ class ParallelLlamaBackend(Backend):
             matcher=self._constraint.matcher(settings.schema) if self._constraint else None,
             n_past=reused,
             twin=twin,
+            tracker=self._m.chat.tracker(settings, settings.reasoning_budget),
         )
 
     def _prefilling(self, tokens: list[int]) -> int | None:
@@ -349,13 +353,19 @@ class ParallelLlamaBackend(Backend):
         """Choose each slot's next token from its row of logits, before the next decode
         overwrites them: greedy slots together (`_greedy`), the others by their chains."""
         ready = [slot for slot in group if slot.batch_index >= 0]
-        constrained = [slot for slot in ready if slot.matcher is not None]
+        forced = [slot for slot in ready if slot.tracker and slot.tracker.forced() is not None]
+        if forced:  # a thought past its budget: its closing tokens come next
+            ready = [slot for slot in ready if slot not in forced]
+        constrained = [
+            slot
+            for slot in ready
+            if slot.matcher is not None and (slot.tracker is None or slot.tracker.answering)
+        ]
         if constrained:
-            self._constraint.mask(
-                self._logits(),
-                [slot.output_row for slot in constrained],
-                [slot.matcher for slot in constrained],
-            )
+            self._mask(constrained)
+        unfinished = [slot for slot in ready if slot.tracker and _must_go_on(slot)]
+        if unfinished:
+            self._logits()[np.ix_([s.output_row for s in unfinished], self._m.eog_ids)] = BLOCKED
         greedy = [slot for slot in ready if slot.sampler is None]
         sampled = [slot for slot in ready if slot.sampler is not None]
         tokens = self._greedy(greedy) if greedy else []
@@ -364,11 +374,28 @@ class ParallelLlamaBackend(Backend):
             lib.llama_sampler_sample(slot.sampler.sampler, ctx, slot.batch_index)
             for slot in sampled
         ]
+        tokens += [slot.tracker.forced() for slot in forced]  # type: ignore[union-attr]
         done = []
-        for slot, token in zip(greedy + sampled, tokens, strict=True):
+        for slot, token in zip(greedy + sampled + forced, tokens, strict=True):
             if (completion := self._accept(slot, token)) is not None:
                 done.append(completion)
         return done
+
+    def _mask(self, slots: list[_Slot]) -> None:
+        """The schema's mask on these slots' rows; a slot whose output may still open a
+        thought may open it (the schema applies to the answer after it)."""
+        logits = self._logits()
+        opening = [
+            (slot.output_row, token)
+            for slot in slots
+            if slot.tracker is not None and (token := slot.tracker.may_open) is not None
+        ]
+        kept = [logits[row, token] for row, token in opening]
+        self._constraint.mask(
+            logits, [slot.output_row for slot in slots], [slot.matcher for slot in slots]
+        )
+        for (row, token), value in zip(opening, kept, strict=True):
+            logits[row, token] = value
 
     def _greedy(self, slots: list[_Slot]) -> list[int]:
         """The fast path for temperature 0 (what `create_chat_completion` runs unless told
@@ -399,12 +426,14 @@ class ParallelLlamaBackend(Backend):
         if piece is None:
             return self._finish(slot, "stop")
         slot.generated += 1
-        if slot.answer.add(piece):
-            return self._finish(slot, "stop")
-        if slot.matcher is not None and (
-            not slot.matcher.consume_token(token) or slot.matcher.is_stopped()
-        ):
-            return self._finish(slot, "stop")  # the schema allows nothing more
+        answer = [token] if slot.tracker is None else slot.tracker.take(token)
+        for token in answer:
+            if slot.answer.add(self._m.pieces[token] or b""):
+                return self._finish(slot, "stop")
+            if slot.matcher is not None and (
+                not slot.matcher.consume_token(token) or slot.matcher.is_stopped()
+            ):
+                return self._finish(slot, "stop")  # the schema allows nothing more
         if slot.generated >= slot.max_tokens:
             return self._finish(slot, "length")
         slot.pending = token
@@ -433,13 +462,21 @@ class ParallelLlamaBackend(Backend):
         if self.on_token is not None and (rest := slot.answer.rest()):
             self.on_token(slot.task.index, rest)
         self._release(slot)
-        return Completion(
+        completion = Completion(
             slot.task.index,
             response_text=slot.answer.final(),
             tokens_input=len(slot.tokens),
             tokens_output=slot.generated,
             finish_reason=reason,
         )
+        tracker = slot.tracker
+        if tracker is not None and tracker.had_thought:
+            thought = b"".join(self._m.pieces.get(t) or b"" for t in tracker.thought)
+            completion.reasoning = thought.decode("utf-8", errors="ignore").strip()
+            completion.thought_closed = tracker.closed
+            completion.reasoning_tokens = tracker.thought_tokens
+            completion.response_text = completion.response_text.lstrip()
+        return completion
 
     def _release(self, slot: _Slot) -> None:
         """Free the slot; its prompt's KV cells stay there for the next prompt that
@@ -467,6 +504,14 @@ class ParallelLlamaBackend(Backend):
             self.abort()
             self.loaded.close()
         self.loaded = None
+
+
+def _must_go_on(slot: _Slot) -> bool:
+    """A thinking slot may not end here: inside its thought (only its close ends it), or
+    after it with no answer yet (an answer follows every thought)."""
+    tracker = slot.tracker
+    assert tracker is not None
+    return tracker.phase == THINKING or (tracker.had_thought and not slot.answer.text.strip())
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

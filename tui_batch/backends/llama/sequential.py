@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tui_batch.backends.llama.build_check import check_build
+from tui_batch.backends.llama.chat import ChatFormat
 from tui_batch.backends.llama.constraint import Made, enforcement, make_constraint
 from tui_batch.backends.llama.loading import (
     LOAD_LOCK,
@@ -24,6 +25,7 @@ from tui_batch.backends.llama.loading import (
     load_key,
     log_errors,
 )
+from tui_batch.backends.llama.thought_rules import ThoughtRules
 from tui_batch.backends.llama.tokens import local_request_form
 from tui_batch.core.backend import (
     Backend,
@@ -45,6 +47,8 @@ class _Generation:
     stream: Iterator[dict[str, Any]]
     parts: list[str] = field(default_factory=list)
     finish_reason: str | None = None
+    # A prompt that may think: its output followed as thought and answer.
+    rules: ThoughtRules | None = None
 
 
 class _TokenCounter:
@@ -58,6 +62,7 @@ class _TokenCounter:
     def __init__(self, llama: Any, llama_cpp: Any) -> None:
         self.prompt_tokens = 0
         self.completion_tokens = 0
+        self.generated: list[int] = []  # the tokens generated, ends of generation aside
         original = llama.generate
         vocab = llama._model.vocab
         is_eog = llama_cpp.llama_vocab_is_eog
@@ -65,9 +70,11 @@ class _TokenCounter:
         def generate(tokens: Any, *args: Any, **kwargs: Any) -> Iterator[int]:
             self.prompt_tokens = len(tokens)
             self.completion_tokens = 0
+            self.generated = []
             for token in original(tokens, *args, **kwargs):
                 if not is_eog(vocab, token):
                     self.completion_tokens += 1
+                    self.generated.append(token)
                 yield token
 
         llama.generate = generate
@@ -108,6 +115,10 @@ class LlamaCppBackend(Backend):
         self.schema_mode: str | None = None
         self._constraint: Any = None
         self._constraint_made: Made | None = None
+        # The model's chat template (None: it has none; llama-cpp-python then picks a
+        # format) and its end-of-generation tokens, for prompts that think.
+        self._chat: ChatFormat | None = None
+        self._eog: list[int] = []
 
     def begin(self, job: BatchJob, on_token: TokenSink | None = None) -> None:
         self.settings = job.settings
@@ -150,6 +161,13 @@ class LlamaCppBackend(Backend):
         self._counter = _TokenCounter(self._llama, llama_cpp)
         self._load_key = key
         self._constraint_made = None
+        model = self._llama._model
+        try:
+            self._chat = ChatFormat(model, self.model_path.name)
+        except ModelError:
+            self._chat = None
+        vocab, n_vocab = model.vocab, self._llama.n_vocab()
+        self._eog = [t for t in range(n_vocab) if llama_cpp.llama_vocab_is_eog(vocab, t)]
 
     @property
     def in_flight(self) -> int:
@@ -158,6 +176,9 @@ class LlamaCppBackend(Backend):
     def submit(self, task: Task) -> None:
         settings, options = self.settings, task.prompt.options
         stop = options.get("stop", settings.stop)
+        if self._chat is not None and self._chat.thinking is not None:
+            self._current = self._thinking(task, [stop] if isinstance(stop, str) else stop)
+            return
         processors = None
         if self._constraint is not None and settings.schema is not None:
             mask = _SchemaMask(self._constraint, settings.schema, self._counter)
@@ -176,6 +197,62 @@ class LlamaCppBackend(Backend):
             ),
         )
 
+    def _thinking(self, task: Task, stop: list[str]) -> _Generation:
+        """A prompt of a model that can think: formatted with the job's reasoning switch
+        (`create_chat_completion` cannot pass it) and run by `create_completion`, under
+        `ThoughtRules` where it may think."""
+        assert self._chat is not None
+        settings, options = self.settings, task.prompt.options
+        tokens, template_stop = self._chat.tokens(messages_for(task.prompt, settings), settings)
+        tracker = self._chat.tracker(settings, settings.reasoning_budget)
+        llama_cpp = import_llama_cpp()
+        rules, processors, criteria = None, None, None
+        if tracker is not None:
+            schema = settings.schema if self._constraint is not None else None
+            rules = ThoughtRules(
+                tracker, self._llama, self._eog, len(tokens), stop, self._constraint, schema
+            )
+            processors = llama_cpp.LogitsProcessorList([rules])
+            criteria = llama_cpp.StoppingCriteriaList([rules.stopped])
+            stop = []  # the job's stop strings end the answer: `rules.stopped`
+        elif self._constraint is not None and settings.schema is not None:
+            mask = _SchemaMask(self._constraint, settings.schema, self._counter)
+            processors = llama_cpp.LogitsProcessorList([mask])
+        stream = self._llama.create_completion(
+            prompt=tokens,
+            max_tokens=options.get("max_tokens", settings.max_tokens),
+            temperature=options.get("temperature", settings.temperature),
+            top_p=options.get("top_p", settings.top_p),
+            seed=options.get("seed", settings.seed),
+            stop=[*stop, *template_stop],
+            stream=True,
+            logits_processor=processors,
+            stopping_criteria=criteria,
+        )
+        return _Generation(task=task, stream=stream, rules=rules)
+
+    def _thought_end(self, generation: _Generation) -> Completion:
+        """A thinking prompt's completion: its answer and its thought, by token ids."""
+        rules = generation.rules
+        assert rules is not None
+        rules.follow(self._counter.generated)
+        tracker = rules.tracker
+        answer = rules.answer()
+        completion = Completion(
+            generation.task.index,
+            response_text=answer.lstrip() if tracker.had_thought else answer,
+            tokens_input=self._counter.prompt_tokens,
+            tokens_output=self._counter.completion_tokens,
+            finish_reason=generation.finish_reason,
+        )
+        if tracker.had_thought:
+            completion.reasoning = rules.thought()
+            completion.thought_closed = tracker.closed
+            completion.reasoning_tokens = tracker.thought_tokens
+        if self.on_token is not None and completion.response_text:
+            self.on_token(generation.task.index, completion.response_text)
+        return completion
+
     def request_form(self, job: BatchJob) -> RequestForm:
         return local_request_form(self.model_path, job.settings)
 
@@ -188,6 +265,8 @@ class LlamaCppBackend(Backend):
             chunk = next(generation.stream)
         except StopIteration:
             self._current = None
+            if generation.rules is not None:
+                return [self._thought_end(generation)]
             return [
                 Completion(
                     index,
@@ -201,7 +280,11 @@ class LlamaCppBackend(Backend):
             self._current = None
             return [self._failure(index, exc)]
         choice = chunk["choices"][0]
-        text = choice.get("delta", {}).get("content")
+        if generation.rules is not None:  # a thought and an answer: told apart at the end
+            generation.finish_reason = choice.get("finish_reason") or generation.finish_reason
+            return []
+        # A chat completion's chunk, or (a model that can think) a completion's.
+        text = choice["text"] if "text" in choice else choice.get("delta", {}).get("content")
         if text:
             generation.parts.append(text)
             if self.on_token is not None:

@@ -20,6 +20,7 @@ from typing import Any
 
 from tui_batch.backends.llama.chat import ChatFormat
 from tui_batch.backends.llama.loading import import_llama_cpp, quiet_model
+from tui_batch.backends.llama.thinking import template_kwargs
 from tui_batch.core.backend import RequestForm
 from tui_batch.core.errors import ModelError
 from tui_batch.core.jobs import GenerationSettings, Prompt, build_messages, messages_for
@@ -119,10 +120,13 @@ def local_request_form(model_path: str | Path, settings: GenerationSettings) -> 
     path = Path(model_path)
     with _LOCK:
         # The formatter is the template alone: it outlives the vocabulary it came with.
-        formatter = _vocabulary(path)[0].formatter
+        chat = _vocabulary(path)[0]
+        formatter = chat.formatter
+        # Rendered with the job's reasoning switch, as the decode loops render it.
+        kwargs = template_kwargs(settings) if chat.thinking is not None else {}
 
     def render(prompt: Prompt) -> str:
-        return formatter(messages=messages_for(prompt, settings)).prompt
+        return formatter(messages=messages_for(prompt, settings), **kwargs).prompt
 
     return RequestForm(
         model=f"llama-cpp-python {llama_cpp.__version__}",

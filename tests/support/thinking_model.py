@@ -1,0 +1,103 @@
+"""A model that thinks, for tests: no small reasoning GGUF ships in a package, so one is
+made from the demo model. Its unused control ids 3 and 4 become `<think>` and `</think>`,
+user-defined tokens as in Qwen3's vocabulary, and its chat template a Qwen3-style one
+with the `enable_thinking` switch; no weight changes. The model does not think by
+itself: a template that opens the thought in the prompt makes it think, and a reasoning
+budget closes the thought after a known number of tokens, through the real decode loop.
+
+Also: the real templates of the llama-cpp-python sdist (`vendor/llama.cpp/models/
+templates`), where `TUI_BATCH_LLAMA_TEMPLATES` names their folder (`.ci/run` fills it).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import gguf
+import pytest
+
+from tui_batch.models.catalog import demo_model_path
+
+USER_DEFINED = 4
+# Ids whose trained embeddings read as "Let" and "Answer": the model goes on writing
+# after them as after those words (ids of control tokens it never saw made it stop).
+THINK, END_THINK = 4239, 21350
+
+# Qwen3's switch over SmolLM2's ChatML. `opens`: the generation prompt opens the thought
+# (as Qwen3.5's and the R1 distills' do), so the model is inside it from its first token.
+QWEN_STYLE = """{%- for message in messages -%}
+<|im_start|>{{ message.role }}
+{% if message.role == 'assistant' and message.reasoning_content -%}
+<think>{{ message.reasoning_content }}</think>
+{% endif -%}
+{{ message.content }}<|im_end|>
+{% endfor -%}
+{%- if add_generation_prompt -%}
+<|im_start|>assistant
+{% if enable_thinking is defined and enable_thinking is false -%}
+<think></think>
+{% elif opens -%}
+<think>
+{%- endif -%}
+{%- endif -%}"""
+
+
+def template(opens: bool) -> str:
+    return QWEN_STYLE.replace(
+        "{% elif opens -%}", "{% elif true -%}" if opens else "{% elif false -%}"
+    )
+
+
+def make_thinking_model(folder: Path, opens: bool = True) -> Path:
+    """The demo model as a thinking model, written once into `folder`."""
+    path = folder / f"thinking-{'open' if opens else 'plain'}.gguf"
+    if path.exists():
+        return path
+    source = demo_model_path()
+    assert source is not None, "the demo model is not installed"
+    reader = gguf.GGUFReader(source)
+    arch = reader.get_field(gguf.Keys.General.ARCHITECTURE).contents()
+    writer = gguf.GGUFWriter(path, arch)
+    for field in reader.fields.values():
+        name = field.name
+        if name == gguf.Keys.General.ARCHITECTURE or name.startswith("GGUF."):
+            continue
+        if name == gguf.Keys.Tokenizer.CHAT_TEMPLATE:
+            continue
+        value = field.contents()
+        if name == gguf.Keys.Tokenizer.LIST:
+            value = list(value)
+            value[THINK], value[END_THINK] = "<think>", "</think>"
+        elif name == gguf.Keys.Tokenizer.TOKEN_TYPE:
+            value = list(value)
+            value[THINK] = value[END_THINK] = USER_DEFINED
+        kind = field.types[0]
+        sub = field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None
+        writer.add_key_value(name, value, kind, sub_type=sub)
+    writer.add_chat_template(template(opens))
+    for tensor in reader.tensors:
+        writer.add_tensor_info(
+            tensor.name,
+            tensor.data.shape,
+            tensor.data.dtype,
+            tensor.data.nbytes,
+            tensor.tensor_type,
+        )
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    for tensor in reader.tensors:
+        writer.write_tensor_data(tensor.data, tensor_endianess=reader.endianess)
+    writer.close()
+    return path
+
+
+def real_template(name: str) -> str:
+    """A template of the llama-cpp-python sdist by file name; the test is skipped where
+    they are not at hand."""
+    folder = os.environ.get("TUI_BATCH_LLAMA_TEMPLATES")
+    path = Path(folder) / name if folder else None
+    if path is None or not path.is_file():
+        pytest.skip(f"{name}: set TUI_BATCH_LLAMA_TEMPLATES to the sdist's templates folder")
+    return path.read_text(encoding="utf-8")
