@@ -65,17 +65,24 @@ def test_a_sampled_thought_with_no_answer_is_sent_again(tmp_path):
     assert result.attempt_log[0].error == INCOMPLETE_THOUGHT
 
 
+def asked(fake: FakeServer) -> list[dict]:
+    """The job's requests, not the probe's."""
+    return [b for b in fake.bodies if b["messages"][-1]["content"] != "Say hello."]
+
+
 def test_the_switch_effort_and_budget_reach_the_server(tmp_path):
     with FakeServer() as fake:
         fake.reply = "ok"
         chosen = GenerationSettings(
             reasoning="off", reasoning_effort="low", max_tokens=64, temperature=0.0
         )
-        run(tmp_path / "a", settings(fake.url), ["a"], settings=chosen)
+        _, _, backend = run(tmp_path / "a", settings(fake.url), ["a"], settings=chosen)
         budget = GenerationSettings(reasoning="on", reasoning_budget=16, max_tokens=64)
         run(tmp_path / "b", settings(fake.url), ["a"], settings=budget)
         run(tmp_path / "c", settings(fake.url), ["a"])
-        off, on, auto = fake.bodies
+        off, on, auto = asked(fake)
+    said = backend.status().changes
+    assert any("reasoning fields taken (chat_template_kwargs, reasoning_effort)" in n for n in said)
     assert off["chat_template_kwargs"] == {"enable_thinking": False, "thinking": False}
     assert off["reasoning_effort"] == "low" and "thinking_budget_tokens" not in off
     assert on["chat_template_kwargs"]["enable_thinking"] is True
@@ -89,3 +96,17 @@ def test_plain_answers_have_no_thought(tmp_path):
         _, results, _ = run(tmp_path, settings(fake.url), ["a"])
     assert results[0].success and results[0].reasoning is None
     assert results[0].response_text == "w0 w1 w2 w3 w4 w5 w6 w7"
+
+
+def test_fields_a_server_refuses_are_left_out_and_said(tmp_path):
+    with FakeServer() as fake:
+        fake.reply = "Blue."
+        fake.refuse_fields = {"chat_template_kwargs"}  # as OpenAI's API refuses it
+        chosen = GenerationSettings(reasoning="off", reasoning_effort="low")
+        job, results, backend = run(tmp_path, settings(fake.url), ["a", "b"], settings=chosen)
+        sent = asked(fake)
+    assert job.status is JobStatus.COMPLETED and all(r.success for r in results)
+    assert all("chat_template_kwargs" not in b and b["reasoning_effort"] == "low" for b in sent)
+    note = next(n for n in backend.status().changes if "refused" in n)
+    assert "chat_template_kwargs (HTTP 400: Unrecognized request argument supplied" in note
+    assert "taken: reasoning_effort" in note

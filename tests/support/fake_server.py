@@ -62,6 +62,9 @@ class FakeServer:
         self.bodies: list[dict] = []  # every chat request's body, as sent
         # Answer 400 to a request asking for structured output (a server without it).
         self.refuse_schemas = False
+        # Answer 400 to a request with any of these fields, as OpenAI's API does to the
+        # fields it does not know ("Unrecognized request argument supplied").
+        self.refuse_fields: set[str] = set()
         # Answer GET /models with 307 to this address (a server sending its clients away).
         self.models_redirect: str | None = None
         self.words = 8  # chunks in each answer
@@ -161,6 +164,10 @@ class FakeServer:
             kind = "400"
         if self.refuse_schemas and ("response_format" in body or "structured_outputs" in body):
             kind = "400"
+        if self.refuse_fields & set(body):
+            unknown = sorted(self.refuse_fields & set(body))[0]
+            message = f"Unrecognized request argument supplied: {unknown}"
+            return web.json_response({"error": {"message": message}}, status=400)
         if kind == "redirect":
             raise web.HTTPTemporaryRedirect(arg)
         if kind == "echo":

@@ -141,7 +141,10 @@ def run_job(
     if cached:
         answered += f" ({cached:,} served from the cache)"
     invalid = sum(1 for r in results if r.invalid)
-    failed = f"{job.failed - invalid} failed" + (f", {invalid} invalid" if invalid else "")
+    cut = sum(1 for r in results if r.thought_cut)
+    failed = f"{job.failed - invalid - cut} failed" + (f", {invalid} invalid" if invalid else "")
+    if cut:  # a thought that left no answer: not an error of the model or the server
+        failed += f", {cut} thought with no answer (raise --max-tokens or set --reasoning-budget)"
     print(
         f"{job.status.value.capitalize()}: {answered}, {failed} of "
         f"{job.total_prompts} ({tokens_generated(results)}); this run took "

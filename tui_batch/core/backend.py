@@ -29,7 +29,8 @@ from tui_batch.core.reasoning import INCOMPLETE_THOUGHT, incomplete, split_inlin
 from tui_batch.core.settings import GenerationSettings
 from tui_batch.core.text import clean_text
 
-TokenSink = Callable[[int, str], None]
+# Where a backend streams a prompt's text: (prompt index, text, whether it is thought).
+TokenSink = Callable[[int, str, bool], None]
 
 
 @dataclass(slots=True)

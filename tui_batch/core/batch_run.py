@@ -20,9 +20,11 @@ from dataclasses import dataclass, field, replace
 from tui_batch.core import events
 from tui_batch.core.backend import Backend, Completion, Task, describe_error
 from tui_batch.core.cache.job_cache import JobCache
+from tui_batch.core.cache.key import reproducible, sampling_of
 from tui_batch.core.errors import CheckpointError
 from tui_batch.core.jobs import Attempt, BatchJob, BatchResult, JobStatus, Prompt, utc_now
 from tui_batch.core.progress import ProgressTracker, ProgressUpdate
+from tui_batch.core.reasoning import INCOMPLETE_THOUGHT
 from tui_batch.core.settings import ErrorStrategy
 from tui_batch.core.store import CheckpointStore, CheckpointWriter
 from tui_batch.core.structured.check import check_answer
@@ -327,6 +329,7 @@ class BatchRun:
             and not completion.invalid
             and completion.retryable
             and (errors <= job.retries)
+            and not self._thinks_the_same(completion)
         ):
             delay = job.retry_backoff * 2 ** (errors - 1)
             heapq.heappush(
@@ -379,6 +382,13 @@ class BatchRun:
         self._emit(events.ResultReady(update))
         return result
 
+    def _thinks_the_same(self, completion: Completion) -> bool:
+        """A thought with no answer, whose rerun would think the same again (greedy,
+        or a fixed seed): not worth its tokens."""
+        if completion.error != INCOMPLETE_THOUGHT:
+            return False
+        return reproducible(sampling_of(self.job.prompts[completion.index], self.job.settings))
+
     def _scored(self, result: BatchResult) -> BatchResult:
         """`result` scored against its record's expected answer, if the job is scored."""
         job = self.job
@@ -424,11 +434,11 @@ class BatchRun:
         self._commit(writer)
         self._emit(events.JobStateChanged(self.job.job_id, status))
 
-    def _token(self, index: int, text: str) -> None:
+    def _token(self, index: int, text: str, thought: bool = False) -> None:
         if text and index in self.started and index not in self.first_text:
             self.first_text[index] = self.clock()
         if self.on_event is not None:
-            self.on_event(events.TokensStreamed(index, text))
+            self.on_event(events.TokensStreamed(index, text, thought))
 
     def _emit(self, event: events.BatchEvent) -> None:
         if self.on_event is not None:

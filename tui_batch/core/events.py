@@ -16,10 +16,11 @@ class PromptStarted:
 
 @dataclass(frozen=True, slots=True)
 class TokensStreamed:
-    """New text generated for a prompt still running."""
+    """New text generated for a prompt still running (`thought`: of its thought)."""
 
     index: int
     text: str
+    thought: bool = False
 
 
 @dataclass(frozen=True, slots=True)

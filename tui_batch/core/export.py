@@ -86,7 +86,9 @@ def export_results(
     format = format.lower()
     writers: dict[str, Callable[[IO[str]], None]] = {
         "json": lambda out: _write_json(out, job, results),
-        "csv": lambda out: _write_csv(out, job, results, neutralise_formulas),
+        "csv": lambda out: _write_csv(
+            out, job, results, neutralise_formulas, any(r.reasoning is not None for r in results)
+        ),
         "jsonl": lambda out: _write_jsonl(out, job, results),
         STATS_FORMAT: lambda out: _write_stats(out, job),
     }
@@ -266,11 +268,16 @@ def answer_columns(job: BatchJob, taken: Sequence[str]) -> list[tuple[str, tuple
 
 
 def _write_csv(
-    out: IO[str], job: BatchJob, results: Iterable[BatchResult], neutralise: bool
+    out: IO[str],
+    job: BatchJob,
+    results: Iterable[BatchResult],
+    neutralise: bool,
+    thoughts: bool = False,
 ) -> None:
     """A row per result in CSV_COLUMNS; a template job's adds the record's `id` after
     `index` and its fields (`var_<name>`) after `response`; a job with a schema adds
-    `invalid` and a column for each field of its answers (`answer_columns`) at the end."""
+    `invalid` and a column for each field of its answers (`answer_columns`) at the end;
+    a job whose model thought (`thoughts`) adds `reasoning` and `reasoning_tokens`."""
     writer = csv.writer(out, lineterminator="\r\n")
     names = variable_names(job)
     template = bool(names) or job.template is not None
@@ -290,6 +297,8 @@ def _write_csv(
     cached = job.cache != "off"  # the job an answer served from the cache came from
     if cached:
         columns.append("cached_from")
+    if thoughts:
+        columns += THOUGHT_COLUMNS
     # A schema's field names are the user's (or a shared job file's): guarded as cells are.
     writer.writerow([_guard(name, neutralise) for name in columns])
     for r in results:
@@ -313,8 +322,18 @@ def _write_csv(
                 *(_score_cells(r, neutralise) if scored else ()),
                 *((_repeat(job, r),) if repeated else ()),
                 *((r.cached_from or "",) if cached else ()),
+                *(_thought_cells(r, neutralise) if thoughts else ()),
             )
         )
+
+
+# A thinking model's columns: its thought, and the tokens the thought took (blank: none).
+THOUGHT_COLUMNS = ["reasoning", "reasoning_tokens"]
+
+
+def _thought_cells(result: BatchResult, neutralise: bool) -> tuple[Any, ...]:
+    tokens = result.reasoning_tokens
+    return (_guard(result.reasoning or "", neutralise), "" if tokens is None else tokens)
 
 
 # A scored job's columns: the expected answer, the score in [0, 1], right or not (blank:
@@ -362,7 +381,7 @@ def openai_output_line(job: BatchJob, result: BatchResult) -> dict[str, Any]:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": result.response_text},
+                    "message": _message(result),
                     "finish_reason": result.finish_reason or "stop",
                 }
             ],
@@ -372,10 +391,26 @@ def openai_output_line(job: BatchJob, result: BatchResult) -> dict[str, Any]:
     return line
 
 
-def _usage(result: BatchResult) -> dict[str, int | None]:
+def _message(result: BatchResult) -> dict[str, Any]:
+    """The answer as the API's message: its thought in `reasoning_content`, as
+    llama-server, DeepSeek and LiteLLM send it."""
+    message: dict[str, Any] = {"role": "assistant", "content": result.response_text}
+    if result.reasoning is not None:
+        message["reasoning_content"] = result.reasoning
+    return message
+
+
+def _usage(result: BatchResult) -> dict[str, Any]:
     tokens_in, tokens_out = _counts(result)
     total = None if tokens_in is None or tokens_out is None else tokens_in + tokens_out
-    return {"prompt_tokens": tokens_in, "completion_tokens": tokens_out, "total_tokens": total}
+    usage: dict[str, Any] = {
+        "prompt_tokens": tokens_in,
+        "completion_tokens": tokens_out,
+        "total_tokens": total,
+    }
+    if result.reasoning_tokens is not None:
+        usage["completion_tokens_details"] = {"reasoning_tokens": result.reasoning_tokens}
+    return usage
 
 
 def _write_jsonl(out: IO[str], job: BatchJob, results: Iterable[BatchResult]) -> None:

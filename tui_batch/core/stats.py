@@ -30,11 +30,12 @@ from tui_batch.core.scoring.job_scores import (
     score_totals,
 )
 from tui_batch.core.settings import Prices
+from tui_batch.core.spread import SUCCEEDED, Spread, spread
 from tui_batch.core.store import connect_read_only, read_header, read_snapshot
 from tui_batch.core.structured.check import error_path
 from tui_batch.core.structured.schema import AnswerSchema
+from tui_batch.core.thought_stats import ThoughtFigures, thought_figures
 
-PERCENTILES = (50, 90, 99)
 # A failure group lists this many example prompts.
 EXAMPLES = 3
 # The throughput chart has at most this many buckets; the latency histogram this many bins.
@@ -58,19 +59,6 @@ def normalise_error(message: str | None) -> str:
     text = _HEX.sub("<id>", text)
     text = _NUMBER.sub("N", text)
     return text[:200]
-
-
-@dataclass(slots=True)
-class Spread:
-    """A figure over prompts: how many, mean, nearest-rank percentiles and max (None
-    when there is no value)."""
-
-    count: int = 0
-    mean: float | None = None
-    p50: float | None = None
-    p90: float | None = None
-    p99: float | None = None
-    max: float | None = None
 
 
 @dataclass(slots=True)
@@ -159,6 +147,8 @@ class JobStats:
     cached_tokens_output: int = 0
     # The job's name (`--name`), if it has one.
     name: str | None = None
+    # A model that thought: its thoughts' figures (None: no answer came with a thought).
+    reasoning: ThoughtFigures | None = None
 
     @property
     def accuracy(self) -> float | None:
@@ -202,6 +192,13 @@ class JobStats:
         )
 
     @property
+    def thinking_cost(self) -> float | None:
+        """What the output tokens spent thinking cost (None: no prices, or no thought)."""
+        if self.prices is None or self.reasoning is None:
+            return None
+        return self.reasoning.tokens / 1e6 * self.prices.output
+
+    @property
     def cost_saved(self) -> float | None:
         """What the answers served from the cache would have cost."""
         saved = self._priced(self.cached_tokens_input, self.cached_tokens_output)
@@ -236,6 +233,9 @@ class JobStats:
             for key in ("schema", "valid", "invalid", "invalid_groups", "labels"):
                 del data[key]
         data["repeats"] = self.repeats.to_dict() if self.repeats else None
+        data["reasoning"] = self.reasoning.to_dict() if self.reasoning else None
+        if self.reasoning is not None and self.prices is not None:
+            data["reasoning"]["cost"] = self.thinking_cost
         if self.scoring is None:
             for key in ("scoring", "scored", "right", "mean_score", "confusions"):
                 del data[key]
@@ -286,7 +286,6 @@ def job_stats(path: str | Path, prices: Prices | None = None) -> JobStats:
     return stats
 
 
-_SUCCEEDED = "success = 1"
 _VERSION = tuple(int(part) for part in sqlite3.sqlite_version.split("."))
 # A timestamp as Unix seconds: unixepoch() where SQLite has it (3.38), a third faster.
 _SECONDS = "unixepoch({})" if _VERSION >= (3, 38) else "CAST(strftime('%s', {}) AS INTEGER)"
@@ -321,12 +320,12 @@ def _fill(connection: sqlite3.Connection, stats: JobStats, schema: AnswerSchema 
             "WHERE cached_from IS NOT NULL"
         ).fetchone()
         stats.cached, stats.cached_tokens_input, stats.cached_tokens_output = map(int, cached)
-    stats.latency = _spread(connection, "duration", run_here)
+    stats.latency = spread(connection, "duration", run_here)
     if "ttft" in columns:
-        stats.ttft = _spread(connection, "ttft")
+        stats.ttft = spread(connection, "ttft")
     if "queue_wait" in columns:
-        stats.queue_wait = _spread(connection, "queue_wait")
-    stats.prompt_tokens_per_second = _spread(
+        stats.queue_wait = spread(connection, "queue_wait")
+    stats.prompt_tokens_per_second = spread(
         connection,
         "tokens_output / duration",
         f"duration > 0 AND tokens_output > 0 AND {output_known}",
@@ -335,6 +334,7 @@ def _fill(connection: sqlite3.Connection, stats: JobStats, schema: AnswerSchema 
         connection.execute("SELECT attempts, COUNT(*) FROM results GROUP BY attempts ORDER BY 1")
     )
     stats.failures = _failures(connection, columns)
+    stats.reasoning = thought_figures(connection, columns)
     if schema is not None:
         _fill_structured(connection, stats, schema, columns)
     stats.endpoints = _endpoints(connection)
@@ -390,37 +390,18 @@ def _histogram(connection: sqlite3.Connection, spread: Spread) -> list[tuple[flo
     """Latency in HISTOGRAM_BINS equal bins from the fastest to the slowest."""
     if not spread.count or spread.max is None:
         return []
-    (low,) = connection.execute(f"SELECT MIN(duration) FROM results WHERE {_SUCCEEDED}").fetchone()
+    (low,) = connection.execute(f"SELECT MIN(duration) FROM results WHERE {SUCCEEDED}").fetchone()
     if spread.max <= low:  # every prompt took the same time: one bar
         return [(low, spread.count)]
     width = (spread.max - low) / HISTOGRAM_BINS
     counts = dict(
         connection.execute(
             f"SELECT MIN(CAST((duration - ?) / ? AS INTEGER), {HISTOGRAM_BINS - 1}) AS b, "
-            f"COUNT(*) FROM results WHERE {_SUCCEEDED} GROUP BY b",
+            f"COUNT(*) FROM results WHERE {SUCCEEDED} GROUP BY b",
             (low, width),
         )
     )
     return [(low + b * width, counts.get(b, 0)) for b in range(HISTOGRAM_BINS)]
-
-
-def _spread(connection: sqlite3.Connection, value: str, where: str = "1") -> Spread:
-    condition = f"{_SUCCEEDED} AND ({value}) IS NOT NULL AND {where}"
-    count, mean, largest = connection.execute(
-        f"SELECT COUNT(*), AVG({value}), MAX({value}) FROM results WHERE {condition}"
-    ).fetchone()
-    if not count:
-        return Spread()
-    ranks = {p: max(1, math.ceil(p / 100 * count)) for p in PERCENTILES}
-    found = dict(
-        connection.execute(
-            f"SELECT rn, v FROM (SELECT {value} AS v, ROW_NUMBER() OVER (ORDER BY {value}) AS rn "
-            f"FROM results WHERE {condition}) WHERE rn IN ({','.join('?' * len(ranks))})",
-            tuple(ranks.values()),
-        )
-    )
-    values = {f"p{p}": found[rank] for p, rank in ranks.items()}
-    return Spread(count=count, mean=mean, max=largest, **values)
 
 
 def _failures(connection: sqlite3.Connection, columns: set[str]) -> list[FailureGroup]:
@@ -450,7 +431,7 @@ def _endpoints(connection: sqlite3.Connection) -> list[EndpointStats]:
     found: dict[str, EndpointStats] = {}
     for endpoint, results, succeeded, tokens, latency in connection.execute(
         "SELECT endpoint, COUNT(*), TOTAL(success), TOTAL(tokens_output), "
-        f"AVG(CASE WHEN {_SUCCEEDED} THEN duration END) FROM results "
+        f"AVG(CASE WHEN {SUCCEEDED} THEN duration END) FROM results "
         "WHERE endpoint IS NOT NULL GROUP BY endpoint ORDER BY endpoint"
     ):
         found[endpoint] = EndpointStats(

@@ -6,7 +6,8 @@ from tui_batch.core.compare import STATES, CompareRow, CompareSummary
 from tui_batch.core.compare_fields import answers_shown
 from tui_batch.core.progress import format_duration
 from tui_batch.core.scoring.figures import Confusion, accuracy_text
-from tui_batch.core.stats import JobStats, Spread
+from tui_batch.core.spread import Spread
+from tui_batch.core.stats import JobStats
 from tui_batch.core.text import one_line as _one_line
 
 # Failure groups and examples printed before "... and N more".
@@ -77,7 +78,10 @@ def stats_lines(stats: JobStats, charts: bool = True) -> list[str]:
         rows.append(spread_row("queue wait", stats.queue_wait))
     rows.append(spread_row("first token", stats.ttft))
     rows.append(spread_row("tok/s a prompt", stats.prompt_tokens_per_second, _rate))
+    if stats.reasoning is not None and stats.reasoning.length.count:
+        rows.append(spread_row("thought tokens", stats.reasoning.length, _whole))
     lines += ["", "Per prompt (succeeded)", *_table(rows)]
+    lines += thought_lines(stats)
     lines += answer_lines(stats)
     lines += score_lines(stats, charts)
     lines += repeat_lines(stats)
@@ -171,6 +175,29 @@ def score_lines(stats: JobStats, matrices: bool = True) -> list[str]:
         title = f"{_one_line(confusion.field, 60)} per label"
         lines += ["", title + (f" (macro F1 {macro:.3f})" if macro is not None else "")]
         lines += [*_table(rows), "", *confusion_lines(confusion)]
+    return lines
+
+
+def _whole(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def thought_lines(stats: JobStats) -> list[str]:
+    """A model that thought: the answers with a thought, those left with none after it,
+    and the tokens and cost spent thinking."""
+    figures = stats.reasoning
+    if figures is None:
+        return []
+    line = f"Reasoning  {figures.thoughts:,} answers came with a thought"
+    if figures.cut:
+        line += f"; {figures.cut:,} thought to the end of their tokens and gave no answer"
+    lines = ["", line]
+    if figures.share is not None:
+        spent = f"  thinking   {figures.tokens:,} of {figures.tokens_output:,} output tokens "
+        spent += f"({100 * figures.share:.1f}%)"
+        if stats.thinking_cost is not None:
+            spent += f", {stats.thinking_cost:.4f} of the cost"
+        lines.append(spent)
     return lines
 
 

@@ -57,6 +57,8 @@ class RunState:
         self.running: dict[int, int] = {}  # prompt index -> attempt
         self.live_index: int | None = None
         self.live_text: dict[int, list[str]] = {}
+        # A thinking model's thought so far, for prompts still running.
+        self.live_thought: dict[int, list[str]] = {}
         self.update: ProgressUpdate | None = None
         self.job_status = job.status
         self.error: str | None = None
@@ -97,7 +99,8 @@ class RunState:
         with self.lock:
             self.version += 1
             if isinstance(event, events.TokensStreamed):
-                self.live_text.setdefault(event.index, []).append(event.text)
+                live = self.live_thought if event.thought else self.live_text
+                live.setdefault(event.index, []).append(event.text)
                 self.live_index = event.index
                 # The chart counts tokens as they come (a piece is about a token), so
                 # many prompts decoded together show a steady rate, not a burst as each
@@ -114,6 +117,7 @@ class RunState:
                         gc.freeze()
                     self.running.pop(result.prompt_index, None)
                     self.live_text.pop(result.prompt_index, None)
+                    self.live_thought.pop(result.prompt_index, None)
                     streamed = self._streamed.pop(result.prompt_index, 0)
                     self._count(1, max(0, result.tokens_output - streamed))
                 return
@@ -121,6 +125,7 @@ class RunState:
                 self.running[event.index] = event.attempt
                 self.status[event.index] = "running" if event.attempt == 1 else "retrying"
                 self.live_text[event.index] = []
+                self.live_thought.pop(event.index, None)
                 self._streamed[event.index] = 0
                 self.live_index = event.index
                 return
@@ -200,12 +205,16 @@ class RunState:
         backend = self.backend
         return None if backend is None else backend.status()
 
-    def live(self) -> tuple[int | None, str]:
-        """The oldest running prompt and its text so far (several run at once in
-        parallel mode; following one keeps the view from flickering between them)."""
+    def live(self) -> tuple[int | None, str, str]:
+        """The oldest running prompt, its thought and its text so far (several run at
+        once in parallel mode; following one keeps the view from flickering between
+        them)."""
         with self.lock:
             index = min(self.running) if self.running else self.live_index
-            return index, "".join(self.live_text.get(index, [])) if index is not None else ""
+            if index is None:
+                return None, "", ""
+            thought = "".join(self.live_thought.get(index, []))
+            return index, thought, "".join(self.live_text.get(index, []))
 
     def rows(self, failed_only: bool) -> tuple[int, Callable[[int], int]]:
         """How many rows the prompt table has, and which prompt each row shows."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 import ctypes
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -68,8 +68,10 @@ class _Slot:
     # A slot of the same prompt admitted with this one (a repeat): this one waits for
     # its prefill and copies its cells (`_take_twins`), rather than prefill it again.
     twin: int | None = None
-    # A model that thinks: its output followed as thought and answer (None: no thought).
+    # A model that thinks: its output followed as thought and answer (None: no thought),
+    # and the thought's text as it streams.
     tracker: ThoughtTracker | None = None
+    thinking: GeneratedText = field(default_factory=lambda: GeneratedText([]))
 
 
 class ParallelLlamaBackend(Backend):
@@ -426,7 +428,17 @@ class ParallelLlamaBackend(Backend):
         if piece is None:
             return self._finish(slot, "stop")
         slot.generated += 1
-        answer = [token] if slot.tracker is None else slot.tracker.take(token)
+        tracker = slot.tracker
+        if tracker is None:
+            answer = [token]
+        else:
+            thought = len(tracker.thought)
+            answer = tracker.take(token)
+            if self.on_token is not None and len(tracker.thought) > thought:
+                for new in tracker.thought[thought:]:
+                    slot.thinking.add(self._m.pieces[new] or b"")
+                if text := slot.thinking.settled():
+                    self.on_token(slot.task.index, text, True)
         for token in answer:
             if slot.answer.add(self._m.pieces[token] or b""):
                 return self._finish(slot, "stop")
@@ -456,11 +468,11 @@ class ParallelLlamaBackend(Backend):
 
     def _stream(self, slot: _Slot) -> None:
         if self.on_token is not None and (piece := slot.answer.settled()):
-            self.on_token(slot.task.index, piece)
+            self.on_token(slot.task.index, piece, False)
 
     def _finish(self, slot: _Slot, reason: str) -> Completion:
         if self.on_token is not None and (rest := slot.answer.rest()):
-            self.on_token(slot.task.index, rest)
+            self.on_token(slot.task.index, rest, False)
         self._release(slot)
         completion = Completion(
             slot.task.index,

@@ -249,8 +249,6 @@ class LlamaCppBackend(Backend):
             completion.reasoning = rules.thought()
             completion.thought_closed = tracker.closed
             completion.reasoning_tokens = tracker.thought_tokens
-        if self.on_token is not None and completion.response_text:
-            self.on_token(generation.task.index, completion.response_text)
         return completion
 
     def request_form(self, job: BatchJob) -> RequestForm:
@@ -280,15 +278,22 @@ class LlamaCppBackend(Backend):
             self._current = None
             return [self._failure(index, exc)]
         choice = chunk["choices"][0]
-        if generation.rules is not None:  # a thought and an answer: told apart at the end
+        if generation.rules is not None:  # a thought and an answer, told apart by token ids
             generation.finish_reason = choice.get("finish_reason") or generation.finish_reason
+            if self.on_token is not None:
+                generation.rules.follow(self._counter.generated)
+                thought, answer = generation.rules.news()
+                if thought:
+                    self.on_token(index, thought, True)
+                if answer:
+                    self.on_token(index, answer, False)
             return []
         # A chat completion's chunk, or (a model that can think) a completion's.
         text = choice["text"] if "text" in choice else choice.get("delta", {}).get("content")
         if text:
             generation.parts.append(text)
             if self.on_token is not None:
-                self.on_token(index, text)
+                self.on_token(index, text, False)
         if choice.get("finish_reason"):
             generation.finish_reason = choice["finish_reason"]
         return []

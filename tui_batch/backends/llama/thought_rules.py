@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from tui_batch.backends.llama.answer import GeneratedText
 from tui_batch.backends.llama.constraint import BLOCKED
 from tui_batch.backends.llama.thinking import THINKING, ThoughtTracker
 
@@ -38,6 +39,9 @@ class ThoughtRules:
         self.matcher = constraint.matcher(schema) if constraint is not None else None
         self.answer_ids: list[int] = []
         self.taken = 0
+        # What was streamed of the thought and of the answer (their ids), and their text.
+        self._shown = [0, 0]
+        self._texts = (GeneratedText([]), GeneratedText([s.encode("utf-8") for s in stop]))
 
     def follow(self, generated: Any) -> None:
         """Take the tokens generated since the last call."""
@@ -84,6 +88,18 @@ class ThoughtRules:
         self.follow(input_ids[self.prompt_tokens :])
         text = self.llama.detokenize(self.answer_ids).decode("utf-8", errors="ignore")
         return any(stop in text for stop in self.stop)
+
+    def news(self) -> tuple[str, str]:
+        """The thought's and the answer's text since the last call, to stream (none of
+        the answer past a stop string, nor half a character)."""
+        news = []
+        for which, ids in enumerate((self.tracker.thought, self.answer_ids)):
+            text = self._texts[which]
+            for token in ids[self._shown[which] :]:
+                text.add(self.llama.detokenize([token]))
+            self._shown[which] = len(ids)
+            news.append(text.settled())
+        return news[0], news[1]
 
     def thought(self) -> str:
         ids = self.tracker.thought

@@ -34,10 +34,12 @@ from tui_batch.backends.remote.chat_wire import (
     SCHEMA_FORMS,
     chat_request,
     estimate_tokens,
+    reasoning_fields,
     structured_output,
     with_extra,
 )
 from tui_batch.backends.remote.openai_api import Secret, make_client, schema_form
+from tui_batch.backends.remote.reasoning_probe import reasoning_fields_taken
 from tui_batch.core.backend import Backend, BackendStatus, Completion, RequestForm, Task
 from tui_batch.core.cache.key import reproducible, sampling_of
 from tui_batch.core.errors import ServerError
@@ -68,6 +70,9 @@ class RemoteBackend(Backend):
         # How each endpoint enforces a schema (`chat_wire.SCHEMA_FORMS`; None: it does
         # not), found by a probe (`schema_form`) when the first job with a schema begins.
         self.schema_forms: dict[str, str | None] = {}
+        # The reasoning fields each endpoint takes, for the job's settings (asked once,
+        # by `reasoning_probe`, when a job with such settings begins).
+        self.reasoning_taken: dict[tuple[str, str], dict[str, Any]] = {}
         # Room for more prompts than may be in flight, so a free slot never waits on the
         # engine (which wakes for a batch of results, not for each).
         self.capacity = server.concurrency * 4 + 16
@@ -77,7 +82,7 @@ class RemoteBackend(Backend):
         self._clients: dict[str, Any] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._done: queue.SimpleQueue[Completion] = queue.SimpleQueue()
-        self._tokens: deque[tuple[int, str]] = deque()
+        self._tokens: deque[tuple[int, str, bool]] = deque()
         self._submitted: deque[Task] = deque()
         self._wake_pending = False
         self._calls: dict[int, Call] = {}  # the request on its way for a prompt (loop side)
@@ -128,6 +133,40 @@ class RemoteBackend(Backend):
         self.admission = Admission(self.server)
         if job.settings.schema is not None:
             self._find_schema_forms()
+        if reasoning_fields(job.settings):
+            self._find_reasoning_fields()
+
+    def _find_reasoning_fields(self) -> None:
+        """Ask each endpoint which of the job's reasoning fields it takes, and say it."""
+        fields = reasoning_fields(self.settings)
+        asked = repr(sorted(fields.items()))
+        unknown = [
+            e.url for e in self.server.endpoints if (e.url, asked) not in self.reasoning_taken
+        ]
+        if not unknown or self._loop is None:
+            return
+
+        async def probe_all() -> list[Any]:
+            return await asyncio.gather(
+                *(
+                    reasoning_fields_taken(self._clients[url], self.model, fields, self.secret)
+                    for url in unknown
+                ),
+                return_exceptions=True,
+            )
+
+        future = asyncio.run_coroutine_threadsafe(probe_all(), self._loop)
+        try:
+            found = future.result(timeout=PROBE_WAIT)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            found = [TimeoutError()] * len(unknown)
+        for url, outcome in zip(unknown, found, strict=True):
+            if isinstance(outcome, BaseException):
+                outcome = (fields, "reasoning fields sent as asked; the probe could not tell")
+            taken, said = outcome
+            self.reasoning_taken[(url, asked)] = taken
+            self.admission.note(f"{url}: {said}")
 
     def _find_schema_forms(self) -> None:
         """Ask each endpoint not asked yet how it enforces a schema, and say it."""
@@ -333,6 +372,7 @@ class RemoteBackend(Backend):
             call = self._calls[task.index] = Call(state.url, self.server, self.secret)
             form = self.schema_forms.get(state.url)
             sent = with_extra(request, structured_output(form, self.settings.schema))
+            sent = with_extra(sent, self._reasoning_for(state.url))
             try:
                 answer = await call.run(self._clients[state.url], sent, on_text)
             finally:
@@ -393,6 +433,15 @@ class RemoteBackend(Backend):
             ceiling = min(MAX_BACKOFF, self.job.retry_backoff * 2 ** (failures - 1))
             await asyncio.sleep(random.uniform(0, ceiling))
 
+    def _reasoning_for(self, url: str) -> dict[str, Any]:
+        """The job's reasoning fields that the server at `url` takes, as a request adds
+        them (the client does not know them: they go in the body as they are)."""
+        fields = reasoning_fields(self.settings)
+        if not fields:
+            return {}
+        taken = self.reasoning_taken.get((url, repr(sorted(fields.items()))), fields)
+        return {"extra_body": taken} if taken else {}
+
     def _reproducible(self, task: Task) -> bool:
         """Whether sending the prompt again gives the same answer (greedy, or a seed)."""
         return reproducible(sampling_of(task.prompt, self.settings))
@@ -411,17 +460,18 @@ class RemoteBackend(Backend):
         else:
             self.admission.note(f"{url} sends no token counts: they are unknown (shown as -)")
 
-    def _text_sink(self, index: int) -> Callable[[str], None]:
-        """Where a prompt's streamed text goes: to the engine, at its next `step`."""
+    def _text_sink(self, index: int) -> Callable[[str, bool], None]:
+        """Where a prompt's streamed text (or thought) goes: to the engine, at its next
+        `step`."""
 
-        def sink(text: str) -> None:
-            self._tokens.append((index, text))
+        def sink(text: str, thought: bool = False) -> None:
+            self._tokens.append((index, text, thought))
 
         return sink
 
     def _deliver_tokens(self) -> None:
         sink = self.on_token
         while self._tokens:
-            index, text = self._tokens.popleft()
+            index, text, thought = self._tokens.popleft()
             if sink is not None and index in self._pending:
-                sink(index, text)
+                sink(index, text, thought)

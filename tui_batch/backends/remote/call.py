@@ -65,7 +65,7 @@ class Call:
         self._deadline = 0.0
 
     async def run(
-        self, client: Any, request: dict[str, Any], on_text: Callable[[str], None] | None
+        self, client: Any, request: dict[str, Any], on_text: Callable[[str, bool], None] | None
     ) -> CallResult:
         """Send `request` with `client`; never raises but when cancelled from outside."""
         loop = asyncio.get_running_loop()
@@ -101,7 +101,7 @@ class Call:
         self._expire(PAUSED)
 
     async def _send(
-        self, client: Any, request: dict[str, Any], on_text: Callable[[str], None] | None
+        self, client: Any, request: dict[str, Any], on_text: Callable[[str, bool], None] | None
     ) -> tuple[str, str | None, str]:
         """The answer's text, finish reason and the thought sent apart from it."""
         create = client.chat.completions.with_streaming_response.create
@@ -127,13 +127,15 @@ class Call:
                         self.ttft = time.monotonic() - self.start
                     self.pieces += 1
                     thought.append(piece.reasoning)
+                    if on_text is not None:
+                        on_text(piece.reasoning, True)
                 if piece.text:
                     if self.ttft is None:
                         self.ttft = time.monotonic() - self.start
                     self.pieces += 1
                     parts.append(piece.text)
                     if on_text is not None:
-                        on_text(piece.text)
+                        on_text(piece.text, False)
                 finish = piece.finish_reason or finish
         if finish is None:  # a dropped answer, whatever the status said
             raise IncompleteAnswer(

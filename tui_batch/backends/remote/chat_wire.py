@@ -48,7 +48,6 @@ def chat_request(
     if stream:
         request["stream"] = True
         request["stream_options"] = {"include_usage": True}
-    request.update(reasoning_fields(settings))
     return request
 
 
@@ -58,7 +57,8 @@ def reasoning_fields(settings: GenerationSettings) -> dict[str, Any]:
     and `thinking` for the templates that read that name), the effort as
     `reasoning_effort`, the budget as llama-server's `thinking_budget_tokens` and vLLM's
     `thinking_token_budget`. Nothing for `auto` and no budget or effort: the server's
-    and the model's defaults, and a request any server takes."""
+    and the model's defaults, and a request any server takes. The backend sends the
+    ones each server takes (`reasoning_probe`), in the body as they are."""
     fields: dict[str, Any] = {}
     if settings.reasoning != "auto":
         on = settings.reasoning == "on"
@@ -68,8 +68,7 @@ def reasoning_fields(settings: GenerationSettings) -> dict[str, Any]:
     if settings.reasoning_budget is not None:
         fields["thinking_budget_tokens"] = settings.reasoning_budget
         fields["thinking_token_budget"] = settings.reasoning_budget
-    # Extra fields go in the body as they are (the client does not know them).
-    return {"extra_body": fields} if fields else {}
+    return fields
 
 
 # How a server is asked to enforce a schema: OpenAI's `response_format` json_schema (vLLM,

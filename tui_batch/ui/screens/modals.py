@@ -292,10 +292,14 @@ def output_lines(value: Any) -> Text:
 
 
 def result_details(
-    result: BatchResult, scoring: Scoring | None = None, schema: AnswerSchema | None = None
+    result: BatchResult,
+    scoring: Scoring | None = None,
+    schema: AnswerSchema | None = None,
+    thought_open: bool = True,
 ) -> Text:
     """Everything about one result, as literal text; with `scoring`, its expected
-    answer beside what was compared with it, word by word."""
+    answer beside what was compared with it, word by word; a thinking model's thought
+    under the answer, dimmed (folded to its first line unless `thought_open`)."""
     status = status_text(result)
     status.stylize("bold")
     tokens_in, tokens_out = token_cells(result)
@@ -347,6 +351,27 @@ def result_details(
     text.append_text(literal(result.prompt))
     text.append("\n\nResponse\n", style="bold")
     text.append_text(literal(result.response_text))
+    if result.reasoning is not None:
+        text.append_text(thought_lines(result, thought_open))
+    return text
+
+
+def thought_lines(result: BatchResult, open: bool) -> Text:
+    """The thought the answer came with, dimmed: whole, or its first line (folded)."""
+    thought = result.reasoning or ""
+    tokens = result.reasoning_tokens
+    counted = f", {tokens:,} tokens" if tokens is not None else ""
+    text = Text(f"\n\nThought{counted}", style="bold dim")
+    if not thought.strip():
+        text.append("\n(empty)", style="dim italic")
+        return text
+    first, _, rest = thought.strip().partition("\n")
+    if open or not rest and len(first) <= 100:
+        text.append("\n")
+        text.append_text(literal(thought.strip(), style="dim"))
+        return text
+    text.append("  (h: open)\n", style="dim")
+    text.append_text(literal(first[:100] + " …", style="dim"))
     return text
 
 

@@ -284,16 +284,21 @@ class ProgressScreen(Screen[None]):
     def _show_output(self) -> None:
         """The text being generated while following the run, else the selected result."""
         run = self.run
-        index, text = run.live()
+        index, thought, text = run.live()
         if run.finished or not self.following or index is None:
             index = self.query_one("#prompts", VirtualTable).cursor_key
             result = run.results.get(index) if index is not None else None
             title = f"Prompt {index}" if index is not None else ""
             text = "" if result is None else result.response_text or result.error_message or ""
+            thought = "" if result is None else result.reasoning or ""
         else:
             title = f"Generating: prompt {index}"
+            title += "  (thinking)" if thought and not text else ""
+        shown = literal(text)
+        if thought:  # a thinking model's thought, dimmed, then the answer
+            shown = Text.assemble(literal(thought.strip(), style="dim italic"), "\n\n", shown)
         self._set("#live-title", Text(title, style="bold"))
-        self._set("#live-text", literal(text), layout=True)
+        self._set("#live-text", shown, layout=True)
 
     def on_virtual_table_highlighted(self) -> None:
         self._show_output()

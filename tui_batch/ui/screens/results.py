@@ -48,6 +48,7 @@ class ResultsScreen(Screen[None]):
         Binding("e", "export", "Export"),
         Binding("R", "rerun", "Re-run failed"),
         Binding("t", "stats", "Stats"),
+        Binding("h", "thought", "Thought", show=False),
         Binding("escape", "back", "Back"),
         # The footer has room for the keys of this screen; ctrl+g is in help.
         Binding("ctrl+g", "app.progress", "Progress", show=False),
@@ -65,6 +66,7 @@ class ResultsScreen(Screen[None]):
         self._pages: OrderedDict[int, dict[int, tuple[BatchResult, Prompt]]] = OrderedDict()
         self.id_field: str | None = None  # a template job's id column
         self.template = False  # a template job: its prompts are told apart by their record
+        self.thought_open = False  # a thinking model's thought shown whole in the detail pane
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -187,7 +189,12 @@ class ResultsScreen(Screen[None]):
         if result is None:
             detail.update(Text("No results match.", style="dim"))
             return
-        detail.update(result_details(result, self.scoring, self.schema))
+        detail.update(result_details(result, self.scoring, self.schema, self.thought_open))
+
+    def action_thought(self) -> None:
+        """Open or fold the thought under the answer in the detail pane."""
+        self.thought_open = not self.thought_open
+        self._show_detail()
 
     def on_virtual_table_highlighted(self) -> None:
         self._show_detail()

@@ -51,6 +51,7 @@ from tui_batch.ui.widgets.answer_form import AnswerForm
 from tui_batch.ui.widgets.local_form import LocalForm
 from tui_batch.ui.widgets.number_fields import number_grid
 from tui_batch.ui.widgets.prompts_form import PromptsForm
+from tui_batch.ui.widgets.reasoning_form import ReasoningForm
 from tui_batch.ui.widgets.server_form import ServerForm
 from tui_batch.ui.widgets.template_form import TemplateForm
 
@@ -104,6 +105,7 @@ class SetupScreen(JobFileScreen):
                 yield Label("System prompt")
                 yield Input(placeholder="optional", id="system", compact=True)
                 yield AnswerForm(id="answer-section")
+                yield ReasoningForm(id="reasoning-section")
                 yield Label("Expected answers  [dim](a column of the data; blank: not scored)[/]")
                 with Grid(classes="numbers"):
                     yield Label("Expect")

@@ -22,6 +22,7 @@ from tui_batch.ui.widgets.local_form import LOCAL_FIELDS, LocalForm
 from tui_batch.ui.widgets.number_fields import default_text
 from tui_batch.ui.widgets.path_input import display_path
 from tui_batch.ui.widgets.prompts_form import PromptsForm
+from tui_batch.ui.widgets.reasoning_form import ReasoningForm
 from tui_batch.ui.widgets.server_form import SERVER_NUMBERS, ServerForm
 from tui_batch.ui.widgets.template_form import TemplateForm
 
@@ -44,6 +45,7 @@ FORM_FIELDS = frozenset(
         *("prompts", "template", "template_text", "data", "id_field", "model"),
         *("batch_invariant", "server", "api_key_env", "system_prompt", "schema", "choices"),
         *("error_strategy", "cache", "expect", "score"),
+        *("reasoning", "reasoning_budget", "reasoning_effort"),
     }
 )
 # Every other setting a job file may hold, derived from the table so that none is ever
@@ -72,6 +74,7 @@ def form_values(screen: Screen[Any], extras: dict[str, Any]) -> dict[str, Any]:
     values["cache"] = None if cache == "off" else cache  # off: the default, not written
     values["system_prompt"] = screen.query_one("#system", Input).value.strip() or None
     values.update(screen.query_one(AnswerForm).values())
+    values.update(screen.query_one(ReasoningForm).values())
     if screen.query_one("#run-on", Select).value == "server":
         form = screen.query_one(ServerForm)
         kept = form.remembered()
@@ -157,6 +160,7 @@ def fill_form(screen: Screen[Any], spec: RunSpec) -> None:
     screen.query_one("#expect", Input).value = scoring.expect if scoring else ""
     screen.query_one("#score", Input).value = scoring.method_text if scoring else ""
     screen.query_one(AnswerForm).restore(generation.schema)
+    screen.query_one(ReasoningForm).restore(generation)
     if spec.prompts is not None:
         screen.query_one("#input-tabs", TabbedContent).active = "prompts-tab"
         screen.query_one(PromptsForm).set_path(display_path(spec.prompts))
