@@ -159,3 +159,19 @@ def test_reasoning_off_renders_the_switch_and_answers_without_a_thought(
     _, results = run(tmp_path, thinking_model, backend, max_tokens=24, reasoning="off")
     assert all(r.success and r.reasoning is None for r in results)
     assert any(r.response_text.strip() for r in results)  # (the small model may say nothing)
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("parallel", [4, 0])
+def test_channels_of_control_tokens_are_followed_by_token_ids(tmp_path, parallel):
+    """gpt-oss's way: the markers are control tokens, nothing in detokenized text."""
+    model = make_thinking_model(tmp_path, channels=True)
+    backend = ParallelLlamaBackend(model, parallel) if parallel else LlamaCppBackend(model)
+    _, results = run(tmp_path, model, backend, max_tokens=48, reasoning_budget=12)
+    for result in results:
+        assert result.success and result.response_text.strip()
+        assert result.reasoning and result.reasoning_tokens == 12
+        # The close (6 tokens: <|end|><|start|>assistant<|channel|>final<|message|>) came
+        # between them, and neither shows a marker.
+        assert result.tokens_output > 12 + 6
+        assert "<|" not in result.response_text + result.reasoning

@@ -112,3 +112,21 @@ def test_a_thought_with_no_answer_fails_and_its_thought_is_kept(tmp_path):
     assert empty.error_message == INCOMPLETE_THOUGHT and empty.thought_cut
     assert fine.success and (fine.response_text, fine.reasoning) == ("Yes.", "easy")
     assert job.failed == 2
+
+
+def test_a_templates_front_matter_sets_reasoning_unless_the_job_does(tmp_path):
+    from tui_batch.core.errors import TemplateError
+    from tui_batch.core.run_input import load_run_input
+
+    data = tmp_path / "d.csv"
+    data.write_text("q\nWhat is 2+2?\n")
+    text = '+++\nreasoning = "on"\nreasoning_budget = 64\n+++\n{{ q }}'
+    spec = RunSpec.from_values({"template_text": text, "data": data})
+    settled = load_run_input(spec).settled(spec)
+    assert (settled.generation.reasoning, settled.generation.reasoning_budget) == ("on", 64)
+    spec = RunSpec.from_values({"template_text": text, "data": data, "reasoning": "off"})
+    with pytest.raises(SettingsError, match="reasoning is off"):  # the job's own wins
+        load_run_input(spec).settled(spec)
+    wrong = RunSpec.from_values({"template_text": '+++\nreasoning = "yes"\n+++\nx', "data": data})
+    with pytest.raises(TemplateError, match=r"line 2: Reasoning \(--reasoning\): expected one of"):
+        load_run_input(wrong)

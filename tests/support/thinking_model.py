@@ -43,15 +43,38 @@ QWEN_STYLE = """{%- for message in messages -%}
 {%- endif -%}"""
 
 
+# gpt-oss's channels over SmolLM2: the thought in the analysis channel, the answer in the
+# final one, the markers control tokens (which plain detokenized text leaves out). The
+# prompt opens the analysis channel, so the model is inside the thought from the start.
+# With `<|return|>` and `<|call|>` in the vocabulary, llama.cpp takes `<|end|>` out of the
+# ends of generation, as for gpt-oss (else the close of the thought would end it).
+CHANNELS = (5, 6, 7, 8, 9, 10)  # control ids the demo model never uses, renamed below
+CHANNEL_NAMES = ("<|channel|>", "<|message|>", "<|end|>", "<|start|>", "<|return|>", "<|call|>")
+CHANNEL_STYLE = """{%- for message in messages -%}
+<|start|>{{ message.role }}
+{%- if message.role == 'assistant' and message.thinking -%}
+<|channel|>analysis<|message|>{{ message.thinking }}<|end|><|start|>assistant<|channel|>final<|message|>
+{%- else -%}
+<|message|>
+{%- endif -%}
+{{ message.content }}<|im_end|>
+{% endfor -%}
+{%- if add_generation_prompt -%}
+<|start|>assistant<|channel|>analysis<|message|>
+{%- endif -%}"""
+
+
 def template(opens: bool) -> str:
     return QWEN_STYLE.replace(
         "{% elif opens -%}", "{% elif true -%}" if opens else "{% elif false -%}"
     )
 
 
-def make_thinking_model(folder: Path, opens: bool = True) -> Path:
-    """The demo model as a thinking model, written once into `folder`."""
-    path = folder / f"thinking-{'open' if opens else 'plain'}.gguf"
+def make_thinking_model(folder: Path, opens: bool = True, channels: bool = False) -> Path:
+    """The demo model as a thinking model, written once into `folder` (`channels`: with
+    gpt-oss-style channels of control tokens, else `<think>` tags)."""
+    style = "channels" if channels else "open" if opens else "plain"
+    path = folder / f"thinking-{style}.gguf"
     if path.exists():
         return path
     source = demo_model_path()
@@ -68,14 +91,18 @@ def make_thinking_model(folder: Path, opens: bool = True) -> Path:
         value = field.contents()
         if name == gguf.Keys.Tokenizer.LIST:
             value = list(value)
-            value[THINK], value[END_THINK] = "<think>", "</think>"
-        elif name == gguf.Keys.Tokenizer.TOKEN_TYPE:
+            if channels:
+                for token, text in zip(CHANNELS, CHANNEL_NAMES, strict=True):
+                    value[token] = text
+            else:
+                value[THINK], value[END_THINK] = "<think>", "</think>"
+        elif name == gguf.Keys.Tokenizer.TOKEN_TYPE and not channels:  # those are control
             value = list(value)
             value[THINK] = value[END_THINK] = USER_DEFINED
         kind = field.types[0]
         sub = field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None
         writer.add_key_value(name, value, kind, sub_type=sub)
-    writer.add_chat_template(template(opens))
+    writer.add_chat_template(CHANNEL_STYLE if channels else template(opens))
     for tensor in reader.tensors:
         writer.add_tensor_info(
             tensor.name,

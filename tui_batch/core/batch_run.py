@@ -106,8 +106,9 @@ class BatchRun:
                 if self.cache is not None and job.options.cache_reads:
                     pending = self._serve_cached(writer, self.cache, pending)
             invalid = sum(1 for r in self.results.values() if r.invalid)
+            cut = sum(1 for r in self.results.values() if r.thought_cut)
             self.tracker = ProgressTracker(
-                job.total_prompts, job.completed, job.failed, self.clock, invalid
+                job.total_prompts, job.completed, job.failed, self.clock, invalid, cut
             )
             self._show_served(len(pending))
             if pending:

@@ -22,8 +22,10 @@ class ProgressUpdate:
     throughput: float
     tokens_per_second: float
     result: BatchResult | None
-    # Of the failed, answers that broke the job's schema.
+    # Of the failed, answers that broke the job's schema, and thoughts that left no
+    # answer (`reasoning.INCOMPLETE_THOUGHT`).
     invalid: int = 0
+    thought_cut: int = 0
 
     @property
     def done(self) -> int:
@@ -45,12 +47,14 @@ class ProgressTracker:
         failed: int = 0,
         clock: Callable[[], float] = time.monotonic,
         invalid: int = 0,
+        thought_cut: int = 0,
     ) -> None:
         self.clock = clock
         self.total = total
         self.completed = completed
         self.failed = failed
         self.invalid = invalid
+        self.thought_cut = thought_cut
         self._start = clock()
         self._done_this_run = 0
         self._tokens_this_run = 0
@@ -79,6 +83,7 @@ class ProgressTracker:
         else:
             self.failed += 1
             self.invalid += result.invalid
+            self.thought_cut += result.thought_cut
         self._done_this_run += 1
         self._tokens_this_run += result.tokens_output
         return self.update(result)
@@ -105,6 +110,7 @@ class ProgressTracker:
             tokens_per_second=self._tokens_this_run / elapsed if elapsed > 0 else 0.0,
             result=result,
             invalid=self.invalid,
+            thought_cut=self.thought_cut,
         )
 
 
@@ -130,10 +136,13 @@ def format_progress_line(update: ProgressUpdate, width: int = 30, status: str | 
     bar = "=" * filled + "-" * (width - filled)
     eta = status or f"ETA: {format_duration(update.eta_seconds)}"
     line = f"Progress: [{bar}] {update.percent:.1f}% ({update.done}/{update.total}) | {eta}"
-    if update.failed > update.invalid:
-        line += f" | failed: {update.failed - update.invalid}"
+    errors = update.failed - update.invalid - update.thought_cut
+    if errors:
+        line += f" | failed: {errors}"
     if update.invalid:
         line += f" | invalid: {update.invalid}"
+    if update.thought_cut:
+        line += f" | no answer after the thought: {update.thought_cut}"
     if update.tokens_per_second:
         line += f" | {update.tokens_per_second:.1f} tok/s"
     return line

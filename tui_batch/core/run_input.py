@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tui_batch.core.errors import SettingsError
 from tui_batch.core.jobs import Prompt
@@ -31,10 +32,14 @@ class RunInput:
     schema: AnswerSchema | None = None
     scoring: Scoring | None = None
     warnings: list[tuple[str, str]] = field(default_factory=list)
+    # The reasoning settings the template's front matter gives.
+    reasoning: dict[str, Any] = field(default_factory=dict)
 
     def settled(self, spec: RunSpec) -> RunSpec:
-        """The spec with the template's schema and scoring, where the spec gives none."""
+        """The spec with the template's schema, scoring and reasoning settings, where
+        the spec gives none."""
         spec = spec.with_schema(self.schema) if self.schema is not None else spec
+        spec = spec.with_generation(self.reasoning)
         return spec.with_scoring(self.scoring) if self.scoring is not None else spec
 
 
@@ -94,4 +99,5 @@ def load_run_input(spec: RunSpec, job_file: Path | None = None) -> RunInput:
         template.schema,
         template.scoring,
         [(str(spec.data), warning) for warning in rendered.warnings],
+        template.reasoning,
     )

@@ -185,6 +185,15 @@ class RunSpec:
             return self
         return replace(self, generation=replace(self.generation, schema=schema))
 
+    def with_generation(self, values: Mapping[str, Any]) -> RunSpec:
+        """This spec with these generation settings (a template's front matter's), but
+        those the spec was given; a SettingsError where together they do not fit (a
+        thought's budget past max tokens)."""
+        wanted = {key: value for key, value in values.items() if key not in self.given}
+        if not wanted:
+            return self
+        return replace(self, generation=replace(self.generation, **wanted))
+
     def with_scoring(self, scoring: Scoring) -> RunSpec:
         """This spec scored by `scoring`, unless it says how already (a template's front
         matter gives one the job's settings may override)."""

@@ -305,6 +305,12 @@ def parse_word(key: str, text: Any) -> Any:
     return word
 
 
+def check_reasoning(key: str, value: Any) -> Any:
+    """One reasoning setting alone (a template's front matter's), checked: its words,
+    or a budget's limits (whether it fits max tokens is checked with the job's)."""
+    return parse_word(key, value) if key in WORDS else number_value(key, value)
+
+
 def number_value(key: str, value: Any) -> Any:
     """A number setting from text (a flag, a field; blank is None) or a number (a job
     file's), checked against its limits."""

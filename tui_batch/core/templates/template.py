@@ -39,7 +39,12 @@ from jinja2.exceptions import TemplateError as JinjaError
 
 from tui_batch.core.errors import SettingsError, TemplateError
 from tui_batch.core.scoring.methods import Scoring
-from tui_batch.core.settings import REQUEST_OPTIONS, check_request_options, parse_number
+from tui_batch.core.settings import (
+    REQUEST_OPTIONS,
+    check_reasoning,
+    check_request_options,
+    parse_number,
+)
 from tui_batch.core.structured.schema import AnswerSchema, parse_choices, parse_schema
 from tui_batch.core.templates.limits import (
     RENDER_SECONDS,
@@ -63,7 +68,9 @@ SHOWN_FIELDS = 8
 SCHEMA_KEYS = ("schema", "choices")
 # How answers are scored: the expected column, the method and its tolerance.
 SCORE_KEYS = ("expect", "score", "tolerance")
-FRONT_MATTER_KEYS = ("system", *REQUEST_OPTIONS, *SCHEMA_KEYS, *SCORE_KEYS)
+# Whether and how long a model that can think does (`core.reasoning`).
+REASONING_KEYS = ("reasoning", "reasoning_budget", "reasoning_effort")
+FRONT_MATTER_KEYS = ("system", *REQUEST_OPTIONS, *SCHEMA_KEYS, *SCORE_KEYS, *REASONING_KEYS)
 TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
 
 
@@ -144,6 +151,8 @@ class PromptTemplate:
         self.schema: AnswerSchema | None = None
         # How answers are scored, as the front matter says (None: it does not).
         self.scoring: Scoring | None = None
+        # The reasoning settings the front matter gives, checked (by setting name).
+        self.reasoning: dict[str, Any] = {}
         scoring = {key: front.pop(key) for key in SCORE_KEYS if key in front}
         if scoring:
             line = key_line(head, next(iter(scoring))) + 1
@@ -160,6 +169,13 @@ class PromptTemplate:
             raise TemplateError(f"{name}, line {line}: give schema or choices, not both")
         for key, value in front.items():
             line = key_line(head, key) + 1  # the file's line: after the opening +++
+            if key in REASONING_KEYS:
+                try:
+                    checked = check_reasoning(key, value)
+                except SettingsError as exc:
+                    raise TemplateError(f"{name}, line {line}: {exc}") from None
+                self.reasoning[key] = checked
+                continue
             if key in SCHEMA_KEYS:
                 try:
                     is_schema = key == "schema"

@@ -48,10 +48,13 @@ def status_line(run: RunState) -> Text:
     text.append(f"{percent:5.1f}%", style="bold")
     text.append(f"  {done}/{total} done  ")
     invalid = update.invalid if update is not None else 0
-    failed = job.failed - invalid
+    cut = update.thought_cut if update is not None else 0
+    failed = job.failed - invalid - cut
     text.append(f"{failed} failed", style="bold red" if failed else "")
     if invalid:
         text.append(f"  {invalid} invalid", style="bold yellow")
+    if cut:
+        text.append(f"  {cut} no answer after the thought", style="bold yellow")
     if run.is_active and run.tokens_counted:
         elapsed, rate = run.live_figures()  # many prompts at once finish in bursts
     elif update is not None:
