@@ -110,3 +110,33 @@ def test_fields_a_server_refuses_are_left_out_and_said(tmp_path):
     note = next(n for n in backend.status().changes if "refused" in n)
     assert "chat_template_kwargs (HTTP 400: Unrecognized request argument supplied" in note
     assert "taken: reasoning_effort" in note
+
+
+def test_checking_the_servers_says_which_reasoning_fields_each_takes(tmp_path):
+    from tui_batch.backends.factory import check_servers
+
+    with FakeServer() as fake, FakeServer() as strict:
+        strict.refuse_fields = {"chat_template_kwargs", "reasoning_effort"}
+        chosen = GenerationSettings(reasoning="off", reasoning_effort="low")
+        check = check_servers(settings(fake.url, strict.url), "fake-model", None, chosen)
+    said = check.warnings()
+    assert f"{fake.url}: reasoning fields taken (chat_template_kwargs, reasoning_effort)" in said
+    refused = next(w for w in said if w.startswith(strict.url))
+    assert "refused, left out: chat_template_kwargs (HTTP 400" in refused
+    assert "reasoning_effort (HTTP 400" in refused
+
+
+def test_the_run_says_what_each_server_took(tmp_path):
+    from conftest import run_cli
+
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a\nb\n")
+    with FakeServer() as fake:
+        fake.refuse_fields = {"chat_template_kwargs"}
+        done = run_cli(
+            "run", str(prompts), "--server", fake.url, "--model", "fake-model",
+            "--reasoning", "off", "--reasoning-effort", "low",
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "refused, left out: chat_template_kwargs" in done.stderr
+    assert "taken: reasoning_effort" in done.stderr

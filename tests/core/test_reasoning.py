@@ -130,3 +130,20 @@ def test_a_templates_front_matter_sets_reasoning_unless_the_job_does(tmp_path):
     wrong = RunSpec.from_values({"template_text": '+++\nreasoning = "yes"\n+++\nx', "data": data})
     with pytest.raises(TemplateError, match=r"line 2: Reasoning \(--reasoning\): expected one of"):
         load_run_input(wrong)
+
+
+def test_compare_diffs_answers_not_thoughts(tmp_path):
+    from tui_batch.core.compare import Comparison
+
+    processor = BatchProcessor(tmp_path)
+    jobs = []
+    said = {"2+2?": "4", "sky?": "Blue."}
+    for thoughts in (("add them", "it is blue"), ("two and two", "the sky, so blue")):
+        answers = dict(zip(["2+2?", "sky?"], thoughts, strict=True))
+        job = processor.create_job("m", list(answers))
+        processor.process_batch(
+            job, CallableBackend(lambda p, a=answers: f"<think>{a[p]}</think>{said[p]}")
+        )
+        jobs.append(job)
+    with Comparison([job.checkpoint_file for job in jobs]) as comparison:
+        assert comparison.summary().states == {"identical": 2}

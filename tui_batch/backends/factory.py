@@ -54,15 +54,25 @@ def remote_backend(server: ServerSettings, model: str) -> Backend:
 
 
 def check_servers(
-    server: ServerSettings, model: str | None = None, schema: AnswerSchema | None = None
+    server: ServerSettings,
+    model: str | None = None,
+    schema: AnswerSchema | None = None,
+    settings: GenerationSettings | None = None,
 ) -> ServerCheck:
-    """Each endpoint's models, which interrupt streaming answers, and (with a `schema`)
-    how each enforces one; a one-line ServerError if one cannot be used (unreachable,
-    refusing the key, not serving `model`). For a CLI or a dashboard, before a job is
-    made."""
+    """Each endpoint's models, which interrupt streaming answers, (with a `schema`) how
+    each enforces one, and (with reasoning `settings` to send) which of those each takes;
+    a one-line ServerError if one cannot be used (unreachable, refusing the key, not
+    serving `model`). For a CLI or a dashboard, before a job is made."""
+    from tui_batch.backends.remote.chat_wire import reasoning_fields
     from tui_batch.backends.remote.openai_api import probe_servers
+    from tui_batch.backends.remote.reasoning_probe import probe_reasoning
 
-    return probe_servers(server, model, schema)
+    check = probe_servers(server, model, schema)
+    fields = reasoning_fields(settings) if settings is not None else {}
+    tried = model or next((name for names in check.models.values() for name in names), None)
+    if fields and tried:
+        check.reasoning = probe_reasoning(server, tried, fields)
+    return check
 
 
 def backend_for_job(job: BatchJob, opened: bool = True) -> Backend:

@@ -206,7 +206,9 @@ def _run_on_servers(
 
     server, model = spec.server, spec.model
     assert server is not None  # a job on servers
-    check = check_servers(server, model, _probed_schema(spec.generation, spec.options))
+    check = check_servers(
+        server, model, _probed_schema(spec.generation, spec.options), spec.generation
+    )
     if model is None:
         names = sorted({name for names in check.models.values() for name in names})
         if len(names) != 1:

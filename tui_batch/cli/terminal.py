@@ -215,17 +215,21 @@ def _watching(printer: ProgressPrinter, backend: Backend) -> Iterator[None]:
         yield
         return
     stop = threading.Event()
+    seen = [0]
+
+    def said() -> Any:
+        status = backend.status()
+        if status is not None:
+            for change in status.new_changes(seen[0]):
+                printer.note(change)
+            seen[0] = status.change_count
+        return status
 
     def watch() -> None:
-        seen = 0
         while not stop.wait(WATCH_INTERVAL):
-            status = backend.status()
-            if status is None:
-                continue
-            for change in status.new_changes(seen):
-                printer.note(change)
-            seen = status.change_count
-            printer.waiting(status.note if status.out_for is not None else None)
+            status = said()
+            if status is not None:
+                printer.waiting(status.note if status.out_for is not None else None)
 
     watcher = threading.Thread(target=watch, name="tui-batch-watch", daemon=True)
     watcher.start()
@@ -234,6 +238,7 @@ def _watching(printer: ProgressPrinter, backend: Backend) -> Iterator[None]:
     finally:
         stop.set()
         watcher.join()
+        said()  # what changed since the last look (a short job ends before one)
 
 
 def print_table(rows: list[tuple[str, ...]]) -> None:

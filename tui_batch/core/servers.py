@@ -214,6 +214,8 @@ class ServerCheck:
     # With a schema: how each server enforces it (one of `chat_wire.SCHEMA_FORMS`); None
     # where it answers without enforcing one, REFUSES_SCHEMAS where it refuses them.
     schema_forms: dict[str, str | None] = field(default_factory=dict)
+    # With reasoning settings to send: what each server said of them, in words.
+    reasoning: dict[str, str] = field(default_factory=dict)
 
     def warnings(self) -> list[str]:
         said = [
@@ -229,6 +231,7 @@ class ServerCheck:
             for url, form in self.schema_forms.items()
             if form in (None, REFUSES_SCHEMAS)
         ]
+        said += [f"{url}: {note}" for url, note in self.reasoning.items()]
         return said
 
     def enforced_form(self, url: str) -> str | None:

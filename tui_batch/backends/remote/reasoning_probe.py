@@ -10,10 +10,19 @@ fail), and said. Whether the answer came with a thought apart from it is said to
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 from tui_batch.backends.remote.chat_wire import read_completion
-from tui_batch.backends.remote.openai_api import import_openai, server_message
+from tui_batch.backends.remote.openai_api import (
+    PROBE_KEPT,
+    Secret,
+    import_openai,
+    make_client,
+    server_message,
+)
+from tui_batch.core.servers import ServerSettings
 
 # The kinds of field, each taken or refused as one: the switch, the effort, the budget.
 KINDS = {
@@ -22,12 +31,52 @@ KINDS = {
     "budget": ("thinking_budget_tokens", "thinking_token_budget"),
 }
 _TOKENS = 16
+# What each endpoint said of each set of fields, for PROBE_KEPT seconds: checking the
+# servers before a job and the job's start ask once.
+_said: dict[tuple[str, str, str], tuple[float, dict[str, Any], str]] = {}
+
+
+def probe_reasoning(server: ServerSettings, model: str, fields: dict[str, Any]) -> dict[str, str]:
+    """What each endpoint says of the job's reasoning fields, in words (by URL), before a
+    job is made: the check of the servers says it; the job then sends what each takes."""
+    secret = Secret(server.api_key_env)
+
+    async def one(url: str, endpoint: Any) -> str:
+        client = make_client(endpoint, server, secret)
+        try:
+            return (await reasoning_fields_taken(client, model, fields, secret))[1]
+        finally:
+            await client.close()
+
+    async def every() -> list[Any]:
+        return await asyncio.gather(
+            *(one(e.url, e) for e in server.endpoints), return_exceptions=True
+        )
+
+    found = asyncio.run(every())
+    return {
+        e.url: said if isinstance(said, str) else "the reasoning probe could not tell"
+        for e, said in zip(server.endpoints, found, strict=True)
+    }
 
 
 async def reasoning_fields_taken(
     client: Any, model: str, fields: dict[str, Any], secret: Any
 ) -> tuple[dict[str, Any], str]:
-    """The fields of `fields` the server takes, and what the probe found, in words."""
+    """The fields of `fields` the server takes, and what the probe found, in words
+    (remembered for PROBE_KEPT seconds)."""
+    key = (str(client.base_url), model, repr(sorted(fields.items())))
+    found = _said.get(key)
+    if found is not None and time.monotonic() - found[0] < PROBE_KEPT:
+        return found[1], found[2]
+    taken, said = await _ask_server(client, model, fields, secret)
+    _said[key] = (time.monotonic(), taken, said)
+    return taken, said
+
+
+async def _ask_server(
+    client: Any, model: str, fields: dict[str, Any], secret: Any
+) -> tuple[dict[str, Any], str]:
     openai = import_openai()
 
     async def ask(sent: dict[str, Any]) -> tuple[bool, str]:

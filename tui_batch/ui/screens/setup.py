@@ -130,6 +130,7 @@ class SetupScreen(JobFileScreen):
     def on_mount(self) -> None:
         self.sub_title = "Job setup"
         self.query_one(ServerForm).answer_schema = self.query_one(AnswerForm).schema
+        self.query_one(ServerForm).reasoning = self.query_one(ReasoningForm).settings
         self.query_one(LocalForm).fill_models()
         self._restore(load_last_setup())
         if self.initial_file is not None and self.initial_file.suffix == JOB_FILE_SUFFIX:

@@ -10,8 +10,9 @@ from textual.app import ComposeResult
 from textual.containers import Grid, Vertical
 from textual.widgets import Input, Label, Select
 
+from tui_batch.core.errors import TuiBatchError
 from tui_batch.core.setting_table import BY_NAME
-from tui_batch.core.settings import GenerationSettings
+from tui_batch.core.settings import GenerationSettings, settings_from_text
 from tui_batch.ui.widgets.number_fields import number_grid
 
 MODES = [(word, word) for word in BY_NAME["reasoning"].words]
@@ -43,6 +44,14 @@ class ReasoningForm(Vertical):
             "reasoning_effort": None if effort == "default" else effort,
             "reasoning_budget": budget or None,
         }
+
+    def settings(self) -> GenerationSettings | None:
+        """The reasoning settings as chosen (None: a mistake, which starting says)."""
+        try:
+            given = {key: value for key, value in self.values().items() if value is not None}
+            return settings_from_text(given)[0]
+        except TuiBatchError:
+            return None
 
     def restore(self, settings: GenerationSettings) -> None:
         self.query_one("#reasoning", Select).value = settings.reasoning

@@ -20,7 +20,7 @@ from tui_batch.core.servers import (
     ServerSettings,
     server_settings_from_text,
 )
-from tui_batch.core.settings import LIMITS
+from tui_batch.core.settings import LIMITS, GenerationSettings
 from tui_batch.core.structured.schema import AnswerSchema
 from tui_batch.ui.text import literal, one_line
 
@@ -35,6 +35,8 @@ class ServerForm(Vertical):
         # What the job's answers must be, as job setup says now (the servers are asked
         # whether they enforce it).
         self.answer_schema: Callable[[], AnswerSchema | None] = lambda: None
+        # The reasoning settings chosen (job setup's), to ask the servers about them.
+        self.reasoning: Callable[[], GenerationSettings | None] = lambda: None
 
     def compose(self) -> ComposeResult:
         yield Label("Servers  [dim](URL[#N] each, separated by spaces)[/]")
@@ -104,7 +106,7 @@ class ServerForm(Vertical):
         from tui_batch.backends.factory import check_servers
 
         try:
-            check = check_servers(server, None, self.answer_schema())
+            check = check_servers(server, None, self.answer_schema(), self.reasoning())
         except TuiBatchError as exc:
             self.app.call_from_thread(self._show, literal(str(exc), style="bold red"))
             return
@@ -126,7 +128,7 @@ class ServerForm(Vertical):
         from tui_batch.backends.factory import check_servers
 
         try:
-            check = check_servers(server, model, self.answer_schema())
+            check = check_servers(server, model, self.answer_schema(), self.reasoning())
         except TuiBatchError as exc:
             self.app.call_from_thread(self._refused, str(exc))
             return
