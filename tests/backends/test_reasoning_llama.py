@@ -161,11 +161,17 @@ def test_reasoning_off_renders_the_switch_and_answers_without_a_thought(
     assert any(r.response_text.strip() for r in results)  # (the small model may say nothing)
 
 
+@pytest.fixture(scope="module")
+def channels_model(tmp_path_factory):
+    """The demo model thinking in gpt-oss-style channels of control tokens."""
+    return make_thinking_model(tmp_path_factory.mktemp("models"), channels=True)
+
+
 @pytest.mark.model
 @pytest.mark.parametrize("parallel", [4, 0])
-def test_channels_of_control_tokens_are_followed_by_token_ids(tmp_path, parallel):
+def test_channels_of_control_tokens_are_followed_by_token_ids(tmp_path, channels_model, parallel):
     """gpt-oss's way: the markers are control tokens, nothing in detokenized text."""
-    model = make_thinking_model(tmp_path, channels=True)
+    model = channels_model
     backend = ParallelLlamaBackend(model, parallel) if parallel else LlamaCppBackend(model)
     _, results = run(tmp_path, model, backend, max_tokens=48, reasoning_budget=12)
     for result in results:

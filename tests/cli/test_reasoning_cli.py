@@ -57,7 +57,8 @@ def test_the_settings_go_into_a_job_file_and_come_back(tmp_path):
 
 @pytest.mark.model
 def test_kill_9_mid_run_then_resume_keeps_thinking_under_the_budget(tmp_path, model):
-    job, saved, _ = kill_then_resume(tmp_path, 6, "--model", str(model), *THINKING)
+    short = ["--reasoning-budget", "8", "--max-tokens", "20"]
+    job, saved, _ = kill_then_resume(tmp_path, 6, "--model", str(model), *short)
     job, final = BatchProcessor().load_job(job.job_id)
     assert job.settings.reasoning_budget == 8  # kept by resume
     assert len(final) == 25 and len(saved) < 25
