@@ -20,11 +20,13 @@ from support.cli import read_until_done, start_cli
 FAST = ["--max-tokens", "6", "--threads", "1"]
 
 
-def reviews(tmp_path: Path, count: int, name: str = "reviews.csv", expected: bool = False) -> Path:
-    """The first `count` records of the example reviews, as their own CSV (with the
+def reviews(
+    tmp_path: Path, count: int, name: str = "reviews.csv", expected: bool = False, first: int = 0
+) -> Path:
+    """`count` records of the example reviews from the `first`, as their own CSV (with the
     hand-written sentiment of the first 50 when `expected`)."""
     with (EXAMPLES / "reviews.csv").open(encoding="utf-8", newline="") as handle:
-        rows = list(csv.DictReader(handle))[:count]
+        rows = list(csv.DictReader(handle))[first : first + count]
     path = tmp_path / name
     columns = ["id", "product", "review", *(["expected_sentiment"] if expected else [])]
     with path.open("w", encoding="utf-8", newline="") as out:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from textual.widgets import DataTable
 
 from tui_batch.core.backend import CallableBackend
 from tui_batch.core.processor import BatchProcessor
@@ -228,9 +229,12 @@ def _ready(screen) -> bool:
     """A screen whose figures come from a worker has them (stats, compare); any other
     has what it reads when it mounts."""
     for figures in ("stats", "summary"):
-        if hasattr(screen, figures):
-            return getattr(screen, figures) is not None
-    return screen.is_mounted
+        if hasattr(screen, figures) and getattr(screen, figures) is None:
+            return False
+    # Its tables laid out with their rows (a busy run once showed a confusion matrix
+    # shown, its rows in, sized 0 by 0).
+    tables = [t for t in screen.query(DataTable) if t.display and t.row_count]
+    return screen.is_mounted and all(t.size.height > 1 for t in tables)
 
 
 async def _open(pilot, show) -> None:

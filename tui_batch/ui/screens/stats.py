@@ -20,6 +20,8 @@ from tui_batch.ui.text import literal, one_line
 # While the job runs, its figures are read again this often (seconds).
 REFRESH = 1.0
 HISTOGRAM_WIDTH = 30
+# The most rows of a confusion matrix shown at once (header included; it scrolls).
+MATRIX_ROWS = 10
 # Each label's figures, right of the confusion matrix.
 FIGURES = ("precision", "recall", "F1")
 
@@ -127,8 +129,8 @@ class StatsScreen(Screen[None]):
         title = self.query_one("#confusion-title", Label)
         table = self.query_one("#confusion", DataTable)
         confusions = stats.confusions if stats is not None else []
-        title.display = table.display = bool(confusions)
         if not confusions:
+            title.display = table.display = False
             return
         self.matrix %= len(confusions)
         confusion = confusions[self.matrix]
@@ -147,12 +149,13 @@ class StatsScreen(Screen[None]):
         )
         cursor = table.cursor_coordinate
         table.clear(columns=True)
+        headers = [Text("expected")]
+        headers += [one_line(column) for column in confusion.columns]
+        headers += [Text(name, style="dim") for name in FIGURES]
         # Keys by place: a label may be named like a heading ("expected", "F1").
-        table.add_column("expected", key="row-label")
-        for number, column in enumerate(confusion.columns):
-            table.add_column(one_line(column), key=f"answer-{number}")
-        for name in FIGURES:
-            table.add_column(Text(name, style="dim"), key=f"figure-{name}")
+        keys = ["row-label", *(f"answer-{n}" for n in range(len(confusion.columns)))]
+        keys += [f"figure-{name}" for name in FIGURES]
+        rows = []
         figures = {f.label: f for f in confusion.per_label()}
         for label in confusion.labels:
             cells: list[Text] = [one_line(label, style="bold")]
@@ -163,9 +166,23 @@ class StatsScreen(Screen[None]):
             shown = figures[label]
             for value in (shown.precision, shown.recall, shown.f1):
                 cells.append(Text("-" if value is None else f"{value:.3f}", style="dim"))
+            rows.append(cells)
+        # Each column as wide as its widest cell, given, so the table's size is known
+        # now: left to measure itself when idle, after the layout that showed it, a
+        # busy run once left the matrix sized 0 by 0.
+        widths = [
+            max(cell.cell_len for cell in column) for column in zip(headers, *rows, strict=True)
+        ]
+        for header, key, width in zip(headers, keys, widths, strict=True):
+            table.add_column(header, key=key, width=width)
+        for cells in rows:
             table.add_row(*cells, key=f"expected-{len(table.rows)}")
+        padding = 2 * table.cell_padding
+        table.styles.width = sum(widths) + padding * len(widths)
+        table.styles.height = min(MATRIX_ROWS, len(rows) + 1)
         # On a cell of the matrix, where enter opens its results (not on a row's label).
         table.move_cursor(row=cursor.row, column=max(1, cursor.column))
+        title.display = table.display = True
 
     def action_next_matrix(self) -> None:
         self.matrix += 1
