@@ -240,7 +240,9 @@ class TuiBatchApp(App[None]):
             return  # already asked, or on the way out
 
         def answer(choice: str | None) -> None:
-            if choice == "stop":
+            if choice in ("stop", "wait") and not self.batch_active:
+                self.exit()  # the job finished while the question was up
+            elif choice == "stop":
                 self.stop_and_exit(0)
             elif choice == "wait":
                 self.exit_after_job = 0
