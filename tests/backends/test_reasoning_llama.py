@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from tui_batch.backends.factory import llama_backend
 from tui_batch.backends.llama.parallel import ParallelLlamaBackend
 from tui_batch.backends.llama.sequential import LlamaCppBackend
 from tui_batch.backends.llama.thinking import find_thinking
@@ -79,6 +80,11 @@ def test_the_demo_models_template_does_not_think(demo_model):
     assert tokens._loaded is not None and tokens._loaded[2].thinking is None
 
 
+def loop(model, parallel: int):
+    """The decode loop a job of `--parallel N` runs on (0: llama-cpp-python's own)."""
+    return llama_backend(model, GenerationSettings(parallel=parallel))
+
+
 def run(tmp_path, model, backend, **settings):
     chosen = GenerationSettings(n_threads=1, **settings)
     processor = BatchProcessor(tmp_path / "checkpoints")
@@ -91,11 +97,7 @@ def run(tmp_path, model, backend, **settings):
 @pytest.mark.model
 @pytest.mark.parametrize("parallel", [4, 0])
 def test_a_budget_closes_every_thought_and_an_answer_follows(tmp_path, thinking_model, parallel):
-    backend = (
-        ParallelLlamaBackend(thinking_model, parallel)
-        if parallel
-        else LlamaCppBackend(thinking_model)
-    )
+    backend = loop(thinking_model, parallel)
     job, results = run(tmp_path, thinking_model, backend, max_tokens=64, reasoning_budget=16)
     assert job.completed == len(PROMPTS)
     for result in results:
@@ -121,11 +123,7 @@ def test_both_loops_think_the_same_under_batch_invariant_decoding(tmp_path, thin
 @pytest.mark.model
 @pytest.mark.parametrize("parallel", [4, 0])
 def test_a_schema_applies_to_the_answer_after_a_bounded_thought(tmp_path, thinking_model, parallel):
-    backend = (
-        ParallelLlamaBackend(thinking_model, parallel)
-        if parallel
-        else LlamaCppBackend(thinking_model)
-    )
+    backend = loop(thinking_model, parallel)
     schema = parse_schema("answer: int, sure: bool")
     _, results = run(
         tmp_path, thinking_model, backend, max_tokens=80, reasoning_budget=16, schema=schema
@@ -151,11 +149,7 @@ def test_a_thought_cut_by_max_tokens_is_never_an_answer(tmp_path, thinking_model
 def test_reasoning_off_renders_the_switch_and_answers_without_a_thought(
     tmp_path, thinking_model, parallel
 ):
-    backend = (
-        ParallelLlamaBackend(thinking_model, parallel)
-        if parallel
-        else LlamaCppBackend(thinking_model)
-    )
+    backend = loop(thinking_model, parallel)
     _, results = run(tmp_path, thinking_model, backend, max_tokens=24, reasoning="off")
     assert all(r.success and r.reasoning is None for r in results)
     assert any(r.response_text.strip() for r in results)  # (the small model may say nothing)
@@ -172,7 +166,7 @@ def channels_model(tmp_path_factory):
 def test_channels_of_control_tokens_are_followed_by_token_ids(tmp_path, channels_model, parallel):
     """gpt-oss's way: the markers are control tokens, nothing in detokenized text."""
     model = channels_model
-    backend = ParallelLlamaBackend(model, parallel) if parallel else LlamaCppBackend(model)
+    backend = loop(model, parallel)
     _, results = run(tmp_path, model, backend, max_tokens=48, reasoning_budget=12)
     for result in results:
         assert result.success and result.response_text.strip()
