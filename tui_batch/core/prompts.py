@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import io
 import json
 import re
 from collections.abc import Iterable, Iterator
@@ -15,7 +14,7 @@ from tui_batch.core.errors import PromptFileError, SettingsError, reading
 from tui_batch.core.jobs import Prompt
 from tui_batch.core.json_values import STRICT_DECODER
 from tui_batch.core.settings import REQUEST_OPTIONS, check_request_options
-from tui_batch.core.templates.records import CsvRowError, csv_rows
+from tui_batch.core.templates.records import CsvRowError, csv_rows, iter_json_array
 
 SUPPORTED_EXTENSIONS = (".txt", ".json", ".jsonl", ".csv")
 # Per-request overrides an OpenAI Batch API body may carry that we honour.
@@ -46,45 +45,80 @@ class PromptFile:
 def load_prompt_file(path: str | Path) -> PromptFile:
     """Load and validate a prompts file, choosing the format by extension."""
     path = Path(path)
+    result = PromptFile(path=path, prompts=[], warnings=[])
+    _validate(iter_prompt_file(path), result)
+    if not result.prompts:
+        raise PromptFileError(f"No prompts found in {path}")
+    return result
+
+
+def check_prompt_file(path: str | Path) -> Path:
+    """`path`, if it names a prompts file of a known kind; else a PromptFileError."""
+    path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_EXTENSIONS:
         raise PromptFileError(
             f"Unsupported prompts file type {suffix or '(none)'!r}: {path} "
             f"(supported: {', '.join(SUPPORTED_EXTENSIONS)})"
         )
-    text = _read_text(path)
+    return path
+
+
+def iter_prompt_file(path: str | Path) -> Iterator[Prompt]:
+    """Each prompt of a prompts file in order, read as it is needed (memory holds a
+    line or an item, never the file) and checked alone (its text valid Unicode); a
+    PromptFileError naming the file and line for anything malformed. Empty prompts and
+    duplicates are left to the caller (`_validate`, `core.prompt_stream`)."""
+    path = check_prompt_file(path)
     parse = {".txt": _parse_txt, ".json": _parse_json, ".jsonl": _parse_jsonl, ".csv": _parse_csv}
-    try:
-        prompts = list(parse[suffix](text, path))
-    except RecursionError:
-        raise PromptFileError(f"{path}: nested too deeply to read") from None
-    result = PromptFile(path=path, prompts=[], warnings=[])
-    _validate(prompts, result)
-    if not result.prompts:
-        raise PromptFileError(f"No prompts found in {path}")
-    return result
+    with reading(path, "prompts file", PromptFileError):
+        try:
+            for prompt in parse[path.suffix.lower()](path):
+                _check_unicode(prompt, path)
+                yield prompt
+        except RecursionError:
+            raise PromptFileError(f"{path}: nested too deeply to read") from None
+        except UnicodeDecodeError as exc:
+            raise PromptFileError(
+                f"{path}: invalid UTF-8 ({exc.reason}); save the file as UTF-8"
+            ) from None
 
 
 def prompts_from_lines(lines: Iterable[str]) -> PromptFile:
     """Prompts typed by a person, one per line, with the .txt file rules."""
-    prompts = list(_parse_txt("\n".join(lines), Path("<typed>")))
     result = PromptFile(path=Path("<typed>"), prompts=[], warnings=[])
-    _validate(prompts, result)
+    _validate(_txt_prompts(enumerate(lines, start=1)), result)
     return result
 
 
-def _read_text(path: Path) -> str:
-    with reading(path, "prompts file", PromptFileError):
-        data = path.read_bytes()
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise PromptFileError(
-            f"{path}:{line}:{column}: invalid UTF-8 (byte 0x{data[exc.start]:02x}); "
-            "save the file as UTF-8"
-        ) from None
+_BOM = b"\xef\xbb\xbf"
+
+
+def _numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """The file's lines numbered from 1, split on line breaks only (a JSON string may
+    hold U+2028 and friends), decoded one at a time."""
+    number = 0
+    with path.open("rb") as handle:
+        for raw in handle:
+            if number == 0 and raw.startswith(_BOM):
+                raw = raw[len(_BOM) :]
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                line = number + 1 + len(_LINE_BREAK.findall(raw[: exc.start].decode("latin-1")))
+                column = exc.start - max(
+                    raw.rfind(b"\n", 0, exc.start), raw.rfind(b"\r", 0, exc.start)
+                )
+                raise PromptFileError(
+                    f"{path}:{line}:{column}: invalid UTF-8 (byte 0x{raw[exc.start]:02x}); "
+                    "save the file as UTF-8"
+                ) from None
+            pieces = _LINE_BREAK.split(text)
+            if len(pieces) > 1 and not pieces[-1]:
+                pieces.pop()  # the line's own end
+            for piece in pieces:
+                number += 1
+                yield number, piece
 
 
 def _where(path: Path, prompt: Prompt) -> str:
@@ -105,7 +139,7 @@ def _check_unicode(prompt: Prompt, path: Path) -> None:
             ) from None
 
 
-def _validate(prompts: list[Prompt], result: PromptFile) -> None:
+def _validate(prompts: Iterable[Prompt], result: PromptFile) -> None:
     first_seen: dict[tuple[str | None, str], int | None] = {}
     ids: dict[str, int | None] = {}
     for prompt in prompts:
@@ -129,16 +163,15 @@ def _validate(prompts: list[Prompt], result: PromptFile) -> None:
         result.prompts.append(prompt)
 
 
-def _lines(text: str) -> Iterator[tuple[int, str]]:
-    """Numbered lines, split on line breaks only: a JSON string may hold U+2028 and friends."""
-    yield from enumerate(_LINE_BREAK.split(text), start=1)
-
-
-def _parse_txt(text: str, path: Path) -> Iterator[Prompt]:
-    for number, line in _lines(text):
+def _txt_prompts(lines: Iterable[tuple[int, str]]) -> Iterator[Prompt]:
+    for number, line in lines:
         stripped = line.strip()
         if stripped and not stripped.startswith("#"):
             yield Prompt(text=stripped, line=number)
+
+
+def _parse_txt(path: Path) -> Iterator[Prompt]:
+    return _txt_prompts(_numbered_lines(path))
 
 
 def _json_error(path: Path, exc: json.JSONDecodeError, line_offset: int = 0) -> PromptFileError:
@@ -159,27 +192,40 @@ def _loads(text: str, path: Path, line_offset: int = 0) -> Any:
         raise PromptFileError(f"{path}:{line_offset + 1}: invalid JSON: {exc}") from None
 
 
-def _parse_json(text: str, path: Path) -> Iterator[Prompt]:
-    data = _loads(text, path)
-    if not isinstance(data, list):
-        raise PromptFileError(
-            f"{path}: expected a JSON array of prompts, got {type(data).__name__}"
-        )
-    for number, item in enumerate(data, start=1):
+def _parse_json(path: Path) -> Iterator[Prompt]:
+    items = iter_json_array(
+        path,
+        PromptFileError,
+        STRICT_DECODER.raw_decode,
+        word="item",
+        expected="a JSON array of prompts",
+        located=True,
+    )
+    for number, item in items:
         yield _prompt_from_item(item, f"{path}: item {number}", line=None)
 
 
-def _parse_jsonl(text: str, path: Path) -> Iterator[Prompt]:
-    for number, line in _lines(text):
+def _parse_jsonl(path: Path) -> Iterator[Prompt]:
+    for number, line in _numbered_lines(path):
         if not line.strip():
             continue
         item = _loads(line, path, line_offset=number - 1)
         yield _prompt_from_item(item, f"{path}:{number}", line=number)
 
 
-def _parse_csv(text: str, path: Path) -> Iterator[Prompt]:
-    stream = io.StringIO(text, newline="")
-    reader = csv.reader(stream, strict=True)
+def _parse_csv(path: Path) -> Iterator[Prompt]:
+    with path.open(encoding="utf-8-sig", newline="") as stream:
+        reader = csv.reader(stream, strict=True)
+        try:
+            yield from _csv_prompts(reader, path)
+        except UnicodeDecodeError as exc:
+            raise PromptFileError(
+                f"{path}:{reader.line_num + 1}: invalid UTF-8 ({exc.reason}); "
+                "save the file as UTF-8"
+            ) from None
+
+
+def _csv_prompts(reader: Any, path: Path) -> Iterator[Prompt]:
     try:
         header = next(reader, [])
     except csv.Error as exc:

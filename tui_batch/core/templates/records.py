@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from tui_batch.core.errors import DataFileError, reading
+from tui_batch.core.errors import DataFileError, TuiBatchError, reading
 from tui_batch.core.json_values import JsonValueError, clean_value, parse_json, raw_decode
 from tui_batch.core.store import CHECKPOINT_PREFIX, CHECKPOINT_SUFFIX
 from tui_batch.core.templates.job_records import JOB_PREFIX, job_data_file, job_records
@@ -149,24 +149,41 @@ def _jsonl(path: Path) -> Iterator[tuple[int, Record]]:
 
 
 def _json_array(path: Path) -> Iterator[tuple[int, Record]]:
-    """A JSON array of objects, decoded one element at a time from a sliding buffer."""
+    for number, value in iter_json_array(path):
+        yield number, _record(path, f"record {number}", value)
+
+
+def iter_json_array(
+    path: Path,
+    error: type[TuiBatchError] = DataFileError,
+    decode: Callable[[str, int], tuple[Any, int]] = raw_decode,
+    word: str = "record",
+    expected: str = "a JSON array of objects",
+    located: bool = False,
+) -> Iterator[tuple[int, Any]]:
+    """The items of the JSON array in `path`, numbered from 1, decoded one at a time from
+    a sliding buffer (memory holds an item, never the file); `error` names the item, or
+    (`located`) the line and column where the JSON went wrong."""
+    lines_before = 0  # line breaks in the text already dropped from the buffer
     with path.open(encoding="utf-8-sig") as handle:
         buffer, position, number = handle.read(_CHUNK), 0, 0
         at_end = len(buffer) < _CHUNK
 
         def skip(chars: str) -> None:
-            nonlocal buffer, position, at_end
+            nonlocal buffer, position, at_end, lines_before
             while True:
                 while position < len(buffer) and buffer[position] in chars:
                     position += 1
                 if position < len(buffer) or at_end:
                     return
+                lines_before += buffer.count("\n")
                 buffer, position = handle.read(_CHUNK), 0
                 at_end = len(buffer) < _CHUNK
 
         skip(" \t\r\n")
         if buffer[position : position + 1] != "[":
-            raise DataFileError(f"{path}: expected a JSON array of objects")
+            got = _KINDS.get(buffer[position : position + 1], "a number")
+            raise error(f"{path}: expected {expected}" + (f", got {got}" if located else ""))
         position += 1
         while True:
             skip(" \t\r\n")
@@ -174,30 +191,45 @@ def _json_array(path: Path) -> Iterator[tuple[int, Record]]:
                 return
             if number:
                 if buffer[position : position + 1] != ",":
-                    raise DataFileError(f"{path}: after record {number}, expected ',' or ']'")
+                    raise error(f"{path}: after {word} {number}, expected ',' or ']'")
                 position += 1
                 skip(" \t\r\n")
             while True:
                 try:
-                    value, end = raw_decode(buffer, position)
+                    value, end = decode(buffer, position)
                     break
                 except (JsonValueError, RecursionError) as exc:
-                    raise DataFileError(
-                        f"{path}, record {number + 1}: {_json_value_problem(exc)}"
-                    ) from None
+                    where = f", {word} {number + 1}"
+                    if located:
+                        where = f":{lines_before + buffer.count(chr(10), 0, position) + 1}"
+                    raise error(f"{path}{where}: {_json_value_problem(exc)}") from None
                 except json.JSONDecodeError as exc:
                     if at_end:
-                        raise DataFileError(
-                            f"{path}, record {number + 1}: not JSON ({exc.msg})"
-                        ) from None
+                        if located:
+                            line = lines_before + buffer.count("\n", 0, exc.pos) + 1
+                            column = exc.pos - buffer.rfind("\n", 0, exc.pos)
+                            raise error(
+                                f"{path}:{line}:{column}: invalid JSON: {exc.msg}"
+                            ) from None
+                        raise error(f"{path}, {word} {number + 1}: not JSON ({exc.msg})") from None
                     more = handle.read(_CHUNK)
                     at_end = len(more) < _CHUNK
+                    lines_before += buffer.count("\n", 0, position)
                     buffer, position = buffer[position:] + more, 0
+                except ValueError as exc:  # a number too long to convert, say
+                    if located:
+                        line = lines_before + buffer.count("\n", 0, position) + 1
+                        raise error(f"{path}:{line}: invalid JSON: {exc}") from None
+                    raise error(f"{path}, {word} {number + 1}: not JSON ({exc})") from None
             number += 1
             position = end
-            yield number, _record(path, f"record {number}", value)
+            yield number, value
             if position > _CHUNK:
+                lines_before += buffer.count("\n", 0, position)
                 buffer, position = buffer[position:], 0
+
+
+_KINDS = {"{": "dict", '"': "str", "t": "bool", "f": "bool", "n": "NoneType", "": "nothing"}
 
 
 def _parquet(path: Path) -> Iterator[tuple[int, Record]]:
