@@ -7,6 +7,9 @@ LOCAL = {
     "template_text": "+++\nmax_tokens = 3\n+++\nReview: {{ review }}\n'quoted'\n",
     "data": "data/reviews.csv",
     "id_field": "id",
+    "limit": 100,
+    "range": "10:500",
+    "shard": "2/4",
     "name": "labels, second try",
     "model": "SmolLM2-135M-Instruct.Q4_1",
     "n_ctx": 4096,
@@ -42,6 +45,7 @@ LOCAL = {
 SERVERS = {
     "prompts": "p.txt",
     "model": "served-name",
+    "sample": 50,
     "server": ["http://127.0.0.1:8000/v1#4", "http://127.0.0.1:8001/v1"],
     "api_key_env": "MY_KEY",
     "concurrency": 32,

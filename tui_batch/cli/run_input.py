@@ -13,7 +13,8 @@ from tui_batch.core.errors import SettingsError, TemplateError
 from tui_batch.core.export import check_output_path
 from tui_batch.core.jobfile import JOB_FILE_SUFFIX, load_job_file, output_outside, save_job_file
 from tui_batch.core.jobs import BatchJob
-from tui_batch.core.run_input import RunInput, compile_template, load_run_input
+from tui_batch.core.prompt_stream import compile_template
+from tui_batch.core.run_input import RunInput, load_run_input
 from tui_batch.core.run_input import check_input as core_check_input
 from tui_batch.core.run_spec import RunSpec
 from tui_batch.core.settings import GenerationSettings

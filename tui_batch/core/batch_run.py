@@ -21,12 +21,14 @@ from tui_batch.core import events
 from tui_batch.core.backend import Backend, Completion, Task, describe_error
 from tui_batch.core.cache.job_cache import JobCache
 from tui_batch.core.cache.key import reproducible, sampling_of
-from tui_batch.core.errors import CheckpointError
+from tui_batch.core.errors import CheckpointError, DataFileError, PromptFileError, TemplateError
 from tui_batch.core.jobs import Attempt, BatchJob, BatchResult, JobStatus, Prompt, utc_now
 from tui_batch.core.progress import ProgressTracker, ProgressUpdate
+from tui_batch.core.prompt_stream import PromptStream
 from tui_batch.core.reasoning import INCOMPLETE_THOUGHT
 from tui_batch.core.settings import ErrorStrategy
-from tui_batch.core.store import CheckpointStore, CheckpointWriter
+from tui_batch.core.store import CheckpointStore, CheckpointWriter, DuplicateId
+from tui_batch.core.stored import StoredPrompts
 from tui_batch.core.structured.check import check_answer
 
 ProgressCallback = Callable[[ProgressUpdate], None]
@@ -37,6 +39,18 @@ IDLE_POLL = 0.05
 # temperature, since greedy decoding would give the same answer again.
 INVALID_RETRY_TEMPERATURE = 0.7
 CHECKED_ONLY = "checked, and run again when invalid (not enforced while generating)"
+# Prompts taken from the checkpoint at a time (at least four times what runs at once).
+WINDOW = 1024
+
+
+class _Joined:
+    """The job's prompts stored, then a chunk not stored yet: indexable as one."""
+
+    def __init__(self, stored: Sequence[Prompt], chunk: Sequence[Prompt], start: int) -> None:
+        self.stored, self.chunk, self.start = stored, chunk, start
+
+    def __getitem__(self, index: int) -> Prompt:
+        return self.stored[index] if index < self.start else self.chunk[index - self.start]
 
 
 @dataclass(slots=True)
@@ -90,7 +104,15 @@ class BatchRun:
         self.paused = 0.0  # seconds this run has spent paused so far
         self.invalid: dict[int, _Invalid] = {}  # by prompt, while it is run again
         self.cache: JobCache | None = None
-        self.served: list[int] = []  # prompts the cache answered, this run
+        self.cache_opened = False
+        self.served_shown = False
+        # Keep every result for the caller (`process_batch` returns them); a job run from
+        # a stream keeps none: its results are in the checkpoint.
+        self.keep_results = True
+        # The rest of the job's input, read in a chunk at a time as the prompts run out.
+        self.stream: PromptStream | None = None
+        self.cursor = -1  # the last prompt index taken into `pending`
+        self.window = WINDOW
 
     def execute(
         self, retry_failed: bool, previous: Sequence[BatchResult] | None
@@ -99,19 +121,16 @@ class BatchRun:
         job = self.job
         writer = self.store.writer(job)
         try:
-            self._load_previous(writer, retry_failed, previous)
-            pending = deque(i for i in range(job.total_prompts) if i not in self.results)
-            if pending:
-                self.cache = JobCache.open(job, self.backend, self._cache_problem)
-                if self.cache is not None and job.options.cache_reads:
-                    pending = self._serve_cached(writer, self.cache, pending)
-            invalid = sum(1 for r in self.results.values() if r.invalid)
-            cut = sum(1 for r in self.results.values() if r.thought_cut)
+            invalid, cut = self._load_previous(writer, retry_failed, previous)
             self.tracker = ProgressTracker(
                 job.total_prompts, job.completed, job.failed, self.clock, invalid, cut
             )
-            self._show_served(len(pending))
-            if pending:
+            self.window = max(WINDOW, 4 * self.backend.capacity)
+            pending: deque[int] = deque()
+            stopped = self._refill(writer, pending)
+            if stopped is not None:
+                status, reason = stopped
+            elif pending:
                 # Text streams always: its first piece times the prompt's first token.
                 self.backend.begin(job, self._token)
                 if job.settings.schema is not None:
@@ -144,46 +163,89 @@ class BatchRun:
         writer: CheckpointWriter,
         retry_failed: bool,
         previous: Sequence[BatchResult] | None,
-    ) -> None:
+    ) -> tuple[int, int]:
+        """The results so far: kept (to return them) or counted; failed ones removed to
+        run again (`retry_failed`). Returns the invalid answers and thoughts cut."""
         job = self.job
-        if previous is None:
-            _, previous = self.store.load(writer.path)
-        self.results = {r.prompt_index: r for r in previous}
         if retry_failed:
-            failed = [i for i, r in self.results.items() if not r.success]
-            for index in failed:
-                del self.results[index]
-            if failed:
-                writer.remove(job, failed)
-        job.completed = sum(1 for r in self.results.values() if r.success)
-        job.failed = len(self.results) - job.completed
+            writer.remove_failed(job)
+        if self.keep_results:
+            if previous is None:
+                _, previous = self.store.load(writer.path)
+            self.results = {
+                r.prompt_index: r for r in previous if not (retry_failed and not r.success)
+            }
+        count, succeeded, invalid, cut = writer.counts()
+        job.completed, job.failed = succeeded, count - succeeded
+        return invalid, cut
+
+    def _refill(
+        self, writer: CheckpointWriter, pending: deque[int]
+    ) -> tuple[JobStatus, str] | None:
+        """Take the next window of prompts with no result into `pending`, reading more of
+        the job's input when the checkpoint's run out; the answer cache serves what it
+        can first. Returns why the job stops, where the input cannot be read on."""
+        while not pending:
+            window = writer.pending(self.cursor, self.window)
+            if not window:
+                if self.stream is None or self.stream.done:
+                    return None
+                try:
+                    self._read_on(writer)
+                except (PromptFileError, TemplateError, DataFileError) as exc:
+                    return JobStatus.FAILED, f"reading the input stopped: {exc}"
+                continue
+            self.cursor = window[-1]
+            if not self.cache_opened:
+                self.cache_opened = True
+                self.cache = JobCache.open(self.job, self.backend, self._cache_problem)
+            if self.cache is not None and self.job.options.cache_reads:
+                window = self._serve_cached(writer, self.cache, window)
+            pending.extend(window)
+        return None
+
+    def _read_on(self, writer: CheckpointWriter) -> None:
+        """The next chunk of the job's input into its checkpoint."""
+        stream, job = self.stream, self.job
+        assert stream is not None
+        prompts = stream.chunk()
+        job.reading = stream.reading()
+        if stream.done and stream.template_source is not None:
+            job.template = stream.template_source
+        try:
+            writer.add_prompts(job, prompts, stream.check_ids)
+        except DuplicateId as exc:
+            raise stream.duplicate(exc, _Joined(job.prompts, prompts, job.total_prompts)) from None
+        if isinstance(job.prompts, StoredPrompts):
+            job.prompts.grow(job.total_prompts)
+        self.tracker.total = job.total_prompts
+        self._emit(events.InputRead(stream.records, job.total_prompts, stream.done))
 
     def _serve_cached(
-        self, writer: CheckpointWriter, cache: JobCache, pending: deque[int]
-    ) -> deque[int]:
-        """Record what the cache answers of `pending` (saved at once, in one commit);
+        self, writer: CheckpointWriter, cache: JobCache, window: list[int]
+    ) -> list[int]:
+        """Record what the cache answers of `window` (saved at once, in one commit);
         return the prompts left to run."""
-        served = cache.serve(pending)
-        self.served = sorted(served)
-        for index in self.served:
-            result = self._scored(served[index])
-            self.results[index] = result
+        served = cache.serve(window)
+        ordered = [self._scored(served[index]) for index in sorted(served)]
+        for result in ordered:
+            if self.keep_results:
+                self.results[result.prompt_index] = result
             self.unsaved.append(result)
         self.job.completed += len(served)
+        self.tracker.completed += len(served)
         if served:
             self._commit(writer)
-        return deque(i for i in pending if i not in served)
-
-    def _show_served(self, left: int) -> None:
-        """What the cache served, with the results, then the progress they make (they
-        count as done before the run's clock starts, so its rates and ETA are the
-        model's own)."""
-        if self.cache is None or not self.job.options.cache_reads:
-            return
-        served = tuple(self.results[index] for index in self.served)
-        self._emit(events.CacheServed(len(served), left, str(self.cache.cache.path), served))
-        if served:
-            self._emit(events.ResultReady(self.tracker.update()))
+        left = [i for i in window if i not in served]
+        if ordered or not self.served_shown:
+            self.served_shown = True
+            to_run = self.job.total_prompts - self.job.done
+            self._emit(
+                events.CacheServed(len(served), to_run, str(cache.cache.path), tuple(ordered))
+            )
+            if ordered:
+                self._emit(events.ResultReady(self.tracker.update()))
+        return left
 
     def _cache_problem(self, message: str) -> None:
         self._emit(events.CacheProblem(message))
@@ -208,6 +270,10 @@ class BatchRun:
                 continue
             broken: list[Completion] = []
             while backend.in_flight < backend.capacity:
+                if not pending:
+                    stopped = self._refill(writer, pending)
+                    if stopped is not None:
+                        return stopped
                 task = self._next_task(pending)
                 if task is None:
                     break
@@ -374,7 +440,8 @@ class BatchRun:
         if self.cache is not None:
             self.cache.keep(result, rerun=earlier.count > 0)
         self.invalid.pop(completion.index, None)
-        self.results[completion.index] = result
+        if self.keep_results:
+            self.results[completion.index] = result
         self.unsaved.append(result)
         update = self.tracker.record(result)
         job.completed, job.failed = update.completed, update.failed

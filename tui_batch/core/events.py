@@ -65,6 +65,16 @@ class CacheServed:
 
 
 @dataclass(frozen=True, slots=True)
+class InputRead:
+    """A job read in from a large input took its next chunk: `records` of the file
+    read so far, `prompts` in the job now, `done` when the input is all in."""
+
+    records: int
+    prompts: int
+    done: bool
+
+
+@dataclass(frozen=True, slots=True)
 class CacheKept:
     """At a run's end: answers it kept in the cache, and those it did not, by why
     (`cut off by max tokens`, `errors`, ...: they run again next time)."""
@@ -89,6 +99,7 @@ BatchEvent = (
     | JobStateChanged
     | SchemaEnforced
     | CacheServed
+    | InputRead
     | CacheKept
     | CacheProblem
 )

@@ -20,6 +20,7 @@ from tui_batch.core.settings import (
     Prices,
     check_request_options,
 )
+from tui_batch.core.slices import InputSlice
 from tui_batch.core.templates.source import TemplateSource
 
 __all__ = [
@@ -383,6 +384,10 @@ class BatchJob:
     scoring: Scoring | None = None
     # What listings call it (`--name`; by default its job file's or input file's name).
     name: str | None = None
+    # Which records of its input it takes (None: all of them).
+    input_slice: InputSlice | None = None
+    # Set while its input is still being read in (a job streamed from a large file).
+    reading: Reading | None = None
 
     def __post_init__(self) -> None:
         validate_job_id(self.job_id)
@@ -397,6 +402,8 @@ class BatchJob:
             raise TypeError("template must be TemplateSource")
         if self.scoring is not None and not isinstance(self.scoring, Scoring):
             raise TypeError("scoring must be Scoring")
+        if self.input_slice is not None and self.input_slice.whole:
+            self.input_slice = None
         options = self.options  # checked when made
         self.error_strategy = options.error_strategy
         self.retry_backoff = options.retry_backoff
@@ -430,6 +437,8 @@ class BatchJob:
         data["template"] = self.template.to_dict() if self.template else None
         data["prices"] = self.prices.to_dict() if self.prices else None
         data["scoring"] = self.scoring.to_dict() if self.scoring else None
+        data["input_slice"] = self.input_slice.to_dict() if self.input_slice else None
+        data["reading"] = self.reading.to_dict() if self.reading else None
         return data
 
     @property
@@ -474,6 +483,10 @@ class BatchJob:
                 values["prices"] = Prices(prices.get("input"), prices.get("output"))
             if header.get("scoring") is not None:
                 values["scoring"] = Scoring.from_dict(header["scoring"])
+            if header.get("input_slice") is not None:
+                values["input_slice"] = InputSlice.from_dict(header["input_slice"])
+            if header.get("reading") is not None:
+                values["reading"] = Reading.from_dict(header["reading"])
             return cls(prompts=prompts, **values)
         except SettingsError as exc:
             raise CheckpointError(f"job record: {exc}") from None
@@ -505,6 +518,30 @@ _HEADER_TYPES.update(dict.fromkeys(_HEADER_DATES, str))
 
 
 MAX_JOB_NAME = 80
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """Where reading a job's input stands while it is not all in: the number of the
+    last record read in (`slices`' numbering), and the input file's SHA-256 when the
+    reading began (a resume reads on only from the same file)."""
+
+    position: int
+    sha256: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"position": self.position, "sha256": self.sha256}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Reading:
+        if not isinstance(data, dict):
+            raise CheckpointError("job record: reading is not an object")
+        position, sha256 = data.get("position"), data.get("sha256")
+        if not isinstance(position, int) or isinstance(position, bool) or position < 0:
+            raise CheckpointError(f"job record: reading position {position!r:.40}")
+        if sha256 is not None and not isinstance(sha256, str):
+            raise CheckpointError("job record: reading sha256 is not text")
+        return cls(position, sha256)
 
 
 def check_job_name(name: str | None) -> str | None:

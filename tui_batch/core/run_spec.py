@@ -27,13 +27,18 @@ from tui_batch.core.settings import (
     GenerationSettings,
     JobOptions,
     Prices,
+    check,
+    parse_number,
     settings_from_text,
 )
+from tui_batch.core.slices import InputSlice, parse_range, parse_shard
 from tui_batch.core.structured.schema import AnswerSchema
 
 # Where the prompts come from: a prompts file, or a template (a file or its text) over
 # a data file, its records named by a column.
 INPUT_KEYS = ("prompts", "template", "template_text", "data", "id_field", "name")
+# Which records of the input a job takes (`core.slices`).
+SLICE_KEYS = ("limit", "sample", "range", "shard")
 # How a local model is run: no setting of servers.
 LOCAL_KEYS = tuple(s.name for s in SETTINGS if s.table == "model" and s.name != "model")
 _PRICE_KEYS = ("price_in", "price_out")
@@ -73,6 +78,8 @@ class RunSpec:
     output_format: str | None = None
     prices: Prices | None = None
     scoring: Scoring | None = None
+    # Which records of the input the job takes (None: all).
+    input_slice: InputSlice | None = None
     given: frozenset[str] = field(default=frozenset(), compare=False)
 
     @classmethod
@@ -113,6 +120,7 @@ class RunSpec:
                 f"got {output_format!r:.40}"
             )
         return cls(
+            input_slice=_slice(given, generation.seed),
             scoring=_scoring(given),
             prompts=_path(given, "prompts"),
             template=_path(given, "template"),
@@ -146,6 +154,13 @@ class RunSpec:
 
     def _values(self) -> dict[str, Any]:
         values: dict[str, Any] = {key: getattr(self, key) for key in INPUT_KEYS}
+        chosen = self.input_slice
+        values.update(
+            limit=chosen.limit if chosen else None,
+            sample=chosen.sample if chosen else None,
+            range=_range_text(chosen),
+            shard=f"{chosen.shard[0]}/{chosen.shard[1]}" if chosen and chosen.shard else None,
+        )
         values["model"] = self.model
         values.update(self.generation.to_dict())
         schema = self.generation.schema
@@ -222,10 +237,32 @@ class RunSpec:
             "prices": self.prices,
             "scoring": self.scoring,
             "name": self.name,
+            "input_slice": self.input_slice,
         }
 
 
-_DEFAULTS = RunSpec()._values()
+def _slice(given: Mapping[str, Any], seed: int | None) -> InputSlice | None:
+    """The records the job takes, from --limit, --sample (with the seed), --range and
+    --shard (None: all)."""
+    if not any(key in given for key in SLICE_KEYS):
+        return None
+    values: dict[str, Any] = {"seed": seed or 0}
+    for key in ("limit", "sample"):
+        if key in given:
+            value = given[key]
+            values[key] = parse_number(key, value) if isinstance(value, str) else check(key, value)
+    if "range" in given:
+        values["start"], values["stop"] = parse_range(str(given["range"]))
+    if "shard" in given:
+        values["shard"] = parse_shard(str(given["shard"]))
+    chosen = InputSlice(**values)
+    return None if chosen.whole else chosen
+
+
+def _range_text(chosen: InputSlice | None) -> str | None:
+    if chosen is None or (chosen.start is None and chosen.stop is None):
+        return None
+    return f"{chosen.start or ''}:{chosen.stop or ''}"
 
 
 def _scoring(given: Mapping[str, Any]) -> Scoring | None:
@@ -258,3 +295,6 @@ def _text(given: Mapping[str, Any], key: str) -> str | None:
     if value is not None and not isinstance(value, str):
         raise SettingsError(f"{named(BY_NAME[key])}: expected text, got {value!r:.40}")
     return value
+
+
+_DEFAULTS = RunSpec()._values()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, closing, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +32,7 @@ from tui_batch.core.jobs import (
     utc_now,
     validate_job_id,
 )
+from tui_batch.core.reasoning import INCOMPLETE_THOUGHT
 from tui_batch.core.rows import RESULT_COLUMNS, JobSummary, result_from_row, result_row
 from tui_batch.core.scratch import check_folder_writable, remove_stale, scratch_file
 
@@ -212,10 +213,11 @@ class CheckpointStore:
             where = self.path_for(job_id) if job_id and self.exists(job_id) else self.directory
             raise _storage_error("write checkpoints in", where, exc) from None
 
-    def create(self, job: BatchJob) -> Path:
+    def create(self, job: BatchJob, check_ids: bool = False) -> Path:
         """Write a new checkpoint holding the job and its prompts, readable by the owner only.
 
-        It is built in a scratch file and linked into place only when whole.
+        It is built in a scratch file and linked into place only when whole. Two prompts
+        with one id are a DuplicateId (`check_ids` False: their ids are known unique).
         """
         path = self.path_for(job.job_id)
         if path.exists():
@@ -234,19 +236,15 @@ class CheckpointStore:
                 connection.execute(
                     "INSERT INTO job (id, header) VALUES (1, ?)", (_header_json(job),)
                 )
-                connection.executemany(
-                    "INSERT INTO prompts (idx, data) VALUES (?, ?)",
-                    (
-                        (i, json.dumps(p.to_dict(), ensure_ascii=False))
-                        for i, p in enumerate(job.prompts)
-                    ),
-                )
+                _insert_prompts(connection, 0, job.prompts, check_ids)
                 connection.execute("COMMIT")
             os.link(scratch, path)  # fails if the job exists: never replaces one
         except FileExistsError:
             raise CheckpointError(
                 f"A checkpoint for job {job.job_id} already exists: {path}"
             ) from None
+        except DuplicateId:
+            raise
         except (sqlite3.Error, OSError, UnicodeEncodeError) as exc:
             raise _storage_error("create checkpoint", path, exc) from None
         finally:
@@ -407,6 +405,54 @@ class CheckpointWriter:
             lambda c: c.executemany(_INSERT_RESULT, (result_row(r) for r in results)), job
         )
 
+    def add_prompts(
+        self, job: BatchJob, prompts: Sequence[Prompt], check_ids: bool = False
+    ) -> None:
+        """Append `prompts` (numbered on from the job's count) and save the job's header,
+        in one transaction (a job read in from a stream: `job.total_prompts` grows by
+        them). Two prompts with one id are a DuplicateId, and nothing is added."""
+        start = job.total_prompts
+        job.total_prompts = start + len(prompts)
+        job.updated_at = utc_now()
+        try:
+            self._transaction(lambda c: _insert_prompts(c, start, prompts, check_ids), job)
+        except BaseException:
+            job.total_prompts = start
+            raise
+
+    def pending(self, after: int, limit: int) -> list[int]:
+        """Up to `limit` prompts after index `after` with no result, in order."""
+        return [
+            index
+            for (index,) in self._connection.execute(
+                "SELECT idx FROM prompts WHERE idx > ? AND NOT EXISTS "
+                "(SELECT 1 FROM results WHERE prompt_index = idx) ORDER BY idx LIMIT ?",
+                (after, limit),
+            )
+        ]
+
+    def counts(self) -> tuple[int, int, int, int]:
+        """The results so far: how many, succeeded, invalid, and thoughts with no answer."""
+        row = self._connection.execute(
+            "SELECT COUNT(*), COALESCE(SUM(success), 0), COALESCE(SUM(invalid), 0), "
+            "COALESCE(SUM(NOT success AND substr(COALESCE(error_message, ''), 1, ?) = ?), 0) "
+            "FROM results",
+            (len(INCOMPLETE_THOUGHT), INCOMPLETE_THOUGHT),
+        ).fetchone()
+        return row[0], row[1], row[2], row[3]
+
+    def remove_failed(self, job: BatchJob) -> int:
+        """Delete every failed result (to run those prompts again); how many."""
+        removed = 0
+
+        def change(connection: sqlite3.Connection) -> None:
+            nonlocal removed
+            removed = connection.execute("DELETE FROM results WHERE success = 0").rowcount
+
+        job.updated_at = utc_now()
+        self._transaction(change, job)
+        return removed
+
     def remove(self, job: BatchJob, indices: Iterable[int]) -> None:
         job.updated_at = utc_now()
         self._transaction(
@@ -448,6 +494,43 @@ class CheckpointWriter:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class DuplicateId(CheckpointError):
+    """Two prompts of a job with one id: the `index` being added and the `first`."""
+
+    def __init__(self, custom_id: str, first: int, index: int) -> None:
+        super().__init__(f"duplicate id {custom_id!r:.60} (prompts {first} and {index})")
+        self.custom_id, self.first, self.index = custom_id, first, index
+
+
+_IDS = "CREATE TABLE IF NOT EXISTS ids (custom_id TEXT PRIMARY KEY, idx INTEGER NOT NULL) WITHOUT ROWID"
+
+
+def _insert_prompts(
+    connection: sqlite3.Connection, start: int, prompts: Sequence[Prompt], check_ids: bool
+) -> None:
+    """Insert `prompts` from index `start`; with `check_ids`, their ids too (a table of
+    them, so a duplicate is found at any size without holding every id in memory)."""
+    connection.executemany(
+        "INSERT INTO prompts (idx, data) VALUES (?, ?)",
+        ((start + i, json.dumps(p.to_dict(), ensure_ascii=False)) for i, p in enumerate(prompts)),
+    )
+    if not check_ids:
+        return
+    connection.execute(_IDS)
+    for offset, prompt in enumerate(prompts):
+        if prompt.custom_id is None or prompt.repeat not in (None, 0):
+            continue
+        try:
+            connection.execute(
+                "INSERT INTO ids (custom_id, idx) VALUES (?, ?)", (prompt.custom_id, start + offset)
+            )
+        except sqlite3.IntegrityError:
+            (first,) = connection.execute(
+                "SELECT idx FROM ids WHERE custom_id = ?", (prompt.custom_id,)
+            ).fetchone()
+            raise DuplicateId(prompt.custom_id, first, start + offset) from None
 
 
 def _in_range(index: Any, count: int) -> bool:

@@ -68,7 +68,7 @@ def render_prompts(
             warnings.append(f"record {item.number}: empty prompt skipped")
         if rendered is None:
             continue
-        prompt = _prompt(rendered, id_field, data_path)
+        prompt = rendered_prompt(rendered, id_field, data_path)
         first = ids.setdefault(prompt.custom_id or "", rendered.number)
         if first != rendered.number:
             raise TemplateError(
@@ -105,7 +105,7 @@ def _with_id_check(records: Any, id_field: str | None, path: Path) -> Any:
         yield number, record
 
 
-def _prompt(item: Rendered, id_field: str | None, path: Path) -> Prompt:
+def rendered_prompt(item: Rendered, id_field: str | None, path: Path) -> Prompt:
     text = item.prompt.strip()
     if id_field is None:
         custom_id = str(item.number)

@@ -12,15 +12,18 @@ from tui_batch.core.errors import (
     CheckpointError,
     DataFileError,
     TemplateError,
+    TuiBatchError,
     read_utf8,
     reading,
 )
 
 
-def file_sha256(path: Path) -> str:
+def file_sha256(
+    path: Path, what: str = "data file", error: type[TuiBatchError] = DataFileError
+) -> str:
     """The SHA-256 of a data file's bytes, read in blocks."""
     digest = hashlib.sha256()
-    with reading(path, "data file", DataFileError), path.open("rb") as stream:
+    with reading(path, what, error), path.open("rb") as stream:
         while block := stream.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()

@@ -1,0 +1,203 @@
+"""A job's prompts and results read from its checkpoint as they are needed, never all
+at once: what lets a job of ten million prompts run, resume and export in flat memory.
+
+`StoredPrompts` is the `BatchJob.prompts` of a job opened this way: a sequence (length,
+index, iteration) whose items are read a page at a time through a read-only connection
+and a few pages kept. `StoredResults` is a sequence of the job's results, read in prompt
+order with a cursor. `result_counts` gives what a run's last line says, with SQL.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import overload
+
+from tui_batch.core.errors import CheckpointError
+from tui_batch.core.jobs import BatchResult, Prompt
+from tui_batch.core.reasoning import INCOMPLETE_THOUGHT
+from tui_batch.core.rows import result_from_row
+from tui_batch.core.store import connect_read_only, result_columns
+
+# Prompts read at a time, and pages kept (the engine reads in order, with a few retries
+# from behind).
+PAGE = 2048
+PAGES_KEPT = 4
+_DAMAGE = (sqlite3.Error, ValueError, TypeError, RecursionError, CheckpointError)
+
+
+class StoredPrompts(Sequence[Prompt]):
+    """The prompts of the checkpoint at `path`, `count` of them (it grows while the job's
+    input is still being read in: `grow`)."""
+
+    def __init__(self, path: str | Path, count: int) -> None:
+        self.path = Path(path)
+        self._count = count
+        self._pages: OrderedDict[int, list[Prompt]] = OrderedDict()
+        self._connection: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    def grow(self, count: int) -> None:
+        self._count = count
+
+    def __len__(self) -> int:
+        return self._count
+
+    @overload
+    def __getitem__(self, index: int) -> Prompt: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Prompt]: ...
+
+    def __getitem__(self, index: int | slice) -> Prompt | list[Prompt]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(self._count))]
+        if index < 0:
+            index += self._count
+        if not 0 <= index < self._count:
+            raise IndexError("prompt index out of range")
+        number, offset = divmod(index, PAGE)
+        with self._lock:
+            page = self._pages.get(number)
+            if page is None:
+                page = self._read(number * PAGE)
+                self._pages[number] = page
+                if len(self._pages) > PAGES_KEPT:
+                    self._pages.popitem(last=False)
+            else:
+                self._pages.move_to_end(number)
+        if offset >= len(page):
+            raise CheckpointError(f"Unreadable checkpoint {self.path}: prompt {index} is missing")
+        return page[offset]
+
+    def __iter__(self) -> Iterator[Prompt]:
+        for index in range(self._count):
+            yield self[index]
+
+    def _read(self, start: int) -> list[Prompt]:
+        try:
+            if self._connection is None:
+                self._connection = connect_read_only(self.path)
+            rows = self._connection.execute(
+                "SELECT idx, data FROM prompts WHERE idx >= ? AND idx < ? ORDER BY idx",
+                (start, start + PAGE),
+            ).fetchall()
+            prompts = []
+            for index, data in rows:
+                if index != start + len(prompts):
+                    raise CheckpointError(f"prompt {start + len(prompts)} is missing")
+                prompts.append(Prompt.from_dict(json.loads(data)))
+            return prompts
+        except _DAMAGE as exc:
+            raise CheckpointError(f"Unreadable checkpoint {self.path}: {exc}") from None
+
+    def variable_names(self) -> list[str]:
+        """The fields of the prompts' records, in the order first seen (SQL, one pass)."""
+        try:
+            with closing(connect_read_only(self.path)) as connection:
+                rows = connection.execute(
+                    "SELECT key FROM (SELECT each.key AS key, MIN(prompts.idx) AS first "
+                    "FROM prompts, json_each(prompts.data, '$.variables') AS each "
+                    "GROUP BY each.key) ORDER BY first"
+                ).fetchall()
+        except _DAMAGE as exc:
+            raise CheckpointError(f"Unreadable checkpoint {self.path}: {exc}") from None
+        return [str(key) for (key,) in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+            self._pages.clear()
+
+
+class StoredResults(Sequence[BatchResult]):
+    """The results of the checkpoint at `path`, in prompt order, read with a cursor;
+    `prompts` are the job's (a result needs its prompt's text)."""
+
+    def __init__(self, path: str | Path, prompts: Sequence[Prompt]) -> None:
+        self.path = Path(path)
+        self.prompts = prompts
+        with closing(connect_read_only(self.path)) as connection:
+            (self._count,) = connection.execute("SELECT COUNT(*) FROM results").fetchone()
+            self.has_reasoning = (
+                "reasoning" in result_columns(connection)
+                and connection.execute(
+                    "SELECT 1 FROM results WHERE reasoning IS NOT NULL LIMIT 1"
+                ).fetchone()
+                is not None
+            )
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, index: int) -> BatchResult:  # type: ignore[override]
+        for position, result in enumerate(self):
+            if position == index:
+                return result
+        raise IndexError("result index out of range")
+
+    def __iter__(self) -> Iterator[BatchResult]:
+        try:
+            with closing(connect_read_only(self.path)) as connection:
+                cursor = connection.execute(
+                    f"SELECT {result_columns(connection)} FROM results ORDER BY prompt_index"
+                )
+                for row in cursor:
+                    index = row[0]
+                    if not isinstance(index, int) or not 0 <= index < len(self.prompts):
+                        raise CheckpointError(f"a result for prompt {index!r:.20}")
+                    yield result_from_row(row, self.prompts[index])
+        except _DAMAGE as exc:
+            raise CheckpointError(f"Unreadable checkpoint {self.path}: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class ResultCounts:
+    """What a run's last line says of a job's results, counted with SQL."""
+
+    results: int = 0
+    succeeded: int = 0
+    empty: int = 0
+    cached: int = 0
+    invalid: int = 0
+    thought_cut: int = 0
+    tokens_output: int = 0
+    uncounted: int = 0  # answers generated here whose output tokens nobody counted
+    scored: int = 0
+    right: int = 0
+
+
+def result_counts(path: str | Path) -> ResultCounts:
+    """The counts of the checkpoint at `path`'s results (all zero for an older file
+    that lacks a column: it counts nothing of it)."""
+    from tui_batch.core.scoring.methods import RIGHT
+
+    try:
+        with closing(connect_read_only(Path(path))) as connection:
+            columns = result_columns(connection).split(", ")
+            have = {name for name in columns if name != "NULL"}
+            cached = "cached_from IS NOT NULL" if "cached_from" in have else "0"
+            invalid = "invalid" if "invalid" in have else "0"
+            score = "score" if "score" in have else "NULL"
+            row = connection.execute(
+                "SELECT COUNT(*), COALESCE(SUM(success), 0), "
+                "COALESCE(SUM(success AND trim(response_text) = ''), 0), "
+                f"COALESCE(SUM({cached}), 0), COALESCE(SUM({invalid}), 0), "
+                "COALESCE(SUM(NOT success AND substr(COALESCE(error_message, ''), 1, ?) = ?), 0), "
+                f"COALESCE(SUM(CASE WHEN NOT ({cached}) AND COALESCE(token_counts, '') "
+                "!= 'unknown' THEN tokens_output ELSE 0 END), 0), "
+                f"COALESCE(SUM(NOT ({cached}) AND COALESCE(token_counts, '') = 'unknown'), 0), "
+                f"COUNT({score}), COALESCE(SUM({score} >= ?), 0) FROM results",
+                (len(INCOMPLETE_THOUGHT), INCOMPLETE_THOUGHT, RIGHT),
+            ).fetchone()
+    except _DAMAGE as exc:
+        raise CheckpointError(f"Unreadable checkpoint {path}: {exc}") from None
+    return ResultCounts(*(int(value) for value in row))
