@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         "every setting (flags given as well override it)",
     )
     _add_template_options(run)
+    _add_slice_options(run)
     run.add_argument(
         "--save-job",
         type=Path,
@@ -283,6 +284,18 @@ def _add_template_options(parser: argparse.ArgumentParser) -> None:
     _flag(group, "template_text", metavar="TEXT")
     _flag(group, "data", type=Path, metavar="FILE")
     _flag(group, "id_field", metavar="NAME")
+
+
+def _add_slice_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "slices and shards",
+        "which records of the input to run (counted from 1 as the file gives them); "
+        "--seed seeds --sample",
+    )
+    _flag(group, "limit")
+    _flag(group, "sample")
+    _flag(group, "range", metavar="A:B")
+    _flag(group, "shard", metavar="I/N|auto")
 
 
 def _add_output_options(parser: argparse.ArgumentParser) -> None:

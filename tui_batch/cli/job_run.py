@@ -6,18 +6,19 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Sequence
 
 from tui_batch.cli.arguments import EXIT_FAILED, EXIT_OK
 from tui_batch.cli.terminal import ProgressPrinter, cancel_on_signals
 from tui_batch.core import events
 from tui_batch.core.backend import Backend
 from tui_batch.core.errors import CheckpointError, ExportError
-from tui_batch.core.jobs import BatchJob, BatchResult, JobStatus
+from tui_batch.core.jobs import BatchJob, JobStatus
 from tui_batch.core.processor import BatchProcessor
 from tui_batch.core.progress import format_duration
+from tui_batch.core.prompt_stream import PromptStream
 from tui_batch.core.scoring.figures import accuracy_text
 from tui_batch.core.store import JobLock
+from tui_batch.core.stored import ResultCounts, StoredResults, result_counts
 from tui_batch.core.text import one_line
 
 
@@ -27,12 +28,13 @@ def run_job(
     backend: Backend,
     signals: cancel_on_signals,
     retry_failed: bool,
-    loaded: tuple[JobLock, Sequence[BatchResult]] | None = None,
+    lock: JobLock | None = None,
+    stream: PromptStream | None = None,
 ) -> int:
     """Run the job to its end or a stop (`signals`: the stop signals, handled); print
-    the outcome; return the exit status. `loaded`: the job's lock, held, and the results
-    read under it."""
-    lock, previous = loaded or (None, None)
+    the outcome; return the exit status. `lock`: the job's lock, held; `stream`: the
+    rest of its input, read in as it runs. Nothing of the job is held in memory: its
+    prompts and results are read from its checkpoint."""
     err = sys.stderr
     remaining = job.total_prompts - job.done
     where = job.model_id
@@ -42,6 +44,10 @@ def run_job(
     runs = f"{job.total_prompts} prompts"
     if job.repeats > 1:
         runs = f"{job.total_prompts // job.repeats} prompts x {job.repeats} runs"
+    if job.reading is not None:
+        runs = f"{runs} so far, the rest read in as it runs"
+    if job.input_slice is not None:
+        runs += f" ({job.input_slice.describe()})"
     # With the cache read, how many really run is said once it has been asked.
     to_run = f"{remaining} to answer" if job.options.cache_reads else f"{remaining} to run"
     print(
@@ -58,6 +64,7 @@ def run_job(
     stopped_by: list[str] = []  # why the engine stopped the job itself (servers gone)
     started: set[int] = set()
     tokens = 0
+    cache_said: list[bool] = []  # the cache's first news is said; the rest is counted
 
     def said(event: events.BatchEvent) -> None:
         nonlocal tokens
@@ -73,11 +80,18 @@ def run_job(
             isinstance(event, events.JobStateChanged)
             and event.status is JobStatus.CANCELLED
             and event.reason not in (None, "cancelled")
+        ) or (
+            isinstance(event, events.JobStateChanged)
+            and event.status is JobStatus.FAILED
+            and event.reason
         ):
             stopped_by.append(event.reason)
+        elif isinstance(event, events.InputRead):
+            printer.reading(event.records, event.done)
         elif isinstance(event, events.SchemaEnforced):
             printer.note(f"answers {event.how}")
-        elif isinstance(event, events.CacheServed):
+        elif isinstance(event, events.CacheServed) and not cache_said:
+            cache_said.append(True)
             printer.note(
                 f"cache: {event.served:,} of {event.served + event.to_run:,} answers served "
                 f"from {event.path}; {event.to_run:,} to run"
@@ -92,18 +106,18 @@ def run_job(
     printer.started(job)
     try:
         with printer.watch(backend):
-            results = processor.process_batch(
+            processor.run_streamed(
                 job,
                 backend,
+                stream=stream,
                 progress_callback=printer,
                 on_event=said,
                 cancel_event=signals.cancel,
                 retry_failed=retry_failed,
-                previous=previous,
                 lock=lock,
             )
     except KeyboardInterrupt:
-        results = []
+        pass
     except CheckpointError as exc:
         printer.finish()
         print(
@@ -128,33 +142,39 @@ def run_job(
             file=err,
         )
         return signals.exit_status
+    if job.status is JobStatus.FAILED and stopped_by and stopped_by[-1].startswith("reading"):
+        print(
+            f"Stopped: {stopped_by[-1]}. {job.done:,}/{job.total_prompts:,} done and saved "
+            f"(tui-batch export {job.job_id}); fix the input and run the job again",
+            file=err,
+        )
+        return EXIT_FAILED
+    assert job.checkpoint_file is not None
     try:
-        out = processor.save_results(job, results)
+        out = processor.save_results(job, StoredResults(job.checkpoint_file, job.prompts))
     except ExportError as exc:
         raise ExportError(
             f"{exc}; the results are saved: tui-batch export {job.job_id} --out FILE"
         ) from None
     elapsed = time.monotonic() - start
-    empty = sum(1 for r in results if r.empty)
-    answered = f"{job.completed} succeeded" + (f" ({empty} empty answers)" if empty else "")
-    cached = sum(1 for r in results if r.cached_from is not None)
-    if cached:
-        answered += f" ({cached:,} served from the cache)"
-    invalid = sum(1 for r in results if r.invalid)
-    cut = sum(1 for r in results if r.thought_cut)
+    counts = result_counts(job.checkpoint_file)
+    answered = f"{job.completed} succeeded" + (
+        f" ({counts.empty} empty answers)" if counts.empty else ""
+    )
+    if counts.cached:
+        answered += f" ({counts.cached:,} served from the cache)"
+    invalid, cut = counts.invalid, counts.thought_cut
     failed = f"{job.failed - invalid - cut} failed" + (f", {invalid} invalid" if invalid else "")
     if cut:  # a thought that left no answer: not an error of the model or the server
         failed += f", {cut} thought with no answer (raise --max-tokens or set --reasoning-budget)"
     print(
         f"{job.status.value.capitalize()}: {answered}, {failed} of "
-        f"{job.total_prompts} ({tokens_generated(results)}); this run took "
+        f"{job.total_prompts} ({tokens_generated(counts)}); this run took "
         f"{format_duration(elapsed)}. Results: {one_line(str(out))}",
         file=err,
     )
     if job.scoring is not None:
-        scored = [r for r in results if r.score is not None]
-        right = sum(1 for r in scored if r.right)
-        print(f"Scores: {accuracy_text(right, len(scored))}", file=err)
+        print(f"Scores: {accuracy_text(counts.right, counts.scored)}", file=err)
     if job.status is JobStatus.FAILED:
         print(
             f"The error strategy stopped the job. Resume with: tui-batch resume {job.job_id}",
@@ -163,12 +183,10 @@ def run_job(
     return EXIT_OK if job.status is JobStatus.COMPLETED and job.failed == 0 else EXIT_FAILED
 
 
-def tokens_generated(results: Sequence[BatchResult]) -> str:
+def tokens_generated(counts: ResultCounts) -> str:
     """`1,234 tokens generated`, with how many answers had no count (never counted 0);
     an answer served from the cache generated none."""
-    results = [r for r in results if r.cached_from is None]
-    counted = [r.tokens_output for r in results if r.output_known]
-    text = f"{sum(counted):,} tokens generated"
-    if len(counted) < len(results):
-        text += f", {len(results) - len(counted):,} answers without a count"
+    text = f"{counts.tokens_output:,} tokens generated"
+    if counts.uncounted:
+        text += f", {counts.uncounted:,} answers without a count"
     return text

@@ -32,7 +32,7 @@ from tui_batch.cli.reports import (
 )
 from tui_batch.cli.run_input import (
     check_template_files,
-    load_input,
+    open_input,
     run_request,
     save_job,
     warn_long_prompts,
@@ -47,6 +47,7 @@ from tui_batch.core.jobfile import JOB_FILE_SUFFIX
 from tui_batch.core.jobs import JobStatus
 from tui_batch.core.paths import exists
 from tui_batch.core.processor import BatchProcessor
+from tui_batch.core.prompt_stream import PromptStream, reopen_stream
 from tui_batch.core.prompts import SUPPORTED_EXTENSIONS
 from tui_batch.core.run_input import RunInput
 from tui_batch.core.run_spec import LOCAL_KEYS, RunSpec
@@ -56,6 +57,7 @@ from tui_batch.core.servers import (
     server_settings_from_text,
 )
 from tui_batch.core.settings import GenerationSettings, JobOptions, settings_from_text
+from tui_batch.core.stored import result_counts
 from tui_batch.core.structured.schema import AnswerSchema
 from tui_batch.core.text import escape_controls, escape_json, has_surrogates, one_line
 from tui_batch.models.gguf import format_count
@@ -152,7 +154,6 @@ def command_run(args: argparse.Namespace) -> int:
     request = run_request(args)
     if args.save_job is not None:
         return save_job(request, args.save_job)
-    run_input = load_input(request)
     spec = request.spec
     if spec.name is None and request.job_file is not None:
         spec = replace(spec, name=request.job_file.stem)  # a job file names its job
@@ -160,13 +161,16 @@ def command_run(args: argparse.Namespace) -> int:
     if spec.output:  # first: an output that would replace an input says so, whatever its name
         check_output_path(spec.output, protected=[*request.inputs, processor.checkpoint_dir])
         check_results_folder(spec.output)
+    # The input is read a chunk at a time: the first is checked (and its mistakes said)
+    # before a model loads; the rest is read in as the job runs.
+    stream, run_input = open_input(request)
     processor.check_job_from(run_input, spec)  # before a model loads, not after
     spec = run_input.settled(spec)
     processor.store.check_writable()
     # Stop signals are ours from here: a Ctrl+C while the model loads is not lost.
     with cancel_on_signals(sys.stderr) as signals:
         if spec.server is not None:
-            return _run_on_servers(processor, run_input, spec, signals)
+            return _run_on_servers(processor, stream, run_input, spec, signals)
         model = resolve_model(spec.model)
         settings = spec.generation
         warn_long_prompts(model.path, run_input, settings)
@@ -179,8 +183,10 @@ def command_run(args: argparse.Namespace) -> int:
         with backend:
             if signals.cancel.is_set():
                 return _stopped_before_start(signals)
-            job = processor.create_job_from(model.id, run_input, spec, model_path=str(model.path))
-            return run_job(processor, job, backend, signals, retry_failed=False)
+            job = processor.create_streamed_job(
+                model.id, stream, run_input.prompts, spec, model_path=str(model.path)
+            )
+            return run_job(processor, job, backend, signals, False, stream=stream)
 
 
 def _probed_schema(settings: GenerationSettings, options: JobOptions) -> AnswerSchema | None:
@@ -197,6 +203,7 @@ def _stopped_before_start(signals: cancel_on_signals) -> int:
 
 def _run_on_servers(
     processor: BatchProcessor,
+    stream: PromptStream,
     run_input: RunInput,
     spec: RunSpec,
     signals: cancel_on_signals,
@@ -224,8 +231,8 @@ def _run_on_servers(
     if signals.cancel.is_set():
         return _stopped_before_start(signals)
     with remote_backend(server, model) as backend:
-        job = processor.create_job_from(model, run_input, spec, server=server)
-        return run_job(processor, job, backend, signals, retry_failed=False)
+        job = processor.create_streamed_job(model, stream, run_input.prompts, spec, server=server)
+        return run_job(processor, job, backend, signals, False, stream=stream)
 
 
 def command_resume(args: argparse.Namespace) -> int:
@@ -234,19 +241,26 @@ def command_resume(args: argparse.Namespace) -> int:
     processor = BatchProcessor()
     # The lock first: a second resume of a running job is refused before a model loads.
     with processor.store.lock(args.job_id) as lock:
-        job, results = processor.load_job(args.job_id)
-        failed = sum(1 for r in results if not r.success)
-        finished = len(results) >= job.total_prompts and not (args.retry_failed and failed)
+        job = processor.open_job(args.job_id)
+        counts = result_counts(job.checkpoint_file or "")
+        failed = counts.results - counts.succeeded
+        finished = (
+            job.reading is None
+            and counts.results >= job.total_prompts
+            and not (args.retry_failed and failed)
+        )
         out = processor.results_path(job)
         if finished and job.status is JobStatus.COMPLETED and out.exists():
             print(
-                f"Job {job.job_id} is already finished: {len(results)}/{job.total_prompts} "
+                f"Job {job.job_id} is already finished: {counts.results}/{job.total_prompts} "
                 f"done, {failed} failed. Nothing to run. Results: {one_line(str(out))}",
                 file=sys.stderr,
             )
             return EXIT_FAILED if failed else EXIT_OK
-        if job.template is not None and not finished:
+        if job.template is not None and not finished and job.reading is None:
             check_template_files(job, args.force)
+        # A job stopped while its input was read in reads on from where it stopped.
+        stream = reopen_stream(job) if job.reading is not None else None
         local = {k: v for k, v in flag_values(args).items() if k in LOCAL_KEYS}
         job.settings, _ = settings_from_text(local, base=job.settings)
         if job.server is None and server_flags_given(args):
@@ -267,7 +281,7 @@ def command_resume(args: argparse.Namespace) -> int:
             cancel_on_signals(sys.stderr) as signals,
             backend_for_job(job, opened=False) as backend,
         ):
-            return run_job(processor, job, backend, signals, args.retry_failed, (lock, results))
+            return run_job(processor, job, backend, signals, args.retry_failed, lock, stream)
 
 
 def command_models(args: argparse.Namespace) -> int:

@@ -22,6 +22,7 @@ from tui_batch.core.scoring.figures import accuracy_text
 from tui_batch.core.scoring.methods import Scoring
 from tui_batch.core.stats import job_stats
 from tui_batch.core.stats_text import compare_lines, stats_lines
+from tui_batch.core.stored import StoredResults
 from tui_batch.core.text import escape_json, one_line
 
 
@@ -219,7 +220,9 @@ def command_checkpoints(args: argparse.Namespace) -> int:
 
 def command_export(args: argparse.Namespace) -> int:
     processor = BatchProcessor()
-    job, results = processor.load_job(args.job_id)
+    job = processor.open_job(args.job_id)  # read as written: flat in memory at any size
+    assert job.checkpoint_file is not None
+    results = StoredResults(job.checkpoint_file, job.prompts)
     output_format = args.format or format_for_path(args.out)
     path = processor.export_results(
         job, results, args.out, output_format, neutralise_formulas=not args.allow_formulas

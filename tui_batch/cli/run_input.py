@@ -13,7 +13,7 @@ from tui_batch.core.errors import SettingsError, TemplateError
 from tui_batch.core.export import check_output_path
 from tui_batch.core.jobfile import JOB_FILE_SUFFIX, load_job_file, output_outside, save_job_file
 from tui_batch.core.jobs import BatchJob
-from tui_batch.core.prompt_stream import compile_template
+from tui_batch.core.prompt_stream import PromptStream, compile_template, first_chunk, open_stream
 from tui_batch.core.run_input import RunInput, load_run_input
 from tui_batch.core.run_input import check_input as core_check_input
 from tui_batch.core.run_spec import RunSpec
@@ -78,6 +78,27 @@ def load_input(request: RunRequest) -> RunInput:
     for source, warnings in by_source.items():
         print_warnings(source, warnings)
     return run_input
+
+
+def open_input(request: RunRequest) -> tuple[PromptStream, RunInput]:
+    """The run's input as a stream, and its first chunk (checked, its warnings printed
+    to stderr) as a RunInput: what the job is made from."""
+    spec = request.spec
+    check_input(request)
+    stream = open_stream(spec, spec.input_slice)
+    first = first_chunk(stream)
+    print_warnings(str(stream.source_file), stream.all_warnings())
+    template = stream.template
+    if template is None:
+        return stream, RunInput(first, stream.source_file)
+    return stream, RunInput(
+        first,
+        stream.source_file,
+        stream.template_source,
+        template.schema,
+        template.scoring,
+        reasoning=template.reasoning,
+    )
 
 
 def warn_long_prompts(model: Path, run_input: RunInput, settings: GenerationSettings) -> None:

@@ -103,6 +103,8 @@ class ProgressPrinter:
         self._waiting: str | None = None
         self._last_wait_line = 0.0
         self._first = False  # started, and no answer yet
+        # While a large input is read in: how much, on the progress line.
+        self._reading: str | None = None
 
     def note(self, text: str) -> None:
         """A line of news (a server went out, a limit changed) above the progress line."""
@@ -165,10 +167,16 @@ class ProgressPrinter:
                 print(self._line(), file=self.stream, flush=True)
                 self._last_wait_line = now
 
+    def reading(self, records: int, done: bool) -> None:
+        """The job's input is read in as it runs: `records` read so far (`done`: all)."""
+        with self._lock:
+            self._reading = None if done else f"input: {records:,} records read"
+
     def _line(self) -> str:
         if self._pending is None:
             return self._waiting or ""
-        return format_progress_line(self._pending, status=self._waiting)
+        line = format_progress_line(self._pending, status=self._waiting)
+        return f"{line} | {self._reading}" if self._reading else line
 
     def watch(self, backend: Backend) -> contextlib.AbstractContextManager[None]:
         """While the block runs, print each change the backend reports (servers)."""

@@ -86,9 +86,7 @@ def export_results(
     format = format.lower()
     writers: dict[str, Callable[[IO[str]], None]] = {
         "json": lambda out: _write_json(out, job, results),
-        "csv": lambda out: _write_csv(
-            out, job, results, neutralise_formulas, any(r.reasoning is not None for r in results)
-        ),
+        "csv": lambda out: _write_csv(out, job, results, neutralise_formulas, _thoughts(results)),
         "jsonl": lambda out: _write_jsonl(out, job, results),
         STATS_FORMAT: lambda out: _write_stats(out, job),
     }
@@ -162,11 +160,20 @@ def _is_database(path: Path) -> bool:
         return False
 
 
+def _thoughts(results: Sequence[BatchResult]) -> bool:
+    """Whether any result holds a thought (asked of the checkpoint where it is one)."""
+    known = getattr(results, "has_reasoning", None)
+    return known if known is not None else any(r.reasoning is not None for r in results)
+
+
 def variable_names(job: BatchJob) -> list[str]:
     """The fields of a template job's records, in the order first seen (empty for a
     job from a prompts file), but the id column: it is the `id` column already."""
     names: dict[str, None] = {}
-    for prompt in job.prompts:
+    stored = getattr(job.prompts, "variable_names", None)  # one SQL pass, not a read of all
+    if stored is not None:
+        names.update(dict.fromkeys(stored()))
+    for prompt in () if stored is not None else job.prompts:
         if prompt.variables:
             names.update(dict.fromkeys(prompt.variables))
     if job.template is not None and job.template.id_field is not None:

@@ -18,6 +18,7 @@ from tui_batch.core.jobs import BatchJob, BatchResult, Prompt, default_job_name,
 from tui_batch.core.paths import checkpoint_dir as default_checkpoint_dir
 from tui_batch.core.paths import ensure_private_dir
 from tui_batch.core.paths import outputs_dir as default_outputs_dir
+from tui_batch.core.prompt_stream import PromptStream
 from tui_batch.core.prompts import load_prompt_file
 from tui_batch.core.rows import JobSummary
 from tui_batch.core.run_input import RunInput
@@ -27,7 +28,8 @@ from tui_batch.core.scoring.records import check_expected
 from tui_batch.core.scoring.rescore import Rescored, rescore
 from tui_batch.core.servers import ServerSettings
 from tui_batch.core.settings import ErrorStrategy, GenerationSettings, check
-from tui_batch.core.store import CheckpointScan, CheckpointStore, JobLock
+from tui_batch.core.store import CheckpointScan, CheckpointStore, DuplicateId, JobLock
+from tui_batch.core.stored import StoredPrompts
 
 
 class BatchProcessor:
@@ -109,6 +111,71 @@ class BatchProcessor:
         return self.create_job(
             model_id, run_input.prompts, job_id=job_id, spec=run_input.settled(spec), **fields
         )
+
+    def create_streamed_job(
+        self,
+        model_id: str,
+        stream: PromptStream,
+        first: list[Prompt],
+        spec: RunSpec,
+        *,
+        model_path: str | None = None,
+        server: ServerSettings | None = None,
+        job_id: str | None = None,
+    ) -> BatchJob:
+        """A job read in from `stream`, made with its `first` chunk (`first_chunk`); the
+        rest is read in as it runs (`run_streamed`). Its prompts are then read from the
+        checkpoint as they are needed: memory holds none of them."""
+        fields: dict[str, Any] = {
+            "source_file": str(stream.source_file.resolve()),
+            "template": stream.template_source,
+            "model_path": model_path,
+        }
+        if server is not None:
+            fields["server"] = server
+        given, made = self._checked(first, spec, None, fields)
+        job = BatchJob(
+            job_id=self._new_job_id() if job_id is None else job_id,
+            model_id=model_id,
+            prompts=made,
+            reading=stream.reading(),
+            **given,
+        )
+        try:
+            path = self.store.create(job, check_ids=stream.check_ids)
+        except DuplicateId as exc:
+            raise stream.duplicate(exc, made) from None
+        job.prompts = StoredPrompts(path, job.total_prompts)
+        return job
+
+    def run_streamed(
+        self,
+        job: BatchJob,
+        backend: Backend,
+        *,
+        stream: PromptStream | None = None,
+        progress_callback: ProgressCallback | None = None,
+        on_event: EventCallback | None = None,
+        cancel_event: threading.Event | None = None,
+        retry_failed: bool = False,
+        lock: JobLock | None = None,
+    ) -> None:
+        """`process_batch` for a job of any size: its results are kept in its checkpoint
+        only (read them with `stored.StoredResults`), and the rest of its input is read
+        in from `stream` as the prompts run out."""
+        run = BatchRun(self.store, self.clock, job, backend, progress_callback, on_event)
+        run.keep_results = False
+        run.stream = stream
+        run.cancel = cancel_event or run.cancel
+        if lock is not None and lock.covers(job.job_id):
+            run.execute(retry_failed, [])
+            return
+        with self.store.lock(job.job_id):
+            run.execute(retry_failed, [])
+
+    def open_job(self, job_id: str) -> BatchJob:
+        """A job without its results, its prompts read from the checkpoint as needed."""
+        return self.store.open_job(job_id)
 
     def check_job_from(self, run_input: RunInput, spec: RunSpec) -> None:
         """What `create_job_from` checks, with nothing made (see `check_job`)."""

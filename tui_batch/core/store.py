@@ -33,7 +33,13 @@ from tui_batch.core.jobs import (
     validate_job_id,
 )
 from tui_batch.core.reasoning import INCOMPLETE_THOUGHT
-from tui_batch.core.rows import RESULT_COLUMNS, JobSummary, result_from_row, result_row
+from tui_batch.core.rows import (
+    RESULT_COLUMNS,
+    JobSummary,
+    check_rows,
+    result_from_row,
+    result_row,
+)
 from tui_batch.core.scratch import check_folder_writable, remove_stale, scratch_file
 
 # 2 added the results' endpoint and attempt_log, 3 their time to first token, 4 their
@@ -303,6 +309,28 @@ class CheckpointStore:
             raise CheckpointError(f"Unreadable checkpoint {path}: {exc}") from None
         job.checkpoint_file = str(path)
         return job, results
+
+    def open_job(self, job_id: str) -> BatchJob:
+        """A job read from its checkpoint without its results, its prompts read as they
+        are needed (`stored.StoredPrompts`): quick, and flat in memory, at any size."""
+        from tui_batch.core.stored import StoredPrompts
+
+        path = self.path_for(job_id)
+        if not path.exists():
+            raise CheckpointError(f"No checkpoint for job {job_id} in {self.directory}")
+        try:
+            with closing(connect_read_only(path)) as connection, read_snapshot(connection):
+                header = read_header(connection)
+                check_rows(connection)  # one pass in SQL: damage is said now, not midway
+                (count,) = connection.execute("SELECT COUNT(*) FROM prompts").fetchone()
+                (last,) = connection.execute("SELECT MAX(idx) FROM prompts").fetchone()
+            if count and last != count - 1:
+                raise CheckpointError(f"prompt {count - 1} is missing")
+            job = BatchJob.from_header(header, StoredPrompts(path, count))
+        except (sqlite3.Error, ValueError, TypeError, RecursionError, CheckpointError) as exc:
+            raise CheckpointError(f"Unreadable checkpoint {path}: {exc}") from None
+        job.checkpoint_file = str(path)
+        return job
 
     def summary(self, job_id: str) -> JobSummary:
         """A job's summary from its header alone: quick at any size."""

@@ -65,6 +65,8 @@ class StoredPrompts(Sequence[Prompt]):
         number, offset = divmod(index, PAGE)
         with self._lock:
             page = self._pages.get(number)
+            if page is not None and offset >= len(page):
+                page = None  # read while the job's input was still coming in: read again
             if page is None:
                 page = self._read(number * PAGE)
                 self._pages[number] = page
