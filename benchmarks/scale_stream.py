@@ -119,7 +119,7 @@ def measure(size: int) -> dict[str, object]:
             "-c",
             "import sys; from tui_batch.core.prompt_stream import PromptStream; "
             "from tui_batch.core.slices import InputSlice; "
-            f"s = PromptStream(prompts_file=sys.argv[1], chosen=InputSlice(sample=1000, seed=7)); "
+            "s = PromptStream(prompts_file=sys.argv[1], chosen=InputSlice(sample=1000, seed=7)); "
             "n = len(s.chunk()); assert n == 1000, n",
             str(folder / "prompts.txt"),
         ],

@@ -98,7 +98,9 @@ def test_a_duplicate_id_in_a_later_chunk_stops_the_reading_and_keeps_what_ran(tm
     _, job = run_stream(tmp_path, {"prompts": path})
     assert job.status is JobStatus.FAILED
     assert result_counts(job.checkpoint_file).succeeded == CHUNK == job.total_prompts
-    with pytest.raises(PromptFileError, match=rf"line {CHUNK + 51}: duplicate id 'x7' \(first on line 8\)"):
+    with pytest.raises(
+        PromptFileError, match=rf"line {CHUNK + 51}: duplicate id 'x7' \(first on line 8\)"
+    ):
         spec = RunSpec.from_values({"prompts": path})
         from tui_batch.core.run_input import load_run_input
 
