@@ -10,6 +10,7 @@ import sqlite3
 import pytest
 
 from tui_batch.backends.remote.admission import Admission, Outcome, TokenBucket
+from tui_batch.core.checkpoint_file import SCHEMA_VERSION
 from tui_batch.core.errors import SettingsError
 from tui_batch.core.jobs import Attempt, BatchResult
 from tui_batch.core.processor import BatchProcessor
@@ -19,7 +20,6 @@ from tui_batch.core.servers import (
     parse_endpoint,
     server_settings_from_text,
 )
-from tui_batch.core.store import SCHEMA_VERSION
 
 
 @pytest.mark.parametrize(

@@ -11,14 +11,16 @@ from tui_batch.cli.arguments import EXIT_FAILED, EXIT_OK
 from tui_batch.cli.terminal import ProgressPrinter, cancel_on_signals
 from tui_batch.core import events
 from tui_batch.core.backend import Backend
+from tui_batch.core.batch_run import INPUT_STOPPED
 from tui_batch.core.errors import CheckpointError, ExportError
 from tui_batch.core.jobs import BatchJob, JobStatus
 from tui_batch.core.processor import BatchProcessor
 from tui_batch.core.progress import format_duration
 from tui_batch.core.prompt_stream import PromptStream
+from tui_batch.core.rows import ResultCounts
 from tui_batch.core.scoring.figures import accuracy_text
 from tui_batch.core.store import JobLock
-from tui_batch.core.stored import ResultCounts, StoredResults, result_counts
+from tui_batch.core.stored import StoredResults, result_counts
 from tui_batch.core.text import one_line
 
 
@@ -142,7 +144,7 @@ def run_job(
             file=err,
         )
         return signals.exit_status
-    if job.status is JobStatus.FAILED and stopped_by and stopped_by[-1].startswith("reading"):
+    if job.status is JobStatus.FAILED and stopped_by and stopped_by[-1].startswith(INPUT_STOPPED):
         print(
             f"Stopped: {stopped_by[-1]}. {job.done:,}/{job.total_prompts:,} done and saved "
             f"(tui-batch export {job.job_id}); fix the input and run the job again",

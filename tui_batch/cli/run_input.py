@@ -14,7 +14,7 @@ from tui_batch.core.export import check_output_path
 from tui_batch.core.jobfile import JOB_FILE_SUFFIX, load_job_file, output_outside, save_job_file
 from tui_batch.core.jobs import BatchJob
 from tui_batch.core.prompt_stream import PromptStream, compile_template, first_chunk, open_stream
-from tui_batch.core.run_input import RunInput, load_run_input
+from tui_batch.core.run_input import RunInput
 from tui_batch.core.run_input import check_input as core_check_input
 from tui_batch.core.run_spec import RunSpec
 from tui_batch.core.settings import GenerationSettings
@@ -69,17 +69,6 @@ def check_input(request: RunRequest) -> None:
     core_check_input(request.spec, request.job_file)
 
 
-def load_input(request: RunRequest) -> RunInput:
-    """The prompts, rendered and checked (`core.run_input`); warnings printed to stderr."""
-    run_input = load_run_input(request.spec, request.job_file)
-    by_source: dict[str, list[str]] = {}
-    for source, warning in run_input.warnings:
-        by_source.setdefault(source, []).append(warning)
-    for source, warnings in by_source.items():
-        print_warnings(source, warnings)
-    return run_input
-
-
 def open_input(request: RunRequest) -> tuple[PromptStream, RunInput]:
     """The run's input as a stream, and its first chunk (checked, its warnings printed
     to stderr) as a RunInput: what the job is made from."""
@@ -88,17 +77,7 @@ def open_input(request: RunRequest) -> tuple[PromptStream, RunInput]:
     stream = open_stream(spec, spec.input_slice)
     first = first_chunk(stream)
     print_warnings(str(stream.source_file), stream.all_warnings())
-    template = stream.template
-    if template is None:
-        return stream, RunInput(first, stream.source_file)
-    return stream, RunInput(
-        first,
-        stream.source_file,
-        stream.template_source,
-        template.schema,
-        template.scoring,
-        reasoning=template.reasoning,
-    )
+    return stream, RunInput.from_stream(stream, first, [])
 
 
 def warn_long_prompts(model: Path, run_input: RunInput, settings: GenerationSettings) -> None:

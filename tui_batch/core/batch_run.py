@@ -21,13 +21,14 @@ from tui_batch.core import events
 from tui_batch.core.backend import Backend, Completion, Task, describe_error
 from tui_batch.core.cache.job_cache import JobCache
 from tui_batch.core.cache.key import reproducible, sampling_of
+from tui_batch.core.checkpoint_file import DuplicateId
 from tui_batch.core.errors import CheckpointError, DataFileError, PromptFileError, TemplateError
 from tui_batch.core.jobs import Attempt, BatchJob, BatchResult, JobStatus, Prompt, utc_now
 from tui_batch.core.progress import ProgressTracker, ProgressUpdate
 from tui_batch.core.prompt_stream import PromptStream
 from tui_batch.core.reasoning import INCOMPLETE_THOUGHT
 from tui_batch.core.settings import ErrorStrategy
-from tui_batch.core.store import CheckpointStore, CheckpointWriter, DuplicateId
+from tui_batch.core.store import CheckpointStore, CheckpointWriter
 from tui_batch.core.stored import StoredPrompts
 from tui_batch.core.structured.check import check_answer
 
@@ -41,16 +42,8 @@ INVALID_RETRY_TEMPERATURE = 0.7
 CHECKED_ONLY = "checked, and run again when invalid (not enforced while generating)"
 # Prompts taken from the checkpoint at a time (at least four times what runs at once).
 WINDOW = 1024
-
-
-class _Joined:
-    """The job's prompts stored, then a chunk not stored yet: indexable as one."""
-
-    def __init__(self, stored: Sequence[Prompt], chunk: Sequence[Prompt], start: int) -> None:
-        self.stored, self.chunk, self.start = stored, chunk, start
-
-    def __getitem__(self, index: int) -> Prompt:
-        return self.stored[index] if index < self.start else self.chunk[index - self.start]
+# How the reason of a job stopped because its input could not be read on begins.
+INPUT_STOPPED = "reading the input stopped"
 
 
 @dataclass(slots=True)
@@ -175,9 +168,9 @@ class BatchRun:
             self.results = {
                 r.prompt_index: r for r in previous if not (retry_failed and not r.success)
             }
-        count, succeeded, invalid, cut = writer.counts()
-        job.completed, job.failed = succeeded, count - succeeded
-        return invalid, cut
+        counts = writer.counts()
+        job.completed, job.failed = counts.succeeded, counts.results - counts.succeeded
+        return counts.invalid, counts.thought_cut
 
     def _refill(
         self, writer: CheckpointWriter, pending: deque[int]
@@ -193,7 +186,7 @@ class BatchRun:
                 try:
                     self._read_on(writer)
                 except (PromptFileError, TemplateError, DataFileError) as exc:
-                    return JobStatus.FAILED, f"reading the input stopped: {exc}"
+                    return JobStatus.FAILED, f"{INPUT_STOPPED}: {exc}"
                 continue
             self.cursor = window[-1]
             if not self.cache_opened:
@@ -215,7 +208,7 @@ class BatchRun:
         try:
             writer.add_prompts(job, prompts, stream.check_ids)
         except DuplicateId as exc:
-            raise stream.duplicate(exc, _Joined(job.prompts, prompts, job.total_prompts)) from None
+            raise stream.duplicate(exc, job.prompts, prompts) from None
         if isinstance(job.prompts, StoredPrompts):
             job.prompts.grow(job.total_prompts)
         self.tracker.total = job.total_prompts

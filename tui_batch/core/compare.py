@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tui_batch.core.checkpoint_file import read_header
 from tui_batch.core.errors import CheckpointError, SettingsError
 from tui_batch.core.jobs import BatchJob
 from tui_batch.core.prompt_matching import match_prompts
 from tui_batch.core.rows import check_rows, present_columns
 from tui_batch.core.scoring.methods import RIGHT
-from tui_batch.core.store import read_header
 from tui_batch.core.structured.schema import AnswerSchema
 
 STATES = ("identical", "different", "failed", "not run", "missing")

@@ -12,6 +12,7 @@ from typing import Any
 
 from tui_batch.core.backend import Backend, CallableBackend
 from tui_batch.core.batch_run import BatchRun, EventCallback, ProgressCallback
+from tui_batch.core.checkpoint_file import DuplicateId
 from tui_batch.core.errors import SettingsError
 from tui_batch.core.export import export_results, format_for_path
 from tui_batch.core.jobs import BatchJob, BatchResult, Prompt, default_job_name, repeated
@@ -28,7 +29,7 @@ from tui_batch.core.scoring.records import check_expected
 from tui_batch.core.scoring.rescore import Rescored, rescore
 from tui_batch.core.servers import ServerSettings
 from tui_batch.core.settings import ErrorStrategy, GenerationSettings, check
-from tui_batch.core.store import CheckpointScan, CheckpointStore, DuplicateId, JobLock
+from tui_batch.core.store import CheckpointScan, CheckpointStore, JobLock
 from tui_batch.core.stored import StoredPrompts
 
 
@@ -144,7 +145,7 @@ class BatchProcessor:
         try:
             path = self.store.create(job, check_ids=stream.check_ids)
         except DuplicateId as exc:
-            raise stream.duplicate(exc, made) from None
+            raise stream.duplicate(exc, [], made) from None
         job.prompts = StoredPrompts(path, job.total_prompts)
         return job
 

@@ -17,20 +17,20 @@ it holds, from the same file only (its SHA-256).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from tui_batch.core.checkpoint_file import DuplicateId
 from tui_batch.core.errors import CheckpointError, PromptFileError, SettingsError, TemplateError
 from tui_batch.core.jobs import BatchJob, Prompt, Reading, repeated
 from tui_batch.core.prompts import check_prompt_file, iter_prompt_file
 from tui_batch.core.run_spec import RunSpec
 from tui_batch.core.slices import InputSlice
-from tui_batch.core.store import DuplicateId
 from tui_batch.core.templates.records import data_file as data_file_of
 from tui_batch.core.templates.records import data_format, iter_records
-from tui_batch.core.templates.render import rendered_prompt
+from tui_batch.core.templates.render import rendered_prompt, with_id_check
 from tui_batch.core.templates.source import TemplateSource, file_sha256, read_template
 from tui_batch.core.templates.template import PromptTemplate, Validation, render_all
 
@@ -67,7 +67,8 @@ class PromptStream:
         self.done = False
         self.template = template
         self.template_source: TemplateSource | None = None
-        self._first_seen: dict[tuple[str | None, str], int] | None = {}
+        # Duplicate prompts are looked for in the first chunk only: memory stays flat.
+        self._first_seen: dict[tuple[str | None, str], int] = {}
         if template is not None:
             assert data is not None
             self.source_file = data_file_of(data)
@@ -124,13 +125,20 @@ class PromptStream:
             found.records = len(prompts) + found.failed
             found.check(where)
         self.taken += len(prompts)
-        if self.taken > CHUNK:
-            self._first_seen = None  # duplicates are looked for in the first chunk only
+        if self.taken >= CHUNK:
+            self._first_seen.clear()
         return repeated(prompts, self.repeats, self.seed)
 
-    def duplicate(self, error: DuplicateId, prompts: Any) -> PromptFileError | TemplateError:
-        """`error` in this input's words: the lines (records) of both prompts."""
-        first, again = prompts[error.first], prompts[error.index]
+    def duplicate(
+        self, error: DuplicateId, stored: Sequence[Prompt], chunk: Sequence[Prompt]
+    ) -> PromptFileError | TemplateError:
+        """`error` in this input's words: the lines (records) of both prompts, each in
+        the job's `stored` prompts or the `chunk` being added after them."""
+
+        def prompt(index: int) -> Prompt:
+            return stored[index] if index < len(stored) else chunk[index - len(stored)]
+
+        first, again = prompt(error.first), prompt(error.index)
         text = (
             f"{self.source_file}, {self.word} {again.line}: duplicate id "
             f"{error.custom_id!r:.60} (first on {self.word} {first.line})"
@@ -162,7 +170,7 @@ class PromptStream:
             if not prompt.text.strip() and not prompt.messages:
                 self._warn(f"{where}: empty prompt skipped")
                 continue
-            if self._first_seen is not None and not prompt.messages:
+            if self.taken < CHUNK and not prompt.messages:
                 first = self._first_seen.setdefault((prompt.system, prompt.text), position)
                 if first != position:
                     self._warn(f"{where}: duplicate of an earlier prompt")
@@ -177,19 +185,14 @@ class PromptStream:
             for number, record in self.chosen.select(self._counted(iter_records(path)))
             if number > after
         )
-        numbers: list[int] = []
+        numbers: list[int] = []  # the number of the record being rendered
 
         def noted(items: Iterator[tuple[int, Any]]) -> Iterator[tuple[int, Any]]:
             for number, record in items:
-                if id_field is not None and id_field not in record:
-                    raise TemplateError(
-                        f"{path}, record {number}: no id column {id_field!r} "
-                        f"(found: {', '.join(list(map(str, record))[:10]) or 'nothing'})"
-                    )
                 numbers.append(number)
                 yield number, record
 
-        for item in render_all(template, noted(taken)):
+        for item in render_all(template, noted(with_id_check(taken, id_field, path))):
             number = numbers.pop()
             if isinstance(item, str):
                 yield number, item
@@ -265,35 +268,29 @@ def reopen_stream(job: BatchJob) -> PromptStream:
     reading = job.reading
     assert reading is not None
     template = job.template
+    given: dict[str, Any] = {
+        "chosen": job.input_slice,
+        "repeats": job.repeats,
+        "seed": job.settings.seed,
+        "after": reading.position,
+    }
     if template is not None:
+        folder = Path(template.template_file).parent if template.template_file else None
         path = Path(template.data_file)
-        stream_of = lambda: PromptStream(  # noqa: E731
+        given.update(
             template=PromptTemplate(
-                template.text,
-                template.template_file or "--template-text",
-                Path(template.template_file).parent if template.template_file else None,
+                template.text, template.template_file or "--template-text", folder
             ),
             template_file=Path(template.template_file) if template.template_file else None,
             data=path,
             id_field=template.id_field,
-            chosen=job.input_slice,
-            repeats=job.repeats,
-            seed=job.settings.seed,
-            after=reading.position,
         )
+    elif job.source_file:
+        path = given["prompts_file"] = Path(job.source_file)
     else:
-        if not job.source_file:
-            raise CheckpointError(f"Job {job.job_id} has no input file to read on from")
-        path = Path(job.source_file)
-        stream_of = lambda: PromptStream(  # noqa: E731
-            prompts_file=path,
-            chosen=job.input_slice,
-            repeats=job.repeats,
-            seed=job.settings.seed,
-            after=reading.position,
-        )
+        raise CheckpointError(f"Job {job.job_id} has no input file to read on from")
     try:
-        stream = stream_of()
+        stream = PromptStream(**given)
     except (PromptFileError, TemplateError, OSError) as exc:
         raise CheckpointError(
             f"Job {job.job_id} stopped while reading its input ({job.total_prompts:,} prompts "
@@ -306,7 +303,6 @@ def reopen_stream(job: BatchJob) -> PromptStream:
             "Start the job again (tui-batch run ...)"
         )
     stream.taken = job.total_prompts // max(1, job.repeats)
-    stream._first_seen = None
     return stream
 
 

@@ -13,13 +13,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tui_batch.core.checkpoint_file import connect_read_only, result_columns
 from tui_batch.core.errors import CheckpointError
 from tui_batch.core.jobs import BatchResult, Prompt
 from tui_batch.core.rows import check_rows, present_columns, result_from_row
 from tui_batch.core.scoring.figures import ConfusionCell
 from tui_batch.core.scoring.methods import RIGHT
 from tui_batch.core.stats import normalise_error
-from tui_batch.core.store import connect_read_only, result_columns
 
 # `failed`: an error; `invalid`: an answer that broke the job's schema; `wrong`: an
 # answer scored below 1 against its expected one.

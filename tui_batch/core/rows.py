@@ -14,7 +14,8 @@ from typing import Any
 
 from tui_batch.core.errors import CheckpointError
 from tui_batch.core.jobs import TOKEN_COUNTS, Attempt, BatchResult, JobStatus, Prompt
-from tui_batch.core.scoring.methods import Scoring
+from tui_batch.core.reasoning import INCOMPLETE_THOUGHT
+from tui_batch.core.scoring.methods import RIGHT, Scoring
 from tui_batch.core.structured.schema import AnswerSchema
 from tui_batch.core.templates.source import TemplateSource
 
@@ -233,6 +234,44 @@ _RESULT_CHECKS = {
     "reasoning_tokens": "reasoning_tokens IS NULL OR (typeof(reasoning_tokens) = 'integer' "
     "AND reasoning_tokens >= 0)",
 }
+
+
+@dataclass(frozen=True, slots=True)
+class ResultCounts:
+    """What a run's last line says of a job's results, counted with SQL."""
+
+    results: int = 0
+    succeeded: int = 0
+    empty: int = 0
+    cached: int = 0
+    invalid: int = 0
+    thought_cut: int = 0  # failed as a thought with no answer after it
+    tokens_output: int = 0  # generated here (not served from the cache)
+    uncounted: int = 0  # answers generated here whose output tokens nobody counted
+    scored: int = 0
+    right: int = 0
+
+
+def count_results(connection: sqlite3.Connection, schema: str = "main") -> ResultCounts:
+    """The results of the checkpoint open as `schema`, counted in one pass (an older
+    file lacking a column counts nothing of it)."""
+    present = present_columns(connection, schema)
+    cached = "cached_from IS NOT NULL" if "cached_from" in present else "0"
+    invalid = "invalid" if "invalid" in present else "0"
+    score = "score" if "score" in present else "NULL"
+    unknown = "COALESCE(token_counts, '') = 'unknown'" if "token_counts" in present else "0"
+    row = connection.execute(
+        "SELECT COUNT(*), COALESCE(SUM(success), 0), "
+        "COALESCE(SUM(success AND trim(response_text) = ''), 0), "
+        f"COALESCE(SUM({cached}), 0), COALESCE(SUM({invalid}), 0), "
+        "COALESCE(SUM(NOT success AND substr(COALESCE(error_message, ''), 1, ?) = ?), 0), "
+        f"COALESCE(SUM(CASE WHEN NOT ({cached}) AND NOT ({unknown}) "
+        "THEN tokens_output ELSE 0 END), 0), "
+        f"COALESCE(SUM(NOT ({cached}) AND {unknown}), 0), "
+        f"COUNT({score}), COALESCE(SUM({score} >= ?), 0) FROM {schema}.results",
+        (len(INCOMPLETE_THOUGHT), INCOMPLETE_THOUGHT, RIGHT),
+    ).fetchone()
+    return ResultCounts(*(int(value) for value in row))
 
 
 def present_columns(connection: sqlite3.Connection, schema: str = "main") -> set[str]:

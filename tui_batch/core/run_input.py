@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tui_batch.core.checkpoint_file import DuplicateId
 from tui_batch.core.jobs import Prompt
-from tui_batch.core.prompt_stream import check_input, first_chunk, open_stream
+from tui_batch.core.prompt_stream import PromptStream, check_input, first_chunk, open_stream
 from tui_batch.core.run_spec import RunSpec
 from tui_batch.core.scoring.methods import Scoring
 from tui_batch.core.structured.schema import AnswerSchema
@@ -32,6 +33,25 @@ class RunInput:
     # The reasoning settings the template's front matter gives.
     reasoning: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def from_stream(
+        cls, stream: PromptStream, prompts: list[Prompt], warnings: list[tuple[str, str]]
+    ) -> RunInput:
+        """`prompts` read from `stream`, with its template's schema, scoring and
+        reasoning settings."""
+        template = stream.template
+        if template is None:
+            return cls(prompts, stream.source_file, warnings=warnings)
+        return cls(
+            prompts,
+            stream.source_file,
+            stream.template_source,
+            template.schema,
+            template.scoring,
+            warnings,
+            template.reasoning,
+        )
+
     def settled(self, spec: RunSpec) -> RunSpec:
         """The spec with the template's schema, scoring and reasoning settings, where
         the spec gives none."""
@@ -50,33 +70,19 @@ def load_run_input(spec: RunSpec, job_file: Path | None = None) -> RunInput:
     prompts = first_chunk(stream)
     while not stream.done:
         prompts += stream.chunk()
-    source = spec.prompts if spec.prompts is not None else spec.data
-    assert source is not None  # check_input saw to it
-    warnings = [(str(source), warning) for warning in stream.all_warnings()]
+    source = stream.source_file
     _check_ids(prompts, stream)
-    template = stream.template
-    if template is None:
-        return RunInput(prompts, spec.prompts, warnings=warnings)
-    return RunInput(
-        prompts,
-        spec.data,
-        stream.template_source,
-        template.schema,
-        template.scoring,
-        warnings,
-        template.reasoning,
-    )
+    return RunInput.from_stream(stream, prompts, [(str(source), w) for w in stream.all_warnings()])
 
 
-def _check_ids(prompts: list[Prompt], stream: Any) -> None:
-    """Two prompts with one id: the error the stream words."""
+def _check_ids(prompts: list[Prompt], stream: PromptStream) -> None:
+    """Two prompts with one id: the error the stream words (a job streamed in has its
+    checkpoint check them instead)."""
     if not stream.check_ids:
         return
-    from tui_batch.core.store import DuplicateId
-
     first: dict[str, int] = {}
     for index, prompt in enumerate(prompts):
         if prompt.custom_id is not None:
             seen = first.setdefault(prompt.custom_id, index)
             if seen != index:
-                raise stream.duplicate(DuplicateId(prompt.custom_id, seen, index), prompts)
+                raise stream.duplicate(DuplicateId(prompt.custom_id, seen, index), [], prompts)

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tui_batch.core.checkpoint_file import connect_read_only, read_header, read_snapshot
 from tui_batch.core.errors import CheckpointError
 from tui_batch.core.jobs import BatchJob
 from tui_batch.core.rows import check_rows, present_columns
@@ -31,7 +32,6 @@ from tui_batch.core.scoring.job_scores import (
 )
 from tui_batch.core.settings import Prices
 from tui_batch.core.spread import SUCCEEDED, Spread, spread
-from tui_batch.core.store import connect_read_only, read_header, read_snapshot
 from tui_batch.core.structured.check import error_path
 from tui_batch.core.structured.schema import AnswerSchema
 from tui_batch.core.thought_stats import ThoughtFigures, thought_figures

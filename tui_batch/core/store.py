@@ -10,6 +10,8 @@ A new checkpoint is written whole to a temporary file and linked into place, so 
 while creating a job leaves no job rather than half of one. Everything read back is
 checked (`BatchJob.from_header`, `Prompt.from_dict`, `result_from_row`): a damaged file
 is a CheckpointError naming it, never a crash, and a listing flags it and goes on.
+
+The file's format and how it is opened live in `checkpoint_file`.
 """
 
 from __future__ import annotations
@@ -17,12 +19,29 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, closing, contextmanager, suppress
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager, closing, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tui_batch.core.checkpoint_file import (
+    CHECKPOINT_PREFIX,
+    CHECKPOINT_SUFFIX,
+    INSERT_RESULT,
+    SCHEMA,
+    SCHEMA_VERSION,
+    UPGRADES,
+    connect_read_only,
+    connect_writable,
+    header_json,
+    insert_prompts,
+    read_header,
+    read_snapshot,
+    result_columns,
+    storage_error,
+    write_transaction,
+)
 from tui_batch.core.errors import CheckpointError
 from tui_batch.core.job_lock import JobLock, hold, holder_alive
 from tui_batch.core.jobs import (
@@ -32,159 +51,16 @@ from tui_batch.core.jobs import (
     utc_now,
     validate_job_id,
 )
-from tui_batch.core.reasoning import INCOMPLETE_THOUGHT
 from tui_batch.core.rows import (
-    RESULT_COLUMNS,
     JobSummary,
+    ResultCounts,
     check_rows,
+    count_results,
     result_from_row,
     result_row,
 )
 from tui_batch.core.scratch import check_folder_writable, remove_stale, scratch_file
-
-# 2 added the results' endpoint and attempt_log, 3 their time to first token, 4 their
-# queue wait and how their tokens were counted, 5 a structured answer's value and
-# whether it broke the schema, 6 its score and the expected answer it was scored
-# against, 7 the job an answer served from the answer cache came from, 8 a thinking
-# model's thought and its tokens, apart from the answer; an older file is
-# upgraded in place when a run writes to it, and read as it is.
-SCHEMA_VERSION = 8
-_UPGRADES = {
-    1: (
-        "ALTER TABLE results ADD COLUMN endpoint TEXT",
-        "ALTER TABLE results ADD COLUMN attempt_log TEXT",
-    ),
-    2: ("ALTER TABLE results ADD COLUMN ttft REAL",),
-    3: (
-        "ALTER TABLE results ADD COLUMN queue_wait REAL",
-        "ALTER TABLE results ADD COLUMN token_counts TEXT",
-    ),
-    4: (
-        "ALTER TABLE results ADD COLUMN output TEXT",
-        "ALTER TABLE results ADD COLUMN invalid INTEGER NOT NULL DEFAULT 0",
-    ),
-    5: (
-        "ALTER TABLE results ADD COLUMN score REAL",
-        "ALTER TABLE results ADD COLUMN expected TEXT",
-    ),
-    6: ("ALTER TABLE results ADD COLUMN cached_from TEXT",),
-    7: (
-        "ALTER TABLE results ADD COLUMN reasoning TEXT",
-        "ALTER TABLE results ADD COLUMN reasoning_tokens INTEGER",
-    ),
-}
-# The result columns each older format lacks (read as NULL, or 0 for `invalid`).
-_THOUGHT = ("reasoning", "reasoning_tokens")
-_SCORED = ("score", "expected", "cached_from", *_THOUGHT)
-_STRUCTURED = ("output", "invalid", *_SCORED)
-_NEWER = ("queue_wait", "token_counts", *_STRUCTURED)
-_MISSING = {
-    1: ("endpoint", "attempt_log", "ttft", *_NEWER),
-    2: ("ttft", *_NEWER),
-    3: _NEWER,
-    4: _STRUCTURED,
-    5: _SCORED,
-    6: ("cached_from", *_THOUGHT),
-    7: _THOUGHT,
-    SCHEMA_VERSION: (),
-}
-CHECKPOINT_PREFIX = "batch_"
-CHECKPOINT_SUFFIX = ".db"
-_SCHEMA = f"""
-CREATE TABLE job (id INTEGER PRIMARY KEY CHECK (id = 1), header TEXT NOT NULL);
-CREATE TABLE prompts (idx INTEGER PRIMARY KEY, data TEXT NOT NULL);
-CREATE TABLE results (
-    prompt_index INTEGER PRIMARY KEY,
-    response_text TEXT NOT NULL,
-    tokens_input INTEGER NOT NULL,
-    tokens_output INTEGER NOT NULL,
-    duration REAL NOT NULL,
-    success INTEGER NOT NULL,
-    error_message TEXT,
-    attempts INTEGER NOT NULL,
-    finish_reason TEXT,
-    started_at TEXT,
-    completed_at TEXT,
-    endpoint TEXT,
-    attempt_log TEXT,
-    ttft REAL,
-    queue_wait REAL,
-    token_counts TEXT,
-    output TEXT,
-    invalid INTEGER NOT NULL DEFAULT 0,
-    score REAL,
-    expected TEXT,
-    cached_from TEXT,
-    reasoning TEXT,
-    reasoning_tokens INTEGER
-);
-PRAGMA user_version = {SCHEMA_VERSION};
-"""
-_INSERT_RESULT = (
-    f"INSERT OR REPLACE INTO results ({', '.join(RESULT_COLUMNS)}) "
-    f"VALUES ({', '.join('?' * len(RESULT_COLUMNS))})"
-)
-
-
-def connect_read_only(path: Path) -> sqlite3.Connection:
-    """A read-only connection; safe beside a writer (WAL readers never block it).
-
-    In a folder this process may not write (a backup, a read-only mount) SQLite cannot
-    make the WAL index a reader needs; the file is then opened as immutable, which is
-    right there: nobody can be writing it.
-    """
-    uri = path.resolve().as_uri()
-    try:
-        connection = sqlite3.connect(
-            f"{uri}?mode=ro", uri=True, check_same_thread=False, isolation_level=None
-        )
-        connection.execute("PRAGMA busy_timeout=5000")
-        connection.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
-    except sqlite3.OperationalError:
-        if os.access(path.parent, os.W_OK):
-            raise
-        connection = sqlite3.connect(
-            f"{uri}?immutable=1", uri=True, check_same_thread=False, isolation_level=None
-        )
-    return connection
-
-
-@contextmanager
-def read_snapshot(connection: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """Every read inside sees one state of the file, however a writer moves on."""
-    connection.execute("BEGIN")
-    try:
-        yield connection
-    finally:
-        connection.execute("COMMIT")
-
-
-@contextmanager
-def write_transaction(connection: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """One write transaction, taken at once (a second writer waits its busy timeout at
-    the start, never halfway): committed when the block ends, rolled back if it raises.
-    The checkpoints and the answer cache write through it."""
-    connection.execute("BEGIN IMMEDIATE")
-    try:
-        yield connection
-        connection.execute("COMMIT")
-    except BaseException:
-        if connection.in_transaction:
-            connection.execute("ROLLBACK")
-        raise
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    connection = sqlite3.connect(path, isolation_level=None)
-    connection.execute("PRAGMA journal_mode=WAL")
-    connection.execute("PRAGMA synchronous=NORMAL")
-    connection.execute("PRAGMA busy_timeout=5000")
-    return connection
-
-
-def _storage_error(action: str, path: Path, exc: BaseException) -> CheckpointError:
-    cause = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-    return CheckpointError(f"Cannot {action} {path}: {cause}")
+from tui_batch.core.stored import StoredPrompts
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,7 +93,7 @@ class CheckpointStore:
                 os.close(os.open(self.path_for(job_id), os.O_RDWR))
         except OSError as exc:
             where = self.path_for(job_id) if job_id and self.exists(job_id) else self.directory
-            raise _storage_error("write checkpoints in", where, exc) from None
+            raise storage_error("write checkpoints in", where, exc) from None
 
     def create(self, job: BatchJob, check_ids: bool = False) -> Path:
         """Write a new checkpoint holding the job and its prompts, readable by the owner only.
@@ -234,25 +110,23 @@ class CheckpointStore:
             fd, scratch = scratch_file(path)
             os.close(fd)
         except OSError as exc:
-            raise _storage_error("create a checkpoint in", self.directory, exc) from None
+            raise storage_error("create a checkpoint in", self.directory, exc) from None
         job.checkpoint_file = str(path)
         try:
             with closing(sqlite3.connect(scratch, isolation_level=None)) as connection:
-                connection.executescript(f"BEGIN;{_SCHEMA}")
+                connection.executescript(f"BEGIN;{SCHEMA}")
                 connection.execute(
-                    "INSERT INTO job (id, header) VALUES (1, ?)", (_header_json(job),)
+                    "INSERT INTO job (id, header) VALUES (1, ?)", (header_json(job),)
                 )
-                _insert_prompts(connection, 0, job.prompts, check_ids)
+                insert_prompts(connection, 0, job.prompts, check_ids)
                 connection.execute("COMMIT")
             os.link(scratch, path)  # fails if the job exists: never replaces one
         except FileExistsError:
             raise CheckpointError(
                 f"A checkpoint for job {job.job_id} already exists: {path}"
             ) from None
-        except DuplicateId:
-            raise
         except (sqlite3.Error, OSError, UnicodeEncodeError) as exc:
-            raise _storage_error("create checkpoint", path, exc) from None
+            raise storage_error("create checkpoint", path, exc) from None
         finally:
             for extra in ("", "-journal"):
                 Path(f"{scratch}{extra}").unlink(missing_ok=True)
@@ -265,7 +139,7 @@ class CheckpointStore:
         try:
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
-            raise _storage_error("lock job in", self.directory, exc) from None
+            raise storage_error("lock job in", self.directory, exc) from None
         return hold(job_id, f"{self.path_for(job_id)}.lock")
 
     def writer(self, job: BatchJob) -> CheckpointWriter:
@@ -313,8 +187,6 @@ class CheckpointStore:
     def open_job(self, job_id: str) -> BatchJob:
         """A job read from its checkpoint without its results, its prompts read as they
         are needed (`stored.StoredPrompts`): quick, and flat in memory, at any size."""
-        from tui_batch.core.stored import StoredPrompts
-
         path = self.path_for(job_id)
         if not path.exists():
             raise CheckpointError(f"No checkpoint for job {job_id} in {self.directory}")
@@ -413,14 +285,14 @@ class CheckpointWriter:
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
-            self._connection = _connect(path)
+            self._connection = connect_writable(path)
             (version,) = self._connection.execute("PRAGMA user_version").fetchone()
-            if version in _UPGRADES:
-                steps = [s for v in sorted(_UPGRADES) if v >= version for s in _UPGRADES[v]]
+            if version in UPGRADES:
+                steps = [s for v in sorted(UPGRADES) if v >= version for s in UPGRADES[v]]
                 steps.append(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 self._connection.executescript(f"BEGIN;{';'.join(steps)};COMMIT;")
         except sqlite3.Error as exc:
-            raise _storage_error("open checkpoint", path, exc) from None
+            raise storage_error("open checkpoint", path, exc) from None
 
     def commit(self, job: BatchJob, results: Iterable[BatchResult]) -> None:
         """Append `results` and save the job's header in a single transaction.
@@ -430,7 +302,7 @@ class CheckpointWriter:
         """
         job.updated_at = utc_now()
         self._transaction(
-            lambda c: c.executemany(_INSERT_RESULT, (result_row(r) for r in results)), job
+            lambda c: c.executemany(INSERT_RESULT, (result_row(r) for r in results)), job
         )
 
     def add_prompts(
@@ -443,7 +315,7 @@ class CheckpointWriter:
         job.total_prompts = start + len(prompts)
         job.updated_at = utc_now()
         try:
-            self._transaction(lambda c: _insert_prompts(c, start, prompts, check_ids), job)
+            self._transaction(lambda c: insert_prompts(c, start, prompts, check_ids), job)
         except BaseException:
             job.total_prompts = start
             raise
@@ -459,36 +331,14 @@ class CheckpointWriter:
             )
         ]
 
-    def counts(self) -> tuple[int, int, int, int]:
-        """The results so far: how many, succeeded, invalid, and thoughts with no answer."""
-        row = self._connection.execute(
-            "SELECT COUNT(*), COALESCE(SUM(success), 0), COALESCE(SUM(invalid), 0), "
-            "COALESCE(SUM(NOT success AND substr(COALESCE(error_message, ''), 1, ?) = ?), 0) "
-            "FROM results",
-            (len(INCOMPLETE_THOUGHT), INCOMPLETE_THOUGHT),
-        ).fetchone()
-        return row[0], row[1], row[2], row[3]
+    def counts(self) -> ResultCounts:
+        """The results so far, counted (`rows.count_results`)."""
+        return count_results(self._connection)
 
-    def remove_failed(self, job: BatchJob) -> int:
-        """Delete every failed result (to run those prompts again); how many."""
-        removed = 0
-
-        def change(connection: sqlite3.Connection) -> None:
-            nonlocal removed
-            removed = connection.execute("DELETE FROM results WHERE success = 0").rowcount
-
+    def remove_failed(self, job: BatchJob) -> None:
+        """Delete every failed result (to run those prompts again)."""
         job.updated_at = utc_now()
-        self._transaction(change, job)
-        return removed
-
-    def remove(self, job: BatchJob, indices: Iterable[int]) -> None:
-        job.updated_at = utc_now()
-        self._transaction(
-            lambda c: c.executemany(
-                "DELETE FROM results WHERE prompt_index = ?", ((i,) for i in indices)
-            ),
-            job,
-        )
+        self._transaction(lambda c: c.execute("DELETE FROM results WHERE success = 0"), job)
 
     def set_scores(
         self, header: dict[str, Any], scores: Iterable[tuple[float | None, str | None, int]]
@@ -503,7 +353,7 @@ class CheckpointWriter:
         )
 
     def _transaction(self, change: Any, job: BatchJob) -> None:
-        self._write(change, _header_json(job))
+        self._write(change, header_json(job))
 
     def _write(self, change: Any, header: str) -> None:
         """`change` and the job record `header` (JSON), as one transaction."""
@@ -512,7 +362,7 @@ class CheckpointWriter:
                 change(connection)
                 connection.execute("UPDATE job SET header = ? WHERE id = 1", (header,))
         except (sqlite3.Error, UnicodeEncodeError) as exc:
-            raise _storage_error("save checkpoint", self.path, exc) from None
+            raise storage_error("save checkpoint", self.path, exc) from None
 
     def close(self) -> None:
         self._connection.close()
@@ -524,43 +374,6 @@ class CheckpointWriter:
         self.close()
 
 
-class DuplicateId(CheckpointError):
-    """Two prompts of a job with one id: the `index` being added and the `first`."""
-
-    def __init__(self, custom_id: str, first: int, index: int) -> None:
-        super().__init__(f"duplicate id {custom_id!r:.60} (prompts {first} and {index})")
-        self.custom_id, self.first, self.index = custom_id, first, index
-
-
-_IDS = "CREATE TABLE IF NOT EXISTS ids (custom_id TEXT PRIMARY KEY, idx INTEGER NOT NULL) WITHOUT ROWID"
-
-
-def _insert_prompts(
-    connection: sqlite3.Connection, start: int, prompts: Sequence[Prompt], check_ids: bool
-) -> None:
-    """Insert `prompts` from index `start`; with `check_ids`, their ids too (a table of
-    them, so a duplicate is found at any size without holding every id in memory)."""
-    connection.executemany(
-        "INSERT INTO prompts (idx, data) VALUES (?, ?)",
-        ((start + i, json.dumps(p.to_dict(), ensure_ascii=False)) for i, p in enumerate(prompts)),
-    )
-    if not check_ids:
-        return
-    connection.execute(_IDS)
-    for offset, prompt in enumerate(prompts):
-        if prompt.custom_id is None or prompt.repeat not in (None, 0):
-            continue
-        try:
-            connection.execute(
-                "INSERT INTO ids (custom_id, idx) VALUES (?, ?)", (prompt.custom_id, start + offset)
-            )
-        except sqlite3.IntegrityError:
-            (first,) = connection.execute(
-                "SELECT idx FROM ids WHERE custom_id = ?", (prompt.custom_id,)
-            ).fetchone()
-            raise DuplicateId(prompt.custom_id, first, start + offset) from None
-
-
 def _in_range(index: Any, count: int) -> bool:
     if not isinstance(index, int) or not 0 <= index < count:
         raise CheckpointError(f"a result for prompt {index!r:.20}, which the job does not hold")
@@ -570,28 +383,3 @@ def _in_range(index: Any, count: int) -> bool:
 def _unlink_all(path: Path) -> None:
     for extra in ("", "-wal", "-shm", ".lock"):
         Path(f"{path}{extra}").unlink(missing_ok=True)
-
-
-def _header_json(job: BatchJob) -> str:
-    return json.dumps(job.header(), ensure_ascii=False)
-
-
-def result_columns(connection: sqlite3.Connection, prefix: str = "") -> str:
-    """The SELECT list for RESULT_COLUMNS; an older file lacks the newer ones."""
-    (version,) = connection.execute("PRAGMA user_version").fetchone()
-    old = _MISSING.get(version, ())
-    return ", ".join("NULL" if c in old else f"{prefix}{c}" for c in RESULT_COLUMNS)
-
-
-def read_header(connection: sqlite3.Connection, schema: str = "main") -> Any:
-    """The job record of the checkpoint open as `schema` (an attached one, say), as
-    JSON; a CheckpointError for a file that is not one of ours."""
-    (version,) = connection.execute(f"PRAGMA {schema}.user_version").fetchone()
-    if version not in _MISSING:
-        raise CheckpointError(f"not a tui-batch checkpoint (format version {version})")
-    row = connection.execute(f"SELECT header FROM {schema}.job WHERE id = 1").fetchone()
-    if row is None:
-        raise CheckpointError("checkpoint has no job record")
-    if not isinstance(row[0], str):
-        raise CheckpointError("the job record is not text")
-    return json.loads(row[0])

@@ -15,15 +15,13 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import closing
-from dataclasses import dataclass
 from pathlib import Path
 from typing import overload
 
+from tui_batch.core.checkpoint_file import connect_read_only, result_columns
 from tui_batch.core.errors import CheckpointError
 from tui_batch.core.jobs import BatchResult, Prompt
-from tui_batch.core.reasoning import INCOMPLETE_THOUGHT
-from tui_batch.core.rows import result_from_row
-from tui_batch.core.store import connect_read_only, result_columns
+from tui_batch.core.rows import ResultCounts, count_results, result_from_row
 
 # Prompts read at a time, and pages kept (the engine reads in order, with a few retries
 # from behind).
@@ -161,45 +159,10 @@ class StoredResults(Sequence[BatchResult]):
             raise CheckpointError(f"Unreadable checkpoint {self.path}: {exc}") from None
 
 
-@dataclass(frozen=True, slots=True)
-class ResultCounts:
-    """What a run's last line says of a job's results, counted with SQL."""
-
-    results: int = 0
-    succeeded: int = 0
-    empty: int = 0
-    cached: int = 0
-    invalid: int = 0
-    thought_cut: int = 0
-    tokens_output: int = 0
-    uncounted: int = 0  # answers generated here whose output tokens nobody counted
-    scored: int = 0
-    right: int = 0
-
-
 def result_counts(path: str | Path) -> ResultCounts:
-    """The counts of the checkpoint at `path`'s results (all zero for an older file
-    that lacks a column: it counts nothing of it)."""
-    from tui_batch.core.scoring.methods import RIGHT
-
+    """The counts of the checkpoint at `path`'s results (`rows.count_results`)."""
     try:
         with closing(connect_read_only(Path(path))) as connection:
-            columns = result_columns(connection).split(", ")
-            have = {name for name in columns if name != "NULL"}
-            cached = "cached_from IS NOT NULL" if "cached_from" in have else "0"
-            invalid = "invalid" if "invalid" in have else "0"
-            score = "score" if "score" in have else "NULL"
-            row = connection.execute(
-                "SELECT COUNT(*), COALESCE(SUM(success), 0), "
-                "COALESCE(SUM(success AND trim(response_text) = ''), 0), "
-                f"COALESCE(SUM({cached}), 0), COALESCE(SUM({invalid}), 0), "
-                "COALESCE(SUM(NOT success AND substr(COALESCE(error_message, ''), 1, ?) = ?), 0), "
-                f"COALESCE(SUM(CASE WHEN NOT ({cached}) AND COALESCE(token_counts, '') "
-                "!= 'unknown' THEN tokens_output ELSE 0 END), 0), "
-                f"COALESCE(SUM(NOT ({cached}) AND COALESCE(token_counts, '') = 'unknown'), 0), "
-                f"COUNT({score}), COALESCE(SUM({score} >= ?), 0) FROM results",
-                (len(INCOMPLETE_THOUGHT), INCOMPLETE_THOUGHT, RIGHT),
-            ).fetchone()
+            return count_results(connection)
     except _DAMAGE as exc:
         raise CheckpointError(f"Unreadable checkpoint {path}: {exc}") from None
-    return ResultCounts(*(int(value) for value in row))

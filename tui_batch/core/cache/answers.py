@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tui_batch.core.cache.figures import CacheFigures, ModelShare
+from tui_batch.core.checkpoint_file import write_transaction
 from tui_batch.core.errors import CacheError
 from tui_batch.core.jobs import JOB_ID_PATTERN, TOKEN_COUNTS
 from tui_batch.core.json_values import parse_json
 from tui_batch.core.paths import data_dir, ensure_private_dir
-from tui_batch.core.store import write_transaction
 
 # The file's own format (PRAGMA user_version); a newer one is refused, not guessed at.
 # 2 added a thinking model's thought and its tokens; a file of 1 is upgraded on open.

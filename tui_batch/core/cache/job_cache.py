@@ -114,6 +114,7 @@ class JobCache:
                     continue
                 output = checked.value
             index = wanted[key]
+            del self.keys[index]  # answered: its key is not needed again
             served[index] = BatchResult(
                 prompt_index=index,
                 prompt=self.job.prompts[index].text,
@@ -137,6 +138,12 @@ class JobCache:
     def keep(self, result: BatchResult, rerun: bool) -> None:
         """Keep `result` for the cache if it can be reproduced (`rerun`: it came after
         answers that broke the schema, from another seed: it cannot)."""
+        try:
+            self._keep(result, rerun)
+        finally:
+            self.keys.pop(result.prompt_index, None)  # its prompt is done: memory stays flat
+
+    def _keep(self, result: BatchResult, rerun: bool) -> None:
         if self.broken or not self.job.options.cache_writes or result.cached_from is not None:
             return
         why = _not_kept(result, rerun)

@@ -10,12 +10,13 @@ from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
+from tui_batch.core.checkpoint_file import connect_read_only, read_header, read_snapshot
 from tui_batch.core.errors import CheckpointError
 from tui_batch.core.jobs import BatchJob, Prompt
 from tui_batch.core.rows import check_rows, present_columns
 from tui_batch.core.scoring.methods import RIGHT, Scoring
 from tui_batch.core.scoring.records import check_expected
-from tui_batch.core.store import CheckpointStore, connect_read_only, read_header, read_snapshot
+from tui_batch.core.store import CheckpointStore
 
 
 @dataclass(frozen=True, slots=True)

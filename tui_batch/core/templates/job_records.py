@@ -17,18 +17,18 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from tui_batch.core.errors import CheckpointError, DataFileError
-from tui_batch.core.jobs import BatchJob, Prompt, validate_job_id
-from tui_batch.core.paths import checkpoint_dir
-from tui_batch.core.rows import check_rows, present_columns
-from tui_batch.core.store import (
+from tui_batch.core.checkpoint_file import (
     CHECKPOINT_PREFIX,
     CHECKPOINT_SUFFIX,
-    CheckpointStore,
     connect_read_only,
     read_header,
     read_snapshot,
 )
+from tui_batch.core.errors import CheckpointError, DataFileError
+from tui_batch.core.jobs import BatchJob, Prompt, validate_job_id
+from tui_batch.core.paths import checkpoint_dir
+from tui_batch.core.rows import check_rows, present_columns
+from tui_batch.core.store import CheckpointStore
 from tui_batch.core.structured.schema import LABEL
 
 JOB_PREFIX = "job:"

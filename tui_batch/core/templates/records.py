@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from tui_batch.core.checkpoint_file import CHECKPOINT_PREFIX, CHECKPOINT_SUFFIX
 from tui_batch.core.errors import DataFileError, TuiBatchError, reading
 from tui_batch.core.json_values import JsonValueError, clean_value, parse_json, raw_decode
-from tui_batch.core.store import CHECKPOINT_PREFIX, CHECKPOINT_SUFFIX
 from tui_batch.core.templates.job_records import JOB_PREFIX, job_data_file, job_records
 
 DATA_FORMATS = (".csv", ".jsonl", ".json", ".parquet")

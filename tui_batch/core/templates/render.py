@@ -60,7 +60,7 @@ def render_prompts(
     found = Validation()
     warnings: list[str] = []
     ids: dict[str, int] = {}
-    for item in render_all(template, _with_id_check(iter_records(data_path), id_field, data_path)):
+    for item in render_all(template, with_id_check(iter_records(data_path), id_field, data_path)):
         if cancel is not None and cancel.is_set():
             raise TemplateError("Rendering stopped")
         rendered = found.add(item)
@@ -93,7 +93,7 @@ def render_prompts(
     return TemplatePrompts(prompts, source, warnings, empty=found.empty)
 
 
-def _with_id_check(records: Any, id_field: str | None, path: Path) -> Any:
+def with_id_check(records: Any, id_field: str | None, path: Path) -> Any:
     """The records; one without the id column stops everything at once: a column
     name mistyped would otherwise be reported for every record."""
     for number, record in records:
