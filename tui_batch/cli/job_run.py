@@ -11,9 +11,9 @@ from tui_batch.cli.arguments import EXIT_FAILED, EXIT_OK
 from tui_batch.cli.terminal import ProgressPrinter, cancel_on_signals
 from tui_batch.core import events
 from tui_batch.core.backend import Backend
-from tui_batch.core.batch_run import INPUT_STOPPED
 from tui_batch.core.errors import CheckpointError, ExportError
 from tui_batch.core.jobs import BatchJob, JobStatus
+from tui_batch.core.pending import INPUT_STOPPED
 from tui_batch.core.processor import BatchProcessor
 from tui_batch.core.progress import format_duration
 from tui_batch.core.prompt_stream import PromptStream

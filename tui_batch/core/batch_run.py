@@ -15,35 +15,27 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 
 from tui_batch.core import events
 from tui_batch.core.backend import Backend, Completion, Task, describe_error
 from tui_batch.core.cache.job_cache import JobCache
 from tui_batch.core.cache.key import reproducible, sampling_of
-from tui_batch.core.checkpoint_file import DuplicateId
-from tui_batch.core.errors import CheckpointError, DataFileError, PromptFileError, TemplateError
-from tui_batch.core.jobs import Attempt, BatchJob, BatchResult, JobStatus, Prompt, utc_now
+from tui_batch.core.errors import CheckpointError
+from tui_batch.core.invalid_answers import InvalidAnswers
+from tui_batch.core.jobs import BatchJob, BatchResult, JobStatus, utc_now
+from tui_batch.core.pending import InputStopped, PendingPrompts
 from tui_batch.core.progress import ProgressTracker, ProgressUpdate
 from tui_batch.core.prompt_stream import PromptStream
 from tui_batch.core.reasoning import INCOMPLETE_THOUGHT
 from tui_batch.core.settings import ErrorStrategy
 from tui_batch.core.store import CheckpointStore, CheckpointWriter
-from tui_batch.core.stored import StoredPrompts
-from tui_batch.core.structured.check import check_answer
 
 ProgressCallback = Callable[[ProgressUpdate], None]
 EventCallback = Callable[[events.BatchEvent], None]
 # How long an idle wait (paused, or a retry's backoff) sleeps before looking at cancel again.
 IDLE_POLL = 0.05
-# An answer that broke the schema is run again with a new seed; a greedy job's at this
-# temperature, since greedy decoding would give the same answer again.
-INVALID_RETRY_TEMPERATURE = 0.7
 CHECKED_ONLY = "checked, and run again when invalid (not enforced while generating)"
-# Prompts taken from the checkpoint at a time (at least four times what runs at once).
-WINDOW = 1024
-# How the reason of a job stopped because its input could not be read on begins.
-INPUT_STOPPED = "reading the input stopped"
 
 
 @dataclass(slots=True)
@@ -55,16 +47,6 @@ class _Started:
     date: str
     attempt: int
     paused: float
-
-
-@dataclass(slots=True)
-class _Invalid:
-    """A prompt's answers that broke the job's schema while it is run again: how many,
-    each kept as an attempt, and the requests they took."""
-
-    count: int = 0
-    attempts: list[Attempt] = field(default_factory=list)
-    requests: int = 0
 
 
 class BatchRun:
@@ -95,7 +77,7 @@ class BatchRun:
         self.first_text: dict[int, float] = {}  # when each running prompt first streamed
         self.retry_queue: list[tuple[float, int, int]] = []
         self.paused = 0.0  # seconds this run has spent paused so far
-        self.invalid: dict[int, _Invalid] = {}  # by prompt, while it is run again
+        self.invalid = InvalidAnswers(job)  # answers that broke the schema, run again
         self.cache: JobCache | None = None
         self.cache_opened = False
         self.served_shown = False
@@ -104,8 +86,6 @@ class BatchRun:
         self.keep_results = True
         # The rest of the job's input, read in a chunk at a time as the prompts run out.
         self.stream: PromptStream | None = None
-        self.cursor = -1  # the last prompt index taken into `pending`
-        self.window = WINDOW
 
     def execute(
         self, retry_failed: bool, previous: Sequence[BatchResult] | None
@@ -118,7 +98,9 @@ class BatchRun:
             self.tracker = ProgressTracker(
                 job.total_prompts, job.completed, job.failed, self.clock, invalid, cut
             )
-            self.window = max(WINDOW, 4 * self.backend.capacity)
+            self.unstarted = PendingPrompts(
+                writer, job, self.stream, 4 * self.backend.capacity, self._input_read
+            )
             pending: deque[int] = deque()
             stopped = self._refill(writer, pending)
             if stopped is not None:
@@ -175,20 +157,16 @@ class BatchRun:
     def _refill(
         self, writer: CheckpointWriter, pending: deque[int]
     ) -> tuple[JobStatus, str] | None:
-        """Take the next window of prompts with no result into `pending`, reading more of
-        the job's input when the checkpoint's run out; the answer cache serves what it
-        can first. Returns why the job stops, where the input cannot be read on."""
+        """Take the next window of prompts with no result into `pending` (`PendingPrompts`);
+        the answer cache serves what it can first. Returns why the job stops, where its
+        input cannot be read on."""
         while not pending:
-            window = writer.pending(self.cursor, self.window)
+            try:
+                window = self.unstarted.next_window()
+            except InputStopped as exc:
+                return JobStatus.FAILED, str(exc)
             if not window:
-                if self.stream is None or self.stream.done:
-                    return None
-                try:
-                    self._read_on(writer)
-                except (PromptFileError, TemplateError, DataFileError) as exc:
-                    return JobStatus.FAILED, f"{INPUT_STOPPED}: {exc}"
-                continue
-            self.cursor = window[-1]
+                return None
             if not self.cache_opened:
                 self.cache_opened = True
                 self.cache = JobCache.open(self.job, self.backend, self._cache_problem)
@@ -197,22 +175,9 @@ class BatchRun:
             pending.extend(window)
         return None
 
-    def _read_on(self, writer: CheckpointWriter) -> None:
-        """The next chunk of the job's input into its checkpoint."""
-        stream, job = self.stream, self.job
-        assert stream is not None
-        prompts = stream.chunk()
-        job.reading = stream.reading()
-        if stream.done and stream.template_source is not None:
-            job.template = stream.template_source
-        try:
-            writer.add_prompts(job, prompts, stream.check_ids)
-        except DuplicateId as exc:
-            raise stream.duplicate(exc, job.prompts, prompts) from None
-        if isinstance(job.prompts, StoredPrompts):
-            job.prompts.grow(job.total_prompts)
-        self.tracker.total = job.total_prompts
-        self._emit(events.InputRead(stream.records, job.total_prompts, stream.done))
+    def _input_read(self, records: int, done: bool) -> None:
+        self.tracker.total = self.job.total_prompts
+        self._emit(events.InputRead(records, self.job.total_prompts, done))
 
     def _serve_cached(
         self, writer: CheckpointWriter, cache: JobCache, window: list[int]
@@ -315,59 +280,11 @@ class BatchRun:
     def _next_task(self, pending: deque[int]) -> Task | None:
         if self.retry_queue and self.retry_queue[0][0] <= time.monotonic():
             _, index, attempt = heapq.heappop(self.retry_queue)
-            prompt = self.job.prompts[index]
-            if index in self.invalid:
-                prompt = self._reseeded(prompt, index, self.invalid[index].count)
-            return Task(index, prompt, attempt)
+            return Task(index, self.invalid.rerun(self.job.prompts[index], index), attempt)
         if pending:
             index = pending.popleft()
             return Task(index, self.job.prompts[index], 1)
         return None
-
-    def _reseeded(self, prompt: Prompt, index: int, tries: int) -> Prompt:
-        """The prompt as it is run again after `tries` answers that broke the schema: a
-        new seed of its own (the same in every run of the job), and a temperature."""
-        options = prompt.options
-        base = options.get("seed", self.job.settings.seed) or 0
-        seed = (base + 7919 * tries + 104729 * index) % 2**31
-        temperature = options.get("temperature", self.job.settings.temperature)
-        if temperature == 0:
-            temperature = INVALID_RETRY_TEMPERATURE
-        return replace(prompt, options={**options, "seed": seed, "temperature": temperature})
-
-    def _check_schema(self, completion: Completion, started: _Started) -> str | None:
-        """Check an answer against the job's schema (if it has one). An answer that broke
-        it is kept as an attempt of its prompt and its error returned, to run it again;
-        the last one allowed becomes an `invalid` completion, its error saying why."""
-        schema = self.job.settings.schema
-        if schema is None or not completion.success:
-            return None
-        checked = check_answer(schema, completion.response_text, completion.finish_reason)
-        if checked.valid:
-            completion.output = checked.value
-            if schema.choices:  # the label alone (a server may send it as a JSON string)
-                completion.response_text = checked.value
-            return None
-        invalid = self.invalid.setdefault(completion.index, _Invalid())
-        invalid.count += 1
-        if invalid.count > self.job.invalid_retries:
-            completion.invalid = True
-            completion.error = checked.error
-            return None
-        log = completion.attempt_log or [
-            Attempt(
-                self.job.model_id, started_at=started.date, tokens_input=completion.tokens_input
-            )
-        ]
-        answer = replace(
-            log[-1],
-            error=f"invalid: {checked.error}",
-            answer=completion.response_text,
-            tokens_output=completion.tokens_output,
-        )
-        invalid.attempts += [*log[:-1], answer]
-        invalid.requests += completion.attempts or 1
-        return checked.error
 
     def _complete(self, completion: Completion) -> BatchResult | None:
         """Record a finished task, or schedule its retry; return the result if recorded."""
@@ -375,14 +292,14 @@ class BatchRun:
         started = self.started.pop(completion.index)
         first_text = self.first_text.pop(completion.index, None)
         attempt = started.attempt
-        invalid = self._check_schema(completion, started)
+        invalid = self.invalid.check(completion, started.date)
         if invalid is not None:
             heapq.heappush(self.retry_queue, (time.monotonic(), completion.index, attempt + 1))
             self._emit(
                 events.PromptRetrying(completion.index, attempt + 1, f"invalid: {invalid}", 0.0)
             )
             return None
-        earlier = self.invalid.get(completion.index) or _Invalid()
+        earlier = self.invalid.earlier(completion.index)
         errors = attempt - earlier.count
         if (
             not completion.success
@@ -432,7 +349,7 @@ class BatchRun:
         self._scored(result)
         if self.cache is not None:
             self.cache.keep(result, rerun=earlier.count > 0)
-        self.invalid.pop(completion.index, None)
+        self.invalid.settled(completion.index)
         if self.keep_results:
             self.results[completion.index] = result
         self.unsaved.append(result)
