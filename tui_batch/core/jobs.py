@@ -1,15 +1,16 @@
-"""The data model: a job, its prompts, its settings and its results."""
+"""The data model: a job, its settings and its results (a prompt: `core.prompt`)."""
 
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from tui_batch.core.errors import CheckpointError, SettingsError
+from tui_batch.core.prompt import Prompt, build_messages, messages_for, repeated
 from tui_batch.core.reasoning import INCOMPLETE_THOUGHT
 from tui_batch.core.scoring.methods import RIGHT, Scoring
 from tui_batch.core.servers import ServerSettings
@@ -18,9 +19,8 @@ from tui_batch.core.settings import (
     GenerationSettings,
     JobOptions,
     Prices,
-    check_request_options,
 )
-from tui_batch.core.slices import InputSlice
+from tui_batch.core.slices import InputSlice, Reading
 from tui_batch.core.templates.source import TemplateSource
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "Prompt",
     "build_messages",
     "messages_for",
+    "repeated",
     "utc_now",
     "validate_job_id",
 ]
@@ -71,113 +72,6 @@ class JobStatus(str, Enum):
 
     def __str__(self) -> str:
         return self.value
-
-
-@dataclass(slots=True)
-class Prompt:
-    """One prompt: its text plus what a file may say about it.
-
-    `messages` holds a whole chat (OpenAI Batch API lines) when there is more than a
-    single user turn; `options` holds per-request generation overrides (max_tokens, ...).
-    A prompt rendered from a template keeps its record's fields in `variables` (and the
-    record's number in `line`).
-    """
-
-    text: str
-    custom_id: str | None = None
-    system: str | None = None
-    messages: list[dict[str, Any]] | None = None
-    options: dict[str, Any] = field(default_factory=dict)
-    line: int | None = None
-    variables: dict[str, Any] | None = None
-    # In a job run more than once per prompt (`BatchJob.repeats`): which run this is.
-    repeat: int | None = None
-
-    def __str__(self) -> str:
-        return self.text
-
-    def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"text": self.text}
-        for name in ("custom_id", "system", "messages", "line", "variables", "repeat"):
-            value = getattr(self, name)
-            if value is not None:
-                data[name] = value
-        if self.options:
-            data["options"] = self.options
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any] | str) -> Prompt:
-        """A prompt as `to_dict` wrote it; anything else is a CheckpointError."""
-        if isinstance(data, str):
-            return cls(text=data)
-        if not isinstance(data, dict) or not isinstance(data.get("text"), str):
-            raise CheckpointError("a prompt record has no text")
-        for name in ("custom_id", "system"):
-            if not isinstance(data.get(name), (str, type(None))):
-                raise CheckpointError(f"a prompt's {name} is not text")
-        messages = data.get("messages")
-        if messages is not None and not (
-            isinstance(messages, list)
-            and all(
-                isinstance(m, dict) and isinstance(m.get("role"), str) and "content" in m
-                for m in messages
-            )
-        ):
-            raise CheckpointError("a prompt's messages are not a list of chat messages")
-        line, repeat = data.get("line"), data.get("repeat")
-        variables = data.get("variables")
-        if variables is not None and not isinstance(variables, dict):
-            raise CheckpointError("a prompt's variables are not an object")
-        try:
-            options = check_request_options(data.get("options") or {})
-        except SettingsError as exc:
-            raise CheckpointError(f"a prompt's options: {exc}") from None
-        return cls(
-            text=data["text"],
-            custom_id=data.get("custom_id"),
-            system=data.get("system"),
-            messages=messages,
-            options=options,
-            line=line if isinstance(line, int) and not isinstance(line, bool) else None,
-            variables=variables,
-            repeat=repeat if isinstance(repeat, int) and not isinstance(repeat, bool) else None,
-        )
-
-
-def repeated(prompts: list[Prompt], repeats: int, seed: int | None) -> list[Prompt]:
-    """Each prompt `repeats` times in a row, numbered, each run with a seed of its own
-    (the prompt's or the job's seed, else 0, plus the run's number)."""
-    if repeats <= 1:
-        return prompts
-    runs = []
-    for prompt in prompts:
-        base = prompt.options.get("seed", seed) or 0
-        for repeat in range(repeats):
-            options = {**prompt.options, "seed": (base + repeat) % 2**31}
-            runs.append(replace(prompt, options=options, repeat=repeat))
-    return runs
-
-
-def build_messages(
-    prompt: Prompt, system_prompt: str | None, note: str | None = None
-) -> list[dict[str, Any]]:
-    """The chat for one prompt: its own system text wins over the job's; a `note` (what
-    the answer must be) is added to either."""
-    system = prompt.system if prompt.system is not None else system_prompt
-    if note:
-        system = f"{system}\n\n{note}" if system else note
-    messages: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
-    if prompt.messages:
-        messages.extend(prompt.messages)
-    else:
-        messages.append({"role": "user", "content": prompt.text})
-    return messages
-
-
-def messages_for(prompt: Prompt, settings: GenerationSettings) -> list[dict[str, Any]]:
-    """The chat a backend sends for one prompt of a job with these settings."""
-    return build_messages(prompt, settings.system_prompt, settings.schema_note)
 
 
 @dataclass(frozen=True, slots=True)
@@ -518,30 +412,6 @@ _HEADER_TYPES.update(dict.fromkeys(_HEADER_DATES, str))
 
 
 MAX_JOB_NAME = 80
-
-
-@dataclass(frozen=True, slots=True)
-class Reading:
-    """Where reading a job's input stands while it is not all in: the number of the
-    last record read in (`slices`' numbering), and the input file's SHA-256 when the
-    reading began (a resume reads on only from the same file)."""
-
-    position: int
-    sha256: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"position": self.position, "sha256": self.sha256}
-
-    @classmethod
-    def from_dict(cls, data: Any) -> Reading:
-        if not isinstance(data, dict):
-            raise CheckpointError("job record: reading is not an object")
-        position, sha256 = data.get("position"), data.get("sha256")
-        if not isinstance(position, int) or isinstance(position, bool) or position < 0:
-            raise CheckpointError(f"job record: reading position {position!r:.40}")
-        if sha256 is not None and not isinstance(sha256, str):
-            raise CheckpointError("job record: reading sha256 is not text")
-        return cls(position, sha256)
 
 
 def check_job_name(name: str | None) -> str | None:

@@ -24,10 +24,11 @@ from typing import Any
 
 from tui_batch.core.checkpoint_file import DuplicateId
 from tui_batch.core.errors import CheckpointError, PromptFileError, SettingsError, TemplateError
-from tui_batch.core.jobs import BatchJob, Prompt, Reading, repeated
+from tui_batch.core.jobs import BatchJob
+from tui_batch.core.prompt import Prompt, repeated
 from tui_batch.core.prompts import check_prompt_file, iter_prompt_file
 from tui_batch.core.run_spec import RunSpec
-from tui_batch.core.slices import InputSlice
+from tui_batch.core.slices import InputSlice, Reading
 from tui_batch.core.templates.records import data_file as data_file_of
 from tui_batch.core.templates.records import data_format, iter_records
 from tui_batch.core.templates.render import rendered_prompt, with_id_check

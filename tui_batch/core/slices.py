@@ -8,6 +8,9 @@ however the file is later filtered. A shard takes every record whose number is I
 N: stable, needing no count of the file, and the shards of one job together are the
 whole job, each record in exactly one. The sample is drawn in one pass (reservoir
 sampling, Algorithm L) and run in the file's order.
+
+A job read in from a large input keeps where its reading stands (`Reading`) until all
+of it is in.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from tui_batch.core.errors import SettingsError
+from tui_batch.core.errors import CheckpointError, SettingsError
 
 T = TypeVar("T")
 
@@ -232,3 +235,27 @@ def shard_from_environment(environ: Any) -> tuple[int, int]:
         return index + 1, count
     names = ", ".join(name for name, _ in SHARD_ENVIRONMENTS)
     raise SettingsError(f"Shard (--shard auto): none of {names} is set; give --shard I/N")
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """Where reading a job's input stands while it is not all in: the number of the
+    last record read in (`slices`' numbering), and the input file's SHA-256 when the
+    reading began (a resume reads on only from the same file)."""
+
+    position: int
+    sha256: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"position": self.position, "sha256": self.sha256}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Reading:
+        if not isinstance(data, dict):
+            raise CheckpointError("job record: reading is not an object")
+        position, sha256 = data.get("position"), data.get("sha256")
+        if not isinstance(position, int) or isinstance(position, bool) or position < 0:
+            raise CheckpointError(f"job record: reading position {position!r:.40}")
+        if sha256 is not None and not isinstance(sha256, str):
+            raise CheckpointError("job record: reading sha256 is not text")
+        return cls(position, sha256)
