@@ -31,15 +31,14 @@ from typing import Any, TypeVar
 from tui_batch.backends.remote.admission import Admission, Outcome
 from tui_batch.backends.remote.call import Call
 from tui_batch.backends.remote.chat_wire import (
-    SCHEMA_FORMS,
     chat_request,
     estimate_tokens,
     reasoning_fields,
     structured_output,
     with_extra,
 )
-from tui_batch.backends.remote.openai_api import Secret, make_client, schema_form
-from tui_batch.backends.remote.reasoning_probe import reasoning_fields_taken
+from tui_batch.backends.remote.endpoint_probes import EndpointProbes
+from tui_batch.backends.remote.openai_api import Secret, make_client
 from tui_batch.core.backend import Backend, BackendStatus, Completion, RequestForm, Task
 from tui_batch.core.cache.key import reproducible, sampling_of
 from tui_batch.core.errors import ServerError
@@ -57,8 +56,6 @@ STATUS_EVERY = 0.1
 # The longest a call into the loop waits (abort, pause, resume, close): a loop that is
 # wedged must not hang the engine or ctrl+q.
 CALL_WAIT = 10.0
-# The longest the schema probe of a job's servers may take.
-PROBE_WAIT = 60.0
 
 
 class RemoteBackend(Backend):
@@ -67,16 +64,13 @@ class RemoteBackend(Backend):
     def __init__(self, server: ServerSettings, model: str) -> None:
         self.server = server
         self.model = model
-        # How each endpoint enforces a schema (`chat_wire.SCHEMA_FORMS`; None: it does
-        # not), found by a probe (`schema_form`) when the first job with a schema begins.
-        self.schema_forms: dict[str, str | None] = {}
-        # The reasoning fields each endpoint takes, for the job's settings (asked once,
-        # by `reasoning_probe`, when a job with such settings begins).
-        self.reasoning_taken: dict[tuple[str, str], dict[str, Any]] = {}
+        self.secret = Secret(server.api_key_env)
+        # What each endpoint takes (a schema's form, reasoning fields), asked once.
+        self.probes = EndpointProbes(model, self.secret)
+        self.schema_forms = self.probes.schema_forms
         # Room for more prompts than may be in flight, so a free slot never waits on the
         # engine (which wakes for a batch of results, not for each).
         self.capacity = server.concurrency * 4 + 16
-        self.secret = Secret(server.api_key_env)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._clients: dict[str, Any] = {}
@@ -137,70 +131,20 @@ class RemoteBackend(Backend):
             self._find_reasoning_fields()
 
     def _find_reasoning_fields(self) -> None:
-        """Ask each endpoint which of the job's reasoning fields it takes, and say it."""
-        fields = reasoning_fields(self.settings)
-        asked = repr(sorted(fields.items()))
-        unknown = [
-            e.url for e in self.server.endpoints if (e.url, asked) not in self.reasoning_taken
-        ]
-        if not unknown or self._loop is None:
-            return
-
-        async def probe_all() -> list[Any]:
-            return await asyncio.gather(
-                *(
-                    reasoning_fields_taken(self._clients[url], self.model, fields, self.secret)
-                    for url in unknown
-                ),
-                return_exceptions=True,
+        if self._loop is not None:
+            urls = [e.url for e in self.server.endpoints]
+            fields = reasoning_fields(self.settings)
+            self.probes.find_reasoning_fields(
+                self._loop, self._clients, urls, fields, self.admission.note
             )
-
-        future = asyncio.run_coroutine_threadsafe(probe_all(), self._loop)
-        try:
-            found = future.result(timeout=PROBE_WAIT)
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-            found = [TimeoutError()] * len(unknown)
-        for url, outcome in zip(unknown, found, strict=True):
-            if isinstance(outcome, BaseException):
-                outcome = (fields, "reasoning fields sent as asked; the probe could not tell")
-            taken, said = outcome
-            self.reasoning_taken[(url, asked)] = taken
-            self.admission.note(f"{url}: {said}")
 
     def _find_schema_forms(self) -> None:
-        """Ask each endpoint not asked yet how it enforces a schema, and say it."""
-        unknown = [e.url for e in self.server.endpoints if e.url not in self.schema_forms]
-        if unknown and self._loop is not None:
-            future = asyncio.run_coroutine_threadsafe(self._probe_forms(unknown), self._loop)
-            try:
-                future.result(timeout=PROBE_WAIT)
-            except concurrent.futures.TimeoutError:
-                future.cancel()
-        forms = [self.schema_forms.get(e.url) for e in self.server.endpoints]
-        enforcing = [form for form in forms if form in SCHEMA_FORMS]
         self.schema_mode = None
-        if enforcing:
-            said = ", ".join(sorted(set(enforcing)))
-            self.schema_mode = f"enforced by the servers ({said})"
-            if len(enforcing) < len(forms):
-                self.schema_mode += f"; {len(forms) - len(enforcing)} do not: checked only"
-        for endpoint in self.server.endpoints:
-            form = self.schema_forms.get(endpoint.url)
-            self.admission.note(
-                f"{endpoint.url}: schema sent as {form}"
-                if form in SCHEMA_FORMS
-                else f"{endpoint.url} does not enforce the schema: answers are checked, and "
-                "invalid ones run again"
+        if self._loop is not None:
+            urls = [e.url for e in self.server.endpoints]
+            self.schema_mode = self.probes.find_schema_forms(
+                self._loop, self._clients, urls, self.admission.note
             )
-
-    async def _probe_forms(self, urls: list[str]) -> None:
-        forms = await asyncio.gather(
-            *(schema_form(self._clients[url], self.model) for url in urls),
-            return_exceptions=True,
-        )
-        for url, form in zip(urls, forms, strict=True):
-            self.schema_forms[url] = form if isinstance(form, str) else None
 
     @property
     def in_flight(self) -> int:
@@ -439,7 +383,7 @@ class RemoteBackend(Backend):
         fields = reasoning_fields(self.settings)
         if not fields:
             return {}
-        taken = self.reasoning_taken.get((url, repr(sorted(fields.items()))), fields)
+        taken = self.probes.reasoning_for(url, fields)
         return {"extra_body": taken} if taken else {}
 
     def _reproducible(self, task: Task) -> bool:
