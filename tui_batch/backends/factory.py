@@ -64,8 +64,8 @@ def check_servers(
     a one-line ServerError if one cannot be used (unreachable, refusing the key, not
     serving `model`). For a CLI or a dashboard, before a job is made."""
     from tui_batch.backends.remote.chat_wire import reasoning_fields
-    from tui_batch.backends.remote.openai_api import probe_servers
     from tui_batch.backends.remote.reasoning_probe import probe_reasoning
+    from tui_batch.backends.remote.server_probe import probe_servers
 
     check = probe_servers(server, model, schema)
     fields = reasoning_fields(settings) if settings is not None else {}

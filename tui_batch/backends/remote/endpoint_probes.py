@@ -1,5 +1,5 @@
 """What each endpoint of a fleet takes, asked once, when the first job that needs it
-begins: the form a schema is sent in (`openai_api.schema_form`) and which of a job's
+begins: the form a schema is sent in (`server_probe.schema_form`) and which of a job's
 reasoning fields it accepts (`reasoning_probe`). Every endpoint not asked yet is asked
 at once, on the backend's loop, for at most PROBE_WAIT; one that does not answer in time
 gets the schema checked only and the reasoning fields as they were asked."""
@@ -12,8 +12,9 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from tui_batch.backends.remote.chat_wire import SCHEMA_FORMS
-from tui_batch.backends.remote.openai_api import Secret, schema_form
+from tui_batch.backends.remote.openai_api import Secret
 from tui_batch.backends.remote.reasoning_probe import reasoning_fields_taken
+from tui_batch.backends.remote.server_probe import schema_form
 
 # The longest the probes of a job's servers may take.
 PROBE_WAIT = 60.0

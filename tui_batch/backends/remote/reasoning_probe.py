@@ -1,5 +1,5 @@
 """Which of a job's reasoning fields a server takes, asked once per endpoint before the
-job's first request, as the schema's form is (`openai_api.schema_form`).
+job's first request, as the schema's form is (`server_probe.schema_form`).
 
 A server that does not know a field may refuse the whole request (OpenAI's API answers
 400 to `chat_template_kwargs`), or take it and ignore it (most open servers). One small
@@ -16,12 +16,12 @@ from typing import Any
 
 from tui_batch.backends.remote.chat_wire import read_completion
 from tui_batch.backends.remote.openai_api import (
-    PROBE_KEPT,
     Secret,
     import_openai,
     make_client,
     server_message,
 )
+from tui_batch.backends.remote.server_probe import PROBE_KEPT
 from tui_batch.core.servers import ServerSettings
 
 # The kinds of field, each taken or refused as one: the switch, the effort, the budget.
