@@ -113,6 +113,10 @@ def _numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
                     f"{path}:{line}:{column}: invalid UTF-8 (byte 0x{raw[exc.start]:02x}); "
                     "save the file as UTF-8"
                 ) from None
+            if "\r" not in text:  # the common case, without a regular expression
+                number += 1
+                yield number, text[:-1] if text.endswith("\n") else text
+                continue
             pieces = _LINE_BREAK.split(text)
             if len(pieces) > 1 and not pieces[-1]:
                 pieces.pop()  # the line's own end

@@ -159,7 +159,7 @@ class RunSpec:
             limit=chosen.limit if chosen else None,
             sample=chosen.sample if chosen else None,
             range=_range_text(chosen),
-            shard=f"{chosen.shard[0]}/{chosen.shard[1]}" if chosen and chosen.shard else None,
+            shard=_shard_text(chosen),
         )
         values["model"] = self.model
         values.update(self.generation.to_dict())
@@ -255,8 +255,15 @@ def _slice(given: Mapping[str, Any], seed: int | None) -> InputSlice | None:
         values["start"], values["stop"] = parse_range(str(given["range"]))
     if "shard" in given:
         values["shard"] = parse_shard(str(given["shard"]))
+        values["auto"] = str(given["shard"]).strip().lower() == "auto"
     chosen = InputSlice(**values)
     return None if chosen.whole else chosen
+
+
+def _shard_text(chosen: InputSlice | None) -> str | None:
+    if chosen is None or chosen.shard is None:
+        return None
+    return "auto" if chosen.auto else f"{chosen.shard[0]}/{chosen.shard[1]}"
 
 
 def _range_text(chosen: InputSlice | None) -> str | None:

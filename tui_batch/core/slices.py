@@ -52,6 +52,9 @@ class InputSlice:
     sample: int | None = None
     seed: int = 0
     shard: tuple[int, int] | None = None
+    # The shard was taken from the launcher's environment (`--shard auto`): a job file
+    # keeps `auto`, to be read again by each task.
+    auto: bool = False
 
     @property
     def whole(self) -> bool:
@@ -84,7 +87,9 @@ class InputSlice:
         if self.start is not None or self.stop is not None:
             parts.append(f"records {self.start or 1}-{'' if self.stop is None else self.stop}")
         if self.shard is not None:
-            parts.append(f"shard {self.shard[0]}/{self.shard[1]}")
+            parts.append(
+                f"shard {self.shard[0]}/{self.shard[1]}" + (" (auto)" if self.auto else "")
+            )
         if self.sample is not None:
             parts.append(f"sample {self.sample:,} (seed {self.seed})")
         if self.limit is not None:
@@ -99,6 +104,7 @@ class InputSlice:
             "sample": self.sample,
             "seed": self.seed,
             "shard": list(self.shard) if self.shard else None,
+            "auto": self.auto,
         }
 
     @classmethod
@@ -123,7 +129,7 @@ class InputSlice:
             ):
                 raise SettingsError(f"the job's slice: shard is {shard!r:.40}")
             shard = (shard[0], shard[1])
-        return cls(**values, seed=seed, shard=shard)
+        return cls(**values, seed=seed, shard=shard, auto=data.get("auto") is True)
 
 
 def _whole(value: Any, minimum: int) -> bool:

@@ -1,0 +1,96 @@
+"""Slices and shards through `tui-batch run` on the demo model, in real processes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import EXAMPLES, run_cli
+from support.cli import FAST
+
+PROMPTS = EXAMPLES / "batch_prompts.txt"
+LINES = [
+    line.strip()
+    for line in PROMPTS.read_text().splitlines()
+    if line.strip() and not line.strip().startswith("#")
+]
+
+
+def run_slice(tmp_path, name: str, *flags: str) -> tuple[dict, str]:
+    out = tmp_path / f"{name}.json"
+    done = run_cli("run", str(PROMPTS), *FAST, "--max-tokens", "6", "--out", str(out), *flags)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    return json.loads(out.read_text()), done.stderr
+
+
+@pytest.mark.model
+def test_a_range_and_a_shard_run_the_records_they_name(tmp_path):
+    document, said = run_slice(tmp_path, "slice", "--range", "3:10", "--shard", "2/2")
+    assert [r["prompt"] for r in document["results"]] == [LINES[i - 1] for i in (4, 6, 8, 10)]
+    assert "Job " in said and ": 4 prompts (records 3-10, shard 2/2) on " in said
+    assert document["job"]["input_slice"]["shard"] == [2, 2]
+
+
+@pytest.mark.model
+def test_a_sample_is_the_same_for_the_same_seed(tmp_path):
+    first, _ = run_slice(tmp_path, "a", "--sample", "5", "--seed", "3", "--temperature", "0.5")
+    again, _ = run_slice(tmp_path, "b", "--sample", "5", "--seed", "3", "--temperature", "0.5")
+    other, _ = run_slice(tmp_path, "c", "--sample", "5", "--seed", "4", "--temperature", "0.5")
+    prompts = [[r["prompt"] for r in d["results"]] for d in (first, again, other)]
+    assert len(prompts[0]) == 5 and prompts[0] == prompts[1] != prompts[2]
+    assert [LINES.index(p) for p in prompts[0]] == sorted(LINES.index(p) for p in prompts[0])
+
+
+@pytest.mark.model
+def test_shards_run_apart_answer_as_the_whole_job_does(tmp_path):
+    """Batch-invariant decoding: the two shards, each its own process, give the answers
+    the whole job gives, prompt for prompt, and together cover it once."""
+    whole, _ = run_slice(tmp_path, "whole", "--batch-invariant", "--limit", "12")
+    shards = [
+        run_slice(tmp_path, f"shard{i}", "--batch-invariant", "--limit", "6", "--shard", f"{i}/2")
+        for i in (1, 2)
+    ]
+    # --limit applies after the shard: six of each shard's records, twelve in all.
+    answers = {r["prompt"]: r["response_text"] for r in whole["results"]}
+    pieces = [r for document, _ in shards for r in document["results"]]
+    assert sorted(r["prompt"] for r in pieces) == sorted(answers)
+    assert all(answers[r["prompt"]] == r["response_text"] for r in pieces)
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--range", "9:2"], "Range (--range): 9:2 is empty (B before A)"),
+        (["--range", "x"], "Range (--range): expected A:B"),
+        (["--shard", "3/2"], "Shard (--shard): shard 3 of 2: I runs from 1 to N"),
+        (["--shard", "auto"], "Shard (--shard auto): none of SLURM_ARRAY_TASK_ID"),
+        (["--limit", "0"], "Limit: must be at least 1"),
+        (["--sample", "lots"], "Sample: expected a whole number"),
+    ],
+)
+def test_a_wrong_slice_is_one_line_before_anything_runs(tmp_path, flags, expected):
+    done = run_cli("run", str(PROMPTS), *flags, env={"TUI_BATCH_DATA_DIR": str(tmp_path)})
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], done.stderr
+    assert not (tmp_path / "checkpoints").exists() or not list(
+        (tmp_path / "checkpoints").glob("*.db")
+    )
+
+
+@pytest.mark.model
+def test_shard_auto_takes_the_launchers_numbers_and_a_job_file_keeps_auto(tmp_path):
+    data = tmp_path / "p.txt"
+    data.write_text("".join(f"prompt {i}\n" for i in range(1, 11)))
+    slurm = {"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_COUNT": "4"}
+    job = tmp_path / "job.toml"
+    saved = run_cli("run", str(data), "--shard", "auto", "--save-job", str(job), env=slurm)
+    assert saved.returncode == 0, saved.stderr
+    assert 'shard = "auto"' in job.read_text()
+    out = tmp_path / "out.json"
+    done = run_cli("run", str(job), *FAST, "--max-tokens", "4", "--out", str(out), env=slurm)
+    assert done.returncode == 0, done.stderr
+    assert ": 2 prompts (shard 3/4 (auto)) on " in done.stderr
+    assert [r["prompt"] for r in json.loads(out.read_text())["results"]] == ["prompt 3", "prompt 7"]
