@@ -44,19 +44,31 @@ def test_a_sample_is_the_same_for_the_same_seed(tmp_path):
 
 
 @pytest.mark.model
-def test_shards_run_apart_answer_as_the_whole_job_does(tmp_path):
-    """Batch-invariant decoding: the two shards, each its own process, give the answers
-    the whole job gives, prompt for prompt, and together cover it once."""
-    whole, _ = run_slice(tmp_path, "whole", "--batch-invariant", "--limit", "12")
-    shards = [
-        run_slice(tmp_path, f"shard{i}", "--batch-invariant", "--limit", "6", "--shard", f"{i}/2")
-        for i in (1, 2)
-    ]
-    # --limit applies after the shard: six of each shard's records, twelve in all.
-    answers = {r["prompt"]: r["response_text"] for r in whole["results"]}
-    pieces = [r for document, _ in shards for r in document["results"]]
-    assert sorted(r["prompt"] for r in pieces) == sorted(answers)
-    assert all(answers[r["prompt"]] == r["response_text"] for r in pieces)
+def test_shards_run_apart_then_merged_are_the_whole_job(tmp_path):
+    """Batch-invariant decoding: the two shards, each its own process, merged with
+    `tui-batch merge`, give the whole job's prompts in its order and its answers."""
+    whole, _ = run_slice(tmp_path, "whole", "--batch-invariant", "--range", ":12")
+    ids = []
+    for i in (1, 2):
+        document, _ = run_slice(
+            tmp_path, f"shard{i}", "--batch-invariant", "--range", ":12", "--shard", f"{i}/2"
+        )
+        ids.append(document["job"]["job_id"])
+    merged = run_cli("merge", *ids, "--name", "both halves")
+    assert merged.returncode == 0, merged.stderr
+    assert "Merged 2 shards into job " in merged.stderr and "12 prompts" in merged.stderr
+    job_id = merged.stderr.split("into job ")[1].split()[0]
+    out = tmp_path / "merged.json"
+    assert run_cli("export", job_id, "--out", str(out)).returncode == 0
+    document = json.loads(out.read_text())
+    pairs = [(r["prompt"], r["response_text"]) for r in document["results"]]
+    assert pairs == [(r["prompt"], r["response_text"]) for r in whole["results"]]
+    assert document["job"]["merged_from"] == ids and document["job"]["name"] == "both halves"
+    stats = run_cli("stats", job_id, "--json")
+    figures = json.loads(stats.stdout)
+    assert figures["completed"] + figures["failed"] == 12 and figures["pending"] == 0
+    again = run_cli("merge", ids[0])
+    assert again.returncode == 2 and "two or more" in again.stderr
 
 
 @pytest.mark.parametrize(

@@ -120,6 +120,18 @@ def build_parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("checkpoints", help="list checkpoints")
     listing.add_argument("--json", action="store_true", help="print JSON")
 
+    merge = commands.add_parser(
+        "merge",
+        help="join the shards of a job (each run with --shard I/N, here or elsewhere) into one job",
+    )
+    merge.add_argument(
+        "shards",
+        nargs="+",
+        metavar="JOB|FILE",
+        help="every shard: a job id, or a checkpoint file (batch_ID.db) from another machine",
+    )
+    merge.add_argument("--name", help="the joined job's name (default: the shards')")
+
     export = commands.add_parser("export", help="export a job's results")
     export.add_argument("job_id", help="the job's id (tui-batch checkpoints lists them)")
     export.add_argument(

@@ -27,6 +27,7 @@ from tui_batch.cli.reports import (
     command_checkpoints,
     command_compare,
     command_export,
+    command_merge,
     command_score,
     command_stats,
 )
@@ -96,6 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "checkpoints": command_checkpoints,
         "export": command_export,
         "score": command_score,
+        "merge": command_merge,
         "stats": command_stats,
         "compare": command_compare,
         "cache": command_cache,

@@ -218,6 +218,20 @@ def command_checkpoints(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_merge(args: argparse.Namespace) -> int:
+    processor = BatchProcessor()
+    job = processor.merge_shards(args.shards, args.name)
+    named = f" ({one_line(job.name)})" if job.name else ""
+    print(
+        f"Merged {len(job.merged_from or [])} shards into job {job.job_id}{named}: "
+        f"{job.total_prompts:,} prompts, {job.completed:,} succeeded, {job.failed:,} failed. "
+        f"Its figures: tui-batch stats {job.job_id}; its results: tui-batch export "
+        f"{job.job_id} --out FILE",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def command_export(args: argparse.Namespace) -> int:
     processor = BatchProcessor()
     job = processor.open_job(args.job_id)  # read as written: flat in memory at any size

@@ -282,6 +282,11 @@ class BatchJob:
     input_slice: InputSlice | None = None
     # Set while its input is still being read in (a job streamed from a large file).
     reading: Reading | None = None
+    # Its input file's SHA-256 when it was read (a job streamed in): shards of one job
+    # are joined only when they read the same file.
+    input_sha256: str | None = None
+    # A job joined from shards (`tui-batch merge`): their job ids, in shard order.
+    merged_from: list[str] | None = None
 
     def __post_init__(self) -> None:
         validate_job_id(self.job_id)
@@ -360,6 +365,9 @@ class BatchJob:
                     raise CheckpointError(
                         f"job record: {key!r} is not a date: {value!r:.60}"
                     ) from None
+        merged = header.get("merged_from")
+        if merged is not None and not all(isinstance(m, str) for m in merged):
+            raise CheckpointError("job record: merged_from is not a list of job ids")
         if header["status"] not in {s.value for s in JobStatus}:
             raise CheckpointError(f"job record: unknown status {header['status']!r:.60}")
         known = {f.name for f in fields(cls)} - {"prompts", "total_prompts"}
@@ -406,6 +414,8 @@ _HEADER_TYPES: dict[str, type | tuple[type, ...]] = {
     "repeats": int,
     "cache": str,
     "name": str,
+    "input_sha256": str,
+    "merged_from": list,
 }
 _HEADER_DATES = ("started_at", "completed_at", "created_at", "updated_at")
 _HEADER_TYPES.update(dict.fromkeys(_HEADER_DATES, str))

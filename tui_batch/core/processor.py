@@ -15,7 +15,15 @@ from tui_batch.core.batch_run import BatchRun, EventCallback, ProgressCallback
 from tui_batch.core.checkpoint_file import DuplicateId
 from tui_batch.core.errors import SettingsError
 from tui_batch.core.export import export_results, format_for_path
-from tui_batch.core.jobs import BatchJob, BatchResult, Prompt, default_job_name, repeated
+from tui_batch.core.jobs import (
+    BatchJob,
+    BatchResult,
+    Prompt,
+    check_job_name,
+    default_job_name,
+    repeated,
+)
+from tui_batch.core.merge import merge_shards
 from tui_batch.core.paths import checkpoint_dir as default_checkpoint_dir
 from tui_batch.core.paths import ensure_private_dir
 from tui_batch.core.paths import outputs_dir as default_outputs_dir
@@ -140,6 +148,7 @@ class BatchProcessor:
             model_id=model_id,
             prompts=made,
             reading=stream.reading(),
+            input_sha256=stream.sha256,
             **given,
         )
         try:
@@ -173,6 +182,11 @@ class BatchProcessor:
             return
         with self.store.lock(job.job_id):
             run.execute(retry_failed, [])
+
+    def merge_shards(self, sources: Sequence[str], name: str | None = None) -> BatchJob:
+        """One job joined from the shards of a job (`--shard I/N`): `sources` are job ids
+        here or checkpoint files from elsewhere (see `core.merge`)."""
+        return merge_shards(self.store, sources, self._new_job_id(), check_job_name(name))
 
     def open_job(self, job_id: str) -> BatchJob:
         """A job without its results, its prompts read from the checkpoint as needed."""

@@ -29,13 +29,16 @@ class Prompt:
     variables: dict[str, Any] | None = None
     # In a job run more than once per prompt (`BatchJob.repeats`): which run this is.
     repeat: int | None = None
+    # Read in from a stream: its record's number in the input (`core.slices`), which
+    # orders the prompts of a job's shards when they are merged.
+    record: int | None = None
 
     def __str__(self) -> str:
         return self.text
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"text": self.text}
-        for name in ("custom_id", "system", "messages", "line", "variables", "repeat"):
+        for name in ("custom_id", "system", "messages", "line", "variables", "repeat", "record"):
             value = getattr(self, name)
             if value is not None:
                 data[name] = value
@@ -62,7 +65,7 @@ class Prompt:
             )
         ):
             raise CheckpointError("a prompt's messages are not a list of chat messages")
-        line, repeat = data.get("line"), data.get("repeat")
+        line, repeat, record = data.get("line"), data.get("repeat"), data.get("record")
         variables = data.get("variables")
         if variables is not None and not isinstance(variables, dict):
             raise CheckpointError("a prompt's variables are not an object")
@@ -79,6 +82,7 @@ class Prompt:
             line=line if isinstance(line, int) and not isinstance(line, bool) else None,
             variables=variables,
             repeat=repeat if isinstance(repeat, int) and not isinstance(repeat, bool) else None,
+            record=record if isinstance(record, int) and not isinstance(record, bool) else None,
         )
 
 

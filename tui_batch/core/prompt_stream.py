@@ -112,6 +112,7 @@ class PromptStream:
             if isinstance(item, str):
                 found.problem(item)
             else:
+                item.record = position
                 prompts.append(item)
             if len(prompts) + found.failed >= size:
                 break

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, closing, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,11 +95,18 @@ class CheckpointStore:
             where = self.path_for(job_id) if job_id and self.exists(job_id) else self.directory
             raise storage_error("write checkpoints in", where, exc) from None
 
-    def create(self, job: BatchJob, check_ids: bool = False) -> Path:
+    def create(
+        self,
+        job: BatchJob,
+        check_ids: bool = False,
+        fill: Callable[[sqlite3.Connection], None] | None = None,
+    ) -> Path:
         """Write a new checkpoint holding the job and its prompts, readable by the owner only.
 
         It is built in a scratch file and linked into place only when whole. Two prompts
         with one id are a DuplicateId (`check_ids` False: their ids are known unique).
+        `fill`, if given, fills the file instead of `job.prompts`: it gets the scratch
+        file's connection, the job record written, and no transaction open.
         """
         path = self.path_for(job.job_id)
         if path.exists():
@@ -118,8 +125,11 @@ class CheckpointStore:
                 connection.execute(
                     "INSERT INTO job (id, header) VALUES (1, ?)", (header_json(job),)
                 )
-                insert_prompts(connection, 0, job.prompts, check_ids)
+                if fill is None:
+                    insert_prompts(connection, 0, job.prompts, check_ids)
                 connection.execute("COMMIT")
+                if fill is not None:
+                    fill(connection)
             os.link(scratch, path)  # fails if the job exists: never replaces one
         except FileExistsError:
             raise CheckpointError(
@@ -365,6 +375,10 @@ class CheckpointWriter:
             raise storage_error("save checkpoint", self.path, exc) from None
 
     def close(self) -> None:
+        """Close, with the log written into the file: `batch_ID.db` alone then holds the
+        whole job (a shard copied from another machine, a backup)."""
+        with suppress(sqlite3.Error):
+            self._connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self._connection.close()
 
     def __enter__(self) -> CheckpointWriter:
