@@ -87,7 +87,7 @@ def test_missing_changed_and_unfinished_shards_are_refused(tmp_path, prompts):
     unfinished = shard(processor, {"prompts": prompts, "shard": "3/3"}, run=False)
     with pytest.raises(CheckpointError, match=rf"shard 3/3 \(job {unfinished}\) is not finished"):
         processor.merge_shards([one, two, unfinished])
-    prompts.write_text(prompts.read_text().replace("q5\"", "q5 changed\""))
+    prompts.write_text(prompts.read_text().replace('q5"', 'q5 changed"'))
     changed = shard(processor, {"prompts": prompts, "shard": "3/3"})
     with pytest.raises(CheckpointError, match="they differ in input_sha256"):
         processor.merge_shards([one, two, changed])
