@@ -106,3 +106,23 @@ def test_shard_auto_takes_the_launchers_numbers_and_a_job_file_keeps_auto(tmp_pa
     assert done.returncode == 0, done.stderr
     assert ": 2 prompts (shard 3/4 (auto)) on " in done.stderr
     assert [r["prompt"] for r in json.loads(out.read_text())["results"]] == ["prompt 3", "prompt 7"]
+
+
+@pytest.mark.model
+def test_a_token_budget_stops_before_it_is_crossed_and_resume_raises_it(tmp_path):
+    out = tmp_path / "out.json"
+    args = ["run", str(PROMPTS), *FAST, "--max-tokens", "16", "--out", str(out)]
+    done = run_cli(*args, "--max-total-tokens", "900")
+    assert done.returncode == 1, done.stderr
+    stopped = done.stderr.strip().splitlines()[-1]
+    assert stopped.startswith("Stopped: budget reached: ") and " of 900 tokens spent" in stopped
+    assert "| budget: " in done.stderr  # the progress line says what is spent
+    job_id = stopped.split("tui-batch resume ")[1].split()[0]
+    export = tmp_path / "part.json"
+    assert run_cli("export", job_id, "--out", str(export)).returncode == 0
+    results = json.loads(export.read_text())["results"]
+    spent = sum(r["tokens_input"] + r["tokens_output"] for r in results)
+    assert 0 < len(results) < 25 and spent <= 900
+    resumed = run_cli("resume", job_id, "--max-total-tokens", "100000")
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(out.read_text())["summary"]["completed"] == 25

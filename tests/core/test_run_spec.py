@@ -129,6 +129,8 @@ def test_any_spec_written_to_a_job_file_reads_back_the_same(tmp_path_factory, va
     values = {**values, "prompts": folder / "p.txt"}
     if "score" in values or "tolerance" in values:
         values.setdefault("expect", "label")  # no score without the expected column
+    if "max_cost" in values:  # no cost without what tokens cost
+        values.update(price_in=values.get("price_in", 1.0), price_out=values.get("price_out", 2.0))
     if remote:
         values = {k: v for k, v in values.items() if k not in LOCAL_KEYS}
         values.update(server=["http://127.0.0.1:8000/v1#2"], rpm=60, stream=False)

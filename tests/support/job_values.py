@@ -39,6 +39,8 @@ LOCAL = {
     "checkpoint_every": 10,
     "price_in": 0.15,
     "price_out": 0.6,
+    "max_cost": 5.0,
+    "max_total_tokens": 2_000_000,
     "out": "out/results.csv",
     "format": "csv",
 }

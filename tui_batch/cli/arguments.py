@@ -102,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_score_options(run)
     _flag(run, "n_ctx")
     _add_price_options(run)
+    _add_budget_options(run)
     _add_hardware_options(run)
     _add_server_options(run)
 
@@ -116,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_hardware_options(resume)
     _add_server_options(resume, resuming=True)
+    _add_budget_options(resume, resuming=True)
 
     listing = commands.add_parser("checkpoints", help="list checkpoints")
     listing.add_argument("--json", action="store_true", help="print JSON")
@@ -278,6 +280,16 @@ def _add_score_options(parser: argparse.ArgumentParser) -> None:
 def _add_price_options(parser: argparse.ArgumentParser) -> None:
     _flag(parser, "price_in", metavar="PRICE")
     _flag(parser, "price_out", metavar="PRICE")
+
+
+def _add_budget_options(parser: argparse.ArgumentParser, resuming: bool = False) -> None:
+    group = parser.add_argument_group(
+        "budget",
+        "the job stops, resumable, before a prompt that could take it past these"
+        + ("; given to resume, they replace the job's" if resuming else ""),
+    )
+    _flag(group, "max_cost", metavar="COST")
+    _flag(group, "max_total_tokens")
 
 
 def prices(args: argparse.Namespace) -> Prices | None:

@@ -11,6 +11,7 @@ from tui_batch.cli.arguments import EXIT_FAILED, EXIT_OK
 from tui_batch.cli.terminal import ProgressPrinter, cancel_on_signals
 from tui_batch.core import events
 from tui_batch.core.backend import Backend
+from tui_batch.core.budget_guard import BUDGET_REACHED
 from tui_batch.core.errors import CheckpointError, ExportError
 from tui_batch.core.jobs import BatchJob, JobStatus
 from tui_batch.core.pending import INPUT_STOPPED
@@ -130,6 +131,18 @@ def run_job(
         )
         return EXIT_FAILED
     printer.finish()
+    if (
+        job.status is JobStatus.CANCELLED
+        and stopped_by
+        and stopped_by[-1].startswith(BUDGET_REACHED)
+    ):
+        print(
+            f"Stopped: {stopped_by[-1]}. {job.done}/{job.total_prompts} done and saved. "
+            f"To go on, raise it: tui-batch resume {job.job_id} --max-total-tokens N "
+            "(or --max-cost N)",
+            file=err,
+        )
+        return EXIT_FAILED
     if job.status is JobStatus.CANCELLED and stopped_by and not signals.cancel.is_set():
         print(
             f"Stopped: {stopped_by[-1]}; {job.done}/{job.total_prompts} done and saved. "

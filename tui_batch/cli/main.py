@@ -39,13 +39,14 @@ from tui_batch.cli.run_input import (
     warn_long_prompts,
 )
 from tui_batch.cli.terminal import cancel_on_signals, print_table
+from tui_batch.core.budget import Budget
 from tui_batch.core.errors import (
     SettingsError,
     TuiBatchError,
 )
 from tui_batch.core.export import check_output_path, check_results_folder
 from tui_batch.core.jobfile import JOB_FILE_SUFFIX
-from tui_batch.core.jobs import JobStatus
+from tui_batch.core.jobs import BatchJob, JobStatus
 from tui_batch.core.paths import exists
 from tui_batch.core.processor import BatchProcessor
 from tui_batch.core.prompt_stream import PromptStream, reopen_stream
@@ -263,6 +264,8 @@ def command_resume(args: argparse.Namespace) -> int:
             check_template_files(job, args.force)
         # A job stopped while its input was read in reads on from where it stopped.
         stream = reopen_stream(job) if job.reading is not None else None
+        if args.max_cost is not None or args.max_total_tokens is not None:
+            job.budget = raised_budget(job, args.max_cost, args.max_total_tokens)
         local = {k: v for k, v in flag_values(args).items() if k in LOCAL_KEYS}
         job.settings, _ = settings_from_text(local, base=job.settings)
         if job.server is None and server_flags_given(args):
@@ -284,6 +287,18 @@ def command_resume(args: argparse.Namespace) -> int:
             backend_for_job(job, opened=False) as backend,
         ):
             return run_job(processor, job, backend, signals, args.retry_failed, lock, stream)
+
+
+def raised_budget(job: BatchJob, max_cost: str | None, max_total_tokens: str | None) -> Budget:
+    """The job's budget with what resume was given in place (a cost needs the job's prices)."""
+    budget = (job.budget or Budget()).with_values(max_cost, max_total_tokens)
+    assert budget is not None
+    if budget.max_cost is not None and job.prices is None:
+        raise SettingsError(
+            f"Job {job.job_id} has no prices: --max-cost needs what tokens cost; give "
+            "--max-total-tokens instead"
+        )
+    return budget
 
 
 def command_models(args: argparse.Namespace) -> int:

@@ -254,6 +254,12 @@ class Backend(ABC):
         engine asks after every step."""
         return None
 
+    def input_tokens(self, prompt: Prompt) -> int | None:
+        """The tokens `prompt` is as this backend sends it to its model, chat template
+        included, where it can count them exactly (a loaded local model); None where it
+        cannot (servers count their own)."""
+        return None
+
     def request_form(self, job: BatchJob) -> RequestForm | None:
         """How this backend makes `job`'s requests, for the answer cache; None (a plain
         function, say) when its answers cannot be keyed and so are never cached."""

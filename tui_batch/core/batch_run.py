@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from tui_batch.core import events
 from tui_batch.core.backend import Backend, Completion, Task, describe_error
+from tui_batch.core.budget_guard import BudgetGuard
 from tui_batch.core.cache.job_cache import JobCache
 from tui_batch.core.cache.key import reproducible, sampling_of
 from tui_batch.core.errors import CheckpointError
@@ -80,6 +81,9 @@ class BatchRun:
         self.invalid = InvalidAnswers(job)  # answers that broke the schema, run again
         self.cache: JobCache | None = None
         self.cache_opened = False
+        # The job's budget kept (None: it has none); set once a prompt did not fit.
+        self.guard: BudgetGuard | None = None
+        self.over_budget = False
         self.served_shown = False
         # Keep every result for the caller (`process_batch` returns them); a job run from
         # a stream keeps none: its results are in the checkpoint.
@@ -98,6 +102,8 @@ class BatchRun:
             self.tracker = ProgressTracker(
                 job.total_prompts, job.completed, job.failed, self.clock, invalid, cut
             )
+            if self.guard is not None:
+                self.tracker.budget = self.guard.spent
             self.unstarted = PendingPrompts(
                 writer, job, self.stream, 4 * self.backend.capacity, self._input_read
             )
@@ -151,6 +157,8 @@ class BatchRun:
                 r.prompt_index: r for r in previous if not (retry_failed and not r.success)
             }
         counts = writer.counts()
+        if job.budget is not None:
+            self.guard = BudgetGuard(job, job.budget, counts, self.backend.input_tokens)
         job.completed, job.failed = counts.succeeded, counts.results - counts.succeeded
         return counts.invalid, counts.thought_cut
 
@@ -227,13 +235,17 @@ class BatchRun:
                 self._wait_while_paused(writer)
                 continue
             broken: list[Completion] = []
-            while backend.in_flight < backend.capacity:
+            while backend.in_flight < backend.capacity and not self.over_budget:
                 if not pending:
                     stopped = self._refill(writer, pending)
                     if stopped is not None:
                         return stopped
                 task = self._next_task(pending)
                 if task is None:
+                    break
+                if self.guard is not None and not self.guard.take(task.index, task.prompt):
+                    self._put_back(task, pending)  # no prompt starts after it
+                    self.over_budget = True
                     break
                 self.started[task.index] = _Started(
                     self.clock(), utc_now(), task.attempt, self.paused
@@ -250,6 +262,8 @@ class BatchRun:
             if any(failed) and self.strategy.should_stop(job.failed):
                 return JobStatus.FAILED, f"error strategy {self.strategy} reached"
             if backend.in_flight == 0:
+                if self.over_budget and self.guard is not None:
+                    return JobStatus.CANCELLED, self.guard.reason()
                 if not self.retry_queue:
                     return JobStatus.COMPLETED, None
                 self.cancel.wait(
@@ -272,10 +286,19 @@ class BatchRun:
         """Record a completion; True when it is a final failure."""
         result = self._complete(completion.checked())
         if result is None:
+            if self.guard is not None:  # it runs again: reserved again when it starts
+                self.guard.settle(completion.index, None)
             return False
         if len(self.unsaved) >= self.job.checkpoint_every:
             self._commit(writer)
         return not result.success
+
+    def _put_back(self, task: Task, pending: deque[int]) -> None:
+        """A task that may not start now, back where it came from."""
+        if task.attempt > 1:
+            heapq.heappush(self.retry_queue, (time.monotonic(), task.index, task.attempt))
+        else:
+            pending.appendleft(task.index)
 
     def _next_task(self, pending: deque[int]) -> Task | None:
         if self.retry_queue and self.retry_queue[0][0] <= time.monotonic():
@@ -353,6 +376,8 @@ class BatchRun:
         if self.keep_results:
             self.results[completion.index] = result
         self.unsaved.append(result)
+        if self.guard is not None:
+            self.guard.settle(completion.index, result)
         update = self.tracker.record(result)
         job.completed, job.failed = update.completed, update.failed
         if self.progress_callback is not None:

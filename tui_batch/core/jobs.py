@@ -9,6 +9,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from tui_batch.core.budget import Budget
 from tui_batch.core.errors import CheckpointError, SettingsError
 from tui_batch.core.prompt import Prompt, build_messages, messages_for, repeated
 from tui_batch.core.reasoning import INCOMPLETE_THOUGHT
@@ -287,6 +288,8 @@ class BatchJob:
     input_sha256: str | None = None
     # A job joined from shards (`tui-batch merge`): their job ids, in shard order.
     merged_from: list[str] | None = None
+    # What it may spend before it stops (None: no limit).
+    budget: Budget | None = None
 
     def __post_init__(self) -> None:
         validate_job_id(self.job_id)
@@ -338,6 +341,7 @@ class BatchJob:
         data["scoring"] = self.scoring.to_dict() if self.scoring else None
         data["input_slice"] = self.input_slice.to_dict() if self.input_slice else None
         data["reading"] = self.reading.to_dict() if self.reading else None
+        data["budget"] = self.budget.to_dict() if self.budget else None
         return data
 
     @property
@@ -387,6 +391,8 @@ class BatchJob:
                 values["scoring"] = Scoring.from_dict(header["scoring"])
             if header.get("input_slice") is not None:
                 values["input_slice"] = InputSlice.from_dict(header["input_slice"])
+            if header.get("budget") is not None:
+                values["budget"] = Budget.from_dict(header["budget"])
             if header.get("reading") is not None:
                 values["reading"] = Reading.from_dict(header["reading"])
             return cls(prompts=prompts, **values)

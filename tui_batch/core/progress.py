@@ -26,6 +26,8 @@ class ProgressUpdate:
     # answer (`reasoning.INCOMPLETE_THOUGHT`).
     invalid: int = 0
     thought_cut: int = 0
+    # A job with a budget: what it has spent of it (`budget: 1,234 of 5,000 tokens`).
+    budget: str | None = None
 
     @property
     def done(self) -> int:
@@ -60,6 +62,8 @@ class ProgressTracker:
         self._tokens_this_run = 0
         self._paused = 0.0
         self._paused_since: float | None = None
+        # A job with a budget: what it has spent of it, as text (None: it has none).
+        self.budget: Callable[[], str] | None = None
 
     def pause(self) -> None:
         """The job is paused: the clock stops until `resume`."""
@@ -111,6 +115,7 @@ class ProgressTracker:
             result=result,
             invalid=self.invalid,
             thought_cut=self.thought_cut,
+            budget=self.budget() if self.budget is not None else None,
         )
 
 
@@ -145,4 +150,6 @@ def format_progress_line(update: ProgressUpdate, width: int = 30, status: str | 
         line += f" | no answer after the thought: {update.thought_cut}"
     if update.tokens_per_second:
         line += f" | {update.tokens_per_second:.1f} tok/s"
+    if update.budget:
+        line += f" | {update.budget}"
     return line

@@ -250,6 +250,7 @@ class ResultCounts:
     uncounted: int = 0  # answers generated here whose output tokens nobody counted
     scored: int = 0
     right: int = 0
+    tokens_input: int = 0  # counted for answers generated here
 
 
 def count_results(connection: sqlite3.Connection, schema: str = "main") -> ResultCounts:
@@ -268,7 +269,9 @@ def count_results(connection: sqlite3.Connection, schema: str = "main") -> Resul
         f"COALESCE(SUM(CASE WHEN NOT ({cached}) AND NOT ({unknown}) "
         "THEN tokens_output ELSE 0 END), 0), "
         f"COALESCE(SUM(NOT ({cached}) AND {unknown}), 0), "
-        f"COUNT({score}), COALESCE(SUM({score} >= ?), 0) FROM {schema}.results",
+        f"COUNT({score}), COALESCE(SUM({score} >= ?), 0), "
+        f"COALESCE(SUM(CASE WHEN NOT ({cached}) THEN tokens_input ELSE 0 END), 0) "
+        f"FROM {schema}.results",
         (len(INCOMPLETE_THOUGHT), INCOMPLETE_THOUGHT, RIGHT),
     ).fetchone()
     return ResultCounts(*(int(value) for value in row))

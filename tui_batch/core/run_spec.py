@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from tui_batch.core.budget import Budget
 from tui_batch.core.errors import SettingsError
 from tui_batch.core.export import EXPORT_FORMATS, format_for_path
 from tui_batch.core.scoring.methods import Scoring
@@ -42,13 +43,16 @@ SLICE_KEYS = ("limit", "sample", "range", "shard")
 # How a local model is run: no setting of servers.
 LOCAL_KEYS = tuple(s.name for s in SETTINGS if s.table == "model" and s.name != "model")
 _PRICE_KEYS = ("price_in", "price_out")
+# What the job may spend (`core.budget`).
+BUDGET_KEYS = ("max_cost", "max_total_tokens")
 _OUTPUT_KEYS = ("out", "format")
 SCORE_KEYS = ("expect", "score", "tolerance")
 # The settings `settings_from_text` converts: how the model generates, how a job runs.
 _GENERATION_KEYS = tuple(
     s.name
     for s in SETTINGS
-    if s.table in ("model", "generation", "run") and s.name not in ("model", *_PRICE_KEYS)
+    if s.table in ("model", "generation", "run")
+    and s.name not in ("model", *_PRICE_KEYS, *BUDGET_KEYS)
 )
 
 
@@ -80,6 +84,8 @@ class RunSpec:
     scoring: Scoring | None = None
     # Which records of the input the job takes (None: all).
     input_slice: InputSlice | None = None
+    # What the job may spend (None: no limit).
+    budget: Budget | None = None
     given: frozenset[str] = field(default=frozenset(), compare=False)
 
     @classmethod
@@ -119,6 +125,13 @@ class RunSpec:
                 f"{named(BY_NAME['format'])}: expected one of {', '.join(EXPORT_FORMATS)}, "
                 f"got {output_format!r:.40}"
             )
+        prices = Prices.from_text(given.get("price_in"), given.get("price_out"))
+        budget = Budget.from_values(given.get("max_cost"), given.get("max_total_tokens"))
+        if budget is not None and budget.max_cost is not None and prices is None:
+            raise SettingsError(
+                f"{named(BY_NAME['max_cost'])} needs what tokens cost: give --price-in and "
+                "--price-out (per million tokens)"
+            )
         return cls(
             input_slice=_slice(given, generation.seed),
             scoring=_scoring(given),
@@ -134,7 +147,8 @@ class RunSpec:
             server=server,
             output=_path(given, "out"),
             output_format=output_format,
-            prices=Prices.from_text(given.get("price_in"), given.get("price_out")),
+            prices=prices,
+            budget=budget,
             given=frozenset(given),
         )
 
@@ -176,6 +190,8 @@ class RunSpec:
             values.update(server)
         if self.prices is not None:
             values.update(price_in=self.prices.input, price_out=self.prices.output)
+        if self.budget is not None:
+            values.update(self.budget.to_dict())
         values.update(out=self.output, format=self.output_format)
         scoring = self.scoring
         values.update(
@@ -238,6 +254,7 @@ class RunSpec:
             "scoring": self.scoring,
             "name": self.name,
             "input_slice": self.input_slice,
+            "budget": self.budget,
         }
 
 

@@ -571,6 +571,32 @@ SETTINGS: tuple[Setting, ...] = (
         0.0,
         hint="per million output tokens",
     ),
+    Setting(
+        "max_cost",
+        "Max cost",
+        "float",
+        "run",
+        "max_cost",
+        "--max-cost",
+        "stop the job (resumable) before a prompt that could take its cost past this "
+        "(needs --price-in and --price-out)",
+        0.0,
+        blank_is_none=True,
+        hint="in the prices' currency",
+    ),
+    Setting(
+        "max_total_tokens",
+        "Max total tokens",
+        "int",
+        "run",
+        "max_total_tokens",
+        "--max-total-tokens",
+        "stop the job (resumable) before a prompt that could take its input and output "
+        "tokens together past this",
+        1,
+        blank_is_none=True,
+        hint="input and output",
+    ),
     # How answers are scored against expected ones.
     Setting(
         "expect",

@@ -39,7 +39,7 @@ from tui_batch.backends.llama.thinking import THINKING, ThoughtTracker
 from tui_batch.backends.llama.tokens import local_request_form
 from tui_batch.core.backend import Backend, Completion, RequestForm, Task, TokenSink
 from tui_batch.core.errors import ModelError
-from tui_batch.core.jobs import BatchJob, GenerationSettings, messages_for
+from tui_batch.core.jobs import BatchJob, GenerationSettings, Prompt, messages_for
 from tui_batch.core.setting_table import MAX_PARALLEL
 
 # A shared prompt prefix shorter than this is decoded with each prompt: copying a
@@ -280,6 +280,9 @@ class ParallelLlamaBackend(Backend):
 
     def request_form(self, job: BatchJob) -> RequestForm:
         return local_request_form(self.model_path, job.settings)
+
+    def input_tokens(self, prompt: Prompt) -> int | None:
+        return len(self._m.chat.tokens(messages_for(prompt, self.settings), self.settings)[0])
 
     def step(self) -> list[Completion]:
         """Decode once or a few times for every slot: its prompt or its next token."""

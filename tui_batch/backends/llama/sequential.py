@@ -36,7 +36,7 @@ from tui_batch.core.backend import (
     describe_error,
 )
 from tui_batch.core.errors import ModelError
-from tui_batch.core.jobs import BatchJob, GenerationSettings, messages_for
+from tui_batch.core.jobs import BatchJob, GenerationSettings, Prompt, messages_for
 
 _CONTEXT_OVERFLOW = re.compile(r"Requested tokens \((\d+)\) exceed context window of (\d+)")
 
@@ -253,6 +253,11 @@ class LlamaCppBackend(Backend):
 
     def request_form(self, job: BatchJob) -> RequestForm:
         return local_request_form(self.model_path, job.settings)
+
+    def input_tokens(self, prompt: Prompt) -> int | None:
+        if self._chat is None:
+            return None
+        return len(self._chat.tokens(messages_for(prompt, self.settings), self.settings)[0])
 
     def step(self) -> list[Completion]:
         generation = self._current

@@ -68,6 +68,8 @@ def status_line(run: RunState) -> Text:
     text.append(f"  {rate:.1f} tok/s")
     if update is not None:
         text.append(f"  {update.throughput:.1f} prompts/s")
+    if update is not None and update.budget:
+        text.append(f"  {update.budget}", style="cyan")
     return text
 
 
