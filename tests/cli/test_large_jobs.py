@@ -126,3 +126,49 @@ def test_a_token_budget_stops_before_it_is_crossed_and_resume_raises_it(tmp_path
     resumed = run_cli("resume", job_id, "--max-total-tokens", "100000")
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(out.read_text())["summary"]["completed"] == 25
+
+
+@pytest.mark.model
+def test_a_dry_run_counts_what_a_run_takes_and_makes_nothing(tmp_path):
+    data = {"TUI_BATCH_DATA_DIR": str(tmp_path / "data")}
+    flags = [*FAST, "--max-tokens", "8", "--limit", "6", "--price-in", "1", "--price-out", "2"]
+    dry = run_cli("run", str(PROMPTS), *flags, "--dry-run", "--dry-run-sample", "2", env=data)
+    assert dry.returncode == 0, dry.stderr
+    assert not (tmp_path / "data").exists()  # no checkpoint, no results, no cache
+    said = dict(line.split(None, 1) for line in dry.stdout.splitlines()[1:] if line[:1] != " ")
+    assert said["Prompts"] == "6 (from 6 records)"
+    assert said["Cache"] == "0 would be served, 6 to run"
+    assert said["Output"].startswith("at most 48 tokens (8 an answer); about ")
+    assert said["Time"].startswith("about ") and "a sample of 2 prompts took" in said["Time"]
+    counted = int(said["Input"].split()[0].replace(",", ""))
+    out = tmp_path / "real.json"
+    real = run_cli("run", str(PROMPTS), *flags, "--out", str(out), env=data)
+    assert real.returncode == 0, real.stderr
+    assert counted == sum(r["tokens_input"] for r in json.loads(out.read_text())["results"])
+
+
+@pytest.mark.model
+def test_a_dry_run_counts_the_cache_first(tmp_path):
+    data = {"TUI_BATCH_DATA_DIR": str(tmp_path / "data")}
+    flags = [*FAST, "--choices", "yes,no"]  # one label an answer: each finishes, and is kept
+    kept = run_cli("run", str(PROMPTS), *flags, "--limit", "4", "--cache", "read-write", env=data)
+    assert kept.returncode == 0, kept.stderr
+    dry = run_cli("run", str(PROMPTS), *flags, "--limit", "6", "--cache", "read",
+                  "--dry-run", "--dry-run-sample", "0", env=data)  # fmt: skip
+    assert dry.returncode == 0, dry.stderr
+    assert "Cache      4 would be served, 2 to run" in dry.stdout
+    assert "Time       not measured (--dry-run-sample 0)" in dry.stdout
+
+
+def test_a_dry_run_on_a_server_estimates_its_input_and_says_so(tmp_path):
+    from support.fake_server import FakeServer
+
+    with FakeServer() as fake:
+        dry = run_cli(
+            "run", str(PROMPTS), "--server", fake.url, "--limit", "3", "--max-tokens", "5",
+            "--dry-run", "--dry-run-sample", "1", env={"TUI_BATCH_DATA_DIR": str(tmp_path)},
+        )  # fmt: skip
+        assert dry.returncode == 0, dry.stderr
+        assert "estimated at 4 bytes a token: the servers count their own" in dry.stdout
+        assert fake.finished == 1  # the sample, and nothing more
+    assert not list(tmp_path.glob("checkpoints/*.db"))

@@ -9,6 +9,7 @@ from typing import Any, NoReturn
 
 from tui_batch import __version__
 from tui_batch.core.compare import ORDERS, STATES
+from tui_batch.core.dry_run import DEFAULT_SAMPLE
 from tui_batch.core.errors import SettingsError
 from tui_batch.core.export import EXPORT_FORMATS, STATS_FORMAT
 from tui_batch.core.run_spec import LOCAL_KEYS, named
@@ -83,6 +84,20 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="JOB.toml",
         help="write these settings to a job file and exit, without running",
+    )
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="say what the run would do (prompts, cache hits, tokens, cost, time) and make "
+        "nothing; the time is measured on a sample of real answers (--dry-run-sample)",
+    )
+    run.add_argument(
+        "--dry-run-sample",
+        type=_count,
+        default=None,
+        metavar="N",
+        help=f"prompts a dry run answers to time the job and measure its answers' length "
+        f"(default: {DEFAULT_SAMPLE}; 0: none)",
     )
     _flag(run, "name", metavar="NAME")
     _flag(run, "model")
@@ -308,6 +323,13 @@ def _add_template_options(parser: argparse.ArgumentParser) -> None:
     _flag(group, "template_text", metavar="TEXT")
     _flag(group, "data", type=Path, metavar="FILE")
     _flag(group, "id_field", metavar="NAME")
+
+
+def _count(text: str) -> int:
+    """A whole number from 0, for argparse."""
+    if not text.strip().isdigit() or int(text) > 100_000:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to 100000, got {text!r}")
+    return int(text)
 
 
 def _add_slice_options(parser: argparse.ArgumentParser) -> None:

@@ -34,12 +34,15 @@ from tui_batch.cli.reports import (
 from tui_batch.cli.run_input import (
     check_template_files,
     open_input,
+    print_warnings,
     run_request,
     save_job,
     warn_long_prompts,
 )
 from tui_batch.cli.terminal import cancel_on_signals, print_table
+from tui_batch.core.backend import Backend
 from tui_batch.core.budget import Budget
+from tui_batch.core.dry_run import DEFAULT_SAMPLE, dry_run
 from tui_batch.core.errors import (
     SettingsError,
     TuiBatchError,
@@ -49,6 +52,7 @@ from tui_batch.core.jobfile import JOB_FILE_SUFFIX
 from tui_batch.core.jobs import BatchJob, JobStatus
 from tui_batch.core.paths import exists
 from tui_batch.core.processor import BatchProcessor
+from tui_batch.core.prompt import Prompt
 from tui_batch.core.prompt_stream import PromptStream, reopen_stream
 from tui_batch.core.prompts import SUPPORTED_EXTENSIONS
 from tui_batch.core.run_input import RunInput
@@ -151,7 +155,7 @@ def open_dashboard(prompts_file: Path | None) -> int:
 
 
 def command_run(args: argparse.Namespace) -> int:
-    from tui_batch.backends.factory import llama_backend
+    from tui_batch.backends.factory import length_check, llama_backend
     from tui_batch.models.catalog import resolve_model
 
     request = run_request(args)
@@ -169,15 +173,24 @@ def command_run(args: argparse.Namespace) -> int:
     stream, run_input = open_input(request)
     processor.check_job_from(run_input, spec)  # before a model loads, not after
     spec = run_input.settled(spec)
-    processor.store.check_writable()
+    if args.dry_run_sample is not None and not args.dry_run:
+        raise SettingsError("--dry-run-sample N measures a dry run: add --dry-run")
+    if not args.dry_run:  # a dry run makes nothing
+        processor.store.check_writable()
     # Stop signals are ours from here: a Ctrl+C while the model loads is not lost.
     with cancel_on_signals(sys.stderr) as signals:
         if spec.server is not None:
-            return _run_on_servers(processor, stream, run_input, spec, signals)
+            return _run_on_servers(processor, stream, run_input, spec, signals, args)
         model = resolve_model(spec.model)
         settings = spec.generation
         warn_long_prompts(model.path, run_input, settings)
         backend = llama_backend(model.path, settings)
+        if args.dry_run:
+            with backend:
+                check = length_check(
+                    model.path, settings.n_ctx, settings.system_prompt, settings.schema_note
+                )
+                return print_dry_run(stream, run_input, spec, model.id, backend, check.tokens, args)
         # The model is loaded before the job is made, so a model that fails changes
         # nothing; with answers to serve from the cache, only if a prompt is left.
         if not spec.options.cache_reads:
@@ -190,6 +203,34 @@ def command_run(args: argparse.Namespace) -> int:
                 model.id, stream, run_input.prompts, spec, model_path=str(model.path)
             )
             return run_job(processor, job, backend, signals, False, stream=stream)
+
+
+def print_dry_run(
+    stream: PromptStream,
+    run_input: RunInput,
+    spec: RunSpec,
+    model_id: str,
+    backend: Backend,
+    count: Callable[[Sequence[Prompt]], list[int]] | None,
+    args: argparse.Namespace,
+) -> int:
+    """`run --dry-run`: the run's figures on stdout; nothing made."""
+    sample = DEFAULT_SAMPLE if args.dry_run_sample is None else args.dry_run_sample
+    print(f"Reading {one_line(str(stream.source_file))}...", file=sys.stderr, flush=True)
+    figures = dry_run(
+        stream,
+        run_input.prompts,
+        spec,
+        model_id,
+        backend,
+        count,
+        sample,
+        lambda text: print_warnings("cache", [text]),
+    )
+    print(f"Dry run of {one_line(model_id)}: nothing was made")
+    for line in figures.lines():
+        print(line)
+    return EXIT_OK
 
 
 def _probed_schema(settings: GenerationSettings, options: JobOptions) -> AnswerSchema | None:
@@ -210,6 +251,7 @@ def _run_on_servers(
     run_input: RunInput,
     spec: RunSpec,
     signals: cancel_on_signals,
+    args: argparse.Namespace,
 ) -> int:
     """Check every server answers and serves the model, then make and run the job."""
     from tui_batch.backends.factory import check_servers, remote_backend
@@ -234,6 +276,8 @@ def _run_on_servers(
     if signals.cancel.is_set():
         return _stopped_before_start(signals)
     with remote_backend(server, model) as backend:
+        if args.dry_run:
+            return print_dry_run(stream, run_input, spec, model, backend, None, args)
         job = processor.create_streamed_job(model, stream, run_input.prompts, spec, server=server)
         return run_job(processor, job, backend, signals, False, stream=stream)
 

@@ -120,6 +120,4 @@ class BudgetGuard:
 
     def _cost(self, tokens_in: int, tokens_out: int) -> float:
         prices = self.job.prices
-        if prices is None:
-            return 0.0
-        return (tokens_in * prices.input + tokens_out * prices.output) / 1e6
+        return 0.0 if prices is None else prices.cost(tokens_in, tokens_out)

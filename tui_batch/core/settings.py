@@ -400,6 +400,10 @@ class Prices:
     def to_dict(self) -> dict[str, float]:
         return {"input": self.input, "output": self.output}
 
+    def cost(self, tokens_in: float, tokens_out: float) -> float:
+        """What these many input and output tokens cost."""
+        return (tokens_in * self.input + tokens_out * self.output) / 1e6
+
     @classmethod
     def from_text(cls, price_in: Any, price_out: Any) -> Prices | None:
         """Prices from typed text (flags, fields) or numbers (a job file's): both blank

@@ -137,17 +137,23 @@ def _whole(value: Any, minimum: int) -> bool:
 
 
 def _until(records: Iterable[tuple[int, T]], chosen: InputSlice) -> Iterator[tuple[int, T]]:
+    """The records up to the range's end, without reading one past it."""
     for item in records:
         if chosen.past_end(item[0]):
             return
         yield item
+        if chosen.stop is not None and item[0] >= chosen.stop:
+            return
 
 
 def _first(items: Iterator[T], count: int) -> Iterator[T]:
-    for taken, item in enumerate(items):
+    """The first `count` items, without taking one more."""
+    if count <= 0:
+        return
+    for taken, item in enumerate(items, start=1):
+        yield item
         if taken >= count:
             return
-        yield item
 
 
 def reservoir(items: Iterable[tuple[int, T]], size: int, seed: int) -> list[tuple[int, T]]:
