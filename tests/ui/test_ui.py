@@ -21,6 +21,7 @@ from tui_batch.ui.screens.modals import (
     ConfirmScreen,
     ExportScreen,
     FileBrowserScreen,
+    NoticeScreen,
     ResultScreen,
 )
 from tui_batch.ui.screens.progress import ProgressScreen
@@ -565,3 +566,22 @@ def test_a_setup_typed_but_not_started_is_kept_as_a_draft(tmp_path):
     assert asyncio.run(shown()) == "91"
     asyncio.run(typed_then("ctrl+b"))  # to the checkpoints: the setup is suspended
     assert asyncio.run(shown()) == "92"
+
+
+@pytest.mark.model
+async def test_a_dry_run_from_job_setup_shows_its_figures_and_makes_nothing(tmp_path):
+    app = TuiBatchApp(prompts_file(tmp_path))
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await type_into(pilot, "#max_tokens", "6")
+        await type_into(pilot, "#n_threads", "1")
+        await pilot.press("f6")
+        await wait_until(pilot, lambda: isinstance(app.screen, NoticeScreen), timeout=120)
+        shown = app.screen.question
+        assert "nothing was made" in shown and "Prompts    7 (from 7 records)" in shown
+        assert "Input      " in shown and "counted with the model's tokenizer" in shown
+        assert "Time       about " in shown
+        await pilot.press("escape")
+        await pilot.pause()
+        assert isinstance(app.screen, SetupScreen)
+        assert app.processor.job_summaries() == []  # no job was made

@@ -392,6 +392,16 @@ def expected_lines(result: BatchResult, scoring: Scoring, schema: AnswerSchema |
     return text
 
 
+class NoticeScreen(QuestionScreen[None]):
+    """Something to read (a dry run's figures): Escape or Enter closes it."""
+
+    BINDINGS = [
+        Binding("escape", "answer(None)", "Close"),
+        Binding("enter", "answer(None)", "Close"),
+    ]
+    HINT = "Esc close"
+
+
 def expected_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.text import Text
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
@@ -37,8 +37,9 @@ from tui_batch.core.servers import ServerSettings
 from tui_batch.core.settings import DEFAULT_REMOTE_RETRIES, GenerationSettings, parse_number
 from tui_batch.core.structured.schema import AnswerSchema
 from tui_batch.core.templates.render import TemplatePrompts
+from tui_batch.ui.dry_run import dry_run_text
 from tui_batch.ui.last_setup import LastSetup, load_last_setup, save_last_setup
-from tui_batch.ui.screens.modals import FileBrowserScreen
+from tui_batch.ui.screens.modals import FileBrowserScreen, NoticeScreen
 from tui_batch.ui.screens.setup_job import (
     COMMON_FIELDS,
     PRICE_FIELDS,
@@ -80,6 +81,7 @@ class SetupScreen(JobFileScreen):
         Binding("ctrl+r", "start", "Start"),
         Binding("ctrl+o", "browse", "Open"),
         Binding("ctrl+s", "save_job", "Save job"),
+        Binding("f6", "dry_run", "Dry run"),
         Binding("ctrl+t", "focus_typed", "Type prompts", show=False),
         Binding("f2", "template", "Template"),
         Binding("f5", "test_connection", "Test servers", show=False),
@@ -266,6 +268,33 @@ class SetupScreen(JobFileScreen):
             raise TuiBatchError("No prompts: give a prompts file or type prompts, one per line.")
         path = None if str(source.path) == "<typed>" else str(source.path.resolve())
         self._start_with(source.prompts, path, None)
+
+    def action_dry_run(self) -> None:
+        """What the form's run would do (prompts, cache hits, tokens, cost, time), made
+        nothing of, in a dialog; the input must be a file (a typed list is read whole)."""
+        try:
+            spec = self.spec()
+            if spec.prompts is None and not spec.uses_template:
+                raise TuiBatchError("A dry run reads a file: give a prompts file or a template")
+            model = None if self.on_servers else self._local_model()
+            if self.on_servers and spec.model is None:
+                raise TuiBatchError("No model name: type the name the servers serve it by")
+        except TuiBatchError as exc:
+            self.notify(str(exc), title="Cannot dry run", severity="error", markup=False)
+            return
+        self.notify("Reading the input and timing a sample of answers...", title="Dry run")
+        self._dry_run(spec, model)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="dry-run", description="Dry run")
+    def _dry_run(self, spec: RunSpec, model: str | None) -> None:
+        try:
+            text = dry_run_text(spec, model)
+        except TuiBatchError as exc:
+            self.app.call_from_thread(
+                self.notify, str(exc), title="Dry run", severity="error", markup=False
+            )
+            return
+        self.app.call_from_thread(self.app.push_screen, NoticeScreen(text))
 
     def _local_model(self) -> str:
         model = self._model_path()
