@@ -15,21 +15,19 @@ from __future__ import annotations
 import heapq
 import sqlite3
 from collections.abc import Iterator, Sequence
-from contextlib import closing
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tui_batch.core.checkpoint_file import (
     CHECKPOINT_SUFFIX,
-    connect_read_only,
-    read_header,
 )
 from tui_batch.core.errors import CheckpointError
 from tui_batch.core.jobs import BatchJob, JobStatus, utc_now
-from tui_batch.core.rows import RESULT_COLUMNS, check_rows, count_results, present_columns
+from tui_batch.core.paths import is_file
+from tui_batch.core.rows import RESULT_COLUMNS, present_columns
 from tui_batch.core.slices import InputSlice
 from tui_batch.core.store import CheckpointStore
-from tui_batch.core.stored import StoredPrompts
+from tui_batch.core.stored import StoredPrompts, result_counts
 
 # What may differ between the shards of one job: what each run of it was, not what it is.
 PER_SHARD = frozenset(
@@ -110,25 +108,18 @@ def merge_shards(
 
 def read_shard(store: CheckpointStore, source: str) -> Shard:
     """The shard a job id or checkpoint path names, its rows checked."""
-    path = Path(source)
-    if not (source.endswith(CHECKPOINT_SUFFIX) and path.is_file()):
-        path = store.path_for(source)
-        if not path.exists():
-            raise CheckpointError(f"No checkpoint for job {source} in {store.directory}")
-    try:
-        with closing(connect_read_only(path)) as connection:
-            job = BatchJob.from_header(read_header(connection), [])
-            check_rows(connection)
-            results = count_results(connection).results
-            (job.total_prompts,) = connection.execute("SELECT COUNT(*) FROM prompts").fetchone()
-    except (sqlite3.Error, ValueError, TypeError, RecursionError, CheckpointError) as exc:
-        raise CheckpointError(f"Unreadable checkpoint {path}: {exc}") from None
+    if source.endswith(CHECKPOINT_SUFFIX) and is_file(source):
+        job = store.open(Path(source))
+    else:
+        job = store.open_job(source)
+    assert job.checkpoint_file is not None
+    path = Path(job.checkpoint_file)
     shard = job.input_slice.shard if job.input_slice is not None else None
     if shard is None:
         raise CheckpointError(
             f"Job {job.job_id} ({path}) is not a shard: only jobs run with --shard I/N are merged"
         )
-    return Shard(path, job, shard[0], shard[1], results)
+    return Shard(path, job, shard[0], shard[1], result_counts(path).results)
 
 
 def check_shards(shards: list[Shard]) -> None:

@@ -200,6 +200,10 @@ class CheckpointStore:
         path = self.path_for(job_id)
         if not path.exists():
             raise CheckpointError(f"No checkpoint for job {job_id} in {self.directory}")
+        return self.open(path)
+
+    def open(self, path: Path) -> BatchJob:
+        """`open_job` of the checkpoint file at `path` (one from another machine, say)."""
         try:
             with closing(connect_read_only(path)) as connection, read_snapshot(connection):
                 header = read_header(connection)
