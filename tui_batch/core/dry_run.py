@@ -24,6 +24,7 @@ from tui_batch.core.progress import format_duration
 from tui_batch.core.prompt import Prompt
 from tui_batch.core.prompt_stream import PromptStream
 from tui_batch.core.run_spec import RunSpec
+from tui_batch.core.settings import Prices
 
 # Bytes a token, for servers' input when nobody here can count it (English-like text).
 BYTES_A_TOKEN = 4
@@ -46,7 +47,7 @@ class DryRun:
     sampled: int = 0
     sample_seconds: float = 0.0
     sample_output: float | None = None  # the sample's mean output tokens
-    prices: Any = None
+    prices: Prices | None = None
 
     @property
     def to_run(self) -> int:
