@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from tui_batch.core.slices import InputSlice
+
 from conftest import EXAMPLES, run_cli
 from support.cli import FAST
 
@@ -34,13 +36,14 @@ def test_a_range_and_a_shard_run_the_records_they_name(tmp_path):
 
 
 @pytest.mark.model
-def test_a_sample_is_the_same_for_the_same_seed(tmp_path):
-    first, _ = run_slice(tmp_path, "a", "--sample", "5", "--seed", "3", "--temperature", "0.5")
-    again, _ = run_slice(tmp_path, "b", "--sample", "5", "--seed", "3", "--temperature", "0.5")
-    other, _ = run_slice(tmp_path, "c", "--sample", "5", "--seed", "4", "--temperature", "0.5")
-    prompts = [[r["prompt"] for r in d["results"]] for d in (first, again, other)]
-    assert len(prompts[0]) == 5 and prompts[0] == prompts[1] != prompts[2]
-    assert [LINES.index(p) for p in prompts[0]] == sorted(LINES.index(p) for p in prompts[0])
+def test_a_sample_is_the_seeds_draw_in_the_files_order(tmp_path):
+    """The run takes the draw the seed makes (the same every time: `InputSlice.select`)."""
+    document, _ = run_slice(tmp_path, "a", "--sample", "5", "--seed", "3", "--temperature", "0.5")
+    numbered = [(n, line) for n, line in enumerate(LINES, start=1)]
+    drawn = [line for _, line in InputSlice(sample=5, seed=3).select(numbered)]
+    assert [r["prompt"] for r in document["results"]] == drawn
+    assert drawn != [line for _, line in InputSlice(sample=5, seed=4).select(numbered)]
+    assert [LINES.index(p) for p in drawn] == sorted(LINES.index(p) for p in drawn)
 
 
 @pytest.mark.model

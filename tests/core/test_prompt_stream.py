@@ -178,17 +178,39 @@ MEMORY = textwrap.dedent(
     """
     import resource, sys
     from pathlib import Path
-    from tui_batch.core.backend import CallableBackend
+    from tui_batch.core.backend import Backend, Completion
     from tui_batch.core.processor import BatchProcessor
     from tui_batch.core.prompt_stream import first_chunk, open_stream
     from tui_batch.core.run_spec import RunSpec
+
+    class Instant(Backend):
+        # Answers every prompt it holds in one step, as a big batch would.
+        capacity = 256
+
+        def __init__(self):
+            self.tasks = []
+
+        @property
+        def in_flight(self):
+            return len(self.tasks)
+
+        def submit(self, task):
+            self.tasks.append(task)
+
+        def step(self):
+            done, self.tasks = self.tasks, []
+            return [Completion(t.index, response_text="ok", finish_reason="stop") for t in done]
+
+        def abort(self):
+            done, self.tasks = self.tasks, []
+            return [t.index for t in done]
 
     folder = Path(sys.argv[1])
     spec = RunSpec.from_values({"prompts": folder / sys.argv[2], "checkpoint_every": 1000})
     processor = BatchProcessor(folder / ("checkpoints-" + sys.argv[2]))
     stream = open_stream(spec, None)
     job = processor.create_streamed_job("instant", stream, first_chunk(stream), spec)
-    processor.run_streamed(job, CallableBackend(lambda p: {"response_text": "ok"}), stream=stream)
+    processor.run_streamed(job, Instant(), stream=stream)
     assert job.completed == job.total_prompts, job.completed
     print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
     """

@@ -27,6 +27,7 @@ from tui_batch.core.invalid_answers import InvalidAnswers
 from tui_batch.core.jobs import BatchJob, BatchResult, JobStatus, utc_now
 from tui_batch.core.pending import InputStopped, PendingPrompts
 from tui_batch.core.progress import ProgressTracker, ProgressUpdate
+from tui_batch.core.prompt import Prompt
 from tui_batch.core.prompt_stream import PromptStream
 from tui_batch.core.reasoning import INCOMPLETE_THOUGHT
 from tui_batch.core.settings import ErrorStrategy
@@ -48,6 +49,7 @@ class _Started:
     date: str
     attempt: int
     paused: float
+    prompt: Prompt  # the job's prompt (a rerun's seed aside), not read again when it ends
 
 
 class BatchRun:
@@ -240,15 +242,16 @@ class BatchRun:
                     stopped = self._refill(writer, pending)
                     if stopped is not None:
                         return stopped
-                task = self._next_task(pending)
-                if task is None:
+                taken = self._next_task(pending)
+                if taken is None:
                     break
+                task, prompt = taken
                 if self.guard is not None and not self.guard.take(task.index, task.prompt):
                     self._put_back(task, pending)  # no prompt starts after it
                     self.over_budget = True
                     break
                 self.started[task.index] = _Started(
-                    self.clock(), utc_now(), task.attempt, self.paused
+                    self.clock(), utc_now(), task.attempt, self.paused, prompt
                 )
                 self.first_text.pop(task.index, None)
                 self._emit(events.PromptStarted(task.index, task.attempt))
@@ -300,13 +303,16 @@ class BatchRun:
         else:
             pending.appendleft(task.index)
 
-    def _next_task(self, pending: deque[int]) -> Task | None:
+    def _next_task(self, pending: deque[int]) -> tuple[Task, Prompt] | None:
+        """The next task to start, and its prompt as the job holds it."""
         if self.retry_queue and self.retry_queue[0][0] <= time.monotonic():
             _, index, attempt = heapq.heappop(self.retry_queue)
-            return Task(index, self.invalid.rerun(self.job.prompts[index], index), attempt)
+            prompt = self.job.prompts[index]
+            return Task(index, self.invalid.rerun(prompt, index), attempt), prompt
         if pending:
             index = pending.popleft()
-            return Task(index, self.job.prompts[index], 1)
+            prompt = self.job.prompts[index]
+            return Task(index, prompt, 1), prompt
         return None
 
     def _complete(self, completion: Completion) -> BatchResult | None:
@@ -329,7 +335,7 @@ class BatchRun:
             and not completion.invalid
             and completion.retryable
             and (errors <= job.retries)
-            and not self._thinks_the_same(completion)
+            and not self._thinks_the_same(completion, started.prompt)
         ):
             delay = job.retry_backoff * 2 ** (errors - 1)
             heapq.heappush(
@@ -347,14 +353,14 @@ class BatchRun:
             queue_wait = round(max(0.0, elapsed - duration), 4)
         result = BatchResult(
             prompt_index=completion.index,
-            prompt=job.prompts[completion.index].text,
+            prompt=started.prompt.text,
             response_text=completion.response_text,
             tokens_input=completion.tokens_input,
             tokens_output=completion.tokens_output,
             duration=duration,
             success=completion.success,
             error_message=completion.error,
-            custom_id=job.custom_id(completion.index),
+            custom_id=started.prompt.custom_id or f"request-{completion.index}",
             attempts=completion.attempts + earlier.requests if completion.attempts else attempt,
             finish_reason=completion.finish_reason,
             started_at=started.date,
@@ -369,7 +375,7 @@ class BatchRun:
             reasoning=completion.reasoning,
             reasoning_tokens=completion.reasoning_tokens,
         )
-        self._scored(result)
+        self._scored(result, started.prompt)
         if self.cache is not None:
             self.cache.keep(result, rerun=earlier.count > 0)
         self.invalid.settled(completion.index)
@@ -385,19 +391,21 @@ class BatchRun:
         self._emit(events.ResultReady(update))
         return result
 
-    def _thinks_the_same(self, completion: Completion) -> bool:
+    def _thinks_the_same(self, completion: Completion, prompt: Prompt) -> bool:
         """A thought with no answer, whose rerun would think the same again (greedy,
         or a fixed seed): not worth its tokens."""
         if completion.error != INCOMPLETE_THOUGHT:
             return False
-        return reproducible(sampling_of(self.job.prompts[completion.index], self.job.settings))
+        return reproducible(sampling_of(prompt, self.job.settings))
 
-    def _scored(self, result: BatchResult) -> BatchResult:
-        """`result` scored against its record's expected answer, if the job is scored."""
+    def _scored(self, result: BatchResult, prompt: Prompt | None = None) -> BatchResult:
+        """`result` scored against its record's expected answer, if the job is scored
+        (`prompt`: its prompt, where at hand)."""
         job = self.job
         if job.scoring is not None:
+            prompt = prompt or job.prompts[result.prompt_index]
             result.score, result.expected = job.scoring.judge(
-                job.prompts[result.prompt_index].variables,
+                prompt.variables,
                 result.success,
                 result.invalid,
                 result.response_text,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from enum import Enum
@@ -50,8 +51,15 @@ TOKEN_COUNTS = (STREAMED, UNKNOWN)
 
 
 def utc_now() -> str:
-    """An ISO 8601 timestamp in UTC, to the second."""
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+    """An ISO 8601 timestamp in UTC, to the second (made once a second: a run asks for
+    two a prompt)."""
+    second = int(time.time())
+    if second != _LAST_NOW[0]:
+        _LAST_NOW[:] = [second, datetime.fromtimestamp(second, timezone.utc).isoformat()]
+    return _LAST_NOW[1]
+
+
+_LAST_NOW: list[Any] = [None, ""]
 
 
 def validate_job_id(job_id: str) -> str:
