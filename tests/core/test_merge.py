@@ -13,6 +13,7 @@ from tui_batch.core.processor import BatchProcessor
 from tui_batch.core.prompt_stream import first_chunk, open_stream
 from tui_batch.core.run_spec import RunSpec
 from tui_batch.core.stats import job_stats
+from tui_batch.core.stats_text import stats_lines
 from tui_batch.core.stored import StoredResults
 
 ANSWER = CallableBackend(lambda prompt: {"response_text": prompt.upper()})
@@ -43,7 +44,11 @@ def test_shards_merged_are_the_whole_job_in_its_order(tmp_path, prompts):
     assert [r.custom_id for r in rows[:3]] == ["x1", "x2", "x3"]
     assert all(r.response_text == r.prompt.upper() for r in rows)
     assert job.merged_from == [ids[1], ids[2], ids[0]] and job.input_slice is None
-    assert job_stats(job.checkpoint_file).completed == 12_000
+    stats = job_stats(job.checkpoint_file)
+    assert stats.completed == 12_000
+    assert f"  merged     from 3 shards: {', '.join(job.merged_from)}" in stats_lines(stats)
+    shard_stats = stats_lines(job_stats(processor.store.path_for(ids[0])))
+    assert "  input      shard 3/3" in shard_stats
     reopened = processor.open_job(job.job_id)
     assert reopened.name == "all of it" and reopened.total_prompts == 12_000
 

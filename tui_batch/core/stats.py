@@ -147,6 +147,11 @@ class JobStats:
     cached_tokens_output: int = 0
     # The job's name (`--name`), if it has one.
     name: str | None = None
+    # Which records of its input it took (`slices.InputSlice.describe`; None: all), the
+    # shards it was joined from, and whether its input is still being read in.
+    input_slice: str | None = None
+    merged_from: list[str] | None = None
+    reading: bool = False
     # A model that thought: its thoughts' figures (None: no answer came with a thought).
     reasoning: ThoughtFigures | None = None
 
@@ -271,6 +276,9 @@ def job_stats(path: str | Path, prices: Prices | None = None) -> JobStats:
                 prices=prices or job.prices,
                 cache=job.cache,
                 name=job.name,
+                input_slice=job.input_slice.describe() if job.input_slice else None,
+                merged_from=job.merged_from,
+                reading=job.reading is not None,
             )
             _fill(connection, stats, job.settings.schema)
             if job.scoring is not None:

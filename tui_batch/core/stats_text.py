@@ -51,6 +51,20 @@ def cache_lines(stats: JobStats) -> list[str]:
     return [f"  cache      {stats.cache}: {text}"]
 
 
+def input_lines(stats: JobStats) -> list[str]:
+    """Which records of its input the job took, where it did not take them all in one run."""
+    lines = []
+    if stats.input_slice:
+        lines.append(f"  input      {stats.input_slice}")
+    if stats.reading:
+        lines.append(f"  input      still being read in: {stats.total:,} prompts so far")
+    if stats.merged_from:
+        lines.append(
+            f"  merged     from {len(stats.merged_from)} shards: {', '.join(stats.merged_from)}"
+        )
+    return lines
+
+
 def stats_lines(stats: JobStats, charts: bool = True) -> list[str]:
     """The report, line by line (tables aligned); without `charts`, no failure groups
     and no tokens over time (the stats screen draws its own)."""
@@ -64,6 +78,7 @@ def stats_lines(stats: JobStats, charts: bool = True) -> list[str]:
         f"  speed      {stats.tokens_per_second:.1f} generated tokens/s over "
         f"{format_duration(stats.active_seconds)} active",
     ]
+    lines[1:1] = input_lines(stats)
     cost = stats.cost
     if cost is not None and stats.prices is not None:
         lines.append(
