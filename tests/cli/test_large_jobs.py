@@ -175,3 +175,26 @@ def test_a_dry_run_on_a_server_estimates_its_input_and_says_so(tmp_path):
         assert "estimated at 4 bytes a token: the servers count their own" in dry.stdout
         assert fake.finished == 1  # the sample, and nothing more
     assert not list(tmp_path.glob("checkpoints/*.db"))
+
+
+@pytest.mark.model
+def test_ctrl_c_stops_a_dry_run_and_nothing_is_made(tmp_path):
+    import os
+    import signal
+
+    from support.cli import start_cli
+
+    os.environ["TUI_BATCH_DATA_DIR"] = str(tmp_path / "data")
+    try:
+        process = start_cli("run", str(PROMPTS), *FAST, "--max-tokens", "400", "--dry-run")
+    finally:
+        del os.environ["TUI_BATCH_DATA_DIR"]
+    assert process.stderr is not None
+    for line in process.stderr:  # the model loaded and the input being read: stop it
+        if line.startswith("Reading "):
+            break
+    process.send_signal(signal.SIGINT)
+    rest = process.stderr.read()
+    assert process.wait(timeout=120) == 130, rest
+    assert "Stopped: the dry run made nothing." in rest and "Traceback" not in rest
+    assert not (tmp_path / "data").exists()

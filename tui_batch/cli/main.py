@@ -190,7 +190,9 @@ def command_run(args: argparse.Namespace) -> int:
                 check = length_check(
                     model.path, settings.n_ctx, settings.system_prompt, settings.schema_note
                 )
-                return print_dry_run(stream, run_input, spec, model.id, backend, check.tokens, args)
+                return print_dry_run(
+                    stream, run_input, spec, model.id, backend, check.tokens, args, signals
+                )
         # The model is loaded before the job is made, so a model that fails changes
         # nothing; with answers to serve from the cache, only if a prompt is left.
         if not spec.options.cache_reads:
@@ -213,20 +215,28 @@ def print_dry_run(
     backend: Backend,
     count: Callable[[Sequence[Prompt]], list[int]] | None,
     args: argparse.Namespace,
+    signals: cancel_on_signals,
 ) -> int:
-    """`run --dry-run`: the run's figures on stdout; nothing made."""
+    """`run --dry-run`: the run's figures on stdout; nothing made (Ctrl+C stops it)."""
     sample = DEFAULT_SAMPLE if args.dry_run_sample is None else args.dry_run_sample
     print(f"Reading {one_line(str(stream.source_file))}...", file=sys.stderr, flush=True)
-    figures = dry_run(
-        stream,
-        run_input.prompts,
-        spec,
-        model_id,
-        backend,
-        count,
-        sample,
-        lambda text: print_warnings("cache", [text]),
-    )
+    try:
+        figures = dry_run(
+            stream,
+            run_input.prompts,
+            spec,
+            model_id,
+            backend,
+            count,
+            sample,
+            lambda text: print_warnings("cache", [text]),
+            signals.cancel,
+        )
+    except TuiBatchError:
+        if not signals.cancel.is_set():
+            raise
+        print("Stopped: the dry run made nothing.", file=sys.stderr)
+        return signals.exit_status
     print(f"Dry run of {one_line(model_id)}: nothing was made")
     for line in figures.lines():
         print(line)
@@ -277,7 +287,7 @@ def _run_on_servers(
         return _stopped_before_start(signals)
     with remote_backend(server, model) as backend:
         if args.dry_run:
-            return print_dry_run(stream, run_input, spec, model, backend, None, args)
+            return print_dry_run(stream, run_input, spec, model, backend, None, args, signals)
         job = processor.create_streamed_job(model, stream, run_input.prompts, spec, server=server)
         return run_job(processor, job, backend, signals, False, stream=stream)
 

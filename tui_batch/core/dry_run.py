@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -19,6 +20,7 @@ from typing import Any
 
 from tui_batch.core.backend import Backend
 from tui_batch.core.cache.job_cache import JobCache
+from tui_batch.core.errors import TuiBatchError
 from tui_batch.core.jobs import BatchJob
 from tui_batch.core.progress import format_duration
 from tui_batch.core.prompt import Prompt
@@ -139,10 +141,12 @@ def dry_run(
     count: Callable[[Sequence[Prompt]], list[int]] | None,
     sample: int = DEFAULT_SAMPLE,
     warn: Callable[[str], None] = lambda text: None,
+    cancel: threading.Event | None = None,
 ) -> DryRun:
     """The figures of `spec`'s run over `first` (the chunk read already) and the rest of
     `stream`, on `backend`, its input tokens counted by `count` (None: estimated), timed
-    on `sample` of its prompts."""
+    on `sample` of its prompts. `cancel`, once set, stops it (a TuiBatchError) between
+    chunks, and the sample's run as a job's."""
     figures = DryRun(max_tokens=spec.generation.max_tokens, prices=spec.prices)
     figures.input_counted = count is not None
     probe = BatchJob(job_id="dry-run", model_id=model_id, prompts=[], **spec.job_fields())
@@ -151,6 +155,8 @@ def dry_run(
     chunk = first
     try:
         while chunk:
+            if cancel is not None and cancel.is_set():
+                raise TuiBatchError("Dry run stopped")
             left = list(range(len(chunk)))
             if cache is not None:
                 probe.prompts = chunk
@@ -167,7 +173,9 @@ def dry_run(
             cache.close()
     figures.records = stream.records
     if sampled:
-        _time_sample(figures, sampled, spec, model_id, backend)
+        _time_sample(figures, sampled, spec, model_id, backend, cancel)
+        if cancel is not None and cancel.is_set():
+            raise TuiBatchError("Dry run stopped")
     return figures
 
 
@@ -178,7 +186,12 @@ def _estimate(prompt: Prompt) -> int:
 
 
 def _time_sample(
-    figures: DryRun, prompts: list[Prompt], spec: RunSpec, model_id: str, backend: Backend
+    figures: DryRun,
+    prompts: list[Prompt],
+    spec: RunSpec,
+    model_id: str,
+    backend: Backend,
+    cancel: threading.Event | None,
 ) -> None:
     """Answer `prompts` for real, as a job in a scratch folder (no cache), and time it."""
     from tui_batch.core.processor import BatchProcessor
@@ -189,7 +202,7 @@ def _time_sample(
         alone = replace(spec, options=replace(spec.options, cache="off", repeats=1))
         job = processor.create_job(model_id, prompts, spec=alone)
         started = time.perf_counter()
-        results = processor.process_batch(job, backend)
+        results = processor.process_batch(job, backend, cancel_event=cancel)
         figures.sample_seconds = time.perf_counter() - started
     finally:
         shutil.rmtree(folder, ignore_errors=True)

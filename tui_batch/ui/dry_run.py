@@ -4,6 +4,7 @@ input and answers a sample (`core.dry_run`)."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from tui_batch.core.dry_run import dry_run
@@ -12,8 +13,9 @@ from tui_batch.core.run_input import RunInput
 from tui_batch.core.run_spec import RunSpec
 
 
-def dry_run_text(spec: RunSpec, model_path: str | None) -> str:
-    """The dry run of `spec` on the local model at `model_path`, or on its servers."""
+def dry_run_text(spec: RunSpec, model_path: str | None, cancel: threading.Event) -> str:
+    """The dry run of `spec` on the local model at `model_path`, or on its servers;
+    `cancel` (the worker's) stops it."""
     from tui_batch.backends.factory import length_check, llama_backend, remote_backend
     from tui_batch.models.catalog import model_id_for
 
@@ -34,5 +36,5 @@ def dry_run_text(spec: RunSpec, model_path: str | None) -> str:
         model_id, count = spec.model, None
         backend = remote_backend(spec.server, spec.model)
     with backend:
-        figures = dry_run(stream, first, spec, model_id, backend, count)
+        figures = dry_run(stream, first, spec, model_id, backend, count, cancel=cancel)
     return "\n".join([f"Dry run of {model_id}: nothing was made", "", *figures.lines()])

@@ -24,6 +24,7 @@ from textual.widgets import (
     TabPane,
     TextArea,
 )
+from textual.worker import get_current_worker
 
 from tui_batch.core.errors import TuiBatchError
 from tui_batch.core.jobfile import JOB_FILE_SUFFIX
@@ -288,7 +289,7 @@ class SetupScreen(JobFileScreen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="dry-run", description="Dry run")
     def _dry_run(self, spec: RunSpec, model: str | None) -> None:
         try:
-            text = dry_run_text(spec, model)
+            text = dry_run_text(spec, model, get_current_worker().cancelled_event)
         except TuiBatchError as exc:
             self.app.call_from_thread(
                 self.notify, str(exc), title="Dry run", severity="error", markup=False
