@@ -78,6 +78,32 @@ def test_slices_take_the_records_they_name(tmp_path):
     assert [int(t.split()[1]) for t in sample] == sorted(int(t.split()[1]) for t in sample)
 
 
+def test_a_slice_parses_only_the_records_it_takes(tmp_path):
+    """A sample or shard of ten million lines parses its own records: a malformed line
+    it passes over is not its business; one it takes is the usual error with its line."""
+    lines = [json.dumps({"prompt": f"Prompt {i}"}) for i in range(1, 21)]
+    clean = tmp_path / "clean.jsonl"
+    clean.write_text("\n".join(lines) + "\n")
+    lines[9] = '{"prompt": "Prompt 10"'  # record 10: broken JSON
+    path = tmp_path / "p.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+
+    def texts(source: Path = path, **chosen) -> list[str]:
+        stream = open_stream(RunSpec.from_values({"prompts": source}), InputSlice(**chosen))
+        return [p.text for p in first_chunk(stream)]
+
+    assert texts(start=11) == [f"Prompt {i}" for i in range(11, 21)]
+    assert texts(shard=(2, 3)) == [f"Prompt {i}" for i in (2, 5, 8, 11, 14, 17, 20)]
+    draws = {seed: texts(clean, sample=5, seed=seed) for seed in range(20)}
+    passed = next(seed for seed, drawn in draws.items() if "Prompt 10" not in drawn)
+    taken = next(seed for seed, drawn in draws.items() if "Prompt 10" in drawn)
+    assert texts(sample=5, seed=passed) == draws[passed]
+    with pytest.raises(PromptFileError, match=r"p\.jsonl:10:\d+: invalid JSON"):
+        texts(sample=5, seed=taken)
+    with pytest.raises(PromptFileError, match=r"p\.jsonl:10:\d+: invalid JSON"):
+        texts(start=5)
+
+
 def test_a_template_job_takes_its_slice_and_keeps_it(tmp_path):
     data = tmp_path / "d.csv"
     data.write_text("id,topic\n" + "".join(f"{i},t{i}\n" for i in range(1, 101)))

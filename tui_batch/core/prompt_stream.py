@@ -26,7 +26,7 @@ from tui_batch.core.checkpoint_file import DuplicateId
 from tui_batch.core.errors import CheckpointError, PromptFileError, SettingsError, TemplateError
 from tui_batch.core.jobs import BatchJob
 from tui_batch.core.prompt import Prompt, repeated
-from tui_batch.core.prompts import check_prompt_file, iter_prompt_file
+from tui_batch.core.prompts import check_prompt_file, prompt_records
 from tui_batch.core.run_spec import RunSpec
 from tui_batch.core.slices import InputSlice, Reading
 from tui_batch.core.templates.records import data_file as data_file_of
@@ -164,10 +164,13 @@ class PromptStream:
             yield number, record
 
     def _from_file(self, after: int) -> Iterator[tuple[int, Prompt | str]]:
-        numbered = self._counted(enumerate(iter_prompt_file(self.source_file), start=1))
-        for position, prompt in self.chosen.select(numbered):
+        # Records are made prompts once the slice keeps them (a sample parses its own).
+        records, parse = prompt_records(self.source_file)
+        numbered = self._counted(enumerate(records, start=1))
+        for position, record in self.chosen.select(numbered):
             if position <= after:
                 continue
+            prompt = parse(record)
             where = f"line {prompt.line}" if prompt.line else f"item {position}"
             if not prompt.text.strip() and not prompt.messages:
                 self._warn(f"{where}: empty prompt skipped")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,13 +69,37 @@ def iter_prompt_file(path: str | Path) -> Iterator[Prompt]:
     line or an item, never the file) and checked alone (its text valid Unicode); a
     PromptFileError naming the file and line for anything malformed. Empty prompts and
     duplicates are left to the caller (`_validate`, `core.prompt_stream`)."""
+    records, parse = prompt_records(path)
+    return (parse(record) for record in records)
+
+
+def prompt_records(path: str | Path) -> tuple[Iterator[Any], Callable[[Any], Prompt]]:
+    """The records of a prompts file in order, each read but not yet made a prompt,
+    and the function that makes one (the checks of `iter_prompt_file` then). A slice
+    takes records by their number, so only those it keeps need making: a sample of
+    1,000 of ten million lines parses 1,000. A .txt record is its stripped line, a
+    .jsonl one its line; .json and .csv records are parsed as they are read."""
     path = check_prompt_file(path)
-    parse = {".txt": _parse_txt, ".json": _parse_json, ".jsonl": _parse_jsonl, ".csv": _parse_csv}
+    suffix = path.suffix.lower()
+    if suffix == ".txt":
+        return _read(path, _txt_lines(path)), lambda record: Prompt(text=record[1], line=record[0])
+    if suffix == ".jsonl":
+        return _read(path, _jsonl_lines(path)), lambda record: _checked(
+            _jsonl_prompt(path, *record), path
+        )
+    parse = _parse_json if suffix == ".json" else _parse_csv
+    return _read(path, (_checked(prompt, path) for prompt in parse(path))), _same
+
+
+def _same(prompt: Prompt) -> Prompt:
+    return prompt
+
+
+def _read(path: Path, records: Iterator[Any]) -> Iterator[Any]:
+    """`records`, with the file's reading errors said in one line."""
     with reading(path, "prompts file", PromptFileError):
         try:
-            for prompt in parse[path.suffix.lower()](path):
-                _check_unicode(prompt, path)
-                yield prompt
+            yield from records
         except RecursionError:
             raise PromptFileError(f"{path}: nested too deeply to read") from None
         except UnicodeDecodeError as exc:
@@ -129,6 +153,11 @@ def _where(path: Path, prompt: Prompt) -> str:
     return f"{path}:{prompt.line}" if prompt.line else str(path)
 
 
+def _checked(prompt: Prompt, path: Path) -> Prompt:
+    _check_unicode(prompt, path)
+    return prompt
+
+
 def _check_unicode(prompt: Prompt, path: Path) -> None:
     """A JSON escape can make a lone surrogate (\\ud800), which is no text at all."""
     texts = [prompt.text, prompt.system or "", prompt.custom_id or ""]
@@ -168,14 +197,21 @@ def _validate(prompts: Iterable[Prompt], result: PromptFile) -> None:
 
 
 def _txt_prompts(lines: Iterable[tuple[int, str]]) -> Iterator[Prompt]:
+    for number, text in _txt_lines_of(lines):
+        yield Prompt(text=text, line=number)
+
+
+def _txt_lines_of(lines: Iterable[tuple[int, str]]) -> Iterator[tuple[int, str]]:
+    """A .txt file's prompts as (line, text): its lines stripped, without blank lines
+    and `#` comments."""
     for number, line in lines:
         stripped = line.strip()
         if stripped and not stripped.startswith("#"):
-            yield Prompt(text=stripped, line=number)
+            yield number, stripped
 
 
-def _parse_txt(path: Path) -> Iterator[Prompt]:
-    return _txt_prompts(_numbered_lines(path))
+def _txt_lines(path: Path) -> Iterator[tuple[int, str]]:
+    return _txt_lines_of(_numbered_lines(path))
 
 
 def _json_error(path: Path, exc: json.JSONDecodeError, line_offset: int = 0) -> PromptFileError:
@@ -209,12 +245,13 @@ def _parse_json(path: Path) -> Iterator[Prompt]:
         yield _prompt_from_item(item, f"{path}: item {number}", line=None)
 
 
-def _parse_jsonl(path: Path) -> Iterator[Prompt]:
-    for number, line in _numbered_lines(path):
-        if not line.strip():
-            continue
-        item = _loads(line, path, line_offset=number - 1)
-        yield _prompt_from_item(item, f"{path}:{number}", line=number)
+def _jsonl_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """A .jsonl file's lines that are not blank, as (line, text)."""
+    return ((number, line) for number, line in _numbered_lines(path) if line.strip())
+
+
+def _jsonl_prompt(path: Path, number: int, line: str) -> Prompt:
+    return _prompt_from_item(_loads(line, path, line_offset=number - 1), f"{path}:{number}", number)
 
 
 def _parse_csv(path: Path) -> Iterator[Prompt]:

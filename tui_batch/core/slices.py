@@ -16,6 +16,7 @@ of it is in.
 from __future__ import annotations
 
 import math
+from itertools import islice
 import os
 import random
 import re
@@ -74,7 +75,11 @@ class InputSlice:
 
     def select(self, records: Iterable[tuple[int, T]]) -> Iterator[tuple[int, T]]:
         """The numbered records this slice takes, in order."""
-        taken = (item for item in _until(records, self) if self.takes(item[0]))
+        taken = iter(records)
+        if self.stop is not None:
+            taken = _until(taken, self)
+        if self.start is not None or self.shard is not None:
+            taken = (item for item in taken if self.takes(item[0]))
         if self.sample is not None:
             taken = iter(reservoir(taken, self.sample, self.seed))
         if self.limit is not None:
@@ -172,10 +177,8 @@ def reservoir(items: Iterable[tuple[int, T]], size: int, seed: int) -> list[tupl
     weight = math.exp(math.log(rng.random() or 1e-300) / size)
     while True:
         skip = math.floor(math.log(rng.random() or 1e-300) / math.log(1 - weight or 1e-300))
-        for _ in range(skip):
-            if next(iterator, _END) is _END:
-                return sorted(kept, key=lambda pair: pair[0])
-        item = next(iterator, _END)
+        # Passed over without a look: the item after `skip` others, or the end.
+        item = next(islice(iterator, skip, None), _END)
         if item is _END:
             return sorted(kept, key=lambda pair: pair[0])
         kept[rng.randrange(size)] = item
