@@ -16,12 +16,12 @@ of it is in.
 from __future__ import annotations
 
 import math
-from itertools import islice
 import os
 import random
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any, TypeVar
 
 from tui_batch.core.errors import CheckpointError, SettingsError
