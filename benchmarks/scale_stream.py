@@ -1,10 +1,11 @@
 """Jobs of millions of prompts in flat memory: a prompts file and a template over a CSV,
 run through the path `tui-batch run` takes (a stream read in as the job runs, results
 kept in the checkpoint only) on an instant backend, then exported (CSV, JSONL), counted
-(`tui-batch stats`) and sampled (`--sample 1000`), each in a fresh process.
+(`tui-batch stats`), opened in the results viewer (its first page) and sampled
+(`--sample 1000`), each in a fresh process.
 
 Prints, for each size and input: peak RSS, time per prompt, time to the first result;
-for the export, stats and sample: time and peak RSS; then the ratios the issue asks
+for the export, stats, viewer and sample: time and peak RSS; then the ratios the issue asks
 for (largest size against the smallest).
 
     python benchmarks/scale_stream.py [--sizes 100000 1000000 10000000]
@@ -113,6 +114,19 @@ def measure(size: int) -> dict[str, object]:
     row["export_csv"] = timed([*cli, "export", job_id, "--out", str(folder / "r.csv")], env)
     row["export_jsonl"] = timed([*cli, "export", job_id, "--out", str(folder / "r.jsonl")], env)
     row["stats"] = timed([*cli, "stats", job_id], env)
+    # The results viewer's first page: the counts a filter bar shows, the rows on screen.
+    row["viewer"] = timed(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from tui_batch.core.results import ResultsView; "
+            "v = ResultsView(sys.argv[1]); counts = v.counts(); shown = v.select('all'); "
+            "page = v.fetch_with_prompts(shown[:40]); "
+            "assert len(shown) == counts['all'] and len(page) == 40, (len(shown), len(page))",
+            str(next((folder / "data" / "checkpoints").glob(f"batch_{job_id}.db"))),
+        ],
+        env,
+    )
     row["sample"] = timed(
         [
             sys.executable,
@@ -148,7 +162,7 @@ def main() -> None:
                 f"  run {kind:>8}: {r['seconds']:8.1f}s  {r['per_prompt_us']:7.1f}us/prompt  "
                 f"first result {r['first_result_s']:5.2f}s  peak RSS {r['peak_rss_mib']:6.0f}MiB"
             )
-        for name in ("export_csv", "export_jsonl", "stats", "sample"):
+        for name in ("export_csv", "export_jsonl", "stats", "viewer", "sample"):
             r = row[name]
             print(f"  {name:>12}: {r['seconds']:8.1f}s  peak RSS {r['peak_rss_mib']:6.0f}MiB")
         sys.stdout.flush()
@@ -161,9 +175,13 @@ def main() -> None:
                 f"  {kind}: peak RSS x{b['peak_rss_mib'] / a['peak_rss_mib']:.2f} (<= 1.3), "
                 f"time per prompt x{b['per_prompt_us'] / a['per_prompt_us']:.2f} (<= 1.2)"
             )
-        for name in ("export_csv", "export_jsonl", "stats"):
+        for name in ("export_csv", "export_jsonl", "stats", "viewer"):
             a, b = small[name], large[name]
-            print(f"  {name}: peak RSS x{b['peak_rss_mib'] / a['peak_rss_mib']:.2f}")
+            print(
+                f"  {name}: peak RSS x{b['peak_rss_mib'] / a['peak_rss_mib']:.2f} (<= 1.3), "
+                f"{b['seconds']:.1f}s" + (" (stats: < 30 s)" if name == "stats" else "")
+            )
+        print(f"  sample 1000: {large['sample']['seconds']:.1f}s (< 20 s)")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from tui_batch.core.jobs import BatchResult, JobStatus, validate_job_id
 from tui_batch.core.processor import BatchProcessor
 
 from conftest import EXAMPLES, run_cli
+from support.checkpoints import made_before_checks
 from support.cli import FAST, read_until_done, start_cli
 from support.fake_server import FakeServer
 
@@ -240,9 +241,13 @@ DAMAGES = {
         p, "UPDATE job SET header = ?", header_with(p, settings={"max_tokens": "many"})
     ),
     "no-prompt": lambda p: damage(p, "DELETE FROM prompts WHERE idx = 0"),
-    "bad-prompt": lambda p: damage(p, "UPDATE prompts SET data = '{\"text\": 5}'"),
+    "bad-prompt": lambda p: damage(
+        made_before_checks(p), "UPDATE prompts SET data = '{\"text\": 5}'"
+    ),
     "deep-header": lambda p: damage(p, "UPDATE job SET header = ?", "[" * 100_000),
-    "bad-result": lambda p: damage(p, "UPDATE results SET tokens_output = 'lots'"),
+    "bad-result": lambda p: damage(
+        made_before_checks(p), "UPDATE results SET tokens_output = 'lots'"
+    ),
 }
 
 

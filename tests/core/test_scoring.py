@@ -190,9 +190,9 @@ def test_the_confusion_matrix_and_per_label_figures_match_a_hand_count(tmp_path)
     assert data["confusions"][0]["matrix"][0] == [2, 1, 0, 0]
     # The results of one cell, as the stats screen opens them.
     with ResultsView(job.checkpoint_file) as view:
-        assert view.select(cell=confusion.cell("neg", "pos")) == [4]
-        assert view.select(cell=confusion.cell("neu", Confusion.OTHER)) == [6]
-        assert view.select("wrong") == [1, 4, 6]
+        assert list(view.select(cell=confusion.cell("neg", "pos"))) == [4]
+        assert list(view.select(cell=confusion.cell("neu", Confusion.OTHER))) == [6]
+        assert list(view.select("wrong")) == [1, 4, 6]
 
 
 def test_a_job_is_scored_again_without_running_and_regressions_are_found(tmp_path):

@@ -19,6 +19,7 @@ from tui_batch.core.results import ResultsView
 from tui_batch.core.stats import Prices, job_stats, normalise_error
 
 from conftest import EXAMPLES, run_cli
+from support.checkpoints import made_before_checks
 
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -82,8 +83,9 @@ def test_figures_of_a_made_up_job_match_the_hand_computed_ones(tmp_path):
     assert (a.endpoint, a.results, a.failed, a.tokens_output) == ("http://a/v1", 4, 2, 86)
     assert (a.mean_latency, a.requests, a.request_errors) == (2.5, 1, 1)
     assert (b.results, b.failed, b.requests, b.mean_ttft) == (4, 1, 1, pytest.approx(0.2))
-    # 0..15 s with a one-second gap between each of eight one-second prompts.
-    assert stats.active_seconds == 8 and stats.tokens_per_second == pytest.approx(188 / 8)
+    # 0..15 s, eight one-second prompts a second apart: with stamps in whole seconds a
+    # second between an end and the next start is no pause.
+    assert stats.active_seconds == 15 and stats.tokens_per_second == pytest.approx(188 / 15)
     assert stats.bucket_seconds == 1
     assert stats.throughput[:2] == [(1, 20, 1), (3, 21, 1)]
     assert stats.cost == pytest.approx({"input": 108e-6, "output": 376e-6, "total": 484e-6})
@@ -184,11 +186,12 @@ def test_sql_and_plain_python_agree_on_random_jobs(tmp_path_factory, rows):
     for r in results:
         attempts[r.attempts] = attempts.get(r.attempts, 0) + 1
     assert stats.attempts == attempts
-    # Active time: the union of [start, end] intervals (whole seconds).
+    # Active time: the union of [start, end] intervals (whole seconds), less gaps of
+    # more than a second.
     spans = sorted((start, start + length) for _, _, _, _, start, length, _ in rows)
     busy, current = 0, None
     for s, e in spans:
-        if current is None or s > current[1]:
+        if current is None or s > current[1] + 1:
             if current:
                 busy += current[1] - current[0]
             current = [s, e]
@@ -277,7 +280,8 @@ def test_a_damaged_checkpoint_is_one_line_for_stats_compare_and_results(tmp_path
     for job_id in ("good", "bad"):
         job = processor.create_job("m", ["a", "b", "c"], job_id=job_id)
         processor.process_batch(job, str.upper)
-    with sqlite3.connect(processor.store.path_for("bad")) as connection:
+    # Damaged as a file from before the checks were its tables' (one made now refuses it).
+    with sqlite3.connect(made_before_checks(processor.store.path_for("bad"))) as connection:
         connection.execute(damage)
     for args in (
         ["stats", "bad"],
@@ -294,6 +298,40 @@ def test_a_damaged_checkpoint_is_one_line_for_stats_compare_and_results(tmp_path
         ResultsView(processor.store.path_for("bad"))
 
 
+def test_a_checkpoint_refuses_a_wrong_row_and_its_readers_trust_it(tmp_path):
+    """The rows' rules are the tables' CHECK constraints: SQLite refuses a damaged row
+    as it is written, so stats, compare and the results view read without a pass over
+    every row; a file from before the constraints is checked row by row."""
+    from tui_batch.core.rows import check_rows
+
+    processor = BatchProcessor()
+    job = processor.create_job("m", ["a", "b"], job_id="strict")
+    processor.process_batch(job, str.upper)
+    path = processor.store.path_for("strict")
+    for damage in (
+        "UPDATE results SET duration = 'abc'",
+        "UPDATE results SET tokens_output = -1",
+        "UPDATE results SET output = '{'",
+        "UPDATE prompts SET data = '{\"text\": 5}'",
+    ):
+        with (
+            pytest.raises(sqlite3.IntegrityError, match="CHECK constraint failed"),
+            sqlite3.connect(path) as connection,
+        ):
+            connection.execute(damage)
+    seen: list[str] = []
+    with sqlite3.connect(path) as connection:
+        connection.set_trace_callback(seen.append)
+        check_rows(connection)
+    assert not any("FROM main.results" in sql or "FROM main.prompts" in sql for sql in seen)
+    with sqlite3.connect(made_before_checks(path)) as connection:
+        connection.set_trace_callback(seen.append)
+        check_rows(connection)
+    assert any("FROM main.results" in sql for sql in seen)
+    assert any("FROM main.prompts" in sql for sql in seen)
+    assert job_stats(path).completed == 2
+
+
 def test_stats_json_is_json_and_its_per_server_table_fits_a_terminal(tmp_path):
     processor = BatchProcessor()
     job = processor.create_job("m", ["a"], job_id="wide")
@@ -306,3 +344,108 @@ def test_stats_json_is_json_and_its_per_server_table_fits_a_terminal(tmp_path):
     assert shown.returncode == 0, shown.stderr
     assert max(len(line) for line in shown.stdout.splitlines()) <= 130
     assert json.loads(run_cli("stats", "wide", "--json").stdout)["endpoints"][0]["requests"] == 1
+
+
+def test_a_large_job_ranks_an_even_sample_and_reads_on_two_connections(tmp_path, monkeypatch):
+    """Above `spread.SAMPLE` values a percentile is read from an even sample (count,
+    mean and max still from every value), and a finished job of `PARALLEL_ROWS` results
+    is read on two connections at once: the same figures as on one. The limits are
+    lowered here so a few thousand results stand for millions."""
+    from tui_batch.core import spread as spread_module
+    from tui_batch.core import stats as stats_module
+    from tui_batch.core.jobs import JobStatus
+    from tui_batch.core.stats_text import stats_lines
+
+    processor = BatchProcessor(tmp_path)
+    prompts = [f"p{i}" for i in range(4000)]
+    job = processor.create_job("m", prompts)
+    job.status = JobStatus.COMPLETED
+    results = []
+    for i in range(4000):
+        start, end = ("00:00:00", "00:00:10") if i < 2000 else ("00:01:00", "00:01:05")
+        results.append(
+            BatchResult(
+                i,
+                prompts[i],
+                "x",
+                tokens_output=10,
+                duration=(i * 7919 % 4000 + 1) / 1000,  # 1 ms to 4 s, shuffled
+                started_at=f"2026-01-01T{start}+00:00",
+                completed_at=f"2026-01-01T{end}+00:00",
+            )
+        )
+    processor.save_checkpoint(job, results)
+    path = job.checkpoint_file
+    exact = job_stats(path)
+    assert exact.latency.sampled is None and exact.latency.p50 == pytest.approx(2.0)
+    assert exact.active_seconds == 15
+
+    monkeypatch.setattr(spread_module, "SAMPLE", 1000)
+    monkeypatch.setattr(spread_module, "MIN_SAMPLE", 100)
+    opened = []
+    connect = stats_module.connect_read_only
+    monkeypatch.setattr(
+        stats_module, "connect_read_only", lambda path: opened.append(path) or connect(path)
+    )
+    one = job_stats(path)
+    monkeypatch.setattr(stats_module, "PARALLEL_ROWS", 1000)
+    two = job_stats(path)
+    assert len(opened) == 3  # one for `one`, two for `two`
+    assert one.to_dict() == two.to_dict()
+    latency = two.latency
+    assert 800 <= latency.sampled <= 1200
+    assert (latency.count, latency.mean, latency.max) == (4000, exact.latency.mean, 4.0)
+    for p, value in ((50, 2.0), (90, 3.6), (99, 3.96)):
+        assert getattr(latency, f"p{p}") == pytest.approx(value, abs=0.15)
+    assert two.prompt_tokens_per_second.sampled == latency.sampled
+    assert (two.active_seconds, two.throughput, two.latency_histogram) == (
+        exact.active_seconds,
+        exact.throughput,
+        exact.latency_histogram,
+    )
+    said = "\n".join(stats_lines(two))
+    assert f"p50/p90/p99 from an even sample: latency {latency.sampled:,} of 4,000" in said
+    assert "from an even sample" not in "\n".join(stats_lines(exact))
+
+
+def test_the_results_view_reads_a_selection_a_page_at_a_time(tmp_path, monkeypatch):
+    """A filter's indices are counted with SQL and read a page at a time (on from the
+    page before where it is cached, else by offset), a few pages kept: the viewer of ten
+    million results holds a page, not ten million numbers."""
+    from tui_batch.core import results as results_module
+
+    monkeypatch.setattr(results_module, "INDEX_PAGE", 7)
+    processor = BatchProcessor(tmp_path)
+    prompts = [f"prompt {i}" for i in range(100)]
+    job = processor.create_job("m", prompts)
+    processor.save_checkpoint(
+        job,
+        [
+            BatchResult(i, p, f"answer {i}")
+            if i % 3
+            else BatchResult(i, p, "", success=False, error_message=f"boom {i}")
+            for i, p in enumerate(prompts)
+        ],
+    )
+    failed = [i for i in range(100) if i % 3 == 0]
+    with ResultsView(job.checkpoint_file) as view:
+        assert view.counts() == {
+            "all": 100,
+            "failed": 34,
+            "succeeded": 66,
+            "invalid": 0,
+            "wrong": 0,
+        }
+        chosen = view.select("failed")
+        assert len(chosen) == 34 and list(chosen) == failed
+        seen: list[str] = []
+        view._connection.set_trace_callback(seen.append)
+        assert [chosen[i] for i in range(34)] == failed  # page after page: on from the last
+        assert sum("OFFSET" in sql for sql in seen) == 1  # the first page's alone
+        assert (chosen[-1], chosen[2:5], chosen[33]) == (99, [6, 9, 12], 99)
+        fresh = view.select("failed")
+        assert fresh[30] == 90 and any("OFFSET" in sql for sql in seen)  # a jump: by offset
+        with pytest.raises(IndexError):
+            chosen[34]
+        assert list(view.select(search="ANSWER 4")) == [4, 40, 41, 43, 44, 46, 47, 49]
+        assert len(view.select("succeeded", search="prompt 9")) == 6  # 91, 92, 94 ... 98

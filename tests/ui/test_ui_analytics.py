@@ -55,7 +55,7 @@ async def test_a_failure_group_opens_its_results(tmp_path):
         await pilot.press("down", "enter")
         await settle(pilot)
         assert isinstance(app.screen, ResultsScreen)
-        assert app.screen.indices == [7, 14, 21, 28]
+        assert list(app.screen.indices) == [7, 14, 21, 28]
         assert "reason: RuntimeError: HTTP 429 rate limited" in str(
             app.screen.query_one("#filters").visual
         )

@@ -123,7 +123,7 @@ async def test_scores_by_keys_wrong_filter_matrix_cells_and_regressions(tmp_path
         await pilot.press("w")
         await settle(pilot)
         results = app.screen
-        assert results.indices == [0, 3]
+        assert list(results.indices) == [0, 3]
         detail = shown(app, "#detail-text")
         assert "Expected" in detail and "yes" in detail and "Word diff" in detail
         results.action_open()  # the full view (enter) says as much as the pane
@@ -144,7 +144,7 @@ async def test_scores_by_keys_wrong_filter_matrix_cells_and_regressions(tmp_path
         assert matrix.cursor_coordinate == (0, 1)  # on the matrix, not on a row's label
         await pilot.press("right", "enter")  # expected yes, answered no
         await settle(pilot)
-        assert isinstance(app.screen, ResultsScreen) and app.screen.indices == [0]
+        assert isinstance(app.screen, ResultsScreen) and list(app.screen.indices) == [0]
         assert "expected yes, answered no" in shown(app, "#filters")
         await pilot.press("escape", "escape")
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from tui_batch.core.errors import CheckpointError
 from tui_batch.core.jobs import BatchJob, Prompt
-from tui_batch.core.rows import RESULT_COLUMNS
+from tui_batch.core.rows import PROMPT_CHECK, RESULT_CHECKS, RESULT_COLUMNS
 
 # 2 added the results' endpoint and attempt_log, 3 their time to first token, 4 their
 # queue wait and how their tokens were counted, 5 a structured answer's value and
@@ -67,11 +67,15 @@ _MISSING = {
     7: _THOUGHT,
     SCHEMA_VERSION: (),
 }
+# Each column's rule (`rows.RESULT_CHECKS`) enforced as the rows are written.
+_CONSTRAINTS = ",\n    ".join(
+    f"CONSTRAINT {column}_ok CHECK ({rule})" for column, rule in RESULT_CHECKS.items()
+)
 CHECKPOINT_PREFIX = "batch_"
 CHECKPOINT_SUFFIX = ".db"
 SCHEMA = f"""
 CREATE TABLE job (id INTEGER PRIMARY KEY CHECK (id = 1), header TEXT NOT NULL);
-CREATE TABLE prompts (idx INTEGER PRIMARY KEY, data TEXT NOT NULL);
+CREATE TABLE prompts (idx INTEGER PRIMARY KEY, data TEXT NOT NULL CHECK ({PROMPT_CHECK}));
 CREATE TABLE results (
     prompt_index INTEGER PRIMARY KEY,
     response_text TEXT NOT NULL,
@@ -95,7 +99,8 @@ CREATE TABLE results (
     expected TEXT,
     cached_from TEXT,
     reasoning TEXT,
-    reasoning_tokens INTEGER
+    reasoning_tokens INTEGER,
+    {_CONSTRAINTS}
 );
 PRAGMA user_version = {SCHEMA_VERSION};
 """

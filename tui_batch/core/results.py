@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from tui_batch.core.checkpoint_file import connect_read_only, result_columns
 from tui_batch.core.errors import CheckpointError
@@ -21,6 +22,9 @@ from tui_batch.core.scoring.figures import ConfusionCell
 from tui_batch.core.scoring.methods import RIGHT
 from tui_batch.core.stats import normalise_error
 
+# A selection's indices are read this many at a time, and this many pages kept.
+INDEX_PAGE = 2_000
+PAGES_KEPT = 8
 # `failed`: an error; `invalid`: an answer that broke the job's schema; `wrong`: an
 # answer scored below 1 against its expected one.
 FILTERS = ("all", "failed", "succeeded", "invalid", "wrong")
@@ -63,10 +67,11 @@ class ResultsView:
         search: str = "",
         reason: str | None = None,
         cell: ConfusionCell | None = None,
-    ) -> list[int]:
+    ) -> Selection:
         """Prompt indices of the results that pass `filter` and contain `search`; with a
         `reason`, only the failures of that group (`stats.normalise_error`); with a
-        `cell`, only the results of that cell of a confusion matrix."""
+        `cell`, only the results of that cell of a confusion matrix. A sequence read
+        from the checkpoint a page at a time: ten million results hold a page."""
         if filter not in FILTERS:
             raise ValueError(f"unknown filter {filter!r}")
         where = self._where[filter]
@@ -78,19 +83,26 @@ class ResultsView:
             condition, values = cell.sql("r") if self._where is _WHERE else ("0", [])
             where += f" AND {condition}"
             params += values
-        sql = f"SELECT r.prompt_index FROM results r WHERE {where}"
+        source = "results r"
         if search:
             needle = search.lower()
-            sql = (
-                "SELECT r.prompt_index FROM results r JOIN prompts p ON p.idx = r.prompt_index "
-                f"WHERE {where} AND (instr(lower(r.response_text), ?) "
+            source = "results r JOIN prompts p ON p.idx = r.prompt_index"
+            where += (
+                " AND (instr(lower(r.response_text), ?) "
                 "OR instr(lower(coalesce(r.error_message, '')), ?) "
                 "OR instr(lower(json_extract(p.data, '$.text')), ?))"
             )
             params += [needle] * 3
-        return [
-            row[0] for row in self._connection.execute(f"{sql} ORDER BY r.prompt_index", params)
-        ]
+        return Selection(self._connection, source, where, params)
+
+    def counts(self) -> dict[str, int]:
+        """How many results each filter shows, counted in one pass."""
+        found = self._connection.execute(
+            "SELECT "
+            + ", ".join(f"TOTAL({self._where[name]})" for name in FILTERS)
+            + " FROM results r"
+        ).fetchone()
+        return {name: int(count) for name, count in zip(FILTERS, found, strict=True)}
 
     def fetch(self, indices: Sequence[int]) -> list[BatchResult]:
         """The results for these prompt indices, in the same order."""
@@ -126,3 +138,67 @@ class ResultsView:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class Selection(Sequence[int]):
+    """The prompt indices a filter selects, in order: counted with SQL, read a page at a
+    time (the page after a cached one from where it ended; another by its offset) and a
+    few pages kept."""
+
+    def __init__(
+        self, connection: sqlite3.Connection, source: str, where: str, params: list[Any]
+    ) -> None:
+        self._connection = connection
+        self._sql = f"SELECT r.prompt_index FROM {source} WHERE {where}"
+        self._params = params
+        self._count: int | None = None
+        self._pages: OrderedDict[int, list[int]] = OrderedDict()
+
+    def __len__(self) -> int:
+        if self._count is None:
+            self._count = self._connection.execute(
+                f"SELECT COUNT(*) FROM ({self._sql})", self._params
+            ).fetchone()[0]
+        return self._count
+
+    @overload
+    def __getitem__(self, position: int) -> int: ...
+
+    @overload
+    def __getitem__(self, position: slice) -> list[int]: ...
+
+    def __getitem__(self, position: int | slice) -> int | list[int]:
+        if isinstance(position, slice):
+            return [self[i] for i in range(*position.indices(len(self)))]
+        if position < 0:
+            position += len(self)
+        if not 0 <= position < len(self):
+            raise IndexError(position)
+        page, offset = divmod(position, INDEX_PAGE)
+        return self._page(page)[offset]
+
+    def __iter__(self) -> Iterator[int]:
+        for (index,) in self._connection.execute(
+            f"{self._sql} ORDER BY r.prompt_index", self._params
+        ):
+            yield index
+
+    def _page(self, page: int) -> list[int]:
+        if page in self._pages:
+            self._pages.move_to_end(page)
+            return self._pages[page]
+        before = self._pages.get(page - 1)
+        if before:  # on from the page before's last index: no rows skipped over
+            sql, params = (
+                f"{self._sql} AND r.prompt_index > ? ORDER BY r.prompt_index LIMIT ?",
+                [*self._params, before[-1], INDEX_PAGE],
+            )
+        else:
+            sql, params = (
+                f"{self._sql} ORDER BY r.prompt_index LIMIT ? OFFSET ?",
+                [*self._params, INDEX_PAGE, page * INDEX_PAGE],
+            )
+        self._pages[page] = [row[0] for row in self._connection.execute(sql, params)]
+        if len(self._pages) > PAGES_KEPT:
+            self._pages.popitem(last=False)
+        return self._pages[page]

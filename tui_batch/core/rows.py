@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -206,7 +206,9 @@ def result_row(result: BatchResult) -> tuple[Any, ...]:
 
 # What each result column may hold, as SQL over the row (a checkpoint is untrusted: a
 # crash or a person may have damaged it). A column an older format lacks is skipped.
-_RESULT_CHECKS = {
+# A checkpoint made now carries these as its tables' CHECK constraints, so SQLite refuses
+# a wrong row as it is written and the readers need not look at each row again.
+RESULT_CHECKS = {
     "prompt_index": "typeof(prompt_index) = 'integer'",
     "response_text": "typeof(response_text) = 'text'",
     "tokens_input": "typeof(tokens_input) = 'integer' AND tokens_input >= 0",
@@ -287,28 +289,45 @@ def check_rows(connection: sqlite3.Connection, schema: str = "main") -> None:
     """A CheckpointError naming the first damaged row of the checkpoint open as `schema`
     (a missing table, a result whose duration is text or infinite, bytes where text
     belongs, a prompt that is not JSON), so what reads the rows with SQL (stats, compare,
-    the results viewer) can trust their types. One pass over each table."""
+    the results viewer) can trust their types. One pass over each table, unless the
+    table enforces the checks itself (a checkpoint made since they were its CHECK
+    constraints: a wrong row was never written)."""
     try:
         present = present_columns(connection, schema)
         if not present:
             raise CheckpointError("the checkpoint has no results table")
-        wrong = " ".join(
-            f"WHEN NOT ({rule}) THEN '{column}'"
-            for column, rule in _RESULT_CHECKS.items()
-            if column in present
-        )
-        found = connection.execute(
-            f"SELECT prompt_index, CASE {wrong} END AS wrong FROM {schema}.results "
-            "WHERE wrong IS NOT NULL LIMIT 1"
-        ).fetchone()
-        if found is not None:
-            raise CheckpointError(f"result {found[0]!r:.20} has a wrong {found[1]}")
-        bad_prompt = connection.execute(
-            f"SELECT idx FROM {schema}.prompts WHERE typeof(idx) != 'integer' "
-            "OR typeof(data) != 'text' OR NOT json_valid(data) "
-            "OR json_type(data, '$.text') IS NOT 'text' LIMIT 1"
-        ).fetchone()
+        checks = {column: rule for column, rule in RESULT_CHECKS.items() if column in present}
+        if not enforces(connection, schema, "results", checks.values()):
+            wrong = " ".join(
+                f"WHEN NOT ({rule}) THEN '{column}'" for column, rule in checks.items()
+            )
+            found = connection.execute(
+                f"SELECT prompt_index, CASE {wrong} END AS wrong FROM {schema}.results "
+                "WHERE wrong IS NOT NULL LIMIT 1"
+            ).fetchone()
+            if found is not None:
+                raise CheckpointError(f"result {found[0]!r:.20} has a wrong {found[1]}")
+        bad_prompt = None
+        if not enforces(connection, schema, "prompts", [PROMPT_CHECK]):
+            bad_prompt = connection.execute(
+                f"SELECT idx FROM {schema}.prompts WHERE typeof(idx) != 'integer' "
+                f"OR NOT ({PROMPT_CHECK}) LIMIT 1"
+            ).fetchone()
     except sqlite3.Error as exc:
         raise CheckpointError(str(exc)) from None
     if bad_prompt is not None:
         raise CheckpointError(f"prompt {bad_prompt[0]!r:.20} is damaged")
+
+
+# What a prompt's row holds: a JSON object with its text.
+PROMPT_CHECK = "typeof(data) = 'text' AND json_valid(data) AND json_type(data, '$.text') IS 'text'"
+
+
+def enforces(connection: sqlite3.Connection, schema: str, table: str, rules: Iterable[str]) -> bool:
+    """Whether `table` of the checkpoint open as `schema` was made with each of `rules`
+    as a CHECK constraint, word for word (SQLite then refused every row breaking one)."""
+    row = connection.execute(
+        f"SELECT sql FROM {schema}.sqlite_master WHERE type = 'table' AND name = ?", (table,)
+    ).fetchone()
+    made = row[0] if row and isinstance(row[0], str) else ""
+    return all(f"CHECK ({rule})" in made for rule in rules)

@@ -2,9 +2,11 @@
 result into Python), so they cost the same while a job runs as after, at any size.
 
 Latency, time to first token and tokens/s per prompt are over the prompts that
-succeeded, as nearest-rank percentiles (the value at rank ceil(p/100 * n)). The job's
+succeeded, as nearest-rank percentiles (the value at rank ceil(p/100 * n); of an even
+sample above 200,000 values, `spread`). The job's
 tokens/s is over its active time: from the first start to the last finish, less the gaps
-when nothing ran (between a stop and a resume). Failures are grouped by their message with
+when nothing ran for more than a second (between a stop and a resume: the stamps are
+whole seconds). Failures are grouped by their message with
 numbers and ids taken out (`normalise_error`), so "Prompt is 2300 tokens" and "Prompt is
 2410 tokens" are one group; HTTP status codes are kept.
 """
@@ -14,14 +16,16 @@ from __future__ import annotations
 import math
 import re
 import sqlite3
-from contextlib import closing
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, closing
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from tui_batch.core.checkpoint_file import connect_read_only, read_header, read_snapshot
 from tui_batch.core.errors import CheckpointError
-from tui_batch.core.jobs import BatchJob
+from tui_batch.core.jobs import BatchJob, JobStatus
 from tui_batch.core.rows import check_rows, present_columns
 from tui_batch.core.scoring.figures import Confusion, RepeatFigures, wilson
 from tui_batch.core.scoring.job_scores import (
@@ -41,6 +45,8 @@ EXAMPLES = 3
 # The throughput chart has at most this many buckets; the latency histogram this many bins.
 BUCKETS = 60
 HISTOGRAM_BINS = 12
+# A finished job of this many results is read on two connections at once.
+PARALLEL_ROWS = 200_000
 
 _UUID = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.I)
 _HEX = re.compile(r"\b(?=[0-9a-f]*\d)[0-9a-f]{8,}\b", re.I)
@@ -261,12 +267,20 @@ def job_stats(path: str | Path, prices: Prices | None = None) -> JobStats:
     if not path.is_file():
         raise CheckpointError(f"Checkpoint not found: {path}")
     try:
-        with closing(connect_read_only(path)) as connection, read_snapshot(connection):
+        with ExitStack() as stack:
+            connection = stack.enter_context(closing(connect_read_only(path)))
+            stack.enter_context(read_snapshot(connection))
             connection.create_function("normalise", 1, normalise_error, deterministic=True)
             connection.create_function("error_path", 1, error_path, deterministic=True)
             header = read_header(connection)
             job = BatchJob.from_header(header, [])
             check_rows(connection)
+            # A large job that nothing writes to any more is read on two connections at
+            # once (two cores: half the time); one still running on one, in one snapshot.
+            helper = None
+            if job.status is not JobStatus.RUNNING and _rows(connection) >= PARALLEL_ROWS:
+                helper = stack.enter_context(closing(connect_read_only(path)))
+                stack.enter_context(read_snapshot(helper))
             header_total = header.get("total_prompts")
             stats = JobStats(
                 job.job_id,
@@ -280,7 +294,7 @@ def job_stats(path: str | Path, prices: Prices | None = None) -> JobStats:
                 merged_from=job.merged_from,
                 reading=job.reading is not None,
             )
-            _fill(connection, stats, job.settings.schema)
+            _fill(connection, stats, job.settings.schema, helper)
             if job.scoring is not None:
                 stats.scoring = job.scoring.describe()
                 totals = score_totals(connection)
@@ -294,28 +308,47 @@ def job_stats(path: str | Path, prices: Prices | None = None) -> JobStats:
     return stats
 
 
-_VERSION = tuple(int(part) for part in sqlite3.sqlite_version.split("."))
-# A timestamp as Unix seconds: unixepoch() where SQLite has it (3.38), a third faster.
-_SECONDS = "unixepoch({})" if _VERSION >= (3, 38) else "CAST(strftime('%s', {}) AS INTEGER)"
-# Computed once, not once per use (3.35 and later).
-_ONCE = "MATERIALIZED" if _VERSION >= (3, 35) else ""
+def _rows(connection: sqlite3.Connection) -> int:
+    return connection.execute("SELECT COUNT(*) FROM results").fetchone()[0]
 
 
-def _fill(connection: sqlite3.Connection, stats: JobStats, schema: AnswerSchema | None) -> None:
+def _fill(
+    connection: sqlite3.Connection,
+    stats: JobStats,
+    schema: AnswerSchema | None,
+    helper: sqlite3.Connection | None = None,
+) -> None:
+    """`stats`' figures, read on `connection` and, where given, on `helper` (a second
+    connection on the same unchanging file) at the same time."""
     columns = present_columns(connection)
     # Where a server sent no usage: input unknown; output too, unless counted as it streamed.
     input_known, output_known = "1", "1"
     if "token_counts" in columns:
         input_known = "token_counts IS NULL"
         output_known = "(token_counts IS NULL OR token_counts != 'unknown')"
-    count, succeeded, empty, tokens_in, tokens_out, input_unknown, output_unknown = (
-        connection.execute(
-            "SELECT COUNT(*), TOTAL(success), TOTAL(success = 1 AND trim(response_text) = ''), "
-            f"TOTAL(CASE WHEN {input_known} THEN tokens_input END), "
+    # Each pass over ten million rows costs seconds: this one also says which of the
+    # others have anything to find (a local job has no servers, waits or first tokens).
+    present = {
+        name: f"COUNT({name})" if name in columns else "0"
+        for name in ("token_counts", "cached_from", "ttft", "queue_wait", "endpoint", "reasoning")
+    }
+    row = connection.execute(
+        # trim() only where the answer starts with a space or less (a blank one can).
+        "SELECT COUNT(*), TOTAL(success), "
+        "TOTAL(CASE WHEN response_text < '!' THEN success = 1 AND trim(response_text) = '' END), "
+        "TOTAL(tokens_input), TOTAL(tokens_output), "
+        "MIN(attempts), MAX(attempts), MIN(started_at), MAX(completed_at), "
+        f"{', '.join(present.values())} FROM results"
+    ).fetchone()
+    count, succeeded, empty, tokens_in, tokens_out, fewest, most, first, last = row[:9]
+    found = dict(zip(present, row[9:], strict=True))
+    input_unknown = output_unknown = 0
+    if found["token_counts"]:  # some results' tokens were not the server's count
+        tokens_in, tokens_out, input_unknown, output_unknown = connection.execute(
+            f"SELECT TOTAL(CASE WHEN {input_known} THEN tokens_input END), "
             f"TOTAL(CASE WHEN {output_known} THEN tokens_output END), "
             f"TOTAL(NOT {input_known}), TOTAL(NOT {output_known}) FROM results"
         ).fetchone()
-    )
     stats.completed, stats.failed, stats.empty = int(succeeded), count - int(succeeded), int(empty)
     stats.tokens_input, stats.tokens_output = int(tokens_in), int(tokens_out)
     stats.input_unknown, stats.output_unknown = int(input_unknown), int(output_unknown)
@@ -323,31 +356,60 @@ def _fill(connection: sqlite3.Connection, stats: JobStats, schema: AnswerSchema 
     run_here = "1"
     if "cached_from" in columns:
         run_here = "cached_from IS NULL"
+    if found["cached_from"]:
         cached = connection.execute(
             "SELECT COUNT(*), TOTAL(tokens_input), TOTAL(tokens_output) FROM results "
             "WHERE cached_from IS NOT NULL"
         ).fetchone()
         stats.cached, stats.cached_tokens_input, stats.cached_tokens_output = map(int, cached)
-    stats.latency = spread(connection, "duration", run_here)
-    if "ttft" in columns:
-        stats.ttft = spread(connection, "ttft")
-    if "queue_wait" in columns:
-        stats.queue_wait = spread(connection, "queue_wait")
-    stats.prompt_tokens_per_second = spread(
-        connection,
-        "tokens_output / duration",
-        f"duration > 0 AND tokens_output > 0 AND {output_known}",
-    )
-    stats.attempts = dict(
-        connection.execute("SELECT attempts, COUNT(*) FROM results GROUP BY attempts ORDER BY 1")
-    )
-    stats.failures = _failures(connection, columns)
-    stats.reasoning = thought_figures(connection, columns)
+
+    def on_the_side(other: sqlite3.Connection) -> None:
+        stats.prompt_tokens_per_second = spread(
+            other,
+            "tokens_output / duration",
+            f"duration > 0 AND tokens_output > 0 AND {output_known}",
+        )
+        stats.active_seconds, stats.bucket_seconds, stats.throughput = _timing(other, first, last)
+
+    with ThreadPoolExecutor(1) as pool:
+        side = pool.submit(on_the_side, helper) if helper is not None else None
+        stats.latency = spread(connection, "duration", run_here)
+        if found["ttft"]:
+            stats.ttft = spread(connection, "ttft")
+        if found["queue_wait"]:
+            stats.queue_wait = spread(connection, "queue_wait")
+        _fill_rest(connection, stats, schema, columns, count, (fewest, most), found)
+        if side is None:
+            on_the_side(connection)
+        else:
+            side.result()
+
+
+def _fill_rest(
+    connection: sqlite3.Connection,
+    stats: JobStats,
+    schema: AnswerSchema | None,
+    columns: set[str],
+    count: int,
+    attempts: tuple[Any, Any],
+    found: dict[str, int],
+) -> None:
+    """The figures that read little: attempts, failures, thoughts, schema, servers,
+    the latency histogram."""
+    fewest, most = attempts
+    if fewest == most:  # every result in as many attempts (or none)
+        stats.attempts = {fewest: count} if count else {}
+    else:
+        stats.attempts = dict(
+            connection.execute(
+                "SELECT attempts, COUNT(*) FROM results GROUP BY attempts ORDER BY 1"
+            )
+        )
+    stats.failures = _failures(connection, columns) if stats.failed else []
+    stats.reasoning = thought_figures(connection, columns) if found["reasoning"] else None
     if schema is not None:
         _fill_structured(connection, stats, schema, columns)
-    stats.endpoints = _endpoints(connection)
-    stats.active_seconds = _active_seconds(connection)
-    stats.bucket_seconds, stats.throughput = _throughput(connection)
+    stats.endpoints = _endpoints(connection) if found["endpoint"] else []
     stats.latency_histogram = _histogram(connection, stats.latency)
 
 
@@ -396,9 +458,9 @@ def _fill_structured(
 
 def _histogram(connection: sqlite3.Connection, spread: Spread) -> list[tuple[float, int]]:
     """Latency in HISTOGRAM_BINS equal bins from the fastest to the slowest."""
-    if not spread.count or spread.max is None:
+    if not spread.count or spread.max is None or spread.min is None:
         return []
-    (low,) = connection.execute(f"SELECT MIN(duration) FROM results WHERE {SUCCEEDED}").fetchone()
+    low = spread.min
     if spread.max <= low:  # every prompt took the same time: one bar
         return [(low, spread.count)]
     width = (spread.max - low) / HISTOGRAM_BINS
@@ -465,36 +527,60 @@ def _endpoints(connection: sqlite3.Connection) -> list[EndpointStats]:
     return list(found.values())
 
 
-def _active_seconds(connection: sqlite3.Connection) -> float:
-    """From the first start to the last finish, less the gaps when nothing ran."""
-    start, end = _SECONDS.format("started_at"), _SECONDS.format("completed_at")
-    row = connection.execute(
-        f"WITH spans AS {_ONCE} (SELECT {start} AS s, MAX({end}, {start}) AS e FROM results "
-        "WHERE started_at IS NOT NULL AND completed_at IS NOT NULL), "
-        "ordered AS (SELECT s, e, MAX(e) OVER (ORDER BY s, e ROWS BETWEEN UNBOUNDED "
-        "PRECEDING AND 1 PRECEDING) AS before FROM spans) "
-        "SELECT MAX(e) - MIN(s), TOTAL(CASE WHEN before IS NOT NULL AND s > before "
-        "THEN s - before ELSE 0 END) FROM ordered"
-    ).fetchone()
-    span, gaps = row
-    if span is None:
-        return 0.0
-    # Timestamps are whole seconds: a run shorter than one still took some time.
-    return max(1.0, float(span - gaps))
+def _timing(
+    connection: sqlite3.Connection, first_start: Any, last_finish: Any
+) -> tuple[float, int, list[tuple[int, int, int]]]:
+    """The job's active seconds (from the first start to the last finish, less the
+    gaps of more than a second when nothing ran), and the tokens generated and results finished per bucket of
+    time from the first start (its width, the buckets). Timestamps are whole seconds in
+    one ISO form, so they order as text: one sort over the results' distinct (start,
+    finish) pairs, read in start order, instead of one a figure."""
+    seconds: dict[str, int | None] = {}
+    first, last = _second(first_start, seconds), _second(last_finish, seconds)
+    width = 1
+    if first is not None and last is not None:
+        width = max(1, math.ceil((last - first + 1) / BUCKETS))
+    buckets: dict[int, list[float]] = {}
+    active, span = 0, None  # seconds of the runs of overlapping spans before `span`
+    for started, completed, tokens, count in connection.execute(
+        "SELECT started_at, completed_at, TOTAL(tokens_output), COUNT(*) FROM results "
+        "WHERE completed_at IS NOT NULL GROUP BY started_at, completed_at"
+    ):
+        start, end = _second(started, seconds), _second(completed, seconds)
+        if end is None:
+            continue
+        if start is not None:
+            # Stamps are whole seconds: a start a second after an end is no pause.
+            if span is not None and start <= span[1] + 1:
+                span = (span[0], max(span[1], end))
+            else:
+                active += 0 if span is None else span[1] - span[0]
+                span = (start, max(end, start))
+        if first is not None:
+            bucket = buckets.setdefault((end - first) // width, [0.0, 0])
+            bucket[0] += tokens
+            bucket[1] += count
+    if span is not None:
+        active += span[1] - span[0]
+    throughput = [(b * width, int(tokens), int(n)) for b, (tokens, n) in sorted(buckets.items())]
+    # A run shorter than a second still took some time.
+    return (0.0 if span is None else max(1.0, float(active))), width, throughput
 
 
-def _throughput(connection: sqlite3.Connection) -> tuple[int, list[tuple[int, int, int]]]:
-    """Tokens generated and results finished per bucket of time from the first start."""
-    start, end = _SECONDS.format("started_at"), _SECONDS.format("completed_at")
-    first, last = connection.execute(
-        f"SELECT MIN({start}), MAX({end}) FROM results WHERE completed_at IS NOT NULL"
-    ).fetchone()
-    if first is None or last is None:
-        return 1, []
-    width = max(1, math.ceil((last - first + 1) / BUCKETS))
-    rows = connection.execute(
-        f"SELECT ({end} - ?) / ? AS b, TOTAL(tokens_output), COUNT(*) FROM results "
-        "WHERE completed_at IS NOT NULL GROUP BY b ORDER BY b",
-        (first, width),
-    )
-    return width, [(int(b) * width, int(tokens), n) for b, tokens, n in rows if b is not None]
+def _second(stamp: Any, seen: dict[str, int | None]) -> int | None:
+    """An ISO timestamp as Unix seconds (none for anything else), as SQLite's
+    unixepoch() reads it: a time without a zone is UTC."""
+    if not isinstance(stamp, str):
+        return None
+    if stamp not in seen:
+        if len(seen) > 4096:
+            seen.clear()
+        try:
+            moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        except ValueError:
+            seen[stamp] = None
+        else:
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=timezone.utc)
+            seen[stamp] = math.floor(moment.timestamp())
+    return seen[stamp]

@@ -96,6 +96,19 @@ def stats_lines(stats: JobStats, charts: bool = True) -> list[str]:
     if stats.reasoning is not None and stats.reasoning.length.count:
         rows.append(spread_row("thought tokens", stats.reasoning.length, _whole))
     lines += ["", "Per prompt (succeeded)", *_table(rows)]
+    sampled = [
+        (name, figure)
+        for name, figure in (
+            ("latency", stats.latency),
+            ("queue wait", stats.queue_wait),
+            ("first token", stats.ttft),
+            ("tok/s", stats.prompt_tokens_per_second),
+        )
+        if figure.sampled
+    ]
+    if sampled:
+        taken = "; ".join(f"{name} {f.sampled:,} of {f.count:,}" for name, f in sampled)
+        lines.append(f"  p50/p90/p99 from an even sample: {taken}")
     lines += thought_lines(stats)
     lines += answer_lines(stats)
     lines += score_lines(stats, charts)

@@ -1,12 +1,13 @@
 """One job's results: filter, search, a detail pane, copy, export, re-run failures.
 
 Rows are read page by page from the checkpoint through `core.results.ResultsView`, so a
-job of 100,000 results opens as fast as one of 100.
+job of ten million results opens in a page of memory (its indices too: a `Selection`).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 
 from rich.text import Text
 from textual import on
@@ -62,7 +63,7 @@ class ResultsScreen(Screen[None]):
         self.filter = "failed" if reason else "all"
         self.reason = reason  # a failure group from the stats screen
         self.cell = cell  # a cell of a confusion matrix, from the stats screen
-        self.indices: list[int] = []
+        self.indices: Sequence[int] = []  # a `Selection`: read a page at a time
         self._pages: OrderedDict[int, dict[int, tuple[BatchResult, Prompt]]] = OrderedDict()
         self.id_field: str | None = None  # a template job's id column
         self.template = False  # a template job: its prompts are told apart by their record
@@ -94,7 +95,7 @@ class ResultsScreen(Screen[None]):
             self.notify(str(exc), title="Cannot open results", severity="error")
             self.app.pop_screen()
             return
-        self.counts = {name: len(self.view.select(name)) for name in FILTERS}
+        self.counts = self.view.counts()
         # The invalid filter is offered for a job whose answers have a schema, the wrong
         # one for a job scored against expected answers.
         offered = {"invalid": job.schema is not None, "wrong": job.scoring is not None}
