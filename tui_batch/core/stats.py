@@ -13,21 +13,19 @@ numbers and ids taken out (`normalise_error`), so "Prompt is 2300 tokens" and "P
 
 from __future__ import annotations
 
-import math
 import re
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, closing
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from tui_batch.core.checkpoint_file import connect_read_only, read_header, read_snapshot
 from tui_batch.core.errors import CheckpointError
+from tui_batch.core.job_figures import EndpointStats, FailureGroup, InvalidGroup, JobStats
 from tui_batch.core.jobs import BatchJob, JobStatus
 from tui_batch.core.rows import check_rows, present_columns
-from tui_batch.core.scoring.figures import Confusion, RepeatFigures, wilson
+from tui_batch.core.run_timing import run_timing
 from tui_batch.core.scoring.job_scores import (
     confusions,
     label_text,
@@ -38,7 +36,7 @@ from tui_batch.core.settings import Prices
 from tui_batch.core.spread import SUCCEEDED, Spread, spread
 from tui_batch.core.structured.check import error_path
 from tui_batch.core.structured.schema import AnswerSchema
-from tui_batch.core.thought_stats import ThoughtFigures, thought_figures
+from tui_batch.core.thought_stats import thought_figures
 
 # A failure group lists this many example prompts.
 EXAMPLES = 3
@@ -65,199 +63,6 @@ def normalise_error(message: str | None) -> str:
     text = _HEX.sub("<id>", text)
     text = _NUMBER.sub("N", text)
     return text[:200]
-
-
-@dataclass(slots=True)
-class FailureGroup:
-    reason: str
-    count: int
-    examples: list[int]  # prompt indexes, the first few
-    message: str  # one of the messages, whole
-
-
-@dataclass(slots=True)
-class InvalidGroup:
-    """Answers that broke the schema at one place (`$.stars`, or `cut off`)."""
-
-    path: str
-    count: int
-    examples: list[int]  # prompt indexes, the first few
-    message: str  # one of the errors, whole
-
-
-@dataclass(slots=True)
-class EndpointStats:
-    endpoint: str
-    results: int = 0
-    failed: int = 0
-    tokens_output: int = 0
-    mean_latency: float | None = None
-    requests: int = 0
-    request_errors: int = 0
-    mean_ttft: float | None = None
-
-
-@dataclass(slots=True)
-class JobStats:
-    """Every figure of one job; `to_dict` is the `stats --json` document."""
-
-    job_id: str
-    model_id: str
-    status: str
-    total: int
-    completed: int = 0
-    failed: int = 0
-    # Answers with nothing in them (they count as answers: the model said nothing).
-    empty: int = 0
-    tokens_input: int = 0
-    tokens_output: int = 0
-    # Results whose server sent no usage: their input, or all, tokens are not counted
-    # in the totals above (which never count them as 0).
-    input_unknown: int = 0
-    output_unknown: int = 0
-    active_seconds: float = 0.0
-    latency: Spread = field(default_factory=Spread)
-    queue_wait: Spread = field(default_factory=Spread)
-    ttft: Spread = field(default_factory=Spread)
-    prompt_tokens_per_second: Spread = field(default_factory=Spread)
-    attempts: dict[int, int] = field(default_factory=dict)
-    failures: list[FailureGroup] = field(default_factory=list)
-    endpoints: list[EndpointStats] = field(default_factory=list)
-    bucket_seconds: int = 1
-    throughput: list[tuple[int, int, int]] = field(default_factory=list)  # offset s, tok, n
-    # Latency of the prompts that succeeded: (bin's lower bound in seconds, count).
-    latency_histogram: list[tuple[float, int]] = field(default_factory=list)
-    prices: Prices | None = None
-    # With a schema: what it is (one line), the valid and invalid answers, the invalid
-    # grouped by where they broke it, and for each choice or enum field how many valid
-    # answers gave each value (every value the schema allows, in its order, then others).
-    schema: str | None = None
-    valid: int = 0
-    invalid: int = 0
-    invalid_groups: list[InvalidGroup] = field(default_factory=list)
-    labels: dict[str, dict[str, int]] = field(default_factory=dict)
-    # With expected answers: how they are scored (one line), the results scored and
-    # right, the mean score, and for each choice or enum field scored its confusion.
-    scoring: str | None = None
-    scored: int = 0
-    right: int = 0
-    mean_score: float | None = None
-    confusions: list[Confusion] = field(default_factory=list)
-    # A job of repeats: how alike each prompt's runs answered.
-    repeats: RepeatFigures | None = None
-    # The answer cache: how the job used it, the answers served from it (hits), and
-    # the tokens those took when first run (not spent here, so not in the cost).
-    cache: str = "off"
-    cached: int = 0
-    cached_tokens_input: int = 0
-    cached_tokens_output: int = 0
-    # The job's name (`--name`), if it has one.
-    name: str | None = None
-    # Which records of its input it took (`slices.InputSlice.describe`; None: all), the
-    # shards it was joined from, and whether its input is still being read in.
-    input_slice: str | None = None
-    merged_from: list[str] | None = None
-    reading: bool = False
-    # A model that thought: its thoughts' figures (None: no answer came with a thought).
-    reasoning: ThoughtFigures | None = None
-
-    @property
-    def accuracy(self) -> float | None:
-        return self.right / self.scored if self.scored else None
-
-    @property
-    def done(self) -> int:
-        return self.completed + self.failed
-
-    @property
-    def pending(self) -> int:
-        return max(0, self.total - self.done)
-
-    @property
-    def success_rate(self) -> float:
-        return 100.0 * self.completed / self.done if self.done else 0.0
-
-    @property
-    def tokens_per_second(self) -> float:
-        generated = self.tokens_output - self.cached_tokens_output
-        return generated / self.active_seconds if self.active_seconds else 0.0
-
-    @property
-    def misses(self) -> int | None:
-        """Answers a job reading the cache had to run (None: it does not read it)."""
-        return self.done - self.cached if self.cache in ("read", "read-write") else None
-
-    def _priced(self, tokens_in: int, tokens_out: int) -> dict[str, float] | None:
-        if self.prices is None:
-            return None
-        cost_in = tokens_in / 1e6 * self.prices.input
-        cost_out = tokens_out / 1e6 * self.prices.output
-        return {"input": cost_in, "output": cost_out, "total": cost_in + cost_out}
-
-    @property
-    def cost(self) -> dict[str, float] | None:
-        """What the tokens run for this job cost (not those served from the cache)."""
-        return self._priced(
-            self.tokens_input - self.cached_tokens_input,
-            self.tokens_output - self.cached_tokens_output,
-        )
-
-    @property
-    def thinking_cost(self) -> float | None:
-        """What the output tokens spent thinking cost (None: no prices, or no thought)."""
-        if self.prices is None or self.reasoning is None:
-            return None
-        return self.reasoning.tokens / 1e6 * self.prices.output
-
-    @property
-    def cost_saved(self) -> float | None:
-        """What the answers served from the cache would have cost."""
-        saved = self._priced(self.cached_tokens_input, self.cached_tokens_output)
-        return None if saved is None else saved["total"]
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["attempts"] = {str(k): v for k, v in self.attempts.items()}
-        data["throughput"] = [
-            {"offset_seconds": t, "tokens_output": n, "results": r} for t, n, r in self.throughput
-        ]
-        data.update(
-            pending=self.pending,
-            success_rate=round(self.success_rate, 2),
-            tokens_per_second=round(self.tokens_per_second, 3),
-            cost=self.cost,
-        )
-        if self.prices is None:
-            del data["prices"], data["cost"]
-        for key in ("cache", "cached", "cached_tokens_input", "cached_tokens_output"):
-            del data[key]
-        data["cache"] = None
-        if self.cache != "off" or self.cached:
-            data["cache"] = {
-                "mode": self.cache,
-                "hits": self.cached,
-                "misses": self.misses,
-                "tokens_saved": self.cached_tokens_input + self.cached_tokens_output,
-                "cost_saved": self.cost_saved,
-            }
-        if self.schema is None:
-            for key in ("schema", "valid", "invalid", "invalid_groups", "labels"):
-                del data[key]
-        data["repeats"] = self.repeats.to_dict() if self.repeats else None
-        data["reasoning"] = self.reasoning.to_dict() if self.reasoning else None
-        if self.reasoning is not None and self.prices is not None:
-            data["reasoning"]["cost"] = self.thinking_cost
-        if self.scoring is None:
-            for key in ("scoring", "scored", "right", "mean_score", "confusions"):
-                del data[key]
-        else:
-            interval = wilson(self.right, self.scored)
-            data.update(
-                accuracy=self.accuracy,
-                accuracy_interval=list(interval) if interval else None,
-                confusions=[c.to_dict() for c in self.confusions],
-            )
-        return data
 
 
 def job_stats(path: str | Path, prices: Prices | None = None) -> JobStats:
@@ -369,7 +174,9 @@ def _fill(
             "tokens_output / duration",
             f"duration > 0 AND tokens_output > 0 AND {output_known}",
         )
-        stats.active_seconds, stats.bucket_seconds, stats.throughput = _timing(other, first, last)
+        stats.active_seconds, stats.bucket_seconds, stats.throughput = run_timing(
+            other, first, last, BUCKETS
+        )
 
     with ThreadPoolExecutor(1) as pool:
         side = pool.submit(on_the_side, helper) if helper is not None else None
@@ -525,62 +332,3 @@ def _endpoints(connection: sqlite3.Connection) -> list[EndpointStats]:
         entry = found.setdefault(endpoint, EndpointStats(endpoint))
         entry.requests, entry.request_errors, entry.mean_ttft = requests, int(errors), ttft
     return list(found.values())
-
-
-def _timing(
-    connection: sqlite3.Connection, first_start: Any, last_finish: Any
-) -> tuple[float, int, list[tuple[int, int, int]]]:
-    """The job's active seconds (from the first start to the last finish, less the
-    gaps of more than a second when nothing ran), and the tokens generated and results finished per bucket of
-    time from the first start (its width, the buckets). Timestamps are whole seconds in
-    one ISO form, so they order as text: one sort over the results' distinct (start,
-    finish) pairs, read in start order, instead of one a figure."""
-    seconds: dict[str, int | None] = {}
-    first, last = _second(first_start, seconds), _second(last_finish, seconds)
-    width = 1
-    if first is not None and last is not None:
-        width = max(1, math.ceil((last - first + 1) / BUCKETS))
-    buckets: dict[int, list[float]] = {}
-    active, span = 0, None  # seconds of the runs of overlapping spans before `span`
-    for started, completed, tokens, count in connection.execute(
-        "SELECT started_at, completed_at, TOTAL(tokens_output), COUNT(*) FROM results "
-        "WHERE completed_at IS NOT NULL GROUP BY started_at, completed_at"
-    ):
-        start, end = _second(started, seconds), _second(completed, seconds)
-        if end is None:
-            continue
-        if start is not None:
-            # Stamps are whole seconds: a start a second after an end is no pause.
-            if span is not None and start <= span[1] + 1:
-                span = (span[0], max(span[1], end))
-            else:
-                active += 0 if span is None else span[1] - span[0]
-                span = (start, max(end, start))
-        if first is not None:
-            bucket = buckets.setdefault((end - first) // width, [0.0, 0])
-            bucket[0] += tokens
-            bucket[1] += count
-    if span is not None:
-        active += span[1] - span[0]
-    throughput = [(b * width, int(tokens), int(n)) for b, (tokens, n) in sorted(buckets.items())]
-    # A run shorter than a second still took some time.
-    return (0.0 if span is None else max(1.0, float(active))), width, throughput
-
-
-def _second(stamp: Any, seen: dict[str, int | None]) -> int | None:
-    """An ISO timestamp as Unix seconds (none for anything else), as SQLite's
-    unixepoch() reads it: a time without a zone is UTC."""
-    if not isinstance(stamp, str):
-        return None
-    if stamp not in seen:
-        if len(seen) > 4096:
-            seen.clear()
-        try:
-            moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-        except ValueError:
-            seen[stamp] = None
-        else:
-            if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=timezone.utc)
-            seen[stamp] = math.floor(moment.timestamp())
-    return seen[stamp]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from tui_batch.core.compare import STATES, CompareRow, CompareSummary
 from tui_batch.core.compare_fields import answers_shown
+from tui_batch.core.job_figures import JobStats
 from tui_batch.core.progress import format_duration
 from tui_batch.core.scoring.figures import Confusion, accuracy_text
 from tui_batch.core.spread import Spread
-from tui_batch.core.stats import JobStats
 from tui_batch.core.text import one_line as _one_line
 
 # Failure groups and examples printed before "... and N more".

@@ -13,7 +13,8 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Label, Sparkline, Static
 
 from tui_batch.core.errors import TuiBatchError
-from tui_batch.core.stats import JobStats, job_stats
+from tui_batch.core.job_figures import JobStats
+from tui_batch.core.stats import job_stats
 from tui_batch.core.stats_text import stats_lines
 from tui_batch.ui.text import literal, one_line
 
