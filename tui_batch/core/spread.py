@@ -72,7 +72,7 @@ def spread(connection: sqlite3.Connection, value: str, where: str = "1") -> Spre
             figure.sampled = len(ordered)
             return figure
     ranks = {p: max(1, math.ceil(p / 100 * count)) for p in PERCENTILES}
-    found = dict(
+    at = dict(
         connection.execute(
             f"SELECT rn, v FROM (SELECT {value} AS v, ROW_NUMBER() OVER (ORDER BY {value}) AS rn "
             f"FROM results WHERE {condition}) WHERE rn IN ({','.join('?' * len(ranks))})",
@@ -80,5 +80,5 @@ def spread(connection: sqlite3.Connection, value: str, where: str = "1") -> Spre
         )
     )
     for p, rank in ranks.items():
-        setattr(figure, f"p{p}", found[rank])
+        setattr(figure, f"p{p}", at[rank])
     return figure

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, closing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,16 @@ def _rows(connection: sqlite3.Connection) -> int:
     return connection.execute("SELECT COUNT(*) FROM results").fetchone()[0]
 
 
+@dataclass(slots=True)
+class _FirstPass:
+    """What the first pass over the results found besides the counts it filled in."""
+
+    first: Any  # the first start and last finish, as stored
+    last: Any
+    attempts: tuple[Any, Any]  # fewest, most
+    present: dict[str, int]  # how many results have each optional column
+
+
 def _fill(
     connection: sqlite3.Connection,
     stats: JobStats,
@@ -124,15 +135,65 @@ def _fill(
     helper: sqlite3.Connection | None = None,
 ) -> None:
     """`stats`' figures, read on `connection` and, where given, on `helper` (a second
-    connection on the same unchanging file) at the same time."""
+    connection on the same unchanging file) at the same time: a pass over ten million
+    rows costs seconds, so there are few, and the timing and the histogram (a sort and a
+    grouping) go to the helper while the counts and spreads are read."""
     columns = present_columns(connection)
     # Where a server sent no usage: input unknown; output too, unless counted as it streamed.
     input_known, output_known = "1", "1"
     if "token_counts" in columns:
         input_known = "token_counts IS NULL"
         output_known = "(token_counts IS NULL OR token_counts != 'unknown')"
-    # Each pass over ten million rows costs seconds: this one also says which of the
-    # others have anything to find (a local job has no servers, waits or first tokens).
+    # An answer served from the cache took no time here: not a latency.
+    run_here = "cached_from IS NULL" if "cached_from" in columns else "1"
+    counted: Future[_FirstPass] = Future()
+    timed: Future[Spread] = Future()  # the latency: the histogram's range
+
+    def on_the_side(other: sqlite3.Connection) -> None:
+        first, last = (
+            # On a helper at once, with its own first start and last finish.
+            other.execute("SELECT MIN(started_at), MAX(completed_at) FROM results").fetchone()
+            if other is helper
+            else (counted.result().first, counted.result().last)
+        )
+        stats.active_seconds, stats.bucket_seconds, stats.throughput = run_timing(
+            other, first, last, BUCKETS
+        )
+        stats.latency_histogram = _histogram(other, timed.result())
+
+    with ThreadPoolExecutor(1) as pool:
+        side = pool.submit(on_the_side, helper) if helper is not None else None
+        try:
+            found = _first_pass(connection, stats, columns, (input_known, output_known))
+            counted.set_result(found)
+            stats.latency = spread(connection, "duration", run_here)
+            timed.set_result(stats.latency)
+        except BaseException as exc:  # the helper waits on these: it is told
+            for future in (counted, timed):
+                if not future.done():
+                    future.set_exception(exc)
+            raise
+        if found.present["ttft"]:
+            stats.ttft = spread(connection, "ttft")
+        if found.present["queue_wait"]:
+            stats.queue_wait = spread(connection, "queue_wait")
+        stats.prompt_tokens_per_second = spread(
+            connection,
+            "tokens_output / duration",
+            f"duration > 0 AND tokens_output > 0 AND {output_known}",
+        )
+        _fill_rest(connection, stats, schema, columns, found)
+        if side is None:
+            on_the_side(connection)
+        else:
+            side.result()
+
+
+def _first_pass(
+    connection: sqlite3.Connection, stats: JobStats, columns: set[str], known: tuple[str, str]
+) -> _FirstPass:
+    """One pass for the counts and tokens, and which of the other passes have anything
+    to find (a local job has no servers, waits or first tokens)."""
     present = {
         name: f"COUNT({name})" if name in columns else "0"
         for name in ("token_counts", "cached_from", "ttft", "queue_wait", "endpoint", "reasoning")
@@ -145,10 +206,16 @@ def _fill(
         "MIN(attempts), MAX(attempts), MIN(started_at), MAX(completed_at), "
         f"{', '.join(present.values())} FROM results"
     ).fetchone()
-    count, succeeded, empty, tokens_in, tokens_out, fewest, most, first, last = row[:9]
-    found = dict(zip(present, row[9:], strict=True))
+    count, succeeded, empty, tokens_in, tokens_out = row[:5]
+    found = _FirstPass(
+        first=row[7],
+        last=row[8],
+        attempts=(row[5], row[6]),
+        present=dict(zip(present, row[9:], strict=True)),
+    )
     input_unknown = output_unknown = 0
-    if found["token_counts"]:  # some results' tokens were not the server's count
+    if found.present["token_counts"]:  # some results' tokens were not the server's count
+        input_known, output_known = known
         tokens_in, tokens_out, input_unknown, output_unknown = connection.execute(
             f"SELECT TOTAL(CASE WHEN {input_known} THEN tokens_input END), "
             f"TOTAL(CASE WHEN {output_known} THEN tokens_output END), "
@@ -157,39 +224,13 @@ def _fill(
     stats.completed, stats.failed, stats.empty = int(succeeded), count - int(succeeded), int(empty)
     stats.tokens_input, stats.tokens_output = int(tokens_in), int(tokens_out)
     stats.input_unknown, stats.output_unknown = int(input_unknown), int(output_unknown)
-    # An answer served from the cache took no time here: not a latency.
-    run_here = "1"
-    if "cached_from" in columns:
-        run_here = "cached_from IS NULL"
-    if found["cached_from"]:
+    if found.present["cached_from"]:
         cached = connection.execute(
             "SELECT COUNT(*), TOTAL(tokens_input), TOTAL(tokens_output) FROM results "
             "WHERE cached_from IS NOT NULL"
         ).fetchone()
         stats.cached, stats.cached_tokens_input, stats.cached_tokens_output = map(int, cached)
-
-    def on_the_side(other: sqlite3.Connection) -> None:
-        stats.prompt_tokens_per_second = spread(
-            other,
-            "tokens_output / duration",
-            f"duration > 0 AND tokens_output > 0 AND {output_known}",
-        )
-        stats.active_seconds, stats.bucket_seconds, stats.throughput = run_timing(
-            other, first, last, BUCKETS
-        )
-
-    with ThreadPoolExecutor(1) as pool:
-        side = pool.submit(on_the_side, helper) if helper is not None else None
-        stats.latency = spread(connection, "duration", run_here)
-        if found["ttft"]:
-            stats.ttft = spread(connection, "ttft")
-        if found["queue_wait"]:
-            stats.queue_wait = spread(connection, "queue_wait")
-        _fill_rest(connection, stats, schema, columns, count, (fewest, most), found)
-        if side is None:
-            on_the_side(connection)
-        else:
-            side.result()
+    return found
 
 
 def _fill_rest(
@@ -197,15 +238,12 @@ def _fill_rest(
     stats: JobStats,
     schema: AnswerSchema | None,
     columns: set[str],
-    count: int,
-    attempts: tuple[Any, Any],
-    found: dict[str, int],
+    found: _FirstPass,
 ) -> None:
-    """The figures that read little: attempts, failures, thoughts, schema, servers,
-    the latency histogram."""
-    fewest, most = attempts
+    """The figures that read little: attempts, failures, thoughts, schema, servers."""
+    fewest, most = found.attempts
     if fewest == most:  # every result in as many attempts (or none)
-        stats.attempts = {fewest: count} if count else {}
+        stats.attempts = {fewest: stats.completed + stats.failed} if fewest is not None else {}
     else:
         stats.attempts = dict(
             connection.execute(
@@ -213,11 +251,10 @@ def _fill_rest(
             )
         )
     stats.failures = _failures(connection, columns) if stats.failed else []
-    stats.reasoning = thought_figures(connection, columns) if found["reasoning"] else None
+    stats.reasoning = thought_figures(connection, columns) if found.present["reasoning"] else None
     if schema is not None:
         _fill_structured(connection, stats, schema, columns)
-    stats.endpoints = _endpoints(connection) if found["endpoint"] else []
-    stats.latency_histogram = _histogram(connection, stats.latency)
+    stats.endpoints = _endpoints(connection) if found.present["endpoint"] else []
 
 
 def _fill_structured(
