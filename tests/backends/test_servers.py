@@ -21,6 +21,8 @@ from tui_batch.core.servers import (
     server_settings_from_text,
 )
 
+from support.checkpoints import made_before_checks
+
 
 @pytest.mark.parametrize(
     ("text", "url", "cap"),
@@ -157,7 +159,8 @@ def test_a_checkpoint_from_before_servers_reads_and_upgrades(tmp_path):
     processor = BatchProcessor(tmp_path)
     job = processor.create_job("m", ["a", "b"])
     path = tmp_path / f"batch_{job.job_id}.db"
-    with sqlite3.connect(path) as connection:  # make it a format 1 file again
+    # A format 1 file again (made then without the CHECK constraints that name them).
+    with sqlite3.connect(made_before_checks(path)) as connection:
         for column in (
             *("endpoint", "attempt_log", "ttft", "queue_wait", "token_counts"),
             *STRUCTURED,
@@ -184,7 +187,7 @@ def test_a_format_2_checkpoint_reads_and_gains_ttft(tmp_path):
     processor = BatchProcessor(tmp_path)
     job = processor.create_job("m", ["a", "b"])
     path = tmp_path / f"batch_{job.job_id}.db"
-    with sqlite3.connect(path) as connection:
+    with sqlite3.connect(made_before_checks(path)) as connection:
         for column in ("ttft", "queue_wait", "token_counts", *STRUCTURED):
             connection.execute(f"ALTER TABLE results DROP COLUMN {column}")
         connection.execute(
@@ -205,7 +208,7 @@ def test_a_format_3_checkpoint_reads_and_gains_queue_wait_and_token_counts(tmp_p
     processor = BatchProcessor(tmp_path)
     job = processor.create_job("m", ["a", "b"])
     path = tmp_path / f"batch_{job.job_id}.db"
-    with sqlite3.connect(path) as connection:
+    with sqlite3.connect(made_before_checks(path)) as connection:
         for column in ("queue_wait", "token_counts", *STRUCTURED):
             connection.execute(f"ALTER TABLE results DROP COLUMN {column}")
         connection.execute(
@@ -228,7 +231,7 @@ def test_a_format_4_checkpoint_reads_and_gains_structured_answers(tmp_path):
     processor = BatchProcessor(tmp_path)
     job = processor.create_job("m", ["a", "b"])
     path = tmp_path / f"batch_{job.job_id}.db"
-    with sqlite3.connect(path) as connection:
+    with sqlite3.connect(made_before_checks(path)) as connection:
         for column in STRUCTURED:
             connection.execute(f"ALTER TABLE results DROP COLUMN {column}")
         connection.execute(
@@ -250,7 +253,7 @@ def test_a_format_5_checkpoint_reads_and_gains_scores(tmp_path):
     processor = BatchProcessor(tmp_path)
     job = processor.create_job("m", ["a", "b"])
     path = tmp_path / f"batch_{job.job_id}.db"
-    with sqlite3.connect(path) as connection:
+    with sqlite3.connect(made_before_checks(path)) as connection:
         for column in STRUCTURED[2:]:
             connection.execute(f"ALTER TABLE results DROP COLUMN {column}")
         connection.execute(

@@ -33,6 +33,8 @@ from tui_batch.core.run_spec import RunSpec
 from tui_batch.core.stats import job_stats
 from tui_batch.core.structured.schema import parse_choices, parse_schema
 
+from support.checkpoints import made_before_checks
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -455,7 +457,7 @@ def test_results_of_an_older_checkpoint_read_without_a_cache_column(tmp_path):
     job = processor.create_job("m", ["a"])
     processor.process_batch(job, lambda text: "ok")
     path = processor.store.path_for(job.job_id)
-    with sqlite3.connect(path) as connection:
+    with sqlite3.connect(made_before_checks(path)) as connection:
         connection.execute("ALTER TABLE results DROP COLUMN cached_from")
         connection.execute("PRAGMA user_version = 6")
     _, results = processor.load_job(job.job_id)
