@@ -570,7 +570,7 @@ def test_a_setup_typed_but_not_started_is_kept_as_a_draft(tmp_path):
 
 @pytest.mark.model
 async def test_a_dry_run_from_job_setup_shows_its_figures_and_makes_nothing(tmp_path):
-    app = TuiBatchApp(prompts_file(tmp_path))
+    app = TuiBatchApp(prompts_file(tmp_path, long_one=False))
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
         await type_into(pilot, "#max_tokens", "6")
@@ -578,7 +578,7 @@ async def test_a_dry_run_from_job_setup_shows_its_figures_and_makes_nothing(tmp_
         await pilot.press("f6")
         await wait_until(pilot, lambda: isinstance(app.screen, NoticeScreen), timeout=120)
         shown = app.screen.question
-        assert "nothing was made" in shown and "Prompts    7 (from 7 records)" in shown
+        assert "nothing was made" in shown and "Prompts    6 (from 6 records)" in shown
         assert "Input      " in shown and "counted with the model's tokenizer" in shown
         assert "Time       about " in shown
         await pilot.press("escape")
