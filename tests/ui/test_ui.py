@@ -585,3 +585,48 @@ async def test_a_dry_run_from_job_setup_shows_its_figures_and_makes_nothing(tmp_
         await pilot.pause()
         assert isinstance(app.screen, SetupScreen)
         assert app.processor.job_summaries() == []  # no job was made
+
+
+async def test_the_progress_screen_keeps_recent_results_and_reads_older_ones_back(
+    tmp_path, monkeypatch
+):
+    """The run keeps a status byte a prompt and the last few results: a row of an older
+    prompt is read back from the checkpoint, so a job of millions shows every row in the
+    memory of one of thousands."""
+    from tui_batch.core import events
+    from tui_batch.core.jobs import BatchResult
+    from tui_batch.core.progress import ProgressUpdate
+    from tui_batch.ui import prompt_states
+    from tui_batch.ui.run_state import RunState
+
+    monkeypatch.setattr(prompt_states, "RECENT_RESULTS", 5)
+    processor = BatchProcessor()
+    prompts = [f"prompt {i}" for i in range(20)]
+    job = processor.create_job("m", prompts)
+    results = [
+        BatchResult(i, p, f"answer {i}", tokens_output=i)
+        if i % 4
+        else BatchResult(i, p, "", success=False, error_message=f"boom {i}")
+        for i, p in enumerate(prompts)
+    ]
+    processor.save_checkpoint(job, results)
+    state = RunState(job, [])
+    for result in results:
+        state.handle(events.ResultReady(ProgressUpdate(1, 0, 20, 5.0, 1.0, None, 0, 0, result)))
+    assert len(state.results) == 5 and state.results.get(19) is not None
+    assert state.results.get(3) is None
+    assert [state.status[i] for i in (0, 1, 19)] == ["failed", "ok", "ok"]
+    assert state.status[25] == "pending"  # read in later: not yet known
+    app = TuiBatchApp()
+    app.run_state = state
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        app.action_progress()
+        await wait_until(pilot, lambda: isinstance(app.screen, ProgressScreen))
+        await settle(pilot)
+        screen = app.screen
+        old, failed = screen._result(3), screen._result(4)
+        assert (old.response_text, old.tokens_output) == ("answer 3", 3)
+        assert failed.error_message == "boom 4" and not failed.success
+        row = [cell.plain for cell in screen._row(3)]
+        assert row[:2] == ["3", "ok"] and "3" in row[4]

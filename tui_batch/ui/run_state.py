@@ -17,14 +17,15 @@ from tui_batch.core import events
 from tui_batch.core.backend import Backend, BackendStatus
 from tui_batch.core.jobs import BatchJob, BatchResult, JobStatus
 from tui_batch.core.progress import ProgressUpdate
+from tui_batch.ui.prompt_states import PromptStatuses, RecentResults
 
 HISTORY_SECONDS = 120
 # The throughput chart shows tokens/s averaged over this many seconds: completions
 # arrive in bursts (a parallel batch finishes together), per-second counts are spiky.
 SMOOTHING_SECONDS = 5
-# Results are long-lived and hold no reference cycles: every so many, move them out of
-# the garbage collector's sight, so a full collection never has 100,000 of them to scan
-# (such a scan stalls every thread, the UI's too, for up to ~100 ms).
+# Results kept a while hold no reference cycles: every so many, move what is kept out of
+# the garbage collector's sight, so a full collection never has thousands to scan (such a
+# scan stalls every thread, the UI's too, for up to ~100 ms).
 FREEZE_EVERY = 5_000
 
 
@@ -45,8 +46,10 @@ class RunState:
         self.lock = threading.Lock()
         self.cancel = threading.Event()
         self.pause = threading.Event()
-        self.status: list[str] = ["pending"] * job.total_prompts
-        self.results: dict[int, BatchResult] = {}
+        self.status = PromptStatuses(job.total_prompts)
+        # The latest results; the screen reads older ones from the checkpoint (`result`).
+        self.results = RecentResults()
+        self.recorded = 0
         self.failed: list[int] = []
         # Requests sent and failed at each server, from the results' attempt logs: the
         # counts `tui-batch stats` gives, so both screens say the same.
@@ -79,7 +82,8 @@ class RunState:
         self.cache_problem = False
 
     def _record(self, result: BatchResult) -> None:
-        self.results[result.prompt_index] = result
+        self.results.put(result)
+        self.recorded += 1
         self.status[result.prompt_index] = (
             "ok" if result.success else "invalid" if result.invalid else "failed"
         )
@@ -113,7 +117,7 @@ class RunState:
                 self.update = event.update
                 if result is not None:
                     self._record(result)
-                    if len(self.results) % FREEZE_EVERY == 0:
+                    if self.recorded % FREEZE_EVERY == 0:
                         gc.freeze()
                     self.running.pop(result.prompt_index, None)
                     self.live_text.pop(result.prompt_index, None)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -10,9 +13,12 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, ProgressBar, Sparkline, Static
 
 from tui_batch.core.backend import BackendStatus
-from tui_batch.core.jobs import JobStatus
+from tui_batch.core.errors import TuiBatchError
+from tui_batch.core.jobs import BatchResult, JobStatus
 from tui_batch.core.progress import format_duration
+from tui_batch.core.results import ResultsView
 from tui_batch.core.servers import ServerSettings
+from tui_batch.ui.prompt_states import FINISHED
 from tui_batch.ui.run_state import HISTORY_SECONDS, SMOOTHING_SECONDS, RunState
 from tui_batch.ui.screens.modals import ConfirmScreen, ResultScreen
 from tui_batch.ui.text import literal, one_line, prompt_cell, token_cells
@@ -172,10 +178,42 @@ class ProgressScreen(Screen[None]):
         self._bound_run: RunState | None = None
         self._shown: dict[str, Text] = {}
         self._servers: BackendStatus | None = None
+        self._stored: ResultsView | None = None  # older results, read from the checkpoint
+        self._stored_for: str | None = None
 
     @property
     def run(self) -> RunState:
         return self.app.run_state or self._run
+
+    def _result(self, index: int) -> BatchResult | None:
+        """Prompt `index`'s result: a recent one as the run keeps it, an older one read
+        back from the job's checkpoint (the run keeps a few thousand, at any size)."""
+        run = self.run
+        found = run.results.get(index)
+        if found is not None or run.status[index] not in FINISHED:
+            return found
+        path = run.job.checkpoint_file
+        if path is None:
+            return None
+        if self._stored_for != path:
+            self._close_stored()
+            with contextlib.suppress(TuiBatchError):
+                self._stored, self._stored_for = ResultsView(path), path
+        if self._stored is None:
+            return None
+        try:
+            fetched = self._stored.fetch([index])
+        except (TuiBatchError, sqlite3.Error):
+            return None
+        return fetched[0] if fetched else None
+
+    def _close_stored(self) -> None:
+        if self._stored is not None:
+            self._stored.close()
+        self._stored = self._stored_for = None
+
+    def on_unmount(self) -> None:
+        self._close_stored()
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -213,7 +251,7 @@ class ProgressScreen(Screen[None]):
         sending = self._servers.sending if self._servers is not None else None
         if status == "running" and sending is not None and index not in sending:
             status = "waiting"  # given to the backend, waiting for a server's slot
-        result = run.results.get(index)
+        result = self._result(index)
         cells = [
             Text(str(index)),
             Text(status, style=STATUS_STYLE.get(status, "")),
@@ -292,7 +330,7 @@ class ProgressScreen(Screen[None]):
         index, thought, text = run.live()
         if run.finished or not self.following or index is None:
             index = self.query_one("#prompts", VirtualTable).cursor_key
-            result = run.results.get(index) if index is not None else None
+            result = self._result(index) if index is not None else None
             title = f"Prompt {index}" if index is not None else ""
             text = "" if result is None else result.response_text or result.error_message or ""
             thought = "" if result is None else result.reasoning or ""
@@ -315,7 +353,7 @@ class ProgressScreen(Screen[None]):
         self._open(event.key)
 
     def _open(self, index: int) -> None:
-        result = self.run.results.get(index)
+        result = self._result(index)
         if result is None:
             self.notify(f"Prompt {index} has no result yet.", severity="warning")
         else:
