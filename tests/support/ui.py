@@ -94,3 +94,12 @@ def palette_hits(app) -> int:
 
     found = app.screen.query(CommandList)
     return found.first().option_count if found else 0
+
+
+async def previewed(pilot) -> int:
+    """Job setup's prompts file, read to its end by the preview: how many prompts it has."""
+    from tui_batch.ui.widgets.prompts_form import PromptsForm
+
+    form = pilot.app.screen.query_one(PromptsForm)
+    await wait_until(pilot, lambda: form.file_preview is not None and form.file_preview.done)
+    return form.file_preview.count

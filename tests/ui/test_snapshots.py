@@ -88,7 +88,7 @@ async def settled(pilot) -> None:
     if screen.using_template:
         await wait_until(pilot, lambda: not template.preview_scheduled)
     else:
-        await wait_until(pilot, lambda: prompts.loaded is not None or prompts.load_error)
+        await wait_until(pilot, lambda: prompts.file_preview is None or prompts.file_preview.done)
     await pilot.app.workers.wait_for_complete()  # the token count, the preview
     for widget in pilot.app.screen.query("Input, TextArea"):
         widget.cursor_blink = False

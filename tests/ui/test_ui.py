@@ -33,6 +33,7 @@ from support.ui import (
     HOSTILE,
     SIZE,
     palette_hits,
+    previewed,
     prompts_file,
     ready,
     settle,
@@ -51,7 +52,7 @@ async def test_whole_job_on_the_real_model_by_keys(tmp_path):
         await ready(pilot)
         setup = app.screen
         assert isinstance(setup, SetupScreen)
-        assert len(setup.current_prompts().prompts) == 7
+        assert await previewed(pilot) == 7
         await type_into(pilot, "#max_tokens", "200")  # long enough to cancel midway
         await type_into(pilot, "#n_ctx", "512")
         await type_into(pilot, "#n_threads", "1")
@@ -267,7 +268,7 @@ async def test_help_palette_and_bad_input_do_not_crash(tmp_path):
         assert isinstance(app.screen, FileBrowserScreen)
         app.screen.dismiss(EXAMPLES / "batch_prompts.json")
         await settle(pilot)
-        assert len(app.screen.current_prompts().prompts) == 10
+        assert await previewed(pilot) == 10
         await pilot.press("ctrl+p", *"checkpoints")
         await wait_until(pilot, lambda: palette_hits(app) > 0)
         await pilot.press("enter")
@@ -427,13 +428,13 @@ async def test_resume_reads_the_checkpoint_once_in_the_worker(tmp_path, monkeypa
     job = processor.create_job("m", [f"p{i}" for i in range(10)])
     processor.save_checkpoint(job, [])
     reads: list[str] = []
-    original = processor.store.load
+    original = processor.store.open_job
 
-    def counted(path):
+    def counted(job_id):
         reads.append(threading.current_thread().name)
-        return original(path)
+        return original(job_id)
 
-    monkeypatch.setattr(processor.store, "load", counted)
+    monkeypatch.setattr(processor.store, "open_job", counted)
     app = TuiBatchApp(processor=processor, backend_factory=slow_backend(0.0))
     async with app.run_test(size=SIZE) as pilot:
         ui_thread = threading.current_thread().name

@@ -167,6 +167,7 @@ class BatchProcessor:
         progress_callback: ProgressCallback | None = None,
         on_event: EventCallback | None = None,
         cancel_event: threading.Event | None = None,
+        pause_event: threading.Event | None = None,
         retry_failed: bool = False,
         lock: JobLock | None = None,
     ) -> None:
@@ -177,6 +178,7 @@ class BatchProcessor:
         run.keep_results = False
         run.stream = stream
         run.cancel = cancel_event or run.cancel
+        run.pause = pause_event or run.pause
         if lock is not None and lock.covers(job.job_id):
             run.execute(retry_failed, [])
             return

@@ -35,6 +35,7 @@ from tui_batch.core.scoring.job_scores import (
 )
 from tui_batch.core.settings import Prices
 from tui_batch.core.spread import SUCCEEDED, Spread, spread
+from tui_batch.core.stored import request_tallies
 from tui_batch.core.structured.check import error_path
 from tui_batch.core.structured.schema import AnswerSchema
 from tui_batch.core.thought_stats import thought_figures
@@ -351,21 +352,7 @@ def _endpoints(connection: sqlite3.Connection) -> list[EndpointStats]:
         found[endpoint] = EndpointStats(
             endpoint, results, results - int(succeeded), int(tokens), latency
         )
-    for endpoint, requests, errors, ttft in connection.execute(
-        "SELECT json_extract(a.value, '$.endpoint') AS ep, COUNT(*), "
-        # A request called back by a pause is no error of its server, nor is an answer
-        # that broke the job's schema (a local model's are kept in the log too).
-        "TOTAL(json_extract(a.value, '$.error') IS NOT NULL "
-        "AND json_extract(a.value, '$.error') NOT LIKE 'cancelled:%' "
-        "AND json_extract(a.value, '$.error') NOT LIKE 'invalid:%'), "
-        "AVG(json_extract(a.value, '$.ttft')) "
-        "FROM results, json_each(results.attempt_log) AS a "
-        "WHERE results.attempt_log IS NOT NULL AND json_valid(results.attempt_log) "
-        "AND results.endpoint IS NOT NULL "
-        "GROUP BY ep ORDER BY ep"
-    ):
-        if not isinstance(endpoint, str):
-            continue
+    for endpoint, requests, errors, ttft in request_tallies(connection):
         entry = found.setdefault(endpoint, EndpointStats(endpoint))
         entry.requests, entry.request_errors, entry.mean_ttft = requests, int(errors), ttft
     return list(found.values())

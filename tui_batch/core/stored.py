@@ -4,7 +4,8 @@ at once: what lets a job of ten million prompts run, resume and export in flat m
 `StoredPrompts` is the `BatchJob.prompts` of a job opened this way: a sequence (length,
 index, iteration) whose items are read a page at a time through a read-only connection
 and a few pages kept. `StoredResults` is a sequence of the job's results, read in prompt
-order with a cursor. `result_counts` gives what a run's last line says, with SQL.
+order with a cursor. `result_counts` gives what a run's last line says, with SQL;
+`result_states` and `request_tallies` what a resumed run's progress starts from.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 import sqlite3
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import closing
 from pathlib import Path
 from typing import overload
@@ -120,13 +121,21 @@ class StoredPrompts(Sequence[Prompt]):
 
 class StoredResults(Sequence[BatchResult]):
     """The results of the checkpoint at `path`, in prompt order, read with a cursor;
-    `prompts` are the job's (a result needs its prompt's text)."""
+    `prompts` are the job's (a result needs its prompt's text); with `only`, the results
+    of those prompt indices alone (a filtered view's)."""
 
-    def __init__(self, path: str | Path, prompts: Sequence[Prompt]) -> None:
+    def __init__(
+        self, path: str | Path, prompts: Sequence[Prompt], only: Collection[int] | None = None
+    ) -> None:
         self.path = Path(path)
         self.prompts = prompts
+        self.only = None if only is None else frozenset(only)
         with closing(connect_read_only(self.path)) as connection:
-            (self._count,) = connection.execute("SELECT COUNT(*) FROM results").fetchone()
+            if self.only is None:
+                (self._count,) = connection.execute("SELECT COUNT(*) FROM results").fetchone()
+            else:
+                cursor = connection.execute("SELECT prompt_index FROM results")
+                self._count = sum(1 for (index,) in cursor if index in self.only)
             self.has_reasoning = (
                 "reasoning" in result_columns(connection)
                 and connection.execute(
@@ -152,6 +161,8 @@ class StoredResults(Sequence[BatchResult]):
                 )
                 for row in cursor:
                     index = row[0]
+                    if self.only is not None and index not in self.only:
+                        continue
                     if not isinstance(index, int) or not 0 <= index < len(self.prompts):
                         raise CheckpointError(f"a result for prompt {index!r:.20}")
                     yield result_from_row(row, self.prompts[index])
@@ -164,5 +175,60 @@ def result_counts(path: str | Path) -> ResultCounts:
     try:
         with closing(connect_read_only(Path(path))) as connection:
             return count_results(connection)
+    except _DAMAGE as exc:
+        raise CheckpointError(f"Unreadable checkpoint {path}: {exc}") from None
+
+
+# The requests a job's results sent, by endpoint, from their attempt logs. A request
+# called back by a pause is no error of its server, nor is an answer that broke the
+# job's schema (a local model's are kept in the log too).
+_REQUESTS = (
+    "SELECT json_extract(a.value, '$.endpoint') AS ep, COUNT(*), "
+    "TOTAL(json_extract(a.value, '$.error') IS NOT NULL "
+    "AND json_extract(a.value, '$.error') NOT LIKE 'cancelled:%' "
+    "AND json_extract(a.value, '$.error') NOT LIKE 'invalid:%'), "
+    "AVG(json_extract(a.value, '$.ttft')) "
+    "FROM results, json_each(results.attempt_log) AS a "
+    "WHERE results.attempt_log IS NOT NULL AND json_valid(results.attempt_log) "
+    "AND results.endpoint IS NOT NULL {only} "
+    "GROUP BY ep ORDER BY ep"
+)
+
+
+def request_tallies(
+    connection: sqlite3.Connection, succeeded_only: bool = False
+) -> Iterator[tuple[str, int, int, float | None]]:
+    """Each endpoint's requests, request errors and mean time to first token, from the
+    results' attempt logs (`succeeded_only`: of the results that succeeded): the one
+    count of a job's requests, for `stats` and the progress screen alike."""
+    only = "AND results.success" if succeeded_only else ""
+    for endpoint, requests, errors, ttft in connection.execute(_REQUESTS.format(only=only)):
+        if isinstance(endpoint, str):
+            yield endpoint, int(requests), int(errors), ttft
+
+
+def result_states(path: str | Path) -> Iterator[tuple[int, str]]:
+    """Each result's prompt index and state (`ok`, `invalid` or `failed`), in prompt
+    order, read with a cursor: what a resumed run shows of the results it starts with."""
+    try:
+        with closing(connect_read_only(Path(path))) as connection:
+            cursor = connection.execute(
+                "SELECT prompt_index, CASE WHEN success THEN 'ok' WHEN invalid THEN "
+                "'invalid' ELSE 'failed' END FROM results ORDER BY prompt_index"
+            )
+            while rows := cursor.fetchmany(PAGE):
+                yield from rows
+    except _DAMAGE as exc:
+        raise CheckpointError(f"Unreadable checkpoint {path}: {exc}") from None
+
+
+def saved_requests(path: str | Path, succeeded_only: bool = False) -> dict[str, list[int]]:
+    """`request_tallies` of the checkpoint at `path`: requests and errors by endpoint."""
+    try:
+        with closing(connect_read_only(Path(path))) as connection:
+            return {
+                endpoint: [requests, errors]
+                for endpoint, requests, errors, _ in request_tallies(connection, succeeded_only)
+            }
     except _DAMAGE as exc:
         raise CheckpointError(f"Unreadable checkpoint {path}: {exc}") from None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import signal
 from collections.abc import Callable
 from functools import partial
@@ -21,8 +20,10 @@ from tui_batch.core.backend import Backend, describe_error
 from tui_batch.core.errors import TuiBatchError
 from tui_batch.core.jobs import BatchJob, JobStatus
 from tui_batch.core.processor import BatchProcessor
+from tui_batch.core.prompt_stream import PromptStream, reopen_stream
 from tui_batch.core.rows import JobSummary
 from tui_batch.core.scoring.figures import ConfusionCell
+from tui_batch.core.stored import StoredResults, result_counts
 from tui_batch.core.text import escape_controls
 from tui_batch.ui import messages
 from tui_batch.ui.commands import TuiBatchCommands
@@ -109,59 +110,70 @@ class TuiBatchApp(App[None]):
 
     # Running a job -----------------------------------------------------------------
 
-    def start_job(self, job: BatchJob) -> None:
-        """Run a new job in the worker thread and show its progress."""
-        self._start(job, job.job_id, retry_failed=False)
+    def start_job(self, job: BatchJob, stream: PromptStream | None = None) -> None:
+        """Run a new job in the worker thread and show its progress at once; a job made
+        from the first chunk of its input (`create_streamed_job`) reads the rest from
+        `stream`."""
+        if self._claim():
+            self.run_state = RunState(job, [], self.processor.clock)
+            self.run_batch(job, job.job_id, False, stream)
+            self.action_progress()
 
     def start_saved(self, job_id: str, retry_failed: bool) -> None:
-        """Resume a saved job: it is read once, in the worker, not here."""
-        self.notify(f"Loading job {job_id}…")
-        self._start(None, job_id, retry_failed)
+        """Resume a saved job: it is read once, in the worker, which then shows its
+        progress."""
+        if self._claim():
+            self.notify(f"Loading job {job_id}…")
+            self.run_batch(None, job_id, retry_failed)
 
-    def _start(self, job: BatchJob | None, job_id: str, retry_failed: bool) -> None:
+    def _claim(self) -> bool:
+        """Whether a job may start now (one runs at a time); if so, one is running."""
         if self.batch_active:
             self.notify("A job is already running: cancel it first.", severity="warning")
-            return
+            return False
         self.batch_active = True
-        if job is not None:  # a new job: nothing to read, its progress shows at once
-            self.run_state = RunState(job, [], self.processor.clock)
-            self.run_batch(job, job_id, retry_failed)
-            self.action_progress()
-        else:  # a saved job is read in the worker, which then shows its progress
-            self.run_batch(None, job_id, retry_failed)
+        return True
 
     @work(
         thread=True, exclusive=True, exit_on_error=False, group="batch", description="Running batch"
     )
-    def run_batch(self, job: BatchJob | None, job_id: str, retry_failed: bool) -> None:
+    def run_batch(
+        self,
+        job: BatchJob | None,
+        job_id: str,
+        retry_failed: bool,
+        stream: PromptStream | None = None,
+    ) -> None:
+        """Run the job as `tui-batch run` does, at any size: its prompts and results stay
+        in its checkpoint, its input is read in as it runs, and memory holds neither."""
         processor = self.processor
         with processor.store.lock(job_id) as lock:
-            results = []
             if job is None:
-                job, results = processor.load_job(job_id)
-                run = RunState(job, results, processor.clock, retry_failed=retry_failed)
+                job = processor.open_job(job_id)
+                # A job stopped while its input was read in reads on from where it stopped.
+                stream = reopen_stream(job) if job.reading is not None else None
+                run = RunState.resumed(job, processor.clock, retry_failed=retry_failed)
                 self.call_from_thread(self._show_run, run)
             else:
                 run = self.run_state
-            # The job's prompts and results are long-lived and free of reference cycles:
-            # keep them out of full garbage collections (see run_state.FREEZE_EVERY).
-            gc.freeze()
             with self.backend_factory(job) as backend:
                 run.backend = backend
-                results = processor.process_batch(
+                processor.run_streamed(
                     job,
                     backend,
+                    stream=stream,
                     cancel_event=run.cancel,
                     pause_event=run.pause,
                     retry_failed=retry_failed,
                     on_event=run.handle,
-                    previous=results,
                     lock=lock,
                 )
         finished = messages.JobFinished(job.job_id, job.status, job.completed, job.failed)
-        finished.empty = sum(1 for r in results if r.success and not r.response_text.strip())
-        if job.status is not JobStatus.CANCELLED:  # written as `tui-batch run` writes them
-            try:
+        assert job.checkpoint_file is not None
+        finished.empty = result_counts(job.checkpoint_file).empty
+        if job.status is not JobStatus.CANCELLED:
+            try:  # written as `tui-batch run` writes them
+                results = StoredResults(job.checkpoint_file, job.prompts)
                 finished.results_file = processor.save_results(job, results)
             except TuiBatchError as exc:
                 finished.export_error = str(exc)
@@ -319,10 +331,9 @@ class TuiBatchApp(App[None]):
         self, job_id: str, format: str, path: Path, indices: list[int] | None = None
     ) -> None:
         try:
-            job, results = self.processor.load_job(job_id)
-            if indices is not None:
-                wanted = set(indices)
-                results = [r for r in results if r.prompt_index in wanted]
+            job = self.processor.open_job(job_id)  # read as written: flat at any size
+            assert job.checkpoint_file is not None
+            results = StoredResults(job.checkpoint_file, job.prompts, indices)
             written = self.processor.export_results(job, results, path, format)
         except TuiBatchError as exc:
             self.call_from_thread(self.notify, str(exc), title="Export failed", severity="error")

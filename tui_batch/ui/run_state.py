@@ -7,7 +7,6 @@ steady timer. So a burst of 1,000 results a second costs one repaint per tick, n
 
 from __future__ import annotations
 
-import gc
 import threading
 import time
 from collections import deque
@@ -17,16 +16,13 @@ from tui_batch.core import events
 from tui_batch.core.backend import Backend, BackendStatus
 from tui_batch.core.jobs import BatchJob, BatchResult, JobStatus
 from tui_batch.core.progress import ProgressUpdate
+from tui_batch.core.stored import result_states, saved_requests
 from tui_batch.ui.prompt_states import PromptStatuses, RecentResults
 
 HISTORY_SECONDS = 120
 # The throughput chart shows tokens/s averaged over this many seconds: completions
 # arrive in bursts (a parallel batch finishes together), per-second counts are spiky.
 SMOOTHING_SECONDS = 5
-# Results kept a while hold no reference cycles: every so many, move what is kept out of
-# the garbage collector's sight, so a full collection never has thousands to scan (such a
-# scan stalls every thread, the UI's too, for up to ~100 ms).
-FREEZE_EVERY = 5_000
 
 
 class RunState:
@@ -63,6 +59,8 @@ class RunState:
         # A thinking model's thought so far, for prompts still running.
         self.live_thought: dict[int, list[str]] = {}
         self.update: ProgressUpdate | None = None
+        # Records of the job's input read so far, while it is read in as the job runs.
+        self.records_read: int | None = None
         self.job_status = job.status
         self.error: str | None = None
         self.finished = False
@@ -80,6 +78,25 @@ class RunState:
         # What the answer cache did for the run (served so many), or why it could not.
         self.cache_note: str | None = None
         self.cache_problem = False
+
+    @classmethod
+    def resumed(
+        cls, job: BatchJob, clock: Callable[[], float] = time.monotonic, retry_failed: bool = False
+    ) -> RunState:
+        """The state a saved job's run starts from, read from its checkpoint with SQL: a
+        status byte a result and the requests by server, never the results themselves
+        (the screen reads a row's result back as it shows it)."""
+        state = cls(job, [], clock)
+        path = job.checkpoint_file
+        assert path is not None
+        for index, status in result_states(path):
+            if status == "ok" or not retry_failed:
+                state.recorded += 1
+                state.status[index] = status
+                if status != "ok":
+                    state.failed.append(index)
+        state.requests = saved_requests(path, succeeded_only=retry_failed)
+        return state
 
     def _record(self, result: BatchResult) -> None:
         self.results.put(result)
@@ -117,8 +134,6 @@ class RunState:
                 self.update = event.update
                 if result is not None:
                     self._record(result)
-                    if self.recorded % FREEZE_EVERY == 0:
-                        gc.freeze()
                     self.running.pop(result.prompt_index, None)
                     self.live_text.pop(result.prompt_index, None)
                     self.live_thought.pop(result.prompt_index, None)
@@ -136,6 +151,9 @@ class RunState:
             if isinstance(event, events.PromptRetrying):
                 self.running.pop(event.index, None)
                 self.status[event.index] = "retrying"
+                return
+            if isinstance(event, events.InputRead):
+                self.records_read = None if event.done else event.records
                 return
             if isinstance(event, events.SchemaEnforced):
                 self.schema_how = event.how

@@ -53,6 +53,8 @@ def status_line(run: RunState) -> Text:
     text = Text()
     text.append(f"{percent:5.1f}%", style="bold")
     text.append(f"  {done}/{total} done  ")
+    if run.records_read is not None and not run.finished:  # the total grows as it reads
+        text.append(f"(reading input: {run.records_read:,} records so far)  ", style="cyan")
     invalid = update.invalid if update is not None else 0
     cut = update.thought_cut if update is not None else 0
     failed = job.failed - invalid - cut

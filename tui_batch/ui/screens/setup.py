@@ -26,18 +26,15 @@ from textual.widgets import (
 )
 from textual.worker import get_current_worker
 
+from tui_batch.backends.factory import length_check
 from tui_batch.core.errors import TuiBatchError
 from tui_batch.core.jobfile import JOB_FILE_SUFFIX
-from tui_batch.core.jobs import Prompt
 from tui_batch.core.paths import is_file
-from tui_batch.core.prompts import PromptFile
+from tui_batch.core.prompt_stream import PromptStream, first_chunk, open_stream
 from tui_batch.core.run_input import RunInput
 from tui_batch.core.run_spec import RunSpec
-from tui_batch.core.scoring.methods import Scoring
 from tui_batch.core.servers import ServerSettings
 from tui_batch.core.settings import DEFAULT_REMOTE_RETRIES, GenerationSettings, parse_number
-from tui_batch.core.structured.schema import AnswerSchema
-from tui_batch.core.templates.render import TemplatePrompts
 from tui_batch.ui.dry_run import dry_run_text
 from tui_batch.ui.last_setup import LastSetup, load_last_setup, save_last_setup
 from tui_batch.ui.screens.modals import FileBrowserScreen, NoticeScreen
@@ -57,6 +54,8 @@ from tui_batch.ui.widgets.reasoning_form import ReasoningForm
 from tui_batch.ui.widgets.server_form import ServerForm
 from tui_batch.ui.widgets.template_form import TemplateForm
 
+# Warnings about an input said one by one when a job starts; then how many more.
+MAX_SAID = 8
 RUN_ON = [("Local model (llama.cpp)", "local"), ("Servers (OpenAI-compatible API)", "server")]
 
 
@@ -182,23 +181,13 @@ class SetupScreen(JobFileScreen):
             self.set_focus(focus)
         self.query_one("#input-tabs", TabbedContent).active = tab
 
-    def current_prompts(self) -> PromptFile | None:
-        """The prompts tab's prompts (None when it has none)."""
-        return self.query_one(PromptsForm).current_prompts()
-
-    @on(PromptsForm.Loaded)
-    @on(Select.Changed, "#model")
-    def _check_lengths(self) -> None:
-        form = self.query_one(PromptsForm)
-        form.check_lengths(self._model_path(), self._n_ctx())
-
     @on(Select.Changed, "#model")
     @on(Select.Changed, "#run-on")
     @on(Input.Changed, "#model-path")
     @on(Input.Changed, "#n_ctx")
     @on(Input.Changed, "#system")
-    def _template_context(self) -> None:
-        """The template preview counts tokens with the local model, for its context."""
+    def _model_context(self) -> None:
+        """Both previews count tokens with the local model, for its context."""
         form = self.query_one(TemplateForm)
         model = None if self.on_servers else self._model_path()
         system = self.query_one("#system", Input).value.strip() or None
@@ -206,6 +195,7 @@ class SetupScreen(JobFileScreen):
         if context != form.context:
             form.context = context
             form.schedule_preview()
+        self.query_one(PromptsForm).set_context(context)
 
     def _n_ctx(self) -> int:
         try:
@@ -253,22 +243,16 @@ class SetupScreen(JobFileScreen):
 
     def _start(self) -> None:
         spec = self.spec()  # a typing mistake is said before anything else
-        if not self.on_servers:
-            self._local_model()
+        model = None if self.on_servers else self._local_model()
         if not self._output_allowed():
             return
-        if self.using_template:
-            model = None if self.on_servers else self._model_path()
-            self.query_one(TemplateForm).render_for_start(spec.generation, model)
+        if spec.prompts is not None or spec.uses_template:
+            self._open_input(spec, model)
             return
-        form = self.query_one(PromptsForm)
-        source = form.current_prompts()
-        if form.load_error:
-            raise TuiBatchError(form.load_error)
-        if source is None or not source.prompts:
+        typed = self.query_one(PromptsForm).typed_prompts()
+        if typed is None or not typed.prompts:
             raise TuiBatchError("No prompts: give a prompts file or type prompts, one per line.")
-        path = None if str(source.path) == "<typed>" else str(source.path.resolve())
-        self._start_with(source.prompts, path, None)
+        self._start_with(RunInput(typed.prompts, None), None)
 
     def action_dry_run(self) -> None:
         """What the form's run would do (prompts, cache hits, tokens, cost, time), made
@@ -309,46 +293,55 @@ class SetupScreen(JobFileScreen):
             raise TuiBatchError(f"Model file not found: {model}")
         return model
 
-    @on(TemplateForm.Ready)
-    def _start_rendered(self, event: TemplateForm.Ready) -> None:
-        rendered, long = event.rendered, event.long
-        warnings = []
-        if rendered.empty:
-            warnings.append(f"{rendered.empty} records render empty: skipped")
-        if long:
-            warnings.append(f"{long} prompts are longer than the context: they will fail")
-        if warnings:
-            self.notify("; ".join(warnings), title="Template", severity="warning")
+    @work(thread=True, exclusive=True, exit_on_error=False, group="open-input")
+    def _open_input(self, spec: RunSpec, model: str | None) -> None:
+        """Read the first chunk of a file input, as `tui-batch run` does: the job is made
+        from it and the rest is read in while it runs, so a file of millions of records
+        starts at once and memory holds a chunk. Its problems are said first."""
         try:
-            self._start_with(
-                rendered.prompts, rendered.source.data_file, rendered, event.schema, event.scoring
+            stream = open_stream(spec, spec.input_slice)
+            first = first_chunk(stream)
+        except TuiBatchError as exc:
+            self.app.call_from_thread(self.notify, str(exc), title="Cannot start", severity="error")
+            return
+        run_input = RunInput.from_stream(stream, first, [])
+        warnings = stream.all_warnings()
+        if model is not None:
+            settings = run_input.settled(spec).generation
+            with contextlib.suppress(TuiBatchError):  # an unreadable model says so at start
+                check = length_check(
+                    model, settings.n_ctx, settings.system_prompt, settings.schema_note
+                )
+                if long := len(check.too_long(first)):
+                    more = "" if stream.done else f" of the first {len(first):,}"
+                    warnings.append(
+                        f"{long:,} prompts{more} are longer than the context: they will fail"
+                    )
+        if not get_current_worker().is_cancelled:
+            self.app.call_from_thread(self._opened, stream, run_input, warnings)
+
+    def _opened(self, stream: PromptStream, run_input: RunInput, warnings: list[str]) -> None:
+        if warnings:
+            shown = warnings[:MAX_SAID] + (
+                [f"... and {len(warnings) - MAX_SAID} more"] if len(warnings) > MAX_SAID else []
             )
+            self.notify("\n".join(shown), title=str(stream.source_file), severity="warning")
+        try:
+            self._start_with(run_input, stream)
         except TuiBatchError as exc:
             self.notify(str(exc), title="Cannot start", severity="error")
 
-    def _start_with(
-        self,
-        prompts: list[Prompt],
-        source_file: str | None,
-        rendered: TemplatePrompts | None,
-        schema: AnswerSchema | None = None,
-        scoring: Scoring | None = None,
-    ) -> None:
-        """Make the job and start it; `schema` and `scoring` are a template's, where the
-        form gives none."""
+    def _start_with(self, run_input: RunInput, stream: PromptStream | None) -> None:
+        """Make the job and start it: from the first chunk of `stream`, or from the
+        prompts typed (`stream` None)."""
         from tui_batch.models.catalog import model_id_for
 
         spec = self.spec()
-        run_input = RunInput(
-            prompts,
-            Path(source_file) if source_file else None,
-            rendered.source if rendered else None,
-            schema,
-            scoring,
-        )
         if not self.on_servers:
             model = self._local_model()
-            self._create_and_start(model_id_for(Path(model)), run_input, spec, model_path=model)
+            self._create_and_start(
+                model_id_for(Path(model)), run_input, spec, stream, model_path=model
+            )
             return
         name = spec.model
         if name is None:
@@ -359,7 +352,7 @@ class SetupScreen(JobFileScreen):
         assert spec.server is not None  # on servers, the form names them
 
         def start(checked: ServerSettings) -> None:
-            self._create_and_start(name, run_input, spec, server=checked)
+            self._create_and_start(name, run_input, spec, stream, server=checked)
 
         self.query_one(ServerForm).check_then(spec.server, name, start)
 
@@ -368,18 +361,30 @@ class SetupScreen(JobFileScreen):
         model: str,
         run_input: RunInput,
         spec: RunSpec,
+        stream: PromptStream | None,
         *,
         model_path: str | None = None,
         server: ServerSettings | None = None,
     ) -> None:
-        """Make the job through the core's one door (`create_job_from`) and start it."""
-        job = self.app.processor.create_job_from(
-            model, run_input, spec, model_path=model_path, server=server
-        )
-        self._remember(run_input.settled(spec))
+        """Make the job through the core's doors (`create_streamed_job` for a file,
+        `create_job_from` for typed prompts) and start it."""
+        processor = self.app.processor
+        spec = run_input.settled(spec)
+        if stream is not None:
+            job = processor.create_streamed_job(
+                model, stream, run_input.prompts, spec, model_path=model_path, server=server
+            )
+        else:
+            job = processor.create_job_from(
+                model, run_input, spec, model_path=model_path, server=server
+            )
+        self._remember(spec)
         self.query_one("#job-id", Static).update(Text(f"Job {job.job_id} created", style="bold"))
-        self.notify(f"Job {job.job_id}: {job.total_prompts} prompts", title="Started")
-        self.app.start_job(job)
+        count = f"{job.total_prompts:,} prompts" + (
+            "" if stream is None or stream.done else " so far, more as it reads"
+        )
+        self.notify(f"Job {job.job_id}: {count}", title="Started")
+        self.app.start_job(job, stream)
 
     def keep_draft(self) -> None:
         """What the form holds now, remembered as the next setup, when it checks out: a

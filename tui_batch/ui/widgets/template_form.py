@@ -4,10 +4,6 @@ that cannot be rendered, recomputed in a worker as you type."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import suppress
-from dataclasses import replace
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,23 +11,18 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Grid, Vertical
-from textual.message import Message
 from textual.timer import Timer
 from textual.widgets import Input, Label, Static, TextArea
 from textual.worker import get_current_worker
 
 from tui_batch.core.errors import TuiBatchError
-from tui_batch.core.scoring.methods import Scoring
-from tui_batch.core.settings import GenerationSettings
-from tui_batch.core.structured.schema import AnswerSchema
 from tui_batch.core.templates.records import DATA_FORMATS, data_file, iter_records
-from tui_batch.core.templates.render import TemplatePrompts, render_prompts
 from tui_batch.core.templates.source import read_template
 from tui_batch.core.templates.template import PromptTemplate, render_all
 from tui_batch.ui.text import literal
 from tui_batch.ui.widgets.path_input import PathSuggester
 from tui_batch.ui.widgets.template_editor import TemplateEditor
-from tui_batch.ui.widgets.template_preview import Preview
+from tui_batch.ui.widgets.template_preview import LongPrompts, Preview
 
 # Typing pauses this long before the preview is recomputed.
 PREVIEW_DELAY = 0.3
@@ -138,68 +129,6 @@ class TemplateForm(Vertical):
         self._loaded_text = text
         self.query_one(TemplateEditor).load_text(text)
 
-    class Ready(Message):
-        """Every record rendered for a job to start: the prompts, and how many are too
-        long for the local model's context."""
-
-        def __init__(
-            self,
-            rendered: TemplatePrompts,
-            long: int,
-            schema: AnswerSchema | None = None,
-            scoring: Scoring | None = None,
-        ) -> None:
-            super().__init__()
-            self.rendered, self.long = rendered, long
-            # What the template's front matter says every answer must be, and how it is
-            # scored.
-            self.schema, self.scoring = schema, scoring
-
-    def render_for_start(self, settings: GenerationSettings, model: str | None) -> None:
-        """Render every record in a worker, then post `Ready`; a TuiBatchError at once for
-        a template that does not compile or no data file, a notification later for
-        records that cannot be rendered."""
-        if self.data_path is None:
-            raise TuiBatchError("No data file: give the records that fill the template.")
-        path = self.template_path
-        folder = path.parent if path else None
-        template = PromptTemplate(self.text, str(path) if path else "template", folder)
-        render = partial(
-            render_prompts, template, self.data_path, template_file=path, id_field=self.id_field
-        )
-        if settings.schema is None and template.schema is not None:
-            settings = replace(settings, schema=template.schema)
-        self._render_records(render, settings, model, template.schema, template.scoring)
-
-    @work(thread=True, exclusive=True, group="render", exit_on_error=False)
-    def _render_records(
-        self,
-        render: Callable[..., TemplatePrompts],
-        settings: GenerationSettings,
-        model: str | None,
-        schema: AnswerSchema | None,
-        scoring: Scoring | None,
-    ) -> None:
-        worker = get_current_worker()
-        try:
-            rendered = render(cancel=worker.cancelled_event)  # stops when the app quits
-        except TuiBatchError as exc:
-            if worker.is_cancelled:
-                return
-            self.app.call_from_thread(self.notify, str(exc), title="Cannot start", severity="error")
-            return
-        long = 0
-        if model is not None:
-            from tui_batch.backends.factory import length_check
-
-            # Only a warning: a model that cannot be read now says so when the job starts.
-            with suppress(TuiBatchError):
-                check = length_check(
-                    model, settings.n_ctx, settings.system_prompt, settings.schema_note
-                )
-                long = len(check.too_long(rendered.prompts))
-        self.post_message(self.Ready(rendered, long, schema, scoring))
-
     # The live preview -----------------------------------------------------------------
 
     @on(TextArea.Changed, "#template-editor")
@@ -219,7 +148,7 @@ class TemplateForm(Vertical):
     def _start_preview(self) -> None:
         self._timer = None
         model, n_ctx, system = self.context
-        preview = Preview(self.id_field, model, n_ctx, system)
+        preview = Preview(self.id_field, LongPrompts(model, n_ctx, system))
         self.preview(self.text, self.data_path, preview)
 
     @work(thread=True, exclusive=True, group="template-preview", exit_on_error=False)

@@ -24,24 +24,52 @@ SHOWN_LONG = 10
 
 
 @dataclass(slots=True)
-class Preview:
-    """The records seen so far: counted, their problems and the first prompts kept.
+class LongPrompts:
+    """Which of the prompts seen may not fit a local model's context: the candidates
+    (a cheap bound, at most MAX_LENGTH_CHECKS) are kept as they pass and counted at the
+    end with the tokenizer, the chat template and the system prompt, as the run counts
+    them. No `model` (a job on servers): nothing is checked."""
 
-    `model` and `n_ctx` are the local model and its context, when the job runs on one:
-    records long enough to maybe not fit are kept to be counted at the end, with the
-    chat template and the system prompt, as the run counts them."""
-
-    id_field: str | None = None
     model: str | None = None
     n_ctx: int = 0
     system_prompt: str | None = None
-    found: Validation = field(default_factory=Validation)
-    shown: list[Rendered] = field(default_factory=list)
-    maybe_long: list[Prompt] = field(default_factory=list)
-    long: list[int] = field(default_factory=list)
-    # Set once a model that cannot be read is found: its length check is left out.
+    maybe: list[Prompt] = field(default_factory=list)
+    # Set once a model that cannot be read is found: the check is left out (the job
+    # says so when it starts).
     unreadable: bool = False
     _check: Any = None
+
+    def consider(self, prompt: Prompt) -> None:
+        if not self.model or self.unreadable or len(self.maybe) >= MAX_LENGTH_CHECKS:
+            return
+        try:
+            if self._check is None:
+                self._check = length_check(self.model, self.n_ctx, self.system_prompt)
+            if self._check.may_not_fit(prompt):
+                self.maybe.append(prompt)
+        except TuiBatchError:
+            self.unreadable = True
+
+    def count(self) -> list[tuple[Prompt, int]]:
+        """The prompts kept that do not fit, with their token counts."""
+        if self._check is None or not self.maybe:
+            return []
+        try:
+            return self._check.too_long(self.maybe)
+        except TuiBatchError:
+            return []
+
+
+@dataclass(slots=True)
+class Preview:
+    """The records seen so far: counted, their problems and the first prompts kept,
+    and (`long_prompts`, for a job on a local model) those too long for its context."""
+
+    id_field: str | None = None
+    long_prompts: LongPrompts = field(default_factory=LongPrompts)
+    found: Validation = field(default_factory=Validation)
+    shown: list[Rendered] = field(default_factory=list)
+    long: list[int] = field(default_factory=list)
 
     @property
     def count(self) -> int:
@@ -56,32 +84,13 @@ class Preview:
             return
         if len(self.shown) < PREVIEW_RECORDS:
             self.shown.append(rendered)
-        if self.model and len(self.maybe_long) < MAX_LENGTH_CHECKS:
-            prompt = Prompt(rendered.prompt, system=rendered.system, line=rendered.number)
-            if self._may_not_fit(prompt):
-                self.maybe_long.append(prompt)
-
-    def _may_not_fit(self, prompt: Prompt) -> bool:
-        if self.unreadable or not self.model:
-            return False
-        try:
-            if self._check is None:
-                self._check = length_check(self.model, self.n_ctx, self.system_prompt)
-            return self._check.may_not_fit(prompt)
-        except TuiBatchError:  # said when the job starts; no length check till then
-            self.unreadable = True
-            return False
+        self.long_prompts.consider(
+            Prompt(rendered.prompt, system=rendered.system, line=rendered.number)
+        )
 
     def count_tokens(self) -> None:
-        """Which of the records kept do not fit the context, by the model's tokenizer
-        and chat template (a model that cannot be read now is said when the job starts)."""
-        if self._check is None or not self.maybe_long:
-            return
-        try:
-            found = self._check.too_long(self.maybe_long)
-        except TuiBatchError:
-            return
-        self.long = [prompt.line or 0 for prompt, _ in found]
+        """Which of the records kept do not fit the context."""
+        self.long = [prompt.line or 0 for prompt, _ in self.long_prompts.count()]
 
     def report(self, done: bool) -> Text:
         text = Text(no_wrap=True, overflow="ellipsis")
@@ -103,7 +112,7 @@ class Preview:
             numbers = ", ".join(map(str, self.long[:SHOWN_LONG]))
             more = ", …" if len(self.long) > SHOWN_LONG else ""
             text.append(
-                f"{len(self.long):,} do not fit the context ({self.n_ctx} tokens, the chat "
+                f"{len(self.long):,} do not fit the context ({self.long_prompts.n_ctx} tokens, the chat "
                 f"template included) and will fail: records {numbers}{more}\n",
                 style="yellow",
             )
