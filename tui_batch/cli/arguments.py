@@ -99,6 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"prompts a dry run answers to time the job and measure its answers' length "
         f"(default: {DEFAULT_SAMPLE}; 0: none)",
     )
+    run.add_argument(
+        "--matrix",
+        action="append",
+        metavar="KEY=V1,V2",
+        help="run a group of jobs, one for each combination of these values (repeat for "
+        "more settings; a fleet's URLs joined with +), then rank them: tui-batch stats GROUP",
+    )
     _flag(run, "name", metavar="NAME")
     _flag(run, "model")
     _add_output_options(run)
@@ -122,7 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_server_options(run)
 
     resume = commands.add_parser("resume", help="resume a job from its checkpoint")
-    resume.add_argument("job_id", help="the job's id (tui-batch checkpoints lists them)")
+    resume.add_argument(
+        "job_id",
+        metavar="JOB|GROUP",
+        help="the job's id (tui-batch checkpoints lists them), or a group's: each of its jobs",
+    )
     resume.add_argument("--retry-failed", action="store_true", help="run failed prompts again too")
     resume.add_argument(
         "--force",
@@ -185,8 +196,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="a job's figures: counts, tokens/s, latency and first-token percentiles, "
         "failures by reason, per server, cost",
     )
-    stats.add_argument("job_id", help="the job's id (tui-batch checkpoints lists them)")
+    stats.add_argument(
+        "job_id",
+        metavar="JOB|GROUP",
+        help="the job's id (tui-batch checkpoints lists them), or a group's: its leaderboard",
+    )
     stats.add_argument("--json", action="store_true", help="print JSON")
+    stats.add_argument("--csv", action="store_true", help="a group's leaderboard as CSV")
     _add_price_options(stats)
 
     compare = commands.add_parser(

@@ -22,7 +22,7 @@ from tui_batch.cli.arguments import (
     server_settings,
 )
 from tui_batch.cli.cache_command import command_cache
-from tui_batch.cli.job_run import run_job
+from tui_batch.cli.job_run import apply_check, checked_servers, probed_schema, run_job
 from tui_batch.cli.reports import (
     command_checkpoints,
     command_compare,
@@ -58,13 +58,10 @@ from tui_batch.core.prompts import SUPPORTED_EXTENSIONS
 from tui_batch.core.run_input import RunInput
 from tui_batch.core.run_spec import LOCAL_KEYS, RunSpec
 from tui_batch.core.servers import (
-    ServerCheck,
-    ServerSettings,
     server_settings_from_text,
 )
-from tui_batch.core.settings import GenerationSettings, JobOptions, settings_from_text
+from tui_batch.core.settings import settings_from_text
 from tui_batch.core.stored import result_counts
-from tui_batch.core.structured.schema import AnswerSchema
 from tui_batch.core.text import escape_controls, escape_json, has_surrogates, one_line
 from tui_batch.models.gguf import format_count
 
@@ -161,6 +158,10 @@ def command_run(args: argparse.Namespace) -> int:
     request = run_request(args)
     if args.save_job is not None:
         return save_job(request, args.save_job)
+    if request.matrix:
+        from tui_batch.cli.group_run import run_group
+
+        return run_group(request, args)
     spec = request.spec
     if spec.name is None and request.job_file is not None:
         spec = replace(spec, name=request.job_file.stem)  # a job file names its job
@@ -243,13 +244,6 @@ def print_dry_run(
     return EXIT_OK
 
 
-def _probed_schema(settings: GenerationSettings, options: JobOptions) -> AnswerSchema | None:
-    """The schema whose form each server is asked for before a job runs: none for a job
-    reading the answer cache (a probe is a generation; the backend asks only if a prompt
-    is left to send)."""
-    return None if options.cache_reads else settings.schema
-
-
 def _stopped_before_start(signals: cancel_on_signals) -> int:
     print("Stopped before the job started: nothing was made.", file=sys.stderr)
     return signals.exit_status
@@ -264,25 +258,9 @@ def _run_on_servers(
     args: argparse.Namespace,
 ) -> int:
     """Check every server answers and serves the model, then make and run the job."""
-    from tui_batch.backends.factory import check_servers, remote_backend
+    from tui_batch.backends.factory import remote_backend
 
-    server, model = spec.server, spec.model
-    assert server is not None  # a job on servers
-    check = check_servers(
-        server, model, _probed_schema(spec.generation, spec.options), spec.generation
-    )
-    if model is None:
-        names = sorted({name for names in check.models.values() for name in names})
-        if len(names) != 1:
-            listed = ", ".join(names[:20]) if names else "none listed"
-            raise SettingsError(f"--model NAME is required with --server (served: {listed})")
-        model = names[0]
-        if f"${server.api_key_env}" in model:  # the server's name for it holds the key
-            raise SettingsError(
-                f"the served model's name holds the API key in ${server.api_key_env}: it is "
-                "not used or stored; give --model NAME"
-            )
-    server = _apply_check(check, server)
+    server, model = checked_servers(spec)
     if signals.cancel.is_set():
         return _stopped_before_start(signals)
     with remote_backend(server, model) as backend:
@@ -294,8 +272,11 @@ def _run_on_servers(
 
 def command_resume(args: argparse.Namespace) -> int:
     from tui_batch.backends.factory import backend_for_job
+    from tui_batch.cli.group_run import is_group, resume_group
 
     processor = BatchProcessor()
+    if is_group(processor, args.job_id):
+        return resume_group(processor, args.job_id, args)
     # The lock first: a second resume of a running job is refused before a model loads.
     with processor.store.lock(args.job_id) as lock:
         job = processor.open_job(args.job_id)
@@ -331,9 +312,9 @@ def command_resume(args: argparse.Namespace) -> int:
             from tui_batch.backends.factory import check_servers
 
             check = check_servers(
-                job.server, job.model_id, _probed_schema(job.settings, job.options)
+                job.server, job.model_id, probed_schema(job.settings, job.options)
             )
-            job.server = _apply_check(check, job.server)
+            job.server = apply_check(check, job.server)
         # Opened by the engine only if a prompt is left: a job killed after its last
         # result is finished without loading a model.
         with (
@@ -406,11 +387,3 @@ def _server_models(args: argparse.Namespace) -> int:
     for warning in check.warnings():
         print(f"tui-batch: warning: {one_line(warning)}", file=sys.stderr)
     return EXIT_OK
-
-
-def _apply_check(check: ServerCheck, server: ServerSettings) -> ServerSettings:
-    """The servers as the check found them: each one that interrupts requests gets one
-    at a time (and a warning saying so, and how to start it for batches)."""
-    for warning in check.warnings():
-        print(f"tui-batch: warning: {one_line(warning)}", file=sys.stderr)
-    return check.applied_to(server)

@@ -34,7 +34,18 @@ def checkpoint_path(processor: BatchProcessor, job_id: str) -> Path:
 
 
 def command_stats(args: argparse.Namespace) -> int:
+    from tui_batch.cli.group_run import group_stats, is_group
+
     processor = BatchProcessor()
+    if is_group(processor, args.job_id):
+        return group_stats(
+            processor, args.job_id, "json" if args.json else "csv" if args.csv else None
+        )
+    if args.csv:
+        raise SettingsError(
+            f"--csv is a group's leaderboard; job {args.job_id}'s figures: --json, or "
+            f"tui-batch export {args.job_id} --format stats"
+        )
     figures = job_stats(checkpoint_path(processor, args.job_id), prices(args))
     if args.json:
         print(escape_json(json.dumps(figures.to_dict(), indent=2, ensure_ascii=False)))

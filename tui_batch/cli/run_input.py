@@ -5,14 +5,22 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from tui_batch.cli.arguments import flag_values
 from tui_batch.core.errors import SettingsError, TemplateError
 from tui_batch.core.export import check_output_path
-from tui_batch.core.jobfile import JOB_FILE_SUFFIX, load_job_file, output_outside, save_job_file
+from tui_batch.core.jobfile import (
+    JOB_FILE_SUFFIX,
+    load_job_file,
+    load_job_matrix,
+    output_outside,
+    save_job_file,
+)
 from tui_batch.core.jobs import BatchJob
+from tui_batch.core.matrix import MatrixVariant, cross, matrix_from_flags, variant_name
 from tui_batch.core.prompt_stream import PromptStream, compile_template, first_chunk, open_stream
 from tui_batch.core.run_input import RunInput
 from tui_batch.core.run_input import check_input as core_check_input
@@ -28,10 +36,26 @@ INPUT_FLAGS = ("prompts", "template", "template_text")
 
 @dataclass(frozen=True, slots=True)
 class RunRequest:
-    """What `tui-batch run` was asked to run: the spec, and the job file it came from."""
+    """What `tui-batch run` was asked to run: the spec, and the job file it came from;
+    with a `matrix`, a group of jobs, one for each combination of its values laid over
+    the spec's `values` (see `core.matrix`)."""
 
     spec: RunSpec
     job_file: Path | None = None
+    matrix: dict[str, list[Any]] = field(default_factory=dict)
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def variants(self) -> list[tuple[MatrixVariant, RunRequest]]:
+        """Each combination of the matrix, and the request it makes (named by it)."""
+        base = self.spec.name or (self.job_file.stem if self.job_file else None)
+        out = self.spec.output
+        made = []
+        for number, variant in enumerate(cross(self.matrix), start=1):
+            values = {**self.values, **variant.values, "name": variant_name(base, variant.label)}
+            if out is not None:  # each job its own results file: out-1.csv, out-2.csv, ...
+                values["out"] = out.with_name(f"{out.stem}-{number}{out.suffix}")
+            made.append((variant, replace(self, spec=RunSpec.from_values(values), matrix={})))
+        return made
 
     @property
     def inputs(self) -> list[Path]:
@@ -46,9 +70,12 @@ def run_request(args: argparse.Namespace) -> RunRequest:
     the job file's values, as one checked spec."""
     source: Path | None = args.source
     flags = flag_values(args)
+    given = matrix_from_flags(getattr(args, "matrix", None) or [])
     if source is None or source.suffix.lower() != JOB_FILE_SUFFIX:
-        return RunRequest(RunSpec.from_values({"prompts": source, **flags}))
+        values = {"prompts": source, **flags}
+        return RunRequest(RunSpec.from_values(values), None, given, values)
     values = load_job_file(source)
+    matrix = {**load_job_matrix(source), **given}
     if any(key in flags for key in INPUT_FLAGS):
         values = {k: v for k, v in values.items() if k not in INPUT_FLAGS}
     # The job file's own output, not the user's: it stays where the job file is.
@@ -61,7 +88,8 @@ def run_request(args: argparse.Namespace) -> RunRequest:
             f"{source}: [output] file {values['out']} is outside the job file's folder "
             f"and the data dir; to write there, say so: --out {values['out']}"
         )
-    return RunRequest(RunSpec.from_values({**values, **flags}), source)
+    values = {**values, **flags}
+    return RunRequest(RunSpec.from_values(values), source, matrix, values)
 
 
 def check_input(request: RunRequest) -> None:
@@ -111,7 +139,9 @@ def save_job(request: RunRequest, path: Path) -> int:
         check_output_path(path, protected=others)
     if request.spec.uses_template:
         compile_template(request.spec)
-    saved = save_job_file(path, request.spec.to_values())
+    if request.matrix:
+        request.variants()  # every combination checks out before anything is written
+    saved = save_job_file(path, request.spec.to_values(), request.matrix)
     shown = one_line(str(saved))
     print(f"Saved job file {shown}; run it with: tui-batch run {shown}", file=sys.stderr)
     return 0

@@ -22,6 +22,7 @@ import tomllib
 
 from tui_batch.core.errors import JobFileError, SettingsError, read_utf8
 from tui_batch.core.export import EXPORT_FORMATS
+from tui_batch.core.matrix import MATRIX_TABLE, matrix_from_job_file, matrix_setting
 from tui_batch.core.paths import data_dir
 from tui_batch.core.scratch import write_atomically
 from tui_batch.core.servers import check_key_env, parse_endpoint
@@ -72,6 +73,8 @@ def load_job_file(path: str | Path) -> dict[str, Any]:
         ) from None
     values: dict[str, Any] = {}
     for table, contents in document.items():
+        if table == MATRIX_TABLE:
+            continue  # a group's values, read by `load_job_matrix`
         if table not in TABLES:
             raise JobFileError(
                 f"{path}, line {_table_line(text, table)}: unknown "
@@ -93,6 +96,26 @@ def load_job_file(path: str | Path) -> dict[str, Any]:
             except SettingsError as exc:
                 raise JobFileError(f"{where}: {exc}") from None
     return values
+
+
+def load_job_matrix(path: str | Path) -> dict[str, list[Any]]:
+    """A job file's [matrix] table (empty: none), each value checked as the setting's
+    value is (see `core.matrix`); a JobFileError naming the line for a mistake."""
+    path = Path(path)
+    text = read_utf8(path, "job file", JobFileError)
+    try:
+        table = tomllib.loads(text).get(MATRIX_TABLE)
+    except (RecursionError, tomllib.TOMLDecodeError):
+        return {}  # said by `load_job_file`, which reads the file first
+    if table is None:
+        return {}
+    folder = path.resolve().parent
+    return matrix_from_job_file(
+        table,
+        path,
+        lambda setting, value: _checked(setting, value, folder),
+        lambda key: key_line(text, key, MATRIX_TABLE),
+    )
 
 
 def output_outside(job_file: str | Path, output: str | Path) -> bool:
@@ -175,12 +198,15 @@ def _shown(value: Any) -> str:
     return f"{value!r:.40}"
 
 
-def job_file_text(values: dict[str, Any], folder: Path) -> str:
+def job_file_text(
+    values: dict[str, Any], folder: Path, matrix: dict[str, list[Any]] | None = None
+) -> str:
     """A job file holding `values` (keyed by setting name; None and absent are left out),
     paths written relative to `folder` where they lie under it. Every value is checked
     as reading the file checks it, before anything is written (numbers may be given as
     text, a flag's value or a field's): so a key typed where the name of its variable
-    goes is refused here, from the CLI and the dashboard alike, and never written."""
+    goes is refused here, from the CLI and the dashboard alike, and never written. A
+    `matrix` is written as the [matrix] table."""
     lines = [
         "# tui-batch job file: run it with `tui-batch run THIS_FILE`;",
         "# flags given on that command line override what it says.",
@@ -191,27 +217,40 @@ def job_file_text(values: dict[str, Any], folder: Path) -> str:
             value = values.get(setting.name)
             if setting.table != table or value is None:
                 continue
-            try:
-                if setting.is_number and isinstance(value, str):
-                    value = parse_number(setting.name, value)  # text typed in a flag or a field
-                    if value is None:
-                        continue
-                job_data = str(value).startswith(JOB_PREFIX)
-                if setting.kind == "path" and not job_data:  # relative to the user, not the file
-                    value = str(Path(value).expanduser().resolve())
-                if setting.kind == "schema":
-                    value = _schema_value(value)
-                value = _checked(setting, value, folder)
-                if setting.kind == "schema":
-                    value = _schema_text(value, folder)
-            except SettingsError as exc:
-                raise JobFileError(f"{setting.table}.{setting.key}: {exc}") from None
-            if setting.kind == "path" and not str(value).startswith(JOB_PREFIX):
-                value = _relative(Path(value), folder)
-            entries.append(f"{setting.key} = {toml_value(value)}")
+            value = _written(setting, value, folder)
+            if value is not None:
+                entries.append(f"{setting.key} = {toml_value(value)}")
         if entries:
             lines += ["", f"[{table}]", *entries]
+    if matrix:
+        lines += ["", f"[{MATRIX_TABLE}]"]
+        for name, options in matrix.items():
+            written = [_written(matrix_setting(name), value, folder) for value in options]
+            lines.append(f"{name} = {toml_value(written, block=False)}")
     return "\n".join(lines) + "\n"
+
+
+def _written(setting: Setting, value: Any, folder: Path) -> Any:
+    """`value` of `setting` as a job file in `folder` says it, checked as reading the
+    file checks it (None: a number left blank)."""
+    try:
+        if setting.is_number and isinstance(value, str):
+            value = parse_number(setting.name, value)  # text typed in a flag or a field
+            if value is None:
+                return None
+        job_data = str(value).startswith(JOB_PREFIX)
+        if setting.kind == "path" and not job_data:  # relative to the user, not the file
+            value = str(Path(value).expanduser().resolve())
+        if setting.kind == "schema":
+            value = _schema_value(value)
+        value = _checked(setting, value, folder)
+        if setting.kind == "schema":
+            value = _schema_text(value, folder)
+    except SettingsError as exc:
+        raise JobFileError(f"{setting.table}.{setting.key}: {exc}") from None
+    if setting.kind == "path" and not str(value).startswith(JOB_PREFIX):
+        value = _relative(Path(value), folder)
+    return value
 
 
 def _schema_value(value: Any) -> Any:
@@ -234,13 +273,15 @@ def _schema_text(value: Any, folder: Path) -> str:
     return value
 
 
-def save_job_file(path: str | Path, values: dict[str, Any]) -> Path:
+def save_job_file(
+    path: str | Path, values: dict[str, Any], matrix: dict[str, list[Any]] | None = None
+) -> Path:
     """Write a job file (replacing one there); a JobFileError if it cannot be written.
     The values are checked by reading the file back."""
     path = Path(path).expanduser()
     if path.suffix.lower() != JOB_FILE_SUFFIX:
         raise JobFileError(f"A job file's name ends in {JOB_FILE_SUFFIX}: {path}")
-    text = job_file_text(values, path.resolve().parent)
+    text = job_file_text(values, path.resolve().parent, matrix)
     try:
         write_atomically(path, lambda out: out.write(text))
     except OSError as exc:

@@ -71,6 +71,13 @@ def validate_job_id(job_id: str) -> str:
     return job_id
 
 
+def validate_group_id(group_id: str) -> str:
+    """Return `group_id` if it is an id as job ids are, else raise CheckpointError."""
+    if not isinstance(group_id, str) or not JOB_ID_PATTERN.fullmatch(group_id):
+        raise CheckpointError(f"Invalid group id {group_id!r:.80}")
+    return group_id
+
+
 class JobStatus(str, Enum):
     PENDING = "pending"
     RUNNING = "running"
@@ -298,9 +305,15 @@ class BatchJob:
     merged_from: list[str] | None = None
     # What it may spend before it stops (None: no limit).
     budget: Budget | None = None
+    # The group it belongs to (the jobs of one matrix, made and run together), and the
+    # values that make it the variant it is (`temperature=0.7 model=...`).
+    group_id: str | None = None
+    variant: str | None = None
 
     def __post_init__(self) -> None:
         validate_job_id(self.job_id)
+        if self.group_id is not None:
+            validate_group_id(self.group_id)
         self.name = check_job_name(self.name)
         self.status = JobStatus(self.status)
         self.total_prompts = len(self.prompts)
@@ -430,6 +443,8 @@ _HEADER_TYPES: dict[str, type | tuple[type, ...]] = {
     "name": str,
     "input_sha256": str,
     "merged_from": list,
+    "group_id": str,
+    "variant": str,
 }
 _HEADER_DATES = ("started_at", "completed_at", "created_at", "updated_at")
 _HEADER_TYPES.update(dict.fromkeys(_HEADER_DATES, str))

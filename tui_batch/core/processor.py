@@ -131,14 +131,19 @@ class BatchProcessor:
         model_path: str | None = None,
         server: ServerSettings | None = None,
         job_id: str | None = None,
+        group_id: str | None = None,
+        variant: str | None = None,
     ) -> BatchJob:
         """A job read in from `stream`, made with its `first` chunk (`first_chunk`); the
         rest is read in as it runs (`run_streamed`). Its prompts are then read from the
-        checkpoint as they are needed: memory holds none of them."""
+        checkpoint as they are needed: memory holds none of them. `group_id`: the group
+        (a matrix's jobs) it belongs to, `variant` its values there."""
         fields: dict[str, Any] = {
             "source_file": str(stream.source_file.resolve()),
             "template": stream.template_source,
             "model_path": model_path,
+            "group_id": group_id,
+            "variant": variant,
         }
         if server is not None:
             fields["server"] = server
@@ -193,6 +198,13 @@ class BatchProcessor:
     def open_job(self, job_id: str) -> BatchJob:
         """A job without its results, its prompts read from the checkpoint as needed."""
         return self.store.open_job(job_id)
+
+    def group_jobs(self, group_id: str) -> list[BatchJob]:
+        """The jobs of a group (a matrix's), oldest first, opened as `open_job` opens
+        them; empty when no job belongs to it."""
+        found = [s for s in self.job_summaries() if s.group_id == group_id]
+        found.sort(key=lambda s: (s.created_at or "", s.job_id))
+        return [self.open_job(s.job_id) for s in found]
 
     def check_job_from(self, run_input: RunInput, spec: RunSpec) -> None:
         """What `create_job_from` checks, with nothing made (see `check_job`)."""

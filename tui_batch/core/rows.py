@@ -71,6 +71,8 @@ class JobSummary:
     scoring: Scoring | None = None
     # What listings call the job (None: it has no name).
     name: str | None = None
+    # The group it belongs to (a matrix's jobs), if any.
+    group_id: str | None = None
     # A process holds the job's run lock now: it runs (or is paused) in a live process.
     live: bool = False
 

@@ -290,6 +290,7 @@ class CheckpointStore:
             scoring=job.scoring,
             live=holder_alive(f"{path}.lock"),
             name=job.name,
+            group_id=job.group_id,
         )
 
 

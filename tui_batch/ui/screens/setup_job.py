@@ -11,7 +11,8 @@ from textual.widgets import Input, Select, Static, TabbedContent
 
 from tui_batch.core.errors import ModelError, TuiBatchError
 from tui_batch.core.export import check_output_path
-from tui_batch.core.jobfile import load_job_file, output_outside, save_job_file
+from tui_batch.core.jobfile import load_job_file, load_job_matrix, output_outside, save_job_file
+from tui_batch.core.matrix import cross
 from tui_batch.core.run_spec import RunSpec
 from tui_batch.core.setting_table import SETTINGS
 from tui_batch.core.settings import parse_number
@@ -200,6 +201,8 @@ class JobFileScreen(Screen[None]):
         # the output file...): kept, used when the job starts, and saved again.
         self.extras: dict[str, Any] = {}
         self.job_file: Path | None = None
+        # The job file's [matrix], kept as it was and saved again with the form.
+        self.matrix: dict[str, list[Any]] = {}
         # A job file's output outside its folder that the person agreed to.
         self._confirmed_output: Path | None = None
 
@@ -249,14 +252,25 @@ class JobFileScreen(Screen[None]):
         """Fill the whole form from a job file; a mistake in it is said, nothing changed."""
         try:
             spec = RunSpec.from_values(load_job_file(path))
+            matrix = load_job_matrix(path)
             fill_form(self, spec)
         except TuiBatchError as exc:
             self.notify(str(exc), title="Job file", severity="error")
             return
         self.extras = extras_of(spec)
-        self.job_file = path
+        self.job_file, self.matrix = path, matrix
         self._show_extras()
-        self.notify(f"Loaded {path}", title="Job file")
+        if matrix:  # a group runs headless for now; the form holds what its jobs share
+            self.notify(
+                f"Loaded {path}: its [matrix] ({', '.join(matrix)}) makes a group of "
+                f"{len(cross(matrix))} jobs, which runs with: tui-batch run {path}. The "
+                "form holds the settings they share; ctrl+r runs those as one job.",
+                title="Job file",
+                severity="warning",
+                timeout=20,
+            )
+        else:
+            self.notify(f"Loaded {path}", title="Job file")
 
     def _show_extras(self) -> None:
         shown = ", ".join(f"{key} = {value!r:.40}" for key, value in self.extras.items())
@@ -277,7 +291,7 @@ class JobFileScreen(Screen[None]):
                 raise TuiBatchError(
                     "A job file needs a prompts file or a template: typed prompts are not saved"
                 )
-            saved = save_job_file(path, spec.to_values())
+            saved = save_job_file(path, spec.to_values(), self.matrix)
         except TuiBatchError as exc:
             self.notify(str(exc), title="Cannot save", severity="error")
             return

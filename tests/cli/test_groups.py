@@ -1,0 +1,126 @@
+"""Groups headless, with the demo model: a matrix run in one process and ranked, the same
+answers as its variants run alone, and a group killed with -9 resumed whole."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import signal
+import sqlite3
+
+import pytest
+
+from tui_batch.core.processor import BatchProcessor
+
+from conftest import EXAMPLES, run_cli
+from support.cli import FAST, start_cli
+from support.mcnemar import exact_p
+
+pytestmark = pytest.mark.model
+LABELS = ["--limit", "8", "--threads", "1", "--batch-invariant", "--max-tokens", "48"]
+
+
+def answers(job_id: str) -> dict[int, tuple[str, float | None]]:
+    job = BatchProcessor().open_job(job_id)
+    with sqlite3.connect(job.checkpoint_file) as connection:
+        rows = connection.execute("SELECT prompt_index, response_text, score FROM results")
+        return {index: (text, score) for index, text, score in rows}
+
+
+def test_a_matrix_runs_as_a_group_and_ends_in_its_leaderboard(tmp_path):
+    job_file = EXAMPLES / "review_labels.toml"
+    out = tmp_path / "labels.csv"
+    done = run_cli(
+        "run", str(job_file), *LABELS, "--matrix", "temperature=0,1.5", "--out", str(out)
+    )
+    assert done.returncode == 0, done.stderr
+    group_id = re.search(
+        r"Group (g\w+): 2 jobs, one for each combination of temperature", done.stderr
+    )[1]
+    assert "ranked by accuracy against the expected answers" in done.stdout
+    assert (tmp_path / "labels-1.csv").is_file() and (tmp_path / "labels-2.csv").is_file()
+
+    shown = run_cli("stats", group_id, "--json")
+    assert shown.returncode == 0, shown.stderr
+    board = json.loads(shown.stdout)
+    by_variant = {v["variant"]: v for v in board["variants"]}
+    assert set(by_variant) == {"temperature=0", "temperature=1.5"}
+    right = {}
+    for name, variant in by_variant.items():
+        scores = answers(variant["job_id"])
+        assert len(scores) == 8
+        right[name] = {i for i, (_, score) in scores.items() if score is not None and score >= 1}
+        assert variant["right"] == len(right[name]) and variant["judged"] == 8
+    best, other = board["variants"]
+    worse = len(right[best["variant"]] - right[other["variant"]])
+    better = len(right[other["variant"]] - right[best["variant"]])
+    against = other["against_best"]
+    assert (against["regressions"], against["improvements"]) == (worse, better)
+    assert against["p_value"] == pytest.approx(exact_p(better, worse))
+
+    as_csv = list(csv.DictReader(io.StringIO(run_cli("stats", group_id, "--csv").stdout)))
+    assert [row["job_id"] for row in as_csv] == [best["job_id"], other["job_id"]]
+    assert as_csv[1]["regressions"] == str(worse)
+
+    # The greedy variant answers as the same job run alone does.
+    alone = run_cli(
+        "run", str(job_file), *LABELS, "--temperature", "0", "--out", str(tmp_path / "a.csv")
+    )
+    assert alone.returncode == 0, alone.stderr
+    alone_id = re.search(r"Job (\w+):", alone.stderr)[1]
+    assert answers(alone_id) == answers(by_variant["temperature=0"]["job_id"])
+
+
+def test_a_group_killed_mid_run_resumes_every_job_once(tmp_path):
+    process = start_cli(
+        "run",
+        str(EXAMPLES / "batch_prompts.txt"),
+        *FAST,
+        "--checkpoint-every",
+        "1",
+        "--matrix",
+        "seed=1,2",
+        "--temperature",
+        "0.8",
+    )
+    group_id = None
+    lines = []
+    for line in process.stderr:
+        lines.append(line)
+        if found := re.match(r"Group (g\w+):", line):
+            group_id = found[1]
+        if group_id and "(4/25)" in line:
+            break
+    else:
+        raise AssertionError("the group ended early:\n" + "".join(lines))
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    jobs = BatchProcessor().group_jobs(group_id)
+    assert len(jobs) == 2  # both made before the first ran
+    before = {job.job_id: answers(job.job_id) for job in jobs}
+    assert sum(len(saved) for saved in before.values()) >= 1
+
+    resumed = run_cli("resume", group_id)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"Group {group_id}: 2 jobs, 2 with prompts left" in resumed.stderr
+    for job in BatchProcessor().group_jobs(group_id):
+        after = answers(job.job_id)
+        assert sorted(after) == list(range(25))  # every prompt once
+        assert all(after[i] == before[job.job_id][i] for i in before[job.job_id])
+    again = run_cli("resume", group_id)
+    assert "2 jobs, 0 with prompts left" in again.stderr
+
+
+def test_a_group_is_made_whole_or_not_at_all(tmp_path):
+    prompts = EXAMPLES / "batch_prompts.txt"
+    done = run_cli(
+        "run", str(prompts), *FAST, "--matrix", "model=SmolLM2-135M-Instruct.Q4_1,nothere.gguf"
+    )
+    assert done.returncode == 2 and "nothere.gguf" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert BatchProcessor().job_summaries() == []  # the first variant was not made either
+    bad = run_cli("run", str(prompts), "--matrix", "temperature=0,hot")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "temperature" in bad.stderr.lower()

@@ -1,0 +1,225 @@
+"""Groups of jobs headless: a matrix run in one process (`tui-batch run` with `[matrix]` or
+`--matrix`), resumed (`tui-batch resume GROUP`) and ranked (`tui-batch stats GROUP`).
+
+Every job of a group is made before the first runs, so a group stopped anywhere (Ctrl+C,
+kill -9) resumes whole: `resume GROUP` runs what each job has left. The jobs run one
+after the other, each with its own progress line; the leaderboard comes last, and the
+exit status is the worst of the jobs'."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from dataclasses import dataclass
+
+from tui_batch.cli.arguments import EXIT_FAILED, EXIT_OK
+from tui_batch.cli.job_run import checked_servers, run_job
+from tui_batch.cli.run_input import RunRequest, open_input, warn_long_prompts
+from tui_batch.cli.terminal import cancel_on_signals, print_table
+from tui_batch.core.errors import SettingsError, TuiBatchError
+from tui_batch.core.export import check_output_path, check_results_folder, guard_cell
+from tui_batch.core.jobs import BatchJob, JobStatus
+from tui_batch.core.leaderboard import (
+    Leaderboard,
+    accuracy_bars,
+    leaderboard,
+    leaderboard_records,
+    leaderboard_rows,
+)
+from tui_batch.core.matrix import new_group_id
+from tui_batch.core.processor import BatchProcessor
+from tui_batch.core.prompt import Prompt
+from tui_batch.core.prompt_stream import PromptStream, reopen_stream
+from tui_batch.core.run_spec import RunSpec
+from tui_batch.core.servers import ServerSettings
+from tui_batch.core.text import escape_controls, escape_json, one_line
+
+
+def run_group(request: RunRequest, args: argparse.Namespace) -> int:
+    """Make every job of the request's matrix (one group), run them one after the
+    other, then print the group's leaderboard."""
+    if args.dry_run:
+        raise SettingsError("--dry-run measures one job: give it without the matrix")
+    variants = request.variants()  # every combination checks out before anything is made
+    processor = BatchProcessor()
+    processor.store.check_writable()
+    group_id = new_group_id()
+    with cancel_on_signals(sys.stderr) as signals:
+        # Every job checks out before any is made: a group is made whole or not at all.
+        prepared = [(variant.label, _prepare(processor, one)) for variant, one in variants]
+        if signals.cancel.is_set():
+            print("Stopped before the group was made: nothing was made.", file=sys.stderr)
+            return signals.exit_status
+        made = [
+            (
+                processor.create_streamed_job(
+                    job.model,
+                    job.stream,
+                    job.first,
+                    job.spec,
+                    model_path=job.model_path,
+                    server=job.server,
+                    group_id=group_id,
+                    variant=label,
+                ),
+                job.stream,
+            )
+            for label, job in prepared
+        ]
+        keys = ", ".join(request.matrix)
+        print(
+            f"Group {group_id}: {len(made)} jobs, one for each combination of {keys} "
+            f"({', '.join(job.job_id for job, _ in made)})",
+            file=sys.stderr,
+        )
+        statuses = [_run(processor, job, signals, stream) for job, stream in made]
+    return _finish(processor, group_id, statuses)
+
+
+def resume_group(processor: BatchProcessor, group_id: str, args: argparse.Namespace) -> int:
+    """Run what each job of the group has left, one after the other; then rank them."""
+    jobs = processor.group_jobs(group_id)
+    left = [job for job in jobs if _unfinished(job, args.retry_failed)]
+    print(
+        f"Group {group_id}: {len(jobs)} jobs, {len(left)} with prompts left",
+        file=sys.stderr,
+    )
+    statuses = []
+    with cancel_on_signals(sys.stderr) as signals:
+        for job in left:
+            if job.template is not None and job.reading is None and job.template.changes():
+                statuses.append(
+                    _said(
+                        f"Job {job.job_id}: {'; '.join(job.template.changes())}: not "
+                        f"resumed (tui-batch resume {job.job_id} --force goes on)"
+                    )
+                )
+                continue
+            stream = reopen_stream(job) if job.reading is not None else None
+            statuses.append(_run(processor, job, signals, stream, args.retry_failed))
+    return _finish(processor, group_id, statuses)
+
+
+def group_stats(processor: BatchProcessor, group_id: str, form: str | None) -> int:
+    """`tui-batch stats GROUP`: the leaderboard, as text, JSON or CSV (`form`)."""
+    board = _board(processor, group_id)
+    if form == "json":
+        print(escape_json(json.dumps(board.to_dict(), indent=2, ensure_ascii=False)))
+    elif form == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerows(
+            [guard_cell(c) if isinstance(c, str) else c for c in row]
+            for row in leaderboard_records(board)
+        )
+    else:
+        print_leaderboard(board)
+    return EXIT_OK
+
+
+def is_group(processor: BatchProcessor, name: str) -> bool:
+    """Whether `name` names a group and no job (a job's id wins)."""
+    return not processor.store.exists(name) and bool(processor.group_jobs(name))
+
+
+def print_leaderboard(board: Leaderboard) -> None:
+    print(f"Group {board.group_id}: {len(board.variants)} variants, ranked by {board.by}")
+    print()
+    print_table(leaderboard_rows(board))
+    print()
+    for line in accuracy_bars(board):
+        print(escape_controls(line))
+
+
+@dataclass(slots=True)
+class _Prepared:
+    """One job of the group, checked and ready to be made: its input's first chunk read,
+    its model found or its servers checked."""
+
+    spec: RunSpec
+    stream: PromptStream
+    first: list[Prompt]
+    model: str
+    model_path: str | None = None
+    server: ServerSettings | None = None
+
+
+def _prepare(processor: BatchProcessor, request: RunRequest) -> _Prepared:
+    """What `tui-batch run` checks of a job before it makes it, for one of the group."""
+    from tui_batch.models.catalog import resolve_model
+
+    spec = request.spec
+    if spec.output:
+        check_output_path(spec.output, protected=[*request.inputs, processor.checkpoint_dir])
+        check_results_folder(spec.output)
+    stream, run_input = open_input(request)
+    processor.check_job_from(run_input, spec)
+    spec = run_input.settled(spec)
+    if spec.server is not None:
+        server, model = checked_servers(spec)
+        return _Prepared(spec, stream, run_input.prompts, model, server=server)
+    found = resolve_model(spec.model)
+    warn_long_prompts(found.path, run_input, spec.generation)
+    return _Prepared(spec, stream, run_input.prompts, found.id, model_path=str(found.path))
+
+
+def _run(
+    processor: BatchProcessor,
+    job: BatchJob,
+    signals: cancel_on_signals,
+    stream: PromptStream | None,
+    retry_failed: bool = False,
+) -> int:
+    """Run one job of the group (its model loaded for it, closed after); a job that
+    cannot run says why on one line and the group goes on."""
+    from tui_batch.backends.factory import backend_for_job
+
+    if signals.cancel.is_set():
+        return signals.exit_status
+    print(f"-- {one_line(job.name or job.job_id)}", file=sys.stderr)
+    try:
+        with (
+            processor.store.lock(job.job_id) as lock,
+            backend_for_job(job, opened=False) as backend,
+        ):
+            return run_job(processor, job, backend, signals, retry_failed, lock, stream)
+    except TuiBatchError as exc:
+        return _said(f"Job {job.job_id}: {exc}")
+
+
+def _said(text: str) -> int:
+    print(f"tui-batch: error: {one_line(text)}", file=sys.stderr)
+    return EXIT_FAILED
+
+
+def _unfinished(job: BatchJob, retry_failed: bool) -> bool:
+    if job.reading is not None or job.status is not JobStatus.COMPLETED:
+        return True
+    return job.done < job.total_prompts or (retry_failed and job.failed > 0)
+
+
+def _finish(processor: BatchProcessor, group_id: str, statuses: list[int]) -> int:
+    """Print the leaderboard (when the group's jobs can be ranked) and return the
+    worst exit status of the jobs run."""
+    print(file=sys.stderr)
+    try:
+        print_leaderboard(_board(processor, group_id))
+    except TuiBatchError as exc:
+        print(f"tui-batch: the leaderboard: {one_line(str(exc))}", file=sys.stderr)
+    print(
+        f"\nThe group's figures: tui-batch stats {group_id} (--json); "
+        f"to go on after a stop: tui-batch resume {group_id}",
+        file=sys.stderr,
+    )
+    return max(statuses, default=EXIT_OK)
+
+
+def _board(processor: BatchProcessor, group_id: str) -> Leaderboard:
+    jobs = processor.group_jobs(group_id)
+    if not jobs:
+        raise SettingsError(f"No job or group {group_id!r:.40} (tui-batch checkpoints lists them)")
+    try:
+        return leaderboard(group_id, jobs)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
