@@ -1,7 +1,7 @@
 """Pictures of each screen at 120x36 with fixed data (pytest-textual-snapshot).
 
 Fixed job ids, a fixed clock and fixed timestamps make them repeatable; update them
-with `pytest tests/test_snapshots.py --snapshot-update` after a deliberate change.
+with `pytest tests/ui/test_snapshots.py --snapshot-update -n 0` after a deliberate change.
 """
 
 from __future__ import annotations

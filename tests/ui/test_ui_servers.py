@@ -60,9 +60,15 @@ async def test_a_job_on_a_server_from_setup_by_keys(tmp_path):
             assert states.count("running") <= 2 and "waiting" in states
             await wait_until(pilot, lambda: app.run_state.finished, timeout=60)
             job_id = app.run_state.job.job_id
-            # The panel repaints on its own timer: wait for the repaint after the end.
+            # The panel repaints on its own timer: wait for the repaint after the end (the
+            # requests sent are tallied as the last results are recorded, a tick later
+            # maybe than the last in flight left).
             server_panel = progress.query_one("#server-panel")
-            await wait_until(pilot, lambda: "0/16 in flight" in rendered(server_panel))
+            await wait_until(
+                pilot,
+                lambda: "0/16 in flight" in rendered(server_panel)
+                and "9 sent" in rendered(server_panel),
+            )
             panel = rendered(server_panel)
             assert "0/16 in flight" in panel and "9 sent" in panel  # one 429, 8 answers
             # One count of requests and errors, the same in the stats as on this screen.

@@ -115,13 +115,16 @@ class PromptsForm(Vertical):
         path = Path(self.path_text).expanduser()
         self.file_preview = FilePreview(path)
         self.show_preview()
-        self.read_file(path, self.context)
+        self.read_file(self.file_preview, self.context)
 
     @work(thread=True, exclusive=True, group="prompts-preview", exit_on_error=False)
-    def read_file(self, path: Path, context: tuple[str | None, int, str | None]) -> None:
-        """Read the file a chunk at a time: its first prompts shown at once, the rest
-        counted (and looked over for prompts too long for the context) as they come."""
+    def read_file(self, shown: FilePreview, context: tuple[str | None, int, str | None]) -> None:
+        """Read the file `shown` names a chunk at a time: its first prompts shown at once,
+        the rest counted (and looked over for prompts too long for the context) as they
+        come. Each report replaces `shown` only while it is still the one shown: a read
+        overtaken by another (a new path, a new model) never paints over it."""
         worker = get_current_worker()
+        path = shown.path
         preview, long = FilePreview(path), LongPrompts(*context)
         try:
             stream = PromptStream(prompts_file=path)
@@ -134,18 +137,19 @@ class PromptsForm(Vertical):
                 preview.warnings = stream.all_warnings()
                 if stream.done or worker.is_cancelled:
                     break
-                self.app.call_from_thread(self._show_file, replace(preview))
+                self.app.call_from_thread(self._show_file, shown, replace(preview))
                 chunk = stream.chunk()
         except TuiBatchError as exc:
             preview.error = str(exc)
         preview.warnings += too_long(long)
         preview.done = True
         if not worker.is_cancelled:
-            self.app.call_from_thread(self._show_file, preview)
+            self.app.call_from_thread(self._show_file, shown, preview)
 
-    def _show_file(self, preview: FilePreview) -> None:
-        if self.file_preview is not None and self.file_preview.path == preview.path:
-            self.file_preview = preview
+    def _show_file(self, shown: FilePreview, preview: FilePreview) -> None:
+        if self.file_preview is shown:
+            shown.count, shown.done, shown.error = preview.count, preview.done, preview.error
+            shown.first, shown.warnings = preview.first, preview.warnings
             self.show_preview()
 
     def typed_prompts(self) -> PromptFile | None:
