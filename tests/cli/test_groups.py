@@ -40,6 +40,7 @@ def test_a_matrix_runs_as_a_group_and_ends_in_its_leaderboard(tmp_path):
         r"Group (g\w+): 2 jobs, one for each combination of temperature", done.stderr
     )[1]
     assert "ranked by accuracy against the expected answers" in done.stdout
+    assert done.stderr.count("Loading SmolLM2-135M-Instruct.Q4_1") == 1  # one model, loaded once
     assert (tmp_path / "labels-1.csv").is_file() and (tmp_path / "labels-2.csv").is_file()
 
     shown = run_cli("stats", group_id, "--json")

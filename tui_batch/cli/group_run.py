@@ -12,12 +12,14 @@ import argparse
 import csv
 import json
 import sys
+from contextlib import closing
 from dataclasses import dataclass
 
 from tui_batch.cli.arguments import EXIT_FAILED, EXIT_OK
 from tui_batch.cli.job_run import checked_servers, run_job
 from tui_batch.cli.run_input import RunRequest, open_input, warn_long_prompts
 from tui_batch.cli.terminal import cancel_on_signals, print_table
+from tui_batch.core.backend import Backend
 from tui_batch.core.errors import SettingsError, TuiBatchError
 from tui_batch.core.export import check_output_path, check_results_folder, guard_cell
 from tui_batch.core.jobs import BatchJob, JobStatus
@@ -74,7 +76,8 @@ def run_group(request: RunRequest, args: argparse.Namespace) -> int:
             f"({', '.join(job.job_id for job, _ in made)})",
             file=sys.stderr,
         )
-        statuses = [_run(processor, job, signals, stream) for job, stream in made]
+        with closing(_Backends()) as backends:
+            statuses = [_run(processor, job, signals, stream, backends) for job, stream in made]
     return _finish(processor, group_id, statuses)
 
 
@@ -87,7 +90,8 @@ def resume_group(processor: BatchProcessor, group_id: str, args: argparse.Namesp
         file=sys.stderr,
     )
     statuses = []
-    with cancel_on_signals(sys.stderr) as signals:
+    backends = _Backends()
+    with cancel_on_signals(sys.stderr) as signals, closing(backends):
         for job in left:
             if job.template is not None and job.reading is None and job.template.changes():
                 statuses.append(
@@ -98,7 +102,7 @@ def resume_group(processor: BatchProcessor, group_id: str, args: argparse.Namesp
                 )
                 continue
             stream = reopen_stream(job) if job.reading is not None else None
-            statuses.append(_run(processor, job, signals, stream, args.retry_failed))
+            statuses.append(_run(processor, job, signals, stream, backends, args.retry_failed))
     return _finish(processor, group_id, statuses)
 
 
@@ -164,26 +168,56 @@ def _prepare(processor: BatchProcessor, request: RunRequest) -> _Prepared:
     return _Prepared(spec, stream, run_input.prompts, found.id, model_path=str(found.path))
 
 
+class _Backends:
+    """The group's backends: one a local model (its GGUF and how many run at once), kept
+    open from one job to the next, so a model the jobs share loads once (a job whose load
+    settings differ reloads it in place: never two copies); one a job on servers."""
+
+    def __init__(self) -> None:
+        self._kept: dict[tuple[str, int | None], Backend] = {}
+
+    def for_job(self, job: BatchJob) -> tuple[Backend, bool]:
+        """The job's backend, and whether it is kept here (else the caller closes it)."""
+        from tui_batch.backends.factory import backend_for_job
+
+        if job.server is not None:
+            return backend_for_job(job, opened=False), False
+        key = (job.model_path or job.model_id, job.settings.parallel)
+        if key not in self._kept:
+            print(
+                f"Loading {one_line(job.model_id)} (once for the group's jobs on it)...",
+                file=sys.stderr,
+            )
+            self._kept[key] = backend_for_job(job, opened=False)
+        return self._kept[key], True
+
+    def close(self) -> None:
+        for backend in self._kept.values():
+            backend.close()
+        self._kept.clear()
+
+
 def _run(
     processor: BatchProcessor,
     job: BatchJob,
     signals: cancel_on_signals,
     stream: PromptStream | None,
+    backends: _Backends,
     retry_failed: bool = False,
 ) -> int:
-    """Run one job of the group (its model loaded for it, closed after); a job that
-    cannot run says why on one line and the group goes on."""
-    from tui_batch.backends.factory import backend_for_job
-
+    """Run one job of the group; a job that cannot run says why on one line and the
+    group goes on."""
     if signals.cancel.is_set():
         return signals.exit_status
     print(f"-- {one_line(job.name or job.job_id)}", file=sys.stderr)
     try:
-        with (
-            processor.store.lock(job.job_id) as lock,
-            backend_for_job(job, opened=False) as backend,
-        ):
-            return run_job(processor, job, backend, signals, retry_failed, lock, stream)
+        with processor.store.lock(job.job_id) as lock:
+            backend, kept = backends.for_job(job)
+            try:
+                return run_job(processor, job, backend, signals, retry_failed, lock, stream)
+            finally:
+                if not kept:
+                    backend.close()
     except TuiBatchError as exc:
         return _said(f"Job {job.job_id}: {exc}")
 
