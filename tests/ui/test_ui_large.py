@@ -15,7 +15,7 @@ from tui_batch.core.run_spec import RunSpec
 from tui_batch.core.stored import StoredResults, result_counts
 from tui_batch.ui import messages
 from tui_batch.ui.app import TuiBatchApp
-from tui_batch.ui.screens.progress import ProgressScreen, status_line
+from tui_batch.ui.screens.progress import ProgressScreen, reading_label, status_line
 from tui_batch.ui.widgets.template_editor import TemplateEditor
 
 from support.ui import SIZE, previewed, ready, settle, slow_backend, type_into, wait_until
@@ -64,7 +64,14 @@ async def test_a_job_of_several_chunks_starts_from_its_first_from_setup(tmp_path
         await wait_until(pilot, lambda: isinstance(app.screen, ProgressScreen))
         run = app.run_state
         lines: list[str] = []
-        await wait_until(pilot, lambda: lines.append(status_line(run).plain) or run.finished)
+        reading: list[str] = []
+
+        def watched() -> bool:
+            lines.append(status_line(run).plain)
+            reading.append(reading_label(run).plain)
+            return run.finished
+
+        await wait_until(pilot, watched)
         await settle(pilot)
         said = [m.notification for m in seen if hasattr(m, "notification")]
         started = [n.message for n in said if n.title == "Started"]
@@ -76,7 +83,9 @@ async def test_a_job_of_several_chunks_starts_from_its_first_from_setup(tmp_path
     answers_match(finished[0].job_id)
     written = json.loads(finished[0].results_file.read_text())
     assert len(written["results"]) == COUNT
-    assert any(f"(reading input: {2 * CHUNK:,} records so far)" in line for line in lines)
+    assert f"reading: {CHUNK:,} records so far, the rest as it runs" in reading[0]
+    assert any(f"reading: {2 * CHUNK:,} records so far" in line for line in reading)
+    assert reading[-1] == ""  # all read in
     assert lines[-1].lstrip().startswith(f"100.0%  {COUNT}/{COUNT} done")
 
 

@@ -66,8 +66,10 @@ async def test_a_job_on_a_server_from_setup_by_keys(tmp_path):
             server_panel = progress.query_one("#server-panel")
             await wait_until(
                 pilot,
-                lambda: "0/16 in flight" in rendered(server_panel)
-                and "9 sent" in rendered(server_panel),
+                lambda: (
+                    "0/16 in flight" in rendered(server_panel)
+                    and "9 sent" in rendered(server_panel)
+                ),
             )
             panel = rendered(server_panel)
             assert "0/16 in flight" in panel and "9 sent" in panel  # one 429, 8 answers

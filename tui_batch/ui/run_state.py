@@ -60,7 +60,7 @@ class RunState:
         self.live_thought: dict[int, list[str]] = {}
         self.update: ProgressUpdate | None = None
         # Records of the job's input read so far, while it is read in as the job runs.
-        self.records_read: int | None = None
+        self.records_read = job.reading.position if job.reading is not None else None
         self.job_status = job.status
         self.error: str | None = None
         self.finished = False

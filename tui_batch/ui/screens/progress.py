@@ -53,8 +53,6 @@ def status_line(run: RunState) -> Text:
     text = Text()
     text.append(f"{percent:5.1f}%", style="bold")
     text.append(f"  {done}/{total} done  ")
-    if run.records_read is not None and not run.finished:  # the total grows as it reads
-        text.append(f"(reading input: {run.records_read:,} records so far)  ", style="cyan")
     invalid = update.invalid if update is not None else 0
     cut = update.thought_cut if update is not None else 0
     failed = job.failed - invalid - cut
@@ -79,6 +77,16 @@ def status_line(run: RunState) -> Text:
     if update is not None and update.budget:
         text.append(f"  {update.budget}", style="cyan")
     return text
+
+
+def reading_label(run: RunState) -> Text:
+    """While the job's input is still read in as it runs (its total grows with it)."""
+    if run.records_read is None or run.finished:
+        return Text()
+    return Text.assemble(
+        ("  input ", "dim"),
+        (f"reading: {run.records_read:,} records so far, the rest as it runs", "cyan"),
+    )
 
 
 def answers_label(run: RunState) -> Text:
@@ -292,6 +300,7 @@ class ProgressScreen(Screen[None]):
                 one_line(_servers_label(job.server), style="dim"),
                 ("  status ", "dim"),
                 (state, "bold red" if run.error else "bold"),
+                reading_label(run),
                 answers_label(run),
             ),
         )
