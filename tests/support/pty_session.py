@@ -95,6 +95,16 @@ class PtySession:
         """Where the process's stdin, stdout and stderr point now."""
         return {fd: os.readlink(f"/proc/{self.process.pid}/fd/{fd}") for fd in (0, 1, 2)}
 
+    def hang_up(self, signal_after: float = 0.0) -> None:
+        """The terminal goes away, as a closed window or a dropped ssh session does: its
+        other end is closed (the app's writes to it fail from here on) and the process
+        gets SIGHUP `signal_after` seconds later (from the kernel once the shell that
+        started it has gone, say)."""
+        os.close(self.master)
+        self.master = -1
+        time.sleep(signal_after)
+        self.process.send_signal(signal.SIGHUP)
+
     def close(self) -> int:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -104,7 +114,8 @@ class PtySession:
                 self.process.kill()
                 self.process.wait(10)
         self._reader.join(2)
-        os.close(self.master)
+        if self.master >= 0:
+            os.close(self.master)
         return self.process.returncode
 
     def __enter__(self) -> PtySession:

@@ -90,3 +90,33 @@ def test_two_previews_at_once_leave_the_dashboard_its_terminal(tmp_path, demo_mo
             app.press("escape", "f1")
             app.wait_for("Everywhere", since=mark)  # the help screen: keys answered
             assert app.descriptors() == {fd: app.descriptors()[0] for fd in (0, 1, 2)}
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("signal_after", [0.0, 3.0])
+def test_a_closed_terminal_stops_the_job_saved_and_ends_the_process(tmp_path, signal_after):
+    """SIGHUP with the terminal gone: Textual's writes to it fail and its output queue
+    fills, and the event loop blocks on it for good, so a handler run by the loop never
+    ran: the process lived on with the job running. The job stops, saved, and the
+    process ends with 128 + SIGHUP, whether the signal comes at once or later."""
+    import signal
+    import subprocess
+
+    from tui_batch.core.jobs import JobStatus
+    from tui_batch.core.processor import BatchProcessor
+
+    data = tmp_path / "data"
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("".join(f"Write a long story about the number {i}.\n" for i in range(40)))
+    with PtySession([str(prompts)], env={"TUI_BATCH_DATA_DIR": str(data)}) as app:
+        app.wait_for("40 prompts")
+        app.press("ctrl+r")
+        app.wait_for("running")
+        app.hang_up(signal_after)
+        try:
+            code = app.process.wait(60)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("the dashboard outlived its terminal") from None
+    assert code == 128 + signal.SIGHUP
+    [summary] = BatchProcessor(data / "checkpoints").job_summaries()
+    assert summary.status is JobStatus.CANCELLED and summary.done < 40

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -139,7 +140,14 @@ def open_dashboard(prompts_file: Path | None) -> int:
     from tui_batch.ui.app import TuiBatchApp
 
     app = TuiBatchApp(prompts_file)
+    app.end_process_on_stop = True
     app.run()
+    if app.return_code == 128 + getattr(signal, "SIGHUP", -128):
+        # The terminal is gone: what is left to say has nowhere to go, and a write to
+        # it would fail.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        for fd in (sys.stdout.fileno(), sys.stderr.fileno()):
+            os.dup2(devnull, fd)
     run = app.run_state
     if run is not None and run.job.status is JobStatus.CANCELLED:
         job = run.job  # stopped by quitting: say how to go on, on the terminal it leaves

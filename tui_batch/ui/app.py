@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+import threading
+import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from textual import on, work
 from textual.app import App
@@ -43,6 +47,10 @@ job_backend: BackendFactory = partial(backend_for_job, opened=False)
 STOP_SIGNALS = tuple(
     getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)
 )
+# After a stop signal, once the job has stopped and saved, the process ends within this
+# many seconds even where the orderly exit cannot: a closed terminal's output queue
+# fills and blocks Textual's last writes to it for good.
+STOP_GRACE = 5.0
 
 
 class TuiBatchApp(App[None]):
@@ -74,6 +82,14 @@ class TuiBatchApp(App[None]):
         # Set when the app is to exit once the running job has stopped: the exit status.
         self.exit_after_job: int | None = None
         self.stop_requested = False
+        # Set while no job's worker runs: it has stopped, and saved.
+        self.batch_ended = threading.Event()
+        self.batch_ended.set()
+        self._previous_hangup: Any = None
+        self._event_loop: asyncio.AbstractEventLoop | None = None
+        # Set by the command that runs the app as its process: after a stop signal, the
+        # process ends once the job has saved, even if the orderly exit cannot.
+        self.end_process_on_stop = False
 
     def notify(
         self,
@@ -97,16 +113,57 @@ class TuiBatchApp(App[None]):
 
     def on_mount(self) -> None:
         self.push_screen(SetupScreen(self.prompts_file))
-        loop = asyncio.get_running_loop()
+        loop = self._event_loop = asyncio.get_running_loop()
         for signum in STOP_SIGNALS:
+            if signum == getattr(signal, "SIGHUP", None):
+                # Not through the event loop: with the terminal gone, the loop can be
+                # blocked in a write to it, and would never run the handler.
+                with contextlib.suppress(ValueError):  # not the main thread
+                    self._previous_hangup = signal.signal(signum, self._hung_up)
+                continue
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(signum, self.stop_and_exit, 128 + signum)
+                loop.add_signal_handler(signum, self._stop_signal, signum)
 
     def on_unmount(self) -> None:
         loop = asyncio.get_running_loop()
         for signum in STOP_SIGNALS:
+            if signum == getattr(signal, "SIGHUP", None):
+                if self._previous_hangup is not None:
+                    with contextlib.suppress(ValueError):
+                        signal.signal(signum, self._previous_hangup)
+                continue
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(signum)
+
+    def _stop_signal(self, signum: int) -> None:
+        """SIGTERM (on the event loop): stop the job, then exit with 128 + it."""
+        self.stop_and_exit(128 + signum)
+        self._end_when_saved(128 + signum)
+
+    def _hung_up(self, signum: int, frame: object) -> None:
+        """SIGHUP: the terminal is gone. Stop the job (it saves), ask the event loop for
+        the orderly exit, and end the process once the job has saved whatever the loop
+        does (Textual's writes to a closed terminal can block it for good)."""
+        run = self.run_state
+        if run is not None:
+            run.cancel.set()
+            run.pause.clear()
+        with contextlib.suppress(RuntimeError, AttributeError):  # no loop, or closed
+            self._event_loop.call_soon_threadsafe(self.stop_and_exit, 128 + signum)
+        self._end_when_saved(128 + signum)
+
+    def _end_when_saved(self, code: int) -> None:
+        """Where this app is the process (`end_process_on_stop`), end it with `code`
+        STOP_GRACE seconds after the job has saved, if the orderly exit has not by then."""
+        if not self.end_process_on_stop:
+            return
+
+        def end() -> None:
+            self.batch_ended.wait()
+            time.sleep(STOP_GRACE)
+            os._exit(code)
+
+        threading.Thread(target=end, name="stop-signal", daemon=True).start()
 
     # Running a job -----------------------------------------------------------------
 
@@ -132,6 +189,7 @@ class TuiBatchApp(App[None]):
             self.notify("A job is already running: cancel it first.", severity="warning")
             return False
         self.batch_active = True
+        self.batch_ended.clear()
         return True
 
     @work(
@@ -146,6 +204,18 @@ class TuiBatchApp(App[None]):
     ) -> None:
         """Run the job as `tui-batch run` does, at any size: its prompts and results stay
         in its checkpoint, its input is read in as it runs, and memory holds neither."""
+        try:
+            self._run_batch(job, job_id, retry_failed, stream)
+        finally:
+            self.batch_ended.set()
+
+    def _run_batch(
+        self,
+        job: BatchJob | None,
+        job_id: str,
+        retry_failed: bool,
+        stream: PromptStream | None,
+    ) -> None:
         processor = self.processor
         with processor.store.lock(job_id) as lock:
             if job is None:
