@@ -49,7 +49,15 @@ class PtySession:
             stdin=slave,
             stdout=slave,
             stderr=slave,
-            env={**os.environ, "TERM": "xterm-256color", **(env or {})},
+            # COLUMNS and LINES as the terminal's size: a test runner's worker may have
+            # them set to its own (xdist's: 80), which the app would take over the pty's.
+            env={
+                **os.environ,
+                "TERM": "xterm-256color",
+                "COLUMNS": str(columns),
+                "LINES": str(lines),
+                **(env or {}),
+            },
             cwd=cwd,
             start_new_session=True,
         )
