@@ -125,3 +125,22 @@ def test_a_group_is_made_whole_or_not_at_all(tmp_path):
     bad = run_cli("run", str(prompts), "--matrix", "temperature=0,hot")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert "temperature" in bad.stderr.lower()
+
+
+def test_several_inputs_run_as_one_group_in_one_process(tmp_path):
+    first, second = tmp_path / "a.txt", tmp_path / "b.txt"
+    first.write_text("Say yes.\nSay no.\n")
+    second.write_text("Name a colour.\n")
+    done = run_cli("run", str(first), str(second), *FAST)
+    assert done.returncode == 0, done.stderr
+    group_id = re.search(r"Group (g\w+): 2 jobs, from 2 inputs", done.stderr)[1]
+    # Different inputs: no answers to pair, each job's line instead.
+    assert "No leaderboard: the jobs of group" in done.stderr
+    jobs = BatchProcessor().group_jobs(group_id)
+    assert sorted((j.variant, j.total_prompts, j.status.value) for j in jobs) == [
+        ("a.txt", 2, "completed"),
+        ("b.txt", 1, "completed"),
+    ]
+    one_out = run_cli("run", str(first), str(second), "--out", str(tmp_path / "o.json"))
+    assert one_out.returncode == 2 and "would write one results file" in one_out.stderr
+    assert len(BatchProcessor().job_summaries()) == 2  # nothing more was made

@@ -72,10 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "source",
         type=Path,
-        nargs="?",
+        nargs="*",
         metavar="PROMPTS|JOB.toml",
         help="a .txt, .json, .jsonl or .csv file of prompts, or a job file (.toml) with "
-        "every setting (flags given as well override it)",
+        "every setting (flags given as well override it); several: a job each, made "
+        "together as one group and run in one process",
     )
     _add_template_options(run)
     _add_slice_options(run)

@@ -13,7 +13,7 @@ import csv
 import json
 import sys
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tui_batch.cli.arguments import EXIT_FAILED, EXIT_OK
 from tui_batch.cli.job_run import checked_servers, run_job
@@ -30,7 +30,7 @@ from tui_batch.core.leaderboard import (
     leaderboard_records,
     leaderboard_rows,
 )
-from tui_batch.core.matrix import new_group_id
+from tui_batch.core.matrix import MatrixVariant, new_group_id
 from tui_batch.core.processor import BatchProcessor
 from tui_batch.core.prompt import Prompt
 from tui_batch.core.prompt_stream import PromptStream, reopen_stream
@@ -39,12 +39,19 @@ from tui_batch.core.servers import ServerSettings
 from tui_batch.core.text import escape_controls, escape_json, one_line
 
 
-def run_group(request: RunRequest, args: argparse.Namespace) -> int:
-    """Make every job of the request's matrix (one group), run them one after the
-    other, then print the group's leaderboard."""
+def run_group(requests: list[RunRequest], args: argparse.Namespace) -> int:
+    """Make every job of the requests (each file given, each combination of a matrix)
+    as one group, run them one after the other, then print the group's leaderboard."""
     if args.dry_run:
-        raise SettingsError("--dry-run measures one job: give it without the matrix")
-    variants = request.variants()  # every combination checks out before anything is made
+        raise SettingsError("--dry-run measures one job: give one input, without a matrix")
+    # Every job checks out before any is made.
+    variants = [made for request in requests for made in _variants(request, len(requests))]
+    outputs = [one.spec.output for _, one in variants if one.spec.output is not None]
+    if len(set(outputs)) < len(outputs):
+        raise SettingsError(
+            "several jobs of the group would write one results file: give each input its "
+            "own [output] file, or no --out (each job then writes its own in the data dir)"
+        )
     processor = BatchProcessor()
     processor.store.check_writable()
     group_id = new_group_id()
@@ -70,15 +77,34 @@ def run_group(request: RunRequest, args: argparse.Namespace) -> int:
             )
             for label, job in prepared
         ]
-        keys = ", ".join(request.matrix)
         print(
-            f"Group {group_id}: {len(made)} jobs, one for each combination of {keys} "
+            f"Group {group_id}: {len(made)} jobs, {_made_of(requests)} "
             f"({', '.join(job.job_id for job, _ in made)})",
             file=sys.stderr,
         )
         with closing(_Backends()) as backends:
             statuses = [_run(processor, job, signals, stream, backends) for job, stream in made]
     return _finish(processor, group_id, statuses)
+
+
+def _variants(request: RunRequest, inputs: int) -> list[tuple[MatrixVariant, RunRequest]]:
+    """The jobs one request makes: one for each combination of its matrix, else itself;
+    among several inputs, each labelled by its file too."""
+    name = request.spec.name or (request.job_file.stem if request.job_file else None)
+    source = request.job_file or request.spec.prompts or request.spec.data
+    file = source.name if source is not None else name or "job"
+    if not request.matrix:
+        return [(MatrixVariant({}, file), replace(request, spec=replace(request.spec, name=name)))]
+    made = request.variants()
+    if inputs == 1:
+        return made
+    return [(replace(variant, label=f"{file} {variant.label}"), one) for variant, one in made]
+
+
+def _made_of(requests: list[RunRequest]) -> str:
+    if len(requests) == 1:
+        return f"one for each combination of {', '.join(requests[0].matrix)}"
+    return f"from {len(requests)} inputs"
 
 
 def resume_group(processor: BatchProcessor, group_id: str, args: argparse.Namespace) -> int:
@@ -239,8 +265,14 @@ def _finish(processor: BatchProcessor, group_id: str, statuses: list[int]) -> in
     print(file=sys.stderr)
     try:
         print_leaderboard(_board(processor, group_id))
-    except TuiBatchError as exc:
-        print(f"tui-batch: the leaderboard: {one_line(str(exc))}", file=sys.stderr)
+    except TuiBatchError as exc:  # jobs over different inputs: each job's line instead
+        print(f"No leaderboard: {one_line(str(exc))}", file=sys.stderr)
+        rows = [("JOB ID", "NAME", "STATUS", "DONE", "FAILED")]
+        rows += [
+            (j.job_id, j.name or "", j.status.value, f"{j.done}/{j.total_prompts}", str(j.failed))
+            for j in processor.group_jobs(group_id)
+        ]
+        print_table(rows)
     print(
         f"\nThe group's figures: tui-batch stats {group_id} (--json); "
         f"to go on after a stop: tui-batch resume {group_id}",

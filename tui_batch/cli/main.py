@@ -36,7 +36,7 @@ from tui_batch.cli.run_input import (
     check_template_files,
     open_input,
     print_warnings,
-    run_request,
+    run_requests,
     save_job,
     warn_long_prompts,
 )
@@ -163,13 +163,14 @@ def command_run(args: argparse.Namespace) -> int:
     from tui_batch.backends.factory import length_check, llama_backend
     from tui_batch.models.catalog import resolve_model
 
-    request = run_request(args)
+    requests = run_requests(args)
+    request = requests[0]
     if args.save_job is not None:
         return save_job(request, args.save_job)
-    if request.matrix:
+    if len(requests) > 1 or request.matrix:
         from tui_batch.cli.group_run import run_group
 
-        return run_group(request, args)
+        return run_group(requests, args)
     spec = request.spec
     if spec.name is None and request.job_file is not None:
         spec = replace(spec, name=request.job_file.stem)  # a job file names its job

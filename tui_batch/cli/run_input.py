@@ -65,10 +65,17 @@ class RunRequest:
         return [Path(path) for path in given if path is not None]
 
 
-def run_request(args: argparse.Namespace) -> RunRequest:
+def run_requests(args: argparse.Namespace) -> list[RunRequest]:
+    """A request for each file given (one with none: the flags say it all)."""
+    sources: list[Path] = args.source or []
+    if len(sources) > 1 and getattr(args, "save_job", None) is not None:
+        raise SettingsError("--save-job writes one job file: give one input")
+    return [run_request(args, source) for source in sources or [None]]
+
+
+def run_request(args: argparse.Namespace, source: Path | None) -> RunRequest:
     """The positional argument (a prompts file or a job file) and the flags, laid over
     the job file's values, as one checked spec."""
-    source: Path | None = args.source
     flags = flag_values(args)
     given = matrix_from_flags(getattr(args, "matrix", None) or [])
     if source is None or source.suffix.lower() != JOB_FILE_SUFFIX:

@@ -159,6 +159,12 @@ def leaderboard(group_id: str, jobs: Sequence[BatchJob]) -> Leaderboard:
             f"({', '.join(f'{job.job_id}: {job.total_prompts}' for job in jobs)}): "
             "a leaderboard pairs the same prompts"
         )
+    read = {(job.input_sha256, job.input_slice) for job in jobs if job.input_sha256}
+    if len(read) > 1:
+        raise ValueError(
+            f"the jobs of group {group_id} read different inputs: a leaderboard pairs "
+            "the answers to the same records (each job's figures: tui-batch stats JOB)"
+        )
     scored = all(job.scoring is not None for job in jobs)
     variants = [
         Variant(job.job_id, variant_label(job), job_stats(_path(job), job.prices)) for job in jobs
