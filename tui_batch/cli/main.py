@@ -140,7 +140,7 @@ def open_dashboard(prompts_file: Path | None) -> int:
     from tui_batch.ui.app import TuiBatchApp
 
     app = TuiBatchApp(prompts_file)
-    app.end_process_on_stop = True
+    app.stop_signals.end_process = True
     app.run()
     if app.return_code == 128 + getattr(signal, "SIGHUP", -128):
         # The terminal is gone: what is left to say has nowhere to go, and a write to

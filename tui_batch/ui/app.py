@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
-import signal
 import threading
-import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 from textual import on, work
 from textual.app import App
@@ -38,19 +32,11 @@ from tui_batch.ui.screens.modals import ConfirmScreen, ExportScreen, QuitScreen,
 from tui_batch.ui.screens.progress import ProgressScreen
 from tui_batch.ui.screens.results import ResultsScreen
 from tui_batch.ui.screens.setup import SetupScreen
+from tui_batch.ui.stop_signals import StopSignals
 
 BackendFactory = Callable[[BatchJob], Backend]
 # The job's model, which the engine loads only if a prompt is left to run.
 job_backend: BackendFactory = partial(backend_for_job, opened=False)
-# Signals that stop the dashboard like "stop the job and quit": a process manager's
-# SIGTERM, a closed terminal's SIGHUP. The exit status is 128 + the signal's number.
-STOP_SIGNALS = tuple(
-    getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)
-)
-# After a stop signal, once the job has stopped and saved, the process ends within this
-# many seconds even where the orderly exit cannot: a closed terminal's output queue
-# fills and blocks Textual's last writes to it for good.
-STOP_GRACE = 5.0
 
 
 class TuiBatchApp(App[None]):
@@ -85,11 +71,7 @@ class TuiBatchApp(App[None]):
         # Set while no job's worker runs: it has stopped, and saved.
         self.batch_ended = threading.Event()
         self.batch_ended.set()
-        self._previous_hangup: Any = None
-        self._event_loop: asyncio.AbstractEventLoop | None = None
-        # Set by the command that runs the app as its process: after a stop signal, the
-        # process ends once the job has saved, even if the orderly exit cannot.
-        self.end_process_on_stop = False
+        self.stop_signals = StopSignals(self)
 
     def notify(
         self,
@@ -113,57 +95,10 @@ class TuiBatchApp(App[None]):
 
     def on_mount(self) -> None:
         self.push_screen(SetupScreen(self.prompts_file))
-        loop = self._event_loop = asyncio.get_running_loop()
-        for signum in STOP_SIGNALS:
-            if signum == getattr(signal, "SIGHUP", None):
-                # Not through the event loop: with the terminal gone, the loop can be
-                # blocked in a write to it, and would never run the handler.
-                with contextlib.suppress(ValueError):  # not the main thread
-                    self._previous_hangup = signal.signal(signum, self._hung_up)
-                continue
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(signum, self._stop_signal, signum)
+        self.stop_signals.install()
 
     def on_unmount(self) -> None:
-        loop = asyncio.get_running_loop()
-        for signum in STOP_SIGNALS:
-            if signum == getattr(signal, "SIGHUP", None):
-                if self._previous_hangup is not None:
-                    with contextlib.suppress(ValueError):
-                        signal.signal(signum, self._previous_hangup)
-                continue
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.remove_signal_handler(signum)
-
-    def _stop_signal(self, signum: int) -> None:
-        """SIGTERM (on the event loop): stop the job, then exit with 128 + it."""
-        self.stop_and_exit(128 + signum)
-        self._end_when_saved(128 + signum)
-
-    def _hung_up(self, signum: int, frame: object) -> None:
-        """SIGHUP: the terminal is gone. Stop the job (it saves), ask the event loop for
-        the orderly exit, and end the process once the job has saved whatever the loop
-        does (Textual's writes to a closed terminal can block it for good)."""
-        run = self.run_state
-        if run is not None:
-            run.cancel.set()
-            run.pause.clear()
-        with contextlib.suppress(RuntimeError, AttributeError):  # no loop, or closed
-            self._event_loop.call_soon_threadsafe(self.stop_and_exit, 128 + signum)
-        self._end_when_saved(128 + signum)
-
-    def _end_when_saved(self, code: int) -> None:
-        """Where this app is the process (`end_process_on_stop`), end it with `code`
-        STOP_GRACE seconds after the job has saved, if the orderly exit has not by then."""
-        if not self.end_process_on_stop:
-            return
-
-        def end() -> None:
-            self.batch_ended.wait()
-            time.sleep(STOP_GRACE)
-            os._exit(code)
-
-        threading.Thread(target=end, name="stop-signal", daemon=True).start()
+        self.stop_signals.remove()
 
     # Running a job -----------------------------------------------------------------
 
