@@ -458,7 +458,7 @@ def test_the_chart_and_the_header_count_tokens_as_they_stream():
 
     now = [0.0]
     job = BatchProcessor().create_job("m", ["a", "b"])
-    state = RunState(job, [], clock=lambda: now[0])
+    state = RunState(job, clock=lambda: now[0])
     for index in (0, 1):
         state.handle(events.PromptStarted(index, 1))
     for second in range(3):  # both stream a piece every second, neither finishes
@@ -611,7 +611,7 @@ async def test_the_progress_screen_keeps_recent_results_and_reads_older_ones_bac
         for i, p in enumerate(prompts)
     ]
     processor.save_checkpoint(job, results)
-    state = RunState(job, [])
+    state = RunState(job)
     for result in results:
         state.handle(events.ResultReady(ProgressUpdate(1, 0, 20, 5.0, 1.0, None, 0, 0, result)))
     assert len(state.results) == 5 and state.results.get(19) is not None

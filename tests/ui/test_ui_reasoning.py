@@ -61,7 +61,7 @@ async def test_a_thought_is_shown_dimmed_folded_and_opened(tmp_path):
 
 def test_streamed_thought_and_answer_are_kept_apart_while_a_prompt_runs():
     job = BatchProcessor().create_job("m", ["a"])
-    state = RunState(job, [])
+    state = RunState(job)
     state.handle(events.PromptStarted(0, 1))
     state.handle(events.TokensStreamed(0, "let me see", True))
     state.handle(events.TokensStreamed(0, "Blue.", False))

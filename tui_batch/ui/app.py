@@ -107,7 +107,7 @@ class TuiBatchApp(App[None]):
         from the first chunk of its input (`create_streamed_job`) reads the rest from
         `stream`."""
         if self._claim():
-            self.run_state = RunState(job, [], self.processor.clock)
+            self.run_state = RunState(job, self.processor.clock)
             self.run_batch(job, job.job_id, False, stream)
             self.action_progress()
 

@@ -8,9 +8,8 @@ import threading
 from pathlib import Path
 
 from tui_batch.core.dry_run import dry_run
-from tui_batch.core.prompt_stream import first_chunk, open_stream
-from tui_batch.core.run_input import RunInput
 from tui_batch.core.run_spec import RunSpec
+from tui_batch.ui.job_input import first_input
 
 
 def dry_run_text(spec: RunSpec, model_path: str | None, cancel: threading.Event) -> str:
@@ -19,9 +18,9 @@ def dry_run_text(spec: RunSpec, model_path: str | None, cancel: threading.Event)
     from tui_batch.backends.factory import length_check, llama_backend, remote_backend
     from tui_batch.models.catalog import model_id_for
 
-    stream = open_stream(spec, spec.input_slice)
-    first = first_chunk(stream)
-    spec = RunInput.from_stream(stream, first, []).settled(spec)
+    stream, run_input = first_input(spec)
+    first = run_input.prompts
+    spec = run_input.settled(spec)
     settings = spec.generation
     if spec.server is None:
         assert model_path is not None  # the form checked it

@@ -31,12 +31,9 @@ class RunState:
     def __init__(
         self,
         job: BatchJob,
-        results: list[BatchResult],
         clock: Callable[[], float] = time.monotonic,
-        retry_failed: bool = False,
     ) -> None:
-        """`results` are the job's saved ones; with `retry_failed` its failed prompts
-        show as pending, as the engine treats them."""
+        """A new job's run; a saved job's starts from its checkpoint (`resumed`)."""
         self.clock = clock
         self.job = job
         self.lock = threading.Lock()
@@ -50,9 +47,6 @@ class RunState:
         # Requests sent and failed at each server, from the results' attempt logs: the
         # counts `tui-batch stats` gives, so both screens say the same.
         self.requests: dict[str, list[int]] = {}
-        for result in results:
-            if result.success or not retry_failed:
-                self._record(result)
         self.running: dict[int, int] = {}  # prompt index -> attempt
         self.live_index: int | None = None
         self.live_text: dict[int, list[str]] = {}
@@ -86,7 +80,7 @@ class RunState:
         """The state a saved job's run starts from, read from its checkpoint with SQL: a
         status byte a result and the requests by server, never the results themselves
         (the screen reads a row's result back as it shows it)."""
-        state = cls(job, [], clock)
+        state = cls(job, clock)
         path = job.checkpoint_file
         assert path is not None
         for index, status in result_states(path):

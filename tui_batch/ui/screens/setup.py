@@ -26,16 +26,16 @@ from textual.widgets import (
 )
 from textual.worker import get_current_worker
 
-from tui_batch.backends.factory import length_check
 from tui_batch.core.errors import TuiBatchError
 from tui_batch.core.jobfile import JOB_FILE_SUFFIX
 from tui_batch.core.paths import is_file
-from tui_batch.core.prompt_stream import PromptStream, first_chunk, open_stream
+from tui_batch.core.prompt_stream import PromptStream
 from tui_batch.core.run_input import RunInput
 from tui_batch.core.run_spec import RunSpec
 from tui_batch.core.servers import ServerSettings
 from tui_batch.core.settings import DEFAULT_REMOTE_RETRIES, GenerationSettings, parse_number
 from tui_batch.ui.dry_run import dry_run_text
+from tui_batch.ui.job_input import first_input, input_warnings
 from tui_batch.ui.last_setup import LastSetup, load_last_setup, save_last_setup
 from tui_batch.ui.screens.modals import FileBrowserScreen, NoticeScreen
 from tui_batch.ui.screens.setup_job import (
@@ -54,8 +54,6 @@ from tui_batch.ui.widgets.reasoning_form import ReasoningForm
 from tui_batch.ui.widgets.server_form import ServerForm
 from tui_batch.ui.widgets.template_form import TemplateForm
 
-# Warnings about an input said one by one when a job starts; then how many more.
-MAX_SAID = 8
 RUN_ON = [("Local model (llama.cpp)", "local"), ("Servers (OpenAI-compatible API)", "server")]
 
 
@@ -299,33 +297,17 @@ class SetupScreen(JobFileScreen):
         from it and the rest is read in while it runs, so a file of millions of records
         starts at once and memory holds a chunk. Its problems are said first."""
         try:
-            stream = open_stream(spec, spec.input_slice)
-            first = first_chunk(stream)
+            stream, run_input = first_input(spec)
         except TuiBatchError as exc:
             self.app.call_from_thread(self.notify, str(exc), title="Cannot start", severity="error")
             return
-        run_input = RunInput.from_stream(stream, first, [])
-        warnings = stream.all_warnings()
-        if model is not None:
-            settings = run_input.settled(spec).generation
-            with contextlib.suppress(TuiBatchError):  # an unreadable model says so at start
-                check = length_check(
-                    model, settings.n_ctx, settings.system_prompt, settings.schema_note
-                )
-                if long := len(check.too_long(first)):
-                    more = "" if stream.done else f" of the first {len(first):,}"
-                    warnings.append(
-                        f"{long:,} prompts{more} are longer than the context: they will fail"
-                    )
+        warnings = input_warnings(stream, run_input, spec, model)
         if not get_current_worker().is_cancelled:
             self.app.call_from_thread(self._opened, stream, run_input, warnings)
 
-    def _opened(self, stream: PromptStream, run_input: RunInput, warnings: list[str]) -> None:
+    def _opened(self, stream: PromptStream, run_input: RunInput, warnings: str | None) -> None:
         if warnings:
-            shown = warnings[:MAX_SAID] + (
-                [f"... and {len(warnings) - MAX_SAID} more"] if len(warnings) > MAX_SAID else []
-            )
-            self.notify("\n".join(shown), title=str(stream.source_file), severity="warning")
+            self.notify(warnings, title=str(stream.source_file), severity="warning")
         try:
             self._start_with(run_input, stream)
         except TuiBatchError as exc:

@@ -58,6 +58,7 @@ class PromptsForm(Vertical):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.file_preview: FilePreview | None = None
+        self._reads = 0  # files read for the preview: only the latest read's reports show
         self.long_warnings: list[str] = []  # the typed prompts'
         # The local model, its context and the system prompt, for the length check
         # (no model: on servers); job setup keeps it current.
@@ -115,16 +116,16 @@ class PromptsForm(Vertical):
         path = Path(self.path_text).expanduser()
         self.file_preview = FilePreview(path)
         self.show_preview()
-        self.read_file(self.file_preview, self.context)
+        self._reads += 1
+        self.read_file(path, self.context, self._reads)
 
     @work(thread=True, exclusive=True, group="prompts-preview", exit_on_error=False)
-    def read_file(self, shown: FilePreview, context: tuple[str | None, int, str | None]) -> None:
-        """Read the file `shown` names a chunk at a time: its first prompts shown at once,
-        the rest counted (and looked over for prompts too long for the context) as they
-        come. Each report replaces `shown` only while it is still the one shown: a read
-        overtaken by another (a new path, a new model) never paints over it."""
+    def read_file(self, path: Path, context: tuple[str | None, int, str | None], read: int) -> None:
+        """Read the file a chunk at a time: its first prompts shown at once, the rest
+        counted (and looked over for prompts too long for the context) as they come.
+        Read number `read` reports only while it is the latest: one overtaken by another
+        (a new path, a new model) never paints over it."""
         worker = get_current_worker()
-        path = shown.path
         preview, long = FilePreview(path), LongPrompts(*context)
         try:
             stream = PromptStream(prompts_file=path)
@@ -137,19 +138,18 @@ class PromptsForm(Vertical):
                 preview.warnings = stream.all_warnings()
                 if stream.done or worker.is_cancelled:
                     break
-                self.app.call_from_thread(self._show_file, shown, replace(preview))
+                self.app.call_from_thread(self._show_file, read, replace(preview))
                 chunk = stream.chunk()
         except TuiBatchError as exc:
             preview.error = str(exc)
         preview.warnings += too_long(long)
         preview.done = True
         if not worker.is_cancelled:
-            self.app.call_from_thread(self._show_file, shown, preview)
+            self.app.call_from_thread(self._show_file, read, preview)
 
-    def _show_file(self, shown: FilePreview, preview: FilePreview) -> None:
-        if self.file_preview is shown:
-            shown.count, shown.done, shown.error = preview.count, preview.done, preview.error
-            shown.first, shown.warnings = preview.first, preview.warnings
+    def _show_file(self, read: int, preview: FilePreview) -> None:
+        if read == self._reads and self.file_preview is not None:
+            self.file_preview = preview
             self.show_preview()
 
     def typed_prompts(self) -> PromptFile | None:
