@@ -44,7 +44,6 @@ def run_group(requests: list[RunRequest], args: argparse.Namespace) -> int:
     as one group, run them one after the other, then print the group's leaderboard."""
     if args.dry_run:
         raise SettingsError("--dry-run measures one job: give one input, without a matrix")
-    # Every job checks out before any is made.
     variants = [made for request in requests for made in _variants(request, len(requests))]
     outputs = [one.spec.output for _, one in variants if one.spec.output is not None]
     if len(set(outputs)) < len(outputs):
@@ -107,9 +106,10 @@ def _made_of(requests: list[RunRequest]) -> str:
     return f"from {len(requests)} inputs"
 
 
-def resume_group(processor: BatchProcessor, group_id: str, args: argparse.Namespace) -> int:
-    """Run what each job of the group has left, one after the other; then rank them."""
-    jobs = processor.group_jobs(group_id)
+def resume_group(
+    processor: BatchProcessor, group_id: str, jobs: list[BatchJob], args: argparse.Namespace
+) -> int:
+    """Run what each of the group's `jobs` has left, one after the other; then rank them."""
     left = [job for job in jobs if _unfinished(job, args.retry_failed)]
     print(
         f"Group {group_id}: {len(jobs)} jobs, {len(left)} with prompts left",
@@ -119,11 +119,12 @@ def resume_group(processor: BatchProcessor, group_id: str, args: argparse.Namesp
     backends = _Backends()
     with cancel_on_signals(sys.stderr) as signals, closing(backends):
         for job in left:
-            if job.template is not None and job.reading is None and job.template.changes():
+            changes = job.template.changes() if job.template and job.reading is None else []
+            if changes:  # its files hashed once: a big data file takes seconds
                 statuses.append(
                     _said(
-                        f"Job {job.job_id}: {'; '.join(job.template.changes())}: not "
-                        f"resumed (tui-batch resume {job.job_id} --force goes on)"
+                        f"Job {job.job_id}: {'; '.join(changes)}: not resumed "
+                        f"(tui-batch resume {job.job_id} --force goes on)"
                     )
                 )
                 continue
@@ -132,9 +133,9 @@ def resume_group(processor: BatchProcessor, group_id: str, args: argparse.Namesp
     return _finish(processor, group_id, statuses)
 
 
-def group_stats(processor: BatchProcessor, group_id: str, form: str | None) -> int:
-    """`tui-batch stats GROUP`: the leaderboard, as text, JSON or CSV (`form`)."""
-    board = _board(processor, group_id)
+def group_stats(group_id: str, jobs: list[BatchJob], form: str | None) -> int:
+    """`tui-batch stats GROUP`: the leaderboard of its `jobs`, as text, JSON or CSV."""
+    board = _board(group_id, jobs)
     if form == "json":
         print(escape_json(json.dumps(board.to_dict(), indent=2, ensure_ascii=False)))
     elif form == "csv":
@@ -148,9 +149,10 @@ def group_stats(processor: BatchProcessor, group_id: str, form: str | None) -> i
     return EXIT_OK
 
 
-def is_group(processor: BatchProcessor, name: str) -> bool:
-    """Whether `name` names a group and no job (a job's id wins)."""
-    return not processor.store.exists(name) and bool(processor.group_jobs(name))
+def group_named(processor: BatchProcessor, name: str) -> list[BatchJob]:
+    """The jobs of the group `name` names; none where it names a job (a job's id wins)
+    or nothing at all."""
+    return [] if processor.store.exists(name) else processor.group_jobs(name)
 
 
 def print_leaderboard(board: Leaderboard) -> None:
@@ -263,14 +265,15 @@ def _finish(processor: BatchProcessor, group_id: str, statuses: list[int]) -> in
     """Print the leaderboard (when the group's jobs can be ranked) and return the
     worst exit status of the jobs run."""
     print(file=sys.stderr)
+    jobs = processor.group_jobs(group_id)  # as they ended
     try:
-        print_leaderboard(_board(processor, group_id))
+        print_leaderboard(_board(group_id, jobs))
     except TuiBatchError as exc:  # jobs over different inputs: each job's line instead
         print(f"No leaderboard: {one_line(str(exc))}", file=sys.stderr)
         rows = [("JOB ID", "NAME", "STATUS", "DONE", "FAILED")]
         rows += [
             (j.job_id, j.name or "", j.status.value, f"{j.done}/{j.total_prompts}", str(j.failed))
-            for j in processor.group_jobs(group_id)
+            for j in jobs
         ]
         print_table(rows)
     print(
@@ -281,8 +284,7 @@ def _finish(processor: BatchProcessor, group_id: str, statuses: list[int]) -> in
     return max(statuses, default=EXIT_OK)
 
 
-def _board(processor: BatchProcessor, group_id: str) -> Leaderboard:
-    jobs = processor.group_jobs(group_id)
+def _board(group_id: str, jobs: list[BatchJob]) -> Leaderboard:
     if not jobs:
         raise SettingsError(f"No job or group {group_id!r:.40} (tui-batch checkpoints lists them)")
     try:

@@ -281,11 +281,11 @@ def _run_on_servers(
 
 def command_resume(args: argparse.Namespace) -> int:
     from tui_batch.backends.factory import backend_for_job
-    from tui_batch.cli.group_run import is_group, resume_group
+    from tui_batch.cli.group_run import group_named, resume_group
 
     processor = BatchProcessor()
-    if is_group(processor, args.job_id):
-        return resume_group(processor, args.job_id, args)
+    if group := group_named(processor, args.job_id):
+        return resume_group(processor, args.job_id, group, args)
     # The lock first: a second resume of a running job is refused before a model loads.
     with processor.store.lock(args.job_id) as lock:
         job = processor.open_job(args.job_id)

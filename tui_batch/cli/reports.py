@@ -34,13 +34,12 @@ def checkpoint_path(processor: BatchProcessor, job_id: str) -> Path:
 
 
 def command_stats(args: argparse.Namespace) -> int:
-    from tui_batch.cli.group_run import group_stats, is_group
+    from tui_batch.cli.group_run import group_named, group_stats
 
     processor = BatchProcessor()
-    if is_group(processor, args.job_id):
-        return group_stats(
-            processor, args.job_id, "json" if args.json else "csv" if args.csv else None
-        )
+    if group := group_named(processor, args.job_id):
+        form = "json" if args.json else "csv" if args.csv else None
+        return group_stats(args.job_id, group, form)
     if args.csv:
         raise SettingsError(
             f"--csv is a group's leaderboard; job {args.job_id}'s figures: --json, or "
