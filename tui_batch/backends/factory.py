@@ -82,22 +82,29 @@ def backend_for_job(job: BatchJob, opened: bool = True) -> Backend:
 
     The caller owns the backend and closes it.
     """
-    from tui_batch.models.catalog import resolve_model
-
     if job.server is not None:
         backend = remote_backend(job.server, job.model_id)
         if opened:
             backend.open(job.settings)
         return backend
 
+    backend = llama_backend(model_file(job, must_exist=opened), job.settings)
+    if opened:
+        backend.open(job.settings)
+    return backend
+
+
+def model_file(job: BatchJob, must_exist: bool = True) -> Path:
+    """A local job's GGUF: its path, or its model found again by id where the file is
+    gone; with `must_exist=False`, the path as saved when it cannot be found (a
+    ModelError when it is needed)."""
+    from tui_batch.models.catalog import resolve_model
+
     path = Path(job.model_path) if job.model_path else None
     if path is None or not path.is_file():
         try:
             path = resolve_model(job.model_id).path
         except ModelError:
-            if opened or path is None:
+            if must_exist or path is None:
                 raise
-    backend = llama_backend(path, job.settings)
-    if opened:
-        backend.open(job.settings)
-    return backend
+    return path

@@ -107,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run a group of jobs, one for each combination of these values (repeat for "
         "more settings; a fleet's URLs joined with +), then rank them: tui-batch stats GROUP",
     )
+    _add_group_options(run)
     _flag(run, "name", metavar="NAME")
     _flag(run, "model")
     _add_output_options(run)
@@ -142,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="go on with the prompts stored in the job even though its template or data "
         "file changed since it was made",
     )
+    _add_group_options(resume)
     _add_hardware_options(resume)
     _add_server_options(resume, resuming=True)
     _add_budget_options(resume, resuming=True)
@@ -364,6 +366,17 @@ def _add_slice_options(parser: argparse.ArgumentParser) -> None:
 def _add_output_options(parser: argparse.ArgumentParser) -> None:
     _flag(parser, "out", type=Path)
     _flag(parser, "format", choices=EXPORT_FORMATS)
+
+
+def _add_group_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--max-models",
+        type=_count,
+        default=1,
+        metavar="N",
+        help="a group's jobs run at once; jobs on other local models than the one loaded "
+        "wait for it to be free, unless N models fit in memory at once (default: 1)",
+    )
 
 
 def _add_hardware_options(parser: argparse.ArgumentParser) -> None:

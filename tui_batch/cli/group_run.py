@@ -2,9 +2,10 @@
 `--matrix`), resumed (`tui-batch resume GROUP`) and ranked (`tui-batch stats GROUP`).
 
 Every job of a group is made before the first runs, so a group stopped anywhere (Ctrl+C,
-kill -9) resumes whole: `resume GROUP` runs what each job has left. The jobs run one
-after the other, each with its own progress line; the leaderboard comes last, and the
-exit status is the worst of the jobs'."""
+kill -9) resumes whole: `resume GROUP` runs what each job has left. The jobs run at
+once, each on its own thread, sharing each model and each fleet of servers
+(`backends.pool`), each with its own progress line (`progress_board`); the leaderboard
+comes last, and the exit status is the worst of the jobs'."""
 
 from __future__ import annotations
 
@@ -12,14 +13,15 @@ import argparse
 import csv
 import json
 import sys
-from contextlib import closing
+import threading
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, TextIO
 
 from tui_batch.cli.arguments import EXIT_FAILED, EXIT_OK
 from tui_batch.cli.job_run import checked_servers, run_job
+from tui_batch.cli.progress_board import ProgressBoard
 from tui_batch.cli.run_input import RunRequest, open_input, warn_long_prompts
 from tui_batch.cli.terminal import cancel_on_signals, print_table
-from tui_batch.core.backend import Backend
 from tui_batch.core.errors import SettingsError, TuiBatchError
 from tui_batch.core.export import check_output_path, check_results_folder, guard_cell
 from tui_batch.core.jobs import BatchJob, JobStatus
@@ -38,10 +40,15 @@ from tui_batch.core.run_spec import RunSpec
 from tui_batch.core.servers import ServerSettings
 from tui_batch.core.text import escape_controls, escape_json, one_line
 
+if TYPE_CHECKING:
+    from tui_batch.backends.pool import BackendPool
+
 
 def run_group(requests: list[RunRequest], args: argparse.Namespace) -> int:
     """Make every job of the requests (each file given, each combination of a matrix)
-    as one group, run them one after the other, then print the group's leaderboard."""
+    as one group, run them at once, then print the group's leaderboard."""
+    if args.max_models < 1:
+        raise SettingsError("--max-models: at least 1 model must fit")
     if args.dry_run:
         raise SettingsError("--dry-run measures one job: give one input, without a matrix")
     variants = [made for request in requests for made in _variants(request, len(requests))]
@@ -81,8 +88,7 @@ def run_group(requests: list[RunRequest], args: argparse.Namespace) -> int:
             f"({', '.join(job.job_id for job, _ in made)})",
             file=sys.stderr,
         )
-        with closing(_Backends()) as backends:
-            statuses = [_run(processor, job, signals, stream, backends) for job, stream in made]
+        statuses = run_together(processor, made, signals, args.max_models)
     return _finish(processor, group_id, statuses)
 
 
@@ -109,27 +115,27 @@ def _made_of(requests: list[RunRequest]) -> str:
 def resume_group(
     processor: BatchProcessor, group_id: str, jobs: list[BatchJob], args: argparse.Namespace
 ) -> int:
-    """Run what each of the group's `jobs` has left, one after the other; then rank them."""
+    """Run what each of the group's `jobs` has left, at once; then rank them."""
     left = [job for job in jobs if _unfinished(job, args.retry_failed)]
     print(
         f"Group {group_id}: {len(jobs)} jobs, {len(left)} with prompts left",
         file=sys.stderr,
     )
     statuses = []
-    backends = _Backends()
-    with cancel_on_signals(sys.stderr) as signals, closing(backends):
-        for job in left:
-            changes = job.template.changes() if job.template and job.reading is None else []
-            if changes:  # its files hashed once: a big data file takes seconds
-                statuses.append(
-                    _said(
-                        f"Job {job.job_id}: {'; '.join(changes)}: not resumed "
-                        f"(tui-batch resume {job.job_id} --force goes on)"
-                    )
+    runs: list[tuple[BatchJob, PromptStream | None]] = []
+    for job in left:
+        changes = job.template.changes() if job.template and job.reading is None else []
+        if changes:  # its files hashed once: a big data file takes seconds
+            statuses.append(
+                _said(
+                    f"Job {job.job_id}: {'; '.join(changes)}: not resumed "
+                    f"(tui-batch resume {job.job_id} --force goes on)"
                 )
-                continue
-            stream = reopen_stream(job) if job.reading is not None else None
-            statuses.append(_run(processor, job, signals, stream, backends, args.retry_failed))
+            )
+            continue
+        runs.append((job, reopen_stream(job) if job.reading is not None else None))
+    with cancel_on_signals(sys.stderr) as signals:
+        statuses += run_together(processor, runs, signals, args.max_models, args.retry_failed)
     return _finish(processor, group_id, statuses)
 
 
@@ -196,33 +202,67 @@ def _prepare(processor: BatchProcessor, request: RunRequest) -> _Prepared:
     return _Prepared(spec, stream, run_input.prompts, found.id, model_path=str(found.path))
 
 
-class _Backends:
-    """The group's backends: one a local model (its GGUF and how many run at once), kept
-    open from one job to the next, so a model the jobs share loads once (a job whose load
-    settings differ reloads it in place: never two copies); one a job on servers."""
+def run_together(
+    processor: BatchProcessor,
+    runs: list[tuple[BatchJob, PromptStream | None]],
+    signals: cancel_on_signals,
+    max_models: int,
+    retry_failed: bool = False,
+) -> list[int]:
+    """Run the jobs at once, each on its own thread, a job whose model is not free
+    waiting for it (`BackendPool`); return each one's exit status. The main thread waits
+    here for the stop signals."""
+    from tui_batch.backends.pool import BackendPool
 
-    def __init__(self) -> None:
-        self._kept: dict[tuple[str, int | None], Backend] = {}
+    board = ProgressBoard(sys.stderr)
 
-    def for_job(self, job: BatchJob) -> tuple[Backend, bool]:
-        """The job's backend, and whether it is kept here (else the caller closes it)."""
-        from tui_batch.backends.factory import backend_for_job
+    def loading(model: str) -> None:
+        board.say(f"Loading {one_line(model)} (once for the group's jobs on it)...")
 
-        if job.server is not None:
-            return backend_for_job(job, opened=False), False
-        key = (job.model_path or job.model_id, job.settings.parallel)
-        if key not in self._kept:
-            print(
-                f"Loading {one_line(job.model_id)} (once for the group's jobs on it)...",
-                file=sys.stderr,
-            )
-            self._kept[key] = backend_for_job(job, opened=False)
-        return self._kept[key], True
+    pool = BackendPool(max_models, loading)
+    statuses: list[int] = []
+    waiting = list(runs)
+    running: list[threading.Thread] = []
+    ended = threading.Event()
 
-    def close(self) -> None:
-        for backend in self._kept.values():
-            backend.close()
-        self._kept.clear()
+    def start(job: BatchJob, stream: PromptStream | None) -> None:
+        out = board.stream_for(job.variant or job.name or job.job_id)
+
+        def work() -> None:
+            try:
+                statuses.append(_run(processor, job, signals, stream, pool, out, retry_failed))
+            finally:
+                ended.set()
+
+        thread = threading.Thread(target=work, name=f"tui-batch-job-{job.job_id}", daemon=True)
+        running.append(thread)
+        thread.start()
+
+    try:
+        while waiting or running:
+            if signals.cancel.is_set():  # what has not started stays as it is
+                statuses += [signals.exit_status for _ in waiting]
+                waiting.clear()
+            for job, stream in list(waiting):
+                try:
+                    ready = pool.ready(job)
+                except TuiBatchError as exc:
+                    waiting.remove((job, stream))
+                    statuses.append(_said(f"Job {job.job_id}: {exc}"))
+                    continue
+                if ready:
+                    waiting.remove((job, stream))
+                    start(job, stream)
+            ended.wait(0.2)
+            ended.clear()
+            running[:] = [thread for thread in running if thread.is_alive()]
+    except KeyboardInterrupt:  # stop at once: each job ends at its next step, saved
+        for thread in running:
+            thread.join()
+    finally:
+        board.close()
+        pool.close()
+    return statuses
 
 
 def _run(
@@ -230,28 +270,27 @@ def _run(
     job: BatchJob,
     signals: cancel_on_signals,
     stream: PromptStream | None,
-    backends: _Backends,
+    pool: BackendPool,
+    out: TextIO,
     retry_failed: bool = False,
 ) -> int:
     """Run one job of the group; a job that cannot run says why on one line and the
     group goes on."""
     if signals.cancel.is_set():
         return signals.exit_status
-    print(f"-- {one_line(job.name or job.job_id)}", file=sys.stderr)
     try:
         with processor.store.lock(job.job_id) as lock:
-            backend, kept = backends.for_job(job)
+            backend = pool.take(job)
             try:
-                return run_job(processor, job, backend, signals, retry_failed, lock, stream)
+                return run_job(processor, job, backend, signals, retry_failed, lock, stream, out)
             finally:
-                if not kept:
-                    backend.close()
+                pool.give_back(backend)
     except TuiBatchError as exc:
-        return _said(f"Job {job.job_id}: {exc}")
+        return _said(f"Job {job.job_id}: {exc}", out)
 
 
-def _said(text: str) -> int:
-    print(f"tui-batch: error: {one_line(text)}", file=sys.stderr)
+def _said(text: str, out: TextIO | None = None) -> int:
+    print(f"tui-batch: error: {one_line(text)}", file=out or sys.stderr)
     return EXIT_FAILED
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import TextIO
 
 from tui_batch.cli.arguments import EXIT_FAILED, EXIT_OK
 from tui_batch.cli.terminal import ProgressPrinter, cancel_on_signals
@@ -37,12 +38,14 @@ def run_job(
     retry_failed: bool,
     lock: JobLock | None = None,
     stream: PromptStream | None = None,
+    err: TextIO | None = None,
 ) -> int:
     """Run the job to its end or a stop (`signals`: the stop signals, handled); print
     the outcome; return the exit status. `lock`: the job's lock, held; `stream`: the
-    rest of its input, read in as it runs. Nothing of the job is held in memory: its
-    prompts and results are read from its checkpoint."""
-    err = sys.stderr
+    rest of its input, read in as it runs; `err`: where it says how it goes (stderr, or
+    its lines on a `ProgressBoard`). Nothing of the job is held in memory: its prompts
+    and results are read from its checkpoint."""
+    err = err or sys.stderr
     remaining = job.total_prompts - job.done
     where = job.model_id
     if job.server is not None:

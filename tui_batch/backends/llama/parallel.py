@@ -15,7 +15,9 @@ the sequential backend's after some tokens (as with vLLM or llama-server); they 
 same for the same batch shape. `batch_invariant` trades speed for answers identical,
 token for token, to one prompt at a time: see `_invariant_groups`.
 
-One thread owns the context: the engine's, which calls `step()`.
+One thread at a time uses the context: the engine's, which calls `step()` (or, for
+jobs sharing the model, `shared.SharedModel`'s decode thread). Each prompt is decoded
+with its own job's settings (`JobRun`), so prompts of several jobs share the steps.
 """
 
 from __future__ import annotations
@@ -52,6 +54,17 @@ MIN_REUSED = 8
 
 
 @dataclass(slots=True)
+class JobRun:
+    """What one job's prompts are decoded with: its settings, its schema's constraint
+    (None: not enforced here) and how, and where its text streams."""
+
+    settings: GenerationSettings
+    constraint: Any = None
+    schema_mode: str | None = None
+    on_token: TokenSink | None = None
+
+
+@dataclass(slots=True)
 class _Slot:
     seq_id: int
     task: Task
@@ -59,6 +72,7 @@ class _Slot:
     max_tokens: int
     answer: GeneratedText
     sampler: Any  # llama.cpp's sampler chain; None for greedy, chosen by argmax
+    run: JobRun  # the job the prompt is of
     matcher: Any = None  # the job's schema, enforced (see `constraint`)
     n_past: int = 0  # tokens of this sequence already in the KV cache
     pending: int = -1  # sampled token still to be decoded
@@ -90,8 +104,8 @@ class ParallelLlamaBackend(Backend):
         # What each free slot's KV cells still hold: the prompt it ran last.
         self._kept: dict[int, list[int]] = {}
         self._failed: list[Completion] = []
-        self.settings = GenerationSettings()
-        self.on_token: TokenSink | None = None
+        # The job `begin` was given: what `submit` decodes a task with unless told.
+        self.run = JobRun(GenerationSettings())
         self.greedy_argmax = greedy_argmax
         self.batch_invariant = False
         self.timing = StepTiming()
@@ -99,22 +113,27 @@ class ParallelLlamaBackend(Backend):
         # decoded once into a sequence of its own when the first step comes.
         self._prefix: list[int] = []
         self._prefix_ready = False
-        # How the job's schema is enforced (None: the job has none), and the constraint
-        # that does it (None: not enforced here; answers are still checked).
-        self.schema_mode: str | None = None
-        self._constraint: Any = None
 
     # Loading ------------------------------------------------------------------------
 
     def begin(self, job: BatchJob, on_token: TokenSink | None = None) -> None:
-        self.settings = job.settings
-        self.batch_invariant = job.settings.batch_invariant
         super().begin(job, on_token)
-        self._prefix = self._m.chat.shared_prefix(job.settings)
-        self._prefix_ready = False
-        schema = job.settings.schema
+        self.run = self.job_run(job.settings, on_token)
+        self.schema_mode = self.run.schema_mode
+        self.use_prefix(job.settings)
+
+    def job_run(self, settings: GenerationSettings, on_token: TokenSink | None) -> JobRun:
+        """How a job with these settings is decoded here (the model open for them)."""
+        schema = settings.schema
         made = self._m.schema_constraint() if schema is not None else (None, None)
-        self._constraint, self.schema_mode = enforcement(made, schema)
+        constraint, mode = enforcement(made, schema)
+        return JobRun(settings, constraint, mode, on_token)
+
+    def use_prefix(self, settings: GenerationSettings) -> None:
+        """Decode these settings' shared prompt start (chat template, system prompt) once,
+        at the next step, for the prompts that begin with it to copy."""
+        self._prefix = self._m.chat.shared_prefix(settings)
+        self._prefix_ready = False
 
     @property
     def _m(self) -> LoadedModel:
@@ -124,8 +143,8 @@ class ParallelLlamaBackend(Backend):
         return self.loaded
 
     def open(self, settings: GenerationSettings) -> None:
-        threads, key = load_key(settings)
-        key += (settings.batch_invariant,)
+        threads, key = settings.effective_threads, model_key(settings)
+        self.batch_invariant = settings.batch_invariant
         if self.loaded is not None and key == self.loaded.key:
             return
         self.close()
@@ -171,8 +190,11 @@ class ParallelLlamaBackend(Backend):
     def in_flight(self) -> int:
         return len(self._slots) + len(self._failed)
 
-    def submit(self, task: Task) -> None:
-        settings, options = self.settings, task.prompt.options
+    def submit(self, task: Task, run: JobRun | None = None) -> None:
+        """Admit `task` into a free slot, decoded as `run` says (else as the job
+        `begin` was given); only called while a slot is free."""
+        run = run or self.run
+        settings, options = run.settings, task.prompt.options
         tokens, template_stop = self._m.chat.tokens(messages_for(task.prompt, settings), settings)
         if len(tokens) >= self._m.n_ctx:
             self._failed.append(
@@ -205,7 +227,8 @@ class ParallelLlamaBackend(Backend):
             max_tokens=max_tokens,
             answer=GeneratedText([s.encode("utf-8") for s in stop]),
             sampler=sampler,
-            matcher=self._constraint.matcher(settings.schema) if self._constraint else None,
+            run=run,
+            matcher=run.constraint.matcher(settings.schema) if run.constraint else None,
             n_past=reused,
             twin=twin,
             tracker=self._m.chat.tracker(settings, settings.reasoning_budget),
@@ -282,7 +305,11 @@ class ParallelLlamaBackend(Backend):
         return local_request_form(self.model_path, job.settings)
 
     def input_tokens(self, prompt: Prompt) -> int | None:
-        return len(self._m.chat.tokens(messages_for(prompt, self.settings), self.settings)[0])
+        return self.count_tokens(prompt, self.run.settings)
+
+    def count_tokens(self, prompt: Prompt, settings: GenerationSettings) -> int:
+        """The tokens `prompt` is with these settings' chat template and system prompt."""
+        return len(self._m.chat.tokens(messages_for(prompt, settings), settings)[0])
 
     def step(self) -> list[Completion]:
         """Decode once or a few times for every slot: its prompt or its next token."""
@@ -396,7 +423,8 @@ class ParallelLlamaBackend(Backend):
             if slot.tracker is not None and (token := slot.tracker.may_open) is not None
         ]
         kept = [logits[row, token] for row, token in opening]
-        self._constraint.mask(
+        # One constraint a model (`schema_constraint`), whichever job a slot is of.
+        slots[0].run.constraint.mask(
             logits, [slot.output_row for slot in slots], [slot.matcher for slot in slots]
         )
         for (row, token), value in zip(opening, kept, strict=True):
@@ -437,11 +465,12 @@ class ParallelLlamaBackend(Backend):
         else:
             thought = len(tracker.thought)
             answer = tracker.take(token)
-            if self.on_token is not None and len(tracker.thought) > thought:
+            on_token = slot.run.on_token
+            if on_token is not None and len(tracker.thought) > thought:
                 for new in tracker.thought[thought:]:
                     slot.thinking.add(self._m.pieces[new] or b"")
                 if text := slot.thinking.settled():
-                    self.on_token(slot.task.index, text, True)
+                    on_token(slot.task.index, text, True)
         for token in answer:
             if slot.answer.add(self._m.pieces[token] or b""):
                 return self._finish(slot, "stop")
@@ -470,12 +499,12 @@ class ParallelLlamaBackend(Backend):
         return bytes(self._m.piece[:size])
 
     def _stream(self, slot: _Slot) -> None:
-        if self.on_token is not None and (piece := slot.answer.settled()):
-            self.on_token(slot.task.index, piece, False)
+        if slot.run.on_token is not None and (piece := slot.answer.settled()):
+            slot.run.on_token(slot.task.index, piece, False)
 
     def _finish(self, slot: _Slot, reason: str) -> Completion:
-        if self.on_token is not None and (rest := slot.answer.rest()):
-            self.on_token(slot.task.index, rest, False)
+        if slot.run.on_token is not None and (rest := slot.answer.rest()):
+            slot.run.on_token(slot.task.index, rest, False)
         self._release(slot)
         completion = Completion(
             slot.task.index,
@@ -514,11 +543,29 @@ class ParallelLlamaBackend(Backend):
             self._release(slot)
         return indices
 
+    def drop(self, indices: set[int]) -> None:
+        """Drop the unfinished tasks of these indices (one job's, of several sharing the
+        model), leaving the others running."""
+        self._failed = [c for c in self._failed if c.index not in indices]
+        for slot in list(self._slots.values()):
+            if slot.task.index in indices:
+                self._release(slot)
+
+    @property
+    def free_slots(self) -> int:
+        """How many tasks `submit` may take now."""
+        return len(self._free)
+
     def close(self) -> None:
         if self.loaded is not None:
             self.abort()
             self.loaded.close()
         self.loaded = None
+
+
+def model_key(settings: GenerationSettings) -> tuple[Any, ...]:
+    """What a loaded model must match to run a job with `settings` (`LoadedModel.key`)."""
+    return (*load_key(settings)[1], settings.batch_invariant)
 
 
 def _must_go_on(slot: _Slot) -> bool:

@@ -12,8 +12,12 @@ the limits each endpoint's answers teach us.
   been out for the job's `give_up_after` seconds, `gave_up` says so and the job stops,
   resumable.
 
-Waiters are served first come, first served, from one queue; nothing polls. Runs on the
-backend's event loop and is not thread-safe, `status` included: the backend takes it there.
+Several jobs on the same servers share one admission (`fleet.Fleet`), each through a
+`Share`: the limits are the fleet's, and the next request to go is the first waiting of
+the job with the fewest in flight for its weight (its priority). Work-conserving: a job
+alone takes everything, and a job paused or with nothing waiting holds nothing back.
+Within a job, first come, first served; nothing polls. Runs on the backend's event loop
+and is not thread-safe, `status` included: the backend takes it there.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 from tui_batch.core.backend import BackendStatus, EndpointStatus
@@ -105,6 +109,16 @@ class EndpointState:
         return self.in_flight < self.limit, math.inf
 
 
+@dataclass(eq=False, slots=True)
+class Share:
+    """One job's part of an admission: its waiters, its requests in flight, its weight."""
+
+    weight: int = 1
+    in_flight: int = 0
+    held: bool = False  # the job is paused: none of its requests go
+    queue: deque[tuple[float, asyncio.Future[EndpointState]]] = field(default_factory=deque)
+
+
 class Admission:
     """Hands out endpoints to requests under the job's limits (see the module doc)."""
 
@@ -121,7 +135,8 @@ class Admission:
         # all, so a reader can tell which it has not seen.
         self.notes: deque[str] = deque(maxlen=50)
         self.changes = 0
-        self._queue: deque[tuple[float, asyncio.Future[EndpointState]]] = deque()
+        # The jobs' shares; the first is the one a job alone uses.
+        self.shares: list[Share] = [Share()]
         self._timer: asyncio.TimerHandle | None = None
         self.paused = False  # while set, nothing is sent
         self.give_up_after = server.give_up_after
@@ -130,16 +145,32 @@ class Admission:
         self.all_out_since: float | None = None
         self.gave_up: str | None = None
 
-    async def acquire(self, cost: float) -> EndpointState:
+    def share(self, weight: int = 1) -> Share:
+        """A part of this admission for one more job on the same servers."""
+        share = Share(max(1, weight))
+        self.shares.append(share)
+        return share
+
+    def leave(self, share: Share) -> None:
+        """The job is over: its waiters go (cancelled), and the others get its part."""
+        for _, future in share.queue:
+            future.cancel()
+        share.queue.clear()
+        if share in self.shares[1:]:
+            self.shares.remove(share)
+        self._dispatch()
+
+    async def acquire(self, cost: float, share: Share | None = None) -> EndpointState:
         """Wait for a slot; `cost` is the request's estimated tokens (for `tpm`)."""
+        share = share or self.shares[0]
         future: asyncio.Future[EndpointState] = asyncio.get_running_loop().create_future()
-        self._queue.append((cost, future))
+        share.queue.append((cost, future))
         self._dispatch()
         try:
             return await future
         except asyncio.CancelledError:
             if future.done() and not future.cancelled():
-                self.release(future.result(), Outcome.UNSENT)
+                self.release(future.result(), Outcome.UNSENT, share=share)
             raise
 
     def release(
@@ -148,10 +179,12 @@ class Admission:
         outcome: Outcome,
         retry_after: float | None = None,
         error: str | None = None,
+        share: Share | None = None,
     ) -> None:
         """A request to `state` ended; learn from how, then serve the next waiters."""
         now = self.clock()
         self.in_flight -= 1
+        (share or self.shares[0]).in_flight -= 1
         state.in_flight -= 1
         if outcome is Outcome.UNSENT:
             state.requests -= 1
@@ -176,7 +209,7 @@ class Admission:
 
     @property
     def waiting(self) -> int:
-        return sum(1 for _, future in self._queue if not future.done())
+        return sum(1 for s in self.shares for _, future in s.queue if not future.done())
 
     def status(self) -> BackendStatus:
         now = self.clock()
@@ -267,11 +300,25 @@ class Admission:
                     f"(--give-up-after {self.give_up_after:g})"
                 )
 
-    def hold(self, paused: bool) -> None:
-        """Send nothing while `paused`; when it ends, serve the waiters again."""
-        self.paused = paused
+    def hold(self, paused: bool, share: Share | None = None) -> None:
+        """Send nothing while `paused` (of one job's `share`: nothing of its); when it
+        ends, serve the waiters again."""
+        if share is None:
+            self.paused = paused
+        else:
+            share.held = paused
         if not paused:
             self._dispatch()
+
+    def _next(self) -> Share | None:
+        """The share whose first waiter goes next: the fewest in flight for its weight."""
+        best = None
+        for share in self.shares:
+            while share.queue and share.queue[0][1].done():
+                share.queue.popleft()
+            if share.queue and not share.held and (best is None or _fewer(share, best)):
+                best = share
+        return best
 
     def _pick(self, cost: float, now: float) -> tuple[EndpointState | None, float]:
         """An endpoint for a request now, or how long until one may be free."""
@@ -306,16 +353,19 @@ class Admission:
             self._timer.cancel()
             self._timer = None
         now = self.clock()
-        while self._queue:
-            cost, future = self._queue[0]
-            if future.done():
-                self._queue.popleft()
-                continue
+        while (share := self._next()) is not None:
+            cost, future = share.queue[0]
             state, wait = self._pick(cost, now)
             if state is None:
                 if wait != math.inf:
                     loop = asyncio.get_running_loop()
                     self._timer = loop.call_later(max(wait, 0.001), self._dispatch)
                 return
-            self._queue.popleft()
+            share.queue.popleft()
+            share.in_flight += 1
             future.set_result(state)
+
+
+def _fewer(share: Share, other: Share) -> bool:
+    """Whether `share` has fewer requests in flight than `other` for its weight."""
+    return (share.in_flight + 1) * other.weight < (other.in_flight + 1) * share.weight

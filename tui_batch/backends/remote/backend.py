@@ -28,7 +28,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from typing import Any, TypeVar
 
-from tui_batch.backends.remote.admission import Admission, Outcome
+from tui_batch.backends.remote.admission import Admission, Outcome, Share
 from tui_batch.backends.remote.call import Call
 from tui_batch.backends.remote.chat_wire import (
     chat_request,
@@ -38,6 +38,7 @@ from tui_batch.backends.remote.chat_wire import (
     with_extra,
 )
 from tui_batch.backends.remote.endpoint_probes import EndpointProbes
+from tui_batch.backends.remote.fleet import Fleet
 from tui_batch.backends.remote.openai_api import Secret, make_client
 from tui_batch.core.backend import Backend, BackendStatus, Completion, RequestForm, Task
 from tui_batch.core.cache.key import reproducible, sampling_of
@@ -61,8 +62,14 @@ CALL_WAIT = 10.0
 class RemoteBackend(Backend):
     """Runs prompts on the job's servers; see the module doc."""
 
-    def __init__(self, server: ServerSettings, model: str) -> None:
+    def __init__(
+        self, server: ServerSettings, model: str, fleet: Fleet | None = None, priority: int = 1
+    ) -> None:
+        """`fleet`: servers other jobs run on at the same time, whose loop and limits
+        this job shares (with `priority` its weight); None: the job's own."""
         self.server = server
+        self.fleet = fleet
+        self.priority = priority
         self.model = model
         self.secret = Secret(server.api_key_env)
         # What each endpoint takes (a schema's form, reasoning fields), asked once.
@@ -82,7 +89,9 @@ class RemoteBackend(Backend):
         self._calls: dict[int, Call] = {}  # the request on its way for a prompt (loop side)
         self._pending: set[int] = set()  # submitted, not yet returned by step (engine side)
         self._aborting = False
-        self.admission = Admission(server)  # made again for each run, in `begin`
+        # Made again for each run, in `begin` (a fleet's is the fleet's); the job's part.
+        self.admission = fleet.admission if fleet is not None else Admission(server)
+        self._share: Share | None = None
         self._published: BackendStatus | None = None
         self._said_no_usage: set[str] = set()
         self.job: BatchJob | None = None
@@ -94,11 +103,14 @@ class RemoteBackend(Backend):
         self.settings = settings
         if self._loop is not None:
             return
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="tui-batch-remote", daemon=True
-        )
-        self._thread.start()
+        if self.fleet is not None:
+            self._loop = self.fleet.loop()
+        else:
+            self._loop = asyncio.new_event_loop()
+            self._thread = threading.Thread(
+                target=self._loop.run_forever, name="tui-batch-remote", daemon=True
+            )
+            self._thread.start()
         self._loop.call_soon_threadsafe(self._publish)
         if not self._call(self._make_clients()):
             raise ServerError("The client's event loop did not start: try again")
@@ -110,11 +122,12 @@ class RemoteBackend(Backend):
         try:
             self._call(self._close_clients())
         finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            if self._thread is not None:
-                self._thread.join(timeout=CALL_WAIT)
-            if not self._loop.is_running():
-                self._loop.close()
+            if self.fleet is None:  # else the loop is the fleet's, and goes on
+                self._loop.call_soon_threadsafe(self._loop.stop)
+                if self._thread is not None:
+                    self._thread.join(timeout=CALL_WAIT)
+                if not self._loop.is_running():
+                    self._loop.close()
             self._published = self._snapshot()
             self._loop = self._thread = None
 
@@ -124,11 +137,20 @@ class RemoteBackend(Backend):
         super().begin(job, on_token)
         self.job = job
         self._aborting = False
-        self.admission = Admission(self.server)
+        if self.fleet is None:
+            self.admission = Admission(self.server)
+        else:
+            self._share = self._on_loop(lambda: self.admission.share(self.priority))
         if job.settings.schema is not None:
             self._find_schema_forms()
         if reasoning_fields(job.settings):
             self._find_reasoning_fields()
+
+    def end(self) -> None:
+        super().end()
+        if self._share is not None and self._loop is not None:
+            share, self._share = self._share, None
+            self._on_loop(lambda: self.admission.leave(share))
 
     def _find_reasoning_fields(self) -> None:
         if self._loop is not None:
@@ -204,7 +226,7 @@ class RemoteBackend(Backend):
             self._call(self._hold(False))
 
     async def _hold(self, paused: bool) -> None:
-        self.admission.hold(paused)
+        self.admission.hold(paused, self._share)
         if paused:
             for call in list(self._calls.values()):
                 call.call_back()
@@ -263,6 +285,17 @@ class RemoteBackend(Backend):
             return False
         return True
 
+    def _on_loop(self, work: Callable[[], T]) -> T:
+        """`work()` run on the loop (where the admission lives), and its value."""
+        done: list[T] = []
+
+        async def run() -> None:
+            done.append(work())
+
+        if not self._call(run()):
+            raise ServerError("The client's event loop did not answer: try again")
+        return done[0]
+
     async def _make_clients(self) -> None:
         self._clients = {
             e.url: make_client(e, self.server, self.secret) for e in self.server.endpoints
@@ -312,7 +345,7 @@ class RemoteBackend(Backend):
         log: list[Attempt] = []
         failures = 0
         while True:
-            state = await self.admission.acquire(estimate)
+            state = await self.admission.acquire(estimate, self._share)
             call = self._calls[task.index] = Call(state.url, self.server, self.secret)
             form = self.schema_forms.get(state.url)
             sent = with_extra(request, structured_output(form, self.settings.schema))
@@ -323,7 +356,11 @@ class RemoteBackend(Backend):
                 del self._calls[task.index]
             log.append(answer.attempt)
             self.admission.release(
-                state, answer.outcome, answer.attempt.retry_after, answer.attempt.error
+                state,
+                answer.outcome,
+                answer.attempt.retry_after,
+                answer.attempt.error,
+                self._share,
             )
             thought = from_parts(answer.text, answer.reasoning)
             if answer.outcome is Outcome.OK and incomplete(
