@@ -1,0 +1,183 @@
+"""Several jobs at once: on one loaded model (its slots shared, each job with its own
+settings, schema and max tokens, answers as each alone) and on one fleet of servers
+(its concurrency and Retry-After the fleet's, shares by priority)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+
+import pytest
+
+from tui_batch.backends.llama.parallel import ParallelLlamaBackend
+from tui_batch.backends.llama.shared import SharedModel
+from tui_batch.backends.pool import BackendPool
+from tui_batch.core import events
+from tui_batch.core.jobs import GenerationSettings, JobStatus
+from tui_batch.core.processor import BatchProcessor
+from tui_batch.core.prompts import load_prompt_file
+from tui_batch.core.structured.schema import parse_schema
+
+from conftest import EXAMPLES
+from support.fake_server import FakeServer
+from support.remote import settings
+
+INVARIANT = GenerationSettings(
+    max_tokens=24, temperature=0.0, n_ctx=1024, n_threads=1, batch_invariant=True
+)
+LABEL = parse_schema("sentiment: positive|negative|neutral")
+
+
+def _together(processor, jobs, shared, **kwargs):
+    """Run `jobs` at once on lanes of `shared`, each on its own thread."""
+    threads = [
+        threading.Thread(
+            target=processor.run_streamed,
+            args=(job, shared.lane()),
+            kwargs=kwargs.get(job.job_id, {}),
+        )
+        for job in jobs
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(300)
+
+
+@pytest.mark.model
+def test_two_jobs_on_one_model_decode_together_and_answer_as_each_alone(demo_model, tmp_path):
+    prompts = load_prompt_file(EXAMPLES / "batch_prompts.txt").prompts[:10]
+    plain = INVARIANT
+    labelled = replace(INVARIANT, schema=LABEL, max_tokens=16, system_prompt="Label the text.")
+    processor = BatchProcessor(tmp_path / "checkpoints")
+    alone, steps = [], []
+    for generation in (plain, labelled):
+        backend = ParallelLlamaBackend(demo_model, 8)
+        backend.open(generation)
+        try:
+            job = processor.create_job("demo", prompts, settings=generation)
+            alone.append(processor.process_batch(job, backend))
+            steps.append(backend.timing.steps)
+        finally:
+            backend.close()
+    jobs = [processor.create_job("demo", prompts, settings=s) for s in (plain, labelled)]
+    shared = SharedModel(ParallelLlamaBackend(demo_model, 8))
+    try:
+        _together(processor, jobs, shared)
+    finally:
+        shared.close()
+    for job, answers in zip(jobs, alone, strict=True):
+        assert job.status is JobStatus.COMPLETED and job.completed == len(prompts)
+        stored = processor.load_job(job.job_id)[1]
+        assert [r.response_text for r in stored] == [r.response_text for r in answers]
+        assert [r.tokens_output for r in stored] == [r.tokens_output for r in answers]
+    labelled_answers = processor.load_job(jobs[1].job_id)[1]
+    assert {r.output["sentiment"] for r in labelled_answers} <= {"positive", "negative", "neutral"}
+    assert max(r.tokens_output for r in labelled_answers) <= 16
+    # Decoded in the same steps: fewer than one job after the other.
+    assert shared.backend.timing.steps < sum(steps)
+
+
+@pytest.mark.model
+def test_one_job_stopped_leaves_the_other_running_and_resumes_on_the_same_model(
+    demo_model, tmp_path
+):
+    prompts = load_prompt_file(EXAMPLES / "batch_prompts.txt").prompts[:12]
+    settings = replace(INVARIANT, batch_invariant=False, max_tokens=16)
+    processor = BatchProcessor(tmp_path / "checkpoints")
+    first, second = (processor.create_job("demo", prompts, settings=settings) for _ in range(2))
+    stop = threading.Event()
+    seen: list[events.ResultReady] = []
+
+    def stop_after_three(event):
+        if isinstance(event, events.ResultReady):
+            seen.append(event)
+            if len(seen) >= 3:
+                stop.set()
+
+    shared = SharedModel(ParallelLlamaBackend(demo_model, 4))
+    try:
+        _together(
+            processor,
+            [first, second],
+            shared,
+            **{first.job_id: {"cancel_event": stop, "on_event": stop_after_three}},
+        )
+        assert first.status is JobStatus.CANCELLED and first.done < len(prompts)
+        assert second.status is JobStatus.COMPLETED and second.done == len(prompts)
+        loaded = shared.backend.loaded
+        processor.run_streamed(processor.load_job(first.job_id)[0], shared.lane())
+        assert shared.backend.loaded is loaded  # the same model, never loaded again
+    finally:
+        shared.close()
+    resumed, results = processor.load_job(first.job_id)
+    assert resumed.status is JobStatus.COMPLETED
+    assert sorted(r.prompt_index for r in results) == list(range(len(prompts)))
+    assert all(r.success and r.response_text for r in results)
+
+
+def _fleet_jobs(processor, server_settings, count, **job):
+    return [
+        processor.create_job(
+            "fake-model",
+            [f"job{n} prompt {i}" for i in range(count)],
+            server=server_settings,
+            retries=3,
+            retry_backoff=0.05,
+            **job,
+        )
+        for n in range(2)
+    ]
+
+
+def test_jobs_on_one_fleet_keep_its_concurrency_together_and_share_by_priority(tmp_path):
+    with FakeServer(delay=0.2) as server:
+        fleet = settings(server.url, concurrency=4)
+        processor = BatchProcessor(tmp_path / "checkpoints")
+        jobs = _fleet_jobs(processor, fleet, 24)
+        pool = BackendPool()
+        try:
+            backends = [pool.take(jobs[0], priority=3), pool.take(jobs[1], priority=1)]
+            threads = [
+                threading.Thread(target=processor.run_streamed, args=(job, backend))
+                for job, backend in zip(jobs, backends, strict=True)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(120)
+            for backend in backends:
+                pool.give_back(backend)
+        finally:
+            pool.close()
+        assert all(job.status is JobStatus.COMPLETED for job in jobs)
+        assert server.peak <= 4  # the fleet's limit, for both jobs together
+        # While both had prompts waiting, the job of priority 3 had three of the four.
+        senders = [body["messages"][-1]["content"][:4] for body in server.bodies[:16]]
+        assert senders.count("job0") >= 10, senders
+
+
+def test_a_429_pauses_the_server_for_every_job_on_it(tmp_path):
+    with FakeServer(delay=0.05) as server:
+        server.script.extend(["ok", "ok", "429:1"])
+        fleet = settings(server.url, concurrency=1)
+        processor = BatchProcessor(tmp_path / "checkpoints")
+        jobs = _fleet_jobs(processor, fleet, 6)
+        pool = BackendPool()
+        try:
+            backends = [pool.take(job) for job in jobs]
+            threads = [
+                threading.Thread(target=processor.run_streamed, args=(job, backend))
+                for job, backend in zip(jobs, backends, strict=True)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(120)
+        finally:
+            pool.close()
+        assert all(job.status is JobStatus.COMPLETED and job.failed == 0 for job in jobs)
+        # The next request, of either job, waited out the Retry-After.
+        assert server.arrivals[3] - server.arrivals[2] >= 0.95
+        senders = {body["messages"][-1]["content"][:4] for body in server.bodies}
+        assert senders == {"job0", "job1"}
