@@ -17,6 +17,7 @@ from tui_batch.core.processor import BatchProcessor
 from conftest import EXAMPLES, run_cli
 from support.cli import FAST, start_cli
 from support.mcnemar import exact_p
+from support.thinking_model import demo_with_template
 
 pytestmark = pytest.mark.model
 LABELS = ["--limit", "8", "--threads", "1", "--batch-invariant", "--max-tokens", "48"]
@@ -133,10 +134,14 @@ def test_several_inputs_run_as_one_group_in_one_process(tmp_path):
     second.write_text("Name a colour.\n")
     done = run_cli("run", str(first), str(second), *FAST)
     assert done.returncode == 0, done.stderr
+    # At once, one line a job, each after its job's name.
+    assert re.search(r"^\[a\.txt\] +Completed: 2 succeeded", done.stderr, re.M)
+    assert re.search(r"^\[b\.txt\] +Completed: 1 succeeded", done.stderr, re.M)
     group_id = re.search(r"Group (g\w+): 2 jobs, from 2 inputs", done.stderr)[1]
     # Different inputs: no answers to pair, each job's line instead.
     assert "No leaderboard: the jobs of group" in done.stderr
     jobs = BatchProcessor().group_jobs(group_id)
+    assert max(j.started_at for j in jobs) < min(j.completed_at for j in jobs)
     assert sorted((j.variant, j.total_prompts, j.status.value) for j in jobs) == [
         ("a.txt", 2, "completed"),
         ("b.txt", 1, "completed"),
@@ -144,3 +149,50 @@ def test_several_inputs_run_as_one_group_in_one_process(tmp_path):
     one_out = run_cli("run", str(first), str(second), "--out", str(tmp_path / "o.json"))
     assert one_out.returncode == 2 and "would write one results file" in one_out.stderr
     assert len(BatchProcessor().job_summaries()) == 2  # nothing more was made
+
+
+# A second model: the demo model's weights under a chat template that tells it how to
+# answer, so its answers differ.
+TERSE = """{%- for message in messages -%}
+<|im_start|>{{ message.role }}
+{% if message.role == 'user' %}Reply with the JSON only. {% endif %}{{ message.content }}<|im_end|>
+{% endfor -%}
+{%- if add_generation_prompt -%}
+<|im_start|>assistant
+{%- endif -%}"""
+
+
+def test_a_matrix_of_two_models_loads_each_once_one_at_a_time_and_answers_as_alone(tmp_path):
+    terse = demo_with_template(tmp_path / "terse.gguf", TERSE)
+    job_file = EXAMPLES / "review_labels.toml"
+    demo = "SmolLM2-135M-Instruct.Q4_1"
+    done = run_cli(
+        "run", str(job_file), *LABELS, "--matrix", f"model={demo},{terse}",
+        "--out", str(tmp_path / "labels.csv"),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    group_id = re.search(r"Group (g\w+): 2 jobs", done.stderr)[1]
+    # Each model loaded once, one at a time (--max-models 1): the second job started
+    # once the first had ended.
+    assert done.stderr.count("Loading ") == 2
+    jobs = sorted(BatchProcessor().group_jobs(group_id), key=lambda job: job.started_at)
+    assert jobs[0].completed_at <= jobs[1].started_at
+    board = json.loads(run_cli("stats", group_id, "--json").stdout)
+    by_model = {v["job_id"]: v for v in board["variants"]}
+    right = {}
+    for job in jobs:
+        alone = run_cli(
+            "run", str(job_file), *LABELS, "--model", job.model_path,
+            "--out", str(tmp_path / f"{job.job_id}.csv"),
+        )  # fmt: skip
+        assert alone.returncode == 0, alone.stderr
+        alone_id = re.search(r"Job (\w+):", alone.stderr)[1]
+        assert answers(alone_id) == answers(job.job_id)  # batch-invariant: the same
+        scores = answers(job.job_id)
+        right[job.job_id] = {i for i, (_, score) in scores.items() if score and score >= 1}
+        assert by_model[job.job_id]["right"] == len(right[job.job_id])
+    best, other = board["variants"]
+    worse = len(right[best["job_id"]] - right[other["job_id"]])
+    better = len(right[other["job_id"]] - right[best["job_id"]])
+    assert other["against_best"]["p_value"] == pytest.approx(exact_p(better, worse))
+    assert answers(jobs[0].job_id) != answers(jobs[1].job_id)  # two models, two answers

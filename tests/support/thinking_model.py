@@ -12,6 +12,7 @@ templates`), where `TUI_BATCH_LLAMA_TEMPLATES` names their folder (`.ci/run` fil
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import gguf
@@ -74,7 +75,27 @@ def make_thinking_model(folder: Path, opens: bool = True, channels: bool = False
     """The demo model as a thinking model, written once into `folder` (`channels`: with
     gpt-oss-style channels of control tokens, else `<think>` tags)."""
     style = "channels" if channels else "open" if opens else "plain"
-    path = folder / f"thinking-{style}.gguf"
+
+    def tokens(name: str, value: list) -> list:
+        if name == gguf.Keys.Tokenizer.LIST:
+            if channels:
+                for token, text in zip(CHANNELS, CHANNEL_NAMES, strict=True):
+                    value[token] = text
+            else:
+                value[THINK], value[END_THINK] = "<think>", "</think>"
+        elif name == gguf.Keys.Tokenizer.TOKEN_TYPE and not channels:  # those are control
+            value[THINK] = value[END_THINK] = USER_DEFINED
+        return value
+
+    chat = CHANNEL_STYLE if channels else template(opens)
+    return demo_with_template(folder / f"thinking-{style}.gguf", chat, tokens)
+
+
+def demo_with_template(
+    path: Path, chat_template: str, tokens: Callable[[str, list], list] | None = None
+) -> Path:
+    """The demo model's weights written once to `path` as a model of its own, with this
+    chat template (and its vocabulary's lists changed by `tokens(name, values)`)."""
     if path.exists():
         return path
     source = demo_model_path()
@@ -89,20 +110,15 @@ def make_thinking_model(folder: Path, opens: bool = True, channels: bool = False
         if name == gguf.Keys.Tokenizer.CHAT_TEMPLATE:
             continue
         value = field.contents()
-        if name == gguf.Keys.Tokenizer.LIST:
-            value = list(value)
-            if channels:
-                for token, text in zip(CHANNELS, CHANNEL_NAMES, strict=True):
-                    value[token] = text
-            else:
-                value[THINK], value[END_THINK] = "<think>", "</think>"
-        elif name == gguf.Keys.Tokenizer.TOKEN_TYPE and not channels:  # those are control
-            value = list(value)
-            value[THINK] = value[END_THINK] = USER_DEFINED
+        if tokens is not None and name in (
+            gguf.Keys.Tokenizer.LIST,
+            gguf.Keys.Tokenizer.TOKEN_TYPE,
+        ):
+            value = tokens(name, list(value))
         kind = field.types[0]
         sub = field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None
         writer.add_key_value(name, value, kind, sub_type=sub)
-    writer.add_chat_template(CHANNEL_STYLE if channels else template(opens))
+    writer.add_chat_template(chat_template)
     for tensor in reader.tensors:
         writer.add_tensor_info(
             tensor.name,
