@@ -52,9 +52,7 @@ class _Model:
 class BackendPool:
     """Hands out backends to jobs that run at the same time (see the module doc)."""
 
-    def __init__(
-        self, max_models: int = 1, on_load: Callable[[str], None] | None = None
-    ) -> None:
+    def __init__(self, max_models: int = 1, on_load: Callable[[str], None] | None = None) -> None:
         """`on_load(name)`: told each time a model is taken into memory."""
         self.max_models = max(1, max_models)
         self.on_load = on_load

@@ -1,0 +1,237 @@
+"""Several jobs at once in one process: sharing a fleet, sharing a model. (Not named
+queue.py: a script in this folder would import it as the standard library's `queue`.)
+
+1. A fleet: a matrix of 3 variants x 60 prompts (`--matrix temperature=0,0.5,1`) on two
+   real `llama_cpp.server`s (demo model, 1 thread each) against one job holding the same
+   180 requests (each prompt at each temperature) on the same servers, same
+   `--concurrency`. Prints both times and their ratio;
+   then, from the servers' own access logs (`logged_llama_server.py`), the most requests
+   in flight at the fleet at once, for both runs, and, for a matrix run under `--rpm`,
+   the most requests started in any 10 s against what the rate allows.
+2. One model, two jobs: two jobs of 24 prompts on the demo model at `--parallel 16`, run
+   as one group (`tui-batch run a.txt b.txt`: at once, the model loaded once) against
+   the same two jobs as two `tui-batch run` commands one after the other. Prints both
+   times, their ratio, and the peak RSS of the group against one command's.
+
+    python benchmarks/job_queue.py                 # both
+    python benchmarks/job_queue.py --skip-fleet    # only 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+from support.fake_server import free_port, wait_for_models  # noqa: E402 - the tests' server harness
+
+EXAMPLES = REPO / "examples" / "batch_prompts.txt"
+PROMPT = "In one sentence: "
+TEMPERATURES = (0.0, 0.5, 1.0)
+TOPICS = [line.strip() for line in EXAMPLES.read_text().splitlines() if line.strip()]
+
+
+def run(command: list[str], env: dict[str, str]) -> tuple[float, int]:
+    """Run a command under /usr/bin/time; its wall time and peak RSS (KiB)."""
+    rss_file = Path(env["TUI_BATCH_DATA_DIR"]) / "rss.txt"
+    start = time.perf_counter()
+    done = subprocess.run(
+        ["/usr/bin/time", "-f", "%M", "-o", str(rss_file), *command],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command[2:6])}... failed:\n{done.stderr[-3000:]}")
+    return elapsed, int(rss_file.read_text().split()[-1])
+
+
+def tui_batch(*args: str) -> list[str]:
+    return [sys.executable, "-m", "tui_batch", "run", *args]
+
+
+def start_logged_servers(model: str, logs: list[Path]) -> list[tuple[str, subprocess.Popen]]:
+    started = []
+    for log in logs:
+        port = free_port()
+        command = [
+            sys.executable, str(REPO / "benchmarks" / "logged_llama_server.py"), str(log),
+            "--model", model, "--model_alias", "smollm2", "--host", "127.0.0.1",
+            "--port", str(port), "--n_ctx", "2048", "--n_threads", "1",
+            "--interrupt_requests", "False",
+        ]  # fmt: skip
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        started.append((f"http://127.0.0.1:{port}/v1", process))
+    for url, process in started:
+        wait_for_models(url, process)
+    return started
+
+
+def fleet_events(logs: list[Path], since: float, until: float) -> list[tuple[float, int]]:
+    """The jobs' requests at the fleet starting (+1) and ending (-1) between `since` and
+    `until`, in time order, from every server's log (the checks `tui-batch` sends before
+    a job starts, whose prompts are not ours, left out)."""
+    moments = []
+    for log in logs:
+        for line in log.read_text().splitlines():
+            stamp, what, _, _, prompt = line.split(" ", 4)
+            if since <= float(stamp) <= until and json.loads(prompt).startswith(PROMPT):
+                moments.append((float(stamp), 1 if what == "start" else -1))
+    return sorted(moments, key=lambda m: (m[0], m[1]))  # an end before a start at a tie
+
+
+def most_in_flight(moments: list[tuple[float, int]]) -> int:
+    now = most = 0
+    for _, change in moments:
+        now += change
+        most = max(most, now)
+    return most
+
+
+def most_started_in(moments: list[tuple[float, int]], window: float) -> int:
+    starts = [stamp for stamp, change in moments if change > 0]
+    most, first = 0, 0
+    for last, stamp in enumerate(starts):
+        while stamp - starts[first] > window:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
+
+
+def fleet(args: argparse.Namespace, work: Path, env: dict[str, str]) -> None:
+    from tui_batch.models.catalog import demo_model_path
+
+    model = demo_model_path()
+    if model is None:
+        raise SystemExit("the demo model is missing: pip install -e '.[dev]'")
+    per_variant = args.fleet_prompts
+    prompts = [f"{PROMPT}{TOPICS[i % len(TOPICS)]} (#{i})" for i in range(per_variant)]
+    sixty, all_of_them = work / "variant.txt", work / "all.jsonl"
+    sixty.write_text("\n".join(prompts) + "\n")
+    # The same 180 requests in one job: each prompt at each variant's temperature (a
+    # request line's own, as the OpenAI Batch API's format gives it).
+    with all_of_them.open("w") as lines:
+        for temperature in TEMPERATURES:
+            for number, prompt in enumerate(prompts):
+                body = {"messages": [{"role": "user", "content": prompt}]}
+                request = {"custom_id": f"{temperature}-{number}", "method": "POST"}
+                request |= {"url": "/v1/chat/completions"}
+                body["temperature"] = temperature
+                lines.write(json.dumps({**request, "body": body}) + "\n")
+    matrix = "temperature=" + ",".join(f"{t:g}" for t in TEMPERATURES)
+    logs = [work / "server-0.log", work / "server-1.log"]
+    started = start_logged_servers(str(model), logs)
+    servers = [flag for url, _ in started for flag in ("--server", url)]
+    common = [*servers, "--model", "smollm2", "--max-tokens", "16", "--concurrency", "2"]
+    try:
+        print(
+            f"Fleet: 3 variants x {per_variant} prompts against one job of {3 * per_variant}, "
+            "two llama_cpp.server (demo model, 1 thread each), --concurrency 2, 16 tokens"
+        )
+        times: dict[str, list[float]] = {"matrix": [], "one job": []}
+        peaks: dict[str, int] = {"matrix": 0, "one job": 0}
+        for _ in range(args.repeat):
+            for name, command in (
+                ("matrix", tui_batch(str(sixty), *common, "--matrix", matrix)),
+                ("one job", tui_batch(str(all_of_them), *common)),
+            ):
+                since = time.time()
+                elapsed, _ = run(command, env)
+                times[name].append(elapsed)
+                peak = most_in_flight(fleet_events(logs, since, time.time()))
+                peaks[name] = max(peaks[name], peak)
+        best = {name: min(values) for name, values in times.items()}
+        print(
+            f"  matrix {best['matrix']:.1f}s, one job {best['one job']:.1f}s: "
+            f"the matrix takes {best['matrix'] / best['one job']:.3f}x the time of one job "
+            f"(best of {args.repeat}, alternating)"
+        )
+        print(
+            f"  servers' logs: most in flight at the fleet at once: matrix {peaks['matrix']}, "
+            f"one job {peaks['one job']} (--concurrency 2)"
+        )
+        rpm, count = 120, 30
+        limited = work / "limited.txt"
+        limited.write_text("\n".join(prompts[:count]) + "\n")
+        since = time.time()
+        elapsed, _ = run(
+            tui_batch(str(limited), *common, "--rpm", str(rpm), "--matrix", "temperature=0,0.5,1"),
+            env,
+        )
+        moments = fleet_events(logs, since, time.time())
+        window = 10.0
+        allowed = rpm / 60 * window + max(1.0, rpm / 60)  # the rate, and one second's burst
+        print(
+            f"  --rpm {rpm}, 3 variants x {count}: {3 * count} requests in {elapsed:.1f}s; "
+            f"most started in any {window:.0f}s: {most_started_in(moments, window)} "
+            f"(the rate allows {allowed:.0f}); most in flight {most_in_flight(moments)}"
+        )
+    finally:
+        for _, process in started:
+            process.kill()
+            process.wait()
+
+
+def one_model(args: argparse.Namespace, work: Path, env: dict[str, str]) -> None:
+    first, second = work / "a.txt", work / "b.txt"
+    first.write_text("\n".join(TOPICS[:24]) + "\n")
+    second.write_text("\n".join(f"Briefly: {topic}" for topic in TOPICS[:24]) + "\n")
+    flags = [
+        "--parallel", "16", "--threads", str(args.threads),
+        "--max-tokens", str(args.max_tokens), "--temperature", "0",
+    ]  # fmt: skip
+    print(
+        f"One model, two jobs: 2 x 24 prompts, demo model, --parallel 16, "
+        f"--threads {args.threads}, --max-tokens {args.max_tokens}"
+    )
+    together_times, apart_times, together_rss, one_rss = [], [], 0, 0
+    for _ in range(args.repeat):
+        elapsed, rss = run(tui_batch(str(first), str(second), *flags), env)
+        together_times.append(elapsed)
+        together_rss = max(together_rss, rss)
+        apart = 0.0
+        for prompts in (first, second):
+            elapsed, rss = run(tui_batch(str(prompts), *flags), env)
+            apart += elapsed
+            one_rss = max(one_rss, rss)
+        apart_times.append(apart)
+    together, apart = min(together_times), min(apart_times)
+    print(
+        f"  one group (at once, loaded once) {together:.1f}s; two commands one after the "
+        f"other {apart:.1f}s: {apart / together:.2f}x sooner (best of {args.repeat})"
+    )
+    print(
+        f"  peak RSS: the group {together_rss / 1024:.0f} MiB, one command "
+        f"{one_rss / 1024:.0f} MiB ({together_rss / one_rss:.2f}x)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--skip-fleet", action="store_true")
+    parser.add_argument("--skip-model", action="store_true")
+    parser.add_argument("--fleet-prompts", type=int, default=60)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--repeat", type=int, default=1)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        work = Path(folder)
+        env = {**os.environ, "TUI_BATCH_DATA_DIR": str(work / "data")}
+        (work / "data").mkdir()
+        if not args.skip_fleet:
+            fleet(args, work, env)
+        if not args.skip_model:
+            one_model(args, work, env)
+
+
+if __name__ == "__main__":
+    main()
