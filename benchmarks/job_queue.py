@@ -5,7 +5,7 @@ queue.py: a script in this folder would import it as the standard library's `que
    real `llama_cpp.server`s (demo model, 1 thread each) against one job holding the same
    180 requests (each prompt at each temperature) on the same servers, same
    `--concurrency`. Prints both times and their ratio;
-   then, from the servers' own access logs (`logged_llama_server.py`), the most requests
+   then, from the servers' own access logs (`tests/support/logged_llama_server.py`), the most requests
    in flight at the fleet at once, for both runs, and, for a matrix run under `--rpm`,
    the most requests started in any 10 s against what the rate allows.
 2. One model, two jobs: two jobs of 24 prompts on the demo model at `--parallel 16`, run
@@ -30,7 +30,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
-from support.fake_server import free_port, wait_for_models  # noqa: E402 - the tests' server harness
+from support.logged_llama_server import (  # noqa: E402 - the tests' server harness
+    fleet_events,
+    most_in_flight,
+    most_started_in,
+    start_logged_servers,
+)
 
 EXAMPLES = REPO / "examples" / "batch_prompts.txt"
 PROMPT = "In one sentence: "
@@ -56,54 +61,6 @@ def run(command: list[str], env: dict[str, str]) -> tuple[float, int]:
 
 def tui_batch(*args: str) -> list[str]:
     return [sys.executable, "-m", "tui_batch", "run", *args]
-
-
-def start_logged_servers(model: str, logs: list[Path]) -> list[tuple[str, subprocess.Popen]]:
-    started = []
-    for log in logs:
-        port = free_port()
-        command = [
-            sys.executable, str(REPO / "benchmarks" / "logged_llama_server.py"), str(log),
-            "--model", model, "--model_alias", "smollm2", "--host", "127.0.0.1",
-            "--port", str(port), "--n_ctx", "2048", "--n_threads", "1",
-            "--interrupt_requests", "False",
-        ]  # fmt: skip
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        started.append((f"http://127.0.0.1:{port}/v1", process))
-    for url, process in started:
-        wait_for_models(url, process)
-    return started
-
-
-def fleet_events(logs: list[Path], since: float, until: float) -> list[tuple[float, int]]:
-    """The jobs' requests at the fleet starting (+1) and ending (-1) between `since` and
-    `until`, in time order, from every server's log (the checks `tui-batch` sends before
-    a job starts, whose prompts are not ours, left out)."""
-    moments = []
-    for log in logs:
-        for line in log.read_text().splitlines():
-            stamp, what, _, _, prompt = line.split(" ", 4)
-            if since <= float(stamp) <= until and json.loads(prompt).startswith(PROMPT):
-                moments.append((float(stamp), 1 if what == "start" else -1))
-    return sorted(moments, key=lambda m: (m[0], m[1]))  # an end before a start at a tie
-
-
-def most_in_flight(moments: list[tuple[float, int]]) -> int:
-    now = most = 0
-    for _, change in moments:
-        now += change
-        most = max(most, now)
-    return most
-
-
-def most_started_in(moments: list[tuple[float, int]], window: float) -> int:
-    starts = [stamp for stamp, change in moments if change > 0]
-    most, first = 0, 0
-    for last, stamp in enumerate(starts):
-        while stamp - starts[first] > window:
-            first += 1
-        most = max(most, last - first + 1)
-    return most
 
 
 def fleet(args: argparse.Namespace, work: Path, env: dict[str, str]) -> None:
@@ -146,7 +103,7 @@ def fleet(args: argparse.Namespace, work: Path, env: dict[str, str]) -> None:
                 since = time.time()
                 elapsed, _ = run(command, env)
                 times[name].append(elapsed)
-                peak = most_in_flight(fleet_events(logs, since, time.time()))
+                peak = most_in_flight(fleet_events(logs, PROMPT, since, time.time()))
                 peaks[name] = max(peaks[name], peak)
         best = {name: min(values) for name, values in times.items()}
         print(
@@ -166,7 +123,7 @@ def fleet(args: argparse.Namespace, work: Path, env: dict[str, str]) -> None:
             tui_batch(str(limited), *common, "--rpm", str(rpm), "--matrix", "temperature=0,0.5,1"),
             env,
         )
-        moments = fleet_events(logs, since, time.time())
+        moments = fleet_events(logs, PROMPT, since, time.time())
         window = 10.0
         allowed = rpm / 60 * window + max(1.0, rpm / 60)  # the rate, and one second's burst
         print(

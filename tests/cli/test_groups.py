@@ -16,6 +16,7 @@ from tui_batch.core.processor import BatchProcessor
 
 from conftest import EXAMPLES, run_cli
 from support.cli import FAST, start_cli
+from support.logged_llama_server import fleet_events, most_in_flight, start_logged_servers
 from support.mcnemar import exact_p
 from support.thinking_model import demo_with_template
 
@@ -196,3 +197,32 @@ def test_a_matrix_of_two_models_loads_each_once_one_at_a_time_and_answers_as_alo
     better = len(right[other["job_id"]] - right[best["job_id"]])
     assert other["against_best"]["p_value"] == pytest.approx(exact_p(better, worse))
     assert answers(jobs[0].job_id) != answers(jobs[1].job_id)  # two models, two answers
+
+
+def test_a_matrix_on_real_servers_keeps_the_fleets_limits_together(tmp_path, demo_model):
+    """Two jobs at once on two real llama_cpp.servers: the servers' own logs show the
+    fleet's --concurrency never exceeded by the jobs together, and both jobs' requests
+    interleaved (run at once, not one after the other)."""
+    logs = [tmp_path / "server-0.log", tmp_path / "server-1.log"]
+    started = start_logged_servers(str(demo_model), logs)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("".join(f"Say a word about the number {n}.\n" for n in range(6)))
+    try:
+        servers = [flag for url, _ in started for flag in ("--server", url)]
+        done = run_cli(
+            "run", str(prompts), *servers, "--model", "smollm2", "--max-tokens", "8",
+            "--concurrency", "2", "--matrix", "temperature=0,1", "--seed", "3",
+        )  # fmt: skip
+    finally:
+        for _, process in started:
+            process.kill()
+            process.wait()
+    assert done.returncode == 0, done.stderr
+    group_id = re.search(r"Group (g\w+): 2 jobs", done.stderr)[1]
+    moments = fleet_events(logs, "Say a word")
+    assert sum(1 for _, change in moments if change > 0) == 12  # each prompt once a job
+    assert most_in_flight(moments) == 2  # the fleet's limit, for both jobs together
+    jobs = BatchProcessor().group_jobs(group_id)
+    assert max(j.started_at for j in jobs) < min(j.completed_at for j in jobs)
+    for job in jobs:
+        assert all(text for text, _ in answers(job.job_id).values())
