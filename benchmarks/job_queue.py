@@ -11,7 +11,9 @@ queue.py: a script in this folder would import it as the standard library's `que
 2. One model, two jobs: two jobs of 24 prompts on the demo model at `--parallel 16`, run
    as one group (`tui-batch run a.txt b.txt`: at once, the model loaded once) against
    the same two jobs as two `tui-batch run` commands one after the other. Prints both
-   times, their ratio, and the peak RSS of the group against one command's.
+   times, their ratio, and the peak RSS of the group against one command's; then the
+   model's tokens/s with 1, 4, 8 and 16 prompts decoding together (what filling the
+   slots one job leaves idle can gain at most).
 
     python benchmarks/job_queue.py                 # both
     python benchmarks/job_queue.py --skip-fleet    # only 2
@@ -171,6 +173,44 @@ def one_model(args: argparse.Namespace, work: Path, env: dict[str, str]) -> None
     )
 
 
+SCALING = """
+import sys, time
+from tui_batch.backends.llama.parallel import ParallelLlamaBackend
+from tui_batch.core.jobs import GenerationSettings
+from tui_batch.core.processor import BatchProcessor
+from tui_batch.models.catalog import demo_model_path
+threads, prompts = int(sys.argv[1]), sys.argv[2:]
+processor = BatchProcessor()
+for slots in (1, 4, 8, 16):
+    settings = GenerationSettings(max_tokens=32, temperature=0.0, n_threads=threads)
+    backend = ParallelLlamaBackend(demo_model_path(), 16)
+    backend.open(settings)
+    job = processor.create_job("demo", prompts[:slots], settings=settings)
+    start = time.perf_counter()
+    results = processor.process_batch(job, backend)
+    rate = sum(r.tokens_output for r in results) / (time.perf_counter() - start)
+    backend.close()
+    print(f"{slots}:{rate:.1f}")
+"""
+
+
+def scaling(args: argparse.Namespace, env: dict[str, str]) -> None:
+    """The model's generated tokens/s with 1, 4, 8 and 16 prompts decoding together:
+    what filling idle slots with another job's prompts can gain at most."""
+    done = subprocess.run(
+        [sys.executable, "-c", SCALING, str(args.threads), *TOPICS[:16]],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    rates = dict(line.split(":") for line in done.stdout.split())
+    print(
+        "  the model's tokens/s with N prompts decoding together (32 tokens each): "
+        + ", ".join(f"{n}: {rate}" for n, rate in rates.items())
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-fleet", action="store_true")
@@ -188,6 +228,7 @@ def main() -> None:
             fleet(args, work, env)
         if not args.skip_model:
             one_model(args, work, env)
+            scaling(args, env)
 
 
 if __name__ == "__main__":

@@ -181,3 +181,43 @@ def test_a_429_pauses_the_server_for_every_job_on_it(tmp_path):
         assert server.arrivals[3] - server.arrivals[2] >= 0.95
         senders = {body["messages"][-1]["content"][:4] for body in server.bodies}
         assert senders == {"job0", "job1"}
+
+
+def test_the_pool_loads_a_model_once_and_one_model_at_a_time(demo_model, tmp_path):
+    """Which jobs may start beside which (nothing is loaded here: a job's backend loads
+    its model when the job begins)."""
+    second = tmp_path / "second.gguf"
+    second.symlink_to(demo_model)
+    processor = BatchProcessor(tmp_path / "checkpoints")
+    fast = GenerationSettings(parallel=4, n_threads=1)
+
+    def job(path=demo_model, **settings):
+        return processor.create_job(
+            "m", ["hi"], settings=replace(fast, **settings), model_path=str(path)
+        )
+
+    pool = BackendPool()
+    first = pool.take(job())
+    assert pool.ready(job())  # the same model, the same load settings: beside it
+    beside = pool.take(job(temperature=0.7))  # sampling is each job's own
+    assert beside.model is first.model  # one SharedModel: one copy of the GGUF
+    assert not pool.ready(job(path=second))  # another model waits (--max-models 1)
+    assert not pool.ready(job(n_ctx=4096))  # the same model loaded otherwise waits
+    assert not pool.ready(job(parallel=8))  # other slots wait
+    pool.give_back(first)
+    pool.give_back(beside)
+    assert pool.ready(job(path=second))  # free: the idle model makes room
+    other = pool.take(job(path=second))
+    assert other.model is not first.model and len(pool._models) == 1
+    assert pool.ready(processor.create_job("m", ["hi"], server=settings("http://127.0.0.1:9/v1")))
+    pool.give_back(other)
+    pool.close()
+
+    roomy = BackendPool(max_models=2)
+    roomy.take(job())
+    assert roomy.ready(job(path=second))  # two fit
+    alone = BackendPool()
+    alone.take(job(parallel=0))  # one prompt at a time: the model to itself
+    assert not alone.ready(job(parallel=0))
+    for pool in (roomy, alone):
+        pool.close()

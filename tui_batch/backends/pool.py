@@ -35,7 +35,8 @@ class _Model:
     parallel: int | None
     backend: Backend
     shared: SharedModel | None
-    jobs: int = 0  # running on it now
+    jobs: int = 0  # given to jobs now
+    key: tuple[object, ...] = ()  # the load settings of the jobs given it now
 
     def same_slots(self, job: BatchJob) -> bool:
         """Whether the model object serves `job`'s slots (else it is made again)."""
@@ -46,7 +47,7 @@ class _Model:
         """Whether `job` can run on it now, beside the jobs already running there."""
         if self.jobs == 0:
             return True
-        return self.shared is not None and self.same_slots(job) and self.shared.fits(job.settings)
+        return self.shared is not None and self.same_slots(job) and self.key == _key(job)
 
 
 class BackendPool:
@@ -72,7 +73,8 @@ class BackendPool:
             return len(self._models) < self.max_models or any(m.jobs == 0 for m in self._models)
 
     def take(self, job: BatchJob, priority: int = 1) -> Backend:
-        """The backend `job` runs on (only when `ready`); hand it back with `give_back`."""
+        """The backend `job` runs on (only when `ready`, and from the thread that asks
+        `ready`: what is taken counts at once); hand it back with `give_back`."""
         if job.server is not None:
             from tui_batch.backends.remote.backend import RemoteBackend
             from tui_batch.backends.remote.fleet import Fleet, fleet_key
@@ -92,6 +94,7 @@ class BackendPool:
                     self._unload(idle)
                 model = self._load(job)
             model.jobs += 1
+            model.key = _key(job)
             backend = model.shared.lane(priority) if model.shared is not None else model.backend
             self._given[id(backend)] = model
             return backend
@@ -138,3 +141,10 @@ class BackendPool:
     def _unload(self, model: _Model) -> None:
         (model.shared or model.backend).close()
         self._models.remove(model)
+
+
+def _key(job: BatchJob) -> tuple[object, ...]:
+    """What a loaded model must match for `job` to run on it beside others."""
+    from tui_batch.backends.llama.parallel import model_key
+
+    return model_key(job.settings)

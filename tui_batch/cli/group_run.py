@@ -41,7 +41,7 @@ from tui_batch.core.servers import ServerSettings
 from tui_batch.core.text import escape_controls, escape_json, one_line
 
 if TYPE_CHECKING:
-    from tui_batch.backends.pool import BackendPool
+    from tui_batch.core.backend import Backend
 
 
 def run_group(requests: list[RunRequest], args: argparse.Namespace) -> int:
@@ -254,11 +254,13 @@ def run_together(
 
     def start(job: BatchJob, stream: PromptStream | None) -> None:
         out = board.stream_for(job.variant or job.name or job.job_id)
+        backend = pool.take(job)  # here: the next job's `ready` counts it
 
         def work() -> None:
             try:
-                statuses.append(_run(processor, job, signals, stream, pool, out, retry_failed))
+                statuses.append(_run(processor, job, signals, stream, backend, out, retry_failed))
             finally:
+                pool.give_back(backend)
                 ended.set()
 
         thread = threading.Thread(target=work, name=f"tui-batch-job-{job.job_id}", daemon=True)
@@ -272,14 +274,13 @@ def run_together(
                 waiting.clear()
             for job, stream in list(waiting):
                 try:
-                    ready = pool.ready(job)
-                except TuiBatchError as exc:
-                    waiting.remove((job, stream))
+                    if pool.ready(job):
+                        waiting.remove((job, stream))
+                        start(job, stream)
+                except TuiBatchError as exc:  # its model is gone, say
+                    if (job, stream) in waiting:
+                        waiting.remove((job, stream))
                     statuses.append(_said(f"Job {job.job_id}: {exc}"))
-                    continue
-                if ready:
-                    waiting.remove((job, stream))
-                    start(job, stream)
             ended.wait(0.2)
             ended.clear()
             running[:] = [thread for thread in running if thread.is_alive()]
@@ -297,21 +298,17 @@ def _run(
     job: BatchJob,
     signals: cancel_on_signals,
     stream: PromptStream | None,
-    pool: BackendPool,
+    backend: Backend,
     out: TextIO,
     retry_failed: bool = False,
 ) -> int:
-    """Run one job of the group; a job that cannot run says why on one line and the
-    group goes on."""
+    """Run one job of the group on `backend`; a job that cannot run says why on one
+    line and the group goes on."""
     if signals.cancel.is_set():
         return signals.exit_status
     try:
         with processor.store.lock(job.job_id) as lock:
-            backend = pool.take(job)
-            try:
-                return run_job(processor, job, backend, signals, retry_failed, lock, stream, out)
-            finally:
-                pool.give_back(backend)
+            return run_job(processor, job, backend, signals, retry_failed, lock, stream, out)
     except TuiBatchError as exc:
         return _said(f"Job {job.job_id}: {exc}", out)
 
