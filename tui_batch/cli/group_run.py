@@ -242,6 +242,7 @@ def run_together(
     from tui_batch.backends.pool import BackendPool
 
     board = ProgressBoard(sys.stderr)
+    said_before, signals.err = signals.err, board.group_stream()  # a stop's line above
 
     def loading(model: str) -> None:
         board.say(f"Loading {one_line(model)} (once for the group's jobs on it)...")
@@ -289,6 +290,7 @@ def run_together(
             thread.join()
     finally:
         board.close()
+        signals.err = said_before
         pool.close()
     return statuses
 

@@ -26,7 +26,9 @@ class ProgressBoard:
         self.interactive = stream.isatty()
         self._live: dict[str, str] = {}  # label -> its progress line, in the jobs' order
         self._drawn = 0
-        self._lock = threading.Lock()
+        # Reentrant: a stop signal's line comes through here from the main thread,
+        # which may be inside a redraw of its own when the signal lands.
+        self._lock = threading.RLock()
         self._width = 0
 
     def stream_for(self, label: str) -> JobStream:
@@ -36,6 +38,11 @@ class ProgressBoard:
             self._width = min(max(self._width, width), 32)
             self._live.setdefault(label, "")
         return JobStream(self, label)
+
+    def group_stream(self) -> JobStream:
+        """Where the group's own lines go (a stop signal's): whole lines, above the
+        progress lines, with no job's name."""
+        return JobStream(self, None)
 
     def _tag(self, label: str) -> str:
         return f"[{one_line(label)[: self._width]}]".ljust(self._width + 2)
@@ -90,7 +97,7 @@ class JobStream:
     """A job's stderr on a `ProgressBoard`: a file-like object for its prints and its
     `ProgressPrinter`."""
 
-    def __init__(self, board: ProgressBoard, label: str) -> None:
+    def __init__(self, board: ProgressBoard, label: str | None) -> None:
         self.board = board
         self.label = label
         self._current = ""
@@ -101,13 +108,16 @@ class JobStream:
     def write(self, text: str) -> int:
         for index, part in enumerate(text.split("\n")):
             if index:  # a newline ended the line before
-                self.board.line(self.label, self._current)
+                if self.label is not None:
+                    self.board.line(self.label, self._current)
+                elif self._current:
+                    self.board.say(self._current)
                 self._current = ""
             if REDRAW in part:
                 part = part.rsplit(REDRAW, 1)[1]
                 self._current = ""
             self._current += part
-        if self._current:
+        if self._current and self.label is not None:
             self.board.live(self.label, self._current)
         return len(text)
 
