@@ -3,9 +3,21 @@ and saving the form keeps the matrix."""
 
 from __future__ import annotations
 
-from tui_batch.core.jobfile import load_job_matrix
-from tui_batch.ui.app import TuiBatchApp
+import json
+import re
 
+import pytest
+from textual.widgets import DataTable
+
+from tui_batch.core.jobfile import load_job_matrix
+from tui_batch.core.processor import BatchProcessor
+from tui_batch.ui.app import TuiBatchApp
+from tui_batch.ui.screens.checkpoints import CheckpointsScreen
+from tui_batch.ui.screens.compare import CompareScreen
+from tui_batch.ui.screens.group import GroupScreen
+from tui_batch.ui.screens.results import ResultsScreen
+
+from conftest import EXAMPLES, run_cli
 from support.ui import SIZE, ready, settle, wait_until
 
 
@@ -32,3 +44,57 @@ async def test_a_job_file_with_a_matrix_opens_with_its_group_said_and_saves_it_b
         "temperature": [0.0, 0.7],
         "seed": [1, 2, 3],
     }
+
+
+@pytest.mark.model
+async def test_the_group_screen_ranks_a_matrix_and_opens_results_and_compare(tmp_path):
+    """A matrix run with the real model (`tui-batch run`), then its leaderboard from
+    Checkpoints (`g`): the variants best first as `stats GROUP` ranks them, `enter` a
+    variant's results, two marked and `enter` their compare."""
+    done = run_cli(
+        "run", str(EXAMPLES / "review_labels.toml"), "--limit", "6", "--threads", "1",
+        "--max-tokens", "48", "--matrix", "temperature=0,1", "--seed", "5",
+        "--out", str(tmp_path / "labels.csv"),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    group_id = re.search(r"Group (g\w+): 2 jobs", done.stderr)[1]
+    ranked = json.loads(run_cli("stats", group_id, "--json").stdout)["variants"]
+    app = TuiBatchApp()
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await ready(pilot)
+        await pilot.press("ctrl+b")
+        await settle(pilot)
+        assert isinstance(app.screen, CheckpointsScreen)
+        await pilot.press("g")
+        await wait_until(pilot, lambda: getattr(app.screen, "board", None) is not None, 30)
+        screen = app.screen
+        assert isinstance(screen, GroupScreen)
+        assert [v.job_id for v in screen.board.variants] == [v["job_id"] for v in ranked]
+        table = screen.query_one("#leaderboard", DataTable)
+        assert table.row_count == 2
+        best = [str(cell) for cell in table.get_row_at(0)]
+        assert ranked[0]["variant"] in best and "best" in best
+        assert "ranked by accuracy" in str(screen.query_one("#group-title").visual)
+        assert ranked[0]["variant"] in str(screen.query_one("#group-bars").visual)
+        await pilot.press("enter")
+        await settle(pilot)
+        assert isinstance(app.screen, ResultsScreen) and app.screen.job_id == ranked[0]["job_id"]
+        await pilot.press("escape")
+        await settle(pilot)
+        await pilot.press("space", "down", "space", "enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, CompareScreen), 10)
+        assert app.screen.job_ids == [ranked[0]["job_id"], ranked[1]["job_id"]]
+
+
+async def test_a_job_of_no_group_says_so(tmp_path):
+    processor = BatchProcessor()
+    processor.create_job("m", ["one"])
+    app = TuiBatchApp(processor=processor)
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await ready(pilot)
+        await pilot.press("ctrl+b")
+        await settle(pilot)
+        await pilot.press("g")
+        await settle(pilot)
+        assert isinstance(app.screen, CheckpointsScreen)
+        assert any("is not one of a group" in n.message for n in app._notifications)

@@ -58,6 +58,7 @@ class CheckpointsScreen(Screen[None]):
         Binding("t", "stats", "Stats"),
         Binding("space", "mark", "Mark"),
         Binding("c", "compare", "Compare"),
+        Binding("g", "group", "Group"),
         Binding("e", "export", "Export"),
         Binding("d", "delete", "Delete"),
         Binding("s", "sort", "Sort", show=False),
@@ -226,6 +227,23 @@ class CheckpointsScreen(Screen[None]):
         from tui_batch.ui.screens.compare import CompareScreen
 
         self.app.push_screen(CompareScreen(list(self.marked)))
+
+    def action_group(self) -> None:
+        """The leaderboard of the group the selected job belongs to."""
+        entry = self._readable()
+        if entry is None:
+            return
+        if entry.group_id is None:
+            self.notify(
+                f"{entry.job_id} is not one of a group (a matrix's jobs, or several inputs run "
+                "together).",
+                severity="warning",
+                markup=False,
+            )
+            return
+        from tui_batch.ui.screens.group import GroupScreen
+
+        self.app.push_screen(GroupScreen(entry.group_id))
 
     def action_stats(self) -> None:
         entry = self._readable()
