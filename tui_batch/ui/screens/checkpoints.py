@@ -62,7 +62,7 @@ class CheckpointsScreen(Screen[None]):
         Binding("e", "export", "Export"),
         Binding("d", "delete", "Delete"),
         Binding("s", "sort", "Sort", show=False),
-        Binding("slash", "filter", "Filter"),
+        Binding("slash", "filter", "Filter", show=False),  # the filter box says it
         Binding("escape", "back", "Back"),
         # Already here: the footer has no room for a key to this screen.
         Binding("ctrl+b", "app.checkpoints", "Checkpoints", show=False),
