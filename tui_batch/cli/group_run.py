@@ -47,8 +47,7 @@ if TYPE_CHECKING:
 def run_group(requests: list[RunRequest], args: argparse.Namespace) -> int:
     """Make every job of the requests (each file given, each combination of a matrix)
     as one group, run them at once, then print the group's leaderboard."""
-    if args.max_models < 1:
-        raise SettingsError("--max-models: at least 1 model must fit")
+    _check_max_models(args.max_models)
     if args.dry_run:
         raise SettingsError("--dry-run measures one job: give one input, without a matrix")
     variants = [made for request in requests for made in _variants(request, len(requests))]
@@ -117,6 +116,7 @@ def resume_group(
     processor: BatchProcessor, group_id: str, jobs: list[BatchJob], args: argparse.Namespace
 ) -> int:
     """Run what each of the group's `jobs` has left, at once; then rank them."""
+    _check_max_models(args.max_models)
     left = [job for job in jobs if _unfinished(job, args.retry_failed)]
     print(
         f"Group {group_id}: {len(jobs)} jobs, {len(left)} with prompts left",
@@ -313,6 +313,11 @@ def _run(
             return run_job(processor, job, backend, signals, retry_failed, lock, stream, out)
     except TuiBatchError as exc:
         return _said(f"Job {job.job_id}: {exc}", out)
+
+
+def _check_max_models(count: int) -> None:
+    if count < 1:
+        raise SettingsError("--max-models: at least 1 model must fit")
 
 
 def _said(text: str, out: TextIO | None = None) -> int:
