@@ -28,20 +28,24 @@ INVARIANT = GenerationSettings(
 LABEL = parse_schema("sentiment: positive|negative|neutral")
 
 
-def _together(processor, jobs, shared, **kwargs):
-    """Run `jobs` at once on lanes of `shared`, each on its own thread."""
+def _at_once(processor, jobs, backends, **kwargs):
+    """Run `jobs` at once, each on its backend and its own thread; `kwargs[job_id]`:
+    that job's own arguments to `run_streamed`."""
     threads = [
         threading.Thread(
-            target=processor.run_streamed,
-            args=(job, shared.lane()),
-            kwargs=kwargs.get(job.job_id, {}),
+            target=processor.run_streamed, args=(job, backend), kwargs=kwargs.get(job.job_id, {})
         )
-        for job in jobs
+        for job, backend in zip(jobs, backends, strict=True)
     ]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(300)
+
+
+def _together(processor, jobs, shared, **kwargs):
+    """Run `jobs` at once on lanes of `shared`."""
+    _at_once(processor, jobs, [shared.lane() for _ in jobs], **kwargs)
 
 
 @pytest.mark.model
@@ -130,30 +134,32 @@ def _fleet_jobs(processor, server_settings, count, **job):
     ]
 
 
+def _on_a_fleet(processor, jobs, priorities=(1, 1)):
+    """Run `jobs` at once on the backends a pool gives them (one fleet for one set of
+    servers), each with its priority."""
+    pool = BackendPool()
+    try:
+        backends = [
+            pool.take(job, priority) for job, priority in zip(jobs, priorities, strict=True)
+        ]
+        _at_once(processor, jobs, backends)
+        for backend in backends:
+            pool.give_back(backend)
+    finally:
+        pool.close()
+
+
 def test_jobs_on_one_fleet_keep_its_concurrency_together_and_share_by_priority(tmp_path):
     with FakeServer(delay=0.2) as server:
         fleet = settings(server.url, concurrency=4)
         processor = BatchProcessor(tmp_path / "checkpoints")
         jobs = _fleet_jobs(processor, fleet, 24)
-        pool = BackendPool()
-        try:
-            backends = [pool.take(jobs[0], priority=3), pool.take(jobs[1], priority=1)]
-            threads = [
-                threading.Thread(target=processor.run_streamed, args=(job, backend))
-                for job, backend in zip(jobs, backends, strict=True)
-            ]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join(120)
-            for backend in backends:
-                pool.give_back(backend)
-        finally:
-            pool.close()
+        _on_a_fleet(processor, jobs, priorities=(3, 1))
         assert all(job.status is JobStatus.COMPLETED for job in jobs)
         assert server.peak <= 4  # the fleet's limit, for both jobs together
-        # While both had prompts waiting, the job of priority 3 had three of the four.
-        senders = [body["messages"][-1]["content"][:4] for body in server.bodies[:16]]
+        # While both had prompts waiting, the job of priority 3 had three of the four
+        # (the first four go to whichever job asks first: none is held back for the other).
+        senders = [body["messages"][-1]["content"][:4] for body in server.bodies[4:20]]
         assert senders.count("job0") >= 10, senders
 
 
@@ -163,19 +169,7 @@ def test_a_429_pauses_the_server_for_every_job_on_it(tmp_path):
         fleet = settings(server.url, concurrency=1)
         processor = BatchProcessor(tmp_path / "checkpoints")
         jobs = _fleet_jobs(processor, fleet, 6)
-        pool = BackendPool()
-        try:
-            backends = [pool.take(job) for job in jobs]
-            threads = [
-                threading.Thread(target=processor.run_streamed, args=(job, backend))
-                for job, backend in zip(jobs, backends, strict=True)
-            ]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join(120)
-        finally:
-            pool.close()
+        _on_a_fleet(processor, jobs)
         assert all(job.status is JobStatus.COMPLETED and job.failed == 0 for job in jobs)
         # The next request, of either job, waited out the Retry-After.
         assert server.arrivals[3] - server.arrivals[2] >= 0.95

@@ -22,6 +22,7 @@ import threading
 import time
 import urllib.request
 from collections import deque
+from collections.abc import Callable
 from email.utils import formatdate
 from pathlib import Path
 
@@ -324,17 +325,21 @@ def start_llama_servers(
     alias: str = "smollm2",
     interrupt: bool = False,
     logs: Path | None = None,
+    program: Callable[[int], list[str]] | None = None,
 ) -> list[tuple[str, subprocess.Popen[bytes]]]:
     """`count` real `python -m llama_cpp.server` on loopback (1 thread, one request at a
-    time, never cut off unless `interrupt`: then as its default, where a new request
-    cuts off the answer streaming), each answering; the caller kills them. With `logs`,
-    server N's log (its access log: one line a request) is `logs/server-N.log`."""
+        time, never cut off unless `interrupt`: then as its default, where a new request
+        cuts off the answer streaming), each answering; the caller kills them. With `logs`,
+        server N's log (its access log: one line a request) is `logs/server-N.log`. `program(N)`:
+    what runs server N, given the server's flags (`python -m llama_cpp.server` unless
+    told; `logged_llama_server` logs each request from the server's side)."""
     started = []
     try:
         for number in range(count):
             port = free_port()
+            runs = program(number) if program else [sys.executable, "-m", "llama_cpp.server"]
             command = [
-                sys.executable, "-m", "llama_cpp.server", "--model", model,
+                *runs, "--model", model,
                 "--model_alias", alias, "--host", "127.0.0.1", "--port", str(port),
                 "--n_ctx", "2048", "--n_threads", "1",
                 "--interrupt_requests", str(interrupt),

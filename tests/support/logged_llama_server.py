@@ -21,7 +21,7 @@ from typing import Any
 
 if __package__ in (None, ""):  # run as a script: its folder is on the path, not `tests`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from support.fake_server import free_port, wait_for_models  # noqa: E402 - see above
+from support.fake_server import start_llama_servers  # noqa: E402 - see above
 
 
 class AccessLog:
@@ -83,26 +83,9 @@ def start_logged_servers(
 ) -> list[tuple[str, subprocess.Popen]]:
     """A logged `llama_cpp.server` a log file (1 thread, one request at a time, never cut
     off), each answering; the caller kills them."""
-    started = []
-    try:
-        for log in logs:
-            port = free_port()
-            command = [
-                sys.executable, __file__, str(log), "--model", model, "--model_alias", alias,
-                "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
-                "--n_threads", "1", "--interrupt_requests", "False",
-            ]  # fmt: skip
-            process = subprocess.Popen(
-                command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-            )
-            started.append((f"http://127.0.0.1:{port}/v1", process))
-        for url, process in started:
-            wait_for_models(url, process)
-    except BaseException:
-        for _, process in started:
-            process.kill()
-        raise
-    return started
+    return start_llama_servers(
+        model, len(logs), alias, program=lambda n: [sys.executable, __file__, str(logs[n])]
+    )
 
 
 def fleet_events(

@@ -17,6 +17,8 @@ between steps, so a backend never needs to know about them.
 
 from __future__ import annotations
 
+import queue
+import time
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -264,6 +266,55 @@ class Backend(ABC):
         """How this backend makes `job`'s requests, for the answer cache; None (a plain
         function, say) when its answers cannot be keyed and so are never cached."""
         return None
+
+
+class Inbox:
+    """What another thread (a server backend's event loop, a shared model's decode
+    thread) finishes for a backend, handed to the engine at its `step`: the indices given
+    and not yet returned, the completions and the streamed text that came in. `put` and
+    `text` from the other thread; the rest from the engine's."""
+
+    def __init__(self) -> None:
+        self.pending: set[int] = set()
+        self._done: queue.SimpleQueue[Completion] = queue.SimpleQueue()
+        self._text: deque[tuple[int, str, bool]] = deque()
+
+    def put(self, completion: Completion) -> None:
+        self._done.put(completion)
+
+    def text(self, index: int, text: str, thought: bool = False) -> None:
+        self._text.append((index, text, thought))
+
+    def take(self, sink: TokenSink | None, wait: float, gather: float = 0.0) -> list[Completion]:
+        """What finished: waits up to `wait` for the first, then `gather` seconds for
+        more to come with it (the engine wakes once for several). The text streamed
+        since goes to `sink` first; anything of an index no longer pending is dropped."""
+        finished: list[Completion] = []
+        try:
+            finished.append(self._done.get(timeout=wait))
+            if gather:
+                time.sleep(gather)
+            while True:
+                finished.append(self._done.get_nowait())
+        except queue.Empty:
+            pass
+        while self._text:
+            index, text, thought = self._text.popleft()
+            if sink is not None and index in self.pending:
+                sink(index, text, thought)
+        finished = [c for c in finished if c.index in self.pending]
+        for completion in finished:
+            self.pending.discard(completion.index)
+        return finished
+
+    def forget(self) -> list[int]:
+        """Drop everything: the indices that were pending, sorted."""
+        dropped = sorted(self.pending)
+        self.pending.clear()
+        while not self._done.empty():
+            self._done.get_nowait()
+        self._text.clear()
+        return dropped
 
 
 def describe_error(exc: BaseException) -> str:

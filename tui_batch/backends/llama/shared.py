@@ -16,14 +16,13 @@ copy of the GGUF.
 from __future__ import annotations
 
 import itertools
-import queue
 import threading
 from collections import deque
 from dataclasses import dataclass, field, replace
 
 from tui_batch.backends.llama.parallel import JobRun, ParallelLlamaBackend, model_key
 from tui_batch.backends.llama.tokens import local_request_form
-from tui_batch.core.backend import Backend, Completion, RequestForm, Task, TokenSink
+from tui_batch.core.backend import Backend, Completion, Inbox, RequestForm, Task, TokenSink
 from tui_batch.core.errors import ModelError
 from tui_batch.core.jobs import BatchJob, GenerationSettings, Prompt
 
@@ -68,12 +67,6 @@ class SharedModel:
     def lane(self, priority: int = 1) -> ModelLane:
         """A backend for one job on this model; `priority` weighs its share of slots."""
         return ModelLane(self, priority)
-
-    @property
-    def busy(self) -> bool:
-        """Whether a job runs on the model now (then its load settings are fixed)."""
-        with self._lock:
-            return bool(self._lanes)
 
     def fits(self, settings: GenerationSettings) -> bool:
         """Whether a job with `settings` can run on the model as it is loaded now."""
@@ -180,7 +173,7 @@ class SharedModel:
                         state, index = owner
                         state.running.discard(completion.index)
                         completion.index = index
-                        state.lane.finished.put(completion)
+                        state.lane.inbox.put(completion)
 
     def _work(self) -> bool:
         """Whether the model has something to do: a prompt in a slot, or one that may
@@ -213,12 +206,10 @@ class ModelLane(Backend):
         # As many waiting as the model has slots, so a slot freed never waits on the
         # engine, and a lane alone fills them all.
         self.capacity = model.capacity
-        self.finished: queue.SimpleQueue[Completion] = queue.SimpleQueue()
+        self.inbox = Inbox()  # what the decode thread finished for this job
         self.run = JobRun(GenerationSettings())
         self.sink: TokenSink | None = None
         self._state: _LaneState | None = None
-        self._pending: set[int] = set()
-        self._tokens: deque[tuple[int, str, bool]] = deque()
 
     def open(self, settings: GenerationSettings) -> None:
         self.model.open(settings)
@@ -234,53 +225,30 @@ class ModelLane(Backend):
         if self._state is not None:
             self.model._leave(self._state)
             self._state = None
-        self._forget()
+        self.inbox.forget()
 
     def _buffer(self, index: int, text: str, thought: bool) -> None:
         """The decode thread's streamed text (by shared index), kept for `step`."""
         owner = self.model._owner.get(index)
         if owner is not None:
-            self._tokens.append((owner[1], text, thought))
+            self.inbox.text(owner[1], text, thought)
 
     @property
     def in_flight(self) -> int:
-        return len(self._pending)
+        return len(self.inbox.pending)
 
     def submit(self, task: Task) -> None:
         assert self._state is not None, "begin() first"
-        self._pending.add(task.index)
+        self.inbox.pending.add(task.index)
         self.model._submit(self._state, task)
 
     def step(self) -> list[Completion]:
-        done: list[Completion] = []
-        try:
-            done.append(self.finished.get(timeout=STEP_WAIT))
-            while True:
-                done.append(self.finished.get_nowait())
-        except queue.Empty:
-            pass
-        sink = self.on_token
-        while self._tokens:
-            index, text, thought = self._tokens.popleft()
-            if sink is not None and index in self._pending:
-                sink(index, text, thought)
-        done = [c for c in done if c.index in self._pending]
-        for completion in done:
-            self._pending.discard(completion.index)
-        return done
+        return self.inbox.take(self.on_token, STEP_WAIT)
 
     def abort(self) -> list[int]:
         if self._state is not None:
             self.model._abort(self._state)
-        dropped = sorted(self._pending)
-        self._forget()
-        return dropped
-
-    def _forget(self) -> None:
-        self._pending.clear()
-        self._tokens.clear()
-        while not self.finished.empty():
-            self.finished.get_nowait()
+        return self.inbox.forget()
 
     def pause(self) -> None:
         """Admit none of this job's prompts more; those in slots finish and wait."""

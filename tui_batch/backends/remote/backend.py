@@ -19,10 +19,8 @@ import concurrent.futures
 import contextlib
 import inspect
 import json
-import queue
 import random
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
@@ -40,7 +38,7 @@ from tui_batch.backends.remote.chat_wire import (
 from tui_batch.backends.remote.endpoint_probes import EndpointProbes
 from tui_batch.backends.remote.fleet import Fleet
 from tui_batch.backends.remote.openai_api import Secret, make_client
-from tui_batch.core.backend import Backend, BackendStatus, Completion, RequestForm, Task
+from tui_batch.core.backend import Backend, BackendStatus, Completion, Inbox, RequestForm, Task
 from tui_batch.core.cache.key import reproducible, sampling_of
 from tui_batch.core.errors import ServerError
 from tui_batch.core.jobs import Attempt, BatchJob, GenerationSettings, Prompt, messages_for
@@ -82,12 +80,10 @@ class RemoteBackend(Backend):
         self._thread: threading.Thread | None = None
         self._clients: dict[str, Any] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
-        self._done: queue.SimpleQueue[Completion] = queue.SimpleQueue()
-        self._tokens: deque[tuple[int, str, bool]] = deque()
+        self._inbox = Inbox()  # what the loop finished, for the engine's `step`
         self._submitted: deque[Task] = deque()
         self._wake_pending = False
         self._calls: dict[int, Call] = {}  # the request on its way for a prompt (loop side)
-        self._pending: set[int] = set()  # submitted, not yet returned by step (engine side)
         self._aborting = False
         # Made again for each run, in `begin` (a fleet's is the fleet's); the job's part.
         self.admission = fleet.admission if fleet is not None else Admission(server)
@@ -170,11 +166,11 @@ class RemoteBackend(Backend):
 
     @property
     def in_flight(self) -> int:
-        return len(self._pending)
+        return len(self._inbox.pending)
 
     def submit(self, task: Task) -> None:
         assert self._loop is not None, "begin() first"
-        self._pending.add(task.index)
+        self._inbox.pending.add(task.index)
         self._submitted.append(task)
         # One wake-up of the loop for a burst of submits, not one each.
         if not self._wake_pending:
@@ -182,21 +178,9 @@ class RemoteBackend(Backend):
             self._loop.call_soon_threadsafe(self._start_submitted)
 
     def step(self) -> list[Completion]:
-        finished: list[Completion] = []
-        try:
-            finished.append(self._done.get(timeout=STEP_WAIT))
-            # Let a few more finish: the engine wakes (and takes the GIL from the
-            # loop's thread) once for several, not once for each.
-            time.sleep(STEP_GATHER)
-            while True:
-                finished.append(self._done.get_nowait())
-        except queue.Empty:
-            pass
-        self._deliver_tokens()
-        finished = [c for c in finished if c.index in self._pending]
-        for completion in finished:
-            self._pending.discard(completion.index)
-        return finished
+        # Let a few more finish after the first: the engine wakes (and takes the GIL
+        # from the loop's thread) once for several, not once for each.
+        return self._inbox.take(self.on_token, STEP_WAIT, STEP_GATHER)
 
     def abort(self) -> list[int]:
         """Cancel every request (their connections close, so servers stop generating);
@@ -207,12 +191,7 @@ class RemoteBackend(Backend):
                 self._call(self._cancel_all())
             finally:
                 self._aborting = False  # every task has ended: new ones may run
-        dropped = sorted(self._pending)
-        self._pending.clear()
-        while not self._done.empty():
-            self._done.get_nowait()
-        self._tokens.clear()
-        return dropped
+        return self._inbox.forget()
 
     def pause(self) -> None:
         """Send nothing more, and call back the requests on their way (their
@@ -334,7 +313,7 @@ class RemoteBackend(Backend):
             )
         finally:
             self._tasks.pop(task.index, None)
-        self._done.put(completion)
+        self._inbox.put(completion)
 
     async def _prompt(self, task: Task) -> Completion:
         """Send the prompt until it succeeds, fails for good, or runs out of retries."""
@@ -446,13 +425,6 @@ class RemoteBackend(Backend):
         `step`."""
 
         def sink(text: str, thought: bool = False) -> None:
-            self._tokens.append((index, text, thought))
+            self._inbox.text(index, text, thought)
 
         return sink
-
-    def _deliver_tokens(self) -> None:
-        sink = self.on_token
-        while self._tokens:
-            index, text, thought = self._tokens.popleft()
-            if sink is not None and index in self._pending:
-                sink(index, text, thought)
