@@ -408,6 +408,7 @@ async def test_every_footer_fits(width, tmp_path):
             ("progress", lambda: app.start_job(job)),
             ("checkpoints", lambda: app.action_checkpoints()),
             ("results", lambda: app.show_results(job.job_id)),
+            ("jobs", lambda: app.action_jobs()),
         ]:
             if action:
                 action()
@@ -417,6 +418,7 @@ async def test_every_footer_fits(width, tmp_path):
             assert keys and max(k.region.right for k in keys) <= width, (name, shown[name])
             assert len({k.region.x for k in keys}) == len(keys), name  # none squeezed out
         assert "Cancel job" in shown["progress"] and "Resume" in shown["checkpoints"]
+        assert "Next job" in shown["progress"] and "Priority +" in shown["jobs"]
         app.run_state.cancel.set()
         await app.workers.wait_for_complete()
 

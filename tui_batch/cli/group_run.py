@@ -24,7 +24,7 @@ from tui_batch.cli.run_input import RunRequest, open_input, warn_long_prompts
 from tui_batch.cli.terminal import cancel_on_signals, print_table
 from tui_batch.core.errors import SettingsError, TuiBatchError
 from tui_batch.core.export import check_output_path, check_results_folder, guard_cell
-from tui_batch.core.jobs import BatchJob, JobStatus
+from tui_batch.core.jobs import BatchJob
 from tui_batch.core.leaderboard import (
     Leaderboard,
     accuracy_bars,
@@ -117,7 +117,7 @@ def resume_group(
 ) -> int:
     """Run what each of the group's `jobs` has left, at once; then rank them."""
     _check_max_models(args.max_models)
-    left = [job for job in jobs if _unfinished(job, args.retry_failed)]
+    left = [job for job in jobs if job.work_left(args.retry_failed)]
     print(
         f"Group {group_id}: {len(jobs)} jobs, {len(left)} with prompts left",
         file=sys.stderr,
@@ -323,12 +323,6 @@ def _check_max_models(count: int) -> None:
 def _said(text: str, out: TextIO | None = None) -> int:
     print(f"tui-batch: error: {one_line(text)}", file=out or sys.stderr)
     return EXIT_FAILED
-
-
-def _unfinished(job: BatchJob, retry_failed: bool) -> bool:
-    if job.reading is not None or job.status is not JobStatus.COMPLETED:
-        return True
-    return job.done < job.total_prompts or (retry_failed and job.failed > 0)
 
 
 def _finish(processor: BatchProcessor, group_id: str, statuses: list[int]) -> int:

@@ -91,8 +91,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    if not argv or (len(argv) == 1 and _looks_like_prompts_file(argv[0])):
-        return open_dashboard(Path(argv[0]) if argv else None)
+    try:
+        dashboard = _dashboard_arguments(argv)
+    except SettingsError as exc:
+        print(f"tui-batch: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if dashboard is not None:
+        return open_dashboard(*dashboard)
     args = build_parser().parse_args(argv)
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
         "run": command_run,
@@ -127,9 +132,33 @@ def _looks_like_prompts_file(arg: str) -> bool:
     return exists(arg) or suffix in (*SUPPORTED_EXTENSIONS, JOB_FILE_SUFFIX)
 
 
-def open_dashboard(prompts_file: Path | None) -> int:
-    """`tui-batch [PROMPTS|JOB.toml]`: the full-screen app, with the file loaded into job
-    setup."""
+def _dashboard_arguments(argv: list[str]) -> tuple[Path | None, int] | None:
+    """`tui-batch [--max-models N] [PROMPTS|JOB.toml]`: the dashboard's file and how many
+    models may be loaded at once; None where `argv` is a command."""
+    rest, max_models = list(argv), "1"
+    for position, arg in enumerate(argv):
+        if arg == "--max-models" and position + 1 < len(argv):
+            max_models = argv[position + 1]
+            del rest[position : position + 2]
+            break
+        if arg.startswith("--max-models="):
+            max_models = arg.partition("=")[2]
+            del rest[position]
+            break
+    if len(rest) > 1 or (rest and not _looks_like_prompts_file(rest[0])):
+        return None
+    if not max_models.strip().isdigit() or not 1 <= int(max_models) <= 1000:
+        raise SettingsError(
+            "--max-models: expected a whole number of models from 1, got "
+            f"{escape_controls(max_models)[:40]!r}"
+        )
+    return (Path(rest[0]) if rest else None), int(max_models)
+
+
+def open_dashboard(prompts_file: Path | None, max_models: int = 1) -> int:
+    """`tui-batch [--max-models N] [PROMPTS|JOB.toml]`: the full-screen app, with the
+    file loaded into job setup; jobs started there run at once, `max_models` local
+    models loaded at most."""
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         print(
             "tui-batch: error: the dashboard needs a terminal; without one, use "
@@ -139,7 +168,7 @@ def open_dashboard(prompts_file: Path | None) -> int:
         return EXIT_USAGE
     from tui_batch.ui.app import TuiBatchApp
 
-    app = TuiBatchApp(prompts_file)
+    app = TuiBatchApp(prompts_file, max_models=max_models)
     app.stop_signals.end_process = True
     app.run()
     if app.return_code == 128 + getattr(signal, "SIGHUP", -128):
@@ -148,14 +177,15 @@ def open_dashboard(prompts_file: Path | None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         for fd in (sys.stdout.fileno(), sys.stderr.fileno()):
             os.dup2(devnull, fd)
-    run = app.run_state
-    if run is not None and run.job.status is JobStatus.CANCELLED:
-        job = run.job  # stopped by quitting: say how to go on, on the terminal it leaves
-        print(
-            f"Job {job.job_id} stopped: {job.done}/{job.total_prompts} done and saved. "
-            f"Resume with: tui-batch resume {job.job_id}",
-            file=sys.stderr,
-        )
+    for entry in app.queue.jobs:
+        job = entry.run.job if entry.run is not None else None
+        if job is not None and job.status is JobStatus.CANCELLED:
+            # Stopped by quitting: say how to go on, on the terminal it leaves.
+            print(
+                f"Job {job.job_id} stopped: {job.done}/{job.total_prompts} done and saved. "
+                f"Resume with: tui-batch resume {job.job_id}",
+                file=sys.stderr,
+            )
     return app.return_code or EXIT_OK  # 128 + the signal when SIGTERM or SIGHUP stopped it
 
 

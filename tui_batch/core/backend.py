@@ -245,6 +245,11 @@ class Backend(ABC):
     def resume(self) -> None:
         """The pause is over (or the run is ending)."""
 
+    def set_priority(self, priority: int) -> None:
+        """The job's weight among the jobs sharing this backend's model or servers (its
+        share of their slots or requests) is now `priority`; a backend shared with no
+        other job has nothing to weigh. Safe from any thread."""
+
     def status(self) -> BackendStatus | None:
         """A snapshot for a dashboard; None for a backend with nothing more to say than
         the engine's progress. Safe to call from any thread."""

@@ -351,6 +351,13 @@ class BatchJob:
     def custom_id(self, index: int) -> str:
         return self.prompts[index].custom_id or f"request-{index}"
 
+    def work_left(self, retry_failed: bool = False) -> bool:
+        """Whether resuming the job runs anything: prompts (or input) left, or, with
+        `retry_failed`, failed prompts to run again."""
+        if self.reading is not None or self.status is not JobStatus.COMPLETED:
+            return True
+        return self.done < self.total_prompts or (retry_failed and self.failed > 0)
+
     def header(self) -> dict[str, Any]:
         """Everything but the prompts: what a checkpoint listing or an export shows."""
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "prompts"}

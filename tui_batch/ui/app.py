@@ -13,7 +13,7 @@ from textual.binding import Binding
 from textual.notifications import SeverityLevel
 from textual.worker import Worker, WorkerState
 
-from tui_batch.backends.factory import backend_for_job
+from tui_batch.backends.pool import BackendPool
 from tui_batch.core.backend import Backend, describe_error
 from tui_batch.core.errors import TuiBatchError
 from tui_batch.core.jobs import BatchJob, JobStatus
@@ -25,6 +25,7 @@ from tui_batch.core.stored import StoredResults, result_counts
 from tui_batch.core.text import escape_controls
 from tui_batch.ui import messages
 from tui_batch.ui.commands import TuiBatchCommands
+from tui_batch.ui.job_queue import JobQueue, OwnBackends, QueuedJob, never_started, stop
 from tui_batch.ui.run_state import RunState
 from tui_batch.ui.screens.checkpoints import CheckpointsScreen
 from tui_batch.ui.screens.help import HelpScreen
@@ -35,8 +36,6 @@ from tui_batch.ui.screens.setup import SetupScreen
 from tui_batch.ui.stop_signals import StopSignals
 
 BackendFactory = Callable[[BatchJob], Backend]
-# The job's model, which the engine loads only if a prompt is left to run.
-job_backend: BackendFactory = partial(backend_for_job, opened=False)
 
 
 class TuiBatchApp(App[None]):
@@ -49,6 +48,7 @@ class TuiBatchApp(App[None]):
         Binding("f1,question_mark", "help", "Help"),
         Binding("ctrl+b", "checkpoints", "Checkpoints"),
         Binding("ctrl+g", "progress", "Progress"),
+        Binding("ctrl+j", "jobs", "Jobs"),
     ]
 
     def __init__(
@@ -56,21 +56,32 @@ class TuiBatchApp(App[None]):
         prompts_file: Path | None = None,
         *,
         processor: BatchProcessor | None = None,
-        backend_factory: BackendFactory = job_backend,
+        backend_factory: BackendFactory | None = None,
+        max_models: int = 1,
     ) -> None:
+        """`backend_factory`: each job a backend of its own from it (tests, benchmarks);
+        by default jobs share each loaded model and each fleet (`BackendPool`), with
+        `max_models` models loaded at most."""
         super().__init__()
         self.prompts_file = prompts_file
         self.processor = processor or BatchProcessor()
-        self.backend_factory = backend_factory
+        backends = (
+            OwnBackends(backend_factory)
+            if backend_factory is not None
+            else BackendPool(max_models, self._loading)
+        )
+        self.queue = JobQueue(backends)
+        # The job the progress screen shows (one of the queue's, the latest started).
         self.run_state: RunState | None = None
-        # True from a job's start until its worker has ended (and saved).
-        self.batch_active = False
-        # Set when the app is to exit once the running job has stopped: the exit status.
+        self._launched: dict[Worker, QueuedJob] = {}
+        # Set when the app is to exit once every job has stopped: the exit status.
         self.exit_after_job: int | None = None
         self.stop_requested = False
-        # Set while no job's worker runs: it has stopped, and saved.
+        # Set while no job's worker runs: each has stopped, and saved.
         self.batch_ended = threading.Event()
         self.batch_ended.set()
+        self._job_workers = 0
+        self._job_workers_lock = threading.Lock()
         self.stop_signals = StopSignals(self)
 
     def notify(
@@ -99,80 +110,97 @@ class TuiBatchApp(App[None]):
 
     def on_unmount(self) -> None:
         self.stop_signals.remove()
+        if self.batch_ended.is_set():  # else a job still runs on them: the process ends
+            self.queue.close()
 
-    # Running a job -----------------------------------------------------------------
+    # Running jobs ------------------------------------------------------------------
+
+    @property
+    def batch_active(self) -> bool:
+        """Whether a job's worker runs (opening, waiting, running or stopping)."""
+        return bool(self.queue.active())
 
     def start_job(self, job: BatchJob, stream: PromptStream | None = None) -> None:
-        """Run a new job in the worker thread and show its progress at once; a job made
-        from the first chunk of its input (`create_streamed_job`) reads the rest from
-        `stream`."""
-        if self._claim():
-            self.run_state = RunState(job, self.processor.clock)
-            self.run_batch(job, job.job_id, False, stream)
+        """Run a new job beside any running (no question asked) and show its progress;
+        a job made from the first chunk of its input (`create_streamed_job`) reads the
+        rest from `stream`."""
+        run = RunState(job, self.processor.clock)
+        entry = self._add(job.job_id, run=run, stream=stream)
+        if entry is not None:
+            self.run_state = run
             self.action_progress()
+            self.admit_waiting(said=True)
 
-    def start_saved(self, job_id: str, retry_failed: bool) -> None:
-        """Resume a saved job: it is read once, in the worker, which then shows its
-        progress."""
-        if self._claim():
+    def start_saved(self, job_id: str, retry_failed: bool, show: bool = True) -> None:
+        """Resume a saved job beside any running: it is read once, in its worker, which
+        then shows its progress (with `show`)."""
+        entry = self._add(job_id, retry_failed=retry_failed)
+        if entry is not None:
+            entry.show = show
             self.notify(f"Loading job {job_id}…")
-            self.run_batch(None, job_id, retry_failed)
 
-    def _claim(self) -> bool:
-        """Whether a job may start now (one runs at a time); if so, one is running."""
-        if self.batch_active:
-            self.notify("A job is already running: cancel it first.", severity="warning")
-            return False
-        self.batch_active = True
-        self.batch_ended.clear()
-        return True
-
-    @work(
-        thread=True, exclusive=True, exit_on_error=False, group="batch", description="Running batch"
-    )
-    def run_batch(
-        self,
-        job: BatchJob | None,
-        job_id: str,
-        retry_failed: bool,
-        stream: PromptStream | None = None,
-    ) -> None:
-        """Run the job as `tui-batch run` does, at any size: its prompts and results stay
-        in its checkpoint, its input is read in as it runs, and memory holds neither."""
+    def _add(self, job_id: str, **how: object) -> QueuedJob | None:
+        """Queue the job and start its worker; None (said why) if it cannot be."""
         try:
-            self._run_batch(job, job_id, retry_failed, stream)
-        finally:
-            self.batch_ended.set()
+            entry = self.queue.add(job_id, **how)  # type: ignore[arg-type]
+        except TuiBatchError as exc:
+            self.notify(str(exc), severity="warning")
+            return None
+        with self._job_workers_lock:
+            self._job_workers += 1
+            self.batch_ended.clear()
+        worker = self.run_worker(
+            partial(self._run_queued, entry),
+            name="run_batch",
+            group="batch",
+            description=f"Running job {job_id}",
+            exit_on_error=False,
+            thread=True,
+        )
+        self._launched[worker] = entry
+        return entry
 
-    def _run_batch(
-        self,
-        job: BatchJob | None,
-        job_id: str,
-        retry_failed: bool,
-        stream: PromptStream | None,
-    ) -> None:
+    def _run_queued(self, entry: QueuedJob) -> None:
+        """A job's worker: run it as `tui-batch run` does, at any size: its prompts and
+        results stay in its checkpoint, its input is read in as it runs, and memory
+        holds neither."""
+        try:
+            self._run_batch(entry)
+        finally:
+            self.queue.ended(entry)
+            with self._job_workers_lock:
+                self._job_workers -= 1
+                if not self._job_workers:
+                    self.batch_ended.set()
+
+    def _run_batch(self, entry: QueuedJob) -> None:
         processor = self.processor
-        with processor.store.lock(job_id) as lock:
-            if job is None:
-                job = processor.open_job(job_id)
+        with processor.store.lock(entry.job_id) as lock:
+            if entry.run is None:
+                job = processor.open_job(entry.job_id)
                 # A job stopped while its input was read in reads on from where it stopped.
-                stream = reopen_stream(job) if job.reading is not None else None
-                run = RunState.resumed(job, processor.clock, retry_failed=retry_failed)
-                self.call_from_thread(self._show_run, run)
-            else:
-                run = self.run_state
-            with self.backend_factory(job) as backend:
-                run.backend = backend
-                processor.run_streamed(
-                    job,
-                    backend,
-                    stream=stream,
-                    cancel_event=run.cancel,
-                    pause_event=run.pause,
-                    retry_failed=retry_failed,
-                    on_event=run.handle,
-                    lock=lock,
-                )
+                entry.stream = reopen_stream(job) if job.reading is not None else None
+                run = RunState.resumed(job, processor.clock, retry_failed=entry.retry_failed)
+                entry.run = run
+                self.call_from_thread(self._opened, entry)
+            run = entry.run
+            job = run.job
+            backend = self.queue.wait(entry)
+            if backend is None:  # stopped while it waited for its model
+                never_started(run)
+                self.post_message(messages.JobFinished(job.job_id, job.status, 0, 0))
+                return
+            run.backend = backend
+            processor.run_streamed(
+                job,
+                backend,
+                stream=entry.stream,
+                cancel_event=run.cancel,
+                pause_event=run.pause,
+                retry_failed=entry.retry_failed,
+                on_event=run.handle,
+                lock=lock,
+            )
         finished = messages.JobFinished(job.job_id, job.status, job.completed, job.failed)
         assert job.checkpoint_file is not None
         finished.empty = result_counts(job.checkpoint_file).empty
@@ -184,27 +212,109 @@ class TuiBatchApp(App[None]):
                 finished.export_error = str(exc)
         self.post_message(finished)
 
-    def _show_run(self, run: RunState) -> None:
-        self.run_state = run
-        if self.stop_requested:
-            run.cancel.set()  # stop was asked for while the job was loading
-        self.action_progress()
+    def _opened(self, entry: QueuedJob) -> None:
+        """A saved job is open: show it (unless resumed with others), and queue it."""
+        run = entry.run
+        assert run is not None
+        if self.stop_requested or entry.stopped:
+            stop(entry)  # asked while the job was loading
+        if entry.show or self.run_state is None:
+            self.run_state = run
+            self.action_progress()
+        self.admit_waiting(said=True)
+
+    def admit_waiting(self, said: bool = False) -> None:
+        """Start the waiting jobs whose model is free; with `said`, tell of those that
+        must wait."""
+        self.queue.admit()
+        if not said:
+            return
+        for entry in self.queue.active():
+            if entry.waiting and not entry.told:
+                entry.told = True
+                self.notify(
+                    f"Job {entry.label} waits for its model: another is loaded and in use "
+                    "(ctrl+j lists the jobs).",
+                    timeout=8,
+                )
+
+    def _loading(self, model: str) -> None:
+        self.notify(f"Loading {model} (once for the jobs on it)…")
 
     @on(Worker.StateChanged)
     def _worker_changed(self, event: Worker.StateChanged) -> None:
-        if event.worker.name != "run_batch" or not event.worker.is_finished:
+        if event.worker.group != "batch" or not event.worker.is_finished:
             return
-        self.batch_active = False
-        run = self.run_state
+        entry = self._launched.pop(event.worker, None)
+        if entry is None:
+            return
         text = None
         if event.state is WorkerState.ERROR:
             error = event.worker.error
             text = str(error) if isinstance(error, TuiBatchError) else describe_error(error)
-            self.notify(text, title="Job stopped", severity="error")
-        if run is not None:
-            run.finish(text)
-        if self.exit_after_job is not None:
+            self.notify(text, title=f"Job {entry.label} stopped", severity="error")
+        if entry.run is not None:
+            entry.run.finish(text)
+        self.queue.forget(entry)
+        self.admit_waiting(said=True)  # its model may be free for another
+        if self.exit_after_job is not None and not self.batch_active:
             self.exit(return_code=self.exit_after_job)
+
+    def show_run(self, step: int) -> None:
+        """Show the next (`step` 1) or previous (-1) running job's progress."""
+        runs = self.queue.runs()
+        current = self.run_state
+        others = [run for run in runs if run is not current]
+        if not others:
+            self.notify("No other job is running (ctrl+j lists the jobs).", severity="warning")
+            return
+        if current in runs:
+            self.run_state = runs[(runs.index(current) + step) % len(runs)]
+        else:
+            self.run_state = runs[0] if step > 0 else runs[-1]
+        self.action_progress()
+
+    def toggle_pause(self, run: RunState) -> None:
+        """Pause a job after its current step (a waiting one before it starts), or let
+        it go on."""
+        entry = self.queue.entry_of(run)
+        name = entry.label if entry is not None else run.job.job_id
+        if run.finished:
+            self.notify(f"Job {name} is not running.", severity="warning")
+        elif run.pause.is_set():
+            run.pause.clear()
+            self.admit_waiting()  # a paused job waiting for its model may start now
+            self.notify(f"Job {name} goes on.")
+        else:
+            run.pause.set()
+            self.notify(f"Pausing job {name} after the current step.")
+
+    def ask_stop(self, run: RunState) -> None:
+        """Stop a job, once the person says so: its finished results are kept."""
+        entry = self.queue.entry_of(run)
+        name = entry.label if entry is not None else run.job.job_id
+        if run.finished:
+            self.notify(f"Job {name} is not running.", severity="warning")
+            return
+
+        def answer(yes: bool | None) -> None:
+            if yes and not run.finished:
+                if entry is not None:
+                    stop(entry)
+                else:
+                    run.cancel.set()
+                    run.pause.clear()
+                self.notify(f"Stopping job {name}: finished results are saved; resume it any time.")
+
+        question = (
+            f"Stop job {name}? Finished results are kept, and it can be resumed from Checkpoints."
+        )
+        self.push_screen(ConfirmScreen(question, yes="stop the job", no="keep it running"), answer)
+
+    def show_progress_of(self, run: RunState) -> None:
+        """Show `run`'s progress (the Jobs view's enter)."""
+        self.run_state = run
+        self.action_progress()
 
     def on_job_finished(self, message: messages.JobFinished) -> None:
         status = message.status.value
@@ -234,21 +344,21 @@ class TuiBatchApp(App[None]):
                 screen.keep_draft()
 
     def stop_and_exit(self, return_code: int = 0) -> None:
-        """Stop the running job after its current step (it is saved), then exit."""
+        """Stop every job after its current step (each is saved), then exit."""
         self.keep_setup_draft()
         self.exit_after_job = return_code
         self.stop_requested = True
         if not self.batch_active:
             self.exit(return_code=return_code)
             return
-        if self.run_state is not None:
-            self.run_state.cancel.set()
-            self.run_state.pause.clear()
-        self.notify("Stopping the job: finished results are saved…")
+        count = len(self.queue.active())
+        self.queue.stop_all()
+        jobs = "the job" if count == 1 else f"{count} jobs"
+        self.notify(f"Stopping {jobs}: finished results are saved…")
 
     async def action_quit(self) -> None:
-        """ctrl+q: while a job runs, ask first; the worker must stop before the process
-        can end (it would otherwise run the whole job to the end)."""
+        """ctrl+q: while jobs run, ask once for all; their workers must stop before the
+        process can end (they would otherwise run every job to its end)."""
         self.keep_setup_draft()
         if not self.batch_active:
             self.exit()
@@ -258,15 +368,19 @@ class TuiBatchApp(App[None]):
 
         def answer(choice: str | None) -> None:
             if choice in ("stop", "wait") and not self.batch_active:
-                self.exit()  # the job finished while the question was up
+                self.exit()  # the jobs finished while the question was up
             elif choice == "stop":
                 self.stop_and_exit(0)
             elif choice == "wait":
                 self.exit_after_job = 0
-                self.notify("tui-batch quits when the job finishes.")
+                count = len(self.queue.active())
+                self.notify(
+                    "tui-batch quits when the job finishes."
+                    if count == 1
+                    else f"tui-batch quits when the {count} jobs finish."
+                )
 
-        job_id = self.run_state.job.job_id if self.run_state else "?"
-        self.push_screen(QuitScreen(job_id), answer)
+        self.push_screen(QuitScreen([e.label for e in self.queue.active()]), answer)
 
     def resume_job(self, job_id: str) -> None:
         """Resume a checkpoint, asking first whether its failed prompts run again too
@@ -315,6 +429,61 @@ class TuiBatchApp(App[None]):
         else:
             ask_retry()
 
+    @work(thread=True, group="resume-check", exit_on_error=False, description="Checking group")
+    def resume_group(self, group_id: str) -> None:
+        """Resume every job of the group with work left, at once (as `tui-batch resume
+        GROUP`), asking once whether failed prompts run again too; a template job whose
+        files changed is left out, and said."""
+        try:
+            jobs = self.processor.group_jobs(group_id)
+            changed = {
+                job.job_id: job.template.changes()
+                for job in jobs
+                if job.template and job.reading is None and job.work_left(True)
+            }
+        except TuiBatchError as exc:
+            self.call_from_thread(self.notify, str(exc), severity="error")
+            return
+        self.call_from_thread(self._ask_resume_group, group_id, jobs, changed)
+
+    def _ask_resume_group(
+        self, group_id: str, jobs: list[BatchJob], changed: dict[str, list[str]]
+    ) -> None:
+        for job_id, changes in changed.items():
+            if changes:
+                self.notify(
+                    f"Job {job_id}: {'; '.join(changes)}: not resumed (resume it alone "
+                    "from Checkpoints to go on with its stored prompts).",
+                    severity="warning",
+                    timeout=15,
+                )
+        jobs = [
+            job
+            for job in jobs
+            if not changed.get(job.job_id) and self.queue.find(job.job_id) is None
+        ]
+        failed = sum(job.failed for job in jobs if job.work_left(True))
+
+        def answer(retry_failed: bool | None) -> None:
+            if retry_failed is None:
+                return
+            left = [job for job in jobs if job.work_left(retry_failed)]
+            if not left:
+                self.notify(f"Group {group_id}: nothing left to run.", severity="warning")
+            for position, job in enumerate(left):
+                self.start_saved(job.job_id, retry_failed, show=position == 0)
+
+        if not any(job.work_left(True) for job in jobs):
+            self.notify(f"Group {group_id}: every job is finished.", severity="warning")
+        elif failed:
+            question = (
+                f"Resume group {group_id}: its jobs run at once. Run their {failed} failed "
+                "prompt(s) again too?"
+            )
+            self.push_screen(ResumeScreen(group_id, failed, question), answer)
+        else:
+            answer(False)
+
     def rerun_failed(self, job_id: str) -> None:
         self.start_saved(job_id, retry_failed=True)
 
@@ -361,6 +530,11 @@ class TuiBatchApp(App[None]):
 
     def action_checkpoints(self) -> None:
         self._show(CheckpointsScreen, CheckpointsScreen)
+
+    def action_jobs(self) -> None:
+        from tui_batch.ui.screens.jobs import JobsScreen
+
+        self._show(JobsScreen, JobsScreen)
 
     def action_progress(self) -> None:
         if self.run_state is None:

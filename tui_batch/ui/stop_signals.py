@@ -4,8 +4,8 @@ SIGTERM and a closed terminal's SIGHUP; the exit status is 128 + the signal's nu
 SIGTERM is handled on the event loop. SIGHUP is not: with the terminal gone, Textual's
 writes to it fail, its output queue fills, and the loop blocks on it for good, so a
 handler the loop runs may never run. A plain signal handler runs even then: it stops
-the job (which saves), asks the loop for the orderly exit, and, where the app is the
-process, ends it once the job has saved, whatever the loop does.
+the jobs (each saves), asks the loop for the orderly exit, and, where the app is the
+process, ends it once the jobs have saved, whatever the loop does.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import threading
 import time
 from typing import Any, Protocol
 
-from tui_batch.ui.run_state import RunState
+from tui_batch.ui.job_queue import JobQueue
 
 STOP_SIGNALS = tuple(
     getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)
@@ -32,7 +32,7 @@ STOP_GRACE = 5.0
 class Stoppable(Protocol):
     """What the handlers need of the app."""
 
-    run_state: RunState | None
+    queue: JobQueue
     batch_ended: threading.Event  # set while no job's worker runs
 
     def stop_and_exit(self, return_code: int = 0) -> None: ...
@@ -44,7 +44,7 @@ class StopSignals:
     def __init__(self, app: Stoppable) -> None:
         self.app = app
         # Set by the command that runs the app as its process: after a stop signal, the
-        # process ends once the job has saved, even if the orderly exit cannot.
+        # process ends once the jobs have saved, even if the orderly exit cannot.
         self.end_process = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._previous_hangup: Any = None
@@ -71,16 +71,13 @@ class StopSignals:
                 loop.remove_signal_handler(signum)
 
     def _stopped(self, signum: int) -> None:
-        """SIGTERM (on the event loop): stop the job, then exit with 128 + it."""
+        """SIGTERM (on the event loop): stop the jobs, then exit with 128 + it."""
         self.app.stop_and_exit(128 + signum)
         self._end_when_saved(128 + signum)
 
     def _hung_up(self, signum: int, frame: object) -> None:
         """SIGHUP: the terminal is gone."""
-        run = self.app.run_state
-        if run is not None:
-            run.cancel.set()
-            run.pause.clear()
+        self.app.queue.stop_all()
         if self._loop is not None:
             with contextlib.suppress(RuntimeError):  # the loop has closed
                 self._loop.call_soon_threadsafe(self.app.stop_and_exit, 128 + signum)
@@ -88,7 +85,7 @@ class StopSignals:
 
     def _end_when_saved(self, code: int) -> None:
         """Where the app is the process, end it with `code` STOP_GRACE seconds after the
-        job has saved, if the orderly exit has not ended it by then."""
+        jobs have saved, if the orderly exit has not ended it by then."""
         if not self.end_process:
             return
         ended = self.app.batch_ended

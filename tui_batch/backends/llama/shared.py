@@ -214,6 +214,9 @@ class ModelLane(Backend):
     def open(self, settings: GenerationSettings) -> None:
         self.model.open(settings)
 
+    def set_priority(self, priority: int) -> None:
+        self.priority = max(1, priority)  # read by the decode thread at its next admission
+
     def begin(self, job: BatchJob, on_token: TokenSink | None = None) -> None:
         self.on_token = on_token
         self.sink = self._buffer if on_token is not None else None

@@ -148,6 +148,12 @@ class RemoteBackend(Backend):
             share, self._share = self._share, None
             self._on_loop(lambda: self.admission.leave(share))
 
+    def set_priority(self, priority: int) -> None:
+        self.priority = max(1, priority)
+        share = self._share
+        if share is not None:  # the loop reads it at its next pick
+            share.weight = self.priority
+
     def _find_reasoning_fields(self) -> None:
         if self._loop is not None:
             urls = [e.url for e in self.server.endpoints]

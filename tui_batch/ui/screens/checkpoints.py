@@ -66,6 +66,8 @@ class CheckpointsScreen(Screen[None]):
         Binding("escape", "back", "Back"),
         # Already here: the footer has no room for a key to this screen.
         Binding("ctrl+b", "app.checkpoints", "Checkpoints", show=False),
+        # No room in the footer either; the progress screen says it while jobs run.
+        Binding("ctrl+j", "app.jobs", "Jobs", show=False),
     ]
 
     def __init__(self) -> None:

@@ -1,7 +1,7 @@
 """A group's leaderboard (a matrix's jobs, or several inputs run as one group): its
 variants best first, with `tui-batch stats GROUP`'s figures and accuracy bars. `enter`
 opens a variant's results; `space` marks variants and `c` compares them (two marked and
-`enter` too). Ranked in a worker from the checkpoints, one cursor a job."""
+`enter` too); `r` resumes every job of the group with work left, at once. Ranked in a worker from the checkpoints, one cursor a job."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ class GroupScreen(Screen[None]):
         Binding("enter", "open", "Results (two marked: compare)"),
         Binding("space", "mark", "Mark"),
         Binding("c", "compare", "Compare"),
+        Binding("r", "resume", "Resume group"),
         Binding("escape", "app.pop_screen", "Back"),
     ]
 
@@ -99,6 +100,9 @@ class GroupScreen(Screen[None]):
         row = self.query_one("#leaderboard", DataTable).cursor_row
         self._show(self.board)
         self.query_one("#leaderboard", DataTable).move_cursor(row=row)
+
+    def action_resume(self) -> None:
+        self.app.resume_group(self.group_id)
 
     def action_compare(self) -> None:
         if len(self.marked) < 2:

@@ -15,6 +15,8 @@ def key_table(app_bindings: list[Binding]) -> Table:
     screen's."""
     from tui_batch.ui.screens.checkpoints import CheckpointsScreen
     from tui_batch.ui.screens.compare import CompareScreen
+    from tui_batch.ui.screens.group import GroupScreen
+    from tui_batch.ui.screens.jobs import JobsScreen
     from tui_batch.ui.screens.progress import ProgressScreen
     from tui_batch.ui.screens.results import ResultsScreen
     from tui_batch.ui.screens.setup import SetupScreen
@@ -31,10 +33,12 @@ def key_table(app_bindings: list[Binding]) -> Table:
         ("Job setup", SetupScreen.BINDINGS),
         ("Template editor", TemplateEditor.BINDINGS),
         ("Progress", ProgressScreen.BINDINGS),
+        ("Jobs", JobsScreen.BINDINGS),
         ("Checkpoints", CheckpointsScreen.BINDINGS),
         ("Results", ResultsScreen.BINDINGS),
         ("Stats", StatsScreen.BINDINGS),
         ("Compare", CompareScreen.BINDINGS),
+        ("Group", GroupScreen.BINDINGS),
         ("Tables", VirtualTable.BINDINGS),
     ]
     for where, bindings in sections:
@@ -55,7 +59,8 @@ def key_table(app_bindings: list[Binding]) -> Table:
 
 
 def _key_name(key: str) -> str:
-    return {"question_mark": "?", "slash": "/"}.get(key, key)
+    names = {"question_mark": "?", "slash": "/", "plus": "+", "equals_sign": "=", "minus": "-"}
+    return names.get(key, key)
 
 
 class HelpScreen(ModalScreen[None]):

@@ -74,26 +74,41 @@ class ResumeScreen(QuestionScreen[bool | None]):
     ]
     HINT = "[b]y[/] retry failed too   [b]n[/] only unfinished   [b]Esc[/] cancel"
 
-    def __init__(self, job_id: str, failed: int) -> None:
-        super().__init__(f"Resume job {job_id}. Run its {failed} failed prompt(s) again too?")
+    def __init__(self, job_id: str, failed: int, question: str | None = None) -> None:
+        super().__init__(
+            question or f"Resume job {job_id}. Run its {failed} failed prompt(s) again too?"
+        )
 
 
 class QuitScreen(QuestionScreen[str | None]):
-    """Quit while a job runs: stop it (saved, resumable) and quit, quit when it finishes,
-    or stay. Escape stays."""
+    """Quit while jobs run, asked once for all: stop them (saved, resumable) and quit,
+    quit when they finish, or stay. Escape stays."""
 
     BINDINGS = [
-        Binding("s", "answer('stop')", "Stop job and quit"),
+        Binding("s", "answer('stop')", "Stop and quit"),
         Binding("w", "answer('wait')", "Quit when finished"),
         Binding("escape,n", "answer(None)", "Keep going"),
     ]
-    HINT = "[b]s[/] stop the job and quit   [b]w[/] quit when it finishes   [b]Esc[/] keep going"
 
-    def __init__(self, job_id: str) -> None:
-        super().__init__(
-            f"Job {job_id} is running. Stop it and quit? Finished results are saved, and "
-            f"tui-batch resume {job_id} goes on from there."
+    def __init__(self, jobs: list[str]) -> None:
+        if len(jobs) == 1:
+            question = (
+                f"Job {jobs[0]} is running. Stop it and quit? Finished results are saved, "
+                f"and tui-batch resume {jobs[0]} goes on from there."
+            )
+            it, finishes = "the job", "it finishes"
+        else:
+            named = ", ".join(jobs[:4]) + (f" and {len(jobs) - 4} more" if len(jobs) > 4 else "")
+            question = (
+                f"{len(jobs)} jobs are running ({named}). Stop them all and quit? Finished "
+                "results are saved, and each resumes from Checkpoints or tui-batch resume."
+            )
+            it, finishes = "them all", "they all finish"
+        super().__init__(question)
+        self.hint = Text.assemble(
+            ("s", "bold"), f" stop {it} and quit   ", ("w", "bold"), f" quit when {finishes}   "
         )
+        self.hint.append_text(Text.assemble(("Esc", "bold"), " keep going"))
 
 
 class ExportScreen(ModalScreen[tuple[str, Path, bool] | None]):

@@ -20,7 +20,7 @@ from tui_batch.core.results import ResultsView
 from tui_batch.core.servers import ServerSettings
 from tui_batch.ui.prompt_states import FINISHED
 from tui_batch.ui.run_state import HISTORY_SECONDS, SMOOTHING_SECONDS, RunState
-from tui_batch.ui.screens.modals import ConfirmScreen, ResultScreen
+from tui_batch.ui.screens.modals import ResultScreen
 from tui_batch.ui.text import literal, one_line, prompt_cell, token_cells
 from tui_batch.ui.widgets.virtual_table import Column, VirtualTable
 
@@ -77,6 +77,18 @@ def status_line(run: RunState) -> Text:
     if update is not None and update.budget:
         text.append(f"  {update.budget}", style="cyan")
     return text
+
+
+def queue_label(run: RunState, runs: list[RunState]) -> Text:
+    """Where this job stands among the jobs running, when others run beside it."""
+    others = [other for other in runs if other is not run]
+    if not others:
+        return Text()
+    if run in runs:
+        place = f"job {runs.index(run) + 1} of {len(runs)} running"
+    else:
+        place = f"{len(others)} other job{'s' if len(others) > 1 else ''} running"
+    return Text.assemble(("  ", ""), (place, "cyan"), ("  n next, ctrl+j all", "dim"))
 
 
 def reading_label(run: RunState) -> Text:
@@ -168,12 +180,14 @@ class ProgressScreen(Screen[None]):
     """Watches `app.run_state`; leaving this screen leaves the job running."""
 
     BINDINGS = [
-        Binding("p", "pause", "Pause/resume"),
+        Binding("p", "pause", "Pause"),
         Binding("x", "cancel", "Cancel job"),
         Binding("f", "failed_only", "Failed only"),
         Binding("l", "follow", "Follow running", show=False),
         Binding("r", "results", "Results"),
         Binding("t", "stats", "Stats"),
+        Binding("n", "next_job(1)", "Next job"),
+        Binding("N", "next_job(-1)", "Previous job", show=False),
         Binding("escape", "back", "Back"),
         # Already here: the footer has no room for a key to this screen.
         Binding("ctrl+g", "app.progress", "Progress", show=False),
@@ -289,7 +303,8 @@ class ProgressScreen(Screen[None]):
         changed = run.version != self._seen_version
         self._seen_version = run.version
         job = run.job
-        state = run.error or run.job_status.value
+        entry = self.app.queue.entry_of(run)
+        state = run.error or (entry.state() if entry is not None else run.job_status.value)
         self._set(
             "#job-line",
             Text.assemble(
@@ -300,6 +315,7 @@ class ProgressScreen(Screen[None]):
                 one_line(_servers_label(job.server), style="dim"),
                 ("  status ", "dim"),
                 (state, "bold red" if run.error else "bold"),
+                queue_label(run, self.app.queue.runs()),
                 reading_label(run),
                 answers_label(run),
             ),
@@ -372,34 +388,13 @@ class ProgressScreen(Screen[None]):
             self.app.push_screen(ResultScreen(result, job.scoring, job.settings.schema))
 
     def action_pause(self) -> None:
-        run = self.run
-        if run.finished:
-            self.notify("The job is not running.", severity="warning")
-        elif run.pause.is_set():
-            run.pause.clear()
-            self.notify("Resumed.")
-        else:
-            run.pause.set()
-            self.notify("Pausing after the current step.")
+        self.app.toggle_pause(self.run)
 
     def action_cancel(self) -> None:
-        if self.run.finished:
-            self.notify("The job is not running.", severity="warning")
-            return
+        self.app.ask_stop(self.run)
 
-        def answer(cancel: bool | None) -> None:
-            if cancel:
-                self.run.cancel.set()
-                self.run.pause.clear()
-                self.notify("Cancelling: finished results are saved; resume it any time.")
-
-        question = (
-            f"Stop job {self.run.job.job_id}? Finished results are kept, and it can be "
-            "resumed from Checkpoints."
-        )
-        self.app.push_screen(
-            ConfirmScreen(question, yes="stop the job", no="keep it running"), answer
-        )
+    def action_next_job(self, step: int) -> None:
+        self.app.show_run(step)
 
     def action_failed_only(self) -> None:
         self.failed_only = not self.failed_only

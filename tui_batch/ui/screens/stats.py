@@ -67,8 +67,7 @@ class StatsScreen(Screen[None]):
         self.set_interval(REFRESH, self._refresh_if_running)
 
     def _refresh_if_running(self) -> None:
-        run = getattr(self.app, "run_state", None)
-        running = run is not None and run.job.job_id == self.job_id and self.app.batch_active
+        running = self.app.queue.find(self.job_id) is not None
         if running and not self._reading:
             self.refresh_stats()
 
