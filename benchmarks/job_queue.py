@@ -15,8 +15,13 @@ queue.py: a script in this folder would import it as the standard library's `que
    model's tokens/s with 1, 4, 8 and 16 prompts decoding together (what filling the
    slots one job leaves idle can gain at most).
 
-    python benchmarks/job_queue.py                 # both
-    python benchmarks/job_queue.py --skip-fleet    # only 2
+3. The dashboard's keys: key-press to repaint on the progress screen of a
+   100,000-prompt job (`ui_latency.py`, an instant backend: results as fast as they are
+   stored) with 3 more jobs running beside it, against the same job alone, each in a
+   fresh process. Prints both medians and worst cases, and their ratio.
+
+    python benchmarks/job_queue.py                            # all three
+    python benchmarks/job_queue.py --skip-fleet --skip-keys   # only 2
 """
 
 from __future__ import annotations
@@ -211,6 +216,35 @@ def scaling(args: argparse.Namespace, env: dict[str, str]) -> None:
     )
 
 
+def keys(args: argparse.Namespace, env: dict[str, str]) -> None:
+    """The dashboard's key-press latency with 3 jobs beside the big one, and alone."""
+    print(f"Dashboard keys: a {args.key_prompts:,}-prompt job, alone and with 3 jobs beside it")
+    medians = {}
+    for others in (0, 3):
+        done = subprocess.run(
+            [
+                sys.executable,
+                str(REPO / "benchmarks" / "ui_latency.py"),
+                "--prompts",
+                str(args.key_prompts),
+                "--others",
+                str(others),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0:
+            raise SystemExit(f"ui_latency.py failed:\n{done.stderr[-3000:]}")
+        line = next(x for x in done.stdout.splitlines() if x.startswith("key-press"))
+        medians[others] = float(line.split("median ")[1].split(" ms")[0])
+        print(f"  {'alone' if not others else '3 beside'}: {line}")
+    print(
+        f"  median with 3 jobs beside it {medians[3]:.1f} ms against {medians[0]:.1f} ms "
+        f"alone: {medians[3] / medians[0]:.2f}x (asked: within 100 ms)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-fleet", action="store_true")
@@ -219,6 +253,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--skip-keys", action="store_true")
+    parser.add_argument("--key-prompts", type=int, default=100_000)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
@@ -229,6 +265,8 @@ def main() -> None:
         if not args.skip_model:
             one_model(args, work, env)
             scaling(args, env)
+        if not args.skip_keys:
+            keys(args, env)
 
 
 if __name__ == "__main__":
