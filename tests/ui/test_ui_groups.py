@@ -98,3 +98,34 @@ async def test_a_job_of_no_group_says_so(tmp_path):
         await settle(pilot)
         assert isinstance(app.screen, CheckpointsScreen)
         assert any("is not one of a group" in n.message for n in app._notifications)
+
+
+@pytest.mark.model
+async def test_a_job_file_with_a_matrix_runs_its_group_at_once_from_job_setup(tmp_path):
+    """ctrl+r on a job file with a [matrix]: a job for each combination, made as one
+    group, run at once on the one loaded model, each named by its values."""
+    (tmp_path / "p.txt").write_text("Say hi.\nSay bye.\nCount to three.\n")
+    path = tmp_path / "job.toml"
+    path.write_text(
+        '[input]\nprompts = "p.txt"\n\n[model]\nname = "SmolLM2-135M-Instruct.Q4_1"\n'
+        "threads = 1\n\n[generation]\nmax_tokens = 12\nseed = 3\n\n"
+        "[matrix]\ntemperature = [0.0, 1.0]\n"
+    )
+    app = TuiBatchApp(path)
+    loads: list[str] = []
+    app.queue.backends.on_load = loads.append
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await ready(pilot)
+        await pilot.press("ctrl+r")
+        await wait_until(pilot, lambda: len(app.queue.jobs) == 2, 60)
+        assert any("2 jobs, run at once" in n.message for n in app._notifications)
+        await wait_until(pilot, lambda: all(e.ended for e in app.queue.jobs), 300)
+        await settle(pilot)
+    jobs = [entry.run.job for entry in app.queue.jobs]
+    assert len({job.group_id for job in jobs}) == 1 and jobs[0].group_id
+    assert [job.variant for job in jobs] == ["temperature=0", "temperature=1"]
+    assert [job.settings.temperature for job in jobs] == [0.0, 1.0]
+    assert all(job.completed == 3 for job in jobs)
+    assert len(loads) == 1  # one model, loaded once for both
+    group = BatchProcessor().group_jobs(jobs[0].group_id)
+    assert sorted(job.job_id for job in group) == sorted(job.job_id for job in jobs)

@@ -17,8 +17,9 @@ import threading
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, TextIO
 
+from tui_batch.backends.job_checks import ServerChecks
 from tui_batch.cli.arguments import EXIT_FAILED, EXIT_OK
-from tui_batch.cli.job_run import checked_servers, probed_schema, run_job
+from tui_batch.cli.job_run import run_job, said_servers
 from tui_batch.cli.progress_board import ProgressBoard
 from tui_batch.cli.run_input import RunRequest, open_input, warn_long_prompts
 from tui_batch.cli.terminal import cancel_on_signals, print_table
@@ -62,7 +63,7 @@ def run_group(requests: list[RunRequest], args: argparse.Namespace) -> int:
     group_id = new_group_id()
     with cancel_on_signals(sys.stderr) as signals:
         # Every job checks out before any is made: a group is made whole or not at all.
-        checks = _ServerChecks()
+        checks = ServerChecks()
         prepared = [(variant.label, _prepare(processor, one, checks)) for variant, one in variants]
         if signals.cancel.is_set():
             print("Stopped before the group was made: nothing was made.", file=sys.stderr)
@@ -184,33 +185,7 @@ class _Prepared:
     server: ServerSettings | None = None
 
 
-class _ServerChecks:
-    """Each set of servers checked once for the group's jobs on it (a check sends
-    requests: a matrix of temperatures would check the same fleet once a variant)."""
-
-    def __init__(self) -> None:
-        self._done: dict[tuple[str, ...], tuple[ServerSettings, str]] = {}
-
-    def __call__(self, spec: RunSpec) -> tuple[ServerSettings, str]:
-        generation = spec.generation
-        # What a check depends on: the servers, the model, the schema and reasoning asked.
-        key = tuple(
-            repr(part)
-            for part in (
-                spec.server,
-                spec.model,
-                probed_schema(generation, spec.options),
-                generation.reasoning,
-                generation.reasoning_effort,
-                generation.reasoning_budget,
-            )
-        )
-        if key not in self._done:
-            self._done[key] = checked_servers(spec)
-        return self._done[key]
-
-
-def _prepare(processor: BatchProcessor, request: RunRequest, checks: _ServerChecks) -> _Prepared:
+def _prepare(processor: BatchProcessor, request: RunRequest, checks: ServerChecks) -> _Prepared:
     """What `tui-batch run` checks of a job before it makes it, for one of the group."""
     from tui_batch.models.catalog import resolve_model
 
@@ -222,7 +197,7 @@ def _prepare(processor: BatchProcessor, request: RunRequest, checks: _ServerChec
     processor.check_job_from(run_input, spec)
     spec = run_input.settled(spec)
     if spec.server is not None:
-        server, model = checks(spec)
+        server, model = said_servers(checks, spec)
         return _Prepared(spec, stream, run_input.prompts, model, server=server)
     found = resolve_model(spec.model)
     warn_long_prompts(found.path, run_input, spec.generation)

@@ -8,12 +8,13 @@ import sys
 import time
 from typing import TextIO
 
+from tui_batch.backends.job_checks import ServerChecks
 from tui_batch.cli.arguments import EXIT_FAILED, EXIT_OK
 from tui_batch.cli.terminal import ProgressPrinter, cancel_on_signals
 from tui_batch.core import events
 from tui_batch.core.backend import Backend
 from tui_batch.core.budget_guard import BUDGET_REACHED
-from tui_batch.core.errors import CheckpointError, ExportError, SettingsError
+from tui_batch.core.errors import CheckpointError, ExportError
 from tui_batch.core.jobs import BatchJob, JobStatus
 from tui_batch.core.pending import INPUT_STOPPED
 from tui_batch.core.processor import BatchProcessor
@@ -23,10 +24,8 @@ from tui_batch.core.rows import ResultCounts
 from tui_batch.core.run_spec import RunSpec
 from tui_batch.core.scoring.figures import accuracy_text
 from tui_batch.core.servers import ServerCheck, ServerSettings
-from tui_batch.core.settings import GenerationSettings, JobOptions
 from tui_batch.core.store import JobLock
 from tui_batch.core.stored import StoredResults, result_counts
-from tui_batch.core.structured.schema import AnswerSchema
 from tui_batch.core.text import one_line
 
 
@@ -214,40 +213,26 @@ def tokens_generated(counts: ResultCounts) -> str:
     return text
 
 
-def probed_schema(settings: GenerationSettings, options: JobOptions) -> AnswerSchema | None:
-    """The schema whose form each server is asked for before a job runs: none for a job
-    reading the answer cache (a probe is a generation; the backend asks only if a prompt
-    is left to send)."""
-    return None if options.cache_reads else settings.schema
+def checked_servers(spec: RunSpec) -> tuple[ServerSettings, str]:
+    """The spec's servers as checked (each answers and serves the model; its warnings
+    printed), and the model's name: the spec's, else the one model they serve."""
+    return said_servers(ServerChecks(), spec)
+
+
+def said_servers(checks: ServerChecks, spec: RunSpec) -> tuple[ServerSettings, str]:
+    """`checks(spec)`, its warnings printed to stderr."""
+    server, model, warnings = checks(spec)
+    _warn(warnings)
+    return server, model
 
 
 def apply_check(check: ServerCheck, server: ServerSettings) -> ServerSettings:
     """The servers as the check found them: each one that interrupts requests gets one
     at a time (and a warning saying so, and how to start it for batches)."""
-    for warning in check.warnings():
-        print(f"tui-batch: warning: {one_line(warning)}", file=sys.stderr)
+    _warn(check.warnings())
     return check.applied_to(server)
 
 
-def checked_servers(spec: RunSpec) -> tuple[ServerSettings, str]:
-    """The spec's servers as checked (each answers and serves the model), and the
-    model's name: the spec's, else the one model they serve."""
-    from tui_batch.backends.factory import check_servers
-
-    server, model = spec.server, spec.model
-    assert server is not None  # a job on servers
-    check = check_servers(
-        server, model, probed_schema(spec.generation, spec.options), spec.generation
-    )
-    if model is None:
-        names = sorted({name for names in check.models.values() for name in names})
-        if len(names) != 1:
-            listed = ", ".join(names[:20]) if names else "none listed"
-            raise SettingsError(f"--model NAME is required with --server (served: {listed})")
-        model = names[0]
-        if f"${server.api_key_env}" in model:  # the server's name for it holds the key
-            raise SettingsError(
-                f"the served model's name holds the API key in ${server.api_key_env}: it is "
-                "not used or stored; give --model NAME"
-            )
-    return apply_check(check, server), model
+def _warn(warnings: list[str]) -> None:
+    for warning in warnings:
+        print(f"tui-batch: warning: {one_line(warning)}", file=sys.stderr)

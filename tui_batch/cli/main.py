@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from tui_batch.backends.job_checks import probed_schema
 from tui_batch.cli.arguments import (
     EXIT_BROKEN_PIPE,
     EXIT_FAILED,
@@ -23,7 +24,7 @@ from tui_batch.cli.arguments import (
     server_settings,
 )
 from tui_batch.cli.cache_command import command_cache
-from tui_batch.cli.job_run import apply_check, checked_servers, probed_schema, run_job
+from tui_batch.cli.job_run import apply_check, checked_servers, run_job
 from tui_batch.cli.reports import (
     command_checkpoints,
     command_compare,

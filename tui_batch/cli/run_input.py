@@ -20,7 +20,7 @@ from tui_batch.core.jobfile import (
     save_job_file,
 )
 from tui_batch.core.jobs import BatchJob
-from tui_batch.core.matrix import MatrixVariant, cross, matrix_from_flags, variant_name
+from tui_batch.core.matrix import MatrixVariant, matrix_from_flags, variant_specs
 from tui_batch.core.prompt_stream import PromptStream, compile_template, first_chunk, open_stream
 from tui_batch.core.run_input import RunInput
 from tui_batch.core.run_input import check_input as core_check_input
@@ -48,14 +48,10 @@ class RunRequest:
     def variants(self) -> list[tuple[MatrixVariant, RunRequest]]:
         """Each combination of the matrix, and the request it makes (named by it)."""
         base = self.spec.name or (self.job_file.stem if self.job_file else None)
-        out = self.spec.output
-        made = []
-        for number, variant in enumerate(cross(self.matrix), start=1):
-            values = {**self.values, **variant.values, "name": variant_name(base, variant.label)}
-            if out is not None:  # each job its own results file: out-1.csv, out-2.csv, ...
-                values["out"] = out.with_name(f"{out.stem}-{number}{out.suffix}")
-            made.append((variant, replace(self, spec=RunSpec.from_values(values), matrix={})))
-        return made
+        return [
+            (variant, replace(self, spec=spec, matrix={}))
+            for variant, spec in variant_specs(self.values, self.matrix, base, self.spec.output)
+        ]
 
     @property
     def inputs(self) -> list[Path]:

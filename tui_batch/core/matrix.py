@@ -19,11 +19,14 @@ import itertools
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tui_batch.core.errors import JobFileError, SettingsError
 from tui_batch.core.jobs import MAX_JOB_NAME
 from tui_batch.core.setting_table import SETTINGS, Setting
+
+if TYPE_CHECKING:
+    from tui_batch.core.run_spec import RunSpec
 
 MATRIX_TABLE = "matrix"
 # The most jobs one matrix may make: a typo in a list should not queue thousands.
@@ -110,6 +113,23 @@ def cross(matrix: dict[str, list[Any]]) -> list[MatrixVariant]:
         MatrixVariant(dict(zip(keys, combination, strict=True)), _label(keys, combination))
         for combination in itertools.product(*(matrix[key] for key in keys))
     ]
+
+
+def variant_specs(
+    values: dict[str, Any], matrix: dict[str, list[Any]], base: str | None, out: Path | None
+) -> list[tuple[MatrixVariant, RunSpec]]:
+    """Each combination of the matrix laid over a run's `values`, and the spec it makes:
+    named by its values after `base`, and with an `out` file, each its own (out-1.csv,
+    out-2.csv, ...). A SettingsError for a value the setting refuses."""
+    from tui_batch.core.run_spec import RunSpec
+
+    made = []
+    for number, variant in enumerate(cross(matrix), start=1):
+        each = {**values, **variant.values, "name": variant_name(base, variant.label)}
+        if out is not None:
+            each["out"] = out.with_name(f"{out.stem}-{number}{out.suffix}")
+        made.append((variant, RunSpec.from_values(each)))
+    return made
 
 
 def variant_name(base: str | None, label: str) -> str:

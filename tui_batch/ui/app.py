@@ -120,15 +120,18 @@ class TuiBatchApp(App[None]):
         """Whether a job's worker runs (opening, waiting, running or stopping)."""
         return bool(self.queue.active())
 
-    def start_job(self, job: BatchJob, stream: PromptStream | None = None) -> None:
-        """Run a new job beside any running (no question asked) and show its progress;
-        a job made from the first chunk of its input (`create_streamed_job`) reads the
-        rest from `stream`."""
+    def start_job(
+        self, job: BatchJob, stream: PromptStream | None = None, show: bool = True
+    ) -> None:
+        """Run a new job beside any running (no question asked) and (with `show`) show
+        its progress; a job made from the first chunk of its input
+        (`create_streamed_job`) reads the rest from `stream`."""
         run = RunState(job, self.processor.clock)
         entry = self._add(job.job_id, run=run, stream=stream)
         if entry is not None:
-            self.run_state = run
-            self.action_progress()
+            if show or self.run_state is None:
+                self.run_state = run
+                self.action_progress()
             self.admit_waiting(said=True)
 
     def start_saved(self, job_id: str, retry_failed: bool, show: bool = True) -> None:

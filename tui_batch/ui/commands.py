@@ -23,6 +23,7 @@ class TuiBatchCommands(Provider):
             ("job: new batch", app.action_setup, "Go to job setup"),
             ("job: checkpoints", app.action_checkpoints, "Browse, resume, export, delete jobs"),
             ("job: progress", app.action_progress, "Show the running job"),
+            ("jobs: all", app.action_jobs, "Every job of this session: pause, stop, priority"),
             ("help: keys", app.action_help, "Every key of every screen"),
         ]
         for entry in app.processor.job_summaries()[:50]:
@@ -55,7 +56,7 @@ class TuiBatchCommands(Provider):
         return commands
 
     async def discover(self) -> Hits:
-        for name, callback, help_text in self._commands()[:4]:
+        for name, callback, help_text in self._commands()[:5]:
             yield DiscoveryHit(name, callback, help=help_text)
 
     async def search(self, query: str) -> Hits:

@@ -28,6 +28,7 @@ from textual.worker import get_current_worker
 
 from tui_batch.core.errors import TuiBatchError
 from tui_batch.core.jobfile import JOB_FILE_SUFFIX
+from tui_batch.core.matrix import MatrixVariant, variant_specs
 from tui_batch.core.paths import is_file
 from tui_batch.core.prompt_stream import PromptStream
 from tui_batch.core.run_input import RunInput
@@ -35,6 +36,7 @@ from tui_batch.core.run_spec import RunSpec
 from tui_batch.core.servers import ServerSettings
 from tui_batch.core.settings import DEFAULT_REMOTE_RETRIES, GenerationSettings, parse_number
 from tui_batch.ui.dry_run import dry_run_text
+from tui_batch.ui.group_start import GroupJob, check_group, make_group
 from tui_batch.ui.job_input import first_input, input_warnings
 from tui_batch.ui.last_setup import LastSetup, load_last_setup, save_last_setup
 from tui_batch.ui.screens.modals import FileBrowserScreen, NoticeScreen
@@ -244,6 +246,9 @@ class SetupScreen(JobFileScreen):
         model = None if self.on_servers else self._local_model()
         if not self._output_allowed():
             return
+        if self.matrix:
+            self._start_group(spec)
+            return
         if spec.prompts is not None or spec.uses_template:
             self._open_input(spec, model)
             return
@@ -251,6 +256,47 @@ class SetupScreen(JobFileScreen):
         if typed is None or not typed.prompts:
             raise TuiBatchError("No prompts: give a prompts file or type prompts, one per line.")
         self._start_with(RunInput(typed.prompts, None), None)
+
+    def _start_group(self, spec: RunSpec) -> None:
+        """The job file's matrix: a job for each combination of its values over the
+        form's, made as one group once all check out, run at once."""
+        if spec.prompts is None and not spec.uses_template:
+            raise TuiBatchError("A matrix runs over a file: give a prompts file or a template")
+        base = spec.name or (self.job_file.stem if self.job_file is not None else None)
+        variants = variant_specs(spec.to_values(), self.matrix, base, spec.output)
+        self.notify(f"Checking the group's {len(variants)} jobs…", title="Group")
+        self._remember(spec)
+        self._check_group(variants)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="open-input")
+    def _check_group(self, variants: list[tuple[MatrixVariant, RunSpec]]) -> None:
+        worker = get_current_worker()
+        try:
+            checked, warnings = check_group(self.app.processor, variants, worker.cancelled_event)
+        except TuiBatchError as exc:
+            self.app.call_from_thread(self.notify, str(exc), title="Cannot start", severity="error")
+            return
+        if not worker.is_cancelled:
+            self.app.call_from_thread(self._start_checked_group, checked, warnings)
+
+    def _start_checked_group(self, checked: list[GroupJob], warnings: list[str]) -> None:
+        for warning in warnings:
+            self.notify(warning, title="Group", severity="warning", timeout=15)
+        try:
+            group_id, made = make_group(self.app.processor, checked)
+        except TuiBatchError as exc:
+            self.notify(str(exc), title="Cannot start", severity="error")
+            return
+        self.query_one("#job-id", Static).update(
+            Text(f"Group {group_id}: {len(made)} jobs created", style="bold")
+        )
+        self.notify(
+            f"Group {group_id}: {len(made)} jobs, run at once (ctrl+j lists them; the "
+            "leaderboard: g on one of them in Checkpoints).",
+            title="Started",
+        )
+        for position, (job, stream) in enumerate(made):
+            self.app.start_job(job, stream, show=position == 0)
 
     def action_dry_run(self) -> None:
         """What the form's run would do (prompts, cache hits, tokens, cost, time), made

@@ -260,13 +260,12 @@ class JobFileScreen(Screen[None]):
         self.extras = extras_of(spec)
         self.job_file, self.matrix = path, matrix
         self._show_extras()
-        if matrix:  # a group runs headless for now; the form holds what its jobs share
+        if matrix:  # the form holds what the group's jobs share
             self.notify(
                 f"Loaded {path}: its [matrix] ({', '.join(matrix)}) makes a group of "
-                f"{len(cross(matrix))} jobs, which runs with: tui-batch run {path}. The "
-                "form holds the settings they share; ctrl+r runs those as one job.",
+                f"{len(cross(matrix))} jobs: ctrl+r runs them at once (as tui-batch run "
+                f"{path}). The form holds the settings they share.",
                 title="Job file",
-                severity="warning",
                 timeout=20,
             )
         else:
