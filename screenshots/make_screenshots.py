@@ -140,6 +140,43 @@ async def servers() -> None:
             process.kill()
 
 
+async def jobs() -> None:
+    """The example labelling job file with a matrix of temperatures, started from job
+    setup: its three jobs at once on the one loaded demo model, in the Jobs view (one
+    paused), then the group's leaderboard."""
+    from tui_batch.ui.app import TuiBatchApp
+    from tui_batch.ui.screens.group import GroupScreen
+
+    examples = HERE.parent / "examples"
+    text = (examples / "review_labels.toml").read_text(encoding="utf-8")
+    for name in ("review_label.jinja", "reviews.csv"):  # its paths, from another folder
+        text = text.replace(f'"{name}"', f'"{examples / name}"')
+    text = text.replace("[input]\n", "[input]\nlimit = 24\n")
+    path = Path(os.environ["TUI_BATCH_DATA_DIR"]) / "labels_matrix.toml"
+    path.write_text(text + "\n[matrix]\ntemperature = [0.0, 0.7, 1.2]\n", encoding="utf-8")
+    app = TuiBatchApp(path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(1.5)
+        await pilot.press("ctrl+r")
+        while len(app.queue.runs()) < 3 or min(r.job.done for r in app.queue.runs()) < 2:
+            await pilot.pause(0.2)
+        app.queue.jobs[1].run.pause.set()
+        await pilot.press("ctrl+j")
+        await pilot.pause(1.5)
+        app.clear_notifications()
+        await pilot.pause(0.5)
+        save(app, "jobs")
+        app.queue.jobs[1].run.pause.clear()
+        while app.batch_active:
+            await pilot.pause(0.2)
+        app.push_screen(GroupScreen(app.queue.jobs[0].run.job.group_id))
+        while getattr(app.screen, "board", None) is None:
+            await pilot.pause(0.2)
+        app.clear_notifications()
+        await pilot.pause(0.5)
+        save(app, "group")
+
+
 async def compare() -> None:
     """The in-process job and the one on servers, marked in the browser and compared."""
     from tui_batch.ui.app import TuiBatchApp
@@ -252,6 +289,7 @@ if __name__ == "__main__":
         asyncio.run(template())
         asyncio.run(servers())
         asyncio.run(compare())
+        asyncio.run(jobs())
         asyncio.run(structured())
         asyncio.run(scores())
         asyncio.run(cached())

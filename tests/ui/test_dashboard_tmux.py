@@ -30,8 +30,7 @@ class Terminal:
         environment = " ".join(f"{key}={value}" for key, value in env.items())
         # COLUMNS and LINES (a test runner's) would override the terminal's own size.
         shell = (
-            f"cd {cwd} && env -u COLUMNS -u LINES {environment} {command}; "
-            "echo EXIT $?; sleep 120"
+            f"cd {cwd} && env -u COLUMNS -u LINES {environment} {command}; echo EXIT $?; sleep 120"
         )
         self._tmux("new-session", "-d", "-s", "t", "-x", "130", "-y", "40", shell)
 

@@ -130,6 +130,22 @@ class TestProgressScreen:
         )
 
 
+class TestJobsScreen:
+    def test_a_finished_job_and_one_waiting_for_its_model(self, snap_compare, fixed_app):
+        app, job = fixed_app
+
+        async def two_jobs(pilot) -> None:
+            await run_job(app, job, pilot)
+            waiting = app.processor.create_job("other-model", PROMPTS[:5], job_id="wait-job")
+            app.queue.backends.ready = lambda job: job.job_id != "wait-job"
+            app.start_job(waiting)
+            await pilot.pause()
+            app.clear_notifications()
+            await pilot.pause()
+
+        assert snap_compare(app, press=["ctrl+j"], terminal_size=SIZE, run_before=two_jobs)
+
+
 class TestResultsScreen:
     def test_failed_results_with_detail(self, snap_compare, fixed_app):
         app, job = fixed_app

@@ -110,6 +110,7 @@ class TuiBatchApp(App[None]):
 
     def on_unmount(self) -> None:
         self.stop_signals.remove()
+        self.queue.stop_all()  # none is left running by an exit that did not ask (a test's)
         if self.batch_ended.is_set():  # else a job still runs on them: the process ends
             self.queue.close()
 

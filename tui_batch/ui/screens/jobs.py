@@ -30,10 +30,10 @@ STATE_STYLE = {
 COLUMNS = [
     Column("#", 3, "right"),
     Column("Job", 0),
-    Column("Model", 22),
-    Column("State", 21),
+    Column("Model", 20),
+    Column("State", 22),
     Column("Pri", 3, "right"),
-    Column("Done", 17, "right"),
+    Column("Done", 15, "right"),
     Column("Failed", 7, "right"),
     Column("tok/s", 7, "right"),
     Column("ETA", 8, "right"),
@@ -61,8 +61,10 @@ def job_row(entry: QueuedJob) -> list[Text]:
         rate = run.live_figures()[1]
     else:
         rate = update.tokens_per_second if update is not None else 0.0
-    if run.finished or update is None:
-        eta = "" if not run.finished else "-"
+    if run.finished:
+        eta = "-"
+    elif update is None or state != "running":  # paused or waiting: no time to give
+        eta = ""
     else:
         eta = format_duration(update.eta_seconds)
     return cells + [
