@@ -63,7 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run batches of prompts through local LLMs or OpenAI-compatible servers.",
     )
     parser.add_argument("--version", action="version", version=f"tui-batch {__version__}")
-    parser.epilog = "With no command, or with just a prompts or job file, opens the dashboard."
+    parser.epilog = (
+        "With no command, or with just a prompts or job file, opens the dashboard "
+        "(tui-batch [--max-models N] [PROMPTS|JOB.toml]: N local models may be loaded at "
+        "once for the jobs it runs, default 1)."
+    )
     commands = parser.add_subparsers(dest="command", parser_class=_Parser, required=True)
 
     run = commands.add_parser(

@@ -137,6 +137,8 @@ def _dashboard_arguments(argv: list[str]) -> tuple[Path | None, int] | None:
     """`tui-batch [--max-models N] [PROMPTS|JOB.toml]`: the dashboard's file and how many
     models may be loaded at once; None where `argv` is a command."""
     rest, max_models = list(argv), "1"
+    if argv and argv[0] not in COMMANDS and argv[-1] == "--max-models":
+        raise SettingsError("--max-models: give a number of models, as --max-models 2")
     for position, arg in enumerate(argv):
         if arg == "--max-models" and position + 1 < len(argv):
             max_models = argv[position + 1]
