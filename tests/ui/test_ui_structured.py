@@ -72,7 +72,7 @@ async def test_a_schema_typed_in_setup_runs_and_its_answers_are_shown(tmp_path):
         assert job.status is JobStatus.COMPLETED and job.settings.schema.source == SCHEMA
         line = shown(app, "#job-line")
         assert "answers " + SCHEMA in line and "enforced while decoding" in line
-        assert "2 invalid" in shown(app, "#stats")
+        await wait_until(pilot, lambda: "2 invalid" in shown(app, "#stats"), 10)  # next tick
 
         await pilot.press("r")
         assert isinstance(app.screen, ResultsScreen)
