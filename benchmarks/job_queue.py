@@ -22,6 +22,8 @@ queue.py: a script in this folder would import it as the standard library's `que
 
     python benchmarks/job_queue.py                            # all three
     python benchmarks/job_queue.py --skip-fleet --skip-keys   # only 2
+    # 2 on a GPU, on the random-weight 1.1B, every layer on the GPU:
+    python benchmarks/job_queue.py --skip-fleet --skip-keys --model tiny --gpu-layers -1
 """
 
 from __future__ import annotations
@@ -36,13 +38,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
-from support.logged_llama_server import (  # noqa: E402 - the tests' server harness
-    fleet_events,
-    most_in_flight,
-    most_started_in,
-    start_logged_servers,
-)
+sys.path.insert(0, str(REPO / "tests"))  # the tests' server harness, for section 1
 
 EXAMPLES = REPO / "examples" / "batch_prompts.txt"
 PROMPT = "In one sentence: "
@@ -51,19 +47,19 @@ TOPICS = [line.strip() for line in EXAMPLES.read_text().splitlines() if line.str
 
 
 def run(command: list[str], env: dict[str, str]) -> tuple[float, int]:
-    """Run a command under /usr/bin/time; its wall time and peak RSS (KiB)."""
-    rss_file = Path(env["TUI_BATCH_DATA_DIR"]) / "rss.txt"
-    start = time.perf_counter()
-    done = subprocess.run(
-        ["/usr/bin/time", "-f", "%M", "-o", str(rss_file), *command],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    elapsed = time.perf_counter() - start
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(command[2:6])}... failed:\n{done.stderr[-3000:]}")
-    return elapsed, int(rss_file.read_text().split()[-1])
+    """Run a command; its wall time and peak RSS (KiB, from the kernel's accounting of
+    that child alone)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=err)
+        _, status, usage = os.wait4(process.pid, 0)
+        elapsed = time.perf_counter() - start
+        process.returncode = os.waitstatus_to_exitcode(status)
+        if process.returncode != 0:
+            err.seek(0)
+            said = err.read().decode(errors="replace")[-3000:]
+            raise SystemExit(f"{' '.join(command[2:6])}... failed:\n{said}")
+    return elapsed, usage.ru_maxrss
 
 
 def tui_batch(*args: str) -> list[str]:
@@ -72,6 +68,13 @@ def tui_batch(*args: str) -> list[str]:
 
 def fleet(args: argparse.Namespace, work: Path, env: dict[str, str]) -> None:
     from tui_batch.models.catalog import demo_model_path
+
+    from support.logged_llama_server import (
+        fleet_events,
+        most_in_flight,
+        most_started_in,
+        start_logged_servers,
+    )
 
     model = demo_model_path()
     if model is None:
@@ -151,10 +154,14 @@ def one_model(args: argparse.Namespace, work: Path, env: dict[str, str]) -> None
     flags = [
         "--parallel", "16", "--threads", str(args.threads),
         "--max-tokens", str(args.max_tokens), "--temperature", "0",
+        "--gpu-layers", str(args.gpu_layers),
     ]  # fmt: skip
+    if args.model is not None:
+        flags += ["--model", str(args.model)]
     print(
-        f"One model, two jobs: 2 x 24 prompts, demo model, --parallel 16, "
-        f"--threads {args.threads}, --max-tokens {args.max_tokens}"
+        f"One model, two jobs: 2 x 24 prompts, {model_name(args)}, --parallel 16, "
+        f"--threads {args.threads}, --gpu-layers {args.gpu_layers}, "
+        f"--max-tokens {args.max_tokens}"
     )
     together_times, apart_times, together_rss, one_rss = [], [], 0, 0
     for _ in range(args.repeat):
@@ -178,17 +185,34 @@ def one_model(args: argparse.Namespace, work: Path, env: dict[str, str]) -> None
     )
 
 
+def model_name(args: argparse.Namespace) -> str:
+    return "demo model" if args.model is None else args.model.name
+
+
+def find_model(args: argparse.Namespace) -> None:
+    """`--model tiny`: the random-weight 1.1B of throughput.py, written (or found) in the
+    user cache; a GPU's figure is measured on it."""
+    if args.model is not None and str(args.model) == "tiny":
+        import platformdirs
+        from throughput import write_tiny_model
+
+        cache = Path(platformdirs.user_cache_dir("tui-batch")) / "bench"
+        args.model = write_tiny_model(cache / "random-tinyllama-1.1b-q4_0.gguf")
+
+
 SCALING = """
 import sys, time
 from tui_batch.backends.llama.parallel import ParallelLlamaBackend
 from tui_batch.core.jobs import GenerationSettings
 from tui_batch.core.processor import BatchProcessor
 from tui_batch.models.catalog import demo_model_path
-threads, prompts = int(sys.argv[1]), sys.argv[2:]
+threads, layers, model, prompts = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4:]
 processor = BatchProcessor()
 for slots in (1, 4, 8, 16):
-    settings = GenerationSettings(max_tokens=32, temperature=0.0, n_threads=threads)
-    backend = ParallelLlamaBackend(demo_model_path(), 16)
+    settings = GenerationSettings(
+        max_tokens=32, temperature=0.0, n_threads=threads, n_gpu_layers=layers
+    )
+    backend = ParallelLlamaBackend(model or demo_model_path(), 16)
     backend.open(settings)
     job = processor.create_job("demo", prompts[:slots], settings=settings)
     start = time.perf_counter()
@@ -203,7 +227,15 @@ def scaling(args: argparse.Namespace, env: dict[str, str]) -> None:
     """The model's generated tokens/s with 1, 4, 8 and 16 prompts decoding together:
     what filling idle slots with another job's prompts can gain at most."""
     done = subprocess.run(
-        [sys.executable, "-c", SCALING, str(args.threads), *TOPICS[:16]],
+        [
+            sys.executable,
+            "-c",
+            SCALING,
+            str(args.threads),
+            str(args.gpu_layers),
+            str(args.model or ""),
+            *TOPICS[:16],
+        ],
         env=env,
         capture_output=True,
         text=True,
@@ -254,6 +286,13 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--skip-keys", action="store_true")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        help="section 2's model: a .gguf path, or tiny (the random-weight 1.1B of "
+        "throughput.py); default: the demo model",
+    )
+    parser.add_argument("--gpu-layers", type=int, default=0, help="section 2's (-1: all)")
     parser.add_argument("--key-prompts", type=int, default=100_000)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
@@ -263,6 +302,7 @@ def main() -> None:
         if not args.skip_fleet:
             fleet(args, work, env)
         if not args.skip_model:
+            find_model(args)
             one_model(args, work, env)
             scaling(args, env)
         if not args.skip_keys:

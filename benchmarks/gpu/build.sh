@@ -10,7 +10,7 @@ python3 -m venv /tmp/venv
 . /tmp/venv/bin/activate
 pip install -q --no-index --find-links .device/wheels numpy jinja2 markupsafe diskcache \
   typing-extensions scikit-build-core pathspec packaging platformdirs llguidance \
-  jsonschema jsonschema-specifications referencing rpds-py attrs pyyaml tqdm
+  jsonschema jsonschema-specifications referencing rpds-py attrs pyyaml tqdm regex certifi
 pip install -q --no-index --no-deps --find-links .device/wheels gguf
 tar -xzf .device/llama-cpp-python-0.3.36-trimmed.tar.gz -C /tmp
 start=$(date +%s)

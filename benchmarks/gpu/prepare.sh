@@ -14,7 +14,7 @@ python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
   --implementation cp $platforms -d "$dest/wheels" \
   numpy jinja2 markupsafe diskcache typing-extensions scikit-build-core pathspec \
   packaging platformdirs gguf llguidance jsonschema jsonschema-specifications referencing \
-  rpds-py attrs pyyaml tqdm
+  rpds-py attrs pyyaml tqdm regex certifi
 work=$(mktemp -d)
 python3 -m pip download -q --no-deps --no-binary=:all: -d "$work" "llama-cpp-python==0.3.36"
 tar -xzf "$work"/llama_cpp_python-0.3.36.tar.gz -C "$work"
