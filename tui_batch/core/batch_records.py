@@ -1,0 +1,216 @@
+"""A Batch API job's files and batches, kept in its checkpoint beside its results, so a
+crash anywhere never pays for a batch twice and resume reattaches to what is in flight.
+
+Each input file goes through these states, each committed before the step that needs it:
+
+    written -> uploaded (its file id) -> creating -> created (its batch id) -> ended
+
+`written`: its lines are recorded (custom id -> prompt index and attempt) before the
+upload. `creating` is committed just before the batch is created: a file found there on
+resume may have a batch the provider made and we never heard of, so the client looks
+for one on that input file before it creates another. `ended`: the batch's output and
+error files were read and their answers stored (`status` keeps the provider's last
+word: completed, expired, cancelled, failed).
+
+The table is made when a job first writes to it (`CREATE TABLE IF NOT EXISTS`); a
+checkpoint without it has no batches, and every reader says so.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tui_batch.core.checkpoint_file import connect_read_only, connect_writable, write_transaction
+
+STATES = ("written", "uploaded", "creating", "created", "ended")
+_TABLES = (
+    """CREATE TABLE IF NOT EXISTS batch_files (
+        number INTEGER PRIMARY KEY,
+        state TEXT NOT NULL,
+        file_id TEXT,
+        batch_id TEXT,
+        status TEXT,
+        lines INTEGER NOT NULL,
+        written_at REAL NOT NULL,
+        created_at REAL,
+        ended_at REAL,
+        output_file_id TEXT,
+        error_file_id TEXT
+    )""",
+    """CREATE TABLE IF NOT EXISTS batch_lines (
+        custom_id TEXT PRIMARY KEY,
+        number INTEGER NOT NULL,
+        idx INTEGER NOT NULL,
+        attempt INTEGER NOT NULL
+    ) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS batch_lines_by_file ON batch_lines (number)",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchFile:
+    """One input file of the job and, once made, its batch."""
+
+    number: int
+    state: str
+    file_id: str | None
+    batch_id: str | None
+    status: str | None
+    lines: int
+    written_at: float
+    created_at: float | None
+    ended_at: float | None
+    output_file_id: str | None
+    error_file_id: str | None
+
+    @property
+    def in_flight(self) -> bool:
+        """Not yet ended: resume goes on with it (uploads, looks for or creates its
+        batch, polls it) and never writes its prompts into another file."""
+        return self.state != "ended"
+
+
+class BatchRecords:
+    """The batch tables of one checkpoint (see the module doc). Any thread; each call is
+    its own transaction."""
+
+    def __init__(self, checkpoint: str | Path, clock: Callable[[], float] = time.time) -> None:
+        self.path = Path(checkpoint)
+        self.clock = clock
+
+    def _write(self) -> sqlite3.Connection:
+        connection = connect_writable(self.path)
+        for statement in _TABLES:
+            connection.execute(statement)
+        return connection
+
+    def written(self, lines: Iterable[tuple[str, int, int]]) -> int:
+        """Record a new input file's lines (custom id, prompt index, attempt) before it is
+        uploaded; its number."""
+        connection = self._write()
+        try:
+            with write_transaction(connection):
+                (last,) = connection.execute("SELECT MAX(number) FROM batch_files").fetchone()
+                number = (last or 0) + 1
+                count = 0
+                for custom_id, index, attempt in lines:
+                    connection.execute(
+                        "INSERT INTO batch_lines (custom_id, number, idx, attempt) "
+                        "VALUES (?, ?, ?, ?)",
+                        (custom_id, number, index, attempt),
+                    )
+                    count += 1
+                connection.execute(
+                    "INSERT INTO batch_files (number, state, lines, written_at) VALUES (?, ?, ?, ?)",
+                    (number, "written", count, self.clock()),
+                )
+        finally:
+            connection.close()
+        return number
+
+    def uploaded(self, number: int, file_id: str) -> None:
+        self._set(number, "uploaded", file_id=file_id)
+
+    def creating(self, number: int) -> None:
+        self._set(number, "creating")
+
+    def created(self, number: int, batch_id: str) -> None:
+        self._set(number, "created", batch_id=batch_id, created_at=self.clock())
+
+    def status(self, number: int, status: str) -> None:
+        """The provider's last word on the file's batch (validating, in_progress, ...)."""
+        self._set(number, None, status=status)
+
+    def ended(
+        self, number: int, status: str, output_file_id: str | None, error_file_id: str | None
+    ) -> None:
+        """Its answers are stored: the batch is over for this job."""
+        self._set(
+            number,
+            "ended",
+            status=status,
+            ended_at=self.clock(),
+            output_file_id=output_file_id,
+            error_file_id=error_file_id,
+        )
+
+    def _set(self, number: int, state: str | None, **values: object) -> None:
+        if state is not None:
+            values["state"] = state
+        columns = ", ".join(f"{name} = ?" for name in values)
+        connection = self._write()
+        try:
+            with write_transaction(connection):
+                changed = connection.execute(
+                    f"UPDATE batch_files SET {columns} WHERE number = ?", (*values.values(), number)
+                ).rowcount
+        finally:
+            connection.close()
+        if not changed:
+            raise KeyError(f"no batch file {number} in {self.path}")
+
+    def files(self) -> list[BatchFile]:
+        """Every input file of the job, oldest first (none where it has no batches)."""
+        with _reading(self.path) as connection:
+            if connection is None:
+                return []
+            rows = connection.execute(
+                "SELECT number, state, file_id, batch_id, status, lines, written_at, "
+                "created_at, ended_at, output_file_id, error_file_id "
+                "FROM batch_files ORDER BY number"
+            ).fetchall()
+        return [BatchFile(*row) for row in rows]
+
+    def lines_of(self, number: int) -> dict[str, tuple[int, int]]:
+        """A file's lines: custom id -> (prompt index, attempt)."""
+        with _reading(self.path) as connection:
+            if connection is None:
+                return {}
+            rows = connection.execute(
+                "SELECT custom_id, idx, attempt FROM batch_lines WHERE number = ?", (number,)
+            ).fetchall()
+        return {custom_id: (index, attempt) for custom_id, index, attempt in rows}
+
+    def in_flight_prompts(self) -> set[int]:
+        """The prompts in files not yet ended: never written into another file."""
+        with _reading(self.path) as connection:
+            if connection is None:
+                return set()
+            rows = connection.execute(
+                "SELECT DISTINCT l.idx FROM batch_lines l JOIN batch_files f "
+                "ON l.number = f.number WHERE f.state != 'ended'"
+            )
+            return {index for (index,) in rows}
+
+    def next_attempt(self, index: int) -> int:
+        """The attempt a prompt's next line is: one more than any it has had."""
+        with _reading(self.path) as connection:
+            if connection is None:
+                return 1
+            (last,) = connection.execute(
+                "SELECT MAX(attempt) FROM batch_lines WHERE idx = ?", (index,)
+            ).fetchone()
+        return (last or 0) + 1
+
+
+class _reading:
+    """A read-only connection, or None where the checkpoint has no batch tables."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.connection: sqlite3.Connection | None = None
+
+    def __enter__(self) -> sqlite3.Connection | None:
+        self.connection = connect_read_only(self.path)
+        found = self.connection.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'batch_files'"
+        ).fetchone()
+        return self.connection if found else None
+
+    def __exit__(self, *exc_info: object) -> None:
+        assert self.connection is not None
+        self.connection.close()
