@@ -16,7 +16,8 @@ by forwarding its body to `upstream` (a real `llama_cpp.server`), or, without on
 an echo at once; the output and error files list the lines in a shuffled order.
 
 Faults a test scripts: `faults[name]`, a queue of "500", "503", "drop" (the connection
-closed with no answer) or "delay:S" for the next requests to an endpoint (names:
+closed with no answer), "lost" (the request done, then the connection closed with no
+answer) or "delay:S" for the next requests to an endpoint (names:
 upload, file, content, delete, create, get, list, cancel); `line_errors[custom_id]`, an
 HTTP status a line answers with. `GET /_test/stats` says what the server saw (creates by
 input file, lines answered, files deleted) for a test in another process.
@@ -197,7 +198,9 @@ class BatchApiServer:
                 await asyncio.sleep(float(fault.split(":", 1)[1]))
             elif fault in ("500", "503"):
                 return _error(int(fault), "server_error", f"injected {fault}")
-            elif fault == "drop":
+            elif fault in ("drop", "lost"):
+                if fault == "lost":  # done, and the answer lost on its way back
+                    await handler(request)
                 assert request.transport is not None
                 request.transport.close()
                 return web.Response()
