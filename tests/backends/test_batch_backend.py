@@ -1,0 +1,137 @@
+"""A job through the test Batch API server, run by the engine as any job: files under
+the line limit, every answer stored once, lines answered with errors run again in a
+later file, a run stopped anywhere resumed without a second create for any file, and a
+batch refused at validation stopping the job with the provider's reason, nothing lost."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+
+from tui_batch.backends.remote.batch_backend import BatchApiBackend, BatchOptions
+from tui_batch.core.batch_records import BatchRecords
+from tui_batch.core.jobs import JobStatus
+from tui_batch.core.processor import BatchProcessor
+
+from support.batch_api_server import BatchApiServer
+from support.remote import settings
+
+FAST = BatchOptions(max_lines=7, poll_first=0.05, poll_most=0.2)
+
+
+def _job(tmp_path, server, count, **fields):
+    processor = BatchProcessor(tmp_path / "checkpoints")
+    texts = [f"prompt {i}" for i in range(count)]
+    job = processor.create_job("m", texts, server=settings(server.url), **fields)
+    return processor, job
+
+
+def _answers(processor, job):
+    return {r.prompt_index: r for r in processor.load_job(job.job_id)[1]}
+
+
+def test_a_job_runs_in_files_under_the_limit_and_every_answer_is_stored_once(tmp_path):
+    with BatchApiServer(validating=0.05, finalizing=0.05) as server:
+        processor, job = _job(tmp_path, server, 20)
+        backend = BatchApiBackend(settings(server.url), "m", FAST)
+        results = processor.process_batch(job, backend)
+        backend.close()
+        assert job.status is JobStatus.COMPLETED and len(results) == 20
+        answers = _answers(processor, job)
+        assert [answers[i].response_text for i in range(20)] == [
+            f"echo: prompt {i}" for i in range(20)
+        ]
+        files = BatchRecords(job.checkpoint_file).files()
+        assert [f.lines for f in files] == [7, 7, 6]
+        assert all(f.state == "ended" and f.status == "completed" for f in files)
+        assert all(count == 1 for count in server.creates.values()) and len(server.creates) == 3
+
+
+def test_failed_lines_run_again_in_a_later_file(tmp_path):
+    with BatchApiServer(validating=0.05, finalizing=0.05) as server:
+        processor, job = _job(tmp_path, server, 5, retries=2, retry_backoff=0.01)
+        server.line_errors[f"{job.job_id}:2:1"] = 503
+        backend = BatchApiBackend(settings(server.url), "m", FAST)
+        processor.process_batch(job, backend)
+        backend.close()
+        answers = _answers(processor, job)
+        assert all(answers[i].success for i in range(5))
+        files = BatchRecords(job.checkpoint_file).files()
+        assert [f.lines for f in files] == [5, 1]  # prompt 2 again, as attempt 2
+        assert BatchRecords(job.checkpoint_file).lines_of(2) == {f"{job.job_id}:2:2": (2, 2)}
+
+
+def test_a_run_stopped_after_its_batch_was_made_resumes_without_making_another(tmp_path):
+    with BatchApiServer(validating=0.05, workers=1, line_delay=0.05) as server:
+        processor, job = _job(tmp_path, server, 10)
+        backend = BatchApiBackend(settings(server.url), "m", BatchOptions(poll_first=0.05))
+        cancel = threading.Event()
+        runner = threading.Thread(
+            target=processor.process_batch, args=(job, backend), kwargs={"cancel_event": cancel}
+        )
+        runner.start()
+        while not server.creates:
+            time.sleep(0.02)
+        cancel.set()  # stopped (as a crash would leave it: the batch made and recorded)
+        runner.join(30)
+        backend.close()
+        assert [f.state for f in BatchRecords(job.checkpoint_file).files()] == ["created"]
+        job = processor.open_job(job.job_id)
+        backend = BatchApiBackend(settings(server.url), "m", BatchOptions(poll_first=0.05))
+        processor.process_batch(job, backend)
+        backend.close()
+        assert job.status is JobStatus.COMPLETED and len(_answers(processor, job)) == 10
+        assert list(server.creates.values()) == [1]
+
+
+def test_a_batch_refused_at_validation_stops_the_job_with_the_reason(tmp_path):
+    with BatchApiServer(validating=0.05, token_quota=10) as server:
+        processor, job = _job(tmp_path, server, 4)
+        backend = BatchApiBackend(settings(server.url), "m", FAST)
+        processor.process_batch(job, backend)
+        backend.close()
+        assert job.status is JobStatus.CANCELLED and job.done == 0
+        reason = backend.stop_reason()
+        assert reason.startswith("the provider refused batch") and "Enqueued token limit" in reason
+
+
+def test_a_provider_that_cannot_be_reached_stops_the_job_resumable(tmp_path):
+    with BatchApiServer(validating=0.05) as server:
+        processor, job = _job(tmp_path, server, 3)
+        server.faults["upload"] = deque(["503"] * 20)
+        quick = lambda seconds: time.sleep(min(seconds, 0.01))  # noqa: E731 - the backoff
+        backend = BatchApiBackend(settings(server.url), "m", FAST, sleep=quick)
+        processor.process_batch(job, backend)
+        backend.close()
+        assert job.status is JobStatus.CANCELLED and job.done == 0
+        assert "Cannot upload" in backend.stop_reason() and "HTTP 503" in backend.stop_reason()
+        assert [f.state for f in BatchRecords(job.checkpoint_file).files()] == ["written"]
+        server.faults["upload"].clear()
+        job = processor.open_job(job.job_id)  # the provider is back: resumed to its end
+        backend = BatchApiBackend(settings(server.url), "m", FAST)
+        processor.process_batch(job, backend)
+        backend.close()
+        assert job.status is JobStatus.COMPLETED and len(_answers(processor, job)) == 3
+
+
+def test_answers_read_but_never_stored_are_read_again_not_paid_twice(tmp_path):
+    """A run killed after a batch's answers were read and before the engine stored them
+    all: resume reads them again from the ended batch's output file."""
+    import sqlite3
+
+    with BatchApiServer(validating=0.05, finalizing=0.05) as server:
+        processor, job = _job(tmp_path, server, 6)
+        backend = BatchApiBackend(settings(server.url), "m", FAST)
+        processor.process_batch(job, backend)
+        backend.close()
+        with sqlite3.connect(job.checkpoint_file) as connection:  # as if never stored
+            connection.execute("DELETE FROM results WHERE prompt_index IN (1, 4)")
+        creates = dict(server.creates)
+        job = processor.open_job(job.job_id)
+        backend = BatchApiBackend(settings(server.url), "m", FAST)
+        processor.process_batch(job, backend)
+        backend.close()
+        answers = _answers(processor, job)
+        assert sorted(answers) == list(range(6)) and answers[4].response_text == "echo: prompt 4"
+        assert dict(server.creates) == creates  # nothing made again
