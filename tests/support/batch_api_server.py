@@ -34,8 +34,8 @@ import asyncio
 import itertools
 import json
 import random
+import sys
 import tempfile
-import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -43,6 +43,10 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import ClientSession, ClientTimeout, web
+
+if __package__ in (None, ""):  # run as a script: its folder is on the path, not `tests`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from support.loop_server import LoopServer  # noqa: E402 - see above
 
 ENDPOINT = "/v1/chat/completions"
 _ids = itertools.count(1)
@@ -93,7 +97,7 @@ class _Batch:
         }
 
 
-class BatchApiServer:
+class BatchApiServer(LoopServer):
     """Listens on 127.0.0.1:`port` (0: any free port) once started (see the module doc)."""
 
     def __init__(
@@ -126,9 +130,6 @@ class BatchApiServer:
         self.answered = 0  # lines answered, over every batch
         self.deleted: list[str] = []
         self._tasks: set[asyncio.Task[None]] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._runner: web.AppRunner | None = None
-        self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
@@ -151,44 +152,15 @@ class BatchApiServer:
         app.router.add_get("/_test/stats", self._stats)
         return app
 
-    # -- running it ---------------------------------------------------------------------
-
-    def __enter__(self) -> BatchApiServer:
-        ready = threading.Event()
-        self._thread = threading.Thread(target=self._serve, args=(ready,), daemon=True)
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("batch server did not start")
-        return self
-
     def __exit__(self, *exc_info: object) -> None:
-        assert self._loop is not None and self._runner is not None
-        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        assert self._thread is not None
-        self._thread.join(10)
+        super().__exit__(*exc_info)
         if self._own_folder is not None:
             self._own_folder.cleanup()
-
-    def _serve(self, ready: threading.Event) -> None:
-        self._loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(self._loop)
-        self._loop.run_until_complete(self._start())
-        ready.set()
-        self._loop.run_forever()
-
-    async def _start(self) -> None:
-        self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
     async def _stop(self) -> None:
         for task in list(self._tasks):
             task.cancel()
-        assert self._runner is not None
-        await self._runner.cleanup()
+        await super()._stop()
 
     def _faulty(self, name: str, handler: Any) -> Any:
         async def handle(request: web.Request) -> web.StreamResponse:

@@ -18,7 +18,6 @@ import json
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections import deque
@@ -28,10 +27,14 @@ from pathlib import Path
 
 from aiohttp import web
 
+if __package__ in (None, ""):  # run as a script: its folder is on the path, not `tests`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from support.loop_server import LoopServer  # noqa: E402 - see above
+
 MODEL = "fake-model"
 
 
-class FakeServer:
+class FakeServer(LoopServer):
     """Listens on 127.0.0.1:`port` (0: any free port) once started."""
 
     def __init__(
@@ -74,9 +77,6 @@ class FakeServer:
         self.in_flight = 0
         self.peak = 0
         self.cancelled = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._runner: web.AppRunner | None = None
-        self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
@@ -87,37 +87,6 @@ class FakeServer:
         app.router.add_get("/v1/models", self._models)
         app.router.add_post("/v1/chat/completions", self._chat)
         return app
-
-    def __enter__(self) -> FakeServer:
-        ready = threading.Event()
-        self._thread = threading.Thread(target=self._serve, args=(ready,), daemon=True)
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("fake server did not start")
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        assert self._loop is not None and self._runner is not None
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        assert self._thread is not None
-        self._thread.join(10)
-
-    def _serve(self, ready: threading.Event) -> None:
-        self._loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(self._loop)
-        self._loop.run_until_complete(self._start())
-        ready.set()
-        self._loop.run_forever()
-
-    async def _start(self) -> None:
-        self._runner = web.AppRunner(
-            self.app(), access_log=None, handler_cancellation=True, shutdown_timeout=0.5
-        )
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
     def _authorised(self, request: web.Request) -> web.Response | None:
         if self.key is None:

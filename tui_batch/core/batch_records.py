@@ -26,7 +26,10 @@ from pathlib import Path
 
 from tui_batch.core.checkpoint_file import connect_read_only, connect_writable, write_transaction
 
-STATES = ("written", "uploaded", "creating", "created", "ended")
+_SELECT_FILES = (
+    "SELECT number, state, file_id, batch_id, status, lines, written_at, created_at, "
+    "ended_at, output_file_id, error_file_id FROM batch_files"
+)
 _TABLES = (
     """CREATE TABLE IF NOT EXISTS batch_files (
         number INTEGER PRIMARY KEY,
@@ -158,12 +161,18 @@ class BatchRecords:
         with _reading(self.path) as connection:
             if connection is None:
                 return []
-            rows = connection.execute(
-                "SELECT number, state, file_id, batch_id, status, lines, written_at, "
-                "created_at, ended_at, output_file_id, error_file_id "
-                "FROM batch_files ORDER BY number"
-            ).fetchall()
+            rows = connection.execute(f"{_SELECT_FILES} ORDER BY number").fetchall()
         return [BatchFile(*row) for row in rows]
+
+    def file(self, number: int) -> BatchFile:
+        """One input file, as it stands now."""
+        with _reading(self.path) as connection:
+            row = None
+            if connection is not None:
+                row = connection.execute(f"{_SELECT_FILES} WHERE number = ?", (number,)).fetchone()
+        if row is None:
+            raise KeyError(f"no batch file {number} in {self.path}")
+        return BatchFile(*row)
 
     def lines_of(self, number: int) -> dict[str, tuple[int, int]]:
         """A file's lines: custom id -> (prompt index, attempt)."""

@@ -204,8 +204,7 @@ class BatchApiBackend(Backend):
             number = self.records.written(
                 (line_id, task.index, self._attempts[task.index]) for line_id, _, task in kept
             )
-            record = self.records.files()[-1]
-            assert record.number == number
+            record = self.records.file(number)
             flight = _Flight(
                 record,
                 {line_id: (task.index, self._attempts[task.index]) for line_id, _, task in kept},
@@ -233,16 +232,16 @@ class BatchApiBackend(Backend):
                 )
                 self.records.uploaded(record.number, file_id)
                 flight.data = None
-                record = flight.record = self._record(record.number)
+                record = flight.record = self.records.file(record.number)
             if record.state == "uploaded":
                 self.records.creating(record.number)
-                record = flight.record = self._record(record.number)
+                record = flight.record = self.records.file(record.number)
             if record.state == "creating":
                 assert record.file_id is not None
                 metadata = {"tui_batch_job": self.job.job_id, "file": str(record.number)}
                 flight.batch = self.client.create_once(record.file_id, metadata)
                 self.records.created(record.number, flight.batch.id)
-                record = flight.record = self._record(record.number)
+                record = flight.record = self.records.file(record.number)
                 flight.wait = self.options.poll_first
                 flight.next_poll = now + flight.wait
                 return []
@@ -268,9 +267,6 @@ class BatchApiBackend(Backend):
             self._stop = str(exc)
         return []
 
-    def _record(self, number: int) -> BatchFile:
-        return next(f for f in self.records.files() if f.number == number)
-
     def _rewrite(self, flight: _Flight) -> bytes:
         """A resumed file's lines, made again from its prompts (the same ids)."""
         data = []
@@ -287,7 +283,7 @@ class BatchApiBackend(Backend):
         reasons = "; ".join(batch.errors) or "no reason given"
         self._stop = f"the provider refused batch {batch.id}: {reasons}"
         self.records.ended(flight.record.number, "failed", None, None)
-        flight.record = self._record(flight.record.number)
+        flight.record = self.records.file(flight.record.number)
         return []
 
     def _ingest(
@@ -319,7 +315,7 @@ class BatchApiBackend(Backend):
         flight.tasks.clear()
         if not flight.replay:
             self.records.ended(flight.record.number, status, output_file_id, error_file_id)
-        flight.record = self._record(flight.record.number)
+        flight.record = self.records.file(flight.record.number)
         return list(finished.values())
 
     def _answer(self, flight: _Flight, raw: str) -> Completion | None:
