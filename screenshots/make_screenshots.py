@@ -289,7 +289,7 @@ if __name__ == "__main__":
         asyncio.run(template())
         asyncio.run(servers())
         asyncio.run(compare())
-        asyncio.run(jobs())
         asyncio.run(structured())
         asyncio.run(scores())
         asyncio.run(cached())
+        asyncio.run(jobs())  # last: its scored jobs would be counted by scores()'s
