@@ -9,7 +9,7 @@ import threading
 import time
 from collections import deque
 
-from tui_batch.backends.remote.batch_backend import BatchApiBackend, BatchOptions
+from tui_batch.backends.remote.batch_backend import BatchApiBackend
 from tui_batch.core.batch_records import BatchRecords
 from tui_batch.core.jobs import JobStatus
 from tui_batch.core.processor import BatchProcessor
@@ -17,12 +17,17 @@ from tui_batch.core.processor import BatchProcessor
 from support.batch_api_server import BatchApiServer
 from support.remote import settings
 
-FAST = BatchOptions(max_lines=7, poll_first=0.05, poll_most=0.2)
+FAST = {"batch_max_lines": 7, "batch_poll": 0.05, "batch_poll_most": 0.2}
 
 
-def _job(tmp_path, server, count, **fields):
+def batches(url, **values):
+    """A Batch API job's servers, polled fast, files of 7 lines unless told."""
+    return settings(url, batch_api=True, **{**FAST, **values})
+
+
+def _job(tmp_path, server, count, texts=None, **fields):
     processor = BatchProcessor(tmp_path / "checkpoints")
-    texts = [f"prompt {i}" for i in range(count)]
+    texts = texts or [f"prompt {i}" for i in range(count)]
     job = processor.create_job("m", texts, server=settings(server.url), **fields)
     return processor, job
 
@@ -34,7 +39,7 @@ def _answers(processor, job):
 def test_a_job_runs_in_files_under_the_limit_and_every_answer_is_stored_once(tmp_path):
     with BatchApiServer(validating=0.05, finalizing=0.05) as server:
         processor, job = _job(tmp_path, server, 20)
-        backend = BatchApiBackend(settings(server.url), "m", FAST)
+        backend = BatchApiBackend(batches(server.url), "m")
         results = processor.process_batch(job, backend)
         backend.close()
         assert job.status is JobStatus.COMPLETED and len(results) == 20
@@ -52,7 +57,7 @@ def test_failed_lines_run_again_in_a_later_file(tmp_path):
     with BatchApiServer(validating=0.05, finalizing=0.05) as server:
         processor, job = _job(tmp_path, server, 5, retries=2, retry_backoff=0.01)
         server.line_errors[f"{job.job_id}:2:1"] = 503
-        backend = BatchApiBackend(settings(server.url), "m", FAST)
+        backend = BatchApiBackend(batches(server.url), "m")
         processor.process_batch(job, backend)
         backend.close()
         answers = _answers(processor, job)
@@ -62,23 +67,55 @@ def test_failed_lines_run_again_in_a_later_file(tmp_path):
         assert BatchRecords(job.checkpoint_file).lines_of(2) == {f"{job.job_id}:2:2": (2, 2)}
 
 
-def test_a_run_stopped_after_its_batch_was_made_resumes_without_making_another(tmp_path):
+def test_a_stop_cancels_the_batch_at_the_provider_and_resume_keeps_what_it_finished(tmp_path):
     with BatchApiServer(validating=0.05, workers=1, line_delay=0.05) as server:
         processor, job = _job(tmp_path, server, 10)
-        backend = BatchApiBackend(settings(server.url), "m", BatchOptions(poll_first=0.05))
+        backend = BatchApiBackend(batches(server.url, batch_max_lines=50_000), "m")
         cancel = threading.Event()
         runner = threading.Thread(
             target=processor.process_batch, args=(job, backend), kwargs={"cancel_event": cancel}
         )
         runner.start()
-        while not server.creates:
+        while not server.batches or next(iter(server.batches.values())).completed < 3:
             time.sleep(0.02)
-        cancel.set()  # stopped (as a crash would leave it: the batch made and recorded)
+        cancel.set()
         runner.join(30)
         backend.close()
-        assert [f.state for f in BatchRecords(job.checkpoint_file).files()] == ["created"]
+        (record,) = BatchRecords(job.checkpoint_file).files()
+        assert record.state == "created" and record.status in ("cancelling", "cancelled")
+        (batch,) = server.batches.values()
+        while batch.status != "cancelled":
+            time.sleep(0.02)
+        finished = batch.completed
+        assert 3 <= finished < 10
         job = processor.open_job(job.job_id)
-        backend = BatchApiBackend(settings(server.url), "m", BatchOptions(poll_first=0.05))
+        backend = BatchApiBackend(batches(server.url, batch_max_lines=50_000), "m")
+        processor.process_batch(job, backend)
+        backend.close()
+        answers = _answers(processor, job)
+        assert job.status is JobStatus.COMPLETED and len(answers) == 10
+        assert all(answers[i].response_text == f"echo: prompt {i}" for i in range(10))
+        first, second = BatchRecords(job.checkpoint_file).files()
+        assert first.status == "cancelled" and second.lines == 10 - finished  # only the rest
+        assert list(server.creates.values()) == [1, 1]
+        assert server.answered == 10  # none paid twice
+
+
+def test_a_run_stopped_on_its_own_leaves_its_batch_for_resume(tmp_path):
+    """A stop of its own (the provider out of reach) cancels nothing: resume reattaches
+    to the batch it made, and makes no other."""
+    with BatchApiServer(validating=0.05, workers=1, line_delay=0.02) as server:
+        processor, job = _job(tmp_path, server, 10)
+        server.faults["get"] = deque(["503"] * 30)
+        quick = lambda seconds: time.sleep(min(seconds, 0.01))  # noqa: E731 - the backoff
+        backend = BatchApiBackend(batches(server.url, batch_max_lines=50_000), "m", sleep=quick)
+        processor.process_batch(job, backend)
+        backend.close()
+        assert job.status is JobStatus.CANCELLED and "Cannot poll" in backend.stop_reason()
+        assert [f.state for f in BatchRecords(job.checkpoint_file).files()] == ["created"]
+        server.faults["get"].clear()
+        job = processor.open_job(job.job_id)
+        backend = BatchApiBackend(batches(server.url, batch_max_lines=50_000), "m")
         processor.process_batch(job, backend)
         backend.close()
         assert job.status is JobStatus.COMPLETED and len(_answers(processor, job)) == 10
@@ -88,7 +125,7 @@ def test_a_run_stopped_after_its_batch_was_made_resumes_without_making_another(t
 def test_a_batch_refused_at_validation_stops_the_job_with_the_reason(tmp_path):
     with BatchApiServer(validating=0.05, token_quota=10) as server:
         processor, job = _job(tmp_path, server, 4)
-        backend = BatchApiBackend(settings(server.url), "m", FAST)
+        backend = BatchApiBackend(batches(server.url), "m")
         processor.process_batch(job, backend)
         backend.close()
         assert job.status is JobStatus.CANCELLED and job.done == 0
@@ -101,7 +138,7 @@ def test_a_provider_that_cannot_be_reached_stops_the_job_resumable(tmp_path):
         processor, job = _job(tmp_path, server, 3)
         server.faults["upload"] = deque(["503"] * 20)
         quick = lambda seconds: time.sleep(min(seconds, 0.01))  # noqa: E731 - the backoff
-        backend = BatchApiBackend(settings(server.url), "m", FAST, sleep=quick)
+        backend = BatchApiBackend(batches(server.url), "m", sleep=quick)
         processor.process_batch(job, backend)
         backend.close()
         assert job.status is JobStatus.CANCELLED and job.done == 0
@@ -109,7 +146,7 @@ def test_a_provider_that_cannot_be_reached_stops_the_job_resumable(tmp_path):
         assert [f.state for f in BatchRecords(job.checkpoint_file).files()] == ["written"]
         server.faults["upload"].clear()
         job = processor.open_job(job.job_id)  # the provider is back: resumed to its end
-        backend = BatchApiBackend(settings(server.url), "m", FAST)
+        backend = BatchApiBackend(batches(server.url), "m")
         processor.process_batch(job, backend)
         backend.close()
         assert job.status is JobStatus.COMPLETED and len(_answers(processor, job)) == 3
@@ -122,16 +159,63 @@ def test_answers_read_but_never_stored_are_read_again_not_paid_twice(tmp_path):
 
     with BatchApiServer(validating=0.05, finalizing=0.05) as server:
         processor, job = _job(tmp_path, server, 6)
-        backend = BatchApiBackend(settings(server.url), "m", FAST)
+        backend = BatchApiBackend(batches(server.url, batch_keep_files=True), "m")
         processor.process_batch(job, backend)
         backend.close()
         with sqlite3.connect(job.checkpoint_file) as connection:  # as if never stored
             connection.execute("DELETE FROM results WHERE prompt_index IN (1, 4)")
         creates = dict(server.creates)
         job = processor.open_job(job.job_id)
-        backend = BatchApiBackend(settings(server.url), "m", FAST)
+        backend = BatchApiBackend(batches(server.url, batch_keep_files=True), "m")
         processor.process_batch(job, backend)
         backend.close()
         answers = _answers(processor, job)
         assert sorted(answers) == list(range(6)) and answers[4].response_text == "echo: prompt 4"
         assert dict(server.creates) == creates  # nothing made again
+
+
+def test_a_batchs_files_are_deleted_at_the_provider_once_its_answers_are_stored(tmp_path):
+    with BatchApiServer(validating=0.05, finalizing=0.05) as server:
+        processor, job = _job(tmp_path, server, 9)
+        backend = BatchApiBackend(batches(server.url), "m")
+        processor.process_batch(job, backend)
+        backend.close()
+        files = BatchRecords(job.checkpoint_file).files()
+        assert [f.lines for f in files] == [7, 2] and all(f.deleted for f in files)
+        made = {f.file_id for f in files} | {f.output_file_id for f in files}
+        assert made <= set(server.deleted) and not made & set(server.files)
+        # kept where the job says so
+        processor, job = _job(tmp_path / "kept", server, 3)
+        backend = BatchApiBackend(batches(server.url, batch_keep_files=True), "m")
+        processor.process_batch(job, backend)
+        backend.close()
+        (kept,) = BatchRecords(job.checkpoint_file).files()
+        assert not kept.deleted and kept.file_id in server.files
+
+
+def test_answers_keep_the_schema_and_reasoning_and_split_an_inline_thought(tmp_path):
+    """Each line asks for the schema as `response_format` and carries the reasoning
+    fields; an answer with its thought inline is split as a live one is."""
+    from tui_batch.core.settings import GenerationSettings
+    from tui_batch.core.structured.schema import schema_from_json
+
+    schema = schema_from_json({"type": "object", "properties": {"a": {"type": "string"}}}, "test")
+    with BatchApiServer(validating=0.05, finalizing=0.05) as server:
+        job_settings = GenerationSettings(schema=schema, reasoning_effort="low")
+        texts = ['say:<think>plan</think>{"a": "x"}', 'say:{"a": "y"}']
+        processor, job = _job(tmp_path, server, 2, texts, settings=job_settings)
+        sent = []
+        original = server._answer
+
+        async def seen(line):
+            sent.append(line["body"])
+            return await original(line)
+
+        server._answer = seen
+        backend = BatchApiBackend(batches(server.url), "m")
+        processor.process_batch(job, backend)
+        backend.close()
+        assert all(body["response_format"]["type"] == "json_schema" for body in sent)
+        assert all(body["reasoning_effort"] == "low" for body in sent)
+        answers = _answers(processor, job)
+        assert answers[0].reasoning == "plan" and answers[0].response_text == '{"a": "x"}'

@@ -17,7 +17,8 @@ an echo at once; the output and error files list the lines in a shuffled order.
 
 Faults a test scripts: `faults[name]`, a queue of "500", "503", "drop" (the connection
 closed with no answer), "lost" (the request done, then the connection closed with no
-answer) or "delay:S" for the next requests to an endpoint (names:
+answer), "delay:S" (S seconds, then the request) or "hold:S" (the request, then S
+seconds before its answer) for the next requests to an endpoint (names:
 upload, file, content, delete, create, get, list, cancel); `line_errors[custom_id]`, an
 HTTP status a line answers with. `GET /_test/stats` says what the server saw (creates by
 input file, lines answered, files deleted) for a test in another process.
@@ -128,6 +129,8 @@ class BatchApiServer(LoopServer):
         self.batches: dict[str, _Batch] = {}
         self.creates: Counter[str] = Counter()  # input file id -> batches created on it
         self.answered = 0  # lines answered, over every batch
+        self.answers: Counter[str] = Counter()  # custom id -> times answered
+        self.calls: Counter[str] = Counter()  # endpoint name -> requests to it
         self.deleted: list[str] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -149,6 +152,7 @@ class BatchApiServer(LoopServer):
         ]
         for method, path, name, handler in routes:
             app.router.add_route(method, path, self._faulty(name, handler))
+        app.router.add_get("/v1/models", self._models)
         app.router.add_get("/_test/stats", self._stats)
         return app
 
@@ -164,10 +168,15 @@ class BatchApiServer(LoopServer):
 
     def _faulty(self, name: str, handler: Any) -> Any:
         async def handle(request: web.Request) -> web.StreamResponse:
+            self.calls[name] += 1
             script = self.faults.get(name)
             fault = script.popleft() if script else None
             if fault is not None and fault.startswith("delay:"):
                 await asyncio.sleep(float(fault.split(":", 1)[1]))
+            elif fault is not None and fault.startswith("hold:"):  # done, then answered late
+                answer = await handler(request)
+                await asyncio.sleep(float(fault.split(":", 1)[1]))
+                return answer
             elif fault in ("500", "503"):
                 return _error(int(fault), "server_error", f"injected {fault}")
             elif fault in ("drop", "lost"):
@@ -266,11 +275,23 @@ class BatchApiServer(LoopServer):
             batch.cancel.set()
         return web.json_response(batch.to_dict())
 
+    async def _models(self, request: web.Request) -> web.Response:
+        """The upstream server's models; an echo lists none (as some providers)."""
+        if self.upstream is None:
+            return _missing("models")
+        async with (
+            ClientSession(timeout=ClientTimeout(total=30)) as session,
+            session.get(f"{self.upstream}/models") as answer,
+        ):
+            return web.json_response(await answer.json(content_type=None), status=answer.status)
+
     async def _stats(self, request: web.Request) -> web.Response:
         return web.json_response(
             {
                 "creates": dict(self.creates),
                 "answered": self.answered,
+                "answers": dict(self.answers),
+                "calls": dict(self.calls),
                 "deleted": self.deleted,
                 "batches": {b.id: b.status for b in self.batches.values()},
             }
@@ -373,6 +394,7 @@ class BatchApiServer(LoopServer):
         else:
             body = {"error": {"message": f"injected {status}", "type": "server_error"}}
         self.answered += 1
+        self.answers[custom_id] += 1
         return {
             "id": _new_id("batch_req"),
             "custom_id": custom_id,
@@ -428,9 +450,10 @@ class BatchApiServer(LoopServer):
 
 
 def _echo(body: dict[str, Any]) -> dict[str, Any]:
-    """An answer at once: the last message's text, said back."""
+    """An answer at once: the last message's text, said back (`say:TEXT`: TEXT as it is)."""
     messages = body.get("messages") or [{}]
-    text = f"echo: {messages[-1].get('content', '')}"
+    said = str(messages[-1].get("content", ""))
+    text = said[4:] if said.startswith("say:") else f"echo: {said}"
     words = len(text.split())
     return {
         "id": _new_id("chatcmpl"),

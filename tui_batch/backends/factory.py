@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tui_batch.core.backend import Backend
+from tui_batch.core.batch_records import BatchFile
 from tui_batch.core.errors import ModelError
 from tui_batch.core.jobs import BatchJob, GenerationSettings
 from tui_batch.core.servers import ServerCheck, ServerSettings
@@ -47,7 +48,12 @@ def in_model_log_callback(frame: Any) -> bool:
 
 
 def remote_backend(server: ServerSettings, model: str) -> Backend:
-    """A backend for OpenAI-compatible servers, not opened yet."""
+    """A backend for OpenAI-compatible servers, not opened yet: live requests, or
+    batches through their Batch API (`server.batch_api`)."""
+    if server.batch_api:
+        from tui_batch.backends.remote.batch_backend import BatchApiBackend
+
+        return BatchApiBackend(server, model)
     from tui_batch.backends.remote.backend import RemoteBackend
 
     return RemoteBackend(server, model)
@@ -63,6 +69,8 @@ def check_servers(
     each enforces one, and (with reasoning `settings` to send) which of those each takes;
     a one-line ServerError if one cannot be used (unreachable, refusing the key, not
     serving `model`). For a CLI or a dashboard, before a job is made."""
+    if server.batch_api:
+        return _check_batch_api(server, model)
     from tui_batch.backends.remote.chat_wire import reasoning_fields
     from tui_batch.backends.remote.reasoning_probe import probe_reasoning
     from tui_batch.backends.remote.server_probe import probe_servers
@@ -73,6 +81,38 @@ def check_servers(
     if fields and tried:
         check.reasoning = probe_reasoning(server, tried, fields)
     return check
+
+
+def _check_batch_api(server: ServerSettings, model: str | None) -> ServerCheck:
+    """A Batch API's check: its models, and that it serves `/batches`. No request is
+    sent to ask how it takes a schema or reasoning: each line carries them as OpenAI's
+    wire format has them, and the provider's answer to each is checked."""
+    from tui_batch.backends.remote.batch_client import BatchClient
+    from tui_batch.backends.remote.openai_api import Secret
+
+    url = server.endpoints[0].url
+    client = BatchClient(url, Secret(server.api_key_env), timeout=server.connect_timeout + 20)
+    try:
+        return ServerCheck({url: client.check(model)})
+    finally:
+        client.close()
+
+
+def batches_now(
+    server: ServerSettings, files: list[BatchFile]
+) -> tuple[list[BatchFile], str | None]:
+    """A Batch API job's files with the provider's word now on each batch in flight, and
+    why it could not be asked (None: it was)."""
+    from tui_batch.backends.remote.batch_client import BatchClient, with_provider_status
+    from tui_batch.backends.remote.openai_api import Secret
+
+    if not any(record.in_flight and record.batch_id for record in files):
+        return files, None
+    client = BatchClient(server.endpoints[0].url, Secret(server.api_key_env), attempts=2)
+    try:
+        return with_provider_status(client, files)
+    finally:
+        client.close()
 
 
 def backend_for_job(job: BatchJob, opened: bool = True) -> Backend:

@@ -9,6 +9,7 @@ dashboard's queue): each model loaded once and shared, each fleet of servers sha
   than `max_models` allow, waits until a model is free; a model no job uses is closed
   to make room. A GGUF is never loaded twice.
 - A job with `--parallel 0` (one prompt at a time) has the model to itself.
+- A job through a Batch API has a backend of its own: its batches are its own.
 """
 
 from __future__ import annotations
@@ -75,6 +76,8 @@ class BackendPool:
     def take(self, job: BatchJob, priority: int = 1) -> Backend:
         """The backend `job` runs on (only when `ready`, and from the thread that asks
         `ready`: what is taken counts at once); hand it back with `give_back`."""
+        if job.server is not None and job.server.batch_api:
+            return backend_for_job(job, opened=False)  # its own batches: nothing shared
         if job.server is not None:
             from tui_batch.backends.remote.backend import RemoteBackend
             from tui_batch.backends.remote.fleet import Fleet, fleet_key

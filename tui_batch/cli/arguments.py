@@ -20,7 +20,7 @@ from tui_batch.core.servers import (
     ServerSettings,
     server_settings_from_text,
 )
-from tui_batch.core.setting_table import BY_NAME, SETTINGS
+from tui_batch.core.setting_table import BATCH_KEYS, BY_NAME, SETTINGS
 from tui_batch.core.settings import GenerationSettings, JobOptions, Prices
 
 EXIT_USAGE = 2
@@ -154,6 +154,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     listing = commands.add_parser("checkpoints", help="list checkpoints")
     listing.add_argument("--json", action="store_true", help="print JSON")
+
+    batches = commands.add_parser(
+        "batches",
+        help="a Batch API job's batches: each one's status, counts and times, asked of the "
+        "provider for those still in flight",
+    )
+    batches.add_argument("job_id", metavar="JOB", help="the job's id")
+    batches.add_argument("--json", action="store_true", help="print JSON")
+    batches.add_argument(
+        "--recorded",
+        action="store_true",
+        help="as the checkpoint last recorded them, without asking the provider",
+    )
 
     merge = commands.add_parser(
         "merge",
@@ -289,9 +302,18 @@ def _add_server_options(parser: argparse.ArgumentParser, resuming: bool = False)
     _flag(group, "server", replaces, action="append", metavar="URL[#N]")
     _flag(group, "api_key_env", metavar="VAR")
     for name in SERVER_KEYS:
-        if BY_NAME[name].is_number:
+        if BY_NAME[name].is_number and name not in BATCH_KEYS:
             _flag(group, name)
     _flag(group, "stream", action="store_const", const=False)
+    batch = parser.add_argument_group(
+        "Batch API", "the servers' /files and /batches endpoints instead of live requests"
+    )
+    for name in BATCH_KEYS:
+        setting = BY_NAME[name]
+        if setting.is_number:
+            _flag(batch, name)
+        else:
+            _flag(batch, name, action="store_const", const=True)
 
 
 def _add_schema_options(parser: argparse.ArgumentParser) -> None:

@@ -13,6 +13,7 @@ from tui_batch.cli.arguments import EXIT_FAILED, EXIT_OK
 from tui_batch.cli.terminal import ProgressPrinter, cancel_on_signals
 from tui_batch.core import events
 from tui_batch.core.backend import Backend
+from tui_batch.core.batch_records import cancelled_batches
 from tui_batch.core.budget_guard import BUDGET_REACHED
 from tui_batch.core.errors import CheckpointError, ExportError
 from tui_batch.core.jobs import BatchJob, JobStatus
@@ -50,6 +51,8 @@ def run_job(
     if job.server is not None:
         count = len(job.server.endpoints)
         where += f" via {job.server.endpoints[0].url}" if count == 1 else f" via {count} servers"
+        if job.server.batch_api:
+            where += "'s Batch API"
     runs = f"{job.total_prompts} prompts"
     if job.repeats > 1:
         runs = f"{job.total_prompts // job.repeats} prompts x {job.repeats} runs"
@@ -157,8 +160,15 @@ def run_job(
         )
         return EXIT_FAILED
     if job.status is JobStatus.CANCELLED:
+        cancelled = cancelled_batches(job.checkpoint_file) if job.checkpoint_file else 0
+        batches = (
+            f" {cancelled} batch{'es' if cancelled > 1 else ''} cancelled at the provider: "
+            "resume reads what they finished and sends the rest."
+            if cancelled
+            else ""
+        )
         print(
-            f"Stopped: {job.done}/{job.total_prompts} done and saved. "
+            f"Stopped: {job.done}/{job.total_prompts} done and saved.{batches} "
             f"Resume with: tui-batch resume {job.job_id}",
             file=err,
         )

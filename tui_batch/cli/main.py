@@ -23,6 +23,7 @@ from tui_batch.cli.arguments import (
     server_flags_given,
     server_settings,
 )
+from tui_batch.cli.batches_command import command_batches
 from tui_batch.cli.cache_command import command_cache
 from tui_batch.cli.job_run import apply_check, checked_servers, run_job
 from tui_batch.cli.reports import (
@@ -71,6 +72,7 @@ COMMANDS = (
     "run",
     "resume",
     "checkpoints",
+    "batches",
     "export",
     "score",
     "stats",
@@ -104,6 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "run": command_run,
         "resume": command_resume,
         "checkpoints": command_checkpoints,
+        "batches": command_batches,
         "export": command_export,
         "score": command_score,
         "merge": command_merge,

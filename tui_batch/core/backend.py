@@ -168,6 +168,9 @@ class BackendStatus:
     # the next is tried again in `next_try` seconds.
     out_for: float | None = None
     next_try: float | None = None
+    # A Batch API job's (`batch_api`): its batches in flight at the provider, a line each.
+    batch_api: bool = False
+    batches: tuple[str, ...] = ()
 
     def new_changes(self, seen: int) -> list[str]:
         """The changes after the first `seen` (as many as are still kept)."""

@@ -25,10 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tui_batch.core.checkpoint_file import connect_read_only, connect_writable, write_transaction
+from tui_batch.core.progress import format_duration
 
 _SELECT_FILES = (
     "SELECT number, state, file_id, batch_id, status, lines, written_at, created_at, "
-    "ended_at, output_file_id, error_file_id FROM batch_files"
+    "ended_at, output_file_id, error_file_id, total, completed, failed, started_at, "
+    "finished_at, expires_at, deleted FROM batch_files"
 )
 _TABLES = (
     """CREATE TABLE IF NOT EXISTS batch_files (
@@ -42,7 +44,14 @@ _TABLES = (
         created_at REAL,
         ended_at REAL,
         output_file_id TEXT,
-        error_file_id TEXT
+        error_file_id TEXT,
+        total INTEGER NOT NULL DEFAULT 0,
+        completed INTEGER NOT NULL DEFAULT 0,
+        failed INTEGER NOT NULL DEFAULT 0,
+        started_at REAL,
+        finished_at REAL,
+        expires_at REAL,
+        deleted INTEGER NOT NULL DEFAULT 0
     )""",
     """CREATE TABLE IF NOT EXISTS batch_lines (
         custom_id TEXT PRIMARY KEY,
@@ -51,7 +60,24 @@ _TABLES = (
         attempt INTEGER NOT NULL
     ) WITHOUT ROWID""",
     "CREATE INDEX IF NOT EXISTS batch_lines_by_file ON batch_lines (number)",
+    "CREATE INDEX IF NOT EXISTS batch_lines_by_prompt ON batch_lines (idx, attempt)",
 )
+# Ended files none of whose lines is still needed: each line's prompt has its result
+# stored, or a later line in another file.
+_STORED = """
+    SELECT number FROM batch_files f WHERE f.state = 'ended' AND f.deleted = 0
+    AND NOT EXISTS (
+        SELECT 1 FROM batch_lines l WHERE l.number = f.number
+        AND NOT EXISTS (SELECT 1 FROM results r WHERE r.prompt_index = l.idx)
+        AND NOT EXISTS (
+            SELECT 1 FROM batch_lines later WHERE later.idx = l.idx AND later.attempt > l.attempt
+        )
+    ) ORDER BY number
+"""
+
+
+# What a poll records of a batch besides its status.
+PROVIDER_FIELDS = ("total", "completed", "failed", "started_at", "finished_at", "expires_at")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +95,16 @@ class BatchFile:
     ended_at: float | None
     output_file_id: str | None
     error_file_id: str | None
+    # The provider's last word: its request counts and times (seconds since the epoch)
+    # the batch began to run, ended there, and expires.
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+    started_at: float | None = None
+    finished_at: float | None = None
+    expires_at: float | None = None
+    # Its input and result files were deleted at the provider (its answers stored).
+    deleted: bool = False
 
     @property
     def in_flight(self) -> bool:
@@ -124,9 +160,17 @@ class BatchRecords:
     def created(self, number: int, batch_id: str) -> None:
         self._set(number, "created", batch_id=batch_id, created_at=self.clock())
 
-    def status(self, number: int, status: str) -> None:
-        """The provider's last word on the file's batch (validating, in_progress, ...)."""
-        self._set(number, None, status=status)
+    def status(self, number: int, status: str, **said: float | int | None) -> None:
+        """The provider's last word on the file's batch: its status (validating,
+        in_progress, ...) and what else it said (PROVIDER_FIELDS: request counts, times)."""
+        unknown = set(said) - set(PROVIDER_FIELDS)
+        if unknown:
+            raise ValueError(f"not a batch's field: {sorted(unknown)}")
+        self._set(number, None, status=status, **said)
+
+    def deleted(self, number: int) -> None:
+        """Its files are deleted at the provider."""
+        self._set(number, None, deleted=1)
 
     def ended(
         self, number: int, status: str, output_file_id: str | None, error_file_id: str | None
@@ -162,7 +206,7 @@ class BatchRecords:
             if connection is None:
                 return []
             rows = connection.execute(f"{_SELECT_FILES} ORDER BY number").fetchall()
-        return [BatchFile(*row) for row in rows]
+        return [_file(row) for row in rows]
 
     def file(self, number: int) -> BatchFile:
         """One input file, as it stands now."""
@@ -172,7 +216,7 @@ class BatchRecords:
                 row = connection.execute(f"{_SELECT_FILES} WHERE number = ?", (number,)).fetchone()
         if row is None:
             raise KeyError(f"no batch file {number} in {self.path}")
-        return BatchFile(*row)
+        return _file(row)
 
     def lines_of(self, number: int) -> dict[str, tuple[int, int]]:
         """A file's lines: custom id -> (prompt index, attempt)."""
@@ -195,6 +239,15 @@ class BatchRecords:
             )
             return {index for (index,) in rows}
 
+    def stored(self) -> list[BatchFile]:
+        """The ended files whose answers are all stored (or run again in a later file),
+        and whose files at the provider are not deleted yet."""
+        with _reading(self.path) as connection:
+            if connection is None:
+                return []
+            numbers = [number for (number,) in connection.execute(_STORED)]
+        return [self.file(number) for number in numbers]
+
     def next_attempt(self, index: int) -> int:
         """The attempt a prompt's next line is: one more than any it has had."""
         with _reading(self.path) as connection:
@@ -204,6 +257,51 @@ class BatchRecords:
                 "SELECT MAX(attempt) FROM batch_lines WHERE idx = ?", (index,)
             ).fetchone()
         return (last or 0) + 1
+
+
+def cancelled_batches(checkpoint: str | Path) -> int:
+    """How many of a job's batches were cancelled at the provider and not yet read."""
+    return sum(
+        1
+        for record in BatchRecords(checkpoint).files()
+        if record.in_flight and record.status in ("cancelling", "cancelled")
+    )
+
+
+# What a file not yet made into a batch is doing, in words.
+_STEPS = {
+    "written": "uploading",
+    "uploaded": "creating its batch",
+    "creating": "creating its batch",
+}
+
+
+def describe(record: BatchFile, now: float) -> str:
+    """One line on a file and its batch: `batch 2 (batch_abc) in_progress: 1,200 of
+    50,000 done, 3 failed; 12m 5s since created, 23h 47m left`. `now`: seconds since
+    the epoch."""
+    head = f"batch {record.number}"
+    if record.batch_id is None:
+        lines = f"{record.lines:,} line{'s' if record.lines != 1 else ''}"
+        return f"{head}: {_STEPS.get(record.state, record.state)} ({lines})"
+    status = record.status or "created"
+    line = f"{head} ({record.batch_id}) {status}: "
+    total = record.total or record.lines
+    line += f"{record.completed:,} of {total:,} done"
+    if record.failed:
+        line += f", {record.failed:,} failed"
+    if record.created_at is not None:
+        end = record.finished_at if record.finished_at is not None else now
+        line += f"; {format_duration(max(0.0, end - record.created_at))} since created"
+    if record.in_flight and record.expires_at is not None:
+        line += f", {format_duration(max(0.0, record.expires_at - now))} left"
+    if record.deleted:
+        line += "; its files deleted there"
+    return line
+
+
+def _file(row: tuple) -> BatchFile:  # type: ignore[type-arg]
+    return BatchFile(*row[:-1], deleted=bool(row[-1]))
 
 
 class _reading:

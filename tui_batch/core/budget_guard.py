@@ -21,6 +21,7 @@ from tui_batch.core.budget import Budget
 from tui_batch.core.jobs import BatchJob, BatchResult
 from tui_batch.core.prompt import Prompt
 from tui_batch.core.rows import ResultCounts
+from tui_batch.core.servers import paid
 
 # How the reason of a job stopped by its budget begins.
 BUDGET_REACHED = "budget reached"
@@ -119,5 +120,5 @@ class BudgetGuard:
         return cost is None or self._cost(tokens_in, tokens_out) <= cost
 
     def _cost(self, tokens_in: int, tokens_out: int) -> float:
-        prices = self.job.prices
+        prices = paid(self.job.prices, self.job.server)
         return 0.0 if prices is None else prices.cost(tokens_in, tokens_out)

@@ -26,6 +26,7 @@ from tui_batch.core.progress import format_duration
 from tui_batch.core.prompt import Prompt
 from tui_batch.core.prompt_stream import PromptStream
 from tui_batch.core.run_spec import RunSpec
+from tui_batch.core.servers import paid
 from tui_batch.core.settings import Prices
 
 # Bytes a token, for servers' input when nobody here can count it (English-like text).
@@ -50,6 +51,7 @@ class DryRun:
     sample_seconds: float = 0.0
     sample_output: float | None = None  # the sample's mean output tokens
     prices: Prices | None = None
+    untimed: str = "--dry-run-sample 0"  # why no time is given, where none is
 
     @property
     def to_run(self) -> int:
@@ -96,10 +98,13 @@ class DryRun:
             )
         lines.append(f"Output     {output}")
         if self.prices is not None:
+            discount = (
+                f" (Batch API x{self.prices.discount:g})" if self.prices.discount != 1 else ""
+            )
             expected = self.output_expected
             if expected is not None:
                 cost = self.prices.cost(self.input_tokens, expected)
-                lines.append(f"Cost       about {cost:.4g} at the job's prices")
+                lines.append(f"Cost       about {cost:.4g} at the job's prices{discount}")
             if self.output_ceiling is not None:
                 ceiling = self.prices.cost(self.input_tokens, self.output_ceiling)
                 lines.append(f"           at most {ceiling:.4g}")
@@ -109,7 +114,7 @@ class DryRun:
                 f"{self.sampled} prompts took {self.sample_seconds:.1f}s)"
             )
         else:
-            lines.append("Time       not measured (--dry-run-sample 0)")
+            lines.append(f"Time       not measured ({self.untimed})")
         return lines
 
     def to_dict(self) -> dict[str, Any]:
@@ -147,8 +152,12 @@ def dry_run(
     `stream`, on `backend`, its input tokens counted by `count` (None: estimated), timed
     on `sample` of its prompts. `cancel`, once set, stops it (a TuiBatchError) between
     chunks, and the sample's run as a job's."""
-    figures = DryRun(max_tokens=spec.generation.max_tokens, prices=spec.prices)
+    prices = paid(spec.prices, spec.server)
+    figures = DryRun(max_tokens=spec.generation.max_tokens, prices=prices)
     figures.input_counted = count is not None
+    if spec.server is not None and spec.server.batch_api:
+        sample = 0  # a sample's batch would take as long as the job's
+        figures.untimed = "a Batch API answers within its window, up to 24 hours"
     probe = BatchJob(job_id="dry-run", model_id=model_id, prompts=[], **spec.job_fields())
     cache = JobCache.open(probe, backend, warn) if spec.options.cache_reads else None
     sampled = first[:sample]

@@ -135,8 +135,8 @@ class JobStats:
     def _priced(self, tokens_in: int, tokens_out: int) -> dict[str, float] | None:
         if self.prices is None:
             return None
-        cost_in = tokens_in / 1e6 * self.prices.input
-        cost_out = tokens_out / 1e6 * self.prices.output
+        cost_in = self.prices.cost(tokens_in, 0)
+        cost_out = self.prices.cost(0, tokens_out)
         return {"input": cost_in, "output": cost_out, "total": cost_in + cost_out}
 
     @property
@@ -152,7 +152,7 @@ class JobStats:
         """What the output tokens spent thinking cost (None: no prices, or no thought)."""
         if self.prices is None or self.reasoning is None:
             return None
-        return self.reasoning.tokens / 1e6 * self.prices.output
+        return self.prices.cost(0, self.reasoning.tokens)
 
     @property
     def cost_saved(self) -> float | None:

@@ -52,7 +52,7 @@ _GENERATION_KEYS = tuple(
     s.name
     for s in SETTINGS
     if s.table in ("model", "generation", "run")
-    and s.name not in ("model", *_PRICE_KEYS, *BUDGET_KEYS)
+    and s.name not in ("model", *_PRICE_KEYS, *BUDGET_KEYS, *SERVER_KEYS)
 )
 
 

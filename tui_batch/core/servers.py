@@ -13,8 +13,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from tui_batch.core.errors import SettingsError
-from tui_batch.core.setting_table import SETTINGS
-from tui_batch.core.settings import LIMITS, check, number_value, parse_number, parse_switch
+from tui_batch.core.setting_table import BATCH_KEYS, BY_NAME, SETTINGS
+from tui_batch.core.settings import LIMITS, Prices, check, number_value, parse_number, parse_switch
 
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 # Longest pause a server's Retry-After may ask of an endpoint.
@@ -118,6 +118,15 @@ class ServerSettings:
     # stops, resumable (0: wait for ever).
     give_up_after: float = 900.0
     stream: bool = True
+    # Through the provider's Batch API (`/files` + `/batches`) instead of live requests.
+    batch_api: bool = False
+    batch_max_lines: int = 50_000
+    batch_max_mb: float = 200.0
+    batch_files: int = 2
+    batch_poll: float = 30.0
+    batch_poll_most: float = 300.0
+    batch_keep_files: bool = False
+    batch_discount: float = 0.5
 
     def __post_init__(self) -> None:
         endpoints = tuple(self.endpoints)
@@ -129,18 +138,32 @@ class ServerSettings:
         for url in urls:
             if urls.count(url) > 1:
                 raise SettingsError(f"Server {url} is given twice")
+        if self.batch_api is True and len(urls) > 1:
+            raise SettingsError(
+                f"Batch API: one server takes a job's batches, not {len(urls)} (give one --server)"
+            )
         object.__setattr__(self, "endpoints", endpoints)
         object.__setattr__(self, "api_key_env", check_key_env(self.api_key_env))
         for f in fields(self):
             if f.name in _NUMBERS:
                 object.__setattr__(self, f.name, check(f.name, getattr(self, f.name)))
-        if not isinstance(self.stream, bool):
-            raise SettingsError(f"Stream: expected true or false, got {self.stream!r:.40}")
+        for name in _SWITCHES:
+            if not isinstance(getattr(self, name), bool):
+                label = BY_NAME[name].label
+                raise SettingsError(
+                    f"{label}: expected true or false, got {getattr(self, name)!r:.40}"
+                )
         if self.first_token_timeout > self.request_timeout:
             raise SettingsError(
                 f"First token timeout ({self.first_token_timeout:g}s) is longer than the "
                 f"request timeout ({self.request_timeout:g}s)"
             )
+
+    def priced(self, prices: Prices | None) -> Prices | None:
+        """`prices` as a job on these servers pays them: a Batch API's discount taken."""
+        if prices is None or not self.batch_api:
+            return prices
+        return replace(prices, discount=self.batch_discount)
 
     def cap(self, endpoint: Endpoint) -> int:
         """The most requests in flight at one endpoint."""
@@ -166,11 +189,22 @@ class ServerSettings:
         return cls(endpoints=tuple(parse_endpoint(e) for e in endpoints), **values)
 
 
-_NUMBERS = tuple(s.name for s in SETTINGS if s.table == "server" and s.is_number)
+# Every setting of the servers besides their URLs: the [server] table's and the Batch API's.
+SERVER_KEYS = (
+    *(s.name for s in SETTINGS if s.table == "server" and s.name != "server"),
+    *BATCH_KEYS,
+)
+
+
+def paid(prices: Prices | None, server: ServerSettings | None) -> Prices | None:
+    """What a job pays at `prices`: a job through a Batch API, its discount taken."""
+    return server.priced(prices) if server is not None else prices
+
+
+_NUMBERS = tuple(key for key in SERVER_KEYS if BY_NAME[key].is_number)
+_SWITCHES = tuple(key for key in SERVER_KEYS if BY_NAME[key].kind == "bool")
 # What each server setting is unless told (for help texts and empty fields).
 SERVER_DEFAULTS = {f.name: f.default for f in fields(ServerSettings) if f.default is not MISSING}
-# Every setting `server_settings_from_text` takes besides the URLs.
-SERVER_KEYS = tuple(s.name for s in SETTINGS if s.table == "server" and s.name != "server")
 
 
 def server_settings_from_text(
@@ -188,7 +222,7 @@ def server_settings_from_text(
     for key, text in given.items():
         if key == "api_key_env":
             values[key] = check_key_env(text) if text is not None else base.api_key_env
-        elif key == "stream":
+        elif key in _SWITCHES:
             values[key] = parse_switch(key, text)
         elif key in _NUMBERS:
             if isinstance(text, str) and not text.strip() and not LIMITS[key].blank_is_none:

@@ -351,6 +351,101 @@ SETTINGS: tuple[Setting, ...] = (
         "--no-stream",
         "ask for whole answers instead of streams",
     ),
+    # A provider's Batch API: the job's servers' /files and /batches endpoints.
+    Setting(
+        "batch_api",
+        "Batch API",
+        "bool",
+        "run",
+        "batch_api",
+        "--batch-api",
+        "send the prompts as batches through the server's Batch API (/v1/files and "
+        "/v1/batches: OpenAI, Azure, Groq, a LiteLLM proxy): about half the price, "
+        "answered within the provider's 24-hour window",
+    ),
+    Setting(
+        "batch_max_lines",
+        "Batch lines",
+        "int",
+        "run",
+        "batch_max_lines",
+        "--batch-max-lines",
+        "lines in one batch file at most",
+        1,
+        1_000_000,
+        hint="lines a file",
+    ),
+    Setting(
+        "batch_max_mb",
+        "Batch file MB",
+        "float",
+        "run",
+        "batch_max_mb",
+        "--batch-max-mb",
+        "megabytes (10^6 bytes) in one batch file at most",
+        0.001,
+        10_000.0,
+        hint="MB a file",
+    ),
+    Setting(
+        "batch_files",
+        "Batches at once",
+        "int",
+        "run",
+        "batch_files",
+        "--batch-files",
+        "batches in flight at the provider at once (each counts against its enqueued-token quota)",
+        1,
+        1000,
+        hint="batches",
+    ),
+    Setting(
+        "batch_poll",
+        "Batch poll",
+        "float",
+        "run",
+        "batch_poll",
+        "--batch-poll",
+        "seconds before a batch is first asked how it goes; each wait after is 1.5 times the last",
+        0.01,
+        86400.0,
+        hint="seconds",
+    ),
+    Setting(
+        "batch_poll_most",
+        "Batch poll at most",
+        "float",
+        "run",
+        "batch_poll_most",
+        "--batch-poll-most",
+        "the longest wait between two polls of a batch",
+        0.01,
+        86400.0,
+        hint="seconds",
+    ),
+    Setting(
+        "batch_keep_files",
+        "Keep batch files",
+        "bool",
+        "run",
+        "batch_keep_files",
+        "--batch-keep-files",
+        "keep the uploaded and result files at the provider (default: each batch's files "
+        "are deleted there once its answers are stored)",
+    ),
+    Setting(
+        "batch_discount",
+        "Batch price",
+        "float",
+        "run",
+        "batch_discount",
+        "--batch-discount",
+        "what the Batch API charges, as a share of the prices given (--price-in, "
+        "--price-out): 0.5 at OpenAI, 0.75 at Groq",
+        0.0,
+        1.0,
+        hint="share of the price",
+    ),
     # How the model generates.
     Setting(
         "max_tokens",
@@ -663,6 +758,10 @@ THRESHOLD = Setting(
     1,
     hint="for threshold",
 )
+
+# The Batch API's settings: a job file keeps them in [run], but they are settings of the
+# job's servers (`ServerSettings`), given only with a server.
+BATCH_KEYS = tuple(s.name for s in SETTINGS if s.table == "run" and s.name.startswith("batch_"))
 
 BY_NAME: dict[str, Setting] = {s.name: s for s in (*SETTINGS, THRESHOLD)}
 TABLES = tuple(dict.fromkeys(s.table for s in SETTINGS))

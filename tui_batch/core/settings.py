@@ -388,21 +388,26 @@ def check_request_options(options: Mapping[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class Prices:
-    """What a million input and output tokens cost, in the user's currency."""
+    """What a million input and output tokens cost, in the user's currency; `discount`
+    the share of that a job pays (a Batch API's: 0.5 at OpenAI). A job keeps the prices
+    as given; its discount comes from its servers' settings (`ServerSettings.priced`)."""
 
     input: float
     output: float
+    discount: float = 1.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input", float(check("price_in", self.input)))
         object.__setattr__(self, "output", float(check("price_out", self.output)))
+        object.__setattr__(self, "discount", float(check("batch_discount", self.discount)))
 
     def to_dict(self) -> dict[str, float]:
-        return {"input": self.input, "output": self.output}
+        data = {"input": self.input, "output": self.output}
+        return data if self.discount == 1.0 else {**data, "discount": self.discount}
 
     def cost(self, tokens_in: float, tokens_out: float) -> float:
         """What these many input and output tokens cost."""
-        return (tokens_in * self.input + tokens_out * self.output) / 1e6
+        return (tokens_in * self.input + tokens_out * self.output) / 1e6 * self.discount
 
     @classmethod
     def from_text(cls, price_in: Any, price_out: Any) -> Prices | None:

@@ -33,6 +33,7 @@ from tui_batch.core.scoring.job_scores import (
     repeat_figures,
     score_totals,
 )
+from tui_batch.core.servers import paid
 from tui_batch.core.settings import Prices
 from tui_batch.core.spread import SUCCEEDED, Spread, spread
 from tui_batch.core.stored import request_tallies
@@ -94,7 +95,7 @@ def job_stats(path: str | Path, prices: Prices | None = None) -> JobStats:
                 job.model_id,
                 job.status.value,
                 header_total if isinstance(header_total, int) else 0,
-                prices=prices or job.prices,
+                prices=paid(prices or job.prices, job.server),
                 cache=job.cache,
                 name=job.name,
                 input_slice=job.input_slice.describe() if job.input_slice else None,

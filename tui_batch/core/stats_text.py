@@ -83,7 +83,9 @@ def stats_lines(stats: JobStats, charts: bool = True) -> list[str]:
     if cost is not None and stats.prices is not None:
         lines.append(
             f"  cost       {cost['total']:.4f} ({cost['input']:.4f} in at "
-            f"{stats.prices.input:g}/M, {cost['output']:.4f} out at {stats.prices.output:g}/M)"
+            f"{stats.prices.input:g}/M, {cost['output']:.4f} out at {stats.prices.output:g}/M"
+            + (f", Batch API x{stats.prices.discount:g}" if stats.prices.discount != 1 else "")
+            + ")"
             + (", more for the tokens not counted" if stats.input_unknown else "")
         )
     lines += cache_lines(stats)

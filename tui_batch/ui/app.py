@@ -313,6 +313,12 @@ class TuiBatchApp(ResumeFlows, App[None]):
         question = (
             f"Stop job {name}? Finished results are kept, and it can be resumed from Checkpoints."
         )
+        server = run.job.server
+        if server is not None and server.batch_api:
+            question = (
+                f"Stop job {name}? Its batches in flight are cancelled at the provider; what "
+                "they finished is kept, and resume reads it and sends only the rest."
+            )
         self.push_screen(ConfirmScreen(question, yes="stop the job", no="keep it running"), answer)
 
     def show_progress_of(self, run: RunState) -> None:

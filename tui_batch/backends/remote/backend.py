@@ -18,7 +18,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import inspect
-import json
 import random
 import threading
 from collections import deque
@@ -38,10 +37,11 @@ from tui_batch.backends.remote.chat_wire import (
 from tui_batch.backends.remote.endpoint_probes import EndpointProbes
 from tui_batch.backends.remote.fleet import Fleet
 from tui_batch.backends.remote.openai_api import Secret, make_client
+from tui_batch.backends.remote.request_form import server_request_form
 from tui_batch.core.backend import Backend, BackendStatus, Completion, Inbox, RequestForm, Task
 from tui_batch.core.cache.key import reproducible, sampling_of
 from tui_batch.core.errors import ServerError
-from tui_batch.core.jobs import Attempt, BatchJob, GenerationSettings, Prompt, messages_for
+from tui_batch.core.jobs import Attempt, BatchJob, GenerationSettings
 from tui_batch.core.reasoning import INCOMPLETE_THOUGHT, from_parts, incomplete
 from tui_batch.core.servers import ServerSettings
 
@@ -217,20 +217,7 @@ class RemoteBackend(Backend):
                 call.call_back()
 
     def request_form(self, job: BatchJob) -> RequestForm:
-        """Keyed by the model's name and every server's base URL (sorted: the order
-        servers are listed in does not change an answer), and the messages sent."""
-        urls = sorted(endpoint.url for endpoint in self.server.endpoints)
-        settings = job.settings
-
-        def render(prompt: Prompt) -> str:
-            return json.dumps(messages_for(prompt, settings), ensure_ascii=False, sort_keys=True)
-
-        where = urls[0] if len(urls) == 1 else f"{len(urls)} servers"
-        return RequestForm(
-            model=json.dumps({"model": self.model, "servers": urls}),
-            label=f"{self.model} @ {where}",
-            render=render,
-        )
+        return server_request_form(self.server, self.model, job.settings)
 
     def stop_reason(self) -> str | None:
         return self.admission.gave_up

@@ -16,8 +16,10 @@ their prompts never written into another file. A batch that fails validation (a 
 line, the provider's enqueued-token quota) stops the job with the provider's reason in
 one line, its prompts left pending.
 
-Not built yet: cancelling batches at the provider on a stop, deleting files once their
-results are stored, prices with the batch discount, the dashboard's view of a batch.
+A stop (Ctrl+C, the dashboard's `x`) cancels the batches in flight at the provider: what
+they finished is kept there, and resume reads it and sends only the rest. Once every
+answer of a batch is stored, its input and result files are deleted at the provider
+(unless the job keeps them).
 """
 
 from __future__ import annotations
@@ -26,10 +28,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tui_batch.backends.remote.batch_client import BatchClient, BatchState
+from tui_batch.backends.remote.batch_client import ENDED, BatchClient, BatchState
 from tui_batch.backends.remote.batch_wire import (
-    MAX_BYTES,
-    MAX_LINES,
     BatchAnswer,
     custom_id,
     parse_custom_id,
@@ -37,28 +37,29 @@ from tui_batch.backends.remote.batch_wire import (
     request_line,
     split_lines,
 )
-from tui_batch.backends.remote.chat_wire import MalformedAnswer, chat_request
+from tui_batch.backends.remote.chat_wire import (
+    MalformedAnswer,
+    chat_request,
+    reasoning_fields,
+    structured_output,
+)
 from tui_batch.backends.remote.openai_api import Secret
-from tui_batch.core.backend import Backend, Completion, Task
-from tui_batch.core.batch_records import BatchFile, BatchRecords
+from tui_batch.backends.remote.request_form import server_request_form
+from tui_batch.core.backend import Backend, BackendStatus, Completion, RequestForm, Task
+from tui_batch.core.batch_records import BatchFile, BatchRecords, describe
+from tui_batch.core.cache.key import reproducible, sampling_of
 from tui_batch.core.errors import ServerError
-from tui_batch.core.jobs import BatchJob
+from tui_batch.core.jobs import BatchJob, Prompt
+from tui_batch.core.reasoning import INCOMPLETE_THOUGHT, from_parts, incomplete
 from tui_batch.core.servers import ServerSettings
 
 # How long a step waits at most when nothing is due (the engine checks for a stop
 # between steps).
 STEP_WAIT = 0.5
-
-
-@dataclass(frozen=True, slots=True)
-class BatchOptions:
-    """A Batch API job's own settings."""
-
-    max_lines: int = MAX_LINES
-    max_bytes: int = MAX_BYTES
-    files_in_flight: int = 2
-    poll_first: float = 30.0  # seconds before the first poll, growing
-    poll_most: float = 300.0  # to at most this
+# Tries of a cancel on a stop (a provider out of reach must not hold the stop up long).
+CANCEL_TRIES = 2
+# The latest lines said of the batches, kept for a dashboard and the command line.
+KEPT_CHANGES = 20
 
 
 @dataclass(slots=True)
@@ -68,13 +69,14 @@ class _Flight:
     record: BatchFile
     lines: dict[str, tuple[int, int]]  # custom id -> prompt index, line attempt
     data: bytes | None = None  # its lines, until uploaded (none after a resume)
-    batch: BatchState | None = None
     next_poll: float = 0.0
     wait: float = 0.0
     tasks: dict[int, Task] = field(default_factory=dict)  # prompt index -> its task
     # An ended file read again: a run stopped after its answers were read and before
     # the engine stored them all (resume reads them again rather than pay twice).
     replay: bool = False
+    # Found in flight by resume: one found `creating` may have a batch already.
+    resumed: bool = False
 
 
 class BatchApiBackend(Backend):
@@ -84,14 +86,14 @@ class BatchApiBackend(Backend):
         self,
         server: ServerSettings,
         model: str,
-        options: BatchOptions | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.server, self.model = server, model
-        self.options = options or BatchOptions()
+        self.max_lines, self.max_bytes = server.batch_max_lines, int(server.batch_max_mb * 1e6)
+        self.files_in_flight = server.batch_files
         self.clock, self.sleep = clock, sleep
-        self.capacity = self.options.max_lines * self.options.files_in_flight
+        self.capacity = self.max_lines * self.files_in_flight
         self.url = server.endpoints[0].url
         self.client: BatchClient | None = None
         self._gathered: list[Task] = []
@@ -101,6 +103,10 @@ class BatchApiBackend(Backend):
         self._ended: dict[int, tuple[BatchFile, dict[str, tuple[int, int]]]] = {}
         self._attempts: dict[int, int] = {}  # prompt index -> its last line attempt
         self._stop: str | None = None
+        self._said: dict[int, str] = {}  # file number -> the last line said of it
+        self._changes: list[str] = []
+        self._change_count = 0
+        self._status: BackendStatus | None = None
 
     # -- the engine's protocol ----------------------------------------------------------
 
@@ -119,7 +125,7 @@ class BatchApiBackend(Backend):
                 if attempt > self._attempts.get(index, 0):
                     self._attempts[index], latest[index] = attempt, record.number
             if record.in_flight:
-                self._flights[record.number] = _Flight(record, lines)
+                self._flights[record.number] = _Flight(record, lines, resumed=True)
             elif record.status != "failed" and (record.output_file_id or record.error_file_id):
                 self._ended[record.number] = (record, lines)
         for index, number in latest.items():
@@ -127,11 +133,23 @@ class BatchApiBackend(Backend):
                 self._attached[index] = number
             elif number in self._ended:
                 self._replay[index] = number
+        self._delete_stored()
+        self._publish()
 
     def close(self) -> None:
         if self.client is not None:
+            self._delete_stored()
             self.client.close()
             self.client = None
+
+    def request_form(self, job: BatchJob) -> RequestForm:
+        """As a live job on the same servers: one model's answers, however they came."""
+        return server_request_form(self.server, self.model, job.settings)
+
+    def status(self) -> BackendStatus:
+        """The latest snapshot (taken after each step): the batches as lines, and what
+        was said of them since the last."""
+        return self._status or BackendStatus(0, 0, self.capacity, batch_api=True)
 
     @property
     def in_flight(self) -> int:
@@ -152,14 +170,31 @@ class BatchApiBackend(Backend):
             self._gathered.append(task)
 
     def abort(self) -> list[int]:
-        """The engine stops: what it gave back stays pending; batches in flight stay at
-        the provider, recorded, for resume to reattach to."""
+        """The engine stops: what it gave back stays pending. A stop asked for cancels
+        the batches in flight at the provider (recorded `cancelling`: resume reads what
+        they finished); on a stop of its own (the provider refused or is out of reach)
+        they are left there, recorded, for resume to reattach to."""
         dropped = [task.index for task in self._gathered]
         for flight in self._flights.values():
             dropped += list(flight.tasks)
             flight.tasks.clear()
+            if self._stop is None and not flight.replay:
+                self._cancel(flight)
         self._gathered.clear()
+        self._publish()
         return dropped
+
+    def _cancel(self, flight: _Flight) -> None:
+        record = flight.record
+        if record.state != "created" or record.batch_id is None or record.status in ENDED:
+            return
+        assert self.client is not None
+        try:
+            batch = self.client.cancel(record.batch_id, tries=CANCEL_TRIES)
+        except ServerError as exc:
+            self._say(f"batch {record.number} ({record.batch_id}) not cancelled: {exc}")
+            return
+        self._polled(flight, batch)
 
     def stop_reason(self) -> str | None:
         return self._stop
@@ -174,37 +209,85 @@ class BatchApiBackend(Backend):
                 del self._flights[number]
             if self._stop is not None:
                 break
+        self._publish()
         if not finished and self._stop is None:
             due = [f.next_poll for f in self._flights.values()]
             wait = min(due, default=now + STEP_WAIT) - self.clock()
             self.sleep(max(0.0, min(STEP_WAIT, wait)))
         return finished
 
+    # -- what is said of the batches ----------------------------------------------------
+
+    def _publish(self) -> None:
+        """A snapshot for other threads: a line for each batch in flight."""
+        now = time.time()
+        lines = tuple(
+            describe(flight.record, now)
+            for number, flight in sorted(self._flights.items())
+            if number > 0 and flight.record.in_flight
+        )
+        self._status = BackendStatus(
+            in_flight=sum(len(f.tasks) for f in self._flights.values()),
+            waiting=len(self._gathered),
+            concurrency=self.capacity,
+            changes=tuple(self._changes),
+            change_count=self._change_count,
+            batch_api=True,
+            batches=lines,
+        )
+
+    def _say(self, line: str) -> None:
+        self._changes = [*self._changes[-(KEPT_CHANGES - 1) :], line]
+        self._change_count += 1
+
+    def _said_of(self, record: BatchFile) -> None:
+        """Say a file's line where its status or counts changed (not its times)."""
+        key = (record.batch_id is None, record.status, record.completed, record.failed)
+        if self._said.get(record.number) != repr(key):
+            self._said[record.number] = repr(key)
+            self._say(describe(record, time.time()))
+
+    def _delete_stored(self) -> None:
+        """Delete at the provider the files of each batch whose answers are all stored
+        (unless the job keeps them); a file already gone is not an error."""
+        if self.server.batch_keep_files or self.client is None or not hasattr(self, "records"):
+            return
+        for record in self.records.stored():
+            try:
+                for file_id in (record.file_id, record.output_file_id, record.error_file_id):
+                    if file_id is not None:
+                        self.client.delete(file_id)
+            except ServerError as exc:
+                self._say(f"batch {record.number}: its files are kept at the provider: {exc}")
+                return
+            self.records.deleted(record.number)
+
     # -- files --------------------------------------------------------------------------
 
     def _seal(self) -> None:
         """Write the gathered prompts into files: a full file's worth at once, the rest
         when the engine has nothing more to give."""
-        room = self.options.files_in_flight - len(self._flights)
+        room = self.files_in_flight - len(self._flights)
         engine_done = self.in_flight < self.capacity
         while self._gathered and room > 0:
-            if len(self._gathered) < self.options.max_lines and not engine_done:
+            if len(self._gathered) < self.max_lines and not engine_done:
                 return
-            tasks = self._gathered[: self.options.max_lines]
+            tasks = self._gathered[: self.max_lines]
             lines = []
             for task in tasks:
                 attempt = self._attempts.get(task.index, 0) + 1
                 self._attempts[task.index] = attempt
-                body = chat_request(task.prompt, self.settings, self.model, stream=False)
+                body = self._body(task.prompt)
                 lines.append((custom_id(self.job.job_id, task.index, attempt), body, task))
             data = [request_line(line_id, body) for line_id, body, _ in lines]
-            files = list(split_lines(data, self.options.max_lines, self.options.max_bytes))
+            files = list(split_lines(data, self.max_lines, self.max_bytes))
             taken = len(files[0])
             kept = lines[:taken]
             number = self.records.written(
                 (line_id, task.index, self._attempts[task.index]) for line_id, _, task in kept
             )
             record = self.records.file(number)
+            self._said_of(record)
             flight = _Flight(
                 record,
                 {line_id: (task.index, self._attempts[task.index]) for line_id, _, task in kept},
@@ -233,49 +316,71 @@ class BatchApiBackend(Backend):
                 self.records.uploaded(record.number, file_id)
                 flight.data = None
                 record = flight.record = self.records.file(record.number)
+                self._said_of(record)
             if record.state == "uploaded":
                 self.records.creating(record.number)
                 record = flight.record = self.records.file(record.number)
             if record.state == "creating":
                 assert record.file_id is not None
                 metadata = {"tui_batch_job": self.job.job_id, "file": str(record.number)}
-                flight.batch = self.client.create_once(record.file_id, metadata)
-                self.records.created(record.number, flight.batch.id)
-                record = flight.record = self.records.file(record.number)
-                flight.wait = self.options.poll_first
+                batch = self.client.create_once(record.file_id, metadata, flight.resumed)
+                self.records.created(record.number, batch.id)
+                flight.record = self.records.file(record.number)
+                self._polled(flight, batch)
+                flight.wait = self.server.batch_poll
                 flight.next_poll = now + flight.wait
                 return []
             if record.state == "created" and now >= flight.next_poll:
                 assert record.batch_id is not None
-                flight.batch = self.client.retrieve(record.batch_id)
-                self.records.status(record.number, flight.batch.status)
-                if not flight.batch.ended:
-                    flight.wait = min(self.options.poll_most, max(flight.wait, 1.0) * 1.5)
+                batch = self.client.retrieve(record.batch_id)
+                self._polled(flight, batch)
+                if not batch.ended:
+                    grown = flight.wait * 1.5 if flight.wait else self.server.batch_poll
+                    flight.wait = min(self.server.batch_poll_most, grown)
                     flight.next_poll = now + flight.wait
                     return []
-                if flight.batch.status == "failed":
-                    return self._refused(flight, flight.batch)
-                self.records.status(record.number, flight.batch.status)
+                if batch.status == "failed":
+                    return self._refused(flight, batch)
                 return self._ingest(
-                    flight,
-                    flight.batch.status,
-                    flight.batch.id,
-                    flight.batch.output_file_id,
-                    flight.batch.error_file_id,
+                    flight, batch.status, batch.id, batch.output_file_id, batch.error_file_id
                 )
         except ServerError as exc:  # the provider cannot be reached now: the job stops
             self._stop = str(exc)
         return []
 
+    def _body(self, prompt: Prompt) -> dict[str, object]:
+        """A line's request: as a live one, not streamed, with the schema as OpenAI's
+        `response_format` and the job's reasoning fields as they are (a provider that
+        refuses one fails the line with its reason)."""
+        body = chat_request(prompt, self.settings, self.model, stream=False)
+        schema = self.settings.schema
+        if schema is not None:
+            body.update(structured_output("json_schema", schema))
+        body.update(reasoning_fields(self.settings))
+        return body
+
     def _rewrite(self, flight: _Flight) -> bytes:
         """A resumed file's lines, made again from its prompts (the same ids)."""
-        data = []
-        for line_id, (index, _) in flight.lines.items():
-            prompt = self.job.prompts[index]
-            data.append(
-                request_line(line_id, chat_request(prompt, self.settings, self.model, False))
-            )
+        data = [
+            request_line(line_id, self._body(self.job.prompts[index]))
+            for line_id, (index, _) in flight.lines.items()
+        ]
         return b"".join(data)
+
+    def _polled(self, flight: _Flight, batch: BatchState) -> None:
+        """Record what the provider said of the file's batch."""
+        self.records.status(
+            flight.record.number,
+            batch.status,
+            total=batch.total,
+            completed=batch.completed,
+            failed=batch.failed,
+            started_at=batch.started_at,
+            finished_at=batch.finished_at,
+            expires_at=batch.expires_at,
+        )
+        flight.record = self.records.file(flight.record.number)
+        self._said_of(flight.record)
 
     def _refused(self, flight: _Flight, batch: BatchState) -> list[Completion]:
         """A batch that failed validation: the job stops with the provider's reason, its
@@ -308,14 +413,19 @@ class BatchApiBackend(Backend):
                 completion = self._answer(flight, raw)
                 if completion is not None:
                     finished.setdefault(completion.index, completion)
-        for index in flight.tasks:
-            if index not in finished:
+        for index, task in flight.tasks.items():
+            if index in finished:
+                continue
+            if status == "cancelled":  # a stop's: not the prompt's failure, sent again
+                self._gathered.append(task)
+            else:
                 error = f"not answered by batch {batch_id} ({status})"
                 finished[index] = Completion(index, error=error, endpoint=self.url)
         flight.tasks.clear()
         if not flight.replay:
             self.records.ended(flight.record.number, status, output_file_id, error_file_id)
         flight.record = self.records.file(flight.record.number)
+        self._said_of(flight.record)
         return list(finished.values())
 
     def _answer(self, flight: _Flight, raw: str) -> Completion | None:
@@ -337,13 +447,26 @@ class BatchApiBackend(Backend):
             return Completion(index, error=answer.error, retryable=retryable, endpoint=self.url)
         piece = answer.piece
         tokens_in, tokens_out = piece.usage or (0, 0)
+        thought = from_parts(piece.text, piece.reasoning)
+        if incomplete(thought.reasoning, thought.answer, thought.closed):
+            # A thought with no answer: run again only where a rerun may think otherwise.
+            again = not reproducible(sampling_of(flight.tasks[index].prompt, self.settings))
+            return Completion(
+                index,
+                error=INCOMPLETE_THOUGHT,
+                reasoning=thought.reasoning,
+                reasoning_tokens=piece.reasoning_tokens,
+                finish_reason=piece.finish_reason,
+                endpoint=self.url,
+                retryable=again,
+            )
         return Completion(
             index,
-            response_text=piece.text,
+            response_text=thought.answer,
             tokens_input=tokens_in,
             tokens_output=tokens_out,
             finish_reason=piece.finish_reason,
-            reasoning=piece.reasoning or None,
+            reasoning=thought.reasoning,
             reasoning_tokens=piece.reasoning_tokens,
             endpoint=self.url,
             retryable=False,

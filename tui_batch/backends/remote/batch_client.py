@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from tui_batch.backends.remote.openai_api import (
@@ -24,6 +24,7 @@ from tui_batch.backends.remote.openai_api import (
     import_openai,
     server_message,
 )
+from tui_batch.core.batch_records import BatchFile
 from tui_batch.core.errors import ServerError
 from tui_batch.core.text import clean_text
 
@@ -48,6 +49,8 @@ class BatchState:
     created_at: int | None
     expires_at: int | None
     errors: tuple[str, ...]  # why it failed at validation, one line each
+    started_at: int | None = None  # began to run (in_progress)
+    finished_at: int | None = None  # ended there (completed, expired, cancelled, failed)
 
     @property
     def ended(self) -> bool:
@@ -100,11 +103,14 @@ class BatchClient:
         )
         return _state(made)
 
-    def create_once(self, file_id: str, metadata: dict[str, str]) -> BatchState:
+    def create_once(
+        self, file_id: str, metadata: dict[str, str], look_first: bool = False
+    ) -> BatchState:
         """Create a batch on the file unless one is already made on it: after a failed
-        attempt (which may have reached the provider), look before trying again."""
+        attempt (which may have reached the provider), and first with `look_first` (a
+        run that stopped while creating it), look before trying again."""
         for attempt in range(self.attempts):
-            found = self.find(file_id) if attempt else None
+            found = self.find(file_id) if attempt or look_first else None
             if found is not None:
                 return found
             try:
@@ -131,8 +137,10 @@ class BatchClient:
 
         return self._call("list batches", look)
 
-    def cancel(self, batch_id: str) -> BatchState:
-        return _state(self._call("cancel a batch", lambda: self.client.batches.cancel(batch_id)))
+    def cancel(self, batch_id: str, tries: int | None = None) -> BatchState:
+        """Cancel a batch (`tries`: at most so many, fewer than the client's own)."""
+        cancel = lambda: self.client.batches.cancel(batch_id)  # noqa: E731
+        return _state(self._call("cancel a batch", cancel, tries))
 
     def lines(self, file_id: str) -> Iterator[str]:
         """An output or error file's lines, as they arrive (never the whole file at once)."""
@@ -143,7 +151,44 @@ class BatchClient:
             raise self._error("read a result file", exc) from None
 
     def delete(self, file_id: str) -> None:
-        self._call("delete a file", lambda: self.client.files.delete(file_id))
+        """Delete a file at the provider; one already gone is not an error."""
+        try:
+            self._call("delete a file", lambda: self.client.files.delete(file_id))
+        except ServerError as exc:
+            if "HTTP 404" not in str(exc):
+                raise
+
+    def check(self, model: str | None) -> list[str]:
+        """Before a job: the models the provider lists (none where it lists none), and
+        a one-line ServerError where it does not serve the Batch API or `model`."""
+        openai = import_openai()
+        try:
+            names = [
+                clean_text(self.secret.scrub(str(m.id)))[:200]
+                for m in list(self.client.models.list().data)[:1000]
+            ]
+        except openai.APIStatusError as exc:
+            if exc.status_code not in (404, 405):
+                raise self._error("list the models", exc) from None
+            names = []
+        except Exception as exc:  # noqa: BLE001 - said as one line
+            raise self._error("list the models", exc) from None
+        if model is not None and names and model not in names:
+            shown = ", ".join(names[:20]) + (" ..." if len(names) > 20 else "")
+            raise ServerError(f"Model {model!r} is not served by {self.url}; it serves: {shown}")
+        try:
+            self.client.batches.list(limit=1)
+        except openai.APIStatusError as exc:
+            if exc.status_code in (404, 405):
+                raise ServerError(
+                    f"{self.url} does not serve the Batch API (/batches: HTTP "
+                    f"{exc.status_code}); run without --batch-api, or through a LiteLLM "
+                    "proxy that batches for it"
+                ) from None
+            raise self._error("list batches", exc) from None
+        except Exception as exc:  # noqa: BLE001 - said as one line
+            raise self._error("list batches", exc) from None
+        return names
 
     # -- failures -----------------------------------------------------------------------
 
@@ -196,6 +241,15 @@ def _state(batch: Any) -> BatchState:
         created_at=_time(getattr(batch, "created_at", None)),
         expires_at=_time(getattr(batch, "expires_at", None)),
         errors=tuple(_error_line(error) for error in errors[:20]),
+        started_at=_time(getattr(batch, "in_progress_at", None)),
+        finished_at=next(
+            (
+                when
+                for name in ("completed_at", "expired_at", "cancelled_at", "failed_at")
+                if (when := _time(getattr(batch, name, None))) is not None
+            ),
+            None,
+        ),
     )
 
 
@@ -223,3 +277,29 @@ def _error_line(error: Any) -> str:
     text = ": ".join(str(part) for part in (code, message) if part) or "no reason given"
     where = f" (line {line})" if isinstance(line, int) else ""
     return clean_text(" ".join(text.split())[:300] + where)
+
+
+def with_provider_status(
+    client: BatchClient, files: list[BatchFile]
+) -> tuple[list[BatchFile], str | None]:
+    """The files with what the provider says now of each batch still in flight (status,
+    counts, times), and a line saying why it could not be asked (None: it was)."""
+    fresh = []
+    for record in files:
+        if record.in_flight and record.batch_id is not None:
+            try:
+                batch = client.retrieve(record.batch_id)
+            except ServerError as exc:
+                return files, str(exc)
+            record = replace(
+                record,
+                status=batch.status,
+                total=batch.total,
+                completed=batch.completed,
+                failed=batch.failed,
+                started_at=batch.started_at,
+                finished_at=batch.finished_at,
+                expires_at=batch.expires_at,
+            )
+        fresh.append(record)
+    return fresh, None

@@ -145,6 +145,8 @@ def servers_text(status: BackendStatus, requests: dict[str, list[int]] | None = 
     a line each, cut to the width. Requests sent and failed at each server are counted
     from the finished prompts' attempt logs (`requests`: url -> [sent, errors]), as
     `tui-batch stats` counts them."""
+    if status.batch_api:
+        return batches_text(status)
     requests = requests or {}
     text = Text(no_wrap=True, overflow="ellipsis")
     text.append("Requests ", style="dim")
@@ -171,6 +173,24 @@ def servers_text(status: BackendStatus, requests: dict[str, list[int]] | None = 
         if endpoint.last_error and endpoint.state != "ok":
             text.append_text(one_line(f"  {endpoint.last_error}", style="red"))
     if status.changes and not status.note:
+        text.append("\nlast change: ", style="dim")
+        text.append_text(one_line(status.changes[-1], style="dim"))
+    return text
+
+
+def batches_text(status: BackendStatus) -> Text:
+    """A Batch API job: its prompts in batches and gathered for the next, a line for
+    each batch in flight (status, the provider's counts, time since created and left),
+    and the last thing said of them."""
+    text = Text(no_wrap=True, overflow="ellipsis")
+    text.append("Batch API ", style="bold")
+    text.append(f"{status.in_flight:,} prompts in batches", style="dim")
+    if status.waiting:
+        text.append(f"  {status.waiting:,} gathered for the next", style="dim")
+    for line in status.batches:
+        text.append("\n")
+        text.append_text(one_line(line))
+    if status.changes:
         text.append("\nlast change: ", style="dim")
         text.append_text(one_line(status.changes[-1], style="dim"))
     return text

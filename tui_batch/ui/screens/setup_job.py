@@ -45,6 +45,7 @@ FORM_FIELDS = frozenset(
         *SERVER_NUMBERS,
         *("prompts", "template", "template_text", "data", "id_field", "model"),
         *("batch_invariant", "server", "api_key_env", "system_prompt", "schema", "choices"),
+        "batch_api",
         *("error_strategy", "cache", "expect", "score"),
         *("reasoning", "reasoning_budget", "reasoning_effort"),
     }
@@ -84,6 +85,7 @@ def form_values(screen: Screen[Any], extras: dict[str, Any]) -> dict[str, Any]:
         values["server"] = kept["servers"].split()
         values["api_key_env"] = kept["api_key_env"] or None
         values.update({key: kept[key] or None for key in SERVER_NUMBERS})
+        values["batch_api"] = True if form.batch_api else None  # off: the default, not written
         values["model"] = form.model_name()
     else:
         local = screen.query_one(LocalForm)
@@ -126,6 +128,7 @@ def fill_form(screen: Screen[Any], spec: RunSpec) -> None:
             servers=" ".join(str(endpoint) for endpoint in server.endpoints),
             api_key_env=server.api_key_env,
             server_model=spec.model,
+            send="batch" if server.batch_api else "live",
         )
         screen.query_one(ServerForm).restore(restore)
     else:

@@ -25,6 +25,11 @@ from tui_batch.core.structured.schema import AnswerSchema
 from tui_batch.ui.text import literal, one_line
 
 SERVER_NUMBERS = ("concurrency", "rpm", "tpm")
+# How the prompts are sent: a request each, or in batches through the Batch API.
+SEND_CHOICES = (
+    ("Live requests", "live"),
+    ("Batch API: about half the price, answered within 24 h", "batch"),
+)
 
 
 class ServerForm(Vertical):
@@ -46,6 +51,8 @@ class ServerForm(Vertical):
         yield Input(placeholder="…or the served model's name", id="server-model-name", compact=True)
         yield Label("API key variable  [dim](its name: the key is never stored)[/]")
         yield Input(DEFAULT_KEY_ENV, id="api-key-env", compact=True)
+        yield Label("Send")
+        yield Select(SEND_CHOICES, id="send", value="live", allow_blank=False, compact=True)
         with Grid(classes="numbers"):
             for key in SERVER_NUMBERS:
                 yield Label(LIMITS[key].label)
@@ -65,7 +72,13 @@ class ServerForm(Vertical):
             key: self.query_one(f"#{key}", Input).value for key in SERVER_NUMBERS
         }
         texts["api_key_env"] = self.query_one("#api-key-env", Input).value
+        texts["batch_api"] = "on" if self.batch_api else "off"
         return server_settings_from_text(urls, texts)
+
+    @property
+    def batch_api(self) -> bool:
+        """Whether the prompts go as batches through the servers' Batch API."""
+        return self.query_one("#send", Select).value == "batch"
 
     def model_name(self) -> str | None:
         typed = self.query_one("#server-model-name", Input).value.strip()
@@ -83,12 +96,15 @@ class ServerForm(Vertical):
                 self.query_one(f"#{key}", Input).value = str(values[key])
         if values.get("server_model"):
             self.query_one("#server-model-name", Input).value = values["server_model"]
+        if values.get("send") in ("live", "batch"):
+            self.query_one("#send", Select).value = values["send"]
 
     def remembered(self) -> dict[str, str]:
         values = {key: self.query_one(f"#{key}", Input).value for key in SERVER_NUMBERS}
         values["servers"] = self.query_one("#servers", Input).value.strip()
         values["api_key_env"] = self.query_one("#api-key-env", Input).value.strip()
         values["server_model"] = self.model_name() or ""
+        values["send"] = "batch" if self.batch_api else "live"
         return values
 
     @on(Button.Pressed, "#test-connection")
