@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 
 from tui_batch.backends.remote.batch_backend import BatchApiBackend
 from tui_batch.core.batch_records import BatchRecords
@@ -63,8 +63,8 @@ def test_failed_lines_run_again_in_a_later_file(tmp_path):
         answers = _answers(processor, job)
         assert all(answers[i].success for i in range(5))
         files = BatchRecords(job.checkpoint_file).files()
-        assert [f.lines for f in files] == [5, 1]  # prompt 2 again, as attempt 2
-        assert BatchRecords(job.checkpoint_file).lines_of(2) == {f"{job.job_id}:2:2": (2, 2)}
+        assert [f.lines for f in files] == [5, 1]  # prompt 2 again, in file 2
+        assert BatchRecords(job.checkpoint_file).lines_of(2) == {f"{job.job_id}:2:2": 2}
 
 
 def test_a_stop_cancels_the_batch_at_the_provider_and_resume_keeps_what_it_finished(tmp_path):
@@ -219,3 +219,49 @@ def test_answers_keep_the_schema_and_reasoning_and_split_an_inline_thought(tmp_p
         assert all(body["reasoning_effort"] == "low" for body in sent)
         answers = _answers(processor, job)
         assert answers[0].reasoning == "plan" and answers[0].response_text == '{"a": "x"}'
+
+
+def test_a_prompt_too_large_for_any_file_fails_alone(tmp_path):
+    with BatchApiServer(validating=0.05, finalizing=0.05) as server:
+        texts = ["short one", "x" * 3000, "short two"]
+        processor, job = _job(tmp_path, server, 3, texts)
+        backend = BatchApiBackend(batches(server.url, batch_max_mb=0.001), "m")
+        processor.process_batch(job, backend)
+        backend.close()
+        answers = _answers(processor, job)
+        assert answers[0].success and answers[2].success and not answers[1].success
+        assert "more than a batch file may hold (1,000: --batch-max-mb)" in answers[1].error_message
+        assert [f.lines for f in BatchRecords(job.checkpoint_file).files()] == [2]
+
+
+def test_a_resumed_batch_whose_prompts_the_engine_gives_late_is_not_paid_twice(tmp_path):
+    """Resume finds a batch in flight for prompts 5-9 while 0-4 were never sent; with
+    room for two prompts at a time, the engine gives 5-9 only after the batch was read:
+    their answers are read again from its file, never sent again."""
+    from tui_batch.backends.remote.batch_client import BatchClient
+    from tui_batch.backends.remote.batch_wire import custom_id, request_line
+    from tui_batch.backends.remote.openai_api import Secret
+
+    with BatchApiServer(validating=0.05, finalizing=0.05) as server:
+        processor, job = _job(tmp_path, server, 10)
+        ids = [custom_id(job.job_id, i, 1) for i in range(5, 10)]
+        client = BatchClient(server.url, Secret("OPENAI_API_KEY"))
+        body = lambda i: {"model": "m", "messages": [{"role": "user", "content": f"prompt {i}"}]}  # noqa: E731
+        file_id = client.upload(
+            "in.jsonl", b"".join(request_line(ids[i - 5], body(i)) for i in range(5, 10))
+        )
+        batch = client.create_once(file_id, {})
+        client.close()
+        records = BatchRecords(job.checkpoint_file)
+        records.written(1, zip(ids, range(5, 10), strict=True))
+        records.uploaded(1, file_id)
+        records.creating(1)
+        records.created(1, batch.id)  # as a run killed while its batch ran leaves it
+        backend = BatchApiBackend(batches(server.url, batch_max_lines=2, batch_files=1), "m")
+        processor.process_batch(processor.open_job(job.job_id), backend)
+        backend.close()
+        answers = _answers(processor, job)
+        assert sorted(answers) == list(range(10))
+        assert all(answers[i].response_text == f"echo: prompt {i}" for i in range(10))
+        per_prompt = Counter(int(line.split(":")[1]) for line in server.answers.elements())
+        assert per_prompt == Counter(dict.fromkeys(range(10), 1))

@@ -16,10 +16,10 @@ from hypothesis import strategies as st
 
 from tui_batch.backends.remote.batch_wire import (
     ENDPOINT,
+    InputFile,
     parse_custom_id,
     read_line,
     request_line,
-    split_lines,
 )
 from tui_batch.backends.remote.batch_wire import custom_id as line_id
 from tui_batch.backends.remote.chat_wire import MalformedAnswer, chat_request
@@ -44,20 +44,29 @@ def test_anything_else_is_no_id_of_the_job(value):
 
 
 @given(
-    st.lists(st.binary(min_size=1, max_size=40), max_size=60),
+    st.lists(st.binary(min_size=1, max_size=30), max_size=40),
     st.integers(1, 10),
     st.integers(40, 200),
 )
 def test_files_keep_under_both_limits_and_every_line_in_order(lines, max_lines, max_bytes):
-    files = list(split_lines(lines, max_lines, max_bytes))
-    assert [line for file in files for line in file] == lines
-    for file in files:
-        assert 1 <= len(file) <= max_lines and sum(map(len, file)) <= max_bytes
+    files, current = [], InputFile(max_lines, max_bytes)
+    for line in lines:
+        if not current.add(line):
+            files.append(current)
+            current = InputFile(max_lines, max_bytes)
+            assert current.add(line)
+    files.append(current)
+    read = [file.ready().read() for file in files]
+    assert b"".join(read) == b"".join(lines)
+    for file, data in zip(files, read, strict=True):
+        assert file.lines <= max_lines and len(data) == file.size <= max_bytes
+        file.close()
 
 
-def test_a_line_over_the_byte_limit_alone_is_refused():
-    with pytest.raises(ValueError, match="over 10"):
-        list(split_lines([b"x" * 11], 5, 10))
+def test_a_line_over_the_byte_limit_alone_does_not_fit():
+    file = InputFile(5, 10)
+    assert not file.fits(b"x" * 11) and not file.add(b"x" * 11) and file.fits(b"x" * 10)
+    file.close()
 
 
 def test_lines_sent_to_the_test_server_come_back_matched_by_id_in_any_order():

@@ -55,9 +55,6 @@ def _row(record: BatchFile, now: float) -> tuple[str, ...]:
     """A file's row: its batch and status, its lines and the provider's counts, how long
     it waited to run and ran, the time left before it expires, and its files."""
     status = record.status or ("not created yet" if record.batch_id is None else "created")
-    started, finished = record.started_at, record.finished_at
-    waited = started if started is not None else finished if finished is not None else now
-    ran = None if started is None else (finished if finished is not None else now) - started
     left = None
     if record.in_flight and record.expires_at is not None:
         left = max(0.0, record.expires_at - now)
@@ -69,8 +66,8 @@ def _row(record: BatchFile, now: float) -> tuple[str, ...]:
         f"{record.lines:,}",
         f"{record.completed:,}",
         f"{record.failed:,}",
-        format_duration(waited - record.created_at) if record.created_at else "--",
-        format_duration(ran),
-        format_duration(left) if left is not None else "--",
+        format_duration(record.waited(now)),
+        format_duration(record.ran(now)),
+        format_duration(left),
         files,
     )

@@ -74,20 +74,20 @@ def run_job(
     printer = ProgressPrinter(err)
     start = time.monotonic()
     stopped_by: list[str] = []  # why the engine stopped the job itself (servers gone)
-    started: set[int] = set()
+    started = 0  # prompts started (a first attempt each), until the first answer
     tokens = 0
     cache_said: list[bool] = []  # the cache's first news is said; the rest is counted
 
     def said(event: events.BatchEvent) -> None:
-        nonlocal tokens
+        nonlocal tokens, started
         if isinstance(event, (events.TokensStreamed, events.PromptStarted)):
             # Counted only until the first answer: nothing grows with the job after it.
             if printer.before_first_answer:
                 if isinstance(event, events.TokensStreamed):
                     tokens += 1
-                else:
-                    started.add(event.index)
-                printer.activity(len(started), tokens)
+                elif event.attempt == 1:
+                    started += 1
+                printer.activity(started, tokens)
         elif (
             isinstance(event, events.JobStateChanged)
             and event.status is JobStatus.CANCELLED

@@ -200,6 +200,10 @@ class Backend(ABC):
     # How the job's schema is kept while generating, in words, once `begin` knows (None:
     # not at all; the engine checks every answer whatever the backend).
     schema_mode: str | None = None
+    # Whether an answer given to the engine can be had again, unpaid, after a crash
+    # before it was stored (a Batch API's result files): the engine then stores each
+    # step's answers together rather than every `checkpoint_every`.
+    replayable: bool = False
 
     def open(self, settings: GenerationSettings) -> None:
         """Acquire what these settings need (load the model); a no-op when already open

@@ -5,8 +5,9 @@ Each input file goes through these states, each committed before the step that n
 
     written -> uploaded (its file id) -> creating -> created (its batch id) -> ended
 
-`written`: its lines are recorded (custom id -> prompt index and attempt) before the
-upload. `creating` is committed just before the batch is created: a file found there on
+`written`: its lines are recorded (custom id -> prompt index) before the upload. A
+prompt is in one file at a time; it is written into a later file only once the earlier
+has ended (its line answered with an error, expired, or left by a cancel). `creating` is committed just before the batch is created: a file found there on
 resume may have a batch the provider made and we never heard of, so the client looks
 for one on that input file before it creates another. `ended`: the batch's output and
 error files were read and their answers stored (`status` keeps the provider's last
@@ -56,23 +57,33 @@ _TABLES = (
     """CREATE TABLE IF NOT EXISTS batch_lines (
         custom_id TEXT PRIMARY KEY,
         number INTEGER NOT NULL,
-        idx INTEGER NOT NULL,
-        attempt INTEGER NOT NULL
+        idx INTEGER NOT NULL
     ) WITHOUT ROWID""",
     "CREATE INDEX IF NOT EXISTS batch_lines_by_file ON batch_lines (number)",
-    "CREATE INDEX IF NOT EXISTS batch_lines_by_prompt ON batch_lines (idx, attempt)",
+    "CREATE INDEX IF NOT EXISTS batch_lines_by_prompt ON batch_lines (idx, number)",
 )
+# A line no later file has its prompt in, and whose prompt has no result stored.
+_UNSTORED_LINE = """
+    NOT EXISTS (SELECT 1 FROM results r WHERE r.prompt_index = l.idx)
+    AND NOT EXISTS (
+        SELECT 1 FROM batch_lines later WHERE later.idx = l.idx AND later.number > l.number
+    )
+"""
 # Ended files none of whose lines is still needed: each line's prompt has its result
 # stored, or a later line in another file.
-_STORED = """
+_STORED = f"""
     SELECT number FROM batch_files f WHERE f.state = 'ended' AND f.deleted = 0
     AND NOT EXISTS (
-        SELECT 1 FROM batch_lines l WHERE l.number = f.number
-        AND NOT EXISTS (SELECT 1 FROM results r WHERE r.prompt_index = l.idx)
-        AND NOT EXISTS (
-            SELECT 1 FROM batch_lines later WHERE later.idx = l.idx AND later.attempt > l.attempt
-        )
+        SELECT 1 FROM batch_lines l WHERE l.number = f.number AND {_UNSTORED_LINE}
     ) ORDER BY number
+"""
+# The prompts answered in an ended batch whose answers were never stored (a run stopped
+# between reading them and storing them), with the file: resume reads them again.
+_UNREAD = f"""
+    SELECT l.idx, l.number FROM batch_lines l JOIN batch_files f ON f.number = l.number
+    WHERE f.state = 'ended' AND f.deleted = 0 AND f.status != 'failed'
+    AND (f.output_file_id IS NOT NULL OR f.error_file_id IS NOT NULL)
+    AND {_UNSTORED_LINE}
 """
 
 
@@ -106,6 +117,23 @@ class BatchFile:
     # Its input and result files were deleted at the provider (its answers stored).
     deleted: bool = False
 
+    def waited(self, now: float) -> float | None:
+        """Seconds from its creation until the provider began to run it (or ended it
+        without: a refusal), or until `now` while it waits."""
+        if self.created_at is None:
+            return None
+        begun = self.started_at if self.started_at is not None else self.finished_at
+        if begun is None:
+            begun = now if self.in_flight else self.ended_at
+        return None if begun is None else max(0.0, begun - self.created_at)
+
+    def ran(self, now: float) -> float | None:
+        """Seconds the provider ran it, until it ended there (or until `now`)."""
+        if self.started_at is None:
+            return None
+        end = self.finished_at if self.finished_at is not None else now
+        return max(0.0, end - self.started_at)
+
     @property
     def in_flight(self) -> bool:
         """Not yet ended: resume goes on with it (uploads, looks for or creates its
@@ -127,20 +155,25 @@ class BatchRecords:
             connection.execute(statement)
         return connection
 
-    def written(self, lines: Iterable[tuple[str, int, int]]) -> int:
-        """Record a new input file's lines (custom id, prompt index, attempt) before it is
-        uploaded; its number."""
+    def next_number(self) -> int:
+        """The number the next file written gets."""
+        with _reading(self.path) as connection:
+            if connection is None:
+                return 1
+            (last,) = connection.execute("SELECT MAX(number) FROM batch_files").fetchone()
+        return (last or 0) + 1
+
+    def written(self, number: int, lines: Iterable[tuple[str, int]]) -> None:
+        """Record a new input file `number` (`next_number`) and its lines (custom id,
+        prompt index) before it is uploaded."""
         connection = self._write()
         try:
             with write_transaction(connection):
-                (last,) = connection.execute("SELECT MAX(number) FROM batch_files").fetchone()
-                number = (last or 0) + 1
                 count = 0
-                for custom_id, index, attempt in lines:
+                for custom_id, index in lines:
                     connection.execute(
-                        "INSERT INTO batch_lines (custom_id, number, idx, attempt) "
-                        "VALUES (?, ?, ?, ?)",
-                        (custom_id, number, index, attempt),
+                        "INSERT INTO batch_lines (custom_id, number, idx) VALUES (?, ?, ?)",
+                        (custom_id, number, index),
                     )
                     count += 1
                 connection.execute(
@@ -149,7 +182,6 @@ class BatchRecords:
                 )
         finally:
             connection.close()
-        return number
 
     def uploaded(self, number: int, file_id: str) -> None:
         self._set(number, "uploaded", file_id=file_id)
@@ -218,26 +250,24 @@ class BatchRecords:
             raise KeyError(f"no batch file {number} in {self.path}")
         return _file(row)
 
-    def lines_of(self, number: int) -> dict[str, tuple[int, int]]:
-        """A file's lines: custom id -> (prompt index, attempt)."""
+    def lines_of(self, number: int) -> dict[str, int]:
+        """A file's lines: custom id -> prompt index."""
         with _reading(self.path) as connection:
             if connection is None:
                 return {}
             rows = connection.execute(
-                "SELECT custom_id, idx, attempt FROM batch_lines WHERE number = ?", (number,)
+                "SELECT custom_id, idx FROM batch_lines WHERE number = ?", (number,)
             ).fetchall()
-        return {custom_id: (index, attempt) for custom_id, index, attempt in rows}
+        return dict(rows)
 
-    def in_flight_prompts(self) -> set[int]:
-        """The prompts in files not yet ended: never written into another file."""
+    def unread(self) -> dict[int, int]:
+        """Prompt index -> the ended file that answered it, for each prompt whose answer
+        was never stored (read again by resume, never paid for twice). Only such prompts
+        are read into memory, however large the job."""
         with _reading(self.path) as connection:
             if connection is None:
-                return set()
-            rows = connection.execute(
-                "SELECT DISTINCT l.idx FROM batch_lines l JOIN batch_files f "
-                "ON l.number = f.number WHERE f.state != 'ended'"
-            )
-            return {index for (index,) in rows}
+                return {}
+            return dict(connection.execute(_UNREAD).fetchall())
 
     def stored(self) -> list[BatchFile]:
         """The ended files whose answers are all stored (or run again in a later file),
@@ -247,16 +277,6 @@ class BatchRecords:
                 return []
             numbers = [number for (number,) in connection.execute(_STORED)]
         return [self.file(number) for number in numbers]
-
-    def next_attempt(self, index: int) -> int:
-        """The attempt a prompt's next line is: one more than any it has had."""
-        with _reading(self.path) as connection:
-            if connection is None:
-                return 1
-            (last,) = connection.execute(
-                "SELECT MAX(attempt) FROM batch_lines WHERE idx = ?", (index,)
-            ).fetchone()
-        return (last or 0) + 1
 
 
 def cancelled_batches(checkpoint: str | Path) -> int:

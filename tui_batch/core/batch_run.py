@@ -32,6 +32,7 @@ from tui_batch.core.prompt_stream import PromptStream
 from tui_batch.core.reasoning import INCOMPLETE_THOUGHT
 from tui_batch.core.settings import ErrorStrategy
 from tui_batch.core.store import CheckpointStore, CheckpointWriter
+from tui_batch.core.stored import StoredPrompts
 
 ProgressCallback = Callable[[ProgressUpdate], None]
 EventCallback = Callable[[events.BatchEvent], None]
@@ -49,7 +50,10 @@ class _Started:
     date: str
     attempt: int
     paused: float
-    prompt: Prompt  # the job's prompt (a rerun's seed aside), not read again when it ends
+    # The job's prompt (a rerun's seed aside), not read again when it ends; None while
+    # a replayable backend holds it (a Batch API's: for hours, thousands at once), read
+    # back when it ends. Such a start is shared by the tasks of a second.
+    prompt: Prompt | None
 
 
 class BatchRun:
@@ -77,6 +81,8 @@ class BatchRun:
         self.results: dict[int, BatchResult] = {}
         self.unsaved: list[BatchResult] = []
         self.started: dict[int, _Started] = {}
+        self._parked: dict[int, _Started] = {}  # attempt -> the latest shared start
+        self.read_back: dict[int, Prompt] = {}  # parked prompts read back as they end
         self.first_text: dict[int, float] = {}  # when each running prompt first streamed
         self.retry_queue: list[tuple[float, int, int]] = []
         self.paused = 0.0  # seconds this run has spent paused so far
@@ -250,8 +256,10 @@ class BatchRun:
                     self._put_back(task, pending)  # no prompt starts after it
                     self.over_budget = True
                     break
-                self.started[task.index] = _Started(
-                    self.clock(), utc_now(), task.attempt, self.paused, prompt
+                self.started[task.index] = (
+                    self._parked_start(task.attempt)
+                    if backend.replayable
+                    else _Started(self.clock(), utc_now(), task.attempt, self.paused, prompt)
                 )
                 self.first_text.pop(task.index, None)
                 self._emit(events.PromptStarted(task.index, task.attempt))
@@ -278,7 +286,11 @@ class BatchRun:
             except Exception as exc:  # noqa: BLE001 - a broken step fails what was in it
                 error = describe_error(exc)
                 finished = [Completion(i, error=error, finish_reason=None) for i in backend.abort()]
+            if backend.replayable:
+                self._read_back([completion.index for completion in finished])
             failed = [self._record(writer, completion) for completion in finished]
+            if backend.replayable and self.unsaved:
+                self._commit(writer)  # a step's answers stored together
             if any(failed) and self.strategy.should_stop(job.failed):
                 return JobStatus.FAILED, f"error strategy {self.strategy} reached"
             stop = backend.stop_reason()
@@ -292,7 +304,7 @@ class BatchRun:
             if self.guard is not None:  # it runs again: reserved again when it starts
                 self.guard.settle(completion.index, None)
             return False
-        if len(self.unsaved) >= self.job.checkpoint_every:
+        if len(self.unsaved) >= self.job.checkpoint_every and not self.backend.replayable:
             self._commit(writer)
         return not result.success
 
@@ -315,10 +327,34 @@ class BatchRun:
             return Task(index, prompt, 1), prompt
         return None
 
+    def _parked_start(self, attempt: int) -> _Started:
+        """The start of a task a replayable backend holds: none of its prompt, and one
+        record for the tasks of one attempt started within a second (a Batch API holds
+        thousands for hours: a few bytes each)."""
+        now = self.clock()
+        kept = self._parked.get(attempt)
+        if kept is None or now - kept.at > 1.0 or kept.paused != self.paused:
+            kept = self._parked[attempt] = _Started(now, utc_now(), attempt, self.paused, None)
+        return kept
+
+    def _read_back(self, indices: list[int]) -> None:
+        """The prompts of these finished tasks, held by none while they ran, read back
+        together (in one query, where the job's prompts are in its checkpoint)."""
+        parked = [i for i in indices if i in self.started and self.started[i].prompt is None]
+        prompts = self.job.prompts
+        found = prompts.many(parked) if isinstance(prompts, StoredPrompts) else {}
+        for index in parked:
+            self.read_back[index] = found.get(index) or prompts[index]
+
     def _complete(self, completion: Completion) -> BatchResult | None:
         """Record a finished task, or schedule its retry; return the result if recorded."""
         job = self.job
         started = self.started.pop(completion.index)
+        prompt = (
+            started.prompt
+            or self.read_back.pop(completion.index, None)
+            or job.prompts[completion.index]
+        )
         first_text = self.first_text.pop(completion.index, None)
         attempt = started.attempt
         invalid = self.invalid.check(completion, started.date)
@@ -335,7 +371,7 @@ class BatchRun:
             and not completion.invalid
             and completion.retryable
             and (errors <= job.retries)
-            and not self._thinks_the_same(completion, started.prompt)
+            and not self._thinks_the_same(completion, prompt)
         ):
             delay = job.retry_backoff * 2 ** (errors - 1)
             heapq.heappush(
@@ -353,14 +389,14 @@ class BatchRun:
             queue_wait = round(max(0.0, elapsed - duration), 4)
         result = BatchResult(
             prompt_index=completion.index,
-            prompt=started.prompt.text,
+            prompt=prompt.text,
             response_text=completion.response_text,
             tokens_input=completion.tokens_input,
             tokens_output=completion.tokens_output,
             duration=duration,
             success=completion.success,
             error_message=completion.error,
-            custom_id=started.prompt.custom_id or f"request-{completion.index}",
+            custom_id=prompt.custom_id or f"request-{completion.index}",
             attempts=completion.attempts + earlier.requests if completion.attempts else attempt,
             finish_reason=completion.finish_reason,
             started_at=started.date,
@@ -375,7 +411,7 @@ class BatchRun:
             reasoning=completion.reasoning,
             reasoning_tokens=completion.reasoning_tokens,
         )
-        self._scored(result, started.prompt)
+        self._scored(result, prompt)
         if self.cache is not None:
             self.cache.keep(result, rerun=earlier.count > 0)
         self.invalid.settled(completion.index)

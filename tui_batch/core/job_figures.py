@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from tui_batch.core.batch_records import BatchFile
 from tui_batch.core.scoring.figures import Confusion, RepeatFigures, wilson
 from tui_batch.core.settings import Prices
 from tui_batch.core.spread import Spread
@@ -105,6 +107,8 @@ class JobStats:
     reading: bool = False
     # A model that thought: its thoughts' figures (None: no answer came with a thought).
     reasoning: ThoughtFigures | None = None
+    # A job through a Batch API: its batches, oldest first.
+    batches: list[BatchFile] = field(default_factory=list)
 
     @property
     def accuracy(self) -> float | None:
@@ -188,6 +192,13 @@ class JobStats:
         if self.schema is None:
             for key in ("schema", "valid", "invalid", "invalid_groups", "labels"):
                 del data[key]
+        del data["batches"]
+        if self.batches:
+            now = time.time()
+            data["batches"] = [
+                {**asdict(batch), "waited": batch.waited(now), "ran": batch.ran(now)}
+                for batch in self.batches
+            ]
         data["repeats"] = self.repeats.to_dict() if self.repeats else None
         data["reasoning"] = self.reasoning.to_dict() if self.reasoning else None
         if self.reasoning is not None and self.prices is not None:

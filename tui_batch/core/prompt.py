@@ -70,7 +70,8 @@ class Prompt:
         if variables is not None and not isinstance(variables, dict):
             raise CheckpointError("a prompt's variables are not an object")
         try:
-            options = check_request_options(data.get("options") or {})
+            given = data.get("options")
+            options = check_request_options(given) if given else {}
         except SettingsError as exc:
             raise CheckpointError(f"a prompt's options: {exc}") from None
         return cls(

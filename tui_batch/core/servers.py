@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -173,7 +173,8 @@ class ServerSettings:
         return replace(self, endpoints=endpoints)
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        # Not `asdict`: a job's header, with these in it, is written at every checkpoint.
+        data = {name: getattr(self, name) for name in _FIELD_NAMES}
         data["endpoints"] = [str(e) for e in self.endpoints]
         return data
 
@@ -194,6 +195,9 @@ SERVER_KEYS = (
     *(s.name for s in SETTINGS if s.table == "server" and s.name != "server"),
     *BATCH_KEYS,
 )
+
+
+_FIELD_NAMES = tuple(f.name for f in fields(ServerSettings))
 
 
 def paid(prices: Prices | None, server: ServerSettings | None) -> Prices | None:

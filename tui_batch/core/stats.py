@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tui_batch.core.batch_records import BatchRecords
 from tui_batch.core.checkpoint_file import connect_read_only, read_header, read_snapshot
 from tui_batch.core.errors import CheckpointError
 from tui_batch.core.job_figures import EndpointStats, FailureGroup, InvalidGroup, JobStats
@@ -111,6 +112,7 @@ def job_stats(path: str | Path, prices: Prices | None = None) -> JobStats:
                     stats.confusions = confusions(connection, job.scoring, job.settings.schema)
             if job.repeats > 1:
                 stats.repeats = repeat_figures(connection, job)
+            stats.batches = BatchRecords(path).files()
     except (sqlite3.Error, ValueError, TypeError, CheckpointError) as exc:
         raise CheckpointError(f"Unreadable checkpoint {path}: {exc}") from None
     return stats

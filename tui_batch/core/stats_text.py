@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from tui_batch.core.compare import STATES, CompareRow, CompareSummary
 from tui_batch.core.compare_fields import answers_shown
 from tui_batch.core.job_figures import JobStats
@@ -65,6 +67,37 @@ def input_lines(stats: JobStats) -> list[str]:
     return lines
 
 
+# A job's batches listed by `stats` at most (all: `tui-batch batches JOB`).
+BATCHES_LISTED = 10
+
+
+def batch_lines(stats: JobStats) -> list[str]:
+    """A Batch API job's batches: how long each waited for the provider to run it and
+    ran there, the longest of each, and its status and counts."""
+    if not stats.batches:
+        return []
+    now = time.time()
+    waits = [w for b in stats.batches if (w := b.waited(now)) is not None]
+    runs = [r for b in stats.batches if (r := b.ran(now)) is not None]
+    count = len(stats.batches)
+    lines = [
+        f"  batches    {count:,} through the Batch API: waited at most "
+        f"{format_duration(max(waits, default=None))}, ran at most "
+        f"{format_duration(max(runs, default=None))}"
+    ]
+    for batch in stats.batches[:BATCHES_LISTED]:
+        counts = f"{batch.completed:,} of {batch.total or batch.lines:,} done"
+        if batch.failed:
+            counts += f", {batch.failed:,} failed"
+        lines.append(
+            f"    {batch.number:>4} {batch.status or batch.state:<11} {counts}; waited "
+            f"{format_duration(batch.waited(now))}, ran {format_duration(batch.ran(now))}"
+        )
+    if count > BATCHES_LISTED:
+        lines.append(f"    and {count - BATCHES_LISTED:,} more: tui-batch batches {stats.job_id}")
+    return lines
+
+
 def stats_lines(stats: JobStats, charts: bool = True) -> list[str]:
     """The report, line by line (tables aligned); without `charts`, no failure groups
     and no tokens over time (the stats screen draws its own)."""
@@ -89,6 +122,7 @@ def stats_lines(stats: JobStats, charts: bool = True) -> list[str]:
             + (", more for the tokens not counted" if stats.input_unknown else "")
         )
     lines += cache_lines(stats)
+    lines += batch_lines(stats)
     rows = [("", "n", "mean", "p50", "p90", "p99", "max")]
     rows.append(spread_row("latency", stats.latency))
     if stats.queue_wait.count:  # servers: the wait before the answering request

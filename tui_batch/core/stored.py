@@ -28,6 +28,8 @@ from tui_batch.core.rows import ResultCounts, count_results, result_from_row
 # from behind).
 PAGE = 2048
 PAGES_KEPT = 4
+# Prompts read by one query of `StoredPrompts.many` (under SQLite's bound on variables).
+MANY_AT_ONCE = 500
 _DAMAGE = (sqlite3.Error, ValueError, TypeError, RecursionError, CheckpointError)
 
 
@@ -80,6 +82,27 @@ class StoredPrompts(Sequence[Prompt]):
     def __iter__(self) -> Iterator[Prompt]:
         for index in range(self._count):
             yield self[index]
+
+    def many(self, indices: Sequence[int]) -> dict[int, Prompt]:
+        """The prompts at these indices, read together (a few queries, not a page each):
+        for prompts wanted in no order, thousands at once."""
+        found: dict[int, Prompt] = {}
+        try:
+            with self._lock:
+                if self._connection is None:
+                    self._connection = connect_read_only(self.path)
+                for start in range(0, len(indices), MANY_AT_ONCE):
+                    part = indices[start : start + MANY_AT_ONCE]
+                    rows = self._connection.execute(
+                        f"SELECT idx, data FROM prompts WHERE idx IN ({','.join('?' * len(part))})",
+                        part,
+                    )
+                    found.update(
+                        (index, Prompt.from_dict(json.loads(data))) for index, data in rows
+                    )
+        except _DAMAGE as exc:
+            raise CheckpointError(f"Unreadable checkpoint {self.path}: {exc}") from None
+        return found
 
     def _read(self, start: int) -> list[Prompt]:
         try:

@@ -24,18 +24,20 @@ answer of a batch is stored, its input and result files are deleted at the provi
 
 from __future__ import annotations
 
+import itertools
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from tui_batch.backends.remote.batch_client import ENDED, BatchClient, BatchState
+from tui_batch.backends.remote.batch_flights import Flight, OpenFile, Waiting
 from tui_batch.backends.remote.batch_wire import (
     BatchAnswer,
+    InputFile,
     custom_id,
     parse_custom_id,
     read_line,
     request_line,
-    split_lines,
 )
 from tui_batch.backends.remote.chat_wire import (
     MalformedAnswer,
@@ -60,27 +62,15 @@ STEP_WAIT = 0.5
 CANCEL_TRIES = 2
 # The latest lines said of the batches, kept for a dashboard and the command line.
 KEPT_CHANGES = 20
-
-
-@dataclass(slots=True)
-class _Flight:
-    """A file in flight: its record, its lines and the tasks waiting on them."""
-
-    record: BatchFile
-    lines: dict[str, tuple[int, int]]  # custom id -> prompt index, line attempt
-    data: bytes | None = None  # its lines, until uploaded (none after a resume)
-    next_poll: float = 0.0
-    wait: float = 0.0
-    tasks: dict[int, Task] = field(default_factory=dict)  # prompt index -> its task
-    # An ended file read again: a run stopped after its answers were read and before
-    # the engine stored them all (resume reads them again rather than pay twice).
-    replay: bool = False
-    # Found in flight by resume: one found `creating` may have a batch already.
-    resumed: bool = False
+# Lines of a result file read in one step: the answers handed to the engine at once
+# (stored together: they can be read again until stored, see `replayable`).
+INGEST_CHUNK = 5_000
 
 
 class BatchApiBackend(Backend):
     """Runs a job's prompts as batches at one provider (see the module doc)."""
+
+    replayable = True
 
     def __init__(
         self,
@@ -96,13 +86,13 @@ class BatchApiBackend(Backend):
         self.capacity = self.max_lines * self.files_in_flight
         self.url = server.endpoints[0].url
         self.client: BatchClient | None = None
-        self._gathered: list[Task] = []
-        self._flights: dict[int, _Flight] = {}
-        self._attached: dict[int, int] = {}  # prompt index -> its file, after a resume
+        self._gathered: deque[Task] = deque()  # given while no file has room
+        self._open: OpenFile | None = None
+        self._flights: dict[int, Flight] = {}
         self._replay: dict[int, int] = {}  # prompt index -> its ended file, after a resume
-        self._ended: dict[int, tuple[BatchFile, dict[str, tuple[int, int]]]] = {}
-        self._attempts: dict[int, int] = {}  # prompt index -> its last line attempt
+        self._next = 1  # the next file's number
         self._stop: str | None = None
+        self._unsendable: list[Completion] = []  # prompts too large for any file
         self._said: dict[int, str] = {}  # file number -> the last line said of it
         self._changes: list[str] = []
         self._change_count = 0
@@ -118,25 +108,25 @@ class BatchApiBackend(Backend):
         if self.client is None:
             self.client = BatchClient(self.url, Secret(self.server.api_key_env), sleep=self.sleep)
         self._stop = None
-        latest: dict[int, int] = {}  # prompt index -> the file of its last line
+        # Only what is in flight, and the prompts answered and never stored, are read
+        # into memory: a resumed job of any size begins in the same memory.
         for record in self.records.files():
-            lines = self.records.lines_of(record.number)
-            for index, attempt in lines.values():
-                if attempt > self._attempts.get(index, 0):
-                    self._attempts[index], latest[index] = attempt, record.number
-            if record.in_flight:
-                self._flights[record.number] = _Flight(record, lines, resumed=True)
-            elif record.status != "failed" and (record.output_file_id or record.error_file_id):
-                self._ended[record.number] = (record, lines)
-        for index, number in latest.items():
-            if number in self._flights:
-                self._attached[index] = number
-            elif number in self._ended:
-                self._replay[index] = number
+            if record.in_flight:  # its prompts awaited again as the engine gives them
+                lines = self.records.lines_of(record.number).values()
+                self._flights[record.number] = Flight(record, Waiting(lines, False), resumed=True)
+        self._replay = self.records.unread()
+        self._next = self.records.next_number()
         self._delete_stored()
         self._publish()
 
     def close(self) -> None:
+        for flight in self._flights.values():
+            if flight.upload is not None:
+                flight.upload.close()
+                flight.upload = None
+        if self._open is not None:
+            self._open.upload.close()
+            self._open = None
         if self.client is not None:
             self._delete_stored()
             self.client.close()
@@ -153,20 +143,22 @@ class BatchApiBackend(Backend):
 
     @property
     def in_flight(self) -> int:
-        return len(self._gathered) + sum(len(f.tasks) for f in self._flights.values())
+        written = len(self._open.indices) if self._open is not None else 0
+        return len(self._gathered) + written + sum(len(f.tasks) for f in self._flights.values())
 
     def submit(self, task: Task) -> None:
-        number = self._attached.pop(task.index, None)
         replayed = self._replay.pop(task.index, None)
-        if number is not None and number in self._flights:
-            self._flights[number].tasks[task.index] = task  # its line is already out there
-        elif replayed is not None:  # answered in an ended file, never stored
+        if any(f.resumed and f.tasks.add(task.index) for f in self._flights.values()):
+            return  # its line is out there already, in a file resume found in flight
+        if replayed is not None:  # answered in an ended file, never stored
             key = -replayed  # beside the file's own number, which has ended
             if key not in self._flights:
-                record, lines = self._ended[replayed]
-                self._flights[key] = _Flight(record, lines, replay=True)
-            self._flights[key].tasks[task.index] = task
-        else:
+                lines = self.records.lines_of(replayed).values()
+                self._flights[key] = Flight(
+                    self.records.file(replayed), Waiting(lines, False), replay=True
+                )
+            self._flights[key].tasks.add(task.index)
+        elif self._gathered or not self._write(task):
             self._gathered.append(task)
 
     def abort(self) -> list[int]:
@@ -175,16 +167,21 @@ class BatchApiBackend(Backend):
         they finished); on a stop of its own (the provider refused or is out of reach)
         they are left there, recorded, for resume to reattach to."""
         dropped = [task.index for task in self._gathered]
+        if self._open is not None:  # never recorded: its prompts simply stay pending
+            dropped += list(self._open.indices)
+            self._open.upload.close()
+            self._open = None
         for flight in self._flights.values():
             dropped += list(flight.tasks)
             flight.tasks.clear()
+            flight.reading = None  # a result file part read: read again on resume
             if self._stop is None and not flight.replay:
                 self._cancel(flight)
         self._gathered.clear()
         self._publish()
         return dropped
 
-    def _cancel(self, flight: _Flight) -> None:
+    def _cancel(self, flight: Flight) -> None:
         record = flight.record
         if record.state != "created" or record.batch_id is None or record.status in ENDED:
             return
@@ -201,7 +198,7 @@ class BatchApiBackend(Backend):
 
     def step(self) -> list[Completion]:
         self._seal()
-        finished: list[Completion] = []
+        finished, self._unsendable = self._unsendable, []
         now = self.clock()
         for number, flight in list(self._flights.items()):
             finished += self._advance(flight, now)
@@ -210,7 +207,8 @@ class BatchApiBackend(Backend):
             if self._stop is not None:
                 break
         self._publish()
-        if not finished and self._stop is None:
+        reading = any(f.reading is not None for f in self._flights.values())
+        if not finished and not reading and self._stop is None:
             due = [f.next_poll for f in self._flights.values()]
             wait = min(due, default=now + STEP_WAIT) - self.clock()
             self.sleep(max(0.0, min(STEP_WAIT, wait)))
@@ -264,57 +262,83 @@ class BatchApiBackend(Backend):
 
     # -- files --------------------------------------------------------------------------
 
-    def _seal(self) -> None:
-        """Write the gathered prompts into files: a full file's worth at once, the rest
-        when the engine has nothing more to give."""
-        room = self.files_in_flight - len(self._flights)
-        engine_done = self.in_flight < self.capacity
-        while self._gathered and room > 0:
-            if len(self._gathered) < self.max_lines and not engine_done:
-                return
-            tasks = self._gathered[: self.max_lines]
-            lines = []
-            for task in tasks:
-                attempt = self._attempts.get(task.index, 0) + 1
-                self._attempts[task.index] = attempt
-                body = self._body(task.prompt)
-                lines.append((custom_id(self.job.job_id, task.index, attempt), body, task))
-            data = [request_line(line_id, body) for line_id, body, _ in lines]
-            files = list(split_lines(data, self.max_lines, self.max_bytes))
-            taken = len(files[0])
-            kept = lines[:taken]
-            number = self.records.written(
-                (line_id, task.index, self._attempts[task.index]) for line_id, _, task in kept
-            )
-            record = self.records.file(number)
-            self._said_of(record)
-            flight = _Flight(
-                record,
-                {line_id: (task.index, self._attempts[task.index]) for line_id, _, task in kept},
-                b"".join(files[0]),
-                tasks={task.index: task for _, _, task in kept},
-            )
-            self._flights[number] = flight
-            for _, _, task in lines[taken:]:
-                self._attempts[task.index] -= 1  # not written: its attempt is not used
-            del self._gathered[:taken]
-            room -= 1
+    def _write(self, task: Task) -> bool:
+        """Write the task's line into the open file (opening one); False where the file
+        is full. A prompt too large for any file fails at once."""
+        if self._open is None:
+            self._open = OpenFile(self._next, InputFile(self.max_lines, self.max_bytes))
+            self._next += 1
+        line_id = custom_id(self.job.job_id, task.index, self._open.number)
+        line = request_line(line_id, self._body(task.prompt))
+        if not self._open.upload.fits(line):
+            self._unsendable.append(self._too_large(task.index, len(line)))
+        elif not self._open.upload.add(line):
+            return False
+        else:
+            self._open.indices.append(task.index)
+        return True
 
-    def _advance(self, flight: _Flight, now: float) -> list[Completion]:
+    def _seal(self) -> None:
+        """Seal the open file once it is full, or the engine has no more to give (it
+        gave less than it may), while fewer files than the job allows are in flight;
+        the prompts gathered meanwhile go into the next."""
+        engine_done = self.in_flight < self.capacity
+        while True:
+            while self._gathered and self._write(self._gathered[0]):
+                self._gathered.popleft()
+            if self._open is None:
+                return
+            flying = sum(1 for number in self._flights if number > 0)
+            full = bool(self._gathered) or self._open.upload.lines >= self.max_lines
+            if flying >= self.files_in_flight or not (full or engine_done):
+                return
+            self._seal_open(self._open)
+            self._open = None
+
+    def _seal_open(self, written: OpenFile) -> None:
+        """Record the open file's lines, then take it into flight (to be uploaded)."""
+        if not written.indices:
+            written.upload.close()
+            return
+        number = written.number
+        self.records.written(
+            number, ((custom_id(self.job.job_id, i, number), i) for i in written.indices)
+        )
+        record = self.records.file(number)
+        self._said_of(record)
+        self._flights[number] = Flight(record, Waiting(written.indices, True), written.upload)
+
+    def _too_large(self, index: int, size: int) -> Completion:
+        error = (
+            f"its request is {size:,} bytes, more than a batch file may hold "
+            f"({self.max_bytes:,}: --batch-max-mb)"
+        )
+        return Completion(index, error=error, retryable=False, endpoint=self.url)
+
+    def _advance(self, flight: Flight, now: float) -> list[Completion]:
         """Take the file one state on, as far as it can go now."""
         assert self.client is not None
         record = flight.record
         try:
+            if flight.reading is not None:
+                return self._ingest(flight, *flight.ending)
             if flight.replay:
-                return self._ingest(flight, record.status or "completed", record.batch_id)
+                return self._ingest(
+                    flight,
+                    record.status or "completed",
+                    record.batch_id,
+                    record.output_file_id,
+                    record.error_file_id,
+                )
             if record.state == "written":
-                if flight.data is None:  # after a resume: written again from its lines
-                    flight.data = self._rewrite(flight)
+                if flight.upload is None:  # after a resume: written again from its lines
+                    flight.upload = self._rewrite(flight)
                 file_id = self.client.upload(
-                    f"{self.job.job_id}-{record.number}.jsonl", flight.data
+                    f"{self.job.job_id}-{record.number}.jsonl", flight.upload.ready()
                 )
                 self.records.uploaded(record.number, file_id)
-                flight.data = None
+                flight.upload.close()
+                flight.upload = None
                 record = flight.record = self.records.file(record.number)
                 self._said_of(record)
             if record.state == "uploaded":
@@ -359,15 +383,15 @@ class BatchApiBackend(Backend):
         body.update(reasoning_fields(self.settings))
         return body
 
-    def _rewrite(self, flight: _Flight) -> bytes:
+    def _rewrite(self, flight: Flight) -> InputFile:
         """A resumed file's lines, made again from its prompts (the same ids)."""
-        data = [
-            request_line(line_id, self._body(self.job.prompts[index]))
-            for line_id, (index, _) in flight.lines.items()
-        ]
-        return b"".join(data)
+        lines = self.records.lines_of(flight.record.number)
+        upload = InputFile(len(lines), 2**62)  # they fitted when first written
+        for line_id, index in sorted(lines.items(), key=lambda item: item[1]):
+            upload.add(request_line(line_id, self._body(self.job.prompts[index])))
+        return upload
 
-    def _polled(self, flight: _Flight, batch: BatchState) -> None:
+    def _polled(self, flight: Flight, batch: BatchState) -> None:
         """Record what the provider said of the file's batch."""
         self.records.status(
             flight.record.number,
@@ -382,7 +406,7 @@ class BatchApiBackend(Backend):
         flight.record = self.records.file(flight.record.number)
         self._said_of(flight.record)
 
-    def _refused(self, flight: _Flight, batch: BatchState) -> list[Completion]:
+    def _refused(self, flight: Flight, batch: BatchState) -> list[Completion]:
         """A batch that failed validation: the job stops with the provider's reason, its
         prompts left pending (nothing of them is stored)."""
         reasons = "; ".join(batch.errors) or "no reason given"
@@ -393,42 +417,69 @@ class BatchApiBackend(Backend):
 
     def _ingest(
         self,
-        flight: _Flight,
+        flight: Flight,
         status: str,
         batch_id: str | None,
         output_file_id: str | None = None,
         error_file_id: str | None = None,
     ) -> list[Completion]:
-        """An ended batch: its answers, read line by line, each to its prompt; a prompt
-        it left unanswered goes back to run again."""
+        """An ended batch's answers: its result files read line by line, INGEST_CHUNK
+        lines a step, each answer to its prompt; once all are read, a prompt it left
+        unanswered goes back to run again (a cancel's: in the next file, as it was)."""
         assert self.client is not None
-        if flight.replay:
-            output_file_id = flight.record.output_file_id
-            error_file_id = flight.record.error_file_id
-        finished: dict[int, Completion] = {}
-        for file_id in (output_file_id, error_file_id):
-            if file_id is None:
-                continue
-            for raw in self.client.lines(file_id):
-                completion = self._answer(flight, raw)
-                if completion is not None:
-                    finished.setdefault(completion.index, completion)
-        for index, task in flight.tasks.items():
-            if index in finished:
-                continue
-            if status == "cancelled":  # a stop's: not the prompt's failure, sent again
-                self._gathered.append(task)
-            else:
-                error = f"not answered by batch {batch_id} ({status})"
-                finished[index] = Completion(index, error=error, endpoint=self.url)
-        flight.tasks.clear()
+        client = self.client
+        if flight.reading is None:
+            flight.ending = (status, batch_id, output_file_id, error_file_id)
+            flight.reading = itertools.chain.from_iterable(
+                client.lines(file_id) for file_id in (output_file_id, error_file_id) if file_id
+            )
+        finished: list[Completion] = []
+        read = 0
+        for raw in itertools.islice(flight.reading, INGEST_CHUNK):
+            read += 1
+            completion = self._answer(flight, raw)
+            if completion is not None:
+                finished.append(completion)
+        if read == INGEST_CHUNK:
+            return finished  # more to read at the next step
+        flight.reading = None
+        left = list(flight.tasks)
         if not flight.replay:
             self.records.ended(flight.record.number, status, output_file_id, error_file_id)
         flight.record = self.records.file(flight.record.number)
         self._said_of(flight.record)
-        return list(finished.values())
+        if flight.resumed:
+            self._after_resumed(flight, left)
+            return finished
+        for index in left:
+            if status == "cancelled":  # a stop's: not the prompt's failure, sent again
+                self._gathered.append(Task(index, self.job.prompts[index]))
+            else:
+                error = f"not answered by batch {batch_id} ({status})"
+                finished.append(Completion(index, error=error, endpoint=self.url))
+        flight.tasks.clear()
+        return finished
 
-    def _answer(self, flight: _Flight, raw: str) -> Completion | None:
+    def _after_resumed(self, flight: Flight, left: list[int]) -> None:
+        """A file resume found in flight is read: the engine gives its prompts back as
+        it can, some after the file was read. Those it gave too late (awaited, their
+        lines read before) are read again from the ended file; those it has yet to give
+        are read then. Nothing is sent twice."""
+        number = flight.record.number
+        for index, ended in self.records.unread().items():
+            if ended == number and not flight.tasks.answered(index):
+                self._replay.setdefault(index, number)
+        if left:
+            again = self._flights.get(-number)
+            if again is None:
+                again = Flight(flight.record, Waiting(flight.tasks.indices, False), replay=True)
+                self._flights[-number] = again
+            for index in left:
+                again.tasks.add(index)
+                self._replay.pop(index, None)
+        flight.tasks.clear()
+
+    def _answer(self, flight: Flight, raw: str) -> Completion | None:
         """One line of a result file as the engine's completion; None for a line that is
         not one of this file's prompts now waiting (another job's, or answered)."""
         try:
@@ -436,11 +487,9 @@ class BatchApiBackend(Backend):
         except MalformedAnswer:
             return None
         found = parse_custom_id(answer.custom_id, self.job.job_id)
-        if found is None or answer.custom_id not in flight.lines:
-            return None
+        if found is None or found[1] != flight.record.number or not flight.tasks.take(found[0]):
+            return None  # not this file's, answered already (a line read twice), or stored
         index = found[0]
-        if index not in flight.tasks:
-            return None
         if answer.piece is None:
             status = answer.status_code
             retryable = answer.expired or status is None or status >= 500 or status == 429
@@ -450,7 +499,7 @@ class BatchApiBackend(Backend):
         thought = from_parts(piece.text, piece.reasoning)
         if incomplete(thought.reasoning, thought.answer, thought.closed):
             # A thought with no answer: run again only where a rerun may think otherwise.
-            again = not reproducible(sampling_of(flight.tasks[index].prompt, self.settings))
+            again = not reproducible(sampling_of(self.job.prompts[index], self.settings))
             return Completion(
                 index,
                 error=INCOMPLETE_THOUGHT,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 from tui_batch.backends.remote.openai_api import (
     RETRYABLE_STATUS,
@@ -82,12 +82,16 @@ class BatchClient:
 
     # -- the calls ----------------------------------------------------------------------
 
-    def upload(self, name: str, data: bytes) -> str:
-        """Upload an input file (`purpose="batch"`); its file id."""
-        uploaded = self._call(
-            "upload", lambda: self.client.files.create(file=(name, data), purpose="batch")
-        )
-        return _text(uploaded.id, "file id")
+    def upload(self, name: str, data: bytes | IO[bytes]) -> str:
+        """Upload an input file (`purpose="batch"`), its bytes or a file of them read as
+        it is sent (from its start, again on each try); its file id."""
+
+        def send() -> Any:
+            if not isinstance(data, bytes):
+                data.seek(0)
+            return self.client.files.create(file=(name, data), purpose="batch")
+
+        return _text(self._call("upload", send).id, "file id")
 
     def create(self, file_id: str, metadata: dict[str, str]) -> BatchState:
         """Create a batch on an uploaded file: once only, called once (see `create_once`)."""

@@ -1,6 +1,6 @@
 """Provider Batch API lines in the OpenAI wire format (`/v1/files` + `/v1/batches`):
 a job's prompts as request lines whose `custom_id` names the job, the prompt and the
-attempt; the lines split into files under the provider's limits (lines and bytes); and
+file it is in; the lines split into files under the provider's limits (lines and bytes); and
 the lines of an output or error file read back and checked, in whatever order they come.
 
 A batch's files are untrusted like any server's answer: a line that is not what the
@@ -11,11 +11,12 @@ a live answer's (`chat_wire.read_completion`).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+import re
+import tempfile
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
-from tui_batch.backends.remote.chat_wire import MalformedAnswer, Piece, read_completion
+from tui_batch.backends.remote.chat_wire import MalformedAnswer, Piece, StreamError, completion_of
 from tui_batch.core.text import clean_text
 
 ENDPOINT = "/v1/chat/completions"
@@ -24,26 +25,28 @@ MAX_LINES = 50_000
 MAX_BYTES = 200 * 2**20
 # The longest custom_id read back (ours are far shorter): a longer one is not ours.
 MAX_CUSTOM_ID = 200
+# A number in a custom_id: ASCII digits, at most 12.
+_DIGITS = re.compile(r"[0-9]{1,12}")
 
 
-def custom_id(job_id: str, index: int, attempt: int) -> str:
-    """The line's id: the job, the prompt's index and its attempt (a prompt sent again
-    in a later batch has a new one, so no id repeats in a job's batches)."""
-    return f"{job_id}:{index}:{attempt}"
+def custom_id(job_id: str, index: int, file_number: int) -> str:
+    """The line's id: the job, the prompt's index and the number of the job's file it is
+    in (a prompt sent again is in a later file, so no id repeats in a job's batches)."""
+    return f"{job_id}:{index}:{file_number}"
 
 
 def parse_custom_id(text: object, job_id: str) -> tuple[int, int] | None:
-    """The prompt index and attempt a line's id names; None for an id that is not one of
-    this job's (another job's, or damaged)."""
+    """The prompt index and file number a line's id names; None for an id that is not one
+    of this job's (another job's, or damaged)."""
     if not isinstance(text, str) or len(text) > MAX_CUSTOM_ID:
         return None
     parts = text.rsplit(":", 2)
     if len(parts) != 3 or parts[0] != job_id:
         return None
-    index, attempt = parts[1], parts[2]
-    if not all(p.isascii() and p.isdigit() and len(p) <= 12 for p in (index, attempt)):
+    index, number = parts[1], parts[2]
+    if not (_DIGITS.fullmatch(index) and _DIGITS.fullmatch(number)):
         return None
-    return int(index), int(attempt)
+    return int(index), int(number)
 
 
 def request_line(line_id: str, body: dict[str, Any]) -> bytes:
@@ -52,23 +55,35 @@ def request_line(line_id: str, body: dict[str, Any]) -> bytes:
     return (json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
 
 
-def split_lines(
-    lines: Iterable[bytes], max_lines: int = MAX_LINES, max_bytes: int = MAX_BYTES
-) -> Iterator[list[bytes]]:
-    """The lines in files of at most `max_lines` lines and `max_bytes` bytes, in order;
-    a ValueError for a line that alone is over `max_bytes`."""
-    chunk: list[bytes] = []
-    size = 0
-    for line in lines:
-        if len(line) > max_bytes:
-            raise ValueError(f"a request line of {len(line):,} bytes is over {max_bytes:,}")
-        if chunk and (len(chunk) >= max_lines or size + len(line) > max_bytes):
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(line)
-        size += len(line)
-    if chunk:
-        yield chunk
+class InputFile:
+    """An input file being written, on disk (never whole in memory), under the line and
+    byte limits; `add` says whether a line fitted."""
+
+    def __init__(self, max_lines: int = MAX_LINES, max_bytes: int = MAX_BYTES) -> None:
+        self.max_lines, self.max_bytes = max_lines, max_bytes
+        self.file: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed by `close`
+        self.lines = self.size = 0
+
+    def fits(self, line: bytes) -> bool:
+        """Whether `line` can go in a file on its own (it is no larger than the limit)."""
+        return len(line) <= self.max_bytes
+
+    def add(self, line: bytes) -> bool:
+        """Write `line` unless the file is full (then False)."""
+        if self.lines >= self.max_lines or self.size + len(line) > self.max_bytes:
+            return False
+        self.file.write(line)
+        self.lines += 1
+        self.size += len(line)
+        return True
+
+    def ready(self) -> IO[bytes]:
+        """The file, from its start, to upload."""
+        self.file.seek(0)
+        return self.file
+
+    def close(self) -> None:
+        self.file.close()
 
 
 @dataclass(slots=True)
@@ -107,7 +122,10 @@ def read_line(raw: bytes | str) -> BatchAnswer:
         return BatchAnswer(line_id, status, None, f"HTTP {status}: {message}")
     if not isinstance(body, dict):
         raise MalformedAnswer(f"batch line {line_id[:40]!r}: its answer is not an object")
-    return BatchAnswer(line_id, status, read_completion(json.dumps(body)), None)
+    try:
+        return BatchAnswer(line_id, status, completion_of(body), None)
+    except StreamError as exc:  # an error object in a 200's body
+        return BatchAnswer(line_id, status, None, str(exc))
 
 
 def _status(response: object) -> int | None:

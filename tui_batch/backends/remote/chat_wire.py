@@ -194,7 +194,15 @@ def read_chunk(payload: str) -> Piece:
 
 def read_completion(body: bytes | str) -> Piece:
     """A whole (not streamed) answer: the first choice's message."""
-    data = _object(body)
+    return completion_of(_object(body))
+
+
+def completion_of(data: Any) -> Piece:
+    """A whole answer already parsed from JSON (a batch line's body), checked as
+    `read_completion` checks one: a MalformedAnswer, or a StreamError for an error."""
+    if not isinstance(data, dict):
+        raise MalformedAnswer(f"not a JSON object: {str(data)[:60]!r}")
+    _refuse_error(data)
     choices = data.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         raise MalformedAnswer("the answer has no choices")
@@ -249,11 +257,16 @@ def _object(payload: bytes | str) -> dict[str, Any]:
         raise MalformedAnswer(f"not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise MalformedAnswer(f"not a JSON object: {str(payload)[:60]!r}")
+    _refuse_error(data)
+    return data
+
+
+def _refuse_error(data: dict[str, Any]) -> None:
+    """A StreamError where the server answered with an error object."""
     error = data.get("error")
     if error:
         message = error.get("message") if isinstance(error, dict) else error
         raise StreamError(clean_text(" ".join(str(message).split())[:300]))
-    return data
 
 
 def _text(value: Any) -> str:
@@ -278,8 +291,10 @@ def _usage(data: dict[str, Any]) -> tuple[int, int] | None:
     if not isinstance(usage, dict):
         raise MalformedAnswer(f"usage is not an object: {usage!r:.60}")
     counts = (usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0)
-    if not all(
-        isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= MAX_COUNT for n in counts
-    ):
+    if not (_a_count(counts[0]) and _a_count(counts[1])):
         raise MalformedAnswer(f"usage has wrong counts: {usage!r:.80}")
     return counts
+
+
+def _a_count(value: object) -> bool:
+    return type(value) is int and 0 <= value <= MAX_COUNT
