@@ -233,3 +233,17 @@ def test_a_job_file_keeps_the_batch_api_in_its_run_table(prompts, tmp_path):
         ran = run_cli("run", str(job_file), "--server", server.url, *QUICK)
         assert ran.returncode == 0, ran.stderr
         assert "Batch API" in ran.stderr and sum(server.creates.values()) == 1
+
+
+def test_answers_the_cache_serves_are_never_sent_in_a_batch(prompts, tmp_path):
+    with BatchApiServer(validating=0.05, finalizing=0.05) as server:
+        flags = ["--server", server.url, "--model", "m", "--batch-api", "--cache", "read-write"]
+        first = run_cli("run", str(prompts), *flags, *QUICK)
+        assert first.returncode == 0, first.stderr
+        assert sum(server.creates.values()) == 1 and server.answered == 10
+        more = tmp_path / "more.txt"
+        more.write_text(prompts.read_text() + "One more prompt.\n", encoding="utf-8")
+        second = run_cli("run", str(more), *flags, *QUICK)
+        assert second.returncode == 0, second.stderr
+        assert "10 of 11 answers served" in second.stderr
+        assert sum(server.creates.values()) == 2 and server.answered == 11  # only the new one

@@ -13,7 +13,7 @@ from tui_batch.core.errors import JobFileError
 from tui_batch.core.jobfile import job_file_text, load_job_file, save_job_file, toml_value
 from tui_batch.core.setting_table import SETTINGS
 
-from support.job_values import LOCAL, SERVERS
+from support.job_values import BATCH, LOCAL, SERVERS
 
 TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=60)
 
@@ -31,7 +31,7 @@ def test_numbers_read_back_the_same(number, whole):
 
 
 # A job file's reader checks each key alone: the two kinds of run may meet in one file.
-EVERY_KEY = {**LOCAL, **SERVERS, "prompts": None, "template": "t.jinja"}
+EVERY_KEY = {**LOCAL, **SERVERS, **BATCH, "prompts": None, "template": "t.jinja"}
 
 
 def test_every_key_of_the_schema_round_trips(tmp_path):

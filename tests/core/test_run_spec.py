@@ -18,7 +18,7 @@ from tui_batch.core.servers import SERVER_KEYS
 from tui_batch.core.setting_table import SETTINGS
 from tui_batch.ui.last_setup import LastSetup, load_last_setup, save_last_setup, setup_path
 
-from support.job_values import LOCAL, SERVERS
+from support.job_values import BATCH, LOCAL, SERVERS
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -28,7 +28,7 @@ def with_paths(values: dict, folder: Path) -> dict:
     return {k: (folder / v if k in paths else v) for k, v in values.items()}
 
 
-@pytest.mark.parametrize("values", [LOCAL, SERVERS], ids=["local", "servers"])
+@pytest.mark.parametrize("values", [LOCAL, SERVERS, BATCH], ids=["local", "servers", "batch"])
 def test_every_setting_reaches_the_spec_and_comes_back(tmp_path, values):
     values = with_paths(values, tmp_path)
     spec = RunSpec.from_values(values)
@@ -39,7 +39,8 @@ def test_every_setting_reaches_the_spec_and_comes_back(tmp_path, values):
 
 
 def test_the_two_cover_every_setting_of_the_table():
-    assert {s.name for s in SETTINGS} - {"prompts", "template"} <= set(LOCAL) | set(SERVERS)
+    given = set(LOCAL) | set(SERVERS) | set(BATCH)
+    assert {s.name for s in SETTINGS} - {"prompts", "template"} <= given
 
 
 def test_text_as_typed_and_typed_values_make_the_same_spec():

@@ -1,5 +1,6 @@
 """A value for every setting of a run, not at its default: one run on a local model,
-one on servers (a setting of the one is refused in the other)."""
+one on servers, one through a server's Batch API (a setting of the one is refused in
+the other)."""
 
 from __future__ import annotations
 
@@ -63,4 +64,17 @@ SERVERS = {
     "cache": "read",
     "choices": ["yes", "no"],
     "reasoning_effort": "high",
+}
+BATCH = {
+    "prompts": "p.txt",
+    "model": "gpt-4o-mini",
+    "server": ["https://api.example.com/v1"],
+    "batch_api": True,
+    "batch_max_lines": 1000,
+    "batch_max_mb": 50.5,
+    "batch_files": 4,
+    "batch_poll": 5.0,
+    "batch_poll_most": 60.0,
+    "batch_keep_files": True,
+    "batch_discount": 0.75,
 }

@@ -55,9 +55,6 @@ def _row(record: BatchFile, now: float) -> tuple[str, ...]:
     """A file's row: its batch and status, its lines and the provider's counts, how long
     it waited to run and ran, the time left before it expires, and its files."""
     status = record.status or ("not created yet" if record.batch_id is None else "created")
-    left = None
-    if record.in_flight and record.expires_at is not None:
-        left = max(0.0, record.expires_at - now)
     files = "deleted" if record.deleted else "kept" if record.file_id else "-"
     return (
         str(record.number),
@@ -68,6 +65,6 @@ def _row(record: BatchFile, now: float) -> tuple[str, ...]:
         f"{record.failed:,}",
         format_duration(record.waited(now)),
         format_duration(record.ran(now)),
-        format_duration(left),
+        format_duration(record.left(now)),
         files,
     )

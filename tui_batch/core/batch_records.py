@@ -87,6 +87,8 @@ _UNREAD = f"""
 """
 
 
+# A batch's statuses once it is over at the provider.
+ENDED = frozenset({"completed", "failed", "expired", "cancelled"})
 # What a poll records of a batch besides its status.
 PROVIDER_FIELDS = ("total", "completed", "failed", "started_at", "finished_at", "expires_at")
 
@@ -133,6 +135,13 @@ class BatchFile:
             return None
         end = self.finished_at if self.finished_at is not None else now
         return max(0.0, end - self.started_at)
+
+    def left(self, now: float) -> float | None:
+        """Seconds until the provider expires its batch (None: it has ended, or no
+        expiry is known)."""
+        if not self.in_flight or self.status in ENDED or self.expires_at is None:
+            return None
+        return max(0.0, self.expires_at - now)
 
     @property
     def in_flight(self) -> bool:
@@ -313,8 +322,8 @@ def describe(record: BatchFile, now: float) -> str:
     if record.created_at is not None:
         end = record.finished_at if record.finished_at is not None else now
         line += f"; {format_duration(max(0.0, end - record.created_at))} since created"
-    if record.in_flight and record.expires_at is not None:
-        line += f", {format_duration(max(0.0, record.expires_at - now))} left"
+    if (left := record.left(now)) is not None:
+        line += f", {format_duration(left)} left"
     if record.deleted:
         line += "; its files deleted there"
     return line

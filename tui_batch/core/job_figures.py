@@ -178,6 +178,8 @@ class JobStats:
         )
         if self.prices is None:
             del data["prices"], data["cost"]
+        else:
+            data["prices"] = self.prices.to_dict()  # the discount only where there is one
         for key in ("cache", "cached", "cached_tokens_input", "cached_tokens_output"):
             del data[key]
         data["cache"] = None

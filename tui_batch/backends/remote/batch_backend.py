@@ -29,7 +29,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from tui_batch.backends.remote.batch_client import ENDED, BatchClient, BatchState
+from tui_batch.backends.remote.batch_client import BatchClient, BatchState
 from tui_batch.backends.remote.batch_flights import Flight, OpenFile, Waiting
 from tui_batch.backends.remote.batch_wire import (
     BatchAnswer,
@@ -48,7 +48,7 @@ from tui_batch.backends.remote.chat_wire import (
 from tui_batch.backends.remote.openai_api import Secret
 from tui_batch.backends.remote.request_form import server_request_form
 from tui_batch.core.backend import Backend, BackendStatus, Completion, RequestForm, Task
-from tui_batch.core.batch_records import BatchFile, BatchRecords, describe
+from tui_batch.core.batch_records import ENDED, BatchFile, BatchRecords, describe
 from tui_batch.core.cache.key import reproducible, sampling_of
 from tui_batch.core.errors import ServerError
 from tui_batch.core.jobs import BatchJob, Prompt

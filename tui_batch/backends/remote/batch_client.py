@@ -24,11 +24,10 @@ from tui_batch.backends.remote.openai_api import (
     import_openai,
     server_message,
 )
-from tui_batch.core.batch_records import BatchFile
+from tui_batch.core.batch_records import ENDED, BatchFile
 from tui_batch.core.errors import ServerError
 from tui_batch.core.text import clean_text
 
-ENDED = frozenset({"completed", "failed", "expired", "cancelled"})
 # A listing of batches is read this far back for the one made on a file.
 FIND_PAGES = 20
 T = TypeVar("T")
