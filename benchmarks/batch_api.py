@@ -134,7 +134,7 @@ def size(folder: Path) -> None:
                 ).fetchall()
             figures[count] = rss
             print(
-                f"   {count:>6,} prompts: {len(files)} files {[n for _, n in files]}, "
+                f"   {count:>6,} prompts: files of {', '.join(f'{n:,}' for _, n in files)} lines, "
                 f"{creates} batches created, {stored:,} answers stored, {seconds:.1f}s, "
                 f"peak RSS {rss / 1024:.0f} MiB"
             )
@@ -234,47 +234,51 @@ def ended_batch(processor, settings, count: int):  # noqa: ANN001, ANN201 - a be
 
 def crashes(folder: Path, kills: int, seed: int) -> None:
     print(f"2. Crashes: kill -9 at {kills} random points, then resume to the end")
-    server = Server("--validating", "0.3", "--line-delay", "0.004", "--workers", "2")
-    data = folder / "data-crash"
     count = 3_000
-    rng = random.Random(seed)
+    server = Server("--validating", "0.3", "--line-delay", "0.02", "--workers", "2")
     try:
-        args = ["run", str(prompts_file(folder, count)), "--server", server.url, "--batch-api",
-                "--batch-max-lines", "500", "--batch-files", "2", *QUICK]  # fmt: skip
-        points = []
-        for kill in range(kills):
-            command = args if kill == 0 else ["resume", job_id(data)]
+        # The job's span from its first upload to its end, run once unharmed.
+        reference, _ = start_job(folder, "reference", server, count)
+        started = first_upload(server)
+        code = reference.wait()
+        span = time.monotonic() - started
+        assert code == 0
+        # The points: at random in that span, each after the job's first upload; at
+        # each the run is killed and at once resumed.
+        rng = random.Random(seed)
+        points = sorted(rng.uniform(0.0, span) for _ in range(kills))
+        before = server.stats()
+        process, data = start_job(folder, "killed", server, count)
+        started = first_upload(server, before)
+        said = []
+        for point in points:
+            time.sleep(max(0.0, started + point - time.monotonic()))
+            if process.poll() is not None:
+                said.append(f"{point:.1f}s: the run had ended")
+                break
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait()
+            said.append(f"{point:.1f}s ({stored_results(data):,} stored)")
             process = subprocess.Popen(
-                [sys.executable, "-m", "tui_batch", *command],
+                [sys.executable, "-m", "tui_batch", "resume", job_id(data)],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 env=environment(data),
             )
-            if kill == 0:  # the first point after the first upload
-                while not server.stats()["calls"].get("upload"):
-                    time.sleep(0.01)
-            wait = rng.uniform(0.2, 2.5)
-            time.sleep(wait)
-            if process.poll() is not None:
-                print(f"   run {kill + 1} ended before its kill at {wait:.2f}s")
-                break
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait()
-            stored = stored_results(data)
-            points.append(f"{wait:.2f}s ({stored:,} stored)")
-        print(f"   killed after: {', '.join(points)}")
-        code, seconds, _, said = run_cli(data, "resume", job_id(data))
-        assert code == 0, said[-2000:]
+        code = process.wait()
+        assert code == 0, code
+        print(f"   span from the first upload to the end, unharmed: {span:.1f}s")
+        print(f"   killed at: {', '.join(said)}")
         stats = server.stats()
-        creates = Counter(stats["creates"].values())
-        answers = Counter()
+        made = Counter(stats["creates"][f] for f in set(stats["creates"]) - set(before["creates"]))
+        answers: Counter[int] = Counter()
         for line_id, times in stats["answers"].items():
-            answers[int(line_id.split(":")[1])] += times
-        per_prompt = Counter(answers.values())
-        print(f"   creates per input file: {dict(creates)} (each must be 1)")
+            if line_id.startswith(job_id(data)):
+                answers[int(line_id.split(":")[1])] += times
+        print(f"   creates per input file: {dict(made)} (each must be 1)")
         print(
-            f"   answers per prompt at the provider: {dict(per_prompt)} (each must be 1), "
-            f"{len(answers):,} prompts"
+            f"   answers per prompt at the provider: {dict(Counter(answers.values()))} (each "
+            f"must be 1), {len(answers):,} prompts"
         )
         print(
             f"   results stored: {stored_results(data):,} of {count:,}, all succeeded: "
@@ -282,6 +286,30 @@ def crashes(folder: Path, kills: int, seed: int) -> None:
         )
     finally:
         server.stop()
+
+
+def start_job(
+    folder: Path, name: str, server: Server, count: int
+) -> tuple[subprocess.Popen[bytes], Path]:
+    """The crash benchmark's job, started: files of 500 lines, two at once."""
+    data = folder / f"data-{name}"
+    args = ["run", str(prompts_file(folder, count)), "--server", server.url, "--batch-api",
+            "--batch-max-lines", "500", "--batch-files", "2", *QUICK]  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tui_batch", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=environment(data),
+    )
+    return process, data
+
+
+def first_upload(server: Server, before: dict | None = None) -> float:
+    """When the job's first file reached the server (after `before`'s uploads)."""
+    already = (before or {}).get("calls", {}).get("upload", 0)
+    while server.stats()["calls"].get("upload", 0) <= already:
+        time.sleep(0.01)
+    return time.monotonic()
 
 
 def job_id(data: Path) -> str:
