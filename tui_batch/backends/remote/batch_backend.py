@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Callable
 
 from tui_batch.backends.remote.batch_client import BatchClient, BatchState
-from tui_batch.backends.remote.batch_flights import Flight, OpenFile, Waiting
+from tui_batch.backends.remote.batch_flights import BatchNews, Flight, OpenFile, Waiting
 from tui_batch.backends.remote.batch_wire import (
     BatchAnswer,
     InputFile,
@@ -48,7 +48,7 @@ from tui_batch.backends.remote.chat_wire import (
 from tui_batch.backends.remote.openai_api import Secret
 from tui_batch.backends.remote.request_form import server_request_form
 from tui_batch.core.backend import Backend, BackendStatus, Completion, RequestForm, Task
-from tui_batch.core.batch_records import ENDED, BatchFile, BatchRecords, describe
+from tui_batch.core.batch_records import ENDED, BatchRecords
 from tui_batch.core.cache.key import reproducible, sampling_of
 from tui_batch.core.errors import ServerError
 from tui_batch.core.jobs import BatchJob, Prompt
@@ -60,8 +60,6 @@ from tui_batch.core.servers import ServerSettings
 STEP_WAIT = 0.5
 # Tries of a cancel on a stop (a provider out of reach must not hold the stop up long).
 CANCEL_TRIES = 2
-# The latest lines said of the batches, kept for a dashboard and the command line.
-KEPT_CHANGES = 20
 # Lines of a result file read in one step: the answers handed to the engine at once
 # (stored together: they can be read again until stored, see `replayable`).
 INGEST_CHUNK = 5_000
@@ -93,9 +91,7 @@ class BatchApiBackend(Backend):
         self._next = 1  # the next file's number
         self._stop: str | None = None
         self._unsendable: list[Completion] = []  # prompts too large for any file
-        self._said: dict[int, str] = {}  # file number -> the last line said of it
-        self._changes: list[str] = []
-        self._change_count = 0
+        self.news = BatchNews()
         self._status: BackendStatus | None = None
 
     # -- the engine's protocol ----------------------------------------------------------
@@ -189,7 +185,7 @@ class BatchApiBackend(Backend):
         try:
             batch = self.client.cancel(record.batch_id, tries=CANCEL_TRIES)
         except ServerError as exc:
-            self._say(f"batch {record.number} ({record.batch_id}) not cancelled: {exc}")
+            self.news.say(f"batch {record.number} ({record.batch_id}) not cancelled: {exc}")
             return
         self._polled(flight, batch)
 
@@ -214,36 +210,11 @@ class BatchApiBackend(Backend):
             self.sleep(max(0.0, min(STEP_WAIT, wait)))
         return finished
 
-    # -- what is said of the batches ----------------------------------------------------
-
     def _publish(self) -> None:
         """A snapshot for other threads: a line for each batch in flight."""
-        now = time.time()
-        lines = tuple(
-            describe(flight.record, now)
-            for number, flight in sorted(self._flights.items())
-            if number > 0 and flight.record.in_flight
-        )
-        self._status = BackendStatus(
-            in_flight=sum(len(f.tasks) for f in self._flights.values()),
-            waiting=len(self._gathered),
-            concurrency=self.capacity,
-            changes=tuple(self._changes),
-            change_count=self._change_count,
-            batch_api=True,
-            batches=lines,
-        )
-
-    def _say(self, line: str) -> None:
-        self._changes = [*self._changes[-(KEPT_CHANGES - 1) :], line]
-        self._change_count += 1
-
-    def _said_of(self, record: BatchFile) -> None:
-        """Say a file's line where its status or counts changed (not its times)."""
-        key = (record.batch_id is None, record.status, record.completed, record.failed)
-        if self._said.get(record.number) != repr(key):
-            self._said[record.number] = repr(key)
-            self._say(describe(record, time.time()))
+        in_flight = [f.record for n, f in sorted(self._flights.items()) if n > 0]
+        in_batches = sum(len(f.tasks) for f in self._flights.values())
+        self._status = self.news.status(in_flight, in_batches, len(self._gathered), self.capacity)
 
     def _delete_stored(self) -> None:
         """Delete at the provider the files of each batch whose answers are all stored
@@ -256,7 +227,7 @@ class BatchApiBackend(Backend):
                     if file_id is not None:
                         self.client.delete(file_id)
             except ServerError as exc:
-                self._say(f"batch {record.number}: its files are kept at the provider: {exc}")
+                self.news.say(f"batch {record.number}: its files are kept at the provider: {exc}")
                 return
             self.records.deleted(record.number)
 
@@ -305,7 +276,7 @@ class BatchApiBackend(Backend):
             number, ((custom_id(self.job.job_id, i, number), i) for i in written.indices)
         )
         record = self.records.file(number)
-        self._said_of(record)
+        self.news.said_of(record)
         self._flights[number] = Flight(record, Waiting(written.indices, True), written.upload)
 
     def _too_large(self, index: int, size: int) -> Completion:
@@ -340,7 +311,7 @@ class BatchApiBackend(Backend):
                 flight.upload.close()
                 flight.upload = None
                 record = flight.record = self.records.file(record.number)
-                self._said_of(record)
+                self.news.said_of(record)
             if record.state == "uploaded":
                 self.records.creating(record.number)
                 record = flight.record = self.records.file(record.number)
@@ -404,7 +375,7 @@ class BatchApiBackend(Backend):
             expires_at=batch.expires_at,
         )
         flight.record = self.records.file(flight.record.number)
-        self._said_of(flight.record)
+        self.news.said_of(flight.record)
 
     def _refused(self, flight: Flight, batch: BatchState) -> list[Completion]:
         """A batch that failed validation: the job stops with the provider's reason, its
@@ -447,7 +418,7 @@ class BatchApiBackend(Backend):
         if not flight.replay:
             self.records.ended(flight.record.number, status, output_file_id, error_file_id)
         flight.record = self.records.file(flight.record.number)
-        self._said_of(flight.record)
+        self.news.said_of(flight.record)
         if flight.resumed:
             self._after_resumed(flight, left)
             return finished

@@ -1,16 +1,18 @@
 """What a Batch API job holds of its files while they are written and in flight: the
 open file, each file in flight, and the prompts each one's answers are awaited for, a
-few bytes a prompt (a batch holds 50,000 of them for hours)."""
+few bytes a prompt (a batch holds 50,000 of them for hours); and what is said of them."""
 
 from __future__ import annotations
 
+import time
 from array import array
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from tui_batch.backends.remote.batch_wire import InputFile
-from tui_batch.core.batch_records import BatchFile
+from tui_batch.core.backend import BackendStatus
+from tui_batch.core.batch_records import BatchFile, describe
 
 # A prompt's flag in `Waiting`: not awaited (yet), awaited, answered.
 _NOT, _AWAITED, _ANSWERED = 0, 1, 2
@@ -101,3 +103,43 @@ class Flight:
     replay: bool = False
     # Found in flight by resume: one found `creating` may have a batch already.
     resumed: bool = False
+
+
+# The latest lines said of the batches, kept for a dashboard and the command line.
+KEPT_CHANGES = 20
+
+
+class BatchNews:
+    """What is said of a job's batches: a line for a file whenever its status or counts
+    change (not its times), the latest kept, and a snapshot for a dashboard."""
+
+    def __init__(self) -> None:
+        self._said: dict[int, tuple[object, ...]] = {}  # file number -> its last state said
+        self._changes: list[str] = []
+        self._count = 0
+
+    def say(self, line: str) -> None:
+        self._changes = [*self._changes[-(KEPT_CHANGES - 1) :], line]
+        self._count += 1
+
+    def said_of(self, record: BatchFile) -> None:
+        key = (record.batch_id is None, record.status, record.completed, record.failed)
+        if self._said.get(record.number) != key:
+            self._said[record.number] = key
+            self.say(describe(record, time.time()))
+
+    def status(
+        self, files: list[BatchFile], in_batches: int, gathered: int, capacity: int
+    ) -> BackendStatus:
+        """A snapshot: the prompts in batches and gathered for the next (of `capacity`),
+        a line for each file in flight, and what was said."""
+        now = time.time()
+        return BackendStatus(
+            in_flight=in_batches,
+            waiting=gathered,
+            concurrency=capacity,
+            changes=tuple(self._changes),
+            change_count=self._count,
+            batch_api=True,
+            batches=tuple(describe(f, now) for f in files if f.in_flight),
+        )
