@@ -35,9 +35,8 @@ def command_batches(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([asdict(record) for record in files], indent=2))
     else:
-        print(
-            f"Job {args.job_id}: {len(files)} batch files at {one_line(job.server.endpoints[0].url)}"
-        )
+        count = f"{len(files)} batch{'es' if len(files) != 1 else ''}"
+        print(f"Job {args.job_id}: {count} at {one_line(job.server.endpoints[0].url)}")
         print_table([HEADER, *(_row(record, time.time()) for record in files)])
     if unasked:
         print(

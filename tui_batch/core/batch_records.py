@@ -90,7 +90,15 @@ _UNREAD = f"""
 # A batch's statuses once it is over at the provider.
 ENDED = frozenset({"completed", "failed", "expired", "cancelled"})
 # What a poll records of a batch besides its status.
-PROVIDER_FIELDS = ("total", "completed", "failed", "started_at", "finished_at", "expires_at")
+PROVIDER_FIELDS = (
+    "total",
+    "completed",
+    "failed",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "expires_at",
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -363,10 +363,13 @@ class BatchApiBackend(Backend):
         return upload
 
     def _polled(self, flight: Flight, batch: BatchState) -> None:
-        """Record what the provider said of the file's batch."""
+        """Record what the provider said of the file's batch (its times, creation's
+        included, all on its clock)."""
+        created = batch.created_at if batch.created_at is not None else flight.record.created_at
         self.records.status(
             flight.record.number,
             batch.status,
+            created_at=created,
             total=batch.total,
             completed=batch.completed,
             failed=batch.failed,
