@@ -265,3 +265,18 @@ def test_a_resumed_batch_whose_prompts_the_engine_gives_late_is_not_paid_twice(t
         assert all(answers[i].response_text == f"echo: prompt {i}" for i in range(10))
         per_prompt = Counter(int(line.split(":")[1]) for line in server.answers.elements())
         assert per_prompt == Counter(dict.fromkeys(range(10), 1))
+
+
+def test_an_expired_batch_keeps_what_it_finished_and_sends_only_the_rest_again(tmp_path):
+    with BatchApiServer(validating=0.05, expire_after=1.0, workers=1, line_delay=0.15) as server:
+        processor, job = _job(tmp_path, server, 10, retries=2, retry_backoff=0.01)
+        backend = BatchApiBackend(batches(server.url, batch_max_lines=50_000), "m")
+        processor.process_batch(job, backend)
+        backend.close()
+        answers = _answers(processor, job)
+        assert job.status is JobStatus.COMPLETED and all(answers[i].success for i in range(10))
+        first, *later = BatchRecords(job.checkpoint_file).files()
+        assert first.status == "expired" and 0 < first.completed < 10
+        assert sum(f.lines for f in later) == 10 - first.completed  # only the expired lines
+        per_prompt = Counter(int(line.split(":")[1]) for line in server.answers.elements())
+        assert per_prompt == Counter(dict.fromkeys(range(10), 1))
