@@ -102,16 +102,19 @@ def test_a_stop_cancels_the_batch_at_the_provider_and_resume_keeps_what_it_finis
 
 
 def test_a_run_stopped_on_its_own_leaves_its_batch_for_resume(tmp_path):
-    """A stop of its own (the provider out of reach) cancels nothing: resume reattaches
-    to the batch it made, and makes no other."""
+    """A stop of its own (the provider out of reach past --give-up-after) cancels
+    nothing: resume reattaches to the batch it made, and makes no other."""
     with BatchApiServer(validating=0.05, workers=1, line_delay=0.02) as server:
         processor, job = _job(tmp_path, server, 10)
-        server.faults["get"] = deque(["503"] * 30)
+        server.faults["get"] = deque(["503"] * 1000)
         quick = lambda seconds: time.sleep(min(seconds, 0.01))  # noqa: E731 - the backoff
-        backend = BatchApiBackend(batches(server.url, batch_max_lines=50_000), "m", sleep=quick)
+        servers = batches(server.url, batch_max_lines=50_000, give_up_after=0.5)
+        backend = BatchApiBackend(servers, "m", sleep=quick)
         processor.process_batch(job, backend)
         backend.close()
-        assert job.status is JobStatus.CANCELLED and "Cannot poll" in backend.stop_reason()
+        reason = backend.stop_reason()
+        assert job.status is JobStatus.CANCELLED and "Cannot poll" in reason
+        assert "--give-up-after" in reason
         assert [f.state for f in BatchRecords(job.checkpoint_file).files()] == ["created"]
         server.faults["get"].clear()
         job = processor.open_job(job.job_id)
@@ -120,6 +123,21 @@ def test_a_run_stopped_on_its_own_leaves_its_batch_for_resume(tmp_path):
         backend.close()
         assert job.status is JobStatus.COMPLETED and len(_answers(processor, job)) == 10
         assert list(server.creates.values()) == [1]
+
+
+def test_a_provider_failing_for_a_while_is_tried_again_and_the_job_goes_on(tmp_path):
+    with BatchApiServer(validating=0.05, finalizing=0.05) as server:
+        processor, job = _job(tmp_path, server, 4)
+        server.faults["upload"] = deque(["503"] * 3)  # one step's tries
+        server.faults["get"] = deque(["drop"] * 6)  # two polls' tries
+        quick = lambda seconds: time.sleep(min(seconds, 0.01))  # noqa: E731 - the backoff
+        backend = BatchApiBackend(batches(server.url), "m", sleep=quick)
+        processor.process_batch(job, backend)
+        backend.close()
+        assert job.status is JobStatus.COMPLETED and len(_answers(processor, job)) == 4
+        assert list(server.creates.values()) == [1]
+        said = backend.status().changes
+        assert any("Cannot upload" in line and "tried again in 1s" in line for line in said)
 
 
 def test_a_batch_refused_at_validation_stops_the_job_with_the_reason(tmp_path):
@@ -136,9 +154,9 @@ def test_a_batch_refused_at_validation_stops_the_job_with_the_reason(tmp_path):
 def test_a_provider_that_cannot_be_reached_stops_the_job_resumable(tmp_path):
     with BatchApiServer(validating=0.05) as server:
         processor, job = _job(tmp_path, server, 3)
-        server.faults["upload"] = deque(["503"] * 20)
+        server.faults["upload"] = deque(["503"] * 1000)
         quick = lambda seconds: time.sleep(min(seconds, 0.01))  # noqa: E731 - the backoff
-        backend = BatchApiBackend(batches(server.url), "m", sleep=quick)
+        backend = BatchApiBackend(batches(server.url, give_up_after=0.5), "m", sleep=quick)
         processor.process_batch(job, backend)
         backend.close()
         assert job.status is JobStatus.CANCELLED and job.done == 0

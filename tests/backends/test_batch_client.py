@@ -9,7 +9,7 @@ from collections import deque
 
 import pytest
 
-from tui_batch.backends.remote.batch_client import BatchClient
+from tui_batch.backends.remote.batch_client import BatchClient, ProviderUnreachable
 from tui_batch.backends.remote.batch_wire import custom_id, read_line, request_line
 from tui_batch.backends.remote.openai_api import Secret
 from tui_batch.core.errors import ServerError
@@ -76,12 +76,13 @@ def test_a_failure_that_stays_is_one_line_without_the_key(monkeypatch):
     with BatchApiServer() as server:
         server.faults["get"] = deque(["503"] * 3)
         client = _client(server, attempts=3)
-        with pytest.raises(ServerError) as caught:
+        with pytest.raises(ProviderUnreachable) as caught:  # worth trying later
             client.retrieve("batch-x")
         text = str(caught.value)
         assert text.startswith(f"Cannot poll a batch at {server.url}: HTTP 503")
         assert "\n" not in text and "sk-secret" not in text
-        with pytest.raises(ServerError, match="HTTP 404"):
+        with pytest.raises(ServerError, match="HTTP 404") as refused:
             client.retrieve("batch-none")
+        assert not isinstance(refused.value, ProviderUnreachable)  # not worth it
         with pytest.raises(ServerError, match="Cannot read a result file"):
             list(client.lines("file-none"))

@@ -29,7 +29,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from tui_batch.backends.remote.batch_client import BatchClient, BatchState
+from tui_batch.backends.remote.batch_client import BatchClient, BatchState, ProviderUnreachable
 from tui_batch.backends.remote.batch_flights import BatchNews, Flight, OpenFile, Waiting
 from tui_batch.backends.remote.batch_wire import (
     BatchAnswer,
@@ -52,6 +52,7 @@ from tui_batch.core.batch_records import ENDED, BatchRecords
 from tui_batch.core.cache.key import reproducible, sampling_of
 from tui_batch.core.errors import ServerError
 from tui_batch.core.jobs import BatchJob, Prompt
+from tui_batch.core.progress import format_duration
 from tui_batch.core.reasoning import INCOMPLETE_THOUGHT, from_parts, incomplete
 from tui_batch.core.servers import ServerSettings
 
@@ -288,60 +289,92 @@ class BatchApiBackend(Backend):
 
     def _advance(self, flight: Flight, now: float) -> list[Completion]:
         """Take the file one state on, as far as it can go now."""
-        assert self.client is not None
-        record = flight.record
         try:
-            if flight.reading is not None:
-                return self._ingest(flight, *flight.ending)
-            if flight.replay:
-                return self._ingest(
-                    flight,
-                    record.status or "completed",
-                    record.batch_id,
-                    record.output_file_id,
-                    record.error_file_id,
-                )
-            if record.state == "written":
-                if flight.upload is None:  # after a resume: written again from its lines
-                    flight.upload = self._rewrite(flight)
-                file_id = self.client.upload(
-                    f"{self.job.job_id}-{record.number}.jsonl", flight.upload.ready()
-                )
-                self.records.uploaded(record.number, file_id)
-                flight.upload.close()
-                flight.upload = None
-                record = flight.record = self.records.file(record.number)
-                self.news.said_of(record)
-            if record.state == "uploaded":
-                self.records.creating(record.number)
-                record = flight.record = self.records.file(record.number)
-            if record.state == "creating":
-                assert record.file_id is not None
-                metadata = {"tui_batch_job": self.job.job_id, "file": str(record.number)}
-                batch = self.client.create_once(record.file_id, metadata, flight.resumed)
-                self.records.created(record.number, batch.id)
-                flight.record = self.records.file(record.number)
-                self._polled(flight, batch)
-                flight.wait = self.server.batch_poll
-                flight.next_poll = now + flight.wait
-                return []
-            if record.state == "created" and now >= flight.next_poll:
-                assert record.batch_id is not None
-                batch = self.client.retrieve(record.batch_id)
-                self._polled(flight, batch)
-                if not batch.ended:
-                    grown = flight.wait * 1.5 if flight.wait else self.server.batch_poll
-                    flight.wait = min(self.server.batch_poll_most, grown)
-                    flight.next_poll = now + flight.wait
-                    return []
-                if batch.status == "failed":
-                    return self._refused(flight, batch)
-                return self._ingest(
-                    flight, batch.status, batch.id, batch.output_file_id, batch.error_file_id
-                )
-        except ServerError as exc:  # the provider cannot be reached now: the job stops
+            return self._step_file(flight, now)
+        except ProviderUnreachable as exc:
+            self._unreachable(flight, now, str(exc))
+        except ServerError as exc:  # the provider refuses: the job stops, resumable
             self._stop = str(exc)
         return []
+
+    def _step_file(self, flight: Flight, now: float) -> list[Completion]:
+        """The file's next step(s): upload, create, poll, read."""
+        assert self.client is not None
+        record = flight.record
+        if flight.reading is not None:
+            return self._ingest(flight, *flight.ending)
+        if flight.replay:
+            return self._ingest(
+                flight,
+                record.status or "completed",
+                record.batch_id,
+                record.output_file_id,
+                record.error_file_id,
+            )
+        if now < flight.next_poll:
+            return []
+        if record.state == "written":
+            if flight.upload is None:  # after a resume: written again from its lines
+                flight.upload = self._rewrite(flight)
+            file_id = self.client.upload(
+                f"{self.job.job_id}-{record.number}.jsonl", flight.upload.ready()
+            )
+            flight.failing_since = None
+            self.records.uploaded(record.number, file_id)
+            flight.upload.close()
+            flight.upload = None
+            record = flight.record = self.records.file(record.number)
+            self.news.said_of(record)
+        if record.state == "uploaded":
+            self.records.creating(record.number)
+            record = flight.record = self.records.file(record.number)
+        if record.state == "creating":
+            assert record.file_id is not None
+            metadata = {"tui_batch_job": self.job.job_id, "file": str(record.number)}
+            look_first = flight.resumed or flight.create_tried
+            flight.create_tried = True  # a failure may have made it: look before again
+            batch = self.client.create_once(record.file_id, metadata, look_first)
+            flight.failing_since = None
+            self.records.created(record.number, batch.id)
+            flight.record = self.records.file(record.number)
+            self._polled(flight, batch)
+            flight.wait = self.server.batch_poll
+            flight.next_poll = now + flight.wait
+            return []
+        if record.state == "created":
+            assert record.batch_id is not None
+            batch = self.client.retrieve(record.batch_id)
+            flight.failing_since = None
+            self._polled(flight, batch)
+            if not batch.ended:
+                grown = flight.wait * 1.5 if flight.wait else self.server.batch_poll
+                flight.wait = min(self.server.batch_poll_most, grown)
+                flight.next_poll = now + flight.wait
+                return []
+            if batch.status == "failed":
+                return self._refused(flight, batch)
+            return self._ingest(
+                flight, batch.status, batch.id, batch.output_file_id, batch.error_file_id
+            )
+        return []
+
+    def _unreachable(self, flight: Flight, now: float, said: str) -> None:
+        """The provider failed the file's step for a reason that passes: tried again
+        later (waits growing from a second to a minute); past the job's `give_up_after`
+        (0: never) the job stops, resumable. A result file part read is read again."""
+        flight.reading = None
+        if flight.failing_since is None:
+            flight.failing_since, flight.retry_wait = now, 0.0
+        out_for = now - flight.failing_since
+        limit = self.server.give_up_after
+        if limit and out_for >= limit:
+            self._stop = f"{said} (failing for {format_duration(out_for)}: --give-up-after)"
+            return
+        flight.retry_wait = min(60.0, max(1.0, flight.retry_wait * 2))
+        flight.next_poll = now + flight.retry_wait
+        self.news.say(
+            f"batch {flight.record.number}: {said}; tried again in {flight.retry_wait:.0f}s"
+        )
 
     def _body(self, prompt: Prompt) -> dict[str, object]:
         """A line's request: as a live one, not streamed, with the schema as OpenAI's
@@ -410,6 +443,7 @@ class BatchApiBackend(Backend):
         finished: list[Completion] = []
         read = 0
         for raw in itertools.islice(flight.reading, INGEST_CHUNK):
+            flight.failing_since = None
             read += 1
             completion = self._answer(flight, raw)
             if completion is not None:

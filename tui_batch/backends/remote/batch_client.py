@@ -33,6 +33,11 @@ FIND_PAGES = 20
 T = TypeVar("T")
 
 
+class ProviderUnreachable(ServerError):
+    """A call failed for a reason that passes (a dropped connection, a timeout, 429, 5xx),
+    tried again and again failing: worth trying later."""
+
+
 @dataclass(frozen=True, slots=True)
 class BatchState:
     """What the provider says of a batch (each field checked: a provider is untrusted)."""
@@ -64,7 +69,7 @@ class BatchClient:
         base_url: str,
         secret: Secret,
         timeout: float = 300.0,
-        attempts: int = 6,
+        attempts: int = 3,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         openai = import_openai()
@@ -214,12 +219,19 @@ class BatchClient:
             said = f"HTTP {status}: {server_message(exc, self.secret)}"
         else:
             said = self.secret.scrub(cause(exc))
-        return ServerError(clean_text(f"Cannot {what} at {self.url}: {said}"))
+        kind = ProviderUnreachable if _transient(exc) else ServerError
+        return kind(clean_text(f"Cannot {what} at {self.url}: {said}"))
+
+
+# The HTTP client's errors of a connection that broke mid-read (a result file's stream).
+_BROKEN_READS = frozenset({"ReadError", "ReadTimeout", "RemoteProtocolError", "NetworkError"})
 
 
 def _transient(exc: Exception) -> bool:
     openai = import_openai()
-    if isinstance(exc, (openai.APIConnectionError, openai.APITimeoutError)):
+    if isinstance(exc, (openai.APIConnectionError, openai.APITimeoutError, ConnectionError)):
+        return True
+    if any(kind.__name__ in _BROKEN_READS for kind in type(exc).__mro__):
         return True
     status = getattr(exc, "status_code", None)
     return isinstance(status, int) and (status in RETRYABLE_STATUS or status >= 500)

@@ -101,8 +101,13 @@ class Flight:
     # An ended file read again: a run stopped after its answers were read and before
     # the engine stored them all (resume reads them again rather than pay twice).
     replay: bool = False
-    # Found in flight by resume: one found `creating` may have a batch already.
+    # Found in flight by resume (one `creating` may have a batch already, looked for
+    # before another is made), and whether a create was tried (the same: it may have).
     resumed: bool = False
+    create_tried: bool = False
+    # Since when the provider has failed it, and how long until it is tried again.
+    failing_since: float | None = None
+    retry_wait: float = 0.0
 
 
 # The latest lines said of the batches, kept for a dashboard and the command line.
