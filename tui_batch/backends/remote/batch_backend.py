@@ -105,6 +105,7 @@ class BatchApiBackend(Backend):
         if self.client is None:
             self.client = BatchClient(self.url, Secret(self.server.api_key_env), sleep=self.sleep)
         self._stop = None
+        self._flights, self._gathered, self._open = {}, deque(), None  # a run's own
         # Only what is in flight, and the prompts answered and never stored, are read
         # into memory: a resumed job of any size begins in the same memory.
         for record in self.records.files():
