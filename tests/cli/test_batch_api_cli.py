@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -24,6 +22,7 @@ from tui_batch.core.processor import BatchProcessor
 
 from conftest import run_cli
 from support.batch_api_server import BatchApiServer
+from support.cli import start_cli
 from support.fake_server import start_llama_servers
 
 ALIAS = "smollm2"
@@ -48,16 +47,6 @@ def prompts(tmp_path: Path) -> Path:
     path = tmp_path / "prompts.txt"
     path.write_text("\n".join(PROMPTS) + "\n", encoding="utf-8")
     return path
-
-
-def _start(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "tui_batch", *args],
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
 
 
 def _wait(condition, seconds: float = 120.0) -> None:
@@ -139,7 +128,7 @@ def test_kill_9_at_each_stage_then_resume_makes_one_batch_a_file_and_pays_once(
     ) as server:
         if fault is not None:
             server.faults[endpoint] = __import__("collections").deque([fault])
-        process = _start("run", str(prompts), "--server", server.url, "--batch-api", *QUICK)
+        process = start_cli("run", str(prompts), "--server", server.url, "--batch-api", *QUICK)
         try:
             _wait(lambda: reached(server))
             os.kill(process.pid, signal.SIGKILL)
@@ -164,7 +153,7 @@ def test_ctrl_c_cancels_the_batch_at_the_provider_and_resume_sends_only_the_rest
     with BatchApiServer(
         upstream=upstream, validating=0.1, finalizing=0.1, workers=1, line_delay=0.2
     ) as server:
-        process = _start("run", str(prompts), "--server", server.url, "--batch-api", *QUICK)
+        process = start_cli("run", str(prompts), "--server", server.url, "--batch-api", *QUICK)
         _wait(lambda: any(b.completed >= 3 for b in server.batches.values()))
         process.send_signal(signal.SIGINT)
         _, said = process.communicate(timeout=60)

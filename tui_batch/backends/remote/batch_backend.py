@@ -32,28 +32,23 @@ from collections.abc import Callable
 from tui_batch.backends.remote.batch_client import BatchClient, BatchState, ProviderUnreachable
 from tui_batch.backends.remote.batch_flights import BatchNews, Flight, OpenFile, Waiting
 from tui_batch.backends.remote.batch_wire import (
-    BatchAnswer,
     InputFile,
     custom_id,
     parse_custom_id,
     read_line,
+    request_body,
     request_line,
 )
 from tui_batch.backends.remote.chat_wire import (
     MalformedAnswer,
-    chat_request,
-    reasoning_fields,
-    structured_output,
 )
 from tui_batch.backends.remote.openai_api import Secret
 from tui_batch.backends.remote.request_form import server_request_form
 from tui_batch.core.backend import Backend, BackendStatus, Completion, RequestForm, Task
 from tui_batch.core.batch_records import ENDED, BatchRecords
-from tui_batch.core.cache.key import reproducible, sampling_of
 from tui_batch.core.errors import ServerError
-from tui_batch.core.jobs import BatchJob, Prompt
+from tui_batch.core.jobs import BatchJob
 from tui_batch.core.progress import format_duration
-from tui_batch.core.reasoning import INCOMPLETE_THOUGHT, from_parts, incomplete
 from tui_batch.core.servers import ServerSettings
 
 # How long a step waits at most when nothing is due (the engine checks for a stop
@@ -242,7 +237,7 @@ class BatchApiBackend(Backend):
             self._open = OpenFile(self._next, InputFile(self.max_lines, self.max_bytes))
             self._next += 1
         line_id = custom_id(self.job.job_id, task.index, self._open.number)
-        line = request_line(line_id, self._body(task.prompt))
+        line = request_line(line_id, request_body(task.prompt, self.settings, self.model))
         if not self._open.upload.fits(line):
             self._unsendable.append(self._too_large(task.index, len(line)))
         elif not self._open.upload.add(line):
@@ -377,40 +372,23 @@ class BatchApiBackend(Backend):
             f"batch {flight.record.number}: {said}; tried again in {flight.retry_wait:.0f}s"
         )
 
-    def _body(self, prompt: Prompt) -> dict[str, object]:
-        """A line's request: as a live one, not streamed, with the schema as OpenAI's
-        `response_format` and the job's reasoning fields as they are (a provider that
-        refuses one fails the line with its reason)."""
-        body = chat_request(prompt, self.settings, self.model, stream=False)
-        schema = self.settings.schema
-        if schema is not None:
-            body.update(structured_output("json_schema", schema))
-        body.update(reasoning_fields(self.settings))
-        return body
-
     def _rewrite(self, flight: Flight) -> InputFile:
         """A resumed file's lines, made again from its prompts (the same ids)."""
         lines = self.records.lines_of(flight.record.number)
         upload = InputFile(len(lines), 2**62)  # they fitted when first written
         for line_id, index in sorted(lines.items(), key=lambda item: item[1]):
-            upload.add(request_line(line_id, self._body(self.job.prompts[index])))
+            upload.add(
+                request_line(
+                    line_id, request_body(self.job.prompts[index], self.settings, self.model)
+                )
+            )
         return upload
 
     def _polled(self, flight: Flight, batch: BatchState) -> None:
         """Record what the provider said of the file's batch (its times, creation's
         included, all on its clock)."""
-        created = batch.created_at if batch.created_at is not None else flight.record.created_at
-        self.records.status(
-            flight.record.number,
-            batch.status,
-            created_at=created,
-            total=batch.total,
-            completed=batch.completed,
-            failed=batch.failed,
-            started_at=batch.started_at,
-            finished_at=batch.finished_at,
-            expires_at=batch.expires_at,
-        )
+        record = flight.record
+        self.records.status(record.number, batch.status, **batch.progress(record.created_at))
         flight.record = self.records.file(flight.record.number)
         self.news.said_of(flight.record)
 
@@ -492,40 +470,10 @@ class BatchApiBackend(Backend):
         """One line of a result file as the engine's completion; None for a line that is
         not one of this file's prompts now waiting (another job's, or answered)."""
         try:
-            answer: BatchAnswer = read_line(raw)
+            answer = read_line(raw)
         except MalformedAnswer:
             return None
         found = parse_custom_id(answer.custom_id, self.job.job_id)
         if found is None or found[1] != flight.record.number or not flight.tasks.take(found[0]):
             return None  # not this file's, answered already (a line read twice), or stored
-        index = found[0]
-        if answer.piece is None:
-            status = answer.status_code
-            retryable = answer.expired or status is None or status >= 500 or status == 429
-            return Completion(index, error=answer.error, retryable=retryable, endpoint=self.url)
-        piece = answer.piece
-        tokens_in, tokens_out = piece.usage or (0, 0)
-        thought = from_parts(piece.text, piece.reasoning)
-        if incomplete(thought.reasoning, thought.answer, thought.closed):
-            # A thought with no answer: run again only where a rerun may think otherwise.
-            again = not reproducible(sampling_of(self.job.prompts[index], self.settings))
-            return Completion(
-                index,
-                error=INCOMPLETE_THOUGHT,
-                reasoning=thought.reasoning,
-                reasoning_tokens=piece.reasoning_tokens,
-                finish_reason=piece.finish_reason,
-                endpoint=self.url,
-                retryable=again,
-            )
-        return Completion(
-            index,
-            response_text=thought.answer,
-            tokens_input=tokens_in,
-            tokens_output=tokens_out,
-            finish_reason=piece.finish_reason,
-            reasoning=thought.reasoning,
-            reasoning_tokens=piece.reasoning_tokens,
-            endpoint=self.url,
-            retryable=False,
-        )
+        return answer.completion(found[0], self.url)

@@ -56,6 +56,19 @@ class BatchState:
     started_at: int | None = None  # began to run (in_progress)
     finished_at: int | None = None  # ended there (completed, expired, cancelled, failed)
 
+    def progress(self, created_at: float | None = None) -> dict[str, float | int | None]:
+        """What a record keeps of it besides its status (`batch_records.PROVIDER_FIELDS`):
+        its counts and times, its creation's `created_at` where it gives none."""
+        return {
+            "total": self.total,
+            "completed": self.completed,
+            "failed": self.failed,
+            "created_at": self.created_at if self.created_at is not None else created_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "expires_at": self.expires_at,
+        }
+
     @property
     def ended(self) -> bool:
         return self.status in ENDED
@@ -306,15 +319,6 @@ def with_provider_status(
                 batch = client.retrieve(record.batch_id)
             except ServerError as exc:
                 return files, str(exc)
-            record = replace(
-                record,
-                status=batch.status,
-                total=batch.total,
-                completed=batch.completed,
-                failed=batch.failed,
-                started_at=batch.started_at,
-                finished_at=batch.finished_at,
-                expires_at=batch.expires_at,
-            )
+            record = replace(record, status=batch.status, **batch.progress(record.created_at))
         fresh.append(record)
     return fresh, None

@@ -16,7 +16,18 @@ import tempfile
 from dataclasses import dataclass
 from typing import IO, Any
 
-from tui_batch.backends.remote.chat_wire import MalformedAnswer, Piece, StreamError, completion_of
+from tui_batch.backends.remote.chat_wire import (
+    MalformedAnswer,
+    Piece,
+    StreamError,
+    chat_request,
+    completion_of,
+    reasoning_fields,
+    structured_output,
+)
+from tui_batch.core.backend import Completion
+from tui_batch.core.jobs import GenerationSettings, Prompt
+from tui_batch.core.reasoning import from_parts
 from tui_batch.core.text import clean_text
 
 ENDPOINT = "/v1/chat/completions"
@@ -47,6 +58,17 @@ def parse_custom_id(text: object, job_id: str) -> tuple[int, int] | None:
     if not (_DIGITS.fullmatch(index) and _DIGITS.fullmatch(number)):
         return None
     return int(index), int(number)
+
+
+def request_body(prompt: Prompt, settings: GenerationSettings, model: str) -> dict[str, Any]:
+    """A line's request: as a live one, not streamed, with the schema as OpenAI's
+    `response_format` and the job's reasoning fields as they are (a provider that
+    refuses one fails the line with its reason)."""
+    body = chat_request(prompt, settings, model, stream=False)
+    if settings.schema is not None:
+        body.update(structured_output("json_schema", settings.schema))
+    body.update(reasoning_fields(settings))
+    return body
 
 
 def request_line(line_id: str, body: dict[str, Any]) -> bytes:
@@ -98,6 +120,30 @@ class BatchAnswer:
     @property
     def expired(self) -> bool:
         return self.error is not None and self.error.startswith("batch_expired")
+
+    def completion(self, index: int, url: str) -> Completion:
+        """The engine's completion of prompt `index`: its answer, the thought apart (sent
+        apart or inline); or its error, run again where the error passes (5xx, 429,
+        `batch_expired`). A thought with no answer is found by the engine, which runs it
+        again unless a rerun would think the same."""
+        if self.piece is None:
+            status = self.status_code
+            retryable = self.expired or status is None or status >= 500 or status == 429
+            return Completion(index, error=self.error, retryable=retryable, endpoint=url)
+        piece = self.piece
+        tokens_in, tokens_out = piece.usage or (0, 0)
+        thought = from_parts(piece.text, piece.reasoning)
+        return Completion(
+            index,
+            response_text=thought.answer,
+            tokens_input=tokens_in,
+            tokens_output=tokens_out,
+            finish_reason=piece.finish_reason,
+            reasoning=thought.reasoning,
+            reasoning_tokens=piece.reasoning_tokens,
+            thought_closed=thought.closed,
+            endpoint=url,
+        )
 
 
 def read_line(raw: bytes | str) -> BatchAnswer:
