@@ -87,6 +87,7 @@ class BatchApiBackend(Backend):
         self._next = 1  # the next file's number
         self._stop: str | None = None
         self._unsendable: list[Completion] = []  # prompts too large for any file
+        self._ended = False  # a file ended at the last step
         self.news = BatchNews()
         self._status: BackendStatus | None = None
 
@@ -190,6 +191,9 @@ class BatchApiBackend(Backend):
         return self._stop
 
     def step(self) -> list[Completion]:
+        if self._ended:  # the engine stored the last step's answers: their files may go
+            self._ended = False
+            self._delete_stored()
         self._seal()
         finished, self._unsendable = self._unsendable, []
         now = self.clock()
@@ -197,6 +201,7 @@ class BatchApiBackend(Backend):
             finished += self._advance(flight, now)
             if not flight.record.in_flight and not flight.tasks:
                 del self._flights[number]
+                self._ended = True
             if self._stop is not None:
                 break
         self._publish()
