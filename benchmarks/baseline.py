@@ -12,24 +12,27 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "batch_prompts.
 
 # What a person would write without tui-batch: load the model, loop, collect.
 PLAIN_LOOP = """
-import json, sys
+import json, sys, time
 from llama_cpp import Llama
 model, prompts_file, max_tokens, threads, n_ctx, gpu_layers, out = sys.argv[1:]
 prompts = json.load(open(prompts_file))
 llm = Llama(model_path=model, n_ctx=int(n_ctx), n_threads=int(threads),
             n_threads_batch=int(threads), n_gpu_layers=int(gpu_layers), verbose=False)
 answers = []
+started = time.perf_counter()
 for prompt in prompts:
     reply = llm.create_chat_completion(messages=[{"role": "user", "content": prompt}],
                                        max_tokens=int(max_tokens), temperature=0.0)
     answers.append({"text": reply["choices"][0]["message"]["content"],
                     "tokens": reply["usage"]["completion_tokens"]})
 json.dump(answers, open(out, "w"))
+open(out + ".seconds", "w").write(str(time.perf_counter() - started))
 """
 
 
 def plain_loop(model, prompts_json, max_tokens, threads, n_ctx, gpu_layers, out) -> list[str]:
-    """The command running PLAIN_LOOP; it writes [{"text", "tokens"}] to `out`."""
+    """The command running PLAIN_LOOP; it writes [{"text", "tokens"}] to `out`, and the
+    loop's seconds (the model's load left out) to `out` + ".seconds"."""
     args = (model, prompts_json, max_tokens, threads, n_ctx, gpu_layers, out)
     return [sys.executable, "-c", PLAIN_LOOP, *map(str, args)]
 

@@ -36,6 +36,9 @@ TINY = {  # TinyLlama-1.1B
     "kv_heads": 4,
     "ff": 5632,
 }
+# TinyLlama's vocabulary on one narrow layer: a step's model work is almost nothing, so
+# what is left of it is the rest of the step (Python, logits), as on a fast GPU.
+LIGHT = {"vocab": 32000, "embd": 64, "layers": 1, "heads": 4, "kv_heads": 4, "ff": 128}
 CHATML = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + "
     "message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}"
@@ -43,8 +46,8 @@ CHATML = (
 )
 
 
-def write_tiny_model(path: Path) -> Path:
-    """A random-weight GGUF with TinyLlama-1.1B's shapes, quantised to Q4_0."""
+def write_tiny_model(path: Path, shape: dict[str, int] = TINY) -> Path:
+    """A random-weight GGUF with TinyLlama-1.1B's shapes (or `shape`), quantised to Q4_0."""
     import numpy as np
     from gguf import GGMLQuantizationType, GGUFWriter, TokenType
     from gguf.quants import quantize
@@ -53,7 +56,6 @@ def write_tiny_model(path: Path) -> Path:
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
-    shape = TINY
     head_dim = shape["embd"] // shape["heads"]
     writer = GGUFWriter(str(path) + ".partial", "llama")
     writer.add_name("random TinyLlama-1.1B shapes")

@@ -1,9 +1,11 @@
 """The numpy-backed llama_batch and the greedy argmax, without a model: what llama.cpp
-reads through the struct's pointers is what a step wrote into the arrays."""
+reads through the struct's pointers is what a step wrote into the arrays. An answer's
+text as it streams, and the step clock."""
 
 from __future__ import annotations
 
 import ctypes
+import time
 from types import SimpleNamespace
 
 import llama_cpp
@@ -11,8 +13,9 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tui_batch.backends.llama.answer import GeneratedText
 from tui_batch.backends.llama.memory import slots_that_fit
-from tui_batch.backends.llama.step import StepBatch, greedy_tokens
+from tui_batch.backends.llama.step import StepBatch, StepTiming, greedy_tokens
 
 
 def test_rows_written_as_slices_are_what_the_struct_points_at():
@@ -80,3 +83,66 @@ def test_automatic_slots_keep_their_kv_cache_within_a_quarter_of_memory():
     assert slots_that_fit(gib // 16, 16, 64 * gib) == 16
     assert slots_that_fit(8 * gib, 16, 16 * gib) == 1  # never none
     assert slots_that_fit(gib, 16, None) == 16  # memory unknown: as asked
+
+
+def _held_back_before(text: bytes, stops: list[bytes]) -> int:
+    """Where streaming must stop: before the longest end of the text that a stop string
+    begins with (the rule as first written, one suffix length after another)."""
+    end = len(text)
+    for stop in stops:
+        for size in range(min(len(stop) - 1, len(text)), 0, -1):
+            if text.endswith(stop[:size]):
+                end = min(end, len(text) - size)
+                break
+    return end
+
+
+_ALPHABET = b"ab<|\xc3\xa9\xe2\x82\xac\xff"  # ASCII, stops' bytes, UTF-8 parts, no UTF-8
+_BYTES = st.binary(min_size=1, max_size=4).map(
+    lambda raw: bytes(_ALPHABET[byte % len(_ALPHABET)] for byte in raw)
+)
+
+
+@given(st.lists(_BYTES, max_size=3), st.lists(_BYTES, max_size=30))
+def test_streamed_text_is_the_final_text_held_back_only_where_a_stop_may_begin(stops, pieces):
+    answer = GeneratedText(stops)
+    streamed, stopped = [], False
+    for piece in pieces:
+        if stopped := answer.add(piece):
+            break
+        before = answer.streamed
+        streamed.append(answer.settled())
+        # Never past a possible stop string's start; up to it otherwise.
+        assert answer.streamed == max(before, _held_back_before(bytes(answer.text), stops))
+    streamed.append(answer.rest())
+    # Pieces cut anywhere, characters split, bytes that are no UTF-8 at all: what was
+    # streamed is the final answer; ended by a stop string, the answer ends before it.
+    assert "".join(streamed) == answer.final()
+    if not stopped:
+        assert not any(stop in bytes(answer.text) for stop in stops)
+
+
+def test_bytes_that_are_no_utf8_do_not_hold_the_stream_back():
+    answer = GeneratedText([b"<|end|>"])
+    assert answer.add(b"ok \xff") is False and answer.settled() == "ok "
+    assert answer.add(b" then \xe2\x82") is False and answer.settled() == " then "
+    assert answer.add(b"\xac <|") is False and answer.settled() == "\u20ac "
+    assert answer.add(b"end|> more") is True and answer.rest() == ""
+    assert answer.final() == "ok  then \u20ac "
+
+
+def test_step_timing_bounds_the_generation_phase_after_the_last_prefill():
+    timing = StepTiming()
+    start = time.perf_counter()
+    timing.step_done(start, prompt_tokens=100, generated=4)
+    prefilled = timing.prefill_ended_at
+    timing.step_done(time.perf_counter(), prompt_tokens=0, generated=4)
+    timing.step_done(time.perf_counter(), prompt_tokens=0, generated=3)
+    assert (timing.steps, timing.prompt_tokens, timing.generated) == (3, 100, 11)
+    assert timing.first_step_at == start and timing.prefill_ended_at == prefilled
+    assert timing.generated_since_prefill == 7
+    assert timing.last_step_at >= prefilled >= start
+    timing.step_done(time.perf_counter(), prompt_tokens=20, generated=5)  # a late prompt
+    assert timing.generated_since_prefill == 0 and timing.prefill_ended_at > prefilled
+    figures = timing.to_dict()
+    assert figures["other_seconds"] == figures["step_seconds"] - figures["decode_seconds"]

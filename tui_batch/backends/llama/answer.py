@@ -4,6 +4,7 @@ turn out to start a stop string, no unfinished UTF-8 character)."""
 
 from __future__ import annotations
 
+import codecs
 from dataclasses import dataclass, field
 
 
@@ -14,6 +15,12 @@ class GeneratedText:
     stop: list[bytes]
     text: bytearray = field(default_factory=bytearray)
     streamed: int = 0  # bytes of `text` already handed out by `settled`
+    # What turns the bytes handed out into text: it keeps an unfinished character for
+    # the next bytes and drops bytes that are no UTF-8 (as `final` does), so the text
+    # streamed is the final text, whatever the bytes.
+    _utf8: codecs.IncrementalDecoder = field(
+        default_factory=lambda: codecs.getincrementaldecoder("utf-8")(errors="ignore")
+    )
 
     def add(self, piece: bytes) -> bool:
         """Append a token's piece. True when that completes a stop string: the answer
@@ -33,23 +40,24 @@ class GeneratedText:
         text = self.text
         end = len(text)
         for stop in self.stop:
-            for size in range(min(len(stop) - 1, len(text)), 0, -1):
-                if text.endswith(stop[:size]):
-                    end = min(end, len(text) - size)
+            # Held back: the longest end of the text that a stop string begins with,
+            # found where the stop string's first byte is (rarely anywhere near the end).
+            first = stop[:1]
+            at = text.find(first, max(0, len(text) - len(stop) + 1)) if first else -1
+            while at >= 0:
+                if stop.startswith(text[at:]):
+                    end = min(end, at)
                     break
-        while end > self.streamed:
-            try:
-                piece = bytes(text[self.streamed : end]).decode("utf-8")
-            except UnicodeDecodeError:
-                end -= 1
-                continue
-            self.streamed = end
-            return piece
-        return ""
+                at = text.find(first, at + 1)
+        if end <= self.streamed:
+            return ""
+        piece = self._utf8.decode(bytes(text[self.streamed : end]))
+        self.streamed = end
+        return piece
 
     def rest(self) -> str:
         """Whatever was not handed out, at the end of the answer."""
-        rest = bytes(self.text[self.streamed :]).decode("utf-8", errors="ignore")
+        rest = self._utf8.decode(bytes(self.text[self.streamed :]), final=True)
         self.streamed = len(self.text)
         return rest
 

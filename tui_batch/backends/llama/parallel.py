@@ -324,11 +324,12 @@ class ParallelLlamaBackend(Backend):
             if slot.n_past == 0:
                 self._start_from_prefix(slot)
         groups = self._invariant_groups(slots) if self.batch_invariant else [slots]
+        prompt_tokens = chosen = 0
         for group in groups:
-            self._decode(group)
+            prompt_tokens += self._decode(group)
+            chosen += sum(slot.batch_index >= 0 for slot in group)
             done += self._advance(group)
-        self.timing.steps += 1
-        self.timing.step_seconds += time.perf_counter() - started
+        self.timing.step_done(started, prompt_tokens, chosen)
         return done
 
     def _invariant_groups(self, slots: list[_Slot]) -> list[list[_Slot]]:
@@ -341,9 +342,10 @@ class ParallelLlamaBackend(Backend):
         count = -(-len(slots) // self._m.exact_group)
         return [slots[i::count] for i in range(count)]
 
-    def _decode(self, group: list[_Slot]) -> None:
+    def _decode(self, group: list[_Slot]) -> int:
         """One `llama_decode`: the next token of each running slot in the group, then the
-        prompts of new ones, as much as fits (a prompt left over goes on next step)."""
+        prompts of new ones, as much as fits (a prompt left over goes on next step).
+        Returns how many prompt tokens it decoded."""
         batch = self._m.batch
         batch.clear()
         running: list[_Slot] = []
@@ -371,6 +373,7 @@ class ParallelLlamaBackend(Backend):
         result = self._run_decode()
         if result != 0:
             raise RuntimeError(f"llama_decode failed ({result})")
+        return batch.n_tokens - len(running)
 
     def _run_decode(self) -> int:
         """`llama_decode` of the step batch as filled, timed."""

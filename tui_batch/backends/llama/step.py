@@ -10,6 +10,7 @@ rest, for benchmarks and profiling.
 from __future__ import annotations
 
 import ctypes
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -111,17 +112,45 @@ def greedy_tokens(
 @dataclass(slots=True)
 class StepTiming:
     """Where a backend's steps spent their time: in `llama_decode` (the model, on the
-    CPU or GPU) and everything else (filling batches, sampling, text, stop strings)."""
+    CPU or GPU) and everything else (filling batches, sampling, text, stop strings).
+
+    The clock times (`time.perf_counter`) bound the generation phase the way
+    `llama-batched-bench` times it: from the end of the last step that decoded prompt
+    tokens to the end of the last step, with what was generated in between, so a
+    benchmark can set tokens/s against llama.cpp's own (the engine's time between steps
+    included)."""
 
     steps: int = 0
     decodes: int = 0
     tokens: int = 0  # tokens decoded: prompts and generated
+    prompt_tokens: int = 0  # of which prompt tokens
+    generated: int = 0  # tokens chosen (the next token of a prompt)
     decode_seconds: float = 0.0
     step_seconds: float = 0.0
+    first_step_at: float = 0.0  # when the first step began
+    prefill_ended_at: float = 0.0  # when the last step with prompt tokens ended
+    last_step_at: float = 0.0  # when the last step ended
+    generated_since_prefill: int = 0  # tokens chosen in the steps after that one
 
     @property
     def other_seconds(self) -> float:
         return self.step_seconds - self.decode_seconds
+
+    def step_done(self, started: float, prompt_tokens: int, generated: int) -> None:
+        """Count a step that began at `started` and decoded this many prompt tokens
+        and chose this many next tokens."""
+        now = time.perf_counter()
+        if not self.steps:
+            self.first_step_at = started
+        self.steps += 1
+        self.step_seconds += now - started
+        self.prompt_tokens += prompt_tokens
+        self.generated += generated
+        self.last_step_at = now
+        if prompt_tokens:
+            self.prefill_ended_at, self.generated_since_prefill = now, 0
+        else:
+            self.generated_since_prefill += generated
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self) | {"other_seconds": self.other_seconds}
