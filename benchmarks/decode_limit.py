@@ -142,9 +142,7 @@ def main() -> None:
     parser.add_argument("--gpu-layers", type=int, default=-1)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--plain-prompts", type=int, default=8)
-    parser.add_argument(
-        "--extra", nargs="*", default=[], help="more flags for each tui-batch run"
-    )
+    parser.add_argument("--extra", nargs="*", default=[], help="more flags for each tui-batch run")
     parser.add_argument("--cache-dir", type=Path, default=None)
     args = parser.parse_args()
     if args.cache_dir is None:
