@@ -13,6 +13,8 @@
 
     python benchmarks/scores.py [--results 100000] [--prompts 200] [--threads 1]
     python benchmarks/scores.py --skip-model      # part 1 only
+    python benchmarks/scores.py --skip-scale --model tiny --gpu-layers -1
+        # part 2 on a GPU (benchmarks/gpu/decode_limit.sh)
 """
 
 from __future__ import annotations
@@ -111,10 +113,13 @@ def scale(count: int) -> None:
               f"first row a regression: {rows[0].regression})")  # fmt: skip
 
 
-def repeats(count: int, threads: int, times: int) -> None:
+def repeats(count: int, threads: int, times: int, args) -> None:
     _, prompts = example_prompts(count)
-    settings = GenerationSettings(temperature=0.7, n_threads=threads, parallel=16, seed=1)
-    backend = ParallelLlamaBackend(demo_model_path(), 16)
+    # The demo model, or (on a GPU) the random-weight 1.1B.
+    model = demo_model_path() if args.model == "demo" else args.model
+    shared = {"n_threads": threads, "parallel": 16, "n_gpu_layers": args.gpu_layers}
+    settings = GenerationSettings(temperature=0.7, seed=1, **shared)
+    backend = ParallelLlamaBackend(model, 16)
     backend.open(settings)
     try:
         with tempfile.TemporaryDirectory() as folder:
@@ -122,9 +127,7 @@ def repeats(count: int, threads: int, times: int) -> None:
             started = time.perf_counter()
             tokens = 0
             for run in range(times):
-                alone = GenerationSettings(
-                    temperature=0.7, n_threads=threads, parallel=16, seed=1 + run
-                )
+                alone = GenerationSettings(temperature=0.7, seed=1 + run, **shared)
                 job = processor.create_job("demo", prompts, settings=alone)
                 tokens += sum(r.tokens_output for r in processor.process_batch(job, backend))
             apart = time.perf_counter() - started
@@ -149,10 +152,21 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip-model", action="store_true")
+    parser.add_argument("--skip-scale", action="store_true", help="part 2 only")
+    parser.add_argument(
+        "--model", default="demo", help="part 2's model: demo, tiny (random-weight 1.1B) or a file"
+    )
+    parser.add_argument("--gpu-layers", type=int, default=0)
+    parser.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "bench")
     args = parser.parse_args()
-    scale(args.results)
+    if args.model == "tiny":
+        from throughput import write_tiny_model
+
+        args.model = write_tiny_model(args.cache_dir / "random-tinyllama-1.1b-q4_0.gguf")
+    if not args.skip_scale:
+        scale(args.results)
     if not args.skip_model:
-        repeats(args.prompts, args.threads, args.repeats)
+        repeats(args.prompts, args.threads, args.repeats, args)
 
 
 if __name__ == "__main__":

@@ -169,3 +169,46 @@ def test_a_prompt_starts_after_what_it_shares_with_one_already_decoded(demo_mode
     assert all(r.success and r.tokens_output > 0 for r in first)
     _, again = run(ParallelLlamaBackend(demo_model, 8), prompts, settings)
     assert [r.response_text for r in again] == [r.response_text for r in first]
+
+
+def test_greedy_tokens_chosen_on_the_device_are_the_hosts(demo_model, monkeypatch):
+    """The GPU experiment (`device_greedy`), run here on the CPU, where llama.cpp's backend
+    sampling works too: a plain greedy prompt's token is chosen in the decode's graph,
+    a sampled one's by its chain from the rows of logits that still come back."""
+    from tui_batch.backends.llama import parallel
+
+    prompts = load_prompt_file(EXAMPLES / "batch_prompts.txt").prompts[:10]
+    prompts[0] = Prompt(prompts[0].text, options={"temperature": 0.8, "seed": 3})
+    settings = replace(SETTINGS, max_tokens=16)
+    _, on_host = run(ParallelLlamaBackend(demo_model, 4), prompts, settings)
+    monkeypatch.setattr(parallel, "wanted", lambda on_gpu, batch_invariant: True)
+    backend = ParallelLlamaBackend(demo_model, 4)
+    chosen_where: list[bool] = []
+    original = backend.submit
+
+    def submit(task, run=None):
+        original(task, run)
+        seq_id = next(s for s, slot in backend._slots.items() if slot.task is task)
+        chosen_where.append(backend.device_greedy.has(seq_id))
+
+    backend.submit = submit
+    _, on_device = run(backend, prompts, settings)
+    assert chosen_where[0] is False and all(chosen_where[1:]), chosen_where
+    # While the sampled prompt runs, every row of logits comes back and the device's
+    # argmax over them is the host's; once it is done no row comes back, and the logits
+    # are computed in another graph (on this model, to the same answers).
+    for host, device in zip(on_host, on_device, strict=True):
+        assert device.response_text == host.response_text, device.prompt_index
+        assert device.tokens_output == host.tokens_output
+    assert backend.device_greedy is None  # closed with the model
+
+
+def test_the_device_chooses_only_where_asked_on_a_gpu(monkeypatch):
+    from tui_batch.backends.llama.device_greedy import ENV, wanted
+
+    monkeypatch.delenv(ENV, raising=False)
+    assert not wanted(True, False)
+    monkeypatch.setenv(ENV, "1")
+    assert wanted(True, False)
+    assert not wanted(False, False)  # on the CPU the graph's argmax is slower
+    assert not wanted(True, True)  # batch-invariant answers: the host's argmax, as alone

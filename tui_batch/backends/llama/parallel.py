@@ -35,6 +35,7 @@ from tui_batch.backends.llama.answer import GeneratedText
 from tui_batch.backends.llama.chat import sampler_chain
 from tui_batch.backends.llama.constraint import BLOCKED, enforcement
 from tui_batch.backends.llama.context import LoadedModel, load_context
+from tui_batch.backends.llama.device_greedy import DeviceGreedy, wanted
 from tui_batch.backends.llama.loading import load_key
 from tui_batch.backends.llama.step import StepTiming, greedy_tokens
 from tui_batch.backends.llama.thinking import THINKING, ThoughtTracker
@@ -109,6 +110,8 @@ class ParallelLlamaBackend(Backend):
         self.greedy_argmax = greedy_argmax
         self.batch_invariant = False
         self.timing = StepTiming()
+        # Greedy tokens chosen on the GPU (an experiment: see `device_greedy`), else None.
+        self.device_greedy: DeviceGreedy | None = None
         # The job's shared prompt prefix (its chat template's start and system prompt),
         # decoded once into a sequence of its own when the first step comes.
         self._prefix: list[int] = []
@@ -154,6 +157,8 @@ class ParallelLlamaBackend(Backend):
         if fit != self.capacity:  # the automatic number's KV cache would not fit
             self.capacity = fit
             self._free = deque(range(fit))
+        if self.greedy_argmax and wanted(self.loaded.on_gpu, self.batch_invariant):
+            self.device_greedy = DeviceGreedy(self.loaded.lib, self.loaded.ctx.ctx)
         self._prefix, self._prefix_ready = [], False
         self._kept.clear()
 
@@ -233,6 +238,10 @@ class ParallelLlamaBackend(Backend):
             twin=twin,
             tracker=self._m.chat.tracker(settings, settings.reasoning_budget),
         )
+        if self.device_greedy is not None:  # only a plain greedy answer needs no logits
+            slot = self._slots[seq_id]
+            plain = slot.sampler is None and slot.matcher is None and slot.tracker is None
+            self.device_greedy.use(seq_id, plain)
 
     def _prefilling(self, tokens: list[int]) -> int | None:
         """A slot whose prompt is `tokens` too and whose prefill is still to come (the
@@ -379,6 +388,8 @@ class ParallelLlamaBackend(Backend):
         """`llama_decode` of the step batch as filled, timed."""
         batch, started = self._m.batch, time.perf_counter()
         result = batch.decode(self._m.lib, self._m.ctx.ctx)
+        if self.device_greedy is not None:
+            self.device_greedy.decoded()
         self.timing.decode_seconds += time.perf_counter() - started
         self.timing.decodes += 1
         self.timing.tokens += batch.n_tokens
@@ -443,6 +454,16 @@ class ParallelLlamaBackend(Backend):
                 lib.llama_sampler_sample(self._m.greedy_chain.sampler, ctx, slot.batch_index)
                 for slot in slots
             ]
+        device = self.device_greedy
+        if device is not None and any(device.has(slot.seq_id) for slot in slots):
+            chosen = [device.has(slot.seq_id) for slot in slots]
+            on_device = iter(device.tokens([s.batch_index for s, c in zip(slots, chosen) if c]))
+            rest = [slot for slot, on in zip(slots, chosen, strict=True) if not on]
+            here = iter(self._argmax(rest) if rest else [])
+            return [next(on_device) if on else next(here) for on in chosen]
+        return self._argmax(slots)
+
+    def _argmax(self, slots: list[_Slot]) -> list[int]:
         rows = [slot.output_row for slot in slots]
         n_outputs = self._m.batch.n_outputs
         return greedy_tokens(self._m.lib, self._m.ctx.ctx, n_outputs, self._m.n_vocab, rows)
@@ -562,8 +583,10 @@ class ParallelLlamaBackend(Backend):
     def close(self) -> None:
         if self.loaded is not None:
             self.abort()
+            if self.device_greedy is not None:
+                self.device_greedy.close()
             self.loaded.close()
-        self.loaded = None
+        self.loaded, self.device_greedy = None, None
 
 
 def model_key(settings: GenerationSettings) -> tuple[Any, ...]:
