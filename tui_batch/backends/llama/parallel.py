@@ -457,8 +457,9 @@ class ParallelLlamaBackend(Backend):
         device = self.device_greedy
         if device is not None and any(device.has(slot.seq_id) for slot in slots):
             chosen = [device.has(slot.seq_id) for slot in slots]
-            on_device = iter(device.tokens([s.batch_index for s, c in zip(slots, chosen) if c]))
+            there = [slot for slot, on in zip(slots, chosen, strict=True) if on]
             rest = [slot for slot, on in zip(slots, chosen, strict=True) if not on]
+            on_device = iter(device.tokens([slot.batch_index for slot in there]))
             here = iter(self._argmax(rest) if rest else [])
             return [next(on_device) if on else next(here) for on in chosen]
         return self._argmax(slots)
