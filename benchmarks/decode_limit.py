@@ -38,6 +38,8 @@ from pathlib import Path
 from baseline import plain_loop, timed, tui_batch_run
 from throughput import LIGHT, TINY, write_tiny_model
 
+from tui_batch.backends.llama.device_greedy import ENV as DEVICE_GREEDY
+
 WORDS = [a + b for a in "abcdefghijklmnopqrstuvwxyz" for b in "abcdefghijklmnopqrstuvwxyz"]
 
 
@@ -99,10 +101,14 @@ def batched_bench(binary: Path, model: Path, counts: list[int], args) -> dict[in
     return rows
 
 
-def run_tui_batch(model: Path, prompts: list[str], count: int, args, work: Path) -> dict:
-    """`tui-batch run --parallel N` on N of the prompts: its step timing and answers."""
-    prompt_json, out = work / f"p{count}.json", work / f"t{count}.json"
-    timing_file = work / f"t{count}.timing"
+def run_tui_batch(
+    model: Path, prompts: list[str], count: int, args, work: Path, device: bool = False
+) -> dict:
+    """`tui-batch run --parallel N` on N of the prompts: its step timing and answers.
+    `device`: greedy tokens chosen on the GPU (`TUI_BATCH_DEVICE_GREEDY=1`)."""
+    name = f"{count}{'d' if device else ''}"
+    prompt_json, out = work / f"p{name}.json", work / f"t{name}.json"
+    timing_file = work / f"t{name}.timing"
     prompt_json.write_text(json.dumps(prompts[:count]))
     n_ctx = args.prompt_tokens + args.max_tokens + 8
     settings = (args.max_tokens, args.threads, n_ctx, args.gpu_layers)
@@ -110,6 +116,7 @@ def run_tui_batch(model: Path, prompts: list[str], count: int, args, work: Path)
         model, prompt_json, *settings, count, out, args.extra, timing_file=timing_file
     )
     env = {**os.environ, "TUI_BATCH_DATA_DIR": str(work / "data")}
+    env[DEVICE_GREEDY] = "1" if device else "0"
     wall = timed(command, env)
     results = json.loads(out.read_text())["results"]
     timing = json.loads(timing_file.read_text())[0]
@@ -132,6 +139,33 @@ def run_plain(model: Path, prompts: list[str], args, work: Path) -> float:
     return tokens / float(Path(str(out) + ".seconds").read_text())
 
 
+def row_line(label: str, row: dict | None, ours: dict, count: int, plain: float, args) -> str:
+    """One N's line: batched-bench's figures beside tui-batch's, and its step split."""
+    timing = ours["timing"]
+    generation = timing["last_step_at"] - timing["prefill_ended_at"]
+    tg_rate = timing["generated_since_prefill"] / generation if generation > 0 else 0.0
+    whole = timing["last_step_at"] - timing["first_step_at"]
+    whole_rate = ours["generated"] / whole if whole > 0 else 0.0
+    steps = max(1, timing["steps"])
+    decode_ms = 1000 * timing["decode_seconds"] / steps
+    other_ms = 1000 * timing["other_seconds"] / steps
+    bench_tg = row["speed_tg"] if row else float("nan")
+    bench_whole = row["pl"] * row["tg"] / row["t"] if row else float("nan")
+    line = (
+        f"{label:>6} | {bench_tg:>13.1f} {tg_rate:>10.1f} {tg_rate / bench_tg:>5.2f}x | "
+        f"{bench_whole:>16.1f} {whole_rate:>10.1f} {whole_rate / bench_whole:>5.2f}x | "
+        f"{whole_rate / plain:>7.2f}x | {decode_ms + other_ms:>8.2f} {decode_ms:>7.2f} "
+        f"{other_ms:>7.2f} {1000 * other_ms / count:>7.1f}us"
+    )
+    wanted = count * args.max_tokens
+    if abs(ours["prompt_tokens"] - args.prompt_tokens) > 1 or ours["generated"] != wanted:
+        line += (
+            f"\n       (tui-batch's prompts were {ours['prompt_tokens']:.1f} tokens and it "
+            f"generated {ours['generated']} of {wanted})"
+        )
+    return line
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batched-bench", type=Path, required=True, help="its binary")
@@ -142,6 +176,11 @@ def main() -> None:
     parser.add_argument("--gpu-layers", type=int, default=-1)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--plain-prompts", type=int, default=8)
+    parser.add_argument(
+        "--device-greedy",
+        action="store_true",
+        help="also run tui-batch with greedy tokens chosen on the GPU (a row 'N dev')",
+    )
     parser.add_argument("--extra", nargs="*", default=[], help="more flags for each tui-batch run")
     parser.add_argument("--cache-dir", type=Path, default=None)
     args = parser.parse_args()
@@ -166,37 +205,15 @@ def main() -> None:
     plain = run_plain(model, prompts, args, work)
     print(f"plain llama-cpp-python loop: {plain:.1f} generated tok/s", flush=True)
     print(
-        f"{'N':>4} | {'batched-bench':>13} {'tui-batch':>10} {'ratio':>6} | "
+        f"{'N':>6} | {'batched-bench':>13} {'tui-batch':>10} {'ratio':>6} | "
         f"{'whole run: bench':>16} {'tui-batch':>10} {'ratio':>6} | {'vs plain':>8} | "
         f"{'ms/step':>8} {'decode':>7} {'other':>7} {'other/row':>9}"
     )
     for count in args.n:
-        row = bench.get(count)
-        ours = run_tui_batch(model, prompts, count, args, work)
-        timing = ours["timing"]
-        generation = timing["last_step_at"] - timing["prefill_ended_at"]
-        tg_rate = timing["generated_since_prefill"] / generation if generation > 0 else 0.0
-        whole = timing["last_step_at"] - timing["first_step_at"]
-        whole_rate = ours["generated"] / whole if whole > 0 else 0.0
-        steps = max(1, timing["steps"])
-        decode_ms = 1000 * timing["decode_seconds"] / steps
-        other_ms = 1000 * timing["other_seconds"] / steps
-        bench_tg = row["speed_tg"] if row else float("nan")
-        bench_whole = row["pl"] * row["tg"] / row["t"] if row else float("nan")
-        print(
-            f"{count:>4} | {bench_tg:>13.1f} {tg_rate:>10.1f} {tg_rate / bench_tg:>5.2f}x | "
-            f"{bench_whole:>16.1f} {whole_rate:>10.1f} {whole_rate / bench_whole:>5.2f}x | "
-            f"{whole_rate / plain:>7.2f}x | {decode_ms + other_ms:>8.2f} {decode_ms:>7.2f} "
-            f"{other_ms:>7.2f} {1000 * other_ms / count:>7.1f}us",
-            flush=True,
-        )
-        if abs(ours["prompt_tokens"] - args.prompt_tokens) > 1 or ours["generated"] != (
-            count * args.max_tokens
-        ):
-            print(
-                f"     (tui-batch's prompts were {ours['prompt_tokens']:.1f} tokens and it "
-                f"generated {ours['generated']} of {count * args.max_tokens})"
-            )
+        for device in (False, True) if args.device_greedy else (False,):
+            label = f"{count} dev" if device else str(count)
+            ours = run_tui_batch(model, prompts, count, args, work, device)
+            print(row_line(label, bench.get(count), ours, count, plain, args), flush=True)
     print(
         "batched-bench / tui-batch: generated tokens/s after the prefill (batched-bench's "
         "S_TG); whole run: the same N x TG tokens over prefill and generation; vs plain: "

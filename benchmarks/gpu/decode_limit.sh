@@ -16,7 +16,7 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$log"
 cd "$repo/benchmarks"
 export PYTHONPATH="$repo" PYTHONUNBUFFERED=1
 python decode_limit.py --batched-bench "$batched_bench" --model tiny --gpu-layers -1 \
-  --threads 4 --cache-dir /tmp/bench 2>&1 | grep -v "^llama_context\|^ggml_\|^load" | tee -a "$log"
+  --threads 4 --device-greedy --cache-dir /tmp/bench 2>&1 | grep -v "^llama_context\|^ggml_\|^load" | tee -a "$log"
 if [ "${PARTS:-all}" = all ]; then
   python structured.py --model tiny --gpu-layers -1 --threads 4 --prompts 200 --skip-remote \
     --results 0 --cache-dir /tmp/bench 2>&1 | tee -a "$log"
