@@ -5,10 +5,8 @@ every running slot and as much of newly admitted prompts as fits in `N_BATCH` to
 then each slot gets its next token from its own row of logits before the next decode
 overwrites them (greedy slots all at once, with one argmax). A finished slot is refilled
 at once; its KV cells stay, and a new prompt starts after the tokens it shares with the
-prompt whose cells hold the most of it (its slot's last, or a running one's, copied):
-on a CPU prefill gains nothing from batching, so a token not prefilled is time saved. Prompts are formatted
-with the model's chat template and sampled with the same chain as
-`create_chat_completion`.
+prompt whose cells hold the most of it (`kv_reuse`). Prompts are formatted with the
+model's chat template and sampled with the same chain as `create_chat_completion`.
 
 Full batches round differently from one row at a time, so greedy answers may differ from
 the sequential backend's after some tokens (as with vLLM or llama-server); they are the
@@ -25,7 +23,6 @@ from __future__ import annotations
 import ctypes
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,60 +33,19 @@ from tui_batch.backends.llama.chat import sampler_chain
 from tui_batch.backends.llama.constraint import BLOCKED, enforcement
 from tui_batch.backends.llama.context import LoadedModel, load_context
 from tui_batch.backends.llama.device_greedy import DeviceGreedy, wanted
+from tui_batch.backends.llama.kv_reuse import KVReuse
 from tui_batch.backends.llama.loading import load_key
+from tui_batch.backends.llama.slot import JobRun, Slot
 from tui_batch.backends.llama.step import StepTiming, greedy_tokens
-from tui_batch.backends.llama.thinking import THINKING, ThoughtTracker
+from tui_batch.backends.llama.thinking import THINKING
 from tui_batch.backends.llama.tokens import local_request_form
 from tui_batch.core.backend import Backend, Completion, RequestForm, Task, TokenSink
 from tui_batch.core.errors import ModelError
 from tui_batch.core.jobs import BatchJob, GenerationSettings, Prompt, messages_for
 from tui_batch.core.setting_table import MAX_PARALLEL
 
-# A shared prompt prefix shorter than this is decoded with each prompt: copying a
-# sequence's KV cells costs more than decoding a few tokens.
-MIN_SHARED_PREFIX = 8
-# A finished prompt's KV cells stay in its slot; a new prompt given that slot starts after
-# the tokens it shares with the old one, when they are at least this many (prompts of a
-# template share its text up to the first field that differs).
-MIN_REUSED = 8
 
-
-@dataclass(slots=True)
-class JobRun:
-    """What one job's prompts are decoded with: its settings, its schema's constraint
-    (None: not enforced here) and how, and where its text streams."""
-
-    settings: GenerationSettings
-    constraint: Any = None
-    schema_mode: str | None = None
-    on_token: TokenSink | None = None
-
-
-@dataclass(slots=True)
-class _Slot:
-    seq_id: int
-    task: Task
-    tokens: list[int]
-    max_tokens: int
-    answer: GeneratedText
-    sampler: Any  # llama.cpp's sampler chain; None for greedy, chosen by argmax
-    run: JobRun  # the job the prompt is of
-    matcher: Any = None  # the job's schema, enforced (see `constraint`)
-    n_past: int = 0  # tokens of this sequence already in the KV cache
-    pending: int = -1  # sampled token still to be decoded
-    generated: int = 0
-    batch_index: int = -1  # this slot's token with logits in the current batch
-    output_row: int = -1  # its row in the current decode's logits
-    # A slot of the same prompt admitted with this one (a repeat): this one waits for
-    # its prefill and copies its cells (`_take_twins`), rather than prefill it again.
-    twin: int | None = None
-    # A model that thinks: its output followed as thought and answer (None: no thought),
-    # and the thought's text as it streams.
-    tracker: ThoughtTracker | None = None
-    thinking: GeneratedText = field(default_factory=lambda: GeneratedText([]))
-
-
-class ParallelLlamaBackend(Backend):
+class ParallelLlamaBackend(KVReuse, Backend):
     """Holds up to `parallel` prompts in flight in one llama.cpp context."""
 
     def __init__(self, model_path: str | Path, parallel: int, greedy_argmax: bool = True) -> None:
@@ -100,7 +56,7 @@ class ParallelLlamaBackend(Backend):
         self.model_path = Path(model_path)
         self.capacity = parallel
         self.loaded: LoadedModel | None = None
-        self._slots: dict[int, _Slot] = {}
+        self._slots: dict[int, Slot] = {}
         self._free = deque(range(parallel))
         # What each free slot's KV cells still hold: the prompt it ran last.
         self._kept: dict[int, list[int]] = {}
@@ -132,12 +88,6 @@ class ParallelLlamaBackend(Backend):
         constraint, mode = enforcement(made, schema)
         return JobRun(settings, constraint, mode, on_token)
 
-    def use_prefix(self, settings: GenerationSettings) -> None:
-        """Decode these settings' shared prompt start (chat template, system prompt) once,
-        at the next step, for the prompts that begin with it to copy."""
-        self._prefix = self._m.chat.shared_prefix(settings)
-        self._prefix_ready = False
-
     @property
     def _m(self) -> LoadedModel:
         """The loaded model (`loaded`), which every step uses; a ModelError before `open`."""
@@ -161,33 +111,6 @@ class ParallelLlamaBackend(Backend):
             self.device_greedy = DeviceGreedy(self.loaded.lib, self.loaded.ctx.ctx)
         self._prefix, self._prefix_ready = [], False
         self._kept.clear()
-
-    def _decode_prefix(self) -> None:
-        """Decode the shared prefix once, into its own sequence, for slots to copy."""
-        self._prefix_ready = True
-        # Batch-invariant on a GPU: each prompt prefilled whole, as one at a time does,
-        # since a GPU may round a prefix decoded apart differently (not measured).
-        if len(self._prefix) < MIN_SHARED_PREFIX or (self.batch_invariant and self._m.on_gpu):
-            self._prefix = []
-            return
-        memory = self._m.lib.llama_get_memory(self._m.ctx.ctx)
-        self._m.lib.llama_memory_seq_rm(memory, self.capacity, -1, -1)
-        batch = self._m.batch
-        for start in range(0, len(self._prefix), batch.size):
-            batch.clear()
-            batch.add_prompt(self.capacity, self._prefix[start : start + batch.size], start, False)
-            if self._run_decode() != 0:
-                self._m.lib.llama_memory_seq_rm(memory, self.capacity, -1, -1)
-                self._prefix = []
-                return
-
-    def _start_from_prefix(self, slot: _Slot) -> None:
-        """Copy the shared prefix's KV into the slot, so its prefill starts after it."""
-        prefix = self._prefix
-        if prefix and slot.tokens[: len(prefix)] == prefix and len(slot.tokens) > len(prefix):
-            memory = self._m.lib.llama_get_memory(self._m.ctx.ctx)
-            self._m.lib.llama_memory_seq_cp(memory, self.capacity, slot.seq_id, -1, -1)
-            slot.n_past = len(prefix)
 
     # Tasks --------------------------------------------------------------------------
 
@@ -225,7 +148,7 @@ class ParallelLlamaBackend(Backend):
             sampler = sampler_chain(self._m.model, temperature, top_p, seed)
         seq_id, reused = self._free_slot(tokens)
         twin = None if reused or self.batch_invariant else self._prefilling(tokens)
-        self._slots[seq_id] = _Slot(
+        self._slots[seq_id] = Slot(
             seq_id=seq_id,
             task=task,
             tokens=tokens,
@@ -242,71 +165,6 @@ class ParallelLlamaBackend(Backend):
             slot = self._slots[seq_id]
             plain = slot.sampler is None and slot.matcher is None and slot.tracker is None
             self.device_greedy.use(seq_id, plain)
-
-    def _prefilling(self, tokens: list[int]) -> int | None:
-        """A slot whose prompt is `tokens` too and whose prefill is still to come (the
-        repeats of a prompt are admitted together): the one to wait for."""
-        for slot in self._slots.values():
-            if slot.twin is None and slot.n_past < len(tokens) - 1 and slot.tokens == tokens:
-                return slot.seq_id
-        return None
-
-    def _take_twins(self, slots: list[_Slot]) -> list[_Slot]:
-        """The slots to decode this step: a slot waiting for its twin's prefill copies
-        the twin's cells once they are there (all but the last prompt token, decoded
-        for its own logits) and joins; until then it sits the step out. A twin gone
-        (finished, failed) leaves it to prefill alone."""
-        ready = []
-        memory = None
-        for slot in slots:
-            if slot.twin is not None:
-                source = self._slots.get(slot.twin)
-                shared = len(slot.tokens) - 1
-                if source is not None and source.tokens == slot.tokens:
-                    if source.n_past < shared:
-                        continue
-                    if memory is None:
-                        memory = self._m.lib.llama_get_memory(self._m.ctx.ctx)
-                    self._m.lib.llama_memory_seq_cp(memory, source.seq_id, slot.seq_id, -1, -1)
-                    self._m.lib.llama_memory_seq_rm(memory, slot.seq_id, shared, -1)
-                    slot.n_past = shared
-                slot.twin = None
-            ready.append(slot)
-        return ready
-
-    def _free_slot(self, tokens: list[int]) -> tuple[int, int]:
-        """A free slot for a prompt of `tokens`, and how many of them its KV cells hold
-        already. Prefill is most of a short answer's cost (and a CPU prefills no faster
-        in batches), so a prompt starts after the longest start it shares with a prompt
-        whose cells are there: one that ran in a free slot (kept there), or one running
-        (its slot's cells copied over). At least MIN_REUSED tokens and more than the
-        shared prefix, else it starts from the shared prefix (`_start_from_prefix`).
-        Batch-invariant decoding prefills every prompt whole, as alone."""
-        target, source, shared = self._free[0], None, 0
-        if not self.batch_invariant:
-            for seq_id in self._free:
-                kept = self._kept.get(seq_id)
-                if kept is not None and (common := _common_prefix(kept, tokens)) > shared:
-                    target, source, shared = seq_id, seq_id, common
-            for slot in self._slots.values():
-                done = slot.tokens[: min(slot.n_past, len(slot.tokens))]
-                if (common := _common_prefix(done, tokens)) > shared + MIN_REUSED:
-                    source, shared = slot.seq_id, common
-        shared = min(shared, len(tokens) - 1)  # the last token is decoded for its logits
-        if shared < max(MIN_REUSED, len(self._prefix) + 1 if self._prefix_ready else 0):
-            source, shared = None, 0
-        if source is not None and source != target:  # a running slot's: its cells copied
-            target = next((seq for seq in self._free if seq not in self._kept), target)
-        self._free.remove(target)
-        kept = self._kept.pop(target, None)
-        lib, memory = self._m.lib, self._m.lib.llama_get_memory(self._m.ctx.ctx)
-        if source is not None and source != target:
-            lib.llama_memory_seq_cp(memory, source, target, -1, -1)  # a stream copies whole
-        if source is not None:
-            lib.llama_memory_seq_rm(memory, target, shared, -1)
-        elif kept is not None:
-            lib.llama_memory_seq_rm(memory, target, -1, -1)
-        return target, shared
 
     # Decoding -----------------------------------------------------------------------
 
@@ -341,7 +199,7 @@ class ParallelLlamaBackend(Backend):
         self.timing.step_done(started, prompt_tokens, chosen)
         return done
 
-    def _invariant_groups(self, slots: list[_Slot]) -> list[list[_Slot]]:
+    def _invariant_groups(self, slots: list[Slot]) -> list[list[Slot]]:
         """The decodes that keep greedy answers identical to one prompt at a time: each
         new prompt prefilled alone (as it is then), next tokens in groups of at most
         `_exact_group` rows (the kernels one row at a time use), as evenly as that allows."""
@@ -351,13 +209,13 @@ class ParallelLlamaBackend(Backend):
         count = -(-len(slots) // self._m.exact_group)
         return [slots[i::count] for i in range(count)]
 
-    def _decode(self, group: list[_Slot]) -> int:
+    def _decode(self, group: list[Slot]) -> int:
         """One `llama_decode`: the next token of each running slot in the group, then the
         prompts of new ones, as much as fits (a prompt left over goes on next step).
         Returns how many prompt tokens it decoded."""
         batch = self._m.batch
         batch.clear()
-        running: list[_Slot] = []
+        running: list[Slot] = []
         for slot in group:
             slot.output_row = slot.batch_index = -1
             if slot.n_past >= len(slot.tokens):
@@ -395,7 +253,7 @@ class ParallelLlamaBackend(Backend):
         self.timing.tokens += batch.n_tokens
         return result
 
-    def _advance(self, group: list[_Slot]) -> list[Completion]:
+    def _advance(self, group: list[Slot]) -> list[Completion]:
         """Choose each slot's next token from its row of logits, before the next decode
         overwrites them: greedy slots together (`_greedy`), the others by their chains."""
         ready = [slot for slot in group if slot.batch_index >= 0]
@@ -427,7 +285,7 @@ class ParallelLlamaBackend(Backend):
                 done.append(completion)
         return done
 
-    def _mask(self, slots: list[_Slot]) -> None:
+    def _mask(self, slots: list[Slot]) -> None:
         """The schema's mask on these slots' rows; a slot whose output may still open a
         thought may open it (the schema applies to the answer after it)."""
         logits = self._logits()
@@ -444,7 +302,7 @@ class ParallelLlamaBackend(Backend):
         for (row, token), value in zip(opening, kept, strict=True):
             logits[row, token] = value
 
-    def _greedy(self, slots: list[_Slot]) -> list[int]:
+    def _greedy(self, slots: list[Slot]) -> list[int]:
         """The fast path for temperature 0 (what `create_chat_completion` runs unless told
         otherwise, with its neutral repeat penalties): one argmax over all the slots'
         rows of logits picks what llama.cpp's greedy sampler would, token for token."""
@@ -464,7 +322,7 @@ class ParallelLlamaBackend(Backend):
             return [next(on_device) if on else next(here) for on in chosen]
         return self._argmax(slots)
 
-    def _argmax(self, slots: list[_Slot]) -> list[int]:
+    def _argmax(self, slots: list[Slot]) -> list[int]:
         rows = [slot.output_row for slot in slots]
         n_outputs = self._m.batch.n_outputs
         return greedy_tokens(self._m.lib, self._m.ctx.ctx, n_outputs, self._m.n_vocab, rows)
@@ -475,7 +333,7 @@ class ParallelLlamaBackend(Backend):
         shape = (self._m.batch.n_outputs, self._m.n_vocab)
         return np.ctypeslib.as_array(pointer, shape=shape)
 
-    def _accept(self, slot: _Slot, token: int) -> Completion | None:
+    def _accept(self, slot: Slot, token: int) -> Completion | None:
         """Add `token` to the slot's answer; its completion if that ends the answer."""
         try:
             piece = self._m.pieces[token]
@@ -523,11 +381,11 @@ class ParallelLlamaBackend(Backend):
             return bytes(buffer[:size])
         return bytes(self._m.piece[:size])
 
-    def _stream(self, slot: _Slot) -> None:
+    def _stream(self, slot: Slot) -> None:
         if slot.run.on_token is not None and (piece := slot.answer.settled()):
             slot.run.on_token(slot.task.index, piece, False)
 
-    def _finish(self, slot: _Slot, reason: str) -> Completion:
+    def _finish(self, slot: Slot, reason: str) -> Completion:
         if slot.run.on_token is not None and (rest := slot.answer.rest()):
             slot.run.on_token(slot.task.index, rest, False)
         self._release(slot)
@@ -547,7 +405,7 @@ class ParallelLlamaBackend(Backend):
             completion.response_text = completion.response_text.lstrip()
         return completion
 
-    def _release(self, slot: _Slot) -> None:
+    def _release(self, slot: Slot) -> None:
         """Free the slot; its prompt's KV cells stay there for the next prompt that
         shares its start (`_free_slot`), but under batch-invariant decoding."""
         if self.batch_invariant or slot.n_past < len(slot.tokens):
@@ -595,18 +453,9 @@ def model_key(settings: GenerationSettings) -> tuple[Any, ...]:
     return (*load_key(settings)[1], settings.batch_invariant)
 
 
-def _must_go_on(slot: _Slot) -> bool:
+def _must_go_on(slot: Slot) -> bool:
     """A thinking slot may not end here: inside its thought (only its close ends it), or
     after it with no answer yet (an answer follows every thought)."""
     tracker = slot.tracker
     assert tracker is not None
     return tracker.phase == THINKING or (tracker.had_thought and not slot.answer.text.strip())
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    """How many tokens `a` and `b` start with in common."""
-    count = min(len(a), len(b))
-    for i in range(count):
-        if a[i] != b[i]:
-            return i
-    return count
