@@ -181,7 +181,7 @@ def test_greedy_tokens_chosen_on_the_device_are_the_hosts(demo_model, monkeypatc
     prompts[0] = Prompt(prompts[0].text, options={"temperature": 0.8, "seed": 3})
     settings = replace(SETTINGS, max_tokens=16)
     _, on_host = run(ParallelLlamaBackend(demo_model, 4), prompts, settings)
-    monkeypatch.setattr(parallel, "wanted", lambda on_gpu, batch_invariant: True)
+    monkeypatch.setattr(parallel, "wanted", lambda every_layer_on_gpu, batch_invariant: True)
     backend = ParallelLlamaBackend(demo_model, 4)
     chosen_where: list[bool] = []
     original = backend.submit

@@ -23,9 +23,10 @@ from typing import Any
 ENV = "TUI_BATCH_DEVICE_GREEDY"
 
 
-def wanted(on_gpu: bool, batch_invariant: bool) -> bool:
-    """Whether a context for these settings chooses greedy tokens on its device."""
-    return on_gpu and not batch_invariant and os.environ.get(ENV, "") == "1"
+def wanted(every_layer_on_gpu: bool, batch_invariant: bool) -> bool:
+    """Whether a context for these settings chooses greedy tokens on its device (where
+    a layer stays on the CPU, so may the output and its argmax)."""
+    return every_layer_on_gpu and not batch_invariant and os.environ.get(ENV, "") == "1"
 
 
 class DeviceGreedy:

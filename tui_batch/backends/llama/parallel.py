@@ -107,8 +107,10 @@ class ParallelLlamaBackend(KVReuse, Backend):
         if fit != self.capacity:  # the automatic number's KV cache would not fit
             self.capacity = fit
             self._free = deque(range(fit))
-        if self.greedy_argmax and wanted(self.loaded.on_gpu, self.batch_invariant):
-            self.device_greedy = DeviceGreedy(self.loaded.lib, self.loaded.ctx.ctx)
+        lib, layers = self.loaded.lib, settings.n_gpu_layers
+        every_layer = layers == -1 or layers >= lib.llama_model_n_layer(self.loaded.model.model)
+        if self.greedy_argmax and wanted(every_layer, self.batch_invariant):
+            self.device_greedy = DeviceGreedy(lib, self.loaded.ctx.ctx)
         self._prefix, self._prefix_ready = [], False
         self._kept.clear()
 
