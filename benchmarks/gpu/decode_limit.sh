@@ -8,14 +8,17 @@
 #    --parallel 16 against --parallel 0 with it (PARTS=decode to skip 2 and 3);
 # 3. benchmarks/scores.py: --repeats 5 against five runs one after the other.
 # Builds first (about 3.5 minutes; nothing on a machine still warm from a call before).
-# Output: $OUT/decode-limit-gpu.txt.
+# Output: $OUT/decode-limit-gpu.txt. MODEL=light and NS="1 16" change part 1's model and
+# N (a quick look at the rest of a step).
 set -eu
 . benchmarks/gpu/build.sh
 log="$out/decode-limit-gpu.txt"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$log"
 cd "$repo/benchmarks"
 export PYTHONPATH="$repo" PYTHONUNBUFFERED=1
-python decode_limit.py --batched-bench "$batched_bench" --model tiny --gpu-layers -1 \
+# shellcheck disable=SC2086
+python decode_limit.py --batched-bench "$batched_bench" --model "${MODEL:-tiny}" \
+  --n ${NS:-1 16 64 128 255} --gpu-layers -1 \
   --threads 4 --device-greedy --cache-dir /tmp/bench 2>&1 | grep -v "^llama_context\|^ggml_\|^load" | tee -a "$log"
 if [ "${PARTS:-all}" = all ]; then
   python structured.py --model tiny --gpu-layers -1 --threads 4 --prompts 200 --skip-remote \
