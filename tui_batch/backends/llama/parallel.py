@@ -23,6 +23,7 @@ from __future__ import annotations
 import ctypes
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,8 @@ class ParallelLlamaBackend(KVReuse, Backend):
         self.greedy_argmax = greedy_argmax
         self.batch_invariant = False
         self.timing = StepTiming()
+        # The schema's penalty rows for the decode running, and the slots they are for.
+        self._masks: tuple[list[Slot], np.ndarray] | None = None
         # Greedy tokens chosen on the GPU (an experiment: see `device_greedy`), else None.
         self.device_greedy: DeviceGreedy | None = None
         # The job's shared prompt prefix (its chat template's start and system prompt),
@@ -239,21 +242,45 @@ class ParallelLlamaBackend(KVReuse, Backend):
             slot.output_row = batch.add_prompt(slot.seq_id, chunk, slot.n_past, output=last)
             slot.batch_index = batch.n_tokens - 1 if last else -1
             slot.n_past += len(chunk)
-        result = self._run_decode()
+        self._masks = None
+        result = self._run_decode(lambda: self._prepare_masks(group))
         if result != 0:
             raise RuntimeError(f"llama_decode failed ({result})")
         return batch.n_tokens - len(running)
 
-    def _run_decode(self) -> int:
-        """`llama_decode` of the step batch as filled, timed."""
-        batch, started = self._m.batch, time.perf_counter()
-        result = batch.decode(self._m.lib, self._m.ctx.ctx)
+    def _run_decode(self, meanwhile: Callable[[], None] | None = None) -> int:
+        """`llama_decode` of the step batch as filled, timed. `meanwhile` is host work
+        its result does not change, done while a GPU decodes (on the CPU the decode is
+        done by then), and not counted as the decode's time."""
+        batch, lib, ctx = self._m.batch, self._m.lib, self._m.ctx.ctx
+        started = time.perf_counter()
+        result = batch.launch(lib, ctx)
+        launched = time.perf_counter()
+        if meanwhile is not None and result == 0:
+            meanwhile()
+        resumed = time.perf_counter()
+        lib.llama_synchronize(ctx)
         if self.device_greedy is not None:
             self.device_greedy.decoded()
-        self.timing.decode_seconds += time.perf_counter() - started
+        self.timing.decode_seconds += launched - started + time.perf_counter() - resumed
         self.timing.decodes += 1
         self.timing.tokens += batch.n_tokens
         return result
+
+    def _prepare_masks(self, group: list[Slot]) -> None:
+        """The schema's penalty rows for the slots of the group that will choose a token
+        under one (`_advance`), made from their matchers alone."""
+        constrained = [
+            slot
+            for slot in group
+            if slot.batch_index >= 0
+            and slot.matcher is not None
+            and (slot.tracker is None or (slot.tracker.answering and slot.tracker.forced() is None))
+        ]
+        if constrained:
+            # One constraint a model (`schema_constraint`), whichever job a slot is of.
+            penalty = constrained[0].run.constraint.penalty([slot.matcher for slot in constrained])
+            self._masks = (constrained, penalty)
 
     def _advance(self, group: list[Slot]) -> list[Completion]:
         """Choose each slot's next token from its row of logits, before the next decode
@@ -262,13 +289,8 @@ class ParallelLlamaBackend(KVReuse, Backend):
         forced = [slot for slot in ready if slot.tracker and slot.tracker.forced() is not None]
         if forced:  # a thought past its budget: its closing tokens come next
             ready = [slot for slot in ready if slot not in forced]
-        constrained = [
-            slot
-            for slot in ready
-            if slot.matcher is not None and (slot.tracker is None or slot.tracker.answering)
-        ]
-        if constrained:
-            self._mask(constrained)
+        if self._masks is not None:  # made while the decode ran (`_prepare_masks`)
+            self._mask(*self._masks)
         unfinished = [slot for slot in ready if slot.tracker and _must_go_on(slot)]
         if unfinished:
             self._logits()[np.ix_([s.output_row for s in unfinished], self._m.eog_ids)] = BLOCKED
@@ -287,9 +309,10 @@ class ParallelLlamaBackend(KVReuse, Backend):
                 done.append(completion)
         return done
 
-    def _mask(self, slots: list[Slot]) -> None:
-        """The schema's mask on these slots' rows; a slot whose output may still open a
-        thought may open it (the schema applies to the answer after it)."""
+    def _mask(self, slots: list[Slot], penalty: np.ndarray) -> None:
+        """The schema's mask on these slots' rows (`penalty`, a row each); a slot whose
+        output may still open a thought may open it (the schema applies to the answer
+        after it)."""
         logits = self._logits()
         opening = [
             (slot.output_row, token)
@@ -297,10 +320,7 @@ class ParallelLlamaBackend(KVReuse, Backend):
             if slot.tracker is not None and (token := slot.tracker.may_open) is not None
         ]
         kept = [logits[row, token] for row, token in opening]
-        # One constraint a model (`schema_constraint`), whichever job a slot is of.
-        slots[0].run.constraint.mask(
-            logits, [slot.output_row for slot in slots], [slot.matcher for slot in slots]
-        )
+        slots[0].run.constraint.apply(logits, [slot.output_row for slot in slots], penalty)
         for (row, token), value in zip(opening, kept, strict=True):
             logits[row, token] = value
 

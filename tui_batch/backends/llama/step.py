@@ -89,11 +89,16 @@ class StepBatch:
         self.n_outputs += count
         return first, row
 
+    def launch(self, llama_cpp: Any, ctx: Any) -> int:
+        """`llama_decode` of the rows added. On a GPU it returns once the work is queued
+        (`llama_synchronize` waits for it); on the CPU, once it is done."""
+        self.struct.n_tokens = self.n_tokens
+        return llama_cpp.llama_decode(ctx, self.struct)
+
     def decode(self, llama_cpp: Any, ctx: Any) -> int:
         """`llama_decode` of the rows added, waiting for the result (so the time a
         caller measures around it is the whole decode, on a GPU too)."""
-        self.struct.n_tokens = self.n_tokens
-        result = llama_cpp.llama_decode(ctx, self.struct)
+        result = self.launch(llama_cpp, ctx)
         llama_cpp.llama_synchronize(ctx)
         return result
 
