@@ -146,3 +146,31 @@ def test_step_timing_bounds_the_generation_phase_after_the_last_prefill():
     assert timing.generated_since_prefill == 0 and timing.prefill_ended_at > prefilled
     figures = timing.to_dict()
     assert figures["other_seconds"] == figures["step_seconds"] - figures["decode_seconds"]
+
+
+def test_host_work_runs_while_a_decode_runs_and_is_not_counted_as_the_decodes():
+    """On a GPU `llama_decode` returns once the step is queued: the loop makes the
+    schema's masks then, and waits for the step after (`_run_decode`)."""
+    from tui_batch.backends.llama.parallel import ParallelLlamaBackend
+
+    calls: list[str] = []
+    results = iter([0, 1])
+    lib = SimpleNamespace(
+        llama_decode=lambda ctx, batch: calls.append("launch") or next(results),
+        llama_synchronize=lambda ctx: calls.append("wait"),
+    )
+    backend = ParallelLlamaBackend("unused.gguf", 2)
+    backend.loaded = SimpleNamespace(
+        lib=lib, batch=StepBatch(llama_cpp, 4), ctx=SimpleNamespace(ctx=None)
+    )
+
+    def meanwhile() -> None:
+        calls.append("masks")
+        time.sleep(0.2)
+
+    assert backend._run_decode(meanwhile) == 0
+    assert calls == ["launch", "masks", "wait"]
+    assert backend.timing.decodes == 1 and backend.timing.decode_seconds < 0.1
+    calls.clear()
+    assert backend._run_decode(meanwhile) == 1  # a failed decode: nothing to prepare for
+    assert calls == ["launch", "wait"]
