@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import llama_cpp
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -174,3 +175,12 @@ def test_host_work_runs_while_a_decode_runs_and_is_not_counted_as_the_decodes():
     calls.clear()
     assert backend._run_decode(meanwhile) == 1  # a failed decode: nothing to prepare for
     assert calls == ["launch", "wait"]
+
+    def broken() -> None:
+        raise ValueError("a schema's matcher failed")
+
+    calls.clear()
+    results = iter([0])
+    with pytest.raises(ValueError):
+        backend._run_decode(broken)
+    assert calls == ["launch", "wait"]  # the step is over before the error goes on

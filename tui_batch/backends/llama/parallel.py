@@ -256,10 +256,12 @@ class ParallelLlamaBackend(KVReuse, Backend):
         started = time.perf_counter()
         result = batch.launch(lib, ctx)
         launched = time.perf_counter()
-        if meanwhile is not None and result == 0:
-            meanwhile()
-        resumed = time.perf_counter()
-        lib.llama_synchronize(ctx)
+        try:
+            if meanwhile is not None and result == 0:
+                meanwhile()
+        finally:  # whatever the host work did, the step is over before anything else
+            resumed = time.perf_counter()
+            lib.llama_synchronize(ctx)
         if self.device_greedy is not None:
             self.device_greedy.decoded()
         self.timing.decode_seconds += launched - started + time.perf_counter() - resumed
