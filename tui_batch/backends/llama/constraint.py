@@ -105,10 +105,10 @@ class SchemaConstraint:
         """Add each row of a `penalty` to its row of logits, in place."""
         first, count = rows[0], len(rows)
         if list(rows) == list(range(first, first + count)):  # the usual: one block of rows
-            logits[first : first + count] += penalty[:, : logits.shape[1]]
+            logits[first : first + count] += penalty
         else:
             for i, row in enumerate(rows):
-                logits[row] += penalty[i, : logits.shape[1]]
+                logits[row] += penalty[i]
 
     def mask_one(self, logits: np.ndarray, matcher: Any) -> np.ndarray:
         """One row of logits (a copy) with the tokens `matcher` does not allow pushed

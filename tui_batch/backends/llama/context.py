@@ -63,6 +63,26 @@ class LoadedModel:
             self._eog = [t for t in range(self.n_vocab) if is_eog(vocab, t)]
         return self._eog
 
+    def piece_of(self, token: int) -> bytes | None:
+        """The token's text as bytes (kept once asked for), or None for an
+        end-of-generation token."""
+        try:
+            return self.pieces[token]
+        except KeyError:
+            pass
+        lib, vocab = self.lib, self.vocab
+        piece = None
+        if not lib.llama_vocab_is_eog(vocab, token):
+            size = lib.llama_token_to_piece(vocab, token, self.piece, len(self.piece), 0, False)
+            if size < 0:  # longer than our buffer: ask again with room for it
+                buffer = (ctypes.c_char * -size)()
+                size = lib.llama_token_to_piece(vocab, token, buffer, -size, 0, False)
+                piece = bytes(buffer[:size])
+            else:
+                piece = bytes(self.piece[:size])
+        self.pieces[token] = piece
+        return piece
+
     def schema_constraint(self) -> Made:
         """The model's SchemaConstraint, made once (or None, and why)."""
         if self.constraint is None:

@@ -20,7 +20,6 @@ with its own job's settings (`JobRun`), so prompts of several jobs share the ste
 
 from __future__ import annotations
 
-import ctypes
 import time
 from collections import deque
 from collections.abc import Callable
@@ -38,7 +37,6 @@ from tui_batch.backends.llama.kv_reuse import KVReuse
 from tui_batch.backends.llama.loading import load_key
 from tui_batch.backends.llama.slot import JobRun, Slot
 from tui_batch.backends.llama.step import StepTiming, greedy_tokens
-from tui_batch.backends.llama.thinking import THINKING
 from tui_batch.backends.llama.tokens import local_request_form
 from tui_batch.core.backend import Backend, Completion, RequestForm, Task, TokenSink
 from tui_batch.core.errors import ModelError
@@ -272,13 +270,7 @@ class ParallelLlamaBackend(KVReuse, Backend):
     def _prepare_masks(self, group: list[Slot]) -> None:
         """The schema's penalty rows for the slots of the group that will choose a token
         under one (`_advance`), made from their matchers alone."""
-        constrained = [
-            slot
-            for slot in group
-            if slot.batch_index >= 0
-            and slot.matcher is not None
-            and (slot.tracker is None or (slot.tracker.answering and slot.tracker.forced() is None))
-        ]
+        constrained = [slot for slot in group if slot.batch_index >= 0 and slot.under_schema]
         if constrained:
             # One constraint a model (`schema_constraint`), whichever job a slot is of.
             penalty = constrained[0].run.constraint.penalty([slot.matcher for slot in constrained])
@@ -293,7 +285,7 @@ class ParallelLlamaBackend(KVReuse, Backend):
             ready = [slot for slot in ready if slot not in forced]
         if self._masks is not None:  # made while the decode ran (`_prepare_masks`)
             self._mask(*self._masks)
-        unfinished = [slot for slot in ready if slot.tracker and _must_go_on(slot)]
+        unfinished = [slot for slot in ready if slot.must_go_on]
         if unfinished:
             self._logits()[np.ix_([s.output_row for s in unfinished], self._m.eog_ids)] = BLOCKED
         greedy = [slot for slot in ready if slot.sampler is None]
@@ -337,8 +329,8 @@ class ParallelLlamaBackend(KVReuse, Backend):
                 for slot in slots
             ]
         device = self.device_greedy
-        if device is not None and any(device.has(slot.seq_id) for slot in slots):
-            chosen = [device.has(slot.seq_id) for slot in slots]
+        chosen = [device.has(slot.seq_id) for slot in slots] if device is not None else []
+        if device is not None and any(chosen):
             there = [slot for slot, on in zip(slots, chosen, strict=True) if on]
             rest = [slot for slot, on in zip(slots, chosen, strict=True) if not on]
             on_device = iter(device.tokens([slot.batch_index for slot in there]))
@@ -359,74 +351,11 @@ class ParallelLlamaBackend(KVReuse, Backend):
 
     def _accept(self, slot: Slot, token: int) -> Completion | None:
         """Add `token` to the slot's answer; its completion if that ends the answer."""
-        try:
-            piece = self._m.pieces[token]
-        except KeyError:
-            piece = self._m.pieces[token] = self._piece_of(token)
-        if piece is None:
-            return self._finish(slot, "stop")
-        slot.generated += 1
-        tracker = slot.tracker
-        if tracker is None:
-            answer = [token]
-        else:
-            thought = len(tracker.thought)
-            answer = tracker.take(token)
-            on_token = slot.run.on_token
-            if on_token is not None and len(tracker.thought) > thought:
-                for new in tracker.thought[thought:]:
-                    slot.thinking.add(self._m.pieces[new] or b"")
-                if text := slot.thinking.settled():
-                    on_token(slot.task.index, text, True)
-        for token in answer:
-            if slot.answer.add(self._m.pieces[token] or b""):
-                return self._finish(slot, "stop")
-            if slot.matcher is not None and (
-                not slot.matcher.consume_token(token) or slot.matcher.is_stopped()
-            ):
-                return self._finish(slot, "stop")  # the schema allows nothing more
-        if slot.generated >= slot.max_tokens:
-            return self._finish(slot, "length")
-        slot.pending = token
-        self._stream(slot)
-        return None
-
-    def _piece_of(self, token: int) -> bytes | None:
-        """The token's text as bytes, or None for an end-of-generation token."""
-        lib = self._m.lib
-        if lib.llama_vocab_is_eog(self._m.vocab, token):
+        reason = slot.take(token, self._m.piece_of)
+        if reason is None:
             return None
-        size = lib.llama_token_to_piece(
-            self._m.vocab, token, self._m.piece, len(self._m.piece), 0, False
-        )
-        if size < 0:  # longer than our buffer: ask again with room for it
-            buffer = (ctypes.c_char * -size)()
-            size = lib.llama_token_to_piece(self._m.vocab, token, buffer, -size, 0, False)
-            return bytes(buffer[:size])
-        return bytes(self._m.piece[:size])
-
-    def _stream(self, slot: Slot) -> None:
-        if slot.run.on_token is not None and (piece := slot.answer.settled()):
-            slot.run.on_token(slot.task.index, piece, False)
-
-    def _finish(self, slot: Slot, reason: str) -> Completion:
-        if slot.run.on_token is not None and (rest := slot.answer.rest()):
-            slot.run.on_token(slot.task.index, rest, False)
+        completion = slot.completion(reason, self._m.piece_of)
         self._release(slot)
-        completion = Completion(
-            slot.task.index,
-            response_text=slot.answer.final(),
-            tokens_input=len(slot.tokens),
-            tokens_output=slot.generated,
-            finish_reason=reason,
-        )
-        tracker = slot.tracker
-        if tracker is not None and tracker.had_thought:
-            thought = b"".join(self._m.pieces.get(t) or b"" for t in tracker.thought)
-            completion.reasoning = thought.decode("utf-8", errors="ignore").strip()
-            completion.thought_closed = tracker.closed
-            completion.reasoning_tokens = tracker.thought_tokens
-            completion.response_text = completion.response_text.lstrip()
         return completion
 
     def _release(self, slot: Slot) -> None:
@@ -475,11 +404,3 @@ class ParallelLlamaBackend(KVReuse, Backend):
 def model_key(settings: GenerationSettings) -> tuple[Any, ...]:
     """What a loaded model must match to run a job with `settings` (`LoadedModel.key`)."""
     return (*load_key(settings)[1], settings.batch_invariant)
-
-
-def _must_go_on(slot: Slot) -> bool:
-    """A thinking slot may not end here: inside its thought (only its close ends it), or
-    after it with no answer yet (an answer follows every thought)."""
-    tracker = slot.tracker
-    assert tracker is not None
-    return tracker.phase == THINKING or (tracker.had_thought and not slot.answer.text.strip())
