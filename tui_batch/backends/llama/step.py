@@ -95,13 +95,6 @@ class StepBatch:
         self.struct.n_tokens = self.n_tokens
         return llama_cpp.llama_decode(ctx, self.struct)
 
-    def decode(self, llama_cpp: Any, ctx: Any) -> int:
-        """`llama_decode` of the rows added, waiting for the result (so the time a
-        caller measures around it is the whole decode, on a GPU too)."""
-        result = self.launch(llama_cpp, ctx)
-        llama_cpp.llama_synchronize(ctx)
-        return result
-
 
 def greedy_tokens(
     llama_cpp: Any, ctx: Any, n_outputs: int, n_vocab: int, rows: Sequence[int]
