@@ -47,7 +47,7 @@ from tui_batch.backends.remote.request_form import server_request_form
 from tui_batch.core.backend import Backend, BackendStatus, Completion, RequestForm, Task
 from tui_batch.core.batch_records import ENDED, BatchRecords
 from tui_batch.core.errors import ServerError
-from tui_batch.core.jobs import BatchJob
+from tui_batch.core.jobs import BatchJob, Prompt
 from tui_batch.core.progress import format_duration
 from tui_batch.core.servers import ServerSettings
 
@@ -241,8 +241,7 @@ class BatchApiBackend(Backend):
         if self._open is None:
             self._open = OpenFile(self._next, InputFile(self.max_lines, self.max_bytes))
             self._next += 1
-        line_id = custom_id(self.job.job_id, task.index, self._open.number)
-        line = request_line(line_id, request_body(task.prompt, self.settings, self.model))
+        line = self._line(custom_id(self.job.job_id, task.index, self._open.number), task.prompt)
         if not self._open.upload.fits(line):
             self._unsendable.append(self._too_large(task.index, len(line)))
         elif not self._open.upload.add(line):
@@ -382,12 +381,12 @@ class BatchApiBackend(Backend):
         lines = self.records.lines_of(flight.record.number)
         upload = InputFile(len(lines), 2**62)  # they fitted when first written
         for line_id, index in sorted(lines.items(), key=lambda item: item[1]):
-            upload.add(
-                request_line(
-                    line_id, request_body(self.job.prompts[index], self.settings, self.model)
-                )
-            )
+            upload.add(self._line(line_id, self.job.prompts[index]))
         return upload
+
+    def _line(self, line_id: str, prompt: Prompt) -> bytes:
+        """The prompt's line of an input file, under its custom id."""
+        return request_line(line_id, request_body(prompt, self.settings, self.model))
 
     def _polled(self, flight: Flight, batch: BatchState) -> None:
         """Record what the provider said of the file's batch (its times, creation's
